@@ -1,0 +1,1213 @@
+/*
+export.c — turns a model into an Edge LLM checkpoint (the format runq.c documents).
+
+    export --int4 [-z tokenizer.bin] stories15M.bin model.q4.bin     llama2.c legacy .bin
+    export --fp32 path/to/hf-model-dir model.f32.bin                  Hugging Face directory
+    export --random tinyllama-1.1b model.q4.bin                       seeded random weights of a real shape
+
+Reads one tensor (in chunks of rows) at a time and writes it straight to its
+place in the output, so a 7B model never sits in memory as fp32. Writes to a
+temporary file beside the output and renames it at the end: an interrupted
+export leaves no half file under the final name.
+
+It includes runq.c for the format's structs, fp16 conversion, the int4
+quantizer and the tokenizer parser, so the format is defined in one place.
+
+Reading order: JSON -> the export plan -> sources (llama2.c, Hugging Face,
+random) -> tokenizers -> writing the checkpoint -> command line
+*/
+
+#define PROGRAM_NAME "export"
+#ifndef TESTING
+#define TESTING          // runq.c without its main
+#define EXPORT_MAIN
+#endif
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"   // export uses part of the runtime
+#include "runq.c"
+#pragma GCC diagnostic pop
+
+#include <dirent.h>
+#include <signal.h>
+
+// ----------------------------------------------------------------------------
+// JSON: a strict parser for config.json, safetensors headers and tokenizer.json
+
+typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
+
+typedef struct Json {
+    JsonType type;
+    double number;
+    char *string;            // JSON_STRING: UTF-8, NUL-terminated (may hold NULs: see length)
+    size_t length;
+    struct Json *items;      // JSON_ARRAY / JSON_OBJECT values
+    char **keys;             // JSON_OBJECT keys
+    int count;
+} Json;
+
+typedef struct {
+    const char *text, *end, *at;
+    const char *source;      // file name for messages
+    int depth;
+} JsonParser;
+
+static void json_fail(JsonParser *p, const char *what) {
+    die("%s: invalid JSON at byte %td: %s", p->source, p->at - p->text, what);
+}
+
+static void json_skip_space(JsonParser *p) {
+    while (p->at < p->end && (*p->at == ' ' || *p->at == '\t' || *p->at == '\n' || *p->at == '\r')) p->at++;
+}
+
+static unsigned json_hex4(JsonParser *p) {
+    if (p->end - p->at < 4) json_fail(p, "short \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = *p->at++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else json_fail(p, "bad hex digit in \\u escape");
+    }
+    return v;
+}
+
+static size_t utf8_put(char *out, unsigned cp) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+static char *json_parse_string(JsonParser *p, size_t *length) {
+    p->at++;  // opening quote
+    const char *start = p->at;
+    while (p->at < p->end && *p->at != '"') p->at += (*p->at == '\\') ? 2 : 1;
+    if (p->at >= p->end) json_fail(p, "unterminated string");
+    char *out = xcalloc((size_t)(p->at - start) + 1, 1, "JSON string");   // unescaping only shrinks
+    size_t n = 0;
+    p->at = start;
+    while (*p->at != '"') {
+        unsigned char c = (unsigned char)*p->at++;
+        if (c < 0x20) json_fail(p, "control character in string");
+        if (c != '\\') { out[n++] = (char)c; continue; }
+        char e = *p->at++;
+        switch (e) {
+        case '"': out[n++] = '"'; break;
+        case '\\': out[n++] = '\\'; break;
+        case '/': out[n++] = '/'; break;
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'n': out[n++] = '\n'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 't': out[n++] = '\t'; break;
+        case 'u': {
+            unsigned cp = json_hex4(p);
+            if (cp >= 0xD800 && cp < 0xDC00) {        // surrogate pair
+                if (p->end - p->at < 6 || p->at[0] != '\\' || p->at[1] != 'u') json_fail(p, "lone high surrogate");
+                p->at += 2;
+                unsigned low = json_hex4(p);
+                if (low < 0xDC00 || low >= 0xE000) json_fail(p, "bad low surrogate");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            } else if (cp >= 0xDC00 && cp < 0xE000) {
+                json_fail(p, "lone low surrogate");
+            }
+            n += utf8_put(out + n, cp);
+            break;
+        }
+        default: json_fail(p, "unknown escape");
+        }
+    }
+    p->at++;  // closing quote
+    out[n] = '\0';
+    *length = n;
+    return out;
+}
+
+static void json_parse_value(JsonParser *p, Json *out);
+
+static void json_parse_container(JsonParser *p, Json *out, int is_object) {
+    char close = is_object ? '}' : ']';
+    int capacity = 0;
+    out->type = is_object ? JSON_OBJECT : JSON_ARRAY;
+    p->at++;
+    json_skip_space(p);
+    if (p->at < p->end && *p->at == close) { p->at++; return; }
+    for (;;) {
+        if (out->count == capacity) {
+            capacity = capacity ? capacity * 2 : 8;
+            out->items = realloc(out->items, (size_t)capacity * sizeof(Json));
+            if (is_object) out->keys = realloc(out->keys, (size_t)capacity * sizeof(char *));
+            if (!out->items || (is_object && !out->keys)) die("out of memory parsing %s", p->source);
+        }
+        json_skip_space(p);
+        if (is_object) {
+            if (p->at >= p->end || *p->at != '"') json_fail(p, "expected a key");
+            size_t key_length;
+            out->keys[out->count] = json_parse_string(p, &key_length);
+            json_skip_space(p);
+            if (p->at >= p->end || *p->at != ':') json_fail(p, "expected ':'");
+            p->at++;
+        }
+        memset(&out->items[out->count], 0, sizeof(Json));
+        json_parse_value(p, &out->items[out->count]);
+        out->count++;
+        json_skip_space(p);
+        if (p->at < p->end && *p->at == ',') { p->at++; continue; }
+        if (p->at < p->end && *p->at == close) { p->at++; return; }
+        json_fail(p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static void json_parse_value(JsonParser *p, Json *out) {
+    json_skip_space(p);
+    if (p->at >= p->end) json_fail(p, "unexpected end");
+    if (++p->depth > 64) json_fail(p, "nested too deeply");
+    char c = *p->at;
+    if (c == '{' || c == '[') {
+        json_parse_container(p, out, c == '{');
+    } else if (c == '"') {
+        out->type = JSON_STRING;
+        out->string = json_parse_string(p, &out->length);
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        char *end;
+        out->type = JSON_NUMBER;
+        out->number = strtod(p->at, &end);
+        if (end == p->at || end > p->end) json_fail(p, "bad number");
+        p->at = end;
+    } else if (p->end - p->at >= 4 && memcmp(p->at, "true", 4) == 0) {
+        out->type = JSON_TRUE; p->at += 4;
+    } else if (p->end - p->at >= 5 && memcmp(p->at, "false", 5) == 0) {
+        out->type = JSON_FALSE; p->at += 5;
+    } else if (p->end - p->at >= 4 && memcmp(p->at, "null", 4) == 0) {
+        out->type = JSON_NULL; p->at += 4;
+    } else {
+        json_fail(p, "unexpected character");
+    }
+    p->depth--;
+}
+
+// text must be NUL-terminated at text[size] (strtod relies on it)
+static Json json_parse(const char *text, size_t size, const char *source) {
+    JsonParser p = { text, text + size, text, source, 0 };
+    Json root = { 0 };
+    json_parse_value(&p, &root);
+    json_skip_space(&p);
+    if (p.at != p.end) json_fail(&p, "trailing characters");
+    return root;
+}
+
+static void json_free(Json *j) {
+    for (int i = 0; i < j->count; i++) {
+        json_free(&j->items[i]);
+        if (j->keys) free(j->keys[i]);
+    }
+    free(j->items);
+    free(j->keys);
+    free(j->string);
+}
+
+static const Json *json_get(const Json *object, const char *key) {
+    if (!object || object->type != JSON_OBJECT) return NULL;
+    for (int i = 0; i < object->count; i++)
+        if (strcmp(object->keys[i], key) == 0) return &object->items[i];
+    return NULL;
+}
+
+static Json json_read_file(const char *path) {
+    size_t size;
+    uint8_t *text = read_whole_file(path, &size);
+    Json root = json_parse((const char *)text, size, path);
+    free(text);
+    return root;
+}
+
+// ----------------------------------------------------------------------------
+// The export plan: the header and every tensor's name, kind, shape and type.
+
+enum TensorKind { K_EMBED, K_ATTN_NORM, K_WQ, K_WK, K_WV, K_WO, K_FFN_NORM, K_W1, K_W2, K_W3, K_NORM, K_OUTPUT, K_TOKENIZER };
+
+typedef struct {
+    TensorEntry entry;       // as written to the file
+    int kind;                // TensorKind
+    int layer;               // -1 for model-wide tensors
+} PlannedTensor;
+
+typedef struct Source Source;
+struct Source {
+    FileHeader header;       // everything but magic, version and n_tensors
+    int *ffn_dim;            // (n_layers,)
+    uint8_t *tokenizer;      // llama2.c tokenizer.bin bytes, or NULL
+    size_t tokenizer_size;
+    const char *description;
+    // rows [begin, end) of a planned tensor as float, (end - begin, cols) into out
+    void (*read_rows)(Source *src, const PlannedTensor *t, int begin, int end, float *out);
+    void *impl;
+    const char **inputs;     // files read, so the output never overwrites one
+    int n_inputs;
+};
+
+static void source_add_input(Source *src, const char *path) {
+    src->inputs = realloc(src->inputs, (size_t)(src->n_inputs + 1) * sizeof(char *));
+    if (!src->inputs) die("out of memory");
+    src->inputs[src->n_inputs++] = strdup(path);
+}
+
+static void check_header(const FileHeader *h, const char *what) {
+    if (h->dim <= 0 || h->n_layers <= 0 || h->n_heads <= 0 || h->n_kv_heads <= 0 || h->head_dim <= 0
+        || h->vocab_size <= 0 || h->seq_len <= 0)
+        die("%s: dimensions must be positive (dim %d, layers %d, heads %d/%d, head_dim %d, vocab %d, seq_len %d)",
+            what, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len);
+    if (h->n_heads % h->n_kv_heads != 0) die("%s: %d heads do not divide into %d KV heads", what, h->n_heads, h->n_kv_heads);
+    if (h->head_dim % 2 != 0) die("%s: head_dim %d is odd", what, h->head_dim);
+}
+
+// ----------------------------------------------------------------------------
+// Source: llama2.c legacy .bin (v0)
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    const float *base[K_OUTPUT + 1];   // first float of each kind (all layers back to back)
+} LegacyModel;
+
+static const uint8_t *map_file(const char *path, size_t *size) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) die("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) die("%s is not a regular file", path);
+    *size = (size_t)st.st_size;
+    if (*size == 0) die("%s is empty", path);
+    void *data = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (data == MAP_FAILED) die("cannot map %s: %s", path, strerror(errno));
+    return data;
+}
+
+static void legacy_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    LegacyModel *m = src->impl;
+    size_t per_layer = (size_t)t->entry.rows * t->entry.cols;
+    const float *base = m->base[t->kind] + (t->layer >= 0 ? (size_t)t->layer * per_layer : 0);
+    memcpy(out, base + (size_t)begin * t->entry.cols, (size_t)(end - begin) * t->entry.cols * sizeof(float));
+}
+
+static void open_legacy(Source *src, const char *path) {
+    LegacyModel *m = xcalloc(1, sizeof *m, "model");
+    m->data = map_file(path, &m->size);
+    if (m->size < 28) die("%s: too small to be a llama2.c checkpoint", path);
+    int32_t h[7];
+    memcpy(h, m->data, sizeof h);
+    int shared = h[5] > 0;
+    FileHeader *fh = &src->header;
+    fh->dim = h[0];
+    fh->n_layers = h[2];
+    fh->n_heads = h[3];
+    fh->n_kv_heads = h[4];
+    fh->vocab_size = shared ? h[5] : -h[5];
+    fh->seq_len = h[6];
+    if (h[0] <= 0 || h[1] <= 0 || h[3] <= 0 || h[0] % h[3] != 0 || h[0] > 1 << 16 || h[1] > 1 << 20 || h[2] > 1024
+        || h[6] > 1 << 22 || fh->vocab_size > 1 << 22)
+        die("%s: not a llama2.c checkpoint (header dim %d, hidden %d, layers %d, heads %d)", path, h[0], h[1], h[2], h[3]);
+    fh->head_dim = fh->dim / fh->n_heads;
+    check_header(fh, path);
+    fh->rope_theta = 10000.0f;
+    fh->norm_eps = 1e-5f;
+    fh->flags = shared ? FLAG_TIED_CLASSIFIER : 0;
+    fh->bos_id = 1;
+    fh->eos_id = 2;
+    src->ffn_dim = xcalloc((size_t)fh->n_layers, sizeof(int), "ffn table");
+    for (int l = 0; l < fh->n_layers; l++) src->ffn_dim[l] = h[1];
+
+    size_t dim = (size_t)fh->dim, hidden = (size_t)h[1], layers = (size_t)fh->n_layers;
+    size_t kv_dim = (size_t)fh->n_kv_heads * fh->head_dim, vocab = (size_t)fh->vocab_size;
+    size_t sizes[K_OUTPUT + 1] = {
+        [K_EMBED] = vocab * dim, [K_ATTN_NORM] = layers * dim, [K_WQ] = layers * dim * dim,
+        [K_WK] = layers * kv_dim * dim, [K_WV] = layers * kv_dim * dim, [K_WO] = layers * dim * dim,
+        [K_FFN_NORM] = layers * dim, [K_W1] = layers * hidden * dim, [K_W2] = layers * dim * hidden,
+        [K_W3] = layers * hidden * dim, [K_NORM] = dim + (size_t)fh->seq_len * fh->head_dim, // + legacy freq_cis
+        [K_OUTPUT] = shared ? 0 : vocab * dim,
+    };
+    const float *p = (const float *)(m->data + 28);
+    size_t total = 0;
+    for (int k = K_EMBED; k <= K_OUTPUT; k++) { m->base[k] = p + total; total += sizes[k]; }
+    if (m->size != 28 + total * sizeof(float))
+        die("%s: a llama2.c checkpoint of this header holds %zu bytes but the file has %zu (truncated?)",
+            path, 28 + total * sizeof(float), m->size);
+    src->impl = m;
+    src->read_rows = legacy_read_rows;
+    src->description = "llama2.c checkpoint";
+    source_add_input(src, path);
+}
+
+// ----------------------------------------------------------------------------
+// Source: an Edge LLM checkpoint (re-export: int4 -> fp32 gives the reference
+// runtime the exact weights runq sees; or a new group size)
+
+static void checkpoint_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    Transformer *model = src->impl;
+    const Tensor *w;
+    if (t->kind == K_EMBED) w = &model->weights.tok_embeddings;
+    else if (t->kind == K_NORM) w = &model->weights.norm;
+    else if (t->kind == K_OUTPUT) w = &model->weights.output;
+    else {
+        LayerWeights *lw = &model->weights.layers[t->layer];
+        const Tensor *by_kind[] = { [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk,
+                                    [K_WV] = &lw->wv, [K_WO] = &lw->wo, [K_FFN_NORM] = &lw->ffn_norm,
+                                    [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3 };
+        w = by_kind[t->kind];
+    }
+    for (int r = begin; r < end; r++) {
+        float *row = out + (size_t)(r - begin) * w->cols;
+        if (w->type == TYPE_Q4) dequantize_row_q4(row, w, r);
+        else memcpy(row, w->data + (size_t)r * w->cols, (size_t)w->cols * sizeof(float));
+    }
+}
+
+static void open_checkpoint_source(Source *src, const char *path) {
+    Transformer *model = xcalloc(1, sizeof *model, "model");
+    open_checkpoint(model, path);
+    const Config *c = &model->config;
+    FileHeader *h = &src->header;
+    h->dim = c->dim;
+    h->n_layers = c->n_layers;
+    h->n_heads = c->n_heads;
+    h->n_kv_heads = c->n_kv_heads;
+    h->head_dim = c->head_dim;
+    h->vocab_size = c->vocab_size;
+    h->seq_len = c->seq_len;
+    h->rope_theta = c->rope_theta;
+    h->norm_eps = c->norm_eps;
+    h->flags = c->tied_classifier ? FLAG_TIED_CLASSIFIER : 0;
+    h->bos_id = c->bos_id;
+    h->eos_id = c->eos_id;
+    src->ffn_dim = c->ffn_dim;
+    if (model->weights.tokenizer_blob) {
+        src->tokenizer = xcalloc(model->weights.tokenizer_size, 1, "tokenizer");
+        memcpy(src->tokenizer, model->weights.tokenizer_blob, model->weights.tokenizer_size);
+        src->tokenizer_size = model->weights.tokenizer_size;
+    }
+    src->impl = model;
+    src->read_rows = checkpoint_read_rows;
+    src->description = "Edge LLM checkpoint, dequantized";
+    source_add_input(src, path);
+}
+
+// ----------------------------------------------------------------------------
+// Source: Hugging Face directory (config.json + safetensors)
+
+typedef struct {
+    char *name;
+    int dtype;               // TYPE_F32 / TYPE_F16 / TYPE_BF16
+    int64_t rows, cols;      // 1-D tensors: rows = 1
+    const uint8_t *data;
+} SafeTensor;
+
+#define TYPE_BF16 100        // only ever read here
+
+typedef struct {
+    SafeTensor *tensors;
+    int count;
+    int permute_heads[2];    // heads of wq and wk, to undo Hugging Face's rotate-half row order
+} HfModel;
+
+static int64_t json_int(const Json *j, const char *key, int64_t fallback, const char *source) {
+    const Json *v = json_get(j, key);
+    if (!v || v->type == JSON_NULL) {
+        if (fallback < 0) die("%s: missing key '%s'", source, key);
+        return fallback;
+    }
+    if (v->type == JSON_ARRAY && v->count > 0) v = &v->items[0];   // e.g. eos_token_id: [128001, 128009]
+    if (v->type != JSON_NUMBER || v->number != floor(v->number) || fabs(v->number) > 1e15)
+        die("%s: key '%s' should be a whole number", source, key);
+    return (int64_t)v->number;
+}
+
+static double json_real(const Json *j, const char *key, double fallback, const char *source) {
+    const Json *v = json_get(j, key);
+    if (!v || v->type == JSON_NULL) return fallback;
+    if (v->type != JSON_NUMBER) die("%s: key '%s' should be a number", source, key);
+    return v->number;
+}
+
+static void load_safetensors(HfModel *m, const char *path) {
+    size_t size;
+    const uint8_t *data = map_file(path, &size);
+    if (size < 8) die("%s: too small for a safetensors file", path);
+    uint64_t header_size;
+    memcpy(&header_size, data, 8);
+    if (header_size > size - 8 || header_size > 100u << 20) die("%s: safetensors header size %llu does not fit the file",
+                                                                  path, (unsigned long long)header_size);
+    char *text = xcalloc(header_size + 1, 1, "safetensors header");
+    memcpy(text, data + 8, header_size);
+    Json root = json_parse(text, header_size, path);
+    if (root.type != JSON_OBJECT) die("%s: safetensors header is not a JSON object", path);
+    const uint8_t *payload = data + 8 + header_size;
+    size_t payload_size = size - 8 - header_size;
+    for (int i = 0; i < root.count; i++) {
+        const char *name = root.keys[i];
+        if (strcmp(name, "__metadata__") == 0) continue;
+        const Json *info = &root.items[i];
+        const Json *dtype = json_get(info, "dtype"), *shape = json_get(info, "shape"), *offsets = json_get(info, "data_offsets");
+        if (!dtype || dtype->type != JSON_STRING || !shape || shape->type != JSON_ARRAY || !offsets
+            || offsets->type != JSON_ARRAY || offsets->count != 2)
+            die("%s: tensor '%s' lacks dtype, shape or data_offsets", path, name);
+        SafeTensor t = { .name = strdup(name), .rows = 1, .cols = 1 };
+        if (strcmp(dtype->string, "F32") == 0) t.dtype = TYPE_F32;
+        else if (strcmp(dtype->string, "F16") == 0) t.dtype = TYPE_F16;
+        else if (strcmp(dtype->string, "BF16") == 0) t.dtype = TYPE_BF16;
+        else t.dtype = -1;   // only an error if the tensor is used
+        if (shape->count < 1 || shape->count > 2) t.dtype = -2;
+        for (int d = 0; d < shape->count; d++) {
+            if (shape->items[d].type != JSON_NUMBER || shape->items[d].number < 0 || shape->items[d].number > 1e9)
+                die("%s: tensor '%s' has a bad shape", path, name);
+            int64_t extent = (int64_t)shape->items[d].number;
+            if (shape->count == 2 && d == 0) t.rows = extent; else t.cols = extent;
+        }
+        double begin = offsets->items[0].number, end = offsets->items[1].number;
+        int element = t.dtype == TYPE_F32 ? 4 : 2;
+        if (offsets->items[0].type != JSON_NUMBER || offsets->items[1].type != JSON_NUMBER || begin < 0 || end < begin
+            || end > (double)payload_size)
+            die("%s: tensor '%s' has data_offsets outside the file (truncated?)", path, name);
+        if (t.dtype >= 0 && (double)t.rows * (double)t.cols * element != end - begin)
+            die("%s: tensor '%s' has %.0f bytes for shape (%lld, %lld)", path, name, end - begin,
+                (long long)t.rows, (long long)t.cols);
+        t.data = payload + (size_t)begin;
+        m->tensors = realloc(m->tensors, (size_t)(m->count + 1) * sizeof(SafeTensor));
+        if (!m->tensors) die("out of memory");
+        m->tensors[m->count++] = t;
+    }
+    json_free(&root);
+    free(text);
+}
+
+static const SafeTensor *hf_find(const HfModel *m, const char *name) {
+    for (int i = 0; i < m->count; i++) if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+// Our tensor name -> the Hugging Face Llama/Mistral name
+static void hf_name(const PlannedTensor *t, char *out, size_t size) {
+    static const char *layer_names[] = {
+        [K_ATTN_NORM] = "input_layernorm", [K_WQ] = "self_attn.q_proj", [K_WK] = "self_attn.k_proj",
+        [K_WV] = "self_attn.v_proj", [K_WO] = "self_attn.o_proj", [K_FFN_NORM] = "post_attention_layernorm",
+        [K_W1] = "mlp.gate_proj", [K_W2] = "mlp.down_proj", [K_W3] = "mlp.up_proj",
+    };
+    if (t->kind == K_EMBED) snprintf(out, size, "model.embed_tokens.weight");
+    else if (t->kind == K_NORM) snprintf(out, size, "model.norm.weight");
+    else if (t->kind == K_OUTPUT) snprintf(out, size, "lm_head.weight");
+    else snprintf(out, size, "model.layers.%d.%s.weight", t->layer, layer_names[t->kind]);
+}
+
+static float bf16_to_fp32(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// Hugging Face orders each head's q/k rows as [first halves | second halves]
+// (rotate_half); runq rotates interleaved pairs. Our row 2i+half of a head is
+// their row half*head_dim/2 + i.
+static int64_t hf_source_row(int64_t row, int head_dim) {
+    int64_t head = row / head_dim, within = row % head_dim;
+    return head * head_dim + (within % 2) * (head_dim / 2) + within / 2;
+}
+
+static void hf_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    HfModel *m = src->impl;
+    char name[160];
+    hf_name(t, name, sizeof name);
+    const SafeTensor *st = hf_find(m, name);
+    int cols = (int)t->entry.cols;
+    int permute = t->kind == K_WQ || t->kind == K_WK;
+    for (int r = begin; r < end; r++) {
+        int64_t row = permute ? hf_source_row(r, src->header.head_dim) : r;
+        float *dst = out + (size_t)(r - begin) * cols;
+        const uint8_t *p = st->data + (size_t)row * cols * (st->dtype == TYPE_F32 ? 4 : 2);
+        for (int c = 0; c < cols; c++) {
+            uint16_t half;
+            if (st->dtype == TYPE_F32) { memcpy(&dst[c], p + 4 * (size_t)c, 4); continue; }
+            memcpy(&half, p + 2 * (size_t)c, 2);
+            dst[c] = st->dtype == TYPE_F16 ? fp16_to_fp32(half) : bf16_to_fp32(half);
+        }
+    }
+}
+
+static char *path_join(const char *dir, const char *file) {
+    size_t size = strlen(dir) + strlen(file) + 2;
+    char *out = xcalloc(size, 1, "path");
+    snprintf(out, size, "%s/%s", dir, file);
+    return out;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void hf_load_weights(Source *src, HfModel *m, const char *dir) {
+    char *single = path_join(dir, "model.safetensors"), *index = path_join(dir, "model.safetensors.index.json");
+    if (file_exists(single)) {
+        load_safetensors(m, single);
+        source_add_input(src, single);
+    } else if (file_exists(index)) {
+        Json root = json_read_file(index);
+        const Json *map = json_get(&root, "weight_map");
+        if (!map || map->type != JSON_OBJECT) die("%s: no weight_map object", index);
+        for (int i = 0; i < map->count; i++) {   // each shard once, in order of first mention
+            if (map->items[i].type != JSON_STRING || strchr(map->items[i].string, '/'))
+                die("%s: weight_map entry '%s' is not a file name", index, map->keys[i]);
+            int seen = 0;
+            for (int j = 0; j < i && !seen; j++) seen = strcmp(map->items[j].string, map->items[i].string) == 0;
+            if (seen) continue;
+            char *shard = path_join(dir, map->items[i].string);
+            if (!file_exists(shard)) die("%s: shard %s named by the index is missing", dir, map->items[i].string);
+            load_safetensors(m, shard);
+            source_add_input(src, shard);
+            free(shard);
+        }
+        json_free(&root);
+    } else {
+        die("%s: neither model.safetensors nor model.safetensors.index.json is there", dir);
+    }
+    free(single);
+    free(index);
+}
+
+static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size);
+
+static void open_hf(Source *src, const char *dir) {
+    char *config_path = path_join(dir, "config.json");
+    if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
+    Json config = json_read_file(config_path);
+    source_add_input(src, config_path);
+    const Json *model_type = json_get(&config, "model_type");
+    if (!model_type || model_type->type != JSON_STRING
+        || (strcmp(model_type->string, "llama") != 0 && strcmp(model_type->string, "mistral") != 0))
+        die("%s: model_type %s is not supported (llama, mistral)", config_path,
+            model_type && model_type->type == JSON_STRING ? model_type->string : "(missing)");
+    const Json *rope_scaling = json_get(&config, "rope_scaling");
+    if (rope_scaling && rope_scaling->type != JSON_NULL)
+        die("%s: rope_scaling is not supported yet", config_path);
+    FileHeader *h = &src->header;
+    h->dim = (int32_t)json_int(&config, "hidden_size", -1, config_path);
+    h->n_layers = (int32_t)json_int(&config, "num_hidden_layers", -1, config_path);
+    h->n_heads = (int32_t)json_int(&config, "num_attention_heads", -1, config_path);
+    h->n_kv_heads = (int32_t)json_int(&config, "num_key_value_heads", h->n_heads, config_path);
+    h->head_dim = (int32_t)json_int(&config, "head_dim", h->n_heads > 0 ? h->dim / h->n_heads : 0, config_path);
+    h->vocab_size = (int32_t)json_int(&config, "vocab_size", -1, config_path);
+    h->seq_len = (int32_t)json_int(&config, "max_position_embeddings", 2048, config_path);
+    h->rope_theta = (float)json_real(&config, "rope_theta", 10000.0, config_path);
+    h->norm_eps = (float)json_real(&config, "rms_norm_eps", 1e-6, config_path);
+    h->bos_id = (int32_t)json_int(&config, "bos_token_id", 1, config_path);
+    h->eos_id = (int32_t)json_int(&config, "eos_token_id", 2, config_path);
+    const Json *tie = json_get(&config, "tie_word_embeddings");
+    h->flags = tie && tie->type == JSON_TRUE ? FLAG_TIED_CLASSIFIER : 0;
+    int ffn = (int)json_int(&config, "intermediate_size", -1, config_path);
+    check_header(h, config_path);
+    if (ffn <= 0) die("%s: intermediate_size must be positive", config_path);
+    src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
+    for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = ffn;
+    json_free(&config);
+    free(config_path);
+
+    HfModel *m = xcalloc(1, sizeof *m, "model");
+    hf_load_weights(src, m, dir);
+    if (!(h->flags & FLAG_TIED_CLASSIFIER) && !hf_find(m, "lm_head.weight")) h->flags |= FLAG_TIED_CLASSIFIER;
+    src->impl = m;
+    src->read_rows = hf_read_rows;
+    src->description = "Hugging Face model";
+
+    char *tokenizer_json = path_join(dir, "tokenizer.json");
+    if (file_exists(tokenizer_json)) {
+        const char *error = sentencepiece_tokenizer_from_json(tokenizer_json, h->vocab_size, &src->tokenizer,
+                                                              &src->tokenizer_size);
+        if (error) die("%s: %s", tokenizer_json, error);
+        source_add_input(src, tokenizer_json);
+    }
+    free(tokenizer_json);
+}
+
+// Every planned tensor must exist in the safetensors with the planned shape.
+static void hf_check_tensor(const Source *src, const PlannedTensor *t) {
+    char name[160];
+    hf_name(t, name, sizeof name);
+    const SafeTensor *st = hf_find(src->impl, name);
+    if (!st) die("tensor %s is missing from the safetensors files", name);
+    if (st->dtype == -1) die("tensor %s has a dtype other than F32, F16 or BF16", name);
+    if (st->dtype == -2) die("tensor %s has more than 2 dimensions", name);
+    if (st->rows != t->entry.rows || st->cols != t->entry.cols)
+        die("tensor %s is (%lld, %lld) but config.json implies (%u, %u)", name, (long long)st->rows,
+            (long long)st->cols, t->entry.rows, t->entry.cols);
+}
+
+// ----------------------------------------------------------------------------
+// Source: seeded random weights of a real shape, generated row by row
+
+typedef struct {
+    const char *name;
+    int dim, ffn, layers, heads, kv_heads, vocab, seq_len;
+    float rope_theta, norm_eps;
+    int tied;
+} Shape;
+
+static const Shape shapes[] = {
+    { "stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, 1 },
+    { "stories15M", 288, 768, 6, 6, 6, 32000, 256, 10000.0f, 1e-5f, 1 },
+    { "stories42M", 512, 1376, 8, 8, 8, 32000, 1024, 10000.0f, 1e-5f, 1 },
+    { "stories110M", 768, 2048, 12, 12, 12, 32000, 1024, 10000.0f, 1e-5f, 1 },
+    { "smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, 1e-5f, 1 },
+    { "tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, 0 },
+    { "llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, 0 },
+    { "mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f, 1e-5f, 0 },
+    { "llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, 0 },
+};
+
+typedef struct { uint64_t seed; } RandomModel;
+
+static uint64_t splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Each row has its own stream, so rows come out the same in any order.
+// Weights are uniform with the variance of 1/cols (activations keep their
+// scale through the layers); norm weights are near 1.
+static void random_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    RandomModel *m = src->impl;
+    int cols = (int)t->entry.cols;
+    int is_norm = t->kind == K_ATTN_NORM || t->kind == K_FFN_NORM || t->kind == K_NORM;
+    float amplitude = is_norm ? 0.1f : sqrtf(3.0f / (float)cols);
+    for (int r = begin; r < end; r++) {
+        uint64_t state = m->seed ^ ((uint64_t)t->kind << 56) ^ ((uint64_t)(t->layer + 1) << 40) ^ (uint64_t)r;
+        splitmix64(&state);
+        float *row = out + (size_t)(r - begin) * cols;
+        for (int c = 0; c < cols; c += 2) {
+            uint64_t bits = splitmix64(&state);
+            float u0 = (float)(bits >> 40) / 16777216.0f, u1 = (float)((bits >> 8) & 0xFFFFFF) / 16777216.0f;
+            row[c] = (is_norm ? 1.0f : 0.0f) + amplitude * (2.0f * u0 - 1.0f);
+            if (c + 1 < cols) row[c + 1] = (is_norm ? 1.0f : 0.0f) + amplitude * (2.0f * u1 - 1.0f);
+        }
+    }
+}
+
+// SHAPE is a name from the table, or key=value pairs overriding stories260K:
+// dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512,seq_len=512,head_dim=8,tied=1
+static void open_random(Source *src, const char *spec, uint64_t seed) {
+    Shape shape = shapes[0];
+    int head_dim = 0, found = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (strcmp(spec, shapes[i].name) == 0) { shape = shapes[i]; found = 1; }
+    if (!found) {
+        if (!strchr(spec, '=')) {
+            fprintf(stderr, "export: unknown shape '%s'; known shapes:", spec);
+            for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fprintf(stderr, " %s", shapes[i].name);
+            die("\n  or key=value pairs: dim=,ffn=,layers=,heads=,kv_heads=,head_dim=,vocab=,seq_len=,tied=");
+        }
+        char *copy = strdup(spec);
+        for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
+            char key[32];
+            long value;
+            char *end;
+            char *eq = strchr(item, '=');
+            if (!eq || eq - item >= (long)sizeof key) die("bad shape item '%s' (want key=value)", item);
+            memcpy(key, item, (size_t)(eq - item));
+            key[eq - item] = '\0';
+            errno = 0;
+            value = strtol(eq + 1, &end, 10);
+            if (errno || *end || end == eq + 1 || value < 0 || value > 1 << 22) die("bad value in shape item '%s'", item);
+            if (strcmp(key, "dim") == 0) shape.dim = (int)value;
+            else if (strcmp(key, "ffn") == 0) shape.ffn = (int)value;
+            else if (strcmp(key, "layers") == 0) shape.layers = (int)value;
+            else if (strcmp(key, "heads") == 0) shape.heads = (int)value;
+            else if (strcmp(key, "kv_heads") == 0) shape.kv_heads = (int)value;
+            else if (strcmp(key, "head_dim") == 0) head_dim = (int)value;
+            else if (strcmp(key, "vocab") == 0) shape.vocab = (int)value;
+            else if (strcmp(key, "seq_len") == 0) shape.seq_len = (int)value;
+            else if (strcmp(key, "tied") == 0) shape.tied = value != 0;
+            else die("unknown shape key '%s'", key);
+        }
+        free(copy);
+        shape.name = "custom";
+    }
+    FileHeader *h = &src->header;
+    h->dim = shape.dim;
+    h->n_layers = shape.layers;
+    h->n_heads = shape.heads;
+    h->n_kv_heads = shape.kv_heads;
+    h->head_dim = head_dim ? head_dim : (shape.heads ? shape.dim / shape.heads : 0);
+    h->vocab_size = shape.vocab;
+    h->seq_len = shape.seq_len;
+    h->rope_theta = shape.rope_theta;
+    h->norm_eps = shape.norm_eps;
+    h->flags = shape.tied ? FLAG_TIED_CLASSIFIER : 0;
+    h->bos_id = 1;
+    h->eos_id = 2;
+    check_header(h, spec);
+    if (shape.ffn <= 0) die("%s: ffn must be positive", spec);
+    if (h->vocab_size < 3) die("%s: the vocabulary needs at least <unk>, <s> and </s>", spec);
+    src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
+    for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = shape.ffn;
+    RandomModel *m = xcalloc(1, sizeof *m, "model");
+    m->seed = seed;
+    src->impl = m;
+    src->read_rows = random_read_rows;
+    src->description = "random weights";
+}
+
+// ----------------------------------------------------------------------------
+// Tokenizers, all turned into llama2.c's tokenizer.bin layout
+
+typedef struct {
+    uint8_t *data;
+    size_t size, capacity;
+} Buffer;
+
+static void buffer_put(Buffer *b, const void *bytes, size_t n) {
+    if (b->size + n > b->capacity) {
+        b->capacity = (b->size + n) * 2 + 1024;
+        b->data = realloc(b->data, b->capacity);
+        if (!b->data) die("out of memory building the tokenizer");
+    }
+    memcpy(b->data + b->size, bytes, n);
+    b->size += n;
+}
+
+static void tokenizer_put_piece(Buffer *b, float score, const char *piece, size_t length) {
+    int32_t len = (int32_t)length;
+    buffer_put(b, &score, 4);
+    buffer_put(b, &len, 4);
+    buffer_put(b, piece, length);
+}
+
+static void tokenizer_finish(Buffer *b, int32_t max_length) { memcpy(b->data, &max_length, 4); }
+
+// A tokenizer.bin file, checked against the model's vocabulary size.
+static void read_tokenizer_bin(Source *src, const char *path) {
+    src->tokenizer = read_whole_file(path, &src->tokenizer_size);
+    Tokenizer check;
+    const char *error = build_tokenizer_from_memory(&check, src->tokenizer, src->tokenizer_size, src->header.vocab_size);
+    free_tokenizer(&check);
+    if (error) die("tokenizer %s for a %d-piece vocabulary: %s", path, src->header.vocab_size, error);
+}
+
+// Pieces a random model can encode any text with: byte fallback plus
+// printable ASCII; the rest are <unused_N>, never produced by a merge.
+static void synthetic_tokenizer(Source *src) {
+    Buffer b = { 0 };
+    int32_t zero = 0;
+    buffer_put(&b, &zero, 4);
+    int vocab = src->header.vocab_size, id = 0;
+    char piece[32];
+    const char *specials[] = { "<unk>", "\n<s>\n", "\n</s>\n" };
+    for (; id < 3; id++) tokenizer_put_piece(&b, -INFINITY, specials[id], strlen(specials[id]));
+    for (int byte = 0; byte < 256 && id < vocab; byte++, id++) {
+        snprintf(piece, sizeof piece, "<0x%02X>", byte);
+        tokenizer_put_piece(&b, -INFINITY, piece, 6);
+    }
+    for (char c = ' '; c <= '~' && id < vocab; c++, id++) tokenizer_put_piece(&b, 0.0f, &c, 1);
+    for (; id < vocab; id++) {
+        int n = snprintf(piece, sizeof piece, "<unused_%d>", id);
+        tokenizer_put_piece(&b, -INFINITY, piece, (size_t)n);
+    }
+    tokenizer_finish(&b, 16);
+    src->tokenizer = b.data;
+    src->tokenizer_size = b.size;
+}
+
+// "▁" (U+2581) is SentencePiece's visible space; tokenizer.bin stores " ".
+static size_t replace_sentencepiece_spaces(char *s, size_t length) {
+    size_t out = 0;
+    for (size_t i = 0; i < length;) {
+        if (i + 2 < length + 0 && (unsigned char)s[i] == 0xE2 && (unsigned char)s[i + 1] == 0x96
+            && (unsigned char)s[i + 2] == 0x81) {
+            s[out++] = ' ';
+            i += 3;
+        } else {
+            s[out++] = s[i++];
+        }
+    }
+    s[out] = '\0';
+    return out;
+}
+
+// A Hugging Face tokenizer.json of SentencePiece BPE kind (Llama 2, TinyLlama,
+// Mistral): vocab gives the ids, merges the priorities. A piece made by merge
+// rank r scores -r, so the best-scoring pair is the earliest merge, which is
+// what SentencePiece does. Special and byte pieces score -inf: text never
+// merges into them. Returns NULL or what is wrong.
+static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    Json root = json_read_file(path);
+    const Json *model = json_get(&root, "model");
+    const Json *type = json_get(model, "type"), *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    const Json *byte_fallback = json_get(model, "byte_fallback");
+    if (!type || type->type != JSON_STRING || strcmp(type->string, "BPE") != 0)
+        return "model.type is not BPE: only SentencePiece-style BPE tokenizers are supported";
+    if (!byte_fallback || byte_fallback->type != JSON_TRUE)
+        return "model.byte_fallback is not true: byte-level BPE (Llama 3, GPT-2 style) is not supported yet";
+    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        return "model.vocab or model.merges is missing";
+
+    char **pieces = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    size_t *lengths = xcalloc((size_t)vocab_size, sizeof(size_t), "tokenizer");
+    float *scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
+    for (int i = 0; i < vocab_size; i++) scores[i] = -INFINITY;
+    TokenIndex *sorted = xcalloc((size_t)vocab->count + 1, sizeof(TokenIndex), "tokenizer");
+    for (int i = 0; i < vocab->count; i++) {
+        const Json *id = &vocab->items[i];
+        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
+            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
+        int index = (int)id->number;
+        pieces[index] = vocab->keys[i];
+        sorted[i] = (TokenIndex){ vocab->keys[i], index };
+    }
+    Tokenizer lookup = { .sorted = sorted, .vocab_size = vocab->count };
+    qsort(sorted, (size_t)vocab->count, sizeof(TokenIndex), compare_tokens);
+    // merges: "a b" strings, or [a, b] pairs in newer files
+    for (int rank = 0; rank < merges->count; rank++) {
+        const Json *m = &merges->items[rank];
+        char joined[1024];
+        if (m->type == JSON_STRING) {
+            const char *space = strchr(m->string, ' ');
+            if (!space || m->length >= sizeof joined) die("%s: merge %d is not 'a b'", path, rank);
+            size_t a = (size_t)(space - m->string);
+            memcpy(joined, m->string, a);
+            strcpy(joined + a, space + 1);
+        } else if (m->type == JSON_ARRAY && m->count == 2 && m->items[0].type == JSON_STRING
+                   && m->items[1].type == JSON_STRING && m->items[0].length + m->items[1].length < sizeof joined) {
+            snprintf(joined, sizeof joined, "%s%s", m->items[0].string, m->items[1].string);
+        } else {
+            die("%s: merge %d is neither 'a b' nor [a, b]", path, rank);
+        }
+        int id = str_lookup(joined, &lookup);
+        if (id < 0) die("%s: merge %d makes '%s', which is not in the vocab", path, rank, joined);
+        if (scores[id] == -INFINITY) scores[id] = -(float)rank;
+    }
+    // added tokens (<unk>, <s>, </s>, ...) take their ids; single characters
+    // that no merge makes keep score 0 so the first pass can find them
+    const Json *added = json_get(&root, "added_tokens");
+    for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
+        const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
+        if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
+        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
+        pieces[(int)id->number] = content->string;
+    }
+    Buffer b = { 0 };
+    int32_t max_length = 1;
+    buffer_put(&b, &max_length, 4);
+    for (int i = 0; i < vocab_size; i++) {
+        if (!pieces[i]) die("%s: no piece has id %d (the model's vocabulary has %d)", path, i, vocab_size);
+        size_t length = strlen(pieces[i]);
+        char *piece = xcalloc(length + 1, 1, "piece");
+        memcpy(piece, pieces[i], length);
+        length = replace_sentencepiece_spaces(piece, length);
+        int is_byte = length == 6 && strncmp(piece, "<0x", 3) == 0 && piece[5] == '>';
+        int is_single_character = length > 0 && length <= 4 && (size_t)(1 + ((unsigned char)piece[0] >= 0xC0)
+            + ((unsigned char)piece[0] >= 0xE0) + ((unsigned char)piece[0] >= 0xF0)) == length;
+        float score = scores[i];
+        if (score == -INFINITY && is_single_character && !is_byte) score = 0.0f;
+        tokenizer_put_piece(&b, score, piece, length);
+        if ((int32_t)length > max_length) max_length = (int32_t)length;
+        free(piece);
+    }
+    tokenizer_finish(&b, max_length);
+    free(pieces);
+    free(lengths);
+    free(scores);
+    free(sorted);
+    json_free(&root);
+    *blob = b.data;
+    *size = b.size;
+    return NULL;
+}
+
+// ----------------------------------------------------------------------------
+// Writing the checkpoint
+
+// The temporary file being written, removed if export stops early. A global
+// because the exit and signal handlers that remove it take no arguments.
+static char *pending_output;
+
+static void remove_pending_output(void) {
+    if (pending_output) unlink(pending_output);
+}
+
+static void on_signal(int sig) {
+    remove_pending_output();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+typedef struct {
+    PlannedTensor *tensors;
+    int count;
+    uint64_t file_size;
+} Plan;
+
+static void plan_add(Plan *plan, const char *name, int kind, int layer, uint32_t rows, uint32_t cols, int type, int group_size) {
+    plan->tensors = realloc(plan->tensors, (size_t)(plan->count + 1) * sizeof(PlannedTensor));
+    if (!plan->tensors) die("out of memory");
+    PlannedTensor *t = &plan->tensors[plan->count++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->entry.name, TENSOR_NAME_LEN, "%s", name);
+    t->entry.type = (uint32_t)type;
+    t->entry.group_size = type == TYPE_Q4 ? (uint32_t)group_size : 0;
+    t->entry.rows = rows;
+    t->entry.cols = cols;
+    t->entry.nbytes = tensor_nbytes(t->entry.type, rows, cols, t->entry.group_size);
+    t->kind = kind;
+    t->layer = layer;
+}
+
+// matrix_type: TYPE_Q4 or TYPE_F32; vectors (norms) are always f32
+static Plan make_plan(const Source *src, int matrix_type, int group_size) {
+    const FileHeader *h = &src->header;
+    Plan plan = { 0 };
+    uint32_t dim = (uint32_t)h->dim, q_dim = (uint32_t)(h->n_heads * h->head_dim);
+    uint32_t kv_dim = (uint32_t)(h->n_kv_heads * h->head_dim);
+    char name[TENSOR_NAME_LEN];
+    plan_add(&plan, "tok_embeddings", K_EMBED, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
+    for (int l = 0; l < h->n_layers; l++) {
+        uint32_t ffn = (uint32_t)src->ffn_dim[l];
+        struct { const char *field; int kind; uint32_t rows, cols; int type; } layer[] = {
+            { "attention_norm", K_ATTN_NORM, 1, dim, TYPE_F32 }, { "wq", K_WQ, q_dim, dim, matrix_type },
+            { "wk", K_WK, kv_dim, dim, matrix_type }, { "wv", K_WV, kv_dim, dim, matrix_type },
+            { "wo", K_WO, dim, q_dim, matrix_type }, { "ffn_norm", K_FFN_NORM, 1, dim, TYPE_F32 },
+            { "w1", K_W1, ffn, dim, matrix_type }, { "w2", K_W2, dim, ffn, matrix_type },
+            { "w3", K_W3, ffn, dim, matrix_type },
+        };
+        for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++) {
+            snprintf(name, sizeof name, "layers.%d.%s", l, layer[i].field);
+            plan_add(&plan, name, layer[i].kind, l, layer[i].rows, layer[i].cols, layer[i].type, group_size);
+        }
+    }
+    plan_add(&plan, "norm", K_NORM, -1, 1, dim, TYPE_F32, 0);
+    if (!(h->flags & FLAG_TIED_CLASSIFIER))
+        plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
+    if (src->tokenizer) plan_add(&plan, "tokenizer", K_TOKENIZER, -1, 1, (uint32_t)src->tokenizer_size, TYPE_BLOB, 0);
+    uint64_t offset = round_up(sizeof(FileHeader) + 4 * (size_t)h->n_layers + sizeof(TensorEntry) * (size_t)plan.count,
+                               TENSOR_ALIGNMENT);
+    for (int i = 0; i < plan.count; i++) {
+        plan.tensors[i].entry.offset = offset;
+        offset = round_up(offset + plan.tensors[i].entry.nbytes, TENSOR_ALIGNMENT);
+    }
+    plan.file_size = offset;
+    return plan;
+}
+
+static void write_at(int fd, const void *data, size_t size, uint64_t offset, const char *path) {
+    const uint8_t *p = data;
+    while (size > 0) {
+        ssize_t n = pwrite(fd, p, size, (off_t)offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) die("cannot write %s: %s", path, n < 0 ? strerror(errno) : "short write");
+        p += n;
+        size -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+}
+
+typedef struct {
+    uint64_t done, total;
+    int last_percent;
+    int quiet;
+} Progress;
+
+static void progress_advance(Progress *p, uint64_t bytes, const char *what) {
+    p->done += bytes;
+    int percent = (int)(100 * p->done / (p->total ? p->total : 1));
+    if (p->quiet || percent == p->last_percent) return;
+    p->last_percent = percent;
+    fprintf(stderr, "\rexport: %3d%%  %-40s", percent, what);
+    if (percent == 100) fputc('\n', stderr);
+}
+
+// Rows in chunks of about 4 MB of floats: read, quantize, write.
+static void write_tensor(int fd, const char *path, Source *src, const PlannedTensor *t, Progress *progress) {
+    const TensorEntry *e = &t->entry;
+    if (e->type == TYPE_BLOB) {
+        write_at(fd, src->tokenizer, src->tokenizer_size, e->offset, path);
+        progress_advance(progress, e->nbytes, e->name);
+        return;
+    }
+    int rows = (int)e->rows, cols = (int)e->cols;
+    int chunk = (int)(((size_t)1 << 20) / (size_t)cols);
+    if (chunk < 1) chunk = 1;
+    float *values = xcalloc((size_t)chunk * cols, sizeof(float), "export buffer");
+    size_t padded = e->type == TYPE_Q4 ? round_up((size_t)cols, e->group_size) : (size_t)cols;
+    size_t row_bytes = padded / 2, row_scales = e->type == TYPE_Q4 ? padded / e->group_size : 0;
+    uint8_t *nibbles = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
+    uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
+    for (int begin = 0; begin < rows; begin += chunk) {
+        int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
+        src->read_rows(src, t, begin, end, values);
+        for (size_t i = 0; i < (size_t)n * cols; i++)
+            if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", e->name, begin + i / cols);
+        if (e->type == TYPE_F32) {
+            write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
+        } else {
+            for (int r = 0; r < n; r++)
+                quantize_row_q4(values + (size_t)r * cols, cols, (int)padded, (int)e->group_size,
+                                nibbles + (size_t)r * row_bytes, scales + (size_t)r * row_scales);
+            write_at(fd, nibbles, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
+            write_at(fd, scales, (size_t)n * row_scales * 2,
+                     e->offset + (uint64_t)rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
+        }
+        progress_advance(progress, e->nbytes * (uint64_t)n / (uint64_t)rows, e->name);
+    }
+    free(values);
+    free(nibbles);
+    free(scales);
+}
+
+static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
+    struct stat out;
+    if (stat(output, &out) != 0) return;
+    if (S_ISDIR(out.st_mode)) die("output %s is a directory", output);
+    for (int i = 0; i < src->n_inputs; i++) {
+        struct stat in;
+        if (stat(src->inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+            die("output %s is the input %s: export never overwrites its input", output, src->inputs[i]);
+    }
+}
+
+static void write_checkpoint(Source *src, const char *output, int matrix_type, int group_size, int quiet) {
+    refuse_to_overwrite_inputs(src, output);
+    Plan plan = make_plan(src, matrix_type, group_size);
+    if (src->read_rows == hf_read_rows)
+        for (int i = 0; i < plan.count; i++)
+            if (plan.tensors[i].kind != K_TOKENIZER) hf_check_tensor(src, &plan.tensors[i]);
+
+    size_t path_size = strlen(output) + 16;
+    pending_output = xcalloc(path_size, 1, "path");
+    snprintf(pending_output, path_size, "%s.tmp.XXXXXX", output);
+    int fd = mkstemp(pending_output);
+    if (fd < 0) die("cannot create a temporary file beside %s: %s", output, strerror(errno));
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);   // mkstemp makes 0600; the output is an ordinary file
+    atexit(remove_pending_output);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    FileHeader header = src->header;
+    header.magic = CHECKPOINT_MAGIC;
+    header.version = CHECKPOINT_VERSION;
+    header.n_tensors = (uint32_t)plan.count;
+    header.reserved = 0;
+    write_at(fd, &header, sizeof header, 0, output);
+    for (int l = 0; l < header.n_layers; l++)
+        write_at(fd, &src->ffn_dim[l], 4, sizeof header + 4 * (uint64_t)l, output);
+    uint64_t table = sizeof header + 4 * (uint64_t)header.n_layers;
+    for (int i = 0; i < plan.count; i++)
+        write_at(fd, &plan.tensors[i].entry, sizeof(TensorEntry), table + sizeof(TensorEntry) * (uint64_t)i, output);
+
+    Progress progress = { .total = plan.file_size, .last_percent = -1, .quiet = quiet || plan.file_size < (64u << 20) };
+    for (int i = 0; i < plan.count; i++) write_tensor(fd, output, src, &plan.tensors[i], &progress);
+    if (ftruncate(fd, (off_t)plan.file_size) != 0) die("cannot size %s: %s", output, strerror(errno));
+    if (close(fd) != 0) die("cannot write %s: %s", output, strerror(errno));
+    if (rename(pending_output, output) != 0) die("cannot rename %s to %s: %s", pending_output, output, strerror(errno));
+    free(pending_output);
+    pending_output = NULL;
+    free(plan.tensors);
+}
+
+// ----------------------------------------------------------------------------
+// Command line
+
+#ifdef EXPORT_MAIN
+
+static int is_checkpoint(const char *path) {
+    uint32_t magic = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    size_t n = fread(&magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && magic == CHECKPOINT_MAGIC;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+        "Usage: export [--int4|--fp32] [options] INPUT OUTPUT\n"
+        "       export --random SHAPE [--int4|--fp32] [options] OUTPUT\n"
+        "INPUT is a llama2.c .bin checkpoint, a Hugging Face model directory (config.json,\n"
+        "model.safetensors or model.safetensors.index.json, tokenizer.json), or an Edge LLM\n"
+        "checkpoint (re-exported; int4 weights are dequantized first).\n"
+        "Options:\n"
+        "  --int4            int4 group-quantized checkpoint for runq (default)\n"
+        "  --fp32            fp32 checkpoint for run\n"
+        "  --group-size N    int4 weights per scale: 32, 64, 128 or 256 (default 32)\n"
+        "  -z FILE           tokenizer.bin to embed (overrides the directory's tokenizer.json)\n"
+        "  --random SHAPE    seeded random weights: stories260K stories15M stories42M stories110M\n"
+        "                    smollm2-135m tinyllama-1.1b llama2-7b mistral-7b llama3-8b, or key=value\n"
+        "                    pairs such as dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512\n"
+        "  --seed N          seed for --random (default 42)\n"
+        "  -q                no progress output\n");
+    exit(EXIT_FAILURE);
+}
+
+int main(int argc, char **argv) {
+    const char *random_shape = NULL, *tokenizer_path = NULL, *paths[2];
+    int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, quiet = 0;
+    uint64_t seed = 42;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_value = i + 1 < argc;
+        if (strcmp(a, "--int4") == 0) matrix_type = TYPE_Q4;
+        else if (strcmp(a, "--fp32") == 0) matrix_type = TYPE_F32;
+        else if (strcmp(a, "-q") == 0) quiet = 1;
+        else if (strcmp(a, "--group-size") == 0 && has_value) {
+            group_size = atoi(argv[++i]);
+            if (group_size != 32 && group_size != 64 && group_size != 128 && group_size != 256)
+                die("--group-size must be 32, 64, 128 or 256, got '%s'", argv[i]);
+        } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
+        else if (strcmp(a, "--random") == 0 && has_value) random_shape = argv[++i];
+        else if (strcmp(a, "--seed") == 0 && has_value) {
+            char *end;
+            errno = 0;
+            seed = strtoull(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i]) die("--seed expects a whole number, got '%s'", argv[i]);
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "export: unknown option or missing value: %s\n", a);
+            usage();
+        } else if (n_paths < 2) paths[n_paths++] = a;
+        else usage();
+    }
+    if (n_paths != (random_shape ? 1 : 2)) usage();
+    const char *output = paths[n_paths - 1];
+
+    Source src = { 0 };
+    struct stat st;
+    if (random_shape) open_random(&src, random_shape, seed);
+    else if (stat(paths[0], &st) != 0) die("cannot open %s: %s", paths[0], strerror(errno));
+    else if (S_ISDIR(st.st_mode)) open_hf(&src, paths[0]);
+    else if (is_checkpoint(paths[0])) open_checkpoint_source(&src, paths[0]);
+    else open_legacy(&src, paths[0]);
+
+    if (tokenizer_path) {
+        free(src.tokenizer);
+        read_tokenizer_bin(&src, tokenizer_path);
+        source_add_input(&src, tokenizer_path);
+    } else if (!src.tokenizer && random_shape) {
+        synthetic_tokenizer(&src);
+    } else if (!src.tokenizer) {
+        fprintf(stderr, "export: warning: no tokenizer given (-z); runq will need -z at run time\n");
+    }
+    write_checkpoint(&src, output, matrix_type, group_size, quiet);
+    if (!quiet) {
+        const FileHeader *h = &src.header;
+        fprintf(stderr, "export: wrote %s (%s, %s): dim %d, %d layers, %d/%d heads, vocab %d, context %d%s\n", output,
+                src.description, matrix_type == TYPE_Q4 ? "int4" : "fp32", h->dim, h->n_layers, h->n_heads,
+                h->n_kv_heads, h->vocab_size, h->seq_len, src.tokenizer ? ", tokenizer embedded" : "");
+    }
+    return 0;
+}
+#endif

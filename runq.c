@@ -1,0 +1,1280 @@
+/*
+runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
+
+It memory-maps an int4 group-quantized checkpoint written by export.c and uses
+the weights in place: nothing is dequantized at load time, the embedding table
+included. Activations are quantized to int8 in blocks of 32 on the fly, so the
+inner loop of every matrix-vector product is an integer dot product.
+
+What it is: the product. libc, libm and pthreads only; compiles alone:
+    cc -O2 -o runq runq.c -lm -lpthread
+What it is not: the reference. run.c is the fp32 oracle the tests compare with.
+
+Reading order (the order the data flows):
+    checkpoint format -> errors and checked arithmetic -> fp16 -> model structs
+    -> mapping the checkpoint -> int4/int8 kernels -> thread pool -> math blocks
+    -> forward -> tokenizer -> sampler -> generate / chat -> command line
+*/
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+// ----------------------------------------------------------------------------
+// The checkpoint format (version 1). All fields little-endian.
+//
+//   FileHeader                      64 bytes
+//   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
+//   TensorEntry[n_tensors]          96 bytes each
+//   tensor data                     each tensor at a 64-byte aligned offset
+//
+// A matrix is (rows, cols) = (out features, in features). Q4 data of a matrix
+// is its packed nibbles, (rows, cols_padded/2) bytes, followed by its fp16
+// scales, (rows, cols_padded/group_size). cols_padded rounds cols up to a whole
+// group; padding weights are zero. Inside every block of 32 weights, byte j
+// holds weight j in its low nibble and weight j+16 in its high nibble, so one
+// AND and one shift unpack a block into two runs of 16. A nibble q means the
+// weight scale * (q - 8).
+//
+// The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
+// llama2.c's tokenizer.bin layout.
+
+#define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
+#define CHECKPOINT_VERSION 1
+#define TENSOR_ALIGNMENT 64
+#define TENSOR_NAME_LEN 64
+#define Q_BLOCK 32                      // weights per nibble block; activations per int8 block
+
+enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_BLOB = 255 };
+
+#define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
+
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    int32_t dim;          // residual stream width
+    int32_t n_layers;
+    int32_t n_heads;      // query heads
+    int32_t n_kv_heads;   // key/value heads; fewer than n_heads means grouped-query attention
+    int32_t head_dim;     // width of one head
+    int32_t vocab_size;
+    int32_t seq_len;      // longest context the model was trained for
+    float rope_theta;
+    float norm_eps;
+    uint32_t flags;       // FLAG_*
+    int32_t bos_id;
+    int32_t eos_id;
+    uint32_t n_tensors;
+    uint32_t reserved;    // zero
+} FileHeader;
+
+typedef struct {
+    char name[TENSOR_NAME_LEN]; // NUL-padded, e.g. "layers.3.wq"
+    uint32_t type;              // TensorType
+    uint32_t group_size;        // Q4: weights per scale (a multiple of 32); else 0
+    uint32_t rows;
+    uint32_t cols;
+    uint64_t offset;            // from the start of the file, multiple of 64
+    uint64_t nbytes;
+} TensorEntry;
+
+_Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
+_Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
+
+// ----------------------------------------------------------------------------
+// Errors: one clear message, a non-zero exit. (export.c includes this file and
+// names itself through PROGRAM_NAME.)
+
+#ifndef PROGRAM_NAME
+#define PROGRAM_NAME "runq"
+#endif
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(PROGRAM_NAME ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_FAILURE);
+}
+
+static void *xcalloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) die("out of memory allocating %s (%zu x %zu bytes)", what, count, size);
+    return p;
+}
+
+static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// ----------------------------------------------------------------------------
+// fp16 <-> fp32, portable (no compiler half type needed)
+
+static float fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exponent = (h >> 10) & 0x1F;
+    uint32_t mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0x1F) {
+        bits = sign | 0x7F800000u | (mantissa << 13);          // inf / nan
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {
+        bits = sign;                                            // +-0
+    } else {                                                    // subnormal: normalise
+        exponent = 113;
+        while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static uint16_t fp32_to_fp16(float f) {    // round to nearest even
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    uint32_t sign = (bits >> 16) & 0x8000;
+    int32_t exponent = (int32_t)((bits >> 23) & 0xFF) - 127 + 15;
+    uint32_t mantissa = bits & 0x7FFFFF;
+    if (((bits >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mantissa ? 0x200 : 0));
+    if (exponent >= 31) return (uint16_t)(sign | 0x7C00);
+    if (exponent <= 0) {                                        // subnormal or zero
+        if (exponent < -10) return (uint16_t)sign;
+        mantissa |= 0x800000;
+        int shift = 14 - exponent;
+        uint32_t half = mantissa >> shift;
+        uint32_t rest = mantissa & ((1u << shift) - 1), midpoint = 1u << (shift - 1);
+        if (rest > midpoint || (rest == midpoint && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)exponent << 10) | (mantissa >> 13);
+    uint32_t rest = mantissa & 0x1FFF;
+    if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) half++; // may carry into the exponent: correct
+    return (uint16_t)half;
+}
+
+// ----------------------------------------------------------------------------
+// Model structs
+
+typedef struct {
+    int dim;
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int seq_len;
+    int *ffn_dim;         // (n_layers,) FFN width of each layer
+    int max_ffn_dim;
+    float rope_theta;
+    float norm_eps;
+    int bos_id;
+    int eos_id;
+    int tied_classifier;
+} Config;
+
+// A weight matrix, pointing into the mapped file.
+typedef struct {
+    const char *name;
+    int type;                // TYPE_Q4 (matrices) or TYPE_F32 (norm vectors)
+    int rows, cols;          // (out, in)
+    int cols_padded;         // cols rounded up to a whole group
+    int group_size;
+    const uint8_t *nibbles;  // Q4: (rows, cols_padded/2)
+    const uint16_t *scales;  // Q4: (rows, cols_padded/group_size) fp16
+    const float *data;       // F32: (rows, cols)
+} Tensor;
+
+typedef struct {
+    Tensor attention_norm;   // (dim,)
+    Tensor wq;               // (n_heads*head_dim, dim)
+    Tensor wk;               // (n_kv_heads*head_dim, dim)
+    Tensor wv;               // (n_kv_heads*head_dim, dim)
+    Tensor wo;               // (dim, n_heads*head_dim)
+    Tensor ffn_norm;         // (dim,)
+    Tensor w1;               // (ffn_dim, dim)  gate
+    Tensor w2;               // (dim, ffn_dim)  down
+    Tensor w3;               // (ffn_dim, dim)  up
+} LayerWeights;
+
+typedef struct {
+    Tensor tok_embeddings;   // (vocab_size, dim), Q4: rows are dequantized one token at a time
+    LayerWeights *layers;    // (n_layers,)
+    Tensor norm;             // (dim,) final RMSNorm
+    Tensor output;           // (vocab_size, dim) classifier; tok_embeddings when tied
+    const uint8_t *tokenizer_blob;   // embedded tokenizer, NULL if none
+    size_t tokenizer_size;
+} Weights;
+
+// int8 activations in blocks of Q_BLOCK, each with its own scale
+typedef struct {
+    int8_t *values;          // (capacity,)
+    float *scales;           // (capacity/Q_BLOCK,)
+    int capacity;            // multiple of Q_BLOCK
+} QuantizedVector;
+
+typedef struct {
+    float *x;                // (dim,) residual stream
+    float *xb;               // (max(dim, q_dim),) normalised input / attention output
+    float *xb2;              // (dim,) branch output
+    float *hb;               // (max_ffn_dim,) gate, then gate*up
+    float *hb2;              // (max_ffn_dim,) up
+    float *q;                // (q_dim,) query of the current position
+    float *att;              // (n_heads, cache_len) attention scores
+    float *logits;           // (vocab_size,)
+    QuantizedVector xq;      // quantized copy of the current matmul input
+    float *key_cache;        // (n_layers, cache_len, kv_dim)
+    float *value_cache;      // (n_layers, cache_len, kv_dim)
+    int cache_len;           // positions the KV cache holds: what this run needs, not seq_len
+} RunState;
+
+typedef struct ThreadPool ThreadPool;
+
+typedef struct {
+    Config config;
+    Weights weights;
+    RunState state;
+    ThreadPool *pool;
+    const uint8_t *file_data;   // the whole checkpoint, mapped read-only
+    size_t file_size;
+    const char *path;
+} Transformer;
+
+// ----------------------------------------------------------------------------
+// Mapping the checkpoint: validate every header field against the file size
+// before any pointer into it is formed.
+
+static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
+    const FileHeader *header = (const FileHeader *)t->file_data;
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + sizeof(FileHeader)
+                                                     + sizeof(int32_t) * (size_t)header->n_layers);
+    for (uint32_t i = 0; i < header->n_tensors; i++)
+        if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
+    return NULL;
+}
+
+static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size) {
+    switch (type) {
+    case TYPE_F32: return (size_t)(rows * cols * 4);
+    case TYPE_F16: return (size_t)(rows * cols * 2);
+    case TYPE_Q4: {
+        uint64_t padded = round_up(cols, group_size);
+        return (size_t)(rows * (padded / 2) + rows * (padded / group_size) * 2);
+    }
+    default: return (size_t)(rows * cols);   // BLOB: bytes
+    }
+}
+
+static Tensor map_tensor(const Transformer *t, const char *name, int rows, int cols, int want_matrix) {
+    const TensorEntry *e = find_tensor(t, name);
+    if (!e) die("%s: tensor '%s' is missing", t->path, name);
+    if ((int64_t)e->rows != rows || (int64_t)e->cols != cols)
+        die("%s: tensor '%s' is (%u, %u) but the header implies (%d, %d)", t->path, name, e->rows, e->cols, rows, cols);
+    Tensor tensor = { .name = e->name, .type = (int)e->type, .rows = rows, .cols = cols, .cols_padded = cols };
+    const uint8_t *data = t->file_data + e->offset;
+    if (want_matrix) {
+        if (e->type != TYPE_Q4)
+            die("%s: tensor '%s' has type %u; runq runs int4 (Q4) matrices - use ./run for fp32 checkpoints",
+                t->path, name, e->type);
+        tensor.group_size = (int)e->group_size;
+        tensor.cols_padded = (int)round_up((size_t)cols, e->group_size);
+        tensor.nibbles = data;
+        tensor.scales = (const uint16_t *)(data + (size_t)rows * (tensor.cols_padded / 2));
+    } else {
+        if (e->type != TYPE_F32) die("%s: tensor '%s' has type %u, expected f32", t->path, name, e->type);
+        tensor.data = (const float *)data;
+    }
+    return tensor;
+}
+
+static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t table_offset) {
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + table_offset);
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        const TensorEntry *e = &table[i];
+        if (memchr(e->name, '\0', TENSOR_NAME_LEN) == NULL)
+            die("%s: tensor %u has a name that is not NUL-terminated", t->path, i);
+        if (e->type != TYPE_F32 && e->type != TYPE_F16 && e->type != TYPE_Q4 && e->type != TYPE_BLOB)
+            die("%s: tensor '%s' has unknown type %u", t->path, e->name, e->type);
+        if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
+            die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
+        if (e->type == TYPE_Q4 && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > 4096))
+            die("%s: tensor '%s' has group size %u, expected a multiple of %d", t->path, e->name, e->group_size, Q_BLOCK);
+        size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size);
+        if (e->nbytes != expected)
+            die("%s: tensor '%s' claims %llu bytes but its shape needs %zu", t->path, e->name,
+                (unsigned long long)e->nbytes, expected);
+        if (e->offset % TENSOR_ALIGNMENT != 0)
+            die("%s: tensor '%s' is at offset %llu, not %d-byte aligned", t->path, e->name,
+                (unsigned long long)e->offset, TENSOR_ALIGNMENT);
+        if (e->offset > t->file_size || e->nbytes > t->file_size - e->offset)
+            die("%s: tensor '%s' ends past the end of the file (offset %llu + %llu bytes > %zu): truncated?",
+                t->path, e->name, (unsigned long long)e->offset, (unsigned long long)e->nbytes, t->file_size);
+    }
+}
+
+static int header_int_ok(int32_t v, int32_t max) { return v > 0 && v <= max; }
+
+static void read_config(Transformer *t) {
+    if (t->file_size < sizeof(FileHeader))
+        die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
+    const FileHeader *h = (const FileHeader *)t->file_data;
+    if (h->magic != CHECKPOINT_MAGIC) {
+        if (t->file_size >= 28 && h->magic > 0 && h->magic < 65536)
+            die("%s: not an Edge LLM checkpoint (looks like a llama2.c .bin: convert it with ./export --int4)", t->path);
+        die("%s: not an Edge LLM checkpoint (bad magic 0x%08x)", t->path, h->magic);
+    }
+    if (h->version != CHECKPOINT_VERSION)
+        die("%s: checkpoint version %u, this runq reads version %d", t->path, h->version, CHECKPOINT_VERSION);
+    if (!header_int_ok(h->dim, 1 << 16) || !header_int_ok(h->n_layers, 1024) || !header_int_ok(h->n_heads, 1024)
+        || !header_int_ok(h->n_kv_heads, 1024) || !header_int_ok(h->head_dim, 4096) || !header_int_ok(h->vocab_size, 1 << 22)
+        || !header_int_ok(h->seq_len, 1 << 22) || h->n_tensors > 1u << 20)
+        die("%s: header has out-of-range fields (dim %d, layers %d, heads %d/%d, head_dim %d, vocab %d, seq_len %d)",
+            t->path, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len);
+    if (h->n_heads % h->n_kv_heads != 0)
+        die("%s: n_heads %d is not a multiple of n_kv_heads %d", t->path, h->n_heads, h->n_kv_heads);
+    if (h->head_dim % 2 != 0) die("%s: head_dim %d is odd; RoPE rotates pairs", t->path, h->head_dim);
+    if (!(h->rope_theta > 0) || !(h->norm_eps > 0) || !isfinite(h->rope_theta) || !isfinite(h->norm_eps))
+        die("%s: header has rope_theta %g and norm_eps %g; both must be positive", t->path, h->rope_theta, h->norm_eps);
+    if (h->bos_id < 0 || h->bos_id >= h->vocab_size || h->eos_id < 0 || h->eos_id >= h->vocab_size)
+        die("%s: bos_id %d / eos_id %d outside the vocabulary of %d", t->path, h->bos_id, h->eos_id, h->vocab_size);
+
+    size_t ffn_offset = sizeof(FileHeader);
+    size_t table_offset = ffn_offset + sizeof(int32_t) * (size_t)h->n_layers;
+    size_t data_offset = table_offset + sizeof(TensorEntry) * (size_t)h->n_tensors;
+    if (data_offset > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
+    check_tensor_table(t, h, table_offset);
+
+    Config *c = &t->config;
+    c->dim = h->dim;
+    c->n_layers = h->n_layers;
+    c->n_heads = h->n_heads;
+    c->n_kv_heads = h->n_kv_heads;
+    c->head_dim = h->head_dim;
+    c->vocab_size = h->vocab_size;
+    c->seq_len = h->seq_len;
+    c->rope_theta = h->rope_theta;
+    c->norm_eps = h->norm_eps;
+    c->bos_id = h->bos_id;
+    c->eos_id = h->eos_id;
+    c->tied_classifier = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
+    const int32_t *ffn = (const int32_t *)(t->file_data + ffn_offset);
+    c->max_ffn_dim = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!header_int_ok(ffn[l], 1 << 20)) die("%s: layer %d has FFN width %d", t->path, l, ffn[l]);
+        c->ffn_dim[l] = ffn[l];
+        if (ffn[l] > c->max_ffn_dim) c->max_ffn_dim = ffn[l];
+    }
+}
+
+static void map_weights(Transformer *t) {
+    const Config *c = &t->config;
+    Weights *w = &t->weights;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    char name[TENSOR_NAME_LEN];
+    w->tok_embeddings = map_tensor(t, "tok_embeddings", c->vocab_size, c->dim, 1);
+    w->layers = xcalloc((size_t)c->n_layers, sizeof(LayerWeights), "layer table");
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &w->layers[l];
+        int ffn = c->ffn_dim[l];
+#define LAYER_TENSOR(field, rows, cols, matrix) \
+        (snprintf(name, sizeof name, "layers.%d." #field, l), lw->field = map_tensor(t, name, rows, cols, matrix))
+        LAYER_TENSOR(attention_norm, 1, c->dim, 0);
+        LAYER_TENSOR(wq, q_dim, c->dim, 1);
+        LAYER_TENSOR(wk, kv_dim, c->dim, 1);
+        LAYER_TENSOR(wv, kv_dim, c->dim, 1);
+        LAYER_TENSOR(wo, c->dim, q_dim, 1);
+        LAYER_TENSOR(ffn_norm, 1, c->dim, 0);
+        LAYER_TENSOR(w1, ffn, c->dim, 1);
+        LAYER_TENSOR(w2, c->dim, ffn, 1);
+        LAYER_TENSOR(w3, ffn, c->dim, 1);
+#undef LAYER_TENSOR
+    }
+    w->norm = map_tensor(t, "norm", 1, c->dim, 0);
+    w->output = c->tied_classifier ? w->tok_embeddings : map_tensor(t, "output", c->vocab_size, c->dim, 1);
+    const TensorEntry *tok = find_tensor(t, "tokenizer");
+    if (tok) {
+        w->tokenizer_blob = t->file_data + tok->offset;
+        w->tokenizer_size = (size_t)tok->nbytes;
+    }
+}
+
+static void malloc_run_state(RunState *s, const Config *c, int cache_len) {
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int widest_input = c->dim > q_dim ? c->dim : q_dim;
+    if (c->max_ffn_dim > widest_input) widest_input = c->max_ffn_dim;
+    size_t cache_floats = (size_t)c->n_layers * (size_t)cache_len * (size_t)kv_dim;
+    s->cache_len = cache_len;
+    s->x = xcalloc((size_t)c->dim, sizeof(float), "activations");
+    s->xb = xcalloc((size_t)(c->dim > q_dim ? c->dim : q_dim), sizeof(float), "activations");
+    s->xb2 = xcalloc((size_t)c->dim, sizeof(float), "activations");
+    s->hb = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
+    s->hb2 = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
+    s->q = xcalloc((size_t)q_dim, sizeof(float), "activations");
+    s->att = xcalloc((size_t)c->n_heads * (size_t)cache_len, sizeof(float), "attention scores");
+    s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), "logits");
+    // inputs are padded to whole groups; 4096 covers the largest group size
+    s->xq.capacity = (int)round_up((size_t)widest_input, 4096);
+    s->xq.values = xcalloc((size_t)s->xq.capacity, 1, "quantized activations");
+    s->xq.scales = xcalloc((size_t)s->xq.capacity / Q_BLOCK, sizeof(float), "quantized activations");
+    s->key_cache = xcalloc(cache_floats, sizeof(float), "KV cache");
+    s->value_cache = xcalloc(cache_floats, sizeof(float), "KV cache");
+}
+
+static void free_run_state(RunState *s) {
+    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q);
+    free(s->att); free(s->logits); free(s->xq.values); free(s->xq.scales);
+    free(s->key_cache); free(s->value_cache);
+}
+
+// ----------------------------------------------------------------------------
+// int4 x int8 kernels. The scalar versions here are the reference for every
+// SIMD version; tests hold each one to them.
+
+// x (n,) -> int8 blocks of Q_BLOCK with scale max|x|/127. n_padded >= n is a
+// multiple of Q_BLOCK; the tail is zero so padded weights contribute nothing.
+static void quantize_row_q8(QuantizedVector *out, const float *x, int n, int n_padded) {
+    for (int block = 0; block < n_padded / Q_BLOCK; block++) {
+        int start = block * Q_BLOCK;
+        float amax = 0.0f;
+        for (int i = start; i < start + Q_BLOCK && i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float scale = amax / 127.0f;
+        float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+        out->scales[block] = scale;
+        for (int i = start; i < start + Q_BLOCK; i++)
+            out->values[i] = i < n ? (int8_t)lrintf(x[i] * inverse) : 0;
+    }
+}
+
+// One row of int4 weights . int8 activations, n = cols_padded.
+static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, int group_size,
+                               const int8_t *x, const float *x_scales, int n) {
+    float sum = 0.0f;
+    int blocks_per_group = group_size / Q_BLOCK;
+    for (int block = 0; block < n / Q_BLOCK; block++) {
+        const uint8_t *w = nibbles + block * (Q_BLOCK / 2);
+        const int8_t *a = x + block * Q_BLOCK;
+        int32_t isum = 0;
+        for (int j = 0; j < Q_BLOCK / 2; j++) {
+            isum += ((w[j] & 0x0F) - 8) * a[j];
+            isum += ((w[j] >> 4) - 8) * a[j + Q_BLOCK / 2];
+        }
+        sum += fp16_to_fp32(scales[block / blocks_per_group]) * x_scales[block] * (float)isum;
+    }
+    return sum;
+}
+
+// The writer's half of the format (export.c uses it): x (n,) -> one Q4 row of
+// n_padded/2 nibble bytes and n_padded/group_size fp16 scales. Each group's
+// scale is its signed extreme / -8, so the extreme lands exactly on q = 0 and
+// the 16 levels cover [-8, 7] * scale, as in ggml's Q4_0.
+static void quantize_row_q4(const float *x, int n, int n_padded, int group_size, uint8_t *nibbles, uint16_t *scales) {
+    memset(nibbles, 0, (size_t)n_padded / 2);
+    for (int group = 0; group < n_padded / group_size; group++) {
+        int start = group * group_size;
+        float extreme = 0.0f;
+        for (int i = start; i < start + group_size && i < n; i++)
+            if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
+        scales[group] = fp32_to_fp16(extreme / -8.0f);
+        float scale = fp16_to_fp32(scales[group]);     // quantize against the scale actually stored
+        float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+        for (int i = start; i < start + group_size; i++) {
+            int q = i < n ? (int)lrintf(x[i] * inverse) + 8 : 8;
+            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            int block = i / Q_BLOCK, j = i % Q_BLOCK;
+            nibbles[block * (Q_BLOCK / 2) + j % (Q_BLOCK / 2)] |= (uint8_t)(j < Q_BLOCK / 2 ? q : q << 4);
+        }
+    }
+}
+
+// Row `row` of a Q4 matrix back to floats (cols values): used for token embeddings.
+static void dequantize_row_q4(float *out, const Tensor *w, int row) {
+    const uint8_t *nibbles = w->nibbles + (size_t)row * (w->cols_padded / 2);
+    const uint16_t *scales = w->scales + (size_t)row * (w->cols_padded / w->group_size);
+    for (int i = 0; i < w->cols; i++) {
+        int block = i / Q_BLOCK, j = i % Q_BLOCK;
+        uint8_t byte = nibbles[block * (Q_BLOCK / 2) + j % (Q_BLOCK / 2)];
+        int q = j < Q_BLOCK / 2 ? (byte & 0x0F) : (byte >> 4);
+        out[i] = fp16_to_fp32(scales[i / w->group_size]) * (float)(q - 8);
+    }
+}
+
+static void matmul_rows_q4(float *out, const Tensor *w, const QuantizedVector *x, int row_begin, int row_end) {
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    for (int r = row_begin; r < row_end; r++)
+        out[r] = vec_dot_q4_q8_ref(w->nibbles + r * row_bytes, w->scales + r * row_scales, w->group_size,
+                                   x->values, x->scales, w->cols_padded);
+}
+
+// ----------------------------------------------------------------------------
+// Thread pool: threads are created once; each task runs on all of them, split
+// by output rows, so every row is computed by the same code whatever the
+// thread count and results are bit-identical for any -T.
+
+typedef void (*TaskFn)(void *arg, int thread_index, int n_threads);
+
+struct ThreadPool {
+    int n_threads;               // including the calling thread
+    pthread_t *workers;          // (n_threads - 1,)
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_uint generation;      // bumped once per task
+    atomic_int busy;             // workers still running the current task
+    atomic_int stop;
+    TaskFn fn;
+    void *arg;
+};
+
+typedef struct { ThreadPool *pool; int index; } WorkerStart;
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+// Spin briefly (a task follows the last within microseconds while decoding),
+// then sleep on the condition variable so idle threads cost nothing.
+static void *worker_main(void *raw) {
+    WorkerStart start = *(WorkerStart *)raw;
+    free(raw);
+    ThreadPool *pool = start.pool;
+    unsigned seen = 0;
+    for (;;) {
+        for (int spin = 0; spin < 20000 && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
+        if (atomic_load(&pool->generation) == seen) {
+            pthread_mutex_lock(&pool->lock);
+            while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        seen = atomic_load(&pool->generation);
+        if (atomic_load(&pool->stop)) return NULL;
+        pool->fn(pool->arg, start.index, pool->n_threads);
+        atomic_fetch_sub(&pool->busy, 1);
+    }
+}
+
+static ThreadPool *pool_create(int n_threads) {
+    ThreadPool *pool = xcalloc(1, sizeof *pool, "thread pool");
+    pool->n_threads = n_threads;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pool->workers = xcalloc((size_t)n_threads, sizeof(pthread_t), "thread pool");
+    for (int i = 1; i < n_threads; i++) {
+        WorkerStart *start = xcalloc(1, sizeof *start, "thread pool");
+        start->pool = pool;
+        start->index = i;
+        if (pthread_create(&pool->workers[i - 1], NULL, worker_main, start) != 0)
+            die("cannot start thread %d of %d", i, n_threads);
+    }
+    return pool;
+}
+
+static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
+    if (pool->n_threads == 1) { fn(arg, 0, 1); return; }
+    pool->fn = fn;
+    pool->arg = arg;
+    atomic_store(&pool->busy, pool->n_threads - 1);
+    pthread_mutex_lock(&pool->lock);
+    atomic_fetch_add(&pool->generation, 1);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    fn(arg, 0, pool->n_threads);
+    for (int spin = 0; atomic_load(&pool->busy) > 0; spin++)
+        if (spin > 100000) sched_yield(); else cpu_relax();
+}
+
+static void pool_free(ThreadPool *pool) {
+    if (!pool) return;
+    atomic_store(&pool->stop, 1);
+    pthread_mutex_lock(&pool->lock);
+    atomic_fetch_add(&pool->generation, 1);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->workers[i - 1], NULL);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->wake);
+    free(pool->workers);
+    free(pool);
+}
+
+// Up to three products of one input run as one task (q,k,v; gate,up), so the
+// threads meet once per group instead of once per matrix.
+typedef struct {
+    int count;
+    float *out[3];
+    const Tensor *w[3];
+    const QuantizedVector *x;
+} MatmulTask;
+
+static void matmul_task(void *arg, int thread_index, int n_threads) {
+    MatmulTask *task = arg;
+    for (int m = 0; m < task->count; m++) {
+        int rows = task->w[m]->rows;
+        int per_thread = (rows + n_threads - 1) / n_threads;
+        int begin = thread_index * per_thread, end = begin + per_thread;
+        if (end > rows) end = rows;
+        if (begin < end) matmul_rows_q4(task->out[m], task->w[m], task->x, begin, end);
+    }
+}
+
+// out_i = W_i @ x for each of the count weights, which all take input x (cols,)
+static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x) {
+    QuantizedVector *xq = &t->state.xq;
+    quantize_row_q8(xq, x, w[0]->cols, w[0]->cols_padded);
+    MatmulTask task = { .count = count, .x = xq };
+    for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
+    pool_run(t->pool, matmul_task, &task);
+}
+
+static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x) {
+    matmul_q4(t, 1, &out, &w, x);
+}
+
+// ----------------------------------------------------------------------------
+// Math blocks
+
+static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0f / sqrtf(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
+}
+
+static void softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+// Rotate consecutive pairs (x[2i], x[2i+1]) of each head by pos * theta^(-2i/head_dim).
+// export.c stores wq/wk rows in this interleaved order (as llama2.c does).
+static void rope(float *x, int n_heads, int head_dim, int pos, float theta) {
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + h * head_dim;
+        for (int i = 0; i < head_dim; i += 2) {
+            float freq = 1.0f / powf(theta, (float)i / (float)head_dim);
+            float angle = (float)pos * freq;
+            float c = cosf(angle), s = sinf(angle);
+            float v0 = v[i], v1 = v[i + 1];
+            v[i] = v0 * c - v1 * s;
+            v[i + 1] = v0 * s + v1 * c;
+        }
+    }
+}
+
+typedef struct {
+    Transformer *t;
+    int layer, pos;
+} AttentionTask;
+
+// Causal attention of the current query over positions 0..pos, heads split
+// across threads; head h reads the KV head h / (n_heads / n_kv_heads).
+static void attention_task(void *arg, int thread_index, int n_threads) {
+    AttentionTask *task = arg;
+    const Config *c = &task->t->config;
+    RunState *s = &task->t->state;
+    int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim, pos = task->pos;
+    int group = c->n_heads / c->n_kv_heads;
+    size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
+    float scale = sqrtf((float)head_dim);
+    for (int h = thread_index; h < c->n_heads; h += n_threads) {
+        const float *q = s->q + h * head_dim;
+        float *att = s->att + (size_t)h * s->cache_len;
+        int kv_head = h / group;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = s->key_cache + layer_offset + (size_t)p * kv_dim + kv_head * head_dim;
+            float score = 0.0f;
+            for (int i = 0; i < head_dim; i++) score += q[i] * k[i];
+            att[p] = score / scale;
+        }
+        softmax(att, pos + 1);
+        float *out = s->xb + h * head_dim;
+        memset(out, 0, head_dim * sizeof(float));
+        for (int p = 0; p <= pos; p++) {
+            const float *v = s->value_cache + layer_offset + (size_t)p * kv_dim + kv_head * head_dim;
+            float a = att[p];
+            for (int i = 0; i < head_dim; i++) out[i] += a * v[i];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Forward: one token at position pos -> logits over the vocabulary
+
+static float *forward(Transformer *t, int token, int pos) {
+    const Config *c = &t->config;
+    const Weights *w = &t->weights;
+    RunState *s = &t->state;
+    int dim = c->dim, kv_dim = c->n_kv_heads * c->head_dim;
+
+    dequantize_row_q4(s->x, &w->tok_embeddings, token);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        int ffn = c->ffn_dim[l];
+        size_t cache_row = ((size_t)l * s->cache_len + pos) * kv_dim;
+        float *k = s->key_cache + cache_row, *v = s->value_cache + cache_row;
+
+        // attention: q, k, v from one quantized input; k and v land in the cache
+        rmsnorm(s->xb, s->x, lw->attention_norm.data, dim, c->norm_eps);
+        float *qkv_out[3] = { s->q, k, v };
+        const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
+        matmul_q4(t, 3, qkv_out, qkv_w, s->xb);
+        rope(s->q, c->n_heads, c->head_dim, pos, c->rope_theta);
+        rope(k, c->n_kv_heads, c->head_dim, pos, c->rope_theta);
+        AttentionTask attention = { t, l, pos };
+        pool_run(t->pool, attention_task, &attention);
+        matmul1(t, s->xb2, &lw->wo, s->xb);
+        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+
+        // feed-forward: w2(silu(w1 x) * w3 x)
+        rmsnorm(s->xb, s->x, lw->ffn_norm.data, dim, c->norm_eps);
+        float *ffn_out[2] = { s->hb, s->hb2 };
+        const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
+        matmul_q4(t, 2, ffn_out, ffn_w, s->xb);
+        for (int i = 0; i < ffn; i++) {
+            float gate = s->hb[i];
+            s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
+        }
+        matmul1(t, s->xb2, &lw->w2, s->hb);
+        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+    }
+
+    rmsnorm(s->x, s->x, w->norm.data, dim, c->norm_eps);
+    matmul1(t, s->logits, &w->output, s->x);
+    return s->logits;
+}
+
+// ----------------------------------------------------------------------------
+// Building and freeing a Transformer
+
+static void open_checkpoint(Transformer *t, const char *path) {
+    memset(t, 0, sizeof *t);
+    t->path = path;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) die("cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) die("cannot stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) die("%s is not a regular file", path);
+    t->file_size = (size_t)st.st_size;
+    if (t->file_size == 0) die("%s is empty", path);
+    void *data = mmap(NULL, t->file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (data == MAP_FAILED) die("cannot map %s: %s", path, strerror(errno));
+    t->file_data = data;
+    read_config(t);
+    map_weights(t);
+}
+
+// After open_checkpoint: the buffers and threads for a run of cache_len
+// positions (at most seq_len; the KV cache holds no more than the run needs).
+static void prepare_run(Transformer *t, int cache_len, int n_threads) {
+    if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
+    malloc_run_state(&t->state, &t->config, cache_len);
+    t->pool = pool_create(n_threads);
+}
+
+static void build_transformer(Transformer *t, const char *path, int cache_len, int n_threads) {
+    open_checkpoint(t, path);
+    prepare_run(t, cache_len, n_threads);
+}
+
+static void free_transformer(Transformer *t) {
+    pool_free(t->pool);
+    free_run_state(&t->state);
+    free(t->weights.layers);
+    free(t->config.ffn_dim);
+    if (t->file_data) munmap((void *)t->file_data, t->file_size);
+}
+
+// ----------------------------------------------------------------------------
+// Tokenizer: SentencePiece-style BPE over pieces with merge scores, byte
+// fallback through the <0xXX> pieces, llama2.c's tokenizer.bin layout:
+//   int32 max_token_length, then per piece: float32 score, int32 length, bytes
+
+typedef struct {
+    const char *str;
+    int id;
+} TokenIndex;
+
+typedef struct {
+    char **vocab;            // (vocab_size,) NUL-terminated pieces
+    float *scores;           // (vocab_size,)
+    TokenIndex *sorted;      // (vocab_size,) pieces sorted for binary search
+    int vocab_size;
+    int max_token_length;
+    int byte_tokens[256];    // id of piece <0xXX>, -1 if absent
+    int bos_id, eos_id;
+    unsigned char byte_pieces[512]; // each byte as a 1-character string
+} Tokenizer;
+
+static int compare_tokens(const void *a, const void *b) {
+    return strcmp(((const TokenIndex *)a)->str, ((const TokenIndex *)b)->str);
+}
+
+static int str_lookup(const char *str, const Tokenizer *t) {
+    TokenIndex key = { .str = str };
+    const TokenIndex *found = bsearch(&key, t->sorted, (size_t)t->vocab_size, sizeof(TokenIndex), compare_tokens);
+    return found ? found->id : -1;
+}
+
+// Parse a tokenizer from memory (the embedded blob or a file read whole).
+// Returns NULL on success, or a message saying what is wrong.
+static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data, size_t size, int vocab_size) {
+    memset(t, 0, sizeof *t);
+    t->vocab_size = vocab_size;
+    if (size < 4) return "too short to hold max_token_length";
+    int32_t max_len;
+    memcpy(&max_len, data, 4);
+    if (max_len <= 0 || max_len > 1 << 16) return "max_token_length out of range";
+    t->max_token_length = max_len;
+    t->vocab = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    t->scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
+    size_t at = 4;
+    for (int i = 0; i < vocab_size; i++) {
+        int32_t len;
+        if (size - at < 8) return "ends before the last piece (does the vocabulary size match the model?)";
+        memcpy(&t->scores[i], data + at, 4);
+        memcpy(&len, data + at + 4, 4);
+        at += 8;
+        if (len < 0 || len > max_len || (size_t)len > size - at) return "a piece has an impossible length";
+        t->vocab[i] = xcalloc((size_t)len + 1, 1, "tokenizer");
+        memcpy(t->vocab[i], data + at, (size_t)len);
+        at += (size_t)len;
+    }
+    if (at != size) return "has bytes left after the last piece (does the vocabulary size match the model?)";
+    t->sorted = xcalloc((size_t)vocab_size, sizeof(TokenIndex), "tokenizer");
+    for (int i = 0; i < vocab_size; i++) t->sorted[i] = (TokenIndex){ t->vocab[i], i };
+    qsort(t->sorted, (size_t)vocab_size, sizeof(TokenIndex), compare_tokens);
+    for (int b = 0; b < 256; b++) {
+        char piece[8];
+        snprintf(piece, sizeof piece, "<0x%02X>", b);
+        t->byte_tokens[b] = str_lookup(piece, t);
+        t->byte_pieces[b * 2] = (unsigned char)b;
+        t->byte_pieces[b * 2 + 1] = '\0';
+    }
+    return NULL;
+}
+
+static void free_tokenizer(Tokenizer *t) {
+    if (t->vocab) for (int i = 0; i < t->vocab_size; i++) free(t->vocab[i]);
+    free(t->vocab);
+    free(t->scores);
+    free(t->sorted);
+}
+
+static uint8_t *read_whole_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0) die("cannot seek in %s", path);
+    long length = ftell(f);
+    if (length < 0) die("cannot size %s", path);
+    rewind(f);
+    uint8_t *data = xcalloc((size_t)length + 1, 1, path);
+    if (fread(data, 1, (size_t)length, f) != (size_t)length) die("cannot read %s", path);
+    fclose(f);
+    *size = (size_t)length;
+    return data;
+}
+
+// The tokenizer comes from -z when given, else from the checkpoint itself.
+static void build_tokenizer(Tokenizer *tok, const Transformer *t, const char *override_path) {
+    const char *source = override_path ? override_path : t->path;
+    const char *error;
+    if (override_path) {
+        size_t size;
+        uint8_t *data = read_whole_file(override_path, &size);
+        error = build_tokenizer_from_memory(tok, data, size, t->config.vocab_size);
+        free(data);
+    } else {
+        if (!t->weights.tokenizer_blob) die("%s has no embedded tokenizer: pass one with -z tokenizer.bin", t->path);
+        error = build_tokenizer_from_memory(tok, t->weights.tokenizer_blob, t->weights.tokenizer_size,
+                                            t->config.vocab_size);
+    }
+    if (error) die("tokenizer %s for a %d-piece vocabulary: %s", source, t->config.vocab_size, error);
+    tok->bos_id = t->config.bos_id;
+    tok->eos_id = t->config.eos_id;
+}
+
+// The piece to print for `token` following `prev_token`: SentencePiece drops
+// the leading space after BOS, and <0xXX> pieces stand for raw bytes.
+static const char *decode(const Tokenizer *t, int prev_token, int token) {
+    const char *piece = t->vocab[token];
+    if (prev_token == t->bos_id && piece[0] == ' ') piece++;
+    unsigned int byte;
+    char close;
+    if (strlen(piece) == 6 && sscanf(piece, "<0x%02X%c", &byte, &close) == 2 && close == '>')
+        piece = (const char *)t->byte_pieces + byte * 2;
+    return piece;
+}
+
+// Print a piece, skipping lone bytes that are control characters.
+static void safe_printf(const char *piece) {
+    if (!piece || !piece[0]) return;
+    if (piece[1] == '\0') {
+        unsigned char byte = (unsigned char)piece[0];
+        if (!(isprint(byte) || isspace(byte))) return;
+    }
+    fputs(piece, stdout);
+}
+
+// text -> token ids. tokens must hold strlen(text) + 3 ids. Returns the count.
+static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int *tokens) {
+    size_t buffer_size = (size_t)t->max_token_length * 2 + 8;
+    char *buffer = xcalloc(buffer_size, 1, "tokenizer buffer");
+    int n = 0;
+    if (add_bos) tokens[n++] = t->bos_id;
+    int first = n;   // merges never involve BOS
+
+    // SentencePiece's dummy prefix: a leading space before non-empty text
+    if (text[0] != '\0') {
+        int space = str_lookup(" ", t);
+        if (space >= 0) tokens[n++] = space;
+    }
+
+    // one token per UTF-8 code point, or one per byte when the code point is not a piece
+    for (const char *c = text; *c != '\0';) {
+        size_t len = 1;
+        while (len < 4 && (c[len] & 0xC0) == 0x80) len++;
+        memcpy(buffer, c, len);
+        buffer[len] = '\0';
+        int id = str_lookup(buffer, t);
+        if (id >= 0) {
+            tokens[n++] = id;
+        } else {
+            for (size_t i = 0; i < len; i++) {
+                int byte_id = t->byte_tokens[(unsigned char)c[i]];
+                tokens[n++] = byte_id >= 0 ? byte_id : 0;   // 0 = <unk> when there is no byte fallback
+            }
+        }
+        c += len;
+    }
+
+    // merge the best-scoring adjacent pair until no pair forms a piece
+    for (;;) {
+        float best_score = -INFINITY;
+        int best_id = -1, best_index = -1;
+        for (int i = first; i < n - 1; i++) {
+            size_t a = strlen(t->vocab[tokens[i]]), b = strlen(t->vocab[tokens[i + 1]]);
+            if (a + b >= buffer_size) continue;
+            memcpy(buffer, t->vocab[tokens[i]], a);
+            memcpy(buffer + a, t->vocab[tokens[i + 1]], b + 1);
+            int id = str_lookup(buffer, t);
+            if (id >= 0 && t->scores[id] > best_score) {
+                best_score = t->scores[id];
+                best_id = id;
+                best_index = i;
+            }
+        }
+        if (best_index < 0) break;
+        tokens[best_index] = best_id;
+        memmove(&tokens[best_index + 1], &tokens[best_index + 2], (size_t)(n - best_index - 2) * sizeof(int));
+        n--;
+    }
+    if (add_eos) tokens[n++] = t->eos_id;
+    free(buffer);
+    return n;
+}
+
+// ----------------------------------------------------------------------------
+// Sampler: greedy, temperature, top-p; llama2.c's xorshift generator so a seed
+// reproduces its runs.
+
+typedef struct {
+    float prob;
+    int index;
+} ProbIndex;
+
+typedef struct {
+    int vocab_size;
+    ProbIndex *probindex;    // (vocab_size,) scratch for top-p
+    float temperature;
+    float topp;
+    unsigned long long rng_state;
+} Sampler;
+
+static unsigned int random_u32(unsigned long long *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (unsigned int)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static float random_f32(unsigned long long *state) { return (float)(random_u32(state) >> 8) / 16777216.0f; }
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int sample_mult(const float *probabilities, int n, float coin) {
+    float cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += probabilities[i];
+        if (coin < cdf) return i;
+    }
+    return n - 1;
+}
+
+static int compare_prob_desc(const void *a, const void *b) {
+    float pa = ((const ProbIndex *)a)->prob, pb = ((const ProbIndex *)b)->prob;
+    return pa > pb ? -1 : pa < pb ? 1 : 0;
+}
+
+// Sample from the smallest set of tokens whose probability exceeds topp.
+// Tokens below (1 - topp)/(n - 1) can never be in that set, so they are
+// dropped before sorting.
+static int sample_topp(const float *probabilities, int n, float topp, ProbIndex *probindex, float coin) {
+    int n0 = 0;
+    const float cutoff = (1.0f - topp) / (float)(n - 1);
+    for (int i = 0; i < n; i++)
+        if (probabilities[i] >= cutoff) probindex[n0++] = (ProbIndex){ probabilities[i], i };
+    qsort(probindex, (size_t)n0, sizeof(ProbIndex), compare_prob_desc);
+    float cumulative = 0.0f;
+    int last = n0 - 1;
+    for (int i = 0; i < n0; i++) {
+        cumulative += probindex[i].prob;
+        if (cumulative > topp) { last = i; break; }
+    }
+    float r = coin * cumulative, cdf = 0.0f;
+    for (int i = 0; i <= last; i++) {
+        cdf += probindex[i].prob;
+        if (r < cdf) return probindex[i].index;
+    }
+    return probindex[last].index;
+}
+
+static void build_sampler(Sampler *s, int vocab_size, float temperature, float topp, unsigned long long seed) {
+    s->vocab_size = vocab_size;
+    s->temperature = temperature;
+    s->topp = topp;
+    s->rng_state = seed;
+    s->probindex = xcalloc((size_t)vocab_size, sizeof(ProbIndex), "sampler");
+}
+
+static void free_sampler(Sampler *s) { free(s->probindex); }
+
+// Note: scales logits in place.
+static int sample(Sampler *s, float *logits) {
+    if (s->temperature == 0.0f) return argmax(logits, s->vocab_size);
+    for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
+    softmax(logits, s->vocab_size);
+    float coin = random_f32(&s->rng_state);
+    if (s->topp <= 0 || s->topp >= 1) return sample_mult(logits, s->vocab_size, coin);
+    return sample_topp(logits, s->vocab_size, s->topp, s->probindex, coin);
+}
+
+// ----------------------------------------------------------------------------
+// Generation: the prompt, then sampled tokens, printed as they come.
+
+static long time_in_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+// steps: total positions, prompt included (llama2.c's meaning of -n)
+static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps) {
+    if (!prompt) prompt = "";
+    int *prompt_tokens = xcalloc(strlen(prompt) + 3, sizeof(int), "prompt tokens");
+    int n_prompt = encode(tok, prompt, 1, 0, prompt_tokens);
+    if (n_prompt >= steps)
+        die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
+            n_prompt, steps, t->config.seq_len);
+    long start = 0;
+    int token = prompt_tokens[0], pos = 0;
+    while (pos < steps) {
+        float *logits = forward(t, token, pos);
+        int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sample(sampler, logits);
+        pos++;
+        if (next == tok->bos_id || next == tok->eos_id) break;
+        safe_printf(decode(tok, token, next));
+        fflush(stdout);
+        token = next;
+        if (start == 0) start = time_in_ms();
+    }
+    printf("\n");
+    if (pos > 1) {
+        long elapsed = time_in_ms() - start;
+        fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (double)(elapsed > 0 ? elapsed : 1) * 1000);
+    }
+    free(prompt_tokens);
+}
+
+// Read one line from stdin into a growing buffer, without its newline.
+// Returns 0 at end of input.
+static int read_line(const char *guide, char **line, size_t *capacity) {
+    printf("%s", guide);
+    fflush(stdout);
+    ssize_t n = getline(line, capacity, stdin);
+    if (n < 0) return 0;
+    if (n > 0 && (*line)[n - 1] == '\n') (*line)[n - 1] = '\0';
+    return 1;
+}
+
+// Llama 2 chat: [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]
+static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
+                 const char *cli_system_prompt, int steps) {
+    char *system_prompt = NULL, *user_prompt = NULL;
+    size_t system_capacity = 0, user_capacity = 0;
+    int *prompt_tokens = NULL, n_prompt = 0, prompt_index = 0;
+    int user_turn = 1, next = 0, token = 0, pos = 0;
+    while (pos < steps) {
+        if (user_turn) {
+            const char *system = "", *user;
+            if (pos == 0) {
+                if (cli_system_prompt) system = cli_system_prompt;
+                else if (read_line("Enter system prompt (optional): ", &system_prompt, &system_capacity)) system = system_prompt;
+            }
+            if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
+            else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
+            else break;
+            size_t size = strlen(system) + strlen(user) + 64;
+            char *rendered = xcalloc(size, 1, "chat prompt");
+            if (pos == 0 && system[0])
+                snprintf(rendered, size, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user);
+            else
+                snprintf(rendered, size, "[INST] %s [/INST]", user);
+            free(prompt_tokens);
+            prompt_tokens = xcalloc(strlen(rendered) + 3, sizeof(int), "chat prompt");
+            n_prompt = encode(tok, rendered, 1, 0, prompt_tokens);
+            free(rendered);
+            if (pos + n_prompt >= steps) {
+                fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
+                break;
+            }
+            prompt_index = 0;
+            user_turn = 0;
+            printf("Assistant: ");
+        }
+        token = prompt_index < n_prompt ? prompt_tokens[prompt_index++] : next;
+        if (token == tok->eos_id) user_turn = 1;
+        float *logits = forward(t, token, pos);
+        next = sample(sampler, logits);
+        pos++;
+        if (prompt_index >= n_prompt && next != tok->eos_id) {
+            safe_printf(decode(tok, token, next));
+            fflush(stdout);
+        }
+        if (next == tok->eos_id) printf("\n");
+    }
+    if (pos >= steps) fprintf(stderr, "\n[context full: %d positions; start a new chat]\n", steps);
+    printf("\n");
+    free(prompt_tokens);
+    free(system_prompt);
+    free(user_prompt);
+}
+
+// ----------------------------------------------------------------------------
+// Command line
+
+#ifndef TESTING
+
+static void usage(void) {
+    fprintf(stderr,
+        "Usage:   runq <checkpoint> [options]\n"
+        "Example: runq model.q4.bin -n 256 -i \"Once upon a time\"\n"
+        "Options:\n"
+        "  -t <float>  temperature in [0,inf), default 1.0 (0 = greedy)\n"
+        "  -p <float>  top-p (nucleus) sampling in [0,1], default 0.9\n"
+        "  -s <int>    random seed, default time(NULL)\n"
+        "  -n <int>    positions to run, prompt included, default 256 (at most the context)\n"
+        "  -i <string> input prompt\n"
+        "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
+        "  -m <string> mode: generate|chat, default generate\n"
+        "  -y <string> system prompt in chat mode\n"
+        "  -T <int>    threads, default: online cores\n");
+    exit(EXIT_FAILURE);
+}
+
+static long parse_long(const char *flag, const char *text, long min, long max) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || v < min || v > max)
+        die("%s expects a whole number from %ld to %ld, got '%s'", flag, min, max, text);
+    return v;
+}
+
+static float parse_float(const char *flag, const char *text, float min, float max) {
+    char *end;
+    errno = 0;
+    float v = strtof(text, &end);
+    if (errno || end == text || *end != '\0' || !(v >= min && v <= max))
+        die("%s expects a number from %g to %g, got '%s'", flag, min, max, text);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate", *system_prompt = NULL;
+    float temperature = 1.0f, topp = 0.9f;
+    unsigned long long seed = 0;
+    int steps = 256, steps_given = 0;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_threads = online > 0 ? (int)online : 1;
+
+    if (argc < 2) usage();
+    checkpoint = argv[1];
+    for (int i = 2; i < argc; i += 2) {
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2) { fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]); usage(); }
+        if (i + 1 >= argc) die("flag %s needs a value", argv[i]);
+        const char *value = argv[i + 1];
+        switch (argv[i][1]) {
+        case 't': temperature = parse_float("-t", value, 0.0f, 1e6f); break;
+        case 'p': topp = parse_float("-p", value, 0.0f, 1.0f); break;
+        case 's': seed = (unsigned long long)parse_long("-s", value, 0, LONG_MAX); break;
+        case 'n': steps = (int)parse_long("-n", value, 1, INT_MAX); steps_given = 1; break;
+        case 'i': prompt = value; break;
+        case 'z': tokenizer_path = value; break;
+        case 'm': mode = value; break;
+        case 'y': system_prompt = value; break;
+        case 'T': n_threads = (int)parse_long("-T", value, 1, 1024); break;
+        default: fprintf(stderr, "runq: unknown flag '%s'\n", argv[i]); usage();
+        }
+    }
+    if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
+    if (seed == 0) seed = (unsigned long long)time(NULL);
+
+    Transformer transformer;
+    open_checkpoint(&transformer, checkpoint);
+    int seq_len = transformer.config.seq_len;
+    if (steps > seq_len) {
+        if (steps_given) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
+        steps = seq_len;
+    }
+    prepare_run(&transformer, steps, n_threads);
+
+    Tokenizer tokenizer;
+    build_tokenizer(&tokenizer, &transformer, tokenizer_path);
+    Sampler sampler;
+    build_sampler(&sampler, transformer.config.vocab_size, temperature, topp, seed);
+
+    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps);
+    else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps);
+
+    free_sampler(&sampler);
+    free_tokenizer(&tokenizer);
+    free_transformer(&transformer);
+    return 0;
+}
+#endif
