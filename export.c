@@ -996,10 +996,11 @@ static Plan make_plan(const Source *src, int matrix_type, int group_size) {
     uint64_t offset = round_up(sizeof(FileHeader) + 4 * (size_t)h->n_layers + sizeof(TensorEntry) * (size_t)plan.count,
                                TENSOR_ALIGNMENT);
     for (int i = 0; i < plan.count; i++) {
+        offset = round_up(offset, TENSOR_ALIGNMENT);
         plan.tensors[i].entry.offset = offset;
-        offset = round_up(offset + plan.tensors[i].entry.nbytes, TENSOR_ALIGNMENT);
+        offset += plan.tensors[i].entry.nbytes;
     }
-    plan.file_size = offset;
+    plan.file_size = offset;   // the file ends with its last tensor: readers check this
     return plan;
 }
 
@@ -1019,15 +1020,21 @@ typedef struct {
     uint64_t done, total;
     int last_percent;
     int quiet;
+    int terminal;            // redraw one line on a terminal; a line per 10% in a log
 } Progress;
 
 static void progress_advance(Progress *p, uint64_t bytes, const char *what) {
     p->done += bytes;
     int percent = (int)(100 * p->done / (p->total ? p->total : 1));
-    if (p->quiet || percent == p->last_percent) return;
+    int step = p->terminal ? 1 : 10;
+    if (p->quiet || percent / step == p->last_percent / step) return;
     p->last_percent = percent;
-    fprintf(stderr, "\rexport: %3d%%  %-40s", percent, what);
-    if (percent == 100) fputc('\n', stderr);
+    if (p->terminal) fprintf(stderr, "\rexport: %3d%%  %-40s", percent, what);
+    else fprintf(stderr, "export: %3d%%  %s\n", percent, what);
+}
+
+static void progress_finish(Progress *p) {
+    if (!p->quiet && p->terminal) fprintf(stderr, "\rexport: 100%%  %-40s\n", "done");
 }
 
 // Rows in chunks of about 4 MB of floats: read, quantize, write.
@@ -1097,6 +1104,7 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     atexit(remove_pending_output);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGXFSZ, SIG_IGN);   // past a file-size limit, write fails (EFBIG) and we clean up
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
@@ -1110,8 +1118,10 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     for (int i = 0; i < plan.count; i++)
         write_at(fd, &plan.tensors[i].entry, sizeof(TensorEntry), table + sizeof(TensorEntry) * (uint64_t)i, output);
 
-    Progress progress = { .total = plan.file_size, .last_percent = -1, .quiet = quiet || plan.file_size < (64u << 20) };
+    Progress progress = { .total = plan.file_size, .last_percent = -100, .quiet = quiet || plan.file_size < (64u << 20),
+                          .terminal = isatty(STDERR_FILENO) };
     for (int i = 0; i < plan.count; i++) write_tensor(fd, output, src, &plan.tensors[i], &progress);
+    progress_finish(&progress);
     if (ftruncate(fd, (off_t)plan.file_size) != 0) die("cannot size %s: %s", output, strerror(errno));
     if (close(fd) != 0) die("cannot write %s: %s", output, strerror(errno));
     if (rename(pending_output, output) != 0) die("cannot rename %s to %s: %s", pending_output, output, strerror(errno));

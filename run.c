@@ -203,6 +203,20 @@ static const TensorEntry *find_entry(const Transformer *t, const char *name) {
     return NULL;
 }
 
+// Every tensor lies inside the file and the last one ends where the file does.
+static void check_extent(const Transformer *t, uint32_t n_tensors, size_t table_end) {
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + table_end - sizeof(TensorEntry) * n_tensors);
+    uint64_t end = table_end;
+    for (uint32_t i = 0; i < n_tensors; i++) {
+        if (table[i].offset > t->file_size || table[i].nbytes > t->file_size - table[i].offset)
+            die("%s: tensor %u lies past the end of the file (truncated?)", t->path, i);
+        if (table[i].offset + table[i].nbytes > end) end = table[i].offset + table[i].nbytes;
+    }
+    if (end != t->file_size)
+        die("%s: the tensors end at byte %llu but the file has %zu bytes (truncated or appended to?)", t->path,
+            (unsigned long long)end, t->file_size);
+}
+
 static const float *f32_tensor(const Transformer *t, const char *name, int rows, int cols) {
     const TensorEntry *e = find_entry(t, name);
     if (!e) die("%s: tensor '%s' is missing", t->path, name);
@@ -230,6 +244,7 @@ static void load_export(Transformer *t) {
         die("%s: header has out-of-range fields", t->path);
     size_t table_end = sizeof(FileHeader) + 4 * (size_t)h->n_layers + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (table_end > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
+    check_extent(t, h->n_tensors, table_end);
     c->dim = h->dim;
     c->n_layers = h->n_layers;
     c->n_heads = h->n_heads;

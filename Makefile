@@ -1,0 +1,64 @@
+# Edge LLM — each target says why it exists. CC and CFLAGS can be overridden:
+#   make CC=clang        make CFLAGS="-O2 -g"
+
+CC ?= cc
+CFLAGS ?= -O3 -Wall -Wextra
+# run.c is the oracle: no fused multiply-add contraction, so its float
+# arithmetic matches llama2.c's run.c (and the golden outputs) exactly.
+REFERENCE_FLAGS = -ffp-contract=off
+TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation
+SHARED ?= ../shared
+
+.PHONY: all run test debug clean reference
+
+# the three programs: the product, the oracle, the converter
+all: runq reference export
+
+# the int4 runtime (libc, libm, pthreads only)
+runq: runq.c
+	$(CC) $(CFLAGS) -o $@ runq.c -lm -lpthread
+
+# the fp32 reference runtime, ./run (built under build/ because `make run` is the demo)
+reference: build/run
+	@cp -p build/run run
+build/run: run.c | build
+	$(CC) $(CFLAGS) $(REFERENCE_FLAGS) -o $@ run.c -lm
+
+# the converter and quantizer (includes runq.c for the format)
+export: export.c runq.c
+	$(CC) $(CFLAGS) -o $@ export.c -lm -lpthread
+
+# debug builds: no optimisation, AddressSanitizer and UBSan, for gdb and bug hunts
+debug: | build
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/runq-debug runq.c -lm -lpthread
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/run-debug run.c -lm
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/export-debug export.c -lm -lpthread
+
+# the demo: a seeded random model of stories15M's shape with the Llama 2
+# tokenizer, until the project ships a trained default model
+DEMO_MODEL = build/random-stories15M.q4.bin
+run: all $(DEMO_MODEL)
+	@echo "== Edge LLM demo: $(DEMO_MODEL) has RANDOM weights (no trained default model yet),"
+	@echo "== so the text below is gibberish; it shows the pipeline working end to end."
+	./runq $(DEMO_MODEL) -i "Once upon a time" -n 64 -s 42
+$(DEMO_MODEL): export tokenizer.bin | build
+	./export -q --random stories15M --seed 42 -z tokenizer.bin $@
+
+# every test; .ci/run calls exactly this
+test: all build/test_quant build/test_tokenizer build/test_model
+	@SHARED=$(SHARED) test/run_tests.sh
+
+build/test_quant: test/test_quant.c export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_quant.c -lm -lpthread
+build/test_tokenizer: test/test_tokenizer.c export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_tokenizer.c -lm -lpthread
+build/oracle.o: test/oracle.c test/oracle.h run.c | build
+	$(CC) $(TEST_FLAGS) $(REFERENCE_FLAGS) -c -o $@ test/oracle.c
+build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_model.c build/oracle.o -lm -lpthread
+
+build:
+	mkdir -p build
+
+clean:
+	rm -rf build run runq export

