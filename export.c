@@ -248,10 +248,20 @@ struct Source {
     const char *description;
     // rows [begin, end) of a planned tensor as float, (end - begin, cols) into out
     void (*read_rows)(Source *src, const PlannedTensor *t, int begin, int end, float *out);
+    void (*close)(Source *src);   // releases impl
     void *impl;
-    const char **inputs;     // files read, so the output never overwrites one
+    char **inputs;           // files read, so the output never overwrites one
     int n_inputs;
 };
+
+static void free_source(Source *src) {
+    if (src->close) src->close(src);
+    for (int i = 0; i < src->n_inputs; i++) free(src->inputs[i]);
+    free(src->inputs);
+    free(src->ffn_dim);
+    free(src->tokenizer);
+    memset(src, 0, sizeof *src);
+}
 
 static void source_add_input(Source *src, const char *path) {
     src->inputs = realloc(src->inputs, (size_t)(src->n_inputs + 1) * sizeof(char *));
@@ -297,6 +307,12 @@ static void legacy_read_rows(Source *src, const PlannedTensor *t, int begin, int
     memcpy(out, base + (size_t)begin * t->entry.cols, (size_t)(end - begin) * t->entry.cols * sizeof(float));
 }
 
+static void legacy_close(Source *src) {
+    LegacyModel *m = src->impl;
+    munmap((void *)m->data, m->size);
+    free(m);
+}
+
 static void open_legacy(Source *src, const char *path) {
     LegacyModel *m = xcalloc(1, sizeof *m, "model");
     m->data = map_file(path, &m->size);
@@ -340,6 +356,7 @@ static void open_legacy(Source *src, const char *path) {
         die("%s: a llama2.c checkpoint of this header holds %zu bytes but the file has %zu (truncated?)",
             path, 28 + total * sizeof(float), m->size);
     src->impl = m;
+    src->close = legacy_close;
     src->read_rows = legacy_read_rows;
     src->description = "llama2.c checkpoint";
     source_add_input(src, path);
@@ -369,6 +386,11 @@ static void checkpoint_read_rows(Source *src, const PlannedTensor *t, int begin,
     }
 }
 
+static void checkpoint_close(Source *src) {
+    free_transformer(src->impl);
+    free(src->impl);
+}
+
 static void open_checkpoint_source(Source *src, const char *path) {
     Transformer *model = xcalloc(1, sizeof *model, "model");
     open_checkpoint(model, path);
@@ -386,13 +408,15 @@ static void open_checkpoint_source(Source *src, const char *path) {
     h->flags = c->tied_classifier ? FLAG_TIED_CLASSIFIER : 0;
     h->bos_id = c->bos_id;
     h->eos_id = c->eos_id;
-    src->ffn_dim = c->ffn_dim;
+    src->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn table");
+    memcpy(src->ffn_dim, c->ffn_dim, sizeof(int) * (size_t)c->n_layers);
     if (model->weights.tokenizer_blob) {
         src->tokenizer = xcalloc(model->weights.tokenizer_size, 1, "tokenizer");
         memcpy(src->tokenizer, model->weights.tokenizer_blob, model->weights.tokenizer_size);
         src->tokenizer_size = model->weights.tokenizer_size;
     }
     src->impl = model;
+    src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;
     src->description = "Edge LLM checkpoint, dequantized";
     source_add_input(src, path);
@@ -413,7 +437,8 @@ typedef struct {
 typedef struct {
     SafeTensor *tensors;
     int count;
-    int permute_heads[2];    // heads of wq and wk, to undo Hugging Face's rotate-half row order
+    struct { const uint8_t *data; size_t size; } *files;   // the mapped safetensors files
+    int n_files;
 } HfModel;
 
 static int64_t json_int(const Json *j, const char *key, int64_t fallback, const char *source) {
@@ -438,6 +463,10 @@ static double json_real(const Json *j, const char *key, double fallback, const c
 static void load_safetensors(HfModel *m, const char *path) {
     size_t size;
     const uint8_t *data = map_file(path, &size);
+    m->files = realloc(m->files, sizeof(*m->files) * (size_t)(m->n_files + 1));
+    if (!m->files) die("out of memory");
+    m->files[m->n_files].data = data;
+    m->files[m->n_files++].size = size;
     if (size < 8) die("%s: too small for a safetensors file", path);
     uint64_t header_size;
     memcpy(&header_size, data, 8);
@@ -582,6 +611,15 @@ static void hf_load_weights(Source *src, HfModel *m, const char *dir) {
 
 static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size);
 
+static void hf_close(Source *src) {
+    HfModel *m = src->impl;
+    for (int i = 0; i < m->count; i++) free(m->tensors[i].name);
+    for (int i = 0; i < m->n_files; i++) munmap((void *)m->files[i].data, m->files[i].size);
+    free(m->tensors);
+    free(m->files);
+    free(m);
+}
+
 static void open_hf(Source *src, const char *dir) {
     char *config_path = path_join(dir, "config.json");
     if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
@@ -621,6 +659,7 @@ static void open_hf(Source *src, const char *dir) {
     hf_load_weights(src, m, dir);
     if (!(h->flags & FLAG_TIED_CLASSIFIER) && !hf_find(m, "lm_head.weight")) h->flags |= FLAG_TIED_CLASSIFIER;
     src->impl = m;
+    src->close = hf_close;
     src->read_rows = hf_read_rows;
     src->description = "Hugging Face model";
 
@@ -699,6 +738,8 @@ static void random_read_rows(Source *src, const PlannedTensor *t, int begin, int
     }
 }
 
+static void random_close(Source *src) { free(src->impl); }
+
 // SHAPE is a name from the table, or key=value pairs overriding stories260K:
 // dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512,seq_len=512,head_dim=8,tied=1
 static void open_random(Source *src, const char *spec, uint64_t seed) {
@@ -759,6 +800,7 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
     RandomModel *m = xcalloc(1, sizeof *m, "model");
     m->seed = seed;
     src->impl = m;
+    src->close = random_close;
     src->read_rows = random_read_rows;
     src->description = "random weights";
 }
@@ -993,8 +1035,7 @@ static Plan make_plan(const Source *src, int matrix_type, int group_size) {
     if (!(h->flags & FLAG_TIED_CLASSIFIER))
         plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
     if (src->tokenizer) plan_add(&plan, "tokenizer", K_TOKENIZER, -1, 1, (uint32_t)src->tokenizer_size, TYPE_BLOB, 0);
-    uint64_t offset = round_up(sizeof(FileHeader) + 4 * (size_t)h->n_layers + sizeof(TensorEntry) * (size_t)plan.count,
-                               TENSOR_ALIGNMENT);
+    uint64_t offset = tensor_table_offset(h->n_layers) + sizeof(TensorEntry) * (size_t)plan.count;
     for (int i = 0; i < plan.count; i++) {
         offset = round_up(offset, TENSOR_ALIGNMENT);
         plan.tensors[i].entry.offset = offset;
@@ -1114,7 +1155,7 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     write_at(fd, &header, sizeof header, 0, output);
     for (int l = 0; l < header.n_layers; l++)
         write_at(fd, &src->ffn_dim[l], 4, sizeof header + 4 * (uint64_t)l, output);
-    uint64_t table = sizeof header + 4 * (uint64_t)header.n_layers;
+    uint64_t table = tensor_table_offset(header.n_layers);
     for (int i = 0; i < plan.count; i++)
         write_at(fd, &plan.tensors[i].entry, sizeof(TensorEntry), table + sizeof(TensorEntry) * (uint64_t)i, output);
 
@@ -1218,6 +1259,7 @@ int main(int argc, char **argv) {
                 src.description, matrix_type == TYPE_Q4 ? "int4" : "fp32", h->dim, h->n_layers, h->n_heads,
                 h->n_kv_heads, h->vocab_size, h->seq_len, src.tokenizer ? ", tokenizer embedded" : "");
     }
+    free_source(&src);
     return 0;
 }
 #endif

@@ -195,9 +195,12 @@ typedef struct {
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
+// header, ffn_dim[n_layers], padding to 64, then the table
+static size_t tensor_table_offset(int n_layers) { return (sizeof(FileHeader) + 4 * (size_t)n_layers + 63) / 64 * 64; }
+
 static const TensorEntry *find_entry(const Transformer *t, const char *name) {
     const FileHeader *h = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + sizeof(FileHeader) + 4 * (size_t)h->n_layers);
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(h->n_layers));
     for (uint32_t i = 0; i < h->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -242,7 +245,7 @@ static void load_export(Transformer *t) {
         || !(h->rope_theta > 0) || !(h->norm_eps > 0) || h->bos_id < 0 || h->bos_id >= h->vocab_size
         || h->eos_id < 0 || h->eos_id >= h->vocab_size)
         die("%s: header has out-of-range fields", t->path);
-    size_t table_end = sizeof(FileHeader) + 4 * (size_t)h->n_layers + sizeof(TensorEntry) * (size_t)h->n_tensors;
+    size_t table_end = tensor_table_offset(h->n_layers) + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (table_end > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_extent(t, h->n_tensors, table_end);
     c->dim = h->dim;

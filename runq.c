@@ -38,8 +38,10 @@ Reading order (the order the data flows):
 //
 //   FileHeader                      64 bytes
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
+//   zero padding                    to the next multiple of 64
 //   TensorEntry[n_tensors]          96 bytes each
-//   tensor data                     each tensor at a 64-byte aligned offset
+//   tensor data                     each tensor at a 64-byte aligned offset;
+//                                   the file ends where the last tensor ends
 //
 // A matrix is (rows, cols) = (out features, in features). Q4 data of a matrix
 // is its packed nibbles, (rows, cols_padded/2) bytes, followed by its fp16
@@ -94,6 +96,13 @@ typedef struct {
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
+static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// The tensor table starts 64-byte aligned, whatever the layer count.
+static size_t tensor_table_offset(int n_layers) {
+    return round_up(sizeof(FileHeader) + sizeof(int32_t) * (size_t)n_layers, TENSOR_ALIGNMENT);
+}
+
 // ----------------------------------------------------------------------------
 // Errors: one clear message, a non-zero exit. (export.c includes this file and
 // names itself through PROGRAM_NAME.)
@@ -118,7 +127,6 @@ static void *xcalloc(size_t count, size_t size, const char *what) {
     return p;
 }
 
-static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 // ----------------------------------------------------------------------------
 // fp16 <-> fp32, portable (no compiler half type needed)
@@ -260,8 +268,7 @@ typedef struct {
 
 static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     const FileHeader *header = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + sizeof(FileHeader)
-                                                     + sizeof(int32_t) * (size_t)header->n_layers);
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
     for (uint32_t i = 0; i < header->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -356,7 +363,7 @@ static void read_config(Transformer *t) {
         die("%s: bos_id %d / eos_id %d outside the vocabulary of %d", t->path, h->bos_id, h->eos_id, h->vocab_size);
 
     size_t ffn_offset = sizeof(FileHeader);
-    size_t table_offset = ffn_offset + sizeof(int32_t) * (size_t)h->n_layers;
+    size_t table_offset = tensor_table_offset(h->n_layers);
     size_t data_offset = table_offset + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (data_offset > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_tensor_table(t, h, table_offset);

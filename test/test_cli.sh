@@ -75,9 +75,9 @@ patch 4 '\x02\x00\x00\x00';  expect_error "future version" "version 2" ./runq "$
 patch 8 '\xff\xff\xff\x7f';  expect_error "dim overflow" "out-of-range" ./runq "$T/p.bin"
 patch 24 '\x00\x00\x00\x00'; expect_error "zero vocabulary" "out-of-range" ./runq "$T/p.bin"
 patch 16 '\x03\x00\x00\x00'; expect_error "heads not a multiple of kv heads" "multiple" ./runq "$T/p.bin"
-# tensor 0's offset (header 64 + 2 layers * 4 + name 64 + 4 * 4) pushed past the end of the file
-patch 152 '\x00\x00\x00\x00\x00\x00\x00\x10'; expect_error "tensor offset past EOF" "past the end|aligned" ./runq "$T/p.bin"
-patch 160 '\xff\xff\xff\xff\xff\xff\xff\xff'; expect_error "tensor size overflow" "claims" ./runq "$T/p.bin"
+# tensor 0's offset (table at 128 = 64 + 2 layers * 4, padded; + name 64 + 4 * 4) pushed past the end of the file
+patch 208 '\x00\x00\x00\x00\x00\x00\x00\x10'; expect_error "tensor offset past EOF" "past the end|aligned" ./runq "$T/p.bin"
+patch 216 '\xff\xff\xff\xff\xff\xff\xff\xff'; expect_error "tensor size overflow" "claims" ./runq "$T/p.bin"
 ./export -q --random "$SMALL" "$T/notok.bin" 2>/dev/null
 ./export -q --random "$SMALL" --seed 1 -z tokenizer.bin "$T/tok.bin"
 printf 'garbage' >"$T/bad-tokenizer.bin"
