@@ -1137,37 +1137,55 @@ static int sample(Sampler *s, float *logits) {
 // ----------------------------------------------------------------------------
 // Generation: the prompt, then sampled tokens, printed as they come.
 
-static long time_in_ms(void) {
+static double now_ms(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
-// steps: total positions, prompt included (llama2.c's meaning of -n)
-static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps) {
+// Run the prompt's tokens at positions 0..n-1; returns the logits after the last.
+static float *forward_prompt(Transformer *t, const int *tokens, int n) {
+    float *logits = NULL;
+    for (int pos = 0; pos < n; pos++) logits = forward(t, tokens[pos], pos);
+    return logits;
+}
+
+// steps: total positions, prompt included (llama2.c's meaning of -n). Ends
+// with one line of timings on stderr, which tools/bench reads:
+//   stats: load_ms=.. prompt_tokens=.. prompt_ms=.. prompt_tok_s=.. ttft_ms=.. decode_tokens=.. decode_ms=.. decode_tok_s=..
+static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps,
+                     int ignore_eos, double load_ms) {
     if (!prompt) prompt = "";
     int *prompt_tokens = xcalloc(strlen(prompt) + 3, sizeof(int), "prompt tokens");
     int n_prompt = encode(tok, prompt, 1, 0, prompt_tokens);
     if (n_prompt >= steps)
         die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
             n_prompt, steps, t->config.seq_len);
-    long start = 0;
-    int token = prompt_tokens[0], pos = 0;
-    while (pos < steps) {
-        float *logits = forward(t, token, pos);
-        int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sample(sampler, logits);
-        pos++;
-        if (next == tok->bos_id || next == tok->eos_id) break;
+    for (int i = 1; i < n_prompt; i++) safe_printf(decode(tok, prompt_tokens[i - 1], prompt_tokens[i]));
+    fflush(stdout);
+
+    double start = now_ms();
+    float *logits = forward_prompt(t, prompt_tokens, n_prompt);
+    double prompt_end = now_ms(), first_token = prompt_end;
+    int token = prompt_tokens[n_prompt - 1], pos = n_prompt, decoded = 0;
+    for (;;) {
+        int next = sample(sampler, logits);
+        if (pos == n_prompt) first_token = now_ms();
+        if (!ignore_eos && (next == tok->bos_id || next == tok->eos_id)) break;
         safe_printf(decode(tok, token, next));
         fflush(stdout);
         token = next;
-        if (start == 0) start = time_in_ms();
+        if (pos >= steps) break;
+        logits = forward(t, token, pos++);
+        decoded++;
     }
+    double end = now_ms();
     printf("\n");
-    if (pos > 1) {
-        long elapsed = time_in_ms() - start;
-        fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (double)(elapsed > 0 ? elapsed : 1) * 1000);
-    }
+    double prompt_ms = prompt_end - start, decode_ms = end - first_token;
+    fprintf(stderr, "stats: load_ms=%.1f prompt_tokens=%d prompt_ms=%.1f prompt_tok_s=%.2f ttft_ms=%.1f "
+                    "decode_tokens=%d decode_ms=%.1f decode_tok_s=%.2f\n",
+            load_ms, n_prompt, prompt_ms, n_prompt / (prompt_ms > 0 ? prompt_ms : 1e-3) * 1000, first_token - start,
+            decoded, decode_ms, decoded / (decode_ms > 0 ? decode_ms : 1e-3) * 1000);
     free(prompt_tokens);
 }
 
@@ -1253,7 +1271,8 @@ static void usage(void) {
         "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
-        "  -T <int>    threads, default: online cores\n");
+        "  -T <int>    threads, default: online cores\n"
+        "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
 }
 
@@ -1279,13 +1298,14 @@ int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
-    int steps = 256, steps_given = 0;
+    int steps = 256, steps_given = 0, ignore_eos = 0;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int n_threads = online > 0 ? (int)online : 1;
 
     if (argc < 2) usage();
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
+        if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
         if (argv[i][0] != '-' || strlen(argv[i]) != 2) { fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]); usage(); }
         if (i + 1 >= argc) die("flag %s needs a value", argv[i]);
         const char *value = argv[i + 1];
@@ -1305,6 +1325,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
     if (seed == 0) seed = (unsigned long long)time(NULL);
 
+    double load_start = now_ms();
     Transformer transformer;
     open_checkpoint(&transformer, checkpoint);
     int seq_len = transformer.config.seq_len;
@@ -1313,13 +1334,14 @@ int main(int argc, char **argv) {
         steps = seq_len;
     }
     prepare_run(&transformer, steps, n_threads);
+    double load_ms = now_ms() - load_start;
 
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);
     Sampler sampler;
     build_sampler(&sampler, transformer.config.vocab_size, temperature, topp, seed);
 
-    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps);
+    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
     else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps);
 
     free_sampler(&sampler);
