@@ -229,26 +229,47 @@ typedef struct {
 } Weights;
 
 // int8 activations in blocks of Q_BLOCK, each with its own scale
-typedef struct {
-    int8_t *values;          // (capacity,)
-    float *scales;           // (capacity/Q_BLOCK,)
-    int capacity;            // multiple of Q_BLOCK
-} QuantizedVector;
+// Prompt tokens per forward pass: every weight is read once per chunk of this many.
+#define MAX_BATCH 64
+#define MAX_GROUP_SIZE 256
 
+// int8 activations of up to MAX_BATCH tokens, in blocks of Q_BLOCK with a scale each
 typedef struct {
-    float *x;                // (dim,) residual stream
-    float *xb;               // (max(dim, q_dim),) normalised input / attention output
-    float *xb2;              // (dim,) branch output
-    float *hb;               // (max_ffn_dim,) gate, then gate*up
-    float *hb2;              // (max_ffn_dim,) up
-    float *q;                // (q_dim,) query of the current position
-    float *att;              // (n_heads, cache_len) attention scores
-    float *logits;           // (vocab_size,)
-    QuantizedVector xq;      // quantized copy of the current matmul input
-    float *key_cache;        // (n_layers, cache_len, kv_dim)
-    float *value_cache;      // (n_layers, cache_len, kv_dim)
+    int8_t *values;          // (MAX_BATCH, stride)
+    float *scales;           // (MAX_BATCH, stride/Q_BLOCK)
+    int stride;              // values per token: the widest input rounded up to MAX_GROUP_SIZE
+} QuantizedActivations;
+
+// The activations of a batch of tokens: row i belongs to the token at position pos0 + i.
+typedef struct {
+    float *x;                // (MAX_BATCH, dim) residual stream
+    float *xb;               // (MAX_BATCH, max(dim, q_dim)) normalised input / attention output
+    float *xb2;              // (MAX_BATCH, dim) branch output
+    float *hb;               // (MAX_BATCH, max_ffn_dim) gate, then gate*up
+    float *hb2;              // (MAX_BATCH, max_ffn_dim) up
+    float *q;                // (MAX_BATCH, q_dim)
+    float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
+    float *att;              // (n_threads, cache_len) attention scores, a row per thread
+    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim)
+    float *rope_cos;         // (MAX_BATCH, head_dim/2) at each token's position
+    float *rope_sin;         // (MAX_BATCH, head_dim/2)
+    float *logits;           // (vocab_size,) of the batch's last token
+    QuantizedActivations xq; // quantized copy of the current matmul input
+    uint16_t *key_cache;     // (n_layers, cache_len, kv_dim) fp16: half of fp32's memory
+    uint16_t *value_cache;   // (n_layers, cache_len, kv_dim) fp16
     int cache_len;           // positions the KV cache holds: what this run needs, not seq_len
 } RunState;
+
+// The kernels a run uses, chosen once from what the CPU can do. Every one has
+// the scalar reference as its twin, and the tests hold it to that twin.
+typedef struct {
+    const char *name;
+    // out[t * out_stride + r] = row r of W . token t's activations, rows [row_begin, row_end)
+    void (*matmul_q4)(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                      const QuantizedActivations *x, int n_tokens);
+    float (*dot_f16)(const float *a, const uint16_t *b, int n);          // a . b
+    void (*axpy_f16)(float *out, float a, const uint16_t *v, int n);     // out += a * v
+} Kernels;
 
 typedef struct ThreadPool ThreadPool;
 
@@ -256,6 +277,7 @@ typedef struct {
     Config config;
     Weights weights;
     RunState state;
+    Kernels kernels;
     ThreadPool *pool;
     const uint8_t *file_data;   // the whole checkpoint, mapped read-only
     size_t file_size;
@@ -316,8 +338,9 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
             die("%s: tensor '%s' has unknown type %u", t->path, e->name, e->type);
         if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
             die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
-        if (e->type == TYPE_Q4 && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > 4096))
-            die("%s: tensor '%s' has group size %u, expected a multiple of %d", t->path, e->name, e->group_size, Q_BLOCK);
+        if (e->type == TYPE_Q4 && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
+            die("%s: tensor '%s' has group size %u, expected a multiple of %d up to %d", t->path, e->name, e->group_size,
+                Q_BLOCK, MAX_GROUP_SIZE);
         size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size);
         if (e->nbytes != expected)
             die("%s: tensor '%s' claims %llu bytes but its shape needs %zu", t->path, e->name,
@@ -423,59 +446,70 @@ static void map_weights(Transformer *t) {
     }
 }
 
-static void malloc_run_state(RunState *s, const Config *c, int cache_len) {
-    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    int widest_input = c->dim > q_dim ? c->dim : q_dim;
-    if (c->max_ffn_dim > widest_input) widest_input = c->max_ffn_dim;
-    size_t cache_floats = (size_t)c->n_layers * (size_t)cache_len * (size_t)kv_dim;
+static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads) {
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_head = (size_t)c->head_dim / 2;
+    size_t widest = dim > q_dim ? dim : q_dim;
+    if (ffn > widest) widest = ffn;
+    size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
     s->cache_len = cache_len;
-    s->x = xcalloc((size_t)c->dim, sizeof(float), "activations");
-    s->xb = xcalloc((size_t)(c->dim > q_dim ? c->dim : q_dim), sizeof(float), "activations");
-    s->xb2 = xcalloc((size_t)c->dim, sizeof(float), "activations");
-    s->hb = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
-    s->hb2 = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
-    s->q = xcalloc((size_t)q_dim, sizeof(float), "activations");
-    s->att = xcalloc((size_t)c->n_heads * (size_t)cache_len, sizeof(float), "attention scores");
+    s->x = xcalloc(MAX_BATCH * dim, sizeof(float), "activations");
+    s->xb = xcalloc(MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
+    s->xb2 = xcalloc(MAX_BATCH * dim, sizeof(float), "activations");
+    s->hb = xcalloc(MAX_BATCH * ffn, sizeof(float), "activations");
+    s->hb2 = xcalloc(MAX_BATCH * ffn, sizeof(float), "activations");
+    s->q = xcalloc(MAX_BATCH * q_dim, sizeof(float), "activations");
+    s->k = xcalloc(MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->v = xcalloc(MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->att = xcalloc((size_t)n_threads * cache_len, sizeof(float), "attention scores");
+    s->rope_freq = xcalloc(half_head, sizeof(float), "RoPE table");
+    s->rope_cos = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    s->rope_sin = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    for (size_t i = 0; i < half_head; i++)
+        s->rope_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
     s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), "logits");
-    // inputs are padded to whole groups; 4096 covers the largest group size
-    s->xq.capacity = (int)round_up((size_t)widest_input, 4096);
-    s->xq.values = xcalloc((size_t)s->xq.capacity, 1, "quantized activations");
-    s->xq.scales = xcalloc((size_t)s->xq.capacity / Q_BLOCK, sizeof(float), "quantized activations");
-    s->key_cache = xcalloc(cache_floats, sizeof(float), "KV cache");
-    s->value_cache = xcalloc(cache_floats, sizeof(float), "KV cache");
+    s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
+    s->xq.values = xcalloc(MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
+    s->xq.scales = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
+    s->key_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
+    s->value_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
 }
 
 static void free_run_state(RunState *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q);
-    free(s->att); free(s->logits); free(s->xq.values); free(s->xq.scales);
-    free(s->key_cache); free(s->value_cache);
+    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
+    free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
+    free(s->xq.values); free(s->xq.scales); free(s->key_cache); free(s->value_cache);
 }
 
 // ----------------------------------------------------------------------------
 // int4 x int8 kernels. The scalar versions here are the reference for every
 // SIMD version; tests hold each one to them.
 
-// x (n,) -> int8 blocks of Q_BLOCK with scale max|x|/127. n_padded >= n is a
-// multiple of Q_BLOCK; the tail is zero so padded weights contribute nothing.
-static void quantize_row_q8(QuantizedVector *out, const float *x, int n, int n_padded) {
-    for (int block = 0; block < n_padded / Q_BLOCK; block++) {
-        int start = block * Q_BLOCK;
-        float amax = 0.0f;
-        for (int i = start; i < start + Q_BLOCK && i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float scale = amax / 127.0f;
-        float inverse = scale > 0 ? 1.0f / scale : 0.0f;
-        out->scales[block] = scale;
-        for (int i = start; i < start + Q_BLOCK; i++)
-            out->values[i] = i < n ? (int8_t)lrintf(x[i] * inverse) : 0;
+// Token t's row of x, (n_tokens, x_stride), -> int8 blocks of Q_BLOCK with
+// scale max|x|/127. n_padded >= n is a multiple of the group size; the tail is
+// zero so padded weights contribute nothing.
+static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+    for (int t = 0; t < n_tokens; t++) {
+        const float *row = x + (size_t)t * x_stride;
+        int8_t *values = out->values + (size_t)t * out->stride;
+        float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
+        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
+            int start = block * Q_BLOCK;
+            float amax = 0.0f;
+            for (int i = start; i < start + Q_BLOCK && i < n; i++) amax = fmaxf(amax, fabsf(row[i]));
+            float scale = amax / 127.0f;
+            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+            scales[block] = scale;
+            for (int i = start; i < start + Q_BLOCK; i++) values[i] = i < n ? (int8_t)lrintf(row[i] * inverse) : 0;
+        }
     }
 }
 
-// One row of int4 weights . int8 activations, n = cols_padded.
-static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, int group_size,
-                               const int8_t *x, const float *x_scales, int n) {
+// One row of int4 weights . int8 activations: n_blocks blocks of Q_BLOCK.
+static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
+                               const int8_t *x, const float *x_scales, int n_blocks) {
     float sum = 0.0f;
-    int blocks_per_group = group_size / Q_BLOCK;
-    for (int block = 0; block < n / Q_BLOCK; block++) {
+    for (int block = 0; block < n_blocks; block++) {
         const uint8_t *w = nibbles + block * (Q_BLOCK / 2);
         const int8_t *a = x + block * Q_BLOCK;
         int32_t isum = 0;
@@ -486,6 +520,149 @@ static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, i
         sum += fp16_to_fp32(scales[block / blocks_per_group]) * x_scales[block] * (float)isum;
     }
     return sum;
+}
+
+static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                          const QuantizedActivations *x, int n_tokens) {
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    for (int r = row_begin; r < row_end; r++)
+        for (int t = 0; t < n_tokens; t++)
+            out[(size_t)t * out_stride + r] = vec_dot_q4_q8_ref(
+                w->nibbles + r * row_bytes, w->scales + r * row_scales, w->group_size / Q_BLOCK,
+                x->values + (size_t)t * x->stride, x->scales + (size_t)t * (x->stride / Q_BLOCK), w->cols_padded / Q_BLOCK);
+}
+
+static float dot_f16_ref(const float *a, const uint16_t *b, int n) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += a[i] * fp16_to_fp32(b[i]);
+    return sum;
+}
+
+static void axpy_f16_ref(float *out, float a, const uint16_t *v, int n) {
+    for (int i = 0; i < n; i++) out[i] += a * fp16_to_fp32(v[i]);
+}
+
+static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, dot_f16_ref, axpy_f16_ref };
+
+// ---- x86: AVX2 + FMA + F16C (Haswell and later, Zen), chosen at run time so
+// one binary runs on any x86-64.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_KERNELS 1
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// 16 bytes of nibbles -> 32 signed weights q - 8: low nibbles are weights
+// 0..15, high nibbles 16..31, so one shift, one AND and one subtract do it.
+TARGET_AVX2 static inline __m256i unpack_q4_avx2(const uint8_t *nibbles) {
+    __m128i packed = _mm_loadu_si128((const __m128i *)nibbles);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+// 32 int8 products summed in pairs and quads -> 8 int32 lanes as floats.
+// maddubs wants one unsigned operand: |w| with x given w's sign.
+TARGET_AVX2 static inline __m256 dot_i8_avx2(__m256i w, __m256i x) {
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+TARGET_AVX2 static inline float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// One row against TILE tokens: each weight block is unpacked once and used
+// TILE times (the prompt's GEMM). Two accumulators per token, for even and
+// odd blocks, hide the FMA latency. A token's arithmetic is the same whatever
+// TILE is, so prefill and decode agree bit for bit.
+TARGET_AVX2 static inline __attribute__((always_inline)) void q4_row_tile_avx2(
+        float *out, int out_stride, const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
+        int n_blocks, const int8_t *x, const float *x_scales, int x_stride, const int TILE) {
+    __m256 acc[4][2];
+    for (int t = 0; t < TILE; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i w = unpack_q4_avx2(nibbles + b * (Q_BLOCK / 2));
+        float w_scale = _cvtsh_ss(scales[b / blocks_per_group]);
+        for (int t = 0; t < TILE; t++) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(x + (size_t)t * x_stride + b * Q_BLOCK));
+            __m256 scale = _mm256_set1_ps(w_scale * x_scales[(size_t)t * (x_stride / Q_BLOCK) + b]);
+            acc[t][b & 1] = _mm256_fmadd_ps(dot_i8_avx2(w, a), scale, acc[t][b & 1]);
+        }
+    }
+    for (int t = 0; t < TILE; t++) out[(size_t)t * out_stride] = hsum_avx2(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                       const QuantizedActivations *x, int n_tokens) {
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    for (int r = row_begin; r < row_end; r++) {
+        const uint8_t *nibbles = w->nibbles + r * row_bytes;
+        const uint16_t *scales = w->scales + r * row_scales;
+        for (int t = 0; t < n_tokens; t += 4) {
+            float *o = out + (size_t)t * out_stride + r;
+            const int8_t *xv = x->values + (size_t)t * x->stride;
+            const float *xs = x->scales + (size_t)t * (x->stride / Q_BLOCK);
+            switch (n_tokens - t) {   // a constant TILE lets the compiler keep acc in registers
+            case 1: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 1); break;
+            case 2: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 2); break;
+            case 3: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 3); break;
+            default: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 4);
+            }
+        }
+    }
+}
+
+TARGET_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
+    float sum = hsum_avx2(acc);
+    for (; i < n; i++) sum += a[i] * _cvtsh_ss(b[i]);
+    return sum;
+}
+
+TARGET_AVX2 static void axpy_f16_avx2(float *out, float a, const uint16_t *v, int n) {
+    __m256 scale = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(scale, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
+                                                  _mm256_loadu_ps(out + i)));
+    for (; i < n; i++) out[i] += a * _cvtsh_ss(v[i]);
+}
+
+static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, dot_f16_avx2, axpy_f16_avx2 };
+#endif
+
+// Every kernel set this build can run on this CPU, the reference first and
+// the fastest last (tests compare each with the first).
+static int runnable_kernels(Kernels *out) {
+    int n = 0;
+    out[n++] = kernels_scalar;
+#ifdef HAVE_AVX2_KERNELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        out[n++] = kernels_avx2;
+#endif
+    return n;
+}
+#define MAX_KERNEL_SETS 4
+
+// The fastest kernels this CPU runs; RUNQ_KERNELS=name forces another
+// runnable set (scalar: the reference, to compare or to teach).
+static Kernels select_kernels(void) {
+    Kernels sets[MAX_KERNEL_SETS];
+    int n = runnable_kernels(sets);
+    const char *forced = getenv("RUNQ_KERNELS");
+    if (!forced) return sets[n - 1];
+    for (int i = 0; i < n; i++) if (strcmp(forced, sets[i].name) == 0) return sets[i];
+    char names[128] = "";
+    for (int i = 0; i < n; i++) snprintf(names + strlen(names), sizeof names - strlen(names), " %s", sets[i].name);
+    die("RUNQ_KERNELS=%s is not available; this build and CPU run:%s", forced, names);
+    return sets[0];
 }
 
 // The writer's half of the format (export.c uses it): x (n,) -> one Q4 row of
@@ -545,13 +722,6 @@ static void dequantize_row_q4(float *out, const Tensor *w, int row) {
         int q = j < Q_BLOCK / 2 ? (byte & 0x0F) : (byte >> 4);
         out[i] = fp16_to_fp32(scales[i / w->group_size]) * (float)(q - 8);
     }
-}
-
-static void matmul_rows_q4(float *out, const Tensor *w, const QuantizedVector *x, int row_begin, int row_end) {
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
-    for (int r = row_begin; r < row_end; r++)
-        out[r] = vec_dot_q4_q8_ref(w->nibbles + r * row_bytes, w->scales + r * row_scales, w->group_size,
-                                   x->values, x->scales, w->cols_padded);
 }
 
 // ----------------------------------------------------------------------------
@@ -652,9 +822,11 @@ static void pool_free(ThreadPool *pool) {
 // threads meet once per group instead of once per matrix.
 typedef struct {
     int count;
-    float *out[3];
+    float *out[3];                    // (n_tokens, rows of w[m])
     const Tensor *w[3];
-    const QuantizedVector *x;
+    const QuantizedActivations *x;
+    int n_tokens;
+    const Kernels *kernels;
 } MatmulTask;
 
 static void matmul_task(void *arg, int thread_index, int n_threads) {
@@ -664,21 +836,23 @@ static void matmul_task(void *arg, int thread_index, int n_threads) {
         int per_thread = (rows + n_threads - 1) / n_threads;
         int begin = thread_index * per_thread, end = begin + per_thread;
         if (end > rows) end = rows;
-        if (begin < end) matmul_rows_q4(task->out[m], task->w[m], task->x, begin, end);
+        if (begin < end) task->kernels->matmul_q4(task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
     }
 }
 
-// out_i = W_i @ x for each of the count weights, which all take input x (cols,)
-static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x) {
-    QuantizedVector *xq = &t->state.xq;
-    quantize_row_q8(xq, x, w[0]->cols, w[0]->cols_padded);
-    MatmulTask task = { .count = count, .x = xq };
+// out_m (n_tokens, rows_m) = x W_m^T for each of the count weights, which all
+// take the same input x (n_tokens, cols) with rows x_stride apart. The input is
+// quantized once for all of them.
+static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
+    QuantizedActivations *xq = &t->state.xq;
+    quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
+    MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
     for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
     pool_run(t->pool, matmul_task, &task);
 }
 
-static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x) {
-    matmul_q4(t, 1, &out, &w, x);
+static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x, int x_stride, int n_tokens) {
+    matmul_q4(t, 1, &out, &w, x, x_stride, n_tokens);
 }
 
 // ----------------------------------------------------------------------------
@@ -699,103 +873,130 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-// Rotate consecutive pairs (x[2i], x[2i+1]) of each head by pos * theta^(-2i/head_dim).
-// export.c stores wq/wk rows in this interleaved order (as llama2.c does).
-static void rope(float *x, int n_heads, int head_dim, int pos, float theta) {
+// cos and sin of (position x frequency) for each token of the batch, computed
+// once per forward pass and shared by every layer and head.
+static void rope_tables(RunState *s, int head_dim, int pos0, int n_tokens) {
+    int half = head_dim / 2;
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < half; i++) {
+            float angle = (float)(pos0 + t) * s->rope_freq[i];
+            s->rope_cos[t * half + i] = cosf(angle);
+            s->rope_sin[t * half + i] = sinf(angle);
+        }
+}
+
+// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i. export.c
+// stores wq/wk rows in this interleaved order (as llama2.c does).
+static void rope(float *x, int n_heads, int head_dim, const float *cos_row, const float *sin_row) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * head_dim;
-        for (int i = 0; i < head_dim; i += 2) {
-            float freq = 1.0f / powf(theta, (float)i / (float)head_dim);
-            float angle = (float)pos * freq;
-            float c = cosf(angle), s = sinf(angle);
-            float v0 = v[i], v1 = v[i + 1];
-            v[i] = v0 * c - v1 * s;
-            v[i + 1] = v0 * s + v1 * c;
+        for (int i = 0; i < head_dim / 2; i++) {
+            float v0 = v[2 * i], v1 = v[2 * i + 1];
+            v[2 * i] = v0 * cos_row[i] - v1 * sin_row[i];
+            v[2 * i + 1] = v0 * sin_row[i] + v1 * cos_row[i];
         }
+    }
+}
+
+static void store_kv(RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim) {
+    size_t row = ((size_t)layer * s->cache_len + pos) * kv_dim;
+    for (int i = 0; i < kv_dim; i++) {
+        s->key_cache[row + i] = fp32_to_fp16(k[i]);
+        s->value_cache[row + i] = fp32_to_fp16(v[i]);
     }
 }
 
 typedef struct {
     Transformer *t;
-    int layer, pos;
+    int layer, pos0, n_tokens;
 } AttentionTask;
 
-// Causal attention of the current query over positions 0..pos, heads split
-// across threads; head h reads the KV head h / (n_heads / n_kv_heads).
+// Causal attention: batch token i (at position pos0 + i) over positions
+// 0..pos0+i. (token, head) pairs are dealt round-robin to the threads, each
+// with its own row of scores; head h reads KV head h / (n_heads / n_kv_heads).
 static void attention_task(void *arg, int thread_index, int n_threads) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
+    const Kernels *k = &task->t->kernels;
     RunState *s = &task->t->state;
-    int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim, pos = task->pos;
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads;
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
     float scale = sqrtf((float)head_dim);
-    for (int h = thread_index; h < c->n_heads; h += n_threads) {
-        const float *q = s->q + h * head_dim;
-        float *att = s->att + (size_t)h * s->cache_len;
-        int kv_head = h / group;
-        for (int p = 0; p <= pos; p++) {
-            const float *k = s->key_cache + layer_offset + (size_t)p * kv_dim + kv_head * head_dim;
-            float score = 0.0f;
-            for (int i = 0; i < head_dim; i++) score += q[i] * k[i];
-            att[p] = score / scale;
-        }
+    float *att = s->att + (size_t)thread_index * s->cache_len;
+    for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
+        int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+        const float *q = s->q + (size_t)i * q_dim + h * head_dim;
+        const uint16_t *keys = s->key_cache + layer_offset + (h / group) * head_dim;
+        const uint16_t *values = s->value_cache + layer_offset + (h / group) * head_dim;
+        for (int p = 0; p <= pos; p++) att[p] = k->dot_f16(q, keys + (size_t)p * kv_dim, head_dim) / scale;
         softmax(att, pos + 1);
-        float *out = s->xb + h * head_dim;
+        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
         memset(out, 0, head_dim * sizeof(float));
-        for (int p = 0; p <= pos; p++) {
-            const float *v = s->value_cache + layer_offset + (size_t)p * kv_dim + kv_head * head_dim;
-            float a = att[p];
-            for (int i = 0; i < head_dim; i++) out[i] += a * v[i];
-        }
+        for (int p = 0; p <= pos; p++) k->axpy_f16(out, att[p], values + (size_t)p * kv_dim, head_dim);
     }
 }
 
 // ----------------------------------------------------------------------------
-// Forward: one token at position pos -> logits over the vocabulary
+// Forward: n tokens (at most MAX_BATCH) at positions pos0..pos0+n-1 through
+// every layer as one batch, each weight read once; their keys and values land
+// in the cache. Returns the logits after the last token. Decoding is the same
+// pass with n = 1; a prompt goes through in chunks.
 
-static float *forward(Transformer *t, int token, int pos) {
+static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
     const Config *c = &t->config;
     const Weights *w = &t->weights;
     RunState *s = &t->state;
-    int dim = c->dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
 
-    dequantize_row_q4(s->x, &w->tok_embeddings, token);
+    for (int i = 0; i < n; i++) dequantize_row_q4(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
+    rope_tables(s, c->head_dim, pos0, n);
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
         int ffn = c->ffn_dim[l];
-        size_t cache_row = ((size_t)l * s->cache_len + pos) * kv_dim;
-        float *k = s->key_cache + cache_row, *v = s->value_cache + cache_row;
 
-        // attention: q, k, v from one quantized input; k and v land in the cache
-        rmsnorm(s->xb, s->x, lw->attention_norm.data, dim, c->norm_eps);
-        float *qkv_out[3] = { s->q, k, v };
+        // attention: q, k, v from one quantized input; k and v go to the cache
+        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
+        float *qkv_out[3] = { s->q, s->k, s->v };
         const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
-        matmul_q4(t, 3, qkv_out, qkv_w, s->xb);
-        rope(s->q, c->n_heads, c->head_dim, pos, c->rope_theta);
-        rope(k, c->n_kv_heads, c->head_dim, pos, c->rope_theta);
-        AttentionTask attention = { t, l, pos };
+        matmul_q4(t, 3, qkv_out, qkv_w, s->xb, dim, n);
+        for (int i = 0; i < n; i++) {
+            rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
+            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
+            store_kv(s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim);
+        }
+        AttentionTask attention = { t, l, pos0, n };
         pool_run(t->pool, attention_task, &attention);
-        matmul1(t, s->xb2, &lw->wo, s->xb);
-        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+        matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
         // feed-forward: w2(silu(w1 x) * w3 x)
-        rmsnorm(s->xb, s->x, lw->ffn_norm.data, dim, c->norm_eps);
+        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
         float *ffn_out[2] = { s->hb, s->hb2 };
         const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-        matmul_q4(t, 2, ffn_out, ffn_w, s->xb);
-        for (int i = 0; i < ffn; i++) {
+        matmul_q4(t, 2, ffn_out, ffn_w, s->xb, dim, n);
+        for (size_t i = 0; i < (size_t)n * ffn; i++) {
             float gate = s->hb[i];
             s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
         }
-        matmul1(t, s->xb2, &lw->w2, s->hb);
-        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+        matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
 
-    rmsnorm(s->x, s->x, w->norm.data, dim, c->norm_eps);
-    matmul1(t, s->logits, &w->output, s->x);
+    rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, w->norm.data, dim, c->norm_eps);
+    matmul1(t, s->logits, &w->output, s->xb, dim, 1);
     return s->logits;
+}
+
+static float *forward(Transformer *t, int token, int pos) { return forward_batch(t, &token, 1, pos); }
+
+// The prompt at positions 0..n-1, MAX_BATCH tokens at a time.
+static float *forward_prompt(Transformer *t, const int *tokens, int n) {
+    float *logits = NULL;
+    for (int start = 0; start < n; start += MAX_BATCH)
+        logits = forward_batch(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, start);
+    return logits;
 }
 
 // ----------------------------------------------------------------------------
@@ -838,7 +1039,8 @@ static void require_int4(const Transformer *t) {
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_int4(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
-    malloc_run_state(&t->state, &t->config, cache_len);
+    malloc_run_state(&t->state, &t->config, cache_len, n_threads);
+    t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
 }
 
@@ -1141,13 +1343,6 @@ static double now_ms(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
-}
-
-// Run the prompt's tokens at positions 0..n-1; returns the logits after the last.
-static float *forward_prompt(Transformer *t, const int *tokens, int n) {
-    float *logits = NULL;
-    for (int pos = 0; pos < n; pos++) logits = forward(t, tokens[pos], pos);
-    return logits;
 }
 
 // steps: total positions, prompt included (llama2.c's meaning of -n). Ends

@@ -77,6 +77,32 @@ static void test_threads_identical(const char *q4_path, const int *tokens, int n
     free(reference);
 }
 
+// The prompt as one batched pass (chunks of MAX_BATCH) must give exactly the
+// logits of feeding it token by token: a token's arithmetic does not depend
+// on its batch.
+static void test_prefill_matches_decode(const char *q4_path, const int *tokens, int max_n) {
+    int lengths[] = { 1, 5, MAX_BATCH, MAX_BATCH + 1, 2 * MAX_BATCH + 3 };
+    for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
+        int n = lengths[i];
+        if (n > max_n) continue;
+        Transformer batched, stepwise;
+        build_transformer(&batched, q4_path, n, 2);
+        build_transformer(&stepwise, q4_path, n, 3);
+        int vocab = batched.config.vocab_size;
+        const float *a = forward_prompt(&batched, tokens, n), *b = NULL;
+        for (int pos = 0; pos < n; pos++) b = forward(&stepwise, tokens[pos], pos);
+        CHECK(same_floats(a, b, vocab), "%s: prefill of %d tokens differs from token-by-token decoding", q4_path, n);
+        // and decoding continues from the batched cache as from the stepwise one
+        if (n < batched.state.cache_len) {
+            a = forward(&batched, tokens[0], n);
+            b = forward(&stepwise, tokens[0], n);
+        }
+        CHECK(same_floats(a, b, vocab), "%s: decoding after a %d-token prefill differs", q4_path, n);
+        free_transformer(&batched);
+        free_transformer(&stepwise);
+    }
+}
+
 static void test_stories260K(const char *shared) {
     char bin[4096], tok[4096], f32[4096], q4[4096], deq[4096];
     snprintf(bin, sizeof bin, "%s/models/stories260K.bin", shared);
@@ -145,6 +171,7 @@ static void test_stories260K(const char *shared) {
     CHECK(agree >= 15, "greedy int4 leaves fp32 after %d tokens", agree);
 
     test_threads_identical(q4, tokens, 64);
+    test_prefill_matches_decode(q4, tokens, N);
     oracle_close(legacy);
 }
 
@@ -195,6 +222,7 @@ static void test_random_shapes(void) {
                 printf("  random %s: int4 vs fp32 mean KL %.5f, relative logit error %.4f; vs same weights %.4f\n",
                        shapes_under_test[i], q.mean_kl, q.relative_error, a.relative_error);
             if (group == 32) test_threads_identical(q4, tokens, 16);
+            if (group == 32) test_prefill_matches_decode(q4, tokens, N);
         }
     }
 }

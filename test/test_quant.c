@@ -1,5 +1,6 @@
 // test_quant.c — fp16 conversion, int4 weight and int8 activation
-// quantization, and the int4 x int8 matmul against fp32, on odd shapes too.
+// quantization, the int4 x int8 matmul against fp32 on odd shapes, and every
+// SIMD kernel set this CPU runs against the scalar reference.
 #define TESTING
 #include "../export.c"
 #include "check.h"
@@ -79,60 +80,140 @@ static void test_q4_round_trip(void) {
     CHECK(all_zero, "an all-zero group does not come back as zeros");
 }
 
+static QuantizedActivations new_activations(int stride) {
+    QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)), stride };
+    return q;
+}
+
 static void test_q8_activations(void) {
     int n = 100, padded = 128;
-    float x[100];
-    for (int i = 0; i < n; i++) x[i] = uniform(-3, 3);
-    QuantizedVector q = { malloc(padded), malloc(sizeof(float) * padded / 32), padded };
-    quantize_row_q8(&q, x, n, padded);
+    float x[2 * 100];
+    for (int i = 0; i < 2 * n; i++) x[i] = uniform(-3, 3);
+    QuantizedActivations q = new_activations(256);
+    quantize_q8(&q, x, n, n, padded, 2);
     int bad = 0;
-    for (int i = 0; i < padded; i++) {
-        float back = q.values[i] * q.scales[i / 32];
-        if (i < n ? fabsf(back - x[i]) > q.scales[i / 32] * 0.5001f : q.values[i] != 0) bad++;
-    }
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < padded; i++) {
+            int8_t v = q.values[t * q.stride + i];
+            float step = q.scales[t * (q.stride / 32) + i / 32];
+            if (i < n ? fabsf(v * step - x[t * n + i]) > step * 0.5001f : v != 0) bad++;
+        }
     CHECK(bad == 0, "int8 activations: %d values beyond half a step (or non-zero padding)", bad);
     free(q.values); free(q.scales);
 }
 
-// W (rows, cols) quantized to int4, x quantized to int8: the product must be
-// close to the fp32 product with the dequantized W (only activation rounding
-// differs) and, more loosely, to the product with the original W.
-static void test_matmul(int rows, int cols, int group) {
+typedef struct {
+    Tensor t;
+    float *w;   // (rows, cols) the original weights
+} Matrix;
+
+// fill: 0 random, 1 all nibbles 0 (q = -8), 2 all nibbles 15 (q = +7), 3 zero scales, 4 alternating extremes
+static Matrix make_matrix(int rows, int cols, int group, int fill) {
+    Matrix m;
     int padded = (int)round_up((size_t)cols, (size_t)group);
-    float *w = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * cols), *row = malloc(sizeof(float) * cols);
+    m.w = malloc(sizeof(float) * rows * cols);
     uint8_t *nibbles = malloc((size_t)rows * padded / 2);
     uint16_t *scales = malloc(sizeof(uint16_t) * rows * (padded / group));
-    for (int i = 0; i < rows * cols; i++) w[i] = uniform(-1, 1);
-    for (int i = 0; i < cols; i++) x[i] = uniform(-2, 2);
+    for (int i = 0; i < rows * cols; i++) m.w[i] = uniform(-1, 1);
     for (int r = 0; r < rows; r++)
-        quantize_row_q4(w + (size_t)r * cols, cols, padded, group, nibbles + (size_t)r * padded / 2, scales + (size_t)r * (padded / group));
-    Tensor t = { .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
-                 .nibbles = nibbles, .scales = scales };
-    int capacity = (int)round_up((size_t)cols, 4096);
-    QuantizedVector xq = { calloc(capacity, 1), calloc(capacity / 32, sizeof(float)), capacity };
-    quantize_row_q8(&xq, x, cols, padded);
-    float *out = malloc(sizeof(float) * rows);
-    matmul_rows_q4(out, &t, &xq, 0, rows);
-    double worst_dequant = 0, worst_original = 0, norm = 0;
+        quantize_row_q4(m.w + (size_t)r * cols, cols, padded, group, nibbles + (size_t)r * padded / 2, scales + (size_t)r * (padded / group));
+    if (fill == 1 || fill == 2) memset(nibbles, fill == 1 ? 0x00 : 0xFF, (size_t)rows * padded / 2);
+    if (fill == 3) memset(scales, 0, sizeof(uint16_t) * rows * (padded / group));
+    if (fill == 4) for (size_t i = 0; i < (size_t)rows * padded / 2; i++) nibbles[i] = i % 2 ? 0x0F : 0xF0;
+    m.t = (Tensor){ .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
+                    .nibbles = nibbles, .scales = scales };
+    return m;
+}
+
+static void free_matrix(Matrix *m) { free(m->w); free((void *)m->t.nibbles); free((void *)m->t.scales); }
+
+// x: 0 random, 1 all +127 after quantization, 2 all -127, 3 zeros
+static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int cols, int padded, int fill) {
+    for (int i = 0; i < n_tokens * cols; i++) x[i] = fill == 0 ? uniform(-2, 2) : fill == 1 ? 1.0f : fill == 2 ? -1.0f : 0.0f;
+    quantize_q8(q, x, cols, cols, padded, n_tokens);
+}
+
+// W (rows, cols) quantized to int4, x quantized to int8: the reference product
+// must be close to the fp32 product with the dequantized W (only activation
+// rounding differs) and, more loosely, to the product with the original W.
+static void test_matmul_reference(int rows, int cols, int group) {
+    Matrix m = make_matrix(rows, cols, group, 0);
+    float *x = malloc(sizeof(float) * cols), *row = malloc(sizeof(float) * cols), *out = malloc(sizeof(float) * rows);
+    QuantizedActivations xq = new_activations((int)round_up((size_t)cols, MAX_GROUP_SIZE));
+    make_inputs(&xq, x, 1, cols, m.t.cols_padded, 0);
+    matmul_q4_ref(out, rows, &m.t, 0, rows, &xq, 1);
+    double worst_dequant = 0, worst_original = 0;
     for (int r = 0; r < rows; r++) {
-        dequantize_row_q4(row, &t, r);
+        dequantize_row_q4(row, &m.t, r);
         double exact_dequant = 0, exact_original = 0;
         for (int c = 0; c < cols; c++) {
             exact_dequant += (double)row[c] * x[c];
-            exact_original += (double)w[(size_t)r * cols + c] * x[c];
+            exact_original += (double)m.w[(size_t)r * cols + c] * x[c];
         }
         worst_dequant = fmax(worst_dequant, fabs(out[r] - exact_dequant));
         worst_original = fmax(worst_original, fabs(out[r] - exact_original));
-        norm = fmax(norm, fabs(exact_original));
     }
     // int8 rounding: each product is off by <= |w| * step/2, summed: about sqrt(cols) * 2/127 * 0.5
-    double bound_dequant = 0.02 * sqrt((double)cols) + 1e-4;
-    double bound_original = 0.2 * sqrt((double)cols) + 1e-3;
+    double bound_dequant = 0.02 * sqrt((double)cols) + 1e-4, bound_original = 0.2 * sqrt((double)cols) + 1e-3;
     CHECK(worst_dequant <= bound_dequant, "matmul %dx%d g%d vs dequantized fp32: error %.5f > %.5f", rows, cols, group,
           worst_dequant, bound_dequant);
-    CHECK(worst_original <= bound_original, "matmul %dx%d g%d vs original fp32: error %.5f > %.5f (largest |y| %.3f)",
-          rows, cols, group, worst_original, bound_original, norm);
-    free(w); free(x); free(row); free(nibbles); free(scales); free(xq.values); free(xq.scales); free(out);
+    CHECK(worst_original <= bound_original, "matmul %dx%d g%d vs original fp32: error %.5f > %.5f", rows, cols, group,
+          worst_original, bound_original);
+    free_matrix(&m); free(x); free(row); free(out); free(xq.values); free(xq.scales);
+}
+
+// Each SIMD kernel set against the scalar one: random and adversarial weights
+// and inputs, odd widths, 1..9 tokens; and a token's result must not depend
+// on how many tokens share the call (prefill and decode agree bit for bit).
+static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
+    int shapes[][3] = { { 5, 32, 32 }, { 7, 172, 32 }, { 9, 288, 64 }, { 3, 1000, 128 }, { 4, 2048, 32 }, { 2, 64, 256 } };
+    int worst_fill = -1;
+    double worst = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int wfill = 0; wfill <= 4; wfill++)
+            for (int xfill = 0; xfill <= 3; xfill++) {
+                int rows = shapes[s][0], cols = shapes[s][1], group = shapes[s][2], n_tokens = 1 + (int)(s + wfill + xfill) % 9;
+                Matrix m = make_matrix(rows, cols, group, wfill);
+                QuantizedActivations xq = new_activations((int)round_up((size_t)cols, MAX_GROUP_SIZE));
+                float *x = malloc(sizeof(float) * cols * n_tokens);
+                float *want = calloc((size_t)rows * n_tokens, sizeof(float)), *got = calloc((size_t)rows * n_tokens, sizeof(float));
+                float *alone = calloc((size_t)rows, sizeof(float));
+                make_inputs(&xq, x, n_tokens, cols, m.t.cols_padded, xfill);
+                ref->matmul_q4(want, rows, &m.t, 0, rows, &xq, n_tokens);
+                k->matmul_q4(got, rows, &m.t, 1, rows, &xq, n_tokens);   // rows from 1: a split must not matter
+                k->matmul_q4(got, rows, &m.t, 0, 1, &xq, n_tokens);
+                for (int i = 0; i < rows * n_tokens; i++) {
+                    double scale = 1e-5 * (1 + fabs(want[i])) + 1e-6 * cols;
+                    double error = fabs(got[i] - want[i]) / scale;
+                    if (error > worst) { worst = error; worst_fill = wfill * 10 + xfill; }
+                }
+                QuantizedActivations last = xq;   // the last token alone
+                last.values += (size_t)(n_tokens - 1) * xq.stride;
+                last.scales += (size_t)(n_tokens - 1) * (xq.stride / 32);
+                k->matmul_q4(alone, 1, &m.t, 0, rows, &last, 1);
+                CHECK(memcmp(alone, got + (size_t)(n_tokens - 1) * rows, sizeof(float) * rows) == 0,
+                      "%s: token %d's result changes when computed alone (shape %dx%d, fill %d/%d)", k->name, n_tokens - 1,
+                      rows, cols, wfill, xfill);
+                free_matrix(&m); free(x); free(want); free(got); free(alone); free(xq.values); free(xq.scales);
+            }
+    CHECK(worst <= 1.0, "%s matmul_q4 strays from %s: %.2f x the tolerance (weights fill %d, inputs fill %d)",
+          k->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
+
+    int lengths[] = { 1, 7, 8, 9, 64, 100, 128 };
+    for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
+        int n = lengths[li];
+        float a[128], out_ref[128], out_k[128];
+        uint16_t b[128];
+        for (int i = 0; i < n; i++) { a[i] = uniform(-1, 1); b[i] = fp32_to_fp16(uniform(-4, 4)); out_ref[i] = out_k[i] = uniform(-1, 1); }
+        float d_ref = ref->dot_f16(a, b, n), d_k = k->dot_f16(a, b, n);
+        CHECK(fabsf(d_ref - d_k) <= 1e-5f * (1 + fabsf(d_ref)) * n, "%s dot_f16 n=%d: %g vs %g", k->name, n, d_k, d_ref);
+        ref->axpy_f16(out_ref, 0.37f, b, n);
+        k->axpy_f16(out_k, 0.37f, b, n);
+        float worst_axpy = 0;
+        for (int i = 0; i < n; i++) worst_axpy = fmaxf(worst_axpy, fabsf(out_ref[i] - out_k[i]));
+        CHECK(worst_axpy <= 1e-6f, "%s axpy_f16 n=%d differs by %g", k->name, n, worst_axpy);
+    }
+    printf("  kernels %s vs %s: worst matmul error %.3f of the tolerance\n", k->name, ref->name, worst);
 }
 
 int main(void) {
@@ -141,6 +222,10 @@ int main(void) {
     test_q8_activations();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_matmul(shapes[i][0], shapes[i][1], shapes[i][2]);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_matmul_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
+    Kernels sets[MAX_KERNEL_SETS];
+    int n_sets = runnable_kernels(sets);
+    for (int i = 1; i < n_sets; i++) test_kernels_against_reference(&sets[i], &sets[0]);
+    if (n_sets == 1) SKIP("this CPU runs only the scalar kernels: no SIMD kernel tested here");
     return check_summary("test_quant");
 }
