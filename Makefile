@@ -3,10 +3,11 @@
 
 CC ?= cc
 CFLAGS ?= -O3 -Wall -Wextra
-# run.c is the oracle: no fused multiply-add contraction, so its float
-# arithmetic matches llama2.c's run.c (and the golden outputs) exactly.
-REFERENCE_FLAGS = -ffp-contract=off
-TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation
+# No fused multiply-add contraction: run.c's float arithmetic then matches
+# llama2.c's run.c (and the golden outputs), and runq's scalar kernels the
+# canonical arithmetic its SIMD kernels compute, on every CPU.
+EXACT = -ffp-contract=off
+TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation $(EXACT)
 SHARED ?= ../shared
 
 .PHONY: all run test debug clean reference
@@ -16,23 +17,23 @@ all: runq reference export
 
 # the int4 runtime (libc, libm, pthreads only)
 runq: runq.c
-	$(CC) $(CFLAGS) -o $@ runq.c -lm -lpthread
+	$(CC) $(CFLAGS) $(EXACT) -o $@ runq.c -lm -lpthread
 
 # the fp32 reference runtime, ./run (built under build/ because `make run` is the demo)
 reference: build/run
 	@cp -p build/run run
 build/run: run.c | build
-	$(CC) $(CFLAGS) $(REFERENCE_FLAGS) -o $@ run.c -lm
+	$(CC) $(CFLAGS) $(EXACT) -o $@ run.c -lm
 
 # the converter and quantizer (includes runq.c for the format)
 export: export.c runq.c
-	$(CC) $(CFLAGS) -o $@ export.c -lm -lpthread
+	$(CC) $(CFLAGS) $(EXACT) -o $@ export.c -lm -lpthread
 
 # debug builds: no optimisation, AddressSanitizer and UBSan, for gdb and bug hunts
 debug: | build
-	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/runq-debug runq.c -lm -lpthread
-	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/run-debug run.c -lm
-	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra -o build/export-debug export.c -lm -lpthread
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/runq-debug runq.c -lm -lpthread
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/run-debug run.c -lm
+	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/export-debug export.c -lm -lpthread
 
 # the demo: a seeded random model of stories15M's shape with the Llama 2
 # tokenizer, until the project ships a trained default model
@@ -53,7 +54,7 @@ build/test_quant: test/test_quant.c export.c runq.c test/check.h | build
 build/test_tokenizer: test/test_tokenizer.c export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_tokenizer.c -lm -lpthread
 build/oracle.o: test/oracle.c test/oracle.h run.c | build
-	$(CC) $(TEST_FLAGS) $(REFERENCE_FLAGS) -c -o $@ test/oracle.c
+	$(CC) $(TEST_FLAGS) -c -o $@ test/oracle.c
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_model.c build/oracle.o -lm -lpthread
 

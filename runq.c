@@ -237,6 +237,7 @@ typedef struct {
 typedef struct {
     int8_t *values;          // (MAX_BATCH, stride)
     float *scales;           // (MAX_BATCH, stride/Q_BLOCK)
+    int32_t *sums;           // (MAX_BATCH, stride/Q_BLOCK) sum of each block's values (SIMD kernels use it)
     int stride;              // values per token: the widest input rounded up to MAX_GROUP_SIZE
 } QuantizedActivations;
 
@@ -471,6 +472,7 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
     s->xq.values = xcalloc(MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
     s->xq.scales = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
+    s->xq.sums = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
     s->key_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
     s->value_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
 }
@@ -478,37 +480,59 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
 static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
     free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
-    free(s->xq.values); free(s->xq.scales); free(s->key_cache); free(s->value_cache);
+    free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
 }
 
 // ----------------------------------------------------------------------------
-// int4 x int8 kernels. The scalar versions here are the reference for every
-// SIMD version; tests hold each one to them.
+// Kernels. The scalar versions here are the reference; every SIMD version
+// computes the same canonical arithmetic, so it equals its reference bit for
+// bit (the tests demand it), and runq gives the same tokens on every CPU:
+//   - a block of 32 int4 weights . 32 int8 activations is an exact int32;
+//   - its term is (weight scale * activation scale) * (float)that int32;
+//   - terms go into eight partial sums by block index mod 8, in block order;
+//   - the eight partials are added in one fixed tree (reduce8).
+// Products are never fused into FMAs here (build with -ffp-contract=off).
+// Dot products of floats follow the same pattern by element index mod 8.
+
+// The fixed tree: the order AVX2's halving and NEON's pairwise adds produce.
+static float reduce8(const float p[8]) {
+    return ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+}
 
 // Token t's row of x, (n_tokens, x_stride), -> int8 blocks of Q_BLOCK with
-// scale max|x|/127. n_padded >= n is a multiple of the group size; the tail is
-// zero so padded weights contribute nothing.
+// scale max|x|/127 (and each block's sum). n_padded >= n is a multiple of the
+// group size; the tail is zero so padded weights contribute nothing.
 static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
     for (int t = 0; t < n_tokens; t++) {
         const float *row = x + (size_t)t * x_stride;
         int8_t *values = out->values + (size_t)t * out->stride;
         float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
+        int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
         for (int block = 0; block < n_padded / Q_BLOCK; block++) {
             int start = block * Q_BLOCK;
-            float amax = 0.0f;
-            for (int i = start; i < start + Q_BLOCK && i < n; i++) amax = fmaxf(amax, fabsf(row[i]));
+            float amax = 0.0f;   // plain compares and rounding: fmaxf and lrintf are calls into libm
+            for (int i = start; i < start + Q_BLOCK && i < n; i++) {
+                float a = fabsf(row[i]);
+                if (a > amax) amax = a;
+            }
             float scale = amax / 127.0f;
             float inverse = scale > 0 ? 1.0f / scale : 0.0f;
             scales[block] = scale;
-            for (int i = start; i < start + Q_BLOCK; i++) values[i] = i < n ? (int8_t)lrintf(row[i] * inverse) : 0;
+            int32_t sum = 0;
+            for (int i = start; i < start + Q_BLOCK; i++) {
+                float v = i < n ? row[i] * inverse : 0.0f;
+                values[i] = (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(0.5f - v));   // round half away from zero
+                sum += values[i];
+            }
+            sums[block] = sum;
         }
     }
 }
 
-// One row of int4 weights . int8 activations: n_blocks blocks of Q_BLOCK.
+// One row of int4 weights . int8 activations over n_blocks blocks of Q_BLOCK.
 static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
                                const int8_t *x, const float *x_scales, int n_blocks) {
-    float sum = 0.0f;
+    float partial[8] = { 0 };
     for (int block = 0; block < n_blocks; block++) {
         const uint8_t *w = nibbles + block * (Q_BLOCK / 2);
         const int8_t *a = x + block * Q_BLOCK;
@@ -517,9 +541,10 @@ static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, i
             isum += ((w[j] & 0x0F) - 8) * a[j];
             isum += ((w[j] >> 4) - 8) * a[j + Q_BLOCK / 2];
         }
-        sum += fp16_to_fp32(scales[block / blocks_per_group]) * x_scales[block] * (float)isum;
+        float scale = fp16_to_fp32(scales[block / blocks_per_group]) * x_scales[block];
+        partial[block % 8] += scale * (float)isum;
     }
-    return sum;
+    return reduce8(partial);
 }
 
 static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
@@ -533,9 +558,9 @@ static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_b
 }
 
 static float dot_f16_ref(const float *a, const uint16_t *b, int n) {
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) sum += a[i] * fp16_to_fp32(b[i]);
-    return sum;
+    float partial[8] = { 0 };
+    for (int i = 0; i < n; i++) partial[i % 8] += a[i] * fp16_to_fp32(b[i]);
+    return reduce8(partial);
 }
 
 static void axpy_f16_ref(float *out, float a, const uint16_t *v, int n) {
@@ -544,54 +569,94 @@ static void axpy_f16_ref(float *out, float a, const uint16_t *v, int n) {
 
 static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, dot_f16_ref, axpy_f16_ref };
 
-// ---- x86: AVX2 + FMA + F16C (Haswell and later, Zen), chosen at run time so
-// one binary runs on any x86-64.
+// ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
+// binary runs on any x86-64.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define HAVE_AVX2_KERNELS 1
-#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_AVX2 __attribute__((target("avx2,f16c")))
 
-// 16 bytes of nibbles -> 32 signed weights q - 8: low nibbles are weights
-// 0..15, high nibbles 16..31, so one shift, one AND and one subtract do it.
+// 16 bytes of nibbles -> 32 unsigned weights q in 0..15: low nibbles are
+// weights 0..15, high nibbles 16..31, so one shift and one AND unpack them.
 TARGET_AVX2 static inline __m256i unpack_q4_avx2(const uint8_t *nibbles) {
     __m128i packed = _mm_loadu_si128((const __m128i *)nibbles);
     __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
-    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
-// 32 int8 products summed in pairs and quads -> 8 int32 lanes as floats.
-// maddubs wants one unsigned operand: |w| with x given w's sign.
-TARGET_AVX2 static inline __m256 dot_i8_avx2(__m256i w, __m256i x) {
-    __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+// q (unsigned) . x (signed) for one block as 8 int32 lanes: maddubs takes
+// exactly an unsigned and a signed operand; the -8 offset comes later, exact,
+// from the block's sum: (q - 8) . x = q . x - 8 * sum(x).
+TARGET_AVX2 static inline __m256i dot_block_avx2(__m256i q, const int8_t *x) {
+    __m256i pairs = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)x));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-TARGET_AVX2 static inline float hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+// Blocks b..b+7 of q . x -> one exact int32 per block, in block order:
+// pairwise horizontal adds fold each block's 8 lanes, the last step adds the
+// two 128-bit halves. Reduced as it goes, so few registers stay live.
+TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const int8_t *x) {
+    __m256i b01 = _mm256_hadd_epi32(dot_block_avx2(q[0], x), dot_block_avx2(q[1], x + Q_BLOCK));
+    __m256i b23 = _mm256_hadd_epi32(dot_block_avx2(q[2], x + 2 * Q_BLOCK), dot_block_avx2(q[3], x + 3 * Q_BLOCK));
+    __m256i b0123 = _mm256_hadd_epi32(b01, b23);
+    __m256i b45 = _mm256_hadd_epi32(dot_block_avx2(q[4], x + 4 * Q_BLOCK), dot_block_avx2(q[5], x + 5 * Q_BLOCK));
+    __m256i b67 = _mm256_hadd_epi32(dot_block_avx2(q[6], x + 6 * Q_BLOCK), dot_block_avx2(q[7], x + 7 * Q_BLOCK));
+    __m256i b4567 = _mm256_hadd_epi32(b45, b67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20), _mm256_permute2x128_si256(b0123, b4567, 0x31));
 }
 
-// One row against TILE tokens: each weight block is unpacked once and used
-// TILE times (the prompt's GEMM). Two accumulators per token, for even and
-// odd blocks, hide the FMA latency. A token's arithmetic is the same whatever
-// TILE is, so prefill and decode agree bit for bit.
+TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Eight weight scales (fp16) for blocks b..b+7 as floats.
+TARGET_AVX2 static inline __m256 weight_scales_avx2(const uint16_t *scales, int b, int blocks_per_group) {
+    if (blocks_per_group == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + b)));
+    float s[8];
+    for (int i = 0; i < 8; i++) s[i] = _cvtsh_ss(scales[(b + i) / blocks_per_group]);
+    return _mm256_loadu_ps(s);
+}
+
+// One row against TILE tokens: eight weight blocks are unpacked once and used
+// TILE times (the prompt's GEMM). Lane j of a token's accumulator is partial
+// sum j of the canonical arithmetic; a token's result never depends on TILE.
 TARGET_AVX2 static inline __attribute__((always_inline)) void q4_row_tile_avx2(
         float *out, int out_stride, const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
-        int n_blocks, const int8_t *x, const float *x_scales, int x_stride, const int TILE) {
-    __m256 acc[4][2];
-    for (int t = 0; t < TILE; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    for (int b = 0; b < n_blocks; b++) {
-        __m256i w = unpack_q4_avx2(nibbles + b * (Q_BLOCK / 2));
-        float w_scale = _cvtsh_ss(scales[b / blocks_per_group]);
+        int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        // unpacked once into L1 for the tile (in registers they would push the accumulators out)
+        __m256i q[8] __attribute__((aligned(32)));
+        for (int i = 0; i < 8; i++) q[i] = unpack_q4_avx2(nibbles + (b + i) * (Q_BLOCK / 2));
+        __m256 w_scales = weight_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < TILE; t++) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)(x + (size_t)t * x_stride + b * Q_BLOCK));
-            __m256 scale = _mm256_set1_ps(w_scale * x_scales[(size_t)t * (x_stride / Q_BLOCK) + b]);
-            acc[t][b & 1] = _mm256_fmadd_ps(dot_i8_avx2(w, a), scale, acc[t][b & 1]);
+            size_t row = (size_t)(token + t);
+            __m256i sums = _mm256_loadu_si256((const __m256i *)(x->sums + row * x_blocks + b));
+            __m256i isum = _mm256_sub_epi32(dot_8_blocks_avx2(q, x->values + row * x->stride + b * Q_BLOCK),
+                                            _mm256_slli_epi32(sums, 3));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + row * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
         }
     }
-    for (int t = 0; t < TILE; t++) out[(size_t)t * out_stride] = hsum_avx2(_mm256_add_ps(acc[t][0], acc[t][1]));
+    for (int t = 0; t < TILE; t++) {
+        size_t row = (size_t)(token + t);
+        float partial[8];
+        _mm256_storeu_ps(partial, acc[t]);
+        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
+            __m256i m = dot_block_avx2(unpack_q4_avx2(nibbles + tail * (Q_BLOCK / 2)),
+                                       x->values + row * x->stride + tail * Q_BLOCK);
+            int32_t isum = sum_lanes_avx2(m) - 8 * x->sums[row * x_blocks + tail];
+            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[row * x_blocks + tail];
+            partial[tail % 8] += scale * (float)isum;
+        }
+        out[(size_t)t * out_stride] = reduce8(partial);
+    }
 }
 
 TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
@@ -603,13 +668,11 @@ TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor 
         const uint16_t *scales = w->scales + r * row_scales;
         for (int t = 0; t < n_tokens; t += 4) {
             float *o = out + (size_t)t * out_stride + r;
-            const int8_t *xv = x->values + (size_t)t * x->stride;
-            const float *xs = x->scales + (size_t)t * (x->stride / Q_BLOCK);
             switch (n_tokens - t) {   // a constant TILE lets the compiler keep acc in registers
-            case 1: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 1); break;
-            case 2: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 2); break;
-            case 3: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 3); break;
-            default: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, xv, xs, x->stride, 4);
+            case 1: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 1); break;
+            case 2: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 2); break;
+            case 3: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 3); break;
+            default: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 4);
             }
         }
     }
@@ -619,18 +682,19 @@ TARGET_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, int n) 
     __m256 acc = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
-    float sum = hsum_avx2(acc);
-    for (; i < n; i++) sum += a[i] * _cvtsh_ss(b[i]);
-    return sum;
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
+    float partial[8];
+    _mm256_storeu_ps(partial, acc);
+    for (; i < n; i++) partial[i % 8] += a[i] * _cvtsh_ss(b[i]);
+    return reduce8(partial);
 }
 
 TARGET_AVX2 static void axpy_f16_avx2(float *out, float a, const uint16_t *v, int n) {
     __m256 scale = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(scale, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
-                                                  _mm256_loadu_ps(out + i)));
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i),
+                                                _mm256_mul_ps(scale, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))))));
     for (; i < n; i++) out[i] += a * _cvtsh_ss(v[i]);
 }
 
@@ -644,8 +708,7 @@ static int runnable_kernels(Kernels *out) {
     out[n++] = kernels_scalar;
 #ifdef HAVE_AVX2_KERNELS
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        out[n++] = kernels_avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) out[n++] = kernels_avx2;
 #endif
     return n;
 }

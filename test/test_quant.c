@@ -81,7 +81,8 @@ static void test_q4_round_trip(void) {
 }
 
 static QuantizedActivations new_activations(int stride) {
-    QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)), stride };
+    QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)),
+                               calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride };
     return q;
 }
 
@@ -99,7 +100,7 @@ static void test_q8_activations(void) {
             if (i < n ? fabsf(v * step - x[t * n + i]) > step * 0.5001f : v != 0) bad++;
         }
     CHECK(bad == 0, "int8 activations: %d values beyond half a step (or non-zero padding)", bad);
-    free(q.values); free(q.scales);
+    free(q.values); free(q.scales); free(q.sums);
 }
 
 typedef struct {
@@ -159,10 +160,11 @@ static void test_matmul_reference(int rows, int cols, int group) {
           worst_dequant, bound_dequant);
     CHECK(worst_original <= bound_original, "matmul %dx%d g%d vs original fp32: error %.5f > %.5f", rows, cols, group,
           worst_original, bound_original);
-    free_matrix(&m); free(x); free(row); free(out); free(xq.values); free(xq.scales);
+    free_matrix(&m); free(x); free(row); free(out); free(xq.values); free(xq.scales); free(xq.sums);
 }
 
-// Each SIMD kernel set against the scalar one: random and adversarial weights
+// Each SIMD kernel set against the scalar one, which it must equal bit for
+// bit (they share one canonical arithmetic): random and adversarial weights
 // and inputs, odd widths, 1..9 tokens; and a token's result must not depend
 // on how many tokens share the call (prefill and decode agree bit for bit).
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
@@ -183,20 +185,22 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
                 k->matmul_q4(got, rows, &m.t, 1, rows, &xq, n_tokens);   // rows from 1: a split must not matter
                 k->matmul_q4(got, rows, &m.t, 0, 1, &xq, n_tokens);
                 for (int i = 0; i < rows * n_tokens; i++) {
-                    double scale = 1e-5 * (1 + fabs(want[i])) + 1e-6 * cols;
-                    double error = fabs(got[i] - want[i]) / scale;
-                    if (error > worst) { worst = error; worst_fill = wfill * 10 + xfill; }
+                    double error = fabs(got[i] - want[i]);
+                    if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && error >= worst) {
+                        worst = fmax(error, 1e-30); worst_fill = wfill * 10 + xfill;
+                    }
                 }
                 QuantizedActivations last = xq;   // the last token alone
                 last.values += (size_t)(n_tokens - 1) * xq.stride;
                 last.scales += (size_t)(n_tokens - 1) * (xq.stride / 32);
+                last.sums += (size_t)(n_tokens - 1) * (xq.stride / 32);
                 k->matmul_q4(alone, 1, &m.t, 0, rows, &last, 1);
                 CHECK(memcmp(alone, got + (size_t)(n_tokens - 1) * rows, sizeof(float) * rows) == 0,
                       "%s: token %d's result changes when computed alone (shape %dx%d, fill %d/%d)", k->name, n_tokens - 1,
                       rows, cols, wfill, xfill);
-                free_matrix(&m); free(x); free(want); free(got); free(alone); free(xq.values); free(xq.scales);
+                free_matrix(&m); free(x); free(want); free(got); free(alone); free(xq.values); free(xq.scales); free(xq.sums);
             }
-    CHECK(worst <= 1.0, "%s matmul_q4 strays from %s: %.2f x the tolerance (weights fill %d, inputs fill %d)",
+    CHECK(worst == 0, "%s matmul_q4 is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
           k->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
 
     int lengths[] = { 1, 7, 8, 9, 64, 100, 128 };
@@ -206,14 +210,12 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
         uint16_t b[128];
         for (int i = 0; i < n; i++) { a[i] = uniform(-1, 1); b[i] = fp32_to_fp16(uniform(-4, 4)); out_ref[i] = out_k[i] = uniform(-1, 1); }
         float d_ref = ref->dot_f16(a, b, n), d_k = k->dot_f16(a, b, n);
-        CHECK(fabsf(d_ref - d_k) <= 1e-5f * (1 + fabsf(d_ref)) * n, "%s dot_f16 n=%d: %g vs %g", k->name, n, d_k, d_ref);
+        CHECK(memcmp(&d_ref, &d_k, sizeof(float)) == 0, "%s dot_f16 n=%d: %.9g, reference %.9g", k->name, n, d_k, d_ref);
         ref->axpy_f16(out_ref, 0.37f, b, n);
         k->axpy_f16(out_k, 0.37f, b, n);
-        float worst_axpy = 0;
-        for (int i = 0; i < n; i++) worst_axpy = fmaxf(worst_axpy, fabsf(out_ref[i] - out_k[i]));
-        CHECK(worst_axpy <= 1e-6f, "%s axpy_f16 n=%d differs by %g", k->name, n, worst_axpy);
+        CHECK(memcmp(out_ref, out_k, sizeof(float) * n) == 0, "%s axpy_f16 n=%d is not bit-identical to the reference", k->name, n);
     }
-    printf("  kernels %s vs %s: worst matmul error %.3f of the tolerance\n", k->name, ref->name, worst);
+    printf("  kernels %s vs %s: bit-identical on %s\n", k->name, ref->name, worst == 0 ? "every case" : "NOT every case");
 }
 
 int main(void) {
