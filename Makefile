@@ -58,6 +58,20 @@ build/oracle.o: test/oracle.c test/oracle.h run.c | build
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_model.c build/oracle.o -lm -lpthread
 
+# aarch64 (Raspberry Pi 4/5, RK3588) cross builds, which test/test_arm.sh runs
+# under qemu-aarch64: static, so qemu needs no ARM libraries; one binary picks
+# the neon or neon-dotprod kernels at run time.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_FLAGS = -O3 $(EXACT) -static
+.PHONY: cross-aarch64
+cross-aarch64: build/aarch64/runq build/aarch64/test_quant
+build/aarch64/runq: runq.c | build/aarch64
+	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wextra -o $@ runq.c -lm -lpthread
+build/aarch64/test_quant: test/test_quant.c export.c runq.c test/check.h | build/aarch64
+	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wno-unused-function -Wno-format-truncation -o $@ test/test_quant.c -lm -lpthread
+build/aarch64:
+	mkdir -p build/aarch64
+
 build:
 	mkdir -p build
 

@@ -7,7 +7,10 @@ included. Activations are quantized to int8 in blocks of 32 on the fly, so the
 inner loop of every matrix-vector product is an integer dot product.
 
 What it is: the product. libc, libm and pthreads only; compiles alone:
-    cc -O2 -o runq runq.c -lm -lpthread
+    cc -O2 -ffp-contract=off -o runq runq.c -lm -lpthread
+(-ffp-contract=off keeps the compiler from fusing multiply-adds, so every
+CPU computes the same canonical arithmetic and prints the same text; without
+it runq still works, with float results that differ in the last bits.)
 What it is not: the reference. run.c is the fp32 oracle the tests compare with.
 
 Reading order (the order the data flows):
@@ -32,6 +35,10 @@ Reading order (the order the data flows):
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF   // clang honours this; gcc needs -ffp-contract=off
+#endif
 
 // ----------------------------------------------------------------------------
 // The checkpoint format (version 1). All fields little-endian.
@@ -620,62 +627,82 @@ TARGET_AVX2 static inline __m256 weight_scales_avx2(const uint16_t *scales, int 
     return _mm256_loadu_ps(s);
 }
 
-// One row against TILE tokens: eight weight blocks are unpacked once and used
-// TILE times (the prompt's GEMM). Lane j of a token's accumulator is partial
-// sum j of the canonical arithmetic; a token's result never depends on TILE.
-TARGET_AVX2 static inline __attribute__((always_inline)) void q4_row_tile_avx2(
-        float *out, int out_stride, const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
-        int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
-    int x_blocks = x->stride / Q_BLOCK;
-    __m256 acc[4];
-    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+// ROWS rows against TILE tokens: eight blocks of each row are unpacked once
+// and used TILE times, and each token's activations, loaded for the first row,
+// are still in L1 for the second (the prompt's GEMM). Lane j of an
+// accumulator is partial sum j of the canonical arithmetic, so a (row, token)
+// result never depends on the tile it was computed in.
+TARGET_AVX2 static inline __attribute__((always_inline)) void q4_tile_avx2(
+        float *out, int out_stride, const Tensor *w, int row, const QuantizedActivations *x, int token,
+        const int ROWS, const int TILE) {
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    const uint8_t *nibbles[2];
+    const uint16_t *scales[2];
+    for (int r = 0; r < ROWS; r++) {
+        nibbles[r] = w->nibbles + (size_t)(row + r) * row_bytes;
+        scales[r] = w->scales + (size_t)(row + r) * row_scales;
+    }
+    __m256 acc[2][4];
+    for (int r = 0; r < ROWS; r++) for (int t = 0; t < TILE; t++) acc[r][t] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 8 <= n_blocks; b += 8) {
         // unpacked once into L1 for the tile (in registers they would push the accumulators out)
-        __m256i q[8] __attribute__((aligned(32)));
-        for (int i = 0; i < 8; i++) q[i] = unpack_q4_avx2(nibbles + (b + i) * (Q_BLOCK / 2));
-        __m256 w_scales = weight_scales_avx2(scales, b, blocks_per_group);
+        __m256i q[2][8] __attribute__((aligned(32)));
+        __m256 w_scales[2];
+        for (int r = 0; r < ROWS; r++) {
+            for (int i = 0; i < 8; i++) q[r][i] = unpack_q4_avx2(nibbles[r] + (b + i) * (Q_BLOCK / 2));
+            w_scales[r] = weight_scales_avx2(scales[r], b, blocks_per_group);
+        }
         for (int t = 0; t < TILE; t++) {
-            size_t row = (size_t)(token + t);
-            __m256i sums = _mm256_loadu_si256((const __m256i *)(x->sums + row * x_blocks + b));
-            __m256i isum = _mm256_sub_epi32(dot_8_blocks_avx2(q, x->values + row * x->stride + b * Q_BLOCK),
-                                            _mm256_slli_epi32(sums, 3));
-            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + row * x_blocks + b));
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
-        }
-    }
-    for (int t = 0; t < TILE; t++) {
-        size_t row = (size_t)(token + t);
-        float partial[8];
-        _mm256_storeu_ps(partial, acc[t]);
-        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
-            __m256i m = dot_block_avx2(unpack_q4_avx2(nibbles + tail * (Q_BLOCK / 2)),
-                                       x->values + row * x->stride + tail * Q_BLOCK);
-            int32_t isum = sum_lanes_avx2(m) - 8 * x->sums[row * x_blocks + tail];
-            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[row * x_blocks + tail];
-            partial[tail % 8] += scale * (float)isum;
-        }
-        out[(size_t)t * out_stride] = reduce8(partial);
-    }
-}
-
-TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
-                                       const QuantizedActivations *x, int n_tokens) {
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
-    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
-    for (int r = row_begin; r < row_end; r++) {
-        const uint8_t *nibbles = w->nibbles + r * row_bytes;
-        const uint16_t *scales = w->scales + r * row_scales;
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-            switch (n_tokens - t) {   // a constant TILE lets the compiler keep acc in registers
-            case 1: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 1); break;
-            case 2: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 2); break;
-            case 3: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 3); break;
-            default: q4_row_tile_avx2(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 4);
+            size_t tok = (size_t)(token + t);
+            const int8_t *xv = x->values + tok * x->stride + b * Q_BLOCK;
+            __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b)), 3);
+            __m256 x_scales = _mm256_loadu_ps(x->scales + tok * x_blocks + b);
+            for (int r = 0; r < ROWS; r++) {
+                __m256i isum = _mm256_sub_epi32(dot_8_blocks_avx2(q[r], xv), offset);
+                __m256 scale = _mm256_mul_ps(w_scales[r], x_scales);
+                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
             }
         }
     }
+    for (int r = 0; r < ROWS; r++)
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            float partial[8];
+            _mm256_storeu_ps(partial, acc[r][t]);
+            for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
+                __m256i m = dot_block_avx2(unpack_q4_avx2(nibbles[r] + tail * (Q_BLOCK / 2)),
+                                           x->values + tok * x->stride + tail * Q_BLOCK);
+                int32_t isum = sum_lanes_avx2(m) - 8 * x->sums[tok * x_blocks + tail];
+                float scale = _cvtsh_ss(scales[r][tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
+                partial[tail % 8] += scale * (float)isum;
+            }
+            out[(size_t)t * out_stride + r] = reduce8(partial);
+        }
+}
+
+// Constant ROWS and TILE let the compiler keep the accumulators in registers.
+#define Q4_TILE_CASES(ROWS) \
+    switch (n_tokens - t) { \
+    case 1: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 1); break; \
+    case 2: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 2); break; \
+    case 3: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 3); break; \
+    default: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 4); }
+
+TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                       const QuantizedActivations *x, int n_tokens) {
+    int r = row_begin;
+    for (; r + 2 <= row_end && n_tokens > 1; r += 2)   // row pairs share activation loads (prefill)
+        for (int t = 0; t < n_tokens; t += 4) {
+            float *o = out + (size_t)t * out_stride + r;
+            Q4_TILE_CASES(2)
+        }
+    for (; r < row_end; r++)
+        for (int t = 0; t < n_tokens; t += 4) {
+            float *o = out + (size_t)t * out_stride + r;
+            Q4_TILE_CASES(1)
+        }
 }
 
 TARGET_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, int n) {
@@ -701,6 +728,194 @@ TARGET_AVX2 static void axpy_f16_avx2(float *out, float a, const uint16_t *v, in
 static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, dot_f16_avx2, axpy_f16_avx2 };
 #endif
 
+// ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
+// every 64-bit ARM core (Raspberry Pi 4's Cortex-A72 included). `neon-dotprod`
+// adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
+// in functions compiled for it alone and is chosen at run time from the
+// kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
+// Both compute the canonical arithmetic: blocks go four at a time into two
+// float32x4 accumulators per token (lanes 0-3 and 4-7 of the eight partial
+// sums, by block index mod 8), the last n_blocks % 4 one at a time.
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_neon.h>
+#define HAVE_NEON_KERNELS 1
+#if defined(__ARM_FEATURE_DOTPROD)   // the whole build targets a core with sdot
+#define HAVE_NEON_DOTPROD_KERNELS 1
+#define TARGET_DOTPROD
+#elif !defined(__clang__)            // GCC: arm_neon.h declares vdotq_s32 for this target
+#define HAVE_NEON_DOTPROD_KERNELS 1
+#define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif                               // (clang 14's arm_neon.h hides it without -march=...+dotprod)
+
+// 16 bytes of nibbles -> the block's 32 weights as signed int8 q - 8 in -8..7:
+// the low nibbles are weights 0..15 (val[0]), the high ones 16..31 (val[1]).
+static inline int8x16x2_t unpack_q4_neon(const uint8_t *nibbles) {
+    uint8x16_t packed = vld1q_u8(nibbles);
+    int8x16_t eight = vdupq_n_s8(8);
+    int8x16x2_t w = { { vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), eight),
+                        vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight) } };
+    return w;
+}
+
+// (q - 8) . x for one block as 4 int32 lanes whose sum is exact. Armv8.0 has
+// no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
+// lane (|sum| <= 4 * 8 * 128, no overflow), and vpaddlq_s16 widens pairs to int32.
+static inline int32x4_t dot_block_neon(int8x16x2_t w, const int8_t *x) {
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + Q_BLOCK / 2);
+    int16x8_t p = vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0));
+    p = vmlal_high_s8(p, w.val[0], x0);
+    p = vmlal_s8(p, vget_low_s8(w.val[1]), vget_low_s8(x1));
+    p = vmlal_high_s8(p, w.val[1], x1);
+    return vpaddlq_s16(p);
+}
+
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+// The same with sdot: each int32 lane gains the sum of four int8 products.
+TARGET_DOTPROD static inline int32x4_t dot_block_sdot(int8x16x2_t w, const int8_t *x) {
+    int32x4_t d = vdotq_s32(vdupq_n_s32(0), w.val[0], vld1q_s8(x));
+    return vdotq_s32(d, w.val[1], vld1q_s8(x + Q_BLOCK / 2));
+}
+#endif
+
+typedef int32x4_t (*DotBlockNeon)(int8x16x2_t w, const int8_t *x);
+
+// Four weight scales (fp16) for blocks b..b+3 as floats (fcvtl: exact, baseline).
+static inline float32x4_t weight_scales_neon(const uint16_t *scales, int b, int blocks_per_group) {
+    if (blocks_per_group == 1) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + b)));
+    uint16_t s[4];
+    for (int i = 0; i < 4; i++) s[i] = scales[(b + i) / blocks_per_group];
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s)));
+}
+
+// Blocks b..b+3 of one row against TILE tokens: the weights are unpacked once
+// and used TILE times (the prompt's GEMM); lane i of acc[t] gains token t's
+// term of block b + i: (weight scale * activation scale) * (float)isum.
+static inline __attribute__((always_inline)) void q4_4_blocks_neon(
+        float32x4_t acc[4], const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group, int b,
+        const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
+    int x_blocks = x->stride / Q_BLOCK;
+    int8x16x2_t w[4];
+    for (int i = 0; i < 4; i++) w[i] = unpack_q4_neon(nibbles + (b + i) * (Q_BLOCK / 2));
+    float32x4_t w_scales = weight_scales_neon(scales, b, blocks_per_group);
+    for (int t = 0; t < TILE; t++) {
+        size_t row = (size_t)(token + t);
+        const int8_t *xv = x->values + row * x->stride + b * Q_BLOCK;
+        int32x4_t d[4];
+        for (int i = 0; i < 4; i++) d[i] = dot_block(w[i], xv + i * Q_BLOCK);
+        int32x4_t isum = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));   // one lane per block
+        float32x4_t scale = vmulq_f32(w_scales, vld1q_f32(x->scales + row * x_blocks + b));
+        acc[t] = vaddq_f32(acc[t], vmulq_f32(scale, vcvtq_f32_s32(isum)));
+    }
+}
+
+// One row against TILE tokens; a token's result never depends on TILE.
+static inline __attribute__((always_inline)) void q4_row_tile_neon(
+        float *out, int out_stride, const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
+        int n_blocks, const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
+    float32x4_t acc_0123[4], acc_4567[4];   // per token: partial sums 0-3 and 4-7
+    for (int t = 0; t < TILE; t++) acc_0123[t] = acc_4567[t] = vdupq_n_f32(0.0f);
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        q4_4_blocks_neon(acc_0123, nibbles, scales, blocks_per_group, b, x, token, TILE, dot_block);
+        q4_4_blocks_neon(acc_4567, nibbles, scales, blocks_per_group, b + 4, x, token, TILE, dot_block);
+    }
+    if (b + 4 <= n_blocks) {
+        q4_4_blocks_neon(acc_0123, nibbles, scales, blocks_per_group, b, x, token, TILE, dot_block);
+        b += 4;
+    }
+    int x_blocks = x->stride / Q_BLOCK;
+    for (int t = 0; t < TILE; t++) {
+        size_t row = (size_t)(token + t);
+        float partial[8];
+        vst1q_f32(partial, acc_0123[t]);
+        vst1q_f32(partial + 4, acc_4567[t]);
+        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 4 blocks, one at a time
+            int32_t isum = vaddvq_s32(dot_block(unpack_q4_neon(nibbles + tail * (Q_BLOCK / 2)),
+                                                x->values + row * x->stride + tail * Q_BLOCK));
+            float scale = fp16_to_fp32(scales[tail / blocks_per_group]) * x->scales[row * x_blocks + tail];
+            partial[tail % 8] += scale * (float)isum;
+        }
+        out[(size_t)t * out_stride] = reduce8(partial);
+    }
+}
+
+// Rows [row_begin, row_end), tokens four at a time; a constant TILE and a
+// constant dot_block let the compiler inline both and keep acc in registers.
+static inline __attribute__((always_inline)) void matmul_q4_neon_with(
+        float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens, DotBlockNeon dot_block) {
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    for (int r = row_begin; r < row_end; r++) {
+        const uint8_t *nibbles = w->nibbles + r * row_bytes;
+        const uint16_t *scales = w->scales + r * row_scales;
+        for (int t = 0; t < n_tokens; t += 4) {
+            float *o = out + (size_t)t * out_stride + r;
+            switch (n_tokens - t) {
+            case 1: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 1, dot_block); break;
+            case 2: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 2, dot_block); break;
+            case 3: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 3, dot_block); break;
+            default: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 4, dot_block);
+            }
+        }
+    }
+}
+
+static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                           const QuantizedActivations *x, int n_tokens) {
+    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_neon);
+}
+
+// a . b: elements 8 at a time into two accumulators (partials 0-3 and 4-7).
+static float dot_f16_neon(const float *a, const uint16_t *b, int n) {
+    float32x4_t acc_0123 = vdupq_n_f32(0.0f), acc_4567 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(b + i));
+        acc_0123 = vaddq_f32(acc_0123, vmulq_f32(vld1q_f32(a + i), vcvt_f32_f16(vget_low_f16(h))));
+        acc_4567 = vaddq_f32(acc_4567, vmulq_f32(vld1q_f32(a + i + 4), vcvt_high_f32_f16(h)));
+    }
+    float partial[8];
+    vst1q_f32(partial, acc_0123);
+    vst1q_f32(partial + 4, acc_4567);
+    for (; i < n; i++) partial[i % 8] += a[i] * fp16_to_fp32(b[i]);
+    return reduce8(partial);
+}
+
+static void axpy_f16_neon(float *out, float a, const uint16_t *v, int n) {
+    float32x4_t scale = vdupq_n_f32(a);
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(out + i, vaddq_f32(vld1q_f32(out + i), vmulq_f32(scale, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(v + i))))));
+    for (; i < n; i++) out[i] += a * fp16_to_fp32(v[i]);
+}
+
+static const Kernels kernels_neon = { "neon", matmul_q4_neon, dot_f16_neon, axpy_f16_neon };
+
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                  const QuantizedActivations *x, int n_tokens) {
+    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_sdot);
+}
+
+static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, dot_f16_neon, axpy_f16_neon };
+
+// Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
+#if defined(__linux__)
+#include <sys/auxv.h>
+#include <asm/hwcap.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+static int cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#elif defined(__ARM_FEATURE_DOTPROD)
+static int cpu_has_dotprod(void) { return 1; }   // other systems: when the build targets such a core
+#else
+static int cpu_has_dotprod(void) { return 0; }
+#endif
+#endif
+#endif
+
 // Every kernel set this build can run on this CPU, the reference first and
 // the fastest last (tests compare each with the first).
 static int runnable_kernels(Kernels *out) {
@@ -709,6 +924,12 @@ static int runnable_kernels(Kernels *out) {
 #ifdef HAVE_AVX2_KERNELS
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) out[n++] = kernels_avx2;
+#endif
+#ifdef HAVE_NEON_KERNELS
+    out[n++] = kernels_neon;
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+    if (cpu_has_dotprod()) out[n++] = kernels_neon_dotprod;
+#endif
 #endif
     return n;
 }
@@ -720,7 +941,7 @@ static Kernels select_kernels(void) {
     Kernels sets[MAX_KERNEL_SETS];
     int n = runnable_kernels(sets);
     const char *forced = getenv("RUNQ_KERNELS");
-    if (!forced) return sets[n - 1];
+    if (!forced || !forced[0]) return sets[n - 1];
     for (int i = 0; i < n; i++) if (strcmp(forced, sets[i].name) == 0) return sets[i];
     char names[128] = "";
     for (int i = 0; i < n; i++) snprintf(names + strlen(names), sizeof names - strlen(names), " %s", sets[i].name);
@@ -798,13 +1019,21 @@ struct ThreadPool {
     int n_threads;               // including the calling thread
     pthread_t *workers;          // (n_threads - 1,)
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_cond_t wake;         // idle workers sleep here
+    pthread_cond_t done;         // the caller sleeps here while workers finish
     atomic_uint generation;      // bumped once per task
     atomic_int busy;             // workers still running the current task
+    atomic_int sleeping_workers; // so the caller signals only when someone sleeps
+    atomic_int caller_sleeping;
     atomic_int stop;
     TaskFn fn;
     void *arg;
 };
+
+// Spin this many pauses (tens of microseconds) before sleeping: while
+// decoding, the next task follows within that; on a busy machine a spinning
+// thread would steal the core a preempted one needs.
+#define SPIN_LIMIT 2000
 
 typedef struct { ThreadPool *pool; int index; } WorkerStart;
 
@@ -816,24 +1045,31 @@ typedef struct { ThreadPool *pool; int index; } WorkerStart;
 #define cpu_relax() ((void)0)
 #endif
 
-// Spin briefly (a task follows the last within microseconds while decoding),
-// then sleep on the condition variable so idle threads cost nothing.
+// Each side announces that it sleeps (an atomic read-modify-write) before it
+// checks the condition, and the other side changes the condition (also a
+// read-modify-write) before it checks for sleepers, so no wake-up is lost.
 static void *worker_main(void *raw) {
     WorkerStart start = *(WorkerStart *)raw;
     free(raw);
     ThreadPool *pool = start.pool;
     unsigned seen = 0;
     for (;;) {
-        for (int spin = 0; spin < 20000 && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
+        for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
         if (atomic_load(&pool->generation) == seen) {
             pthread_mutex_lock(&pool->lock);
+            atomic_fetch_add(&pool->sleeping_workers, 1);
             while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
+            atomic_fetch_sub(&pool->sleeping_workers, 1);
             pthread_mutex_unlock(&pool->lock);
         }
         seen = atomic_load(&pool->generation);
         if (atomic_load(&pool->stop)) return NULL;
         pool->fn(pool->arg, start.index, pool->n_threads);
-        atomic_fetch_sub(&pool->busy, 1);
+        if (atomic_fetch_sub(&pool->busy, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
+            pthread_mutex_lock(&pool->lock);
+            pthread_cond_broadcast(&pool->done);
+            pthread_mutex_unlock(&pool->lock);
+        }
     }
 }
 
@@ -842,6 +1078,7 @@ static ThreadPool *pool_create(int n_threads) {
     pool->n_threads = n_threads;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
     pool->workers = xcalloc((size_t)n_threads, sizeof(pthread_t), "thread pool");
     for (int i = 1; i < n_threads; i++) {
         WorkerStart *start = xcalloc(1, sizeof *start, "thread pool");
@@ -858,13 +1095,23 @@ static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
     pool->fn = fn;
     pool->arg = arg;
     atomic_store(&pool->busy, pool->n_threads - 1);
-    pthread_mutex_lock(&pool->lock);
     atomic_fetch_add(&pool->generation, 1);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->lock);
+    if (atomic_load(&pool->sleeping_workers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
     fn(arg, 0, pool->n_threads);
-    for (int spin = 0; atomic_load(&pool->busy) > 0; spin++)
-        if (spin > 100000) sched_yield(); else cpu_relax();
+    for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->busy) > 0; spin++) cpu_relax();
+    if (atomic_load(&pool->busy) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        // an exchange, not a store: a read-modify-write is a full fence on every CPU
+        // (and under qemu), so the load of busy below cannot overtake it
+        atomic_exchange(&pool->caller_sleeping, 1);
+        while (atomic_load(&pool->busy) > 0) pthread_cond_wait(&pool->done, &pool->lock);
+        atomic_store(&pool->caller_sleeping, 0);
+        pthread_mutex_unlock(&pool->lock);
+    }
 }
 
 static void pool_free(ThreadPool *pool) {
@@ -877,6 +1124,7 @@ static void pool_free(ThreadPool *pool) {
     for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->workers[i - 1], NULL);
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->done);
     free(pool->workers);
     free(pool);
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# test_arm.sh — the aarch64 build under qemu user-mode emulation. On a core
+# without the dot-product extension (cortex-a72, Raspberry Pi 4: the `neon`
+# kernels) and on one with it (max: `neon-dotprod`): test_quant holds every
+# kernel set to the scalar reference bit for bit, runq picks the set the CPU
+# supports, and its greedy text is byte for byte x86's (the canonical
+# arithmetic makes every CPU give the same tokens). Installs the cross compiler
+# and qemu when missing (root and apt only). Ends with "test_arm: N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+SHARED=${1:-../shared}
+M=$SHARED/models
+T=$(mktemp -d /tmp/edge-arm-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+passed=0 failed=0
+ok()   { passed=$((passed + 1)); }
+fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+summary() { echo "test_arm: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
+same() { if cmp -s "$2" "$3"; then ok; else fail "$1: $2 and $3 differ"; diff "$2" "$3" | head -5 >&2; fi; }
+CPUS="cortex-a72 max"   # Armv8.0 NEON only (Pi 4) / everything qemu has, dotprod included
+declare -A SETS=([cortex-a72]="scalar neon" [max]="scalar neon neon-dotprod")
+
+# ---- tools: gcc-aarch64-linux-gnu (+ the ARM libc headers it only recommends) and qemu-user
+have_tools() { command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null &&
+               [ -f /usr/aarch64-linux-gnu/include/stdio.h ]; }
+if ! have_tools; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test_arm: installing gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user with apt-get"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+              gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; } >"$T/apt.log" 2>&1 || tail -5 "$T/apt.log"
+    fi
+    if ! have_tools; then
+        echo "SKIP: ======== aarch64 tests did not run: no aarch64-linux-gnu-gcc / qemu-aarch64 (install as root:"
+        echo "SKIP: apt-get install --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) ========"
+        summary
+    fi
+fi
+if make -s cross-aarch64 runq export >"$T/make.log" 2>&1; then ok; else fail "make cross-aarch64: $(tail -5 "$T/make.log")"; summary; fi
+
+# a random model whose widths take every path: 4 blocks (dim 128, group 64), 8 + 4 + 2 blocks (FFN 424
+# padded to 448); a 9-token prompt fills prefill tiles of 4, 4 and 1; three threads split the rows
+./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=48" --group-size 64 \
+    -z tokenizer.bin "$T/r.q4.bin" || fail "export --random"
+
+# ---- every kernel set against the scalar reference, on each CPU, and the set runq picks there
+for cpu in $CPUS; do
+    qemu-aarch64 -cpu "$cpu" build/aarch64/test_quant >"$T/tq" 2>&1; status=$?
+    sed "s/^/  [$cpu] /" "$T/tq" | grep -E "kernels|passed|FAIL|SKIP"
+    if [ $status -eq 0 ] && grep -Eq "^test_quant: [0-9]+ passed, 0 failed" "$T/tq"; then ok; else fail "test_quant under qemu -cpu $cpu (exit $status)"; fi
+    compared=$(sed -n 's/^  kernels \(.*\) vs scalar: bit-identical on every case$/\1/p' "$T/tq" | tr '\n' ' ')
+    [ "scalar $compared" = "${SETS[$cpu]} " ] && ok || fail "-cpu $cpu: test_quant proved [$compared], expected [${SETS[$cpu]#scalar }]"
+    # an unknown RUNQ_KERNELS makes runq list the sets this CPU runs; with none forced it takes the last
+    RUNQ_KERNELS=list qemu-aarch64 -cpu "$cpu" build/aarch64/runq "$T/r.q4.bin" -n 1 2>"$T/err" >/dev/null
+    runs=$(sed -n 's/.*this build and CPU run: //p' "$T/err")
+    echo "  [$cpu] runq can run: $runs (default: ${runs##* })"
+    [ "$runs" = "${SETS[$cpu]}" ] && ok || fail "-cpu $cpu: runq runs [$runs], expected [${SETS[$cpu]}]: $(cat "$T/err")"
+done
+
+# ---- greedy generation: x86 (its fastest kernels) = aarch64 on both CPUs, default kernels and scalar
+# generate NAME MODEL ARGS...: x86's text, then each CPU's, all byte-identical
+generate() {
+    local name=$1; shift
+    ./runq "$@" >"$T/x86" 2>/dev/null && [ -s "$T/x86" ] && ok || fail "$name: x86 runq gave no text"
+    for cpu in $CPUS; do
+        for kernels in default scalar; do
+            if [ $kernels = default ]; then qemu-aarch64 -cpu "$cpu" build/aarch64/runq "$@" >"$T/arm" 2>"$T/err"
+            else RUNQ_KERNELS=$kernels qemu-aarch64 -cpu "$cpu" build/aarch64/runq "$@" >"$T/arm" 2>"$T/err"; fi
+            same "$name: aarch64 -cpu $cpu ($kernels kernels) vs x86" "$T/x86" "$T/arm"
+        done
+    done
+}
+if [ -f "$M/stories260K.bin" ]; then
+    ./export -q --int4 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.q4.bin" || fail "export stories260K"
+    generate "stories260K" "$T/s.q4.bin" -t 0 -n 200 -i "The cat"
+    echo "  stories260K -t 0 -n 200 -i \"The cat\": $(head -c 60 "$T/x86" | tr '\n' ' ')..."
+else
+    echo "SKIP: ======== $M/stories260K.bin is absent: no real-model generation on aarch64 ========"
+fi
+generate "random model" "$T/r.q4.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+
+summary
