@@ -46,13 +46,17 @@ $(DEMO_MODEL): export tokenizer.bin | build
 	./export -q --random stories15M --seed 42 -z tokenizer.bin $@
 
 # every test; .ci/run calls exactly this
-test: all build/test_quant build/test_tokenizer build/test_model
+test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf
 	@SHARED=$(SHARED) test/run_tests.sh
 
 build/test_quant: test/test_quant.c export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_quant.c -lm -lpthread
 build/test_tokenizer: test/test_tokenizer.c export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_tokenizer.c -lm -lpthread
+build/test_pool: test/test_pool.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_pool.c -lm -lpthread
+build/test_gguf: test/test_gguf.c export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_gguf.c -lm -lpthread
 build/oracle.o: test/oracle.c test/oracle.h run.c | build
 	$(CC) $(TEST_FLAGS) -c -o $@ test/oracle.c
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
@@ -64,13 +68,21 @@ build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h 
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 AARCH64_FLAGS = -O3 $(EXACT) -static
 .PHONY: cross-aarch64
-cross-aarch64: build/aarch64/runq build/aarch64/test_quant
+cross-aarch64: build/aarch64/runq build/aarch64/test_quant build/aarch64/test_pool
 build/aarch64/runq: runq.c | build/aarch64
 	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wextra -o $@ runq.c -lm -lpthread
 build/aarch64/test_quant: test/test_quant.c export.c runq.c test/check.h | build/aarch64
 	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wno-unused-function -Wno-format-truncation -o $@ test/test_quant.c -lm -lpthread
+build/aarch64/test_pool: test/test_pool.c runq.c test/check.h | build/aarch64
+	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wno-unused-function -o $@ test/test_pool.c -lm -lpthread
 build/aarch64:
 	mkdir -p build/aarch64
+
+# benchmark helpers (tools/bench and tools/bench-vs-llamacpp also build them on demand)
+build/bandwidth: tools/bandwidth.c | build
+	$(CC) -O3 -Wall -Wextra -o $@ tools/bandwidth.c -lpthread
+build/tokens: tools/tokens.c runq.c | build
+	$(CC) $(CFLAGS) $(EXACT) -o $@ tools/tokens.c -lm -lpthread
 
 build:
 	mkdir -p build

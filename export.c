@@ -4,6 +4,7 @@ export.c — turns a model into an Edge LLM checkpoint (the format runq.c docume
     export --int4 [-z tokenizer.bin] stories15M.bin model.q4.bin     llama2.c legacy .bin
     export --fp32 path/to/hf-model-dir model.f32.bin                  Hugging Face directory
     export --random tinyllama-1.1b model.q4.bin                       seeded random weights of a real shape
+    export --gguf-q4_0 model.q4.bin model.gguf                        GGUF for llama.cpp: runq's very weights
 
 Reads one tensor (in chunks of rows) at a time and writes it straight to its
 place in the output, so a 7B model never sits in memory as fp32. Writes to a
@@ -13,8 +14,8 @@ export leaves no half file under the final name.
 It includes runq.c for the format's structs, fp16 conversion, the int4
 quantizer and the tokenizer parser, so the format is defined in one place.
 
-Reading order: JSON -> the export plan -> sources (llama2.c, Hugging Face,
-random) -> tokenizers -> writing the checkpoint -> command line
+Reading order: JSON -> the export plan -> sources (llama2.c, Edge LLM, Hugging
+Face, random) -> tokenizers -> writing the checkpoint -> writing GGUF -> command line
 */
 
 #define PROGRAM_NAME "export"
@@ -248,6 +249,12 @@ struct Source {
     const char *description;
     // rows [begin, end) of a planned tensor as float, (end - begin, cols) into out
     void (*read_rows)(Source *src, const PlannedTensor *t, int begin, int end, float *out);
+    // optional: rows [begin, end) as Q4 nibbles and scales, when the source
+    // already holds the tensor as Q4 of this group size (an int4 checkpoint);
+    // returns 0 when it does not. Re-quantizing dequantized int4 weights is not
+    // exact (the scale search may land elsewhere), so these are copied instead.
+    int (*read_q4_rows)(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
+                        uint8_t *nibbles, uint16_t *scales);
     void (*close)(Source *src);   // releases impl
     void *impl;
     char **inputs;           // files read, so the output never overwrites one
@@ -364,26 +371,37 @@ static void open_legacy(Source *src, const char *path) {
 
 // ----------------------------------------------------------------------------
 // Source: an Edge LLM checkpoint (re-export: int4 -> fp32 gives the reference
-// runtime the exact weights runq sees; or a new group size)
+// runtime the exact weights runq sees; int4 -> int4 of the same group size, or
+// -> GGUF Q4_0 from group 32, copies the nibbles and scales; or a new group size)
+
+static const Tensor *checkpoint_tensor(const Transformer *model, const PlannedTensor *t) {
+    if (t->kind == K_EMBED) return &model->weights.tok_embeddings;
+    if (t->kind == K_NORM) return &model->weights.norm;
+    if (t->kind == K_OUTPUT) return &model->weights.output;
+    LayerWeights *lw = &model->weights.layers[t->layer];
+    const Tensor *by_kind[] = { [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk,
+                                [K_WV] = &lw->wv, [K_WO] = &lw->wo, [K_FFN_NORM] = &lw->ffn_norm,
+                                [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3 };
+    return by_kind[t->kind];
+}
 
 static void checkpoint_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
-    Transformer *model = src->impl;
-    const Tensor *w;
-    if (t->kind == K_EMBED) w = &model->weights.tok_embeddings;
-    else if (t->kind == K_NORM) w = &model->weights.norm;
-    else if (t->kind == K_OUTPUT) w = &model->weights.output;
-    else {
-        LayerWeights *lw = &model->weights.layers[t->layer];
-        const Tensor *by_kind[] = { [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk,
-                                    [K_WV] = &lw->wv, [K_WO] = &lw->wo, [K_FFN_NORM] = &lw->ffn_norm,
-                                    [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3 };
-        w = by_kind[t->kind];
-    }
+    const Tensor *w = checkpoint_tensor(src->impl, t);
     for (int r = begin; r < end; r++) {
         float *row = out + (size_t)(r - begin) * w->cols;
         if (w->type == TYPE_Q4) dequantize_row_q4(row, w, r);
         else memcpy(row, w->data + (size_t)r * w->cols, (size_t)w->cols * sizeof(float));
     }
+}
+
+static int checkpoint_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
+                                   uint8_t *nibbles, uint16_t *scales) {
+    const Tensor *w = checkpoint_tensor(src->impl, t);
+    if (w->type != TYPE_Q4 || w->group_size != group_size) return 0;
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / group_size);
+    memcpy(nibbles, w->nibbles + (size_t)begin * row_bytes, (size_t)(end - begin) * row_bytes);
+    memcpy(scales, w->scales + (size_t)begin * row_scales, (size_t)(end - begin) * row_scales * sizeof(uint16_t));
+    return 1;
 }
 
 static void checkpoint_close(Source *src) {
@@ -418,6 +436,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
     src->impl = model;
     src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;
+    src->read_q4_rows = checkpoint_read_q4_rows;
     src->description = "Edge LLM checkpoint, dequantized";
     source_add_input(src, path);
 }
@@ -1078,6 +1097,30 @@ static void progress_finish(Progress *p) {
     if (!p->quiet && p->terminal) fprintf(stderr, "\rexport: 100%%  %-40s\n", "done");
 }
 
+static void read_finite_rows(Source *src, const PlannedTensor *t, int begin, int end, float *values) {
+    size_t cols = t->entry.cols;
+    src->read_rows(src, t, begin, end, values);
+    for (size_t i = 0; i < (size_t)(end - begin) * cols; i++)
+        if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", t->entry.name, begin + i / cols);
+}
+
+// Rows [begin, end) as Q4 of group_size, cols padded to a whole group:
+// copied when the source holds them so, else read into values and quantized.
+static void read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end, float *values,
+                         uint8_t *nibbles, uint16_t *scales) {
+    int cols = (int)t->entry.cols, padded = (int)round_up((size_t)cols, (size_t)group_size);
+    if (src->read_q4_rows && src->read_q4_rows(src, t, group_size, begin, end, nibbles, scales)) {
+        for (size_t i = 0; i < (size_t)(end - begin) * (size_t)(padded / group_size); i++)
+            if ((scales[i] & 0x7C00) == 0x7C00)   // fp16 exponent all ones: inf or nan
+                die("tensor %s has a non-finite scale in row %zu", t->entry.name, begin + i / (size_t)(padded / group_size));
+        return;
+    }
+    read_finite_rows(src, t, begin, end, values);
+    for (int r = 0; r < end - begin; r++)
+        quantize_row_q4(values + (size_t)r * cols, cols, padded, group_size, nibbles + (size_t)r * (padded / 2),
+                        scales + (size_t)r * (padded / group_size));
+}
+
 // Rows in chunks of about 4 MB of floats: read, quantize, write.
 static void write_tensor(int fd, const char *path, Source *src, const PlannedTensor *t, Progress *progress) {
     const TensorEntry *e = &t->entry;
@@ -1096,15 +1139,11 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
     for (int begin = 0; begin < rows; begin += chunk) {
         int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
-        src->read_rows(src, t, begin, end, values);
-        for (size_t i = 0; i < (size_t)n * cols; i++)
-            if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", e->name, begin + i / cols);
         if (e->type == TYPE_F32) {
+            read_finite_rows(src, t, begin, end, values);
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
         } else {
-            for (int r = 0; r < n; r++)
-                quantize_row_q4(values + (size_t)r * cols, cols, (int)padded, (int)e->group_size,
-                                nibbles + (size_t)r * row_bytes, scales + (size_t)r * row_scales);
+            read_q4_rows(src, t, (int)e->group_size, begin, end, values, nibbles, scales);
             write_at(fd, nibbles, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, scales, (size_t)n * row_scales * 2,
                      e->offset + (uint64_t)rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
@@ -1127,13 +1166,16 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
     }
 }
 
-static void write_checkpoint(Source *src, const char *output, int matrix_type, int group_size, int quiet) {
-    refuse_to_overwrite_inputs(src, output);
-    Plan plan = make_plan(src, matrix_type, group_size);
+// A Hugging Face directory is checked against the plan before any byte is written.
+static void check_source_tensors(const Source *src, const Plan *plan) {
     if (src->read_rows == hf_read_rows)
-        for (int i = 0; i < plan.count; i++)
-            if (plan.tensors[i].kind != K_TOKENIZER) hf_check_tensor(src, &plan.tensors[i]);
+        for (int i = 0; i < plan->count; i++)
+            if (plan->tensors[i].kind != K_TOKENIZER) hf_check_tensor(src, &plan->tensors[i]);
+}
 
+// OUTPUT.tmp.XXXXXX beside the output, removed at exit or on a signal until
+// commit_pending_output renames it.
+static int create_pending_output(const char *output) {
     size_t path_size = strlen(output) + 16;
     pending_output = xcalloc(path_size, 1, "path");
     snprintf(pending_output, path_size, "%s.tmp.XXXXXX", output);
@@ -1142,10 +1184,28 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     mode_t mask = umask(0);
     umask(mask);
     fchmod(fd, 0666 & ~mask);   // mkstemp makes 0600; the output is an ordinary file
-    atexit(remove_pending_output);
+    static int registered;   // tests write many files: one exit handler is enough
+    if (!registered) atexit(remove_pending_output);
+    registered = 1;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGXFSZ, SIG_IGN);   // past a file-size limit, write fails (EFBIG) and we clean up
+    return fd;
+}
+
+static void commit_pending_output(int fd, const char *output, uint64_t file_size) {
+    if (ftruncate(fd, (off_t)file_size) != 0) die("cannot size %s: %s", output, strerror(errno));
+    if (close(fd) != 0) die("cannot write %s: %s", output, strerror(errno));
+    if (rename(pending_output, output) != 0) die("cannot rename %s to %s: %s", pending_output, output, strerror(errno));
+    free(pending_output);
+    pending_output = NULL;
+}
+
+static void write_checkpoint(Source *src, const char *output, int matrix_type, int group_size, int quiet) {
+    refuse_to_overwrite_inputs(src, output);
+    Plan plan = make_plan(src, matrix_type, group_size);
+    check_source_tensors(src, &plan);
+    int fd = create_pending_output(output);
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
@@ -1163,11 +1223,347 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
                           .terminal = isatty(STDERR_FILENO) };
     for (int i = 0; i < plan.count; i++) write_tensor(fd, output, src, &plan.tensors[i], &progress);
     progress_finish(&progress);
-    if (ftruncate(fd, (off_t)plan.file_size) != 0) die("cannot size %s: %s", output, strerror(errno));
-    if (close(fd) != 0) die("cannot write %s: %s", output, strerror(errno));
-    if (rename(pending_output, output) != 0) die("cannot rename %s to %s: %s", pending_output, output, strerror(errno));
-    free(pending_output);
-    pending_output = NULL;
+    commit_pending_output(fd, output, plan.file_size);
+    free(plan.tensors);
+}
+
+// ----------------------------------------------------------------------------
+// Writing GGUF: llama.cpp's format (version 3, architecture "llama"), so that
+// llama.cpp runs the very weights runq runs. All fields little-endian:
+//
+//   "GGUF", u32 version 3, u64 n_tensors, u64 n_metadata
+//   metadata       key (u64 length + UTF-8 bytes), u32 value type, value;
+//                  an array is u32 element type, u64 count, the elements
+//   tensor infos   name, u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset
+//                  into the data section; dims[0] is the fastest-varying one,
+//                  so a (rows, cols) matrix is dims {cols, rows}
+//   zero padding to general.alignment, then each tensor, padded to it too
+//                  (llama.cpp checks that every offset is the padded running sum)
+//
+// Q4_0 is our Q4 at group size 32, block for block: {fp16 d; u8 qs[16]} with
+// weight j in the low nibble of qs[j] and weight j+16 in the high one, and
+// w = d * (q - 8). So its blocks are the scales and nibbles quantize_row_q4
+// computes (or an int4 checkpoint holds), re-packed: no second quantizer.
+// Tensor names are llama.cpp's; Wq and Wk rows are already in the interleaved-
+// pair RoPE order its "llama" architecture rotates (llama2.c's and Meta's order).
+
+#define GGUF_MAGIC "GGUF"
+#define GGUF_VERSION 3
+#define GGUF_ALIGNMENT 32
+
+enum GgufValueType { GGUF_U32 = 4, GGUF_I32 = 5, GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9 };
+enum GgmlType { GGML_TYPE_F32 = 0, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q8_0 = 8 };
+// general.file_type: what most tensors are (llama_ftype)
+enum { GGUF_FILE_ALL_F32 = 0, GGUF_FILE_MOSTLY_Q4_0 = 2, GGUF_FILE_MOSTLY_Q8_0 = 7 };
+// tokenizer.ggml.token_type (llama_token_type)
+enum { GGUF_TOKEN_NORMAL = 1, GGUF_TOKEN_UNKNOWN = 2, GGUF_TOKEN_CONTROL = 3, GGUF_TOKEN_BYTE = 6 };
+
+typedef struct { uint16_t d; uint8_t qs[Q_BLOCK / 2]; } BlockQ4_0;   // ggml's block_q4_0
+typedef struct { uint16_t d; int8_t qs[Q_BLOCK]; } BlockQ8_0;        // ggml's block_q8_0
+_Static_assert(sizeof(BlockQ4_0) == 18, "block_q4_0 is 18 bytes");
+_Static_assert(sizeof(BlockQ8_0) == 34, "block_q8_0 is 34 bytes");
+
+static const char *ggml_type_name(uint32_t type) {
+    return type == GGML_TYPE_F32 ? "f32" : type == GGML_TYPE_Q4_0 ? "q4_0" : type == GGML_TYPE_Q8_0 ? "q8_0" : "?";
+}
+
+static uint64_t ggml_nbytes(uint32_t type, uint64_t rows, uint64_t cols) {
+    if (type == GGML_TYPE_Q4_0) return rows * (cols / Q_BLOCK) * sizeof(BlockQ4_0);
+    if (type == GGML_TYPE_Q8_0) return rows * (cols / Q_BLOCK) * sizeof(BlockQ8_0);
+    return rows * cols * sizeof(float);
+}
+
+typedef struct {
+    Buffer bytes;
+    uint64_t count;          // key-value pairs so far
+} GgufMetadata;
+
+static void gguf_put_string(Buffer *b, const char *s, size_t length) {
+    uint64_t n = length;
+    buffer_put(b, &n, 8);
+    buffer_put(b, s, length);
+}
+
+static void gguf_key(GgufMetadata *m, const char *key, uint32_t type) {
+    gguf_put_string(&m->bytes, key, strlen(key));
+    buffer_put(&m->bytes, &type, 4);
+    m->count++;
+}
+
+static void gguf_kv_u32(GgufMetadata *m, const char *key, uint32_t value) {
+    gguf_key(m, key, GGUF_U32);
+    buffer_put(&m->bytes, &value, 4);
+}
+
+static void gguf_kv_f32(GgufMetadata *m, const char *key, float value) {
+    gguf_key(m, key, GGUF_F32);
+    buffer_put(&m->bytes, &value, 4);
+}
+
+static void gguf_kv_bool(GgufMetadata *m, const char *key, int value) {
+    uint8_t byte = value != 0;
+    gguf_key(m, key, GGUF_BOOL);
+    buffer_put(&m->bytes, &byte, 1);
+}
+
+static void gguf_kv_string(GgufMetadata *m, const char *key, const char *value) {
+    gguf_key(m, key, GGUF_STRING);
+    gguf_put_string(&m->bytes, value, strlen(value));
+}
+
+// the key and array header; the caller appends count elements of element_type
+static void gguf_kv_array(GgufMetadata *m, const char *key, uint32_t element_type, uint64_t count) {
+    gguf_key(m, key, GGUF_ARRAY);
+    buffer_put(&m->bytes, &element_type, 4);
+    buffer_put(&m->bytes, &count, 8);
+}
+
+// A tokenizer.bin piece as SentencePiece wrote it: tokenizer.bin stores the
+// visible space "▁" (U+2581) as " ", and llama2.c's BOS/EOS as "\n<s>\n" and
+// "\n</s>\n" so that they print on lines of their own.
+static char *sentencepiece_piece(const char *piece, int is_bos_or_eos) {
+    size_t length = strlen(piece);
+    if (is_bos_or_eos && length >= 2 && piece[0] == '\n' && piece[length - 1] == '\n') { piece++; length -= 2; }
+    char *out = xcalloc(length * 3 + 1, 1, "GGUF token");
+    size_t n = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (piece[i] == ' ') { memcpy(out + n, "\xE2\x96\x81", 3); n += 3; }
+        else out[n++] = piece[i];
+    }
+    return out;
+}
+
+static int is_byte_piece(const char *piece) {
+    return strlen(piece) == 6 && strncmp(piece, "<0x", 3) == 0 && isxdigit((unsigned char)piece[3])
+        && isxdigit((unsigned char)piece[4]) && piece[5] == '>';
+}
+
+// tokenizer.ggml.*: the embedded tokenizer as llama.cpp's "llama"
+// (SentencePiece) vocabulary: pieces, merge scores and token types.
+static void gguf_put_tokenizer(GgufMetadata *m, const Source *src, const char *output) {
+    const FileHeader *h = &src->header;
+    if (!src->tokenizer)
+        die("%s: a GGUF file carries its tokenizer, and the input has none: pass one with -z tokenizer.bin", output);
+    Tokenizer tok;
+    const char *error = build_tokenizer_from_memory(&tok, src->tokenizer, src->tokenizer_size, h->vocab_size);
+    if (error) die("%s: the embedded tokenizer for a %d-piece vocabulary: %s", output, h->vocab_size, error);
+    int unk_id = str_lookup("<unk>", &tok);
+
+    gguf_kv_string(m, "tokenizer.ggml.model", "llama");
+    gguf_kv_array(m, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)h->vocab_size);
+    for (int i = 0; i < h->vocab_size; i++) {
+        char *piece = sentencepiece_piece(tok.vocab[i], i == h->bos_id || i == h->eos_id);
+        gguf_put_string(&m->bytes, piece, strlen(piece));
+        free(piece);
+    }
+    gguf_kv_array(m, "tokenizer.ggml.scores", GGUF_F32, (uint64_t)h->vocab_size);
+    buffer_put(&m->bytes, tok.scores, sizeof(float) * (size_t)h->vocab_size);
+    gguf_kv_array(m, "tokenizer.ggml.token_type", GGUF_I32, (uint64_t)h->vocab_size);
+    for (int i = 0; i < h->vocab_size; i++) {
+        int32_t type = i == h->bos_id || i == h->eos_id ? GGUF_TOKEN_CONTROL
+                     : i == unk_id ? GGUF_TOKEN_UNKNOWN
+                     : is_byte_piece(tok.vocab[i]) ? GGUF_TOKEN_BYTE : GGUF_TOKEN_NORMAL;
+        buffer_put(&m->bytes, &type, 4);
+    }
+    gguf_kv_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)h->bos_id);
+    gguf_kv_u32(m, "tokenizer.ggml.eos_token_id", (uint32_t)h->eos_id);
+    if (unk_id >= 0) gguf_kv_u32(m, "tokenizer.ggml.unknown_token_id", (uint32_t)unk_id);
+    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", 1);   // runq starts every prompt with BOS
+    gguf_kv_bool(m, "tokenizer.ggml.add_eos_token", 0);
+    free_tokenizer(&tok);
+}
+
+static void gguf_put_hyperparameters(GgufMetadata *m, const Source *src, uint32_t ggml_type, const char *model_name) {
+    const FileHeader *h = &src->header;
+    uint32_t file_type = ggml_type == GGML_TYPE_Q4_0 ? GGUF_FILE_MOSTLY_Q4_0
+                       : ggml_type == GGML_TYPE_Q8_0 ? GGUF_FILE_MOSTLY_Q8_0 : GGUF_FILE_ALL_F32;
+    gguf_kv_string(m, "general.architecture", "llama");
+    gguf_kv_string(m, "general.name", model_name);
+    gguf_kv_u32(m, "general.alignment", GGUF_ALIGNMENT);
+    gguf_kv_u32(m, "general.file_type", file_type);
+    gguf_kv_u32(m, "general.quantization_version", 2);   // ggml's current Q4_0/Q8_0 block layout
+    gguf_kv_u32(m, "llama.vocab_size", (uint32_t)h->vocab_size);
+    gguf_kv_u32(m, "llama.context_length", (uint32_t)h->seq_len);
+    gguf_kv_u32(m, "llama.embedding_length", (uint32_t)h->dim);
+    gguf_kv_u32(m, "llama.block_count", (uint32_t)h->n_layers);
+    int uniform_ffn = 1;
+    for (int l = 1; l < h->n_layers; l++) uniform_ffn &= src->ffn_dim[l] == src->ffn_dim[0];
+    if (uniform_ffn) {
+        gguf_kv_u32(m, "llama.feed_forward_length", (uint32_t)src->ffn_dim[0]);
+    } else {   // structurally pruned: llama.cpp reads one width per layer from an array
+        gguf_kv_array(m, "llama.feed_forward_length", GGUF_U32, (uint64_t)h->n_layers);
+        for (int l = 0; l < h->n_layers; l++) buffer_put(&m->bytes, &src->ffn_dim[l], 4);
+    }
+    gguf_kv_u32(m, "llama.attention.head_count", (uint32_t)h->n_heads);
+    gguf_kv_u32(m, "llama.attention.head_count_kv", (uint32_t)h->n_kv_heads);
+    // llama.cpp assumes head width dim/heads unless told otherwise
+    gguf_kv_u32(m, "llama.attention.key_length", (uint32_t)h->head_dim);
+    gguf_kv_u32(m, "llama.attention.value_length", (uint32_t)h->head_dim);
+    gguf_kv_u32(m, "llama.rope.dimension_count", (uint32_t)h->head_dim);
+    gguf_kv_f32(m, "llama.rope.freq_base", h->rope_theta);
+    gguf_kv_f32(m, "llama.attention.layer_norm_rms_epsilon", h->norm_eps);
+}
+
+typedef struct {
+    const PlannedTensor *planned;   // what to read from the source
+    char name[TENSOR_NAME_LEN];     // llama.cpp's name
+    uint32_t type;                  // GgmlType
+    uint64_t offset;                // from the start of the file
+    uint64_t nbytes;
+} GgufTensor;
+
+// Our tensor -> llama.cpp's name for it
+static void gguf_tensor_name(const PlannedTensor *t, char *out, size_t size) {
+    static const char *layer_names[] = {
+        [K_ATTN_NORM] = "attn_norm", [K_WQ] = "attn_q", [K_WK] = "attn_k", [K_WV] = "attn_v",
+        [K_WO] = "attn_output", [K_FFN_NORM] = "ffn_norm", [K_W1] = "ffn_gate", [K_W2] = "ffn_down",
+        [K_W3] = "ffn_up",
+    };
+    if (t->kind == K_EMBED) snprintf(out, size, "token_embd.weight");
+    else if (t->kind == K_NORM) snprintf(out, size, "output_norm.weight");
+    else if (t->kind == K_OUTPUT) snprintf(out, size, "output.weight");
+    else snprintf(out, size, "blk.%d.%s.weight", t->layer, layer_names[t->kind]);
+}
+
+static int is_norm_kind(int kind) { return kind == K_ATTN_NORM || kind == K_FFN_NORM || kind == K_NORM; }
+
+// Every matrix in ggml_type, the embedding and classifier included (llama.cpp's
+// own quantizer keeps output.weight at Q6_K in a "Q4_0" file; here both
+// programs run the same weights); norms stay f32. Refuses shapes a block type
+// cannot hold. Returns the count; data offsets are filled in later.
+static int gguf_plan_tensors(const Plan *plan, uint32_t ggml_type, GgufTensor *out, const char *what) {
+    int count = 0;
+    for (int i = 0; i < plan->count; i++) {
+        const PlannedTensor *t = &plan->tensors[i];
+        if (t->kind == K_TOKENIZER) continue;   // the tokenizer travels as metadata
+        GgufTensor *g = &out[count++];
+        g->planned = t;
+        g->type = is_norm_kind(t->kind) ? GGML_TYPE_F32 : ggml_type;
+        gguf_tensor_name(t, g->name, sizeof g->name);
+        if (g->type != GGML_TYPE_F32 && t->entry.cols % Q_BLOCK != 0)
+            die("%s: tensor %s (our %s) has %u columns, but GGUF %s stores whole blocks of %d weights along a "
+                "row, so it needs a multiple of %d; use --gguf-f32 for this model",
+                what, g->name, t->entry.name, t->entry.cols, ggml_type_name(ggml_type), Q_BLOCK, Q_BLOCK);
+        g->nbytes = ggml_nbytes(g->type, t->entry.rows, t->entry.cols);
+    }
+    return count;
+}
+
+static void gguf_put_tensor_info(Buffer *b, const GgufTensor *g, uint64_t data_offset) {
+    const TensorEntry *e = &g->planned->entry;
+    int is_vector = is_norm_kind(g->planned->kind);
+    uint32_t n_dims = is_vector ? 1 : 2;
+    uint64_t dims[2] = { e->cols, e->rows };
+    gguf_put_string(b, g->name, strlen(g->name));
+    buffer_put(b, &n_dims, 4);
+    buffer_put(b, dims, 8 * n_dims);
+    buffer_put(b, &g->type, 4);
+    buffer_put(b, &data_offset, 8);
+}
+
+// x (n,), n a multiple of 32 -> Q8_0 blocks, scale max|x|/127 as ggml's
+// quantize_row_q8_0 chooses it; values are rounded against the fp16 scale
+// actually stored.
+static void quantize_row_q8_0(const float *x, int n, BlockQ8_0 *out) {
+    for (int block = 0; block < n / Q_BLOCK; block++) {
+        const float *v = x + block * Q_BLOCK;
+        float amax = 0.0f;
+        for (int j = 0; j < Q_BLOCK; j++) amax = fmaxf(amax, fabsf(v[j]));
+        out[block].d = fp32_to_fp16(amax / 127.0f);
+        float scale = fp16_to_fp32(out[block].d), inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+        for (int j = 0; j < Q_BLOCK; j++) {
+            long q = lrintf(v[j] * inverse);
+            out[block].qs[j] = (int8_t)(q < -127 ? -127 : q > 127 ? 127 : q);
+        }
+    }
+}
+
+// One row of our Q4 at group size 32 (n_bytes = cols/2 nibble bytes, cols/32
+// scales) -> cols/32 Q4_0 blocks: the same bytes in a different order.
+static void pack_row_q4_0(const uint8_t *nibbles, const uint16_t *scales, int cols, BlockQ4_0 *out) {
+    for (int block = 0; block < cols / Q_BLOCK; block++) {
+        out[block].d = scales[block];
+        memcpy(out[block].qs, nibbles + block * (Q_BLOCK / 2), Q_BLOCK / 2);
+    }
+}
+
+// Rows in chunks of about 4 MB of floats: read (or copy Q4), convert, write.
+static void write_gguf_tensor(int fd, const char *path, Source *src, const GgufTensor *g, Progress *progress) {
+    const PlannedTensor *t = g->planned;
+    int rows = (int)t->entry.rows, cols = (int)t->entry.cols;
+    int chunk = (int)(((size_t)1 << 20) / (size_t)cols);
+    if (chunk < 1) chunk = 1;
+    size_t row_bytes = (size_t)(g->nbytes / (uint64_t)rows);
+    float *values = xcalloc((size_t)chunk * cols, sizeof(float), "export buffer");
+    uint8_t *nibbles = xcalloc((size_t)chunk * cols / 2 + 1, 1, "export buffer");
+    uint16_t *scales = xcalloc((size_t)chunk * cols / Q_BLOCK + 1, sizeof(uint16_t), "export buffer");
+    uint8_t *out = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
+    for (int begin = 0; begin < rows; begin += chunk) {
+        int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
+        if (g->type == GGML_TYPE_F32) {
+            read_finite_rows(src, t, begin, end, values);
+            memcpy(out, values, (size_t)n * row_bytes);
+        } else if (g->type == GGML_TYPE_Q4_0) {
+            read_q4_rows(src, t, Q_BLOCK, begin, end, values, nibbles, scales);
+            for (int r = 0; r < n; r++)
+                pack_row_q4_0(nibbles + (size_t)r * cols / 2, scales + (size_t)r * cols / Q_BLOCK, cols,
+                              (BlockQ4_0 *)(out + (size_t)r * row_bytes));
+        } else {
+            read_finite_rows(src, t, begin, end, values);
+            for (int r = 0; r < n; r++)
+                quantize_row_q8_0(values + (size_t)r * cols, cols, (BlockQ8_0 *)(out + (size_t)r * row_bytes));
+        }
+        write_at(fd, out, (size_t)n * row_bytes, g->offset + (uint64_t)begin * row_bytes, path);
+        progress_advance(progress, g->nbytes * (uint64_t)n / (uint64_t)rows, g->name);
+    }
+    free(values);
+    free(nibbles);
+    free(scales);
+    free(out);
+}
+
+// ggml_type: GGML_TYPE_Q4_0, GGML_TYPE_Q8_0 or GGML_TYPE_F32 for every matrix.
+static void write_gguf(Source *src, const char *output, uint32_t ggml_type, const char *model_name, int quiet) {
+    refuse_to_overwrite_inputs(src, output);
+    Plan plan = make_plan(src, TYPE_F32, 0);   // names, kinds and shapes; GGUF has its own layout
+    check_source_tensors(src, &plan);
+    GgufTensor *tensors = xcalloc((size_t)plan.count, sizeof(GgufTensor), "GGUF tensor table");
+    int count = gguf_plan_tensors(&plan, ggml_type, tensors, output);
+
+    GgufMetadata metadata = { 0 };
+    gguf_put_hyperparameters(&metadata, src, ggml_type, model_name);
+    gguf_put_tokenizer(&metadata, src, output);
+    Buffer infos = { 0 };
+    uint64_t data_size = 0;
+    for (int i = 0; i < count; i++) {
+        gguf_put_tensor_info(&infos, &tensors[i], data_size);
+        data_size += round_up(tensors[i].nbytes, GGUF_ALIGNMENT);
+    }
+    uint64_t header_size = 4 + 4 + 8 + 8, n_tensors = (uint64_t)count;
+    uint64_t data_start = round_up(header_size + metadata.bytes.size + infos.size, GGUF_ALIGNMENT);
+    uint64_t offset = data_start;
+    for (int i = 0; i < count; i++) {
+        tensors[i].offset = offset;
+        offset += round_up(tensors[i].nbytes, GGUF_ALIGNMENT);
+    }
+
+    int fd = create_pending_output(output);
+    uint32_t version = GGUF_VERSION;
+    write_at(fd, GGUF_MAGIC, 4, 0, output);
+    write_at(fd, &version, 4, 4, output);
+    write_at(fd, &n_tensors, 8, 8, output);
+    write_at(fd, &metadata.count, 8, 16, output);
+    write_at(fd, metadata.bytes.data, metadata.bytes.size, header_size, output);
+    write_at(fd, infos.data, infos.size, header_size + metadata.bytes.size, output);
+    Progress progress = { .total = data_start + data_size, .last_percent = -100,
+                          .quiet = quiet || data_size < (64u << 20), .terminal = isatty(STDERR_FILENO) };
+    progress_advance(&progress, data_start, "metadata");
+    for (int i = 0; i < count; i++) write_gguf_tensor(fd, output, src, &tensors[i], &progress);
+    progress_finish(&progress);
+    commit_pending_output(fd, output, data_start + data_size);   // the last tensor's padding is zeros too
+    free(metadata.bytes.data);
+    free(infos.data);
+    free(tensors);
     free(plan.tensors);
 }
 
@@ -1185,16 +1581,32 @@ static int is_checkpoint(const char *path) {
     return n == 4 && magic == CHECKPOINT_MAGIC;
 }
 
+// general.name of a GGUF: the input's file or directory name, without its extension
+static const char *model_name(const char *path) {
+    static char name[256];
+    snprintf(name, sizeof name, "%s", path);
+    size_t length = strlen(name);
+    while (length > 1 && name[length - 1] == '/') name[--length] = '\0';
+    const char *slash = strrchr(name, '/');
+    char *base = slash ? (char *)slash + 1 : name;
+    char *dot = strrchr(base, '.');
+    if (dot && dot != base) *dot = '\0';
+    return base;
+}
+
 static void usage(void) {
     fprintf(stderr,
-        "Usage: export [--int4|--fp32] [options] INPUT OUTPUT\n"
-        "       export --random SHAPE [--int4|--fp32] [options] OUTPUT\n"
+        "Usage: export [--int4|--fp32|--gguf-q4_0|--gguf-q8_0|--gguf-f32] [options] INPUT OUTPUT\n"
+        "       export --random SHAPE [--int4|--fp32|--gguf-...] [options] OUTPUT\n"
         "INPUT is a llama2.c .bin checkpoint, a Hugging Face model directory (config.json,\n"
         "model.safetensors or model.safetensors.index.json, tokenizer.json), or an Edge LLM\n"
         "checkpoint (re-exported; int4 weights are dequantized first).\n"
         "Options:\n"
         "  --int4            int4 group-quantized checkpoint for runq (default)\n"
         "  --fp32            fp32 checkpoint for run\n"
+        "  --gguf-q4_0       GGUF for llama.cpp, matrices Q4_0: runq's int4 weights (group 32) re-packed\n"
+        "  --gguf-q8_0       GGUF for llama.cpp, matrices Q8_0\n"
+        "  --gguf-f32        GGUF for llama.cpp, everything f32\n"
         "  --group-size N    int4 weights per scale: 32, 64, 128 or 256 (default 32)\n"
         "  -z FILE           tokenizer.bin to embed (overrides the directory's tokenizer.json)\n"
         "  --random SHAPE    seeded random weights: stories260K stories15M stories42M stories110M\n"
@@ -1207,16 +1619,21 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *paths[2];
-    int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, quiet = 0;
+    int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0;
+    int gguf_type = -1;   // a GgmlType when writing GGUF
     uint64_t seed = 42;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_value = i + 1 < argc;
-        if (strcmp(a, "--int4") == 0) matrix_type = TYPE_Q4;
-        else if (strcmp(a, "--fp32") == 0) matrix_type = TYPE_F32;
+        if (strcmp(a, "--int4") == 0) { matrix_type = TYPE_Q4; gguf_type = -1; }
+        else if (strcmp(a, "--fp32") == 0) { matrix_type = TYPE_F32; gguf_type = -1; }
+        else if (strcmp(a, "--gguf-q4_0") == 0) gguf_type = GGML_TYPE_Q4_0;
+        else if (strcmp(a, "--gguf-q8_0") == 0) gguf_type = GGML_TYPE_Q8_0;
+        else if (strcmp(a, "--gguf-f32") == 0) gguf_type = GGML_TYPE_F32;
         else if (strcmp(a, "-q") == 0) quiet = 1;
         else if (strcmp(a, "--group-size") == 0 && has_value) {
             group_size = atoi(argv[++i]);
+            group_size_given = 1;
             if (group_size != 32 && group_size != 64 && group_size != 128 && group_size != 256)
                 die("--group-size must be 32, 64, 128 or 256, got '%s'", argv[i]);
         } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
@@ -1234,6 +1651,8 @@ int main(int argc, char **argv) {
     }
     if (n_paths != (random_shape ? 1 : 2)) usage();
     const char *output = paths[n_paths - 1];
+    if (gguf_type >= 0 && group_size_given)
+        die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
 
     Source src = { 0 };
     struct stat st;
@@ -1252,11 +1671,17 @@ int main(int argc, char **argv) {
     } else if (!src.tokenizer) {
         fprintf(stderr, "export: warning: no tokenizer given (-z); runq will need -z at run time\n");
     }
-    write_checkpoint(&src, output, matrix_type, group_size, quiet);
+    const char *format = matrix_type == TYPE_Q4 ? "int4" : "fp32";
+    if (gguf_type >= 0) {
+        format = gguf_type == GGML_TYPE_Q4_0 ? "GGUF q4_0" : gguf_type == GGML_TYPE_Q8_0 ? "GGUF q8_0" : "GGUF f32";
+        write_gguf(&src, output, (uint32_t)gguf_type, random_shape ? random_shape : model_name(paths[0]), quiet);
+    } else {
+        write_checkpoint(&src, output, matrix_type, group_size, quiet);
+    }
     if (!quiet) {
         const FileHeader *h = &src.header;
         fprintf(stderr, "export: wrote %s (%s, %s): dim %d, %d layers, %d/%d heads, vocab %d, context %d%s\n", output,
-                src.description, matrix_type == TYPE_Q4 ? "int4" : "fp32", h->dim, h->n_layers, h->n_heads,
+                src.description, format, h->dim, h->n_layers, h->n_heads,
                 h->n_kv_heads, h->vocab_size, h->seq_len, src.tokenizer ? ", tokenizer embedded" : "");
     }
     free_source(&src);

@@ -24,7 +24,7 @@ count() {   # add the "N passed, N failed" of one suite's output
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
 }
 
-for suite in "build/test_quant" "build/test_tokenizer ." "build/test_model $SHARED" "test/test_cli.sh $SHARED" \
+for suite in "build/test_quant" "build/test_pool" "build/test_tokenizer ." "build/test_model $SHARED" "build/test_gguf $SHARED" "test/test_cli.sh $SHARED" \
              "test/test_arm.sh $SHARED"; do
     echo "== $suite"
     out=$($suite 2>&1); status=$?
