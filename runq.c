@@ -599,17 +599,20 @@ TARGET_AVX2 static inline __m256i dot_block_avx2(__m256i q, const int8_t *x) {
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-// Blocks b..b+7 of q . x -> one exact int32 per block, in block order:
-// pairwise horizontal adds fold each block's 8 lanes, the last step adds the
-// two 128-bit halves. Reduced as it goes, so few registers stay live.
+// Blocks b..b+7 of q . x -> one exact int32 per block, in block order.
+// maddubs leaves 16 int16 pair sums per block; three rounds of 16-bit
+// horizontal adds fold eight blocks into one vector (each lane then holds 16
+// products, at most 16 * 15 * 127 = 30480: no overflow), with each block's
+// low-half sum in the low 128 bits and its high-half sum in the high 128 bits;
+// widening both halves and adding gives the eight block sums.
 TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const int8_t *x) {
-    __m256i b01 = _mm256_hadd_epi32(dot_block_avx2(q[0], x), dot_block_avx2(q[1], x + Q_BLOCK));
-    __m256i b23 = _mm256_hadd_epi32(dot_block_avx2(q[2], x + 2 * Q_BLOCK), dot_block_avx2(q[3], x + 3 * Q_BLOCK));
-    __m256i b0123 = _mm256_hadd_epi32(b01, b23);
-    __m256i b45 = _mm256_hadd_epi32(dot_block_avx2(q[4], x + 4 * Q_BLOCK), dot_block_avx2(q[5], x + 5 * Q_BLOCK));
-    __m256i b67 = _mm256_hadd_epi32(dot_block_avx2(q[6], x + 6 * Q_BLOCK), dot_block_avx2(q[7], x + 7 * Q_BLOCK));
-    __m256i b4567 = _mm256_hadd_epi32(b45, b67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20), _mm256_permute2x128_si256(b0123, b4567, 0x31));
+#define PAIRS(i) _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
+    __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
+    __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
+#undef PAIRS
+    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
 }
 
 TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
