@@ -1121,8 +1121,35 @@ static void read_q4_rows(Source *src, const PlannedTensor *t, int group_size, in
                         scales + (size_t)r * (padded / group_size));
 }
 
+// One chunk of rows, read and quantized by all threads (runq's pool), each a
+// contiguous slice: the scale search dominates export time.
+typedef struct {
+    Source *src;
+    const PlannedTensor *t;
+    int begin, end;
+    float *values;
+    uint8_t *nibbles;
+    uint16_t *scales;
+} ChunkTask;
+
+static void chunk_task(void *arg, int thread_index, int n_threads) {
+    ChunkTask *c = arg;
+    const TensorEntry *e = &c->t->entry;
+    int n = c->end - c->begin, per_thread = (n + n_threads - 1) / n_threads;
+    int first = thread_index * per_thread, last = first + per_thread < n ? first + per_thread : n;
+    if (first >= last) return;
+    size_t cols = e->cols, padded = round_up(cols, e->group_size ? e->group_size : 1);
+    if (e->type == TYPE_F32) {
+        read_finite_rows(c->src, c->t, c->begin + first, c->begin + last, c->values + first * cols);
+    } else {
+        read_q4_rows(c->src, c->t, (int)e->group_size, c->begin + first, c->begin + last, c->values + first * cols,
+                     c->nibbles + first * (padded / 2), c->scales + first * (padded / e->group_size));
+    }
+}
+
 // Rows in chunks of about 4 MB of floats: read, quantize, write.
-static void write_tensor(int fd, const char *path, Source *src, const PlannedTensor *t, Progress *progress) {
+static void write_tensor(int fd, const char *path, Source *src, const PlannedTensor *t, Progress *progress,
+                         ThreadPool *pool) {
     const TensorEntry *e = &t->entry;
     if (e->type == TYPE_BLOB) {
         write_at(fd, src->tokenizer, src->tokenizer_size, e->offset, path);
@@ -1139,11 +1166,11 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
     for (int begin = 0; begin < rows; begin += chunk) {
         int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
+        ChunkTask task = { src, t, begin, end, values, nibbles, scales };
+        pool_run(pool, chunk_task, &task);
         if (e->type == TYPE_F32) {
-            read_finite_rows(src, t, begin, end, values);
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
         } else {
-            read_q4_rows(src, t, (int)e->group_size, begin, end, values, nibbles, scales);
             write_at(fd, nibbles, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, scales, (size_t)n * row_scales * 2,
                      e->offset + (uint64_t)rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
@@ -1221,7 +1248,10 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
 
     Progress progress = { .total = plan.file_size, .last_percent = -100, .quiet = quiet || plan.file_size < (64u << 20),
                           .terminal = isatty(STDERR_FILENO) };
-    for (int i = 0; i < plan.count; i++) write_tensor(fd, output, src, &plan.tensors[i], &progress);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    ThreadPool *pool = pool_create(cores > 0 ? (int)cores : 1);
+    for (int i = 0; i < plan.count; i++) write_tensor(fd, output, src, &plan.tensors[i], &progress, pool);
+    pool_free(pool);
     progress_finish(&progress);
     commit_pending_output(fd, output, plan.file_size);
     free(plan.tensors);
