@@ -622,6 +622,15 @@ TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// reduce8 without leaving the registers: adding the halves, then the pairs,
+// then the last two is exactly its tree ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
+TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 // Eight weight scales (fp16) for blocks b..b+7 as floats.
 TARGET_AVX2 static inline __m256 weight_scales_avx2(const uint16_t *scales, int b, int blocks_per_group) {
     if (blocks_per_group == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + b)));
@@ -672,6 +681,10 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void q4_tile_avx2(
     for (int r = 0; r < ROWS; r++)
         for (int t = 0; t < TILE; t++) {
             size_t tok = (size_t)(token + t);
+            if (b == n_blocks) {   // no tail: the tree in registers
+                out[(size_t)t * out_stride + r] = reduce8_avx2(acc[r][t]);
+                continue;
+            }
             float partial[8];
             _mm256_storeu_ps(partial, acc[r][t]);
             for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
