@@ -6,17 +6,7 @@
 # supports, and its greedy text is byte for byte x86's (the canonical
 # arithmetic makes every CPU give the same tokens). Installs the cross compiler
 # and qemu when missing (root and apt only). Ends with "test_arm: N passed, N failed".
-set -u
-cd "$(dirname "$0")/.."
-SHARED=${1:-../shared}
-M=$SHARED/models
-T=$(mktemp -d /tmp/edge-arm-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-summary() { echo "test_arm: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
-same() { if cmp -s "$2" "$3"; then ok; else fail "$1: $2 and $3 differ"; diff "$2" "$3" | head -5 >&2; fi; }
+. "$(dirname "$0")/lib.sh" test_arm "$@"
 CPUS="cortex-a72 max"   # Armv8.0 NEON only (Pi 4) / everything qemu has, dotprod included
 declare -A SETS=([cortex-a72]="scalar neon" [max]="scalar neon neon-dotprod")
 

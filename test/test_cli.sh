@@ -3,15 +3,7 @@
 # determinism across thread counts and seeds, and the bad-input catalogue
 # (each case: one clear message on stderr, a non-zero exit, no crash, no
 # partial output). Ends with "N passed, N failed".
-set -u
-cd "$(dirname "$0")/.."
-SHARED=${1:-../shared}
-M=$SHARED/models
-T=$(mktemp -d /tmp/edge-cli-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-passed=0 failed=0
-ok()   { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh" test_cli "$@"
 
 # expect_error NAME PATTERN COMMAND...: non-zero exit (not a signal), stderr matches PATTERN
 expect_error() {
@@ -23,7 +15,6 @@ expect_error() {
     if [ "$(wc -l <"$T/err")" -gt 3 ]; then fail "$name: more than a clear message: $(cat "$T/err")"; return; fi
     ok
 }
-same() { if cmp -s "$2" "$3"; then ok; else fail "$1: $2 and $3 differ"; diff "$2" "$3" | head -5 >&2; fi; }
 
 # ---- golden outputs of llama2.c's run.c on the real stories260K
 if [ -f "$M/stories260K.bin" ]; then
@@ -115,5 +106,4 @@ if [ $status -ne 0 ] && [ ! -e "$T/big.bin" ] && [ -z "$(ls "$T" | grep 'big.bin
 else fail "export under a file-size limit: status $status, leftovers: $(ls "$T" | grep big)"; fi
 grep -q "cannot write" "$T/err" && ok || fail "export under a file-size limit says: $(cat "$T/err")"
 
-echo "test_cli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary
