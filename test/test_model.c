@@ -50,6 +50,17 @@ static Agreement compare(Oracle *oracle, Transformer *runq, const int *tokens, i
     return a;
 }
 
+// compare() on two checkpoints: run.c on oracle_path, runq on q4_path.
+static Agreement compare_checkpoints(const char *oracle_path, const char *q4_path, int threads, const int *tokens, int n) {
+    Transformer runq;
+    build_transformer(&runq, q4_path, n, threads);
+    Oracle *oracle = oracle_open(oracle_path);
+    Agreement a = compare(oracle, &runq, tokens, n);
+    oracle_close(oracle);
+    free_transformer(&runq);
+    return a;
+}
+
 // Greedy tokens from the oracle: a realistic sequence to score on.
 static int greedy_sequence(Oracle *oracle, int *tokens, int n) {
     tokens[0] = 1;
@@ -133,29 +144,21 @@ static void test_stories260K(const char *shared) {
     oracle_close(exported);
 
     // int4 runq against fp32 run: the cost of quantization
-    Transformer runq;
-    build_transformer(&runq, q4, N, 2);
-    Oracle *fresh = oracle_open(bin);
-    Agreement quant = compare(fresh, &runq, tokens, N);
-    oracle_close(fresh);
-    free_transformer(&runq);
+    Agreement quant = compare_checkpoints(bin, q4, 2, tokens, N);
     printf("  stories260K int4 (group 32) vs fp32, %d teacher-forced positions: mean KL %.4f, max KL %.4f, top-1 %.1f%%\n",
            N, quant.mean_kl, quant.max_kl, 100 * quant.top1);
     CHECK(quant.mean_kl < 0.1 && quant.top1 > 0.85, "int4 agreement worse than measured (mean KL %.4f, top-1 %.3f)",
           quant.mean_kl, quant.top1);
 
     // runq against run on the same (dequantized) weights: the kernels' own error
-    build_transformer(&runq, q4, N, 2);
-    Oracle *same_weights = oracle_open(deq);
-    Agreement kernel = compare(same_weights, &runq, tokens, N);
-    oracle_close(same_weights);
-    free_transformer(&runq);
+    Agreement kernel = compare_checkpoints(deq, q4, 2, tokens, N);
     printf("  runq vs run on the same int4 weights (int8 activations only): mean KL %.5f, max KL %.5f, top-1 %.1f%%\n",
            kernel.mean_kl, kernel.max_kl, 100 * kernel.top1);
     CHECK(kernel.mean_kl < 0.01 && kernel.top1 > 0.95, "runq strays from run on identical weights (mean KL %.5f, top-1 %.3f)",
           kernel.mean_kl, kernel.top1);
 
     // free-running greedy: how long int4 follows fp32 word for word
+    Transformer runq;
     build_transformer(&runq, q4, N, 2);
     int token = 1, agree = 0;
     Oracle *fp32 = oracle_open(bin);
@@ -199,21 +202,12 @@ static void test_random_shapes(void) {
             int tokens[N];
             uint64_t state = i;
             for (int p = 0; p < N; p++) tokens[p] = (int)(splitmix64(&state) % (uint64_t)src.header.vocab_size);
-            Transformer runq;
-            build_transformer(&runq, q4, N, 3);
-            Oracle *oracle = oracle_open(deq);
-            Agreement a = compare(oracle, &runq, tokens, N);
-            oracle_close(oracle);
-            free_transformer(&runq);
+            Agreement a = compare_checkpoints(deq, q4, 3, tokens, N);
             // random weights give nearly flat logits, so top-1 is noise: judge by KL and logit error
             CHECK(a.mean_kl < 0.005 && a.relative_error < 0.05,
                   "shape %s group %d: runq vs run on the same weights: mean KL %.5f, relative logit error %.4f",
                   shapes_under_test[i], group, a.mean_kl, a.relative_error);
-            build_transformer(&runq, q4, N, 1);
-            oracle = oracle_open(f32);
-            Agreement q = compare(oracle, &runq, tokens, N);
-            oracle_close(oracle);
-            free_transformer(&runq);
+            Agreement q = compare_checkpoints(f32, q4, 1, tokens, N);
             // uniform random weights lose much to int4; this bound catches gross errors
             // (a wrong row order or scale gives a relative error of 1 or more)
             CHECK(q.mean_kl < 0.15 && q.relative_error < 0.5, "shape %s group %d: int4 vs fp32: mean KL %.4f, relative logit error %.4f",
