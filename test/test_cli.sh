@@ -33,6 +33,15 @@ if [ -f "$M/stories260K.bin" ]; then
     ./runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" >"$T/s1" 2>/dev/null; ./runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" -T 1 >"$T/s2" 2>/dev/null
     same "runq seeded sampling is reproducible" "$T/s1" "$T/s2"
     if grep -q "Once upon a time" "$T/q1"; then ok; else fail "runq int4 greedy text does not start like a story: $(head -c 80 "$T/q1")"; fi
+    # a llama2.c checkpoint with a separate classifier (negative vocab_size): stories260K's
+    # own embedding table appended as the classifier must give the golden text exactly
+    { head -c 20 "$M/stories260K.bin"; printf '\x00\xfe\xff\xff'; tail -c +25 "$M/stories260K.bin"
+      tail -c +29 "$M/stories260K.bin" | head -c $((512 * 64 * 4)); } >"$T/untied.bin"
+    ./run "$T/untied.bin" -z "$M/tok512.bin" -t 0 -n 200 >"$T/u1" 2>/dev/null; same "run: llama2.c file with a separate classifier" "$T/u1" "$G/stories260K.t0.n200.txt"
+    ./export -q --fp32 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.f32.bin"
+    ./run "$T/untied.f32.bin" -t 0 -n 200 >"$T/u2" 2>/dev/null; same "export of a separate classifier, fp32" "$T/u2" "$G/stories260K.t0.n200.txt"
+    ./export -q --int4 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.q4.bin"
+    ./runq "$T/untied.q4.bin" -t 0 -n 200 -T 1 >"$T/u3" 2>/dev/null; same "export of a separate classifier, int4" "$T/u3" "$T/q1"
     expect_error "runq on a llama2.c file" "llama2.c .bin: convert it with ./export" ./runq "$M/stories260K.bin"
     expect_error "tokenizer of another vocabulary" "vocabulary" ./runq "$T/s.q4.bin" -z tokenizer.bin
 else
