@@ -275,8 +275,11 @@ typedef struct {
     // out[t * out_stride + r] = row r of W . token t's activations, rows [row_begin, row_end)
     void (*matmul_q4)(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                       const QuantizedActivations *x, int n_tokens);
-    float (*dot_f16)(const float *a, const uint16_t *b, int n);          // a . b
-    void (*axpy_f16)(float *out, float a, const uint16_t *v, int n);     // out += a * v
+    // attention over n_positions fp16 rows of the KV cache, rows stride apart, each n wide:
+    // scores[p] = q . keys[p]
+    void (*scores_f16)(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n);
+    // out = sum of weights[p] * values[p], from zero, in position order
+    void (*mix_f16)(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n);
 } Kernels;
 
 typedef struct ThreadPool ThreadPool;
@@ -499,7 +502,8 @@ static void free_run_state(RunState *s) {
 //   - terms go into eight partial sums by block index mod 8, in block order;
 //   - the eight partials are added in one fixed tree (reduce8).
 // Products are never fused into FMAs here (build with -ffp-contract=off).
-// Dot products of floats follow the same pattern by element index mod 8.
+// Attention's dot products follow the same pattern by element index mod 8;
+// its weighted sums add positions in order.
 
 // The fixed tree: the order AVX2's halving and NEON's pairwise adds produce.
 static float reduce8(const float p[8]) {
@@ -564,17 +568,22 @@ static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_b
                 x->values + (size_t)t * x->stride, x->scales + (size_t)t * (x->stride / Q_BLOCK), w->cols_padded / Q_BLOCK);
 }
 
-static float dot_f16_ref(const float *a, const uint16_t *b, int n) {
-    float partial[8] = { 0 };
-    for (int i = 0; i < n; i++) partial[i % 8] += a[i] * fp16_to_fp32(b[i]);
-    return reduce8(partial);
+static void scores_f16_ref(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) {
+        const uint16_t *k = keys + (size_t)p * stride;
+        float partial[8] = { 0 };
+        for (int i = 0; i < n; i++) partial[i % 8] += q[i] * fp16_to_fp32(k[i]);
+        scores[p] = reduce8(partial);
+    }
 }
 
-static void axpy_f16_ref(float *out, float a, const uint16_t *v, int n) {
-    for (int i = 0; i < n; i++) out[i] += a * fp16_to_fp32(v[i]);
+static void mix_f16_ref(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n) {
+    memset(out, 0, sizeof(float) * (size_t)n);
+    for (int p = 0; p < n_positions; p++)
+        for (int i = 0; i < n; i++) out[i] += weights[p] * fp16_to_fp32(values[(size_t)p * stride + i]);
 }
 
-static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, dot_f16_ref, axpy_f16_ref };
+static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, scores_f16_ref, mix_f16_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
 // binary runs on any x86-64.
@@ -721,27 +730,44 @@ TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor 
         }
 }
 
-TARGET_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)))));
-    float partial[8];
-    _mm256_storeu_ps(partial, acc);
-    for (; i < n; i++) partial[i % 8] += a[i] * _cvtsh_ss(b[i]);
-    return reduce8(partial);
+TARGET_AVX2 static void scores_f16_avx2(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                        int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) {
+        const uint16_t *k = keys + (size_t)p * stride;
+        __m256 acc = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)))));
+        if (i == n) { scores[p] = reduce8_avx2(acc); continue; }
+        float partial[8];
+        _mm256_storeu_ps(partial, acc);
+        for (; i < n; i++) partial[i % 8] += q[i] * _cvtsh_ss(k[i]);
+        scores[p] = reduce8(partial);
+    }
 }
 
-TARGET_AVX2 static void axpy_f16_avx2(float *out, float a, const uint16_t *v, int n) {
-    __m256 scale = _mm256_set1_ps(a);
+// 32 outputs at a time stay in four registers across all positions.
+TARGET_AVX2 static void mix_f16_avx2(float *out, const float *weights, const uint16_t *values, size_t stride,
+                                     int n_positions, int n) {
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i),
-                                                _mm256_mul_ps(scale, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))))));
-    for (; i < n; i++) out[i] += a * _cvtsh_ss(v[i]);
+    for (; i + 32 <= n; i += 32) {
+        __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+        for (int p = 0; p < n_positions; p++) {
+            __m256 weight = _mm256_set1_ps(weights[p]);
+            const uint16_t *v = values + (size_t)p * stride + i;
+            for (int j = 0; j < 4; j++)
+                acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(weight, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * j)))));
+        }
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
+    }
+    for (; i < n; i++) {   // the last n % 32 outputs
+        float sum = 0.0f;
+        for (int p = 0; p < n_positions; p++) sum += weights[p] * _cvtsh_ss(values[(size_t)p * stride + i]);
+        out[i] = sum;
+    }
 }
 
-static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, dot_f16_avx2, axpy_f16_avx2 };
+static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, mix_f16_avx2 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -883,7 +909,7 @@ static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_
 }
 
 // a . b: elements 8 at a time into two accumulators (partials 0-3 and 4-7).
-static float dot_f16_neon(const float *a, const uint16_t *b, int n) {
+static inline float dot_f16_neon(const float *a, const uint16_t *b, int n) {
     float32x4_t acc_0123 = vdupq_n_f32(0.0f), acc_4567 = vdupq_n_f32(0.0f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -898,7 +924,7 @@ static float dot_f16_neon(const float *a, const uint16_t *b, int n) {
     return reduce8(partial);
 }
 
-static void axpy_f16_neon(float *out, float a, const uint16_t *v, int n) {
+static inline void axpy_f16_neon(float *out, float a, const uint16_t *v, int n) {
     float32x4_t scale = vdupq_n_f32(a);
     int i = 0;
     for (; i + 4 <= n; i += 4)
@@ -906,7 +932,16 @@ static void axpy_f16_neon(float *out, float a, const uint16_t *v, int n) {
     for (; i < n; i++) out[i] += a * fp16_to_fp32(v[i]);
 }
 
-static const Kernels kernels_neon = { "neon", matmul_q4_neon, dot_f16_neon, axpy_f16_neon };
+static void scores_f16_neon(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) scores[p] = dot_f16_neon(q, keys + (size_t)p * stride, n);
+}
+
+static void mix_f16_neon(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n) {
+    memset(out, 0, sizeof(float) * (size_t)n);
+    for (int p = 0; p < n_positions; p++) axpy_f16_neon(out, weights[p], values + (size_t)p * stride, n);
+}
+
+static const Kernels kernels_neon = { "neon", matmul_q4_neon, scores_f16_neon, mix_f16_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
@@ -914,7 +949,7 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
     matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_sdot);
 }
 
-static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, dot_f16_neon, axpy_f16_neon };
+static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, scores_f16_neon, mix_f16_neon };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
 #if defined(__linux__)
@@ -1256,11 +1291,10 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
         const float *q = s->q + (size_t)i * q_dim + h * head_dim;
         const uint16_t *keys = s->key_cache + layer_offset + (h / group) * head_dim;
         const uint16_t *values = s->value_cache + layer_offset + (h / group) * head_dim;
-        for (int p = 0; p <= pos; p++) att[p] = k->dot_f16(q, keys + (size_t)p * kv_dim, head_dim) / scale;
+        k->scores_f16(att, q, keys, kv_dim, pos + 1, head_dim);
+        for (int p = 0; p <= pos; p++) att[p] /= scale;
         softmax(att, pos + 1);
-        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-        memset(out, 0, head_dim * sizeof(float));
-        for (int p = 0; p <= pos; p++) k->axpy_f16(out, att[p], values + (size_t)p * kv_dim, head_dim);
+        k->mix_f16(s->xb + (size_t)i * q_dim + h * head_dim, att, values, kv_dim, pos + 1, head_dim);
     }
 }
 

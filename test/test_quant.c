@@ -203,17 +203,23 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
     CHECK(worst == 0, "%s matmul_q4 is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
           k->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
 
-    int lengths[] = { 1, 7, 8, 9, 64, 100, 128 };
-    for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
-        int n = lengths[li];
-        float a[128], out_ref[128], out_k[128];
-        uint16_t b[128];
-        for (int i = 0; i < n; i++) { a[i] = uniform(-1, 1); b[i] = fp32_to_fp16(uniform(-4, 4)); out_ref[i] = out_k[i] = uniform(-1, 1); }
-        float d_ref = ref->dot_f16(a, b, n), d_k = k->dot_f16(a, b, n);
-        CHECK(memcmp(&d_ref, &d_k, sizeof(float)) == 0, "%s dot_f16 n=%d: %.9g, reference %.9g", k->name, n, d_k, d_ref);
-        ref->axpy_f16(out_ref, 0.37f, b, n);
-        k->axpy_f16(out_k, 0.37f, b, n);
-        CHECK(memcmp(out_ref, out_k, sizeof(float) * n) == 0, "%s axpy_f16 n=%d is not bit-identical to the reference", k->name, n);
+    // attention: scores and mixes over 1..70 positions of odd and usual head widths
+    int widths[] = { 1, 7, 8, 9, 33, 48, 64, 100, 128 };
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+        int n = widths[wi], positions = 1 + (int)(wi * 9) % 70, stride = n + 5;
+        float q[128], weights[70], scores_ref[70], scores_k[70], mix_ref[128], mix_k[128];
+        uint16_t cache[70 * 133];
+        for (int i = 0; i < n; i++) q[i] = uniform(-1, 1);
+        for (int i = 0; i < positions * stride; i++) cache[i] = fp32_to_fp16(uniform(-4, 4));
+        for (int p = 0; p < positions; p++) weights[p] = uniform(0, 1);
+        ref->scores_f16(scores_ref, q, cache, stride, positions, n);
+        k->scores_f16(scores_k, q, cache, stride, positions, n);
+        CHECK(memcmp(scores_ref, scores_k, sizeof(float) * positions) == 0,
+              "%s scores_f16 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
+        ref->mix_f16(mix_ref, weights, cache, stride, positions, n);
+        k->mix_f16(mix_k, weights, cache, stride, positions, n);
+        CHECK(memcmp(mix_ref, mix_k, sizeof(float) * n) == 0,
+              "%s mix_f16 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
     }
     printf("  kernels %s vs %s: bit-identical on %s\n", k->name, ref->name, worst == 0 ? "every case" : "NOT every case");
 }
