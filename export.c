@@ -255,6 +255,9 @@ struct Source {
     // exact (the scale search may land elsewhere), so these are copied instead.
     int (*read_q4_rows)(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
                         uint8_t *nibbles, uint16_t *scales);
+    // optional: dies unless the source holds t with t's shape in a type it reads;
+    // run on every tensor before any byte is written
+    void (*check_tensor)(const Source *src, const PlannedTensor *t);
     void (*close)(Source *src);   // releases impl
     void *impl;
     char **inputs;           // files read, so the output never overwrites one
@@ -630,6 +633,8 @@ static void hf_load_weights(Source *src, HfModel *m, const char *dir) {
 
 static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size);
 
+static void hf_check_tensor(const Source *src, const PlannedTensor *t);
+
 static void hf_close(Source *src) {
     HfModel *m = src->impl;
     for (int i = 0; i < m->count; i++) free(m->tensors[i].name);
@@ -679,6 +684,7 @@ static void open_hf(Source *src, const char *dir) {
     if (!(h->flags & FLAG_TIED_CLASSIFIER) && !hf_find(m, "lm_head.weight")) h->flags |= FLAG_TIED_CLASSIFIER;
     src->impl = m;
     src->close = hf_close;
+    src->check_tensor = hf_check_tensor;
     src->read_rows = hf_read_rows;
     src->description = "Hugging Face model";
 
@@ -1193,11 +1199,12 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
     }
 }
 
-// A Hugging Face directory is checked against the plan before any byte is written.
+// Sources that can lack a tensor (Hugging Face, GGUF) are checked against the
+// plan before any byte is written.
 static void check_source_tensors(const Source *src, const Plan *plan) {
-    if (src->read_rows == hf_read_rows)
+    if (src->check_tensor)
         for (int i = 0; i < plan->count; i++)
-            if (plan->tensors[i].kind != K_TOKENIZER) hf_check_tensor(src, &plan->tensors[i]);
+            if (plan->tensors[i].kind != K_TOKENIZER) src->check_tensor(src, &plan->tensors[i]);
 }
 
 // OUTPUT.tmp.XXXXXX beside the output, removed at exit or on a signal until
@@ -1598,17 +1605,384 @@ static void write_gguf(Source *src, const char *output, uint32_t ggml_type, cons
 }
 
 // ----------------------------------------------------------------------------
+// Source: a GGUF file (llama.cpp's format, v2 and v3, architecture "llama"),
+// read through a bounds-checked cursor. F32, F16, BF16 and Q8_0 tensors are
+// converted to floats (and quantized again for an int4 checkpoint); Q4_0 is
+// runq's own int4 at group 32, so those blocks are copied as they are.
+
+enum { GGML_TYPE_F16 = 1, GGML_TYPE_BF16 = 30 };
+enum { GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U64 = 10, GGUF_I64 = 11, GGUF_F64 = 12 };
+
+typedef struct {
+    const uint8_t *data;
+    size_t size, at;
+    const char *path;
+} GgufCursor;
+
+static void gguf_need(GgufCursor *c, uint64_t n, const char *what) {
+    if (n > c->size - c->at)
+        die("%s: GGUF truncated: %s needs %llu bytes at offset %zu of %zu", c->path, what, (unsigned long long)n, c->at, c->size);
+}
+
+static uint64_t gguf_read_uint(GgufCursor *c, int bytes, const char *what) {
+    gguf_need(c, (uint64_t)bytes, what);
+    uint64_t v = 0;
+    memcpy(&v, c->data + c->at, (size_t)bytes);   // little-endian host
+    c->at += (size_t)bytes;
+    return v;
+}
+
+// A string as a pointer into the file and its length.
+static const char *gguf_read_string(GgufCursor *c, uint64_t *length, const char *what) {
+    *length = gguf_read_uint(c, 8, what);
+    gguf_need(c, *length, what);
+    const char *s = (const char *)c->data + c->at;
+    c->at += (size_t)*length;
+    return s;
+}
+
+static int gguf_scalar_size(uint32_t type) {
+    switch (type) {
+    case GGUF_U8: case GGUF_I8: case GGUF_BOOL: return 1;
+    case GGUF_U16: case GGUF_I16: return 2;
+    case GGUF_U32: case GGUF_I32: case GGUF_F32: return 4;
+    case GGUF_U64: case GGUF_I64: case GGUF_F64: return 8;
+    default: return 0;
+    }
+}
+
+static void gguf_skip_value(GgufCursor *c, uint32_t type, int depth) {
+    uint64_t length;
+    if (type == GGUF_STRING) { gguf_read_string(c, &length, "a string value"); return; }
+    if (type == GGUF_ARRAY && depth == 0) {
+        uint32_t element = (uint32_t)gguf_read_uint(c, 4, "an array type");
+        uint64_t count = gguf_read_uint(c, 8, "an array length");
+        if (gguf_scalar_size(element)) {
+            if (count > (c->size - c->at) / (uint64_t)gguf_scalar_size(element)) gguf_need(c, UINT64_MAX, "an array");
+            c->at += (size_t)count * (size_t)gguf_scalar_size(element);
+        } else {
+            for (uint64_t i = 0; i < count; i++) gguf_skip_value(c, element, depth + 1);
+        }
+        return;
+    }
+    if (!gguf_scalar_size(type)) die("%s: GGUF value of unknown type %u at offset %zu", c->path, type, c->at);
+    gguf_read_uint(c, gguf_scalar_size(type), "a value");
+}
+
+// A whole number or a real of any GGUF scalar type.
+static double gguf_read_number(GgufCursor *c, uint32_t type, const char *key) {
+    uint64_t bits = gguf_read_uint(c, gguf_scalar_size(type) ? gguf_scalar_size(type) : 0, key);
+    switch (type) {
+    case GGUF_I8: return (int8_t)bits;
+    case GGUF_I16: return (int16_t)bits;
+    case GGUF_I32: return (int32_t)bits;
+    case GGUF_I64: return (double)(int64_t)bits;
+    case GGUF_F32: { float f; uint32_t b = (uint32_t)bits; memcpy(&f, &b, 4); return f; }
+    case GGUF_F64: { double d; memcpy(&d, &bits, 8); return d; }
+    case GGUF_U8: case GGUF_U16: case GGUF_U32: case GGUF_U64: case GGUF_BOOL: return (double)bits;
+    default: die("%s: key %s should be a number", c->path, key); return 0;
+    }
+}
+
+typedef struct {
+    char *name;
+    uint32_t type;           // ggml type
+    int64_t rows, cols;      // ne[1], ne[0]
+    const uint8_t *data;
+} GgufSourceTensor;
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    GgufSourceTensor *tensors;
+    int count;
+} GgufModel;
+
+// Where the tokenizer arrays lie in the file (read after the other keys).
+typedef struct {
+    size_t tokens_at, scores_at, types_at;   // 0 when absent
+    uint64_t n_tokens, n_scores, n_types;
+    uint32_t types_element;
+    char model[32];
+} GgufTokenizerKeys;
+
+static size_t ggml_row_bytes(uint32_t type, int64_t cols) {
+    switch (type) {
+    case GGML_TYPE_F32: return (size_t)cols * 4;
+    case GGML_TYPE_F16: case GGML_TYPE_BF16: return (size_t)cols * 2;
+    case GGML_TYPE_Q8_0: return (size_t)cols / Q_BLOCK * sizeof(BlockQ8_0);
+    case GGML_TYPE_Q4_0: return (size_t)cols / Q_BLOCK * sizeof(BlockQ4_0);
+    default: return 0;   // a type export does not read
+    }
+}
+
+static const GgufSourceTensor *gguf_find(const GgufModel *m, const PlannedTensor *t) {
+    char name[TENSOR_NAME_LEN];
+    gguf_tensor_name(t, name, sizeof name);
+    for (int i = 0; i < m->count; i++) if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+static void gguf_check_tensor(const Source *src, const PlannedTensor *t) {
+    char name[TENSOR_NAME_LEN];
+    gguf_tensor_name(t, name, sizeof name);
+    const GgufSourceTensor *g = gguf_find(src->impl, t);
+    if (!g) die("tensor %s is missing from the GGUF file", name);
+    if (!ggml_row_bytes(g->type, g->cols))
+        die("tensor %s has ggml type %u: export reads F32, F16, BF16, Q8_0 and Q4_0 (K-quants are not supported yet)",
+            name, g->type);
+    if (g->rows != t->entry.rows || g->cols != t->entry.cols)
+        die("tensor %s is (%lld, %lld) but the metadata implies (%u, %u)", name, (long long)g->rows, (long long)g->cols,
+            t->entry.rows, t->entry.cols);
+}
+
+static void gguf_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    const GgufSourceTensor *g = gguf_find(src->impl, t);
+    int cols = (int)g->cols;
+    size_t row_bytes = ggml_row_bytes(g->type, g->cols);
+    for (int r = begin; r < end; r++) {
+        const uint8_t *p = g->data + (size_t)r * row_bytes;
+        float *dst = out + (size_t)(r - begin) * cols;
+        for (int c = 0; c < cols; c++) {
+            uint16_t half;
+            switch (g->type) {
+            case GGML_TYPE_F32: memcpy(&dst[c], p + 4 * (size_t)c, 4); break;
+            case GGML_TYPE_F16: memcpy(&half, p + 2 * (size_t)c, 2); dst[c] = fp16_to_fp32(half); break;
+            case GGML_TYPE_BF16: memcpy(&half, p + 2 * (size_t)c, 2); dst[c] = bf16_to_fp32(half); break;
+            case GGML_TYPE_Q8_0: {
+                BlockQ8_0 block;
+                memcpy(&block, p + (size_t)(c / Q_BLOCK) * sizeof block, sizeof block);
+                dst[c] = fp16_to_fp32(block.d) * (float)block.qs[c % Q_BLOCK];
+                break;
+            }
+            default: {   // Q4_0: q = low nibble of byte j for weight j, high nibble for j + 16
+                BlockQ4_0 block;
+                memcpy(&block, p + (size_t)(c / Q_BLOCK) * sizeof block, sizeof block);
+                int j = c % Q_BLOCK;
+                int q = j < Q_BLOCK / 2 ? block.qs[j] & 0x0F : block.qs[j - Q_BLOCK / 2] >> 4;
+                dst[c] = fp16_to_fp32(block.d) * (float)(q - 8);
+            }
+            }
+        }
+    }
+}
+
+// Q4_0 blocks are runq's int4 at group 32: the same scale, the same nibbles.
+static int gguf_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
+                             uint8_t *nibbles, uint16_t *scales) {
+    const GgufSourceTensor *g = gguf_find(src->impl, t);
+    if (g->type != GGML_TYPE_Q4_0 || group_size != Q_BLOCK) return 0;
+    int blocks = (int)(g->cols / Q_BLOCK);
+    for (int r = begin; r < end; r++)
+        for (int b = 0; b < blocks; b++) {
+            BlockQ4_0 block;
+            memcpy(&block, g->data + ((size_t)r * blocks + b) * sizeof block, sizeof block);
+            size_t at = (size_t)(r - begin) * blocks + b;
+            scales[at] = block.d;
+            memcpy(nibbles + at * (Q_BLOCK / 2), block.qs, Q_BLOCK / 2);
+        }
+    return 1;
+}
+
+// tokenizer.ggml.* of model "llama" (SentencePiece) -> llama2.c's layout.
+// Control, unknown, unused and byte pieces score -inf: text never merges into them.
+static void gguf_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
+    if (!k->tokens_at) return;
+    if (strcmp(k->model, "llama") != 0)
+        die("%s: tokenizer.ggml.model is '%s': only SentencePiece ('llama') tokenizers are read yet; pass -z", path, k->model);
+    if ((int64_t)k->n_tokens != src->header.vocab_size || (k->scores_at && k->n_scores != k->n_tokens)
+        || (k->types_at && k->n_types != k->n_tokens))
+        die("%s: the tokenizer arrays do not all have the vocabulary's %d entries", path, src->header.vocab_size);
+    GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, scores = tokens, types = tokens;
+    scores.at = k->scores_at;
+    types.at = k->types_at;
+    Buffer b = { 0 };
+    int32_t max_length = 1;
+    buffer_put(&b, &max_length, 4);
+    for (uint64_t i = 0; i < k->n_tokens; i++) {
+        uint64_t length;
+        const char *text = gguf_read_string(&tokens, &length, "a token");
+        if (length > 1024) die("%s: token %llu is %llu bytes long", path, (unsigned long long)i, (unsigned long long)length);
+        char *piece = xcalloc(length + 1, 1, "piece");
+        memcpy(piece, text, length);
+        length = replace_sentencepiece_spaces(piece, length);
+        float score = k->scores_at ? (float)gguf_read_number(&scores, GGUF_F32, "tokenizer.ggml.scores") : 0.0f;
+        int type = k->types_at ? (int)gguf_read_number(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
+        if (type != GGUF_TOKEN_NORMAL && type != 4 /* user-defined */) score = -INFINITY;
+        tokenizer_put_piece(&b, score, piece, length);
+        if ((int32_t)length > max_length) max_length = (int32_t)length;
+        free(piece);
+    }
+    tokenizer_finish(&b, max_length);
+    src->tokenizer = b.data;
+    src->tokenizer_size = b.size;
+}
+
+static void gguf_close(Source *src) {
+    GgufModel *m = src->impl;
+    for (int i = 0; i < m->count; i++) free(m->tensors[i].name);
+    free(m->tensors);
+    munmap((void *)m->data, m->size);
+    free(m);
+}
+
+// The metadata keys export uses; everything else is skipped.
+static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, GgufTokenizerKeys *tok, uint64_t *alignment) {
+    FileHeader *h = &src->header;
+    double ffn = 0;
+    char architecture[32] = "";
+    h->rope_theta = 10000.0f;
+    h->norm_eps = 1e-5f;
+    h->bos_id = 1;
+    h->eos_id = 2;
+    for (uint64_t i = 0; i < n_keys; i++) {
+        uint64_t key_length;
+        const char *key_text = gguf_read_string(c, &key_length, "a metadata key");
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(key_length < 127 ? key_length : 127), key_text);
+        uint32_t type = (uint32_t)gguf_read_uint(c, 4, "a value type");
+        if (type == GGUF_STRING && (strcmp(key, "general.architecture") == 0 || strcmp(key, "tokenizer.ggml.model") == 0)) {
+            uint64_t length;
+            const char *text = gguf_read_string(c, &length, key);
+            char *out = key[0] == 'g' ? architecture : tok->model;
+            snprintf(out, 32, "%.*s", (int)(length < 31 ? length : 31), text);
+        } else if (type == GGUF_ARRAY && strncmp(key, "tokenizer.ggml.", 15) == 0
+                   && (strcmp(key + 15, "tokens") == 0 || strcmp(key + 15, "scores") == 0 || strcmp(key + 15, "token_type") == 0)) {
+            uint32_t element = (uint32_t)gguf_read_uint(c, 4, key);
+            uint64_t count = gguf_read_uint(c, 8, key);
+            size_t start = c->at;
+            c->at -= 12;   // skip the whole array, then remember where its items begin
+            gguf_skip_value(c, GGUF_ARRAY, 0);
+            if (strcmp(key + 15, "tokens") == 0) {
+                if (element != GGUF_STRING) die("%s: %s is not a list of strings", c->path, key);
+                tok->tokens_at = start;
+                tok->n_tokens = count;
+            } else if (strcmp(key + 15, "scores") == 0) {
+                if (element != GGUF_F32) die("%s: %s is not a list of f32", c->path, key);
+                tok->scores_at = start;
+                tok->n_scores = count;
+            } else {
+                if (!gguf_scalar_size(element) || element == GGUF_F32) die("%s: %s is not a list of integers", c->path, key);
+                tok->types_at = start;
+                tok->n_types = count;
+                tok->types_element = element;
+            }
+        } else if (type == GGUF_ARRAY && strcmp(key, "llama.feed_forward_length") == 0) {
+            uint32_t element = (uint32_t)gguf_read_uint(c, 4, key);
+            uint64_t count = gguf_read_uint(c, 8, key);
+            if (!gguf_scalar_size(element) || count > 4096) die("%s: %s is not a list of numbers", c->path, key);
+            free(src->ffn_dim);
+            src->ffn_dim = xcalloc(count, sizeof(int), "ffn table");
+            for (uint64_t l = 0; l < count; l++) src->ffn_dim[l] = (int)gguf_read_number(c, element, key);
+            ffn = -(double)count;   // per-layer widths given
+        } else if (type != GGUF_ARRAY && type != GGUF_STRING && gguf_scalar_size(type)) {
+            double v = gguf_read_number(c, type, key);
+            if (strcmp(key, "llama.embedding_length") == 0) h->dim = (int32_t)v;
+            else if (strcmp(key, "llama.block_count") == 0) h->n_layers = (int32_t)v;
+            else if (strcmp(key, "llama.feed_forward_length") == 0) ffn = v;
+            else if (strcmp(key, "llama.attention.head_count") == 0) h->n_heads = (int32_t)v;
+            else if (strcmp(key, "llama.attention.head_count_kv") == 0) h->n_kv_heads = (int32_t)v;
+            else if (strcmp(key, "llama.attention.key_length") == 0) h->head_dim = (int32_t)v;
+            else if (strcmp(key, "llama.context_length") == 0) h->seq_len = (int32_t)v;
+            else if (strcmp(key, "llama.rope.freq_base") == 0) h->rope_theta = (float)v;
+            else if (strcmp(key, "llama.attention.layer_norm_rms_epsilon") == 0) h->norm_eps = (float)v;
+            else if (strcmp(key, "tokenizer.ggml.bos_token_id") == 0) h->bos_id = (int32_t)v;
+            else if (strcmp(key, "tokenizer.ggml.eos_token_id") == 0) h->eos_id = (int32_t)v;
+            else if (strcmp(key, "general.alignment") == 0) *alignment = (uint64_t)v;
+            else if (strcmp(key, "llama.rope.scaling.factor") == 0 && v != 1.0)
+                die("%s: RoPE scaling (%s = %g) is not supported yet", c->path, key, v);
+        } else {
+            gguf_skip_value(c, type, 0);
+        }
+    }
+    if (strcmp(architecture, "llama") != 0)
+        die("%s: general.architecture is '%s'; export reads 'llama' GGUF files", c->path, architecture[0] ? architecture : "(missing)");
+    if (h->n_kv_heads == 0) h->n_kv_heads = h->n_heads;
+    if (h->head_dim == 0 && h->n_heads > 0) h->head_dim = h->dim / h->n_heads;
+    if (tok->n_tokens) h->vocab_size = (int32_t)tok->n_tokens;
+    if (ffn > 0) {
+        src->ffn_dim = xcalloc((size_t)(h->n_layers > 0 ? h->n_layers : 1), sizeof(int), "ffn table");
+        for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = (int)ffn;
+    } else if (ffn == 0 || -ffn != h->n_layers) {
+        die("%s: llama.feed_forward_length is missing or does not list every layer", c->path);
+    }
+}
+
+static void open_gguf(Source *src, const char *path) {
+    GgufModel *m = xcalloc(1, sizeof *m, "model");
+    m->data = map_file(path, &m->size);
+    GgufCursor c = { m->data, m->size, 0, path };
+    if (gguf_read_uint(&c, 4, "the magic") != 0x46554747u) die("%s: not a GGUF file", path);
+    uint32_t version = (uint32_t)gguf_read_uint(&c, 4, "the version");
+    if (version != 2 && version != 3) die("%s: GGUF version %u; export reads versions 2 and 3", path, version);
+    uint64_t n_tensors = gguf_read_uint(&c, 8, "the tensor count"), n_keys = gguf_read_uint(&c, 8, "the key count");
+    if (n_tensors > 1u << 20 || n_keys > 1u << 20) die("%s: GGUF header claims %llu tensors and %llu keys", path,
+                                                      (unsigned long long)n_tensors, (unsigned long long)n_keys);
+    GgufTokenizerKeys tok = { 0 };
+    uint64_t alignment = GGUF_ALIGNMENT;
+    gguf_read_metadata(&c, n_keys, src, &tok, &alignment);
+    check_header(&src->header, path);
+    if (alignment == 0 || alignment > 1u << 16 || (alignment & (alignment - 1))) die("%s: general.alignment %llu", path,
+                                                                                    (unsigned long long)alignment);
+    m->tensors = xcalloc((size_t)n_tensors + 1, sizeof(GgufSourceTensor), "tensor table");
+    uint64_t *offsets = xcalloc((size_t)n_tensors + 1, sizeof(uint64_t), "tensor table");
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        GgufSourceTensor *g = &m->tensors[m->count++];
+        uint64_t length;
+        const char *name = gguf_read_string(&c, &length, "a tensor name");
+        g->name = xcalloc(length + 1, 1, "tensor name");
+        memcpy(g->name, name, length);
+        uint32_t n_dims = (uint32_t)gguf_read_uint(&c, 4, "a tensor's dimension count");
+        if (n_dims < 1 || n_dims > 4) die("%s: tensor %s has %u dimensions", path, g->name, n_dims);
+        g->cols = (int64_t)gguf_read_uint(&c, 8, "a dimension");
+        g->rows = n_dims > 1 ? (int64_t)gguf_read_uint(&c, 8, "a dimension") : 1;
+        for (uint32_t d = 2; d < n_dims; d++)
+            if (gguf_read_uint(&c, 8, "a dimension") != 1) die("%s: tensor %s has more than 2 dimensions", path, g->name);
+        if (g->cols <= 0 || g->rows <= 0 || g->cols > INT32_MAX || g->rows > INT32_MAX)
+            die("%s: tensor %s has shape (%lld, %lld)", path, g->name, (long long)g->rows, (long long)g->cols);
+        g->type = (uint32_t)gguf_read_uint(&c, 4, "a tensor type");
+        offsets[i] = gguf_read_uint(&c, 8, "a tensor offset");
+    }
+    size_t data_start = (size_t)round_up(c.at, (size_t)alignment);
+    if (data_start > m->size) die("%s: GGUF truncated before its tensor data", path);
+    for (int i = 0; i < m->count; i++) {
+        GgufSourceTensor *g = &m->tensors[i];
+        size_t bytes = ggml_row_bytes(g->type, g->cols) * (size_t)g->rows;
+        if ((g->type == GGML_TYPE_Q4_0 || g->type == GGML_TYPE_Q8_0) && g->cols % Q_BLOCK)
+            die("%s: tensor %s is block-quantized but has %lld columns, not a multiple of %d", path, g->name, (long long)g->cols, Q_BLOCK);
+        if (offsets[i] > m->size - data_start || bytes > m->size - data_start - offsets[i])
+            die("%s: tensor %s lies past the end of the file (truncated?)", path, g->name);
+        g->data = m->data + data_start + offsets[i];
+    }
+    free(offsets);
+    src->impl = m;
+    src->read_rows = gguf_read_rows;
+    src->read_q4_rows = gguf_read_q4_rows;
+    src->check_tensor = gguf_check_tensor;
+    src->close = gguf_close;
+    src->description = "GGUF file";
+    int has_output = 0;
+    for (int i = 0; i < m->count; i++) has_output |= strcmp(m->tensors[i].name, "output.weight") == 0;
+    if (!has_output) src->header.flags |= FLAG_TIED_CLASSIFIER;
+    if (src->header.vocab_size <= 0)
+        for (int i = 0; i < m->count; i++)
+            if (strcmp(m->tensors[i].name, "token_embd.weight") == 0) src->header.vocab_size = (int32_t)m->tensors[i].rows;
+    gguf_tokenizer(src, m, &tok, path);
+    source_add_input(src, path);
+}
+
+// ----------------------------------------------------------------------------
 // Command line
 
 #ifdef EXPORT_MAIN
 
-static int is_checkpoint(const char *path) {
+static uint32_t file_magic(const char *path) {
     uint32_t magic = 0;
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
-    size_t n = fread(&magic, 1, 4, f);
+    if (fread(&magic, 1, 4, f) != 4) magic = 0;
     fclose(f);
-    return n == 4 && magic == CHECKPOINT_MAGIC;
+    return magic;
 }
 
 // general.name of a GGUF: the input's file or directory name, without its extension
@@ -1629,7 +2003,8 @@ static void usage(void) {
         "Usage: export [--int4|--fp32|--gguf-q4_0|--gguf-q8_0|--gguf-f32] [options] INPUT OUTPUT\n"
         "       export --random SHAPE [--int4|--fp32|--gguf-...] [options] OUTPUT\n"
         "INPUT is a llama2.c .bin checkpoint, a Hugging Face model directory (config.json,\n"
-        "model.safetensors or model.safetensors.index.json, tokenizer.json), or an Edge LLM\n"
+        "model.safetensors or model.safetensors.index.json, tokenizer.json), a GGUF file\n"
+        "(architecture llama; F32, F16, BF16, Q8_0, Q4_0 tensors), or an Edge LLM\n"
         "checkpoint (re-exported: int4 blocks are copied when the group size stays, else\n"
         "dequantized and quantized again).\n"
         "Options:\n"
@@ -1690,7 +2065,8 @@ int main(int argc, char **argv) {
     if (random_shape) open_random(&src, random_shape, seed);
     else if (stat(paths[0], &st) != 0) die("cannot open %s: %s", paths[0], strerror(errno));
     else if (S_ISDIR(st.st_mode)) open_hf(&src, paths[0]);
-    else if (is_checkpoint(paths[0])) open_checkpoint_source(&src, paths[0]);
+    else if (file_magic(paths[0]) == CHECKPOINT_MAGIC) open_checkpoint_source(&src, paths[0]);
+    else if (file_magic(paths[0]) == 0x46554747u) open_gguf(&src, paths[0]);   // "GGUF"
     else open_legacy(&src, paths[0]);
 
     if (tokenizer_path) {

@@ -109,6 +109,16 @@ expect_error "export: HF dir without config.json" "config.json" ./export -q "$T"
 expect_error "export: tokenizer of another vocabulary" "vocabulary" ./export -q --random "$SMALL" -z "$M/tok512.bin" "$T/x.bin"
 expect_error "export: unwritable output" "cannot create" ./export -q --random "$SMALL" "/proc/edge-llm-test/x.bin"
 expect_error "export: bad group size" "group-size" ./export -q --group-size 48 --random "$SMALL" "$T/x.bin"
+# GGUF input: truncated (in the metadata, in the tensor data), a future version, a foreign architecture
+./export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"
+head -c 3000 "$T/g.gguf" >"$T/g-meta.gguf"; expect_error "GGUF truncated in its metadata" "GGUF truncated" ./export -q "$T/g-meta.gguf" "$T/x.bin"
+head -c $(( $(stat -c %s "$T/g.gguf") - 100 )) "$T/g.gguf" >"$T/g-data.gguf"
+expect_error "GGUF truncated in its tensor data" "past the end of the file" ./export -q "$T/g-data.gguf" "$T/x.bin"
+cp "$T/g.gguf" "$T/g-v9.gguf"; printf '\x09' | dd of="$T/g-v9.gguf" bs=1 seek=4 conv=notrunc status=none
+expect_error "GGUF of a future version" "GGUF version 9" ./export -q "$T/g-v9.gguf" "$T/x.bin"
+sed 's/llama\.embedding_length/llamX.embedding_length/; 0,/general\.architecture\(.\{12\}\)llama/s//general.architecture\1gemma/' "$T/g.gguf" >"$T/g-arch.gguf"
+expect_error "GGUF of another architecture" "architecture is 'gemma'" ./export -q "$T/g-arch.gguf" "$T/x.bin"
+[ ! -e "$T/x.bin" ] && ok || fail "a refused GGUF import left $T/x.bin"
 # a file-size limit stops the write half way: an error, and nothing under the final name or left behind
 (ulimit -f 64; ./export -q --random stories15M "$T/big.bin" >/dev/null 2>"$T/err"); status=$?
 if [ $status -ne 0 ] && [ ! -e "$T/big.bin" ] && [ -z "$(ls "$T" | grep 'big.bin.tmp')" ]; then ok

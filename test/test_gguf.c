@@ -575,6 +575,122 @@ static void test_stories260K_reference(const char *shared) {
     free_source(&src);
 }
 
+// ---- reading GGUF (export's GGUF source)
+
+// Every weight tensor of two checkpoints, byte for byte (the tokenizer aside).
+static int same_weights(const char *a_path, const char *b_path, const char *what) {
+    Transformer a, b;
+    open_checkpoint(&a, a_path);
+    open_checkpoint(&b, b_path);
+    const FileHeader *h = (const FileHeader *)a.file_data;
+    const TensorEntry *table = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
+    int same = 1, compared = 0;
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        if (table[i].type == TYPE_BLOB) continue;
+        const TensorEntry *other = find_tensor(&b, table[i].name);
+        if (!other && strcmp(table[i].name, "output") == 0 && b.config.tied_classifier)
+            other = find_tensor(&b, "tok_embeddings");   // a tied classifier is the embedding table
+        int equal = other && other->nbytes == table[i].nbytes && other->type == table[i].type
+                    && memcmp(a.file_data + table[i].offset, b.file_data + other->offset, table[i].nbytes) == 0;
+        CHECK(equal, "%s: tensor %s differs", what, table[i].name);
+        same &= equal;
+        compared++;
+    }
+    free_transformer(&a);
+    free_transformer(&b);
+    return same && compared > 0;
+}
+
+static const char *tokenizer_strings[] = {
+    "Hello, world!", "Once upon a time", "   three leading", "tabs\tand\nnewlines\n\n", "digits 0123456789 3.14159",
+    "Accents: caf\xc3\xa9 na\xc3\xafve", "CJK: \xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c",
+    "Emoji: \xf0\x9f\x98\x80\xf0\x9f\x9a\x80", "\xf0\x9d\x94\x98\xf0\x9d\x94\xab byte fallback", "<s> literal tags </s>", "",
+};
+
+// The tokenizer export builds from a GGUF's metadata encodes like the reference tokenizer.bin.
+static void check_same_encoding(const Source *gguf, const char *tokenizer_bin, const char *what) {
+    size_t size;
+    uint8_t *data = read_whole_file(tokenizer_bin, &size);
+    Tokenizer want, got;
+    CHECK(!build_tokenizer_from_memory(&want, data, size, gguf->header.vocab_size), "%s: %s does not parse", what, tokenizer_bin);
+    CHECK(!build_tokenizer_from_memory(&got, gguf->tokenizer, gguf->tokenizer_size, gguf->header.vocab_size),
+          "%s: the tokenizer from GGUF metadata does not parse", what);
+    want.bos_id = got.bos_id = 1;
+    want.eos_id = got.eos_id = 2;
+    for (size_t i = 0; i < sizeof tokenizer_strings / sizeof *tokenizer_strings; i++) {
+        const char *text = tokenizer_strings[i];
+        int *a = calloc(strlen(text) + 3, sizeof(int)), *b = calloc(strlen(text) + 3, sizeof(int));
+        int na = encode(&want, text, 1, 0, a), nb = encode(&got, text, 1, 0, b);
+        CHECK(na == nb && memcmp(a, b, sizeof(int) * na) == 0, "%s: \"%s\" encodes differently (%d vs %d ids)", what, text, nb, na);
+        free(a);
+        free(b);
+    }
+    free_tokenizer(&want);
+    free_tokenizer(&got);
+    free(data);
+}
+
+static void test_gguf_import(const char *shared) {
+    // our own Q4_0 GGUF comes back as the very same int4 blocks
+    Source src = { 0 };
+    open_random(&src, "dim=96,ffn=160,layers=2,heads=4,kv_heads=2,vocab=300,seq_len=32,tied=0", 17);
+    synthetic_tokenizer(&src);
+    char direct[4096], gguf[4096], back[4096];
+    path_in_work_dir(direct, sizeof direct, "import.direct.q4.bin");
+    path_in_work_dir(gguf, sizeof gguf, "import.q4_0.gguf");
+    path_in_work_dir(back, sizeof back, "import.back.q4.bin");
+    write_checkpoint(&src, direct, TYPE_Q4, 32, 1);
+    write_gguf(&src, gguf, GGML_TYPE_Q4_0, "random", 1);
+    free_source(&src);
+    Source imported = { 0 };
+    open_gguf(&imported, gguf);
+    CHECK(imported.header.dim == 96 && imported.header.n_kv_heads == 2 && !(imported.header.flags & FLAG_TIED_CLASSIFIER)
+          && imported.ffn_dim[1] == 160, "GGUF metadata read back wrong");
+    write_checkpoint(&imported, back, TYPE_Q4, 32, 1);
+    free_source(&imported);
+    CHECK(same_weights(direct, back, "Q4_0 GGUF -> int4"), "a Q4_0 GGUF should import as the int4 blocks it was written from");
+
+    char bin[4096], tok[4096], tiny[4096], out_a[4096], out_b[4096], repo_tokenizer[4096];
+    snprintf(bin, sizeof bin, "%s/models/stories260K.bin", shared);
+    snprintf(tok, sizeof tok, "%s/models/tok512.bin", shared);
+    snprintf(gguf, sizeof gguf, "%s/models/stories260K.gguf", shared);
+    snprintf(tiny, sizeof tiny, "%s/models/llama-2-tiny-random.gguf", shared);
+    if (access(gguf, R_OK) != 0 || access(tiny, R_OK) != 0) {
+        SKIP("%s is absent: GGUF import of real files not tested", gguf);
+        return;
+    }
+    // stories260K.gguf holds the weights of stories260K.bin: the fp32 exports are equal
+    Source from_gguf = { 0 }, from_bin = { 0 };
+    open_gguf(&from_gguf, gguf);
+    open_legacy(&from_bin, bin);
+    read_tokenizer_bin(&from_bin, tok);
+    path_in_work_dir(out_a, sizeof out_a, "s260k.from-gguf.f32.bin");
+    path_in_work_dir(out_b, sizeof out_b, "s260k.from-bin.f32.bin");
+    write_checkpoint(&from_gguf, out_a, TYPE_F32, 0, 1);
+    write_checkpoint(&from_bin, out_b, TYPE_F32, 0, 1);
+    CHECK(same_weights(out_a, out_b, "stories260K.gguf vs .bin"), "stories260K.gguf should export the weights of stories260K.bin");
+    check_same_encoding(&from_gguf, tok, "stories260K.gguf");
+    free_source(&from_gguf);
+    free_source(&from_bin);
+
+    // llama.cpp's converter wrote this one (F16, the real Llama 2 vocabulary): it runs, and its
+    // tokenizer encodes exactly as the project's tokenizer.bin
+    Source tiny_src = { 0 };
+    open_gguf(&tiny_src, tiny);
+    snprintf(repo_tokenizer, sizeof repo_tokenizer, "tokenizer.bin");
+    check_same_encoding(&tiny_src, repo_tokenizer, "llama-2-tiny-random.gguf");
+    path_in_work_dir(out_a, sizeof out_a, "tiny.q4.bin");
+    write_checkpoint(&tiny_src, out_a, TYPE_Q4, 32, 1);
+    free_source(&tiny_src);
+    Transformer t;
+    build_transformer(&t, out_a, 8, 1);
+    const float *logits = forward(&t, 1, 0);
+    int finite = 1;
+    for (int i = 0; i < t.config.vocab_size; i++) finite &= isfinite(logits[i]);
+    CHECK(finite && t.config.vocab_size == 32000 && t.config.dim == 8, "llama-2-tiny-random.gguf does not run as int4");
+    free_transformer(&t);
+}
+
 int main(int argc, char **argv) {
     const char *shared = argc > 1 ? argv[1] : "../shared";
     if (!mkdtemp(work_dir)) { perror("mkdtemp"); return 1; }
@@ -583,6 +699,7 @@ int main(int argc, char **argv) {
     test_q8_0();
     test_refusals();
     test_stories260K_reference(shared);
+    test_gguf_import(shared);
     char command[4200];
     snprintf(command, sizeof command, "rm -rf %s", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);
