@@ -10,7 +10,7 @@ EXACT = -ffp-contract=off
 TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation $(EXACT)
 SHARED ?= ../shared
 
-.PHONY: all run test debug clean reference
+.PHONY: all run test test-asan debug clean reference
 
 # the three programs: the product, the oracle, the converter
 all: runq reference export
@@ -61,6 +61,30 @@ build/oracle.o: test/oracle.c test/oracle.h run.c | build
 	$(CC) $(TEST_FLAGS) -c -o $@ test/oracle.c
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_model.c build/oracle.o -lm -lpthread
+
+# the whole suite again under AddressSanitizer, UndefinedBehaviorSanitizer and
+# LeakSanitizer, every program and test rebuilt so (the qemu suite aside: it
+# tests the cross build, not memory); .ci/run runs it after `make test`
+SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(EXACT)
+ASAN = build/asan
+ASAN_TESTS = $(ASAN)/test_quant $(ASAN)/test_pool $(ASAN)/test_tokenizer $(ASAN)/test_model $(ASAN)/test_gguf
+test-asan: $(ASAN)/runq $(ASAN)/run $(ASAN)/export $(ASAN_TESTS)
+	@BIN=$(ASAN) BUILD=$(ASAN) ARM=0 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 SHARED=$(SHARED) \
+		test/run_tests.sh
+$(ASAN)/runq: runq.c | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ runq.c -lm -lpthread
+$(ASAN)/run: run.c | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ run.c -lm
+$(ASAN)/export: export.c runq.c | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ export.c -lm -lpthread
+$(ASAN)/oracle.o: test/oracle.c test/oracle.h run.c | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -c -o $@ test/oracle.c
+$(ASAN)/test_model: test/test_model.c $(ASAN)/oracle.o export.c runq.c test/check.h | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_model.c $(ASAN)/oracle.o -lm -lpthread
+$(ASAN)/test_%: test/test_%.c export.c runq.c test/check.h | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ $< -lm -lpthread
+$(ASAN):
+	mkdir -p $(ASAN)
 
 # aarch64 (Raspberry Pi 4/5, RK3588) cross builds, which test/test_arm.sh runs
 # under qemu-aarch64: static, so qemu needs no ARM libraries; one binary picks

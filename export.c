@@ -916,12 +916,17 @@ static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab
     const Json *model = json_get(&root, "model");
     const Json *type = json_get(model, "type"), *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
     const Json *byte_fallback = json_get(model, "byte_fallback");
+    const char *refusal = NULL;
     if (!type || type->type != JSON_STRING || strcmp(type->string, "BPE") != 0)
-        return "model.type is not BPE: only SentencePiece-style BPE tokenizers are supported";
-    if (!byte_fallback || byte_fallback->type != JSON_TRUE)
-        return "model.byte_fallback is not true: byte-level BPE (Llama 3, GPT-2 style) is not supported yet";
-    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
-        return "model.vocab or model.merges is missing";
+        refusal = "model.type is not BPE: only SentencePiece-style BPE tokenizers are supported";
+    else if (!byte_fallback || byte_fallback->type != JSON_TRUE)
+        refusal = "model.byte_fallback is not true: byte-level BPE (Llama 3, GPT-2 style) is not supported yet";
+    else if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        refusal = "model.vocab or model.merges is missing";
+    if (refusal) {
+        json_free(&root);
+        return refusal;
+    }
 
     char **pieces = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
     size_t *lengths = xcalloc((size_t)vocab_size, sizeof(size_t), "tokenizer");

@@ -5,6 +5,7 @@ set -u
 SUITE=$1
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SHARED=${2:-../shared}
+BIN=${BIN:-.}            # where runq, run and export are (make test-asan points it at build/asan)
 M=$SHARED/models
 T=$(mktemp -d "/tmp/edge-$SUITE-XXXXXX")
 trap 'rm -rf "$T"' EXIT

@@ -24,8 +24,13 @@ count() {   # add the "N passed, N failed" of one suite's output
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
 }
 
-for suite in "build/test_quant" "build/test_pool" "build/test_tokenizer ." "build/test_model $SHARED" "build/test_gguf $SHARED" "test/test_cli.sh $SHARED" \
-             "test/test_arm.sh $SHARED"; do
+# BUILD: where the C tests are (make test-asan: build/asan); ARM=0 leaves out
+# the qemu suite (it tests cross builds, not this build)
+BUILD=${BUILD:-build}
+suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_tokenizer ." "$BUILD/test_model $SHARED"
+        "$BUILD/test_gguf $SHARED" "test/test_cli.sh $SHARED")
+[ "${ARM:-1}" = 1 ] && suites+=("test/test_arm.sh $SHARED")
+for suite in "${suites[@]}"; do
     echo "== $suite"
     out=$($suite 2>&1); status=$?
     echo "$out"

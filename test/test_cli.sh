@@ -19,108 +19,108 @@ expect_error() {
 # ---- golden outputs of llama2.c's run.c on the real stories260K
 if [ -f "$M/stories260K.bin" ]; then
     G=$M/golden
-    ./export -q --fp32 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.f32.bin"
-    ./export -q --int4 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.q4.bin"
+    "$BIN"/export -q --fp32 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.f32.bin"
+    "$BIN"/export -q --int4 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.q4.bin"
     for model in "$M/stories260K.bin -z $M/tok512.bin" "$T/s.f32.bin"; do
-        ./run $model -t 0 -n 200 >"$T/g1" 2>/dev/null;                           same "run golden t0" "$T/g1" "$G/stories260K.t0.n200.txt"
-        ./run $model -t 0 -n 200 -i "The cat" >"$T/g2" 2>/dev/null;              same "run golden the-cat" "$T/g2" "$G/stories260K.t0.n200.the-cat.txt"
-        ./run $model -t 1.0 -p 0.9 -s 42 -n 200 -i "Once upon a time" >"$T/g3" 2>/dev/null
+        "$BIN"/run $model -t 0 -n 200 >"$T/g1" 2>/dev/null;                           same "run golden t0" "$T/g1" "$G/stories260K.t0.n200.txt"
+        "$BIN"/run $model -t 0 -n 200 -i "The cat" >"$T/g2" 2>/dev/null;              same "run golden the-cat" "$T/g2" "$G/stories260K.t0.n200.the-cat.txt"
+        "$BIN"/run $model -t 1.0 -p 0.9 -s 42 -n 200 -i "Once upon a time" >"$T/g3" 2>/dev/null
         same "run golden seeded sampling" "$T/g3" "$G/stories260K.t1.p0.9.s42.n200.txt"
     done
     # runq: the same text whatever the thread count, the same sample for the same seed
-    for threads in 1 2 3 4; do ./runq "$T/s.q4.bin" -t 0 -n 200 -T $threads >"$T/q$threads" 2>/dev/null; done
+    for threads in 1 2 3 4; do "$BIN"/runq "$T/s.q4.bin" -t 0 -n 200 -T $threads >"$T/q$threads" 2>/dev/null; done
     same "runq -T1 vs -T2" "$T/q1" "$T/q2"; same "runq -T1 vs -T3" "$T/q1" "$T/q3"; same "runq -T1 vs -T4" "$T/q1" "$T/q4"
-    ./runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" >"$T/s1" 2>/dev/null; ./runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" -T 1 >"$T/s2" 2>/dev/null
+    "$BIN"/runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" >"$T/s1" 2>/dev/null; "$BIN"/runq "$T/s.q4.bin" -s 7 -n 100 -i "Once" -T 1 >"$T/s2" 2>/dev/null
     same "runq seeded sampling is reproducible" "$T/s1" "$T/s2"
     if grep -q "Once upon a time" "$T/q1"; then ok; else fail "runq int4 greedy text does not start like a story: $(head -c 80 "$T/q1")"; fi
     # a llama2.c checkpoint with a separate classifier (negative vocab_size): stories260K's
     # own embedding table appended as the classifier must give the golden text exactly
     { head -c 20 "$M/stories260K.bin"; printf '\x00\xfe\xff\xff'; tail -c +25 "$M/stories260K.bin"
       tail -c +29 "$M/stories260K.bin" | head -c $((512 * 64 * 4)); } >"$T/untied.bin"
-    ./run "$T/untied.bin" -z "$M/tok512.bin" -t 0 -n 200 >"$T/u1" 2>/dev/null; same "run: llama2.c file with a separate classifier" "$T/u1" "$G/stories260K.t0.n200.txt"
-    ./export -q --fp32 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.f32.bin"
-    ./run "$T/untied.f32.bin" -t 0 -n 200 >"$T/u2" 2>/dev/null; same "export of a separate classifier, fp32" "$T/u2" "$G/stories260K.t0.n200.txt"
-    ./export -q --int4 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.q4.bin"
-    ./runq "$T/untied.q4.bin" -t 0 -n 200 -T 1 >"$T/u3" 2>/dev/null; same "export of a separate classifier, int4" "$T/u3" "$T/q1"
-    expect_error "runq on a llama2.c file" "llama2.c .bin: convert it with ./export" ./runq "$M/stories260K.bin"
-    expect_error "tokenizer of another vocabulary" "vocabulary" ./runq "$T/s.q4.bin" -z tokenizer.bin
+    "$BIN"/run "$T/untied.bin" -z "$M/tok512.bin" -t 0 -n 200 >"$T/u1" 2>/dev/null; same "run: llama2.c file with a separate classifier" "$T/u1" "$G/stories260K.t0.n200.txt"
+    "$BIN"/export -q --fp32 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.f32.bin"
+    "$BIN"/run "$T/untied.f32.bin" -t 0 -n 200 >"$T/u2" 2>/dev/null; same "export of a separate classifier, fp32" "$T/u2" "$G/stories260K.t0.n200.txt"
+    "$BIN"/export -q --int4 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.q4.bin"
+    "$BIN"/runq "$T/untied.q4.bin" -t 0 -n 200 -T 1 >"$T/u3" 2>/dev/null; same "export of a separate classifier, int4" "$T/u3" "$T/q1"
+    expect_error "runq on a llama2.c file" "llama2.c .bin: convert it with ./export" "$BIN"/runq "$M/stories260K.bin"
+    expect_error "tokenizer of another vocabulary" "vocabulary" "$BIN"/runq "$T/s.q4.bin" -z tokenizer.bin
 else
     echo "SKIP: $M/stories260K.bin is absent: golden-output tests did not run"
 fi
 
 # ---- a small random model for everything else (no ../shared needed)
 SMALL="dim=64,ffn=100,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32"
-./export -q --random "$SMALL" -z tokenizer.bin "$T/r.q4.bin" || fail "export --random"
-./export -q --random "$SMALL" --fp32 -z tokenizer.bin "$T/r.f32.bin" || fail "export --random --fp32"
-if ./runq "$T/r.q4.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "runq on a random model"; fi
-if ./run "$T/r.f32.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "run on a random model"; fi
-for tool in ./run ./runq; do
-    if echo "" | $tool "$T/r.$([ $tool = ./run ] && echo f32 || echo q4).bin" -m chat -i "Hi" -n 32 >"$T/out" 2>"$T/err"; then ok; else fail "$tool -m chat"; fi
+"$BIN"/export -q --random "$SMALL" -z tokenizer.bin "$T/r.q4.bin" || fail "export --random"
+"$BIN"/export -q --random "$SMALL" --fp32 -z tokenizer.bin "$T/r.f32.bin" || fail "export --random --fp32"
+if "$BIN"/runq "$T/r.q4.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "runq on a random model"; fi
+if "$BIN"/run "$T/r.f32.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "run on a random model"; fi
+for tool in "$BIN/run" "$BIN/runq"; do
+    if echo "" | $tool "$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin" -m chat -i "Hi" -n 32 >"$T/out" 2>"$T/err"; then ok; else fail "$tool -m chat"; fi
 done
 
 # ---- bad input: the catalogue
 Q=$T/r.q4.bin
 size=$(stat -c %s "$Q")
-expect_error "missing model" "cannot open" ./runq "$T/nope.bin"
-expect_error "directory as model" "not a regular file" ./runq "$T"
-: >"$T/empty.bin"; expect_error "empty model" "empty" ./runq "$T/empty.bin"
-head -c 40 "$Q" >"$T/t1.bin";  expect_error "truncated in the header" "truncated" ./runq "$T/t1.bin"
-head -c 200 "$Q" >"$T/t2.bin"; expect_error "truncated in the tensor table" "truncated" ./runq "$T/t2.bin"
-head -c $((size / 2)) "$Q" >"$T/t3.bin"; expect_error "truncated in the data" "truncated|past the end" ./runq "$T/t3.bin"
-head -c $((size - 1)) "$Q" >"$T/t4.bin"; expect_error "one byte short" "truncated|past the end" ./runq "$T/t4.bin"
+expect_error "missing model" "cannot open" "$BIN"/runq "$T/nope.bin"
+expect_error "directory as model" "not a regular file" "$BIN"/runq "$T"
+: >"$T/empty.bin"; expect_error "empty model" "empty" "$BIN"/runq "$T/empty.bin"
+head -c 40 "$Q" >"$T/t1.bin";  expect_error "truncated in the header" "truncated" "$BIN"/runq "$T/t1.bin"
+head -c 200 "$Q" >"$T/t2.bin"; expect_error "truncated in the tensor table" "truncated" "$BIN"/runq "$T/t2.bin"
+head -c $((size / 2)) "$Q" >"$T/t3.bin"; expect_error "truncated in the data" "truncated|past the end" "$BIN"/runq "$T/t3.bin"
+head -c $((size - 1)) "$Q" >"$T/t4.bin"; expect_error "one byte short" "truncated|past the end" "$BIN"/runq "$T/t4.bin"
 head -c 4096 /dev/urandom >"$T/noise.bin"; printf 'XXXX' | dd of="$T/noise.bin" conv=notrunc status=none
-expect_error "foreign file" "not an Edge LLM checkpoint" ./runq "$T/noise.bin"
+expect_error "foreign file" "not an Edge LLM checkpoint" "$BIN"/runq "$T/noise.bin"
 patch() { cp "$Q" "$T/p.bin"; printf "$2" | dd of="$T/p.bin" bs=1 seek=$1 conv=notrunc status=none; }
-patch 4 '\x02\x00\x00\x00';  expect_error "future version" "version 2" ./runq "$T/p.bin"
-patch 8 '\xff\xff\xff\x7f';  expect_error "dim overflow" "out-of-range" ./runq "$T/p.bin"
-patch 24 '\x00\x00\x00\x00'; expect_error "zero vocabulary" "out-of-range" ./runq "$T/p.bin"
-patch 16 '\x03\x00\x00\x00'; expect_error "heads not a multiple of kv heads" "multiple" ./runq "$T/p.bin"
+patch 4 '\x02\x00\x00\x00';  expect_error "future version" "version 2" "$BIN"/runq "$T/p.bin"
+patch 8 '\xff\xff\xff\x7f';  expect_error "dim overflow" "out-of-range" "$BIN"/runq "$T/p.bin"
+patch 24 '\x00\x00\x00\x00'; expect_error "zero vocabulary" "out-of-range" "$BIN"/runq "$T/p.bin"
+patch 16 '\x03\x00\x00\x00'; expect_error "heads not a multiple of kv heads" "multiple" "$BIN"/runq "$T/p.bin"
 # tensor 0's offset (table at 128 = 64 + 2 layers * 4, padded; + name 64 + 4 * 4) pushed past the end of the file
-patch 208 '\x00\x00\x00\x00\x00\x00\x00\x10'; expect_error "tensor offset past EOF" "past the end|aligned" ./runq "$T/p.bin"
-patch 216 '\xff\xff\xff\xff\xff\xff\xff\xff'; expect_error "tensor size overflow" "claims" ./runq "$T/p.bin"
-./export -q --random "$SMALL" "$T/notok.bin" 2>/dev/null
-./export -q --random "$SMALL" --seed 1 -z tokenizer.bin "$T/tok.bin"
+patch 208 '\x00\x00\x00\x00\x00\x00\x00\x10'; expect_error "tensor offset past EOF" "past the end|aligned" "$BIN"/runq "$T/p.bin"
+patch 216 '\xff\xff\xff\xff\xff\xff\xff\xff'; expect_error "tensor size overflow" "claims" "$BIN"/runq "$T/p.bin"
+"$BIN"/export -q --random "$SMALL" "$T/notok.bin" 2>/dev/null
+"$BIN"/export -q --random "$SMALL" --seed 1 -z tokenizer.bin "$T/tok.bin"
 printf 'garbage' >"$T/bad-tokenizer.bin"
-expect_error "corrupt tokenizer" "tokenizer" ./runq "$Q" -z "$T/bad-tokenizer.bin"
-expect_error "missing tokenizer file" "cannot open" ./runq "$Q" -z "$T/none.bin"
+expect_error "corrupt tokenizer" "tokenizer" "$BIN"/runq "$Q" -z "$T/bad-tokenizer.bin"
+expect_error "missing tokenizer file" "cannot open" "$BIN"/runq "$Q" -z "$T/none.bin"
 long=$(printf 'word %.0s' $(seq 1 100))
-expect_error "prompt longer than the context" "prompt is [0-9]+ tokens" ./runq "$Q" -i "$long"
-expect_error "prompt longer than -n" "prompt is [0-9]+ tokens" ./runq "$Q" -i "one two three four" -n 3
-expect_error "-n beyond the context" "beyond the model's context" ./runq "$Q" -n 33
-expect_error "-n 0" "-n expects" ./runq "$Q" -n 0
-expect_error "-n negative" "-n expects" ./runq "$Q" -n -5
-expect_error "-n huge" "-n expects" ./runq "$Q" -n 99999999999999
-expect_error "-t not a number" "-t expects" ./runq "$Q" -t abc
-expect_error "-p above 1" "-p expects" ./runq "$Q" -p 2
-expect_error "-T 0" "-T expects" ./runq "$Q" -T 0
-expect_error "unknown mode" "unknown mode" ./runq "$Q" -m dance
-expect_error "flag without value" "needs a value" ./runq "$Q" -n
-expect_error "run: -n beyond the context" "beyond the model's context" ./run "$T/r.f32.bin" -n 33
-expect_error "run on an int4 file" "use ./runq" ./run "$Q"
-expect_error "runq on an fp32 file" "use ./run" ./runq "$T/r.f32.bin"
+expect_error "prompt longer than the context" "prompt is [0-9]+ tokens" "$BIN"/runq "$Q" -i "$long"
+expect_error "prompt longer than -n" "prompt is [0-9]+ tokens" "$BIN"/runq "$Q" -i "one two three four" -n 3
+expect_error "-n beyond the context" "beyond the model's context" "$BIN"/runq "$Q" -n 33
+expect_error "-n 0" "-n expects" "$BIN"/runq "$Q" -n 0
+expect_error "-n negative" "-n expects" "$BIN"/runq "$Q" -n -5
+expect_error "-n huge" "-n expects" "$BIN"/runq "$Q" -n 99999999999999
+expect_error "-t not a number" "-t expects" "$BIN"/runq "$Q" -t abc
+expect_error "-p above 1" "-p expects" "$BIN"/runq "$Q" -p 2
+expect_error "-T 0" "-T expects" "$BIN"/runq "$Q" -T 0
+expect_error "unknown mode" "unknown mode" "$BIN"/runq "$Q" -m dance
+expect_error "flag without value" "needs a value" "$BIN"/runq "$Q" -n
+expect_error "run: -n beyond the context" "beyond the model's context" "$BIN"/run "$T/r.f32.bin" -n 33
+expect_error "run on an int4 file" "use ./runq" "$BIN"/run "$Q"
+expect_error "runq on an fp32 file" "use ./run" "$BIN"/runq "$T/r.f32.bin"
 
 # ---- export: never overwrites its input, never leaves a half file
 cp "$T/r.f32.bin" "$T/in.bin"; before=$(sha256sum <"$T/in.bin")
-expect_error "export onto its own input" "never overwrites" ./export -q --int4 "$T/in.bin" "$T/in.bin"
+expect_error "export onto its own input" "never overwrites" "$BIN"/export -q --int4 "$T/in.bin" "$T/in.bin"
 [ "$(sha256sum <"$T/in.bin")" = "$before" ] && ok || fail "export changed its input"
-expect_error "export of a truncated llama2.c file" "truncated|not a llama2.c" ./export -q "$T/t4.bin" "$T/x.bin"
-expect_error "export: unknown shape" "unknown shape" ./export -q --random nosuchmodel "$T/x.bin"
-expect_error "export: HF dir without config.json" "config.json" ./export -q "$T" "$T/x.bin"
-expect_error "export: tokenizer of another vocabulary" "vocabulary" ./export -q --random "$SMALL" -z "$M/tok512.bin" "$T/x.bin"
-expect_error "export: unwritable output" "cannot create" ./export -q --random "$SMALL" "/proc/edge-llm-test/x.bin"
-expect_error "export: bad group size" "group-size" ./export -q --group-size 48 --random "$SMALL" "$T/x.bin"
+expect_error "export of a truncated llama2.c file" "truncated|not a llama2.c" "$BIN"/export -q "$T/t4.bin" "$T/x.bin"
+expect_error "export: unknown shape" "unknown shape" "$BIN"/export -q --random nosuchmodel "$T/x.bin"
+expect_error "export: HF dir without config.json" "config.json" "$BIN"/export -q "$T" "$T/x.bin"
+expect_error "export: tokenizer of another vocabulary" "vocabulary" "$BIN"/export -q --random "$SMALL" -z "$M/tok512.bin" "$T/x.bin"
+expect_error "export: unwritable output" "cannot create" "$BIN"/export -q --random "$SMALL" "/proc/edge-llm-test/x.bin"
+expect_error "export: bad group size" "group-size" "$BIN"/export -q --group-size 48 --random "$SMALL" "$T/x.bin"
 # GGUF input: truncated (in the metadata, in the tensor data), a future version, a foreign architecture
-./export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"
-head -c 3000 "$T/g.gguf" >"$T/g-meta.gguf"; expect_error "GGUF truncated in its metadata" "GGUF truncated" ./export -q "$T/g-meta.gguf" "$T/x.bin"
+"$BIN"/export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"
+head -c 3000 "$T/g.gguf" >"$T/g-meta.gguf"; expect_error "GGUF truncated in its metadata" "GGUF truncated" "$BIN"/export -q "$T/g-meta.gguf" "$T/x.bin"
 head -c $(( $(stat -c %s "$T/g.gguf") - 100 )) "$T/g.gguf" >"$T/g-data.gguf"
-expect_error "GGUF truncated in its tensor data" "past the end of the file" ./export -q "$T/g-data.gguf" "$T/x.bin"
+expect_error "GGUF truncated in its tensor data" "past the end of the file" "$BIN"/export -q "$T/g-data.gguf" "$T/x.bin"
 cp "$T/g.gguf" "$T/g-v9.gguf"; printf '\x09' | dd of="$T/g-v9.gguf" bs=1 seek=4 conv=notrunc status=none
-expect_error "GGUF of a future version" "GGUF version 9" ./export -q "$T/g-v9.gguf" "$T/x.bin"
+expect_error "GGUF of a future version" "GGUF version 9" "$BIN"/export -q "$T/g-v9.gguf" "$T/x.bin"
 sed 's/llama\.embedding_length/llamX.embedding_length/; 0,/general\.architecture\(.\{12\}\)llama/s//general.architecture\1gemma/' "$T/g.gguf" >"$T/g-arch.gguf"
-expect_error "GGUF of another architecture" "architecture is 'gemma'" ./export -q "$T/g-arch.gguf" "$T/x.bin"
+expect_error "GGUF of another architecture" "architecture is 'gemma'" "$BIN"/export -q "$T/g-arch.gguf" "$T/x.bin"
 [ ! -e "$T/x.bin" ] && ok || fail "a refused GGUF import left $T/x.bin"
 # a file-size limit stops the write half way: an error, and nothing under the final name or left behind
-(ulimit -f 64; ./export -q --random stories15M "$T/big.bin" >/dev/null 2>"$T/err"); status=$?
+(ulimit -f 64; "$BIN"/export -q --random stories15M "$T/big.bin" >/dev/null 2>"$T/err"); status=$?
 if [ $status -ne 0 ] && [ ! -e "$T/big.bin" ] && [ -z "$(ls "$T" | grep 'big.bin.tmp')" ]; then ok
 else fail "export under a file-size limit: status $status, leftovers: $(ls "$T" | grep big)"; fi
 grep -q "cannot write" "$T/err" && ok || fail "export under a file-size limit says: $(cat "$T/err")"

@@ -130,6 +130,8 @@ static void test_stories260K(const char *shared) {
     Source requant = { 0 };
     open_checkpoint_source(&requant, q4);
     export_to(&requant, "s260k.deq.bin", TYPE_F32, 0, deq, sizeof deq);
+    free_source(&src);
+    free_source(&requant);
 
     enum { N = 256 };
     int tokens[N];
@@ -198,10 +200,13 @@ static void test_random_shapes(void) {
             Source requant = { 0 };
             open_checkpoint_source(&requant, q4);
             export_to(&requant, "random.deq.bin", TYPE_F32, 0, deq, sizeof deq);
+            int vocab_size = src.header.vocab_size;
+            free_source(&src);
+            free_source(&requant);
             enum { N = 48 };
             int tokens[N];
             uint64_t state = i;
-            for (int p = 0; p < N; p++) tokens[p] = (int)(splitmix64(&state) % (uint64_t)src.header.vocab_size);
+            for (int p = 0; p < N; p++) tokens[p] = (int)(splitmix64(&state) % (uint64_t)vocab_size);
             Agreement a = compare_checkpoints(deq, q4, 3, tokens, N);
             // random weights give nearly flat logits, so top-1 is noise: judge by KL and logit error
             CHECK(a.mean_kl < 0.005 && a.relative_error < 0.05,
@@ -350,6 +355,8 @@ static void test_hf_import(const char *shared) {
         CHECK(hf.header.dim == 64 && hf.header.n_kv_heads == 4 && (hf.header.flags & FLAG_TIED_CLASSIFIER),
               "config.json read back wrong");
         export_to(&hf, "hf.f32.bin", TYPE_F32, 0, out, sizeof out);
+        free_source(&hf);
+        free_source(&legacy);
         Oracle *imported = oracle_open(out), *fresh = oracle_open(bin);
         double worst = 0;
         for (int pos = 0; pos < N; pos++) {

@@ -52,6 +52,11 @@ static int read_vectors(const char *path, Vector **out, char *tokenizer_json, si
     return count;
 }
 
+static void free_vectors(Vector *vectors, int n) {
+    for (int i = 0; i < n; i++) { free(vectors[i].text); free(vectors[i].ids); }
+    free(vectors);
+}
+
 static void print_ids(const char *label, const int *ids, int n) {
     fprintf(stderr, "  %s:", label);
     for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
@@ -83,6 +88,7 @@ static void check_vectors(Tokenizer *tok, const char *vectors_path, int skip_spe
         compared++;
     }
     printf("  %s: %d strings compared\n", vectors_path, compared);
+    free_vectors(vectors, n);
 }
 
 int main(int argc, char **argv) {
@@ -99,7 +105,7 @@ int main(int argc, char **argv) {
     llama2.bos_id = 1;
     llama2.eos_id = 2;
     free(data);
-    int hello[8], n_hello = encode(&llama2, "Hello, world!", 1, 0, hello);
+    int hello[sizeof "Hello, world!" + 3], n_hello = encode(&llama2, "Hello, world!", 1, 0, hello);   // encode needs strlen + 3
     int want_hello[] = { 1, 15043, 29892, 3186, 29991 };
     CHECK(n_hello == 5 && memcmp(hello, want_hello, sizeof want_hello) == 0, "Hello, world! -> [1, 15043, 29892, 3186, 29991]");
     snprintf(path, sizeof path, "%s/test/data/llama2.vectors", root);
@@ -117,7 +123,7 @@ int main(int argc, char **argv) {
     char json_path[4096], relative[1024];
     snprintf(path, sizeof path, "%s/test/data/mistral.vectors", root);
     Vector *unused;
-    read_vectors(path, &unused, relative, sizeof relative);
+    free_vectors(unused, read_vectors(path, &unused, relative, sizeof relative));
     snprintf(json_path, sizeof json_path, "%s/tools/js/%s", root, relative);
     if (access(json_path, R_OK) != 0) {
         SKIP("%s is absent (run: npm ci --prefix tools/js): Mistral tokenizer.json import not tested", json_path);
