@@ -624,6 +624,18 @@ TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const in
                             _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
 }
 
+// The same for eight blocks still packed: unpacked as they are used.
+TARGET_AVX2 static inline __m256i dot_8_packed_blocks_avx2(const uint8_t *nibbles, const int8_t *x) {
+#define PAIRS(i) _mm256_maddubs_epi16(unpack_q4_avx2(nibbles + (i) * (Q_BLOCK / 2)), \
+                                      _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
+    __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
+    __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
+#undef PAIRS
+    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
+}
+
 TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -672,8 +684,17 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void q4_tile_avx2(
         __m256i q[2][8] __attribute__((aligned(32)));
         __m256 w_scales[2];
         for (int r = 0; r < ROWS; r++) {
-            for (int i = 0; i < 8; i++) q[r][i] = unpack_q4_avx2(nibbles[r] + (b + i) * (Q_BLOCK / 2));
+            if (!(TILE == 1 && ROWS == 1))
+                for (int i = 0; i < 8; i++) q[r][i] = unpack_q4_avx2(nibbles[r] + (b + i) * (Q_BLOCK / 2));
             w_scales[r] = weight_scales_avx2(scales[r], b, blocks_per_group);
+        }
+        if (TILE == 1 && ROWS == 1) {   // decoding: nothing to share, so unpack straight into the dot products
+            const int8_t *xv = x->values + (size_t)token * x->stride + b * Q_BLOCK;
+            __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(x->sums + (size_t)token * x_blocks + b)), 3);
+            __m256i isum = _mm256_sub_epi32(dot_8_packed_blocks_avx2(nibbles[0] + b * (Q_BLOCK / 2), xv), offset);
+            __m256 scale = _mm256_mul_ps(w_scales[0], _mm256_loadu_ps(x->scales + (size_t)token * x_blocks + b));
+            acc[0][0] = _mm256_add_ps(acc[0][0], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+            continue;
         }
         for (int t = 0; t < TILE; t++) {
             size_t tok = (size_t)(token + t);
