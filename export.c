@@ -3,6 +3,7 @@ export.c — turns a model into an Edge LLM checkpoint (the format runq.c docume
 
     export --int4 [-z tokenizer.bin] stories15M.bin model.q4.bin     llama2.c legacy .bin
     export --fp32 path/to/hf-model-dir model.f32.bin                  Hugging Face directory
+    export --int4 model.Q4_0.gguf model.q4.bin                        a llama.cpp GGUF file
     export --random tinyllama-1.1b model.q4.bin                       seeded random weights of a real shape
     export --gguf-q4_0 model.q4.bin model.gguf                        GGUF for llama.cpp: runq's very weights
 
@@ -15,7 +16,8 @@ It includes runq.c for the format's structs, fp16 conversion, the int4
 quantizer and the tokenizer parser, so the format is defined in one place.
 
 Reading order: JSON -> the export plan -> sources (llama2.c, Edge LLM, Hugging
-Face, random) -> tokenizers -> writing the checkpoint -> writing GGUF -> command line
+Face, random) -> tokenizers -> writing the checkpoint -> writing GGUF ->
+reading GGUF (a source too) -> command line
 */
 
 #define PROGRAM_NAME "export"
