@@ -614,14 +614,18 @@ TARGET_AVX2 static inline __m256i dot_block_avx2(__m256i q, const int8_t *x) {
 // products, at most 16 * 15 * 127 = 30480: no overflow), with each block's
 // low-half sum in the low 128 bits and its high-half sum in the high 128 bits;
 // widening both halves and adding gives the eight block sums.
+TARGET_AVX2 static inline __m256i fold_8_blocks_avx2(__m256i b0123, __m256i b4567) {
+    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
+}
+
 TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const int8_t *x) {
 #define PAIRS(i) _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
     __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
     __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
 #undef PAIRS
-    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
-    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
+    return fold_8_blocks_avx2(b0123, b4567);
 }
 
 // The same for eight blocks still packed: unpacked as they are used.
@@ -631,9 +635,7 @@ TARGET_AVX2 static inline __m256i dot_8_packed_blocks_avx2(const uint8_t *nibble
     __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
     __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
 #undef PAIRS
-    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
-    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
+    return fold_8_blocks_avx2(b0123, b4567);
 }
 
 TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
