@@ -1292,6 +1292,7 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
 // pair RoPE order its "llama" architecture rotates (llama2.c's and Meta's order).
 
 #define GGUF_MAGIC "GGUF"
+#define GGUF_MAGIC_U32 0x46554747u   // the same four bytes read as a little-endian u32
 #define GGUF_VERSION 3
 #define GGUF_ALIGNMENT 32
 
@@ -1919,7 +1920,7 @@ static void open_gguf(Source *src, const char *path) {
     GgufModel *m = xcalloc(1, sizeof *m, "model");
     m->data = map_file(path, &m->size);
     GgufCursor c = { m->data, m->size, 0, path };
-    if (gguf_read_uint(&c, 4, "the magic") != 0x46554747u) die("%s: not a GGUF file", path);
+    if (gguf_read_uint(&c, 4, "the magic") != GGUF_MAGIC_U32) die("%s: not a GGUF file", path);
     uint32_t version = (uint32_t)gguf_read_uint(&c, 4, "the version");
     if (version != 2 && version != 3) die("%s: GGUF version %u; export reads versions 2 and 3", path, version);
     uint64_t n_tensors = gguf_read_uint(&c, 8, "the tensor count"), n_keys = gguf_read_uint(&c, 8, "the key count");
@@ -2072,9 +2073,12 @@ int main(int argc, char **argv) {
     if (random_shape) open_random(&src, random_shape, seed);
     else if (stat(paths[0], &st) != 0) die("cannot open %s: %s", paths[0], strerror(errno));
     else if (S_ISDIR(st.st_mode)) open_hf(&src, paths[0]);
-    else if (file_magic(paths[0]) == CHECKPOINT_MAGIC) open_checkpoint_source(&src, paths[0]);
-    else if (file_magic(paths[0]) == 0x46554747u) open_gguf(&src, paths[0]);   // "GGUF"
-    else open_legacy(&src, paths[0]);
+    else {
+        uint32_t magic = file_magic(paths[0]);
+        if (magic == CHECKPOINT_MAGIC) open_checkpoint_source(&src, paths[0]);
+        else if (magic == GGUF_MAGIC_U32) open_gguf(&src, paths[0]);
+        else open_legacy(&src, paths[0]);
+    }
 
     if (tokenizer_path) {
         free(src.tokenizer);
