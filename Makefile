@@ -46,7 +46,7 @@ $(DEMO_MODEL): export tokenizer.bin | build
 	./export -q --random stories15M --seed 42 -z tokenizer.bin $@
 
 # every test; .ci/run calls exactly this
-test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf
+test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf build/ppl build/test_lora build/train build/test_train build/test_bpe
 	@SHARED=$(SHARED) test/run_tests.sh
 
 build/test_quant: test/test_quant.c export.c runq.c test/check.h | build
@@ -57,6 +57,10 @@ build/test_pool: test/test_pool.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_pool.c -lm -lpthread
 build/test_gguf: test/test_gguf.c export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_gguf.c -lm -lpthread
+build/test_bpe: test/test_bpe.c tools/bpe.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_bpe.c -lm -lpthread
+build/test_lora: test/test_lora.c export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_lora.c -lm -lpthread
 build/oracle.o: test/oracle.c test/oracle.h run.c | build
 	$(CC) $(TEST_FLAGS) -c -o $@ test/oracle.c
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
@@ -67,8 +71,8 @@ build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h 
 # tests the cross build, not memory); .ci/run runs it after `make test`
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(EXACT)
 ASAN = build/asan
-ASAN_TESTS = $(ASAN)/test_quant $(ASAN)/test_pool $(ASAN)/test_tokenizer $(ASAN)/test_model $(ASAN)/test_gguf
-test-asan: $(ASAN)/runq $(ASAN)/run $(ASAN)/export $(ASAN_TESTS)
+ASAN_TESTS = $(ASAN)/test_quant $(ASAN)/test_pool $(ASAN)/test_tokenizer $(ASAN)/test_model $(ASAN)/test_gguf $(ASAN)/test_lora $(ASAN)/test_bpe
+test-asan: $(ASAN)/runq $(ASAN)/run $(ASAN)/export $(ASAN_TESTS) $(ASAN)/ppl $(ASAN)/train $(ASAN)/test_train
 	@BIN=$(ASAN) BUILD=$(ASAN) ARM=0 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 SHARED=$(SHARED) \
 		test/run_tests.sh
 $(ASAN)/runq: runq.c | $(ASAN)
@@ -81,6 +85,14 @@ $(ASAN)/oracle.o: test/oracle.c test/oracle.h run.c | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -c -o $@ test/oracle.c
 $(ASAN)/test_model: test/test_model.c $(ASAN)/oracle.o export.c runq.c test/check.h | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_model.c $(ASAN)/oracle.o -lm -lpthread
+$(ASAN)/train: tools/train.c tools/bpe.c export.c runq.c | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ tools/train.c -lm -lpthread
+$(ASAN)/test_train: test/test_train.c tools/train.c tools/bpe.c $(ASAN)/oracle.o export.c runq.c test/check.h | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_train.c $(ASAN)/oracle.o -lm -lpthread
+$(ASAN)/ppl: tools/ppl.c $(ASAN)/oracle.o runq.c test/oracle.h | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ tools/ppl.c $(ASAN)/oracle.o -lm -lpthread
+$(ASAN)/test_bpe: test/test_bpe.c tools/bpe.c runq.c test/check.h | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_bpe.c -lm -lpthread
 $(ASAN)/test_%: test/test_%.c export.c runq.c test/check.h | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ $< -lm -lpthread
 $(ASAN):
@@ -107,6 +119,24 @@ build/bandwidth: tools/bandwidth.c | build
 	$(CC) -O3 -Wall -Wextra -o $@ tools/bandwidth.c -lpthread
 build/tokens: tools/tokens.c runq.c | build
 	$(CC) $(CFLAGS) $(EXACT) -o $@ tools/tokens.c -lm -lpthread
+
+# the trainer (tools/train.c: includes export.c and runq.c). A tool built for
+# the machine it runs on: -march=native lets its vector loops use the whole
+# vector unit; training needs no bit-exactness across machines.
+.PHONY: train
+train: build/train
+build/train: tools/train.c tools/bpe.c export.c runq.c | build
+	$(CC) -O3 -march=native -Wall -Wextra -o $@ tools/train.c -lm -lpthread
+# its tests run the math in double (finite-difference gradient checks)
+build/test_train: test/test_train.c tools/train.c tools/bpe.c build/oracle.o export.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/test_train.c build/oracle.o -lm -lpthread
+
+# quality: perplexity, and KL divergence against the fp32 model (tools/ppl.c
+# includes runq.c and links run.c through test/oracle.c)
+.PHONY: ppl
+ppl: build/ppl
+build/ppl: tools/ppl.c build/oracle.o runq.c test/oracle.h | build
+	$(CC) $(CFLAGS) $(EXACT) -o $@ tools/ppl.c build/oracle.o -lm -lpthread
 
 build:
 	mkdir -p build

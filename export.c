@@ -16,11 +16,13 @@ It includes runq.c for the format's structs, fp16 conversion, the int4
 quantizer and the tokenizer parser, so the format is defined in one place.
 
 Reading order: JSON -> the export plan -> sources (llama2.c, Edge LLM, Hugging
-Face, random) -> tokenizers -> writing the checkpoint -> writing GGUF ->
-reading GGUF (a source too) -> command line
+Face, random; a LoRA adapter merged into any source) -> tokenizers -> writing
+the checkpoint -> writing GGUF -> reading GGUF (a source too) -> command line
 */
 
+#ifndef PROGRAM_NAME
 #define PROGRAM_NAME "export"
+#endif
 #ifndef TESTING
 #define TESTING          // runq.c without its main
 #define EXPORT_MAIN
@@ -431,6 +433,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
     h->flags = c->tied_classifier ? FLAG_TIED_CLASSIFIER : 0;
     h->bos_id = c->bos_id;
     h->eos_id = c->eos_id;
+    h->chat_template = c->chat_template;
     src->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn table");
     memcpy(src->ffn_dim, c->ffn_dim, sizeof(int) * (size_t)c->n_layers);
     if (model->weights.tokenizer_blob) {
@@ -633,7 +636,8 @@ static void hf_load_weights(Source *src, HfModel *m, const char *dir) {
     free(index);
 }
 
-static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size);
+static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size);
+static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int need_eos);
 
 static void hf_check_tensor(const Source *src, const PlannedTensor *t);
 
@@ -671,6 +675,8 @@ static void open_hf(Source *src, const char *dir) {
     h->norm_eps = (float)json_real(&config, "rms_norm_eps", 1e-6, config_path);
     h->bos_id = (int32_t)json_int(&config, "bos_token_id", 1, config_path);
     h->eos_id = (int32_t)json_int(&config, "eos_token_id", 2, config_path);
+    const Json *bos = json_get(&config, "bos_token_id"), *eos = json_get(&config, "eos_token_id");
+    int ids_given = (bos && bos->type != JSON_NULL) + 2 * (eos && eos->type != JSON_NULL);   // bit 0 BOS, bit 1 EOS
     const Json *tie = json_get(&config, "tie_word_embeddings");
     h->flags = tie && tie->type == JSON_TRUE ? FLAG_TIED_CLASSIFIER : 0;
     int ffn = (int)json_int(&config, "intermediate_size", -1, config_path);
@@ -692,10 +698,10 @@ static void open_hf(Source *src, const char *dir) {
 
     char *tokenizer_json = path_join(dir, "tokenizer.json");
     if (file_exists(tokenizer_json)) {
-        const char *error = sentencepiece_tokenizer_from_json(tokenizer_json, h->vocab_size, &src->tokenizer,
-                                                              &src->tokenizer_size);
+        const char *error = tokenizer_from_json(tokenizer_json, h->vocab_size, &src->tokenizer, &src->tokenizer_size);
         if (error) die("%s: %s", tokenizer_json, error);
         source_add_input(src, tokenizer_json);
+        hf_tokenizer_config(src, dir, !(ids_given & 1), !(ids_given & 2));
     }
     free(tokenizer_json);
 }
@@ -833,7 +839,309 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
 }
 
 // ----------------------------------------------------------------------------
-// Tokenizers, all turned into llama2.c's tokenizer.bin layout
+// Source: a LoRA adapter merged into another source (export --lora DIR)
+//
+// A PEFT adapter directory holds adapter_config.json (r, lora_alpha,
+// target_modules, use_rslora) and adapter_model.safetensors with, for each
+// adapted projection of a decoder layer,
+//   base_model.model.model.layers.{L}.{self_attn|mlp}.{module}.lora_A.weight   (r, in)
+//   base_model.model.model.layers.{L}.{self_attn|mlp}.{module}.lora_B.weight   (out, r)
+// The merged weight is W + scale * B A, scale = lora_alpha / r (lora_alpha /
+// sqrt(r) with use_rslora), added to the wrapped source's rows as they are
+// read, so any output (int4, fp32, GGUF) gets the merged weights.
+// Adapters are in Hugging Face's layout: B's rows for q_proj and k_proj are in
+// rotate-half order and are permuted exactly as the HF source permutes Wq and
+// Wk. So an adapter trained on an HF model merges into our export of that
+// model, and an adapter our trainer writes is one PEFT can load.
+// Everything is checked when the adapter is opened, before a byte is written.
+
+static const struct { const char *module, *parent, *field; int kind; } lora_targets[] = {
+    { "q_proj", "self_attn", "wq", K_WQ }, { "k_proj", "self_attn", "wk", K_WK },
+    { "v_proj", "self_attn", "wv", K_WV }, { "o_proj", "self_attn", "wo", K_WO },
+    { "gate_proj", "mlp", "w1", K_W1 }, { "down_proj", "mlp", "w2", K_W2 }, { "up_proj", "mlp", "w3", K_W3 },
+};
+#define N_LORA_TARGETS ((int)(sizeof lora_targets / sizeof lora_targets[0]))
+#define LORA_KINDS (K_W3 + 1)   // deltas are indexed by layer * LORA_KINDS + kind
+
+typedef struct {
+    int rank, rslora;
+    double alpha, scale;         // scale = alpha / r, or alpha / sqrt(r) with rslora
+    int listed[N_LORA_TARGETS];   // named in target_modules
+} LoraConfig;
+
+typedef struct {
+    int64_t outputs, inputs;  // the matrix it adds to: (rows, cols)
+    float *a;                 // (rank, inputs): lora_A
+    float *scaled_b;          // (outputs, rank): scale * lora_B, rows in our interleaved RoPE order
+} LoraDelta;
+
+typedef struct {
+    Source base;              // the wrapped source (its header, FFN table and tokenizer are borrowed from src)
+    int rank;
+    LoraDelta *deltas;        // (n_layers * LORA_KINDS); a == NULL where nothing is merged
+    char description[200];
+} LoraSource;
+
+static int lora_target_by_module(const char *module) {
+    for (int i = 0; i < N_LORA_TARGETS; i++) if (strcmp(lora_targets[i].module, module) == 0) return i;
+    return -1;
+}
+
+// A boolean key: absent or null counts as false
+static int json_flag(const Json *object, const char *key, const char *path) {
+    const Json *v = json_get(object, key);
+    if (!v || v->type == JSON_NULL || v->type == JSON_FALSE) return 0;
+    if (v->type != JSON_TRUE) die("%s: '%s' should be true or false", path, key);
+    return 1;
+}
+
+static int json_is_empty(const Json *v) {
+    return !v || v->type == JSON_NULL || ((v->type == JSON_OBJECT || v->type == JSON_ARRAY) && v->count == 0);
+}
+
+// adapter_config.json; refuses what a plain W += scale * B A merge would get wrong
+static LoraConfig lora_read_config(Source *src, const char *dir) {
+    char *path = path_join(dir, "adapter_config.json");
+    if (!file_exists(path)) die("%s: no adapter_config.json (is this a PEFT LoRA adapter directory?)", dir);
+    Json config = json_read_file(path);
+    source_add_input(src, path);
+    const Json *peft_type = json_get(&config, "peft_type");
+    if (!peft_type || peft_type->type != JSON_STRING || strcmp(peft_type->string, "LORA") != 0)
+        die("%s: peft_type is %s; export merges \"LORA\" adapters", path,
+            peft_type && peft_type->type == JSON_STRING ? peft_type->string : "missing");
+    LoraConfig c = { 0 };
+    int64_t rank = json_int(&config, "r", -1, path);
+    if (rank <= 0 || rank > 1 << 16) die("%s: r is %lld; it should be a positive rank", path, (long long)rank);
+    c.rank = (int)rank;
+    c.alpha = json_real(&config, "lora_alpha", NAN, path);
+    if (!isfinite(c.alpha)) die("%s: lora_alpha is missing (or not a finite number)", path);
+    if (json_flag(&config, "use_dora", path))
+        die("%s: use_dora is true: DoRA rescales every column of the merged weight, which export does not do", path);
+    if (json_flag(&config, "fan_in_fan_out", path))
+        die("%s: fan_in_fan_out is true (GPT-2's transposed Conv1D layout); a Llama adapter has it false", path);
+    if (json_flag(&config, "lora_bias", path)) die("%s: lora_bias is true: export merges adapters without biases", path);
+    const Json *bias = json_get(&config, "bias");
+    if (bias && bias->type != JSON_NULL && (bias->type != JSON_STRING || strcmp(bias->string, "none") != 0))
+        die("%s: bias is %s: Llama's projections have no biases, so export merges only bias \"none\" adapters", path,
+            bias->type == JSON_STRING ? bias->string : "not a string");
+    if (!json_is_empty(json_get(&config, "rank_pattern")) || !json_is_empty(json_get(&config, "alpha_pattern")))
+        die("%s: rank_pattern or alpha_pattern is set: export merges adapters with one r and one lora_alpha", path);
+    if (!json_is_empty(json_get(&config, "modules_to_save")))
+        die("%s: modules_to_save is set: export merges LoRA matrices, not fully trained modules", path);
+    const Json *targets = json_get(&config, "target_modules");
+    if (!targets || targets->type != JSON_ARRAY)
+        die("%s: target_modules should be a list of module names such as [\"q_proj\", \"v_proj\"]", path);
+    for (int i = 0; i < targets->count; i++) {
+        const Json *name = &targets->items[i];
+        int target = name->type == JSON_STRING ? lora_target_by_module(name->string) : -1;
+        if (target < 0)
+            die("%s: target module %s is not one export merges (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)",
+                path, name->type == JSON_STRING ? name->string : "(not a string)");
+        c.listed[target] = 1;
+    }
+    c.rslora = json_flag(&config, "use_rslora", path);
+    c.scale = c.rslora ? c.alpha / sqrt((double)c.rank) : c.alpha / c.rank;
+    json_free(&config);
+    free(path);
+    return c;
+}
+
+// base_model.model.model.layers.{L}.{parent}.{module}.lora_{A|B}.weight ->
+// layer, target and which; 0 for any other name
+static int lora_parse_name(const char *name, int *layer, int *target, int *is_b) {
+    const char *prefix = "base_model.model.model.layers.";
+    size_t length = strlen(prefix);
+    if (strncmp(name, prefix, length) != 0 || !isdigit((unsigned char)name[length])) return 0;
+    char *rest;
+    long number = strtol(name + length, &rest, 10);
+    for (int i = 0; i < N_LORA_TARGETS; i++)
+        for (int b = 0; b < 2; b++) {
+            char expected[64];
+            snprintf(expected, sizeof expected, ".%s.%s.lora_%c.weight", lora_targets[i].parent, lora_targets[i].module,
+                     b ? 'B' : 'A');
+            if (strcmp(rest, expected) != 0) continue;
+            *layer = number > INT_MAX ? INT_MAX : (int)number;
+            *target = i;
+            *is_b = b;
+            return 1;
+        }
+    return 0;
+}
+
+// The (rows, cols) make_plan gives a layer's matrix: (outputs, inputs)
+static void lora_model_shape(const Source *src, int kind, int layer, int64_t *outputs, int64_t *inputs) {
+    const FileHeader *h = &src->header;
+    int64_t dim = h->dim, ffn = src->ffn_dim[layer];
+    int64_t q_dim = (int64_t)h->n_heads * h->head_dim, kv_dim = (int64_t)h->n_kv_heads * h->head_dim;
+    *inputs = kind == K_WO ? q_dim : kind == K_W2 ? ffn : dim;
+    *outputs = kind == K_WQ ? q_dim : kind == K_WK || kind == K_WV ? kv_dim : kind == K_WO || kind == K_W2 ? dim : ffn;
+}
+
+// lora_A and lora_B of one projection: both there, readable, of the config's
+// rank, and shaped to the model's matrix
+static void lora_check_pair(const Source *src, const LoraConfig *config, const char *path, int layer, int target,
+                            const SafeTensor *a, const SafeTensor *b) {
+    const char *module = lora_targets[target].module, *field = lora_targets[target].field;
+    if (!a || !b) die("%s: layer %d %s: lora_%c is there but lora_%c is missing", path, layer, module, a ? 'A' : 'B', a ? 'B' : 'A');
+    const SafeTensor *pair[] = { a, b };
+    for (int i = 0; i < 2; i++) {
+        if (pair[i]->dtype == -1) die("%s: tensor %s has a dtype other than F32, F16 or BF16", path, pair[i]->name);
+        if (pair[i]->dtype == -2) die("%s: tensor %s has more than 2 dimensions", path, pair[i]->name);
+    }
+    int64_t outputs, inputs;
+    lora_model_shape(src, lora_targets[target].kind, layer, &outputs, &inputs);
+    if (a->rows != b->cols)
+        die("%s: layer %d %s: lora_A is %lldx%lld (rank %lld) but lora_B is %lldx%lld (rank %lld)", path, layer, module,
+            (long long)a->rows, (long long)a->cols, (long long)a->rows, (long long)b->rows, (long long)b->cols,
+            (long long)b->cols);
+    if (a->rows != config->rank)
+        die("%s: layer %d %s: lora_A and lora_B have rank %lld but adapter_config.json says r = %d", path, layer, module,
+            (long long)a->rows, config->rank);
+    if (a->cols != inputs)
+        die("%s: layer %d %s: lora_A is %lldx%lld but the model's %s takes %lld inputs", path, layer, module,
+            (long long)a->rows, (long long)a->cols, field, (long long)inputs);
+    if (b->rows != outputs)
+        die("%s: layer %d %s: lora_B is %lldx%lld but the model's %s has %lld outputs", path, layer, module,
+            (long long)b->rows, (long long)b->cols, field, (long long)outputs);
+}
+
+static float safetensor_value(const SafeTensor *st, size_t index) {
+    float f;
+    uint16_t half;
+    if (st->dtype == TYPE_F32) { memcpy(&f, st->data + 4 * index, 4); return f; }
+    memcpy(&half, st->data + 2 * index, 2);
+    return st->dtype == TYPE_F16 ? fp16_to_fp32(half) : bf16_to_fp32(half);
+}
+
+// A lora matrix as floats times scale; with head_dim > 0 (q_proj, k_proj's
+// lora_B) row r is the file's row hf_source_row(r): rotate-half to interleaved.
+static float *lora_floats(const SafeTensor *st, float scale, int head_dim, const char *path) {
+    float *out = xcalloc((size_t)(st->rows * st->cols), sizeof(float), "adapter matrix");
+    for (int64_t r = 0; r < st->rows; r++) {
+        int64_t row = head_dim > 0 ? hf_source_row(r, head_dim) : r;
+        for (int64_t c = 0; c < st->cols; c++) {
+            float value = safetensor_value(st, (size_t)(row * st->cols + c));
+            if (!isfinite(value)) die("%s: tensor %s has a non-finite value in row %lld", path, st->name, (long long)row);
+            out[r * st->cols + c] = scale * value;
+        }
+    }
+    return out;
+}
+
+static const LoraDelta *lora_delta(const LoraSource *l, const PlannedTensor *t) {
+    if (t->layer < 0 || t->kind > K_W3) return NULL;
+    const LoraDelta *d = &l->deltas[(size_t)t->layer * LORA_KINDS + t->kind];
+    return d->a ? d : NULL;
+}
+
+// The base's rows, plus scale * B A for rows [begin, end)
+static void lora_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    LoraSource *l = src->impl;
+    l->base.read_rows(&l->base, t, begin, end, out);
+    const LoraDelta *d = lora_delta(l, t);
+    if (!d) return;
+    size_t cols = t->entry.cols;
+    for (int r = begin; r < end; r++) {
+        float *row = out + (size_t)(r - begin) * cols;
+        for (int k = 0; k < l->rank; k++) {
+            float coefficient = d->scaled_b[(size_t)r * l->rank + k];
+            const float *a_row = d->a + (size_t)k * cols;
+            for (size_t c = 0; c < cols; c++) row[c] += coefficient * a_row[c];
+        }
+    }
+}
+
+// Merged tensors are quantized afresh; the others are copied as the base holds them.
+static int lora_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
+                             uint8_t *nibbles, uint16_t *scales) {
+    LoraSource *l = src->impl;
+    if (lora_delta(l, t) || !l->base.read_q4_rows) return 0;
+    return l->base.read_q4_rows(&l->base, t, group_size, begin, end, nibbles, scales);
+}
+
+static void lora_check_tensor(const Source *src, const PlannedTensor *t) {
+    const LoraSource *l = src->impl;
+    if (l->base.check_tensor) l->base.check_tensor(&l->base, t);
+    const LoraDelta *d = lora_delta(l, t);
+    if (d && (d->outputs != t->entry.rows || d->inputs != t->entry.cols))
+        die("tensor %s is (%u, %u) but its LoRA delta is (%lld, %lld)", t->entry.name, t->entry.rows, t->entry.cols,
+            (long long)d->outputs, (long long)d->inputs);
+}
+
+static void lora_close(Source *src) {
+    LoraSource *l = src->impl;
+    if (l->base.close) l->base.close(&l->base);
+    for (int i = 0; i < src->header.n_layers * LORA_KINDS; i++) {
+        free(l->deltas[i].a);
+        free(l->deltas[i].scaled_b);
+    }
+    free(l->deltas);
+    free(l);
+}
+
+// Reads and checks the adapter in dir, then wraps src so that its rows come out merged.
+static void open_lora(Source *src, const char *dir) {
+    LoraConfig config = lora_read_config(src, dir);
+    char *path = path_join(dir, "adapter_model.safetensors");
+    if (!file_exists(path))
+        die("%s: no adapter_model.safetensors (export reads adapters in that form, not adapter_model.bin)", dir);
+    HfModel *file = xcalloc(1, sizeof *file, "adapter");
+    load_safetensors(file, path);
+    source_add_input(src, path);
+
+    // each tensor to its (layer, target, A or B) slot
+    int n_layers = src->header.n_layers;
+    const SafeTensor **slots = xcalloc((size_t)n_layers * N_LORA_TARGETS * 2, sizeof *slots, "adapter table");
+    for (int i = 0; i < file->count; i++) {
+        const SafeTensor *st = &file->tensors[i];
+        int layer, target, is_b;
+        if (!lora_parse_name(st->name, &layer, &target, &is_b))
+            die("%s: tensor %s is not a LoRA matrix export merges (lora_A or lora_B of a decoder layer's q_proj k_proj "
+                "v_proj o_proj gate_proj up_proj down_proj)", path, st->name);
+        if (layer >= n_layers)
+            die("%s: layer %d %s: the model has %d layers (0 to %d)", path, layer, lora_targets[target].module, n_layers,
+                n_layers - 1);
+        if (!config.listed[target])
+            die("%s: tensor %s adapts %s, which target_modules does not list", path, st->name, lora_targets[target].module);
+        slots[((size_t)layer * N_LORA_TARGETS + target) * 2 + is_b] = st;
+    }
+
+    LoraSource *l = xcalloc(1, sizeof *l, "adapter");
+    l->base = *src;
+    l->rank = config.rank;
+    l->deltas = xcalloc((size_t)n_layers * LORA_KINDS, sizeof(LoraDelta), "adapter table");
+    int merged = 0;
+    for (int layer = 0; layer < n_layers; layer++)
+        for (int target = 0; target < N_LORA_TARGETS; target++) {
+            const SafeTensor *a = slots[((size_t)layer * N_LORA_TARGETS + target) * 2];
+            const SafeTensor *b = slots[((size_t)layer * N_LORA_TARGETS + target) * 2 + 1];
+            if (!a && !b) continue;
+            lora_check_pair(src, &config, path, layer, target, a, b);
+            int kind = lora_targets[target].kind, rotary = kind == K_WQ || kind == K_WK;
+            LoraDelta *d = &l->deltas[(size_t)layer * LORA_KINDS + kind];
+            lora_model_shape(src, kind, layer, &d->outputs, &d->inputs);
+            d->a = lora_floats(a, 1.0f, 0, path);
+            d->scaled_b = lora_floats(b, (float)config.scale, rotary ? src->header.head_dim : 0, path);
+            merged++;
+        }
+    if (merged == 0) die("%s: holds no LoRA matrices", path);
+    free(slots);
+    hf_close(&(Source){ .impl = file });   // the matrices are copied: unmap the file
+    free(path);
+
+    snprintf(l->description, sizeof l->description, "%s + LoRA r %d alpha %g%s, %d tensors merged", src->description,
+             config.rank, config.alpha, config.rslora ? " rslora" : "", merged);
+    src->impl = l;
+    src->read_rows = lora_read_rows;
+    src->read_q4_rows = lora_read_q4_rows;
+    src->check_tensor = lora_check_tensor;
+    src->close = lora_close;
+    src->description = l->description;
+}
+
+// ----------------------------------------------------------------------------
+// Tokenizers, all turned into llama2.c's tokenizer.bin layout (a byte-level
+// one after its "BBPE" prefix: see runq.c)
 
 typedef struct {
     uint8_t *data;
@@ -850,6 +1158,17 @@ static void buffer_put(Buffer *b, const void *bytes, size_t n) {
     b->size += n;
 }
 
+// The kind's prefix (none for SentencePiece) and room for max_token_length.
+static void tokenizer_start(Buffer *b, int kind) {
+    if (kind == TOKENIZER_BYTE_LEVEL) {
+        uint32_t rule = SPLIT_LLAMA3;
+        buffer_put(b, BYTE_LEVEL_MAGIC, 4);
+        buffer_put(b, &rule, 4);
+    }
+    int32_t max_length = 0;
+    buffer_put(b, &max_length, 4);
+}
+
 static void tokenizer_put_piece(Buffer *b, float score, const char *piece, size_t length) {
     int32_t len = (int32_t)length;
     buffer_put(b, &score, 4);
@@ -857,7 +1176,10 @@ static void tokenizer_put_piece(Buffer *b, float score, const char *piece, size_
     buffer_put(b, piece, length);
 }
 
-static void tokenizer_finish(Buffer *b, int32_t max_length) { memcpy(b->data, &max_length, 4); }
+static void tokenizer_finish(Buffer *b, int32_t max_length) {
+    size_t at = b->size >= 4 && memcmp(b->data, BYTE_LEVEL_MAGIC, 4) == 0 ? 8 : 0;
+    memcpy(b->data + at, &max_length, 4);
+}
 
 // A tokenizer.bin file, checked against the model's vocabulary size.
 static void read_tokenizer_bin(Source *src, const char *path) {
@@ -872,8 +1194,7 @@ static void read_tokenizer_bin(Source *src, const char *path) {
 // printable ASCII; the rest are <unused_N>, never produced by a merge.
 static void synthetic_tokenizer(Source *src) {
     Buffer b = { 0 };
-    int32_t zero = 0;
-    buffer_put(&b, &zero, 4);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
     int vocab = src->header.vocab_size, id = 0;
     char piece[32];
     const char *specials[] = { "<unk>", "\n<s>\n", "\n</s>\n" };
@@ -908,66 +1229,112 @@ static size_t replace_sentencepiece_spaces(char *s, size_t length) {
     return out;
 }
 
-// A Hugging Face tokenizer.json of SentencePiece BPE kind (Llama 2, TinyLlama,
-// Mistral): vocab gives the ids, merges the priorities. A piece made by merge
-// rank r scores -r, so the best-scoring pair is the earliest merge, which is
-// what SentencePiece does. Special and byte pieces score -inf: text never
-// merges into them. Returns NULL or what is wrong.
-static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size) {
-    Json root = json_read_file(path);
-    const Json *model = json_get(&root, "model");
-    const Json *type = json_get(model, "type"), *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
-    const Json *byte_fallback = json_get(model, "byte_fallback");
-    const char *refusal = NULL;
-    if (!type || type->type != JSON_STRING || strcmp(type->string, "BPE") != 0)
-        refusal = "model.type is not BPE: only SentencePiece-style BPE tokenizers are supported";
-    else if (!byte_fallback || byte_fallback->type != JSON_TRUE)
-        refusal = "model.byte_fallback is not true: byte-level BPE (Llama 3, GPT-2 style) is not supported yet";
-    else if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
-        refusal = "model.vocab or model.merges is missing";
-    if (refusal) {
-        json_free(&root);
-        return refusal;
+// ---- tokenizer.json (Hugging Face): SentencePiece-style BPE with byte
+// fallback (Llama 2, TinyLlama, Mistral) or byte-level BPE with Llama 3's
+// pre-tokenizer. Other kinds are refused with a reason.
+
+// Llama 3's split rule as tokenizer.json spells it; runq.c's llama3_chunk_end is this regex in C
+#define LLAMA3_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|" \
+                           " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+static int json_is(const Json *j, const char *string) { return j && j->type == JSON_STRING && strcmp(j->string, string) == 0; }
+static int json_false(const Json *j) { return !j || j->type == JSON_FALSE; }
+
+// Llama 3's pre_tokenizer: a Sequence of its Split regex (matches kept as
+// chunks) and a ByteLevel step that only maps bytes (use_regex false: not GPT-2's split).
+static int is_llama3_pre_tokenizer(const Json *pre_tokenizer) {
+    const Json *steps = json_get(pre_tokenizer, "pretokenizers");
+    if (!json_is(json_get(pre_tokenizer, "type"), "Sequence") || !steps || steps->type != JSON_ARRAY || steps->count != 2)
+        return 0;
+    const Json *split = &steps->items[0], *byte_level = &steps->items[1];
+    return json_is(json_get(split, "type"), "Split") && json_is(json_get(json_get(split, "pattern"), "Regex"), LLAMA3_SPLIT_REGEX)
+        && json_is(json_get(split, "behavior"), "Isolated") && json_false(json_get(split, "invert"))
+        && json_is(json_get(byte_level, "type"), "ByteLevel") && json_false(json_get(byte_level, "use_regex"))
+        && json_false(json_get(byte_level, "add_prefix_space"));
+}
+
+// TOKENIZER_SENTENCEPIECE or TOKENIZER_BYTE_LEVEL, or -1 and why not.
+static int json_tokenizer_kind(const Json *root, const char **refusal) {
+    const Json *model = json_get(root, "model"), *byte_fallback = json_get(model, "byte_fallback");
+    const Json *normalizer = json_get(root, "normalizer");
+    *refusal = NULL;
+    if (!json_is(json_get(model, "type"), "BPE"))
+        *refusal = "model.type is not BPE: only BPE tokenizers are supported (SentencePiece-style, and Llama 3's byte-level)";
+    else if (byte_fallback && byte_fallback->type == JSON_TRUE)
+        return TOKENIZER_SENTENCEPIECE;
+    else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
+        *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
+    else if (!is_llama3_pre_tokenizer(json_get(root, "pre_tokenizer")))
+        *refusal = "byte-level BPE whose pre-tokenizer is not Llama 3's split rule (GPT-2's, SmolLM2's and Qwen's are not supported yet)";
+    else if (normalizer && normalizer->type != JSON_NULL)
+        *refusal = "byte-level BPE with a normalizer (Llama 3 has none): not supported";
+    else
+        return TOKENIZER_BYTE_LEVEL;
+    return -1;
+}
+
+// model.merges[rank] as its two halves: "a b", or [a, b] in newer files.
+static void json_merge(const Json *merges, int rank, const char *path, char *left, char *right, size_t size) {
+    const Json *m = &merges->items[rank];
+    if (m->type == JSON_STRING) {
+        const char *space = strchr(m->string, ' ');
+        if (!space || m->length >= size) die("%s: merge %d is not 'a b'", path, rank);
+        snprintf(left, size, "%.*s", (int)(space - m->string), m->string);
+        snprintf(right, size, "%s", space + 1);
+    } else if (m->type == JSON_ARRAY && m->count == 2 && m->items[0].type == JSON_STRING
+               && m->items[1].type == JSON_STRING && m->items[0].length < size && m->items[1].length < size) {
+        snprintf(left, size, "%s", m->items[0].string);
+        snprintf(right, size, "%s", m->items[1].string);
+    } else {
+        die("%s: merge %d is neither 'a b' nor [a, b]", path, rank);
     }
+}
+
+// Enough of a Tokenizer for piece_lookup over pieces given as strings.
+static Tokenizer index_strings(char **pieces, int n) {
+    Tokenizer t = { .vocab_size = n };
+    t.vocab = xcalloc((size_t)n, sizeof(char *), "tokenizer index");
+    t.lengths = xcalloc((size_t)n, sizeof(int), "tokenizer index");
+    for (int i = 0; i < n; i++) {
+        t.vocab[i] = pieces[i] ? pieces[i] : (char *)"";
+        t.lengths[i] = (int)strlen(t.vocab[i]);
+    }
+    index_pieces(&t);
+    return t;
+}
+
+// SentencePiece kind: vocab gives the ids, merges the priorities. A piece
+// made by merge rank r scores -r, so the best-scoring pair is the earliest
+// merge, which is what SentencePiece does. Special and byte pieces score
+// -inf: text never merges into them.
+static const char *sentencepiece_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    const Json *model = json_get(root, "model");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        return "model.vocab or model.merges is missing";
 
     char **pieces = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
-    size_t *lengths = xcalloc((size_t)vocab_size, sizeof(size_t), "tokenizer");
     float *scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
     for (int i = 0; i < vocab_size; i++) scores[i] = -INFINITY;
-    TokenIndex *sorted = xcalloc((size_t)vocab->count + 1, sizeof(TokenIndex), "tokenizer");
     for (int i = 0; i < vocab->count; i++) {
         const Json *id = &vocab->items[i];
         if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
             die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
-        int index = (int)id->number;
-        pieces[index] = vocab->keys[i];
-        sorted[i] = (TokenIndex){ vocab->keys[i], index };
+        pieces[(int)id->number] = vocab->keys[i];
     }
-    Tokenizer lookup = { .sorted = sorted, .vocab_size = vocab->count };
-    qsort(sorted, (size_t)vocab->count, sizeof(TokenIndex), compare_tokens);
-    // merges: "a b" strings, or [a, b] pairs in newer files
+    Tokenizer lookup = index_strings(pieces, vocab_size);
     for (int rank = 0; rank < merges->count; rank++) {
-        const Json *m = &merges->items[rank];
-        char joined[1024];
-        if (m->type == JSON_STRING) {
-            const char *space = strchr(m->string, ' ');
-            if (!space || m->length >= sizeof joined) die("%s: merge %d is not 'a b'", path, rank);
-            size_t a = (size_t)(space - m->string);
-            memcpy(joined, m->string, a);
-            strcpy(joined + a, space + 1);
-        } else if (m->type == JSON_ARRAY && m->count == 2 && m->items[0].type == JSON_STRING
-                   && m->items[1].type == JSON_STRING && m->items[0].length + m->items[1].length < sizeof joined) {
-            snprintf(joined, sizeof joined, "%s%s", m->items[0].string, m->items[1].string);
-        } else {
-            die("%s: merge %d is neither 'a b' nor [a, b]", path, rank);
-        }
+        char left[1024], right[1024], joined[2048];
+        json_merge(merges, rank, path, left, right, sizeof left);
+        snprintf(joined, sizeof joined, "%s%s", left, right);
         int id = str_lookup(joined, &lookup);
-        if (id < 0) die("%s: merge %d makes '%s', which is not in the vocab", path, rank, joined);
+        if (id < 0 || !pieces[id]) die("%s: merge %d makes '%s', which is not in the vocab", path, rank, joined);
         if (scores[id] == -INFINITY) scores[id] = -(float)rank;
     }
+    free_tokenizer(&lookup);
     // added tokens (<unk>, <s>, </s>, ...) take their ids; single characters
     // that no merge makes keep score 0 so the first pass can find them
-    const Json *added = json_get(&root, "added_tokens");
+    const Json *added = json_get(root, "added_tokens");
     for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
         const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
         if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
@@ -976,7 +1343,7 @@ static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab
     }
     Buffer b = { 0 };
     int32_t max_length = 1;
-    buffer_put(&b, &max_length, 4);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
     for (int i = 0; i < vocab_size; i++) {
         if (!pieces[i]) die("%s: no piece has id %d (the model's vocabulary has %d)", path, i, vocab_size);
         size_t length = strlen(pieces[i]);
@@ -994,13 +1361,242 @@ static const char *sentencepiece_tokenizer_from_json(const char *path, int vocab
     }
     tokenizer_finish(&b, max_length);
     free(pieces);
-    free(lengths);
     free(scores);
-    free(sorted);
-    json_free(&root);
     *blob = b.data;
     *size = b.size;
     return NULL;
+}
+
+// GPT-2's byte-level alphabet, which tokenizer.json spells byte-level pieces
+// in: a byte that is printable Latin-1 (! to ~, ¡ to ¬, ® to ÿ) stands for
+// itself; the 68 others are U+0100 onwards, in byte order ("Ġ" is a space).
+static int is_printable_latin1(int byte) {
+    return (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || (byte >= 0xAE && byte <= 0xFF);
+}
+
+#define BYTE_LEVEL_ALPHABET (0x100 + 68)   // code points the alphabet uses are all below this
+
+// byte_of[code point] for the whole alphabet, -1 for code points outside it.
+static void byte_level_alphabet(int byte_of[BYTE_LEVEL_ALPHABET]) {
+    int moved = 0;
+    for (int cp = 0; cp < BYTE_LEVEL_ALPHABET; cp++) byte_of[cp] = -1;
+    for (int byte = 0; byte < 256; byte++) byte_of[is_printable_latin1(byte) ? byte : 0x100 + moved++] = byte;
+}
+
+// A piece spelled in the alphabet -> its raw bytes in out (room for as many
+// bytes as s has). Returns the byte count, or -1 if a character is not in the alphabet.
+static int byte_level_decode(const char *s, size_t length, const int byte_of[BYTE_LEVEL_ALPHABET], char *out) {
+    int n = 0;
+    for (size_t at = 0; at < length;) {
+        int char_length;
+        uint32_t cp = decode_utf8((const unsigned char *)s + at, length - at, &char_length);
+        if (cp >= BYTE_LEVEL_ALPHABET || byte_of[cp] < 0) return -1;
+        out[n++] = (char)byte_of[cp];
+        at += (size_t)char_length;
+    }
+    return n;
+}
+
+// The id of a merge half, spelled in the alphabet; dies unless it is a piece merging may use.
+static int byte_level_merge_half(const Tokenizer *t, const char *half, size_t length, const int byte_of[BYTE_LEVEL_ALPHABET],
+                                 const char *path, int rank) {
+    char bytes[1024];
+    int n = length < sizeof bytes ? byte_level_decode(half, length, byte_of, bytes) : -1;
+    int id = n < 0 ? -1 : piece_lookup(t, bytes, (size_t)n);
+    if (id < 0 || t->scores[id] == -INFINITY)
+        die("%s: merge %d uses '%.*s', which is not a piece of the vocab", path, rank, (int)length, half);
+    return id;
+}
+
+// runq merges the pair that makes the lowest-ranked piece and, of two pairs
+// that make the same piece, the one whose parts rank lowest; any pair that
+// joins into a piece may merge. Hugging Face and llama.cpp merge by a merges
+// list. The two agree exactly when the list holds every split of a piece
+// into two pieces, ordered by (piece, left part, right part) rank: as a list
+// converted from tiktoken's ranks is. Merges are "a b", spelled in the
+// alphabet (which has no space). Returns NULL, or why not.
+static const char *check_merges_follow_ranks(const Tokenizer *t, char **merges, int n_merges, const char *path) {
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    int previous[3] = { -1, -1, -1 };   // (piece, left, right) ranks of the merge before
+    char *joined = xcalloc(2 * (size_t)t->max_token_length, 1, "merge");
+    int in_order = 1;
+    for (int rank = 0; rank < n_merges && in_order; rank++) {
+        const char *space = strchr(merges[rank], ' ');
+        if (!space) die("%s: merge %d is not 'a b'", path, rank);
+        int a = byte_level_merge_half(t, merges[rank], (size_t)(space - merges[rank]), byte_of, path, rank);
+        int b = byte_level_merge_half(t, space + 1, strlen(space + 1), byte_of, path, rank);
+        memcpy(joined, t->vocab[a], (size_t)t->lengths[a]);
+        memcpy(joined + t->lengths[a], t->vocab[b], (size_t)t->lengths[b]);
+        int merged = piece_lookup(t, joined, (size_t)(t->lengths[a] + t->lengths[b]));
+        if (merged < 0 || t->scores[merged] == -INFINITY)
+            die("%s: merge %d ('%s') makes no piece of the vocab", path, rank, merges[rank]);
+        int key[3] = { (int)-t->scores[merged], (int)-t->scores[a], (int)-t->scores[b] };   // ranks are -scores
+        in_order = key[0] != previous[0] ? key[0] > previous[0] : key[1] != previous[1] ? key[1] > previous[1] : key[2] > previous[2];
+        memcpy(previous, key, sizeof key);
+    }
+    free(joined);
+    if (!in_order) return "the merges are not in the order of their pieces' ids, the ranks runq merges by";
+
+    int64_t splits = 0;
+    for (int id = 0; id < t->vocab_size; id++) {
+        if (t->scores[id] == -INFINITY) continue;
+        for (int k = 1; k < t->lengths[id]; k++) {
+            int a = piece_lookup(t, t->vocab[id], (size_t)k), b = piece_lookup(t, t->vocab[id] + k, (size_t)(t->lengths[id] - k));
+            splits += a >= 0 && b >= 0 && t->scores[a] != -INFINITY && t->scores[b] != -INFINITY;
+        }
+    }
+    if (splits != n_merges) return "the merges list lacks some splits of a piece into two pieces, which runq would merge";
+    return NULL;
+}
+
+// A byte-level vocabulary as tokenizer.json or GGUF spells it.
+typedef struct {
+    int vocab_size;
+    char **spelled;          // (vocab_size,) each piece in GPT-2's alphabet, or as it is when special; NULL: no piece
+    int *special;            // (vocab_size,) 1 for added / control tokens (<|begin_of_text|>, <|eot_id|>, ...)
+    char **merges;           // (n_merges,) "a b", spelled
+    int n_merges;
+} ByteLevelVocab;
+
+static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges) {
+    ByteLevelVocab v = { .vocab_size = vocab_size, .n_merges = n_merges };
+    v.spelled = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    v.special = xcalloc((size_t)vocab_size, sizeof(int), "tokenizer");
+    v.merges = xcalloc((size_t)n_merges + 1, sizeof(char *), "tokenizer");
+    return v;
+}
+
+static void free_byte_level_vocab(ByteLevelVocab *v) {
+    for (int i = 0; i < v->vocab_size; i++) free(v->spelled[i]);
+    for (int i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->spelled);
+    free(v->special);
+    free(v->merges);
+}
+
+// Byte-level BPE with Llama 3's split rule -> a blob: pieces go back from
+// the alphabet to raw bytes; a piece's id is its rank (the vocabulary is
+// tiktoken's ranks converted), so it scores -id; special tokens score -inf.
+// The merges are checked, not stored: the ranks say it all.
+static const char *byte_level_blob(const ByteLevelVocab *v, const char *path, uint8_t **blob, size_t *size) {
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    Buffer b = { 0 };
+    int32_t max_length = 1;
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+    for (int id = 0; id < v->vocab_size; id++) {
+        const char *spelled = v->spelled[id];
+        if (!spelled) die("%s: no piece has id %d (the model's vocabulary has %d)", path, id, v->vocab_size);
+        size_t length = strlen(spelled);
+        char *bytes = xcalloc(length + 1, 1, "piece");
+        int n = v->special[id] ? (int)length : byte_level_decode(spelled, length, byte_of, bytes);
+        if (n < 0) die("%s: piece %d '%s' is not spelled in the byte-level alphabet", path, id, spelled);
+        if (id >= 1 << 24) die("%s: %d pieces are more than float scores can rank", path, v->vocab_size);
+        tokenizer_put_piece(&b, v->special[id] ? -INFINITY : -(float)id, v->special[id] ? spelled : bytes, (size_t)n);
+        if (n > max_length) max_length = n;
+        free(bytes);
+    }
+    tokenizer_finish(&b, max_length);
+    Tokenizer check;
+    const char *refusal = build_tokenizer_from_memory(&check, b.data, b.size, v->vocab_size);
+    if (!refusal) refusal = check_merges_follow_ranks(&check, v->merges, v->n_merges, path);
+    free_tokenizer(&check);
+    if (refusal) {
+        free(b.data);
+        return refusal;
+    }
+    *blob = b.data;
+    *size = b.size;
+    return NULL;
+}
+
+// tokenizer.json of the byte-level kind (Llama 3): model.vocab, added_tokens
+// (special) and model.merges.
+static const char *byte_level_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    const Json *model = json_get(root, "model");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        return "model.vocab or model.merges is missing";
+    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count);
+    for (int i = 0; i < vocab->count; i++) {
+        const Json *id = &vocab->items[i];
+        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
+            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
+        if (v.spelled[(int)id->number]) die("%s: vocab entry '%s' shares id %d with another", path, vocab->keys[i], (int)id->number);
+        v.spelled[(int)id->number] = strdup(vocab->keys[i]);
+    }
+    const Json *added = json_get(root, "added_tokens");
+    for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
+        const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
+        if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
+        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
+        free(v.spelled[(int)id->number]);
+        v.spelled[(int)id->number] = strdup(content->string);
+        v.special[(int)id->number] = 1;
+    }
+    for (int rank = 0; rank < merges->count; rank++) {
+        char left[1024], right[1024];
+        json_merge(merges, rank, path, left, right, sizeof left);
+        v.merges[rank] = xcalloc(strlen(left) + strlen(right) + 2, 1, "merge");
+        sprintf(v.merges[rank], "%s %s", left, right);
+    }
+    const char *refusal = byte_level_blob(&v, path, blob, size);
+    free_byte_level_vocab(&v);
+    return refusal;
+}
+
+// A Hugging Face tokenizer.json -> a tokenizer blob for a vocab_size-piece
+// model. Returns NULL, or why this kind of tokenizer is not supported.
+static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    Json root = json_read_file(path);
+    const char *refusal;
+    int kind = json_tokenizer_kind(&root, &refusal);
+    if (kind == TOKENIZER_SENTENCEPIECE) refusal = sentencepiece_from_json(&root, path, vocab_size, blob, size);
+    else if (kind == TOKENIZER_BYTE_LEVEL) refusal = byte_level_from_json(&root, path, vocab_size, blob, size);
+    json_free(&root);
+    return refusal;
+}
+
+// ---- Chat templates: which family a Jinja chat_template (tokenizer_config.json,
+// GGUF's tokenizer.chat_template) belongs to, by the markers each one uses;
+// CHAT_NOT_RECORDED if none (runq then goes by the special tokens).
+static uint32_t chat_template_of_jinja(const char *jinja) {
+    if (strstr(jinja, "<|start_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
+    if (strstr(jinja, "<|user|>")) return CHAT_ZEPHYR;
+    if (strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
+    return CHAT_NOT_RECORDED;
+}
+
+// A token tokenizer_config.json names ("<s>", or {"content": "<s>"}) -> its id, -1 if none.
+static int tokenizer_config_token(const Json *config, const char *key, const Tokenizer *t) {
+    const Json *v = json_get(config, key);
+    if (v && v->type == JSON_OBJECT) v = json_get(v, "content");
+    return v && v->type == JSON_STRING ? str_lookup(v->string, t) : -1;
+}
+
+// tokenizer_config.json, when the directory has one: the chat template's
+// family, and BOS and EOS where config.json does not give them.
+static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int need_eos) {
+    char *path = path_join(dir, "tokenizer_config.json");
+    if (file_exists(path)) {
+        Json config = json_read_file(path);
+        const Json *jinja = json_get(&config, "chat_template");
+        for (int i = 0; jinja && jinja->type == JSON_ARRAY && i < jinja->count; i++)   // [{name, template}, ...]
+            if (json_is(json_get(&jinja->items[i], "name"), "default")) jinja = json_get(&jinja->items[i], "template");
+        if (jinja && jinja->type == JSON_STRING) src->header.chat_template = chat_template_of_jinja(jinja->string);
+        Tokenizer t;
+        if (!build_tokenizer_from_memory(&t, src->tokenizer, src->tokenizer_size, src->header.vocab_size)) {
+            int bos = tokenizer_config_token(&config, "bos_token", &t), eos = tokenizer_config_token(&config, "eos_token", &t);
+            if (need_bos && bos >= 0) src->header.bos_id = bos;
+            if (need_eos && eos >= 0) src->header.eos_id = eos;
+        }
+        free_tokenizer(&t);
+        json_free(&config);
+        source_add_input(src, path);
+    }
+    free(path);
 }
 
 // ----------------------------------------------------------------------------
@@ -1252,7 +1848,6 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     header.magic = CHECKPOINT_MAGIC;
     header.version = CHECKPOINT_VERSION;
     header.n_tensors = (uint32_t)plan.count;
-    header.reserved = 0;
     write_at(fd, &header, sizeof header, 0, output);
     for (int l = 0; l < header.n_layers; l++)
         write_at(fd, &src->ffn_dim[l], 4, sizeof header + 4 * (uint64_t)l, output);
@@ -1383,6 +1978,81 @@ static int is_byte_piece(const char *piece) {
         && isxdigit((unsigned char)piece[4]) && piece[5] == '>';
 }
 
+// A byte-level piece spelled in GPT-2's alphabet (out: room for 2 bytes per byte); returns its length.
+static size_t byte_level_spell(const char *bytes, int n, const int byte_of[BYTE_LEVEL_ALPHABET], char *out) {
+    size_t length = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned cp = 0;
+        while (byte_of[cp] != (unsigned char)bytes[i]) cp++;   // 324 entries: fine for a vocabulary once
+        length += utf8_put(out + length, cp);
+    }
+    return length;
+}
+
+static int compare_ranks(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+// tokenizer.ggml.* for a byte-level tokenizer: llama.cpp's "gpt2" model with
+// Llama 3's pre-tokenizer ("llama-bpe"): the pieces spelled in GPT-2's
+// alphabet (special tokens as they are, typed control) and the merges the
+// ranks imply, listed as Hugging Face's converter of tiktoken's ranks lists
+// them: each piece in rank order, its splits into two pieces by their ranks.
+static void gguf_put_byte_level_tokenizer(GgufMetadata *m, const Source *src, const Tokenizer *tok) {
+    const FileHeader *h = &src->header;
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    char *spelled = xcalloc(2 * (size_t)tok->max_token_length + 1, 1, "GGUF token");
+    gguf_kv_string(m, "tokenizer.ggml.model", "gpt2");
+    gguf_kv_string(m, "tokenizer.ggml.pre", "llama-bpe");
+    gguf_kv_array(m, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)h->vocab_size);
+    for (int id = 0; id < h->vocab_size; id++) {
+        int special = tok->scores[id] == -INFINITY;
+        size_t length = special ? (size_t)tok->lengths[id] : byte_level_spell(tok->vocab[id], tok->lengths[id], byte_of, spelled);
+        gguf_put_string(&m->bytes, special ? tok->vocab[id] : spelled, length);
+    }
+    gguf_kv_array(m, "tokenizer.ggml.token_type", GGUF_I32, (uint64_t)h->vocab_size);
+    for (int id = 0; id < h->vocab_size; id++) {
+        int32_t type = tok->scores[id] == -INFINITY ? GGUF_TOKEN_CONTROL : GGUF_TOKEN_NORMAL;
+        buffer_put(&m->bytes, &type, 4);
+    }
+    // the merges: a piece's rank is -score, which for Llama 3 is its id, so ids in order are ranks in order
+    Buffer merges = { 0 };
+    uint64_t n_merges = 0;
+    int *splits = xcalloc((size_t)tok->max_token_length, 2 * sizeof(int), "merges");
+    char *merge = xcalloc(4 * (size_t)tok->max_token_length + 2, 1, "merge");
+    for (int id = 0; id < h->vocab_size; id++) {
+        if (tok->scores[id] == -INFINITY) continue;
+        if (tok->scores[id] != -(float)id) die("a byte-level tokenizer's pieces score minus their ids; piece %d does not", id);
+        int n = 0;
+        for (int k = 1; k < tok->lengths[id]; k++) {
+            int a = piece_lookup(tok, tok->vocab[id], (size_t)k);
+            int b = piece_lookup(tok, tok->vocab[id] + k, (size_t)(tok->lengths[id] - k));
+            if (a < 0 || b < 0 || tok->scores[a] == -INFINITY || tok->scores[b] == -INFINITY) continue;
+            splits[2 * n] = a;
+            splits[2 * n + 1] = b;
+            n++;
+        }
+        qsort(splits, (size_t)n, 2 * sizeof(int), compare_ranks);   // by the left part's rank; parts of one piece never tie
+        for (int i = 0; i < n; i++) {
+            int a = splits[2 * i], b = splits[2 * i + 1];
+            size_t length = byte_level_spell(tok->vocab[a], tok->lengths[a], byte_of, merge);
+            merge[length++] = ' ';
+            length += byte_level_spell(tok->vocab[b], tok->lengths[b], byte_of, merge + length);
+            gguf_put_string(&merges, merge, length);
+            n_merges++;
+        }
+    }
+    gguf_kv_array(m, "tokenizer.ggml.merges", GGUF_STRING, n_merges);
+    buffer_put(&m->bytes, merges.data, merges.size);
+    gguf_kv_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)h->bos_id);
+    gguf_kv_u32(m, "tokenizer.ggml.eos_token_id", (uint32_t)h->eos_id);
+    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", 1);   // runq starts every prompt with BOS
+    gguf_kv_bool(m, "tokenizer.ggml.add_eos_token", 0);
+    free(merges.data);
+    free(splits);
+    free(merge);
+    free(spelled);
+}
+
 // tokenizer.ggml.*: the embedded tokenizer as llama.cpp's "llama"
 // (SentencePiece) vocabulary: pieces, merge scores and token types.
 static void gguf_put_tokenizer(GgufMetadata *m, const Source *src, const char *output) {
@@ -1392,6 +2062,11 @@ static void gguf_put_tokenizer(GgufMetadata *m, const Source *src, const char *o
     Tokenizer tok;
     const char *error = build_tokenizer_from_memory(&tok, src->tokenizer, src->tokenizer_size, h->vocab_size);
     if (error) die("%s: the embedded tokenizer for a %d-piece vocabulary: %s", output, h->vocab_size, error);
+    if (tok.kind == TOKENIZER_BYTE_LEVEL) {
+        gguf_put_byte_level_tokenizer(m, src, &tok);
+        free_tokenizer(&tok);
+        return;
+    }
     int unk_id = str_lookup("<unk>", &tok);
 
     gguf_kv_string(m, "tokenizer.ggml.model", "llama");
@@ -1708,10 +2383,11 @@ typedef struct {
 
 // Where the tokenizer arrays lie in the file (read after the other keys).
 typedef struct {
-    size_t tokens_at, scores_at, types_at;   // 0 when absent
-    uint64_t n_tokens, n_scores, n_types;
+    size_t tokens_at, scores_at, types_at, merges_at;   // 0 when absent
+    uint64_t n_tokens, n_scores, n_types, n_merges;
     uint32_t types_element;
     char model[32];
+    char pre[32];            // tokenizer.ggml.pre: a byte-level tokenizer's split rule
 } GgufTokenizerKeys;
 
 static size_t ggml_row_bytes(uint32_t type, int64_t cols) {
@@ -1792,21 +2468,57 @@ static int gguf_read_q4_rows(Source *src, const PlannedTensor *t, int group_size
     return 1;
 }
 
-// tokenizer.ggml.* of model "llama" (SentencePiece) -> llama2.c's layout.
+// tokenizer.ggml.* of model "gpt2" with Llama 3's pre-tokenizer: a byte-level
+// vocabulary (any token not typed normal is special) and its merges.
+static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
+    if (strcmp(k->pre, "llama-bpe") != 0 && strcmp(k->pre, "llama3") != 0 && strcmp(k->pre, "llama-v3") != 0)
+        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe') is read yet", path,
+            k->pre[0] ? k->pre : "(missing)");
+    if (!k->merges_at || k->n_merges > INT_MAX) die("%s: a byte-level tokenizer needs tokenizer.ggml.merges", path);
+    GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, types = tokens, merges = tokens;
+    types.at = k->types_at;
+    merges.at = k->merges_at;
+    ByteLevelVocab v = new_byte_level_vocab(src->header.vocab_size, (int)k->n_merges);
+    for (int id = 0; id < v.vocab_size; id++) {
+        uint64_t length;
+        const char *text = gguf_read_string(&tokens, &length, "a token");
+        v.spelled[id] = xcalloc(length + 1, 1, "token");
+        memcpy(v.spelled[id], text, length);
+        int type = k->types_at ? (int)gguf_read_number(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
+        v.special[id] = type != GGUF_TOKEN_NORMAL;
+    }
+    for (int rank = 0; rank < v.n_merges; rank++) {
+        uint64_t length;
+        const char *text = gguf_read_string(&merges, &length, "a merge");
+        v.merges[rank] = xcalloc(length + 1, 1, "merge");
+        memcpy(v.merges[rank], text, length);
+    }
+    const char *refusal = byte_level_blob(&v, path, &src->tokenizer, &src->tokenizer_size);
+    if (refusal) die("%s: %s", path, refusal);
+    free_byte_level_vocab(&v);
+}
+
+// tokenizer.ggml.* of model "llama" (SentencePiece) -> llama2.c's layout, or
+// of model "gpt2" (byte-level, Llama 3's) -> a byte-level blob.
 // Control, unknown, unused and byte pieces score -inf: text never merges into them.
 static void gguf_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
     if (!k->tokens_at) return;
-    if (strcmp(k->model, "llama") != 0)
-        die("%s: tokenizer.ggml.model is '%s': only SentencePiece ('llama') tokenizers are read yet; pass -z", path, k->model);
+    if (strcmp(k->model, "llama") != 0 && strcmp(k->model, "gpt2") != 0)
+        die("%s: tokenizer.ggml.model is '%s': only SentencePiece ('llama') and Llama 3's byte-level ('gpt2') "
+            "tokenizers are read; pass -z", path, k->model);
     if ((int64_t)k->n_tokens != src->header.vocab_size || (k->scores_at && k->n_scores != k->n_tokens)
         || (k->types_at && k->n_types != k->n_tokens))
         die("%s: the tokenizer arrays do not all have the vocabulary's %d entries", path, src->header.vocab_size);
+    if (strcmp(k->model, "gpt2") == 0) {
+        gguf_byte_level_tokenizer(src, m, k, path);
+        return;
+    }
     GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, scores = tokens, types = tokens;
     scores.at = k->scores_at;
     types.at = k->types_at;
     Buffer b = { 0 };
     int32_t max_length = 1;
-    buffer_put(&b, &max_length, 4);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
     for (uint64_t i = 0; i < k->n_tokens; i++) {
         uint64_t length;
         const char *text = gguf_read_string(&tokens, &length, "a token");
@@ -1854,8 +2566,20 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
             const char *text = gguf_read_string(c, &length, key);
             char *out = key[0] == 'g' ? architecture : tok->model;
             snprintf(out, 32, "%.*s", (int)(length < 31 ? length : 31), text);
+        } else if (type == GGUF_STRING && strcmp(key, "tokenizer.ggml.pre") == 0) {
+            uint64_t length;
+            const char *text = gguf_read_string(c, &length, key);
+            snprintf(tok->pre, sizeof tok->pre, "%.*s", (int)(length < 31 ? length : 31), text);
+        } else if (type == GGUF_STRING && strcmp(key, "tokenizer.chat_template") == 0) {
+            uint64_t length;
+            const char *text = gguf_read_string(c, &length, key);
+            char *jinja = xcalloc(length + 1, 1, key);
+            memcpy(jinja, text, length);
+            h->chat_template = chat_template_of_jinja(jinja);
+            free(jinja);
         } else if (type == GGUF_ARRAY && strncmp(key, "tokenizer.ggml.", 15) == 0
-                   && (strcmp(key + 15, "tokens") == 0 || strcmp(key + 15, "scores") == 0 || strcmp(key + 15, "token_type") == 0)) {
+                   && (strcmp(key + 15, "tokens") == 0 || strcmp(key + 15, "scores") == 0 || strcmp(key + 15, "token_type") == 0
+                       || strcmp(key + 15, "merges") == 0)) {
             uint32_t element = (uint32_t)gguf_read_uint(c, 4, key);
             uint64_t count = gguf_read_uint(c, 8, key);
             size_t start = c->at;
@@ -1865,6 +2589,10 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
                 if (element != GGUF_STRING) die("%s: %s is not a list of strings", c->path, key);
                 tok->tokens_at = start;
                 tok->n_tokens = count;
+            } else if (strcmp(key + 15, "merges") == 0) {
+                if (element != GGUF_STRING) die("%s: %s is not a list of strings", c->path, key);
+                tok->merges_at = start;
+                tok->n_merges = count;
             } else if (strcmp(key + 15, "scores") == 0) {
                 if (element != GGUF_F32) die("%s: %s is not a list of f32", c->path, key);
                 tok->scores_at = start;
@@ -1982,8 +2710,6 @@ static void open_gguf(Source *src, const char *path) {
 // ----------------------------------------------------------------------------
 // Command line
 
-#ifdef EXPORT_MAIN
-
 static uint32_t file_magic(const char *path) {
     uint32_t magic = 0;
     FILE *f = fopen(path, "rb");
@@ -2006,6 +2732,18 @@ static const char *model_name(const char *path) {
     return base;
 }
 
+// Any model file or directory export reads, told apart by what it is.
+static void open_source(Source *src, const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) die("cannot open %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) { open_hf(src, path); return; }
+    uint32_t magic = file_magic(path);
+    if (magic == CHECKPOINT_MAGIC) open_checkpoint_source(src, path);
+    else if (magic == GGUF_MAGIC_U32) open_gguf(src, path);
+    else open_legacy(src, path);
+}
+
+#ifdef EXPORT_MAIN
 static void usage(void) {
     fprintf(stderr,
         "Usage: export [--int4|--fp32|--gguf-q4_0|--gguf-q8_0|--gguf-f32] [options] INPUT OUTPUT\n"
@@ -2027,12 +2765,13 @@ static void usage(void) {
         "                    smollm2-135m tinyllama-1.1b llama2-7b mistral-7b llama3-8b, or key=value\n"
         "                    pairs such as dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512\n"
         "  --seed N          seed for --random (default 42)\n"
+        "  --lora DIR        merge a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)\n"
         "  -q                no progress output\n");
     exit(EXIT_FAILURE);
 }
 
 int main(int argc, char **argv) {
-    const char *random_shape = NULL, *tokenizer_path = NULL, *paths[2];
+    const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *paths[2];
     int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0;
     int gguf_type = -1;   // a GgmlType when writing GGUF
     uint64_t seed = 42;
@@ -2052,6 +2791,7 @@ int main(int argc, char **argv) {
                 die("--group-size must be 32, 64, 128 or 256, got '%s'", argv[i]);
         } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
         else if (strcmp(a, "--random") == 0 && has_value) random_shape = argv[++i];
+        else if (strcmp(a, "--lora") == 0 && has_value) lora_dir = argv[++i];
         else if (strcmp(a, "--seed") == 0 && has_value) {
             char *end;
             errno = 0;
@@ -2069,16 +2809,8 @@ int main(int argc, char **argv) {
         die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
 
     Source src = { 0 };
-    struct stat st;
     if (random_shape) open_random(&src, random_shape, seed);
-    else if (stat(paths[0], &st) != 0) die("cannot open %s: %s", paths[0], strerror(errno));
-    else if (S_ISDIR(st.st_mode)) open_hf(&src, paths[0]);
-    else {
-        uint32_t magic = file_magic(paths[0]);
-        if (magic == CHECKPOINT_MAGIC) open_checkpoint_source(&src, paths[0]);
-        else if (magic == GGUF_MAGIC_U32) open_gguf(&src, paths[0]);
-        else open_legacy(&src, paths[0]);
-    }
+    else open_source(&src, paths[0]);
 
     if (tokenizer_path) {
         free(src.tokenizer);
@@ -2089,6 +2821,7 @@ int main(int argc, char **argv) {
     } else if (!src.tokenizer) {
         fprintf(stderr, "export: warning: no tokenizer given (-z); runq will need -z at run time\n");
     }
+    if (lora_dir) open_lora(&src, lora_dir);
     const char *format = matrix_type == TYPE_Q4 ? "int4" : "fp32";
     if (gguf_type >= 0) {
         format = gguf_type == GGML_TYPE_Q4_0 ? "GGUF q4_0" : gguf_type == GGML_TYPE_Q8_0 ? "GGUF q8_0" : "GGUF f32";

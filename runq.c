@@ -59,7 +59,8 @@ Reading order (the order the data flows):
 // weight scale * (q - 8).
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
-// llama2.c's tokenizer.bin layout.
+// llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
+// byte-level BPE: see "Tokenizer").
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
 #define CHECKPOINT_VERSION 1
@@ -87,7 +88,7 @@ typedef struct {
     int32_t bos_id;
     int32_t eos_id;
     uint32_t n_tensors;
-    uint32_t reserved;    // zero
+    uint32_t chat_template; // ChatTemplateId (see "Chat templates"); 0: not recorded
 } FileHeader;
 
 typedef struct {
@@ -200,6 +201,7 @@ typedef struct {
     int bos_id;
     int eos_id;
     int tied_classifier;
+    uint32_t chat_template;  // ChatTemplateId from the header, 0 if not recorded
 } Config;
 
 // A weight matrix, pointing into the mapped file.
@@ -415,6 +417,7 @@ static void read_config(Transformer *t) {
     c->bos_id = h->bos_id;
     c->eos_id = h->eos_id;
     c->tied_classifier = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    c->chat_template = h->chat_template;
     c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
     const int32_t *ffn = (const int32_t *)(t->file_data + ffn_offset);
     c->max_ffn_dim = 0;
@@ -1446,34 +1449,75 @@ static void free_transformer(Transformer *t) {
 }
 
 // ----------------------------------------------------------------------------
-// Tokenizer: SentencePiece-style BPE over pieces with merge scores, byte
-// fallback through the <0xXX> pieces, llama2.c's tokenizer.bin layout:
+// Tokenizer: byte-pair encoding over a vocabulary of pieces with merge scores,
+// stored in llama2.c's tokenizer.bin layout
 //   int32 max_token_length, then per piece: float32 score, int32 length, bytes
+// Two kinds:
+// - SentencePiece (Llama 2, TinyLlama, Mistral; every llama2.c tokenizer.bin):
+//   a space before the text, one piece per code point to start with, and the
+//   <0xXX> pieces for bytes that have no piece of their own (byte fallback).
+// - Byte-level (Llama 3; tiktoken's kind): the layout comes after the four
+//   bytes "BBPE" and a u32 naming the rule that cuts text into chunks (1 =
+//   Llama 3's). Pieces are raw bytes and score minus their rank; a chunk that
+//   is a piece is that piece, any other chunk starts as its bytes.
+// Then the adjacent pair whose joined piece scores highest merges, leftmost
+// first among equals, until no pair joins into a piece. A piece scoring -inf
+// (special tokens such as <s> or <|eot_id|>, byte fallback pieces) is never
+// made by a merge nor matched from text: what a user types stays text, even
+// when it spells a special token; only the chat templates insert those.
+
+#define BYTE_LEVEL_MAGIC "BBPE"
+enum TokenizerKind { TOKENIZER_SENTENCEPIECE, TOKENIZER_BYTE_LEVEL };
+enum SplitRule { SPLIT_LLAMA3 = 1 };   // the pre-tokenizer rules a byte-level blob may name
 
 typedef struct {
-    const char *str;
-    int id;
-} TokenIndex;
-
-typedef struct {
-    char **vocab;            // (vocab_size,) NUL-terminated pieces
-    float *scores;           // (vocab_size,)
-    TokenIndex *sorted;      // (vocab_size,) pieces sorted for binary search
+    int kind;                // TokenizerKind
     int vocab_size;
+    char **vocab;            // (vocab_size,) NUL-terminated pieces (a byte-level piece may hold a NUL: see lengths)
+    int *lengths;            // (vocab_size,) bytes in each piece
+    float *scores;           // (vocab_size,) merge priority, higher first; -inf: never merged into nor matched
+    char *piece_bytes;       // every piece back to back, NUL after each: what vocab points into
+    int *lookup;             // (lookup_mask + 1,) hash table of piece ids, -1 where empty
+    uint32_t lookup_mask;
     int max_token_length;
-    int byte_tokens[256];    // id of piece <0xXX>, -1 if absent
+    int byte_tokens[256];    // SentencePiece: id of piece <0xXX>; byte-level: of the one-byte piece; -1 if none
     int bos_id, eos_id;
     unsigned char byte_pieces[512]; // each byte as a 1-character string
 } Tokenizer;
 
-static int compare_tokens(const void *a, const void *b) {
-    return strcmp(((const TokenIndex *)a)->str, ((const TokenIndex *)b)->str);
+// FNV-1a: pieces are short, and it spreads them well enough.
+static uint32_t hash_bytes(const char *s, size_t length) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < length; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
 }
 
-static int str_lookup(const char *str, const Tokenizer *t) {
-    TokenIndex key = { .str = str };
-    const TokenIndex *found = bsearch(&key, t->sorted, (size_t)t->vocab_size, sizeof(TokenIndex), compare_tokens);
-    return found ? found->id : -1;
+// The slot of the lookup table holding this piece, or the empty slot where it would go.
+static uint32_t lookup_slot(const Tokenizer *t, const char *s, size_t length) {
+    uint32_t slot = hash_bytes(s, length) & t->lookup_mask;
+    for (;; slot = (slot + 1) & t->lookup_mask) {
+        int id = t->lookup[slot];
+        if (id < 0 || ((size_t)t->lengths[id] == length && memcmp(t->vocab[id], s, length) == 0)) return slot;
+    }
+}
+
+// The id of the piece spelled by these bytes, -1 if none (the lowest id if two pieces are equal).
+static int piece_lookup(const Tokenizer *t, const char *s, size_t length) {
+    return t->lookup[lookup_slot(t, s, length)];
+}
+
+static int str_lookup(const char *str, const Tokenizer *t) { return piece_lookup(t, str, strlen(str)); }
+
+static void index_pieces(Tokenizer *t) {
+    uint32_t size = 1;
+    while (size < 2u * (uint32_t)t->vocab_size) size *= 2;   // at most half full: short probes
+    t->lookup_mask = size - 1;
+    t->lookup = xcalloc(size, sizeof(int), "tokenizer index");
+    memset(t->lookup, 0xFF, size * sizeof(int));
+    for (int id = 0; id < t->vocab_size; id++) {
+        uint32_t slot = lookup_slot(t, t->vocab[id], (size_t)t->lengths[id]);
+        if (t->lookup[slot] < 0) t->lookup[slot] = id;
+    }
 }
 
 // Parse a tokenizer from memory (the embedded blob or a file read whole).
@@ -1481,13 +1525,25 @@ static int str_lookup(const char *str, const Tokenizer *t) {
 static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data, size_t size, int vocab_size) {
     memset(t, 0, sizeof *t);
     t->vocab_size = vocab_size;
+    if (size >= 8 && memcmp(data, BYTE_LEVEL_MAGIC, 4) == 0) {
+        uint32_t rule;
+        memcpy(&rule, data + 4, 4);
+        if (rule != SPLIT_LLAMA3)
+            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1, Llama 3's)";
+        t->kind = TOKENIZER_BYTE_LEVEL;
+        data += 8;
+        size -= 8;
+    }
     if (size < 4) return "too short to hold max_token_length";
     int32_t max_len;
     memcpy(&max_len, data, 4);
     if (max_len <= 0 || max_len > 1 << 16) return "max_token_length out of range";
     t->max_token_length = max_len;
     t->vocab = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    t->lengths = xcalloc((size_t)vocab_size, sizeof(int), "tokenizer");
     t->scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
+    t->piece_bytes = xcalloc(size + (size_t)vocab_size, 1, "tokenizer");
+    char *next_piece = t->piece_bytes;
     size_t at = 4;
     for (int i = 0; i < vocab_size; i++) {
         int32_t len;
@@ -1496,29 +1552,34 @@ static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data
         memcpy(&len, data + at + 4, 4);
         at += 8;
         if (len < 0 || len > max_len || (size_t)len > size - at) return "a piece has an impossible length";
-        t->vocab[i] = xcalloc((size_t)len + 1, 1, "tokenizer");
-        memcpy(t->vocab[i], data + at, (size_t)len);
+        t->vocab[i] = next_piece;
+        t->lengths[i] = len;
+        memcpy(next_piece, data + at, (size_t)len);
+        next_piece += len + 1;
         at += (size_t)len;
     }
     if (at != size) return "has bytes left after the last piece (does the vocabulary size match the model?)";
-    t->sorted = xcalloc((size_t)vocab_size, sizeof(TokenIndex), "tokenizer");
-    for (int i = 0; i < vocab_size; i++) t->sorted[i] = (TokenIndex){ t->vocab[i], i };
-    qsort(t->sorted, (size_t)vocab_size, sizeof(TokenIndex), compare_tokens);
+    index_pieces(t);
     for (int b = 0; b < 256; b++) {
-        char piece[8];
-        snprintf(piece, sizeof piece, "<0x%02X>", b);
-        t->byte_tokens[b] = str_lookup(piece, t);
         t->byte_pieces[b * 2] = (unsigned char)b;
         t->byte_pieces[b * 2 + 1] = '\0';
+        char piece[8];
+        snprintf(piece, sizeof piece, "<0x%02X>", b);
+        t->byte_tokens[b] = t->kind == TOKENIZER_BYTE_LEVEL ? piece_lookup(t, (const char *)&t->byte_pieces[b * 2], 1)
+                                                            : str_lookup(piece, t);
+        // byte-level text starts as bytes: each must be a piece that merges
+        if (t->kind == TOKENIZER_BYTE_LEVEL && (t->byte_tokens[b] < 0 || t->scores[t->byte_tokens[b]] == -INFINITY))
+            return "is byte-level BPE but not every byte is a piece of its own";
     }
     return NULL;
 }
 
 static void free_tokenizer(Tokenizer *t) {
-    if (t->vocab) for (int i = 0; i < t->vocab_size; i++) free(t->vocab[i]);
     free(t->vocab);
+    free(t->lengths);
     free(t->scores);
-    free(t->sorted);
+    free(t->piece_bytes);
+    free(t->lookup);
 }
 
 static uint8_t *read_whole_file(const char *path, size_t *size) {
@@ -1554,10 +1615,13 @@ static void build_tokenizer(Tokenizer *tok, const Transformer *t, const char *ov
     tok->eos_id = t->config.eos_id;
 }
 
-// The piece to print for `token` following `prev_token`: SentencePiece drops
-// the leading space after BOS, and <0xXX> pieces stand for raw bytes.
+// The bytes to print for `token` following `prev_token`. Byte-level pieces
+// are raw bytes already, and may end inside a UTF-8 character (the next token
+// completes it). SentencePiece drops the leading space after BOS, and its
+// <0xXX> pieces stand for raw bytes.
 static const char *decode(const Tokenizer *t, int prev_token, int token) {
     const char *piece = t->vocab[token];
+    if (t->kind == TOKENIZER_BYTE_LEVEL) return piece;
     if (prev_token == t->bos_id && piece[0] == ' ') piece++;
     unsigned int byte;
     char close;
@@ -1566,37 +1630,392 @@ static const char *decode(const Tokenizer *t, int prev_token, int token) {
     return piece;
 }
 
-// Print a piece, skipping lone bytes that are control characters.
+// Print a piece, skipping a lone byte that is an ASCII control character.
+// Bytes from 0x80 up print: they are parts of a character that arrives a
+// byte or a few at a time.
 static void safe_printf(const char *piece) {
     if (!piece || !piece[0]) return;
     if (piece[1] == '\0') {
         unsigned char byte = (unsigned char)piece[0];
-        if (!(isprint(byte) || isspace(byte))) return;
+        if (byte < 0x80 && !(isprint(byte) || isspace(byte))) return;
     }
     fputs(piece, stdout);
 }
 
-// text -> token ids. tokens must hold strlen(text) + 3 ids. Returns the count.
-static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int *tokens) {
-    size_t buffer_size = (size_t)t->max_token_length * 2 + 8;
-    char *buffer = xcalloc(buffer_size, 1, "tokenizer buffer");
-    int n = 0;
-    if (add_bos) tokens[n++] = t->bos_id;
-    int first = n;   // merges never involve BOS
+// ---- Character classes for Llama 3's pre-tokenizer: sorted, disjoint,
+// inclusive code point ranges
 
-    // SentencePiece's dummy prefix: a leading space before non-empty text
+// BEGIN generated by tools/js/gen-unicode-tables.mjs
+// Unicode 17.0; do not edit by hand.
+// \p{L}: 684 ranges
+static const uint32_t unicode_letters[][2] = {
+    {0x0041, 0x005A}, {0x0061, 0x007A}, {0x00AA, 0x00AA}, {0x00B5, 0x00B5}, {0x00BA, 0x00BA}, {0x00C0, 0x00D6},
+    {0x00D8, 0x00F6}, {0x00F8, 0x02C1}, {0x02C6, 0x02D1}, {0x02E0, 0x02E4}, {0x02EC, 0x02EC}, {0x02EE, 0x02EE},
+    {0x0370, 0x0374}, {0x0376, 0x0377}, {0x037A, 0x037D}, {0x037F, 0x037F}, {0x0386, 0x0386}, {0x0388, 0x038A},
+    {0x038C, 0x038C}, {0x038E, 0x03A1}, {0x03A3, 0x03F5}, {0x03F7, 0x0481}, {0x048A, 0x052F}, {0x0531, 0x0556},
+    {0x0559, 0x0559}, {0x0560, 0x0588}, {0x05D0, 0x05EA}, {0x05EF, 0x05F2}, {0x0620, 0x064A}, {0x066E, 0x066F},
+    {0x0671, 0x06D3}, {0x06D5, 0x06D5}, {0x06E5, 0x06E6}, {0x06EE, 0x06EF}, {0x06FA, 0x06FC}, {0x06FF, 0x06FF},
+    {0x0710, 0x0710}, {0x0712, 0x072F}, {0x074D, 0x07A5}, {0x07B1, 0x07B1}, {0x07CA, 0x07EA}, {0x07F4, 0x07F5},
+    {0x07FA, 0x07FA}, {0x0800, 0x0815}, {0x081A, 0x081A}, {0x0824, 0x0824}, {0x0828, 0x0828}, {0x0840, 0x0858},
+    {0x0860, 0x086A}, {0x0870, 0x0887}, {0x0889, 0x088F}, {0x08A0, 0x08C9}, {0x0904, 0x0939}, {0x093D, 0x093D},
+    {0x0950, 0x0950}, {0x0958, 0x0961}, {0x0971, 0x0980}, {0x0985, 0x098C}, {0x098F, 0x0990}, {0x0993, 0x09A8},
+    {0x09AA, 0x09B0}, {0x09B2, 0x09B2}, {0x09B6, 0x09B9}, {0x09BD, 0x09BD}, {0x09CE, 0x09CE}, {0x09DC, 0x09DD},
+    {0x09DF, 0x09E1}, {0x09F0, 0x09F1}, {0x09FC, 0x09FC}, {0x0A05, 0x0A0A}, {0x0A0F, 0x0A10}, {0x0A13, 0x0A28},
+    {0x0A2A, 0x0A30}, {0x0A32, 0x0A33}, {0x0A35, 0x0A36}, {0x0A38, 0x0A39}, {0x0A59, 0x0A5C}, {0x0A5E, 0x0A5E},
+    {0x0A72, 0x0A74}, {0x0A85, 0x0A8D}, {0x0A8F, 0x0A91}, {0x0A93, 0x0AA8}, {0x0AAA, 0x0AB0}, {0x0AB2, 0x0AB3},
+    {0x0AB5, 0x0AB9}, {0x0ABD, 0x0ABD}, {0x0AD0, 0x0AD0}, {0x0AE0, 0x0AE1}, {0x0AF9, 0x0AF9}, {0x0B05, 0x0B0C},
+    {0x0B0F, 0x0B10}, {0x0B13, 0x0B28}, {0x0B2A, 0x0B30}, {0x0B32, 0x0B33}, {0x0B35, 0x0B39}, {0x0B3D, 0x0B3D},
+    {0x0B5C, 0x0B5D}, {0x0B5F, 0x0B61}, {0x0B71, 0x0B71}, {0x0B83, 0x0B83}, {0x0B85, 0x0B8A}, {0x0B8E, 0x0B90},
+    {0x0B92, 0x0B95}, {0x0B99, 0x0B9A}, {0x0B9C, 0x0B9C}, {0x0B9E, 0x0B9F}, {0x0BA3, 0x0BA4}, {0x0BA8, 0x0BAA},
+    {0x0BAE, 0x0BB9}, {0x0BD0, 0x0BD0}, {0x0C05, 0x0C0C}, {0x0C0E, 0x0C10}, {0x0C12, 0x0C28}, {0x0C2A, 0x0C39},
+    {0x0C3D, 0x0C3D}, {0x0C58, 0x0C5A}, {0x0C5C, 0x0C5D}, {0x0C60, 0x0C61}, {0x0C80, 0x0C80}, {0x0C85, 0x0C8C},
+    {0x0C8E, 0x0C90}, {0x0C92, 0x0CA8}, {0x0CAA, 0x0CB3}, {0x0CB5, 0x0CB9}, {0x0CBD, 0x0CBD}, {0x0CDC, 0x0CDE},
+    {0x0CE0, 0x0CE1}, {0x0CF1, 0x0CF2}, {0x0D04, 0x0D0C}, {0x0D0E, 0x0D10}, {0x0D12, 0x0D3A}, {0x0D3D, 0x0D3D},
+    {0x0D4E, 0x0D4E}, {0x0D54, 0x0D56}, {0x0D5F, 0x0D61}, {0x0D7A, 0x0D7F}, {0x0D85, 0x0D96}, {0x0D9A, 0x0DB1},
+    {0x0DB3, 0x0DBB}, {0x0DBD, 0x0DBD}, {0x0DC0, 0x0DC6}, {0x0E01, 0x0E30}, {0x0E32, 0x0E33}, {0x0E40, 0x0E46},
+    {0x0E81, 0x0E82}, {0x0E84, 0x0E84}, {0x0E86, 0x0E8A}, {0x0E8C, 0x0EA3}, {0x0EA5, 0x0EA5}, {0x0EA7, 0x0EB0},
+    {0x0EB2, 0x0EB3}, {0x0EBD, 0x0EBD}, {0x0EC0, 0x0EC4}, {0x0EC6, 0x0EC6}, {0x0EDC, 0x0EDF}, {0x0F00, 0x0F00},
+    {0x0F40, 0x0F47}, {0x0F49, 0x0F6C}, {0x0F88, 0x0F8C}, {0x1000, 0x102A}, {0x103F, 0x103F}, {0x1050, 0x1055},
+    {0x105A, 0x105D}, {0x1061, 0x1061}, {0x1065, 0x1066}, {0x106E, 0x1070}, {0x1075, 0x1081}, {0x108E, 0x108E},
+    {0x10A0, 0x10C5}, {0x10C7, 0x10C7}, {0x10CD, 0x10CD}, {0x10D0, 0x10FA}, {0x10FC, 0x1248}, {0x124A, 0x124D},
+    {0x1250, 0x1256}, {0x1258, 0x1258}, {0x125A, 0x125D}, {0x1260, 0x1288}, {0x128A, 0x128D}, {0x1290, 0x12B0},
+    {0x12B2, 0x12B5}, {0x12B8, 0x12BE}, {0x12C0, 0x12C0}, {0x12C2, 0x12C5}, {0x12C8, 0x12D6}, {0x12D8, 0x1310},
+    {0x1312, 0x1315}, {0x1318, 0x135A}, {0x1380, 0x138F}, {0x13A0, 0x13F5}, {0x13F8, 0x13FD}, {0x1401, 0x166C},
+    {0x166F, 0x167F}, {0x1681, 0x169A}, {0x16A0, 0x16EA}, {0x16F1, 0x16F8}, {0x1700, 0x1711}, {0x171F, 0x1731},
+    {0x1740, 0x1751}, {0x1760, 0x176C}, {0x176E, 0x1770}, {0x1780, 0x17B3}, {0x17D7, 0x17D7}, {0x17DC, 0x17DC},
+    {0x1820, 0x1878}, {0x1880, 0x1884}, {0x1887, 0x18A8}, {0x18AA, 0x18AA}, {0x18B0, 0x18F5}, {0x1900, 0x191E},
+    {0x1950, 0x196D}, {0x1970, 0x1974}, {0x1980, 0x19AB}, {0x19B0, 0x19C9}, {0x1A00, 0x1A16}, {0x1A20, 0x1A54},
+    {0x1AA7, 0x1AA7}, {0x1B05, 0x1B33}, {0x1B45, 0x1B4C}, {0x1B83, 0x1BA0}, {0x1BAE, 0x1BAF}, {0x1BBA, 0x1BE5},
+    {0x1C00, 0x1C23}, {0x1C4D, 0x1C4F}, {0x1C5A, 0x1C7D}, {0x1C80, 0x1C8A}, {0x1C90, 0x1CBA}, {0x1CBD, 0x1CBF},
+    {0x1CE9, 0x1CEC}, {0x1CEE, 0x1CF3}, {0x1CF5, 0x1CF6}, {0x1CFA, 0x1CFA}, {0x1D00, 0x1DBF}, {0x1E00, 0x1F15},
+    {0x1F18, 0x1F1D}, {0x1F20, 0x1F45}, {0x1F48, 0x1F4D}, {0x1F50, 0x1F57}, {0x1F59, 0x1F59}, {0x1F5B, 0x1F5B},
+    {0x1F5D, 0x1F5D}, {0x1F5F, 0x1F7D}, {0x1F80, 0x1FB4}, {0x1FB6, 0x1FBC}, {0x1FBE, 0x1FBE}, {0x1FC2, 0x1FC4},
+    {0x1FC6, 0x1FCC}, {0x1FD0, 0x1FD3}, {0x1FD6, 0x1FDB}, {0x1FE0, 0x1FEC}, {0x1FF2, 0x1FF4}, {0x1FF6, 0x1FFC},
+    {0x2071, 0x2071}, {0x207F, 0x207F}, {0x2090, 0x209C}, {0x2102, 0x2102}, {0x2107, 0x2107}, {0x210A, 0x2113},
+    {0x2115, 0x2115}, {0x2119, 0x211D}, {0x2124, 0x2124}, {0x2126, 0x2126}, {0x2128, 0x2128}, {0x212A, 0x212D},
+    {0x212F, 0x2139}, {0x213C, 0x213F}, {0x2145, 0x2149}, {0x214E, 0x214E}, {0x2183, 0x2184}, {0x2C00, 0x2CE4},
+    {0x2CEB, 0x2CEE}, {0x2CF2, 0x2CF3}, {0x2D00, 0x2D25}, {0x2D27, 0x2D27}, {0x2D2D, 0x2D2D}, {0x2D30, 0x2D67},
+    {0x2D6F, 0x2D6F}, {0x2D80, 0x2D96}, {0x2DA0, 0x2DA6}, {0x2DA8, 0x2DAE}, {0x2DB0, 0x2DB6}, {0x2DB8, 0x2DBE},
+    {0x2DC0, 0x2DC6}, {0x2DC8, 0x2DCE}, {0x2DD0, 0x2DD6}, {0x2DD8, 0x2DDE}, {0x2E2F, 0x2E2F}, {0x3005, 0x3006},
+    {0x3031, 0x3035}, {0x303B, 0x303C}, {0x3041, 0x3096}, {0x309D, 0x309F}, {0x30A1, 0x30FA}, {0x30FC, 0x30FF},
+    {0x3105, 0x312F}, {0x3131, 0x318E}, {0x31A0, 0x31BF}, {0x31F0, 0x31FF}, {0x3400, 0x4DBF}, {0x4E00, 0xA48C},
+    {0xA4D0, 0xA4FD}, {0xA500, 0xA60C}, {0xA610, 0xA61F}, {0xA62A, 0xA62B}, {0xA640, 0xA66E}, {0xA67F, 0xA69D},
+    {0xA6A0, 0xA6E5}, {0xA717, 0xA71F}, {0xA722, 0xA788}, {0xA78B, 0xA7DC}, {0xA7F1, 0xA801}, {0xA803, 0xA805},
+    {0xA807, 0xA80A}, {0xA80C, 0xA822}, {0xA840, 0xA873}, {0xA882, 0xA8B3}, {0xA8F2, 0xA8F7}, {0xA8FB, 0xA8FB},
+    {0xA8FD, 0xA8FE}, {0xA90A, 0xA925}, {0xA930, 0xA946}, {0xA960, 0xA97C}, {0xA984, 0xA9B2}, {0xA9CF, 0xA9CF},
+    {0xA9E0, 0xA9E4}, {0xA9E6, 0xA9EF}, {0xA9FA, 0xA9FE}, {0xAA00, 0xAA28}, {0xAA40, 0xAA42}, {0xAA44, 0xAA4B},
+    {0xAA60, 0xAA76}, {0xAA7A, 0xAA7A}, {0xAA7E, 0xAAAF}, {0xAAB1, 0xAAB1}, {0xAAB5, 0xAAB6}, {0xAAB9, 0xAABD},
+    {0xAAC0, 0xAAC0}, {0xAAC2, 0xAAC2}, {0xAADB, 0xAADD}, {0xAAE0, 0xAAEA}, {0xAAF2, 0xAAF4}, {0xAB01, 0xAB06},
+    {0xAB09, 0xAB0E}, {0xAB11, 0xAB16}, {0xAB20, 0xAB26}, {0xAB28, 0xAB2E}, {0xAB30, 0xAB5A}, {0xAB5C, 0xAB69},
+    {0xAB70, 0xABE2}, {0xAC00, 0xD7A3}, {0xD7B0, 0xD7C6}, {0xD7CB, 0xD7FB}, {0xF900, 0xFA6D}, {0xFA70, 0xFAD9},
+    {0xFB00, 0xFB06}, {0xFB13, 0xFB17}, {0xFB1D, 0xFB1D}, {0xFB1F, 0xFB28}, {0xFB2A, 0xFB36}, {0xFB38, 0xFB3C},
+    {0xFB3E, 0xFB3E}, {0xFB40, 0xFB41}, {0xFB43, 0xFB44}, {0xFB46, 0xFBB1}, {0xFBD3, 0xFD3D}, {0xFD50, 0xFD8F},
+    {0xFD92, 0xFDC7}, {0xFDF0, 0xFDFB}, {0xFE70, 0xFE74}, {0xFE76, 0xFEFC}, {0xFF21, 0xFF3A}, {0xFF41, 0xFF5A},
+    {0xFF66, 0xFFBE}, {0xFFC2, 0xFFC7}, {0xFFCA, 0xFFCF}, {0xFFD2, 0xFFD7}, {0xFFDA, 0xFFDC}, {0x10000, 0x1000B},
+    {0x1000D, 0x10026}, {0x10028, 0x1003A}, {0x1003C, 0x1003D}, {0x1003F, 0x1004D}, {0x10050, 0x1005D}, {0x10080, 0x100FA},
+    {0x10280, 0x1029C}, {0x102A0, 0x102D0}, {0x10300, 0x1031F}, {0x1032D, 0x10340}, {0x10342, 0x10349}, {0x10350, 0x10375},
+    {0x10380, 0x1039D}, {0x103A0, 0x103C3}, {0x103C8, 0x103CF}, {0x10400, 0x1049D}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
+    {0x10500, 0x10527}, {0x10530, 0x10563}, {0x10570, 0x1057A}, {0x1057C, 0x1058A}, {0x1058C, 0x10592}, {0x10594, 0x10595},
+    {0x10597, 0x105A1}, {0x105A3, 0x105B1}, {0x105B3, 0x105B9}, {0x105BB, 0x105BC}, {0x105C0, 0x105F3}, {0x10600, 0x10736},
+    {0x10740, 0x10755}, {0x10760, 0x10767}, {0x10780, 0x10785}, {0x10787, 0x107B0}, {0x107B2, 0x107BA}, {0x10800, 0x10805},
+    {0x10808, 0x10808}, {0x1080A, 0x10835}, {0x10837, 0x10838}, {0x1083C, 0x1083C}, {0x1083F, 0x10855}, {0x10860, 0x10876},
+    {0x10880, 0x1089E}, {0x108E0, 0x108F2}, {0x108F4, 0x108F5}, {0x10900, 0x10915}, {0x10920, 0x10939}, {0x10940, 0x10959},
+    {0x10980, 0x109B7}, {0x109BE, 0x109BF}, {0x10A00, 0x10A00}, {0x10A10, 0x10A13}, {0x10A15, 0x10A17}, {0x10A19, 0x10A35},
+    {0x10A60, 0x10A7C}, {0x10A80, 0x10A9C}, {0x10AC0, 0x10AC7}, {0x10AC9, 0x10AE4}, {0x10B00, 0x10B35}, {0x10B40, 0x10B55},
+    {0x10B60, 0x10B72}, {0x10B80, 0x10B91}, {0x10C00, 0x10C48}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x10D00, 0x10D23},
+    {0x10D4A, 0x10D65}, {0x10D6F, 0x10D85}, {0x10E80, 0x10EA9}, {0x10EB0, 0x10EB1}, {0x10EC2, 0x10EC7}, {0x10F00, 0x10F1C},
+    {0x10F27, 0x10F27}, {0x10F30, 0x10F45}, {0x10F70, 0x10F81}, {0x10FB0, 0x10FC4}, {0x10FE0, 0x10FF6}, {0x11003, 0x11037},
+    {0x11071, 0x11072}, {0x11075, 0x11075}, {0x11083, 0x110AF}, {0x110D0, 0x110E8}, {0x11103, 0x11126}, {0x11144, 0x11144},
+    {0x11147, 0x11147}, {0x11150, 0x11172}, {0x11176, 0x11176}, {0x11183, 0x111B2}, {0x111C1, 0x111C4}, {0x111DA, 0x111DA},
+    {0x111DC, 0x111DC}, {0x11200, 0x11211}, {0x11213, 0x1122B}, {0x1123F, 0x11240}, {0x11280, 0x11286}, {0x11288, 0x11288},
+    {0x1128A, 0x1128D}, {0x1128F, 0x1129D}, {0x1129F, 0x112A8}, {0x112B0, 0x112DE}, {0x11305, 0x1130C}, {0x1130F, 0x11310},
+    {0x11313, 0x11328}, {0x1132A, 0x11330}, {0x11332, 0x11333}, {0x11335, 0x11339}, {0x1133D, 0x1133D}, {0x11350, 0x11350},
+    {0x1135D, 0x11361}, {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5}, {0x113B7, 0x113B7},
+    {0x113D1, 0x113D1}, {0x113D3, 0x113D3}, {0x11400, 0x11434}, {0x11447, 0x1144A}, {0x1145F, 0x11461}, {0x11480, 0x114AF},
+    {0x114C4, 0x114C5}, {0x114C7, 0x114C7}, {0x11580, 0x115AE}, {0x115D8, 0x115DB}, {0x11600, 0x1162F}, {0x11644, 0x11644},
+    {0x11680, 0x116AA}, {0x116B8, 0x116B8}, {0x11700, 0x1171A}, {0x11740, 0x11746}, {0x11800, 0x1182B}, {0x118A0, 0x118DF},
+    {0x118FF, 0x11906}, {0x11909, 0x11909}, {0x1190C, 0x11913}, {0x11915, 0x11916}, {0x11918, 0x1192F}, {0x1193F, 0x1193F},
+    {0x11941, 0x11941}, {0x119A0, 0x119A7}, {0x119AA, 0x119D0}, {0x119E1, 0x119E1}, {0x119E3, 0x119E3}, {0x11A00, 0x11A00},
+    {0x11A0B, 0x11A32}, {0x11A3A, 0x11A3A}, {0x11A50, 0x11A50}, {0x11A5C, 0x11A89}, {0x11A9D, 0x11A9D}, {0x11AB0, 0x11AF8},
+    {0x11BC0, 0x11BE0}, {0x11C00, 0x11C08}, {0x11C0A, 0x11C2E}, {0x11C40, 0x11C40}, {0x11C72, 0x11C8F}, {0x11D00, 0x11D06},
+    {0x11D08, 0x11D09}, {0x11D0B, 0x11D30}, {0x11D46, 0x11D46}, {0x11D60, 0x11D65}, {0x11D67, 0x11D68}, {0x11D6A, 0x11D89},
+    {0x11D98, 0x11D98}, {0x11DB0, 0x11DDB}, {0x11EE0, 0x11EF2}, {0x11F02, 0x11F02}, {0x11F04, 0x11F10}, {0x11F12, 0x11F33},
+    {0x11FB0, 0x11FB0}, {0x12000, 0x12399}, {0x12480, 0x12543}, {0x12F90, 0x12FF0}, {0x13000, 0x1342F}, {0x13441, 0x13446},
+    {0x13460, 0x143FA}, {0x14400, 0x14646}, {0x16100, 0x1611D}, {0x16800, 0x16A38}, {0x16A40, 0x16A5E}, {0x16A70, 0x16ABE},
+    {0x16AD0, 0x16AED}, {0x16B00, 0x16B2F}, {0x16B40, 0x16B43}, {0x16B63, 0x16B77}, {0x16B7D, 0x16B8F}, {0x16D40, 0x16D6C},
+    {0x16E40, 0x16E7F}, {0x16EA0, 0x16EB8}, {0x16EBB, 0x16ED3}, {0x16F00, 0x16F4A}, {0x16F50, 0x16F50}, {0x16F93, 0x16F9F},
+    {0x16FE0, 0x16FE1}, {0x16FE3, 0x16FE3}, {0x16FF2, 0x16FF3}, {0x17000, 0x18CD5}, {0x18CFF, 0x18D1E}, {0x18D80, 0x18DF2},
+    {0x1AFF0, 0x1AFF3}, {0x1AFF5, 0x1AFFB}, {0x1AFFD, 0x1AFFE}, {0x1B000, 0x1B122}, {0x1B132, 0x1B132}, {0x1B150, 0x1B152},
+    {0x1B155, 0x1B155}, {0x1B164, 0x1B167}, {0x1B170, 0x1B2FB}, {0x1BC00, 0x1BC6A}, {0x1BC70, 0x1BC7C}, {0x1BC80, 0x1BC88},
+    {0x1BC90, 0x1BC99}, {0x1D400, 0x1D454}, {0x1D456, 0x1D49C}, {0x1D49E, 0x1D49F}, {0x1D4A2, 0x1D4A2}, {0x1D4A5, 0x1D4A6},
+    {0x1D4A9, 0x1D4AC}, {0x1D4AE, 0x1D4B9}, {0x1D4BB, 0x1D4BB}, {0x1D4BD, 0x1D4C3}, {0x1D4C5, 0x1D505}, {0x1D507, 0x1D50A},
+    {0x1D50D, 0x1D514}, {0x1D516, 0x1D51C}, {0x1D51E, 0x1D539}, {0x1D53B, 0x1D53E}, {0x1D540, 0x1D544}, {0x1D546, 0x1D546},
+    {0x1D54A, 0x1D550}, {0x1D552, 0x1D6A5}, {0x1D6A8, 0x1D6C0}, {0x1D6C2, 0x1D6DA}, {0x1D6DC, 0x1D6FA}, {0x1D6FC, 0x1D714},
+    {0x1D716, 0x1D734}, {0x1D736, 0x1D74E}, {0x1D750, 0x1D76E}, {0x1D770, 0x1D788}, {0x1D78A, 0x1D7A8}, {0x1D7AA, 0x1D7C2},
+    {0x1D7C4, 0x1D7CB}, {0x1DF00, 0x1DF1E}, {0x1DF25, 0x1DF2A}, {0x1E030, 0x1E06D}, {0x1E100, 0x1E12C}, {0x1E137, 0x1E13D},
+    {0x1E14E, 0x1E14E}, {0x1E290, 0x1E2AD}, {0x1E2C0, 0x1E2EB}, {0x1E4D0, 0x1E4EB}, {0x1E5D0, 0x1E5ED}, {0x1E5F0, 0x1E5F0},
+    {0x1E6C0, 0x1E6DE}, {0x1E6E0, 0x1E6E2}, {0x1E6E4, 0x1E6E5}, {0x1E6E7, 0x1E6ED}, {0x1E6F0, 0x1E6F4}, {0x1E6FE, 0x1E6FF},
+    {0x1E7E0, 0x1E7E6}, {0x1E7E8, 0x1E7EB}, {0x1E7ED, 0x1E7EE}, {0x1E7F0, 0x1E7FE}, {0x1E800, 0x1E8C4}, {0x1E900, 0x1E943},
+    {0x1E94B, 0x1E94B}, {0x1EE00, 0x1EE03}, {0x1EE05, 0x1EE1F}, {0x1EE21, 0x1EE22}, {0x1EE24, 0x1EE24}, {0x1EE27, 0x1EE27},
+    {0x1EE29, 0x1EE32}, {0x1EE34, 0x1EE37}, {0x1EE39, 0x1EE39}, {0x1EE3B, 0x1EE3B}, {0x1EE42, 0x1EE42}, {0x1EE47, 0x1EE47},
+    {0x1EE49, 0x1EE49}, {0x1EE4B, 0x1EE4B}, {0x1EE4D, 0x1EE4F}, {0x1EE51, 0x1EE52}, {0x1EE54, 0x1EE54}, {0x1EE57, 0x1EE57},
+    {0x1EE59, 0x1EE59}, {0x1EE5B, 0x1EE5B}, {0x1EE5D, 0x1EE5D}, {0x1EE5F, 0x1EE5F}, {0x1EE61, 0x1EE62}, {0x1EE64, 0x1EE64},
+    {0x1EE67, 0x1EE6A}, {0x1EE6C, 0x1EE72}, {0x1EE74, 0x1EE77}, {0x1EE79, 0x1EE7C}, {0x1EE7E, 0x1EE7E}, {0x1EE80, 0x1EE89},
+    {0x1EE8B, 0x1EE9B}, {0x1EEA1, 0x1EEA3}, {0x1EEA5, 0x1EEA9}, {0x1EEAB, 0x1EEBB}, {0x20000, 0x2A6DF}, {0x2A700, 0x2B81D},
+    {0x2B820, 0x2CEAD}, {0x2CEB0, 0x2EBE0}, {0x2EBF0, 0x2EE5D}, {0x2F800, 0x2FA1D}, {0x30000, 0x3134A}, {0x31350, 0x33479},
+};
+// \p{N}: 146 ranges
+static const uint32_t unicode_numbers[][2] = {
+    {0x0030, 0x0039}, {0x00B2, 0x00B3}, {0x00B9, 0x00B9}, {0x00BC, 0x00BE}, {0x0660, 0x0669}, {0x06F0, 0x06F9},
+    {0x07C0, 0x07C9}, {0x0966, 0x096F}, {0x09E6, 0x09EF}, {0x09F4, 0x09F9}, {0x0A66, 0x0A6F}, {0x0AE6, 0x0AEF},
+    {0x0B66, 0x0B6F}, {0x0B72, 0x0B77}, {0x0BE6, 0x0BF2}, {0x0C66, 0x0C6F}, {0x0C78, 0x0C7E}, {0x0CE6, 0x0CEF},
+    {0x0D58, 0x0D5E}, {0x0D66, 0x0D78}, {0x0DE6, 0x0DEF}, {0x0E50, 0x0E59}, {0x0ED0, 0x0ED9}, {0x0F20, 0x0F33},
+    {0x1040, 0x1049}, {0x1090, 0x1099}, {0x1369, 0x137C}, {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x17F0, 0x17F9},
+    {0x1810, 0x1819}, {0x1946, 0x194F}, {0x19D0, 0x19DA}, {0x1A80, 0x1A89}, {0x1A90, 0x1A99}, {0x1B50, 0x1B59},
+    {0x1BB0, 0x1BB9}, {0x1C40, 0x1C49}, {0x1C50, 0x1C59}, {0x2070, 0x2070}, {0x2074, 0x2079}, {0x2080, 0x2089},
+    {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF}, {0x2776, 0x2793}, {0x2CFD, 0x2CFD},
+    {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195}, {0x3220, 0x3229}, {0x3248, 0x324F},
+    {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF}, {0xA620, 0xA629}, {0xA6E6, 0xA6EF}, {0xA830, 0xA835},
+    {0xA8D0, 0xA8D9}, {0xA900, 0xA909}, {0xA9D0, 0xA9D9}, {0xA9F0, 0xA9F9}, {0xAA50, 0xAA59}, {0xABF0, 0xABF9},
+    {0xFF10, 0xFF19}, {0x10107, 0x10133}, {0x10140, 0x10178}, {0x1018A, 0x1018B}, {0x102E1, 0x102FB}, {0x10320, 0x10323},
+    {0x10341, 0x10341}, {0x1034A, 0x1034A}, {0x103D1, 0x103D5}, {0x104A0, 0x104A9}, {0x10858, 0x1085F}, {0x10879, 0x1087F},
+    {0x108A7, 0x108AF}, {0x108FB, 0x108FF}, {0x10916, 0x1091B}, {0x109BC, 0x109BD}, {0x109C0, 0x109CF}, {0x109D2, 0x109FF},
+    {0x10A40, 0x10A48}, {0x10A7D, 0x10A7E}, {0x10A9D, 0x10A9F}, {0x10AEB, 0x10AEF}, {0x10B58, 0x10B5F}, {0x10B78, 0x10B7F},
+    {0x10BA9, 0x10BAF}, {0x10CFA, 0x10CFF}, {0x10D30, 0x10D39}, {0x10D40, 0x10D49}, {0x10E60, 0x10E7E}, {0x10F1D, 0x10F26},
+    {0x10F51, 0x10F54}, {0x10FC5, 0x10FCB}, {0x11052, 0x1106F}, {0x110F0, 0x110F9}, {0x11136, 0x1113F}, {0x111D0, 0x111D9},
+    {0x111E1, 0x111F4}, {0x112F0, 0x112F9}, {0x11450, 0x11459}, {0x114D0, 0x114D9}, {0x11650, 0x11659}, {0x116C0, 0x116C9},
+    {0x116D0, 0x116E3}, {0x11730, 0x1173B}, {0x118E0, 0x118F2}, {0x11950, 0x11959}, {0x11BF0, 0x11BF9}, {0x11C50, 0x11C6C},
+    {0x11D50, 0x11D59}, {0x11DA0, 0x11DA9}, {0x11DE0, 0x11DE9}, {0x11F50, 0x11F59}, {0x11FC0, 0x11FD4}, {0x12400, 0x1246E},
+    {0x16130, 0x16139}, {0x16A60, 0x16A69}, {0x16AC0, 0x16AC9}, {0x16B50, 0x16B59}, {0x16B5B, 0x16B61}, {0x16D70, 0x16D79},
+    {0x16E80, 0x16E96}, {0x16FF4, 0x16FF6}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3}, {0x1D2E0, 0x1D2F3}, {0x1D360, 0x1D378},
+    {0x1D7CE, 0x1D7FF}, {0x1E140, 0x1E149}, {0x1E2F0, 0x1E2F9}, {0x1E4F0, 0x1E4F9}, {0x1E5F1, 0x1E5FA}, {0x1E8C7, 0x1E8CF},
+    {0x1E950, 0x1E959}, {0x1EC71, 0x1ECAB}, {0x1ECAD, 0x1ECAF}, {0x1ECB1, 0x1ECB4}, {0x1ED01, 0x1ED2D}, {0x1ED2F, 0x1ED3D},
+    {0x1F100, 0x1F10C}, {0x1FBF0, 0x1FBF9},
+};
+// \s (White_Space): 10 ranges
+static const uint32_t unicode_spaces[][2] = {
+    {0x0009, 0x000D}, {0x0020, 0x0020}, {0x0085, 0x0085}, {0x00A0, 0x00A0}, {0x1680, 0x1680}, {0x2000, 0x200A},
+    {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+};
+// END generated by tools/js/gen-unicode-tables.mjs
+
+enum CharClass { CHAR_OTHER, CHAR_LETTER, CHAR_NUMBER, CHAR_SPACE };
+
+static int in_ranges(uint32_t cp, const uint32_t (*ranges)[2], size_t n) {
+    size_t low = 0, high = n;
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (cp < ranges[mid][0]) high = mid;
+        else if (cp > ranges[mid][1]) low = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+#define RANGES(table) table, sizeof table / sizeof table[0]
+
+static int char_class(uint32_t cp) {
+    if (cp < 0x80) {   // ASCII without a search
+        if ((cp | 0x20) - 'a' < 26) return CHAR_LETTER;
+        if (cp - '0' < 10) return CHAR_NUMBER;
+        return cp == ' ' || (cp >= '\t' && cp <= '\r') ? CHAR_SPACE : CHAR_OTHER;
+    }
+    if (in_ranges(cp, RANGES(unicode_letters))) return CHAR_LETTER;
+    if (in_ranges(cp, RANGES(unicode_numbers))) return CHAR_NUMBER;
+    if (in_ranges(cp, RANGES(unicode_spaces))) return CHAR_SPACE;
+    return CHAR_OTHER;
+}
+
+// The code point that starts at s (n > 0 bytes there) and its length. A
+// byte that does not begin a well-formed UTF-8 sequence stands alone, as
+// U+FFFD (class other): byte-level BPE still encodes it exactly.
+static uint32_t decode_utf8(const unsigned char *s, size_t n, int *length) {
+    unsigned char lead = s[0];
+    int len = lead < 0x80 ? 1 : lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
+            : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
+    *length = 1;
+    if (len == 1) return lead;
+    if (len == 0 || (size_t)len > n) return 0xFFFD;
+    uint32_t cp = lead & (0x7Fu >> len);
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0xFFFD;
+        cp = cp << 6 | (s[i] & 0x3Fu);
+    }
+    int overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0xFFFD;
+    *length = len;
+    return cp;
+}
+
+// The class of the character at text[at] (at < end); its length goes to *length.
+static int class_at(const char *text, size_t at, size_t end, int *length) {
+    return char_class(decode_utf8((const unsigned char *)text + at, end - at, length));
+}
+
+// Past the run of at most max_chars characters of class cls that starts at `at`.
+static size_t skip_class(const char *text, size_t at, size_t end, int cls, int max_chars) {
+    int length;
+    for (int n = 0; n < max_chars && at < end && class_at(text, at, end, &length) == cls; n++) at += (size_t)length;
+    return at;
+}
+
+static int is_newline(char c) { return c == '\r' || c == '\n'; }
+
+// (?i:'s|'t|'re|'ve|'m|'ll|'d) at text[at]: the match's length, or 0. Any
+// case, and "ſ" (U+017F) is an s, as Unicode case folding has it.
+static size_t contraction_length(const char *text, size_t at, size_t end) {
+    if (text[at] != '\'') return 0;
+    const unsigned char *s = (const unsigned char *)text + at + 1;
+    size_t n = end - at - 1;
+    if (n >= 2 && s[0] == 0xC5 && s[1] == 0xBF) return 3;
+    int a = n >= 1 ? tolower(s[0]) : 0, b = n >= 2 ? tolower(s[1]) : 0;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    return 0;
+}
+
+// The regex's last three alternatives, at a run of whitespace:
+// \s*[\r\n]+ | \s+(?!\S) | \s+
+static size_t whitespace_chunk_end(const char *text, size_t at, size_t end) {
+    size_t run_end = at, last_char = at, after_last_newline = 0;
+    int length, chars = 0;
+    for (; run_end < end && class_at(text, run_end, end, &length) == CHAR_SPACE; run_end += (size_t)length, chars++) {
+        if (is_newline(text[run_end])) after_last_newline = run_end + 1;
+        last_char = run_end;
+    }
+    if (after_last_newline) return after_last_newline;   // through the run's last newline
+    if (run_end == end || chars == 1) return run_end;     // the whole run
+    return last_char;   // all but the last space, which goes with the word after it
+}
+
+// Llama 3's pre-tokenizer, the regex
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// as code: the first alternative that matches at text[at] is the chunk (one
+// always does). Returns where the chunk ends.
+static size_t llama3_chunk_end(const char *text, size_t at, size_t end) {
+    size_t contraction = contraction_length(text, at, end);
+    if (contraction) return at + contraction;
+    int length, next_length;
+    int cls = class_at(text, at, end, &length);
+    size_t next = at + (size_t)length;
+    int next_cls = next < end ? class_at(text, next, end, &next_length) : -1;
+    // [^\r\n\p{L}\p{N}]?\p{L}+ : letters, maybe after one character that is no letter, number or newline
+    if (cls == CHAR_LETTER) return skip_class(text, next, end, CHAR_LETTER, INT_MAX);
+    if (cls != CHAR_NUMBER && !is_newline(text[at]) && next_cls == CHAR_LETTER)
+        return skip_class(text, next, end, CHAR_LETTER, INT_MAX);
+    // \p{N}{1,3}
+    if (cls == CHAR_NUMBER) return skip_class(text, at, end, CHAR_NUMBER, 3);
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*' : other characters, maybe after a space, and the newlines after them
+    if (cls == CHAR_OTHER || (text[at] == ' ' && next_cls == CHAR_OTHER)) {
+        size_t p = skip_class(text, cls == CHAR_OTHER ? at : next, end, CHAR_OTHER, INT_MAX);
+        while (p < end && is_newline(text[p])) p++;
+        return p;
+    }
+    return whitespace_chunk_end(text, at, end);
+}
+
+// ---- Merging. A heap of candidate pairs over a linked list of the pieces
+// makes it n log n (rescanning every pair after each merge is quadratic: a
+// long SentencePiece prompt, one chunk, took seconds).
+
+typedef struct {
+    float score, left_score, right_score; // merge order: highest first, in this order
+    int left;                             // slot of the left piece: leftmost first among equals
+    int left_id, right_id, merged_id;     // the pair when queued: stale once either slot changed
+} MergeCandidate;
+
+typedef struct {
+    int *next, *prev;          // (capacity,) neighbouring slots, -1 past the ends
+    MergeCandidate *heap;      // (3 * capacity,) the pairs at the start, then two per merge at most
+    int heap_size;
+    char *joined;              // (2 * max_token_length,) two pieces side by side
+} MergeWork;
+
+static int merges_before(const MergeCandidate *a, const MergeCandidate *b) {
+    if (a->score != b->score) return a->score > b->score;
+    if (a->left_score != b->left_score) return a->left_score > b->left_score;
+    if (a->right_score != b->right_score) return a->right_score > b->right_score;
+    return a->left < b->left;
+}
+
+static void heap_push(MergeWork *w, MergeCandidate c) {
+    int i = w->heap_size++;
+    for (; i > 0 && merges_before(&c, &w->heap[(i - 1) / 2]); i = (i - 1) / 2) w->heap[i] = w->heap[(i - 1) / 2];
+    w->heap[i] = c;
+}
+
+static MergeCandidate heap_pop(MergeWork *w) {
+    MergeCandidate top = w->heap[0], last = w->heap[--w->heap_size];
+    int i = 0;
+    for (int child; (child = 2 * i + 1) < w->heap_size; i = child) {
+        if (child + 1 < w->heap_size && merges_before(&w->heap[child + 1], &w->heap[child])) child++;
+        if (!merges_before(&w->heap[child], &last)) break;
+        w->heap[i] = w->heap[child];
+    }
+    w->heap[i] = last;
+    return top;
+}
+
+// Queue the pair that starts at slot `left` if its pieces join into one that
+// merging may make.
+static void queue_pair(const Tokenizer *t, MergeWork *w, const int *ids, int left) {
+    int right = w->next[left];
+    if (right < 0) return;
+    int a = ids[left], b = ids[right];
+    size_t length_a = (size_t)t->lengths[a], length_b = (size_t)t->lengths[b];
+    if (length_a + length_b > (size_t)t->max_token_length) return;
+    memcpy(w->joined, t->vocab[a], length_a);
+    memcpy(w->joined + length_a, t->vocab[b], length_b);
+    int merged = piece_lookup(t, w->joined, length_a + length_b);
+    if (merged < 0 || t->scores[merged] == -INFINITY) return;
+    MergeCandidate c = { .score = t->scores[merged], .left = left, .left_id = a, .right_id = b, .merged_id = merged };
+    // byte-level: of the merges that make the same piece, Hugging Face's list
+    // (tiktoken's converted) puts first the one whose parts rank first
+    if (t->kind == TOKENIZER_BYTE_LEVEL) {
+        c.left_score = t->scores[a];
+        c.right_score = t->scores[b];
+    }
+    heap_push(w, c);
+}
+
+// Merge ids[0..n) in place, best pair first, until no pair joins into a
+// piece. Returns the count left.
+static int merge_pieces(const Tokenizer *t, int *ids, int n, MergeWork *w) {
+    if (n < 2) return n;
+    w->heap_size = 0;
+    for (int i = 0; i < n; i++) {
+        w->prev[i] = i - 1;
+        w->next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    for (int i = 0; i + 1 < n; i++) queue_pair(t, w, ids, i);
+    while (w->heap_size > 0) {
+        MergeCandidate c = heap_pop(w);
+        int right = w->next[c.left];
+        if (ids[c.left] != c.left_id || right < 0 || ids[right] != c.right_id) continue;   // stale
+        ids[c.left] = c.merged_id;   // a merged piece is longer than its parts: no slot holds an id twice
+        ids[right] = -1;
+        w->next[c.left] = w->next[right];
+        if (w->next[right] >= 0) w->prev[w->next[right]] = c.left;
+        if (w->prev[c.left] >= 0) queue_pair(t, w, ids, w->prev[c.left]);
+        queue_pair(t, w, ids, c.left);
+    }
+    int count = 0;
+    for (int i = 0; i >= 0; i = w->next[i]) ids[count++] = ids[i];
+    return count;
+}
+
+// SentencePiece: the dummy-prefix space, one piece per UTF-8 code point (its
+// bytes' pieces when the code point is none), then merges over the whole text.
+static int encode_sentencepiece(const Tokenizer *t, const char *text, int *tokens, int n, MergeWork *work) {
+    int first = n;
     if (text[0] != '\0') {
         int space = str_lookup(" ", t);
         if (space >= 0) tokens[n++] = space;
     }
-
-    // one token per UTF-8 code point, or one per byte when the code point is not a piece
     for (const char *c = text; *c != '\0';) {
         size_t len = 1;
         while (len < 4 && (c[len] & 0xC0) == 0x80) len++;
-        memcpy(buffer, c, len);
-        buffer[len] = '\0';
-        int id = str_lookup(buffer, t);
+        int id = piece_lookup(t, c, len);
         if (id >= 0) {
             tokens[n++] = id;
         } else {
@@ -1607,31 +2026,191 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
         }
         c += len;
     }
+    return first + merge_pieces(t, tokens + first, n - first, work);
+}
 
-    // merge the best-scoring adjacent pair until no pair forms a piece
-    for (;;) {
-        float best_score = -INFINITY;
-        int best_id = -1, best_index = -1;
-        for (int i = first; i < n - 1; i++) {
-            size_t a = strlen(t->vocab[tokens[i]]), b = strlen(t->vocab[tokens[i + 1]]);
-            if (a + b >= buffer_size) continue;
-            memcpy(buffer, t->vocab[tokens[i]], a);
-            memcpy(buffer + a, t->vocab[tokens[i + 1]], b + 1);
-            int id = str_lookup(buffer, t);
-            if (id >= 0 && t->scores[id] > best_score) {
-                best_score = t->scores[id];
-                best_id = id;
-                best_index = i;
-            }
+// Byte-level: chunk by chunk, a chunk that is a piece stays whole (tiktoken
+// does this; Hugging Face calls it ignore_merges), any other is merged from
+// its bytes.
+static int encode_byte_level(const Tokenizer *t, const char *text, int *tokens, int n, MergeWork *work) {
+    size_t end = strlen(text);
+    for (size_t at = 0, chunk_end; at < end; at = chunk_end) {
+        chunk_end = llama3_chunk_end(text, at, end);
+        size_t length = chunk_end - at;
+        int whole = length <= (size_t)t->max_token_length ? piece_lookup(t, text + at, length) : -1;
+        if (whole >= 0 && t->scores[whole] != -INFINITY) {
+            tokens[n++] = whole;
+            continue;
         }
-        if (best_index < 0) break;
-        tokens[best_index] = best_id;
-        memmove(&tokens[best_index + 1], &tokens[best_index + 2], (size_t)(n - best_index - 2) * sizeof(int));
-        n--;
+        for (size_t i = 0; i < length; i++) tokens[n + i] = t->byte_tokens[(unsigned char)text[at + i]];
+        n += merge_pieces(t, tokens + n, (int)length, work);
     }
-    if (add_eos) tokens[n++] = t->eos_id;
-    free(buffer);
     return n;
+}
+
+// text -> token ids. tokens must hold strlen(text) + 3 ids. Returns the count.
+static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int *tokens) {
+    size_t capacity = strlen(text) + 2;   // pieces before any merge: a byte each, and the dummy prefix
+    MergeWork work = {
+        .next = xcalloc(capacity, sizeof(int), "tokenizer work"),
+        .prev = xcalloc(capacity, sizeof(int), "tokenizer work"),
+        .heap = xcalloc(3 * capacity, sizeof(MergeCandidate), "tokenizer work"),
+        .joined = xcalloc(2 * (size_t)t->max_token_length, 1, "tokenizer work"),
+    };
+    int n = 0;
+    if (add_bos) tokens[n++] = t->bos_id;
+    if (t->kind == TOKENIZER_BYTE_LEVEL) n = encode_byte_level(t, text, tokens, n, &work);
+    else n = encode_sentencepiece(t, text, tokens, n, &work);
+    if (add_eos) tokens[n++] = t->eos_id;
+    free(work.next);
+    free(work.prev);
+    free(work.heap);
+    free(work.joined);
+    return n;
+}
+
+// ---- Chat templates: how a conversation becomes token ids. In a format, %s
+// is the next message (encoded as text, trimmed as the Llama templates do),
+// {bos} and {eos} are BOS and EOS, and <|name|> is that special token when
+// the vocabulary has it as one (a piece scoring -inf), else text: TinyLlama's
+// <|user|> is text. Text between two tokens is encoded on its own, as
+// Hugging Face encodes a rendered template. A checkpoint's header records
+// the template's id.
+
+enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, N_CHAT_TEMPLATES };
+
+typedef struct {
+    const char *name;
+    const char *first_turn;          // %s: the user's message
+    const char *first_turn_system;   // %s: the system prompt, then the user's message
+    const char *next_turn;           // %s: the user's message, after the reply's end-of-turn token
+    const char *end_of_turn;         // the token that ends a reply (EOS ends one too)
+} ChatTemplate;
+
+static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
+    [CHAT_LLAMA2] = { "llama2", "{bos}[INST] %s [/INST]", "{bos}[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]",
+                      "{bos}[INST] %s [/INST]", "{eos}" },
+    [CHAT_LLAMA3] = { "llama3",
+                      "{bos}<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+                      "{bos}<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
+                      "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+                      "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+                      "<|eot_id|>" },
+    [CHAT_CHATML] = { "chatml", "{bos}<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+                      "{bos}<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+                      "\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>" },
+    [CHAT_ZEPHYR] = { "zephyr", "{bos}<|user|>\n%s{eos}\n<|assistant|>\n",
+                      "{bos}<|system|>\n%s{eos}\n<|user|>\n%s{eos}\n<|assistant|>\n",
+                      "\n<|user|>\n%s{eos}\n<|assistant|>\n", "{eos}" },
+};
+
+// The special token <|name|> spelled at s, its length in *length; -1 if s spells none.
+static int special_token_at(const Tokenizer *t, const char *s, size_t *length) {
+    const char *close = strncmp(s, "<|", 2) == 0 ? strstr(s + 2, "|>") : NULL;
+    if (!close) return -1;
+    *length = (size_t)(close + 2 - s);
+    int id = piece_lookup(t, s, *length);
+    return id >= 0 && t->scores[id] == -INFINITY ? id : -1;
+}
+
+// The token a format spells at s: {bos}, {eos} or a special token; -1 if none.
+static int template_token_at(const Tokenizer *t, const char *s, size_t *length) {
+    *length = 5;
+    if (strncmp(s, "{bos}", 5) == 0) return t->bos_id;
+    if (strncmp(s, "{eos}", 5) == 0) return t->eos_id;
+    return special_token_at(t, s, length);
+}
+
+typedef struct {
+    int *ids;
+    int count, capacity;
+} TokenList;
+
+static void push_token(TokenList *list, int id) {
+    if (list->count == list->capacity) {
+        list->capacity = list->capacity * 2 + 64;
+        list->ids = realloc(list->ids, (size_t)list->capacity * sizeof(int));
+        if (!list->ids) die("out of memory rendering a chat turn");
+    }
+    list->ids[list->count++] = id;
+}
+
+static void push_text(TokenList *list, const Tokenizer *t, char *text, size_t length) {
+    if (length == 0) return;
+    text[length] = '\0';
+    int *ids = xcalloc(length + 3, sizeof(int), "chat turn");
+    int n = encode(t, text, 0, 0, ids);
+    for (int i = 0; i < n; i++) push_token(list, ids[i]);
+    free(ids);
+}
+
+// A chat turn: the format's tokens, its %s filled by the messages in order.
+static TokenList render_chat_turn(const Tokenizer *t, const char *format, const char *const *messages) {
+    size_t capacity = strlen(format) + 1;
+    for (const char *const *m = messages; *m; m++) capacity += strlen(*m);
+    char *text = xcalloc(capacity, 1, "chat turn");
+    size_t length = 0, token_length;
+    TokenList list = { 0 };
+    for (const char *f = format; *f;) {
+        int id = template_token_at(t, f, &token_length);
+        if (id >= 0) {
+            push_text(&list, t, text, length);
+            length = 0;
+            push_token(&list, id);
+            f += token_length;
+        } else if (strncmp(f, "%s", 2) == 0) {
+            const char *message = *messages ? *messages++ : "";
+            size_t message_length = strlen(message);
+            while (message_length > 0 && isspace((unsigned char)message[message_length - 1])) message_length--;
+            while (message_length > 0 && isspace((unsigned char)*message)) message++, message_length--;
+            memcpy(text + length, message, message_length);
+            length += message_length;
+            f += 2;
+        } else {
+            text[length++] = *f++;
+        }
+    }
+    push_text(&list, t, text, length);
+    free(text);
+    return list;
+}
+
+// The turn a user's message makes: the first carries the system prompt, if any.
+static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int first, const char *system, const char *user) {
+    const char *with_system[] = { system, user, NULL }, *alone[] = { user, NULL };
+    if (first && system && system[0]) return render_chat_turn(t, template->first_turn_system, with_system);
+    return render_chat_turn(t, first ? template->first_turn : template->next_turn, alone);
+}
+
+// The id of the token that ends a reply; -1 when this vocabulary lacks it.
+static int chat_end_of_turn(const Tokenizer *t, const ChatTemplate *template) {
+    size_t length;
+    int id = template_token_at(t, template->end_of_turn, &length);
+    return id >= 0 && length == strlen(template->end_of_turn) ? id : -1;
+}
+
+// The template to chat with: the one named (--chat-template), else the one
+// the checkpoint records, else the one the vocabulary's special tokens
+// belong to (Llama 3's headers, ChatML's <|im_start|>), else Llama 2's.
+static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *name, uint32_t recorded, const char *path) {
+    size_t length;
+    int id = CHAT_LLAMA2;
+    if (name) {
+        for (id = 1; id < N_CHAT_TEMPLATES && strcmp(chat_templates[id].name, name) != 0; id++) {}
+        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr)", name);
+    } else if (recorded >= N_CHAT_TEMPLATES) {
+        die("%s records chat template %u, which this program does not know: pass --chat-template NAME", path, recorded);
+    } else if (recorded != CHAT_NOT_RECORDED) {
+        id = (int)recorded;
+    } else if (special_token_at(t, "<|start_header_id|>", &length) >= 0 && special_token_at(t, "<|eot_id|>", &length) >= 0) {
+        id = CHAT_LLAMA3;
+    } else if (special_token_at(t, "<|im_start|>", &length) >= 0 && special_token_at(t, "<|im_end|>", &length) >= 0) {
+        id = CHAT_CHATML;
+    }
+    if (chat_end_of_turn(t, &chat_templates[id]) < 0)
+        die("chat template %s ends a reply with %s, which is no special token of %s's vocabulary", chat_templates[id].name,
+            chat_templates[id].end_of_turn, path);
+    return &chat_templates[id];
 }
 
 // ----------------------------------------------------------------------------
@@ -1782,13 +2361,17 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
     return 1;
 }
 
-// Llama 2 chat: [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]
+// A chat: each user message rendered as the template's turn and fed, then
+// the reply sampled and printed until the template's end-of-turn token or
+// EOS, which is fed too, so that the next turn follows it. The conversation
+// stays in context until -n positions are used.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
-                 const char *cli_system_prompt, int steps) {
+                 const char *cli_system_prompt, int steps, const ChatTemplate *template) {
     char *system_prompt = NULL, *user_prompt = NULL;
     size_t system_capacity = 0, user_capacity = 0;
-    int *prompt_tokens = NULL, n_prompt = 0, prompt_index = 0;
-    int user_turn = 1, next = 0, token = 0, pos = 0;
+    TokenList prompt = { 0 };
+    int prompt_index = 0, user_turn = 1, next = 0, token = 0, pos = 0;
+    int end_of_turn = chat_end_of_turn(tok, template);
     while (pos < steps) {
         if (user_turn) {
             const char *system = "", *user;
@@ -1799,17 +2382,9 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
             if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
             else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
             else break;
-            size_t size = strlen(system) + strlen(user) + 64;
-            char *rendered = xcalloc(size, 1, "chat prompt");
-            if (pos == 0 && system[0])
-                snprintf(rendered, size, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user);
-            else
-                snprintf(rendered, size, "[INST] %s [/INST]", user);
-            free(prompt_tokens);
-            prompt_tokens = xcalloc(strlen(rendered) + 3, sizeof(int), "chat prompt");
-            n_prompt = encode(tok, rendered, 1, 0, prompt_tokens);
-            free(rendered);
-            if (pos + n_prompt >= steps) {
+            free(prompt.ids);
+            prompt = chat_turn(tok, template, pos == 0, system, user);
+            if (pos + prompt.count >= steps) {
                 fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
                 break;
             }
@@ -1817,20 +2392,22 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
             user_turn = 0;
             printf("Assistant: ");
         }
-        token = prompt_index < n_prompt ? prompt_tokens[prompt_index++] : next;
-        if (token == tok->eos_id) user_turn = 1;
+        int from_prompt = prompt_index < prompt.count;
+        token = from_prompt ? prompt.ids[prompt_index++] : next;
+        if (!from_prompt && (token == end_of_turn || token == tok->eos_id)) user_turn = 1;
         float *logits = forward(t, token, pos);
         next = sample(sampler, logits);
         pos++;
-        if (prompt_index >= n_prompt && next != tok->eos_id) {
-            safe_printf(decode(tok, token, next));
+        int reply_ends = next == end_of_turn || next == tok->eos_id;
+        if (prompt_index >= prompt.count && !user_turn) {
+            if (!reply_ends) safe_printf(decode(tok, token, next));
+            else printf("\n");
             fflush(stdout);
         }
-        if (next == tok->eos_id) printf("\n");
     }
     if (pos >= steps) fprintf(stderr, "\n[context full: %d positions; start a new chat]\n", steps);
     printf("\n");
-    free(prompt_tokens);
+    free(prompt.ids);
     free(system_prompt);
     free(user_prompt);
 }
@@ -1854,6 +2431,7 @@ static void usage(void) {
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
         "  -T <int>    threads, default: online cores\n"
+        "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
 }
@@ -1878,6 +2456,7 @@ static float parse_float(const char *flag, const char *text, float min, float ma
 
 int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate", *system_prompt = NULL;
+    const char *chat_template = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int steps = 256, steps_given = 0, ignore_eos = 0;
@@ -1888,9 +2467,14 @@ int main(int argc, char **argv) {
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
-        if (argv[i][0] != '-' || strlen(argv[i]) != 2) { fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]); usage(); }
+        int long_flag = strcmp(argv[i], "--chat-template") == 0;
+        if (!long_flag && (argv[i][0] != '-' || strlen(argv[i]) != 2)) {
+            fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]);
+            usage();
+        }
         if (i + 1 >= argc) die("flag %s needs a value", argv[i]);
         const char *value = argv[i + 1];
+        if (long_flag) { chat_template = value; continue; }
         switch (argv[i][1]) {
         case 't': temperature = parse_float("-t", value, 0.0f, 1e6f); break;
         case 'p': topp = parse_float("-p", value, 0.0f, 1.0f); break;
@@ -1924,7 +2508,8 @@ int main(int argc, char **argv) {
     build_sampler(&sampler, transformer.config.vocab_size, temperature, topp, seed);
 
     if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
-    else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps);
+    else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps,
+              choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint));
 
     free_sampler(&sampler);
     free_tokenizer(&tokenizer);

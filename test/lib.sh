@@ -14,5 +14,15 @@ ok()   { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
 # same NAME FILE1 FILE2: the two files are byte-identical
 same() { if cmp -s "$2" "$3"; then ok; else fail "$1: $2 and $3 differ"; diff "$2" "$3" | head -5 >&2; fi; }
+# expect_error NAME PATTERN COMMAND...: non-zero exit (not a signal), stderr matches PATTERN
+expect_error() {
+    local name=$1 pattern=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err" </dev/null; local status=$?
+    if [ $status -eq 0 ]; then fail "$name: exit 0, expected an error"; return; fi
+    if [ $status -gt 128 ]; then fail "$name: killed by signal $((status - 128)): $(cat "$T/err")"; return; fi
+    if ! grep -Eq -- "$pattern" "$T/err"; then fail "$name: stderr lacks /$pattern/: $(cat "$T/err")"; return; fi
+    if [ "$(wc -l <"$T/err")" -gt 3 ]; then fail "$name: more than a clear message: $(cat "$T/err")"; return; fi
+    ok
+}
 # the closing line every suite ends with, and its exit status
 summary() { echo "$SUITE: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }

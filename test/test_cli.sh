@@ -5,17 +5,6 @@
 # partial output). Ends with "N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_cli "$@"
 
-# expect_error NAME PATTERN COMMAND...: non-zero exit (not a signal), stderr matches PATTERN
-expect_error() {
-    local name=$1 pattern=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err" </dev/null; local status=$?
-    if [ $status -eq 0 ]; then fail "$name: exit 0, expected an error"; return; fi
-    if [ $status -gt 128 ]; then fail "$name: killed by signal $((status - 128)): $(cat "$T/err")"; return; fi
-    if ! grep -Eq -- "$pattern" "$T/err"; then fail "$name: stderr lacks /$pattern/: $(cat "$T/err")"; return; fi
-    if [ "$(wc -l <"$T/err")" -gt 3 ]; then fail "$name: more than a clear message: $(cat "$T/err")"; return; fi
-    ok
-}
-
 # ---- golden outputs of llama2.c's run.c on the real stories260K
 if [ -f "$M/stories260K.bin" ]; then
     G=$M/golden
@@ -56,6 +45,12 @@ if "$BIN"/runq "$T/r.q4.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/
 if "$BIN"/run "$T/r.f32.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "run on a random model"; fi
 for tool in "$BIN/run" "$BIN/runq"; do
     if echo "" | $tool "$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin" -m chat -i "Hi" -n 32 >"$T/out" 2>"$T/err"; then ok; else fail "$tool -m chat"; fi
+    model="$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin"
+    if printf 'Again\n' | $tool "$model" -m chat -i "Hi" -y "Be brief." -n 32 --chat-template zephyr >"$T/out" 2>"$T/err"; then ok
+    else fail "$tool -m chat --chat-template zephyr: $(cat "$T/err")"; fi
+    expect_error "$tool: unknown chat template" "unknown chat template 'nope'" $tool "$model" -m chat -i "Hi" --chat-template nope
+    expect_error "$tool: a template whose end-of-turn token the vocabulary lacks" "no special token" \
+        $tool "$model" -m chat -i "Hi" --chat-template llama3
 done
 
 # ---- bad input: the catalogue

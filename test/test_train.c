@@ -1,0 +1,382 @@
+// test_train.c — tools/train.c, built with double arithmetic (TRAIN_REAL):
+//   - every backward pass against central finite differences: embeddings,
+//     norms, q/k/v/o with grouped-query attention and RoPE, SwiGLU, the
+//     classifier tied and untied, the distillation loss, LoRA adapters;
+//   - a few hundred steps on a repetitive text drive the loss far down;
+//   - train -> checkpoint -> run.c and runq: their logits match train's forward;
+//   - an interrupted and resumed run ends bit for bit where a straight one does;
+//   - a LoRA adapter trained and written here, merged by export --lora, gives
+//     the adapted model's logits.
+#define TRAIN_REAL double
+#define TESTING
+#include "../tools/train.c"
+#include "check.h"
+#include "oracle.h"
+
+static char work_dir[] = "/tmp/edge-llm-train-XXXXXX";
+
+// A path in the work directory; freed with the directory at the end.
+static char *paths[32];
+static int n_paths;
+
+static char *work_path(const char *name) {
+    char *p = xcalloc(strlen(work_dir) + strlen(name) + 2, 1, "path");
+    sprintf(p, "%s/%s", work_dir, name);
+    if (n_paths == 32) die("test_train: too many work paths");
+    return paths[n_paths++] = p;
+}
+
+// A model of `shape` with a character-level tokenizer (export's synthetic
+// one), and weights large enough that every nonlinearity is exercised.
+static void test_model(Model *m, const char *shape, int vocab, uint64_t seed, double spread) {
+    new_model(m, shape, vocab, 16, seed);
+    Source src = { .header = m->h };
+    synthetic_tokenizer(&src);
+    m->tokenizer = src.tokenizer;
+    m->tokenizer_size = src.tokenizer_size;
+    uint64_t state = seed;
+    for (int i = 0; i < m->plan.count; i++) {
+        const PlannedTensor *t = &m->plan.tensors[i];
+        real *w = tensor(m, m->params, t->kind, t->layer);
+        for (size_t j = 0; j < (size_t)t->entry.rows * t->entry.cols; j++)
+            w[j] = is_matrix(t->kind) ? spread * normal(&state) : 1 + 0.2 * normal(&state);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Gradient check
+
+typedef struct {
+    Net net;
+    Activations *s;
+    const int *tokens;
+    int T;
+    const real *teacher_logits;
+    double temperature, alpha;
+} LossSetup;
+
+static double loss_of(const LossSetup *l) {
+    refresh_transposed((Model *)l->net.m);   // a parameter moved
+    net_forward(&l->net, l->s, l->tokens, l->T);
+    return window_loss(l->s->logits, l->teacher_logits, l->tokens + 1, l->T, l->net.m->h.vocab_size,
+                       l->temperature, l->alpha, NULL, 0, l->s->probs);
+}
+
+// Compares up to `samples` entries of each array region against (L(p+h) - L(p-h)) / 2h.
+static double worst_error(const LossSetup *l, real *params, const real *grads, size_t begin, size_t count, int samples,
+                          uint64_t seed) {
+    double worst = 0, h = 1e-5;
+    uint64_t state = seed;
+    for (int i = 0; i < samples && count; i++) {
+        size_t j = begin + splitmix64(&state) % count;
+        real saved = params[j];
+        params[j] = saved + h;
+        double up = loss_of(l);
+        params[j] = saved - h;
+        double down = loss_of(l);
+        params[j] = saved;
+        double numeric = (up - down) / (2 * h), analytic = grads[j];
+        double error = fabs(numeric - analytic) / fmax(1e-3, fabs(numeric) + fabs(analytic));
+        if (error > worst) worst = error;
+    }
+    return worst;
+}
+
+static void gradient_check(const char *what, const char *shape, int with_teacher, int lora_rank) {
+    Model m;
+    int vocab = 360, T = 7;
+    test_model(&m, shape, vocab, 7, 0.4);
+    Lora lora;
+    real *adapter = NULL;
+    if (lora_rank) {
+        uint32_t all = 0;
+        for (int p = 0; p < N_PROJECTIONS; p++) all |= 1u << projection_kinds[p];
+        lora_layout(&lora, &m, lora_rank, 6.0f, all);
+        adapter = lora_init(&lora, &m, 3);
+        uint64_t state = 5;
+        for (size_t i = 0; i < lora.n_params; i++) adapter[i] = 0.3 * normal(&state);   // B nonzero too
+    }
+    int tokens[8];
+    uint64_t state = 11;
+    for (int i = 0; i <= T; i++) tokens[i] = (int)(splitmix64(&state) % (uint64_t)vocab);
+    real *teacher = NULL;
+    if (with_teacher) {
+        teacher = xcalloc((size_t)T * vocab, sizeof(real), "teacher");
+        for (size_t i = 0; i < (size_t)T * vocab; i++) teacher[i] = 2 * normal(&state);
+    }
+    Activations s;
+    alloc_activations(&s, &m, lora_rank ? &lora : NULL, T);
+    refresh_transposed(&m);
+    LossSetup l = { model_net(&m, lora_rank ? &lora : NULL, adapter), &s, tokens, T, teacher, 2.0, 0.3 };
+    real *grad = xcalloc(m.n_params, sizeof(real), "gradients");
+    real *adapter_grad = lora_rank ? xcalloc(lora.n_params, sizeof(real), "gradients") : NULL;
+    net_forward(&l.net, &s, tokens, T);
+    window_loss(s.logits, teacher, tokens + 1, T, vocab, l.temperature, l.alpha, s.dlogits, 1.0, s.probs);
+    Grads g = { grad, adapter_grad };
+    net_backward(&l.net, &s, &g, tokens, T);
+
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.plan.count; i++) {
+        const PlannedTensor *t = &m.plan.tensors[i];
+        size_t begin = *offset_slot(&m, t->kind, t->layer), count = (size_t)t->entry.rows * t->entry.cols;
+        if (t->kind == K_EMBED) {   // only the rows of tokens in the window have a gradient: test those
+            begin += (size_t)tokens[2] * t->entry.cols;
+            count = t->entry.cols;
+        }
+        double e = worst_error(&l, m.params, grad, begin, count, 4, (uint64_t)i + 1);
+        if (e > worst) { worst = e; worst_name = t->entry.name; }
+    }
+    CHECK(worst < 1e-5, "%s: model gradients off finite differences by %.2e (worst in %s)", what, worst, worst_name);
+    if (lora_rank) {
+        double e = 0;
+        for (int layer = 0; layer < m.h.n_layers; layer++)
+            for (int p = 0; p < N_PROJECTIONS; p++) {
+                int rows, cols;
+                projection_shape(&m, projection_kinds[p], layer, &rows, &cols);
+                e = fmax(e, worst_error(&l, adapter, adapter_grad, lora.a_offset[p][layer], (size_t)lora_rank * cols, 3, 1));
+                e = fmax(e, worst_error(&l, adapter, adapter_grad, lora.b_offset[p][layer], (size_t)rows * lora_rank, 3, 2));
+            }
+        CHECK(e < 1e-5, "%s: LoRA gradients off finite differences by %.2e", what, e);
+    }
+    printf("  gradient check %s: worst relative error %.1e\n", what, worst);
+    free_activations(&s);
+    free(grad);
+    free(adapter_grad);
+    free(adapter);
+    free(teacher);
+    free_model(&m);
+}
+
+// ----------------------------------------------------------------------------
+// Training end to end, through the command line's own code path
+
+#define TINY_SHAPE "dim=32,ffn=64,layers=2,heads=4,kv_heads=2,seq_len=64,tied=0"
+
+static const char *write_corpus(void) {
+    static char *path;
+    if (path) return path;
+    path = work_path("corpus.txt");
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 400; i++)
+        fprintf(f, "the cat sat on the mat. the dog sat on the log.%s", i % 8 == 7 ? "\n\n" : " ");
+    fclose(f);
+    return path;
+}
+
+static const char *write_tokenizer(void) {
+    static char *path;
+    if (path) return path;
+    path = work_path("chars.tok");
+    Source src = { .header = { .vocab_size = 360 } };
+    synthetic_tokenizer(&src);
+    write_text_file(path, (const char *)src.tokenizer, src.tokenizer_size);
+    free(src.tokenizer);
+    return path;
+}
+
+static Options tiny_options(const char *output, int steps) {
+    Options o = { .mode_name = "pretrain", .corpus = write_corpus(), .output = output, .shape = TINY_SHAPE,
+                  .tokenizer_path = write_tokenizer(), .threads = 2, .quiet = 1 };
+    o.s = default_settings(MODE_PRETRAIN);
+    o.s.steps = steps;
+    o.s.batch = 4;
+    o.s.context = 32;
+    o.s.warmup = 10;
+    o.s.lr = 3e-3f;
+    o.s.eval_every = 50;
+    o.s.eval_windows = 4;
+    static char *log_path, *plot_path;
+    if (!log_path) { log_path = work_path("log.csv"); plot_path = work_path("log.svg"); }
+    o.log_path = log_path;
+    o.plot_path = plot_path;
+    return o;
+}
+
+static double last_valid_loss(const char *log_path) {
+    Curve c = read_curve(log_path);
+    double v = c.count ? c.points[c.count - 1].valid_loss : NAN, first = c.count ? c.points[0].valid_loss : NAN;
+    printf("  tiny pretrain: validation loss %.3f at step 0 -> %.3f at step %ld\n", first, v,
+           c.count ? c.points[c.count - 1].step : 0);
+    free(c.points);
+    return v;
+}
+
+static void test_loss_falls(const char *model_path) {
+    Options o = tiny_options(model_path, 200);
+    train_model(&o);
+    double v = last_valid_loss(o.log_path);
+    // ln(360) = 5.9 at the start; the text repeats two sentences
+    CHECK(v < 0.8, "200 steps on a repetitive text left the validation loss at %.3f", v);
+    FILE *svg = fopen(o.plot_path, "r");
+    CHECK(svg != NULL, "no loss plot at %s", o.plot_path);
+    if (svg) fclose(svg);
+}
+
+// run.c reads the fp32 checkpoint; runq its int4 export. Both against train's
+// forward pass on the same weights (for runq: the int4 weights dequantized).
+static void test_round_trip(const char *model_path) {
+    int tokens[33];
+    Model m;
+    load_model(&m, model_path, NULL);
+    Tokenizer tok = model_tokenizer(&m, model_path);
+    int n = encode(&tok, "the cat sat on the mat. the dog", 1, 0, tokens);
+    free_tokenizer(&tok);
+    Activations s;
+    alloc_activations(&s, &m, NULL, n);
+    refresh_transposed(&m);
+    Net net = model_net(&m, NULL, NULL);
+    net_forward(&net, &s, tokens, n);
+    Oracle *oracle = oracle_open(model_path);
+    double worst = 0;
+    for (int pos = 0; pos < n; pos++) {
+        const float *logits = oracle_forward(oracle, tokens[pos], pos);
+        for (int i = 0; i < m.h.vocab_size; i++) worst = fmax(worst, fabs(logits[i] - s.logits[(size_t)pos * m.h.vocab_size + i]));
+    }
+    oracle_close(oracle);
+    CHECK(worst < 1e-3, "run.c's logits differ from train's forward by %.2e", worst);
+    printf("  run.c vs train forward (fp32 checkpoint): max logit difference %.2e\n", worst);
+    free_activations(&s);
+    free_model(&m);
+
+    char *q4 = work_path("tiny.q4.bin");
+    Source src = { 0 };
+    open_source(&src, model_path);
+    write_checkpoint(&src, q4, TYPE_Q4, 32, 1);
+    free_source(&src);
+    load_model(&m, q4, NULL);
+    alloc_activations(&s, &m, NULL, n);
+    refresh_transposed(&m);
+    net = model_net(&m, NULL, NULL);
+    net_forward(&net, &s, tokens, n);
+    Transformer runq;
+    build_transformer(&runq, q4, n, 2);
+    double max_error = 0, max_logit = 0;
+    for (int pos = 0; pos < n; pos++) {
+        const float *logits = forward(&runq, tokens[pos], pos);
+        for (int i = 0; i < m.h.vocab_size; i++) {
+            double ours = s.logits[(size_t)pos * m.h.vocab_size + i];
+            max_error = fmax(max_error, fabs(logits[i] - ours));
+            max_logit = fmax(max_logit, fabs(ours));
+        }
+    }
+    free_transformer(&runq);
+    // runq rounds activations to int8 and keys/values to fp16: close, not equal
+    CHECK(max_error < 0.02 * max_logit, "runq's logits differ from train's forward on the same int4 weights by %.3g (logits up to %.3g)",
+          max_error, max_logit);
+    printf("  runq vs train forward (int4 weights): max logit difference %.3g of %.3g\n", max_error, max_logit);
+    free_activations(&s);
+    free_model(&m);
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t na, nb;
+    uint8_t *x = read_whole_file(a, &na), *y = read_whole_file(b, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+// 30 steps straight, and 12 + 18 with a stop, a saved state and a resume,
+// give the same bytes; also with another thread count.
+static void test_resume(void) {
+    char *straight = work_path("straight.bin"), *resumed = work_path("resumed.bin"), *state = work_path("run.state");
+    Options o = tiny_options(straight, 30);
+    train_model(&o);
+    o = tiny_options(resumed, 30);
+    o.state_path = state;
+    o.stop_at = 12;
+    o.threads = 1;
+    train_model(&o);
+    o = tiny_options(resumed, 30);
+    o.resume = state;
+    o.threads = 3;
+    train_model(&o);
+    CHECK(same_file(straight, resumed), "a stopped and resumed run (1 then 3 threads) differs from a straight one (2 threads)");
+}
+
+// Adapters trained on the tiny model (wq and wk too: their rows travel in
+// Hugging Face's order), written as PEFT, merged by export's --lora source:
+// the merged model's logits are the adapted model's.
+static void test_lora_merge(const char *model_path) {
+    Model base;
+    load_model(&base, model_path, NULL);
+    Lora lora;
+    lora_layout(&lora, &base, 4, 8.0f, 1u << K_WQ | 1u << K_WK | 1u << K_WO | 1u << K_W2);
+    real *adapter = lora_init(&lora, &base, 9);
+    Settings settings = tiny_options("unused", 20).s;
+    settings.mode = MODE_LORA;
+    settings.lr = 1e-2f;
+    Tokenizer tok = model_tokenizer(&base, model_path);
+    Corpus corpus = load_corpus(write_corpus(), &tok, settings.context);
+    free_tokenizer(&tok);
+    Trainer tr;
+    init_trainer(&tr, &base, NULL, &lora, adapter, &settings, 2);
+    double first = 0, last = 0;
+    for (int i = 0; i < settings.steps; i++) {
+        StepResult r = train_step(&tr, &corpus.train);
+        if (i == 0) first = r.loss;
+        last = r.loss;
+    }
+    free_trainer(&tr);
+    CHECK(last < first, "LoRA training did not lower the loss (%.3f -> %.3f)", first, last);
+    char *dir = work_path("adapter"), *merged_path = work_path("merged.bin");
+    write_peft_adapter(&lora, adapter, &base, dir, model_path);
+    Source src = { 0 };
+    open_source(&src, model_path);
+    open_lora(&src, dir);
+    write_checkpoint(&src, merged_path, TYPE_F32, 32, 1);
+    free_source(&src);
+    Model merged;
+    load_model(&merged, merged_path, NULL);
+    refresh_transposed(&merged);
+
+    int tokens[17];
+    for (int i = 0; i < 17; i++) tokens[i] = corpus.valid.tokens[i];
+    Activations adapted_run, merged_run;
+    alloc_activations(&adapted_run, &base, &lora, 16);
+    alloc_activations(&merged_run, &merged, NULL, 16);
+    Net adapted = model_net(&base, &lora, adapter), plain = model_net(&merged, NULL, NULL);
+    net_forward(&adapted, &adapted_run, tokens, 16);
+    net_forward(&plain, &merged_run, tokens, 16);
+    double worst = 0, change = 0;
+    Net unadapted = model_net(&base, NULL, NULL);
+    Activations base_run;
+    alloc_activations(&base_run, &base, NULL, 16);
+    net_forward(&unadapted, &base_run, tokens, 16);
+    for (size_t i = 0; i < (size_t)16 * base.h.vocab_size; i++) {
+        worst = fmax(worst, fabs(adapted_run.logits[i] - merged_run.logits[i]));
+        change = fmax(change, fabs(adapted_run.logits[i] - base_run.logits[i]));
+    }
+    CHECK(worst < 1e-3 && change > 100 * worst,
+          "export --lora's merged model differs from the adapted model by %.2e (the adapter moves logits by %.2e)", worst, change);
+    printf("  LoRA: loss %.3f -> %.3f in %d steps; merged vs adapted logits differ by %.1e (adapter's effect %.2f)\n",
+           first, last, settings.steps, worst, change);
+    free_activations(&adapted_run);
+    free_activations(&merged_run);
+    free_activations(&base_run);
+    free(corpus.train.tokens);
+    free(corpus.valid.tokens);
+    free(adapter);
+    free_model(&base);
+    free_model(&merged);
+}
+
+int main(void) {
+    if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
+    gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
+    gradient_check("tied embeddings, MHA", "dim=16,ffn=12,layers=1,heads=2,kv_heads=2,seq_len=16,tied=1", 0, 0);
+    gradient_check("distillation loss", "dim=16,ffn=20,layers=1,heads=4,kv_heads=1,seq_len=16,tied=1", 1, 0);
+    gradient_check("LoRA on every projection", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 3);
+    char *model = work_path("tiny.bin");
+    test_loss_falls(model);
+    test_round_trip(model);
+    test_resume();
+    test_lora_merge(model);
+    char command[256];
+    snprintf(command, sizeof command, "rm -rf %s", work_dir);
+    if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);
+    for (int i = 0; i < n_paths; i++) free(paths[i]);
+    return check_summary("test_train");
+}

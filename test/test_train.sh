@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# test_train.sh — the trainer as a user runs it: learn a tokenizer, pretrain,
+# export to int4, generate with runq; distill; LoRA-tune and merge with
+# export --lora; and train's bad-input catalogue (one clear message, a
+# non-zero exit, no output left behind). Fast: tiny models, a few steps.
+. "$(dirname "$0")/lib.sh" test_train "$@"
+TRAIN=${TRAIN:-${BUILD:-build}/train}
+
+# a small corpus: short stories made of a few sentences, blank lines between them
+for i in $(seq 1 300); do
+    echo "Once upon a time there was a little cat named Tom. Tom liked to play in the sun with his ball."
+    echo "One day the ball rolled away and Tom ran after it. He found it under a big tree and he was happy."
+    echo
+done >"$T/corpus.txt"
+SHAPE=dim=32,ffn=64,layers=2,heads=4,kv_heads=2,seq_len=64
+FAST="--steps 40 --batch 4 --context 32 --warmup 5 --lr 3e-3 --eval-every 20 --eval-windows 2 -q"
+BAD="--context 32 -q"
+
+# ---- tokenizer -> pretrain -> export -> runq
+if $TRAIN tokenizer "$T/corpus.txt" -o "$T/tok.bin" --vocab 300 -q; then ok; else fail "train tokenizer"; fi
+if $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST --steps 200 -o "$T/m.bin"; then ok; else fail "train pretrain"; fi
+[ -s "$T/m.bin.csv" ] && [ -s "$T/m.bin.svg" ] && ok || fail "pretrain wrote no loss curve (CSV and SVG)"
+first=$(awk -F, 'NR == 2 { print $4 }' "$T/m.bin.csv"); last=$(awk -F, '$4 != "" { v = $4 } END { print v }' "$T/m.bin.csv")
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a / 2) }'; then ok; else fail "validation loss did not halve: $first -> $last"; fi
+"$BIN"/export -q --int4 "$T/m.bin" "$T/m.q4.bin" && ok || fail "export of the trained model"
+out=$("$BIN"/runq "$T/m.q4.bin" -t 0 -n 24 -i "Once upon" 2>/dev/null)
+case "$out" in "Once upon"*" "*) ok ;; *) fail "runq on the trained model: '$out'" ;; esac
+"$BIN"/run "$T/m.bin" -t 0 -n 24 -i "Once upon" >"$T/run.txt" 2>/dev/null && ok || fail "run (fp32) on the trained model"
+
+# ---- distill: a student of another shape from the model above as teacher
+if $TRAIN distill "$T/corpus.txt" --teacher "$T/m.bin" --shape dim=16,ffn=32,layers=1,heads=2,kv_heads=1,seq_len=64 \
+    $FAST -o "$T/student.bin"; then ok; else fail "train distill"; fi
+
+# ---- LoRA on the int4 model (QLoRA), merged by export --lora, run by runq
+if $TRAIN lora "$T/corpus.txt" --base "$T/m.q4.bin" --rank 4 --targets wq,wv,w2 $FAST -o "$T/adapter"; then ok; else fail "train lora"; fi
+[ -s "$T/adapter/adapter_config.json" ] && [ -s "$T/adapter/adapter_model.safetensors" ] && ok || fail "lora wrote no PEFT adapter"
+"$BIN"/export -q --int4 --lora "$T/adapter" "$T/m.q4.bin" "$T/merged.q4.bin" && ok || fail "export --lora of train's adapter"
+"$BIN"/runq "$T/merged.q4.bin" -t 0 -n 16 -i "Once" >/dev/null 2>&1 && ok || fail "runq on the merged model"
+
+# ---- resume: a run stopped at step 20 and resumed ends where a straight run does
+$TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/straight.bin"
+$TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/resumed.bin" --state "$T/run.state" --stop-at 20
+[ ! -e "$T/resumed.bin" ] && ok || fail "a stopped run wrote its final model"
+$TRAIN pretrain "$T/corpus.txt" --resume "$T/run.state" -o "$T/resumed.bin" -q -T 1
+same "resumed run" "$T/straight.bin" "$T/resumed.bin"
+
+# ---- bad input
+: >"$T/empty.txt"
+head -c 300 "$T/corpus.txt" >"$T/small.txt"
+printf 'x\0y' >"$T/binary.txt"
+expect_error "empty corpus" "empty" $TRAIN pretrain "$T/empty.txt" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "corpus smaller than a window" "too small" $TRAIN pretrain "$T/small.txt" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "binary corpus" "not text" $TRAIN pretrain "$T/binary.txt" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "missing corpus" "cannot open" $TRAIN pretrain "$T/nothing.txt" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "tokenizer from an empty corpus" "empty" $TRAIN tokenizer "$T/empty.txt" -o "$T/x.tok"
+expect_error "unknown mode" "unknown mode" $TRAIN bake "$T/corpus.txt" -o "$T/x.bin"
+expect_error "no output" "needs -o" $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE
+expect_error "new model without a tokenizer" "tokenizer" $TRAIN pretrain "$T/corpus.txt" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "bad shape" "shape|unknown" $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape dim=banana $BAD -o "$T/x.bin"
+expect_error "context beyond the model's" "longer than the model" $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE --context 100 -q -o "$T/x.bin"
+expect_error "bad learning rate" "--lr expects" $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE --lr fast $BAD -o "$T/x.bin"
+expect_error "distill without a teacher" "needs --teacher" $TRAIN distill "$T/corpus.txt" --shape $SHAPE $BAD -o "$T/x.bin"
+$TRAIN tokenizer "$T/corpus.txt" -o "$T/tok2.bin" --vocab 290 -q
+expect_error "teacher with another tokenizer" "teacher's tokenizer" \
+    $TRAIN distill "$T/corpus.txt" --teacher "$T/m.bin" -z "$T/tok2.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "lora without a base" "needs --base" $TRAIN lora "$T/corpus.txt" $BAD -o "$T/x"
+expect_error "lora unknown projection" "unknown projection" $TRAIN lora "$T/corpus.txt" --base "$T/m.bin" --targets wq,wz $BAD -o "$T/x"
+{ cat "$T/corpus.txt"; echo "The end."; } >"$T/other.txt"
+expect_error "resume on another corpus" "another corpus" $TRAIN pretrain "$T/other.txt" --resume "$T/run.state" $BAD -o "$T/x.bin"
+expect_error "resume from a non-state file" "not a train state" $TRAIN pretrain "$T/corpus.txt" --resume "$T/m.bin" $BAD -o "$T/x.bin"
+expect_error "stop without a state" "needs --state" $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE --stop-at 3 $BAD -o "$T/x.bin"
+[ ! -e "$T/x.bin" ] && ok || fail "a failed run left $T/x.bin behind"
+summary

@@ -1,0 +1,1726 @@
+/*
+train.c — train, distill and LoRA-tune Edge LLM's Llama models in plain C
+(libc, libm, pthreads), on the CPU, deterministically for a seed.
+
+    train tokenizer corpus.txt -o tok.bin --vocab 512          learn a BPE tokenizer
+    train pretrain  corpus.txt -z tok.bin --shape dim=64,... -o model.bin
+    train distill   corpus.txt --teacher teacher.bin -o student.bin --shape ...
+    train lora      corpus.txt --base model.bin -o adapter_dir --rank 8
+
+The model is the one runq runs: token embeddings, per layer RMSNorm ->
+grouped-query attention with RoPE (consecutive pairs, as llama2.c) -> residual
+-> RMSNorm -> SwiGLU feed-forward -> residual, then a final RMSNorm and the
+classifier (tied to the embeddings or not). Training writes the fp32 Edge LLM
+checkpoint that run.c reads and `export --int4` turns into runq's int4; lora
+writes a PEFT adapter (adapter_config.json + adapter_model.safetensors) that
+`export --lora` merges.
+
+How a step runs: a batch of B windows of T+1 tokens is drawn from the corpus
+with a generator seeded by (seed, step). Each window's forward and backward
+pass runs whole on one thread and writes its own gradient buffer; the buffers
+are then summed in window order. So the result does not depend on the number
+of threads, and a resumed run continues bit for bit. The optimizer is AdamW
+with warmup + cosine decay and global-norm gradient clipping.
+
+It includes export.c (and through it runq.c) for the checkpoint format, the
+model readers, the checkpoint writer, the tokenizer and the thread pool.
+
+Reading order: numbers and settings -> the model's parameters -> LoRA adapters
+-> the layers' forward and backward arithmetic -> the whole forward and
+backward pass -> losses -> the corpus -> a training step -> evaluation ->
+logging -> saving and resuming -> the modes and the command line.
+*/
+
+#define PROGRAM_NAME "train"
+#ifndef TESTING
+#define TESTING
+#define TRAIN_MAIN
+#endif
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"   // train uses part of export and the runtime
+#include "../export.c"
+#include "bpe.c"          // the tokenizer trainer
+#pragma GCC diagnostic pop
+
+// The arithmetic type. float for training; the gradient check builds this
+// file with TRAIN_REAL=double to compare against finite differences.
+#ifndef TRAIN_REAL
+#define TRAIN_REAL float
+#endif
+typedef TRAIN_REAL real;
+
+// exp at the type's precision (expf for float is several times faster)
+static real real_exp(real x) { return sizeof(real) == sizeof(float) ? (real)expf((float)x) : (real)exp((double)x); }
+
+// ----------------------------------------------------------------------------
+// Settings: every knob of a run, saved with its state so a resume continues it
+
+enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA };
+
+typedef struct {
+    int32_t mode;            // Mode
+    int32_t steps;           // optimizer steps in the whole run
+    int32_t batch;           // windows per step
+    int32_t context;         // tokens per window (T)
+    float lr, min_lr;        // peak and final learning rate
+    int32_t warmup;          // steps of linear warmup
+    float weight_decay;      // AdamW's, on matrices only
+    float clip;              // global gradient norm limit (0: none)
+    float beta1, beta2, eps;
+    uint64_t seed;
+    float temperature;       // distill: softening of both distributions
+    float alpha;             // distill: weight of the teacher's soft loss (1 - alpha: hard labels)
+    int32_t lora_rank;
+    float lora_alpha;
+    uint32_t lora_targets;   // bit (1 << kind) per adapted projection
+    int32_t eval_every, eval_windows;
+} Settings;
+
+static Settings default_settings(int mode) {
+    Settings s = { .mode = mode, .steps = 1000, .batch = 16, .context = 256, .lr = 1e-3f, .min_lr = 1e-4f,
+                   .warmup = 100, .weight_decay = 0.1f, .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                   .seed = 42, .temperature = 2.0f, .alpha = 0.5f, .lora_rank = 8, .lora_alpha = 16.0f,
+                   .lora_targets = 1u << K_WQ | 1u << K_WV, .eval_every = 100, .eval_windows = 16 };
+    if (mode == MODE_LORA) { s.lr = 2e-3f; s.min_lr = 2e-4f; s.weight_decay = 0.0f; s.warmup = 20; }
+    return s;
+}
+
+static uint64_t fnv1a(uint64_t hash, const void *data, size_t size) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < size; i++) hash = (hash ^ p[i]) * 0x100000001B3ull;
+    return hash;
+}
+
+// ----------------------------------------------------------------------------
+// The model's parameters: one flat array in the order export writes tensors
+// (export's own plan), so reading and writing a checkpoint is a walk over it.
+// Gradients and optimizer moments use the same layout.
+
+typedef struct {
+    FileHeader h;
+    int *ffn_dim;            // (n_layers,)
+    int max_ffn;
+    Plan plan;               // export's tensor list, tokenizer left out
+    size_t *offset_of;       // ((K_OUTPUT + 1) * (n_layers + 1),) float offset of (kind, layer + 1)
+    size_t n_params;
+    real *params;
+    real *params_t;          // the same with every matrix transposed, for forward products
+    uint8_t *tokenizer;      // the embedded tokenizer, in tokenizer.bin layout
+    size_t tokenizer_size;
+    real *rope_cos, *rope_sin;   // (seq_len, head_dim / 2)
+} Model;
+
+static size_t *offset_slot(const Model *m, int kind, int layer) {
+    return &m->offset_of[(size_t)kind * (size_t)(m->h.n_layers + 1) + (size_t)(layer + 1)];
+}
+
+// Where tensor (kind, layer) starts in any array of the model's layout.
+static real *tensor(const Model *m, const real *base, int kind, int layer) {
+    if (kind == K_OUTPUT && (m->h.flags & FLAG_TIED_CLASSIFIER)) kind = K_EMBED;
+    return (real *)base + *offset_slot(m, kind, layer);
+}
+
+static int q_dim(const Model *m) { return m->h.n_heads * m->h.head_dim; }
+static int kv_dim(const Model *m) { return m->h.n_kv_heads * m->h.head_dim; }
+
+static void model_layout(Model *m) {
+    Source shape = { .header = m->h, .ffn_dim = m->ffn_dim };
+    m->plan = make_plan(&shape, TYPE_F32, 0);
+    m->offset_of = xcalloc((size_t)(K_OUTPUT + 1) * (size_t)(m->h.n_layers + 1), sizeof(size_t), "model layout");
+    m->n_params = 0;
+    for (int i = 0; i < m->plan.count; i++) {
+        const PlannedTensor *t = &m->plan.tensors[i];
+        *offset_slot(m, t->kind, t->layer) = m->n_params;
+        m->n_params += (size_t)t->entry.rows * t->entry.cols;
+    }
+    m->max_ffn = 0;
+    for (int l = 0; l < m->h.n_layers; l++) if (m->ffn_dim[l] > m->max_ffn) m->max_ffn = m->ffn_dim[l];
+    int half = m->h.head_dim / 2;
+    m->rope_cos = xcalloc((size_t)m->h.seq_len * half, sizeof(real), "RoPE table");
+    m->rope_sin = xcalloc((size_t)m->h.seq_len * half, sizeof(real), "RoPE table");
+    for (int pos = 0; pos < m->h.seq_len; pos++)
+        for (int i = 0; i < half; i++) {   // runq's angles, in float as runq computes them
+            float freq = 1.0f / powf(m->h.rope_theta, (float)(2 * i) / (float)m->h.head_dim);
+            float angle = (float)pos * freq;
+            m->rope_cos[(size_t)pos * half + i] = cosf(angle);
+            m->rope_sin[(size_t)pos * half + i] = sinf(angle);
+        }
+}
+
+static void free_model(Model *m) {
+    free(m->ffn_dim);
+    free(m->plan.tensors);
+    free(m->offset_of);
+    free(m->params);
+    free(m->params_t);
+    free(m->tokenizer);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    memset(m, 0, sizeof *m);
+}
+
+static int is_matrix(int kind) { return kind != K_ATTN_NORM && kind != K_FFN_NORM && kind != K_NORM; }
+
+// Standard normal numbers from a seeded stream (Box-Muller).
+static double normal(uint64_t *state) {
+    double u1 = ((double)(splitmix64(state) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(splitmix64(state) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+// GPT-2's initialisation, as llama2.c's train.py does it: N(0, 0.02) for
+// matrices, the two projections back into the residual stream scaled down by
+// sqrt(2 * layers) so the stream's variance does not grow with depth; norms 1.
+static void init_params(Model *m, uint64_t seed) {
+    m->params = xcalloc(m->n_params, sizeof(real), "parameters");
+    for (int i = 0; i < m->plan.count; i++) {
+        const PlannedTensor *t = &m->plan.tensors[i];
+        real *w = tensor(m, m->params, t->kind, t->layer);
+        size_t n = (size_t)t->entry.rows * t->entry.cols;
+        uint64_t state = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+        double std = 0.02;
+        if (t->kind == K_WO || t->kind == K_W2) std /= sqrt(2.0 * m->h.n_layers);
+        for (size_t j = 0; j < n; j++) w[j] = is_matrix(t->kind) ? (real)(std * normal(&state)) : (real)1;
+    }
+}
+
+// A new model of SHAPE (export's --random shapes: a name or key=value pairs)
+// for a tokenizer of vocab_size pieces.
+static void new_model(Model *m, const char *shape, int vocab_size, int context, uint64_t seed) {
+    Source src = { 0 };
+    open_random(&src, shape, seed);
+    memset(m, 0, sizeof *m);
+    m->h = src.header;
+    m->h.vocab_size = vocab_size;
+    if (strchr(shape, '=') && !strstr(shape, "seq_len=")) m->h.seq_len = context;
+    m->ffn_dim = src.ffn_dim;
+    src.ffn_dim = NULL;
+    free_source(&src);
+    model_layout(m);
+    init_params(m, seed);
+}
+
+// Any model export reads (llama2.c .bin, Edge LLM fp32 or int4, GGUF, HF
+// directory), as fp32 parameters. int4 weights come dequantized: training on
+// top of them is QLoRA's setting. The model's own tokenizer wins; -z fills in
+// for files without one (llama2.c's).
+static void load_model(Model *m, const char *path, const char *tokenizer_path) {
+    Source src = { 0 };
+    open_source(&src, path);
+    if (!src.tokenizer && tokenizer_path) read_tokenizer_bin(&src, tokenizer_path);
+    if (!src.tokenizer) die("%s has no tokenizer: give its tokenizer.bin with -z", path);
+    memset(m, 0, sizeof *m);
+    m->h = src.header;
+    m->ffn_dim = xcalloc((size_t)m->h.n_layers, sizeof(int), "model");
+    memcpy(m->ffn_dim, src.ffn_dim, (size_t)m->h.n_layers * sizeof(int));
+    m->tokenizer = src.tokenizer;
+    m->tokenizer_size = src.tokenizer_size;
+    src.tokenizer = NULL;
+    model_layout(m);
+    m->params = xcalloc(m->n_params, sizeof(real), "parameters");
+    for (int i = 0; i < m->plan.count; i++) {
+        const PlannedTensor *t = &m->plan.tensors[i];
+        if (src.check_tensor) src.check_tensor(&src, t);
+        size_t n = (size_t)t->entry.rows * t->entry.cols;
+        float *rows = xcalloc(n, sizeof(float), "tensor");
+        src.read_rows(&src, t, 0, (int)t->entry.rows, rows);
+        real *w = tensor(m, m->params, t->kind, t->layer);
+        for (size_t j = 0; j < n; j++) {
+            if (!isfinite(rows[j])) die("%s: tensor %s holds a non-finite value", path, t->entry.name);
+            w[j] = (real)rows[j];
+        }
+        free(rows);
+    }
+    free_source(&src);
+}
+
+// The parameters as an export Source, so export's writer makes the checkpoint.
+static void memory_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
+    const Model *m = src->impl;
+    const real *w = tensor(m, m->params, t->kind, t->layer) + (size_t)begin * t->entry.cols;
+    for (size_t j = 0; j < (size_t)(end - begin) * t->entry.cols; j++) out[j] = (float)w[j];
+}
+
+static void save_model(const Model *m, const char *path, int matrix_type) {
+    Source src = { .header = m->h, .ffn_dim = m->ffn_dim, .tokenizer = m->tokenizer,
+                   .tokenizer_size = m->tokenizer_size, .read_rows = memory_read_rows,
+                   .impl = (void *)m, .description = "trained" };
+    write_checkpoint(&src, path, matrix_type, 32, 1);
+}
+
+// ----------------------------------------------------------------------------
+// LoRA adapters: y = W x + (alpha / rank) * B (A x) on chosen projections of a
+// frozen base. A (rank x in) starts random, B (out x rank) at zero, so
+// training starts from the base model exactly. One flat array again.
+
+#define N_PROJECTIONS 7
+static const int projection_kinds[N_PROJECTIONS] = { K_WQ, K_WK, K_WV, K_WO, K_W1, K_W2, K_W3 };
+static const char *projection_names[N_PROJECTIONS] = { "wq", "wk", "wv", "wo", "w1", "w2", "w3" };
+// Hugging Face's names for them, which PEFT adapters use
+static const char *hf_projection_names[N_PROJECTIONS] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                          "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj",
+                                                          "mlp.up_proj" };
+
+typedef struct {
+    int rank;
+    real scale;              // alpha / rank
+    uint32_t targets;        // 1 << kind
+    size_t n_params;
+    size_t a_offset[N_PROJECTIONS][256], b_offset[N_PROJECTIONS][256];   // per projection and layer
+} Lora;
+
+static int projection_index(int kind) {
+    for (int p = 0; p < N_PROJECTIONS; p++) if (projection_kinds[p] == kind) return p;
+    return -1;
+}
+
+static void projection_shape(const Model *m, int kind, int layer, int *rows, int *cols) {
+    int d = m->h.dim, f = m->ffn_dim[layer];
+    switch (kind) {
+    case K_WQ: *rows = q_dim(m); *cols = d; break;
+    case K_WK: case K_WV: *rows = kv_dim(m); *cols = d; break;
+    case K_WO: *rows = d; *cols = q_dim(m); break;
+    case K_W1: case K_W3: *rows = f; *cols = d; break;
+    default: *rows = d; *cols = f; break;   // K_W2
+    }
+}
+
+static void lora_layout(Lora *lora, const Model *m, int rank, float alpha, uint32_t targets) {
+    if (m->h.n_layers > 256) die("LoRA supports models of up to 256 layers");
+    memset(lora, 0, sizeof *lora);
+    lora->rank = rank;
+    lora->scale = (real)(alpha / (float)rank);
+    lora->targets = targets;
+    for (int l = 0; l < m->h.n_layers; l++)
+        for (int p = 0; p < N_PROJECTIONS; p++) {
+            if (!(targets & 1u << projection_kinds[p])) continue;
+            int rows, cols;
+            projection_shape(m, projection_kinds[p], l, &rows, &cols);
+            lora->a_offset[p][l] = lora->n_params;
+            lora->n_params += (size_t)rank * cols;
+            lora->b_offset[p][l] = lora->n_params;
+            lora->n_params += (size_t)rows * rank;
+        }
+}
+
+// A as PEFT initialises it (Kaiming-uniform, bound 1/sqrt(in)); B zero.
+static real *lora_init(const Lora *lora, const Model *m, uint64_t seed) {
+    real *adapter = xcalloc(lora->n_params ? lora->n_params : 1, sizeof(real), "LoRA adapter");
+    for (int l = 0; l < m->h.n_layers; l++)
+        for (int p = 0; p < N_PROJECTIONS; p++) {
+            if (!(lora->targets & 1u << projection_kinds[p])) continue;
+            int rows, cols;
+            projection_shape(m, projection_kinds[p], l, &rows, &cols);
+            uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(l * N_PROJECTIONS + p + 1));
+            real *a = adapter + lora->a_offset[p][l];
+            double bound = 1.0 / sqrt((double)cols);
+            for (size_t j = 0; j < (size_t)lora->rank * cols; j++)
+                a[j] = (real)(bound * (2.0 * (double)(splitmix64(&state) >> 11) / 9007199254740992.0 - 1.0));
+        }
+    return adapter;
+}
+
+// ----------------------------------------------------------------------------
+// The layers' arithmetic, forward and backward. Shapes: x (T, in) rows are
+// tokens; a weight w (out, in) is stored row by row, as in the checkpoint.
+
+// Eight partial sums so the compiler can keep them in one vector register.
+static real dot(const real *a, const real *b, int n) {
+    real partial[8] = { 0 };
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) partial[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) partial[i % 8] += a[i] * b[i];
+    return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+static void axpy(real *y, real a, const real *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// y (M, N) += a (M, K) b (K, N): the one kernel under every matrix product of
+// training. A tile of 4 rows x 2 vectors of y stays in registers while k
+// runs: per k, two loads of b, four broadcasts of a, eight multiply-adds.
+// GCC/Clang vector extensions, not one ISA's intrinsics: the compiler maps
+// them to AVX, SSE or NEON. Edges of y go through the plain loop.
+typedef real vec __attribute__((vector_size(32)));
+#define LANES ((int)(sizeof(vec) / sizeof(real)))
+
+static void gemm_tile(real *y, const real *a, const real *b, int K, int N) {
+    vec s[4][2] = { { { 0 } } }, b0, b1, y0;
+    for (int k = 0; k < K; k++) {
+        memcpy(&b0, b + (size_t)k * N, sizeof b0);   // unaligned vector loads
+        memcpy(&b1, b + (size_t)k * N + LANES, sizeof b1);
+        for (int r = 0; r < 4; r++) {
+            real ar = a[(size_t)r * K + k];
+            s[r][0] += ar * b0;
+            s[r][1] += ar * b1;
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int half = 0; half < 2; half++) {
+            real *row = y + (size_t)r * N + half * LANES;
+            memcpy(&y0, row, sizeof y0);
+            y0 += s[r][half];
+            memcpy(row, &y0, sizeof y0);
+        }
+}
+
+static void gemm_edge(real *y, const real *a, const real *b, int rows, int cols, int K, int N) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            real sum = 0;
+            for (int k = 0; k < K; k++) sum += a[(size_t)r * K + k] * b[(size_t)k * N + c];
+            y[(size_t)r * N + c] += sum;
+        }
+}
+
+static void gemm_accumulate(real *y, const real *a, const real *b, int M, int K, int N) {
+    int full_rows = M / 4 * 4, full_cols = N / (2 * LANES) * (2 * LANES);
+    for (int i = 0; i < full_rows; i += 4)
+        for (int j = 0; j < full_cols; j += 2 * LANES)
+            gemm_tile(y + (size_t)i * N + j, a + (size_t)i * K, b + j, K, N);
+    if (full_cols < N) gemm_edge(y + full_cols, a, b + full_cols, full_rows, N - full_cols, K, N);
+    if (full_rows < M) gemm_edge(y + (size_t)full_rows * N, a + (size_t)full_rows * K, b, M - full_rows, N, K, N);
+}
+
+// y (T, out) = x (T, in) w^T, with w given transposed: wt (in, out)
+static void matmul_transposed(real *y, const real *x, const real *wt, int T, int in, int out) {
+    memset(y, 0, (size_t)T * out * sizeof(real));
+    gemm_accumulate(y, x, wt, T, in, out);
+}
+
+// y (T, out) = x (T, in) w^T by dot products: for the small LoRA factors
+static void matmul(real *y, const real *x, const real *w, int T, int in, int out) {
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++) y[(size_t)t * out + o] = dot(x + (size_t)t * in, w + (size_t)o * in, in);
+}
+
+// dx (T, in) += dy (T, out) w
+static void matmul_backward_input(real *dx, const real *dy, const real *w, int T, int in, int out) {
+    gemm_accumulate(dx, dy, w, T, out, in);
+}
+
+static void transpose(real *out, const real *in, int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) out[(size_t)c * rows + r] = in[(size_t)r * cols + c];
+}
+
+// dw (out, in) += dy^T (out, T) x (T, in); scratch holds dy^T
+static void matmul_backward_weight(real *dw, const real *dy, const real *x, int T, int in, int out, real *scratch) {
+    transpose(scratch, dy, T, out);
+    gemm_accumulate(dw, scratch, x, out, T, in);
+}
+
+// y = w * x / rms(x), per token; keeps 1/rms for the backward pass
+static void norm_forward(real *y, real *inv_rms, const real *x, const real *w, int T, int n, float eps) {
+    for (int t = 0; t < T; t++) {
+        const real *xt = x + (size_t)t * n;
+        real r = (real)1 / (real)sqrt(dot(xt, xt, n) / (real)n + (real)eps);
+        inv_rms[t] = r;
+        for (int i = 0; i < n; i++) y[(size_t)t * n + i] = w[i] * (xt[i] * r);
+    }
+}
+
+// dx += d(w * x * r)/dx . dy, with r = (mean(x^2) + eps)^-1/2; dw += dy * x * r
+static void norm_backward(real *dx, real *dw, const real *dy, const real *x, const real *w, const real *inv_rms,
+                             int T, int n) {
+    for (int t = 0; t < T; t++) {
+        const real *xt = x + (size_t)t * n, *dyt = dy + (size_t)t * n;
+        real r = inv_rms[t], wdy_x = 0;
+        for (int i = 0; i < n; i++) wdy_x += w[i] * dyt[i] * xt[i];
+        real c = r * r * r * wdy_x / (real)n;
+        for (int i = 0; i < n; i++) dx[(size_t)t * n + i] += r * w[i] * dyt[i] - c * xt[i];
+        if (dw) for (int i = 0; i < n; i++) dw[i] += dyt[i] * xt[i] * r;
+    }
+}
+
+// Rotate consecutive pairs of every head by their position's angles; the
+// backward pass rotates the gradient back (direction -1).
+static void rotate_pairs(const Model *m, real *x, int T, int n_heads, int direction) {
+    int hd = m->h.head_dim, half = hd / 2;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_heads; h++) {
+            real *v = x + (size_t)t * n_heads * hd + (size_t)h * hd;
+            const real *c = m->rope_cos + (size_t)t * half, *s = m->rope_sin + (size_t)t * half;
+            for (int i = 0; i < half; i++) {
+                real v0 = v[2 * i], v1 = v[2 * i + 1], sn = direction * s[i];
+                v[2 * i] = v0 * c[i] - v1 * sn;
+                v[2 * i + 1] = v0 * sn + v1 * c[i];
+            }
+        }
+}
+
+static void softmax_in_place(real *x, int n) {
+    real max = x[0], sum = 0;
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    for (int i = 0; i < n; i++) { x[i] = real_exp(x[i] - max); sum += x[i]; }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+// Causal attention. Heads are done a key/value head at a time: its keys and
+// values are gathered transposed, (head_dim, T), so that every inner loop
+// runs over positions (long, contiguous) rather than over a head's few
+// dimensions. Query head h reads key/value head h / (heads per KV head).
+
+// (T, head) slice of x (row stride `stride`) -> (head_dim, T)
+static void gather_transposed(real *out, const real *x, int T, int stride, int head_dim) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < head_dim; d++) out[(size_t)d * T + t] = x[(size_t)t * stride + d];
+}
+
+static void scatter_transposed(real *x, const real *in, int T, int stride, int head_dim) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < head_dim; d++) x[(size_t)t * stride + d] = in[(size_t)d * T + t];
+}
+
+// out (T, q_dim); probabilities att (heads, T, T), row i holding positions
+// 0..i, kept for the backward pass. scratch: 2 * head_dim * T.
+static void causal_attention(const Model *m, real *out, real *att, const real *q, const real *k, const real *v, int T,
+                             real *scratch) {
+    int hd = m->h.head_dim, group = m->h.n_heads / m->h.n_kv_heads, qd = q_dim(m), kvd = kv_dim(m);
+    real scale = (real)1 / (real)sqrt((double)hd);
+    real *kt = scratch, *vt = scratch + (size_t)hd * T;
+    for (int kvh = 0; kvh < m->h.n_kv_heads; kvh++) {
+        gather_transposed(kt, k + (size_t)kvh * hd, T, kvd, hd);
+        gather_transposed(vt, v + (size_t)kvh * hd, T, kvd, hd);
+        for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            for (int i = 0; i < T; i++) {
+                real *p = att + ((size_t)h * T + i) * T;
+                const real *qi = q + (size_t)i * qd + (size_t)h * hd;
+                memset(p, 0, (size_t)(i + 1) * sizeof(real));
+                for (int d = 0; d < hd; d++) axpy(p, qi[d] * scale, kt + (size_t)d * T, i + 1);
+                softmax_in_place(p, i + 1);
+                real *o = out + (size_t)i * qd + (size_t)h * hd;
+                for (int d = 0; d < hd; d++) o[d] = dot(p, vt + (size_t)d * T, i + 1);
+            }
+    }
+}
+
+// From dout: dq, dk, dv (dk and dv summed over the query heads sharing them).
+// scratch: 4 * head_dim * T.
+static void causal_attention_backward(const Model *m, real *dq, real *dk, real *dv, real *dp, const real *dout,
+                                      const real *att, const real *q, const real *k, const real *v, int T,
+                                      real *scratch) {
+    int hd = m->h.head_dim, group = m->h.n_heads / m->h.n_kv_heads, qd = q_dim(m), kvd = kv_dim(m);
+    real scale = (real)1 / (real)sqrt((double)hd);
+    size_t block = (size_t)hd * T;
+    real *kt = scratch, *vt = scratch + block, *dkt = scratch + 2 * block, *dvt = scratch + 3 * block;
+    for (int kvh = 0; kvh < m->h.n_kv_heads; kvh++) {
+        gather_transposed(kt, k + (size_t)kvh * hd, T, kvd, hd);
+        gather_transposed(vt, v + (size_t)kvh * hd, T, kvd, hd);
+        memset(dkt, 0, 2 * block * sizeof(real));
+        for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            for (int i = 0; i < T; i++) {
+                const real *p = att + ((size_t)h * T + i) * T;
+                const real *doi = dout + (size_t)i * qd + (size_t)h * hd, *qi = q + (size_t)i * qd + (size_t)h * hd;
+                real *dqi = dq + (size_t)i * qd + (size_t)h * hd;
+                memset(dp, 0, (size_t)(i + 1) * sizeof(real));
+                for (int d = 0; d < hd; d++) axpy(dp, doi[d], vt + (size_t)d * T, i + 1);   // dp_j = dout_i . v_j
+                real weighted = dot(p, dp, i + 1);
+                for (int j = 0; j <= i; j++) dp[j] = p[j] * (dp[j] - weighted) * scale;   // through softmax and scale
+                for (int d = 0; d < hd; d++) {
+                    dqi[d] = dot(dp, kt + (size_t)d * T, i + 1);
+                    axpy(dkt + (size_t)d * T, qi[d], dp, i + 1);
+                    axpy(dvt + (size_t)d * T, doi[d], p, i + 1);
+                }
+            }
+        scatter_transposed(dk + (size_t)kvh * hd, dkt, T, kvd, hd);
+        scatter_transposed(dv + (size_t)kvh * hd, dvt, T, kvd, hd);
+    }
+}
+
+static real silu(real x) { return x / ((real)1 + real_exp(-x)); }
+
+// g = silu(a) * b
+static void swiglu(real *g, const real *a, const real *b, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = silu(a[i]) * b[i];
+}
+
+static void swiglu_backward(real *da, real *db, const real *dg, const real *a, const real *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        real sigmoid = (real)1 / ((real)1 + real_exp(-a[i]));
+        db[i] = dg[i] * a[i] * sigmoid;
+        da[i] = dg[i] * b[i] * sigmoid * ((real)1 + a[i] * ((real)1 - sigmoid));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The whole network on one window: forward keeping what backward needs, then
+// backward. A Net is what is run: a model's weights plus, maybe, adapters.
+
+typedef struct {
+    const Model *m;
+    const real *w;           // model parameters
+    const real *wt;          // the same, matrices transposed (refresh_transposed)
+    const Lora *lora;        // NULL: plain model
+    const real *adapter;
+} Net;
+
+// The forward pass multiplies by transposed weights (see gemm_accumulate);
+// refreshed after every change to the parameters.
+static void refresh_transposed(Model *m) {
+    if (!m->params_t) m->params_t = xcalloc(m->n_params, sizeof(real), "transposed parameters");
+    for (int i = 0; i < m->plan.count; i++) {
+        const PlannedTensor *t = &m->plan.tensors[i];
+        size_t at = *offset_slot(m, t->kind, t->layer);
+        transpose(m->params_t + at, m->params + at, (int)t->entry.rows, (int)t->entry.cols);
+    }
+}
+
+static Net model_net(Model *m, const Lora *lora, const real *adapter) {
+    return (Net){ m, m->params, m->params_t, lora, adapter };
+}
+
+typedef struct {             // where gradients go; NULL: that part is frozen
+    real *model;
+    real *adapter;
+} Grads;
+
+typedef struct {             // one window's activations (T tokens), per layer l
+    int T;
+    real *x;                 // (L + 1, T, dim) residual stream into layer l; x[L] into the final norm
+    real *rms1, *xn1;        // (L, T), (L, T, dim) attention norm
+    real *q, *k, *v;         // (L, T, q_dim), (L, T, kv_dim) after RoPE
+    real *att;               // (L, heads, T, T) attention probabilities
+    real *ao;                // (L, T, q_dim) attention output, before wo
+    real *xmid;              // (L, T, dim) after the attention residual
+    real *rms2, *xn2;        // feed-forward norm
+    real *a, *b, *g;         // (L, T, max_ffn) w1 x, w3 x, silu(a) * b
+    real *rmsf, *xnf;        // final norm
+    real *logits;            // (T, vocab)
+    real *lora_u;            // (L, projections, T, rank) A x of each adapted projection
+    // backward scratch, one layer at a time
+    real *dx, *dxn, *dq, *dk, *dv, *dao, *dp, *da, *db, *dg, *dlogits, *du;
+    real *scratch;           // (T, widest) a transposed gradient; attention's transposed heads
+    real *probs;             // (2, vocab) the loss' distributions
+} Activations;
+
+static void alloc_activations(Activations *s, const Model *m, const Lora *lora, int T) {
+    size_t L = (size_t)m->h.n_layers, D = (size_t)m->h.dim, F = (size_t)m->max_ffn;
+    size_t Q = (size_t)q_dim(m), KV = (size_t)kv_dim(m), H = (size_t)m->h.n_heads, V = (size_t)m->h.vocab_size;
+    size_t R = lora ? (size_t)lora->rank : 0, wide = F > D ? F : D;
+    if (Q > wide) wide = Q;
+    memset(s, 0, sizeof *s);
+    s->T = T;
+    s->x = xcalloc((L + 1) * T * D, sizeof(real), "activations");
+    s->rms1 = xcalloc(L * T, sizeof(real), "activations");
+    s->xn1 = xcalloc(L * T * D, sizeof(real), "activations");
+    s->q = xcalloc(L * T * Q, sizeof(real), "activations");
+    s->k = xcalloc(L * T * KV, sizeof(real), "activations");
+    s->v = xcalloc(L * T * KV, sizeof(real), "activations");
+    s->att = xcalloc(L * H * T * T, sizeof(real), "attention probabilities");
+    s->ao = xcalloc(L * T * Q, sizeof(real), "activations");
+    s->xmid = xcalloc(L * T * D, sizeof(real), "activations");
+    s->rms2 = xcalloc(L * T, sizeof(real), "activations");
+    s->xn2 = xcalloc(L * T * D, sizeof(real), "activations");
+    s->a = xcalloc(L * T * F, sizeof(real), "activations");
+    s->b = xcalloc(L * T * F, sizeof(real), "activations");
+    s->g = xcalloc(L * T * F, sizeof(real), "activations");
+    s->rmsf = xcalloc((size_t)T, sizeof(real), "activations");
+    s->xnf = xcalloc((size_t)T * D, sizeof(real), "activations");
+    s->logits = xcalloc((size_t)T * V, sizeof(real), "logits");
+    s->lora_u = xcalloc(L * N_PROJECTIONS * T * (R ? R : 1), sizeof(real), "LoRA activations");
+    s->dx = xcalloc((size_t)T * D, sizeof(real), "gradients");
+    s->dxn = xcalloc((size_t)T * wide, sizeof(real), "gradients");
+    s->dq = xcalloc((size_t)T * Q, sizeof(real), "gradients");
+    s->dk = xcalloc((size_t)T * KV, sizeof(real), "gradients");
+    s->dv = xcalloc((size_t)T * KV, sizeof(real), "gradients");
+    s->dao = xcalloc((size_t)T * Q, sizeof(real), "gradients");
+    s->dp = xcalloc((size_t)T, sizeof(real), "gradients");
+    s->da = xcalloc((size_t)T * F, sizeof(real), "gradients");
+    s->db = xcalloc((size_t)T * F, sizeof(real), "gradients");
+    s->dg = xcalloc((size_t)T * F, sizeof(real), "gradients");
+    s->dlogits = xcalloc((size_t)T * V, sizeof(real), "gradients");
+    s->du = xcalloc((size_t)T * (R ? R : 1), sizeof(real), "gradients");
+    size_t widest = V > wide ? V : wide;
+    if (widest < 4 * (size_t)m->h.head_dim) widest = 4 * (size_t)m->h.head_dim;   // attention's transposed heads
+    s->scratch = xcalloc((size_t)T * widest, sizeof(real), "gradients");
+    s->probs = xcalloc(2 * V, sizeof(real), "probabilities");
+}
+
+static void free_activations(Activations *s) {
+    real *all[] = { s->x, s->rms1, s->xn1, s->q, s->k, s->v, s->att, s->ao, s->xmid, s->rms2, s->xn2, s->a, s->b,
+                    s->g, s->rmsf, s->xnf, s->logits, s->lora_u, s->dx, s->dxn, s->dq, s->dk, s->dv, s->dao,
+                    s->dp, s->da, s->db, s->dg, s->dlogits, s->du, s->scratch, s->probs };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+}
+
+// Per-layer slices of the activations
+#define AT(array, l, per_layer) ((array) + (size_t)(l) * (size_t)(per_layer))
+
+static real *lora_u_of(const Activations *s, const Lora *lora, int p, int layer) {
+    return s->lora_u + ((size_t)layer * N_PROJECTIONS + (size_t)p) * (size_t)s->T * (size_t)lora->rank;
+}
+
+static int adapted(const Net *net, int kind) { return net->lora && (net->lora->targets & 1u << kind); }
+
+// y = x W^T (+ scale * (x A^T) B^T when the projection has an adapter)
+static void linear(const Net *net, Activations *s, int kind, int layer, const real *x, real *y, int T) {
+    int rows, cols;
+    projection_shape(net->m, kind, layer, &rows, &cols);
+    matmul_transposed(y, x, tensor(net->m, net->wt, kind, layer), T, cols, rows);
+    if (!adapted(net, kind)) return;
+    const Lora *lora = net->lora;
+    int p = projection_index(kind), r = lora->rank;
+    real *u = lora_u_of(s, lora, p, layer);
+    matmul(u, x, net->adapter + lora->a_offset[p][layer], T, cols, r);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < rows; o++)
+            y[(size_t)t * rows + o] += lora->scale * dot(u + (size_t)t * r, net->adapter + lora->b_offset[p][layer] + (size_t)o * r, r);
+}
+
+// dx += dy W (+ the adapter's path); weight gradients where g asks for them
+static void linear_backward(const Net *net, Activations *s, const Grads *g, int kind, int layer, const real *x,
+                            const real *dy, real *dx, int T) {
+    int rows, cols;
+    projection_shape(net->m, kind, layer, &rows, &cols);
+    matmul_backward_input(dx, dy, tensor(net->m, net->w, kind, layer), T, cols, rows);
+    if (g->model) matmul_backward_weight(tensor(net->m, g->model, kind, layer), dy, x, T, cols, rows, s->scratch);
+    if (!adapted(net, kind)) return;
+    const Lora *lora = net->lora;
+    int p = projection_index(kind), r = lora->rank;
+    const real *A = net->adapter + lora->a_offset[p][layer], *B = net->adapter + lora->b_offset[p][layer];
+    const real *u = lora_u_of(s, lora, p, layer);
+    memset(s->du, 0, (size_t)T * r * sizeof(real));
+    matmul_backward_input(s->du, dy, B, T, r, rows);                     // du = dy B
+    for (size_t i = 0; i < (size_t)T * r; i++) s->du[i] *= lora->scale;
+    if (g->adapter) {
+        real *dB = g->adapter + lora->b_offset[p][layer];
+        for (int o = 0; o < rows; o++)                                   // dB += scale dy^T u
+            for (int t = 0; t < T; t++) axpy(dB + (size_t)o * r, lora->scale * dy[(size_t)t * rows + o], u + (size_t)t * r, r);
+        matmul_backward_weight(g->adapter + lora->a_offset[p][layer], s->du, x, T, cols, r, s->scratch);   // dA += du^T x
+    }
+    matmul_backward_input(dx, s->du, A, T, cols, r);                      // dx += du A
+}
+
+// Logits for tokens[0..T) at positions 0..T-1, into s->logits.
+static void net_forward(const Net *net, Activations *s, const int *tokens, int T) {
+    const Model *m = net->m;
+    int D = m->h.dim, Q = q_dim(m), KV = kv_dim(m), F = m->max_ffn, H = m->h.n_heads, V = m->h.vocab_size;
+    const real *embed = tensor(m, net->w, K_EMBED, -1);
+    for (int t = 0; t < T; t++) memcpy(s->x + (size_t)t * D, embed + (size_t)tokens[t] * D, (size_t)D * sizeof(real));
+    for (int l = 0; l < m->h.n_layers; l++) {
+        real *x = AT(s->x, l, T * D), *xn1 = AT(s->xn1, l, T * D), *q = AT(s->q, l, T * Q);
+        real *k = AT(s->k, l, T * KV), *v = AT(s->v, l, T * KV), *ao = AT(s->ao, l, T * Q);
+        real *xmid = AT(s->xmid, l, T * D), *xn2 = AT(s->xn2, l, T * D), *next = AT(s->x, l + 1, T * D);
+        real *a = AT(s->a, l, T * F), *b = AT(s->b, l, T * F), *g = AT(s->g, l, T * F);
+        int f = m->ffn_dim[l];
+        norm_forward(xn1, AT(s->rms1, l, T), x, tensor(m, net->w, K_ATTN_NORM, l), T, D, m->h.norm_eps);
+        linear(net, s, K_WQ, l, xn1, q, T);
+        linear(net, s, K_WK, l, xn1, k, T);
+        linear(net, s, K_WV, l, xn1, v, T);
+        rotate_pairs(m, q, T, H, 1);
+        rotate_pairs(m, k, T, m->h.n_kv_heads, 1);
+        causal_attention(m, ao, AT(s->att, l, (size_t)H * T * T), q, k, v, T, s->scratch);
+        linear(net, s, K_WO, l, ao, xmid, T);
+        for (size_t i = 0; i < (size_t)T * D; i++) xmid[i] += x[i];
+        norm_forward(xn2, AT(s->rms2, l, T), xmid, tensor(m, net->w, K_FFN_NORM, l), T, D, m->h.norm_eps);
+        linear(net, s, K_W1, l, xn2, a, T);
+        linear(net, s, K_W3, l, xn2, b, T);
+        swiglu(g, a, b, (size_t)T * f);
+        linear(net, s, K_W2, l, g, next, T);
+        for (size_t i = 0; i < (size_t)T * D; i++) next[i] += xmid[i];
+    }
+    norm_forward(s->xnf, s->rmsf, AT(s->x, m->h.n_layers, T * D), tensor(m, net->w, K_NORM, -1), T, D, m->h.norm_eps);
+    matmul_transposed(s->logits, s->xnf, tensor(m, net->wt, K_OUTPUT, -1), T, D, V);
+}
+
+// From s->dlogits (dLoss/dlogits) back to every gradient g asks for.
+static void net_backward(const Net *net, Activations *s, const Grads *g, const int *tokens, int T) {
+    const Model *m = net->m;
+    int D = m->h.dim, Q = q_dim(m), KV = kv_dim(m), F = m->max_ffn, H = m->h.n_heads, V = m->h.vocab_size;
+    int L = m->h.n_layers;
+    real *gm = g->model;
+    memset(s->dxn, 0, (size_t)T * D * sizeof(real));
+    matmul_backward_input(s->dxn, s->dlogits, tensor(m, net->w, K_OUTPUT, -1), T, D, V);
+    if (gm) matmul_backward_weight(tensor(m, gm, K_OUTPUT, -1), s->dlogits, s->xnf, T, D, V, s->scratch);
+    memset(s->dx, 0, (size_t)T * D * sizeof(real));
+    norm_backward(s->dx, gm ? tensor(m, gm, K_NORM, -1) : NULL, s->dxn, AT(s->x, L, T * D),
+                     tensor(m, net->w, K_NORM, -1), s->rmsf, T, D);
+    for (int l = L - 1; l >= 0; l--) {   // s->dx holds dLoss/d(output of layer l)
+        real *x = AT(s->x, l, T * D), *xn1 = AT(s->xn1, l, T * D), *q = AT(s->q, l, T * Q);
+        real *k = AT(s->k, l, T * KV), *v = AT(s->v, l, T * KV), *ao = AT(s->ao, l, T * Q);
+        real *xmid = AT(s->xmid, l, T * D), *xn2 = AT(s->xn2, l, T * D);
+        real *a = AT(s->a, l, T * F), *b = AT(s->b, l, T * F), *gl = AT(s->g, l, T * F);
+        int f = m->ffn_dim[l];
+        // feed-forward: x_out = xmid + w2 (silu(w1 xn2) * w3 xn2), xn2 = norm(xmid)
+        memset(s->dg, 0, (size_t)T * f * sizeof(real));
+        linear_backward(net, s, g, K_W2, l, gl, s->dx, s->dg, T);
+        swiglu_backward(s->da, s->db, s->dg, a, b, (size_t)T * f);
+        memset(s->dxn, 0, (size_t)T * D * sizeof(real));
+        linear_backward(net, s, g, K_W1, l, xn2, s->da, s->dxn, T);
+        linear_backward(net, s, g, K_W3, l, xn2, s->db, s->dxn, T);
+        norm_backward(s->dx, gm ? tensor(m, gm, K_FFN_NORM, l) : NULL, s->dxn, xmid,
+                         tensor(m, net->w, K_FFN_NORM, l), AT(s->rms2, l, T), T, D);
+        // attention: xmid = x + wo attention(rope(wq xn1), rope(wk xn1), wv xn1), xn1 = norm(x)
+        memset(s->dao, 0, (size_t)T * Q * sizeof(real));
+        linear_backward(net, s, g, K_WO, l, ao, s->dx, s->dao, T);
+        causal_attention_backward(m, s->dq, s->dk, s->dv, s->dp, s->dao, AT(s->att, l, (size_t)H * T * T), q, k, v, T,
+                                  s->scratch);
+        rotate_pairs(m, s->dq, T, H, -1);
+        rotate_pairs(m, s->dk, T, m->h.n_kv_heads, -1);
+        memset(s->dxn, 0, (size_t)T * D * sizeof(real));
+        linear_backward(net, s, g, K_WQ, l, xn1, s->dq, s->dxn, T);
+        linear_backward(net, s, g, K_WK, l, xn1, s->dk, s->dxn, T);
+        linear_backward(net, s, g, K_WV, l, xn1, s->dv, s->dxn, T);
+        norm_backward(s->dx, gm ? tensor(m, gm, K_ATTN_NORM, l) : NULL, s->dxn, x,
+                         tensor(m, net->w, K_ATTN_NORM, l), AT(s->rms1, l, T), T, D);
+    }
+    if (gm) {
+        real *dembed = tensor(m, gm, K_EMBED, -1);
+        for (int t = 0; t < T; t++) axpy(dembed + (size_t)tokens[t] * D, 1, s->dx + (size_t)t * D, D);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Losses on one window. Hard: cross-entropy of the next token. Soft
+// (distillation, Hinton et al.): temperature^2 * KL(teacher || student) with
+// both distributions softened by the temperature; the temperature^2 keeps its
+// gradient's size independent of the temperature. dlogits gets d(loss)/d(logits)
+// times `scale` (1 / tokens in the batch).
+
+// p = softmax(z / temperature); returns the log of its normaliser (sums in double)
+static double softened(const real *z, int n, double temperature, real *p) {
+    real max = z[0];
+    for (int i = 1; i < n; i++) if (z[i] > max) max = z[i];
+    double sum = 0;
+    real inverse_t = (real)(1.0 / temperature);
+    for (int i = 0; i < n; i++) { p[i] = real_exp((z[i] - max) * inverse_t); sum += p[i]; }
+    real inverse_sum = (real)(1.0 / sum);
+    for (int i = 0; i < n; i++) p[i] *= inverse_sum;
+    return (double)max / temperature + log(sum);
+}
+
+// probs: scratch for two distributions (2 * V)
+static double window_loss(const real *logits, const real *teacher_logits, const int *targets, int T, int V,
+                          double temperature, double alpha, real *dlogits, double scale, real *probs) {
+    double total = 0, hard_weight = teacher_logits ? 1.0 - alpha : 1.0;
+    real *ps = probs, *pt = probs + V;
+    for (int t = 0; t < T; t++) {
+        const real *z = logits + (size_t)t * V;
+        real *dz = dlogits ? dlogits + (size_t)t * V : NULL;
+        double lse = softened(z, V, 1.0, ps);
+        total += hard_weight * (lse - z[targets[t]]);
+        if (dz) {
+            for (int i = 0; i < V; i++) dz[i] = (real)(scale * hard_weight) * ps[i];
+            dz[targets[t]] -= (real)(scale * hard_weight);
+        }
+        if (!teacher_logits || alpha == 0) continue;
+        const real *zt = teacher_logits + (size_t)t * V;
+        double lse_s = softened(z, V, temperature, ps), lse_t = softened(zt, V, temperature, pt), kl = 0;
+        for (int i = 0; i < V; i++)
+            if (pt[i] > 0) kl += pt[i] * ((zt[i] / temperature - lse_t) - (z[i] / temperature - lse_s));
+        total += alpha * temperature * temperature * kl;
+        if (dz) for (int i = 0; i < V; i++) dz[i] += (real)(scale * alpha * temperature) * (ps[i] - pt[i]);
+    }
+    return total;
+}
+
+// ----------------------------------------------------------------------------
+// The corpus: text -> tokens. Documents are separated by blank lines and each
+// starts with BOS. The encoder's merge loop is quadratic in its input, so a
+// document is encoded in segments cut at single spaces: a segment's leading
+// space is then the encoder's dummy-prefix space, and as no piece holds a
+// space inside it (SentencePiece vocabularies start pieces with it), the
+// tokens are the ones the whole document would give.
+
+typedef struct {
+    int *tokens;
+    size_t count, capacity;
+} TokenStream;
+
+static void stream_push(TokenStream *s, const int *tokens, int n) {
+    if (s->count + (size_t)n > s->capacity) {
+        s->capacity = (s->count + (size_t)n) * 2;
+        s->tokens = realloc(s->tokens, s->capacity * sizeof(int));
+        if (!s->tokens) die("out of memory holding the corpus' tokens");
+    }
+    memcpy(s->tokens + s->count, tokens, (size_t)n * sizeof(int));
+    s->count += (size_t)n;
+}
+
+#define SEGMENT_CHARS 64
+
+static void encode_document(const Tokenizer *tok, const char *doc, size_t length, TokenStream *out, int *buffer,
+                            char *segment) {
+    size_t start = 0;
+    int first = 1;
+    while (start < length) {
+        size_t end = start + SEGMENT_CHARS < length ? start + SEGMENT_CHARS : length;
+        // extend to a single space between two non-spaces
+        while (end < length && !(doc[end] == ' ' && end > start && doc[end - 1] != ' ' && end + 1 < length
+                                 && doc[end + 1] != ' ' && doc[end + 1] != '\n'))
+            end++;
+        memcpy(segment, doc + start, end - start);
+        segment[end - start] = '\0';
+        int n = encode(tok, segment, first, 0, buffer);
+        stream_push(out, buffer, n);
+        first = 0;
+        start = end + 1;   // the space becomes the next segment's dummy prefix
+    }
+}
+
+static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_t length) {
+    TokenStream out = { 0 };
+    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
+    char *segment = xcalloc(length + 1, 1, "segment");
+    size_t at = 0;
+    while (at < length) {
+        while (at < length && (text[at] == '\n' || text[at] == '\r')) at++;   // blank lines between documents
+        size_t end = at;
+        while (end < length && !(text[end] == '\n' && end + 1 < length && text[end + 1] == '\n')) end++;
+        size_t doc_end = end;
+        while (doc_end > at && (text[doc_end - 1] == '\n' || text[doc_end - 1] == '\r' || text[doc_end - 1] == ' '))
+            doc_end--;
+        if (doc_end > at) encode_document(tok, text + at, doc_end - at, &out, buffer, segment);
+        at = end;
+    }
+    free(buffer);
+    free(segment);
+    return out;
+}
+
+typedef struct {
+    TokenStream train, valid;
+    uint64_t hash;           // of all tokens: a resumed run must see the same corpus
+} Corpus;
+
+// The last tenth of the tokens is held out for validation; both parts must
+// hold at least one window (context + 1 tokens).
+static Corpus load_corpus(const char *path, const Tokenizer *tok, int context) {
+    size_t size;
+    uint8_t *text = read_whole_file(path, &size);
+    if (size == 0) die("corpus %s is empty", path);
+    if (memchr(text, '\0', size)) die("corpus %s holds NUL bytes: it is not text", path);
+    TokenStream all = tokenize_corpus(tok, (const char *)text, size);
+    free(text);
+    size_t valid = all.count / 10, need = (size_t)context + 1;
+    if (valid < need || all.count - valid < need)
+        die("corpus %s is too small: %zu tokens, but training on windows of %d tokens needs at least %zu "
+            "(a tenth is held out for validation); give more text or a smaller --context",
+            path, all.count, context, need * 10);
+    Corpus c = { 0 };
+    c.hash = fnv1a(0xCBF29CE484222325ull, all.tokens, all.count * sizeof(int));
+    stream_push(&c.train, all.tokens, (int)(all.count - valid));
+    stream_push(&c.valid, all.tokens + all.count - valid, (int)valid);
+    free(all.tokens);
+    return c;
+}
+
+// ----------------------------------------------------------------------------
+// A training step: B windows, each forward and backward on some thread into
+// its own gradient buffer; buffers summed in window order; clipped; AdamW.
+
+typedef struct {
+    Settings s;
+    Model *model;            // the student (pretrain, distill) or the frozen base (lora)
+    Model *teacher;          // distill only
+    Lora *lora;              // lora only
+    real *adapter;
+    real *trainable;         // model->params or adapter
+    size_t n_trainable;
+    uint8_t *decays;         // (n_trainable,) 1 where weight decay applies
+    real *m, *v;             // AdamW moments
+    real *window_grads;      // (batch, n_trainable)
+    double *window_losses;   // (batch,)
+    int *windows;            // (batch, context + 1) tokens
+    Activations *work, *teacher_work;   // per thread
+    ThreadPool *pool;
+    int n_threads;
+    long step;               // steps done
+} Trainer;
+
+static Net student_net(const Trainer *tr) { return model_net(tr->model, tr->lora, tr->adapter); }
+
+// Window w of step `step`: a seeded draw, the same whatever ran before.
+static size_t window_start(uint64_t seed, long step, int w, size_t n_starts) {
+    uint64_t state = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(step + 1)) ^ ((uint64_t)w << 48);
+    splitmix64(&state);
+    return (size_t)(splitmix64(&state) % n_starts);
+}
+
+static void train_window(Trainer *tr, int w, int thread) {
+    int T = tr->s.context, V = tr->model->h.vocab_size;
+    const int *tokens = tr->windows + (size_t)w * (T + 1);
+    Activations *s = &tr->work[thread];
+    real *grad = tr->window_grads + (size_t)w * tr->n_trainable;
+    memset(grad, 0, tr->n_trainable * sizeof(real));
+    Net net = student_net(tr);
+    net_forward(&net, s, tokens, T);
+    const real *teacher_logits = NULL;
+    if (tr->teacher) {
+        Net teacher = model_net(tr->teacher, NULL, NULL);
+        net_forward(&teacher, &tr->teacher_work[thread], tokens, T);
+        teacher_logits = tr->teacher_work[thread].logits;
+    }
+    double scale = 1.0 / ((double)tr->s.batch * T);
+    tr->window_losses[w] = window_loss(s->logits, teacher_logits, tokens + 1, T, V, tr->s.temperature,
+                                       tr->s.alpha, s->dlogits, scale, s->probs);
+    Grads g = { tr->lora ? NULL : grad, tr->lora ? grad : NULL };
+    net_backward(&net, s, &g, tokens, T);
+}
+
+static void train_windows_task(void *arg, int thread, int n_threads) {
+    Trainer *tr = arg;
+    for (int w = thread; w < tr->s.batch; w += n_threads) train_window(tr, w, thread);
+}
+
+// grad[0] = sum of the windows' gradients, in window order, over a slice per thread
+static void sum_gradients_task(void *arg, int thread, int n_threads) {
+    Trainer *tr = arg;
+    size_t n = tr->n_trainable, begin = n * thread / n_threads, end = n * (thread + 1) / n_threads;
+    for (int w = 1; w < tr->s.batch; w++) {
+        const real *g = tr->window_grads + (size_t)w * n;
+        for (size_t i = begin; i < end; i++) tr->window_grads[i] += g[i];
+    }
+}
+
+typedef struct {
+    Trainer *tr;
+    float lr;
+    double clip_factor;
+} AdamStep;
+
+static void adamw_task(void *arg, int thread, int n_threads) {
+    AdamStep *a = arg;
+    Trainer *tr = a->tr;
+    const Settings *s = &tr->s;
+    size_t n = tr->n_trainable, begin = n * thread / n_threads, end = n * (thread + 1) / n_threads;
+    double t = (double)(tr->step + 1);
+    real c1 = (real)(1.0 / (1.0 - pow(s->beta1, t))), c2 = (real)(1.0 / (1.0 - pow(s->beta2, t)));
+    for (size_t i = begin; i < end; i++) {
+        real g = tr->window_grads[i] * (real)a->clip_factor;
+        tr->m[i] = s->beta1 * tr->m[i] + (1 - s->beta1) * g;
+        tr->v[i] = s->beta2 * tr->v[i] + (1 - s->beta2) * g * g;
+        real update = (tr->m[i] * c1) / ((real)sqrt(tr->v[i] * c2) + s->eps);
+        if (tr->decays[i]) update += s->weight_decay * tr->trainable[i];
+        tr->trainable[i] -= a->lr * update;
+    }
+}
+
+// Linear warmup to lr, then cosine decay to min_lr at the last step.
+static float learning_rate(const Settings *s, long step) {
+    if (step < s->warmup) return s->lr * (float)(step + 1) / (float)s->warmup;
+    double progress = s->steps > s->warmup ? (double)(step - s->warmup) / (double)(s->steps - s->warmup) : 1.0;
+    if (progress > 1) progress = 1;
+    return (float)(s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
+}
+
+typedef struct {
+    double loss;             // mean over the batch's tokens
+    double grad_norm;        // before clipping
+    float lr;
+} StepResult;
+
+static StepResult train_step(Trainer *tr, const TokenStream *train) {
+    int T = tr->s.context;
+    for (int w = 0; w < tr->s.batch; w++) {
+        size_t start = window_start(tr->s.seed, tr->step, w, train->count - (size_t)T);
+        memcpy(tr->windows + (size_t)w * (T + 1), train->tokens + start, (size_t)(T + 1) * sizeof(int));
+    }
+    pool_run(tr->pool, train_windows_task, tr);
+    pool_run(tr->pool, sum_gradients_task, tr);
+    StepResult r = { 0 };
+    for (int w = 0; w < tr->s.batch; w++) r.loss += tr->window_losses[w];
+    r.loss /= (double)tr->s.batch * T;
+    double norm2 = 0;
+    for (size_t i = 0; i < tr->n_trainable; i++) norm2 += (double)tr->window_grads[i] * tr->window_grads[i];
+    r.grad_norm = sqrt(norm2);
+    if (!isfinite(r.loss) || !isfinite(r.grad_norm))
+        die("step %ld: the loss or the gradient is not finite (loss %g): lower --lr", tr->step + 1, r.loss);
+    AdamStep a = { tr, learning_rate(&tr->s, tr->step), 1.0 };
+    if (tr->s.clip > 0 && r.grad_norm > tr->s.clip) a.clip_factor = tr->s.clip / r.grad_norm;
+    pool_run(tr->pool, adamw_task, &a);
+    if (!tr->lora) refresh_transposed(tr->model);
+    r.lr = a.lr;
+    tr->step++;
+    return r;
+}
+
+// ----------------------------------------------------------------------------
+// Evaluation: mean next-token cross-entropy over the first windows of the
+// validation tokens (the same windows every time).
+
+typedef struct {
+    Trainer *tr;
+    const TokenStream *tokens;
+    int n_windows;
+    double *losses;
+} EvalTask;
+
+static void eval_task(void *arg, int thread, int n_threads) {
+    EvalTask *e = arg;
+    Trainer *tr = e->tr;
+    int T = tr->s.context, V = tr->model->h.vocab_size;
+    Net net = student_net(tr);
+    for (int w = thread; w < e->n_windows; w += n_threads) {
+        const int *tokens = e->tokens->tokens + (size_t)w * T;
+        net_forward(&net, &tr->work[thread], tokens, T);
+        e->losses[w] = window_loss(tr->work[thread].logits, NULL, tokens + 1, T, V, 1, 0, NULL, 0, tr->work[thread].probs);
+    }
+}
+
+static double evaluate(Trainer *tr, const TokenStream *tokens) {
+    int T = tr->s.context;
+    int n = (int)((tokens->count - 1) / (size_t)T);
+    if (n > tr->s.eval_windows) n = tr->s.eval_windows;
+    EvalTask e = { tr, tokens, n, xcalloc((size_t)n, sizeof(double), "evaluation") };
+    pool_run(tr->pool, eval_task, &e);
+    double sum = 0;
+    for (int w = 0; w < n; w++) sum += e.losses[w];
+    free(e.losses);
+    return sum / ((double)n * T);
+}
+
+// ----------------------------------------------------------------------------
+// Logging: one progress line, the loss curve as CSV, and that curve as SVG.
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void format_duration(char *out, size_t size, double seconds) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60) snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+    else snprintf(out, size, "%lds", s);
+}
+
+typedef struct {
+    long step;
+    double train_loss, valid_loss;   // valid_loss NAN between evaluations
+} CurvePoint;
+
+typedef struct {
+    CurvePoint *points;
+    int count, capacity;
+} Curve;
+
+static void curve_add(Curve *c, long step, double train_loss, double valid_loss) {
+    if (c->count == c->capacity) {
+        c->capacity = c->capacity ? c->capacity * 2 : 256;
+        c->points = realloc(c->points, (size_t)c->capacity * sizeof(CurvePoint));
+        if (!c->points) die("out of memory");
+    }
+    c->points[c->count++] = (CurvePoint){ step, train_loss, valid_loss };
+}
+
+// Reads a CSV this program wrote (step,lr,train_loss,valid_loss,...) back.
+static Curve read_curve(const char *path) {
+    Curve c = { 0 };
+    FILE *f = fopen(path, "r");
+    if (!f) return c;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        long step;
+        double lr, train_loss;
+        char valid[64];
+        if (sscanf(line, "%ld,%lf,%lf,%63[^,]", &step, &lr, &train_loss, valid) == 4)
+            curve_add(&c, step, train_loss, valid[0] ? strtod(valid, NULL) : NAN);
+    }
+    fclose(f);
+    return c;
+}
+
+static void write_text_file(const char *path, const char *text, size_t length) {
+    char *tmp = xcalloc(strlen(path) + 16, 1, "path");
+    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot create %s: %s", tmp, strerror(errno));
+    if (fwrite(text, 1, length, f) != length || fclose(f) != 0) { unlink(tmp); die("cannot write %s", tmp); }
+    if (rename(tmp, path) != 0) { unlink(tmp); die("cannot rename %s to %s: %s", tmp, path, strerror(errno)); }
+    free(tmp);
+}
+
+// The loss curve as a self-contained SVG: train loss (blue), validation (red).
+static void plot_curve(const Curve *c, const char *path, const char *title) {
+    if (c->count == 0) return;
+    double lo = INFINITY, hi = -INFINITY;
+    long last = c->points[c->count - 1].step;
+    for (int i = 0; i < c->count; i++) {
+        double values[2] = { c->points[i].train_loss, c->points[i].valid_loss };
+        for (int j = 0; j < 2; j++) if (isfinite(values[j])) { lo = fmin(lo, values[j]); hi = fmax(hi, values[j]); }
+    }
+    if (!(hi > lo)) hi = lo + 1;
+    const double W = 640, H = 400, left = 60, right = 20, top = 40, bottom = 50;
+    Buffer b = { 0 };
+    char line[512];
+#define EMIT(...) do { int n_ = snprintf(line, sizeof line, __VA_ARGS__); buffer_put(&b, line, (size_t)n_); } while (0)
+    EMIT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    EMIT("<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"24\" font-size=\"14\">%s</text>\n", left, title);
+    for (int i = 0; i <= 4; i++) {
+        double value = lo + (hi - lo) * i / 4, y = H - bottom - (H - top - bottom) * i / 4;
+        EMIT("<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"8\" y=\"%.1f\">%.3f</text>\n",
+             left, W - right, y, y, y + 4, value);
+    }
+    EMIT("<text x=\"%.0f\" y=\"%.0f\">step 0</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">step %ld</text>\n",
+         left, H - bottom + 20, W - right, H - bottom + 20, last);
+    EMIT("<text x=\"%.0f\" y=\"%.0f\" fill=\"#1f77b4\">train loss</text><text x=\"%.0f\" y=\"%.0f\" fill=\"#d62728\">validation loss</text>\n",
+         left, H - 12, left + 100, H - 12);
+    for (int series = 0; series < 2; series++) {
+        EMIT("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", series ? "#d62728" : "#1f77b4");
+        for (int i = 0; i < c->count; i++) {
+            double value = series ? c->points[i].valid_loss : c->points[i].train_loss;
+            if (!isfinite(value)) continue;
+            double x = left + (W - left - right) * (double)c->points[i].step / (double)(last > 0 ? last : 1);
+            double y = H - bottom - (H - top - bottom) * (value - lo) / (hi - lo);
+            EMIT("%.1f,%.1f ", x, y);
+        }
+        EMIT("\"/>\n");
+    }
+    EMIT("</svg>\n");
+#undef EMIT
+    write_text_file(path, (const char *)b.data, b.size);
+    free(b.data);
+}
+
+static void print_progress(const Trainer *tr, const StepResult *r, double tokens_per_s, double elapsed, int quiet) {
+    if (quiet) return;
+    char eta[32], took[32];
+    format_duration(eta, sizeof eta, (double)(tr->s.steps - tr->step) * tr->s.batch * tr->s.context / tokens_per_s);
+    format_duration(took, sizeof took, elapsed);
+    int terminal = isatty(STDERR_FILENO);
+    if (!terminal && tr->step % 10 != 0 && tr->step != tr->s.steps) return;
+    fprintf(stderr, "%sstep %ld/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %s, ETA %s%s",
+            terminal ? "\r" : "", tr->step, tr->s.steps, r->loss, r->lr, r->grad_norm, tokens_per_s, took, eta,
+            terminal ? "   " : "\n");
+}
+
+// ----------------------------------------------------------------------------
+// Saving and resuming. The state file holds everything a run needs to go on
+// bit for bit: settings, the model (and adapter), the AdamW moments, the
+// step, and a hash of the corpus' tokens. Written to a temporary file and
+// renamed, so an interrupted save leaves the previous state intact.
+
+#define STATE_MAGIC 0x54474445u   // "EDGT"
+#define STATE_VERSION 1
+
+typedef struct {
+    uint32_t magic, version;
+    uint32_t real_size;      // sizeof(real) of the writer
+    uint32_t has_lora;
+    Settings settings;
+    FileHeader header;
+    int64_t step;
+    uint64_t corpus_hash;
+    uint64_t n_params, n_trainable, tokenizer_size;
+} StateHeader;
+
+static void put(FILE *f, const void *data, size_t size, const char *path) {
+    if (size && fwrite(data, 1, size, f) != size) die("cannot write %s: %s", path, strerror(errno));
+}
+
+static void save_state(const Trainer *tr, const char *path, uint64_t corpus_hash) {
+    const Model *m = tr->model;
+    StateHeader h = { STATE_MAGIC, STATE_VERSION, sizeof(real), tr->lora != NULL, tr->s, m->h, tr->step,
+                      corpus_hash, m->n_params, tr->n_trainable, m->tokenizer_size };
+    char *tmp = xcalloc(strlen(path) + 32, 1, "path");
+    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot create %s: %s", tmp, strerror(errno));
+    put(f, &h, sizeof h, tmp);
+    put(f, m->ffn_dim, (size_t)m->h.n_layers * sizeof(int), tmp);
+    put(f, m->tokenizer, m->tokenizer_size, tmp);
+    put(f, m->params, m->n_params * sizeof(real), tmp);
+    if (tr->lora) put(f, tr->adapter, tr->n_trainable * sizeof(real), tmp);
+    put(f, tr->m, tr->n_trainable * sizeof(real), tmp);
+    put(f, tr->v, tr->n_trainable * sizeof(real), tmp);
+    if (fclose(f) != 0) die("cannot write %s: %s", tmp, strerror(errno));
+    if (rename(tmp, path) != 0) die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    free(tmp);
+}
+
+typedef struct {
+    StateHeader h;
+    const uint8_t *data;     // the whole file
+    size_t size, at;
+    const char *path;
+} StateReader;
+
+static const void *take(StateReader *r, size_t size, const char *what) {
+    if (r->size - r->at < size) die("%s is truncated (in the %s)", r->path, what);
+    const void *p = r->data + r->at;
+    r->at += size;
+    return p;
+}
+
+static StateReader open_state(const char *path) {
+    StateReader r = { .path = path };
+    r.data = read_whole_file(path, &r.size);
+    memcpy(&r.h, take(&r, sizeof r.h, "header"), sizeof r.h);
+    if (r.h.magic != STATE_MAGIC) die("%s is not a train state file (no EDGT magic)", path);
+    if (r.h.version != STATE_VERSION) die("%s is a version %u state; this train reads version %d", path, r.h.version, STATE_VERSION);
+    if (r.h.real_size != sizeof(real)) die("%s was written with %u-byte numbers, this train uses %zu", path, r.h.real_size, sizeof(real));
+    check_header(&r.h.header, path);
+    return r;
+}
+
+// ----------------------------------------------------------------------------
+// Modes and the command line
+
+typedef struct {
+    const char *mode_name, *corpus, *output, *tokenizer_path, *shape, *init, *teacher, *base, *state_path,
+        *resume, *log_path, *plot_path;
+    int save_every, stop_at, threads, quiet, vocab;
+    Settings s;
+    int given_steps, given_context;
+} Options;
+
+static void usage(void) {
+    fprintf(stderr,
+        "Usage: train MODE CORPUS -o OUTPUT [options]\n"
+        "Modes:\n"
+        "  tokenizer   learn a BPE tokenizer (SentencePiece-style, byte fallback) from CORPUS;\n"
+        "              OUTPUT is a tokenizer.bin (--vocab N pieces, default 512)\n"
+        "  pretrain    train a model on CORPUS; OUTPUT is an fp32 checkpoint (run reads it,\n"
+        "              export --int4 makes it runq's). New model: --shape and -z; or --init MODEL\n"
+        "  distill     train a student on CORPUS against --teacher MODEL's next-token\n"
+        "              distributions (same tokenizer); student from --shape or --init\n"
+        "  lora        train LoRA adapters on a frozen --base MODEL (fp32, or int4: QLoRA);\n"
+        "              OUTPUT is a PEFT adapter directory that export --lora merges\n"
+        "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
+        "tokens is held out for the validation loss.\n"
+        "Options:\n"
+        "  -z FILE              tokenizer.bin (new models; models without one)\n"
+        "  --shape SPEC         dim=,ffn=,layers=,heads=,kv_heads=,head_dim=,tied= (export's --random shapes)\n"
+        "  --init MODEL         start from this model's weights\n"
+        "  --teacher MODEL      distill: the teacher (any model export reads)\n"
+        "  --temperature X      distill: softening (default 2)\n"
+        "  --alpha X            distill: weight of the soft loss; 1 - X on the hard labels (default 0.5)\n"
+        "  --base MODEL         lora: the frozen base\n"
+        "  --rank R             lora: adapter rank (default 8)\n"
+        "  --lora-alpha X       lora: scale is alpha / rank (default 16)\n"
+        "  --targets LIST       lora: projections, from wq,wk,wv,wo,w1,w2,w3 (default wq,wv)\n"
+        "  --steps N            optimizer steps (default 1000)\n"
+        "  --batch N            windows per step (default 16)\n"
+        "  --context N          tokens per window (default 256, at most the model's)\n"
+        "  --lr X --min-lr X    peak and final learning rate (default 1e-3, 1e-4)\n"
+        "  --warmup N           warmup steps (default 100)\n"
+        "  --weight-decay X     AdamW decay on matrices (default 0.1; lora 0)\n"
+        "  --clip X             gradient norm limit (default 1; 0 = off)\n"
+        "  --seed N             initialisation and batches (default 42)\n"
+        "  --eval-every N       validation loss every N steps (default 100)\n"
+        "  --eval-windows N     validation windows (default 16)\n"
+        "  --log FILE           loss curve CSV (default OUTPUT.csv); --plot FILE: SVG (default OUTPUT.svg)\n"
+        "  --state FILE         save the training state here (every --save-every N steps and at the end)\n"
+        "  --resume FILE        continue a saved run (same corpus; settings come from the state)\n"
+        "  --stop-at N          stop after step N (with --state: a long run in several sittings)\n"
+        "  -T N                 threads (default: online cores)\n"
+        "  --vocab N            tokenizer: pieces (default 512)\n"
+        "  -q                   no progress output\n");
+    exit(EXIT_FAILURE);
+}
+
+static long parse_int(const char *text, const char *option, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || end == text || v < lo || v > hi)
+        die("%s expects a whole number from %ld to %ld, got '%s'", option, lo, hi, text);
+    return v;
+}
+
+static float parse_real(const char *text, const char *option, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || *end || end == text || !(v >= lo && v <= hi))
+        die("%s expects a number from %g to %g, got '%s'", option, lo, hi, text);
+    return (float)v;
+}
+
+static uint32_t parse_targets(const char *list) {
+    uint32_t targets = 0;
+    char *copy = strdup(list);
+    for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
+        int found = 0;
+        for (int p = 0; p < N_PROJECTIONS; p++)
+            if (strcmp(item, projection_names[p]) == 0) { targets |= 1u << projection_kinds[p]; found = 1; }
+        if (!found) die("--targets: unknown projection '%s' (use wq,wk,wv,wo,w1,w2,w3)", item);
+    }
+    free(copy);
+    if (!targets) die("--targets names no projection");
+    return targets;
+}
+
+// ----------------------------------------------------------------------------
+// Writing a LoRA adapter as PEFT does: adapter_config.json and
+// adapter_model.safetensors with Hugging Face's module names. Like any HF
+// tensor, q_proj's and k_proj's output rows (B's rows) are in HF's
+// rotate-half order: export --lora permutes them back, as it does weights.
+
+static const char *hf_module(int p) { return strchr(hf_projection_names[p], '.') + 1; }
+
+static void write_peft_adapter(const Lora *lora, const real *adapter, const Model *m, const char *dir,
+                               const char *base_name) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("cannot create directory %s: %s", dir, strerror(errno));
+    Buffer json = { 0 }, data = { 0 };
+    char line[512];
+    buffer_put(&json, "{", 1);
+    int first = 1, n = 0;
+    for (int l = 0; l < m->h.n_layers; l++)
+        for (int p = 0; p < N_PROJECTIONS; p++) {
+            if (!(lora->targets & 1u << projection_kinds[p])) continue;
+            int rows, cols, r = lora->rank, permute = projection_kinds[p] == K_WQ || projection_kinds[p] == K_WK;
+            projection_shape(m, projection_kinds[p], l, &rows, &cols);
+            for (int which = 0; which < 2; which++) {   // A, then B
+                int out_rows = which ? rows : r, in_cols = which ? r : cols;
+                size_t begin = data.size;
+                for (int row = 0; row < out_rows; row++) {
+                    // HF row `row` of B is our row whose hf_source_row is `row`
+                    int ours = row;
+                    if (which && permute) for (ours = 0; hf_source_row(ours, m->h.head_dim) != row; ours++) {}
+                    const real *src = adapter + (which ? lora->b_offset[p][l] : lora->a_offset[p][l]) + (size_t)ours * in_cols;
+                    for (int c = 0; c < in_cols; c++) {
+                        float v = (float)src[c];
+                        buffer_put(&data, &v, 4);
+                    }
+                }
+                int k = snprintf(line, sizeof line,
+                                 "%s\"base_model.model.model.layers.%d.%s.lora_%s.weight\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
+                                 first ? "" : ",", l, hf_projection_names[p], which ? "B" : "A", out_rows, in_cols, begin, data.size);
+                buffer_put(&json, line, (size_t)k);
+                first = 0;
+                n++;
+            }
+        }
+    const char *meta = ",\"__metadata__\":{\"format\":\"pt\"}}";
+    buffer_put(&json, meta, strlen(meta));
+    while (json.size % 8) buffer_put(&json, " ", 1);   // data starts 8-byte aligned
+    uint64_t header_size = json.size;
+    Buffer file = { 0 };
+    buffer_put(&file, &header_size, 8);
+    buffer_put(&file, json.data, json.size);
+    buffer_put(&file, data.data, data.size);
+    char *path = path_join(dir, "adapter_model.safetensors");
+    write_text_file(path, (const char *)file.data, file.size);
+    free(path);
+
+    Buffer config = { 0 };
+    int k = snprintf(line, sizeof line,
+                     "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"base_model_name_or_path\": \"%s\",\n"
+                     "  \"r\": %d,\n  \"lora_alpha\": %g,\n  \"lora_dropout\": 0.0,\n  \"bias\": \"none\",\n"
+                     "  \"fan_in_fan_out\": false,\n  \"use_rslora\": false,\n  \"target_modules\": [",
+                     base_name, lora->rank, (double)lora->scale * lora->rank);
+    buffer_put(&config, line, (size_t)k);
+    first = 1;
+    for (int p = 0; p < N_PROJECTIONS; p++) {
+        if (!(lora->targets & 1u << projection_kinds[p])) continue;
+        k = snprintf(line, sizeof line, "%s\"%s\"", first ? "" : ", ", hf_module(p));
+        buffer_put(&config, line, (size_t)k);
+        first = 0;
+    }
+    buffer_put(&config, "]\n}\n", 4);
+    path = path_join(dir, "adapter_config.json");
+    write_text_file(path, (const char *)config.data, config.size);
+    free(path);
+    free(json.data);
+    free(data.data);
+    free(file.data);
+    free(config.data);
+    (void)n;
+}
+
+// ----------------------------------------------------------------------------
+// A run: set up the trainer, loop over steps with evaluations, save.
+
+static void init_trainer(Trainer *tr, Model *model, Model *teacher, Lora *lora, real *adapter, const Settings *s,
+                         int n_threads) {
+    memset(tr, 0, sizeof *tr);
+    tr->s = *s;
+    tr->model = model;
+    tr->teacher = teacher;
+    tr->lora = lora;
+    tr->adapter = adapter;
+    tr->trainable = lora ? adapter : model->params;
+    tr->n_trainable = lora ? lora->n_params : model->n_params;
+    tr->decays = xcalloc(tr->n_trainable, 1, "optimizer");
+    if (!lora)   // weight decay on matrices, not on norm gains
+        for (int i = 0; i < model->plan.count; i++) {
+            const PlannedTensor *t = &model->plan.tensors[i];
+            if (is_matrix(t->kind))
+                memset(tr->decays + *offset_slot(model, t->kind, t->layer), 1, (size_t)t->entry.rows * t->entry.cols);
+        }
+    tr->m = xcalloc(tr->n_trainable, sizeof(real), "optimizer");
+    tr->v = xcalloc(tr->n_trainable, sizeof(real), "optimizer");
+    tr->window_grads = xcalloc((size_t)s->batch * tr->n_trainable, sizeof(real), "gradients");
+    tr->window_losses = xcalloc((size_t)s->batch, sizeof(double), "losses");
+    tr->windows = xcalloc((size_t)s->batch * (size_t)(s->context + 1), sizeof(int), "batch");
+    tr->n_threads = n_threads;
+    tr->pool = pool_create(n_threads);
+    refresh_transposed(model);
+    if (teacher) refresh_transposed(teacher);
+    tr->work = xcalloc((size_t)n_threads, sizeof(Activations), "activations");
+    tr->teacher_work = xcalloc((size_t)n_threads, sizeof(Activations), "activations");
+    for (int i = 0; i < n_threads; i++) {
+        alloc_activations(&tr->work[i], model, lora, s->context);
+        if (teacher) alloc_activations(&tr->teacher_work[i], teacher, NULL, s->context);
+    }
+}
+
+static void free_trainer(Trainer *tr) {
+    for (int i = 0; i < tr->n_threads; i++) {
+        free_activations(&tr->work[i]);
+        if (tr->teacher) free_activations(&tr->teacher_work[i]);
+    }
+    pool_free(tr->pool);
+    free(tr->work);
+    free(tr->teacher_work);
+    free(tr->decays);
+    free(tr->m);
+    free(tr->v);
+    free(tr->window_grads);
+    free(tr->window_losses);
+    free(tr->windows);
+}
+
+static void run_training(Trainer *tr, const Corpus *corpus, const Options *o) {
+    const Settings *s = &tr->s;
+    int resumed = tr->step > 0;
+    FILE *log = fopen(o->log_path, resumed ? "a" : "w");
+    if (!log) die("cannot create %s: %s", o->log_path, strerror(errno));
+    if (!resumed) fprintf(log, "step,lr,train_loss,valid_loss,tokens_per_s,elapsed_s\n");
+    if (!o->quiet)
+        fprintf(stderr, "train: %zu training and %zu validation tokens; %zu trainable parameters; %d threads\n",
+                corpus->train.count, corpus->valid.count, tr->n_trainable, tr->n_threads);
+    double start = seconds_now(), valid = NAN;
+    if (!resumed) {
+        valid = evaluate(tr, &corpus->valid);
+        fprintf(log, "0,0,%.6f,%.6f,0,0\n", valid, valid);
+        if (!o->quiet) fprintf(stderr, "step 0: validation loss %.4f\n", valid);
+    }
+    while (tr->step < s->steps) {
+        double t0 = seconds_now();
+        StepResult r = train_step(tr, &corpus->train);
+        double tokens_per_s = (double)s->batch * s->context / (seconds_now() - t0);
+        int eval_now = tr->step % s->eval_every == 0 || tr->step == s->steps;
+        valid = eval_now ? evaluate(tr, &corpus->valid) : NAN;
+        print_progress(tr, &r, tokens_per_s, seconds_now() - start, o->quiet);
+        if (eval_now && !o->quiet)
+            fprintf(stderr, "%sstep %ld: train loss %.4f, validation loss %.4f\n", isatty(STDERR_FILENO) ? "\n" : "",
+                    tr->step, r.loss, valid);
+        if (isfinite(valid)) fprintf(log, "%ld,%.6g,%.6f,%.6f,%.0f,%.1f\n", tr->step, r.lr, r.loss, valid, tokens_per_s, seconds_now() - start);
+        else fprintf(log, "%ld,%.6g,%.6f,,%.0f,%.1f\n", tr->step, r.lr, r.loss, tokens_per_s, seconds_now() - start);
+        fflush(log);
+        if (o->state_path && o->save_every > 0 && tr->step % o->save_every == 0 && tr->step < s->steps)
+            save_state(tr, o->state_path, corpus->hash);
+        if (tr->step == o->stop_at) break;
+    }
+    fclose(log);
+    if (o->state_path) save_state(tr, o->state_path, corpus->hash);
+    Curve curve = read_curve(o->log_path);
+    plot_curve(&curve, o->plot_path, o->output);
+    free(curve.points);
+    if (!o->quiet) {
+        char took[32];
+        format_duration(took, sizeof took, seconds_now() - start);
+        fprintf(stderr, "train: %ld steps in %s; final validation loss %.4f (perplexity %.2f)\n", tr->step, took,
+                valid, exp(valid));
+    }
+}
+
+static Tokenizer model_tokenizer(const Model *m, const char *what) {
+    Tokenizer tok;
+    const char *error = build_tokenizer_from_memory(&tok, m->tokenizer, m->tokenizer_size, m->h.vocab_size);
+    if (error) die("%s's tokenizer for %d pieces: %s", what, m->h.vocab_size, error);
+    tok.bos_id = m->h.bos_id;
+    tok.eos_id = m->h.eos_id;
+    return tok;
+}
+
+// The student of pretrain/distill: from --init, or new of --shape for the
+// tokenizer from -z (or, distilling, the teacher's).
+static void student_model(Model *m, const Options *o, const Model *teacher) {
+    if (o->init) { load_model(m, o->init, o->tokenizer_path); return; }
+    if (!o->shape) die("%s needs --shape for a new model, or --init MODEL", o->mode_name);
+    uint8_t *blob;
+    size_t size;
+    if (o->tokenizer_path) blob = read_whole_file(o->tokenizer_path, &size);
+    else if (teacher) {
+        size = teacher->tokenizer_size;
+        blob = xcalloc(size, 1, "tokenizer");
+        memcpy(blob, teacher->tokenizer, size);
+    } else die("a new model needs its tokenizer: -z tokenizer.bin");
+    // the vocabulary size is the piece count: walk the blob
+    int32_t max_len;
+    if (size < 4) die("tokenizer %s is too short", o->tokenizer_path);
+    memcpy(&max_len, blob, 4);
+    size_t at = 4;
+    int pieces = 0;
+    while (at + 8 <= size) {
+        int32_t len;
+        memcpy(&len, blob + at + 4, 4);
+        if (len < 0 || (size_t)len > size - at - 8) break;
+        at += 8 + (size_t)len;
+        pieces++;
+    }
+    new_model(m, o->shape, pieces, o->s.context, o->s.seed);
+    m->tokenizer = blob;
+    m->tokenizer_size = size;
+    Tokenizer check = model_tokenizer(m, o->tokenizer_path ? o->tokenizer_path : "the teacher");
+    free_tokenizer(&check);
+}
+
+static int default_threads(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 0 ? (int)cores : 1;
+}
+
+static void train_model(Options *o) {
+    Model model, teacher_model, *teacher = NULL;
+    Lora lora;
+    real *adapter = NULL;
+    Settings s = o->s;
+    StateReader state = { 0 };
+    if (o->resume) {
+        state = open_state(o->resume);
+        s = state.h.settings;
+        if (o->given_steps) s.steps = o->s.steps;   // a resumed run may be extended
+        if (s.mode != o->s.mode) die("%s holds a %s run, not %s", o->resume,
+                                     s.mode == MODE_LORA ? "lora" : s.mode == MODE_DISTILL ? "distill" : "pretrain", o->mode_name);
+        memset(&model, 0, sizeof model);
+        model.h = state.h.header;
+        model.ffn_dim = xcalloc((size_t)model.h.n_layers, sizeof(int), "model");
+        memcpy(model.ffn_dim, take(&state, (size_t)model.h.n_layers * sizeof(int), "FFN widths"), (size_t)model.h.n_layers * sizeof(int));
+        model.tokenizer_size = state.h.tokenizer_size;
+        model.tokenizer = xcalloc(model.tokenizer_size, 1, "tokenizer");
+        memcpy(model.tokenizer, take(&state, model.tokenizer_size, "tokenizer"), model.tokenizer_size);
+        model_layout(&model);
+        if (model.n_params != state.h.n_params) die("%s: parameter count does not match its header", o->resume);
+        model.params = xcalloc(model.n_params, sizeof(real), "parameters");
+        memcpy(model.params, take(&state, model.n_params * sizeof(real), "parameters"), model.n_params * sizeof(real));
+    } else if (s.mode == MODE_LORA) {
+        if (!o->base) die("lora needs --base MODEL");
+        load_model(&model, o->base, o->tokenizer_path);
+    }
+    if (s.mode == MODE_DISTILL) {
+        if (!o->teacher) die("distill needs --teacher MODEL");
+        load_model(&teacher_model, o->teacher, o->tokenizer_path);
+        teacher = &teacher_model;
+    }
+    if (!o->resume && s.mode != MODE_LORA) student_model(&model, o, teacher);
+    if (teacher && (teacher->h.vocab_size != model.h.vocab_size || teacher->tokenizer_size != model.tokenizer_size
+                    || memcmp(teacher->tokenizer, model.tokenizer, model.tokenizer_size) != 0))
+        die("the teacher's tokenizer (%d pieces) is not the student's (%d pieces): distillation compares "
+            "distributions over the same vocabulary", teacher->h.vocab_size, model.h.vocab_size);
+    if (s.context > model.h.seq_len) die("--context %d is longer than the model's context of %d", s.context, model.h.seq_len);
+    if (s.mode == MODE_LORA) {
+        lora_layout(&lora, &model, s.lora_rank, s.lora_alpha, s.lora_targets);
+        adapter = lora_init(&lora, &model, s.seed);
+    }
+    Tokenizer tok = model_tokenizer(&model, o->init ? o->init : o->base ? o->base : "the model");
+    Corpus corpus = load_corpus(o->corpus, &tok, s.context);
+    free_tokenizer(&tok);
+
+    Trainer tr;
+    init_trainer(&tr, &model, teacher, s.mode == MODE_LORA ? &lora : NULL, adapter, &s, o->threads);
+    if (o->resume) {
+        if (state.h.corpus_hash != corpus.hash) die("%s was trained on another corpus (its tokens differ)", o->resume);
+        if (state.h.n_trainable != tr.n_trainable) die("%s: trainable parameter count does not match", o->resume);
+        size_t bytes = tr.n_trainable * sizeof(real);
+        if (s.mode == MODE_LORA) memcpy(adapter, take(&state, bytes, "adapter"), bytes);
+        memcpy(tr.m, take(&state, bytes, "optimizer moments"), bytes);
+        memcpy(tr.v, take(&state, bytes, "optimizer moments"), bytes);
+        if (state.at != state.size) die("%s has bytes after its end", o->resume);
+        tr.step = state.h.step;
+        free((void *)state.data);
+        if (tr.step >= s.steps) die("%s has already run its %d steps: give a larger --steps to go on", o->resume, s.steps);
+    }
+    run_training(&tr, &corpus, o);
+    if (tr.step < s.steps) {
+        if (!o->quiet) fprintf(stderr, "train: stopped at step %ld of %d; go on with --resume %s\n", tr.step, s.steps, o->state_path);
+    } else if (s.mode == MODE_LORA) write_peft_adapter(&lora, adapter, &model, o->output, o->base ? o->base : "base");
+    else save_model(&model, o->output, TYPE_F32);
+    if (!o->quiet && tr.step == s.steps) fprintf(stderr, "train: wrote %s\n", o->output);
+    free_trainer(&tr);
+    free(corpus.train.tokens);
+    free(corpus.valid.tokens);
+    free(adapter);
+    free_model(&model);
+    if (teacher) free_model(teacher);
+}
+
+static void train_tokenizer(const Options *o) {
+    size_t size;
+    uint8_t *text = read_whole_file(o->corpus, &size);
+    const char *error = NULL;
+    size_t blob_size;
+    uint8_t *blob = bpe_train((const char *)text, size, o->vocab, &blob_size, &error);
+    if (!blob) die("cannot learn a tokenizer from %s: %s", o->corpus, error);
+    write_text_file(o->output, (const char *)blob, blob_size);
+    if (!o->quiet) fprintf(stderr, "train: wrote %s (%d pieces, %zu bytes)\n", o->output, o->vocab, blob_size);
+    free(blob);
+    free(text);
+}
+
+#ifdef TRAIN_MAIN
+int main(int argc, char **argv) {
+    if (argc < 2) usage();
+    Options o = { .mode_name = argv[1], .vocab = 512, .threads = default_threads(), .save_every = 0 };
+    int mode;
+    if (strcmp(argv[1], "pretrain") == 0) mode = MODE_PRETRAIN;
+    else if (strcmp(argv[1], "distill") == 0) mode = MODE_DISTILL;
+    else if (strcmp(argv[1], "lora") == 0) mode = MODE_LORA;
+    else if (strcmp(argv[1], "tokenizer") == 0) mode = -1;
+    else die("unknown mode '%s': tokenizer, pretrain, distill or lora (train with no arguments shows the options)", argv[1]);
+    o.s = default_settings(mode < 0 ? MODE_PRETRAIN : mode);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define OPTION(name) (strcmp(a, name) == 0 && v && ++i)
+        if (OPTION("-o")) o.output = v;
+        else if (OPTION("-z")) o.tokenizer_path = v;
+        else if (OPTION("--shape")) o.shape = v;
+        else if (OPTION("--init")) o.init = v;
+        else if (OPTION("--teacher")) o.teacher = v;
+        else if (OPTION("--base")) o.base = v;
+        else if (OPTION("--state")) o.state_path = v;
+        else if (OPTION("--resume")) o.resume = v;
+        else if (OPTION("--log")) o.log_path = v;
+        else if (OPTION("--plot")) o.plot_path = v;
+        else if (OPTION("--steps")) { o.s.steps = (int)parse_int(v, a, 1, 100000000); o.given_steps = 1; }
+        else if (OPTION("--batch")) o.s.batch = (int)parse_int(v, a, 1, 4096);
+        else if (OPTION("--context")) { o.s.context = (int)parse_int(v, a, 2, 1 << 16); o.given_context = 1; }
+        else if (OPTION("--lr")) o.s.lr = parse_real(v, a, 0, 10);
+        else if (OPTION("--min-lr")) o.s.min_lr = parse_real(v, a, 0, 10);
+        else if (OPTION("--warmup")) o.s.warmup = (int)parse_int(v, a, 0, 100000000);
+        else if (OPTION("--weight-decay")) o.s.weight_decay = parse_real(v, a, 0, 10);
+        else if (OPTION("--clip")) o.s.clip = parse_real(v, a, 0, 1e9);
+        else if (OPTION("--seed")) o.s.seed = (uint64_t)parse_int(v, a, 0, LONG_MAX);
+        else if (OPTION("--temperature")) o.s.temperature = parse_real(v, a, 0.01, 100);
+        else if (OPTION("--alpha")) o.s.alpha = parse_real(v, a, 0, 1);
+        else if (OPTION("--rank")) o.s.lora_rank = (int)parse_int(v, a, 1, 4096);
+        else if (OPTION("--lora-alpha")) o.s.lora_alpha = parse_real(v, a, 1e-6, 1e6);
+        else if (OPTION("--targets")) o.s.lora_targets = parse_targets(v);
+        else if (OPTION("--eval-every")) o.s.eval_every = (int)parse_int(v, a, 1, 100000000);
+        else if (OPTION("--eval-windows")) o.s.eval_windows = (int)parse_int(v, a, 1, 100000);
+        else if (OPTION("--save-every")) o.save_every = (int)parse_int(v, a, 1, 100000000);
+        else if (OPTION("--stop-at")) o.stop_at = (int)parse_int(v, a, 1, 100000000);
+        else if (OPTION("-T")) o.threads = (int)parse_int(v, a, 1, 1024);
+        else if (OPTION("--vocab")) o.vocab = (int)parse_int(v, a, 3, 65535);
+        else if (strcmp(a, "-q") == 0) o.quiet = 1;
+        else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
+        else if (!o.corpus) o.corpus = a;
+        else usage();
+#undef OPTION
+    }
+    if (!o.corpus) die("%s needs a CORPUS text file", o.mode_name);
+    if (!o.output) die("%s needs -o OUTPUT", o.mode_name);
+    if (mode < 0) { train_tokenizer(&o); return 0; }
+    char *log_default = NULL, *plot_default = NULL;
+    if (!o.log_path) { log_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(log_default, "%s.csv", o.output); o.log_path = log_default; }
+    if (!o.plot_path) { plot_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(plot_default, "%s.svg", o.output); o.plot_path = plot_default; }
+    if (o.s.mode == MODE_LORA && (o.init || o.shape || o.teacher)) die("lora trains adapters on --base; --init, --shape and --teacher do not apply");
+    if (o.s.mode != MODE_LORA && o.base) die("--base is for lora; use --init to start %s from a model", o.mode_name);
+    if (o.s.mode != MODE_DISTILL && o.teacher) die("--teacher is for distill");
+    if (o.init && o.shape) die("give --init or --shape, not both");
+    if (o.stop_at && !o.state_path) die("--stop-at needs --state FILE to keep the run");
+    train_model(&o);
+    free(log_default);
+    free(plot_default);
+    return 0;
+}
+#endif
