@@ -35,15 +35,11 @@ debug: | build
 	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/run-debug run.c -lm
 	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/export-debug export.c -lm -lpthread
 
-# the demo: a seeded random model of stories15M's shape with the Llama 2
-# tokenizer, until the project ships a trained default model
-DEMO_MODEL = build/random-stories15M.q4.bin
-run: all $(DEMO_MODEL)
-	@echo "== Edge LLM demo: $(DEMO_MODEL) has RANDOM weights (no trained default model yet),"
-	@echo "== so the text below is gibberish; it shows the pipeline working end to end."
-	./runq $(DEMO_MODEL) -i "Once upon a time" -n 64 -s 42
-$(DEMO_MODEL): export tokenizer.bin | build
-	./export -q --random stories15M --seed 42 -z tokenizer.bin $@
+# the demo: the project's default model, models/tinystories-edge (distilled
+# from stories260K with tools/train.c; README "Training"), telling a story
+DEFAULT_MODEL = models/tinystories-edge.q4.bin
+run: all
+	./runq $(DEFAULT_MODEL) -i "Once upon a time" -n 256 -t 0.8 -s 42
 
 # every test; .ci/run calls exactly this
 test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf build/ppl build/test_lora build/train build/test_train build/test_bpe

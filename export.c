@@ -445,7 +445,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
     src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;
     src->read_q4_rows = checkpoint_read_q4_rows;
-    src->description = "Edge LLM checkpoint, dequantized";
+    src->description = "Edge LLM checkpoint";
     source_add_input(src, path);
 }
 

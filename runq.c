@@ -2342,6 +2342,7 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
     }
     double end = now_ms();
     printf("\n");
+    fflush(stdout);   // the text's last line before the stats line on stderr
     double prompt_ms = prompt_end - start, decode_ms = end - first_token;
     fprintf(stderr, "stats: load_ms=%.1f prompt_tokens=%d prompt_ms=%.1f prompt_tok_s=%.2f ttft_ms=%.1f "
                     "decode_tokens=%d decode_ms=%.1f decode_tok_s=%.2f\n",

@@ -170,7 +170,7 @@ static const char *write_tokenizer(void) {
     path = work_path("chars.tok");
     Source src = { .header = { .vocab_size = 360 } };
     synthetic_tokenizer(&src);
-    write_text_file(path, (const char *)src.tokenizer, src.tokenizer_size);
+    write_whole_file(path, (const char *)src.tokenizer, src.tokenizer_size);
     free(src.tokenizer);
     return path;
 }
@@ -206,6 +206,10 @@ static void test_loss_falls(const char *model_path) {
     Options o = tiny_options(model_path, 200);
     train_model(&o);
     double v = last_valid_loss(o.log_path);
+    Curve c = read_curve(o.log_path);   // every step, evaluated or not, is on the curve
+    CHECK(c.count == 201 && c.points[200].step == 200 && isnan(c.points[199].valid_loss) && !isnan(c.points[200].valid_loss),
+          "the loss curve read back has %d points (expected steps 0..200)", c.count);
+    free(c.points);
     // ln(360) = 5.9 at the start; the text repeats two sentences
     CHECK(v < 0.8, "200 steps on a repetitive text left the validation loss at %.3f", v);
     FILE *svg = fopen(o.plot_path, "r");

@@ -22,6 +22,9 @@ if $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST --steps 
 [ -s "$T/m.bin.csv" ] && [ -s "$T/m.bin.svg" ] && ok || fail "pretrain wrote no loss curve (CSV and SVG)"
 first=$(awk -F, 'NR == 2 { print $4 }' "$T/m.bin.csv"); last=$(awk -F, '$4 != "" { v = $4 } END { print v }' "$T/m.bin.csv")
 if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a / 2) }'; then ok; else fail "validation loss did not halve: $first -> $last"; fi
+$TRAIN plot "$T/m.bin.csv" -o "$T/replot.svg" && [ "$(grep -o ',' "$T/replot.svg" | wc -l)" -gt 200 ] && ok \
+    || fail "train plot did not redraw the 200-step curve"
+expect_error "plot of a file without a curve" "no loss curve" $TRAIN plot "$T/corpus.txt" -o "$T/x.svg"
 "$BIN"/export -q --int4 "$T/m.bin" "$T/m.q4.bin" && ok || fail "export of the trained model"
 out=$("$BIN"/runq "$T/m.q4.bin" -t 0 -n 24 -i "Once upon" 2>/dev/null)
 case "$out" in "Once upon"*" "*) ok ;; *) fail "runq on the trained model: '$out'" ;; esac
@@ -43,6 +46,12 @@ $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/resu
 [ ! -e "$T/resumed.bin" ] && ok || fail "a stopped run wrote its final model"
 $TRAIN pretrain "$T/corpus.txt" --resume "$T/run.state" -o "$T/resumed.bin" -q -T 1
 same "resumed run" "$T/straight.bin" "$T/resumed.bin"
+
+# ---- the committed default model: runq (int4) and run (fp32) tell a story from it
+for engine in "$BIN/runq models/tinystories-edge.q4.bin" "$BIN/run models/tinystories-edge.f32.bin"; do
+    story=$($engine -t 0 -n 80 -i "Once upon a time" 2>/dev/null)
+    case "$story" in "Once upon a time, there was a "*.*) ok ;; *) fail "default model via ${engine%% *}: '$story'" ;; esac
+done
 
 # ---- bad input
 : >"$T/empty.txt"

@@ -1108,24 +1108,30 @@ static void curve_add(Curve *c, long step, double train_loss, double valid_loss)
     c->points[c->count++] = (CurvePoint){ step, train_loss, valid_loss };
 }
 
-// Reads a CSV this program wrote (step,lr,train_loss,valid_loss,...) back.
+// Reads a CSV this program wrote (step,lr,train_loss,valid_loss,...) back;
+// valid_loss is empty between evaluations. The header line does not parse.
 static Curve read_curve(const char *path) {
     Curve c = { 0 };
     FILE *f = fopen(path, "r");
     if (!f) return c;
     char line[512];
     while (fgets(line, sizeof line, f)) {
-        long step;
-        double lr, train_loss;
-        char valid[64];
-        if (sscanf(line, "%ld,%lf,%lf,%63[^,]", &step, &lr, &train_loss, valid) == 4)
-            curve_add(&c, step, train_loss, valid[0] ? strtod(valid, NULL) : NAN);
+        char *end, *field = line;
+        long step = strtol(field, &end, 10);
+        if (end == field || *end != ',') continue;
+        field = strchr(end + 1, ',');                       // past lr
+        if (!field) continue;
+        double train_loss = strtod(field + 1, &end);
+        if (end == field + 1 || *end != ',') continue;
+        double valid_loss = strtod(end + 1, &field);
+        curve_add(&c, step, train_loss, field == end + 1 ? NAN : valid_loss);
     }
     fclose(f);
     return c;
 }
 
-static void write_text_file(const char *path, const char *text, size_t length) {
+// Writes a temporary file beside path and renames it: no half file under path.
+static void write_whole_file(const char *path, const char *text, size_t length) {
     char *tmp = xcalloc(strlen(path) + 16, 1, "path");
     sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
@@ -1173,7 +1179,7 @@ static void plot_curve(const Curve *c, const char *path, const char *title) {
     }
     EMIT("</svg>\n");
 #undef EMIT
-    write_text_file(path, (const char *)b.data, b.size);
+    write_whole_file(path, (const char *)b.data, b.size);
     free(b.data);
 }
 
@@ -1258,6 +1264,37 @@ static StateReader open_state(const char *path) {
     return r;
 }
 
+// The model as the state holds it (the reader stands after the header).
+static void model_from_state(Model *m, StateReader *r) {
+    memset(m, 0, sizeof *m);
+    m->h = r->h.header;
+    size_t widths = (size_t)m->h.n_layers * sizeof(int);
+    m->ffn_dim = xcalloc((size_t)m->h.n_layers, sizeof(int), "model");
+    memcpy(m->ffn_dim, take(r, widths, "FFN widths"), widths);
+    m->tokenizer_size = r->h.tokenizer_size;
+    m->tokenizer = xcalloc(m->tokenizer_size, 1, "tokenizer");
+    memcpy(m->tokenizer, take(r, m->tokenizer_size, "tokenizer"), m->tokenizer_size);
+    model_layout(m);
+    if (m->n_params != r->h.n_params) die("%s: parameter count does not match its header", r->path);
+    m->params = xcalloc(m->n_params, sizeof(real), "parameters");
+    memcpy(m->params, take(r, m->n_params * sizeof(real), "parameters"), m->n_params * sizeof(real));
+}
+
+// The rest of the state: adapter, AdamW moments, step. Closes the reader.
+static void restore_trainer(Trainer *tr, StateReader *r, const Corpus *corpus) {
+    if (r->h.corpus_hash != corpus->hash) die("%s was trained on another corpus (its tokens differ)", r->path);
+    if (r->h.n_trainable != tr->n_trainable) die("%s: trainable parameter count does not match", r->path);
+    size_t bytes = tr->n_trainable * sizeof(real);
+    if (tr->lora) memcpy(tr->adapter, take(r, bytes, "adapter"), bytes);
+    memcpy(tr->m, take(r, bytes, "optimizer moments"), bytes);
+    memcpy(tr->v, take(r, bytes, "optimizer moments"), bytes);
+    if (r->at != r->size) die("%s has bytes after its end", r->path);
+    tr->step = r->h.step;
+    free((void *)r->data);
+    if (tr->step >= tr->s.steps)
+        die("%s has already run its %d steps: give a larger --steps to go on", r->path, tr->s.steps);
+}
+
 // ----------------------------------------------------------------------------
 // Modes and the command line
 
@@ -1281,6 +1318,7 @@ static void usage(void) {
         "              distributions (same tokenizer); student from --shape or --init\n"
         "  lora        train LoRA adapters on a frozen --base MODEL (fp32, or int4: QLoRA);\n"
         "              OUTPUT is a PEFT adapter directory that export --lora merges\n"
+        "  plot        redraw a run's loss curve: CORPUS is its CSV, OUTPUT the SVG\n"
         "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
         "tokens is held out for the validation loss.\n"
         "Options:\n"
@@ -1360,7 +1398,7 @@ static void write_peft_adapter(const Lora *lora, const real *adapter, const Mode
     Buffer json = { 0 }, data = { 0 };
     char line[512];
     buffer_put(&json, "{", 1);
-    int first = 1, n = 0;
+    int first = 1;
     for (int l = 0; l < m->h.n_layers; l++)
         for (int p = 0; p < N_PROJECTIONS; p++) {
             if (!(lora->targets & 1u << projection_kinds[p])) continue;
@@ -1384,7 +1422,6 @@ static void write_peft_adapter(const Lora *lora, const real *adapter, const Mode
                                  first ? "" : ",", l, hf_projection_names[p], which ? "B" : "A", out_rows, in_cols, begin, data.size);
                 buffer_put(&json, line, (size_t)k);
                 first = 0;
-                n++;
             }
         }
     const char *meta = ",\"__metadata__\":{\"format\":\"pt\"}}";
@@ -1396,7 +1433,7 @@ static void write_peft_adapter(const Lora *lora, const real *adapter, const Mode
     buffer_put(&file, json.data, json.size);
     buffer_put(&file, data.data, data.size);
     char *path = path_join(dir, "adapter_model.safetensors");
-    write_text_file(path, (const char *)file.data, file.size);
+    write_whole_file(path, (const char *)file.data, file.size);
     free(path);
 
     Buffer config = { 0 };
@@ -1415,13 +1452,12 @@ static void write_peft_adapter(const Lora *lora, const real *adapter, const Mode
     }
     buffer_put(&config, "]\n}\n", 4);
     path = path_join(dir, "adapter_config.json");
-    write_text_file(path, (const char *)config.data, config.size);
+    write_whole_file(path, (const char *)config.data, config.size);
     free(path);
     free(json.data);
     free(data.data);
     free(file.data);
     free(config.data);
-    (void)n;
 }
 
 // ----------------------------------------------------------------------------
@@ -1581,17 +1617,7 @@ static void train_model(Options *o) {
         if (o->given_steps) s.steps = o->s.steps;   // a resumed run may be extended
         if (s.mode != o->s.mode) die("%s holds a %s run, not %s", o->resume,
                                      s.mode == MODE_LORA ? "lora" : s.mode == MODE_DISTILL ? "distill" : "pretrain", o->mode_name);
-        memset(&model, 0, sizeof model);
-        model.h = state.h.header;
-        model.ffn_dim = xcalloc((size_t)model.h.n_layers, sizeof(int), "model");
-        memcpy(model.ffn_dim, take(&state, (size_t)model.h.n_layers * sizeof(int), "FFN widths"), (size_t)model.h.n_layers * sizeof(int));
-        model.tokenizer_size = state.h.tokenizer_size;
-        model.tokenizer = xcalloc(model.tokenizer_size, 1, "tokenizer");
-        memcpy(model.tokenizer, take(&state, model.tokenizer_size, "tokenizer"), model.tokenizer_size);
-        model_layout(&model);
-        if (model.n_params != state.h.n_params) die("%s: parameter count does not match its header", o->resume);
-        model.params = xcalloc(model.n_params, sizeof(real), "parameters");
-        memcpy(model.params, take(&state, model.n_params * sizeof(real), "parameters"), model.n_params * sizeof(real));
+        model_from_state(&model, &state);
     } else if (s.mode == MODE_LORA) {
         if (!o->base) die("lora needs --base MODEL");
         load_model(&model, o->base, o->tokenizer_path);
@@ -1617,18 +1643,7 @@ static void train_model(Options *o) {
 
     Trainer tr;
     init_trainer(&tr, &model, teacher, s.mode == MODE_LORA ? &lora : NULL, adapter, &s, o->threads);
-    if (o->resume) {
-        if (state.h.corpus_hash != corpus.hash) die("%s was trained on another corpus (its tokens differ)", o->resume);
-        if (state.h.n_trainable != tr.n_trainable) die("%s: trainable parameter count does not match", o->resume);
-        size_t bytes = tr.n_trainable * sizeof(real);
-        if (s.mode == MODE_LORA) memcpy(adapter, take(&state, bytes, "adapter"), bytes);
-        memcpy(tr.m, take(&state, bytes, "optimizer moments"), bytes);
-        memcpy(tr.v, take(&state, bytes, "optimizer moments"), bytes);
-        if (state.at != state.size) die("%s has bytes after its end", o->resume);
-        tr.step = state.h.step;
-        free((void *)state.data);
-        if (tr.step >= s.steps) die("%s has already run its %d steps: give a larger --steps to go on", o->resume, s.steps);
-    }
+    if (o->resume) restore_trainer(&tr, &state, &corpus);
     run_training(&tr, &corpus, o);
     if (tr.step < s.steps) {
         if (!o->quiet) fprintf(stderr, "train: stopped at step %ld of %d; go on with --resume %s\n", tr.step, s.steps, o->state_path);
@@ -1643,6 +1658,13 @@ static void train_model(Options *o) {
     if (teacher) free_model(teacher);
 }
 
+static void plot_only(const Options *o) {
+    Curve curve = read_curve(o->corpus);
+    if (curve.count == 0) die("%s holds no loss curve (a CSV written by train)", o->corpus);
+    plot_curve(&curve, o->output, o->corpus);
+    free(curve.points);
+}
+
 static void train_tokenizer(const Options *o) {
     size_t size;
     uint8_t *text = read_whole_file(o->corpus, &size);
@@ -1650,7 +1672,7 @@ static void train_tokenizer(const Options *o) {
     size_t blob_size;
     uint8_t *blob = bpe_train((const char *)text, size, o->vocab, &blob_size, &error);
     if (!blob) die("cannot learn a tokenizer from %s: %s", o->corpus, error);
-    write_text_file(o->output, (const char *)blob, blob_size);
+    write_whole_file(o->output, (const char *)blob, blob_size);
     if (!o->quiet) fprintf(stderr, "train: wrote %s (%d pieces, %zu bytes)\n", o->output, o->vocab, blob_size);
     free(blob);
     free(text);
@@ -1665,7 +1687,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "distill") == 0) mode = MODE_DISTILL;
     else if (strcmp(argv[1], "lora") == 0) mode = MODE_LORA;
     else if (strcmp(argv[1], "tokenizer") == 0) mode = -1;
-    else die("unknown mode '%s': tokenizer, pretrain, distill or lora (train with no arguments shows the options)", argv[1]);
+    else if (strcmp(argv[1], "plot") == 0) mode = -2;
+    else die("unknown mode '%s': tokenizer, pretrain, distill, lora or plot (train with no arguments shows the options)", argv[1]);
     o.s = default_settings(mode < 0 ? MODE_PRETRAIN : mode);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -1709,7 +1732,8 @@ int main(int argc, char **argv) {
     }
     if (!o.corpus) die("%s needs a CORPUS text file", o.mode_name);
     if (!o.output) die("%s needs -o OUTPUT", o.mode_name);
-    if (mode < 0) { train_tokenizer(&o); return 0; }
+    if (mode == -1) { train_tokenizer(&o); return 0; }
+    if (mode == -2) { plot_only(&o); return 0; }
     char *log_default = NULL, *plot_default = NULL;
     if (!o.log_path) { log_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(log_default, "%s.csv", o.output); o.log_path = log_default; }
     if (!o.plot_path) { plot_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(plot_default, "%s.svg", o.output); o.plot_path = plot_default; }
