@@ -2416,6 +2416,25 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
 // ----------------------------------------------------------------------------
 // Command line
 
+// Numeric flags: whole and checked, or one clear message (tools use these too).
+static long parse_long(const char *flag, const char *text, long min, long max) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || v < min || v > max)
+        die("%s expects a whole number from %ld to %ld, got '%s'", flag, min, max, text);
+    return v;
+}
+
+static float parse_float(const char *flag, const char *text, float min, float max) {
+    char *end;
+    errno = 0;
+    float v = strtof(text, &end);
+    if (errno || end == text || *end != '\0' || !(v >= min && v <= max))
+        die("%s expects a number from %g to %g, got '%s'", flag, min, max, text);
+    return v;
+}
+
 #ifndef TESTING
 
 static void usage(void) {
@@ -2435,24 +2454,6 @@ static void usage(void) {
         "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
-}
-
-static long parse_long(const char *flag, const char *text, long min, long max) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || v < min || v > max)
-        die("%s expects a whole number from %ld to %ld, got '%s'", flag, min, max, text);
-    return v;
-}
-
-static float parse_float(const char *flag, const char *text, float min, float max) {
-    char *end;
-    errno = 0;
-    float v = strtof(text, &end);
-    if (errno || end == text || *end != '\0' || !(v >= min && v <= max))
-        die("%s expects a number from %g to %g, got '%s'", flag, min, max, text);
-    return v;
 }
 
 int main(int argc, char **argv) {

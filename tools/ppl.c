@@ -382,15 +382,6 @@ static void usage(FILE *out) {
         "share the tokenizer.\n", DEFAULT_WINDOW);
 }
 
-static long parse_long(const char *flag, const char *text, long min, long max) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || v < min || v > max)
-        die("%s expects a whole number from %ld to %ld, got '%s'", flag, min, max, text);
-    return v;
-}
-
 typedef struct {
     const char *model_path, *text_path, *reference_path, *tokenizer_path;
     long window;           // 0: the default

@@ -1352,24 +1352,6 @@ static void usage(void) {
     exit(EXIT_FAILURE);
 }
 
-static long parse_int(const char *text, const char *option, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < lo || v > hi)
-        die("%s expects a whole number from %ld to %ld, got '%s'", option, lo, hi, text);
-    return v;
-}
-
-static float parse_real(const char *text, const char *option, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno || *end || end == text || !(v >= lo && v <= hi))
-        die("%s expects a number from %g to %g, got '%s'", option, lo, hi, text);
-    return (float)v;
-}
-
 static uint32_t parse_targets(const char *list) {
     uint32_t targets = 0;
     char *copy = strdup(list);
@@ -1704,26 +1686,26 @@ int main(int argc, char **argv) {
         else if (OPTION("--resume")) o.resume = v;
         else if (OPTION("--log")) o.log_path = v;
         else if (OPTION("--plot")) o.plot_path = v;
-        else if (OPTION("--steps")) { o.s.steps = (int)parse_int(v, a, 1, 100000000); o.given_steps = 1; }
-        else if (OPTION("--batch")) o.s.batch = (int)parse_int(v, a, 1, 4096);
-        else if (OPTION("--context")) { o.s.context = (int)parse_int(v, a, 2, 1 << 16); o.given_context = 1; }
-        else if (OPTION("--lr")) o.s.lr = parse_real(v, a, 0, 10);
-        else if (OPTION("--min-lr")) o.s.min_lr = parse_real(v, a, 0, 10);
-        else if (OPTION("--warmup")) o.s.warmup = (int)parse_int(v, a, 0, 100000000);
-        else if (OPTION("--weight-decay")) o.s.weight_decay = parse_real(v, a, 0, 10);
-        else if (OPTION("--clip")) o.s.clip = parse_real(v, a, 0, 1e9);
-        else if (OPTION("--seed")) o.s.seed = (uint64_t)parse_int(v, a, 0, LONG_MAX);
-        else if (OPTION("--temperature")) o.s.temperature = parse_real(v, a, 0.01, 100);
-        else if (OPTION("--alpha")) o.s.alpha = parse_real(v, a, 0, 1);
-        else if (OPTION("--rank")) o.s.lora_rank = (int)parse_int(v, a, 1, 4096);
-        else if (OPTION("--lora-alpha")) o.s.lora_alpha = parse_real(v, a, 1e-6, 1e6);
+        else if (OPTION("--steps")) { o.s.steps = (int)parse_long(a, v, 1, 100000000); o.given_steps = 1; }
+        else if (OPTION("--batch")) o.s.batch = (int)parse_long(a, v, 1, 4096);
+        else if (OPTION("--context")) { o.s.context = (int)parse_long(a, v, 2, 1 << 16); o.given_context = 1; }
+        else if (OPTION("--lr")) o.s.lr = parse_float(a, v, 0, 10);
+        else if (OPTION("--min-lr")) o.s.min_lr = parse_float(a, v, 0, 10);
+        else if (OPTION("--warmup")) o.s.warmup = (int)parse_long(a, v, 0, 100000000);
+        else if (OPTION("--weight-decay")) o.s.weight_decay = parse_float(a, v, 0, 10);
+        else if (OPTION("--clip")) o.s.clip = parse_float(a, v, 0, 1e9);
+        else if (OPTION("--seed")) o.s.seed = (uint64_t)parse_long(a, v, 0, LONG_MAX);
+        else if (OPTION("--temperature")) o.s.temperature = parse_float(a, v, 0.01, 100);
+        else if (OPTION("--alpha")) o.s.alpha = parse_float(a, v, 0, 1);
+        else if (OPTION("--rank")) o.s.lora_rank = (int)parse_long(a, v, 1, 4096);
+        else if (OPTION("--lora-alpha")) o.s.lora_alpha = parse_float(a, v, 1e-6, 1e6);
         else if (OPTION("--targets")) o.s.lora_targets = parse_targets(v);
-        else if (OPTION("--eval-every")) o.s.eval_every = (int)parse_int(v, a, 1, 100000000);
-        else if (OPTION("--eval-windows")) o.s.eval_windows = (int)parse_int(v, a, 1, 100000);
-        else if (OPTION("--save-every")) o.save_every = (int)parse_int(v, a, 1, 100000000);
-        else if (OPTION("--stop-at")) o.stop_at = (int)parse_int(v, a, 1, 100000000);
-        else if (OPTION("-T")) o.threads = (int)parse_int(v, a, 1, 1024);
-        else if (OPTION("--vocab")) o.vocab = (int)parse_int(v, a, 3, 65535);
+        else if (OPTION("--eval-every")) o.s.eval_every = (int)parse_long(a, v, 1, 100000000);
+        else if (OPTION("--eval-windows")) o.s.eval_windows = (int)parse_long(a, v, 1, 100000);
+        else if (OPTION("--save-every")) o.save_every = (int)parse_long(a, v, 1, 100000000);
+        else if (OPTION("--stop-at")) o.stop_at = (int)parse_long(a, v, 1, 100000000);
+        else if (OPTION("-T")) o.threads = (int)parse_long(a, v, 1, 1024);
+        else if (OPTION("--vocab")) o.vocab = (int)parse_long(a, v, 3, 65535);
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
         else if (!o.corpus) o.corpus = a;
