@@ -6,7 +6,9 @@
 //   - train -> checkpoint -> run.c and runq: their logits match train's forward;
 //   - an interrupted and resumed run ends bit for bit where a straight one does;
 //   - a LoRA adapter trained and written here, merged by export --lora, gives
-//     the adapted model's logits.
+//     the adapted model's logits;
+//   - Block Influence finds a layer that does nothing; export --drop-layers
+//     removes it without changing the logits.
 #define TRAIN_REAL double
 #define TESTING
 #include "../tools/train.c"
@@ -367,6 +369,50 @@ static void test_lora_merge(const char *model_path) {
     free_model(&merged);
 }
 
+// ShortGPT: a layer made an identity (wo and w2 zero: it adds nothing to the
+// stream) has Block Influence 0; export --drop-layers then removes it without
+// changing the logits. Layer 0, so that the kept layer 1 must be renumbered.
+static void test_layer_drop(const char *model_path) {
+    Model m;
+    load_model(&m, model_path, NULL);
+    memset(tensor(&m, m.params, K_WO, 0), 0, (size_t)m.h.dim * q_dim(&m) * sizeof(real));
+    memset(tensor(&m, m.params, K_W2, 0), 0, (size_t)m.h.dim * m.ffn_dim[0] * sizeof(real));
+    char *identity_path = work_path("identity-layer.bin"), *dropped_path = work_path("dropped.bin");
+    save_model(&m, identity_path, TYPE_F32);
+    Tokenizer tok = model_tokenizer(&m, model_path);
+    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    free_tokenizer(&tok);
+    double influence[2];
+    block_influence(&m, &corpus.valid, 32, 2, influence);
+    CHECK(fabs(influence[0]) < 1e-12 && influence[1] > 1e-3, "Block Influence %.3g, %.3g: the identity layer 0 should be 0",
+          influence[0], influence[1]);
+    Source src = { 0 };
+    open_source(&src, identity_path);
+    open_drop_layers(&src, "0");
+    write_checkpoint(&src, dropped_path, TYPE_F32, 32, 1);
+    free_source(&src);
+    Model dropped;
+    load_model(&dropped, dropped_path, NULL);
+    CHECK(dropped.h.n_layers == 1, "dropping 1 of 2 layers left %d", dropped.h.n_layers);
+    Activations a, b;
+    alloc_activations(&a, &m, NULL, 16);
+    alloc_activations(&b, &dropped, NULL, 16);
+    refresh_transposed(&m);
+    refresh_transposed(&dropped);
+    Net full = model_net(&m, NULL, NULL), pruned = model_net(&dropped, NULL, NULL);
+    net_forward(&full, &a, corpus.valid.tokens, 16);
+    net_forward(&pruned, &b, corpus.valid.tokens, 16);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)16 * m.h.vocab_size; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    CHECK(worst < 1e-5, "dropping an identity layer changed the logits by %.2e", worst);
+    free_activations(&a);
+    free_activations(&b);
+    free(corpus.train.tokens);
+    free(corpus.valid.tokens);
+    free_model(&m);
+    free_model(&dropped);
+}
+
 int main(void) {
     if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
     gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
@@ -378,6 +424,7 @@ int main(void) {
     test_round_trip(model);
     test_resume();
     test_lora_merge(model);
+    test_layer_drop(model);
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);

@@ -47,6 +47,17 @@ $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/resu
 $TRAIN pretrain "$T/corpus.txt" --resume "$T/run.state" -o "$T/resumed.bin" -q -T 1
 same "resumed run" "$T/straight.bin" "$T/resumed.bin"
 
+# ---- ShortGPT: influence ranks the layers, export --drop-layers removes them
+$TRAIN influence "$T/corpus.txt" --init "$T/m.bin" --context 32 --eval-windows 4 >"$T/influence.txt" 2>/dev/null
+[ "$(grep -c '^  layer ' "$T/influence.txt")" -eq 2 ] && grep -Eq '^export --drop-layers [01]$' "$T/influence.txt" && ok \
+    || fail "train influence: $(cat "$T/influence.txt")"
+"$BIN"/export -q --int4 --drop-layers 0 "$T/m.bin" "$T/pruned.q4.bin" && "$BIN"/runq "$T/pruned.q4.bin" -n 8 -i "Once" >/dev/null 2>&1 \
+    && ok || fail "export --drop-layers, then runq"
+expect_error "drop a layer that is not there" "from 0 to 1" "$BIN"/export -q --drop-layers 2 "$T/m.bin" "$T/x.bin"
+expect_error "drop a layer twice" "twice" "$BIN"/export -q --drop-layers 1,1 "$T/m.bin" "$T/x.bin"
+expect_error "drop every layer" "all 2 layers" "$BIN"/export -q --drop-layers 0,1 "$T/m.bin" "$T/x.bin"
+expect_error "influence without a model" "needs --init" $TRAIN influence "$T/corpus.txt"
+
 # ---- the committed default model: runq (int4) and run (fp32) tell a story from it
 for engine in "$BIN/runq models/tinystories-edge.q4.bin" "$BIN/run models/tinystories-edge.f32.bin"; do
     story=$($engine -t 0 -n 80 -i "Once upon a time" 2>/dev/null)

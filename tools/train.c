@@ -55,7 +55,8 @@ static real real_exp(real x) { return sizeof(real) == sizeof(float) ? (real)expf
 // ----------------------------------------------------------------------------
 // Settings: every knob of a run, saved with its state so a resume continues it
 
-enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA };
+// The first three train; the others are the tools around training.
+enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA, MODE_TOKENIZER, MODE_PLOT, MODE_INFLUENCE };
 
 typedef struct {
     int32_t mode;            // Mode
@@ -1301,7 +1302,7 @@ static void restore_trainer(Trainer *tr, StateReader *r, const Corpus *corpus) {
 typedef struct {
     const char *mode_name, *corpus, *output, *tokenizer_path, *shape, *init, *teacher, *base, *state_path,
         *resume, *log_path, *plot_path;
-    int save_every, stop_at, threads, quiet, vocab;
+    int save_every, stop_at, threads, quiet, vocab, drop;
     Settings s;
     int given_steps, given_context;
 } Options;
@@ -1319,6 +1320,9 @@ static void usage(void) {
         "  lora        train LoRA adapters on a frozen --base MODEL (fp32, or int4: QLoRA);\n"
         "              OUTPUT is a PEFT adapter directory that export --lora merges\n"
         "  plot        redraw a run's loss curve: CORPUS is its CSV, OUTPUT the SVG\n"
+        "  influence   rank --init MODEL's layers by Block Influence on CORPUS (ShortGPT):\n"
+        "              1 - cos(input, output) of each layer; prints export's --drop-layers\n"
+        "              for the --drop N least influential (default 1)\n"
         "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
         "tokens is held out for the validation loss.\n"
         "Options:\n"
@@ -1647,6 +1651,70 @@ static void plot_only(const Options *o) {
     free(curve.points);
 }
 
+// Block Influence (ShortGPT, Men et al. 2024): 1 - cos(x_in, x_out) of each
+// decoder layer's residual stream, averaged over the tokens of up to
+// max_windows windows of T tokens. A layer that barely turns the stream is
+// the one to drop. influence: (n_layers,); returns the tokens averaged over.
+static long block_influence(Model *m, const TokenStream *tokens, int T, int max_windows, double *influence) {
+    int L = m->h.n_layers, D = m->h.dim;
+    Activations s;
+    alloc_activations(&s, m, NULL, T);
+    refresh_transposed(m);
+    Net net = model_net(m, NULL, NULL);
+    memset(influence, 0, (size_t)L * sizeof(double));
+    long n = 0;
+    for (size_t start = 0; start + (size_t)T <= tokens->count && n < (long)max_windows * T; start += (size_t)T) {
+        net_forward(&net, &s, tokens->tokens + start, T);
+        for (int l = 0; l < L; l++)
+            for (int t = 0; t < T; t++) {
+                const real *in = s.x + ((size_t)l * T + t) * D, *out = s.x + ((size_t)(l + 1) * T + t) * D;
+                influence[l] += 1.0 - dot(in, out, D) / sqrt((double)dot(in, in, D) * dot(out, out, D));
+            }
+        n += T;
+    }
+    for (int l = 0; l < L; l++) influence[l] /= (double)n;
+    free_activations(&s);
+    return n;
+}
+
+static const double *influence_to_sort;
+static int by_influence(const void *a, const void *b) {
+    double x = influence_to_sort[*(const int *)a], y = influence_to_sort[*(const int *)b];
+    return x < y ? -1 : x > y;
+}
+static int by_index(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+static void print_influence(const Options *o) {
+    if (!o->init) die("influence needs --init MODEL");
+    Model m;
+    load_model(&m, o->init, o->tokenizer_path);
+    Tokenizer tok = model_tokenizer(&m, o->init);
+    size_t size;
+    uint8_t *text = read_whole_file(o->corpus, &size);
+    TokenStream tokens = tokenize_corpus(&tok, (const char *)text, size);
+    free(text);
+    free_tokenizer(&tok);
+    int T = o->s.context < m.h.seq_len ? o->s.context : m.h.seq_len, L = m.h.n_layers, drop = o->drop ? o->drop : 1;
+    if (tokens.count < (size_t)T) die("%s holds %zu tokens; influence needs at least one window of %d", o->corpus, tokens.count, T);
+    if (drop >= L) die("--drop %d: the model has %d layers", drop, L);
+    double *influence = xcalloc((size_t)L, sizeof(double), "influence");
+    long n = block_influence(&m, &tokens, T, o->s.eval_windows, influence);
+    int *order = xcalloc((size_t)L, sizeof(int), "influence");
+    for (int l = 0; l < L; l++) order[l] = l;
+    influence_to_sort = influence;
+    qsort(order, (size_t)L, sizeof(int), by_influence);
+    printf("Block Influence of %s's layers over %ld tokens of %s (least first):\n", o->init, n, o->corpus);
+    for (int i = 0; i < L; i++) printf("  layer %3d  %.5f\n", order[i], influence[order[i]]);
+    qsort(order, (size_t)drop, sizeof(int), by_index);   // the chosen ones in layer order
+    printf("export --drop-layers ");
+    for (int i = 0; i < drop; i++) printf("%s%d", i ? "," : "", order[i]);
+    printf("\n");
+    free(order);
+    free(influence);
+    free(tokens.tokens);
+    free_model(&m);
+}
+
 static void train_tokenizer(const Options *o) {
     size_t size;
     uint8_t *text = read_whole_file(o->corpus, &size);
@@ -1664,14 +1732,13 @@ static void train_tokenizer(const Options *o) {
 int main(int argc, char **argv) {
     if (argc < 2) usage();
     Options o = { .mode_name = argv[1], .vocab = 512, .threads = default_threads(), .save_every = 0 };
-    int mode;
-    if (strcmp(argv[1], "pretrain") == 0) mode = MODE_PRETRAIN;
-    else if (strcmp(argv[1], "distill") == 0) mode = MODE_DISTILL;
-    else if (strcmp(argv[1], "lora") == 0) mode = MODE_LORA;
-    else if (strcmp(argv[1], "tokenizer") == 0) mode = -1;
-    else if (strcmp(argv[1], "plot") == 0) mode = -2;
-    else die("unknown mode '%s': tokenizer, pretrain, distill, lora or plot (train with no arguments shows the options)", argv[1]);
-    o.s = default_settings(mode < 0 ? MODE_PRETRAIN : mode);
+    static const char *mode_names[] = { "pretrain", "distill", "lora", "tokenizer", "plot", "influence" };
+    int mode = -1;
+    for (int m = 0; m < (int)(sizeof mode_names / sizeof mode_names[0]); m++)
+        if (strcmp(argv[1], mode_names[m]) == 0) mode = m;
+    if (mode < 0)
+        die("unknown mode '%s': tokenizer, pretrain, distill, lora, influence or plot (train with no arguments shows the options)", argv[1]);
+    o.s = default_settings(mode);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1706,6 +1773,7 @@ int main(int argc, char **argv) {
         else if (OPTION("--stop-at")) o.stop_at = (int)parse_long(a, v, 1, 100000000);
         else if (OPTION("-T")) o.threads = (int)parse_long(a, v, 1, 1024);
         else if (OPTION("--vocab")) o.vocab = (int)parse_long(a, v, 3, 65535);
+        else if (OPTION("--drop")) o.drop = (int)parse_long(a, v, 1, 1024);
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
         else if (!o.corpus) o.corpus = a;
@@ -1713,9 +1781,10 @@ int main(int argc, char **argv) {
 #undef OPTION
     }
     if (!o.corpus) die("%s needs a CORPUS text file", o.mode_name);
+    if (mode == MODE_INFLUENCE) { print_influence(&o); return 0; }
     if (!o.output) die("%s needs -o OUTPUT", o.mode_name);
-    if (mode == -1) { train_tokenizer(&o); return 0; }
-    if (mode == -2) { plot_only(&o); return 0; }
+    if (mode == MODE_TOKENIZER) { train_tokenizer(&o); return 0; }
+    if (mode == MODE_PLOT) { plot_only(&o); return 0; }
     char *log_default = NULL, *plot_default = NULL;
     if (!o.log_path) { log_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(log_default, "%s.csv", o.output); o.log_path = log_default; }
     if (!o.plot_path) { plot_default = xcalloc(strlen(o.output) + 8, 1, "path"); sprintf(plot_default, "%s.svg", o.output); o.plot_path = plot_default; }
