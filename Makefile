@@ -9,11 +9,14 @@ CFLAGS ?= -O3 -Wall -Wextra
 EXACT = -ffp-contract=off
 TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation $(EXACT)
 SHARED ?= ../shared
+# the fuzz targets (test/fuzz/fuzz_NAME.c); make test replays their regression inputs
+FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy
+REPLAYS = $(FUZZ_TARGETS:%=build/replay_%)
 
 .PHONY: all run test test-asan debug clean reference
 
-# the three programs: the product, the oracle, the converter
-all: runq reference export
+# the three programs: the product, the oracle, the converter; and the HTTP server
+all: runq reference export server
 
 # the int4 runtime (libc, libm, pthreads only)
 runq: runq.c
@@ -29,6 +32,11 @@ build/run: run.c | build
 export: export.c runq.c
 	$(CC) $(CFLAGS) $(EXACT) -o $@ export.c -lm -lpthread
 
+# the HTTP server: llama.cpp's /completion and the OpenAI API over runq's runtime
+# (includes export.c for the JSON parser, and runq.c; sockets and pthreads only)
+server: server.c export.c runq.c
+	$(CC) $(CFLAGS) $(EXACT) -o $@ server.c -lm -lpthread
+
 # debug builds: no optimisation, AddressSanitizer and UBSan, for gdb and bug hunts
 debug: | build
 	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/runq-debug runq.c -lm -lpthread
@@ -42,7 +50,7 @@ run: all
 	./runq $(DEFAULT_MODEL) -i "Once upon a time" -n 256 -t 0.8 -s 42
 
 # every test; .ci/run calls exactly this
-test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf build/ppl build/test_lora build/train build/test_train build/test_bpe
+test: all build/test_quant build/test_tokenizer build/test_model build/test_pool build/test_gguf build/ppl build/test_lora build/train build/test_train build/test_bpe $(REPLAYS) build/logits
 	@SHARED=$(SHARED) test/run_tests.sh
 
 build/test_quant: test/test_quant.c export.c runq.c test/check.h | build
@@ -61,6 +69,9 @@ build/oracle.o: test/oracle.c test/oracle.h run.c | build
 	$(CC) $(TEST_FLAGS) -c -o $@ test/oracle.c
 build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h | build
 	$(CC) $(TEST_FLAGS) -o $@ test/test_model.c build/oracle.o -lm -lpthread
+# logits after each token of a list, from run.c or runq (test/test_families.sh)
+build/logits: test/logits.c build/oracle.o runq.c test/oracle.h | build
+	$(CC) $(TEST_FLAGS) -o $@ test/logits.c build/oracle.o -lm -lpthread
 
 # the whole suite again under AddressSanitizer, UndefinedBehaviorSanitizer and
 # LeakSanitizer, every program and test rebuilt so (the qemu suite aside: it
@@ -68,7 +79,7 @@ build/test_model: test/test_model.c build/oracle.o export.c runq.c test/check.h 
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(EXACT)
 ASAN = build/asan
 ASAN_TESTS = $(ASAN)/test_quant $(ASAN)/test_pool $(ASAN)/test_tokenizer $(ASAN)/test_model $(ASAN)/test_gguf $(ASAN)/test_lora $(ASAN)/test_bpe
-test-asan: $(ASAN)/runq $(ASAN)/run $(ASAN)/export $(ASAN_TESTS) $(ASAN)/ppl $(ASAN)/train $(ASAN)/test_train
+test-asan: $(ASAN)/runq $(ASAN)/run $(ASAN)/export $(ASAN)/server $(ASAN_TESTS) $(ASAN)/ppl $(ASAN)/logits $(ASAN)/train $(ASAN)/test_train $(FUZZ_TARGETS:%=$(ASAN)/replay_%)
 	@BIN=$(ASAN) BUILD=$(ASAN) ARM=0 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 SHARED=$(SHARED) \
 		test/run_tests.sh
 $(ASAN)/runq: runq.c | $(ASAN)
@@ -77,6 +88,8 @@ $(ASAN)/run: run.c | $(ASAN)
 	$(CC) $(SANITIZE) -o $@ run.c -lm
 $(ASAN)/export: export.c runq.c | $(ASAN)
 	$(CC) $(SANITIZE) -o $@ export.c -lm -lpthread
+$(ASAN)/server: server.c export.c runq.c | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ server.c -lm -lpthread
 $(ASAN)/oracle.o: test/oracle.c test/oracle.h run.c | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -c -o $@ test/oracle.c
 $(ASAN)/test_model: test/test_model.c $(ASAN)/oracle.o export.c runq.c test/check.h | $(ASAN)
@@ -87,12 +100,40 @@ $(ASAN)/test_train: test/test_train.c tools/train.c tools/bpe.c $(ASAN)/oracle.o
 	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_train.c $(ASAN)/oracle.o -lm -lpthread
 $(ASAN)/ppl: tools/ppl.c $(ASAN)/oracle.o runq.c test/oracle.h | $(ASAN)
 	$(CC) $(SANITIZE) -o $@ tools/ppl.c $(ASAN)/oracle.o -lm -lpthread
+$(ASAN)/logits: test/logits.c $(ASAN)/oracle.o runq.c test/oracle.h | $(ASAN)
+	$(CC) $(SANITIZE) -o $@ test/logits.c $(ASAN)/oracle.o -lm -lpthread
 $(ASAN)/test_bpe: test/test_bpe.c tools/bpe.c runq.c test/check.h | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ test/test_bpe.c -lm -lpthread
 $(ASAN)/test_%: test/test_%.c export.c runq.c test/check.h | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -Wno-format-truncation -o $@ $< -lm -lpthread
 $(ASAN):
 	mkdir -p $(ASAN)
+
+# fuzzing (test/fuzz/, README "Fuzzing"): a libFuzzer target per parser of
+# untrusted input, under AddressSanitizer and UBSan (any UB aborts). Needs
+# clang and its fuzzer runtime: installed with apt-get when missing (root only).
+#   make fuzz FUZZ_SECONDS=600    each target in turn, N seconds each (default 60)
+#   make fuzz-build               just the targets, in build/fuzz/
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-Wall -Wextra -Wno-unused-function $(EXACT)
+.PHONY: fuzz fuzz-build fuzz-tools
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) test/fuzz/run.sh $(FUZZ_TARGETS)
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h export.c runq.c | fuzz-tools build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -lm -lpthread
+fuzz-tools:
+	@test/fuzz/tools.sh $(FUZZ_CC)
+build/fuzz:
+	mkdir -p build/fuzz
+# the regression inputs and seed corpora replayed by make test
+# (test/test_fuzz_regressions.sh): the same targets under a plain main, test/fuzz/replay.c
+build/replay_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/replay.c export.c runq.c | build
+	$(CC) $(TEST_FLAGS) -o $@ $< test/fuzz/replay.c -lm -lpthread
+$(ASAN)/replay_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/replay.c export.c runq.c | $(ASAN)
+	$(CC) $(SANITIZE) -Wno-unused-function -o $@ $< test/fuzz/replay.c -lm -lpthread
 
 # aarch64 (Raspberry Pi 4/5, RK3588) cross builds, which test/test_arm.sh runs
 # under qemu-aarch64: static, so qemu needs no ARM libraries; one binary picks
@@ -138,4 +179,4 @@ build:
 	mkdir -p build
 
 clean:
-	rm -rf build run runq export
+	rm -rf build run runq export server

@@ -33,6 +33,7 @@ the checkpoint -> writing GGUF -> reading GGUF (a source too) -> command line
 #pragma GCC diagnostic pop
 
 #include <dirent.h>
+#include <setjmp.h>
 #include <signal.h>
 
 // ----------------------------------------------------------------------------
@@ -54,9 +55,16 @@ typedef struct {
     const char *text, *end, *at;
     const char *source;      // file name for messages
     int depth;
+    jmp_buf *recover;        // json_parse_untrusted: a syntax error jumps here instead of exiting,
+    char *error;             // ... its message in error (the caller's buffer: it outlives the jump)
+    size_t error_size;
 } JsonParser;
 
 static void json_fail(JsonParser *p, const char *what) {
+    if (p->recover) {
+        snprintf(p->error, p->error_size, "invalid JSON at byte %td: %s", p->at - p->text, what);
+        longjmp(*p->recover, 1);
+    }
     die("%s: invalid JSON at byte %td: %s", p->source, p->at - p->text, what);
 }
 
@@ -90,12 +98,14 @@ static size_t utf8_put(char *out, unsigned cp) {
     return 4;
 }
 
-static char *json_parse_string(JsonParser *p, size_t *length) {
+// The string at p->at into *owner, which holds it from the start: a syntax
+// error halfway leaves it owned by the tree, which json_free frees.
+static void json_parse_string(JsonParser *p, char **owner, size_t *length) {
     p->at++;  // opening quote
     const char *start = p->at;
     while (p->at < p->end && *p->at != '"') p->at += (*p->at == '\\') ? 2 : 1;
     if (p->at >= p->end) json_fail(p, "unterminated string");
-    char *out = xcalloc((size_t)(p->at - start) + 1, 1, "JSON string");   // unescaping only shrinks
+    char *out = *owner = xcalloc((size_t)(p->at - start) + 1, 1, "JSON string");   // unescaping only shrinks
     size_t n = 0;
     p->at = start;
     while (*p->at != '"') {
@@ -132,7 +142,6 @@ static char *json_parse_string(JsonParser *p, size_t *length) {
     p->at++;  // closing quote
     out[n] = '\0';
     *length = n;
-    return out;
 }
 
 static void json_parse_value(JsonParser *p, Json *out);
@@ -151,18 +160,21 @@ static void json_parse_container(JsonParser *p, Json *out, int is_object) {
             if (is_object) out->keys = realloc(out->keys, (size_t)capacity * sizeof(char *));
             if (!out->items || (is_object && !out->keys)) die("out of memory parsing %s", p->source);
         }
+        // the entry joins the tree empty, before it is parsed, so that a
+        // syntax error inside it leaves a tree json_free frees whole
+        int entry = out->count++;
+        memset(&out->items[entry], 0, sizeof(Json));
+        if (is_object) out->keys[entry] = NULL;
         json_skip_space(p);
         if (is_object) {
             if (p->at >= p->end || *p->at != '"') json_fail(p, "expected a key");
             size_t key_length;
-            out->keys[out->count] = json_parse_string(p, &key_length);
+            json_parse_string(p, &out->keys[entry], &key_length);
             json_skip_space(p);
             if (p->at >= p->end || *p->at != ':') json_fail(p, "expected ':'");
             p->at++;
         }
-        memset(&out->items[out->count], 0, sizeof(Json));
-        json_parse_value(p, &out->items[out->count]);
-        out->count++;
+        json_parse_value(p, &out->items[entry]);
         json_skip_space(p);
         if (p->at < p->end && *p->at == ',') { p->at++; continue; }
         if (p->at < p->end && *p->at == close) { p->at++; return; }
@@ -179,7 +191,7 @@ static void json_parse_value(JsonParser *p, Json *out) {
         json_parse_container(p, out, c == '{');
     } else if (c == '"') {
         out->type = JSON_STRING;
-        out->string = json_parse_string(p, &out->length);
+        json_parse_string(p, &out->string, &out->length);
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         char *end;
         out->type = JSON_NUMBER;
@@ -200,12 +212,32 @@ static void json_parse_value(JsonParser *p, Json *out) {
 
 // text must be NUL-terminated at text[size] (strtod relies on it)
 static Json json_parse(const char *text, size_t size, const char *source) {
-    JsonParser p = { text, text + size, text, source, 0 };
+    JsonParser p = { text, text + size, text, source, 0, NULL, NULL, 0 };
     Json root = { 0 };
     json_parse_value(&p, &root);
     json_skip_space(&p);
     if (p.at != p.end) json_fail(&p, "trailing characters");
     return root;
+}
+
+static void json_free(Json *j);
+
+// The same for text from the network: a syntax error returns 0, with its
+// message in error, and frees what was parsed, instead of exiting.
+__attribute__((unused))   // used by server.c
+static int json_parse_untrusted(const char *text, size_t size, Json *root, char *error, size_t error_size) {
+    jmp_buf recover;
+    JsonParser p = { text, text + size, text, "request", 0, &recover, error, error_size };
+    memset(root, 0, sizeof *root);
+    if (setjmp(recover)) {   // root points to the caller's tree: what was parsed is all there
+        json_free(root);
+        memset(root, 0, sizeof *root);
+        return 0;
+    }
+    json_parse_value(&p, root);
+    json_skip_space(&p);
+    if (p.at != p.end) json_fail(&p, "trailing characters");
+    return 1;
 }
 
 static void json_free(Json *j) {
@@ -236,7 +268,8 @@ static Json json_read_file(const char *path) {
 // ----------------------------------------------------------------------------
 // The export plan: the header and every tensor's name, kind, shape and type.
 
-enum TensorKind { K_EMBED, K_ATTN_NORM, K_WQ, K_WK, K_WV, K_WO, K_FFN_NORM, K_W1, K_W2, K_W3, K_NORM, K_OUTPUT, K_TOKENIZER };
+enum TensorKind { K_EMBED, K_ATTN_NORM, K_WQ, K_WK, K_WV, K_WO, K_FFN_NORM, K_W1, K_W2, K_W3, K_NORM, K_OUTPUT, K_TOKENIZER,
+                  K_ROPE_FREQS };
 
 typedef struct {
     TensorEntry entry;       // as written to the file
@@ -250,6 +283,8 @@ struct Source {
     int *ffn_dim;            // (n_layers,)
     uint8_t *tokenizer;      // llama2.c tokenizer.bin bytes, or NULL
     size_t tokenizer_size;
+    float *rope_freqs;       // (head_dim/2,) RoPE frequency divisors (Llama 3.1 scaling), or NULL;
+                             // written as the tensor rope_freqs, never asked of read_rows
     const char *description;
     // rows [begin, end) of a planned tensor as float, (end - begin, cols) into out
     void (*read_rows)(Source *src, const PlannedTensor *t, int begin, int end, float *out);
@@ -274,6 +309,7 @@ static void free_source(Source *src) {
     free(src->inputs);
     free(src->ffn_dim);
     free(src->tokenizer);
+    free(src->rope_freqs);
     memset(src, 0, sizeof *src);
 }
 
@@ -284,10 +320,10 @@ static void source_add_input(Source *src, const char *path) {
 }
 
 static void check_header(const FileHeader *h, const char *what) {
-    if (h->dim <= 0 || h->n_layers <= 0 || h->n_heads <= 0 || h->n_kv_heads <= 0 || h->head_dim <= 0
-        || h->vocab_size <= 0 || h->seq_len <= 0)
-        die("%s: dimensions must be positive (dim %d, layers %d, heads %d/%d, head_dim %d, vocab %d, seq_len %d)",
-            what, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len);
+    if (!header_dims_ok(h))   // runq's limits: a checkpoint export writes is one runq reads
+        die("%s: dimensions out of range (dim %d, layers %d, heads %d/%d, head_dim %d, vocab %d, seq_len %d; "
+            "each must be positive, dim up to 65536, layers and heads up to 1024, head_dim up to 4096, "
+            "vocab and seq_len up to 4194304)", what, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len);
     if (h->n_heads % h->n_kv_heads != 0) die("%s: %d heads do not divide into %d KV heads", what, h->n_heads, h->n_kv_heads);
     if (h->head_dim % 2 != 0) die("%s: head_dim %d is odd", what, h->head_dim);
 }
@@ -440,6 +476,10 @@ static void open_checkpoint_source(Source *src, const char *path) {
         src->tokenizer = xcalloc(model->weights.tokenizer_size, 1, "tokenizer");
         memcpy(src->tokenizer, model->weights.tokenizer_blob, model->weights.tokenizer_size);
         src->tokenizer_size = model->weights.tokenizer_size;
+    }
+    if (model->weights.rope_freqs) {
+        src->rope_freqs = xcalloc((size_t)c->head_dim / 2, sizeof(float), "rope_freqs");
+        memcpy(src->rope_freqs, model->weights.rope_freqs, sizeof(float) * (size_t)(c->head_dim / 2));
     }
     src->impl = model;
     src->close = checkpoint_close;
@@ -650,6 +690,51 @@ static void hf_close(Source *src) {
     free(m);
 }
 
+// Llama 3.1/3.2's RoPE scaling slows the low frequencies of each head down for
+// a longer context. Export turns it into a divisor per frequency, the tensor
+// rope_freqs, exactly as llama.cpp's converter computes its rope_factors (and
+// as Hugging Face's _compute_llama3_parameters divides inv_freq). With
+// wavelength 2 pi / theta^(-2i/head_dim) and old = original_max_position_embeddings:
+//   shorter than old / high_freq_factor:  1 (fast frequencies stay)
+//   longer than old / low_freq_factor:    factor
+//   in between:                           1 / ((1 - s) / factor + s),
+//                                         s = (old / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+static float *llama3_rope_divisors(const Json *scaling, const FileHeader *h, const char *path) {
+    const double pi = 3.14159265358979323846;
+    double factor = json_real(scaling, "factor", 8.0, path), low = json_real(scaling, "low_freq_factor", 1.0, path);
+    double high = json_real(scaling, "high_freq_factor", 4.0, path);
+    double old_context = json_real(scaling, "original_max_position_embeddings", 8192.0, path);
+    if (!(factor > 0) || !(low > 0) || !(high > low) || !(old_context > 0) || !isfinite(factor) || !isfinite(high)
+        || !isfinite(old_context))
+        die("%s: rope_scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+            "original_max_position_embeddings > 0 (it has %g, %g, %g, %g)", path, factor, low, high, old_context);
+    int half = h->head_dim / 2;
+    float *divisors = xcalloc((size_t)half, sizeof(float), "rope_freqs");
+    for (int i = 0; i < half; i++) {
+        double wavelength = 2 * pi * pow(h->rope_theta, 2.0 * i / h->head_dim);
+        double smooth = (old_context / wavelength - low) / (high - low);
+        divisors[i] = wavelength < old_context / high ? 1.0f
+                    : wavelength > old_context / low ? (float)factor
+                    : (float)(1.0 / ((1 - smooth) / factor + smooth));
+    }
+    return divisors;
+}
+
+// config.json's rope_scaling: none, or Llama 3.1/3.2's kind ("llama3"); other
+// kinds change RoPE in ways runq does not compute, so they are refused.
+static void hf_rope_scaling(Source *src, const Json *config, const char *path) {
+    const Json *scaling = json_get(config, "rope_scaling");
+    if (!scaling || scaling->type == JSON_NULL) return;
+    if (scaling->type != JSON_OBJECT) die("%s: rope_scaling should be an object or null", path);
+    const Json *type = json_get(scaling, "rope_type");   // older configs call it "type"
+    if (!type || type->type == JSON_NULL) type = json_get(scaling, "type");
+    if (!type || type->type != JSON_STRING) die("%s: rope_scaling has no rope_type", path);
+    if (strcmp(type->string, "default") == 0) return;   // Hugging Face's name for plain RoPE
+    if (strcmp(type->string, "llama3") != 0)
+        die("%s: rope_scaling of type '%s' is not supported (export reads 'llama3', Llama 3.1/3.2's)", path, type->string);
+    src->rope_freqs = llama3_rope_divisors(scaling, &src->header, path);
+}
+
 static void open_hf(Source *src, const char *dir) {
     char *config_path = path_join(dir, "config.json");
     if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
@@ -660,9 +745,6 @@ static void open_hf(Source *src, const char *dir) {
         || (strcmp(model_type->string, "llama") != 0 && strcmp(model_type->string, "mistral") != 0))
         die("%s: model_type %s is not supported (llama, mistral)", config_path,
             model_type && model_type->type == JSON_STRING ? model_type->string : "(missing)");
-    const Json *rope_scaling = json_get(&config, "rope_scaling");
-    if (rope_scaling && rope_scaling->type != JSON_NULL)
-        die("%s: rope_scaling is not supported yet", config_path);
     FileHeader *h = &src->header;
     h->dim = (int32_t)json_int(&config, "hidden_size", -1, config_path);
     h->n_layers = (int32_t)json_int(&config, "num_hidden_layers", -1, config_path);
@@ -682,6 +764,7 @@ static void open_hf(Source *src, const char *dir) {
     int ffn = (int)json_int(&config, "intermediate_size", -1, config_path);
     check_header(h, config_path);
     if (ffn <= 0) die("%s: intermediate_size must be positive", config_path);
+    hf_rope_scaling(src, &config, config_path);
     src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
     for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = ffn;
     json_free(&config);
@@ -1749,6 +1832,7 @@ static Plan make_plan(const Source *src, int matrix_type, int group_size) {
     plan_add(&plan, "norm", K_NORM, -1, 1, dim, TYPE_F32, 0);
     if (!(h->flags & FLAG_TIED_CLASSIFIER))
         plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
+    if (src->rope_freqs) plan_add(&plan, "rope_freqs", K_ROPE_FREQS, -1, 1, (uint32_t)h->head_dim / 2, TYPE_F32, 0);
     if (src->tokenizer) plan_add(&plan, "tokenizer", K_TOKENIZER, -1, 1, (uint32_t)src->tokenizer_size, TYPE_BLOB, 0);
     uint64_t offset = tensor_table_offset(h->n_layers) + sizeof(TensorEntry) * (size_t)plan.count;
     for (int i = 0; i < plan.count; i++) {
@@ -1795,7 +1879,8 @@ static void progress_finish(Progress *p) {
 
 static void read_finite_rows(Source *src, const PlannedTensor *t, int begin, int end, float *values) {
     size_t cols = t->entry.cols;
-    src->read_rows(src, t, begin, end, values);
+    if (t->kind == K_ROPE_FREQS) memcpy(values, src->rope_freqs, cols * sizeof(float));   // one row
+    else src->read_rows(src, t, begin, end, values);
     for (size_t i = 0; i < (size_t)(end - begin) * cols; i++)
         if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", t->entry.name, begin + i / cols);
 }
@@ -1894,7 +1979,8 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
 static void check_source_tensors(const Source *src, const Plan *plan) {
     if (src->check_tensor)
         for (int i = 0; i < plan->count; i++)
-            if (plan->tensors[i].kind != K_TOKENIZER) src->check_tensor(src, &plan->tensors[i]);
+            if (plan->tensors[i].kind != K_TOKENIZER && plan->tensors[i].kind != K_ROPE_FREQS)
+                src->check_tensor(src, &plan->tensors[i]);
 }
 
 // OUTPUT.tmp.XXXXXX beside the output, removed at exit or on a signal until
@@ -1933,7 +2019,8 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
-    header.version = CHECKPOINT_VERSION;
+    // version 2 only when it matters: a reader of version 1 would run without the scaling
+    header.version = src->rope_freqs ? 2 : 1;
     header.n_tensors = (uint32_t)plan.count;
     write_at(fd, &header, sizeof header, 0, output);
     for (int l = 0; l < header.n_layers; l++)
@@ -2229,10 +2316,14 @@ static void gguf_tensor_name(const PlannedTensor *t, char *out, size_t size) {
     if (t->kind == K_EMBED) snprintf(out, size, "token_embd.weight");
     else if (t->kind == K_NORM) snprintf(out, size, "output_norm.weight");
     else if (t->kind == K_OUTPUT) snprintf(out, size, "output.weight");
+    else if (t->kind == K_ROPE_FREQS) snprintf(out, size, "rope_freqs.weight");
     else snprintf(out, size, "blk.%d.%s.weight", t->layer, layer_names[t->kind]);
 }
 
 static int is_norm_kind(int kind) { return kind == K_ATTN_NORM || kind == K_FFN_NORM || kind == K_NORM; }
+
+// GGUF stores these as 1-D f32 tensors, whatever type the matrices have
+static int is_vector_kind(int kind) { return is_norm_kind(kind) || kind == K_ROPE_FREQS; }
 
 // Every matrix in ggml_type, the embedding and classifier included (llama.cpp's
 // own quantizer keeps output.weight at Q6_K in a "Q4_0" file; here both
@@ -2245,7 +2336,7 @@ static int gguf_plan_tensors(const Plan *plan, uint32_t ggml_type, GgufTensor *o
         if (t->kind == K_TOKENIZER) continue;   // the tokenizer travels as metadata
         GgufTensor *g = &out[count++];
         g->planned = t;
-        g->type = is_norm_kind(t->kind) ? GGML_TYPE_F32 : ggml_type;
+        g->type = is_vector_kind(t->kind) ? GGML_TYPE_F32 : ggml_type;
         gguf_tensor_name(t, g->name, sizeof g->name);
         if (g->type != GGML_TYPE_F32 && t->entry.cols % Q_BLOCK != 0)
             die("%s: tensor %s (our %s) has %u columns, but GGUF %s stores whole blocks of %d weights along a "
@@ -2258,7 +2349,7 @@ static int gguf_plan_tensors(const Plan *plan, uint32_t ggml_type, GgufTensor *o
 
 static void gguf_put_tensor_info(Buffer *b, const GgufTensor *g, uint64_t data_offset) {
     const TensorEntry *e = &g->planned->entry;
-    int is_vector = is_norm_kind(g->planned->kind);
+    int is_vector = is_vector_kind(g->planned->kind);
     uint32_t n_dims = is_vector ? 1 : 2;
     uint64_t dims[2] = { e->cols, e->rows };
     gguf_put_string(b, g->name, strlen(g->name));
@@ -2454,6 +2545,17 @@ static double gguf_read_number(GgufCursor *c, uint32_t type, const char *key) {
     }
 }
 
+// A metadata number bound for an int field: refused unless it is a 32-bit
+// integer (casting 3e9 or NaN to int is undefined behaviour, not an error).
+static int32_t gguf_int32(const GgufCursor *c, double v, const char *key) {
+    if (!(v >= INT32_MIN && v <= INT32_MAX)) die("%s: %s is %g, not a 32-bit integer", c->path, key, v);
+    return (int32_t)v;
+}
+
+static int32_t gguf_read_int32(GgufCursor *c, uint32_t type, const char *key) {
+    return gguf_int32(c, gguf_read_number(c, type, key), key);
+}
+
 typedef struct {
     char *name;
     uint32_t type;           // ggml type
@@ -2571,7 +2673,7 @@ static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const Ggu
         const char *text = gguf_read_string(&tokens, &length, "a token");
         v.spelled[id] = xcalloc(length + 1, 1, "token");
         memcpy(v.spelled[id], text, length);
-        int type = k->types_at ? (int)gguf_read_number(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
+        int type = k->types_at ? gguf_read_int32(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
         v.special[id] = type != GGUF_TOKEN_NORMAL;
     }
     for (int rank = 0; rank < v.n_merges; rank++) {
@@ -2614,7 +2716,7 @@ static void gguf_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerK
         memcpy(piece, text, length);
         length = replace_sentencepiece_spaces(piece, length);
         float score = k->scores_at ? (float)gguf_read_number(&scores, GGUF_F32, "tokenizer.ggml.scores") : 0.0f;
-        int type = k->types_at ? (int)gguf_read_number(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
+        int type = k->types_at ? gguf_read_int32(&types, k->types_element, "tokenizer.ggml.token_type") : GGUF_TOKEN_NORMAL;
         if (type != GGUF_TOKEN_NORMAL && type != 4 /* user-defined */) score = -INFINITY;
         tokenizer_put_piece(&b, score, piece, length);
         if ((int32_t)length > max_length) max_length = (int32_t)length;
@@ -2696,22 +2798,22 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
             if (!gguf_scalar_size(element) || count > 4096) die("%s: %s is not a list of numbers", c->path, key);
             free(src->ffn_dim);
             src->ffn_dim = xcalloc(count, sizeof(int), "ffn table");
-            for (uint64_t l = 0; l < count; l++) src->ffn_dim[l] = (int)gguf_read_number(c, element, key);
+            for (uint64_t l = 0; l < count; l++) src->ffn_dim[l] = gguf_read_int32(c, element, key);
             ffn = -(double)count;   // per-layer widths given
         } else if (type != GGUF_ARRAY && type != GGUF_STRING && gguf_scalar_size(type)) {
             double v = gguf_read_number(c, type, key);
-            if (strcmp(key, "llama.embedding_length") == 0) h->dim = (int32_t)v;
-            else if (strcmp(key, "llama.block_count") == 0) h->n_layers = (int32_t)v;
-            else if (strcmp(key, "llama.feed_forward_length") == 0) ffn = v;
-            else if (strcmp(key, "llama.attention.head_count") == 0) h->n_heads = (int32_t)v;
-            else if (strcmp(key, "llama.attention.head_count_kv") == 0) h->n_kv_heads = (int32_t)v;
-            else if (strcmp(key, "llama.attention.key_length") == 0) h->head_dim = (int32_t)v;
-            else if (strcmp(key, "llama.context_length") == 0) h->seq_len = (int32_t)v;
+            if (strcmp(key, "llama.embedding_length") == 0) h->dim = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.block_count") == 0) h->n_layers = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.feed_forward_length") == 0) ffn = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.attention.head_count") == 0) h->n_heads = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.attention.head_count_kv") == 0) h->n_kv_heads = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.attention.key_length") == 0) h->head_dim = gguf_int32(c, v, key);
+            else if (strcmp(key, "llama.context_length") == 0) h->seq_len = gguf_int32(c, v, key);
             else if (strcmp(key, "llama.rope.freq_base") == 0) h->rope_theta = (float)v;
             else if (strcmp(key, "llama.attention.layer_norm_rms_epsilon") == 0) h->norm_eps = (float)v;
-            else if (strcmp(key, "tokenizer.ggml.bos_token_id") == 0) h->bos_id = (int32_t)v;
-            else if (strcmp(key, "tokenizer.ggml.eos_token_id") == 0) h->eos_id = (int32_t)v;
-            else if (strcmp(key, "general.alignment") == 0) *alignment = (uint64_t)v;
+            else if (strcmp(key, "tokenizer.ggml.bos_token_id") == 0) h->bos_id = gguf_int32(c, v, key);
+            else if (strcmp(key, "tokenizer.ggml.eos_token_id") == 0) h->eos_id = gguf_int32(c, v, key);
+            else if (strcmp(key, "general.alignment") == 0) *alignment = (uint64_t)gguf_int32(c, v, key);   // open_gguf checks its value
             else if (strcmp(key, "llama.rope.scaling.factor") == 0 && v != 1.0)
                 die("%s: RoPE scaling (%s = %g) is not supported yet", c->path, key, v);
         } else {
@@ -2723,11 +2825,33 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
     if (h->n_kv_heads == 0) h->n_kv_heads = h->n_heads;
     if (h->head_dim == 0 && h->n_heads > 0) h->head_dim = h->dim / h->n_heads;
     if (tok->n_tokens) h->vocab_size = (int32_t)tok->n_tokens;
+    if (h->n_layers <= 0 || h->n_layers > 1024)   // runq's limit; and the FFN table is allocated from it
+        die("%s: llama.block_count is %d; export reads 1 to 1024 layers", c->path, h->n_layers);
     if (ffn > 0) {
-        src->ffn_dim = xcalloc((size_t)(h->n_layers > 0 ? h->n_layers : 1), sizeof(int), "ffn table");
+        src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
         for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = (int)ffn;
     } else if (ffn == 0 || -ffn != h->n_layers) {
         die("%s: llama.feed_forward_length is missing or does not list every layer", c->path);
+    }
+}
+
+// rope_freqs.weight, when present (llama.cpp's converter writes it for Llama
+// 3.1/3.2's RoPE scaling): one f32 divisor per RoPE frequency.
+static void gguf_rope_freqs(Source *src, const GgufModel *m, const char *path) {
+    int half = src->header.head_dim / 2;
+    for (int i = 0; i < m->count; i++) {
+        const GgufSourceTensor *g = &m->tensors[i];
+        if (strcmp(g->name, "rope_freqs.weight") != 0) continue;
+        if (g->type != GGML_TYPE_F32 || g->rows != 1 || g->cols != half)
+            die("%s: rope_freqs.weight should be %d f32 values (head_dim / 2); it is (%lld, %lld) of ggml type %u", path,
+                half, (long long)g->rows, (long long)g->cols, g->type);
+        src->rope_freqs = xcalloc((size_t)half, sizeof(float), "rope_freqs");
+        memcpy(src->rope_freqs, g->data, sizeof(float) * (size_t)half);
+        for (int j = 0; j < half; j++)
+            if (!(src->rope_freqs[j] > 0) || !isfinite(src->rope_freqs[j]))
+                die("%s: rope_freqs.weight[%d] is %g; RoPE frequency divisors must be positive and finite", path, j,
+                    src->rope_freqs[j]);
+        return;   // a second tensor of that name is not read
     }
 }
 
@@ -2778,6 +2902,7 @@ static void open_gguf(Source *src, const char *path) {
         g->data = m->data + data_start + offsets[i];
     }
     free(offsets);
+    gguf_rope_freqs(src, m, path);
     src->impl = m;
     src->read_rows = gguf_read_rows;
     src->read_q4_rows = gguf_read_q4_rows;
@@ -2921,9 +3046,9 @@ int main(int argc, char **argv) {
     }
     if (!quiet) {
         const FileHeader *h = &src.header;
-        fprintf(stderr, "export: wrote %s (%s, %s): dim %d, %d layers, %d/%d heads, vocab %d, context %d%s\n", output,
-                src.description, format, h->dim, h->n_layers, h->n_heads,
-                h->n_kv_heads, h->vocab_size, h->seq_len, src.tokenizer ? ", tokenizer embedded" : "");
+        fprintf(stderr, "export: wrote %s (%s, %s): dim %d, %d layers, %d/%d heads, vocab %d, context %d%s%s\n", output,
+                src.description, format, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->vocab_size, h->seq_len,
+                src.rope_freqs ? ", RoPE scaled (rope_freqs)" : "", src.tokenizer ? ", tokenizer embedded" : "");
     }
     free_source(&src);
     return 0;

@@ -65,6 +65,7 @@ typedef struct {
     LayerWeights *layers;        // (n_layers,)
     const float *norm;           // (dim,)
     const float *output;         // (vocab_size, dim)
+    const float *rope_freqs;     // (head_dim/2,) RoPE frequency divisors (Llama 3.1 scaling), NULL if none
     const uint8_t *tokenizer_blob; // embedded tokenizer (export format only), else NULL
     size_t tokenizer_size;
 } Weights;
@@ -174,7 +175,7 @@ static void load_legacy(Transformer *t) {
 
 // export.c's checkpoint: the layout is documented at the top of runq.c.
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2   // the newest read; version 2 files may hold rope_freqs, version 1 never do
 #define TENSOR_NAME_LEN 64
 enum { TYPE_F32 = 0, TYPE_BLOB = 255 };
 
@@ -234,11 +235,22 @@ static const float *f32_tensor(const Transformer *t, const char *name, int rows,
     return (const float *)(t->file_data + e->offset);
 }
 
+// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): one divisor
+// per RoPE frequency, positive and finite.
+static const float *rope_divisors(const Transformer *t) {
+    int half = t->config.head_dim / 2;
+    const float *divisors = f32_tensor(t, "rope_freqs", 1, half);
+    for (int i = 0; i < half; i++)
+        if (!(divisors[i] > 0) || !isfinite(divisors[i]))
+            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+    return divisors;
+}
+
 static void load_export(Transformer *t) {
     if (t->file_size < sizeof(FileHeader)) die("%s: too small to be a checkpoint (truncated?)", t->path);
     const FileHeader *h = (const FileHeader *)t->file_data;
-    if (h->version != CHECKPOINT_VERSION)
-        die("%s: checkpoint version %u, this run reads version %d", t->path, h->version, CHECKPOINT_VERSION);
+    if (h->version < 1 || h->version > CHECKPOINT_VERSION)
+        die("%s: checkpoint version %u, this run reads versions 1 to %d", t->path, h->version, CHECKPOINT_VERSION);
     Config *c = &t->config;
     if (h->dim <= 0 || h->dim > 1 << 16 || h->n_layers <= 0 || h->n_layers > 1024 || h->n_heads <= 0 || h->n_heads > 1024
         || h->n_kv_heads <= 0 || h->n_heads % h->n_kv_heads != 0 || h->head_dim <= 0 || h->head_dim > 4096 || h->head_dim % 2
@@ -292,6 +304,7 @@ static void load_export(Transformer *t) {
     }
     w->norm = f32_tensor(t, "norm", 1, c->dim);
     w->output = (h->flags & 1u) ? w->tok_embeddings : f32_tensor(t, "output", c->vocab_size, c->dim);
+    if (find_entry(t, "rope_freqs")) w->rope_freqs = rope_divisors(t);
     const TensorEntry *tok = find_entry(t, "tokenizer");
     if (tok) {
         if (tok->type != TYPE_BLOB || tok->offset > t->file_size || tok->nbytes > t->file_size - tok->offset)
@@ -372,10 +385,12 @@ static void matmul(float *xout, const float *x, const float *w, int n, int d) {
     }
 }
 
-// Rotate pairs (v[i], v[i+1]) of each head by pos * theta^(-i/head_dim).
-static void rope(float *v, int n_heads, int head_dim, int pos, float theta) {
+// Rotate pairs (v[i], v[i+1]) of each head by pos * theta^(-i/head_dim),
+// the frequency divided by divisors[i/2] when the model scales RoPE (Llama 3.1).
+static void rope(float *v, int n_heads, int head_dim, int pos, float theta, const float *divisors) {
     for (int i = 0; i < n_heads * head_dim; i += 2) {
         float freq = 1.0f / powf(theta, (i % head_dim) / (float)head_dim);
+        if (divisors) freq /= divisors[(i % head_dim) / 2];
         float val = pos * freq;
         float fcr = cosf(val), fci = sinf(val);
         float v0 = v[i], v1 = v[i + 1];
@@ -409,8 +424,8 @@ static float *forward(Transformer *t, int token, int pos) {
         matmul(s->q, s->xb, lw->wq, dim, q_dim);
         matmul(k, s->xb, lw->wk, dim, kv_dim);
         matmul(v, s->xb, lw->wv, dim, kv_dim);
-        rope(s->q, p->n_heads, head_size, pos, p->rope_theta);
-        rope(k, p->n_kv_heads, head_size, pos, p->rope_theta);
+        rope(s->q, p->n_heads, head_size, pos, p->rope_theta, w->rope_freqs);
+        rope(k, p->n_kv_heads, head_size, pos, p->rope_theta, w->rope_freqs);
 
         for (int h = 0; h < p->n_heads; h++) {
             const float *q = s->q + h * head_size;

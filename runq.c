@@ -60,10 +60,12 @@ Reading order (the order the data flows):
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
-// byte-level BPE: see "Tokenizer").
+// byte-level BPE: see "Tokenizer"). A model with Llama 3.1/3.2 RoPE scaling
+// carries the F32 tensor "rope_freqs", (1, head_dim/2): a divisor for each
+// RoPE frequency, computed by export from config.json's rope_scaling.
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2   // the newest read; version 2 files may hold rope_freqs, version 1 never do
 #define TENSOR_ALIGNMENT 64
 #define TENSOR_NAME_LEN 64
 #define Q_BLOCK 32                      // weights per nibble block; activations per int8 block
@@ -119,9 +121,25 @@ static size_t tensor_table_offset(int n_layers) {
 #define PROGRAM_NAME "runq"
 #endif
 
+#ifdef FUZZING
+// The fuzz harnesses (test/fuzz/) set die_jump: a rejected input is the
+// outcome they expect, and exit would end the fuzzer, so die formats its
+// message (the arguments are still read, as a real run would) and jumps back.
+#include <setjmp.h>
+static jmp_buf *die_jump;
+#endif
+
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+#ifdef FUZZING
+    if (die_jump) {
+        char message[512];
+        vsnprintf(message, sizeof message, fmt, ap);
+        va_end(ap);
+        longjmp(*die_jump, 1);
+    }
+#endif
     fputs(PROGRAM_NAME ": ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -233,6 +251,7 @@ typedef struct {
     LayerWeights *layers;    // (n_layers,)
     Tensor norm;             // (dim,) final RMSNorm
     Tensor output;           // (vocab_size, dim) classifier; tok_embeddings when tied
+    const float *rope_freqs; // (head_dim/2,) divisors of the RoPE frequencies (Llama 3.1 scaling), NULL if none
     const uint8_t *tokenizer_blob;   // embedded tokenizer, NULL if none
     size_t tokenizer_size;
 } Weights;
@@ -260,7 +279,7 @@ typedef struct {
     float *q;                // (MAX_BATCH, q_dim)
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
     float *att;              // (n_threads, cache_len) attention scores, a row per thread
-    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim)
+    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim), over rope_freqs when the model has them
     float *rope_cos;         // (MAX_BATCH, head_dim/2) at each token's position
     float *rope_sin;         // (MAX_BATCH, head_dim/2)
     float *logits;           // (vocab_size,) of the batch's last token
@@ -321,6 +340,25 @@ static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_
     }
 }
 
+// A NaN or infinite weight scale or norm weight would turn every activation
+// after it into NaN: refused at load, with the tensor named. Q4 scales are
+// 1/9 of an int4 file at group 32, read once here; f32 matrices (fp32
+// checkpoints, which runq refuses) are checked by export as it reads them.
+static void check_finite(const Transformer *t, const Tensor *w) {
+    size_t bad = SIZE_MAX;
+    if (w->type == TYPE_Q4) {
+        size_t per_row = (size_t)(w->cols_padded / w->group_size), n = (size_t)w->rows * per_row;
+        for (size_t i = 0; i < n && bad == SIZE_MAX; i++)
+            if ((w->scales[i] & 0x7C00) == 0x7C00) bad = i / per_row;   // fp16 exponent all ones: inf or NaN
+    } else if (w->rows == 1) {
+        for (int i = 0; i < w->cols && bad == SIZE_MAX; i++)
+            if (!isfinite(w->data[i])) bad = 0;
+    }
+    if (bad != SIZE_MAX)
+        die("%s: tensor '%s' has a NaN or infinite %s in row %zu: the file is damaged", t->path, w->name,
+            w->type == TYPE_Q4 ? "scale" : "weight", bad);
+}
+
 static Tensor map_tensor(const Transformer *t, const char *name, int rows, int cols, int want_matrix) {
     const TensorEntry *e = find_tensor(t, name);
     if (!e) die("%s: tensor '%s' is missing", t->path, name);
@@ -337,6 +375,7 @@ static Tensor map_tensor(const Transformer *t, const char *name, int rows, int c
         if (e->type != TYPE_F32) die("%s: tensor '%s' has type %u, expected f32 or q4", t->path, name, e->type);
         tensor.data = (const float *)data;
     }
+    check_finite(t, &tensor);
     return tensor;
 }
 
@@ -374,6 +413,14 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
 
 static int header_int_ok(int32_t v, int32_t max) { return v > 0 && v <= max; }
 
+// The widths this runtime accepts: positive, and small enough that every
+// product of them (q_dim, kv_dim, a matrix's rows * cols) fits its type.
+static int header_dims_ok(const FileHeader *h) {
+    return header_int_ok(h->dim, 1 << 16) && header_int_ok(h->n_layers, 1024) && header_int_ok(h->n_heads, 1024)
+        && header_int_ok(h->n_kv_heads, 1024) && header_int_ok(h->head_dim, 4096) && header_int_ok(h->vocab_size, 1 << 22)
+        && header_int_ok(h->seq_len, 1 << 22);
+}
+
 static void read_config(Transformer *t) {
     if (t->file_size < sizeof(FileHeader))
         die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
@@ -383,11 +430,9 @@ static void read_config(Transformer *t) {
             die("%s: not an Edge LLM checkpoint (looks like a llama2.c .bin: convert it with ./export --int4)", t->path);
         die("%s: not an Edge LLM checkpoint (bad magic 0x%08x)", t->path, h->magic);
     }
-    if (h->version != CHECKPOINT_VERSION)
-        die("%s: checkpoint version %u, this runq reads version %d", t->path, h->version, CHECKPOINT_VERSION);
-    if (!header_int_ok(h->dim, 1 << 16) || !header_int_ok(h->n_layers, 1024) || !header_int_ok(h->n_heads, 1024)
-        || !header_int_ok(h->n_kv_heads, 1024) || !header_int_ok(h->head_dim, 4096) || !header_int_ok(h->vocab_size, 1 << 22)
-        || !header_int_ok(h->seq_len, 1 << 22) || h->n_tensors > 1u << 20)
+    if (h->version < 1 || h->version > CHECKPOINT_VERSION)
+        die("%s: checkpoint version %u, this runq reads versions 1 to %d", t->path, h->version, CHECKPOINT_VERSION);
+    if (!header_dims_ok(h) || h->n_tensors > 1u << 20)
         die("%s: header has out-of-range fields (dim %d, layers %d, heads %d/%d, head_dim %d, vocab %d, seq_len %d)",
             t->path, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len);
     if (h->n_heads % h->n_kv_heads != 0)
@@ -428,6 +473,18 @@ static void read_config(Transformer *t) {
     }
 }
 
+// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): pair i of each
+// head turns at theta^(-2i/head_dim) / rope_freqs[i]. Each is a divisor, so
+// it must be positive and finite.
+static const float *map_rope_freqs(const Transformer *t) {
+    int half = t->config.head_dim / 2;
+    const float *divisors = map_tensor(t, "rope_freqs", 1, half, 0).data;
+    for (int i = 0; i < half; i++)
+        if (!(divisors[i] > 0) || !isfinite(divisors[i]))
+            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+    return divisors;
+}
+
 static void map_weights(Transformer *t) {
     const Config *c = &t->config;
     Weights *w = &t->weights;
@@ -453,6 +510,7 @@ static void map_weights(Transformer *t) {
     }
     w->norm = map_tensor(t, "norm", 1, c->dim, 0);
     w->output = c->tied_classifier ? w->tok_embeddings : map_tensor(t, "output", c->vocab_size, c->dim, 1);
+    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t);
     const TensorEntry *tok = find_tensor(t, "tokenizer");
     if (tok) {
         w->tokenizer_blob = t->file_data + tok->offset;
@@ -479,8 +537,6 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->rope_freq = xcalloc(half_head, sizeof(float), "RoPE table");
     s->rope_cos = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
     s->rope_sin = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    for (size_t i = 0; i < half_head; i++)
-        s->rope_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
     s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
     s->xq.values = xcalloc(MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
@@ -488,6 +544,15 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->xq.sums = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
     s->key_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
     s->value_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
+}
+
+// RoPE turns pair i of each head at theta^(-2i/head_dim) radians per position;
+// a model with rope_freqs (Llama 3.1 scaling) divides that by rope_freqs[i].
+static void rope_frequencies(float *freq, const Config *c, const float *divisors) {
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (divisors) freq[i] /= divisors[i];
+    }
 }
 
 static void free_run_state(RunState *s) {
@@ -535,6 +600,7 @@ static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride,
             int32_t sum = 0;
             for (int i = start; i < start + Q_BLOCK; i++) {
                 float v = i < n ? row[i] * inverse : 0.0f;
+                if (!(fabsf(v) <= 127.5f)) v = 0.0f;   // NaN (activations that overflowed): 0, not an undefined cast
                 values[i] = (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(0.5f - v));   // round half away from zero
                 sum += values[i];
             }
@@ -591,9 +657,16 @@ static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, scores_f16_ref,
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
 // binary runs on any x86-64.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_AVX2_KERNELS 1
 #define TARGET_AVX2 __attribute__((target("avx2,f16c")))
+
+// CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports does not know "f16c")
+static int cpu_has_f16c(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
 
 // 16 bytes of nibbles -> 32 unsigned weights q in 0..15: low nibbles are
 // weights 0..15, high nibbles 16..31, so one shift and one AND unpack them.
@@ -1000,7 +1073,7 @@ static int runnable_kernels(Kernels *out) {
     out[n++] = kernels_scalar;
 #ifdef HAVE_AVX2_KERNELS
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) out[n++] = kernels_avx2;
+    if (__builtin_cpu_supports("avx2") && cpu_has_f16c()) out[n++] = kernels_avx2;
 #endif
 #ifdef HAVE_NEON_KERNELS
     out[n++] = kernels_neon;
@@ -1430,6 +1503,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_int4(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads);
+    rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
 }

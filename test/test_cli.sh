@@ -66,7 +66,7 @@ head -c $((size - 1)) "$Q" >"$T/t4.bin"; expect_error "one byte short" "truncate
 head -c 4096 /dev/urandom >"$T/noise.bin"; printf 'XXXX' | dd of="$T/noise.bin" conv=notrunc status=none
 expect_error "foreign file" "not an Edge LLM checkpoint" "$BIN"/runq "$T/noise.bin"
 patch() { cp "$Q" "$T/p.bin"; printf "$2" | dd of="$T/p.bin" bs=1 seek=$1 conv=notrunc status=none; }
-patch 4 '\x02\x00\x00\x00';  expect_error "future version" "version 2" "$BIN"/runq "$T/p.bin"
+patch 4 '\x03\x00\x00\x00';  expect_error "future version" "version 3" "$BIN"/runq "$T/p.bin"
 patch 8 '\xff\xff\xff\x7f';  expect_error "dim overflow" "out-of-range" "$BIN"/runq "$T/p.bin"
 patch 24 '\x00\x00\x00\x00'; expect_error "zero vocabulary" "out-of-range" "$BIN"/runq "$T/p.bin"
 patch 16 '\x03\x00\x00\x00'; expect_error "heads not a multiple of kv heads" "multiple" "$BIN"/runq "$T/p.bin"
@@ -120,4 +120,39 @@ if [ $status -ne 0 ] && [ ! -e "$T/big.bin" ] && [ -z "$(ls "$T" | grep 'big.bin
 else fail "export under a file-size limit: status $status, leftovers: $(ls "$T" | grep big)"; fi
 grep -q "cannot write" "$T/err" && ok || fail "export under a file-size limit says: $(cat "$T/err")"
 
+
+# ---- the rest of the catalogue (README "Bad input")
+# truncated at each header boundary: in the header's fields, at its end, after the FFN
+# table, at the tensor table, after its first entry, at its end (before any tensor data)
+n_tensors=$(od -An -tu4 -j 56 -N4 "$Q" | tr -d ' ')
+for cut in 4 8 36 63 64 72 128 224 $((128 + 96 * n_tensors)); do
+    head -c $cut "$Q" >"$T/cut.bin"; expect_error "truncated to $cut bytes" "truncated" "$BIN"/runq "$T/cut.bin"
+done
+# damaged weights: tensor 0 (tok_embeddings, int4) has its type at byte 192 of the table (at 128),
+# group size 196, rows 200, cols 204, offset 208; its fp16 scales follow rows * cols_padded/2 nibble
+# bytes. Tensor 1 (layers.0.attention_norm, f32) has its offset at 304.
+u32() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
+u64() { od -An -tu8 -j "$2" -N8 "$1" | tr -d ' '; }
+group=$(u32 "$Q" 196) rows=$(u32 "$Q" 200) cols=$(u32 "$Q" 204)
+scales=$(( $(u64 "$Q" 208) + rows * ((cols + group - 1) / group * group) / 2 ))
+patch $scales '\xff\x7f'; expect_error "NaN weight scale" "tok_embeddings.*NaN or infinite scale" "$BIN"/runq "$T/p.bin"
+patch $((scales + 2 * 7)) '\x00\x7c'; expect_error "infinite weight scale" "NaN or infinite scale" "$BIN"/runq "$T/p.bin"
+patch $(u64 "$Q" 304) '\x00\x00\xc0\x7f'; expect_error "NaN norm weight" "attention_norm.*NaN or infinite weight" "$BIN"/runq "$T/p.bin"
+expect_error "export of a NaN-scaled checkpoint" "NaN or infinite" "$BIN"/export -q --fp32 "$T/p.bin" "$T/x.bin"
+# prompts that are no error: each generates, exit 0 (no crash, no hang)
+expect_generates() {
+    local name=$1; shift
+    if timeout 20 "$@" >"$T/out" 2>"$T/err" </dev/null; then ok; else fail "$name: exit $?: $(tail -2 "$T/err")"; fi
+}
+expect_generates "empty prompt" "$BIN"/runq "$Q" -i "" -n 8
+expect_generates "prompt of only special tokens" "$BIN"/runq "$Q" -i "<s></s><unk><s>" -n 24
+expect_generates "invalid UTF-8 prompt" "$BIN"/runq "$Q" -i $'\xff\xfe caf\xc3 \xc0\x80 \xed\xa0\x80 \xf4\x90\x80\x80' -n 31
+expect_generates "prompt that fills the context" "$BIN"/runq "$Q" -i "$(printf 'a %.0s' $(seq 1 28))" -n 32
+# extreme numeric flags
+expect_error "-T huge" "-T expects" "$BIN"/runq "$Q" -T 100000
+expect_error "-t infinite" "-t expects" "$BIN"/runq "$Q" -t 1e39
+expect_error "-t NaN" "-t expects" "$BIN"/runq "$Q" -t nan
+expect_error "-p negative" "-p expects" "$BIN"/runq "$Q" -p -0.5
+expect_error "-s negative" "-s expects" "$BIN"/runq "$Q" -s -1
+expect_error "-s past 64 bits" "-s expects" "$BIN"/runq "$Q" -s 99999999999999999999999
 summary

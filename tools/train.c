@@ -208,6 +208,7 @@ static void new_model(Model *m, const char *shape, int vocab_size, int context, 
 static void load_model(Model *m, const char *path, const char *tokenizer_path) {
     Source src = { 0 };
     open_source(&src, path);
+    if (src.rope_freqs) die("%s: has rope_freqs (Llama 3.1-style RoPE scaling), which train cannot train yet", path);
     if (!src.tokenizer && tokenizer_path) read_tokenizer_bin(&src, tokenizer_path);
     if (!src.tokenizer) die("%s has no tokenizer: give its tokenizer.bin with -z", path);
     memset(m, 0, sizeof *m);

