@@ -375,11 +375,12 @@ static void open_legacy(Source *src, const char *path) {
     fh->n_layers = h[2];
     fh->n_heads = h[3];
     fh->n_kv_heads = h[4];
-    fh->vocab_size = shared ? h[5] : -h[5];
+    int64_t vocab_size = shared ? h[5] : -(int64_t)h[5];   // in 64 bits: INT32_MIN has no 32-bit negation
     fh->seq_len = h[6];
     if (h[0] <= 0 || h[1] <= 0 || h[3] <= 0 || h[0] % h[3] != 0 || h[0] > 1 << 16 || h[1] > 1 << 20 || h[2] > 1024
-        || h[6] > 1 << 22 || fh->vocab_size > 1 << 22)
+        || h[6] > 1 << 22 || vocab_size > 1 << 22)
         die("%s: not a llama2.c checkpoint (header dim %d, hidden %d, layers %d, heads %d)", path, h[0], h[1], h[2], h[3]);
+    fh->vocab_size = (int32_t)vocab_size;
     fh->head_dim = fh->dim / fh->n_heads;
     check_header(fh, path);
     fh->rope_theta = 10000.0f;
