@@ -1323,14 +1323,6 @@ static void usage(void) {
     exit(EXIT_FAILURE);
 }
 
-static long parse_number(const char *flag, const char *text, long min, long max) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max) die("%s %s: expected an integer in [%ld, %ld]", flag, text, min, max);
-    return v;
-}
-
 static Settings parse_settings(int argc, char **argv) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     Settings s = { .host = "127.0.0.1", .port = 8080, .n_threads = online > 0 ? (int)online : 1,
@@ -1341,14 +1333,14 @@ static Settings parse_settings(int argc, char **argv) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (!value) die("flag %s needs a value", flag);
         if (strcmp(flag, "--host") == 0) s.host = value;
-        else if (strcmp(flag, "--port") == 0) s.port = (int)parse_number(flag, value, 0, 65535);
+        else if (strcmp(flag, "--port") == 0) s.port = (int)parse_long(flag, value, 0, 65535);
         else if (strcmp(flag, "--api-key") == 0) s.api_key = value;
-        else if (strcmp(flag, "-T") == 0) s.n_threads = (int)parse_number(flag, value, 1, 1024);
+        else if (strcmp(flag, "-T") == 0) s.n_threads = (int)parse_long(flag, value, 1, 1024);
         else if (strcmp(flag, "-z") == 0) s.tokenizer_path = value;
-        else if (strcmp(flag, "--ctx") == 0) s.context = (int)parse_number(flag, value, 2, INT_MAX);
-        else if (strcmp(flag, "--queue") == 0) s.queue_capacity = (int)parse_number(flag, value, 0, 4096);
-        else if (strcmp(flag, "--timeout") == 0) s.timeout_ms = (int)parse_number(flag, value, 100, 3600000);
-        else if (strcmp(flag, "--token-delay") == 0) s.token_delay_ms = (int)parse_number(flag, value, 0, 10000);
+        else if (strcmp(flag, "--ctx") == 0) s.context = (int)parse_long(flag, value, 2, INT_MAX);
+        else if (strcmp(flag, "--queue") == 0) s.queue_capacity = (int)parse_long(flag, value, 0, 4096);
+        else if (strcmp(flag, "--timeout") == 0) s.timeout_ms = (int)parse_long(flag, value, 100, 3600000);
+        else if (strcmp(flag, "--token-delay") == 0) s.token_delay_ms = (int)parse_long(flag, value, 0, 10000);
         else die("unknown flag '%s' (run server alone for its usage)", flag);
     }
     if (s.api_key && !s.api_key[0]) die("--api-key must not be empty");
