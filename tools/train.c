@@ -1132,15 +1132,12 @@ static Curve read_curve(const char *path) {
     return c;
 }
 
-// Writes a temporary file beside path and renames it: no half file under path.
+// Through export's temporary file beside path, renamed at the end (and
+// removed on an error or a signal): no half file under path.
 static void write_whole_file(const char *path, const char *text, size_t length) {
-    char *tmp = xcalloc(strlen(path) + 16, 1, "path");
-    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) die("cannot create %s: %s", tmp, strerror(errno));
-    if (fwrite(text, 1, length, f) != length || fclose(f) != 0) { unlink(tmp); die("cannot write %s", tmp); }
-    if (rename(tmp, path) != 0) { unlink(tmp); die("cannot rename %s to %s: %s", tmp, path, strerror(errno)); }
-    free(tmp);
+    int fd = create_pending_output(path);
+    write_at(fd, text, length, 0, path);
+    commit_pending_output(fd, path, length);
 }
 
 // The loss curve as a self-contained SVG: train loss (blue), validation (red).
@@ -1217,28 +1214,30 @@ typedef struct {
     uint64_t n_params, n_trainable, tokenizer_size;
 } StateHeader;
 
-static void put(FILE *f, const void *data, size_t size, const char *path) {
-    if (size && fwrite(data, 1, size, f) != size) die("cannot write %s: %s", path, strerror(errno));
+typedef struct {
+    int fd;
+    uint64_t at;
+    const char *path;
+} StateWriter;
+
+static void put(StateWriter *w, const void *data, size_t size) {
+    write_at(w->fd, data, size, w->at, w->path);
+    w->at += size;
 }
 
 static void save_state(const Trainer *tr, const char *path, uint64_t corpus_hash) {
     const Model *m = tr->model;
     StateHeader h = { STATE_MAGIC, STATE_VERSION, sizeof(real), tr->lora != NULL, tr->s, m->h, tr->step,
                       corpus_hash, m->n_params, tr->n_trainable, m->tokenizer_size };
-    char *tmp = xcalloc(strlen(path) + 32, 1, "path");
-    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) die("cannot create %s: %s", tmp, strerror(errno));
-    put(f, &h, sizeof h, tmp);
-    put(f, m->ffn_dim, (size_t)m->h.n_layers * sizeof(int), tmp);
-    put(f, m->tokenizer, m->tokenizer_size, tmp);
-    put(f, m->params, m->n_params * sizeof(real), tmp);
-    if (tr->lora) put(f, tr->adapter, tr->n_trainable * sizeof(real), tmp);
-    put(f, tr->m, tr->n_trainable * sizeof(real), tmp);
-    put(f, tr->v, tr->n_trainable * sizeof(real), tmp);
-    if (fclose(f) != 0) die("cannot write %s: %s", tmp, strerror(errno));
-    if (rename(tmp, path) != 0) die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    free(tmp);
+    StateWriter w = { create_pending_output(path), 0, path };
+    put(&w, &h, sizeof h);
+    put(&w, m->ffn_dim, (size_t)m->h.n_layers * sizeof(int));
+    put(&w, m->tokenizer, m->tokenizer_size);
+    put(&w, m->params, m->n_params * sizeof(real));
+    if (tr->lora) put(&w, tr->adapter, tr->n_trainable * sizeof(real));
+    put(&w, tr->m, tr->n_trainable * sizeof(real));
+    put(&w, tr->v, tr->n_trainable * sizeof(real));
+    commit_pending_output(w.fd, path, w.at);
 }
 
 typedef struct {
@@ -1554,24 +1553,11 @@ static Tokenizer model_tokenizer(const Model *m, const char *what) {
     return tok;
 }
 
-// The student of pretrain/distill: from --init, or new of --shape for the
-// tokenizer from -z (or, distilling, the teacher's).
-static void student_model(Model *m, const Options *o, const Model *teacher) {
-    if (o->init) { load_model(m, o->init, o->tokenizer_path); return; }
-    if (!o->shape) die("%s needs --shape for a new model, or --init MODEL", o->mode_name);
-    uint8_t *blob;
-    size_t size;
-    if (o->tokenizer_path) blob = read_whole_file(o->tokenizer_path, &size);
-    else if (teacher) {
-        size = teacher->tokenizer_size;
-        blob = xcalloc(size, 1, "tokenizer");
-        memcpy(blob, teacher->tokenizer, size);
-    } else die("a new model needs its tokenizer: -z tokenizer.bin");
-    // the vocabulary size is the piece count: walk the blob
-    int32_t max_len;
-    if (size < 4) die("tokenizer %s is too short", o->tokenizer_path);
-    memcpy(&max_len, blob, 4);
-    size_t at = 4;
+// A tokenizer.bin names no vocabulary size: it is the number of pieces, after
+// the "BBPE" prefix of a byte-level one. The blob is checked in full later.
+static int piece_count(const uint8_t *blob, size_t size) {
+    size_t at = size >= 8 && memcmp(blob, BYTE_LEVEL_MAGIC, 4) == 0 ? 8 : 0;
+    at += 4;   // max_token_length
     int pieces = 0;
     while (at + 8 <= size) {
         int32_t len;
@@ -1580,6 +1566,26 @@ static void student_model(Model *m, const Options *o, const Model *teacher) {
         at += 8 + (size_t)len;
         pieces++;
     }
+    return pieces;
+}
+
+// The student of pretrain/distill: from --init, or new of --shape for the
+// tokenizer from -z (or, distilling, the teacher's).
+static void student_model(Model *m, const Options *o, const Model *teacher) {
+    if (o->init) { load_model(m, o->init, o->tokenizer_path); return; }
+    if (!o->shape) die("%s needs --shape for a new model, or --init MODEL", o->mode_name);
+    uint8_t *blob;
+    size_t size;
+    int pieces;
+    if (o->tokenizer_path) {
+        blob = read_whole_file(o->tokenizer_path, &size);
+        pieces = piece_count(blob, size);
+    } else if (teacher) {
+        size = teacher->tokenizer_size;
+        blob = xcalloc(size, 1, "tokenizer");
+        memcpy(blob, teacher->tokenizer, size);
+        pieces = teacher->h.vocab_size;
+    } else die("a new model needs its tokenizer: -z tokenizer.bin");
     new_model(m, o->shape, pieces, o->s.context, o->s.seed);
     m->tokenizer = blob;
     m->tokenizer_size = size;
