@@ -736,6 +736,20 @@ static void hf_rope_scaling(Source *src, const Json *config, const char *path) {
     src->rope_freqs = llama3_rope_divisors(scaling, &src->header, path);
 }
 
+// Mistral 7B v0.1 attends to its last sliding_window positions only. Up to
+// that many positions this is full attention, which runq computes, so the
+// context is capped there and every run is exact (v0.2 on have no window).
+static void hf_sliding_window(FileHeader *h, const Json *config, const char *path) {
+    const Json *window = json_get(config, "sliding_window");
+    if (!window || window->type == JSON_NULL) return;
+    int64_t positions = json_int(config, "sliding_window", 0, path);
+    if (positions <= 0) die("%s: sliding_window must be positive or null", path);
+    if (positions >= h->seq_len) return;
+    fprintf(stderr, "%s: sliding_window %lld: the context is capped at %lld positions (of %d), where full "
+            "attention is exact\n", path, (long long)positions, (long long)positions, h->seq_len);
+    h->seq_len = (int32_t)positions;
+}
+
 static void open_hf(Source *src, const char *dir) {
     char *config_path = path_join(dir, "config.json");
     if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
@@ -763,6 +777,7 @@ static void open_hf(Source *src, const char *dir) {
     const Json *tie = json_get(&config, "tie_word_embeddings");
     h->flags = tie && tie->type == JSON_TRUE ? FLAG_TIED_CLASSIFIER : 0;
     int ffn = (int)json_int(&config, "intermediate_size", -1, config_path);
+    hf_sliding_window(h, &config, config_path);
     check_header(h, config_path);
     if (ffn <= 0) die("%s: intermediate_size must be positive", config_path);
     hf_rope_scaling(src, &config, config_path);
@@ -1329,10 +1344,10 @@ static void buffer_put(Buffer *b, const void *bytes, size_t n) {
     b->size += n;
 }
 
-// The kind's prefix (none for SentencePiece) and room for max_token_length.
-static void tokenizer_start(Buffer *b, int kind) {
+// The kind's prefix (none for SentencePiece: split_rule 0) and room for max_token_length.
+static void tokenizer_start(Buffer *b, int kind, int split_rule) {
     if (kind == TOKENIZER_BYTE_LEVEL) {
-        uint32_t rule = SPLIT_LLAMA3;
+        uint32_t rule = (uint32_t)split_rule;
         buffer_put(b, BYTE_LEVEL_MAGIC, 4);
         buffer_put(b, &rule, 4);
     }
@@ -1365,7 +1380,7 @@ static void read_tokenizer_bin(Source *src, const char *path) {
 // printable ASCII; the rest are <unused_N>, never produced by a merge.
 static void synthetic_tokenizer(Source *src) {
     Buffer b = { 0 };
-    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
     int vocab = src->header.vocab_size, id = 0;
     char piece[32];
     const char *specials[] = { "<unk>", "\n<s>\n", "\n</s>\n" };
@@ -1411,17 +1426,33 @@ static size_t replace_sentencepiece_spaces(char *s, size_t length) {
 static int json_is(const Json *j, const char *string) { return j && j->type == JSON_STRING && strcmp(j->string, string) == 0; }
 static int json_false(const Json *j) { return !j || j->type == JSON_FALSE; }
 
-// Llama 3's pre_tokenizer: a Sequence of its Split regex (matches kept as
-// chunks) and a ByteLevel step that only maps bytes (use_regex false: not GPT-2's split).
-static int is_llama3_pre_tokenizer(const Json *pre_tokenizer) {
+// A ByteLevel pre-tokenizer step without a prefix space; use_regex (GPT-2's
+// split, true unless said otherwise) as wanted.
+static int is_byte_level_step(const Json *step, int use_regex) {
+    const Json *regex = json_get(step, "use_regex");
+    int uses_regex = !regex || regex->type == JSON_TRUE;
+    return json_is(json_get(step, "type"), "ByteLevel") && uses_regex == use_regex && json_false(json_get(step, "add_prefix_space"));
+}
+
+// The SplitRule a pre_tokenizer amounts to, 0 if none:
+// - Llama 3: a Sequence of its Split regex (matches kept as chunks) and a
+//   ByteLevel step that only maps bytes (use_regex false);
+// - GPT-2: a ByteLevel step alone, with its regex;
+// - SmolLM2: a Sequence of Digits (individual_digits) and that ByteLevel step.
+static int json_split_rule(const Json *pre_tokenizer) {
+    if (is_byte_level_step(pre_tokenizer, 1)) return SPLIT_GPT2;
     const Json *steps = json_get(pre_tokenizer, "pretokenizers");
     if (!json_is(json_get(pre_tokenizer, "type"), "Sequence") || !steps || steps->type != JSON_ARRAY || steps->count != 2)
         return 0;
-    const Json *split = &steps->items[0], *byte_level = &steps->items[1];
-    return json_is(json_get(split, "type"), "Split") && json_is(json_get(json_get(split, "pattern"), "Regex"), LLAMA3_SPLIT_REGEX)
-        && json_is(json_get(split, "behavior"), "Isolated") && json_false(json_get(split, "invert"))
-        && json_is(json_get(byte_level, "type"), "ByteLevel") && json_false(json_get(byte_level, "use_regex"))
-        && json_false(json_get(byte_level, "add_prefix_space"));
+    const Json *first = &steps->items[0], *second = &steps->items[1];
+    if (json_is(json_get(first, "type"), "Split") && json_is(json_get(json_get(first, "pattern"), "Regex"), LLAMA3_SPLIT_REGEX)
+        && json_is(json_get(first, "behavior"), "Isolated") && json_false(json_get(first, "invert"))
+        && is_byte_level_step(second, 0))
+        return SPLIT_LLAMA3;
+    const Json *individual = json_get(first, "individual_digits");
+    if (json_is(json_get(first, "type"), "Digits") && individual && individual->type == JSON_TRUE && is_byte_level_step(second, 1))
+        return SPLIT_SMOLLM;
+    return 0;
 }
 
 // TOKENIZER_SENTENCEPIECE or TOKENIZER_BYTE_LEVEL, or -1 and why not.
@@ -1435,10 +1466,12 @@ static int json_tokenizer_kind(const Json *root, const char **refusal) {
         return TOKENIZER_SENTENCEPIECE;
     else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
         *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
-    else if (!is_llama3_pre_tokenizer(json_get(root, "pre_tokenizer")))
-        *refusal = "byte-level BPE whose pre-tokenizer is not Llama 3's split rule (GPT-2's, SmolLM2's and Qwen's are not supported yet)";
+    else if (!json_split_rule(json_get(root, "pre_tokenizer")))
+        *refusal = "byte-level BPE whose pre-tokenizer is none of Llama 3's, GPT-2's and SmolLM2's (Qwen's is not supported yet)";
     else if (normalizer && normalizer->type != JSON_NULL)
-        *refusal = "byte-level BPE with a normalizer (Llama 3 has none): not supported";
+        *refusal = "byte-level BPE with a normalizer (Llama 3, GPT-2 and SmolLM2 have none): not supported";
+    else if (!json_false(json_get(model, "ignore_merges")) && json_split_rule(json_get(root, "pre_tokenizer")) != SPLIT_LLAMA3)
+        *refusal = "byte-level BPE with model.ignore_merges but not Llama 3's pre-tokenizer (runq keeps a chunk whole under Llama 3's rule only)";
     else
         return TOKENIZER_BYTE_LEVEL;
     return -1;
@@ -1514,7 +1547,7 @@ static const char *sentencepiece_from_json(const Json *root, const char *path, i
     }
     Buffer b = { 0 };
     int32_t max_length = 1;
-    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
     for (int i = 0; i < vocab_size; i++) {
         if (!pieces[i]) die("%s: no piece has id %d (the model's vocabulary has %d)", path, i, vocab_size);
         size_t length = strlen(pieces[i]);
@@ -1628,10 +1661,11 @@ typedef struct {
     int *special;            // (vocab_size,) 1 for added / control tokens (<|begin_of_text|>, <|eot_id|>, ...)
     char **merges;           // (n_merges,) "a b", spelled
     int n_merges;
+    int split_rule;          // SplitRule
 } ByteLevelVocab;
 
-static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges) {
-    ByteLevelVocab v = { .vocab_size = vocab_size, .n_merges = n_merges };
+static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges, int split_rule) {
+    ByteLevelVocab v = { .vocab_size = vocab_size, .n_merges = n_merges, .split_rule = split_rule };
     v.spelled = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
     v.special = xcalloc((size_t)vocab_size, sizeof(int), "tokenizer");
     v.merges = xcalloc((size_t)n_merges + 1, sizeof(char *), "tokenizer");
@@ -1646,7 +1680,7 @@ static void free_byte_level_vocab(ByteLevelVocab *v) {
     free(v->merges);
 }
 
-// Byte-level BPE with Llama 3's split rule -> a blob: pieces go back from
+// Byte-level BPE -> a blob: pieces go back from
 // the alphabet to raw bytes; a piece's id is its rank (the vocabulary is
 // tiktoken's ranks converted), so it scores -id; special tokens score -inf.
 // The merges are checked, not stored: the ranks say it all.
@@ -1655,7 +1689,7 @@ static const char *byte_level_blob(const ByteLevelVocab *v, const char *path, ui
     byte_level_alphabet(byte_of);
     Buffer b = { 0 };
     int32_t max_length = 1;
-    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, v->split_rule);
     for (int id = 0; id < v->vocab_size; id++) {
         const char *spelled = v->spelled[id];
         if (!spelled) die("%s: no piece has id %d (the model's vocabulary has %d)", path, id, v->vocab_size);
@@ -1682,14 +1716,14 @@ static const char *byte_level_blob(const ByteLevelVocab *v, const char *path, ui
     return NULL;
 }
 
-// tokenizer.json of the byte-level kind (Llama 3): model.vocab, added_tokens
-// (special) and model.merges.
+// tokenizer.json of the byte-level kind (Llama 3, GPT-2, SmolLM2): model.vocab,
+// added_tokens (special) and model.merges.
 static const char *byte_level_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
     const Json *model = json_get(root, "model");
     const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
     if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
         return "model.vocab or model.merges is missing";
-    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count);
+    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count, json_split_rule(json_get(root, "pre_tokenizer")));
     for (int i = 0; i < vocab->count; i++) {
         const Json *id = &vocab->items[i];
         if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
@@ -2166,8 +2200,28 @@ static size_t byte_level_spell(const char *bytes, int n, const int byte_of[BYTE_
 
 static int compare_ranks(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
+// llama.cpp's names of the split rules (tokenizer.ggml.pre); the first of a
+// rule is the one written.
+static const struct { const char *name; int rule; } gguf_split_rules[] = {
+    { "llama-bpe", SPLIT_LLAMA3 }, { "llama3", SPLIT_LLAMA3 }, { "llama-v3", SPLIT_LLAMA3 },
+    { "gpt-2", SPLIT_GPT2 }, { "smollm", SPLIT_SMOLLM },
+};
+
+static int gguf_split_rule(const char *name) {
+    for (size_t i = 0; i < sizeof gguf_split_rules / sizeof gguf_split_rules[0]; i++)
+        if (strcmp(gguf_split_rules[i].name, name) == 0) return gguf_split_rules[i].rule;
+    return 0;
+}
+
+static const char *gguf_split_rule_name(int rule) {
+    for (size_t i = 0; i < sizeof gguf_split_rules / sizeof gguf_split_rules[0]; i++)
+        if (gguf_split_rules[i].rule == rule) return gguf_split_rules[i].name;
+    die("no GGUF name for byte-level split rule %d", rule);
+    return NULL;
+}
+
 // tokenizer.ggml.* for a byte-level tokenizer: llama.cpp's "gpt2" model with
-// Llama 3's pre-tokenizer ("llama-bpe"): the pieces spelled in GPT-2's
+// its pre-tokenizer ("llama-bpe", "gpt-2", "smollm"): the pieces spelled in GPT-2's
 // alphabet (special tokens as they are, typed control) and the merges the
 // ranks imply, listed as Hugging Face's converter of tiktoken's ranks lists
 // them: each piece in rank order, its splits into two pieces by their ranks.
@@ -2177,7 +2231,7 @@ static void gguf_put_byte_level_tokenizer(GgufMetadata *m, const Source *src, co
     byte_level_alphabet(byte_of);
     char *spelled = xcalloc(2 * (size_t)tok->max_token_length + 1, 1, "GGUF token");
     gguf_kv_string(m, "tokenizer.ggml.model", "gpt2");
-    gguf_kv_string(m, "tokenizer.ggml.pre", "llama-bpe");
+    gguf_kv_string(m, "tokenizer.ggml.pre", gguf_split_rule_name(tok->split_rule));
     gguf_kv_array(m, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)h->vocab_size);
     for (int id = 0; id < h->vocab_size; id++) {
         int special = tok->scores[id] == -INFINITY;
@@ -2658,17 +2712,18 @@ static int gguf_read_q4_rows(Source *src, const PlannedTensor *t, int group_size
     return 1;
 }
 
-// tokenizer.ggml.* of model "gpt2" with Llama 3's pre-tokenizer: a byte-level
-// vocabulary (any token not typed normal is special) and its merges.
+// tokenizer.ggml.* of model "gpt2" with a pre-tokenizer runq knows: a
+// byte-level vocabulary (any token not typed normal is special) and its merges.
 static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
-    if (strcmp(k->pre, "llama-bpe") != 0 && strcmp(k->pre, "llama3") != 0 && strcmp(k->pre, "llama-v3") != 0)
-        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe') is read yet", path,
-            k->pre[0] ? k->pre : "(missing)");
+    int split_rule = gguf_split_rule(k->pre);
+    if (!split_rule)
+        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2') "
+            "and SmolLM's ('smollm') are read", path, k->pre[0] ? k->pre : "(missing)");
     if (!k->merges_at || k->n_merges > INT_MAX) die("%s: a byte-level tokenizer needs tokenizer.ggml.merges", path);
     GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, types = tokens, merges = tokens;
     types.at = k->types_at;
     merges.at = k->merges_at;
-    ByteLevelVocab v = new_byte_level_vocab(src->header.vocab_size, (int)k->n_merges);
+    ByteLevelVocab v = new_byte_level_vocab(src->header.vocab_size, (int)k->n_merges, split_rule);
     for (int id = 0; id < v.vocab_size; id++) {
         uint64_t length;
         const char *text = gguf_read_string(&tokens, &length, "a token");
@@ -2708,7 +2763,7 @@ static void gguf_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerK
     types.at = k->types_at;
     Buffer b = { 0 };
     int32_t max_length = 1;
-    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
     for (uint64_t i = 0; i < k->n_tokens; i++) {
         uint64_t length;
         const char *text = gguf_read_string(&tokens, &length, "a token");

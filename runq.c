@@ -1530,10 +1530,11 @@ static void free_transformer(Transformer *t) {
 // - SentencePiece (Llama 2, TinyLlama, Mistral; every llama2.c tokenizer.bin):
 //   a space before the text, one piece per code point to start with, and the
 //   <0xXX> pieces for bytes that have no piece of their own (byte fallback).
-// - Byte-level (Llama 3; tiktoken's kind): the layout comes after the four
-//   bytes "BBPE" and a u32 naming the rule that cuts text into chunks (1 =
-//   Llama 3's). Pieces are raw bytes and score minus their rank; a chunk that
-//   is a piece is that piece, any other chunk starts as its bytes.
+// - Byte-level (Llama 3, SmolLM2, GPT-2; tiktoken's kind): the layout comes
+//   after the four bytes "BBPE" and a u32 naming the rule that cuts text into
+//   chunks (SplitRule). Pieces are raw bytes and score minus their rank; each
+//   chunk starts as its bytes (under Llama 3's rule a chunk that is a piece is
+//   that piece at once: Hugging Face's ignore_merges).
 // Then the adjacent pair whose joined piece scores highest merges, leftmost
 // first among equals, until no pair joins into a piece. A piece scoring -inf
 // (special tokens such as <s> or <|eot_id|>, byte fallback pieces) is never
@@ -1542,10 +1543,14 @@ static void free_transformer(Transformer *t) {
 
 #define BYTE_LEVEL_MAGIC "BBPE"
 enum TokenizerKind { TOKENIZER_SENTENCEPIECE, TOKENIZER_BYTE_LEVEL };
-enum SplitRule { SPLIT_LLAMA3 = 1 };   // the pre-tokenizer rules a byte-level blob may name
+// The pre-tokenizer rules a byte-level blob may name: Llama 3's regex; GPT-2's
+// (also Hugging Face's ByteLevel with use_regex); SmolLM2's, which is GPT-2's
+// after every number character has been split off on its own.
+enum SplitRule { SPLIT_LLAMA3 = 1, SPLIT_GPT2 = 2, SPLIT_SMOLLM = 3, N_SPLIT_RULES };
 
 typedef struct {
     int kind;                // TokenizerKind
+    int split_rule;          // byte-level: SplitRule
     int vocab_size;
     char **vocab;            // (vocab_size,) NUL-terminated pieces (a byte-level piece may hold a NUL: see lengths)
     int *lengths;            // (vocab_size,) bytes in each piece
@@ -1556,6 +1561,7 @@ typedef struct {
     int max_token_length;
     int byte_tokens[256];    // SentencePiece: id of piece <0xXX>; byte-level: of the one-byte piece; -1 if none
     int bos_id, eos_id;
+    int end_ids[8], n_end_ids;      // special tokens besides EOS that end generation (<|eot_id|>, <|im_end|>, ...)
     unsigned char byte_pieces[512]; // each byte as a 1-character string
 } Tokenizer;
 
@@ -1602,9 +1608,10 @@ static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data
     if (size >= 8 && memcmp(data, BYTE_LEVEL_MAGIC, 4) == 0) {
         uint32_t rule;
         memcpy(&rule, data + 4, 4);
-        if (rule != SPLIT_LLAMA3)
-            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1, Llama 3's)";
+        if (rule < SPLIT_LLAMA3 || rule >= N_SPLIT_RULES)
+            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1-3: Llama 3, GPT-2, SmolLM2)";
         t->kind = TOKENIZER_BYTE_LEVEL;
+        t->split_rule = (int)rule;
         data += 8;
         size -= 8;
     }
@@ -1670,6 +1677,19 @@ static uint8_t *read_whole_file(const char *path, size_t *size) {
     return data;
 }
 
+// The special tokens (scoring -inf: never made from text) named as ends of a
+// turn or of a text: see ends_generation.
+static void find_end_tokens(Tokenizer *t) {
+    static const char *const names[] = { "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>",
+                                         "<|end|>", "<end_of_turn>", "</s>" };
+    t->n_end_ids = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int id = piece_lookup(t, names[i], strlen(names[i]));
+        int room = t->n_end_ids < (int)(sizeof t->end_ids / sizeof t->end_ids[0]);
+        if (id >= 0 && t->scores[id] == -INFINITY && room) t->end_ids[t->n_end_ids++] = id;
+    }
+}
+
 // The tokenizer comes from -z when given, else from the checkpoint itself.
 static void build_tokenizer(Tokenizer *tok, const Transformer *t, const char *override_path) {
     const char *source = override_path ? override_path : t->path;
@@ -1687,6 +1707,18 @@ static void build_tokenizer(Tokenizer *tok, const Transformer *t, const char *ov
     if (error) die("tokenizer %s for a %d-piece vocabulary: %s", source, t->config.vocab_size, error);
     tok->bos_id = t->config.bos_id;
     tok->eos_id = t->config.eos_id;
+    find_end_tokens(tok);
+}
+
+// Generation ends at BOS (llama2.c's tinyllamas end a story so), EOS, or a
+// special token that ends a turn or a text. Instruct models end a reply with
+// one that is not their EOS (Llama 3: <|eot_id|>, EOS <|end_of_text|>;
+// SmolLM2: <|im_end|>); llama.cpp stops at the same names.
+static int ends_generation(const Tokenizer *t, int id) {
+    if (id == t->bos_id || id == t->eos_id) return 1;
+    for (int i = 0; i < t->n_end_ids; i++)
+        if (id == t->end_ids[i]) return 1;
+    return 0;
 }
 
 // The bytes to print for `token` following `prev_token`. Byte-level pieces
@@ -1935,30 +1967,32 @@ static size_t skip_class(const char *text, size_t at, size_t end, int cls, int m
 
 static int is_newline(char c) { return c == '\r' || c == '\n'; }
 
-// (?i:'s|'t|'re|'ve|'m|'ll|'d) at text[at]: the match's length, or 0. Any
-// case, and "ſ" (U+017F) is an s, as Unicode case folding has it.
-static size_t contraction_length(const char *text, size_t at, size_t end) {
+// 's|'t|'re|'ve|'m|'ll|'d at text[at]: the match's length, or 0. Llama 3's
+// (?i:...) takes any case, and "ſ" (U+017F) as an s, as Unicode case
+// folding has it; GPT-2's takes lower case only.
+static size_t contraction_length(const char *text, size_t at, size_t end, int any_case) {
     if (text[at] != '\'') return 0;
     const unsigned char *s = (const unsigned char *)text + at + 1;
     size_t n = end - at - 1;
-    if (n >= 2 && s[0] == 0xC5 && s[1] == 0xBF) return 3;
-    int a = n >= 1 ? tolower(s[0]) : 0, b = n >= 2 ? tolower(s[1]) : 0;
+    if (any_case && n >= 2 && s[0] == 0xC5 && s[1] == 0xBF) return 3;
+    int a = n >= 1 ? s[0] : 0, b = n >= 2 ? s[1] : 0;
+    if (any_case) a = tolower(a), b = tolower(b);
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
     if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
     return 0;
 }
 
-// The regex's last three alternatives, at a run of whitespace:
-// \s*[\r\n]+ | \s+(?!\S) | \s+
-static size_t whitespace_chunk_end(const char *text, size_t at, size_t end) {
+// The regexes' last alternatives, at a run of whitespace: Llama 3's
+// \s*[\r\n]+ (when newlines_first), then \s+(?!\S) | \s+
+static size_t whitespace_chunk_end(const char *text, size_t at, size_t end, int newlines_first) {
     size_t run_end = at, last_char = at, after_last_newline = 0;
     int length, chars = 0;
     for (; run_end < end && class_at(text, run_end, end, &length) == CHAR_SPACE; run_end += (size_t)length, chars++) {
         if (is_newline(text[run_end])) after_last_newline = run_end + 1;
         last_char = run_end;
     }
-    if (after_last_newline) return after_last_newline;   // through the run's last newline
-    if (run_end == end || chars == 1) return run_end;     // the whole run
+    if (newlines_first && after_last_newline) return after_last_newline;   // through the run's last newline
+    if (run_end == end || chars == 1) return run_end;   // the whole run
     return last_char;   // all but the last space, which goes with the word after it
 }
 
@@ -1967,7 +2001,7 @@ static size_t whitespace_chunk_end(const char *text, size_t at, size_t end) {
 // as code: the first alternative that matches at text[at] is the chunk (one
 // always does). Returns where the chunk ends.
 static size_t llama3_chunk_end(const char *text, size_t at, size_t end) {
-    size_t contraction = contraction_length(text, at, end);
+    size_t contraction = contraction_length(text, at, end, 1);
     if (contraction) return at + contraction;
     int length, next_length;
     int cls = class_at(text, at, end, &length);
@@ -1985,7 +2019,39 @@ static size_t llama3_chunk_end(const char *text, size_t at, size_t end) {
         while (p < end && is_newline(text[p])) p++;
         return p;
     }
-    return whitespace_chunk_end(text, at, end);
+    return whitespace_chunk_end(text, at, end, 1);
+}
+
+// GPT-2's pre-tokenizer, the regex
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// as code, like llama3_chunk_end.
+static size_t gpt2_chunk_end(const char *text, size_t at, size_t end) {
+    size_t contraction = contraction_length(text, at, end, 0);
+    if (contraction) return at + contraction;
+    int length, next_length;
+    int cls = class_at(text, at, end, &length);
+    size_t next = at + (size_t)length;
+    if (cls != CHAR_SPACE) return skip_class(text, next, end, cls, INT_MAX);   // a run of one class
+    int next_cls = next < end ? class_at(text, next, end, &next_length) : CHAR_SPACE;
+    if (text[at] == ' ' && next_cls != CHAR_SPACE) return skip_class(text, next, end, next_cls, INT_MAX);
+    return whitespace_chunk_end(text, at, end, 0);
+}
+
+// SmolLM2's: every number character is a chunk of its own (Hugging Face's
+// Digits pre-tokenizer with individual_digits), and GPT-2's rule cuts the
+// text between them as if each stretch were all there is.
+static size_t smollm_chunk_end(const char *text, size_t at, size_t end) {
+    int length;
+    if (class_at(text, at, end, &length) == CHAR_NUMBER) return at + (size_t)length;
+    size_t stretch_end = at;
+    while (stretch_end < end && class_at(text, stretch_end, end, &length) != CHAR_NUMBER) stretch_end += (size_t)length;
+    return gpt2_chunk_end(text, at, stretch_end);
+}
+
+static size_t chunk_end(int split_rule, const char *text, size_t at, size_t end) {
+    if (split_rule == SPLIT_GPT2) return gpt2_chunk_end(text, at, end);
+    if (split_rule == SPLIT_SMOLLM) return smollm_chunk_end(text, at, end);
+    return llama3_chunk_end(text, at, end);
 }
 
 // ---- Merging. A heap of candidate pairs over a linked list of the pieces
@@ -2103,15 +2169,16 @@ static int encode_sentencepiece(const Tokenizer *t, const char *text, int *token
     return first + merge_pieces(t, tokens + first, n - first, work);
 }
 
-// Byte-level: chunk by chunk, a chunk that is a piece stays whole (tiktoken
-// does this; Hugging Face calls it ignore_merges), any other is merged from
-// its bytes.
+// Byte-level: chunk by chunk, each merged from its bytes. Under Llama 3's
+// rule a chunk that is a piece stays whole (tiktoken does this; Hugging Face
+// calls it ignore_merges): merging it could end elsewhere.
 static int encode_byte_level(const Tokenizer *t, const char *text, int *tokens, int n, MergeWork *work) {
     size_t end = strlen(text);
-    for (size_t at = 0, chunk_end; at < end; at = chunk_end) {
-        chunk_end = llama3_chunk_end(text, at, end);
-        size_t length = chunk_end - at;
-        int whole = length <= (size_t)t->max_token_length ? piece_lookup(t, text + at, length) : -1;
+    for (size_t at = 0, chunk; at < end; at = chunk) {
+        chunk = chunk_end(t->split_rule, text, at, end);
+        size_t length = chunk - at;
+        int ignore_merges = t->split_rule == SPLIT_LLAMA3 && length <= (size_t)t->max_token_length;
+        int whole = ignore_merges ? piece_lookup(t, text + at, length) : -1;
         if (whole >= 0 && t->scores[whole] != -INFINITY) {
             tokens[n++] = whole;
             continue;
@@ -2406,7 +2473,7 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
     for (;;) {
         int next = sample(sampler, logits);
         if (pos == n_prompt) first_token = now_ms();
-        if (!ignore_eos && (next == tok->bos_id || next == tok->eos_id)) break;
+        if (!ignore_eos && ends_generation(tok, next)) break;
         safe_printf(decode(tok, token, next));
         fflush(stdout);
         token = next;

@@ -879,7 +879,7 @@ static void generate_reply(Server *server, Job *job, Generation *g) {
     g->stop_type = "limit";
     while (g->n_predicted < limit && !g->client_gone && !shutting_down(server)) {
         int next = sample_next(&sampler, logits, spec->top_k);
-        if (next == server->tokenizer.bos_id || next == server->tokenizer.eos_id || next == ends_turn) { g->stop_type = "eos"; break; }
+        if (ends_generation(&server->tokenizer, next) || next == ends_turn) { g->stop_type = "eos"; break; }
         text_puts(&g->content, decode(&server->tokenizer, token, next));
         g->n_predicted++;
         long stop_at = find_stop_word(g, spec);

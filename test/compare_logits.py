@@ -15,12 +15,17 @@ or reference_forward.py's .npy.
         how many fall in each band (kept, blended, divided by factor)
     compare_logits.py rope-scaling HF_DIR OUT_DIR JSON
         a copy of the model whose config.json has rope_scaling = JSON
+    compare_logits.py set-config HF_DIR OUT_DIR KEY JSON
+        a copy of the model whose config.json has KEY = JSON
     compare_logits.py set-rope-freq CHECKPOINT VALUE
         rope_freqs[0] = VALUE, in place
+    compare_logits.py seq-len CHECKPOINT
+        the header's seq_len (the longest context runq allows)
 """
 import json
 import os
 import shutil
+import struct
 import sys
 
 
@@ -80,12 +85,17 @@ def family(directory):
           *kl(deq, int4), *kl(ref, int4), rope_freqs(f"{directory}.f32.bin", config)))
 
 
-def with_rope_scaling(directory, out, scaling):
+def with_config(directory, out, key, value):
     shutil.copytree(directory, out)
     path = os.path.join(out, "config.json")
     config = json.load(open(path))
-    config["rope_scaling"] = json.loads(scaling)
+    config[key] = json.loads(value)
     json.dump(config, open(path, "w"))
+
+
+def seq_len(checkpoint):
+    with open(checkpoint, "rb") as f:
+        return struct.unpack_from("<i", f.read(64), 32)[0]   # magic, version, then seven int32 fields
 
 
 def set_rope_freq(checkpoint, value):
@@ -97,8 +107,13 @@ def set_rope_freq(checkpoint, value):
 
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    if mode == "rope-scaling":   # needs no numpy: saves its import
-        with_rope_scaling(*args)
+    if mode in ("rope-scaling", "set-config", "seq-len"):   # need no numpy: saves its import
+        if mode == "rope-scaling":
+            with_config(args[0], args[1], "rope_scaling", args[2])
+        elif mode == "set-config":
+            with_config(*args)
+        else:
+            print(seq_len(*args))
         sys.exit()
     import numpy as np
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

