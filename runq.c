@@ -284,10 +284,21 @@ typedef struct {
     float *rope_sin;         // (MAX_BATCH, head_dim/2)
     float *logits;           // (vocab_size,) of the batch's last token
     QuantizedActivations xq; // quantized copy of the current matmul input
-    uint16_t *key_cache;     // (n_layers, cache_len, kv_dim) fp16: half of fp32's memory
-    uint16_t *value_cache;   // (n_layers, cache_len, kv_dim) fp16
+    int kv_type;             // KvType: which of the two caches below this run keeps
+    uint16_t *key_cache;     // KV_F16: (n_layers, cache_len, kv_dim) fp16, half of fp32's memory
+    uint16_t *value_cache;   // KV_F16: (n_layers, cache_len, kv_dim)
+    int8_t *key_cache_q8;    // KV_Q8: (n_layers, cache_len, kv_dim) int8, a quarter of fp32's
+    int8_t *value_cache_q8;  // KV_Q8: (n_layers, cache_len, kv_dim)
+    float *key_scales;       // KV_Q8: (n_layers, cache_len, n_kv_heads) a head's row is scale * int8
+    float *value_scales;     // KV_Q8: (n_layers, cache_len, n_kv_heads)
     int cache_len;           // positions the KV cache holds: what this run needs, not seq_len
+    size_t kv_bytes, activation_bytes;   // what the two above take (the memory plan)
 } RunState;
+
+// The KV cache's element type: fp16 (the default), or int8 with a scale per
+// head's row (-k q8: about half the memory again, at a small cost in accuracy
+// that the README measures).
+enum KvType { KV_F16, KV_Q8 };
 
 // The kernels a run uses, chosen once from what the CPU can do. Every one has
 // the scalar reference as its twin, and the tests hold it to that twin.
@@ -301,6 +312,11 @@ typedef struct {
     void (*scores_f16)(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n);
     // out = sum of weights[p] * values[p], from zero, in position order
     void (*mix_f16)(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n);
+    // the same over int8 rows, row p standing for scales[p * scale_stride] * (its int8s)
+    void (*scores_q8)(float *scores, const float *q, const int8_t *keys, const float *scales, size_t stride,
+                      size_t scale_stride, int n_positions, int n);
+    void (*mix_q8)(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
+                   size_t scale_stride, int n_positions, int n);
 } Kernels;
 
 typedef struct ThreadPool ThreadPool;
@@ -310,6 +326,7 @@ typedef struct {
     Weights weights;
     RunState state;
     Kernels kernels;
+    int kv_type;                // KvType for prepare_run (open_checkpoint sets KV_F16)
     ThreadPool *pool;
     const uint8_t *file_data;   // the whole checkpoint, mapped read-only
     size_t file_size;
@@ -518,32 +535,48 @@ static void map_weights(Transformer *t) {
     }
 }
 
-static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads) {
+// calloc, counting the bytes into *tally (the memory plan runq prints)
+static void *state_alloc(size_t *tally, size_t count, size_t size, const char *what) {
+    *tally += count * size;
+    return xcalloc(count, size, what);
+}
+
+static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_head = (size_t)c->head_dim / 2;
     size_t widest = dim > q_dim ? dim : q_dim;
     if (ffn > widest) widest = ffn;
     size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
+    size_t *act = &s->activation_bytes, *kv = &s->kv_bytes;
     s->cache_len = cache_len;
-    s->x = xcalloc(MAX_BATCH * dim, sizeof(float), "activations");
-    s->xb = xcalloc(MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
-    s->xb2 = xcalloc(MAX_BATCH * dim, sizeof(float), "activations");
-    s->hb = xcalloc(MAX_BATCH * ffn, sizeof(float), "activations");
-    s->hb2 = xcalloc(MAX_BATCH * ffn, sizeof(float), "activations");
-    s->q = xcalloc(MAX_BATCH * q_dim, sizeof(float), "activations");
-    s->k = xcalloc(MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->v = xcalloc(MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->att = xcalloc((size_t)n_threads * cache_len, sizeof(float), "attention scores");
-    s->rope_freq = xcalloc(half_head, sizeof(float), "RoPE table");
-    s->rope_cos = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->rope_sin = xcalloc(MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), "logits");
+    s->x = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->xb = state_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
+    s->xb2 = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->hb = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->hb2 = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->q = state_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
+    s->k = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->v = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->att = state_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
+    s->rope_freq = state_alloc(act, half_head, sizeof(float), "RoPE table");
+    s->rope_cos = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    s->rope_sin = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    s->logits = state_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
-    s->xq.values = xcalloc(MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
-    s->xq.scales = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
-    s->xq.sums = xcalloc(MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
-    s->key_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
-    s->value_cache = xcalloc(cache, sizeof(uint16_t), "KV cache");
+    s->xq.values = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
+    s->xq.scales = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
+    s->xq.sums = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
+    s->kv_type = kv_type;
+    if (kv_type == KV_Q8) {
+        size_t rows = (size_t)c->n_layers * (size_t)cache_len * (size_t)c->n_kv_heads;
+        s->key_cache_q8 = state_alloc(kv, cache, 1, "KV cache");
+        s->value_cache_q8 = state_alloc(kv, cache, 1, "KV cache");
+        s->key_scales = state_alloc(kv, rows, sizeof(float), "KV cache");
+        s->value_scales = state_alloc(kv, rows, sizeof(float), "KV cache");
+    } else {
+        s->key_cache = state_alloc(kv, cache, sizeof(uint16_t), "KV cache");
+        s->value_cache = state_alloc(kv, cache, sizeof(uint16_t), "KV cache");
+    }
 }
 
 // RoPE turns pair i of each head at theta^(-2i/head_dim) radians per position;
@@ -559,6 +592,7 @@ static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
     free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
     free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
+    free(s->key_cache_q8); free(s->value_cache_q8); free(s->key_scales); free(s->value_scales);
 }
 
 // ----------------------------------------------------------------------------
@@ -652,7 +686,28 @@ static void mix_f16_ref(float *out, const float *weights, const uint16_t *values
         for (int i = 0; i < n; i++) out[i] += weights[p] * fp16_to_fp32(values[(size_t)p * stride + i]);
 }
 
-static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, scores_f16_ref, mix_f16_ref };
+// int8 rows: the row's dot in eight partials as above, then times its scale;
+// a value row enters the sum as (weight * scale) * int8.
+static void scores_q8_ref(float *scores, const float *q, const int8_t *keys, const float *scales, size_t stride,
+                          size_t scale_stride, int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) {
+        const int8_t *k = keys + (size_t)p * stride;
+        float partial[8] = { 0 };
+        for (int i = 0; i < n; i++) partial[i % 8] += q[i] * (float)k[i];
+        scores[p] = reduce8(partial) * scales[(size_t)p * scale_stride];
+    }
+}
+
+static void mix_q8_ref(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
+                       size_t scale_stride, int n_positions, int n) {
+    memset(out, 0, sizeof(float) * (size_t)n);
+    for (int p = 0; p < n_positions; p++) {
+        float weight = weights[p] * scales[(size_t)p * scale_stride];
+        for (int i = 0; i < n; i++) out[i] += weight * (float)values[(size_t)p * stride + i];
+    }
+}
+
+static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
 // binary runs on any x86-64.
@@ -866,7 +921,46 @@ TARGET_AVX2 static void mix_f16_avx2(float *out, const float *weights, const uin
     }
 }
 
-static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, mix_f16_avx2 };
+// Eight int8s as floats (exact).
+TARGET_AVX2 static inline __m256 load_q8_avx2(const int8_t *v) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)v)));
+}
+
+TARGET_AVX2 static void scores_q8_avx2(float *scores, const float *q, const int8_t *keys, const float *scales, size_t stride,
+                                       size_t scale_stride, int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) {
+        const int8_t *k = keys + (size_t)p * stride;
+        __m256 acc = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(q + i), load_q8_avx2(k + i)));
+        float partial[8];
+        _mm256_storeu_ps(partial, acc);
+        for (; i < n; i++) partial[i % 8] += q[i] * (float)k[i];
+        scores[p] = reduce8(partial) * scales[(size_t)p * scale_stride];
+    }
+}
+
+TARGET_AVX2 static void mix_q8_avx2(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
+                                    size_t scale_stride, int n_positions, int n) {
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+        for (int p = 0; p < n_positions; p++) {
+            __m256 weight = _mm256_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+            const int8_t *v = values + (size_t)p * stride + i;
+            for (int j = 0; j < 4; j++) acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(weight, load_q8_avx2(v + 8 * j)));
+        }
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
+    }
+    for (; i < n; i++) {   // the last n % 32 outputs
+        float sum = 0.0f;
+        for (int p = 0; p < n_positions; p++)
+            sum += (weights[p] * scales[(size_t)p * scale_stride]) * (float)values[(size_t)p * stride + i];
+        out[i] = sum;
+    }
+}
+
+static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -1040,7 +1134,50 @@ static void mix_f16_neon(float *out, const float *weights, const uint16_t *value
     for (int p = 0; p < n_positions; p++) axpy_f16_neon(out, weights[p], values + (size_t)p * stride, n);
 }
 
-static const Kernels kernels_neon = { "neon", matmul_q4_neon, scores_f16_neon, mix_f16_neon };
+// Four int8s as floats (exact); 8 are widened at a time.
+static inline void load_q8_neon(const int8_t *v, float32x4_t *low, float32x4_t *high) {
+    int16x8_t wide = vmovl_s8(vld1_s8(v));
+    *low = vcvtq_f32_s32(vmovl_s16(vget_low_s16(wide)));
+    *high = vcvtq_f32_s32(vmovl_s16(vget_high_s16(wide)));
+}
+
+static void scores_q8_neon(float *scores, const float *q, const int8_t *keys, const float *scales, size_t stride,
+                           size_t scale_stride, int n_positions, int n) {
+    for (int p = 0; p < n_positions; p++) {
+        const int8_t *k = keys + (size_t)p * stride;
+        float32x4_t acc_0123 = vdupq_n_f32(0.0f), acc_4567 = vdupq_n_f32(0.0f), low, high;
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            load_q8_neon(k + i, &low, &high);
+            acc_0123 = vaddq_f32(acc_0123, vmulq_f32(vld1q_f32(q + i), low));
+            acc_4567 = vaddq_f32(acc_4567, vmulq_f32(vld1q_f32(q + i + 4), high));
+        }
+        float partial[8];
+        vst1q_f32(partial, acc_0123);
+        vst1q_f32(partial + 4, acc_4567);
+        for (; i < n; i++) partial[i % 8] += q[i] * (float)k[i];
+        scores[p] = reduce8(partial) * scales[(size_t)p * scale_stride];
+    }
+}
+
+static void mix_q8_neon(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
+                        size_t scale_stride, int n_positions, int n) {
+    memset(out, 0, sizeof(float) * (size_t)n);
+    for (int p = 0; p < n_positions; p++) {
+        float weight = weights[p] * scales[(size_t)p * scale_stride];
+        float32x4_t w = vdupq_n_f32(weight), low, high;
+        const int8_t *v = values + (size_t)p * stride;
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            load_q8_neon(v + i, &low, &high);
+            vst1q_f32(out + i, vaddq_f32(vld1q_f32(out + i), vmulq_f32(w, low)));
+            vst1q_f32(out + i + 4, vaddq_f32(vld1q_f32(out + i + 4), vmulq_f32(w, high)));
+        }
+        for (; i < n; i++) out[i] += weight * (float)v[i];
+    }
+}
+
+static const Kernels kernels_neon = { "neon", matmul_q4_neon, scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
@@ -1048,7 +1185,8 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
     matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_sdot);
 }
 
-static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, scores_f16_neon, mix_f16_neon };
+static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, scores_f16_neon, mix_f16_neon,
+                                              scores_q8_neon, mix_q8_neon };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
 #if defined(__linux__)
@@ -1362,8 +1500,25 @@ static void rope(float *x, int n_heads, int head_dim, const float *cos_row, cons
     }
 }
 
-static void store_kv(RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim) {
+// One head's row x (n,) -> int8 with scale max|x|/127, rounded to nearest.
+static void quantize_kv_row(int8_t *out, float *scale, const float *x, int n) {
+    float max = 0.0f;
+    for (int i = 0; i < n; i++) max = fmaxf(max, fabsf(x[i]));
+    *scale = max / 127.0f;
+    float inverse = max > 0.0f ? 127.0f / max : 0.0f;
+    for (int i = 0; i < n; i++) out[i] = (int8_t)lrintf(x[i] * inverse);
+}
+
+static void store_kv(RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim, int head_dim) {
     size_t row = ((size_t)layer * s->cache_len + pos) * kv_dim;
+    if (s->kv_type == KV_Q8) {
+        size_t heads = (size_t)(kv_dim / head_dim), scale_row = ((size_t)layer * s->cache_len + pos) * heads;
+        for (size_t h = 0; h < heads; h++) {
+            quantize_kv_row(s->key_cache_q8 + row + h * head_dim, &s->key_scales[scale_row + h], k + h * head_dim, head_dim);
+            quantize_kv_row(s->value_cache_q8 + row + h * head_dim, &s->value_scales[scale_row + h], v + h * head_dim, head_dim);
+        }
+        return;
+    }
     for (int i = 0; i < kv_dim; i++) {
         s->key_cache[row + i] = fp32_to_fp16(k[i]);
         s->value_cache[row + i] = fp32_to_fp16(v[i]);
@@ -1391,12 +1546,19 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
     for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
         int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
         const float *q = s->q + (size_t)i * q_dim + h * head_dim;
-        const uint16_t *keys = s->key_cache + layer_offset + (h / group) * head_dim;
-        const uint16_t *values = s->value_cache + layer_offset + (h / group) * head_dim;
-        k->scores_f16(att, q, keys, kv_dim, pos + 1, head_dim);
+        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
+        size_t at = layer_offset + (size_t)(h / group) * head_dim;
+        size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
+        if (s->kv_type == KV_Q8)
+            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+        else
+            k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
         for (int p = 0; p <= pos; p++) att[p] /= scale;
         softmax(att, pos + 1);
-        k->mix_f16(s->xb + (size_t)i * q_dim + h * head_dim, att, values, kv_dim, pos + 1, head_dim);
+        if (s->kv_type == KV_Q8)
+            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+        else
+            k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
     }
 }
 
@@ -1427,7 +1589,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
         for (int i = 0; i < n; i++) {
             rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
             rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            store_kv(s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim);
+            store_kv(s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
         }
         AttentionTask attention = { t, l, pos0, n };
         pool_run(t->pool, attention_task, &attention);
@@ -1502,10 +1664,31 @@ static void require_int4(const Transformer *t) {
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_int4(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
-    malloc_run_state(&t->state, &t->config, cache_len, n_threads);
+    malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
     rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
+}
+
+// bytes as KiB, MiB or GiB with one decimal; out holds 32 characters
+static const char *format_bytes(char *out, size_t bytes) {
+    const char *unit[] = { "KiB", "MiB", "GiB" };
+    double value = (double)bytes / 1024.0;
+    int u = 0;
+    for (; u < 2 && value >= 1024.0; u++) value /= 1024.0;
+    snprintf(out, 32, "%.1f %s", value, unit[u]);
+    return out;
+}
+
+// What a run takes: the mapped file (pages are read in as they are used,
+// shared with other processes mapping it), the KV cache, the activations.
+static void print_memory_plan(const Transformer *t) {
+    const RunState *s = &t->state;
+    char weights[32], kv[32], activations[32], total[32];
+    fprintf(stderr, "memory: weights %s (mapped), KV cache %s (%s, %d positions), activations %s, total %s\n",
+            format_bytes(weights, t->file_size), format_bytes(kv, s->kv_bytes), s->kv_type == KV_Q8 ? "int8" : "fp16",
+            s->cache_len, format_bytes(activations, s->activation_bytes),
+            format_bytes(total, t->file_size + s->kv_bytes + s->activation_bytes));
 }
 
 __attribute__((unused))   // used by the tests
@@ -2576,6 +2759,14 @@ static float parse_float(const char *flag, const char *text, float min, float ma
     return v;
 }
 
+// -k: the KV cache's type (tools take it too)
+static int parse_kv_type(const char *text) {
+    if (strcmp(text, "f16") == 0) return KV_F16;
+    if (strcmp(text, "q8") == 0) return KV_Q8;
+    die("-k expects f16 or q8, got '%s'", text);
+    return KV_F16;
+}
+
 #ifndef TESTING
 
 static void usage(void) {
@@ -2592,6 +2783,7 @@ static void usage(void) {
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
         "  -T <int>    threads, default: online cores\n"
+        "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
@@ -2602,7 +2794,7 @@ int main(int argc, char **argv) {
     const char *chat_template = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
-    int steps = 256, steps_given = 0, ignore_eos = 0;
+    int steps = 256, steps_given = 0, ignore_eos = 0, kv_type = KV_F16;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int n_threads = online > 0 ? (int)online : 1;
 
@@ -2628,6 +2820,7 @@ int main(int argc, char **argv) {
         case 'm': mode = value; break;
         case 'y': system_prompt = value; break;
         case 'T': n_threads = (int)parse_long("-T", value, 1, 1024); break;
+        case 'k': kv_type = parse_kv_type(value); break;
         default: fprintf(stderr, "runq: unknown flag '%s'\n", argv[i]); usage();
         }
     }
@@ -2642,8 +2835,10 @@ int main(int argc, char **argv) {
         if (steps_given) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
         steps = seq_len;
     }
+    transformer.kv_type = kv_type;
     prepare_run(&transformer, steps, n_threads);
     double load_ms = now_ms() - load_start;
+    print_memory_plan(&transformer);
 
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);

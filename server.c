@@ -129,6 +129,7 @@ typedef struct {
     int n_threads;
     const char *tokenizer_path;   // NULL: the checkpoint's own
     int context;                  // KV cache positions: prompt + reply of one request
+    int kv_type;                  // KvType (-k)
     int queue_capacity;           // jobs waiting behind the running one
     int timeout_ms;               // to read a request, and for each write to a client
     int token_delay_ms;           // tests only: a pause after each token, as on a slow board
@@ -1315,6 +1316,7 @@ static void usage(void) {
         "  --port <int>      default 8080 (0: any free port, printed at start)\n"
         "  --api-key <key>   API routes need Authorization: Bearer <key>\n"
         "  -T <int>          threads for the model, default: online cores\n"
+        "  -k <f16|q8>       KV cache type, default f16 (q8: int8, half the memory)\n"
         "  -z <path>         tokenizer.bin overriding the checkpoint's\n"
         "  --ctx <int>       positions per request, prompt and reply, default: the model's context, at most 4096\n"
         "  --queue <int>     requests waiting behind the running one before 503, default 16\n"
@@ -1337,6 +1339,7 @@ static Settings parse_settings(int argc, char **argv) {
         else if (strcmp(flag, "--api-key") == 0) s.api_key = value;
         else if (strcmp(flag, "-T") == 0) s.n_threads = (int)parse_long(flag, value, 1, 1024);
         else if (strcmp(flag, "-z") == 0) s.tokenizer_path = value;
+        else if (strcmp(flag, "-k") == 0) s.kv_type = parse_kv_type(value);
         else if (strcmp(flag, "--ctx") == 0) s.context = (int)parse_long(flag, value, 2, INT_MAX);
         else if (strcmp(flag, "--queue") == 0) s.queue_capacity = (int)parse_long(flag, value, 0, 4096);
         else if (strcmp(flag, "--timeout") == 0) s.timeout_ms = (int)parse_long(flag, value, 100, 3600000);
@@ -1352,7 +1355,9 @@ static void load_model(Server *server) {
     open_checkpoint(&server->transformer, s->model_path);
     int seq_len = server->transformer.config.seq_len;
     if (s->context > seq_len) die("--ctx %d is beyond the model's context of %d positions", s->context, seq_len);
+    server->transformer.kv_type = s->kv_type;
     prepare_run(&server->transformer, s->context ? s->context : seq_len < 4096 ? seq_len : 4096, s->n_threads);
+    print_memory_plan(&server->transformer);
     build_tokenizer(&server->tokenizer, &server->transformer, s->tokenizer_path);
     server->chat_template = choose_chat_template(&server->tokenizer, NULL, server->transformer.config.chat_template, s->model_path);
     server->end_of_turn = chat_end_of_turn(&server->tokenizer, server->chat_template);

@@ -43,6 +43,14 @@ SMALL="dim=64,ffn=100,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32"
 "$BIN"/export -q --random "$SMALL" --fp32 -z tokenizer.bin "$T/r.f32.bin" || fail "export --random --fp32"
 if "$BIN"/runq "$T/r.q4.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "runq on a random model"; fi
 if "$BIN"/run "$T/r.f32.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/out" ]; then ok; else fail "run on a random model"; fi
+# the memory plan, and the int8 KV cache (-k q8): 2 layers x 16 positions x 32 wide x K and V is 4 KiB in
+# fp16; int8 is half that and a 4-byte scale per head row (16 wide) more: 2.5 KiB
+"$BIN"/runq "$T/r.q4.bin" -n 16 -i "Hello" -T 1 -s 7 >"$T/kv16" 2>"$T/kv16.err" \
+    && "$BIN"/runq "$T/r.q4.bin" -n 16 -i "Hello" -T 1 -s 7 -k q8 >"$T/kv8" 2>"$T/kv8.err" && ok || fail "runq -k q8"
+grep -q "KV cache 4.0 KiB (fp16, 16 positions)" "$T/kv16.err" && grep -q "KV cache 2.5 KiB (int8, 16 positions)" "$T/kv8.err" \
+    && grep -q "memory: weights .* (mapped), .* activations .* total" "$T/kv8.err" && ok \
+    || fail "the memory plan: $(head -1 "$T/kv16.err"); $(head -1 "$T/kv8.err")"
+expect_error "runq -k q4" "-k expects f16 or q8" "$BIN"/runq "$T/r.q4.bin" -k q4
 for tool in "$BIN/run" "$BIN/runq"; do
     if echo "" | $tool "$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin" -m chat -i "Hi" -n 32 >"$T/out" 2>"$T/err"; then ok; else fail "$tool -m chat"; fi
     model="$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin"

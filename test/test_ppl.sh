@@ -45,6 +45,13 @@ if [ -f "$M/stories260K.bin" ] && [ -f "$M/tok512.bin" ]; then
     holds "int4 vs fp32: perplexity within 20 % of fp32's" "perplexity > reference_perplexity * 0.8 && perplexity < reference_perplexity * 1.2" "$T/int4.json"
     holds "int4 vs fp32: the reference's figures are fp32's own" "reference_perplexity == $(json_field "$T/self.json" perplexity)" "$T/int4.json"
 
+    # (b') the int8 KV cache (-k q8): KL to fp32 within 0.01 of the fp16 cache's
+    # (measured 0.1011 against 0.0987), and not equal to it (the cache is in use)
+    "$PPL" --json -k q8 --reference "$M/stories260K.bin" "$T/s.q4.bin" "$T/golden.txt" >"$T/kv8.json"
+    kl16=$(json_field "$T/int4.json" mean_kl)
+    holds "-k q8: mean KL near the fp16 cache's $kl16" "mean_kl != $kl16 && mean_kl < $kl16 + 0.01 && mean_kl > $kl16 - 0.01" "$T/kv8.json"
+    expect_error "ppl -k on an fp32 model" "-k is for an int4 model" "$PPL" -k q8 "$T/s.f32.bin" "$T/golden.txt"
+
     # (c) perplexity = exp(mean NLL), for the model and the reference
     holds "perplexity = exp(mean NLL)" "perplexity / exp(mean_nll) - 1 < 1e-8 && exp(mean_nll) / perplexity - 1 < 1e-8" "$T/int4.json"
     holds "reference perplexity = exp(its mean NLL)" \

@@ -220,6 +220,19 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
         k->mix_f16(mix_k, weights, cache, stride, positions, n);
         CHECK(memcmp(mix_ref, mix_k, sizeof(float) * n) == 0,
               "%s mix_f16 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
+        // the int8 cache (-k q8): the same cases, the full int8 range, a scale per row (3 apart, as heads are)
+        int8_t cache_q8[70 * 133];
+        float scales[70 * 3];
+        for (int i = 0; i < positions * stride; i++) cache_q8[i] = (int8_t)lrintf(uniform(-127, 127));
+        for (int p = 0; p < positions * 3; p++) scales[p] = uniform(0, 0.05f);
+        ref->scores_q8(scores_ref, q, cache_q8, scales, stride, 3, positions, n);
+        k->scores_q8(scores_k, q, cache_q8, scales, stride, 3, positions, n);
+        CHECK(memcmp(scores_ref, scores_k, sizeof(float) * positions) == 0,
+              "%s scores_q8 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
+        ref->mix_q8(mix_ref, weights, cache_q8, scales, stride, 3, positions, n);
+        k->mix_q8(mix_k, weights, cache_q8, scales, stride, 3, positions, n);
+        CHECK(memcmp(mix_ref, mix_k, sizeof(float) * n) == 0,
+              "%s mix_q8 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
     }
     printf("  kernels %s vs %s: bit-identical on %s\n", k->name, ref->name, worst == 0 ? "every case" : "NOT every case");
 }

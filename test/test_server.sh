@@ -265,8 +265,9 @@ fi
 stop_server main
 if grep -q "server: stopped" "$T/main.log"; then ok; else fail "no clean stop in the log: $(tail -3 "$T/main.log")"; fi
 
-# ---- --api-key: API routes need the key; the page and /health do not
-start_server keyed --api-key s3cret
+# ---- --api-key: API routes need the key; the page and /health do not (this server keeps an int8 KV cache)
+start_server keyed --api-key s3cret -k q8
+if grep -q "memory: .*KV cache .* (int8, " "$T/keyed.log"; then ok; else fail "-k q8: the memory plan says $(grep memory "$T/keyed.log")"; fi
 code=$(post /completion '{"n_predict":2}'); expect_status "no key" 401 "$code"
 jcheck "401 is an error JSON" "$T/body" 'j.error.code === 401'
 code=$(curl -s -o "$T/body" -w '%{http_code}' -H 'Authorization: Bearer wrong' "$URL/v1/models"); expect_status "wrong key" 401 "$code"

@@ -105,7 +105,8 @@ static void model_open(Model *m, const char *path, const char *what) {
 }
 
 // Once the window is known: runq's KV cache holds a window, not the whole context.
-static void model_prepare(Model *m, int window, int n_threads) {
+static void model_prepare(Model *m, int window, int n_threads, int kv_type) {
+    m->runq.kv_type = kv_type;
     if (m->kind == MODEL_INT4) prepare_run(&m->runq, window, n_threads);
     m->logits = xcalloc((size_t)MAX_BATCH * m->vocab_size, sizeof(float), "logits");
 }
@@ -371,6 +372,7 @@ static void usage(FILE *out) {
         "  -z FILE          tokenizer.bin, for a MODEL without an embedded tokenizer\n"
         "  -c N             tokens per window, 2 .. the context; default min(context, %d)\n"
         "  -T N             threads for an int4 MODEL; default: online cores\n"
+        "  -k f16|q8        an int4 MODEL's KV cache (runq -k); default f16\n"
         "  --max-tokens N   score only the first N tokens of the text\n"
         "  --json           one JSON object instead of the table\n"
         "Method: the text is tokenized whole (MODEL's tokenizer, no BOS) and cut into\n"
@@ -386,7 +388,7 @@ typedef struct {
     const char *model_path, *text_path, *reference_path, *tokenizer_path;
     long window;           // 0: the default
     long max_tokens;       // 0: all
-    int threads, json;
+    int threads, json, kv_type;
 } Options;
 
 static Options parse_options(int argc, char **argv) {
@@ -409,6 +411,7 @@ static Options parse_options(int argc, char **argv) {
         else if (strcmp(arg, "-z") == 0) o.tokenizer_path = value;
         else if (strcmp(arg, "-c") == 0) o.window = parse_long("-c", value, 2, INT_MAX);
         else if (strcmp(arg, "-T") == 0) o.threads = (int)parse_long("-T", value, 1, 1024);
+        else if (strcmp(arg, "-k") == 0) o.kv_type = parse_kv_type(value);
         else if (strcmp(arg, "--max-tokens") == 0) o.max_tokens = parse_long("--max-tokens", value, 1, INT_MAX);
         else die("unknown flag '%s' (ppl --help lists them)", arg);
     }
@@ -453,8 +456,9 @@ int main(int argc, char **argv) {
     if (n_tokens < 2) die("%s gives %d token%s; perplexity needs at least 2", o.text_path, n_tokens, n_tokens == 1 ? "" : "s");
     if (o.max_tokens && o.max_tokens < n_tokens) n_tokens = (int)o.max_tokens;
 
-    model_prepare(&model, window, o.threads);
-    if (ref) model_prepare(ref, window, 1);
+    if (o.kv_type != KV_F16 && model.kind != MODEL_INT4) die("-k is for an int4 model: run.c keeps its KV cache in fp32");
+    model_prepare(&model, window, o.threads, o.kv_type);
+    if (ref) model_prepare(ref, window, 1, KV_F16);
     Scores scores = score_text(&model, ref, tokens, n_tokens, window);
 
     RunInfo info = { o.model_path, o.reference_path, o.text_path, model_kind_name(&model),
