@@ -2075,6 +2075,52 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     free(plan.tensors);
 }
 
+// A LoRA adapter kept apart from its base (runq --lora FILE): the checkpoint
+// format with the base's header (flag FLAG_ADAPTER; runq checks every shape
+// against the base it runs) and, per adapted projection, two f32 tensors
+//   layers.{L}.{wq|wk|wv|wo|w1|w2|w3}.lora_a   (rank, inputs)
+//   layers.{L}.{...}.lora_b                   (outputs, rank): scale * B, rows in runq's RoPE order
+// so that W x + lora_b (lora_a x) is what the merged export computes.
+static void write_adapter_file(Source *src, const char *output) {
+    const LoraSource *l = src->impl;
+    int n_layers = src->header.n_layers, n = 0;
+    TensorEntry *table = xcalloc((size_t)n_layers * LORA_KINDS * 2, sizeof *table, "adapter table");
+    const float **data = xcalloc((size_t)n_layers * LORA_KINDS * 2, sizeof *data, "adapter table");
+    uint64_t offset = 0;   // from the start of the data, until the table's length is known
+    for (int layer = 0; layer < n_layers; layer++)
+        for (int target = 0; target < N_LORA_TARGETS; target++) {
+            const LoraDelta *d = &l->deltas[(size_t)layer * LORA_KINDS + lora_targets[target].kind];
+            if (!d->a) continue;
+            for (int is_b = 0; is_b < 2; is_b++) {
+                TensorEntry *e = &table[n];
+                snprintf(e->name, sizeof e->name, "layers.%d.%s.lora_%c", layer, lora_targets[target].field, is_b ? 'b' : 'a');
+                e->type = TYPE_F32;
+                e->rows = (uint32_t)(is_b ? d->outputs : l->rank);
+                e->cols = (uint32_t)(is_b ? l->rank : d->inputs);
+                e->nbytes = tensor_nbytes(TYPE_F32, e->rows, e->cols, 0);
+                e->offset = offset;
+                offset = round_up(offset + e->nbytes, TENSOR_ALIGNMENT);
+                data[n++] = is_b ? d->scaled_b : d->a;
+            }
+        }
+    uint64_t data_start = round_up(tensor_table_offset(n_layers) + sizeof(TensorEntry) * (uint64_t)n, TENSOR_ALIGNMENT);
+    for (int i = 0; i < n; i++) table[i].offset += data_start;
+    FileHeader header = src->header;
+    header.magic = CHECKPOINT_MAGIC;
+    header.version = 1;
+    header.flags |= FLAG_ADAPTER;
+    header.n_tensors = (uint32_t)n;
+    int fd = create_pending_output(output);
+    write_at(fd, &header, sizeof header, 0, output);
+    for (int layer = 0; layer < n_layers; layer++)
+        write_at(fd, &src->ffn_dim[layer], 4, sizeof header + 4 * (uint64_t)layer, output);
+    write_at(fd, table, sizeof(TensorEntry) * (size_t)n, tensor_table_offset(n_layers), output);
+    for (int i = 0; i < n; i++) write_at(fd, data[i], table[i].nbytes, table[i].offset, output);
+    commit_pending_output(fd, output, table[n - 1].offset + table[n - 1].nbytes);
+    free(table);
+    free(data);
+}
+
 // ----------------------------------------------------------------------------
 // Writing GGUF: llama.cpp's format (version 3, architecture "llama"), so that
 // llama.cpp runs the very weights runq runs. All fields little-endian:
@@ -3034,6 +3080,8 @@ static void usage(void) {
         "                    pairs such as dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512\n"
         "  --seed N          seed for --random (default 42)\n"
         "  --lora DIR        merge a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)\n"
+        "  --adapter DIR     write the PEFT adapter in DIR, checked against INPUT, as a runq adapter\n"
+        "                    file (runq --lora FILE applies it at run time) instead of a model\n"
         "  --drop-layers L   remove decoder layers, e.g. 3,7 (ShortGPT; train influence ranks them)\n"
         "  -q                no progress output\n");
     exit(EXIT_FAILURE);
@@ -3041,6 +3089,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *drop_layers = NULL, *paths[2];
+    const char *adapter_dir = NULL;
     int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0;
     int gguf_type = -1;   // a GgmlType when writing GGUF
     uint64_t seed = 42;
@@ -3061,6 +3110,7 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
         else if (strcmp(a, "--random") == 0 && has_value) random_shape = argv[++i];
         else if (strcmp(a, "--lora") == 0 && has_value) lora_dir = argv[++i];
+        else if (strcmp(a, "--adapter") == 0 && has_value) adapter_dir = argv[++i];
         else if (strcmp(a, "--drop-layers") == 0 && has_value) drop_layers = argv[++i];
         else if (strcmp(a, "--seed") == 0 && has_value) {
             char *end;
@@ -3075,6 +3125,8 @@ int main(int argc, char **argv) {
     }
     if (n_paths != (random_shape ? 1 : 2)) usage();
     const char *output = paths[n_paths - 1];
+    if (adapter_dir && (lora_dir || gguf_type >= 0 || random_shape))
+        die("--adapter writes an adapter file alone: not with --lora, --random or a GGUF output");
     if (gguf_type >= 0 && group_size_given)
         die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
 
@@ -3093,6 +3145,13 @@ int main(int argc, char **argv) {
     }
     if (drop_layers) open_drop_layers(&src, drop_layers);   // first: an adapter names the kept layers' new numbers
     if (lora_dir) open_lora(&src, lora_dir);
+    if (adapter_dir) {
+        open_lora(&src, adapter_dir);
+        write_adapter_file(&src, output);
+        if (!quiet) fprintf(stderr, "export: wrote %s, a runq adapter (%s)\n", output, src.description);
+        free_source(&src);
+        return 0;
+    }
     const char *format = matrix_type == TYPE_Q4 ? "int4" : "fp32";
     if (gguf_type >= 0) {
         format = gguf_type == GGML_TYPE_Q4_0 ? "GGUF q4_0" : gguf_type == GGML_TYPE_Q8_0 ? "GGUF q8_0" : "GGUF f32";

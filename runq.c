@@ -73,6 +73,7 @@ Reading order (the order the data flows):
 enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_BLOB = 255 };
 
 #define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
+#define FLAG_ADAPTER 2u                 // a LoRA adapter for a model of this header, not a model (runq --lora)
 
 typedef struct {
     uint32_t magic;
@@ -232,6 +233,10 @@ typedef struct {
     const uint8_t *nibbles;  // Q4: (rows, cols_padded/2)
     const uint16_t *scales;  // Q4: (rows, cols_padded/group_size) fp16
     const float *data;       // F32: (rows, cols)
+    // a LoRA adapter applied at run time (runq --lora): W x + lora_b (lora_a x)
+    int lora_rank;           // 0: none
+    const float *lora_a;     // (lora_rank, cols)
+    const float *lora_b;     // (rows, lora_rank), its scale folded in
 } Tensor;
 
 typedef struct {
@@ -331,6 +336,8 @@ typedef struct {
     const uint8_t *file_data;   // the whole checkpoint, mapped read-only
     size_t file_size;
     const char *path;
+    const uint8_t *adapter_data;   // a LoRA adapter file (runq --lora), mapped; NULL if none
+    size_t adapter_size;
 } Transformer;
 
 // ----------------------------------------------------------------------------
@@ -1445,12 +1452,38 @@ static void matmul_task(void *arg, int thread_index, int n_threads) {
 // out_m (n_tokens, rows_m) = x W_m^T for each of the count weights, which all
 // take the same input x (n_tokens, cols) with rows x_stride apart. The input is
 // quantized once for all of them.
+// A run-time LoRA adapter's share: out (n_tokens, rows) += lora_b (lora_a x),
+// in fp32 from the unquantized input. rank * (rows + cols) multiply-adds a
+// token against rows * cols for the matrix: about 1 % at rank 16 on a
+// 4096-wide layer, so one thread does it.
+#define MAX_LORA_RANK 1024
+static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, int n_tokens) {
+    float down[MAX_LORA_RANK];
+    for (int t = 0; t < n_tokens; t++) {
+        const float *xt = x + (size_t)t * x_stride;
+        for (int k = 0; k < w->lora_rank; k++) {
+            const float *a = w->lora_a + (size_t)k * w->cols;
+            float sum = 0.0f;
+            for (int c = 0; c < w->cols; c++) sum += a[c] * xt[c];
+            down[k] = sum;
+        }
+        for (int r = 0; r < w->rows; r++) {
+            const float *b = w->lora_b + (size_t)r * w->lora_rank;
+            float sum = 0.0f;
+            for (int k = 0; k < w->lora_rank; k++) sum += b[k] * down[k];
+            out[(size_t)t * w->rows + r] += sum;
+        }
+    }
+}
+
 static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
     QuantizedActivations *xq = &t->state.xq;
     quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
     MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
     for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
     pool_run(t->pool, matmul_task, &task);
+    for (int m = 0; m < count; m++)
+        if (w[m]->lora_rank) add_lora(out[m], w[m], x, x_stride, n_tokens);
 }
 
 static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x, int x_stride, int n_tokens) {
@@ -1627,7 +1660,8 @@ static float *forward_prompt(Transformer *t, const int *tokens, int n) {
 // ----------------------------------------------------------------------------
 // Building and freeing a Transformer
 
-static void open_checkpoint(Transformer *t, const char *path) {
+// The file at path, mapped read-only, into a zeroed t.
+static void open_mapped(Transformer *t, const char *path) {
     memset(t, 0, sizeof *t);
     t->path = path;
     int fd = open(path, O_RDONLY);
@@ -1641,7 +1675,13 @@ static void open_checkpoint(Transformer *t, const char *path) {
     close(fd);
     if (data == MAP_FAILED) die("cannot map %s: %s", path, strerror(errno));
     t->file_data = data;
+}
+
+static void open_checkpoint(Transformer *t, const char *path) {
+    open_mapped(t, path);
     read_config(t);
+    if (((const FileHeader *)t->file_data)->flags & FLAG_ADAPTER)
+        die("%s is a LoRA adapter, not a model: run its base model with --lora %s", path, path);
     map_weights(t);
 }
 
@@ -1703,6 +1743,68 @@ static void free_transformer(Transformer *t) {
     free(t->weights.layers);
     free(t->config.ffn_dim);
     if (t->file_data) munmap((void *)t->file_data, t->file_size);
+    if (t->adapter_data) munmap((void *)t->adapter_data, t->adapter_size);
+}
+
+// ---- A LoRA adapter applied at run time (runq --lora FILE; export --adapter
+// writes the file): the checkpoint format with the base's header and
+// FLAG_ADAPTER, and for each adapted projection of a layer the f32 tensors
+// layers.L.{wq|wk|wv|wo|w1|w2|w3}.lora_a (rank, inputs) and .lora_b
+// (outputs, rank). One int4 base, many small adapters, no re-export.
+
+// The adapter's matrices for w, if the file has them: shapes and values checked.
+static void map_lora_pair(const Transformer *adapter, Tensor *w, const char *name) {
+    char a_name[TENSOR_NAME_LEN + 8], b_name[TENSOR_NAME_LEN + 8];
+    snprintf(a_name, sizeof a_name, "%s.lora_a", name);
+    snprintf(b_name, sizeof b_name, "%s.lora_b", name);
+    const TensorEntry *a = find_tensor(adapter, a_name), *b = find_tensor(adapter, b_name);
+    if (!a && !b) return;
+    if (!a || !b) die("%s: %s is there but %s is missing", adapter->path, a ? a_name : b_name, a ? b_name : a_name);
+    int rank = (int)a->rows;
+    if (rank > MAX_LORA_RANK) die("%s: %s has rank %d; runq applies ranks up to %d", adapter->path, a_name, rank, MAX_LORA_RANK);
+    Tensor lora_a = map_tensor(adapter, a_name, rank, w->cols, 0), lora_b = map_tensor(adapter, b_name, w->rows, rank, 0);
+    for (size_t i = 0; i < (size_t)rank * (size_t)w->cols; i++)
+        if (!isfinite(lora_a.data[i])) die("%s: %s holds a NaN or infinite value", adapter->path, a_name);
+    for (size_t i = 0; i < (size_t)w->rows * (size_t)rank; i++)
+        if (!isfinite(lora_b.data[i])) die("%s: %s holds a NaN or infinite value", adapter->path, b_name);
+    w->lora_rank = rank;
+    w->lora_a = lora_a.data;
+    w->lora_b = lora_b.data;
+}
+
+// Maps the adapter at path onto t's weights (after open_checkpoint). Its
+// header must be the base's: an adapter trained for another shape is refused.
+static void load_adapter(Transformer *t, const char *path) {
+    Transformer adapter;
+    open_mapped(&adapter, path);
+    read_config(&adapter);
+    const FileHeader *h = (const FileHeader *)adapter.file_data, *base = (const FileHeader *)t->file_data;
+    if (!(h->flags & FLAG_ADAPTER)) die("%s is a model, not a LoRA adapter (export --adapter DIR BASE OUT writes one)", path);
+    const Config *c = &t->config, *ac = &adapter.config;
+    int same = ac->dim == c->dim && ac->n_layers == c->n_layers && ac->n_heads == c->n_heads && ac->n_kv_heads == c->n_kv_heads
+            && ac->head_dim == c->head_dim && ac->vocab_size == c->vocab_size && (h->flags & ~FLAG_ADAPTER) == base->flags;
+    for (int l = 0; same && l < c->n_layers; l++) same = ac->ffn_dim[l] == c->ffn_dim[l];
+    if (!same)
+        die("%s is an adapter for another shape (dim %d, %d layers, %d/%d heads, vocab %d) than %s (dim %d, %d layers, "
+            "%d/%d heads, vocab %d)", path, ac->dim, ac->n_layers, ac->n_heads, ac->n_kv_heads, ac->vocab_size, t->path,
+            c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size);
+    int adapted = 0;
+    char name[TENSOR_NAME_LEN];
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &t->weights.layers[l];
+        Tensor *projections[] = { &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3 };
+        const char *fields[] = { "wq", "wk", "wv", "wo", "w1", "w2", "w3" };
+        for (int i = 0; i < 7; i++) {
+            snprintf(name, sizeof name, "layers.%d.%s", l, fields[i]);
+            map_lora_pair(&adapter, projections[i], name);
+            adapted += projections[i]->lora_rank > 0;
+        }
+    }
+    if (2 * adapted != (int)h->n_tensors)
+        die("%s: holds %u tensors, of which %d are LoRA pairs of this model's projections", path, h->n_tensors, 2 * adapted);
+    free(adapter.config.ffn_dim);
+    t->adapter_data = adapter.file_data;
+    t->adapter_size = adapter.file_size;
 }
 
 // ----------------------------------------------------------------------------
@@ -2785,13 +2887,14 @@ static void usage(void) {
         "  -T <int>    threads, default: online cores\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
+        "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
 }
 
 int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate", *system_prompt = NULL;
-    const char *chat_template = NULL;
+    const char *chat_template = NULL, *lora_path = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int steps = 256, steps_given = 0, ignore_eos = 0, kv_type = KV_F16;
@@ -2802,14 +2905,18 @@ int main(int argc, char **argv) {
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
-        int long_flag = strcmp(argv[i], "--chat-template") == 0;
+        int long_flag = strcmp(argv[i], "--chat-template") == 0 || strcmp(argv[i], "--lora") == 0;
         if (!long_flag && (argv[i][0] != '-' || strlen(argv[i]) != 2)) {
             fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]);
             usage();
         }
         if (i + 1 >= argc) die("flag %s needs a value", argv[i]);
         const char *value = argv[i + 1];
-        if (long_flag) { chat_template = value; continue; }
+        if (long_flag) {
+            if (strcmp(argv[i], "--lora") == 0) lora_path = value;
+            else chat_template = value;
+            continue;
+        }
         switch (argv[i][1]) {
         case 't': temperature = parse_float("-t", value, 0.0f, 1e6f); break;
         case 'p': topp = parse_float("-p", value, 0.0f, 1.0f); break;
@@ -2830,6 +2937,7 @@ int main(int argc, char **argv) {
     double load_start = now_ms();
     Transformer transformer;
     open_checkpoint(&transformer, checkpoint);
+    if (lora_path) load_adapter(&transformer, lora_path);
     int seq_len = transformer.config.seq_len;
     if (steps > seq_len) {
         if (steps_given) die("-n %d is beyond the model's context of %d positions", steps, seq_len);

@@ -5,7 +5,8 @@
 // test/oracle.c). test/test_families.sh compares them with
 // test/reference_forward.py.
 //
-//     build/logits MODEL OUT.bin TOKEN...
+//     build/logits [--lora ADAPTER] MODEL OUT.bin TOKEN...
+// (--lora: runq applies the adapter at run time; int4 models only)
 #define TESTING
 #define PROGRAM_NAME "logits"
 #pragma GCC diagnostic ignored "-Wunused-function"   // runq's generate, chat, sampler: unused here
@@ -27,7 +28,9 @@ static int is_int4_checkpoint(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4) die("usage: logits MODEL OUT.bin TOKEN...");
+    const char *lora = NULL;
+    if (argc > 2 && strcmp(argv[1], "--lora") == 0) { lora = argv[2]; argc -= 2; argv += 2; }
+    if (argc < 4) die("usage: logits [--lora ADAPTER] MODEL OUT.bin TOKEN...");
     const char *model = argv[1], *out_path = argv[2];
     int n = argc - 3;
     FILE *out = fopen(out_path, "wb");
@@ -37,10 +40,12 @@ int main(int argc, char **argv) {
     int vocab_size, seq_len;
     if (is_int4_checkpoint(model)) {
         open_checkpoint(&runq, model);
+        if (lora) load_adapter(&runq, lora);
         prepare_run(&runq, n, 1);
         vocab_size = runq.config.vocab_size;
         seq_len = runq.config.seq_len;
     } else {
+        if (lora) die("--lora is for int4 models (runq)");
         oracle = oracle_open(model);
         vocab_size = oracle_vocab_size(oracle);
         seq_len = oracle_seq_len(oracle);

@@ -38,6 +38,37 @@ if $TRAIN distill "$T/corpus.txt" --teacher "$T/m.bin" --shape dim=16,ffn=32,lay
 if $TRAIN lora "$T/corpus.txt" --base "$T/m.q4.bin" --rank 4 --targets wq,wv,w2 $FAST -o "$T/adapter"; then ok; else fail "train lora"; fi
 [ -s "$T/adapter/adapter_config.json" ] && [ -s "$T/adapter/adapter_model.safetensors" ] && ok || fail "lora wrote no PEFT adapter"
 "$BIN"/export -q --int4 --lora "$T/adapter" "$T/m.q4.bin" "$T/merged.q4.bin" && ok || fail "export --lora of train's adapter"
+
+# ---- the same adapter kept apart: export --adapter, runq --lora. Its reference is run.c on the int4
+# base dequantized with the adapter merged in fp32: only runq's int8 activations and fp16 KV differ
+LOGITS=${BUILD:-build}/logits
+TOKENS="1 5 9 40 7 3 12 60 2 33 8 17"
+"$BIN"/export -q --adapter "$T/adapter" "$T/m.q4.bin" "$T/adapter.bin" && ok || fail "export --adapter"
+"$BIN"/export -q --fp32 "$T/m.q4.bin" "$T/deq.bin" && "$BIN"/export -q --fp32 --lora "$T/adapter" "$T/deq.bin" "$T/deq-merged.bin" \
+    && $LOGITS "$T/deq-merged.bin" "$T/ref.out" $TOKENS && $LOGITS --lora "$T/adapter.bin" "$T/m.q4.bin" "$T/lora.out" $TOKENS \
+    && $LOGITS "$T/m.q4.bin" "$T/base.out" $TOKENS && ok || fail "logits with the adapter"
+# kl A B: mean KL(softmax A || softmax B) over the rows of two logits files (vocab from the tokenizer: 300)
+kl() { python3 -c '
+import array, math, sys
+def rows(path):
+    a = array.array("f"); a.frombytes(open(path, "rb").read()); return [a[i:i + 300] for i in range(0, len(a), 300)]
+def logp(r):
+    m = max(r); s = math.log(sum(math.exp(x - m) for x in r)); return [x - m - s for x in r]
+total = 0
+pairs = list(zip(rows(sys.argv[1]), rows(sys.argv[2])))
+for p, q in pairs:
+    lp, lq = logp(p), logp(q); total += sum(math.exp(a) * (a - b) for a, b in zip(lp, lq))
+print(total / len(pairs))' "$1" "$2"; }
+with_lora=$(kl "$T/ref.out" "$T/lora.out"); without=$(kl "$T/ref.out" "$T/base.out")
+if awk -v a="$with_lora" -v b="$without" 'BEGIN { exit !(a < 0.002 && b > 20 * a) }'; then ok
+else fail "runq --lora should match the merged reference (KL $with_lora, below 0.002) far better than the base alone (KL $without)"; fi
+echo "  runq --lora against run.c on the merged weights: mean KL $with_lora (the base alone: $without)"
+"$BIN"/runq "$T/m.q4.bin" --lora "$T/adapter.bin" -t 0 -n 16 -i "Once" >/dev/null 2>&1 && ok || fail "runq --lora"
+expect_error "an adapter run as a model" "is a LoRA adapter, not a model" "$BIN"/runq "$T/adapter.bin"
+expect_error "a model given as the adapter" "is a model, not a LoRA adapter" "$BIN"/runq "$T/m.q4.bin" --lora "$T/m.q4.bin"
+"$BIN"/export -q --int4 "$T/student.bin" "$T/student.q4.bin" || fail "export of the student"
+expect_error "an adapter for another shape" "adapter for another shape" "$BIN"/runq "$T/student.q4.bin" --lora "$T/adapter.bin"
+expect_error "export --adapter with --lora" "writes an adapter file alone" "$BIN"/export -q --adapter "$T/adapter" --lora "$T/adapter" "$T/m.q4.bin" "$T/x.bin"
 "$BIN"/runq "$T/merged.q4.bin" -t 0 -n 16 -i "Once" >/dev/null 2>&1 && ok || fail "runq on the merged model"
 
 # ---- resume: a run stopped at step 20 and resumed ends where a straight run does

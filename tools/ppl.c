@@ -373,6 +373,7 @@ static void usage(FILE *out) {
         "  -c N             tokens per window, 2 .. the context; default min(context, %d)\n"
         "  -T N             threads for an int4 MODEL; default: online cores\n"
         "  -k f16|q8        an int4 MODEL's KV cache (runq -k); default f16\n"
+        "  --lora ADAPTER   a LoRA adapter for an int4 MODEL, applied at run time (runq --lora)\n"
         "  --max-tokens N   score only the first N tokens of the text\n"
         "  --json           one JSON object instead of the table\n"
         "Method: the text is tokenized whole (MODEL's tokenizer, no BOS) and cut into\n"
@@ -385,7 +386,7 @@ static void usage(FILE *out) {
 }
 
 typedef struct {
-    const char *model_path, *text_path, *reference_path, *tokenizer_path;
+    const char *model_path, *text_path, *reference_path, *tokenizer_path, *lora_path;
     long window;           // 0: the default
     long max_tokens;       // 0: all
     int threads, json, kv_type;
@@ -412,6 +413,7 @@ static Options parse_options(int argc, char **argv) {
         else if (strcmp(arg, "-c") == 0) o.window = parse_long("-c", value, 2, INT_MAX);
         else if (strcmp(arg, "-T") == 0) o.threads = (int)parse_long("-T", value, 1, 1024);
         else if (strcmp(arg, "-k") == 0) o.kv_type = parse_kv_type(value);
+        else if (strcmp(arg, "--lora") == 0) o.lora_path = value;
         else if (strcmp(arg, "--max-tokens") == 0) o.max_tokens = parse_long("--max-tokens", value, 1, INT_MAX);
         else die("unknown flag '%s' (ppl --help lists them)", arg);
     }
@@ -457,6 +459,8 @@ int main(int argc, char **argv) {
     if (o.max_tokens && o.max_tokens < n_tokens) n_tokens = (int)o.max_tokens;
 
     if (o.kv_type != KV_F16 && model.kind != MODEL_INT4) die("-k is for an int4 model: run.c keeps its KV cache in fp32");
+    if (o.lora_path && model.kind != MODEL_INT4) die("--lora is for an int4 model (runq applies adapters at run time)");
+    if (o.lora_path) load_adapter(&model.runq, o.lora_path);
     model_prepare(&model, window, o.threads, o.kv_type);
     if (ref) model_prepare(ref, window, 1, KV_F16);
     Scores scores = score_text(&model, ref, tokens, n_tokens, window);
