@@ -25,6 +25,7 @@ if ! have_opencl; then
 fi
 if make -s build/runq-opencl build/test_opencl runq export >"$T/make.log" 2>&1; then ok; else fail "make: $(tail -5 "$T/make.log")"; summary; fi
 OCL=build/runq-opencl
+make -n runq USE_OPENCL=1 | grep -q -- "-DUSE_OPENCL .*-lOpenCL" && ok || fail "make -n runq USE_OPENCL=1 does not build with OpenCL"
 
 # a random model with grouped-query attention, FFN padding (424 -> 448) and a
 # 32000-token classifier; stories260K when ../shared has it
