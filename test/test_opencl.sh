@@ -9,8 +9,8 @@
 # skips loudly when they cannot be had. Ends with "test_opencl: N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_opencl "$@"
 
-have_opencl() { [ -f /usr/include/CL/cl.h ] && compgen -G "/usr/lib/*/libOpenCL.so" >/dev/null &&
-                compgen -G "/etc/OpenCL/vendors/*.icd" >/dev/null; }
+have_opencl() { [ -f /usr/include/CL/cl.h ] && compgen -G "/etc/OpenCL/vendors/*.icd" >/dev/null &&
+                { compgen -G "/usr/lib/*/libOpenCL.so" || compgen -G "/usr/lib*/libOpenCL.so"; } >/dev/null; }
 if ! have_opencl; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "test_opencl: installing pocl-opencl-icd ocl-icd-opencl-dev opencl-headers with apt-get"
