@@ -5,7 +5,8 @@
 //     1..MAX_BATCH tokens, three products sharing one input;
 //   - whole models: logits while decoding, and the last logits and the KV
 //     cache after a prompt prefilled in batches, against the CPU backend;
-//   - a kernel that does not compile gives a message, not a crash.
+//   - a kernel that does not compile, or a checkpoint too big for the device,
+//     gives a message, not a crash.
 // The tolerance is zero: the kernel computes runq's canonical arithmetic
 // (exact integer block sums, then scale products and adds in a fixed order,
 // never fused), and OpenCL requires correctly rounded float + and * and an
@@ -206,8 +207,24 @@ static void test_build_failure(void) {
     clReleaseContext(context);
 }
 
+// A checkpoint bigger than the device's largest buffer: a message, no buffer tried.
+static void test_checkpoint_too_big(void) {
+    Transformer huge;
+    memset(&huge, 0, sizeof huge);
+    static const uint8_t byte;
+    huge.file_data = &byte;
+    huge.file_size = (size_t)1 << 62;   // never read: init refuses before wrapping it
+    huge.state.xq.stride = MAX_GROUP_SIZE;
+    char message[512] = "";
+    void *cl = opencl_init(&huge, message, sizeof message);
+    CHECK(cl == NULL && strstr(message, "exceed the device's largest buffer"),
+          "a 4 EiB checkpoint: NULL and why, got %s \"%s\"", cl ? "a backend" : "NULL", message);
+    if (cl) opencl_free(cl);
+}
+
 int main(int argc, char **argv) {
     test_build_failure();
+    test_checkpoint_too_big();
     test_kernel_against_reference();
     for (int i = 1; i < argc; i++) {
         test_decode(argv[i]);
