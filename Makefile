@@ -18,9 +18,25 @@ REPLAYS = $(FUZZ_TARGETS:%=build/replay_%)
 # the three programs: the product, the oracle, the converter; and the HTTP server
 all: runq reference export server
 
-# the int4 runtime (libc, libm, pthreads only)
-runq: runq.c
-	$(CC) $(CFLAGS) $(EXACT) -o $@ runq.c -lm -lpthread
+# the int4 runtime (libc, libm, pthreads only). make runq USE_OPENCL=1: the
+# same file with its matmuls offloaded to an OpenCL device (README "OpenCL");
+# build/runq.flags remembers the choice, so switching it rebuilds runq
+ifeq ($(USE_OPENCL),1)
+OPENCL_FLAGS = -DUSE_OPENCL
+OPENCL_LIBS = -lOpenCL
+endif
+runq: runq.c build/runq.flags
+	$(CC) $(CFLAGS) $(EXACT) $(OPENCL_FLAGS) -o $@ runq.c -lm -lpthread $(OPENCL_LIBS)
+build/runq.flags: FORCE | build
+	@echo '$(OPENCL_FLAGS)' | cmp -s - $@ || echo '$(OPENCL_FLAGS)' >$@
+.PHONY: FORCE
+FORCE:
+# the OpenCL build beside the plain one, and its test (test/test_opencl.sh
+# builds both after installing pocl and the OpenCL headers when missing)
+build/runq-opencl: runq.c | build
+	$(CC) $(CFLAGS) $(EXACT) -DUSE_OPENCL -o $@ runq.c -lm -lpthread -lOpenCL
+build/test_opencl: test/test_opencl.c runq.c test/check.h | build
+	$(CC) $(TEST_FLAGS) -DUSE_OPENCL -o $@ test/test_opencl.c -lm -lpthread -lOpenCL
 
 # the fp32 reference runtime, ./run (built under build/ because `make run` is the demo)
 reference: build/run

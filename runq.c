@@ -15,8 +15,9 @@ What it is not: the reference. run.c is the fp32 oracle the tests compare with.
 
 Reading order (the order the data flows):
     checkpoint format -> errors and checked arithmetic -> fp16 -> model structs
-    -> mapping the checkpoint -> int4/int8 kernels -> thread pool -> math blocks
-    -> forward -> tokenizer -> sampler -> generate / chat -> command line
+    -> mapping the checkpoint -> int4/int8 kernels -> thread pool
+    -> matmul backends (OpenCL) -> math blocks -> forward -> tokenizer
+    -> sampler -> generate / chat -> command line
 */
 
 #include <ctype.h>
@@ -325,6 +326,7 @@ typedef struct {
 } Kernels;
 
 typedef struct ThreadPool ThreadPool;
+typedef struct Backend Backend;
 
 typedef struct {
     Config config;
@@ -333,12 +335,30 @@ typedef struct {
     Kernels kernels;
     int kv_type;                // KvType for prepare_run (open_checkpoint sets KV_F16)
     ThreadPool *pool;
+    const Backend *backend;     // where the int4 matmuls run; NULL: the CPU kernels (see "Matmul backends")
+    void *backend_state;        // the backend's device, queue and buffers
     const uint8_t *file_data;   // the whole checkpoint, mapped read-only
     size_t file_size;
     const char *path;
     const uint8_t *adapter_data;   // a LoRA adapter file (runq --lora), mapped; NULL if none
     size_t adapter_size;
 } Transformer;
+
+// A device the int4 matrix products can be offloaded to (an OpenCL GPU, an
+// NPU), so a new one plugs in without touching the forward pass. The CPU
+// kernels need no entry: Transformer.backend is NULL for them.
+struct Backend {
+    const char *name;        // as RUNQ_BACKEND names it
+    // once, after prepare_run mapped the weights and sized the run state:
+    // wrap or upload the weights; returns the backend's state, or NULL with
+    // why not in message (on success, message names the device)
+    void *(*init)(const Transformer *t, char *message, size_t message_size);
+    // matmul_q4's contract: out_m (n_tokens, rows_m) = x W_m^T for count weights
+    // sharing the input x (n_tokens, cols), rows x_stride apart
+    void (*matmul)(void *state, Transformer *t, int count, float **out, const Tensor **w,
+                   const float *x, int x_stride, int n_tokens);
+    void (*free)(void *state);
+};
 
 // ----------------------------------------------------------------------------
 // Mapping the checkpoint: validate every header field against the file size
@@ -1477,6 +1497,7 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
 }
 
 static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
+    if (t->backend) { t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens); return; }
     QuantizedActivations *xq = &t->state.xq;
     quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
     MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
@@ -1488,6 +1509,309 @@ static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, 
 
 static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x, int x_stride, int n_tokens) {
     matmul_q4(t, 1, &out, &w, x, x_stride, n_tokens);
+}
+
+// ----------------------------------------------------------------------------
+// Matmul backends: the int4 products on another device. A plain build has
+// none and runs the CPU kernels above; a build with -DUSE_OPENCL
+// (make runq USE_OPENCL=1) has OpenCL. At start-up (prepare_run):
+//   RUNQ_BACKEND=cpu       the CPU kernels, whatever the build has
+//   RUNQ_BACKEND=opencl    OpenCL, or an error exit if it cannot run
+//   (unset)                the build's backend when its device works, else
+//                          one message ("opencl: ...; using the CPU") and the CPU
+//   RUNQ_OPENCL_DEVICE=N   the N-th OpenCL device, counting over all platforms
+//                          (default: the first GPU, else the first device)
+
+#ifdef USE_OPENCL
+#define CL_TARGET_OPENCL_VERSION 120   // the 1.2 API: Mali's and pocl's drivers both have it
+#include <CL/cl.h>
+
+// OpenCL, shaped for the Mali-G610 of the RK3588, whose GPU shares the DRAM
+// with the CPU:
+// - The weights are not copied: the mapped checkpoint is wrapped whole in one
+//   read-only buffer (CL_MEM_USE_HOST_PTR) and each matrix is passed as its
+//   offsets in it. On unified memory the GPU reads the pages the CPU would,
+//   and a second copy would halve the largest model that fits in the board's
+//   RAM. (A driver that cannot use host memory in place copies it, once, here.)
+// - The activations are the int8 blocks of the CPU kernels, quantized on the
+//   host by quantize_q8 and uploaded for each product (n_tokens x cols bytes,
+//   small next to the weights). A block's integer dot product is then exact,
+//   and the kernel follows the canonical arithmetic term for term (no fused
+//   multiply-adds, eight partial sums, reduce8's tree): a conforming device
+//   gives the CPU's outputs. int8 is also what the Mali's dot-product
+//   instructions take (cl_arm_integer_dot_product_int8); float activations
+//   would need every weight converted to float.
+// - One work-item per (row, token): the plainest mapping, a row's sum done
+//   by one item as on the CPU. README "OpenCL" says what a fast Mali kernel adds.
+static const char opencl_source[] =
+    "#pragma OPENCL FP_CONTRACT OFF\n"
+    "// out[t * rows + r] = row r of W . token t's int8 activations, as runq's vec_dot_q4_q8_ref\n"
+    "__kernel void matmul_q4_q8(__global const uchar *file, ulong nibbles_at, ulong scales_at,\n"
+    "                           int rows, int n_blocks, int blocks_per_group,\n"
+    "                           __global const char *x, __global const float *x_scales, int x_stride,\n"
+    "                           __global float *out) {\n"
+    "    int r = get_global_id(0), t = get_global_id(1);\n"
+    "    __global const uchar *w = file + nibbles_at + (size_t)r * n_blocks * 16;\n"
+    "    __global const half *scales = (__global const half *)(file + scales_at)\n"
+    "                                  + (size_t)r * (n_blocks / blocks_per_group);\n"
+    "    __global const char *a = x + (size_t)t * x_stride;\n"
+    "    __global const float *a_scales = x_scales + (size_t)t * (x_stride / 32);\n"
+    "    float partial[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };\n"
+    "    for (int block = 0; block < n_blocks; block++) {\n"
+    "        uchar16 nibbles = vload16(block, w);   // weight j low, weight j+16 high\n"
+    "        int16 low = convert_int16(nibbles & (uchar16)15) - 8, high = convert_int16(nibbles >> (uchar16)4) - 8;\n"
+    "        int16 p = low * convert_int16(vload16(2 * block, a)) + high * convert_int16(vload16(2 * block + 1, a));\n"
+    "        int8 p8 = p.lo + p.hi;\n"
+    "        int4 p4 = p8.lo + p8.hi;\n"
+    "        int2 p2 = p4.lo + p4.hi;\n"
+    "        float scale = vload_half(block / blocks_per_group, scales) * a_scales[block];\n"
+    "        partial[block % 8] += scale * (float)(p2.x + p2.y);\n"
+    "    }\n"
+    "    out[(size_t)t * rows + r] = ((partial[0] + partial[4]) + (partial[2] + partial[6]))\n"
+    "                              + ((partial[1] + partial[5]) + (partial[3] + partial[7]));\n"
+    "}\n";
+
+typedef struct {
+    cl_context context;
+    cl_command_queue queue;
+    cl_program program;
+    cl_kernel matmul;
+    cl_mem weights;            // the whole mapped checkpoint, in place (CL_MEM_USE_HOST_PTR)
+    const uint8_t *file_data;  // its host address: a tensor's offset is its pointer minus this
+    size_t file_size;
+    cl_mem x;                  // (MAX_BATCH, xq.stride) int8 activations
+    cl_mem x_scales;           // (MAX_BATCH, xq.stride/Q_BLOCK)
+    cl_mem out[3];             // (n_tokens, rows) of each product of a group; grown on demand
+    size_t out_floats[3];
+} OpenCL;
+
+static const char *opencl_error(cl_int err) {
+    switch (err) {
+    case CL_DEVICE_NOT_FOUND: return "CL_DEVICE_NOT_FOUND";
+    case CL_MEM_OBJECT_ALLOCATION_FAILURE: return "CL_MEM_OBJECT_ALLOCATION_FAILURE";
+    case CL_OUT_OF_RESOURCES: return "CL_OUT_OF_RESOURCES";
+    case CL_OUT_OF_HOST_MEMORY: return "CL_OUT_OF_HOST_MEMORY";
+    case CL_BUILD_PROGRAM_FAILURE: return "CL_BUILD_PROGRAM_FAILURE";
+    case CL_INVALID_VALUE: return "CL_INVALID_VALUE";
+    case CL_INVALID_BUFFER_SIZE: return "CL_INVALID_BUFFER_SIZE";
+    case CL_INVALID_KERNEL_ARGS: return "CL_INVALID_KERNEL_ARGS";
+    case CL_INVALID_WORK_GROUP_SIZE: return "CL_INVALID_WORK_GROUP_SIZE";
+    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR (no OpenCL driver installed)";
+    default: return "an OpenCL error (see CL/cl.h)";
+    }
+}
+
+// a failed call during a run: the run cannot go on
+static void opencl_check(cl_int err, const char *what) {
+    if (err != CL_SUCCESS) die("opencl: %s failed: %s (%d)", what, opencl_error(err), err);
+}
+
+// a failed call at start-up: why, in message; returns whether it failed
+static int opencl_failed(cl_int err, const char *what, char *message, size_t size) {
+    if (err != CL_SUCCESS) snprintf(message, size, "%s failed: %s (%d)", what, opencl_error(err), err);
+    return err != CL_SUCCESS;
+}
+
+#define OPENCL_MAX_PLATFORMS 8
+#define OPENCL_MAX_DEVICES 16
+
+// Every device of every platform, in the order RUNQ_OPENCL_DEVICE counts them.
+static int opencl_devices(cl_device_id *devices) {
+    cl_platform_id platforms[OPENCL_MAX_PLATFORMS];
+    cl_uint n_platforms = 0;
+    if (clGetPlatformIDs(OPENCL_MAX_PLATFORMS, platforms, &n_platforms) != CL_SUCCESS) return 0;
+    int n = 0;
+    for (cl_uint p = 0; p < n_platforms && n < OPENCL_MAX_DEVICES; p++) {
+        cl_uint got = 0;
+        if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, (cl_uint)(OPENCL_MAX_DEVICES - n), devices + n, &got) == CL_SUCCESS)
+            n += (int)got;
+    }
+    return n;
+}
+
+static void opencl_device_name(cl_device_id device, char *name, size_t size) {
+    if (clGetDeviceInfo(device, CL_DEVICE_NAME, size, name, NULL) != CL_SUCCESS) snprintf(name, size, "(unnamed)");
+    name[size - 1] = '\0';
+}
+
+// RUNQ_OPENCL_DEVICE=N, or the first GPU, or the first device. A bad N is
+// the user's mistake, not the machine's: an error exit naming the devices.
+static cl_device_id opencl_choose_device(const cl_device_id *devices, int n) {
+    const char *wanted = getenv("RUNQ_OPENCL_DEVICE");
+    if (wanted && wanted[0]) {
+        char *end;
+        long index = strtol(wanted, &end, 10);
+        if (*end == '\0' && index >= 0 && index < n) return devices[index];
+        char names[1024] = "", name[128];
+        for (int i = 0; i < n; i++) {
+            opencl_device_name(devices[i], name, sizeof name);
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s %d: %s", i ? ";" : "", i, name);
+        }
+        die("RUNQ_OPENCL_DEVICE=%s is not a device index; this machine has %d device(s):%s", wanted, n, names);
+    }
+    for (int i = 0; i < n; i++) {
+        cl_device_type type = 0;
+        clGetDeviceInfo(devices[i], CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        if (type & CL_DEVICE_TYPE_GPU) return devices[i];
+    }
+    return devices[0];
+}
+
+// The program compiled for the device; NULL and the build log's first line
+// in message if it does not compile.
+static cl_program opencl_build(cl_context context, cl_device_id device, const char *source, char *message, size_t size) {
+    cl_int err;
+    cl_program program = clCreateProgramWithSource(context, 1, &source, NULL, &err);
+    if (opencl_failed(err, "clCreateProgramWithSource", message, size)) return NULL;
+    // -w: pocl warns about the calling convention of its own int16 helpers
+    // (on CPUs without AVX-512), noise on stderr; errors still come back
+    err = clBuildProgram(program, 1, &device, "-w", NULL, NULL);
+    if (err == CL_SUCCESS) return program;
+    size_t log_size = 0;
+    clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size);
+    char *log = xcalloc(log_size + 1, 1, "OpenCL build log");
+    clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL);
+    const char *first = log;
+    while (*first == '\n' || *first == ' ') first++;
+    snprintf(message, size, "the kernel does not build (%s): %.*s", opencl_error(err), (int)strcspn(first, "\n"), first);
+    free(log);
+    clReleaseProgram(program);
+    return NULL;
+}
+
+static void opencl_free(void *state) {
+    OpenCL *cl = state;
+    if (!cl) return;
+    for (int m = 0; m < 3; m++) if (cl->out[m]) clReleaseMemObject(cl->out[m]);
+    if (cl->x_scales) clReleaseMemObject(cl->x_scales);
+    if (cl->x) clReleaseMemObject(cl->x);
+    if (cl->weights) clReleaseMemObject(cl->weights);
+    if (cl->matmul) clReleaseKernel(cl->matmul);
+    if (cl->program) clReleaseProgram(cl->program);
+    if (cl->queue) clReleaseCommandQueue(cl->queue);
+    if (cl->context) clReleaseContext(cl->context);
+    free(cl);
+}
+
+// Device, queue, kernel, the checkpoint wrapped in place and the activation
+// buffers; NULL with why not in message (on success: the device's name).
+static void *opencl_init(const Transformer *t, char *message, size_t size) {
+    cl_device_id devices[OPENCL_MAX_DEVICES];
+    int n = opencl_devices(devices);
+    if (n == 0) { snprintf(message, size, "no OpenCL platform or device"); return NULL; }
+    cl_device_id device = opencl_choose_device(devices, n);
+    OpenCL *cl = xcalloc(1, sizeof *cl, "OpenCL state");
+    cl->file_data = t->file_data;
+    cl->file_size = t->file_size;
+    const QuantizedActivations *xq = &t->state.xq;
+    cl_ulong largest_buffer = 0;
+    clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof largest_buffer, &largest_buffer, NULL);
+    cl_int err;
+    cl->context = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+    if (opencl_failed(err, "clCreateContext", message, size)) goto fail;
+    cl->queue = clCreateCommandQueue(cl->context, device, 0, &err);
+    if (opencl_failed(err, "clCreateCommandQueue", message, size)) goto fail;
+    if (!(cl->program = opencl_build(cl->context, device, opencl_source, message, size))) goto fail;
+    cl->matmul = clCreateKernel(cl->program, "matmul_q4_q8", &err);
+    if (opencl_failed(err, "clCreateKernel", message, size)) goto fail;
+    if (t->file_size > largest_buffer) {
+        snprintf(message, size, "the checkpoint's %zu MB exceed the device's largest buffer, %llu MB",
+                 t->file_size >> 20, (unsigned long long)largest_buffer >> 20);
+        goto fail;
+    }
+    cl->weights = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_USE_HOST_PTR, t->file_size, (void *)t->file_data, &err);
+    if (opencl_failed(err, "wrapping the checkpoint (clCreateBuffer)", message, size)) goto fail;
+    cl->x = clCreateBuffer(cl->context, CL_MEM_READ_ONLY, (size_t)MAX_BATCH * xq->stride, NULL, &err);
+    if (opencl_failed(err, "clCreateBuffer", message, size)) goto fail;
+    cl->x_scales = clCreateBuffer(cl->context, CL_MEM_READ_ONLY, (size_t)MAX_BATCH * (xq->stride / Q_BLOCK) * sizeof(float), NULL, &err);
+    if (opencl_failed(err, "clCreateBuffer", message, size)) goto fail;
+    opencl_device_name(device, message, size);
+    return cl;
+fail:
+    opencl_free(cl);
+    return NULL;
+}
+
+// Output buffer m, holding at least floats values.
+static cl_mem opencl_output(OpenCL *cl, int m, size_t floats) {
+    if (floats <= cl->out_floats[m]) return cl->out[m];
+    if (cl->out[m]) clReleaseMemObject(cl->out[m]);
+    cl_int err;
+    cl->out[m] = clCreateBuffer(cl->context, CL_MEM_WRITE_ONLY, floats * sizeof(float), NULL, &err);
+    opencl_check(err, "allocating an output buffer (clCreateBuffer)");
+    cl->out_floats[m] = floats;
+    return cl->out[m];
+}
+
+// matmul_q4's contract: the input quantized once on the host, then one kernel
+// launch per weight, (rows, n_tokens) work-items each, and the outputs read back.
+static void opencl_matmul(void *state, Transformer *t, int count, float **out, const Tensor **w,
+                          const float *x, int x_stride, int n_tokens) {
+    OpenCL *cl = state;
+    QuantizedActivations *xq = &t->state.xq;
+    quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
+    size_t scales_per_token = (size_t)xq->stride / Q_BLOCK;
+    opencl_check(clEnqueueWriteBuffer(cl->queue, cl->x, CL_FALSE, 0, (size_t)n_tokens * xq->stride, xq->values,
+                                      0, NULL, NULL), "uploading activations");
+    opencl_check(clEnqueueWriteBuffer(cl->queue, cl->x_scales, CL_FALSE, 0, n_tokens * scales_per_token * sizeof(float),
+                                      xq->scales, 0, NULL, NULL), "uploading activation scales");
+    for (int m = 0; m < count; m++) {
+        const Tensor *wm = w[m];
+        if (wm->nibbles < cl->file_data || wm->nibbles >= cl->file_data + cl->file_size)
+            die("opencl: tensor %s is not in the mapped checkpoint", wm->name);
+        cl_mem out_m = opencl_output(cl, m, (size_t)n_tokens * wm->rows);
+        cl_ulong nibbles_at = (cl_ulong)(wm->nibbles - cl->file_data);
+        cl_ulong scales_at = (cl_ulong)((const uint8_t *)wm->scales - cl->file_data);
+        cl_int rows = wm->rows, n_blocks = wm->cols_padded / Q_BLOCK, blocks_per_group = wm->group_size / Q_BLOCK;
+        cl_int stride = xq->stride;
+        struct { size_t size; const void *value; } args[] = {
+            { sizeof cl->weights, &cl->weights }, { sizeof nibbles_at, &nibbles_at }, { sizeof scales_at, &scales_at },
+            { sizeof rows, &rows }, { sizeof n_blocks, &n_blocks }, { sizeof blocks_per_group, &blocks_per_group },
+            { sizeof cl->x, &cl->x }, { sizeof cl->x_scales, &cl->x_scales }, { sizeof stride, &stride },
+            { sizeof out_m, &out_m },
+        };
+        for (cl_uint i = 0; i < sizeof args / sizeof args[0]; i++)
+            opencl_check(clSetKernelArg(cl->matmul, i, args[i].size, args[i].value), "clSetKernelArg");
+        size_t global[2] = { (size_t)wm->rows, (size_t)n_tokens };
+        opencl_check(clEnqueueNDRangeKernel(cl->queue, cl->matmul, 2, NULL, global, NULL, 0, NULL, NULL), "launching matmul_q4_q8");
+    }
+    for (int m = 0; m < count; m++)
+        opencl_check(clEnqueueReadBuffer(cl->queue, cl->out[m], CL_TRUE, 0, (size_t)n_tokens * w[m]->rows * sizeof(float),
+                                         out[m], 0, NULL, NULL), "reading the outputs back");
+}
+
+static const Backend backend_opencl = { "opencl", opencl_init, opencl_matmul, opencl_free };
+#endif
+
+static const Backend *const backends[] = {
+#ifdef USE_OPENCL
+    &backend_opencl,
+#endif
+    NULL   // the end of the list (a plain build's list is just this)
+};
+
+// prepare_run's last step: the backend RUNQ_BACKEND names, else the build's
+// first one whose device works, else none (the CPU kernels). Says which on stderr.
+static void select_backend(Transformer *t) {
+    const char *wanted = getenv("RUNQ_BACKEND");
+    int forced = wanted && wanted[0];
+    if (forced && strcmp(wanted, "cpu") == 0) return;
+    char names[128] = "cpu";
+    for (const Backend *const *b = backends; *b; b++) {
+        snprintf(names + strlen(names), sizeof names - strlen(names), " %s", (*b)->name);
+        if (forced && strcmp(wanted, (*b)->name) != 0) continue;
+        char message[512];
+        void *state = (*b)->init(t, message, sizeof message);
+        if (state) {
+            t->backend = *b;
+            t->backend_state = state;
+            fprintf(stderr, PROGRAM_NAME ": matmuls on %s: %s\n", (*b)->name, message);
+            return;
+        }
+        if (forced) die("RUNQ_BACKEND=%s cannot run: %s", wanted, message);
+        fprintf(stderr, PROGRAM_NAME ": %s: %s; using the CPU\n", (*b)->name, message);
+    }
+    if (forced) die("RUNQ_BACKEND=%s is not available; this build runs: %s", wanted, names);
 }
 
 // ----------------------------------------------------------------------------
@@ -1708,6 +2032,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
+    select_backend(t);
 }
 
 // bytes as KiB, MiB or GiB with one decimal; out holds 32 characters
@@ -1738,6 +2063,7 @@ static void build_transformer(Transformer *t, const char *path, int cache_len, i
 }
 
 static void free_transformer(Transformer *t) {
+    if (t->backend) t->backend->free(t->backend_state);
     pool_free(t->pool);
     free_run_state(&t->state);
     free(t->weights.layers);
