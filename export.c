@@ -2472,15 +2472,19 @@ static void write_gguf(Source *src, const char *output, uint32_t ggml_type, cons
 // below are converted to floats (and quantized again for an int4 checkpoint);
 // Q4_0 is runq's own int4 at group 32, so those blocks are copied as they are.
 
-enum { GGML_TYPE_F16 = 1, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q4_K = 12,
-       GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14, GGML_TYPE_BF16 = 30 };
+enum { GGML_TYPE_F16 = 1, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q2_K = 10,
+       GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14, GGML_TYPE_BF16 = 30 };
 enum { GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U64 = 10, GGUF_I64 = 11, GGUF_F64 = 12 };
 
 // ggml's other block formats (ggml/src/ggml-common.h, llama.cpp). The K-quants
 // pack 256 weights into a super-block: Q4_K and Q5_K as 8 sub-blocks of 32, each
-// with a 6-bit scale and a 6-bit min (w = d*scale*q - dmin*min), Q6_K as 16
-// sub-blocks of 16 with a signed 8-bit scale (w = d*scale*(q - 32)).
+// with a 6-bit scale and a 6-bit min (w = d*scale*q - dmin*min); Q2_K, Q3_K and
+// Q6_K as 16 sub-blocks of 16, Q2_K with a 4-bit scale and min, Q3_K with a
+// 6-bit scale less 32 (w = d*scale*(q - 4)), Q6_K with a signed 8-bit one
+// (w = d*scale*(q - 32)).
 #define QK_K 256
+typedef struct { uint8_t scales[QK_K / 16], qs[QK_K / 4]; uint16_t d, dmin; } BlockQ2_K;           // block_q2_K
+typedef struct { uint8_t hmask[QK_K / 8], qs[QK_K / 4], scales[12]; uint16_t d; } BlockQ3_K;        // block_q3_K
 typedef struct { uint16_t d, m; uint8_t qs[16]; } BlockQ4_1;                        // block_q4_1
 typedef struct { uint16_t d; uint8_t qh[4], qs[16]; } BlockQ5_0;                    // block_q5_0
 typedef struct { uint16_t d, m; uint8_t qh[4], qs[16]; } BlockQ5_1;                 // block_q5_1
@@ -2488,6 +2492,7 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12], qs[QK_K / 2]; } BlockQ4_K
 typedef struct { uint16_t d, dmin; uint8_t scales[12], qh[QK_K / 8], qs[QK_K / 2]; } BlockQ5_K;   // block_q5_K
 typedef struct { uint8_t ql[QK_K / 2], qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } BlockQ6_K;   // block_q6_K
 _Static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml's 32-weight blocks");
+_Static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "ggml's 2- and 3-bit K-quant blocks");
 _Static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210, "ggml's K-quant blocks");
 
 // Each dequantizer turns one row of n_blocks blocks into floats with the very
@@ -2573,6 +2578,43 @@ static void k_scale_min(int j, const uint8_t q[12], float *scale, float *min) {
     *min = (float)m;
 }
 
+// Q2_K and Q3_K: weight w's low 2 bits lie in byte 32*(w/128) + w%32 of qs, at
+// bit 2*((w%128)/32); Q3_K's third bit (set means +0, clear means -4) is bit
+// w/32 of hmask[w%32]. Its 16 sub-block scales are 6-bit: the low nibble of
+// byte s (s < 8) or the high nibble of byte s - 8, and 2 bits of byte 8 + s%4
+// at bit 2*(s/4) (the unpacking in ggml's dequantize_row_q3_K).
+static int two_bits(const uint8_t qs[QK_K / 4], int w) { return qs[32 * (w / 128) + w % 32] >> (2 * (w % 128 / 32)) & 3; }
+
+static void dequantize_q2_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ2_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d), dmin = fp16_to_fp32(b.dmin);
+        for (int w = 0; w < QK_K; w++) {
+            int sc = b.scales[w / 16];
+            float ds = d * (sc & 0x0F), ms = dmin * (sc >> 4);
+            out[w] = ds * two_bits(b.qs, w) - ms;
+        }
+    }
+}
+
+static int q3_k_scale(const uint8_t scales[12], int s) {
+    int low = s < 8 ? scales[s] & 0x0F : scales[s - 8] >> 4;
+    return (low | (scales[8 + s % 4] >> (2 * (s / 4)) & 3) << 4) - 32;
+}
+
+static void dequantize_q3_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ3_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int w = 0; w < QK_K; w++) {
+            float ds = d * q3_k_scale(b.scales, w / 16);
+            out[w] = ds * (two_bits(b.qs, w) - (b.hmask[w % 32] >> (w / 32) & 1 ? 0 : 4));
+        }
+    }
+}
+
 // One Q4_K or Q5_K super-block: each 64 weights are 32 bytes of qs, the low
 // nibbles the first sub-block, the high ones the next; Q5_K's fifth bit of
 // weight l of sub-block s is bit s of qh[l] (qh is NULL for Q4_K).
@@ -2644,15 +2686,17 @@ static const GgmlFormat ggml_formats[] = {
     { GGML_TYPE_Q4_1, "Q4_1", Q_BLOCK, sizeof(BlockQ4_1), dequantize_q4_1 },
     { GGML_TYPE_Q5_0, "Q5_0", Q_BLOCK, sizeof(BlockQ5_0), dequantize_q5_0 },
     { GGML_TYPE_Q5_1, "Q5_1", Q_BLOCK, sizeof(BlockQ5_1), dequantize_q5_1 },
+    { GGML_TYPE_Q2_K, "Q2_K", QK_K, sizeof(BlockQ2_K), dequantize_q2_k },
+    { GGML_TYPE_Q3_K, "Q3_K", QK_K, sizeof(BlockQ3_K), dequantize_q3_k },
     { GGML_TYPE_Q4_K, "Q4_K", QK_K, sizeof(BlockQ4_K), dequantize_q4_k },
     { GGML_TYPE_Q5_K, "Q5_K", QK_K, sizeof(BlockQ5_K), dequantize_q5_k },
     { GGML_TYPE_Q6_K, "Q6_K", QK_K, sizeof(BlockQ6_K), dequantize_q6_k },
 };
-#define GGML_FORMATS_READ "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K"
+#define GGML_FORMATS_READ "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K"
 
 // ggml's name of a type export does not read, for the message refusing it
 static const char *ggml_type_label(uint32_t type) {
-    static const char *const names[] = { [9] = "Q8_1", [10] = "Q2_K", [11] = "Q3_K", [15] = "Q8_K", [16] = "IQ2_XXS",
+    static const char *const names[] = { [9] = "Q8_1", [15] = "Q8_K", [16] = "IQ2_XXS",
         [17] = "IQ2_XS", [18] = "IQ3_XXS", [19] = "IQ1_S", [20] = "IQ4_NL", [21] = "IQ3_S", [22] = "IQ2_S", [23] = "IQ4_XS",
         [24] = "I8", [25] = "I16", [26] = "I32", [27] = "I64", [28] = "F64", [29] = "IQ1_M", [34] = "TQ1_0", [35] = "TQ2_0",
         [39] = "MXFP4", [40] = "NVFP4" };
@@ -3126,10 +3170,10 @@ static void usage(void) {
         "       export --random SHAPE [--int4|--fp32|--gguf-...] [options] OUTPUT\n"
         "INPUT is a llama2.c .bin checkpoint, a Hugging Face model directory (config.json,\n"
         "model.safetensors or model.safetensors.index.json, tokenizer.json), a GGUF file\n"
-        "(architecture llama; tensors F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,\n"
-        "Q5_K, Q6_K: all but Q4_0 dequantized and quantized again), or an Edge LLM checkpoint\n"
-        "(re-exported: int4 blocks are copied when the group size stays, else\n"
-        "dequantized and quantized again).\n"
+        "(architecture llama; tensors F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,\n"
+        "Q3_K, Q4_K, Q5_K, Q6_K: all but Q4_0 dequantized and quantized again), or an Edge\n"
+        "LLM checkpoint (re-exported: int4 blocks are copied when the group size stays,\n"
+        "else dequantized and quantized again).\n"
         "Options:\n"
         "  --int4            int4 group-quantized checkpoint for runq (default)\n"
         "  --fp32            fp32 checkpoint for run\n"

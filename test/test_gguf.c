@@ -700,7 +700,7 @@ static void test_ggml_blocks(void) {
     const char *path = "test/data/ggml-blocks.gguf";
     GgufFile g;
     CHECK(gguf_read(&g, path), "%s: unreadable", path);
-    const char *expected_types[] = { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_K", "q5_K", "q6_K" };
+    const char *expected_types[] = { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K" };
     int checked = 0;
     for (size_t i = 0; i < sizeof expected_types / sizeof *expected_types; i++) {
         char name[64];

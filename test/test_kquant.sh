@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_kquant.sh — export reading GGUF files llama.cpp quantized (Q4_K_M,
-# Q4_K_S, Q5_K_M, Q6_K, Q4_1, Q5_0, Q5_1, Q8_0), against llama.cpp itself:
-#   - without llama.cpp: refusals of K-quant tensors export cannot read (rows
+# Q4_K_S, Q5_K_M, Q6_K, Q3_K_M, Q2_K, Q4_1, Q5_0, Q5_1, Q8_0), against
+# llama.cpp itself:
+#   - without llama.cpp: refusals of tensors export cannot read (K-quant rows
 #     not a whole number of 256-weight blocks, a type it does not read);
 #   - with node-llama-cpp's prebuilt libraries (tools/llamacpp/node_modules,
 #     installed as tools/bench-vs-llamacpp installs them; offline the rest
@@ -40,9 +41,9 @@ if command -v python3 >/dev/null; then
     cp "$T/small.gguf" "$T/q4k-cols.gguf" && set_tensor_type "$T/q4k-cols.gguf" blk.0.attn_q.weight 12
     expect_error "Q4_K rows of 64 weights" "blk.0.attn_q.weight is Q4_K, whose blocks hold 256 weights along a row, but its rows have 64" \
         "$BIN"/export -q "$T/q4k-cols.gguf" "$T/x.bin"
-    cp "$T/small.gguf" "$T/q3k.gguf" && set_tensor_type "$T/q3k.gguf" blk.0.ffn_down.weight 11
-    expect_error "a Q3_K tensor" "blk.0.ffn_down.weight has ggml type 11 \(Q3_K\): export reads .*Q4_K, Q5_K and Q6_K" \
-        "$BIN"/export -q "$T/q3k.gguf" "$T/x.bin"
+    cp "$T/small.gguf" "$T/iq4xs.gguf" && set_tensor_type "$T/iq4xs.gguf" blk.0.ffn_down.weight 23
+    expect_error "an IQ4_XS tensor" "blk.0.ffn_down.weight has ggml type 23 \(IQ4_XS\): export reads .*Q4_K, Q5_K and Q6_K" \
+        "$BIN"/export -q "$T/iq4xs.gguf" "$T/x.bin"
 else
     echo "SKIP: no python3 to alter a GGUF tensor type: the K-quant refusals are not tested"
 fi
@@ -78,8 +79,8 @@ fi
 
 "$BIN"/export -q --gguf-f32 --random "$SHAPE" -z tokenizer.bin "$T/m.f32.gguf" || fail "export --gguf-f32 --random $SHAPE"
 # llama_ftype: the types each file must hold (besides what llama.cpp picks for the rest)
-for entry in Q4_K_M:15:q4_K,q6_K Q4_K_S:14:q4_K,q5_K Q5_K_M:17:q5_K,q6_K Q6_K:18:q6_K Q4_1:3:q4_1 Q5_0:8:q5_0 \
-             Q5_1:9:q5_1 Q8_0:7:q8_0; do
+for entry in Q4_K_M:15:q4_K,q6_K Q4_K_S:14:q4_K,q5_K Q5_K_M:17:q5_K,q6_K Q6_K:18:q6_K Q3_K_M:12:q3_K,q4_K,q5_K \
+             Q2_K:10:q2_K,q3_K Q4_1:3:q4_1 Q5_0:8:q5_0 Q5_1:9:q5_1 Q8_0:7:q8_0; do
     IFS=: read -r name ftype types <<<"$entry"
     gguf=$T/m.$name.gguf
     $quantize model "$T/m.f32.gguf" "$gguf" "$ftype" || { fail "$name: llama_model_quantize"; continue; }

@@ -121,7 +121,7 @@ static float next_float(uint64_t *state) {
 
 static int write_blocks(const char *path) {
     static const enum ggml_type types[] = { GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1,
-                                            GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K };
+                                            GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K };
     enum { ROWS = 2, COLS = 256, N_TYPES = sizeof types / sizeof types[0] };
     struct ggml_init_params params = { .mem_size = 2 * N_TYPES * (ROWS * COLS * sizeof(float) + 1024), .mem_buffer = NULL };
     struct ggml_context *ctx = ggml_init(params);
