@@ -2568,12 +2568,246 @@ static void write_gguf(Source *src, const char *output, uint32_t ggml_type, cons
 
 // ----------------------------------------------------------------------------
 // Source: a GGUF file (llama.cpp's format, v2 and v3, architecture "llama"),
-// read through a bounds-checked cursor. F32, F16, BF16 and Q8_0 tensors are
-// converted to floats (and quantized again for an int4 checkpoint); Q4_0 is
-// runq's own int4 at group 32, so those blocks are copied as they are.
+// read through a bounds-checked cursor. Tensors of every type in the table
+// below are converted to floats (and quantized again for an int4 checkpoint);
+// Q4_0 is runq's own int4 at group 32, so those blocks are copied as they are.
 
-enum { GGML_TYPE_F16 = 1, GGML_TYPE_BF16 = 30 };
+enum { GGML_TYPE_F16 = 1, GGML_TYPE_Q4_1 = 3, GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q2_K = 10,
+       GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13, GGML_TYPE_Q6_K = 14, GGML_TYPE_BF16 = 30 };
 enum { GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U64 = 10, GGUF_I64 = 11, GGUF_F64 = 12 };
+
+// ggml's other block formats (ggml/src/ggml-common.h, llama.cpp). The K-quants
+// pack 256 weights into a super-block: Q4_K and Q5_K as 8 sub-blocks of 32, each
+// with a 6-bit scale and a 6-bit min (w = d*scale*q - dmin*min); Q2_K, Q3_K and
+// Q6_K as 16 sub-blocks of 16, Q2_K with a 4-bit scale and min, Q3_K with a
+// 6-bit scale less 32 (w = d*scale*(q - 4)), Q6_K with a signed 8-bit one
+// (w = d*scale*(q - 32)).
+#define QK_K 256
+typedef struct { uint8_t scales[QK_K / 16], qs[QK_K / 4]; uint16_t d, dmin; } BlockQ2_K;           // block_q2_K
+typedef struct { uint8_t hmask[QK_K / 8], qs[QK_K / 4], scales[12]; uint16_t d; } BlockQ3_K;        // block_q3_K
+typedef struct { uint16_t d, m; uint8_t qs[16]; } BlockQ4_1;                        // block_q4_1
+typedef struct { uint16_t d; uint8_t qh[4], qs[16]; } BlockQ5_0;                    // block_q5_0
+typedef struct { uint16_t d, m; uint8_t qh[4], qs[16]; } BlockQ5_1;                 // block_q5_1
+typedef struct { uint16_t d, dmin; uint8_t scales[12], qs[QK_K / 2]; } BlockQ4_K;   // block_q4_K
+typedef struct { uint16_t d, dmin; uint8_t scales[12], qh[QK_K / 8], qs[QK_K / 2]; } BlockQ5_K;   // block_q5_K
+typedef struct { uint8_t ql[QK_K / 2], qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } BlockQ6_K;   // block_q6_K
+_Static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "ggml's 32-weight blocks");
+_Static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110, "ggml's 2- and 3-bit K-quant blocks");
+_Static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210, "ggml's K-quant blocks");
+
+// Each dequantizer turns one row of n_blocks blocks into floats with the very
+// arithmetic (operation order, float rounding) of llama.cpp's dequantize_row_*
+// in ggml/src/ggml-quants.c, so the floats are bit for bit llama.cpp's own (the
+// test compares them with libggml's to_float). Blocks are copied out of the
+// file first: in a mapped file they need not be aligned.
+
+static void dequantize_f32(const uint8_t *row, int64_t n, float *out) { memcpy(out, row, (size_t)n * 4); }
+
+static void dequantize_f16(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, row + 2 * i, 2); out[i] = fp16_to_fp32(h); }
+}
+
+static void dequantize_bf16(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, row + 2 * i, 2); out[i] = bf16_to_fp32(h); }
+}
+
+static void dequantize_q8_0(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += Q_BLOCK) {
+        BlockQ8_0 b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int j = 0; j < Q_BLOCK; j++) out[j] = b.qs[j] * d;
+    }
+}
+
+// Q4_0, Q4_1, Q5_0, Q5_1: weight j in the low nibble of qs[j], weight j + 16 in
+// the high one; Q5's fifth bits are bit j and bit j + 16 of qh.
+static void dequantize_q4_0(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += Q_BLOCK) {
+        BlockQ4_0 b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int j = 0; j < 16; j++) { out[j] = ((b.qs[j] & 0x0F) - 8) * d; out[j + 16] = ((b.qs[j] >> 4) - 8) * d; }
+    }
+}
+
+static void dequantize_q4_1(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += Q_BLOCK) {
+        BlockQ4_1 b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d), m = fp16_to_fp32(b.m);
+        for (int j = 0; j < 16; j++) { out[j] = (b.qs[j] & 0x0F) * d + m; out[j + 16] = (b.qs[j] >> 4) * d + m; }
+    }
+}
+
+// bit j of Q5's 32 fifth bits, as the value 16 or 0
+static int fifth_bit(const uint8_t qh[4], int j) { return (qh[j / 8] >> (j % 8) & 1) << 4; }
+
+static void dequantize_q5_0(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += Q_BLOCK) {
+        BlockQ5_0 b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int j = 0; j < 16; j++) {
+            out[j] = ((b.qs[j] & 0x0F) + fifth_bit(b.qh, j) - 16) * d;
+            out[j + 16] = ((b.qs[j] >> 4) + fifth_bit(b.qh, j + 16) - 16) * d;
+        }
+    }
+}
+
+static void dequantize_q5_1(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += Q_BLOCK) {
+        BlockQ5_1 b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d), m = fp16_to_fp32(b.m);
+        for (int j = 0; j < 16; j++) {
+            out[j] = ((b.qs[j] & 0x0F) + fifth_bit(b.qh, j)) * d + m;
+            out[j + 16] = ((b.qs[j] >> 4) + fifth_bit(b.qh, j + 16)) * d + m;
+        }
+    }
+}
+
+// Sub-block j's 6-bit scale and min in Q4_K's and Q5_K's 12 packed bytes
+// (ggml's get_scale_min_k4): j < 4 in the low 6 bits of bytes j and j + 4;
+// j >= 4 in a nibble of byte j + 4 plus the top 2 bits of byte j - 4 (scale)
+// or byte j (min).
+static void k_scale_min(int j, const uint8_t q[12], float *scale, float *min) {
+    int s = j < 4 ? q[j] & 63 : (q[j + 4] & 0x0F) | (q[j - 4] >> 6) << 4;
+    int m = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    *scale = (float)s;
+    *min = (float)m;
+}
+
+// Q2_K and Q3_K: weight w's low 2 bits lie in byte 32*(w/128) + w%32 of qs, at
+// bit 2*((w%128)/32); Q3_K's third bit (set means +0, clear means -4) is bit
+// w/32 of hmask[w%32]. Its 16 sub-block scales are 6-bit: the low nibble of
+// byte s (s < 8) or the high nibble of byte s - 8, and 2 bits of byte 8 + s%4
+// at bit 2*(s/4) (the unpacking in ggml's dequantize_row_q3_K).
+static int two_bits(const uint8_t qs[QK_K / 4], int w) { return qs[32 * (w / 128) + w % 32] >> (2 * (w % 128 / 32)) & 3; }
+
+static void dequantize_q2_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ2_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d), dmin = fp16_to_fp32(b.dmin);
+        for (int w = 0; w < QK_K; w++) {
+            int sc = b.scales[w / 16];
+            float ds = d * (sc & 0x0F), ms = dmin * (sc >> 4);
+            out[w] = ds * two_bits(b.qs, w) - ms;
+        }
+    }
+}
+
+static int q3_k_scale(const uint8_t scales[12], int s) {
+    int low = s < 8 ? scales[s] & 0x0F : scales[s - 8] >> 4;
+    return (low | (scales[8 + s % 4] >> (2 * (s / 4)) & 3) << 4) - 32;
+}
+
+static void dequantize_q3_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ3_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int w = 0; w < QK_K; w++) {
+            float ds = d * q3_k_scale(b.scales, w / 16);
+            out[w] = ds * (two_bits(b.qs, w) - (b.hmask[w % 32] >> (w / 32) & 1 ? 0 : 4));
+        }
+    }
+}
+
+// One Q4_K or Q5_K super-block: each 64 weights are 32 bytes of qs, the low
+// nibbles the first sub-block, the high ones the next; Q5_K's fifth bit of
+// weight l of sub-block s is bit s of qh[l] (qh is NULL for Q4_K).
+static void dequantize_k_super_block(uint16_t d_half, uint16_t dmin_half, const uint8_t scales[12], const uint8_t *qs,
+                                     const uint8_t *qh, float *out) {
+    float d = fp16_to_fp32(d_half), dmin = fp16_to_fp32(dmin_half), scale, min;
+    for (int s = 0; s < 8; s++) {
+        k_scale_min(s, scales, &scale, &min);
+        float ds = d * scale, ms = dmin * min;
+        const uint8_t *q = qs + 32 * (s / 2);
+        for (int l = 0; l < 32; l++) {
+            int low = s % 2 ? q[l] >> 4 : q[l] & 0x0F;
+            *out++ = ds * (low + (qh && (qh[l] >> s) & 1 ? 16 : 0)) - ms;
+        }
+    }
+}
+
+static void dequantize_q4_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ4_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        dequantize_k_super_block(b.d, b.dmin, b.scales, b.qs, NULL, out);
+    }
+}
+
+static void dequantize_q5_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, out += QK_K) {
+        BlockQ5_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        dequantize_k_super_block(b.d, b.dmin, b.scales, b.qs, b.qh, out);
+    }
+}
+
+// Q6_K: each half of the super-block (128 weights) takes 64 bytes of ql (low
+// 4 bits) and 32 of qh (top 2 bits); weight l + 32k of the half (k = 0..3) has
+// its low bits in ql[l] (k even) or ql[l + 32] (k odd), low nibble for k < 2,
+// and its top bits at bit 2k of qh[l]; its scale is scales[l / 16 + 2k].
+static void dequantize_q6_k(const uint8_t *row, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) {
+        BlockQ6_K b;
+        memcpy(&b, row + i * sizeof b, sizeof b);
+        float d = fp16_to_fp32(b.d);
+        for (int half = 0; half < 2; half++, out += 128) {
+            const uint8_t *ql = b.ql + 64 * half, *qh = b.qh + 32 * half;
+            const int8_t *sc = b.scales + 8 * half;
+            for (int l = 0; l < 32; l++)
+                for (int k = 0; k < 4; k++) {
+                    int low = k < 2 ? ql[l + 32 * (k % 2)] & 0x0F : ql[l + 32 * (k % 2)] >> 4;
+                    int q = (low | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
+                    out[l + 32 * k] = d * sc[l / 16 + 2 * k] * q;
+                }
+        }
+    }
+}
+
+typedef struct {
+    uint32_t type;
+    const char *name;
+    int block_weights, block_bytes;
+    void (*dequantize_row)(const uint8_t *row, int64_t n_blocks, float *out);
+} GgmlFormat;
+
+static const GgmlFormat ggml_formats[] = {
+    { GGML_TYPE_F32, "F32", 1, 4, dequantize_f32 },
+    { GGML_TYPE_F16, "F16", 1, 2, dequantize_f16 },
+    { GGML_TYPE_BF16, "BF16", 1, 2, dequantize_bf16 },
+    { GGML_TYPE_Q8_0, "Q8_0", Q_BLOCK, sizeof(BlockQ8_0), dequantize_q8_0 },
+    { GGML_TYPE_Q4_0, "Q4_0", Q_BLOCK, sizeof(BlockQ4_0), dequantize_q4_0 },
+    { GGML_TYPE_Q4_1, "Q4_1", Q_BLOCK, sizeof(BlockQ4_1), dequantize_q4_1 },
+    { GGML_TYPE_Q5_0, "Q5_0", Q_BLOCK, sizeof(BlockQ5_0), dequantize_q5_0 },
+    { GGML_TYPE_Q5_1, "Q5_1", Q_BLOCK, sizeof(BlockQ5_1), dequantize_q5_1 },
+    { GGML_TYPE_Q2_K, "Q2_K", QK_K, sizeof(BlockQ2_K), dequantize_q2_k },
+    { GGML_TYPE_Q3_K, "Q3_K", QK_K, sizeof(BlockQ3_K), dequantize_q3_k },
+    { GGML_TYPE_Q4_K, "Q4_K", QK_K, sizeof(BlockQ4_K), dequantize_q4_k },
+    { GGML_TYPE_Q5_K, "Q5_K", QK_K, sizeof(BlockQ5_K), dequantize_q5_k },
+    { GGML_TYPE_Q6_K, "Q6_K", QK_K, sizeof(BlockQ6_K), dequantize_q6_k },
+};
+#define GGML_FORMATS_READ "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K"
+
+// ggml's name of a type export does not read, for the message refusing it
+static const char *ggml_type_label(uint32_t type) {
+    static const char *const names[] = { [9] = "Q8_1", [15] = "Q8_K", [16] = "IQ2_XXS",
+        [17] = "IQ2_XS", [18] = "IQ3_XXS", [19] = "IQ1_S", [20] = "IQ4_NL", [21] = "IQ3_S", [22] = "IQ2_S", [23] = "IQ4_XS",
+        [24] = "I8", [25] = "I16", [26] = "I32", [27] = "I64", [28] = "F64", [29] = "IQ1_M", [34] = "TQ1_0", [35] = "TQ2_0",
+        [39] = "MXFP4", [40] = "NVFP4" };
+    return type < sizeof names / sizeof names[0] && names[type] ? names[type] : "unknown";
+}
+
+static const GgmlFormat *ggml_format(uint32_t type) {
+    for (size_t i = 0; i < sizeof ggml_formats / sizeof ggml_formats[0]; i++)
+        if (ggml_formats[i].type == type) return &ggml_formats[i];
+    return NULL;   // a type export does not read
+}
 
 typedef struct {
     const uint8_t *data;
@@ -2680,14 +2914,9 @@ typedef struct {
     char pre[32];            // tokenizer.ggml.pre: a byte-level tokenizer's split rule
 } GgufTokenizerKeys;
 
-static size_t ggml_row_bytes(uint32_t type, int64_t cols) {
-    switch (type) {
-    case GGML_TYPE_F32: return (size_t)cols * 4;
-    case GGML_TYPE_F16: case GGML_TYPE_BF16: return (size_t)cols * 2;
-    case GGML_TYPE_Q8_0: return (size_t)cols / Q_BLOCK * sizeof(BlockQ8_0);
-    case GGML_TYPE_Q4_0: return (size_t)cols / Q_BLOCK * sizeof(BlockQ4_0);
-    default: return 0;   // a type export does not read
-    }
+// Bytes of one row of cols weights (a whole number of blocks: open_gguf checks).
+static size_t ggml_row_bytes(const GgmlFormat *format, int64_t cols) {
+    return (size_t)(cols / format->block_weights) * (size_t)format->block_bytes;
 }
 
 static const GgufSourceTensor *gguf_find(const GgufModel *m, const PlannedTensor *t) {
@@ -2702,9 +2931,8 @@ static void gguf_check_tensor(const Source *src, const PlannedTensor *t) {
     gguf_tensor_name(t, name, sizeof name);
     const GgufSourceTensor *g = gguf_find(src->impl, t);
     if (!g) die("tensor %s is missing from the GGUF file", name);
-    if (!ggml_row_bytes(g->type, g->cols))
-        die("tensor %s has ggml type %u: export reads F32, F16, BF16, Q8_0 and Q4_0 (K-quants are not supported yet)",
-            name, g->type);
+    if (!ggml_format(g->type))
+        die("tensor %s has ggml type %u (%s): export reads " GGML_FORMATS_READ, name, g->type, ggml_type_label(g->type));
     if (g->rows != t->entry.rows || g->cols != t->entry.cols)
         die("tensor %s is (%lld, %lld) but the metadata implies (%u, %u)", name, (long long)g->rows, (long long)g->cols,
             t->entry.rows, t->entry.cols);
@@ -2712,33 +2940,10 @@ static void gguf_check_tensor(const Source *src, const PlannedTensor *t) {
 
 static void gguf_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
     const GgufSourceTensor *g = gguf_find(src->impl, t);
-    int cols = (int)g->cols;
-    size_t row_bytes = ggml_row_bytes(g->type, g->cols);
-    for (int r = begin; r < end; r++) {
-        const uint8_t *p = g->data + (size_t)r * row_bytes;
-        float *dst = out + (size_t)(r - begin) * cols;
-        for (int c = 0; c < cols; c++) {
-            uint16_t half;
-            switch (g->type) {
-            case GGML_TYPE_F32: memcpy(&dst[c], p + 4 * (size_t)c, 4); break;
-            case GGML_TYPE_F16: memcpy(&half, p + 2 * (size_t)c, 2); dst[c] = fp16_to_fp32(half); break;
-            case GGML_TYPE_BF16: memcpy(&half, p + 2 * (size_t)c, 2); dst[c] = bf16_to_fp32(half); break;
-            case GGML_TYPE_Q8_0: {
-                BlockQ8_0 block;
-                memcpy(&block, p + (size_t)(c / Q_BLOCK) * sizeof block, sizeof block);
-                dst[c] = fp16_to_fp32(block.d) * (float)block.qs[c % Q_BLOCK];
-                break;
-            }
-            default: {   // Q4_0: q = low nibble of byte j for weight j, high nibble for j + 16
-                BlockQ4_0 block;
-                memcpy(&block, p + (size_t)(c / Q_BLOCK) * sizeof block, sizeof block);
-                int j = c % Q_BLOCK;
-                int q = j < Q_BLOCK / 2 ? block.qs[j] & 0x0F : block.qs[j - Q_BLOCK / 2] >> 4;
-                dst[c] = fp16_to_fp32(block.d) * (float)(q - 8);
-            }
-            }
-        }
-    }
+    const GgmlFormat *format = ggml_format(g->type);
+    size_t row_bytes = ggml_row_bytes(format, g->cols);
+    for (int r = begin; r < end; r++)
+        format->dequantize_row(g->data + (size_t)r * row_bytes, g->cols / format->block_weights, out + (size_t)(r - begin) * g->cols);
 }
 
 // Q4_0 blocks are runq's int4 at group 32: the same scale, the same nibbles.
@@ -2996,10 +3201,12 @@ static void open_gguf(Source *src, const char *path) {
     if (data_start > m->size) die("%s: GGUF truncated before its tensor data", path);
     for (int i = 0; i < m->count; i++) {
         GgufSourceTensor *g = &m->tensors[i];
-        size_t bytes = ggml_row_bytes(g->type, g->cols) * (size_t)g->rows;
-        if ((g->type == GGML_TYPE_Q4_0 || g->type == GGML_TYPE_Q8_0) && g->cols % Q_BLOCK)
-            die("%s: tensor %s is block-quantized but has %lld columns, not a multiple of %d", path, g->name, (long long)g->cols, Q_BLOCK);
-        if (offsets[i] > m->size - data_start || bytes > m->size - data_start - offsets[i])
+        const GgmlFormat *format = ggml_format(g->type);   // other types are refused if a tensor export needs has one
+        if (format && g->cols % format->block_weights)
+            die("%s: tensor %s is %s, whose blocks hold %d weights along a row, but its rows have %lld weights", path,
+                g->name, format->name, format->block_weights, (long long)g->cols);
+        size_t row_bytes = format ? ggml_row_bytes(format, g->cols) : 0;
+        if (offsets[i] > m->size - data_start || row_bytes > (m->size - data_start - offsets[i]) / (size_t)g->rows)
             die("%s: tensor %s lies past the end of the file (truncated?)", path, g->name);
         g->data = m->data + data_start + offsets[i];
     }
@@ -3064,9 +3271,10 @@ static void usage(void) {
         "       export --random SHAPE [--int4|--fp32|--gguf-...] [options] OUTPUT\n"
         "INPUT is a llama2.c .bin checkpoint, a Hugging Face model directory (config.json,\n"
         "model.safetensors or model.safetensors.index.json, tokenizer.json), a GGUF file\n"
-        "(architecture llama; F32, F16, BF16, Q8_0, Q4_0 tensors), or an Edge LLM\n"
-        "checkpoint (re-exported: int4 blocks are copied when the group size stays, else\n"
-        "dequantized and quantized again).\n"
+        "(architecture llama; tensors F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,\n"
+        "Q3_K, Q4_K, Q5_K, Q6_K: all but Q4_0 dequantized and quantized again), or an Edge\n"
+        "LLM checkpoint (re-exported: int4 blocks are copied when the group size stays,\n"
+        "else dequantized and quantized again).\n"
         "Options:\n"
         "  --int4            int4 group-quantized checkpoint for runq (default)\n"
         "  --fp32            fp32 checkpoint for run\n"

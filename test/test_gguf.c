@@ -691,6 +691,48 @@ static void test_gguf_import(const char *shared) {
     free_transformer(&t);
 }
 
+// ---- llama.cpp's block formats: test/data/ggml-blocks.gguf holds, for each
+// block type export reads, two rows of 256 weights quantized by llama.cpp
+// (tools/llamacpp/quantize.c blocks) and the floats llama.cpp's own to_float
+// makes of them. export's dequantizers must give those floats bit for bit.
+
+static void test_ggml_blocks(void) {
+    const char *path = "test/data/ggml-blocks.gguf";
+    GgufFile g;
+    CHECK(gguf_read(&g, path), "%s: unreadable", path);
+    const char *expected_types[] = { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K" };
+    int checked = 0;
+    for (size_t i = 0; i < sizeof expected_types / sizeof *expected_types; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.expected", expected_types[i]);
+        const GgufInfo *blocks = gguf_info(&g, expected_types[i]), *expected = gguf_info(&g, name);
+        const GgmlFormat *format = blocks ? ggml_format(blocks->type) : NULL;
+        CHECK(blocks && expected && format && expected->type == GGML_TYPE_F32 && blocks->n_dims == 2
+              && blocks->dims[0] == expected->dims[0] && blocks->dims[1] == expected->dims[1]
+              && blocks->dims[0] % format->block_weights == 0
+              && g.data_start + blocks->offset + blocks->dims[1] * ggml_row_bytes(format, (int64_t)blocks->dims[0]) <= g.size
+              && g.data_start + expected->offset + 4 * expected->dims[0] * expected->dims[1] <= g.size,
+              "%s: tensor %s or %s missing, of a type export does not read, of another shape or truncated", path,
+              expected_types[i], name);
+        if (!blocks || !expected || !format || blocks->dims[0] % format->block_weights) continue;
+        CHECK(strcasecmp(format->name, expected_types[i]) == 0, "%s: ggml type %u is %s in export's table", expected_types[i],
+              blocks->type, format->name);
+        int64_t cols = (int64_t)blocks->dims[0], rows = (int64_t)blocks->dims[1];
+        float *got = calloc((size_t)(rows * cols), sizeof(float));
+        for (int64_t r = 0; r < rows; r++)
+            format->dequantize_row(tensor_data(&g, blocks) + (size_t)r * ggml_row_bytes(format, cols), cols / format->block_weights,
+                                   got + r * cols);
+        int64_t differ = 0;
+        for (int64_t j = 0; j < rows * cols; j++) differ += memcmp(&got[j], tensor_data(&g, expected) + 4 * j, 4) != 0;
+        CHECK(differ == 0, "%s: %lld of %lld weights differ from llama.cpp's dequantization", expected_types[i],
+              (long long)differ, (long long)(rows * cols));
+        checked += differ == 0;
+        free(got);
+    }
+    printf("  ggml-blocks.gguf: %d block types dequantized bit for bit as llama.cpp does\n", checked);
+    gguf_free(&g);
+}
+
 int main(int argc, char **argv) {
     const char *shared = argc > 1 ? argv[1] : "../shared";
     if (!mkdtemp(work_dir)) { perror("mkdtemp"); return 1; }
@@ -698,6 +740,7 @@ int main(int argc, char **argv) {
     test_f32();
     test_q8_0();
     test_refusals();
+    test_ggml_blocks();
     test_stories260K_reference(shared);
     test_gguf_import(shared);
     char command[4200];
