@@ -1497,13 +1497,16 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
 }
 
 static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
-    if (t->backend) { t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens); return; }
-    QuantizedActivations *xq = &t->state.xq;
-    quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
-    MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
-    for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
-    pool_run(t->pool, matmul_task, &task);
-    for (int m = 0; m < count; m++)
+    if (t->backend) {
+        t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens);
+    } else {
+        QuantizedActivations *xq = &t->state.xq;
+        quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
+        MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
+        for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
+        pool_run(t->pool, matmul_task, &task);
+    }
+    for (int m = 0; m < count; m++)   // an adapter's share, on any backend
         if (w[m]->lora_rank) add_lora(out[m], w[m], x, x_stride, n_tokens);
 }
 
