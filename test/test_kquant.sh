@@ -50,32 +50,20 @@ fi
 [ ! -e "$T/x.bin" ] && ok || fail "a refused GGUF left an output file"
 
 # ---- llama.cpp's quantizer and dequantizer: node-llama-cpp's prebuilt libraries
-llamacpp=tools/llamacpp
-nlc=$llamacpp/node_modules/node-llama-cpp
-libs=$llamacpp/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64
-if [[ ! -d $nlc || ! -d $libs ]] && command -v npm >/dev/null; then
+ROOT=$PWD
+. tools/llamacpp/build.sh
+if ! llamacpp_installed && command -v npm >/dev/null; then
     echo "test_kquant: installing node-llama-cpp into tools/llamacpp/node_modules (CPU binaries only, no builds)"
-    NODE_LLAMA_CPP_SKIP_DOWNLOAD=true timeout 600 npm install --prefix "$llamacpp" --omit=optional --ignore-scripts \
+    NODE_LLAMA_CPP_SKIP_DOWNLOAD=true timeout 600 npm install --prefix "$LLAMACPP" --omit=optional --ignore-scripts \
         --no-audit --no-fund >"$T/npm.log" 2>&1 || tail -3 "$T/npm.log"
 fi
-if [[ ! -d $nlc || ! -d $libs ]] || ! command -v git >/dev/null; then
+if ! llamacpp_installed || ! command -v git >/dev/null; then
     echo "SKIP: ======== llama.cpp's prebuilt libraries are not installed (npm install --prefix tools/llamacpp failed"
     echo "SKIP: or npm/git are missing): K-quant GGUF files not checked against llama.cpp ========"
     summary
 fi
-release=$(sed -n 's/^ *"tag": *"\([^"]*\)".*/\1/p' "$nlc/llama/llama.cpp.info.json" | head -1)
-headers=build/llamacpp-include/$release   # the same headers tools/bench-vs-llamacpp reads
-if [[ ! -f $headers/include/llama.h || ! -f $headers/ggml/include/gguf.h ]]; then
-    git clone -q --bare "$nlc/llama/gitRelease.bundle" "$T/llama.cpp.git" && mkdir -p "$headers" &&
-        git --git-dir="$T/llama.cpp.git" archive HEAD include/llama.h ggml/include | tar -x -C "$headers" ||
-        fail "cannot read llama.cpp's headers from $nlc/llama/gitRelease.bundle"
-fi
 quantize=build/llamacpp-quantize
-if [[ ! -x $quantize || $llamacpp/quantize.c -nt $quantize || $nlc/package.json -nt $quantize ]]; then
-    ${CC:-cc} -O2 -Wall -Wextra -I"$headers/include" -I"$headers/ggml/include" -o "$quantize" "$llamacpp/quantize.c" \
-        "$libs"/libllama*.so "$libs"/libggml.*so "$libs"/libggml-base.so -Wl,-rpath,"$PWD/$libs" ||
-        { fail "cannot build $llamacpp/quantize.c against node-llama-cpp's libraries"; summary; }
-fi
+llamacpp_build quantize "$T" || { fail "cannot build tools/llamacpp/quantize.c against node-llama-cpp's libraries"; summary; }
 
 "$BIN"/export -q --gguf-f32 --random "$SHAPE" -z tokenizer.bin "$T/m.f32.gguf" || fail "export --gguf-f32 --random $SHAPE"
 # llama_ftype: the types each file must hold (besides what llama.cpp picks for the rest)

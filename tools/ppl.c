@@ -376,6 +376,8 @@ static void usage(FILE *out) {
         "  --lora ADAPTER   a LoRA adapter for an int4 MODEL, applied at run time (runq --lora)\n"
         "  --max-tokens N   score only the first N tokens of the text\n"
         "  --json           one JSON object instead of the table\n"
+        "  --print-tokens   print the ids that would be scored (MODEL's tokenizer, no BOS) and stop\n"
+        "                   (tools/llamacpp/kl scores the same tokens with llama.cpp)\n"
         "Method: the text is tokenized whole (MODEL's tokenizer, no BOS) and cut into\n"
         "consecutive non-overlapping windows of N tokens; each window is fed after a BOS,\n"
         "teacher-forced, and every token is scored once: NLL = -log p(true next token).\n"
@@ -389,7 +391,7 @@ typedef struct {
     const char *model_path, *text_path, *reference_path, *tokenizer_path, *lora_path;
     long window;           // 0: the default
     long max_tokens;       // 0: all
-    int threads, json, kv_type;
+    int threads, json, kv_type, print_tokens;
 } Options;
 
 static Options parse_options(int argc, char **argv) {
@@ -401,6 +403,7 @@ static Options parse_options(int argc, char **argv) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) { usage(stdout); exit(EXIT_SUCCESS); }
         if (strcmp(arg, "--json") == 0) { o.json = 1; continue; }
+        if (strcmp(arg, "--print-tokens") == 0) { o.print_tokens = 1; continue; }
         if (arg[0] != '-' || arg[1] == '\0') {
             if (n_positional == 2) die("unexpected argument '%s' (usage: ppl [options] MODEL TEXT_FILE)", arg);
             positional[n_positional++] = arg;
@@ -457,6 +460,11 @@ int main(int argc, char **argv) {
     int *tokens = tokenize_text(&tokenizer, text, &n_tokens);
     if (n_tokens < 2) die("%s gives %d token%s; perplexity needs at least 2", o.text_path, n_tokens, n_tokens == 1 ? "" : "s");
     if (o.max_tokens && o.max_tokens < n_tokens) n_tokens = (int)o.max_tokens;
+    if (o.print_tokens) {
+        for (int i = 0; i < n_tokens; i++) printf(i ? " %d" : "%d", tokens[i]);
+        printf("\n");
+        exit(EXIT_SUCCESS);
+    }
 
     if (o.kv_type != KV_F16 && model.kind != MODEL_INT4) die("-k is for an int4 model: run.c keeps its KV cache in fp32");
     if (o.lora_path && model.kind != MODEL_INT4) die("--lora is for an int4 model (runq applies adapters at run time)");

@@ -4,8 +4,12 @@ export's GGUF reader (test/test_kquant.sh). Built against the prebuilt
 libraries node-llama-cpp ships (libllama, libggml-base), the way
 tools/bench-vs-llamacpp builds bench-native.c:
 
-    quantize model IN.f32.gguf OUT.gguf FTYPE   llama_model_quantize, as llama-quantize does;
-                                                FTYPE is llama_ftype's number (15 Q4_K_M, 18 Q6_K)
+    quantize model IN.f32.gguf OUT.gguf FTYPE [pure]
+                                                llama_model_quantize, as llama-quantize does;
+                                                FTYPE is llama_ftype's number (15 Q4_K_M, 18 Q6_K,
+                                                2 Q4_0, 7 Q8_0); "pure": every matrix, the token
+                                                embeddings and classifier included, in that type
+                                                (llama-quantize --pure)
     quantize types FILE.gguf                    each tensor's name and ggml type, one a line
     quantize compare QUANT.gguf F32.gguf        every tensor of QUANT dequantized by ggml's
                                                 to_float against the tensor of that name in
@@ -45,9 +49,10 @@ static struct gguf_context *load(const char *path, struct ggml_context **ctx) {
     return g;
 }
 
-static int quantize_model(const char *in, const char *out, const char *ftype) {
+static int quantize_model(const char *in, const char *out, const char *ftype, int pure) {
     struct llama_model_quantize_params params = llama_model_quantize_default_params();
     params.ftype = (enum llama_ftype)atoi(ftype);
+    params.pure = pure;
     params.nthread = 1;
     llama_log_set(quiet_log, NULL);
     if (llama_model_quantize(in, out, &params) != 0) die("llama_model_quantize failed on ", in);
@@ -151,10 +156,12 @@ static int write_blocks(const char *path) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 5 && strcmp(argv[1], "model") == 0) return quantize_model(argv[2], argv[3], argv[4]);
+    if (argc == 5 && strcmp(argv[1], "model") == 0) return quantize_model(argv[2], argv[3], argv[4], 0);
+    if (argc == 6 && strcmp(argv[1], "model") == 0 && strcmp(argv[5], "pure") == 0)
+        return quantize_model(argv[2], argv[3], argv[4], 1);
     if (argc == 3 && strcmp(argv[1], "types") == 0) return list_types(argv[2]);
     if (argc == 4 && strcmp(argv[1], "compare") == 0) return compare(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "blocks") == 0) return write_blocks(argv[2]);
-    die("usage: quantize model IN OUT FTYPE | types FILE | compare QUANT F32 | blocks OUT", NULL);
+    die("usage: quantize model IN OUT FTYPE [pure] | types FILE | compare QUANT F32 | blocks OUT", NULL);
     return 1;
 }
