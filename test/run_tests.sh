@@ -31,6 +31,7 @@ suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_to
         "$BUILD/test_gguf $SHARED" "$BUILD/test_lora" "$BUILD/test_train" "test/test_train.sh $SHARED" "test/test_cli.sh $SHARED" "test/test_ppl.sh $SHARED" "test/test_server.sh $SHARED"
         "test/test_families.sh $SHARED" "test/test_fuzz_regressions.sh $SHARED")
 [ "${ARM:-1}" = 1 ] && suites+=("test/test_arm.sh $SHARED")
+suites+=("test/test_lab.sh $SHARED")
 for suite in "${suites[@]}"; do
     echo "== $suite"
     out=$($suite 2>&1); status=$?
