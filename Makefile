@@ -151,6 +151,25 @@ build/aarch64/test_pool: test/test_pool.c runq.c test/check.h | build/aarch64
 build/aarch64:
 	mkdir -p build/aarch64
 
+# 32-bit ARM (armhf: Raspberry Pi OS 32-bit, Cortex-A7/A53/A72 in AArch32):
+# runq with its scalar kernels (no AArch32 NEON kernels yet: docs/PORTING.md);
+# static, run under qemu-arm by test/test_arm.sh. Installs the cross compiler
+# with apt-get when missing (root only).
+ARMV7_CC ?= arm-linux-gnueabihf-gcc
+.PHONY: cross-armv7 armv7-tools
+cross-armv7: build/armv7/runq
+build/armv7/runq: runq.c | armv7-tools build/armv7
+	$(ARMV7_CC) -O3 $(EXACT) -static -Wall -Wextra -o $@ runq.c -lm -lpthread
+armv7-tools:
+	@command -v $(ARMV7_CC) >/dev/null && [ -f /usr/arm-linux-gnueabihf/include/stdio.h ] || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "cross-armv7: installing gcc-arm-linux-gnueabihf libc6-dev-armhf-cross with apt-get" && \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      gcc-arm-linux-gnueabihf libc6-dev-armhf-cross; } >/dev/null 2>&1; } || \
+	{ echo "cross-armv7: no $(ARMV7_CC); install as root: apt-get install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" >&2; exit 1; }
+build/armv7:
+	mkdir -p build/armv7
+
 # the kernel-optimization lab (tools/lab, docs/LAB.md): the int4 x int8 matmul
 # in numbered steps, each checked against runq's reference, then timed alone
 # and inside runq's decoding of a random TinyLlama-1.1B (exported once, ~0.6 GB,
