@@ -297,7 +297,7 @@ static int check_steps(const int *selected) {
 }
 
 // ----------------------------------------------------------------------------
-// Timing one matmul: the median of several calls (the machine may be shared).
+// Timing the matmuls: medians of several calls (the machine may be shared).
 
 typedef struct { int rows, cols; const char *label; } Shape;
 static const Shape BENCH_SHAPES[] = {
@@ -307,24 +307,37 @@ static const Shape BENCH_SHAPES[] = {
 #define N_SHAPES (int)(sizeof BENCH_SHAPES / sizeof BENCH_SHAPES[0])
 #define HEADLINE_SHAPE 1   // GOP/s and speedup: TinyLlama's FFN, the end-to-end model's widest matrix
 
+typedef struct {
+    double ms[N_SHAPES];
+    double tok_s;          // 0: no model given
+} StepResult;
+
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-// at least 3 calls after a warm-up, more until 0.3 s have gone (at most 25)
-static double median_ms(int step, const Problem *p, const LabThreads *threads, float *out) {
-    double times[25];
-    int n = 0;
-    STEPS[step].run(out, &p->w, &p->x, threads);
-    for (double spent = 0.0; n < 25 && (n < 3 || spent < 300.0); n++) {
-        double start = now_ms();
-        STEPS[step].run(out, &p->w, &p->x, threads);
-        times[n] = now_ms() - start;
-        spent += times[n];
+// Every selected step on one shape: a warm-up call each, then TIMING_ROUNDS
+// rounds calling each step once, so a burst of load from the machine's other
+// users falls on all the steps alike rather than on one; the median per step.
+#define TIMING_ROUNDS 7
+
+static void time_steps(const int *selected, const Problem *p, const LabThreads *threads, int shape, StepResult *results) {
+    float *out = xcalloc((size_t)p->w.rows, sizeof(float), "lab output");
+    double times[N_STEPS][TIMING_ROUNDS];
+    for (int round = -1; round < TIMING_ROUNDS; round++)
+        for (int step = 0; step < N_STEPS; step++) {
+            if (!selected[step] || simd_skipped(step)) continue;
+            double start = now_ms();
+            STEPS[step].run(out, &p->w, &p->x, threads);
+            if (round >= 0) times[step][round] = now_ms() - start;
+        }
+    for (int step = 0; step < N_STEPS; step++) {
+        if (!selected[step] || simd_skipped(step)) continue;
+        qsort(times[step], TIMING_ROUNDS, sizeof(double), compare_doubles);
+        results[step].ms[shape] = times[step][TIMING_ROUNDS / 2];
     }
-    qsort(times, (size_t)n, sizeof times[0], compare_doubles);
-    return times[n / 2];
+    free(out);
 }
 
 // ----------------------------------------------------------------------------
@@ -379,17 +392,22 @@ static double decode_with_step(Transformer *t, int step, const LabThreads *threa
 // ----------------------------------------------------------------------------
 // The results: a markdown table on stdout and an SVG bar chart.
 
-typedef struct {
-    double ms[N_SHAPES];
-    double tok_s;          // 0: no model given
-} StepResult;
 
 static double gops(const StepResult *r) {
     const Shape *s = &BENCH_SHAPES[HEADLINE_SHAPE];
     return 2.0 * s->rows * s->cols / (r->ms[HEADLINE_SHAPE] * 1e6);
 }
 
-static void print_table(const int *selected, const StepResult *results, int n_threads, const char *model) {
+// The 1-minute load average (/proc/loadavg; -1 where there is none): on a
+// shared machine it says how many other runnable threads the timings competed with.
+static double load_average(void) {
+    double load = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) { if (fscanf(f, "%lf", &load) != 1) load = -1.0; fclose(f); }
+    return load;
+}
+
+static void print_table(const int *selected, const StepResult *results, int n_threads, const char *model, double load_before) {
     const StepResult *base = selected[0] ? &results[0] : NULL;
     printf("\n| step | kernel |");
     for (int s = 0; s < N_SHAPES; s++) printf(" ms %dx%d |", BENCH_SHAPES[s].rows, BENCH_SHAPES[s].cols);
@@ -412,7 +430,8 @@ static void print_table(const int *selected, const StepResult *results, int n_th
     }
     printf("\nthreads: %d (steps 2, 4, 5; the others run on one); ops = 2 x rows x cols per matmul", n_threads);
     if (model) printf("; decode: %s, greedy after BOS", model);
-    printf("\n");
+    printf("\nload average before / after: %.2f / %.2f on %ld CPUs (a shared machine: other programs' threads compete)\n",
+           load_before, load_average(), sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 // One panel of horizontal bars, one per step: the value and its label.
@@ -511,17 +530,15 @@ int main(int argc, char **argv) {
     }
     if (check_only) return EXIT_SUCCESS;
 
+    double load_before = load_average();
     Transformer t = { 0 };
     if (model) build_transformer(&t, model, max_tokens + 1, n_threads);   // a bad model fails now, not after the timings
     StepResult results[N_STEPS] = { 0 };
     LabThreads threads = { n_threads, pool_create(n_threads), select_kernels() };
     for (int s = 0; s < N_SHAPES; s++) {
         Problem p = make_problem(BENCH_SHAPES[s].rows, BENCH_SHAPES[s].cols, 32, 0, 7 + s);
-        float *out = xcalloc((size_t)p.w.rows, sizeof(float), "lab output");
-        for (int step = 0; step < N_STEPS; step++)
-            if (selected[step] && !simd_skipped(step)) results[step].ms[s] = median_ms(step, &p, &threads, out);
+        time_steps(selected, &p, &threads, s, results);
         fprintf(stderr, "  timed %s\n", BENCH_SHAPES[s].label);
-        free(out);
         free_problem(&p);
     }
     if (model) {
@@ -533,7 +550,7 @@ int main(int argc, char **argv) {
         free_transformer(&t);
     }
     pool_free(threads.pool);
-    print_table(selected, results, n_threads, model);
+    print_table(selected, results, n_threads, model, load_before);
     if (svg) write_svg(svg, selected, results, n_threads, model != NULL);
     return EXIT_SUCCESS;
 }
