@@ -317,6 +317,11 @@ static int compare_doubles(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static double median_of(double *values, int n) {
+    qsort(values, (size_t)n, sizeof(double), compare_doubles);
+    return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
 // Every selected step on one shape: a warm-up call each, then TIMING_ROUNDS
 // rounds calling each step once, so a burst of load from the machine's other
 // users falls on all the steps alike rather than on one; the median per step.
@@ -334,8 +339,7 @@ static void time_steps(const int *selected, const Problem *p, const LabThreads *
         }
     for (int step = 0; step < N_STEPS; step++) {
         if (!selected[step] || simd_skipped(step)) continue;
-        qsort(times[step], TIMING_ROUNDS, sizeof(double), compare_doubles);
-        results[step].ms[shape] = times[step][TIMING_ROUNDS / 2];
+        results[step].ms[shape] = median_of(times[step], TIMING_ROUNDS);
     }
     free(out);
 }
@@ -408,7 +412,7 @@ static double load_average(void) {
     return load;
 }
 
-static void print_table(const int *selected, const StepResult *results, int n_threads, const char *model, double load_before) {
+static void print_table(const int *selected, const StepResult *results, int n_threads, int repeats, const char *model, double load_before) {
     const StepResult *base = selected[0] ? &results[0] : NULL;
     printf("\n| step | kernel |");
     for (int s = 0; s < N_SHAPES; s++) printf(" ms %dx%d |", BENCH_SHAPES[s].rows, BENCH_SHAPES[s].cols);
@@ -429,7 +433,8 @@ static void print_table(const int *selected, const StepResult *results, int n_th
         }
         printf("\n");
     }
-    printf("\nthreads: %d (steps 2, 4, 5; the others run on one); ops = 2 x rows x cols per matmul", n_threads);
+    printf("\nthreads: %d (steps 2, 4, 5; the others run on one); ops = 2 x rows x cols per matmul; "
+           "each figure the median of %d measurement%s", n_threads, repeats, repeats > 1 ? "s" : "");
     if (model) printf("; decode: %s, greedy after BOS", model);
     printf("\nload average before / after: %.2f / %.2f on %ld CPUs (a shared machine: other programs' threads compete)\n",
            load_before, load_average(), sysconf(_SC_NPROCESSORS_ONLN));
@@ -481,17 +486,51 @@ static void write_svg(const char *path, const int *selected, const StepResult *r
 }
 
 // ----------------------------------------------------------------------------
+// One measurement of every selected step: the matmuls at each shape, then
+// decoding with each (t NULL: no model, no decoding).
+
+static void measure(const int *selected, const LabThreads *threads, Transformer *t, int max_tokens, StepResult *results) {
+    for (int s = 0; s < N_SHAPES; s++) {
+        Problem p = make_problem(BENCH_SHAPES[s].rows, BENCH_SHAPES[s].cols, 32, PROBLEM_RANDOM, 7 + s);
+        time_steps(selected, &p, threads, s, results);
+        fprintf(stderr, "  timed %s\n", BENCH_SHAPES[s].label);
+        free_problem(&p);
+    }
+    for (int step = 0; t && step < N_STEPS; step++) {
+        if (!selected[step] || simd_skipped(step)) continue;
+        results[step].tok_s = decode_with_step(t, step, threads, max_tokens, 4000.0);
+        fprintf(stderr, "  decoded with step %d: %.2f tok/s\n", step, results[step].tok_s);
+    }
+}
+
+// -r repeats: each figure is the median of that figure over the repeats
+#define MAX_REPEATS 9
+
+static void median_results(StepResult runs[][N_STEPS], int repeats, StepResult *results) {
+    double values[MAX_REPEATS];
+    for (int step = 0; step < N_STEPS; step++) {
+        for (int s = 0; s < N_SHAPES; s++) {
+            for (int r = 0; r < repeats; r++) values[r] = runs[r][step].ms[s];
+            results[step].ms[s] = median_of(values, repeats);
+        }
+        for (int r = 0; r < repeats; r++) values[r] = runs[r][step].tok_s;
+        results[step].tok_s = median_of(values, repeats);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // Command line
 
 static void usage(void) {
-    fprintf(stderr, "Usage: lab [--check] [-T threads] [-s steps] [-n tokens] [--svg FILE] [MODEL.q4.bin]\n"
+    fprintf(stderr, "Usage: lab [--check] [-T threads] [-s steps] [-r repeats] [-n tokens] [--svg FILE] [MODEL.q4.bin]\n"
             "  --check     only check every step against the reference (what make test runs)\n"
             "  -T N        threads for steps 2, 4 and 5 (default: the online CPUs, at most %d)\n"
             "  -s LIST     steps to run, e.g. 0,1,3 (default: all, 0-5)\n"
+            "  -r N        measure everything N times (at most %d), interleaved; report each figure's median\n"
             "  -n N        decode at most N tokens per step, end to end (default 16; about 4 s per step, at least 2 tokens)\n"
             "  --svg FILE  write the table as an SVG bar chart\n"
             "  MODEL       an int4 checkpoint to decode with each step's kernel (none: no end-to-end column)\n",
-            MAX_LAB_THREADS);
+            MAX_LAB_THREADS, MAX_REPEATS);
     exit(EXIT_FAILURE);
 }
 
@@ -505,7 +544,7 @@ static void parse_steps(const char *list, int *selected) {
 }
 
 int main(int argc, char **argv) {
-    int check_only = 0, max_tokens = 16, selected[N_STEPS] = { 1, 1, 1, 1, 1, 1 };
+    int check_only = 0, max_tokens = 16, repeats = 1, selected[N_STEPS] = { 1, 1, 1, 1, 1, 1 };
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     int n_threads = online < 1 ? 1 : online > MAX_LAB_THREADS ? MAX_LAB_THREADS : (int)online;
     const char *svg = NULL, *model = NULL;
@@ -516,6 +555,7 @@ int main(int argc, char **argv) {
         if (!value) usage();
         if (strcmp(arg, "-T") == 0) n_threads = (int)parse_long("-T", value, 1, MAX_LAB_THREADS);
         else if (strcmp(arg, "-s") == 0) parse_steps(value, selected);
+        else if (strcmp(arg, "-r") == 0) repeats = (int)parse_long("-r", value, 1, MAX_REPEATS);
         else if (strcmp(arg, "-n") == 0) max_tokens = (int)parse_long("-n", value, 2, 100000);
         else if (strcmp(arg, "--svg") == 0) svg = value;
         else usage();
@@ -534,25 +574,15 @@ int main(int argc, char **argv) {
     double load_before = load_average();
     Transformer t = { 0 };
     if (model) build_transformer(&t, model, max_tokens, n_threads);   // a bad model fails now, not after the timings
-    StepResult results[N_STEPS] = { 0 };
     LabThreads threads = { n_threads, pool_create(n_threads), select_kernels() };
-    for (int s = 0; s < N_SHAPES; s++) {
-        Problem p = make_problem(BENCH_SHAPES[s].rows, BENCH_SHAPES[s].cols, 32, 0, 7 + s);
-        time_steps(selected, &p, &threads, s, results);
-        fprintf(stderr, "  timed %s\n", BENCH_SHAPES[s].label);
-        free_problem(&p);
-    }
-    if (model) {
-        forward(&t, t.config.bos_id, 0);   // the weights into the page cache, once
-        for (int step = 0; step < N_STEPS; step++) {
-            if (!selected[step] || simd_skipped(step)) continue;
-            results[step].tok_s = decode_with_step(&t, step, &threads, max_tokens, 4000.0);
-            fprintf(stderr, "  decoded with step %d: %.2f tok/s\n", step, results[step].tok_s);
-        }
-        free_transformer(&t);
-    }
+    StepResult runs[MAX_REPEATS][N_STEPS], results[N_STEPS];
+    memset(runs, 0, sizeof runs);
+    if (model) forward(&t, t.config.bos_id, 0);   // the weights into the page cache, once
+    for (int repeat = 0; repeat < repeats; repeat++) measure(selected, &threads, model ? &t : NULL, max_tokens, runs[repeat]);
+    median_results(runs, repeats, results);
+    if (model) free_transformer(&t);
     pool_free(threads.pool);
-    print_table(selected, results, n_threads, model, load_before);
+    print_table(selected, results, n_threads, repeats, model, load_before);
     if (svg) write_svg(svg, selected, results, n_threads, model != NULL);
     return EXIT_SUCCESS;
 }
