@@ -7,7 +7,7 @@ forward pass to measure what it buys end to end. docs/LAB.md is the tutorial.
     make lab                       the solutions: check, time, table, build/lab.svg
     make lab-student               the same over exercises/steps.c, the bodies to write
     build/lab/lab --check          the correctness check alone (make test runs it)
-    build/lab/lab [-T threads] [-s 0,1,3] [-n tokens] [--svg FILE] [MODEL.q4.bin]
+    build/lab/lab [-T threads] [-s 0,1,3] [-r repeats] [-n tokens] [--svg FILE] [MODEL.q4.bin]
 
 Steps (every one has the same signature, MatmulStep):
     0 reference      one row, one weight at a time

@@ -106,6 +106,7 @@ static void rows_on_threads(RowsFn rows, float *out, const Tensor *w, const Quan
 // weights becomes one vector of int8 (q - 8), its products land in 8 (AVX2)
 // or 4 (NEON) int32 lanes, and the lanes, converted to float and scaled,
 // accumulate in a float vector, summed across once per row at the end.
+// simd.h holds the plumbing (unpacking, the float accumulators) per ISA.
 
 // w . x for one block as int32 lanes: the instruction-set specific heart.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
