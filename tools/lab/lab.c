@@ -50,8 +50,13 @@ static inline const uint8_t *row_nibbles(const Tensor *w, int row) {
     return w->nibbles + (size_t)row * (w->cols_padded / 2);
 }
 
+// the fp16 scale of row r's block b (its group's)
+static inline uint16_t weight_scale_bits(const Tensor *w, int row, int block) {
+    return w->scales[(size_t)row * (w->cols_padded / w->group_size) + block / (w->group_size / Q_BLOCK)];
+}
+
 static inline float weight_scale(const Tensor *w, int row, int block) {
-    return fp16_to_fp32(w->scales[(size_t)row * (w->cols_padded / w->group_size) + block / (w->group_size / Q_BLOCK)]);
+    return fp16_to_fp32(weight_scale_bits(w, row, block));
 }
 
 // Step 2's unit of work: rows [row_begin, row_end) for one thread.
@@ -347,21 +352,19 @@ static void time_steps(const int *selected, const Problem *p, const LabThreads *
 // ----------------------------------------------------------------------------
 // End to end: runq's forward pass with a step as Kernels.matmul_q4. runq calls
 // that pointer from its pool with a range of rows and a batch of tokens; the
-// steps take a whole matrix and one token, so the adapter runs the steps on a
-// one-thread runq pool (the range is then every row) and calls the step per
-// token. runq's function pointer carries no context: the step to run is set
-// here once per measurement.
+// steps take a whole matrix and one token, so the steps run on a one-thread
+// runq pool (the range is then every row) and the lab decodes one token per
+// forward pass. runq's function pointer carries no context: the step to run
+// is set here once per measurement.
 
 static struct { int step; const LabThreads *threads; } adapter;
 
 static void matmul_q4_adapter(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                               const QuantizedActivations *x, int n_tokens) {
-    if (row_begin != 0 || row_end != w->rows) die("the lab's steps run on a one-thread runq pool");
-    for (int t = 0; t < n_tokens; t++) {
-        QuantizedActivations token = { x->values + (size_t)t * x->stride, x->scales + (size_t)t * (x->stride / Q_BLOCK),
-                                       x->sums + (size_t)t * (x->stride / Q_BLOCK), x->stride };
-        STEPS[adapter.step].run(out + (size_t)t * out_stride, w, &token, adapter.threads);
-    }
+    (void)out_stride;   // one token: out is its row
+    if (row_begin != 0 || row_end != w->rows || n_tokens != 1)
+        die("the lab's steps take every row of one token (a one-thread runq pool, decoding)");
+    STEPS[adapter.step].run(out, w, x, adapter.threads);
 }
 
 // Greedy decoding from BOS, one token per forward pass, up to max_tokens or
@@ -457,7 +460,7 @@ static void svg_panel(FILE *f, double y, const char *title, const int *selected,
     }
 }
 
-static void write_svg(const char *path, const int *selected, const StepResult *results, int n_threads, int with_decode) {
+static void write_svg(const char *path, const int *selected, const StepResult *results, int n_threads, const char *model) {
     int shown = 0;
     double rate[N_STEPS] = { 0 }, tok_s[N_STEPS] = { 0 };
     for (int step = 0; step < N_STEPS; step++) {
@@ -472,15 +475,20 @@ static void write_svg(const char *path, const int *selected, const StepResult *r
     FILE *f = fopen(temp, "w");
     if (!f) die("cannot write %s: %s", temp, strerror(errno));
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"13\">\n",
-            panel * (with_decode ? 2 : 1) + 40);
+            panel * (model ? 2 : 1) + 40);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
     char title[160];
     snprintf(title, sizeof title, "int4 x int8 matmul %dx%d, GOP/s (higher is better; %d threads)",
              BENCH_SHAPES[HEADLINE_SHAPE].rows, BENCH_SHAPES[HEADLINE_SHAPE].cols, n_threads);
     svg_panel(f, 20, title, selected, rate, "GOP/s");
-    if (with_decode) svg_panel(f, 20 + panel, "runq decode with that kernel, tokens/s (TinyLlama-1.1B shape)", selected, tok_s, "tok/s");
+    if (model) {
+        const char *file = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+        snprintf(title, sizeof title, "runq decoding %.80s with that kernel, tokens/s", file);
+        for (char *c = title; *c; c++) if (strchr("&<>\"'", *c)) *c = '?';   // keep the SVG well-formed
+        svg_panel(f, 20 + panel, title, selected, tok_s, "tok/s");
+    }
     fprintf(f, "<text x=\"10\" y=\"%.0f\" fill=\"#666\">make lab (tools/lab); step 0 = naive reference, 5 = runq's own kernel and pool</text>\n",
-            panel * (with_decode ? 2 : 1) + 30);
+            panel * (model ? 2 : 1) + 30);
     fprintf(f, "</svg>\n");
     if (fclose(f) != 0 || rename(temp, path) != 0) die("cannot write %s: %s", path, strerror(errno));
 }
@@ -573,7 +581,10 @@ int main(int argc, char **argv) {
 
     double load_before = load_average();
     Transformer t = { 0 };
-    if (model) build_transformer(&t, model, max_tokens, n_threads);   // a bad model fails now, not after the timings
+    if (model) {   // a bad model fails now, not after the timings
+        build_transformer(&t, model, max_tokens, n_threads);
+        if (max_tokens > t.state.cache_len) max_tokens = t.state.cache_len;   // the model's context, if shorter
+    }
     LabThreads threads = { n_threads, pool_create(n_threads), select_kernels() };
     StepResult runs[MAX_REPEATS][N_STEPS], results[N_STEPS];
     memset(runs, 0, sizeof runs);
@@ -583,6 +594,6 @@ int main(int argc, char **argv) {
     if (model) free_transformer(&t);
     pool_free(threads.pool);
     print_table(selected, results, n_threads, repeats, model, load_before);
-    if (svg) write_svg(svg, selected, results, n_threads, model != NULL);
+    if (svg) write_svg(svg, selected, results, n_threads, model);
     return EXIT_SUCCESS;
 }

@@ -8,9 +8,13 @@ time), and a small facade over it so the row loops are written once:
                                             the one function per ISA steps.c writes
     LabAcc     acc_zero(), acc_add(acc, lanes, scale), float acc_sum(acc)
                                             float lanes += scale * lanes; the total
+    float      weight_scale_simd(w, r, b)   weight_scale by the ISA's fp16 conversion
+                                            instruction (F16C; AArch64's fcvt)
 
-x86: AVX2 (8 int32 lanes), compiled with a target attribute and used only when
-the CPU has it (lab_simd_runs). AArch64: NEON (4 lanes), which every core has;
+x86: AVX2 (8 int32 lanes) and F16C, compiled with a target attribute and used
+only when the CPU has them (lab_simd_runs). (runq.c's portable fp16_to_fp32,
+called from a loop of AVX2 code, made step 3 two hundred times slower in an
+-O2 build on the Zen 3 VM we measured on: keep the vector loop in VEX code.) AArch64: NEON (4 lanes), which every core has;
 built with -march=armv8.2-a+dotprod (Cortex-A76: Raspberry Pi 5, RK3588) the
 block dot is one sdot per half, and the program runs only on such a core. Anything else: plain C behind the same facade (LAB_SIMD says so).
 No fused multiply-adds anywhere: the lab builds with -ffp-contract=off.
@@ -19,12 +23,16 @@ No fused multiply-adds anywhere: the lab builds with -ffp-contract=off.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define LAB_SIMD "avx2"
-#define LAB_TARGET __attribute__((target("avx2")))
+#define LAB_TARGET __attribute__((target("avx2,f16c")))
 typedef __m256i LabWeights;   // 32 int8: weights 0..15 in the low 128 bits, 16..31 above
 typedef __m256i LabLanes;     // 8 int32
 typedef __m256 LabAcc;        // 8 float
 
-static int lab_simd_runs(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+static int lab_simd_runs(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") && cpu_has_f16c(); }
+
+LAB_TARGET static inline float weight_scale_simd(const Tensor *w, int row, int block) {
+    return _cvtsh_ss(weight_scale_bits(w, row, block));
+}
 
 LAB_TARGET static inline LabWeights unpack_block(const uint8_t *nibbles) {
     __m128i packed = _mm_loadu_si128((const __m128i *)nibbles);
@@ -77,6 +85,13 @@ static inline LabAcc acc_add(LabAcc acc, LabLanes lanes, float scale) {   // vml
 
 static inline float acc_sum(LabAcc acc) { return vaddvq_f32(acc); }
 
+static inline float weight_scale_simd(const Tensor *w, int row, int block) {
+    uint16_t bits = weight_scale_bits(w, row, block);
+    __fp16 half;
+    memcpy(&half, &bits, sizeof half);
+    return (float)half;
+}
+
 #else
 #define LAB_SIMD "none (plain C)"
 #define LAB_TARGET
@@ -98,4 +113,5 @@ static inline LabWeights unpack_block(const uint8_t *nibbles) {
 static inline LabAcc acc_zero(void) { return 0.0f; }
 static inline LabAcc acc_add(LabAcc acc, LabLanes lanes, float scale) { return acc + (float)lanes * scale; }
 static inline float acc_sum(LabAcc acc) { return acc; }
+static inline float weight_scale_simd(const Tensor *w, int row, int block) { return weight_scale(w, row, block); }
 #endif

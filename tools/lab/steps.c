@@ -146,7 +146,7 @@ LAB_TARGET static float dot_row_simd(const Tensor *w, int row, const QuantizedAc
     LabAcc acc = acc_zero();
     for (int block = 0; block < w->cols_padded / Q_BLOCK; block++) {
         LabLanes lanes = dot_block_lanes(unpack_block(nibbles + block * (Q_BLOCK / 2)), x->values + block * Q_BLOCK);
-        acc = acc_add(acc, lanes, weight_scale(w, row, block) * x->scales[block]);
+        acc = acc_add(acc, lanes, weight_scale_simd(w, row, block) * x->scales[block]);
     }
     return acc_sum(acc);
 }
@@ -167,7 +167,7 @@ LAB_TARGET static void rows_simd_unrolled(float *out, const Tensor *w, const Qua
             const int8_t *a = x->values + block * Q_BLOCK;
             for (int i = 0; i < 4; i++) {   // a constant trip count: the compiler unrolls it
                 LabLanes lanes = dot_block_lanes(unpack_block(row_nibbles(w, r + i) + block * (Q_BLOCK / 2)), a);
-                acc[i] = acc_add(acc[i], lanes, weight_scale(w, r + i, block) * x->scales[block]);
+                acc[i] = acc_add(acc[i], lanes, weight_scale_simd(w, r + i, block) * x->scales[block]);
             }
         }
         for (int i = 0; i < 4; i++) out[r + i] = acc_sum(acc[i]);

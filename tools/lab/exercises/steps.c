@@ -69,6 +69,8 @@ static void rows_on_threads(RowsFn rows, float *out, const Tensor *w, const Quan
 // Step 3: SIMD. simd.h gives you, for this machine's instruction set:
 //     LabWeights unpack_block(nibbles)    a block's 32 weights as int8 (q - 8)
 //     LabAcc acc_zero(); acc = acc_add(acc, lanes, scale); float acc_sum(acc)
+//     weight_scale_simd(w, r, b): weight_scale by a vector-unit instruction (use
+//     it here: a call to the plain-C conversion inside AVX2 code can be slow)
 // Write dot_block_lanes for your instruction set: w . x over one block of 32
 // as int32 lanes (their sum is the block's integer dot product), then
 // dot_row_simd with it.
