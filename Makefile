@@ -167,6 +167,57 @@ build/aarch64/test_pool: test/test_pool.c runq.c test/check.h | build/aarch64
 build/aarch64:
 	mkdir -p build/aarch64
 
+# 32-bit ARM (armhf: Raspberry Pi OS 32-bit, Cortex-A7/A53/A72 in AArch32):
+# runq with its scalar kernels (no AArch32 NEON kernels yet: docs/PORTING.md);
+# static, run under qemu-arm by test/test_arm.sh. Installs the cross compiler
+# with apt-get when missing (root only).
+ARMV7_CC ?= arm-linux-gnueabihf-gcc
+.PHONY: cross-armv7 armv7-tools
+cross-armv7: build/armv7/runq
+build/armv7/runq: runq.c | armv7-tools build/armv7
+	$(ARMV7_CC) -O3 $(EXACT) -static -Wall -Wextra -o $@ runq.c -lm -lpthread
+armv7-tools:
+	@command -v $(ARMV7_CC) >/dev/null && [ -f /usr/arm-linux-gnueabihf/include/stdio.h ] || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "cross-armv7: installing gcc-arm-linux-gnueabihf libc6-dev-armhf-cross with apt-get" && \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      gcc-arm-linux-gnueabihf libc6-dev-armhf-cross; } >/dev/null 2>&1; } || \
+	{ echo "cross-armv7: no $(ARMV7_CC); install as root: apt-get install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" >&2; exit 1; }
+build/armv7:
+	mkdir -p build/armv7
+
+# the kernel-optimization lab (tools/lab, docs/LAB.md): the int4 x int8 matmul
+# in numbered steps, each checked against runq's reference, then timed alone
+# and inside runq's decoding of a random TinyLlama-1.1B (exported once, ~0.6 GB,
+# cached in build/lab). Prints a markdown table and writes build/lab.svg.
+#   make lab                      the solutions (tools/lab/steps.c)
+#   make lab-student              the exercises (tools/lab/exercises/steps.c): fails
+#                                 until their bodies are written; LAB_STEPS=0,1 picks steps
+# Built like runq (-O3, no FMA contraction), for the machine it measures.
+LAB_MODEL = build/lab/tinyllama-random.q4.bin
+LAB_STEPS ?= 0,1,2,3,4,5
+LAB_SOURCES = tools/lab/lab.c tools/lab/simd.h runq.c
+.PHONY: lab lab-student cross-aarch64-lab
+lab: build/lab/lab $(LAB_MODEL)
+	build/lab/lab -s $(LAB_STEPS) --svg build/lab.svg $(LAB_MODEL)
+lab-student: build/lab/lab-student $(LAB_MODEL)
+	build/lab/lab-student -s $(LAB_STEPS) $(LAB_MODEL)
+build/lab/lab: $(LAB_SOURCES) tools/lab/steps.c | build/lab
+	$(CC) $(CFLAGS) $(EXACT) -o $@ tools/lab/lab.c -lm -lpthread
+build/lab/lab-student: $(LAB_SOURCES) tools/lab/exercises/steps.c | build/lab
+	$(CC) $(CFLAGS) $(EXACT) -DLAB_STUDENT -o $@ tools/lab/lab.c -lm -lpthread
+$(LAB_MODEL): | export build/lab
+	./export -q --random tinyllama-1.1b $@
+build/lab:
+	mkdir -p build/lab
+# the lab for aarch64 boards (test/test_lab.sh checks both under qemu): plain
+# NEON (Cortex-A72: Raspberry Pi 4) and NEON with sdot (Cortex-A76: Pi 5, RK3588)
+cross-aarch64-lab: build/aarch64/lab build/aarch64/lab-dotprod
+build/aarch64/lab: $(LAB_SOURCES) tools/lab/steps.c | build/aarch64
+	$(AARCH64_CC) $(AARCH64_FLAGS) -Wall -Wextra -o $@ tools/lab/lab.c -lm -lpthread
+build/aarch64/lab-dotprod: $(LAB_SOURCES) tools/lab/steps.c | build/aarch64
+	$(AARCH64_CC) $(AARCH64_FLAGS) -march=armv8.2-a+dotprod -Wall -Wextra -o $@ tools/lab/lab.c -lm -lpthread
+
 # benchmark helpers (tools/bench and tools/bench-vs-llamacpp also build them on demand)
 build/bandwidth: tools/bandwidth.c | build
 	$(CC) -O3 -Wall -Wextra -o $@ tools/bandwidth.c -lpthread

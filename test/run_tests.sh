@@ -32,6 +32,7 @@ suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_to
         "test/test_families.sh $SHARED" "test/test_kquant.sh $SHARED" "test/test_fuzz_regressions.sh $SHARED")
 [ "$BUILD" = build ] && suites+=("test/test_opencl.sh $SHARED")   # builds its own binaries: not again under test-asan
 [ "${ARM:-1}" = 1 ] && suites+=("test/test_arm.sh $SHARED")
+suites+=("test/test_lab.sh $SHARED")
 for suite in "${suites[@]}"; do
     echo "== $suite"
     out=$($suite 2>&1); status=$?

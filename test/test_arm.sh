@@ -4,8 +4,9 @@
 # kernels) and on one with it (max: `neon-dotprod`): test_quant holds every
 # kernel set to the scalar reference bit for bit, runq picks the set the CPU
 # supports, and its greedy text is byte for byte x86's (the canonical
-# arithmetic makes every CPU give the same tokens). Installs the cross compiler
-# and qemu when missing (root and apt only). Ends with "test_arm: N passed, N failed".
+# arithmetic makes every CPU give the same tokens). Then the 32-bit ARM build
+# (make cross-armv7, scalar kernels) under qemu-arm, the same way. Installs the
+# cross compilers and qemu when missing (root and apt only). Ends with "test_arm: N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_arm "$@"
 CPUS="cortex-a72 max"   # Armv8.0 NEON only (Pi 4) / everything qemu has, dotprod included
 declare -A SETS=([cortex-a72]="scalar neon" [max]="scalar neon neon-dotprod")
@@ -70,5 +71,24 @@ else
     echo "SKIP: ======== $M/stories260K.bin is absent: no real-model generation on aarch64 ========"
 fi
 generate "random model" "$T/r.q4.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+
+# ---- 32-bit ARM (make cross-armv7: scalar kernels) under qemu-arm: x86's text, byte for byte;
+# a checkpoint too big for a 32-bit off_t is refused with a message
+if make -s cross-armv7 >"$T/make7.log" 2>&1 && command -v qemu-arm >/dev/null; then
+    ok
+    # armv7 NAME MODEL ARGS...: the same text as x86's
+    armv7() {
+        local name=$1; shift
+        ./runq "$@" >"$T/x86" 2>/dev/null
+        qemu-arm build/armv7/runq "$@" >"$T/arm7" 2>"$T/err"
+        [ -s "$T/arm7" ] && same "$name: armv7 vs x86" "$T/x86" "$T/arm7" || fail "$name: armv7 runq gave no text: $(cat "$T/err")"
+    }
+    armv7 "random model" "$T/r.q4.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+    [ -f "$T/s.q4.bin" ] && armv7 "stories260K" "$T/s.q4.bin" -t 0 -n 200 -i "The cat"
+    cp "$T/r.q4.bin" "$T/big.q4.bin" && truncate -s 3G "$T/big.q4.bin"
+    expect_error "armv7: a 3 GB checkpoint" "cannot stat .*too large" qemu-arm build/armv7/runq "$T/big.q4.bin" -n 2
+else
+    echo "SKIP: ======== armv7 tests did not run: make cross-armv7 failed or no qemu-arm: $(tail -2 "$T/make7.log") ========"
+fi
 
 summary
