@@ -413,6 +413,52 @@ static void test_layer_drop(const char *model_path) {
     free_model(&dropped);
 }
 
+// Structured FFN pruning: neurons whose w2 column is zero add nothing to the
+// stream, so their importance is 0; keeping the rest (a quarter pruned, a
+// different set in each layer) must leave the logits as they were, and the
+// pruned model must survive the checkpoint format with its per-layer widths.
+static void test_ffn_pruning(const char *model_path) {
+    Model m;
+    load_model(&m, model_path, NULL);
+    int L = m.h.n_layers, D = m.h.dim;
+    for (int l = 0; l < L; l++) {
+        int f = m.ffn_dim[l];
+        real *w2 = tensor(&m, m.params, K_W2, l);
+        for (int j = 0; j < f; j++)
+            if ((j + l) % 4 == 0)   // every fourth neuron, a different set per layer
+                for (int r = 0; r < D; r++) w2[(size_t)r * f + j] = 0;
+    }
+    Tokenizer tok = model_tokenizer(&m, model_path);
+    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    free_tokenizer(&tok);
+    int f0 = m.ffn_dim[0], zeroed0 = (f0 + 3) / 4;
+    long n;
+    Model p = prune_ffn(&m, &corpus.train, 32, 4, (double)(f0 - zeroed0) / f0, &n);
+    CHECK(p.ffn_dim[0] == f0 - zeroed0, "layer 0 keeps %d of %d neurons, expected %d", p.ffn_dim[0], f0, f0 - zeroed0);
+    char *path = work_path("ffn-pruned.bin");
+    save_model(&p, path, TYPE_F32);
+    Model back;
+    load_model(&back, path, NULL);
+    Activations a, b;
+    alloc_activations(&a, &m, NULL, 16);
+    alloc_activations(&b, &back, NULL, 16);
+    refresh_transposed(&m);
+    refresh_transposed(&back);
+    Net full = model_net(&m, NULL, NULL), pruned = model_net(&back, NULL, NULL);
+    net_forward(&full, &a, corpus.valid.tokens, 16);
+    net_forward(&pruned, &b, corpus.valid.tokens, 16);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)16 * m.h.vocab_size; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    CHECK(worst < 1e-5, "pruning the FFN neurons that add nothing changed the logits by %.2e", worst);
+    free_activations(&a);
+    free_activations(&b);
+    free(corpus.train.tokens);
+    free(corpus.valid.tokens);
+    free_model(&p);
+    free_model(&back);
+    free_model(&m);
+}
+
 int main(void) {
     if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
     gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
@@ -425,6 +471,7 @@ int main(void) {
     test_resume();
     test_lora_merge(model);
     test_layer_drop(model);
+    test_ffn_pruning(model);
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);

@@ -89,6 +89,16 @@ expect_error "drop a layer twice" "twice" "$BIN"/export -q --drop-layers 1,1 "$T
 expect_error "drop every layer" "all 2 layers" "$BIN"/export -q --drop-layers 0,1 "$T/m.bin" "$T/x.bin"
 expect_error "influence without a model" "needs --init" $TRAIN influence "$T/corpus.txt"
 
+# ---- structured FFN pruning: half of each FFN (64 neurons) goes, the model still runs in int4
+$TRAIN prune-ffn "$T/corpus.txt" --init "$T/m.bin" --keep 0.5 --context 32 --eval-windows 4 -o "$T/ffn.bin" 2>"$T/ffn.err" \
+    && grep -q "FFN widths 128 -> 64 neurons over 2 layers" "$T/ffn.err" && ok || fail "train prune-ffn: $(cat "$T/ffn.err")"
+"$BIN"/export -q --int4 "$T/ffn.bin" "$T/ffn.q4.bin" && "$BIN"/runq "$T/ffn.q4.bin" -n 8 -i "Once" >/dev/null 2>&1 \
+    && ok || fail "export of the FFN-pruned model, then runq"
+expect_error "prune-ffn without --keep" "needs --keep" $TRAIN prune-ffn "$T/corpus.txt" --init "$T/m.bin" -o "$T/x.bin"
+expect_error "prune-ffn keeping nothing" "needs --keep" $TRAIN prune-ffn "$T/corpus.txt" --init "$T/m.bin" --keep 0 -o "$T/x.bin"
+expect_error "prune-ffn without a model" "needs --init" $TRAIN prune-ffn "$T/corpus.txt" --keep 0.5 -o "$T/x.bin"
+[ ! -e "$T/x.bin" ] && ok || fail "a refused prune-ffn left $T/x.bin behind"
+
 # ---- the committed default model: runq (int4) and run (fp32) tell a story from it
 for engine in "$BIN/runq models/tinystories-edge.q4.bin" "$BIN/run models/tinystories-edge.f32.bin"; do
     story=$($engine -t 0 -n 80 -i "Once upon a time" 2>/dev/null)

@@ -56,7 +56,7 @@ static real real_exp(real x) { return sizeof(real) == sizeof(float) ? (real)expf
 // Settings: every knob of a run, saved with its state so a resume continues it
 
 // The first three train; the others are the tools around training.
-enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA, MODE_TOKENIZER, MODE_PLOT, MODE_INFLUENCE };
+enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA, MODE_TOKENIZER, MODE_PLOT, MODE_INFLUENCE, MODE_PRUNE_FFN };
 
 typedef struct {
     int32_t mode;            // Mode
@@ -1303,6 +1303,7 @@ typedef struct {
     const char *mode_name, *corpus, *output, *tokenizer_path, *shape, *init, *teacher, *base, *state_path,
         *resume, *log_path, *plot_path;
     int save_every, stop_at, threads, quiet, vocab, drop;
+    double keep;   // prune-ffn: the fraction of each FFN kept
     Settings s;
     int given_steps, given_context;
 } Options;
@@ -1323,6 +1324,9 @@ static void usage(void) {
         "  influence   rank --init MODEL's layers by Block Influence on CORPUS (ShortGPT):\n"
         "              1 - cos(input, output) of each layer; prints export's --drop-layers\n"
         "              for the --drop N least influential (default 1)\n"
+        "  prune-ffn   structured FFN pruning of --init MODEL: each layer keeps the --keep X\n"
+        "              fraction of its neurons that move the residual stream most on CORPUS\n"
+        "              (mean |silu(w1 x) * w3 x| times |w2 column|); OUTPUT is an fp32 checkpoint\n"
         "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
         "tokens is held out for the validation loss.\n"
         "Options:\n"
@@ -1352,6 +1356,8 @@ static void usage(void) {
         "  --stop-at N          stop after step N (with --state: a long run in several sittings)\n"
         "  -T N                 threads (default: online cores)\n"
         "  --vocab N            tokenizer: pieces (default 512)\n"
+        "  --keep X             prune-ffn: fraction of each layer's FFN neurons kept\n"
+        "  (influence and prune-ffn read --eval-windows windows of --context tokens of CORPUS)\n"
         "  -q                   no progress output\n");
     exit(EXIT_FAILURE);
 }
@@ -1722,6 +1728,131 @@ static void print_influence(const Options *o) {
     free_model(&m);
 }
 
+// ---- Structured FFN pruning: neuron j of layer l adds g_j(t) w2[:, j] to
+// the residual stream (g = silu(w1 x) * w3 x), so mean_t |g_j(t)| * |w2[:, j]|
+// measures how far it moves the stream on the text. The least important
+// neurons go: their rows of w1 and w3 and their column of w2. The format keeps
+// a width per layer, so each layer keeps its own most important ones.
+
+// importance[l][j], (n_layers, ffn_dim[l]), averaged over up to max_windows
+// windows of T tokens; returns the tokens averaged over.
+static long ffn_importance(Model *m, const TokenStream *tokens, int T, int max_windows, double **importance) {
+    int L = m->h.n_layers, D = m->h.dim, F = m->max_ffn;
+    Activations s;
+    alloc_activations(&s, m, NULL, T);
+    refresh_transposed(m);
+    Net net = model_net(m, NULL, NULL);
+    long n = 0;
+    for (size_t start = 0; start + (size_t)T <= tokens->count && n < (long)max_windows * T; start += (size_t)T) {
+        net_forward(&net, &s, tokens->tokens + start, T);
+        for (int l = 0; l < L; l++) {
+            int f = m->ffn_dim[l];
+            const real *g = AT(s.g, l, T * F);
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < f; j++) importance[l][j] += fabs((double)g[(size_t)t * f + j]);
+        }
+        n += T;
+    }
+    for (int l = 0; l < L; l++) {
+        int f = m->ffn_dim[l];
+        const real *w2 = tensor(m, m->params, K_W2, l);   // (dim, f)
+        for (int j = 0; j < f; j++) {
+            double norm = 0;
+            for (int r = 0; r < D; r++) norm += (double)w2[(size_t)r * f + j] * w2[(size_t)r * f + j];
+            importance[l][j] = importance[l][j] / (double)n * sqrt(norm);
+        }
+    }
+    free_activations(&s);
+    return n;
+}
+
+static const double *importance_to_sort;
+static int by_importance_descending(const void *a, const void *b) {
+    double x = importance_to_sort[*(const int *)a], y = importance_to_sort[*(const int *)b];
+    return x > y ? -1 : x < y ? 1 : *(const int *)a - *(const int *)b;
+}
+
+// m with only the neurons keep[l][0..widths[l]) (in layer order) of each FFN.
+static Model pruned_model(const Model *m, int *const *keep, const int *widths) {
+    Model p = { .h = m->h };
+    p.ffn_dim = xcalloc((size_t)m->h.n_layers, sizeof(int), "model");
+    memcpy(p.ffn_dim, widths, (size_t)m->h.n_layers * sizeof(int));
+    p.tokenizer = xcalloc(m->tokenizer_size, 1, "tokenizer");
+    memcpy(p.tokenizer, m->tokenizer, m->tokenizer_size);
+    p.tokenizer_size = m->tokenizer_size;
+    model_layout(&p);
+    p.params = xcalloc(p.n_params, sizeof(real), "parameters");
+    int D = m->h.dim;
+    for (int i = 0; i < p.plan.count; i++) {
+        const PlannedTensor *t = &p.plan.tensors[i];
+        const real *from = tensor(m, m->params, t->kind, t->layer);
+        real *to = tensor(&p, p.params, t->kind, t->layer);
+        int f = t->layer >= 0 ? m->ffn_dim[t->layer] : 0;
+        if (t->kind == K_W1 || t->kind == K_W3) {         // (f, dim): the kept rows
+            for (int j = 0; j < widths[t->layer]; j++)
+                memcpy(to + (size_t)j * D, from + (size_t)keep[t->layer][j] * D, (size_t)D * sizeof(real));
+        } else if (t->kind == K_W2) {                       // (dim, f): the kept columns
+            for (int r = 0; r < D; r++)
+                for (int j = 0; j < widths[t->layer]; j++) to[(size_t)r * widths[t->layer] + j] = from[(size_t)r * f + keep[t->layer][j]];
+        } else {
+            memcpy(to, from, (size_t)t->entry.rows * t->entry.cols * sizeof(real));
+        }
+    }
+    return p;
+}
+
+// Each layer keeps round(fraction * its width) neurons, at least one.
+static Model prune_ffn(Model *m, const TokenStream *tokens, int T, int max_windows, double fraction, long *n_tokens) {
+    int L = m->h.n_layers;
+    double **importance = xcalloc((size_t)L, sizeof(double *), "importance");
+    int **keep = xcalloc((size_t)L, sizeof(int *), "importance"), *widths = xcalloc((size_t)L, sizeof(int), "importance");
+    for (int l = 0; l < L; l++) importance[l] = xcalloc((size_t)m->ffn_dim[l], sizeof(double), "importance");
+    *n_tokens = ffn_importance(m, tokens, T, max_windows, importance);
+    for (int l = 0; l < L; l++) {
+        int f = m->ffn_dim[l];
+        keep[l] = xcalloc((size_t)f, sizeof(int), "importance");
+        for (int j = 0; j < f; j++) keep[l][j] = j;
+        importance_to_sort = importance[l];
+        qsort(keep[l], (size_t)f, sizeof(int), by_importance_descending);
+        widths[l] = (int)lround(fraction * f);
+        if (widths[l] < 1) widths[l] = 1;
+        qsort(keep[l], (size_t)widths[l], sizeof(int), by_index);   // the kept ones in their order
+    }
+    Model p = pruned_model(m, keep, widths);
+    for (int l = 0; l < L; l++) { free(importance[l]); free(keep[l]); }
+    free(importance);
+    free(keep);
+    free(widths);
+    return p;
+}
+
+static void prune_ffn_mode(const Options *o) {
+    if (!o->init) die("prune-ffn needs --init MODEL");
+    if (!(o->keep > 0 && o->keep <= 1)) die("prune-ffn needs --keep X, the fraction of each FFN to keep, in (0, 1]");
+    Model m;
+    load_model(&m, o->init, o->tokenizer_path);
+    Tokenizer tok = model_tokenizer(&m, o->init);
+    size_t size;
+    uint8_t *text = read_whole_file(o->corpus, &size);
+    TokenStream tokens = tokenize_corpus(&tok, (const char *)text, size);
+    free(text);
+    free_tokenizer(&tok);
+    int T = o->s.context < m.h.seq_len ? o->s.context : m.h.seq_len;
+    if (tokens.count < (size_t)T) die("%s holds %zu tokens; prune-ffn needs at least one window of %d", o->corpus, tokens.count, T);
+    long n;
+    Model p = prune_ffn(&m, &tokens, T, o->s.eval_windows, o->keep, &n);
+    save_model(&p, o->output, TYPE_F32);
+    if (!o->quiet) {
+        size_t before = 0, after = 0;
+        for (int l = 0; l < m.h.n_layers; l++) { before += (size_t)m.ffn_dim[l]; after += (size_t)p.ffn_dim[l]; }
+        fprintf(stderr, "train: wrote %s: FFN widths %zu -> %zu neurons over %d layers (importance over %ld tokens of %s); "
+                "%zu -> %zu parameters\n", o->output, before, after, m.h.n_layers, n, o->corpus, m.n_params, p.n_params);
+    }
+    free(tokens.tokens);
+    free_model(&p);
+    free_model(&m);
+}
+
 static void train_tokenizer(const Options *o) {
     size_t size;
     uint8_t *text = read_whole_file(o->corpus, &size);
@@ -1739,12 +1870,12 @@ static void train_tokenizer(const Options *o) {
 int main(int argc, char **argv) {
     if (argc < 2) usage();
     Options o = { .mode_name = argv[1], .vocab = 512, .threads = default_threads(), .save_every = 0 };
-    static const char *mode_names[] = { "pretrain", "distill", "lora", "tokenizer", "plot", "influence" };
+    static const char *mode_names[] = { "pretrain", "distill", "lora", "tokenizer", "plot", "influence", "prune-ffn" };
     int mode = -1;
     for (int m = 0; m < (int)(sizeof mode_names / sizeof mode_names[0]); m++)
         if (strcmp(argv[1], mode_names[m]) == 0) mode = m;
     if (mode < 0)
-        die("unknown mode '%s': tokenizer, pretrain, distill, lora, influence or plot (train with no arguments shows the options)", argv[1]);
+        die("unknown mode '%s': tokenizer, pretrain, distill, lora, influence, prune-ffn or plot (train with no arguments shows the options)", argv[1]);
     o.s = default_settings(mode);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -1781,6 +1912,7 @@ int main(int argc, char **argv) {
         else if (OPTION("-T")) o.threads = (int)parse_long(a, v, 1, 1024);
         else if (OPTION("--vocab")) o.vocab = (int)parse_long(a, v, 3, 65535);
         else if (OPTION("--drop")) o.drop = (int)parse_long(a, v, 1, 1024);
+        else if (OPTION("--keep")) o.keep = parse_float(a, v, 0, 1);
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
         else if (!o.corpus) o.corpus = a;
@@ -1790,6 +1922,7 @@ int main(int argc, char **argv) {
     if (!o.corpus) die("%s needs a CORPUS text file", o.mode_name);
     if (mode == MODE_INFLUENCE) { print_influence(&o); return 0; }
     if (!o.output) die("%s needs -o OUTPUT", o.mode_name);
+    if (mode == MODE_PRUNE_FFN) { prune_ffn_mode(&o); return 0; }
     if (mode == MODE_TOKENIZER) { train_tokenizer(&o); return 0; }
     if (mode == MODE_PLOT) { plot_only(&o); return 0; }
     char *log_default = NULL, *plot_default = NULL;
