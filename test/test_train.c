@@ -369,6 +369,23 @@ static void test_lora_merge(const char *model_path) {
     free_model(&merged);
 }
 
+// The largest difference between two models' logits over the same T tokens.
+static double max_logit_difference(Model *x, Model *y, const int *tokens, int T) {
+    Activations a, b;
+    alloc_activations(&a, x, NULL, T);
+    alloc_activations(&b, y, NULL, T);
+    refresh_transposed(x);
+    refresh_transposed(y);
+    Net first = model_net(x, NULL, NULL), second = model_net(y, NULL, NULL);
+    net_forward(&first, &a, tokens, T);
+    net_forward(&second, &b, tokens, T);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)T * x->h.vocab_size; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    free_activations(&a);
+    free_activations(&b);
+    return worst;
+}
+
 // ShortGPT: a layer made an identity (wo and w2 zero: it adds nothing to the
 // stream) has Block Influence 0; export --drop-layers then removes it without
 // changing the logits. Layer 0, so that the kept layer 1 must be renumbered.
@@ -394,19 +411,8 @@ static void test_layer_drop(const char *model_path) {
     Model dropped;
     load_model(&dropped, dropped_path, NULL);
     CHECK(dropped.h.n_layers == 1, "dropping 1 of 2 layers left %d", dropped.h.n_layers);
-    Activations a, b;
-    alloc_activations(&a, &m, NULL, 16);
-    alloc_activations(&b, &dropped, NULL, 16);
-    refresh_transposed(&m);
-    refresh_transposed(&dropped);
-    Net full = model_net(&m, NULL, NULL), pruned = model_net(&dropped, NULL, NULL);
-    net_forward(&full, &a, corpus.valid.tokens, 16);
-    net_forward(&pruned, &b, corpus.valid.tokens, 16);
-    double worst = 0;
-    for (size_t i = 0; i < (size_t)16 * m.h.vocab_size; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    double worst = max_logit_difference(&m, &dropped, corpus.valid.tokens, 16);
     CHECK(worst < 1e-5, "dropping an identity layer changed the logits by %.2e", worst);
-    free_activations(&a);
-    free_activations(&b);
     free(corpus.train.tokens);
     free(corpus.valid.tokens);
     free_model(&m);
@@ -439,19 +445,8 @@ static void test_ffn_pruning(const char *model_path) {
     save_model(&p, path, TYPE_F32);
     Model back;
     load_model(&back, path, NULL);
-    Activations a, b;
-    alloc_activations(&a, &m, NULL, 16);
-    alloc_activations(&b, &back, NULL, 16);
-    refresh_transposed(&m);
-    refresh_transposed(&back);
-    Net full = model_net(&m, NULL, NULL), pruned = model_net(&back, NULL, NULL);
-    net_forward(&full, &a, corpus.valid.tokens, 16);
-    net_forward(&pruned, &b, corpus.valid.tokens, 16);
-    double worst = 0;
-    for (size_t i = 0; i < (size_t)16 * m.h.vocab_size; i++) worst = fmax(worst, fabs(a.logits[i] - b.logits[i]));
+    double worst = max_logit_difference(&m, &back, corpus.valid.tokens, 16);
     CHECK(worst < 1e-5, "pruning the FFN neurons that add nothing changed the logits by %.2e", worst);
-    free_activations(&a);
-    free_activations(&b);
     free(corpus.train.tokens);
     free(corpus.valid.tokens);
     free_model(&p);

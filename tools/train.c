@@ -1664,6 +1664,23 @@ static void plot_only(const Options *o) {
     free(curve.points);
 }
 
+// influence and prune-ffn: --init MODEL and the calibration text CORPUS as its
+// tokens; returns the window length (--context, at most the model's).
+static int load_calibration(const Options *o, Model *m, TokenStream *tokens) {
+    if (!o->init) die("%s needs --init MODEL", o->mode_name);
+    load_model(m, o->init, o->tokenizer_path);
+    Tokenizer tok = model_tokenizer(m, o->init);
+    size_t size;
+    uint8_t *text = read_whole_file(o->corpus, &size);
+    *tokens = tokenize_corpus(&tok, (const char *)text, size);
+    free(text);
+    free_tokenizer(&tok);
+    int T = o->s.context < m->h.seq_len ? o->s.context : m->h.seq_len;
+    if (tokens->count < (size_t)T)
+        die("%s holds %zu tokens; %s needs at least one window of %d", o->corpus, tokens->count, o->mode_name, T);
+    return T;
+}
+
 // Block Influence (ShortGPT, Men et al. 2024): 1 - cos(x_in, x_out) of each
 // decoder layer's residual stream, averaged over the tokens of up to
 // max_windows windows of T tokens. A layer that barely turns the stream is
@@ -1698,17 +1715,9 @@ static int by_influence(const void *a, const void *b) {
 static int by_index(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 static void print_influence(const Options *o) {
-    if (!o->init) die("influence needs --init MODEL");
     Model m;
-    load_model(&m, o->init, o->tokenizer_path);
-    Tokenizer tok = model_tokenizer(&m, o->init);
-    size_t size;
-    uint8_t *text = read_whole_file(o->corpus, &size);
-    TokenStream tokens = tokenize_corpus(&tok, (const char *)text, size);
-    free(text);
-    free_tokenizer(&tok);
-    int T = o->s.context < m.h.seq_len ? o->s.context : m.h.seq_len, L = m.h.n_layers, drop = o->drop ? o->drop : 1;
-    if (tokens.count < (size_t)T) die("%s holds %zu tokens; influence needs at least one window of %d", o->corpus, tokens.count, T);
+    TokenStream tokens;
+    int T = load_calibration(o, &m, &tokens), L = m.h.n_layers, drop = o->drop ? o->drop : 1;
     if (drop >= L) die("--drop %d: the model has %d layers", drop, L);
     double *influence = xcalloc((size_t)L, sizeof(double), "influence");
     long n = block_influence(&m, &tokens, T, o->s.eval_windows, influence);
@@ -1827,18 +1836,10 @@ static Model prune_ffn(Model *m, const TokenStream *tokens, int T, int max_windo
 }
 
 static void prune_ffn_mode(const Options *o) {
-    if (!o->init) die("prune-ffn needs --init MODEL");
     if (!(o->keep > 0 && o->keep <= 1)) die("prune-ffn needs --keep X, the fraction of each FFN to keep, in (0, 1]");
     Model m;
-    load_model(&m, o->init, o->tokenizer_path);
-    Tokenizer tok = model_tokenizer(&m, o->init);
-    size_t size;
-    uint8_t *text = read_whole_file(o->corpus, &size);
-    TokenStream tokens = tokenize_corpus(&tok, (const char *)text, size);
-    free(text);
-    free_tokenizer(&tok);
-    int T = o->s.context < m.h.seq_len ? o->s.context : m.h.seq_len;
-    if (tokens.count < (size_t)T) die("%s holds %zu tokens; prune-ffn needs at least one window of %d", o->corpus, tokens.count, T);
+    TokenStream tokens;
+    int T = load_calibration(o, &m, &tokens);
     long n;
     Model p = prune_ffn(&m, &tokens, T, o->s.eval_windows, o->keep, &n);
     save_model(&p, o->output, TYPE_F32);
