@@ -52,6 +52,15 @@ if [ -f "$M/stories260K.bin" ] && [ -f "$M/tok512.bin" ]; then
     holds "-k q8: mean KL near the fp16 cache's $kl16" "mean_kl != $kl16 && mean_kl < $kl16 + 0.01 && mean_kl > $kl16 - 0.01" "$T/kv8.json"
     expect_error "ppl -k on an fp32 model" "-k is for an int4 model" "$PPL" -k q8 "$T/s.f32.bin" "$T/golden.txt"
 
+    # (b'') ROUGE-L of greedy continuations: 1 for a model against itself; int4 strays from fp32 somewhere
+    "$PPL" --json --rouge 24 --rouge-windows 3 --reference "$T/s.f32.bin" "$T/s.f32.bin" "$T/golden.txt" >"$T/rouge-self.json"
+    holds "--rouge: fp32 against itself continues identically" "$(json_field "$T/rouge-self.json" rouge_l_vs_reference) == 1" "$T/rouge-self.json"
+    "$PPL" --json --rouge 24 --rouge-windows 3 --reference "$M/stories260K.bin" "$T/s.q4.bin" "$T/golden.txt" >"$T/rouge.json"
+    rouge=$(json_field "$T/rouge.json" rouge_l_vs_reference); rouge_text=$(json_field "$T/rouge.json" rouge_l_vs_text)
+    holds "--rouge: int4 against fp32 in (0.2, 1), against the text in (0, 1) ($rouge, $rouge_text)" \
+        "$rouge > 0.2 && $rouge <= 1 && $rouge_text > 0 && $rouge_text < 1 && $(json_field "$T/rouge.json" rouge_windows) == 3" "$T/rouge.json"
+    expect_error "--rouge without a reference" "give one" "$PPL" --rouge 8 "$T/s.q4.bin" "$T/golden.txt"
+
     # (c) perplexity = exp(mean NLL), for the model and the reference
     holds "perplexity = exp(mean NLL)" "perplexity / exp(mean_nll) - 1 < 1e-8 && exp(mean_nll) / perplexity - 1 < 1e-8" "$T/int4.json"
     holds "reference perplexity = exp(its mean NLL)" \

@@ -239,6 +239,10 @@ typedef struct {
     double reference_nll_sum;   // reference, when there is one
     double kl_sum, kl_max;      // KL(reference || model)
     long top1_agreements;
+    // --rouge: greedy continuations of the first half of some windows
+    int rouge_windows, rouge_length;
+    double rouge_vs_reference;  // sum of ROUGE-L F1, model's continuation against the reference's
+    double rouge_vs_text;       // and against the text's own continuation
 } Scores;
 
 // log(sum_i exp(logits_i)) in double, shifted by the max so nothing overflows
@@ -288,13 +292,72 @@ static void score_window(Scores *s, Model *model, Model *reference, const int *w
     s->windows++;
 }
 
-static Scores score_text(Model *model, Model *reference, const int *tokens, int n_tokens, int window) {
+// ---- ROUGE-L (Lin 2004): the longest common subsequence of a candidate and
+// a reference sequence, as the F1 of its recall (over the reference's length)
+// and precision (over the candidate's). On token ids here: both sides share
+// the tokenizer, so this is ROUGE-L over the same pieces.
+static double rouge_l(const int *candidate, int nc, const int *reference, int nr) {
+    if (nc == 0 || nr == 0) return 0;
+    int *previous = xcalloc((size_t)nr + 1, sizeof(int), "ROUGE-L"), *current = xcalloc((size_t)nr + 1, sizeof(int), "ROUGE-L");
+    for (int i = 1; i <= nc; i++) {
+        for (int j = 1; j <= nr; j++)
+            current[j] = candidate[i - 1] == reference[j - 1] ? previous[j - 1] + 1
+                       : previous[j] > current[j - 1] ? previous[j] : current[j - 1];
+        int *swap = previous; previous = current; current = swap;
+    }
+    double lcs = previous[nr];
+    free(previous);
+    free(current);
+    if (lcs == 0) return 0;
+    double recall = lcs / nr, precision = lcs / nc;
+    return 2 * recall * precision / (recall + precision);
+}
+
+// The n tokens a model picks greedily after BOS and the prompt's tokens.
+static void greedy_continuation(Model *m, const int *prompt, int n_prompt, int n, int *out, int *inputs) {
+    inputs[0] = m->bos_id;
+    memcpy(inputs + 1, prompt, sizeof(int) * (size_t)n_prompt);
+    const float *logits = NULL;
+    int fed = 0, total = n_prompt + 1;
+    for (; fed < total; fed += MAX_BATCH) {
+        int count = total - fed < MAX_BATCH ? total - fed : MAX_BATCH;
+        logits = model_forward(m, inputs + fed, count, fed) + (size_t)(count - 1) * m->vocab_size;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = argmax(logits, m->vocab_size);
+        if (i + 1 < n) logits = model_forward(m, &out[i], 1, total + i);
+    }
+}
+
+// A window's first half is the prompt; model and reference continue it for
+// `length` tokens (at most what the window leaves), and the model's
+// continuation is scored against the reference's and against the text's.
+static void rouge_window(Scores *s, Model *model, Model *reference, const int *window, int n, int length, int *inputs) {
+    int n_prompt = n / 2, room = n - n_prompt - 1;
+    if (n_prompt < 1 || room < 1) return;
+    if (length > room) length = room;
+    int *ours = xcalloc((size_t)length, sizeof(int), "continuation"), *theirs = xcalloc((size_t)length, sizeof(int), "continuation");
+    greedy_continuation(model, window, n_prompt, length, ours, inputs);
+    greedy_continuation(reference, window, n_prompt, length, theirs, inputs);
+    s->rouge_vs_reference += rouge_l(ours, length, theirs, length);
+    s->rouge_vs_text += rouge_l(ours, length, window + n_prompt, length);
+    s->rouge_windows++;
+    s->rouge_length = length;
+    free(ours);
+    free(theirs);
+}
+
+// rouge_length > 0: ROUGE-L too, on the first rouge_windows windows.
+static Scores score_text(Model *model, Model *reference, const int *tokens, int n_tokens, int window, int rouge_length,
+                         int rouge_windows) {
     Scores s = { 0 };
     int *inputs = xcalloc((size_t)window, sizeof(int), "window");
     int n_windows = (n_tokens + window - 1) / window, show_progress = isatty(STDERR_FILENO);
     for (int start = 0; start < n_tokens; start += window) {
         if (show_progress) fprintf(stderr, "\rppl: window %d of %d", s.windows + 1, n_windows);
-        score_window(&s, model, reference, tokens + start, n_tokens - start < window ? n_tokens - start : window, inputs);
+        int n = n_tokens - start < window ? n_tokens - start : window;
+        score_window(&s, model, reference, tokens + start, n, inputs);
+        if (rouge_length > 0 && s.windows <= rouge_windows) rouge_window(&s, model, reference, tokens + start, n, rouge_length, inputs);
     }
     if (show_progress) fprintf(stderr, "\r%40s\r", "");
     free(inputs);
@@ -327,6 +390,10 @@ static void print_table(const RunInfo *info, const Scores *s) {
     printf("  KL(reference || model) per token: mean %.4f, max %.4f\n", s->kl_sum / s->tokens, s->kl_max);
     printf("  top-1 agreement: %.1f %% (%ld of %ld positions)\n", 100.0 * s->top1_agreements / s->tokens,
            s->top1_agreements, s->tokens);
+    if (s->rouge_windows)
+        printf("  ROUGE-L of %d greedy tokens after half a window (%d windows): %.4f against the reference's, "
+               "%.4f against the text's\n", s->rouge_length, s->rouge_windows, s->rouge_vs_reference / s->rouge_windows,
+               s->rouge_vs_text / s->rouge_windows);
 }
 
 static void print_json_string(const char *key, const char *value) {
@@ -355,6 +422,9 @@ static void print_json(const RunInfo *info, const Scores *s) {
         printf("\"reference_mean_nll\": %.10g, \"reference_perplexity\": %.10g, \"mean_kl\": %.10g, \"max_kl\": %.10g, "
                "\"top1_agreement\": %.4f", reference_nll, exp(reference_nll), s->kl_sum / s->tokens, s->kl_max,
                100.0 * s->top1_agreements / s->tokens);
+        if (s->rouge_windows)
+            printf(", \"rouge_windows\": %d, \"rouge_length\": %d, \"rouge_l_vs_reference\": %.6f, \"rouge_l_vs_text\": %.6f",
+                   s->rouge_windows, s->rouge_length, s->rouge_vs_reference / s->rouge_windows, s->rouge_vs_text / s->rouge_windows);
     }
     printf("}\n");
 }
@@ -376,6 +446,9 @@ static void usage(FILE *out) {
         "  --lora ADAPTER   a LoRA adapter for an int4 MODEL, applied at run time (runq --lora)\n"
         "  --max-tokens N   score only the first N tokens of the text\n"
         "  --json           one JSON object instead of the table\n"
+        "  --rouge N        with --reference: ROUGE-L of the model's N greedy tokens after the first\n"
+        "                   half of a window against the reference's, and against the text's own\n"
+        "  --rouge-windows K  the first K windows for --rouge (default 20)\n"
         "  --print-tokens   print the ids that would be scored (MODEL's tokenizer, no BOS) and stop\n"
         "                   (tools/llamacpp/kl scores the same tokens with llama.cpp)\n"
         "Method: the text is tokenized whole (MODEL's tokenizer, no BOS) and cut into\n"
@@ -391,12 +464,12 @@ typedef struct {
     const char *model_path, *text_path, *reference_path, *tokenizer_path, *lora_path;
     long window;           // 0: the default
     long max_tokens;       // 0: all
-    int threads, json, kv_type, print_tokens;
+    int threads, json, kv_type, print_tokens, rouge_length, rouge_windows;
 } Options;
 
 static Options parse_options(int argc, char **argv) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
-    Options o = { .threads = online > 0 ? (int)online : 1 };
+    Options o = { .threads = online > 0 ? (int)online : 1, .rouge_windows = 20 };
     const char *positional[2];
     int n_positional = 0;
     for (int i = 1; i < argc; i++) {
@@ -417,6 +490,8 @@ static Options parse_options(int argc, char **argv) {
         else if (strcmp(arg, "-T") == 0) o.threads = (int)parse_long("-T", value, 1, 1024);
         else if (strcmp(arg, "-k") == 0) o.kv_type = parse_kv_type(value);
         else if (strcmp(arg, "--lora") == 0) o.lora_path = value;
+        else if (strcmp(arg, "--rouge") == 0) o.rouge_length = (int)parse_long("--rouge", value, 1, INT_MAX);
+        else if (strcmp(arg, "--rouge-windows") == 0) o.rouge_windows = (int)parse_long("--rouge-windows", value, 1, INT_MAX);
         else if (strcmp(arg, "--max-tokens") == 0) o.max_tokens = parse_long("--max-tokens", value, 1, INT_MAX);
         else die("unknown flag '%s' (ppl --help lists them)", arg);
     }
@@ -471,7 +546,8 @@ int main(int argc, char **argv) {
     if (o.lora_path) load_adapter(&model.runq, o.lora_path);
     model_prepare(&model, window, o.threads, o.kv_type);
     if (ref) model_prepare(ref, window, 1, KV_F16);
-    Scores scores = score_text(&model, ref, tokens, n_tokens, window);
+    if (o.rouge_length && !ref) die("--rouge compares with --reference's continuations: give one");
+    Scores scores = score_text(&model, ref, tokens, n_tokens, window, o.rouge_length, o.rouge_windows);
 
     RunInfo info = { o.model_path, o.reference_path, o.text_path, model_kind_name(&model),
                      ref ? model_kind_name(ref) : NULL, window, o.threads };
