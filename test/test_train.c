@@ -454,6 +454,36 @@ static void test_ffn_pruning(const char *model_path) {
     free_model(&m);
 }
 
+// AWQ scaling changes how int4 rounds, never what fp32 computes: the scaled
+// model's logits equal the original's (in double, to rounding), with GQA
+// (wo's scales tied across the query heads of a KV head) and an FFN off the
+// group; the int4 output error on the calibration tokens is no larger.
+static void test_awq(void) {
+    Model m, original;
+    test_model(&m, "dim=32,ffn=40,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 64, 7, 1.0);
+    test_model(&original, "dim=32,ffn=40,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 64, 7, 1.0);
+    int tokens[48];
+    for (int i = 0; i < 48; i++) tokens[i] = (i * 37 + 11) % 64;
+    TokenStream stream = { .tokens = tokens, .count = 48 };
+    Calibration cal = collect_inputs(&m, &stream, 16, 3);
+    double alphas[8], before = 0, after = 0, ones[40];
+    for (int c = 0; c < 40; c++) ones[c] = 1;
+    before = scaled_int4_error(tensor(&m, m.params, K_W2, 0), 32, 40, ones, cal.g, cal.n);
+    awq_scale(&m, &cal, alphas);
+    double worst = max_logit_difference(&m, &original, tokens, 16), spread = 0;
+    for (int i = 0; i < 8; i++) spread += alphas[i];
+    CHECK(worst < 1e-9, "AWQ scaling changed the fp32 logits by %.2e", worst);
+    CHECK(spread > 0, "AWQ chose no scaling anywhere on a random model (alphas all 0)");
+    // w2's error with its chosen scales, measured on the scaled model: undo them from w3's rows' view
+    Calibration scaled = collect_inputs(&m, &stream, 16, 3);
+    after = scaled_int4_error(tensor(&m, m.params, K_W2, 0), 32, 40, ones, scaled.g, scaled.n);
+    CHECK(after <= before * (1 + 1e-9), "AWQ made layer 0's w2 int4 error larger: %.6g -> %.6g", before, after);
+    free(cal.xn1); free(cal.ao); free(cal.xn2); free(cal.g);
+    free(scaled.xn1); free(scaled.ao); free(scaled.xn2); free(scaled.g);
+    free_model(&m);
+    free_model(&original);
+}
+
 int main(void) {
     if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
     gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
@@ -467,6 +497,7 @@ int main(void) {
     test_lora_merge(model);
     test_layer_drop(model);
     test_ffn_pruning(model);
+    test_awq();
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);

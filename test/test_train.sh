@@ -99,6 +99,14 @@ expect_error "prune-ffn keeping nothing" "needs --keep" $TRAIN prune-ffn "$T/cor
 expect_error "prune-ffn without a model" "needs --init" $TRAIN prune-ffn "$T/corpus.txt" --keep 0.5 -o "$T/x.bin"
 [ ! -e "$T/x.bin" ] && ok || fail "a refused prune-ffn left $T/x.bin behind"
 
+# ---- AWQ: the scaled fp32 model computes what the original does; its int4 runs
+$TRAIN awq "$T/corpus.txt" --init "$T/m.bin" --context 32 --eval-windows 4 -o "$T/awq.bin" 2>"$T/awq.err" \
+    && [ "$(grep -c '^  layer ' "$T/awq.err")" -eq 2 ] && ok || fail "train awq: $(cat "$T/awq.err")"
+"$BIN"/run "$T/awq.bin" -t 0 -n 24 -i "Once upon" >"$T/awq-run.txt" 2>/dev/null && same "awq: fp32 text unchanged" "$T/run.txt" "$T/awq-run.txt"
+"$BIN"/export -q --int4 "$T/awq.bin" "$T/awq.q4.bin" && "$BIN"/runq "$T/awq.q4.bin" -n 8 -i "Once" >/dev/null 2>&1 \
+    && ok || fail "export of the AWQ-scaled model, then runq"
+expect_error "awq without a model" "needs --init" $TRAIN awq "$T/corpus.txt" -o "$T/x.bin"
+
 # ---- the committed default model: runq (int4) and run (fp32) tell a story from it
 for engine in "$BIN/runq models/tinystories-edge.q4.bin" "$BIN/run models/tinystories-edge.f32.bin"; do
     story=$($engine -t 0 -n 80 -i "Once upon a time" 2>/dev/null)
