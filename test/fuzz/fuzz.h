@@ -168,3 +168,19 @@ static const char *fuzz_write_file(const char *name, const void *data, size_t si
     if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) { perror(path); abort(); }
     return fuzz_paths[slot];
 }
+
+// An accepted model source planned as a float export, every planned tensor
+// checked against its file, then read whole as export reads it (the seed
+// corpora's models are tiny).
+static void fuzz_read_all_tensors(Source *src) {
+    Plan plan = make_plan(src, TYPE_F32, 0);
+    check_source_tensors(src, &plan);
+    for (int i = 0; i < plan.count; i++) {
+        const PlannedTensor *t = &plan.tensors[i];
+        if (t->kind == K_TOKENIZER) continue;
+        float *rows = xcalloc((size_t)t->entry.rows * t->entry.cols, sizeof(float), "rows");
+        read_finite_rows(src, t, 0, (int)t->entry.rows, rows);
+        free(rows);
+    }
+    free(plan.tensors);
+}
