@@ -16,4 +16,20 @@ for replay in "$BUILD"/replay_*; do
         if "$replay" "$input" >"$T/out" 2>&1; then ok; else fail "fuzz_$target on $input (exit $?): $(tail -3 "$T/out")"; fi
     done
 done
+
+# Bugs a plain replay cannot show (undefined behaviour the plain build lives
+# through, a bad value accepted): export on the input must refuse it, saying why.
+# A fuzz_hf input is config.json's length (2 bytes), config.json, model.safetensors.
+unpack_hf() {
+    local n
+    n=$(od -An -tu2 -N2 "$1" | tr -d ' ')
+    mkdir -p "$2"
+    tail -c +3 "$1" | head -c "$n" >"$2/config.json"
+    tail -c +$((3 + n)) "$1" >"$2/model.safetensors"
+}
+unpack_hf test/fuzz/regressions/hf/hidden-size-past-int32 "$T/wide"
+expect_error "hidden_size 2^32 + 8 (was read as 8)" "hidden_size' should be a whole number of at most" "$BIN"/export -q "$T/wide" "$T/x.bin"
+unpack_hf test/fuzz/regressions/hf/nan-shape "$T/nan"
+expect_error "a safetensors shape of -nan (cast to an integer: undefined)" "invalid JSON at byte [0-9]+: bad number" \
+    "$BIN"/export -q "$T/nan" "$T/x.bin"
 summary
