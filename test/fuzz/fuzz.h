@@ -184,3 +184,14 @@ static void fuzz_read_all_tensors(Source *src) {
     }
     free(plan.tensors);
 }
+
+// An input holding two files: the first one's length (2 bytes, little-endian;
+// cut to what there is), the first, then the second. 0 if it is too short.
+static int fuzz_write_two_files(const uint8_t *data, size_t size, const char *first, const char *second) {
+    if (size < 2) return 0;
+    size_t first_size = (size_t)(data[0] | data[1] << 8);
+    if (first_size > size - 2) first_size = size - 2;
+    fuzz_write_file(first, data + 2, first_size);
+    fuzz_write_file(second, data + 2 + first_size, size - 2 - first_size);
+    return 1;
+}

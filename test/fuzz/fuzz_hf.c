@@ -6,11 +6,7 @@
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 2) return 0;
-    size_t config_size = (size_t)(data[0] | data[1] << 8);
-    if (config_size > size - 2) config_size = size - 2;
-    fuzz_write_file("config.json", data + 2, config_size);
-    fuzz_write_file("model.safetensors", data + 2 + config_size, size - 2 - config_size);
+    if (!fuzz_write_two_files(data, size, "config.json", "model.safetensors")) return 0;
     FUZZ_BEGIN;
     Source src;
     memset(&src, 0, sizeof src);

@@ -9,11 +9,7 @@
 #define TINY_MODEL "dim=32,ffn=48,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=16"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 2) return 0;
-    size_t config_size = (size_t)(data[0] | data[1] << 8);
-    if (config_size > size - 2) config_size = size - 2;
-    fuzz_write_file("adapter_config.json", data + 2, config_size);
-    fuzz_write_file("adapter_model.safetensors", data + 2 + config_size, size - 2 - config_size);
+    if (!fuzz_write_two_files(data, size, "adapter_config.json", "adapter_model.safetensors")) return 0;
     FUZZ_BEGIN;
     Source src;
     memset(&src, 0, sizeof src);
