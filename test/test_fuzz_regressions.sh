@@ -19,13 +19,18 @@ done
 
 # Bugs a plain replay cannot show (undefined behaviour the plain build lives
 # through, a bad value accepted): export on the input must refuse it, saying why.
-# A fuzz_hf input is config.json's length (2 bytes), config.json, model.safetensors.
+# A fuzz_hf input is the lengths of the first three files (2 bytes each), then
+# config.json, model.safetensors, tokenizer.json, tokenizer_config.json (an empty one absent).
 unpack_hf() {
-    local n
-    n=$(od -An -tu2 -N2 "$1" | tr -d ' ')
+    local lengths at=7 i=0 name
+    read -r -a lengths < <(od -An -tu2 -N6 "$1")
     mkdir -p "$2"
-    tail -c +3 "$1" | head -c "$n" >"$2/config.json"
-    tail -c +$((3 + n)) "$1" >"$2/model.safetensors"
+    for name in config.json model.safetensors tokenizer.json tokenizer_config.json; do
+        if [ $i -lt 3 ]; then tail -c +$at "$1" | head -c "${lengths[$i]}" >"$2/$name"; at=$((at + lengths[i]))
+        else tail -c +$at "$1" >"$2/$name"; fi
+        [ -s "$2/$name" ] || rm "$2/$name"
+        i=$((i + 1))
+    done
 }
 unpack_hf test/fuzz/regressions/hf/hidden-size-past-int32 "$T/wide"
 expect_error "hidden_size 2^32 + 8 (was read as 8)" "hidden_size' should be a whole number of at most" "$BIN"/export -q "$T/wide" "$T/x.bin"

@@ -185,13 +185,19 @@ static void fuzz_read_all_tensors(Source *src) {
     free(plan.tensors);
 }
 
-// An input holding two files: the first one's length (2 bytes, little-endian;
-// cut to what there is), the first, then the second. 0 if it is too short.
-static int fuzz_write_two_files(const uint8_t *data, size_t size, const char *first, const char *second) {
-    if (size < 2) return 0;
-    size_t first_size = (size_t)(data[0] | data[1] << 8);
-    if (first_size > size - 2) first_size = size - 2;
-    fuzz_write_file(first, data + 2, first_size);
-    fuzz_write_file(second, data + 2 + first_size, size - 2 - first_size);
+// An input holding n files: the lengths of the first n - 1 (2 bytes each,
+// little-endian, cut to what there is), then the files in order, the last
+// taking the rest. An empty file is left out, as if the directory had none.
+// 0 if the input is too short to hold the lengths.
+static int fuzz_write_files(const uint8_t *data, size_t size, const char *const *names, int n) {
+    size_t at = 2 * (size_t)(n - 1);
+    if (size < at) return 0;
+    for (int i = 0; i < n; i++) {
+        size_t length = i < n - 1 ? (size_t)(data[2 * i] | data[2 * i + 1] << 8) : size - at;
+        if (length > size - at) length = size - at;
+        const char *path = fuzz_write_file(names[i], data + at, length);
+        if (length == 0) unlink(path);
+        at += length;
+    }
     return 1;
 }

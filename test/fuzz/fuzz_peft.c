@@ -9,7 +9,8 @@
 #define TINY_MODEL "dim=32,ffn=48,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=16"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!fuzz_write_two_files(data, size, "adapter_config.json", "adapter_model.safetensors")) return 0;
+    static const char *const files[] = { "adapter_config.json", "adapter_model.safetensors" };
+    if (!fuzz_write_files(data, size, files, 2)) return 0;
     FUZZ_BEGIN;
     Source src;
     memset(&src, 0, sizeof src);

