@@ -10,7 +10,7 @@ EXACT = -ffp-contract=off
 TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation $(EXACT)
 SHARED ?= ../shared
 # the fuzz targets (test/fuzz/fuzz_NAME.c); make test replays their regression inputs
-FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy
+FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy http hf
 REPLAYS = $(FUZZ_TARGETS:%=build/replay_%)
 
 .PHONY: all run test test-asan debug clean reference
@@ -150,6 +150,9 @@ build/replay_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/replay.c export.c 
 	$(CC) $(TEST_FLAGS) -o $@ $< test/fuzz/replay.c -lm -lpthread
 $(ASAN)/replay_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/replay.c export.c runq.c | $(ASAN)
 	$(CC) $(SANITIZE) -Wno-unused-function -o $@ $< test/fuzz/replay.c -lm -lpthread
+# what some targets include besides fuzz.h
+build/fuzz/fuzz_encode build/replay_encode $(ASAN)/replay_encode: test/fuzz/tokenizers.h
+build/fuzz/fuzz_http build/replay_http $(ASAN)/replay_http: test/fuzz/tokenizers.h server.c
 
 # aarch64 (Raspberry Pi 4/5, RK3588) cross builds, which test/test_arm.sh runs
 # under qemu-aarch64: static, so qemu needs no ARM libraries; one binary picks

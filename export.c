@@ -196,7 +196,9 @@ static void json_parse_value(JsonParser *p, Json *out) {
         char *end;
         out->type = JSON_NUMBER;
         out->number = strtod(p->at, &end);
-        if (end == p->at || end > p->end) json_fail(p, "bad number");
+        // strtod also reads nan, inf and hex, which JSON has not (a NaN shape is no number to cast)
+        if (end == p->at || end > p->end || strspn(p->at, "-+.0123456789eE") < (size_t)(end - p->at))
+            json_fail(p, "bad number");
         p->at = end;
     } else if (p->end - p->at >= 4 && memcmp(p->at, "true", 4) == 0) {
         out->type = JSON_TRUE; p->at += 4;
@@ -516,8 +518,8 @@ static int64_t json_int(const Json *j, const char *key, int64_t fallback, const 
         return fallback;
     }
     if (v->type == JSON_ARRAY && v->count > 0) v = &v->items[0];   // e.g. eos_token_id: [128001, 128009]
-    if (v->type != JSON_NUMBER || v->number != floor(v->number) || fabs(v->number) > 1e15)
-        die("%s: key '%s' should be a whole number", source, key);
+    if (v->type != JSON_NUMBER || v->number != floor(v->number) || fabs(v->number) > INT32_MAX)   // callers keep 32 bits
+        die("%s: key '%s' should be a whole number of at most %d in size", source, key, INT32_MAX);
     return (int64_t)v->number;
 }
 
@@ -3135,9 +3137,10 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
     if (h->n_layers <= 0 || h->n_layers > 1024)   // runq's limit; and the FFN table is allocated from it
         die("%s: llama.block_count is %d; export reads 1 to 1024 layers", c->path, h->n_layers);
     if (ffn > 0) {
+        free(src->ffn_dim);   // a list given before the number is replaced
         src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
         for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = (int)ffn;
-    } else if (ffn == 0 || -ffn != h->n_layers) {
+    } else if (ffn == 0 || -ffn != h->n_layers || !src->ffn_dim) {   // a negative number is no list of widths
         die("%s: llama.feed_forward_length is missing or does not list every layer", c->path);
     }
 }

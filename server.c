@@ -22,12 +22,14 @@ its connection (Connection: close): no keep-alive, no pipelining.
 What it is not: batched (one generation at a time), TLS, or HTTP/2.
 */
 
+#ifndef FUZZING        // test/fuzz/fuzz_http.c has included export.c already, and has its own main
 #define PROGRAM_NAME "server"
 #define TESTING          // runq.c and export.c without their mains
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"   // the server uses part of the converter
 #include "export.c"
 #pragma GCC diagnostic pop
+#endif
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -218,6 +220,26 @@ static ssize_t receive(int fd, char *buf, size_t capacity, double deadline_ms) {
     return n;
 }
 
+// Where a request's bytes come from: a client's socket, or (fd -1) bytes in
+// memory handed over at most chunk at a time, then the end of stream: the
+// fuzz target test/fuzz/fuzz_http.c runs the same parser without a socket.
+typedef struct {
+    int fd;
+    double deadline_ms;                // for the whole request: a trickling client times out too
+    const char *bytes;                 // fd -1: what is left to receive
+    size_t left, chunk;
+} RequestSource;
+
+static ssize_t receive_from(RequestSource *s, char *buf, size_t capacity) {
+    if (s->fd >= 0) return receive(s->fd, buf, capacity, s->deadline_ms);
+    size_t n = capacity < s->left ? capacity : s->left;
+    if (n > s->chunk) n = s->chunk;
+    memcpy(buf, s->bytes, n);
+    s->bytes += n;
+    s->left -= n;
+    return (ssize_t)n;
+}
+
 // The end of the headers (the blank line) in the first n bytes, or NULL.
 // Scanning starts a few bytes before from, the end of what was searched
 // already: a client sending a byte at a time costs no quadratic time.
@@ -317,18 +339,18 @@ static int send_all(int fd, const char *data, size_t n) {
 }
 
 // The body: what came with the headers, then the rest before the deadline.
-static HttpError read_body(int fd, Request *r, double deadline_ms) {
+static HttpError read_body(RequestSource *s, Request *r) {
     size_t length = r->content_length > 0 ? (size_t)r->content_length : 0;
     r->body = xcalloc(length + 1, 1, "request body");
     size_t have = r->head_length - r->body_start;
     if (have > length) have = length;   // no pipelining: bytes past the body are dropped
     memcpy(r->body, r->head + r->body_start, have);
-    if (have < length && r->expect_continue) {
+    if (have < length && r->expect_continue && s->fd >= 0) {
         const char *go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (send_all(fd, go_on, strlen(go_on)) != 0) return (HttpError){ 400, "client gone" };
+        if (send_all(s->fd, go_on, strlen(go_on)) != 0) return (HttpError){ 400, "client gone" };
     }
     while (have < length) {
-        ssize_t n = receive(fd, r->body + have, length - have, deadline_ms);
+        ssize_t n = receive_from(s, r->body + have, length - have);
         if (n < 0) return (HttpError){ 408, "timed out reading the body" };
         if (n == 0) return (HttpError){ 400, "the body ended before Content-Length bytes" };
         have += (size_t)n;
@@ -337,14 +359,13 @@ static HttpError read_body(int fd, Request *r, double deadline_ms) {
     return (HttpError){ 0, NULL };
 }
 
-static HttpError read_request(int fd, Request *r, int timeout_ms) {
-    double deadline = now_ms() + timeout_ms;   // for the whole request: a trickling client times out too
+static HttpError read_request(RequestSource *s, Request *r) {
     r->content_length = -1;
     r->body_unread = 1;
     char *end = NULL;
     while (!end) {
         if (r->head_length == MAX_HEADER_BYTES) return (HttpError){ 431, "the headers are larger than 16 kB" };
-        ssize_t n = receive(fd, r->head + r->head_length, MAX_HEADER_BYTES - r->head_length, deadline);
+        ssize_t n = receive_from(s, r->head + r->head_length, MAX_HEADER_BYTES - r->head_length);
         if (n < 0) return (HttpError){ 408, "timed out reading the request" };
         if (n == 0 && r->head_length == 0) return (HttpError){ NO_REQUEST, NULL };   // an idle connection closed
         if (n == 0) return (HttpError){ 400, "the request ended inside its headers" };
@@ -357,7 +378,7 @@ static HttpError read_request(int fd, Request *r, int timeout_ms) {
     HttpError e = parse_head(r, end);
     if (e.status) return e;
     if (strcmp(r->method, "POST") == 0 && r->content_length < 0) return (HttpError){ 411, "POST needs Content-Length" };
-    return read_body(fd, r, deadline);
+    return read_body(s, r);
 }
 
 // ----------------------------------------------------------------------------
@@ -1214,7 +1235,8 @@ static void *serve_connection(void *raw) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
 
     Request *request = xcalloc(1, sizeof *request, "request");
-    HttpError e = read_request(fd, request, server->settings.timeout_ms);
+    RequestSource source = { .fd = fd, .deadline_ms = now_ms() + server->settings.timeout_ms };
+    HttpError e = read_request(&source, request);
     if (e.status == NO_REQUEST) {
         request->body_unread = 0;
     } else if (e.status) {
@@ -1374,6 +1396,7 @@ static void install_signal_handlers(void) {
     sigaction(SIGPIPE, &ignore, NULL);
 }
 
+#ifndef FUZZING
 int main(int argc, char **argv) {
     static Server server;   // large (a request's worth of state): not on the stack
     server.settings = parse_settings(argc, argv);
@@ -1401,3 +1424,4 @@ int main(int argc, char **argv) {
     fprintf(stderr, "server: stopped\n");
     return 0;
 }
+#endif

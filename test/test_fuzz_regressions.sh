@@ -16,4 +16,25 @@ for replay in "$BUILD"/replay_*; do
         if "$replay" "$input" >"$T/out" 2>&1; then ok; else fail "fuzz_$target on $input (exit $?): $(tail -3 "$T/out")"; fi
     done
 done
+
+# Bugs a plain replay cannot show (undefined behaviour the plain build lives
+# through, a bad value accepted): export on the input must refuse it, saying why.
+# A fuzz_hf input is the lengths of the first three files (2 bytes each), then
+# config.json, model.safetensors, tokenizer.json, tokenizer_config.json (an empty one absent).
+unpack_hf() {
+    local lengths at=7 i=0 name
+    read -r -a lengths < <(od -An -tu2 -N6 "$1")
+    mkdir -p "$2"
+    for name in config.json model.safetensors tokenizer.json tokenizer_config.json; do
+        if [ $i -lt 3 ]; then tail -c +$at "$1" | head -c "${lengths[$i]}" >"$2/$name"; at=$((at + lengths[i]))
+        else tail -c +$at "$1" >"$2/$name"; fi
+        [ -s "$2/$name" ] || rm "$2/$name"
+        i=$((i + 1))
+    done
+}
+unpack_hf test/fuzz/regressions/hf/hidden-size-past-int32 "$T/wide"
+expect_error "hidden_size 2^32 + 8 (was read as 8)" "hidden_size' should be a whole number of at most" "$BIN"/export -q "$T/wide" "$T/x.bin"
+unpack_hf test/fuzz/regressions/hf/nan-shape "$T/nan"
+expect_error "a safetensors shape of -nan (cast to an integer: undefined)" "invalid JSON at byte [0-9]+: bad number" \
+    "$BIN"/export -q "$T/nan" "$T/x.bin"
 summary

@@ -118,7 +118,7 @@ static void fuzz_free_input(uint8_t *copy) { free(copy); }
 #define TESTING   // runq.c and export.c without their main
 #include "../../export.c"
 
-static jmp_buf fuzz_rejected;
+static jmp_buf fuzz_rejected __attribute__((unused));   // fuzz_http has no FUZZ_BEGIN: the server must not die
 
 // die() inside the parsers comes back to FUZZ_BEGIN's setjmp, which skips to FUZZ_END.
 #define FUZZ_BEGIN do {                                   \
@@ -167,4 +167,37 @@ static const char *fuzz_write_file(const char *name, const void *data, size_t si
     FILE *f = fopen(path, "wb");
     if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0) { perror(path); abort(); }
     return fuzz_paths[slot];
+}
+
+// An accepted model source planned as a float export, every planned tensor
+// checked against its file, then read whole as export reads it (the seed
+// corpora's models are tiny).
+static void fuzz_read_all_tensors(Source *src) {
+    Plan plan = make_plan(src, TYPE_F32, 0);
+    check_source_tensors(src, &plan);
+    for (int i = 0; i < plan.count; i++) {
+        const PlannedTensor *t = &plan.tensors[i];
+        if (t->kind == K_TOKENIZER) continue;
+        float *rows = xcalloc((size_t)t->entry.rows * t->entry.cols, sizeof(float), "rows");
+        read_finite_rows(src, t, 0, (int)t->entry.rows, rows);
+        free(rows);
+    }
+    free(plan.tensors);
+}
+
+// An input holding n files: the lengths of the first n - 1 (2 bytes each,
+// little-endian, cut to what there is), then the files in order, the last
+// taking the rest. An empty file is left out, as if the directory had none.
+// 0 if the input is too short to hold the lengths.
+static int fuzz_write_files(const uint8_t *data, size_t size, const char *const *names, int n) {
+    size_t at = 2 * (size_t)(n - 1);
+    if (size < at) return 0;
+    for (int i = 0; i < n; i++) {
+        size_t length = i < n - 1 ? (size_t)(data[2 * i] | data[2 * i + 1] << 8) : size - at;
+        if (length > size - at) length = size - at;
+        const char *path = fuzz_write_file(names[i], data + at, length);
+        if (length == 0) unlink(path);
+        at += length;
+    }
+    return 1;
 }

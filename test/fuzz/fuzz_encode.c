@@ -5,49 +5,21 @@
 // merges). Every id must be in the vocabulary and, byte-level, the decoded
 // pieces must spell the text.
 #include "fuzz.h"
+#include "tokenizers.h"
 
 static Tokenizer sentencepiece, byte_level;
 
-// Byte-level pieces: the 256 bytes, then merges (rank order), then two
-// special tokens (-inf: never matched from text).
+// The byte-level tokenizer's merges and special tokens (tokenizers.h builds it)
 static const char *const merges[] = {
     "he", " t", "th", "in", "er", " a", "the", " the", "on", "an", "\xC3\xA9", "  ", "\n\n", "12", "123", "'s", "\xE2\x96",
 };
 static const char *const specials[] = { "<|begin_of_text|>", "<|eot_id|>" };
 
-static void build_byte_level(Tokenizer *tok) {
-    Buffer b = { 0 };
-    int n_merges = (int)(sizeof merges / sizeof merges[0]), n_specials = (int)(sizeof specials / sizeof specials[0]);
-    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, SPLIT_LLAMA3);
-    for (int byte = 0; byte < 256; byte++) {
-        char piece = (char)byte;
-        tokenizer_put_piece(&b, (float)-byte, &piece, 1);
-    }
-    for (int i = 0; i < n_merges; i++) tokenizer_put_piece(&b, (float)-(256 + i), merges[i], strlen(merges[i]));
-    for (int i = 0; i < n_specials; i++) tokenizer_put_piece(&b, -INFINITY, specials[i], strlen(specials[i]));
-    tokenizer_finish(&b, 32);
-    const char *error = build_tokenizer_from_memory(tok, b.data, b.size, 256 + n_merges + n_specials);
-    if (error) { fprintf(stderr, "fuzz_encode: the byte-level tokenizer: %s\n", error); abort(); }
-    tok->bos_id = 256 + n_merges;
-    tok->eos_id = tok->bos_id + 1;
-    free(b.data);
-}
-
-static void build_sentencepiece(Tokenizer *tok) {
-    const char *path = getenv("FUZZ_TOKENIZER") ? getenv("FUZZ_TOKENIZER") : "tokenizer.bin";
-    size_t size;
-    uint8_t *data = read_whole_file(path, &size);
-    const char *error = build_tokenizer_from_memory(tok, data, size, 32000);
-    if (error) { fprintf(stderr, "fuzz_encode: %s: %s\n", path, error); abort(); }
-    tok->bos_id = 1;
-    tok->eos_id = 2;
-    free(data);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc; (void)argv;
-    build_sentencepiece(&sentencepiece);
-    build_byte_level(&byte_level);
+    fuzz_sentencepiece(&sentencepiece);
+    fuzz_byte_level(&byte_level, merges, (int)(sizeof merges / sizeof merges[0]), specials,
+                    (int)(sizeof specials / sizeof specials[0]));
     fuzz_forget_tracked();   // the two tokenizers live as long as the process
     return 0;
 }

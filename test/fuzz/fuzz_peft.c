@@ -8,31 +8,15 @@
 // The model the adapters are for (the seed corpus's adapters fit it)
 #define TINY_MODEL "dim=32,ffn=48,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=16"
 
-static void merge_all(Source *src) {
-    Plan plan = make_plan(src, TYPE_F32, 0);
-    check_source_tensors(src, &plan);
-    for (int i = 0; i < plan.count; i++) {
-        const PlannedTensor *t = &plan.tensors[i];
-        if (t->kind == K_TOKENIZER) continue;
-        float *rows = xcalloc((size_t)t->entry.rows * t->entry.cols, sizeof(float), "rows");
-        src->read_rows(src, t, 0, (int)t->entry.rows, rows);
-        free(rows);
-    }
-    free(plan.tensors);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 2) return 0;
-    size_t config_size = (size_t)(data[0] | data[1] << 8);
-    if (config_size > size - 2) config_size = size - 2;
-    fuzz_write_file("adapter_config.json", data + 2, config_size);
-    fuzz_write_file("adapter_model.safetensors", data + 2 + config_size, size - 2 - config_size);
+    static const char *const files[] = { "adapter_config.json", "adapter_model.safetensors" };
+    if (!fuzz_write_files(data, size, files, 2)) return 0;
     FUZZ_BEGIN;
     Source src;
     memset(&src, 0, sizeof src);
     open_random(&src, TINY_MODEL, 1);
     open_lora(&src, fuzz_dir());
-    merge_all(&src);
+    fuzz_read_all_tensors(&src);
     free_source(&src);
     FUZZ_END;
     return 0;

