@@ -10,7 +10,7 @@ EXACT = -ffp-contract=off
 TEST_FLAGS = -O2 -g -Wall -Wno-unused-function -Wno-format-truncation $(EXACT)
 SHARED ?= ../shared
 # the fuzz targets (test/fuzz/fuzz_NAME.c); make test replays their regression inputs
-FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy http hf adapter
+FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy http hf adapter export_checkpoint hf_sharded
 REPLAYS = $(FUZZ_TARGETS:%=build/replay_%)
 
 .PHONY: all run test test-asan debug clean reference

@@ -156,6 +156,24 @@ def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=Fal
     return struct.pack("<HHH", len(text), len(weights), len(tokenizer)) + text + weights + tokenizer + tokenizer_config
 
 
+def hf_sharded_model(**options):
+    """fuzz_hf_sharded's input: hf_model's files with its tensors in two shards and an index naming them."""
+    lengths = struct.unpack("<HHH", hf_model(**options)[:6])
+    whole = hf_model(**options)[6:]
+    config, weights = whole[:lengths[0]], whole[lengths[0]:lengths[0] + lengths[1]]
+    header_length = struct.unpack("<Q", weights[:8])[0]
+    header, data = json.loads(weights[8:8 + header_length]), weights[8 + header_length:]
+    names = sorted(name for name in header if name != "__metadata__")
+    shards, weight_map = [{}, {}], {}
+    for i, name in enumerate(names):   # alternate tensors between the shards
+        dtype, shape, (begin, end) = header[name]["dtype"], header[name]["shape"], header[name]["data_offsets"]
+        shards[i % 2][name] = (dtype, shape, data[begin:end])
+        weight_map[name] = "model-%d.safetensors" % (i % 2 + 1)
+    index = json.dumps({"metadata": {"total_size": len(data)}, "weight_map": weight_map}).encode()
+    first, second = safetensors(shards[0]), safetensors(shards[1])
+    return struct.pack("<HHH", len(config), len(index), len(first)) + config + index + first + second
+
+
 def http_request(method, path, body=None, headers=(), chunk=0, model=0):
     """fuzz_http's input: how the client sends (0 at once, else bytes per receive), the model, the request."""
     head = ["%s %s HTTP/1.1" % (method, path), "Host: localhost"] + list(headers)
@@ -267,6 +285,14 @@ def main():
                             "chat_template": "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"}
         write("hf", "tiny-llama3-tokenizer", hf_model(vocab=vocab_size, dtype="F16", tied=True, tokenizer=text,
                                                       tokenizer_config=json.dumps(tokenizer_config).encode(), ids=(None, None)))
+
+    # the same, sharded: an index.json and two shards (fuzz_hf_sharded)
+    write("hf_sharded", "tiny-f32", hf_sharded_model())
+    write("hf_sharded", "tiny-f16-tied", hf_sharded_model(dtype="F16", tied=True))
+
+    # Edge LLM checkpoints as export reads them (fuzz_export_checkpoint): int4, fp32, group 64
+    for name in ("tiny.q4.bin", "tied-g64.q4.bin", "small.f32.bin"):
+        write("export_checkpoint", name, read(os.path.join(CORPUS, "checkpoint", name)))
 
     # HTTP requests to the server
     for name, request in http_requests().items():
