@@ -1461,6 +1461,7 @@ static int json_split_rule(const Json *pre_tokenizer) {
 static int json_tokenizer_kind(const Json *root, const char **refusal) {
     const Json *model = json_get(root, "model"), *byte_fallback = json_get(model, "byte_fallback");
     const Json *normalizer = json_get(root, "normalizer");
+    int split_rule = json_split_rule(json_get(root, "pre_tokenizer"));
     *refusal = NULL;
     if (!json_is(json_get(model, "type"), "BPE"))
         *refusal = "model.type is not BPE: only BPE tokenizers are supported (SentencePiece-style, and Llama 3's byte-level)";
@@ -1468,11 +1469,11 @@ static int json_tokenizer_kind(const Json *root, const char **refusal) {
         return TOKENIZER_SENTENCEPIECE;
     else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
         *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
-    else if (!json_split_rule(json_get(root, "pre_tokenizer")))
+    else if (!split_rule)
         *refusal = "byte-level BPE whose pre-tokenizer is none of Llama 3's, GPT-2's and SmolLM2's (Qwen's is not supported yet)";
     else if (normalizer && normalizer->type != JSON_NULL)
         *refusal = "byte-level BPE with a normalizer (Llama 3, GPT-2 and SmolLM2 have none): not supported";
-    else if (!json_false(json_get(model, "ignore_merges")) && json_split_rule(json_get(root, "pre_tokenizer")) != SPLIT_LLAMA3)
+    else if (!json_false(json_get(model, "ignore_merges")) && split_rule != SPLIT_LLAMA3)
         *refusal = "byte-level BPE with model.ignore_merges but not Llama 3's pre-tokenizer (runq keeps a chunk whole under Llama 3's rule only)";
     else
         return TOKENIZER_BYTE_LEVEL;

@@ -2081,6 +2081,14 @@ static void free_transformer(Transformer *t) {
 // layers.L.{wq|wk|wv|wo|w1|w2|w3}.lora_a (rank, inputs) and .lora_b
 // (outputs, rank). One int4 base, many small adapters, no re-export.
 
+// A layer's seven matrices, in the order of their tensor names' fields.
+#define N_PROJECTIONS 7
+static const char *const projection_fields[N_PROJECTIONS] = { "wq", "wk", "wv", "wo", "w1", "w2", "w3" };
+static void layer_projections(LayerWeights *lw, Tensor **out) {
+    Tensor *all[N_PROJECTIONS] = { &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3 };
+    memcpy(out, all, sizeof all);
+}
+
 // The adapter's matrices for w, if the file has them: shapes and values checked.
 static void map_lora_pair(const Transformer *adapter, Tensor *w, const char *name) {
     char a_name[TENSOR_NAME_LEN + 8], b_name[TENSOR_NAME_LEN + 8];
@@ -2120,11 +2128,10 @@ static void load_adapter(Transformer *t, const char *path) {
     int adapted = 0;
     char name[TENSOR_NAME_LEN];
     for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *lw = &t->weights.layers[l];
-        Tensor *projections[] = { &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3 };
-        const char *fields[] = { "wq", "wk", "wv", "wo", "w1", "w2", "w3" };
-        for (int i = 0; i < 7; i++) {
-            snprintf(name, sizeof name, "layers.%d.%s", l, fields[i]);
+        Tensor *projections[N_PROJECTIONS];
+        layer_projections(&t->weights.layers[l], projections);
+        for (int i = 0; i < N_PROJECTIONS; i++) {
+            snprintf(name, sizeof name, "layers.%d.%s", l, projection_fields[i]);
             map_lora_pair(&adapter, projections[i], name);
             adapted += projections[i]->lora_rank > 0;
         }

@@ -255,9 +255,8 @@ static void save_model(const Model *m, const char *path, int matrix_type) {
 // frozen base. A (rank x in) starts random, B (out x rank) at zero, so
 // training starts from the base model exactly. One flat array again.
 
-#define N_PROJECTIONS 7
+// runq.c's projection_fields (wq ... w3, in that order) as export's tensor kinds
 static const int projection_kinds[N_PROJECTIONS] = { K_WQ, K_WK, K_WV, K_WO, K_W1, K_W2, K_W3 };
-static const char *projection_names[N_PROJECTIONS] = { "wq", "wk", "wv", "wo", "w1", "w2", "w3" };
 // Hugging Face's names for them, which PEFT adapters use
 static const char *hf_projection_names[N_PROJECTIONS] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                           "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj",
@@ -1371,7 +1370,7 @@ static uint32_t parse_targets(const char *list) {
     for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
         int found = 0;
         for (int p = 0; p < N_PROJECTIONS; p++)
-            if (strcmp(item, projection_names[p]) == 0) { targets |= 1u << projection_kinds[p]; found = 1; }
+            if (strcmp(item, projection_fields[p]) == 0) { targets |= 1u << projection_kinds[p]; found = 1; }
         if (!found) die("--targets: unknown projection '%s' (use wq,wk,wv,wo,w1,w2,w3)", item);
     }
     free(copy);
@@ -1996,7 +1995,9 @@ static void fold_scales(real *const *matrices, const int *rows, int count, int c
 static void awq_scale(Model *m, const Calibration *cal, double *alphas) {
     int L = m->h.n_layers, D = m->h.dim, Q = q_dim(m), KV = kv_dim(m), F = m->max_ffn, hd = m->h.head_dim;
     int group = m->h.n_heads / m->h.n_kv_heads;
-    double *scale = xcalloc((size_t)(Q > F ? (Q > D ? Q : D) : (F > D ? F : D)), sizeof(double), "AWQ");
+    int widest = D > Q ? D : Q;
+    if (F > widest) widest = F;
+    double *scale = xcalloc((size_t)widest, sizeof(double), "AWQ");
     for (int l = 0; l < L; l++) {
         int f = m->ffn_dim[l];
         real *wq = tensor(m, m->params, K_WQ, l), *wk = tensor(m, m->params, K_WK, l), *wv = tensor(m, m->params, K_WV, l);

@@ -28,9 +28,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 // What a rejected or finished adapter left on the base's projections.
 static void detach_adapter(void) {
     for (int l = 0; l < base.config.n_layers; l++) {
-        LayerWeights *lw = &base.weights.layers[l];
-        Tensor *projections[] = { &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3 };
-        for (int i = 0; i < 7; i++) {
+        Tensor *projections[N_PROJECTIONS];
+        layer_projections(&base.weights.layers[l], projections);
+        for (int i = 0; i < N_PROJECTIONS; i++) {
             projections[i]->lora_rank = 0;
             projections[i]->lora_a = projections[i]->lora_b = NULL;
         }

@@ -9,13 +9,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *const files[] = { "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json" };
-    if (!fuzz_write_files(data, size, files, 4)) return 0;
-    FUZZ_BEGIN;
-    Source src;
-    memset(&src, 0, sizeof src);
-    open_hf(&src, fuzz_dir());
-    fuzz_read_all_tensors(&src);
-    free_source(&src);
-    FUZZ_END;
+    fuzz_hf_directory(data, size, files);
     return 0;
 }
