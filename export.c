@@ -440,13 +440,14 @@ static void checkpoint_read_rows(Source *src, const PlannedTensor *t, int begin,
     }
 }
 
+// Row after row, whichever order the file keeps them in (tiled from version 3).
 static int checkpoint_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
                                    uint8_t *nibbles, uint16_t *scales) {
     const Tensor *w = checkpoint_tensor(src->impl, t);
     if (w->type != TYPE_Q4 || w->group_size != group_size) return 0;
     size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / group_size);
-    memcpy(nibbles, w->nibbles + (size_t)begin * row_bytes, (size_t)(end - begin) * row_bytes);
-    memcpy(scales, w->scales + (size_t)begin * row_scales, (size_t)(end - begin) * row_scales * sizeof(uint16_t));
+    for (int r = begin; r < end; r++)
+        read_q4_row(w, r, nibbles + (size_t)(r - begin) * row_bytes, scales + (size_t)(r - begin) * row_scales);
     return 1;
 }
 
@@ -1840,7 +1841,7 @@ static void plan_add(Plan *plan, const char *name, int kind, int layer, uint32_t
     t->entry.group_size = type == TYPE_Q4 ? (uint32_t)group_size : 0;
     t->entry.rows = rows;
     t->entry.cols = cols;
-    t->entry.nbytes = tensor_nbytes(t->entry.type, rows, cols, t->entry.group_size);
+    t->entry.nbytes = tensor_nbytes(t->entry.type, rows, cols, t->entry.group_size, CHECKPOINT_VERSION);
     t->kind = kind;
     t->layer = layer;
 }
@@ -1966,7 +1967,8 @@ static void chunk_task(void *arg, int thread_index, int n_threads) {
     }
 }
 
-// Rows in chunks of about 4 MB of floats: read, quantize, write.
+// Rows in chunks of about 4 MB of floats (whole Q4 tiles): read, quantize,
+// tile, write.
 static void write_tensor(int fd, const char *path, Source *src, const PlannedTensor *t, Progress *progress,
                          ThreadPool *pool) {
     const TensorEntry *e = &t->entry;
@@ -1976,29 +1978,35 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
         return;
     }
     int rows = (int)e->rows, cols = (int)e->cols;
-    int chunk = (int)(((size_t)1 << 20) / (size_t)cols);
-    if (chunk < 1) chunk = 1;
+    int chunk = (int)round_up(((size_t)1 << 20) / (size_t)cols, Q4_TILE_ROWS);
     float *values = xcalloc((size_t)chunk * cols, sizeof(float), "export buffer");
     size_t padded = e->type == TYPE_Q4 ? round_up((size_t)cols, e->group_size) : (size_t)cols;
     size_t row_bytes = padded / 2, row_scales = e->type == TYPE_Q4 ? padded / e->group_size : 0;
+    uint64_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);
     uint8_t *nibbles = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
+    uint8_t *tiled_nibbles = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
+    uint16_t *tiled_scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
     for (int begin = 0; begin < rows; begin += chunk) {
         int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
         ChunkTask task = { src, t, begin, end, values, nibbles, scales };
         pool_run(pool, chunk_task, &task);
         if (e->type == TYPE_F32) {
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
-        } else {
-            write_at(fd, nibbles, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
-            write_at(fd, scales, (size_t)n * row_scales * 2,
-                     e->offset + (uint64_t)rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
+        } else {   // the last chunk's padding rows fill its last tile
+            size_t n_stored = round_up((size_t)n, Q4_TILE_ROWS);
+            tile_q4_rows(nibbles, scales, begin, end, (int)padded, (int)e->group_size, tiled_nibbles, tiled_scales);
+            write_at(fd, tiled_nibbles, n_stored * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
+            write_at(fd, tiled_scales, n_stored * row_scales * 2,
+                     e->offset + rows_stored * row_bytes + (uint64_t)begin * row_scales * 2, path);
         }
         progress_advance(progress, e->nbytes * (uint64_t)n / (uint64_t)rows, e->name);
     }
     free(values);
     free(nibbles);
     free(scales);
+    free(tiled_nibbles);
+    free(tiled_scales);
 }
 
 static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
@@ -2057,8 +2065,9 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
-    // version 2 only when it matters: a reader of version 1 would run without the scaling
-    header.version = src->rope_freqs ? 2 : 1;
+    // int4 rows in tiles: version 3. An fp32 file keeps the oldest version that
+    // holds it (2 only when it matters: a reader of 1 would run without the scaling).
+    header.version = matrix_type == TYPE_Q4 ? 3 : src->rope_freqs ? 2 : 1;
     header.n_tensors = (uint32_t)plan.count;
     write_at(fd, &header, sizeof header, 0, output);
     for (int l = 0; l < header.n_layers; l++)
@@ -2100,7 +2109,7 @@ static void write_adapter_file(Source *src, const char *output) {
                 e->type = TYPE_F32;
                 e->rows = (uint32_t)(is_b ? d->outputs : l->rank);
                 e->cols = (uint32_t)(is_b ? l->rank : d->inputs);
-                e->nbytes = tensor_nbytes(TYPE_F32, e->rows, e->cols, 0);
+                e->nbytes = tensor_nbytes(TYPE_F32, e->rows, e->cols, 0, CHECKPOINT_VERSION);
                 e->offset = offset;
                 offset = round_up(offset + e->nbytes, TENSOR_ALIGNMENT);
                 data[n++] = is_b ? d->scaled_b : d->a;

@@ -175,7 +175,7 @@ static void load_legacy(Transformer *t) {
 
 // export.c's checkpoint: the layout is documented at the top of runq.c.
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 2   // the newest read; version 2 files may hold rope_freqs, version 1 never do
+#define CHECKPOINT_VERSION 3   // the newest read; 2 may hold rope_freqs (1 never does); 3 changed only int4 files
 #define TENSOR_NAME_LEN 64
 enum { TYPE_F32 = 0, TYPE_BLOB = 255 };
 

@@ -42,7 +42,7 @@ Reading order (the order the data flows):
 #endif
 
 // ----------------------------------------------------------------------------
-// The checkpoint format (version 1). All fields little-endian.
+// The checkpoint format (version 3). All fields little-endian.
 //
 //   FileHeader                      64 bytes
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
@@ -51,13 +51,23 @@ Reading order (the order the data flows):
 //   tensor data                     each tensor at a 64-byte aligned offset;
 //                                   the file ends where the last tensor ends
 //
-// A matrix is (rows, cols) = (out features, in features). Q4 data of a matrix
-// is its packed nibbles, (rows, cols_padded/2) bytes, followed by its fp16
-// scales, (rows, cols_padded/group_size). cols_padded rounds cols up to a whole
-// group; padding weights are zero. Inside every block of 32 weights, byte j
-// holds weight j in its low nibble and weight j+16 in its high nibble, so one
-// AND and one shift unpack a block into two runs of 16. A nibble q means the
-// weight scale * (q - 8).
+// A matrix is (rows, cols) = (out features, in features). A nibble q of a Q4
+// matrix means the weight scale * (q - 8), with one fp16 scale per group of
+// group_size weights of a row. cols_padded rounds cols up to a whole group and
+// rows_padded rounds rows up to a whole tile of 8 rows; padding weights are
+// zero (padding rows have scale 0). A row's block of 32 weights packs into 16
+// bytes, byte p holding weight p in its low nibble and weight p+16 in its high
+// one, so one AND and one shift unpack it. The kernels work on eight rows at
+// once, a row per SIMD lane, so the file keeps each tile of eight rows
+// interleaved in the order they load it:
+//   nibbles  (rows_padded/8, cols_padded/32, 128 bytes): tile t's block b is
+//            four runs of 32 bytes; run d holds, for rows 8t..8t+7 in order,
+//            bytes 4d..4d+3 of the row's block (weights 4d..4d+3 and their
+//            +16 partners): four weights of a row per 32-bit lane;
+//   scales   (rows_padded/8, cols_padded/group_size, 8) fp16, after the
+//            nibbles: the tile's eight rows' scales for each group.
+// Versions 1 and 2 stored each row's blocks one after another (rows, then
+// scales): export still reads them, to re-export them as version 3.
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
@@ -66,7 +76,9 @@ Reading order (the order the data flows):
 // RoPE frequency, computed by export from config.json's rope_scaling.
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 2   // the newest read; version 2 files may hold rope_freqs, version 1 never do
+#define CHECKPOINT_VERSION 3   // the newest; 2 may hold rope_freqs (1 never does); 3 tiles its Q4 rows
+#define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
+#define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
 #define TENSOR_NAME_LEN 64
 #define Q_BLOCK 32                      // weights per nibble block; activations per int8 block
@@ -231,8 +243,9 @@ typedef struct {
     int rows, cols;          // (out, in)
     int cols_padded;         // cols rounded up to a whole group
     int group_size;
-    const uint8_t *nibbles;  // Q4: (rows, cols_padded/2)
-    const uint16_t *scales;  // Q4: (rows, cols_padded/group_size) fp16
+    int q4_tiled;            // Q4: 1 (version 3: tiles of 8 rows), 0 (versions 1-2: row after row, export only)
+    const uint8_t *nibbles;  // Q4: (rows_padded/8, cols_padded/32, 128) tiled, see the format
+    const uint16_t *scales;  // Q4: (rows_padded/8, cols_padded/group_size, 8) fp16 tiled
     const float *data;       // F32: (rows, cols)
     // a LoRA adapter applied at run time (runq --lora): W x + lora_b (lora_a x)
     int lora_rank;           // 0: none
@@ -364,6 +377,28 @@ struct Backend {
 // Mapping the checkpoint: validate every header field against the file size
 // before any pointer into it is formed.
 
+// Where a Q4 matrix keeps row r's bytes and scales (see the format). Kernels
+// walk tiles directly; these serve the code that wants one row at a time.
+static size_t q4_rows_stored(const Tensor *w) {
+    return w->q4_tiled ? round_up((size_t)w->rows, Q4_TILE_ROWS) : (size_t)w->rows;
+}
+
+// Byte p (weights p and p + 16) of row r's block b.
+static size_t q4_byte_index(const Tensor *w, int r, int b, int p) {
+    int n_blocks = w->cols_padded / Q_BLOCK;
+    if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p;
+    int lane = r % Q4_TILE_ROWS;
+    return ((size_t)(r / Q4_TILE_ROWS) * n_blocks + b) * Q4_TILE_BLOCK_BYTES
+         + (size_t)(p / 4) * (4 * Q4_TILE_ROWS) + 4 * lane + p % 4;
+}
+
+// Row r's scale for group g.
+static size_t q4_scale_index(const Tensor *w, int r, int g) {
+    int n_groups = w->cols_padded / w->group_size;
+    if (!w->q4_tiled) return (size_t)r * n_groups + g;
+    return ((size_t)(r / Q4_TILE_ROWS) * n_groups + g) * Q4_TILE_ROWS + r % Q4_TILE_ROWS;
+}
+
 static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     const FileHeader *header = (const FileHeader *)t->file_data;
     const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
@@ -372,12 +407,14 @@ static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     return NULL;
 }
 
-static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size) {
+// version: the file's (Q4 rows are tiled from version 3 on)
+static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size, uint32_t version) {
     switch (type) {
     case TYPE_F32: return (size_t)(rows * cols * 4);
     case TYPE_F16: return (size_t)(rows * cols * 2);
     case TYPE_Q4: {
         uint64_t padded = round_up(cols, group_size);
+        if (version >= 3) rows = round_up(rows, Q4_TILE_ROWS);
         return (size_t)(rows * (padded / 2) + rows * (padded / group_size) * 2);
     }
     default: return (size_t)(rows * cols);   // BLOB: bytes
@@ -391,9 +428,10 @@ static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_
 static void check_finite(const Transformer *t, const Tensor *w) {
     size_t bad = SIZE_MAX;
     if (w->type == TYPE_Q4) {
-        size_t per_row = (size_t)(w->cols_padded / w->group_size), n = (size_t)w->rows * per_row;
-        for (size_t i = 0; i < n && bad == SIZE_MAX; i++)
-            if ((w->scales[i] & 0x7C00) == 0x7C00) bad = i / per_row;   // fp16 exponent all ones: inf or NaN
+        int n_groups = w->cols_padded / w->group_size;
+        for (int r = 0; r < w->rows && bad == SIZE_MAX; r++)
+            for (int g = 0; g < n_groups; g++)
+                if ((w->scales[q4_scale_index(w, r, g)] & 0x7C00) == 0x7C00) { bad = (size_t)r; break; }   // inf or NaN
     } else if (w->rows == 1) {
         for (int i = 0; i < w->cols && bad == SIZE_MAX; i++)
             if (!isfinite(w->data[i])) bad = 0;
@@ -413,8 +451,9 @@ static Tensor map_tensor(const Transformer *t, const char *name, int rows, int c
     if (want_matrix && e->type == TYPE_Q4) {
         tensor.group_size = (int)e->group_size;
         tensor.cols_padded = (int)round_up((size_t)cols, e->group_size);
+        tensor.q4_tiled = ((const FileHeader *)t->file_data)->version >= 3;
         tensor.nibbles = data;
-        tensor.scales = (const uint16_t *)(data + (size_t)rows * (tensor.cols_padded / 2));
+        tensor.scales = (const uint16_t *)(data + q4_rows_stored(&tensor) * (tensor.cols_padded / 2));
     } else {
         if (e->type != TYPE_F32) die("%s: tensor '%s' has type %u, expected f32 or q4", t->path, name, e->type);
         tensor.data = (const float *)data;
@@ -437,7 +476,7 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
         if (e->type == TYPE_Q4 && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
             die("%s: tensor '%s' has group size %u, expected a multiple of %d up to %d", t->path, e->name, e->group_size,
                 Q_BLOCK, MAX_GROUP_SIZE);
-        size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size);
+        size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size, h->version);
         if (e->nbytes != expected)
             die("%s: tensor '%s' claims %llu bytes but its shape needs %zu", t->path, e->name,
                 (unsigned long long)e->nbytes, expected);
@@ -670,19 +709,18 @@ static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride,
     }
 }
 
-// One row of int4 weights . int8 activations over n_blocks blocks of Q_BLOCK.
-static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
-                               const int8_t *x, const float *x_scales, int n_blocks) {
+// Row r of int4 weights . one token's int8 activations.
+static float vec_dot_q4_q8_ref(const Tensor *w, int r, const int8_t *x, const float *x_scales) {
     float partial[8] = { 0 };
-    for (int block = 0; block < n_blocks; block++) {
-        const uint8_t *w = nibbles + block * (Q_BLOCK / 2);
+    for (int block = 0; block < w->cols_padded / Q_BLOCK; block++) {
         const int8_t *a = x + block * Q_BLOCK;
         int32_t isum = 0;
-        for (int j = 0; j < Q_BLOCK / 2; j++) {
-            isum += ((w[j] & 0x0F) - 8) * a[j];
-            isum += ((w[j] >> 4) - 8) * a[j + Q_BLOCK / 2];
+        for (int p = 0; p < Q_BLOCK / 2; p++) {
+            uint8_t byte = w->nibbles[q4_byte_index(w, r, block, p)];
+            isum += ((byte & 0x0F) - 8) * a[p];
+            isum += ((byte >> 4) - 8) * a[p + Q_BLOCK / 2];
         }
-        float scale = fp16_to_fp32(scales[block / blocks_per_group]) * x_scales[block];
+        float scale = fp16_to_fp32(w->scales[q4_scale_index(w, r, block * Q_BLOCK / w->group_size)]) * x_scales[block];
         partial[block % 8] += scale * (float)isum;
     }
     return reduce8(partial);
@@ -690,12 +728,10 @@ static float vec_dot_q4_q8_ref(const uint8_t *nibbles, const uint16_t *scales, i
 
 static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                           const QuantizedActivations *x, int n_tokens) {
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
     for (int r = row_begin; r < row_end; r++)
         for (int t = 0; t < n_tokens; t++)
-            out[(size_t)t * out_stride + r] = vec_dot_q4_q8_ref(
-                w->nibbles + r * row_bytes, w->scales + r * row_scales, w->group_size / Q_BLOCK,
-                x->values + (size_t)t * x->stride, x->scales + (size_t)t * (x->stride / Q_BLOCK), w->cols_padded / Q_BLOCK);
+            out[(size_t)t * out_stride + r] = vec_dot_q4_q8_ref(w, r, x->values + (size_t)t * x->stride,
+                                                                x->scales + (size_t)t * (x->stride / Q_BLOCK));
 }
 
 static void scores_f16_ref(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
@@ -750,59 +786,6 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
-// 16 bytes of nibbles -> 32 unsigned weights q in 0..15: low nibbles are
-// weights 0..15, high nibbles 16..31, so one shift and one AND unpack them.
-TARGET_AVX2 static inline __m256i unpack_q4_avx2(const uint8_t *nibbles) {
-    __m128i packed = _mm_loadu_si128((const __m128i *)nibbles);
-    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// q (unsigned) . x (signed) for one block as 8 int32 lanes: maddubs takes
-// exactly an unsigned and a signed operand; the -8 offset comes later, exact,
-// from the block's sum: (q - 8) . x = q . x - 8 * sum(x).
-TARGET_AVX2 static inline __m256i dot_block_avx2(__m256i q, const int8_t *x) {
-    __m256i pairs = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)x));
-    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-}
-
-// Blocks b..b+7 of q . x -> one exact int32 per block, in block order.
-// maddubs leaves 16 int16 pair sums per block; three rounds of 16-bit
-// horizontal adds fold eight blocks into one vector (each lane then holds 16
-// products, at most 16 * 15 * 127 = 30480: no overflow), with each block's
-// low-half sum in the low 128 bits and its high-half sum in the high 128 bits;
-// widening both halves and adding gives the eight block sums.
-TARGET_AVX2 static inline __m256i fold_8_blocks_avx2(__m256i b0123, __m256i b4567) {
-    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
-    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
-}
-
-TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const int8_t *x) {
-#define PAIRS(i) _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
-    __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
-    __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
-#undef PAIRS
-    return fold_8_blocks_avx2(b0123, b4567);
-}
-
-// The same for eight blocks still packed: unpacked as they are used.
-TARGET_AVX2 static inline __m256i dot_8_packed_blocks_avx2(const uint8_t *nibbles, const int8_t *x) {
-#define PAIRS(i) _mm256_maddubs_epi16(unpack_q4_avx2(nibbles + (i) * (Q_BLOCK / 2)), \
-                                      _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
-    __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
-    __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
-#undef PAIRS
-    return fold_8_blocks_avx2(b0123, b4567);
-}
-
-TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
-
 // reduce8 without leaving the registers: adding the halves, then the pairs,
 // then the last two is exactly its tree ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
 TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
@@ -812,103 +795,133 @@ TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// Eight weight scales (fp16) for blocks b..b+7 as floats.
-TARGET_AVX2 static inline __m256 weight_scales_avx2(const uint16_t *scales, int b, int blocks_per_group) {
-    if (blocks_per_group == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + b)));
-    float s[8];
-    for (int i = 0; i < 8; i++) s[i] = _cvtsh_ss(scales[(b + i) / blocks_per_group]);
-    return _mm256_loadu_ps(s);
+// ---- int4 matmul, a tile of eight rows at a time: lanes are rows (the file
+// keeps each tile in this order, see the format). One maddubs of a tile's run
+// against four activations broadcast to every 32-bit lane leaves each row's
+// products in its own lanes, and a block's eight runs add up vertically: no
+// horizontal reduction anywhere. Lane j of accumulator i is row j's partial
+// sum i (blocks i mod 8), so each row gets the canonical arithmetic.
+
+// A tile's block (128 bytes) -> q[k], k = 0..7: lane j holds weights
+// 4k..4k+3 of row j as 0..15. Run d's low nibbles are weights 4d..4d+3 and
+// its high nibbles 16+4d..16+4d+3: one AND, or one shift and one AND.
+TARGET_AVX2 static inline void unpack_q4_tile_block_avx2(__m256i q[8], const uint8_t *block) {
+    __m256i low = _mm256_set1_epi8(0x0F);
+    for (int d = 0; d < 4; d++) {
+        __m256i run = _mm256_loadu_si256((const __m256i *)(block + 4 * Q4_TILE_ROWS * d));
+        q[d] = _mm256_and_si256(run, low);
+        q[d + 4] = _mm256_and_si256(_mm256_srli_epi16(run, 4), low);
+    }
 }
 
-// ROWS rows against TILE tokens: eight blocks of each row are unpacked once
-// and used TILE times, and each token's activations, loaded for the first row,
-// are still in L1 for the second (the prompt's GEMM). Lane j of an
-// accumulator is partial sum j of the canonical arithmetic, so a (row, token)
-// result never depends on the tile it was computed in.
-TARGET_AVX2 static inline __attribute__((always_inline)) void q4_tile_avx2(
-        float *out, int out_stride, const Tensor *w, int row, const QuantizedActivations *x, int token,
-        const int ROWS, const int TILE) {
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
-    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
-    const uint8_t *nibbles[2];
-    const uint16_t *scales[2];
-    for (int r = 0; r < ROWS; r++) {
-        nibbles[r] = w->nibbles + (size_t)(row + r) * row_bytes;
-        scales[r] = w->scales + (size_t)(row + r) * row_scales;
+// One block of the tile . one token's 32 activations -> row j's q . x in lane
+// j (before the -8 offset). Step k pairs q[k] with activations 4k..4k+3; a
+// maddubs lane holds two products (at most 2 * 15 * 127), the eight steps'
+// sum at most 16 * 15 * 127 = 30480 fits int16, and madd joins a row's lanes.
+TARGET_AVX2 static inline __m256i dot_q4_tile_block_avx2(const __m256i q[8], const int8_t *x) {
+    __m256i step[8];
+    for (int k = 0; k < 8; k++) {
+        int32_t four;
+        memcpy(&four, x + 4 * k, sizeof four);
+        step[k] = _mm256_maddubs_epi16(q[k], _mm256_set1_epi32(four));
     }
-    __m256 acc[2][4];
-    for (int r = 0; r < ROWS; r++) for (int t = 0; t < TILE; t++) acc[r][t] = _mm256_setzero_ps();
-    int b = 0;
-    for (; b + 8 <= n_blocks; b += 8) {
-        // unpacked once into L1 for the tile (in registers they would push the accumulators out)
-        __m256i q[2][8] __attribute__((aligned(32)));
-        __m256 w_scales[2];
-        for (int r = 0; r < ROWS; r++) {
-            if (!(TILE == 1 && ROWS == 1))
-                for (int i = 0; i < 8; i++) q[r][i] = unpack_q4_avx2(nibbles[r] + (b + i) * (Q_BLOCK / 2));
-            w_scales[r] = weight_scales_avx2(scales[r], b, blocks_per_group);
-        }
-        if (TILE == 1 && ROWS == 1) {   // decoding: nothing to share, so unpack straight into the dot products
-            const int8_t *xv = x->values + (size_t)token * x->stride + b * Q_BLOCK;
-            __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(x->sums + (size_t)token * x_blocks + b)), 3);
-            __m256i isum = _mm256_sub_epi32(dot_8_packed_blocks_avx2(nibbles[0] + b * (Q_BLOCK / 2), xv), offset);
-            __m256 scale = _mm256_mul_ps(w_scales[0], _mm256_loadu_ps(x->scales + (size_t)token * x_blocks + b));
-            acc[0][0] = _mm256_add_ps(acc[0][0], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
-            continue;
-        }
-        for (int t = 0; t < TILE; t++) {
-            size_t tok = (size_t)(token + t);
-            const int8_t *xv = x->values + tok * x->stride + b * Q_BLOCK;
-            __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b)), 3);
-            __m256 x_scales = _mm256_loadu_ps(x->scales + tok * x_blocks + b);
-            for (int r = 0; r < ROWS; r++) {
-                __m256i isum = _mm256_sub_epi32(dot_8_blocks_avx2(q[r], xv), offset);
-                __m256 scale = _mm256_mul_ps(w_scales[r], x_scales);
-                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
-            }
-        }
-    }
-    for (int r = 0; r < ROWS; r++)
-        for (int t = 0; t < TILE; t++) {
-            size_t tok = (size_t)(token + t);
-            if (b == n_blocks) {   // no tail: the tree in registers
-                out[(size_t)t * out_stride + r] = reduce8_avx2(acc[r][t]);
-                continue;
-            }
-            float partial[8];
-            _mm256_storeu_ps(partial, acc[r][t]);
-            for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
-                __m256i m = dot_block_avx2(unpack_q4_avx2(nibbles[r] + tail * (Q_BLOCK / 2)),
-                                           x->values + tok * x->stride + tail * Q_BLOCK);
-                int32_t isum = sum_lanes_avx2(m) - 8 * x->sums[tok * x_blocks + tail];
-                float scale = _cvtsh_ss(scales[r][tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
-                partial[tail % 8] += scale * (float)isum;
-            }
-            out[(size_t)t * out_stride + r] = reduce8(partial);
-        }
+    __m256i sum = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(step[0], step[1]), _mm256_add_epi16(step[2], step[3])),
+                                   _mm256_add_epi16(_mm256_add_epi16(step[4], step[5]), _mm256_add_epi16(step[6], step[7])));
+    return _mm256_madd_epi16(sum, _mm256_set1_epi16(1));
 }
 
-// Constant ROWS and TILE let the compiler keep the accumulators in registers.
-#define Q4_TILE_CASES(ROWS) \
-    switch (n_tokens - t) { \
-    case 1: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 1); break; \
-    case 2: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 2); break; \
-    case 3: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 3); break; \
-    default: q4_tile_avx2(o, out_stride, w, r, x, t, ROWS, 4); }
+// Block b's term for the tile's rows and one token:
+// (weight scale * activation scale) * (q - 8) . x, the offset exact from the
+// block's sum: (q - 8) . x = q . x - 8 * sum(x).
+TARGET_AVX2 static inline __m256 q4_tile_term_avx2(const __m256i q[8], __m256 w_scale, const int8_t *x_values,
+                                                   const float *x_scales, const int32_t *x_sums, int b) {
+    __m256i isum = _mm256_sub_epi32(dot_q4_tile_block_avx2(q, x_values + b * Q_BLOCK), _mm256_set1_epi32(8 * x_sums[b]));
+    __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x_scales[b]));
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum));
+}
 
+// The tile's eight scales of block b as floats.
+TARGET_AVX2 static inline __m256 q4_tile_scales_avx2(const uint16_t *tile_scales, int b, int blocks_per_group) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tile_scales + (size_t)(b / blocks_per_group) * Q4_TILE_ROWS)));
+}
+
+// reduce8's tree, lane by lane: the tile's eight results.
+TARGET_AVX2 static inline __m256 reduce8_lanes_avx2(const __m256 p[8]) {
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p[0], p[4]), _mm256_add_ps(p[2], p[6])),
+                         _mm256_add_ps(_mm256_add_ps(p[1], p[5]), _mm256_add_ps(p[3], p[7])));
+}
+
+// The first n_rows of a tile's results (the last tile may have fewer than eight).
+TARGET_AVX2 static inline void store_tile_rows_avx2(float *out, __m256 rows, int n_rows) {
+    if (n_rows == Q4_TILE_ROWS) { _mm256_storeu_ps(out, rows); return; }
+    float all[Q4_TILE_ROWS];
+    _mm256_storeu_ps(all, rows);
+    memcpy(out, all, sizeof(float) * (size_t)n_rows);
+}
+
+// Decoding, one token: each block unpacked straight into its dot product.
+// The constant i lets the compiler keep the eight accumulators in registers.
+TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                              int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8; i++) {
+            if (b + i == n_blocks) break;
+            __m256i q[8];
+            unpack_q4_tile_block_avx2(q, nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+            acc[i] = _mm256_add_ps(acc[i], q4_tile_term_avx2(q, q4_tile_scales_avx2(scales, b + i, blocks_per_group),
+                                                             x->values, x->scales, x->sums, b + i));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt, n_tokens at once: the tile is walked eight blocks (one set of
+// partial sums) at a time; those blocks are unpacked once into L1 and used by
+// every token, whose accumulators wait in acc between one set and the next.
+TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
+                                             const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                             const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8) {
+        int count = n_blocks - b < 8 ? n_blocks - b : 8;
+        __m256i q[8][8];
+        __m256 w_scales[8];
+        for (int i = 0; i < count; i++) {
+            unpack_q4_tile_block_avx2(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            const int8_t *values = x->values + (size_t)t * x->stride;
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
+            for (int i = 0; i < 8; i++) {
+                if (i == count) break;
+                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+            }
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+// Rows [row_begin, row_end), row_begin on a tile's first row (matmul_task
+// splits the rows by whole tiles).
 TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                        const QuantizedActivations *x, int n_tokens) {
-    int r = row_begin;
-    for (; r + 2 <= row_end && n_tokens > 1; r += 2)   // row pairs share activation loads (prefill)
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-            Q4_TILE_CASES(2)
-        }
-    for (; r < row_end; r++)
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-            Q4_TILE_CASES(1)
-        }
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4_tile_decode_avx2(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4_tile_prefill_avx2(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
 }
 
 TARGET_AVX2 static void scores_f16_avx2(float *scores, const float *q, const uint16_t *keys, size_t stride,
@@ -995,9 +1008,8 @@ static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, m
 // adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
 // in functions compiled for it alone and is chosen at run time from the
 // kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
-// Both compute the canonical arithmetic: blocks go four at a time into two
-// float32x4 accumulators per token (lanes 0-3 and 4-7 of the eight partial
-// sums, by block index mod 8), the last n_blocks % 4 one at a time.
+// Both work on a Q4 tile's eight rows as two sets of four lanes, a row per
+// lane, as the AVX2 kernels do, and compute the canonical arithmetic.
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS 1
@@ -1009,123 +1021,108 @@ static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, m
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif                               // (clang 14's arm_neon.h hides it without -march=...+dotprod)
 
-// 16 bytes of nibbles -> the block's 32 weights as signed int8 q - 8 in -8..7:
-// the low nibbles are weights 0..15 (val[0]), the high ones 16..31 (val[1]).
-static inline int8x16x2_t unpack_q4_neon(const uint8_t *nibbles) {
-    uint8x16_t packed = vld1q_u8(nibbles);
+// A tile's block (128 bytes: see the format) -> w[k][h], step k's weights
+// (4k..4k+3) of rows 4h..4h+3, four to a 32-bit lane, as signed q - 8.
+static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+    uint8x16_t low = vdupq_n_u8(0x0F);
     int8x16_t eight = vdupq_n_s8(8);
-    int8x16x2_t w = { { vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), eight),
-                        vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight) } };
-    return w;
+    for (int d = 0; d < 4; d++)
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t packed = vld1q_u8(block + 4 * Q4_TILE_ROWS * d + 16 * h);
+            w[d][h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, low)), eight);
+            w[d + 4][h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+        }
 }
 
-// (q - 8) . x for one block as 4 int32 lanes whose sum is exact. Armv8.0 has
-// no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
-// lane (|sum| <= 4 * 8 * 128, no overflow), and vpaddlq_s16 widens pairs to int32.
-static inline int32x4_t dot_block_neon(int8x16x2_t w, const int8_t *x) {
-    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + Q_BLOCK / 2);
-    int16x8_t p = vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0));
-    p = vmlal_high_s8(p, w.val[0], x0);
-    p = vmlal_s8(p, vget_low_s8(w.val[1]), vget_low_s8(x1));
-    p = vmlal_high_s8(p, w.val[1], x1);
-    return vpaddlq_s16(p);
+// Activations 4k..4k+3 in every 32-bit lane.
+static inline int8x16_t broadcast_4_neon(const int8_t *x) {
+    int32_t four;
+    memcpy(&four, x, sizeof four);
+    return vreinterpretq_s8_s32(vdupq_n_s32(four));
+}
+
+// (q - 8) . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact.
+// Armv8.0 has no int8 dot: vmlal_s8 gathers each lane's products over the
+// eight steps in int16 (|sum| <= 8 * 8 * 127, no overflow), two rows per
+// register; pairwise adds then fold a row's four lanes into one.
+static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
+    for (int h = 0; h < 2; h++) {
+        int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
+        for (int k = 0; k < 8; k++) {
+            int8x16_t xk = broadcast_4_neon(x + 4 * k);
+            rows_01 = vmlal_s8(rows_01, vget_low_s8(w[k][h]), vget_low_s8(xk));
+            rows_23 = vmlal_high_s8(rows_23, w[k][h], xk);
+        }
+        isum[h] = vpaddq_s32(vpaddlq_s16(rows_01), vpaddlq_s16(rows_23));
+    }
 }
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
-// The same with sdot: each int32 lane gains the sum of four int8 products.
-TARGET_DOTPROD static inline int32x4_t dot_block_sdot(int8x16x2_t w, const int8_t *x) {
-    int32x4_t d = vdotq_s32(vdupq_n_s32(0), w.val[0], vld1q_s8(x));
-    return vdotq_s32(d, w.val[1], vld1q_s8(x + Q_BLOCK / 2));
+// The same with sdot: each lane gains its row's four products per step.
+TARGET_DOTPROD static inline void dot_q4_tile_block_sdot(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k++) sum = vdotq_s32(sum, w[k][h], broadcast_4_neon(x + 4 * k));
+        isum[h] = sum;
+    }
 }
 #endif
 
-typedef int32x4_t (*DotBlockNeon)(int8x16x2_t w, const int8_t *x);
+typedef void (*DotTileBlockNeon)(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]);
 
-// Four weight scales (fp16) for blocks b..b+3 as floats (fcvtl: exact, baseline).
-static inline float32x4_t weight_scales_neon(const uint16_t *scales, int b, int blocks_per_group) {
-    if (blocks_per_group == 1) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + b)));
-    uint16_t s[4];
-    for (int i = 0; i < 4; i++) s[i] = scales[(b + i) / blocks_per_group];
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s)));
-}
-
-// Blocks b..b+3 of one row against TILE tokens: the weights are unpacked once
-// and used TILE times (the prompt's GEMM); lane i of acc[t] gains token t's
-// term of block b + i: (weight scale * activation scale) * (float)isum.
-static inline __attribute__((always_inline)) void q4_4_blocks_neon(
-        float32x4_t acc[4], const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group, int b,
-        const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
-    int x_blocks = x->stride / Q_BLOCK;
-    int8x16x2_t w[4];
-    for (int i = 0; i < 4; i++) w[i] = unpack_q4_neon(nibbles + (b + i) * (Q_BLOCK / 2));
-    float32x4_t w_scales = weight_scales_neon(scales, b, blocks_per_group);
-    for (int t = 0; t < TILE; t++) {
-        size_t row = (size_t)(token + t);
-        const int8_t *xv = x->values + row * x->stride + b * Q_BLOCK;
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = dot_block(w[i], xv + i * Q_BLOCK);
-        int32x4_t isum = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));   // one lane per block
-        float32x4_t scale = vmulq_f32(w_scales, vld1q_f32(x->scales + row * x_blocks + b));
-        acc[t] = vaddq_f32(acc[t], vmulq_f32(scale, vcvtq_f32_s32(isum)));
-    }
-}
-
-// One row against TILE tokens; a token's result never depends on TILE.
-static inline __attribute__((always_inline)) void q4_row_tile_neon(
-        float *out, int out_stride, const uint8_t *nibbles, const uint16_t *scales, int blocks_per_group,
-        int n_blocks, const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
-    float32x4_t acc_0123[4], acc_4567[4];   // per token: partial sums 0-3 and 4-7
-    for (int t = 0; t < TILE; t++) acc_0123[t] = acc_4567[t] = vdupq_n_f32(0.0f);
-    int b = 0;
-    for (; b + 8 <= n_blocks; b += 8) {
-        q4_4_blocks_neon(acc_0123, nibbles, scales, blocks_per_group, b, x, token, TILE, dot_block);
-        q4_4_blocks_neon(acc_4567, nibbles, scales, blocks_per_group, b + 4, x, token, TILE, dot_block);
-    }
-    if (b + 4 <= n_blocks) {
-        q4_4_blocks_neon(acc_0123, nibbles, scales, blocks_per_group, b, x, token, TILE, dot_block);
-        b += 4;
-    }
-    int x_blocks = x->stride / Q_BLOCK;
-    for (int t = 0; t < TILE; t++) {
-        size_t row = (size_t)(token + t);
-        float partial[8];
-        vst1q_f32(partial, acc_0123[t]);
-        vst1q_f32(partial + 4, acc_4567[t]);
-        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 4 blocks, one at a time
-            int32_t isum = vaddvq_s32(dot_block(unpack_q4_neon(nibbles + tail * (Q_BLOCK / 2)),
-                                                x->values + row * x->stride + tail * Q_BLOCK));
-            float scale = fp16_to_fp32(scales[tail / blocks_per_group]) * x->scales[row * x_blocks + tail];
-            partial[tail % 8] += scale * (float)isum;
-        }
-        out[(size_t)t * out_stride] = reduce8(partial);
-    }
-}
-
-// Rows [row_begin, row_end), tokens four at a time; a constant TILE and a
-// constant dot_block let the compiler inline both and keep acc in registers.
+// Rows [row_begin, row_end) (row_begin on a tile's first row) against
+// n_tokens tokens. Each tile is walked eight blocks (one set of partial sums)
+// at a time: those are unpacked once and used by every token, whose partials
+// wait in acc[t][i][h] (partial i of rows 4h..4h+3). A constant dot_block
+// lets the compiler inline it.
 static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
-        const QuantizedActivations *x, int n_tokens, DotBlockNeon dot_block) {
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
-    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
-    for (int r = row_begin; r < row_end; r++) {
-        const uint8_t *nibbles = w->nibbles + r * row_bytes;
-        const uint16_t *scales = w->scales + r * row_scales;
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-            switch (n_tokens - t) {
-            case 1: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 1, dot_block); break;
-            case 2: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 2, dot_block); break;
-            case 3: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 3, dot_block); break;
-            default: q4_row_tile_neon(o, out_stride, nibbles, scales, blocks_per_group, n_blocks, x, t, 4, dot_block);
+        const QuantizedActivations *x, int n_tokens, DotTileBlockNeon dot_block) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    float32x4_t acc[MAX_BATCH][8][2];
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++)
+            for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8) {
+            int count = n_blocks - b < 8 ? n_blocks - b : 8;
+            int8x16_t q[8][8][2];
+            float32x4_t w_scales[8][2];
+            for (int i = 0; i < count; i++) {
+                unpack_q4_tile_block_neon(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
+                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
             }
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *values = x->values + (size_t)t * x->stride;
+                for (int i = 0; i < count; i++) {
+                    int32x4_t isum[2];
+                    dot_block(q[i], values + (b + i) * Q_BLOCK, isum);
+                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
+                    for (int h = 0; h < 2; h++)
+                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
+                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
+                }
+            }
+        }
+        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+            float rows[Q4_TILE_ROWS];
+            for (int h = 0; h < 2; h++) {
+                float32x4_t (*p)[2] = acc[t];
+                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
+                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+            }
+            memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
         }
     }
 }
 
 static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                            const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_neon);
+    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
 
 // a . b: elements 8 at a time into two accumulators (partials 0-3 and 4-7).
@@ -1209,7 +1206,7 @@ static const Kernels kernels_neon = { "neon", matmul_q4_neon, scores_f16_neon, m
 #ifdef HAVE_NEON_DOTPROD_KERNELS
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_block_sdot);
+    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 
 static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, scores_f16_neon, mix_f16_neon,
@@ -1316,13 +1313,41 @@ static void quantize_row_q4(const float *x, int n, int n_padded, int group_size,
 
 // Row `row` of a Q4 matrix back to floats (cols values): used for token embeddings.
 static void dequantize_row_q4(float *out, const Tensor *w, int row) {
-    const uint8_t *nibbles = w->nibbles + (size_t)row * (w->cols_padded / 2);
-    const uint16_t *scales = w->scales + (size_t)row * (w->cols_padded / w->group_size);
     for (int i = 0; i < w->cols; i++) {
         int block = i / Q_BLOCK, j = i % Q_BLOCK;
-        uint8_t byte = nibbles[block * (Q_BLOCK / 2) + j % (Q_BLOCK / 2)];
+        uint8_t byte = w->nibbles[q4_byte_index(w, row, block, j % (Q_BLOCK / 2))];
         int q = j < Q_BLOCK / 2 ? (byte & 0x0F) : (byte >> 4);
-        out[i] = fp16_to_fp32(scales[i / w->group_size]) * (float)(q - 8);
+        out[i] = fp16_to_fp32(w->scales[q4_scale_index(w, row, i / w->group_size)]) * (float)(q - 8);
+    }
+}
+
+// Row r of a Q4 matrix in quantize_row_q4's order: cols_padded/2 bytes of
+// nibbles and cols_padded/group_size scales (export and the tests compare and
+// copy rows so, whatever order the file keeps).
+__attribute__((unused))
+static void read_q4_row(const Tensor *w, int r, uint8_t *nibbles, uint16_t *scales) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    for (int b = 0; b < n_blocks; b++)
+        for (int p = 0; p < Q_BLOCK / 2; p++) nibbles[b * (Q_BLOCK / 2) + p] = w->nibbles[q4_byte_index(w, r, b, p)];
+    for (int g = 0; g < n_groups; g++) scales[g] = w->scales[q4_scale_index(w, r, g)];
+}
+
+// Rows [begin, end) of Q4 data in the row-after-row order quantize_row_q4
+// writes -> the tiled order, into the tile-aligned buffers of rows
+// begin..round_up(end, 8) (begin a multiple of 8; rows past end stay zero).
+__attribute__((unused))   // used by export.c and the tests
+static void tile_q4_rows(const uint8_t *row_nibbles, const uint16_t *row_scales, int begin, int end, int cols_padded,
+                         int group_size, uint8_t *tile_nibbles, uint16_t *tile_scales) {
+    Tensor tiled = { .type = TYPE_Q4, .rows = end - begin, .cols_padded = cols_padded, .group_size = group_size, .q4_tiled = 1 };
+    int n_blocks = cols_padded / Q_BLOCK, n_groups = cols_padded / group_size;
+    size_t tiles = round_up((size_t)(end - begin), Q4_TILE_ROWS) / Q4_TILE_ROWS;
+    memset(tile_nibbles, 0x88, tiles * n_blocks * Q4_TILE_BLOCK_BYTES);   // nibble 8: weight 0
+    memset(tile_scales, 0, tiles * n_groups * Q4_TILE_ROWS * sizeof(uint16_t));
+    for (int r = 0; r < end - begin; r++) {
+        for (int b = 0; b < n_blocks; b++)
+            for (int p = 0; p < Q_BLOCK / 2; p++)
+                tile_nibbles[q4_byte_index(&tiled, r, b, p)] = row_nibbles[((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p];
+        for (int g = 0; g < n_groups; g++) tile_scales[q4_scale_index(&tiled, r, g)] = row_scales[(size_t)r * n_groups + g];
     }
 }
 
@@ -1461,8 +1486,8 @@ typedef struct {
 static void matmul_task(void *arg, int thread_index, int n_threads) {
     MatmulTask *task = arg;
     for (int m = 0; m < task->count; m++) {
-        int rows = task->w[m]->rows;
-        int per_thread = (rows + n_threads - 1) / n_threads;
+        int rows = task->w[m]->rows, tiles = (rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+        int per_thread = (tiles + n_threads - 1) / n_threads * Q4_TILE_ROWS;   // whole tiles
         int begin = thread_index * per_thread, end = begin + per_thread;
         if (end > rows) end = rows;
         if (begin < end) task->kernels->matmul_q4(task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
@@ -1554,20 +1579,22 @@ static const char opencl_source[] =
     "                           __global const char *x, __global const float *x_scales, int x_stride,\n"
     "                           __global float *out) {\n"
     "    int r = get_global_id(0), t = get_global_id(1);\n"
-    "    __global const uchar *w = file + nibbles_at + (size_t)r * n_blocks * 16;\n"
+    "    // row r is lane r % 8 of tile r / 8 (see the format)\n"
+    "    __global const uchar *w = file + nibbles_at + (size_t)(r / 8) * n_blocks * 128 + 4 * (r % 8);\n"
     "    __global const half *scales = (__global const half *)(file + scales_at)\n"
-    "                                  + (size_t)r * (n_blocks / blocks_per_group);\n"
+    "                                  + (size_t)(r / 8) * (n_blocks / blocks_per_group) * 8 + r % 8;\n"
     "    __global const char *a = x + (size_t)t * x_stride;\n"
     "    __global const float *a_scales = x_scales + (size_t)t * (x_stride / 32);\n"
     "    float partial[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };\n"
     "    for (int block = 0; block < n_blocks; block++) {\n"
-    "        uchar16 nibbles = vload16(block, w);   // weight j low, weight j+16 high\n"
+    "        __global const uchar *b = w + (size_t)block * 128;   // the row's four bytes of each run\n"
+    "        uchar16 nibbles = (uchar16)(vload4(0, b), vload4(0, b + 32), vload4(0, b + 64), vload4(0, b + 96));\n"
     "        int16 low = convert_int16(nibbles & (uchar16)15) - 8, high = convert_int16(nibbles >> (uchar16)4) - 8;\n"
     "        int16 p = low * convert_int16(vload16(2 * block, a)) + high * convert_int16(vload16(2 * block + 1, a));\n"
     "        int8 p8 = p.lo + p.hi;\n"
     "        int4 p4 = p8.lo + p8.hi;\n"
     "        int2 p2 = p4.lo + p4.hi;\n"
-    "        float scale = vload_half(block / blocks_per_group, scales) * a_scales[block];\n"
+    "        float scale = vload_half(block / blocks_per_group * 8, scales) * a_scales[block];\n"
     "        partial[block % 8] += scale * (float)(p2.x + p2.y);\n"
     "    }\n"
     "    out[(size_t)t * rows + r] = ((partial[0] + partial[4]) + (partial[2] + partial[6]))\n"
@@ -2024,6 +2051,10 @@ static void require_int4(const Transformer *t) {
     }
     if (first_f32)
         die("%s: tensor '%s' is f32; runq runs int4 checkpoints - use ./run for fp32 ones", t->path, first_f32->name);
+    uint32_t version = ((const FileHeader *)t->file_data)->version;
+    if (version < 3)
+        die("%s: checkpoint version %u keeps int4 rows in the old order; re-export it: ./export %s NEW.bin", t->path,
+            version, t->path);
 }
 
 // After open_checkpoint: the buffers and threads for a run of cache_len

@@ -29,7 +29,7 @@ fi
 if make -s cross-aarch64 runq export >"$T/make.log" 2>&1; then ok; else fail "make cross-aarch64: $(tail -5 "$T/make.log")"; summary; fi
 
 # a random model whose widths take every path: 4 blocks (dim 128, group 64), 8 + 4 + 2 blocks (FFN 424
-# padded to 448); a 9-token prompt fills prefill tiles of 4, 4 and 1; three threads split the rows
+# padded to 448), 1024 rows of 8-row tiles; a 9-token prompt; three threads split the tiles
 ./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=48" --group-size 64 \
     -z tokenizer.bin "$T/r.q4.bin" || fail "export --random"
 

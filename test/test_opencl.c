@@ -45,22 +45,27 @@ typedef struct {
     size_t used;
 } FakeFile;
 
-// A random int4 matrix appended at a 64-byte aligned offset, nibbles then scales.
-// fill 1: a few rows of extreme weights.
+// A random int4 matrix appended at a 64-byte aligned offset, nibbles then
+// scales, tiled as export writes it. fill 1: a few rows of extreme weights.
 static Tensor append_matrix(FakeFile *f, int rows, int cols, int group, int fill) {
     int padded = (int)round_up((size_t)cols, (size_t)group);
-    size_t nibble_bytes = (size_t)rows * padded / 2, scale_bytes = (size_t)rows * (padded / group) * sizeof(uint16_t);
+    size_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);
+    size_t nibble_bytes = rows_stored * padded / 2, scale_bytes = rows_stored * (padded / group) * sizeof(uint16_t);
     size_t at = round_up(f->used, TENSOR_ALIGNMENT);
     if (at + nibble_bytes + scale_bytes > FAKE_FILE_BYTES) die("test_opencl: the fake file is too small");
     Tensor w = { .name = "fake", .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
-                 .nibbles = f->data + at, .scales = (const uint16_t *)(f->data + at + nibble_bytes) };
+                 .q4_tiled = 1, .nibbles = f->data + at, .scales = (const uint16_t *)(f->data + at + nibble_bytes) };
     float *row = malloc(sizeof(float) * cols);
+    uint8_t *nibbles = malloc((size_t)rows * padded / 2);
+    uint16_t *scales = malloc(sizeof(uint16_t) * (size_t)rows * (padded / group));
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++) row[c] = uniform(-1, 1) * (fill && r % 5 == 0 && c % 7 == 0 ? 100.0f : 1.0f);
-        quantize_row_q4(row, cols, padded, group, (uint8_t *)w.nibbles + (size_t)r * padded / 2,
-                        (uint16_t *)w.scales + (size_t)r * (padded / group));
+        quantize_row_q4(row, cols, padded, group, nibbles + (size_t)r * padded / 2, scales + (size_t)r * (padded / group));
     }
+    tile_q4_rows(nibbles, scales, 0, rows, padded, group, (uint8_t *)w.nibbles, (uint16_t *)w.scales);
     free(row);
+    free(nibbles);
+    free(scales);
     f->used = at + nibble_bytes + scale_bytes;
     return w;
 }

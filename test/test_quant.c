@@ -104,8 +104,10 @@ static void test_q8_activations(void) {
 }
 
 typedef struct {
-    Tensor t;
-    float *w;   // (rows, cols) the original weights
+    Tensor t;                 // tiled, as export writes it
+    float *w;                 // (rows, cols) the original weights
+    uint8_t *rows_nibbles;    // the same Q4 data row after row (quantize_row_q4's order)
+    uint16_t *rows_scales;
 } Matrix;
 
 // fill: 0 random, 1 all nibbles 0 (q = -8), 2 all nibbles 15 (q = +7), 3 zero scales, 4 alternating extremes
@@ -121,12 +123,45 @@ static Matrix make_matrix(int rows, int cols, int group, int fill) {
     if (fill == 1 || fill == 2) memset(nibbles, fill == 1 ? 0x00 : 0xFF, (size_t)rows * padded / 2);
     if (fill == 3) memset(scales, 0, sizeof(uint16_t) * rows * (padded / group));
     if (fill == 4) for (size_t i = 0; i < (size_t)rows * padded / 2; i++) nibbles[i] = i % 2 ? 0x0F : 0xF0;
+    size_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);   // the file's order: tiles of eight rows
+    uint8_t *tiled_nibbles = malloc(rows_stored * padded / 2);
+    uint16_t *tiled_scales = malloc(sizeof(uint16_t) * rows_stored * (padded / group));
+    tile_q4_rows(nibbles, scales, 0, rows, padded, group, tiled_nibbles, tiled_scales);
     m.t = (Tensor){ .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
-                    .nibbles = nibbles, .scales = scales };
+                    .q4_tiled = 1, .nibbles = tiled_nibbles, .scales = tiled_scales };
+    m.rows_nibbles = nibbles;
+    m.rows_scales = scales;
     return m;
 }
 
-static void free_matrix(Matrix *m) { free(m->w); free((void *)m->t.nibbles); free((void *)m->t.scales); }
+static void free_matrix(Matrix *m) {
+    free(m->w); free((void *)m->t.nibbles); free((void *)m->t.scales); free(m->rows_nibbles); free(m->rows_scales);
+}
+
+// The tiled order holds the same weights as the row order: every row
+// dequantizes alike through either, and tile t's block b starts with row 8t's
+// bytes 0..3 and has row 8t+j's bytes 4d..4d+3 at 32d + 4j (the format).
+static void test_tile_layout(int rows, int cols, int group) {
+    Matrix m = make_matrix(rows, cols, group, 0);
+    Tensor by_rows = m.t;
+    by_rows.q4_tiled = 0;
+    by_rows.nibbles = m.rows_nibbles;
+    by_rows.scales = m.rows_scales;
+    float *a = malloc(sizeof(float) * cols), *b = malloc(sizeof(float) * cols);
+    int same = 1, n_blocks = m.t.cols_padded / Q_BLOCK;
+    for (int r = 0; r < rows; r++) {
+        dequantize_row_q4(a, &m.t, r);
+        dequantize_row_q4(b, &by_rows, r);
+        same &= memcmp(a, b, sizeof(float) * cols) == 0;
+        for (int blk = 0; blk < n_blocks; blk++)
+            for (int p = 0; p < Q_BLOCK / 2; p++) {
+                size_t at = ((size_t)(r / 8) * n_blocks + blk) * 128 + 32 * (p / 4) + 4 * (r % 8) + p % 4;
+                same &= m.t.nibbles[at] == m.rows_nibbles[((size_t)r * n_blocks + blk) * 16 + p];
+            }
+    }
+    CHECK(same, "tiled Q4 %dx%d g%d: not the row order's weights in the documented places", rows, cols, group);
+    free_matrix(&m); free(a); free(b);
+}
 
 // x: 0 random, 1 all +127 after quantization, 2 all -127, 3 zeros
 static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int cols, int padded, int fill) {
@@ -168,7 +203,8 @@ static void test_matmul_reference(int rows, int cols, int group) {
 // and inputs, odd widths, 1..9 tokens; and a token's result must not depend
 // on how many tokens share the call (prefill and decode agree bit for bit).
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
-    int shapes[][3] = { { 5, 32, 32 }, { 7, 172, 32 }, { 9, 288, 64 }, { 3, 1000, 128 }, { 4, 2048, 32 }, { 2, 64, 256 } };
+    int shapes[][3] = { { 5, 32, 32 }, { 7, 172, 32 }, { 9, 288, 64 }, { 19, 1000, 128 }, { 4, 2048, 32 }, { 2, 64, 256 },
+                        { 24, 320, 32 } };
     int worst_fill = -1;
     double worst = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
@@ -182,8 +218,9 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
                 float *alone = calloc((size_t)rows, sizeof(float));
                 make_inputs(&xq, x, n_tokens, cols, m.t.cols_padded, xfill);
                 ref->matmul_q4(want, rows, &m.t, 0, rows, &xq, n_tokens);
-                k->matmul_q4(got, rows, &m.t, 1, rows, &xq, n_tokens);   // rows from 1: a split must not matter
-                k->matmul_q4(got, rows, &m.t, 0, 1, &xq, n_tokens);
+                int split = rows > Q4_TILE_ROWS ? Q4_TILE_ROWS : rows;   // a split (by whole tiles) must not matter
+                k->matmul_q4(got, rows, &m.t, split, rows, &xq, n_tokens);
+                k->matmul_q4(got, rows, &m.t, 0, split, &xq, n_tokens);
                 for (int i = 0; i < rows * n_tokens; i++) {
                     double error = fabs(got[i] - want[i]);
                     if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && error >= worst) {
@@ -243,7 +280,10 @@ int main(void) {
     test_q8_activations();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_matmul_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        test_matmul_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
+        test_tile_layout(shapes[i][0], shapes[i][1], shapes[i][2]);
+    }
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
     for (int i = 1; i < n_sets; i++) test_kernels_against_reference(&sets[i], &sets[0]);

@@ -45,7 +45,10 @@ typedef void (*MatmulStep)(float *out, const Tensor *w, const QuantizedActivatio
 // the same for rows [row_begin, row_end) only: what a thread runs
 typedef void (*RowsFn)(float *out, const Tensor *w, const QuantizedActivations *x, int row_begin, int row_end);
 
-// Row r of a Q4 matrix: cols_padded/2 bytes of nibbles, one fp16 scale per group.
+// The steps read a Q4 matrix row after row, quantize_row_q4's order: row r is
+// cols_padded/2 bytes of nibbles, with one fp16 scale per group. (runq's files
+// keep rows in tiles of eight, one row per SIMD lane: step 5 runs on those,
+// and the lab keeps every matrix it multiplies in both orders: see "Both orders".)
 static inline const uint8_t *row_nibbles(const Tensor *w, int row) {
     return w->nibbles + (size_t)row * (w->cols_padded / 2);
 }
@@ -105,11 +108,14 @@ static void matmul_step4(float *out, const Tensor *w, const QuantizedActivations
 
 // ----------------------------------------------------------------------------
 // Step 5: what runq itself does: the kernel set select_kernels picks for this
-// CPU (AVX2 with rows x tokens tiles and eight blocks folded per pass, or
-// NEON/sdot), run through matmul_task on a pool whose threads were created once.
+// CPU (AVX2, or NEON/sdot) on runq's own weight order, tiles of eight rows
+// with a row per SIMD lane (so no horizontal sums), run through matmul_task
+// on a pool whose threads were created once.
+
+static const Tensor *in_tiles(const Tensor *w);
 
 static void matmul_step5(float *out, const Tensor *w, const QuantizedActivations *x, const LabThreads *threads) {
-    MatmulTask task = { .count = 1, .out = { out }, .w = { w }, .x = x, .n_tokens = 1, .kernels = &threads->kernels };
+    MatmulTask task = { .count = 1, .out = { out }, .w = { in_tiles(w) }, .x = x, .n_tokens = 1, .kernels = &threads->kernels };
     pool_run(threads->pool, matmul_task, &task);
 }
 
@@ -128,6 +134,69 @@ static const Step STEPS[N_STEPS] = {
     { "combined", matmul_step4, 1 },
     { "runq", matmul_step5, 0 },
 };
+
+// ----------------------------------------------------------------------------
+// Both orders: every Q4 matrix the lab multiplies, row after row (for steps
+// 0-4) and in runq's tiles (for step 5), paired here so either finds the other.
+
+#define MAX_MATRIX_PAIRS 4096
+typedef struct { Tensor rows, tiles; } MatrixPair;   // the lab allocated the one its caller did not give
+static MatrixPair matrix_pairs[MAX_MATRIX_PAIRS];
+static int n_matrix_pairs;
+
+// w's data in the other order (allocated); registers the pair.
+static Tensor reorder_q4(const Tensor *w) {
+    Tensor other = *w;
+    other.q4_tiled = !w->q4_tiled;
+    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
+    size_t rows_stored = round_up((size_t)w->rows, Q4_TILE_ROWS);
+    uint8_t *nibbles = xcalloc(rows_stored * row_bytes, 1, "lab weights");
+    uint16_t *scales = xcalloc(rows_stored * row_scales, sizeof(uint16_t), "lab scales");
+    if (w->q4_tiled) {
+        for (int r = 0; r < w->rows; r++) read_q4_row(w, r, nibbles + r * row_bytes, scales + r * row_scales);
+    } else {
+        tile_q4_rows(w->nibbles, w->scales, 0, w->rows, w->cols_padded, w->group_size, nibbles, scales);
+    }
+    other.nibbles = nibbles;
+    other.scales = scales;
+    if (n_matrix_pairs == MAX_MATRIX_PAIRS) die("the lab pairs at most %d matrices", MAX_MATRIX_PAIRS);
+    matrix_pairs[n_matrix_pairs++] = w->q4_tiled ? (MatrixPair){ other, *w } : (MatrixPair){ *w, other };
+    return other;
+}
+
+// Forgets w's pair, freeing the copy reorder_q4 made (and w's own data when
+// free_given: a problem's row-order matrix).
+static void forget_pair(const Tensor *w, int free_given) {
+    for (int i = 0; i < n_matrix_pairs; i++) {
+        MatrixPair *p = &matrix_pairs[i];
+        if (p->rows.nibbles != w->nibbles && p->tiles.nibbles != w->nibbles) continue;
+        const Tensor *copy = p->rows.nibbles == w->nibbles ? &p->tiles : &p->rows;
+        free((void *)copy->nibbles); free((void *)copy->scales);
+        if (free_given) { free((void *)w->nibbles); free((void *)w->scales); }
+        *p = matrix_pairs[--n_matrix_pairs];
+        return;
+    }
+}
+
+static const MatrixPair *find_pair(const Tensor *w) {
+    for (int i = 0; i < n_matrix_pairs; i++)
+        if (matrix_pairs[i].rows.nibbles == w->nibbles || matrix_pairs[i].tiles.nibbles == w->nibbles) return &matrix_pairs[i];
+    die("the lab has no copy of matrix %s in the other order", w->name);
+    return NULL;
+}
+
+static const Tensor *in_tiles(const Tensor *w) { return w->q4_tiled ? w : &find_pair(w)->tiles; }
+static const Tensor *in_rows(const Tensor *w) { return w->q4_tiled ? &find_pair(w)->rows : w; }
+
+// A model's matrices (runq's tiles, mapped) get row-order copies for steps 0-4.
+static void pair_model_matrices(Transformer *t, int forget) {
+    for (int l = 0; l < t->config.n_layers; l++) {
+        Tensor *m[N_PROJECTIONS];
+        layer_projections(&t->weights.layers[l], m);
+        for (int i = 0; i < N_PROJECTIONS; i++) forget ? forget_pair(m[i], 0) : (void)reorder_q4(m[i]);
+    }
+    forget ? forget_pair(&t->weights.output, 0) : (void)reorder_q4(&t->weights.output);
+}
 
 // ----------------------------------------------------------------------------
 // Test data: a Q4 matrix and one token's int8 activations, from a seeded generator.
@@ -172,6 +241,7 @@ static Problem make_problem(int rows, int cols, int group_size, ProblemKind kind
     }
     p.w = (Tensor){ .name = "lab", .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = cols_padded,
                     .group_size = group_size, .nibbles = nibbles, .scales = scales };
+    reorder_q4(&p.w);
     p.x.stride = cols_padded;
     p.x.values = xcalloc((size_t)cols_padded, 1, "lab activations");
     p.x.scales = xcalloc((size_t)cols_padded / Q_BLOCK, sizeof(float), "lab activation scales");
@@ -194,7 +264,7 @@ static Problem make_problem(int rows, int cols, int group_size, ProblemKind kind
 }
 
 static void free_problem(Problem *p) {
-    free((void *)p->w.nibbles); free((void *)p->w.scales);
+    forget_pair(&p->w, 1);
     free(p->x.values); free(p->x.scales); free(p->x.sums);
 }
 
@@ -364,7 +434,7 @@ static void matmul_q4_adapter(float *out, int out_stride, const Tensor *w, int r
     (void)out_stride;   // one token: out is its row
     if (row_begin != 0 || row_end != w->rows || n_tokens != 1)
         die("the lab's steps take every row of one token (a one-thread runq pool, decoding)");
-    STEPS[adapter.step].run(out, w, x, adapter.threads);
+    STEPS[adapter.step].run(out, in_rows(w), x, adapter.threads);
 }
 
 // Greedy decoding from BOS, one token per forward pass, up to max_tokens or
@@ -584,6 +654,7 @@ int main(int argc, char **argv) {
     if (model) {   // a bad model fails now, not after the timings
         build_transformer(&t, model, max_tokens, n_threads);
         if (max_tokens > t.state.cache_len) max_tokens = t.state.cache_len;   // the model's context, if shorter
+        pair_model_matrices(&t, 0);
     }
     LabThreads threads = { n_threads, pool_create(n_threads), select_kernels() };
     StepResult runs[MAX_REPEATS][N_STEPS], results[N_STEPS];
@@ -591,7 +662,7 @@ int main(int argc, char **argv) {
     if (model) forward(&t, t.config.bos_id, 0);   // the weights into the page cache, once
     for (int repeat = 0; repeat < repeats; repeat++) measure(selected, &threads, model ? &t : NULL, max_tokens, runs[repeat]);
     median_results(runs, repeats, results);
-    if (model) free_transformer(&t);
+    if (model) { pair_model_matrices(&t, 1); free_transformer(&t); }
     pool_free(threads.pool);
     print_table(selected, results, n_threads, repeats, model, load_before);
     if (svg) write_svg(svg, selected, results, n_threads, model);
