@@ -898,10 +898,16 @@ TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_r
             const int8_t *values = x->values + (size_t)t * x->stride;
             const float *x_scales = x->scales + (size_t)t * x_blocks;
             const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
-            for (int i = 0; i < 8; i++) {
-                if (i == count) break;
-                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+            if (count == 8) {   // unrolled: the token's eight partials stay in registers
+                __m256 partial[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    partial[i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+                for (int i = 0; i < 8; i++) acc[t][i] = partial[i];
+                continue;
             }
+            for (int i = 0; i < count; i++)
+                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
         }
     }
     for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
@@ -1521,12 +1527,38 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
     }
 }
 
+// The prompt's tokens are quantized by all threads, a slice each (one
+// token's quantization is too short to share).
+typedef struct {
+    QuantizedActivations *out;
+    const float *x;
+    int x_stride, n, n_padded, n_tokens;
+} QuantizeTask;
+
+static void quantize_task(void *arg, int thread_index, int n_threads) {
+    QuantizeTask *task = arg;
+    int per_thread = (task->n_tokens + n_threads - 1) / n_threads;
+    int begin = thread_index * per_thread, end = begin + per_thread < task->n_tokens ? begin + per_thread : task->n_tokens;
+    if (begin >= end) return;
+    QuantizedActivations slice = *task->out;
+    size_t x_blocks = (size_t)slice.stride / Q_BLOCK;
+    slice.values += (size_t)begin * slice.stride;
+    slice.scales += (size_t)begin * x_blocks;
+    slice.sums += (size_t)begin * x_blocks;
+    quantize_q8(&slice, task->x + (size_t)begin * task->x_stride, task->x_stride, task->n, task->n_padded, end - begin);
+}
+
 static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
     if (t->backend) {
         t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens);
     } else {
         QuantizedActivations *xq = &t->state.xq;
-        quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens);
+        if (n_tokens == 1) {
+            quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
+        } else {
+            QuantizeTask quantize = { xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
+            pool_run(t->pool, quantize_task, &quantize);
+        }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
         for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
         pool_run(t->pool, matmul_task, &task);
