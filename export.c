@@ -2005,6 +2005,8 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
     struct stat out;
     if (stat(output, &out) != 0) return;
     if (S_ISDIR(out.st_mode)) die("output %s is a directory", output);
+    // the output is written beside and renamed over: that would replace a device (/dev/null) or a pipe
+    if (!S_ISREG(out.st_mode)) die("output %s is not a regular file: export writes a new file there", output);
     for (int i = 0; i < src->n_inputs; i++) {
         struct stat in;
         if (stat(src->inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
