@@ -16,8 +16,10 @@ It includes runq.c for the format's structs, fp16 conversion, the int4
 quantizer and the tokenizer parser, so the format is defined in one place.
 
 Reading order: JSON -> the export plan -> sources (llama2.c, Edge LLM, Hugging
-Face, random; a LoRA adapter merged into any source) -> tokenizers -> writing
-the checkpoint -> writing GGUF -> reading GGUF (a source too) -> command line
+Face, random; a LoRA adapter merged into any source; layers dropped) ->
+tokenizers -> writing the checkpoint -> writing GGUF -> reading GGUF (a source
+too) -> a calibration text's tokens -> Block Influence (which layers to drop)
+-> command line
 */
 
 #ifndef PROGRAM_NAME
@@ -1244,7 +1246,8 @@ static void open_lora(Source *src, const char *dir) {
 // Source: decoder layers dropped (export --drop-layers 3,7), ShortGPT's layer
 // removal. The kept layers are renumbered in order: tensor (kind, layer l) of
 // the output is tensor (kind, kept[l]) of the wrapped source. Which layers
-// matter least is measured on a text by `train influence` (Block Influence).
+// matter least is measured on a text by Block Influence (--drop-layers auto:N,
+// below the writers).
 
 typedef struct {
     Source base;
@@ -3440,10 +3443,11 @@ static float *read_tensor_f32(Source *src, const PlannedTensor *t) {
     return out;
 }
 
-// 1 - cos(a, b), in double
+// 1 - cos(a, b), in double; a zero stream that stays zero was not turned
 static double one_minus_cosine(const float *a, const float *b, int n) {
     double ab = 0, aa = 0, bb = 0;
     for (int i = 0; i < n; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    if (aa == 0 && bb == 0) return 0;
     return 1.0 - ab / sqrt(aa * bb);
 }
 
@@ -3458,7 +3462,8 @@ static long block_influence(Source *src, const TokenStream *tokens, int T, int m
     float *before = xcalloc((size_t)T * D, sizeof(float), "residual stream");
     const PlannedTensor *embeddings = &plan.tensors[0];   // make_plan's first
     if (src->check_tensor) src->check_tensor(src, embeddings);
-    for (size_t i = 0; i < n_windows * T; i++) src->read_rows(src, embeddings, tokens->tokens[i], tokens->tokens[i] + 1, stream + i * D);
+    for (size_t i = 0; i < n_windows * T; i++)
+        src->read_rows(src, embeddings, tokens->tokens[i], tokens->tokens[i] + 1, stream + i * D);
     LayerScratch scratch = alloc_layer_scratch(src, T);
     for (int l = 0; l < L; l++) {
         float *w[K_OUTPUT + 1] = { 0 };
@@ -3472,6 +3477,8 @@ static long block_influence(Source *src, const TokenStream *tokens, int T, int m
             for (int t = 0; t < T; t++) influence[l] += one_minus_cosine(before + (size_t)t * D, x + (size_t)t * D, D);
         }
         influence[l] /= (double)(n_windows * T);
+        if (!isfinite(influence[l]))
+            die("%s: layer %d's Block Influence is not finite (its weights or activations are)", src->description, l);
         for (int k = 0; k <= K_OUTPUT; k++) free(w[k]);
     }
     free_layer_scratch(&scratch);
@@ -3503,7 +3510,8 @@ static char *least_influential_layers(Source *src, const CalibrationText *calib,
     const FileHeader *h = &src->header;
     int L = h->n_layers, T = calib->context < h->seq_len ? calib->context : h->seq_len;
     if (n_drop < 1 || n_drop >= L) die("cannot drop %d of %d layers: give 1 to %d", n_drop, L, L - 1);
-    if (!src->tokenizer) die("%s has no tokenizer to read %s with: give its tokenizer.bin with -z", src->description, calib->path);
+    if (!src->tokenizer)
+        die("%s has no tokenizer to read %s with: give its tokenizer.bin with -z", src->description, calib->path);
     Tokenizer tok = embedded_tokenizer(src->tokenizer, src->tokenizer_size, h, src->description);
     TokenStream tokens = read_text_tokens(&tok, calib->path);
     free_tokenizer(&tok);
@@ -3541,7 +3549,8 @@ static void drop_some_layers(Source *src, const char *spec, const CalibrationTex
     int n_drop = (int)parse_long("--drop-layers auto:N", spec + 5, 1, L - 1);   // keep at least one layer
     if (!calib->path) die("--drop-layers %s ranks the layers on a text: give it with --calib FILE", spec);
     char *list = least_influential_layers(src, calib, n_drop, quiet ? NULL : stderr);
-    if (!quiet) fprintf(stderr, "export: --drop-layers %s drops layers %s (the same as --drop-layers %s)\n", spec, list, list);
+    if (!quiet) fprintf(stderr, "export: --drop-layers %s drops layers %s (the same as --drop-layers %s)\n", spec, list,
+                        list);
     open_drop_layers(src, list);
     free(list);
 }
@@ -3677,7 +3686,8 @@ int main(int argc, char **argv) {
     } else if (!src.tokenizer) {
         fprintf(stderr, "export: warning: no tokenizer given (-z); runq will need -z at run time\n");
     }
-    if (drop_layers) drop_some_layers(&src, drop_layers, &calib, quiet);   // first: an adapter names the kept layers' new numbers
+    // layers first: an adapter names the kept layers' new numbers
+    if (drop_layers) drop_some_layers(&src, drop_layers, &calib, quiet);
     else if (calib.path) die("--calib is the text --drop-layers auto:N ranks the layers on; give that too");
     if (lora_dir) open_lora(&src, lora_dir);
     if (adapter_dir) {

@@ -119,6 +119,8 @@ expect_error "calibration text shorter than a window" "needs at least one window
     "$BIN"/export -q --drop-layers auto:1 --calib "$T/short.txt" $D "$T/x.bin"
 expect_error "calibration text missing" "cannot open $T/nothing.txt" \
     "$BIN"/export -q --drop-layers auto:1 --calib "$T/nothing.txt" $D "$T/x.bin"
+expect_error "auto:N on a model without a tokenizer" "no tokenizer to read .* give its tokenizer.bin with -z" \
+    "$BIN"/export -q --drop-layers auto:1 --calib "$T/corpus.txt" "$M/stories260K.bin" "$T/x.bin"
 expect_error "--calib without auto:N" "--calib is" "$BIN"/export -q --calib "$T/corpus.txt" $D "$T/x.bin"
 expect_error "--calib with an explicit list" "--calib is for --drop-layers auto:N" \
     "$BIN"/export -q --drop-layers 1 --calib "$T/corpus.txt" $D "$T/x.bin"
