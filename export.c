@@ -3538,6 +3538,7 @@ static char *least_influential_layers(Source *src, const CalibrationText *calib,
 
 // --drop-layers: an explicit list ("3,7"), or auto:N, the N least influential
 // layers on the calibration text, named so that an explicit list repeats it.
+// The ranking is of the source as read, before a --lora adapter is merged.
 static void drop_some_layers(Source *src, const char *spec, const CalibrationText *calib, int quiet) {
     if (strncmp(spec, "auto:", 5) != 0) {
         if (calib->path) die("--calib is for --drop-layers auto:N; --drop-layers %s names its layers", spec);
