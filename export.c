@@ -16,8 +16,10 @@ It includes runq.c for the format's structs, fp16 conversion, the int4
 quantizer and the tokenizer parser, so the format is defined in one place.
 
 Reading order: JSON -> the export plan -> sources (llama2.c, Edge LLM, Hugging
-Face, random; a LoRA adapter merged into any source) -> tokenizers -> writing
-the checkpoint -> writing GGUF -> reading GGUF (a source too) -> command line
+Face, random; a LoRA adapter merged into any source; layers dropped) ->
+tokenizers -> writing the checkpoint -> writing GGUF -> reading GGUF (a source
+too) -> a calibration text's tokens -> Block Influence (which layers to drop)
+-> command line
 */
 
 #ifndef PROGRAM_NAME
@@ -1245,7 +1247,8 @@ static void open_lora(Source *src, const char *dir) {
 // Source: decoder layers dropped (export --drop-layers 3,7), ShortGPT's layer
 // removal. The kept layers are renumbered in order: tensor (kind, layer l) of
 // the output is tensor (kind, kept[l]) of the wrapped source. Which layers
-// matter least is measured on a text by `train influence` (Block Influence).
+// matter least is measured on a text by Block Influence (--drop-layers auto:N,
+// below the writers).
 
 typedef struct {
     Source base;
@@ -2013,6 +2016,8 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
     struct stat out;
     if (stat(output, &out) != 0) return;
     if (S_ISDIR(out.st_mode)) die("output %s is a directory", output);
+    // the output is written beside and renamed over: that would replace a device (/dev/null) or a pipe
+    if (!S_ISREG(out.st_mode)) die("output %s is not a regular file: export writes a new file there", output);
     for (int i = 0; i < src->n_inputs; i++) {
         struct stat in;
         if (stat(src->inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
@@ -3242,6 +3247,372 @@ static void open_gguf(Source *src, const char *path) {
 }
 
 // ----------------------------------------------------------------------------
+// A calibration text as tokens of the model's own tokenizer (export
+// --drop-layers auto:N; train's corpus and calibration modes). Documents are
+// separated by blank lines and each starts with BOS. The encoder's merge loop
+// is quadratic in its input, so a document is encoded in segments cut at
+// single spaces: a segment's leading space is then the encoder's dummy-prefix
+// space, and as no piece holds a space inside it (SentencePiece vocabularies
+// start pieces with it), the tokens are the ones the whole document would give.
+
+typedef struct {
+    int *tokens;
+    size_t count, capacity;
+} TokenStream;
+
+static void stream_push(TokenStream *s, const int *tokens, int n) {
+    if (s->count + (size_t)n > s->capacity) {
+        s->capacity = (s->count + (size_t)n) * 2;
+        s->tokens = realloc(s->tokens, s->capacity * sizeof(int));
+        if (!s->tokens) die("out of memory holding the text's tokens");
+    }
+    memcpy(s->tokens + s->count, tokens, (size_t)n * sizeof(int));
+    s->count += (size_t)n;
+}
+
+#define SEGMENT_CHARS 64
+
+static void encode_document(const Tokenizer *tok, const char *doc, size_t length, TokenStream *out, int *buffer,
+                            char *segment) {
+    size_t start = 0;
+    int first = 1;
+    while (start < length) {
+        size_t end = start + SEGMENT_CHARS < length ? start + SEGMENT_CHARS : length;
+        // extend to a single space between two non-spaces
+        while (end < length && !(doc[end] == ' ' && end > start && doc[end - 1] != ' ' && end + 1 < length
+                                 && doc[end + 1] != ' ' && doc[end + 1] != '\n'))
+            end++;
+        memcpy(segment, doc + start, end - start);
+        segment[end - start] = '\0';
+        int n = encode(tok, segment, first, 0, buffer);
+        stream_push(out, buffer, n);
+        first = 0;
+        start = end + 1;   // the space becomes the next segment's dummy prefix
+    }
+}
+
+static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_t length) {
+    TokenStream out = { 0 };
+    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
+    char *segment = xcalloc(length + 1, 1, "segment");
+    size_t at = 0;
+    while (at < length) {
+        while (at < length && (text[at] == '\n' || text[at] == '\r')) at++;   // blank lines between documents
+        size_t end = at;
+        while (end < length && !(text[end] == '\n' && end + 1 < length && text[end + 1] == '\n')) end++;
+        size_t doc_end = end;
+        while (doc_end > at && (text[doc_end - 1] == '\n' || text[doc_end - 1] == '\r' || text[doc_end - 1] == ' '))
+            doc_end--;
+        if (doc_end > at) encode_document(tok, text + at, doc_end - at, &out, buffer, segment);
+        at = end;
+    }
+    free(buffer);
+    free(segment);
+    return out;
+}
+
+// The text file at path as tokens; an empty file or one holding NUL bytes is no text.
+static TokenStream read_text_tokens(const Tokenizer *tok, const char *path) {
+    size_t size;
+    uint8_t *text = read_whole_file(path, &size);
+    if (size == 0) die("%s is empty", path);
+    if (memchr(text, '\0', size)) die("%s holds NUL bytes: it is not text", path);
+    TokenStream tokens = tokenize_corpus(tok, (const char *)text, size);
+    free(text);
+    return tokens;
+}
+
+// The tokenizer a model embeds (tokenizer.bin layout), with its header's BOS and EOS.
+static Tokenizer embedded_tokenizer(const uint8_t *blob, size_t size, const FileHeader *h, const char *what) {
+    Tokenizer tok;
+    const char *error = build_tokenizer_from_memory(&tok, blob, size, h->vocab_size);
+    if (error) die("%s's tokenizer for %d pieces: %s", what, h->vocab_size, error);
+    tok.bos_id = h->bos_id;
+    tok.eos_id = h->eos_id;
+    return tok;
+}
+
+// ----------------------------------------------------------------------------
+// Which layers to drop: Block Influence (ShortGPT, Men et al. 2024). A decoder
+// layer's influence is 1 - cos(x_in, x_out) of the residual stream it gets and
+// gives, averaged over the tokens of a calibration text; a layer that barely
+// turns the stream is the one to drop. The text's windows go through the model
+// in fp32 one layer at a time: every window's stream (windows, T, dim) stays
+// in memory, and one layer's weights, read from the source as fp32 (int4 and
+// GGUF blocks dequantized), so a 7B model never sits in memory whole in fp32.
+// The arithmetic is runq's (its rmsnorm, RoPE and softmax) without
+// quantization: each window is a sequence of its own from position 0.
+
+typedef struct {             // one window's intermediate values
+    float *xn;               // (T, dim) normalized stream
+    float *q, *k, *v, *ao;   // (T, q_dim), (T, kv_dim), (T, kv_dim), (T, q_dim) attention output
+    float *hb, *hb2;         // (T, ffn) w1 x and w3 x
+    float *delta;            // (T, dim) what the attention or feed-forward adds to the stream
+    float *before;           // (T, dim) the stream into the layer
+    float *scores;           // (T,) one head's attention scores
+    float *rope_cos, *rope_sin;   // (T, head_dim / 2) for positions 0..T-1
+} LayerScratch;
+
+// out (n_tokens, rows) = x (n_tokens, cols) times w (rows, cols) transposed.
+// A row of w is read once for TOKEN_TILE tokens (a 7B layer's matrices do not
+// fit a cache), and each dot product runs in DOT_LANES independent partial
+// sums, added at the end, which the compiler turns into vector instructions.
+#define TOKEN_TILE 4
+#define DOT_LANES 8
+static void matmul_f32(float *out, const float *x, const float *w, int n_tokens, int cols, int rows) {
+    for (int t0 = 0; t0 < n_tokens; t0 += TOKEN_TILE) {
+        int tile = n_tokens - t0 < TOKEN_TILE ? n_tokens - t0 : TOKEN_TILE;
+        const float *in = x + (size_t)t0 * cols;
+        for (int r = 0; r < rows; r++) {
+            const float *row = w + (size_t)r * cols;
+            float partial[TOKEN_TILE][DOT_LANES] = { { 0 } };
+            int i = 0;
+            for (; i + DOT_LANES <= cols; i += DOT_LANES)
+                for (int t = 0; t < tile; t++)
+                    for (int k = 0; k < DOT_LANES; k++) partial[t][k] += row[i + k] * in[(size_t)t * cols + i + k];
+            for (int t = 0; t < tile; t++) {
+                float sum = 0.0f;
+                for (int k = 0; k < DOT_LANES; k++) sum += partial[t][k];
+                for (int j = i; j < cols; j++) sum += row[j] * in[(size_t)t * cols + j];
+                out[(size_t)(t0 + t) * rows + r] = sum;
+            }
+        }
+    }
+}
+
+// Causal attention of T tokens: head h of token t over tokens 0..t, reading KV head h / (heads / kv_heads).
+static void attention_f32(const FileHeader *h, LayerScratch *s, int T) {
+    int head_dim = h->head_dim, q_dim = h->n_heads * head_dim, kv_dim = h->n_kv_heads * head_dim;
+    int group = h->n_heads / h->n_kv_heads;
+    for (int t = 0; t < T; t++)
+        for (int head = 0; head < h->n_heads; head++) {
+            const float *q = s->q + (size_t)t * q_dim + head * head_dim;
+            size_t kv_at = (size_t)(head / group) * head_dim;
+            for (int p = 0; p <= t; p++) {
+                const float *k = s->k + (size_t)p * kv_dim + kv_at;
+                float score = 0.0f;
+                for (int i = 0; i < head_dim; i++) score += q[i] * k[i];
+                s->scores[p] = score / sqrtf((float)head_dim);
+            }
+            softmax(s->scores, t + 1);
+            float *out = s->ao + (size_t)t * q_dim + head * head_dim;
+            memset(out, 0, (size_t)head_dim * sizeof(float));
+            for (int p = 0; p <= t; p++)
+                for (int i = 0; i < head_dim; i++) out[i] += s->scores[p] * s->v[(size_t)p * kv_dim + kv_at + i];
+        }
+}
+
+// One decoder layer on one window's stream x (T, dim), in place. w: the
+// layer's tensors as fp32, indexed by TensorKind.
+static void layer_forward_f32(const FileHeader *h, float *const *w, int ffn, float *x, int T, LayerScratch *s) {
+    int dim = h->dim, q_dim = h->n_heads * h->head_dim, kv_dim = h->n_kv_heads * h->head_dim, half = h->head_dim / 2;
+    for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * dim, x + (size_t)t * dim, w[K_ATTN_NORM], dim, h->norm_eps);
+    matmul_f32(s->q, s->xn, w[K_WQ], T, dim, q_dim);
+    matmul_f32(s->k, s->xn, w[K_WK], T, dim, kv_dim);
+    matmul_f32(s->v, s->xn, w[K_WV], T, dim, kv_dim);
+    for (int t = 0; t < T; t++) {
+        rope(s->q + (size_t)t * q_dim, h->n_heads, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+        rope(s->k + (size_t)t * kv_dim, h->n_kv_heads, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+    }
+    attention_f32(h, s, T);
+    matmul_f32(s->delta, s->ao, w[K_WO], T, q_dim, dim);
+    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->delta[i];
+
+    for (int t = 0; t < T; t++) rmsnorm(s->xn + (size_t)t * dim, x + (size_t)t * dim, w[K_FFN_NORM], dim, h->norm_eps);
+    matmul_f32(s->hb, s->xn, w[K_W1], T, dim, ffn);
+    matmul_f32(s->hb2, s->xn, w[K_W3], T, dim, ffn);
+    for (size_t i = 0; i < (size_t)T * ffn; i++) s->hb[i] = s->hb[i] / (1.0f + expf(-s->hb[i])) * s->hb2[i];
+    matmul_f32(s->delta, s->hb, w[K_W2], T, ffn, dim);
+    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->delta[i];
+}
+
+static LayerScratch alloc_layer_scratch(const Source *src, int T) {
+    const FileHeader *h = &src->header;
+    size_t q_dim = (size_t)h->n_heads * h->head_dim, kv_dim = (size_t)h->n_kv_heads * h->head_dim, ffn = 0;
+    for (int l = 0; l < h->n_layers; l++) if ((size_t)src->ffn_dim[l] > ffn) ffn = (size_t)src->ffn_dim[l];
+    int half = h->head_dim / 2;
+    LayerScratch s = {
+        .xn = xcalloc((size_t)T * h->dim, sizeof(float), "activations"),
+        .q = xcalloc((size_t)T * q_dim, sizeof(float), "activations"),
+        .k = xcalloc((size_t)T * kv_dim, sizeof(float), "activations"),
+        .v = xcalloc((size_t)T * kv_dim, sizeof(float), "activations"),
+        .ao = xcalloc((size_t)T * q_dim, sizeof(float), "activations"),
+        .hb = xcalloc((size_t)T * ffn, sizeof(float), "activations"),
+        .hb2 = xcalloc((size_t)T * ffn, sizeof(float), "activations"),
+        .delta = xcalloc((size_t)T * h->dim, sizeof(float), "activations"),
+        .before = xcalloc((size_t)T * h->dim, sizeof(float), "activations"),
+        .scores = xcalloc((size_t)T, sizeof(float), "activations"),
+        .rope_cos = xcalloc((size_t)T * half, sizeof(float), "RoPE table"),
+        .rope_sin = xcalloc((size_t)T * half, sizeof(float), "RoPE table"),
+    };
+    Config config = { .head_dim = h->head_dim, .rope_theta = h->rope_theta };
+    float *freq = xcalloc((size_t)half, sizeof(float), "RoPE table");
+    rope_frequencies(freq, &config, src->rope_freqs);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            s.rope_cos[t * half + i] = cosf((float)t * freq[i]);
+            s.rope_sin[t * half + i] = sinf((float)t * freq[i]);
+        }
+    free(freq);
+    return s;
+}
+
+static void free_layer_scratch(LayerScratch *s) {
+    float *all[] = { s->xn, s->q, s->k, s->v, s->ao, s->hb, s->hb2, s->delta, s->before, s->scores, s->rope_cos,
+                     s->rope_sin };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+}
+
+// A whole tensor of the plan as fp32 (the source checks it holds it first).
+static float *read_tensor_f32(Source *src, const PlannedTensor *t) {
+    if (src->check_tensor) src->check_tensor(src, t);
+    float *out = xcalloc((size_t)t->entry.rows * t->entry.cols, sizeof(float), t->entry.name);
+    src->read_rows(src, t, 0, (int)t->entry.rows, out);
+    return out;
+}
+
+// 1 - cos(a, b), in double; a zero stream that stays zero was not turned
+static double one_minus_cosine(const float *a, const float *b, int n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    if (aa == 0 && bb == 0) return 0;
+    return 1.0 - ab / sqrt(aa * bb);
+}
+
+typedef struct {             // one layer over every window, the windows dealt round-robin to the threads
+    const FileHeader *h;
+    float *const *w;         // the layer's tensors, by TensorKind
+    int ffn, T;
+    float *stream;           // (windows, T, dim)
+    size_t n_windows;
+    LayerScratch *scratch;   // (threads,)
+    double *influence;       // (windows,) the sum over each window's tokens
+} LayerTask;
+
+static void layer_task(void *arg, int thread, int n_threads) {
+    LayerTask *task = arg;
+    LayerScratch *s = &task->scratch[thread];
+    int D = task->h->dim, T = task->T;
+    for (size_t window = (size_t)thread; window < task->n_windows; window += (size_t)n_threads) {
+        float *x = task->stream + window * T * D;
+        memcpy(s->before, x, (size_t)T * D * sizeof(float));
+        layer_forward_f32(task->h, task->w, task->ffn, x, T, s);
+        double sum = 0;
+        for (int t = 0; t < T; t++) sum += one_minus_cosine(s->before + (size_t)t * D, x + (size_t)t * D, D);
+        task->influence[window] = sum;
+    }
+}
+
+// influence (n_layers,) of src's layers over up to max_windows windows of T
+// tokens; returns the number of tokens averaged over. The windows' sums are
+// added in window order: the figures do not depend on the thread count.
+static long block_influence(Source *src, const TokenStream *tokens, int T, int max_windows, double *influence) {
+    const FileHeader *h = &src->header;
+    int L = h->n_layers, D = h->dim;
+    size_t n_windows = tokens->count / (size_t)T < (size_t)max_windows ? tokens->count / (size_t)T : (size_t)max_windows;
+    Plan plan = make_plan(src, TYPE_F32, 0);
+    float *stream = xcalloc(n_windows * T * D, sizeof(float), "residual stream");   // (windows, T, dim)
+    const PlannedTensor *embeddings = &plan.tensors[0];   // make_plan's first
+    if (src->check_tensor) src->check_tensor(src, embeddings);
+    for (size_t i = 0; i < n_windows * T; i++)
+        src->read_rows(src, embeddings, tokens->tokens[i], tokens->tokens[i] + 1, stream + i * D);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_threads = cores < 1 ? 1 : (size_t)cores > n_windows ? (int)n_windows : (int)cores;
+    ThreadPool *pool = pool_create(n_threads);
+    LayerScratch *scratch = xcalloc((size_t)n_threads, sizeof(LayerScratch), "activations");
+    for (int i = 0; i < n_threads; i++) scratch[i] = alloc_layer_scratch(src, T);
+    double *window_influence = xcalloc(n_windows, sizeof(double), "influence");
+    for (int l = 0; l < L; l++) {
+        float *w[K_OUTPUT + 1] = { 0 };
+        for (int i = 0; i < plan.count; i++)
+            if (plan.tensors[i].layer == l) w[plan.tensors[i].kind] = read_tensor_f32(src, &plan.tensors[i]);
+        LayerTask task = { h, w, src->ffn_dim[l], T, stream, n_windows, scratch, window_influence };
+        pool_run(pool, layer_task, &task);
+        influence[l] = 0;
+        for (size_t window = 0; window < n_windows; window++) influence[l] += window_influence[window];
+        influence[l] /= (double)(n_windows * T);
+        if (!isfinite(influence[l]))
+            die("%s: layer %d's Block Influence is not finite (its weights or activations are)", src->description, l);
+        for (int k = 0; k <= K_OUTPUT; k++) free(w[k]);
+    }
+    for (int i = 0; i < n_threads; i++) free_layer_scratch(&scratch[i]);
+    free(scratch);
+    pool_free(pool);
+    free(window_influence);
+    free(stream);
+    free(plan.tensors);
+    return (long)(n_windows * T);
+}
+
+// The layers in order of influence, least first (ties: lower index first).
+static void rank_by_influence(int *order, const double *influence, int L) {
+    for (int i = 0; i < L; i++) {   // insertion sort: L is at most a few hundred
+        int j = i;
+        while (j > 0 && influence[order[j - 1]] > influence[i]) { order[j] = order[j - 1]; j--; }
+        order[j] = i;
+    }
+}
+
+typedef struct {             // export --calib FILE --calib-context T --calib-windows N
+    const char *path;
+    int context;             // tokens per window (at most the model's context)
+    int windows;             // windows read at most
+} CalibrationText;
+
+// The n_drop least influential layers of src on the calibration text, as a
+// --drop-layers list in layer order ("2,3", the caller frees it); the ranking
+// goes to report (NULL: nowhere).
+static char *least_influential_layers(Source *src, const CalibrationText *calib, int n_drop, FILE *report) {
+    const FileHeader *h = &src->header;
+    int L = h->n_layers, T = calib->context < h->seq_len ? calib->context : h->seq_len;
+    if (n_drop < 1 || n_drop >= L) die("cannot drop %d of %d layers: give 1 to %d", n_drop, L, L - 1);
+    if (!src->tokenizer)
+        die("%s has no tokenizer to read %s with: give its tokenizer.bin with -z", src->description, calib->path);
+    Tokenizer tok = embedded_tokenizer(src->tokenizer, src->tokenizer_size, h, src->description);
+    TokenStream tokens = read_text_tokens(&tok, calib->path);
+    free_tokenizer(&tok);
+    if (tokens.count < (size_t)T)
+        die("%s holds %zu tokens; Block Influence needs at least one window of %d (or a smaller window)", calib->path,
+            tokens.count, T);
+    double *influence = xcalloc((size_t)L, sizeof(double), "influence");
+    int *order = xcalloc((size_t)L, sizeof(int), "influence"), *dropped = xcalloc((size_t)L, sizeof(int), "influence");
+    long n = block_influence(src, &tokens, T, calib->windows, influence);
+    rank_by_influence(order, influence, L);
+    if (report) {
+        fprintf(report, "Block Influence of the %d layers over %ld tokens of %s (least first):\n", L, n, calib->path);
+        for (int i = 0; i < L; i++) fprintf(report, "  layer %3d  %.5f\n", order[i], influence[order[i]]);
+    }
+    for (int i = 0; i < n_drop; i++) dropped[order[i]] = 1;
+    char *list = xcalloc((size_t)L, 8, "layer list"), *at = list;   // "%d," of a layer below 1024 fits 8
+    for (int l = 0; l < L; l++) if (dropped[l]) at += sprintf(at, "%s%d", at > list ? "," : "", l);
+    free(dropped);
+    free(order);
+    free(influence);
+    free(tokens.tokens);
+    return list;
+}
+
+// --drop-layers: an explicit list ("3,7"), or auto:N, the N least influential
+// layers on the calibration text, named so that an explicit list repeats it.
+// The ranking is of the source as read, before a --lora adapter is merged.
+static void drop_some_layers(Source *src, const char *spec, const CalibrationText *calib, int quiet) {
+    if (strncmp(spec, "auto:", 5) != 0) {
+        if (calib->path) die("--calib is for --drop-layers auto:N; --drop-layers %s names its layers", spec);
+        open_drop_layers(src, spec);
+        return;
+    }
+    int L = src->header.n_layers;
+    if (L < 2) die("--drop-layers %s: the model has 1 layer, and one must stay", spec);
+    int n_drop = (int)parse_long("--drop-layers auto:N", spec + 5, 1, L - 1);   // keep at least one layer
+    if (!calib->path) die("--drop-layers %s ranks the layers on a text: give it with --calib FILE", spec);
+    char *list = least_influential_layers(src, calib, n_drop, quiet ? NULL : stderr);
+    if (!quiet) fprintf(stderr, "export: --drop-layers %s drops layers %s (the same as --drop-layers %s)\n", spec, list,
+                        list);
+    open_drop_layers(src, list);
+    free(list);
+}
+
+// ----------------------------------------------------------------------------
 // Command line
 
 static uint32_t file_magic(const char *path) {
@@ -3303,7 +3674,11 @@ static void usage(void) {
         "  --lora DIR        merge a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)\n"
         "  --adapter DIR     write the PEFT adapter in DIR, checked against INPUT, as a runq adapter\n"
         "                    file (runq --lora FILE applies it at run time) instead of a model\n"
-        "  --drop-layers L   remove decoder layers, e.g. 3,7 (ShortGPT; train influence ranks them)\n"
+        "  --drop-layers L   remove decoder layers, e.g. 3,7 (ShortGPT), or auto:N: the N with the\n"
+        "                    least Block Influence on the --calib text (the ranking is printed)\n"
+        "  --calib FILE      calibration text for auto:N, read with the model's tokenizer\n"
+        "  --calib-context T tokens per calibration window (default 256, at most the model's context)\n"
+        "  --calib-windows N calibration windows read at most (default 16)\n"
         "  -q                no progress output\n");
     exit(EXIT_FAILURE);
 }
@@ -3311,6 +3686,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *drop_layers = NULL, *paths[2];
     const char *adapter_dir = NULL;
+    CalibrationText calib = { .path = NULL, .context = 256, .windows = 16 };
     int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0;
     int gguf_type = -1;   // a GgmlType when writing GGUF
     uint64_t seed = 42;
@@ -3333,6 +3709,9 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--lora") == 0 && has_value) lora_dir = argv[++i];
         else if (strcmp(a, "--adapter") == 0 && has_value) adapter_dir = argv[++i];
         else if (strcmp(a, "--drop-layers") == 0 && has_value) drop_layers = argv[++i];
+        else if (strcmp(a, "--calib") == 0 && has_value) calib.path = argv[++i];
+        else if (strcmp(a, "--calib-context") == 0 && has_value) calib.context = (int)parse_long(a, argv[++i], 1, 1 << 20);
+        else if (strcmp(a, "--calib-windows") == 0 && has_value) calib.windows = (int)parse_long(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--seed") == 0 && has_value) {
             char *end;
             errno = 0;
@@ -3364,7 +3743,9 @@ int main(int argc, char **argv) {
     } else if (!src.tokenizer) {
         fprintf(stderr, "export: warning: no tokenizer given (-z); runq will need -z at run time\n");
     }
-    if (drop_layers) open_drop_layers(&src, drop_layers);   // first: an adapter names the kept layers' new numbers
+    // layers first: an adapter names the kept layers' new numbers
+    if (drop_layers) drop_some_layers(&src, drop_layers, &calib, quiet);
+    else if (calib.path) die("--calib is the text --drop-layers auto:N ranks the layers on; give that too");
     if (lora_dir) open_lora(&src, lora_dir);
     if (adapter_dir) {
         open_lora(&src, adapter_dir);

@@ -121,6 +121,9 @@ expect_error "export: unknown shape" "unknown shape" "$BIN"/export -q --random n
 expect_error "export: HF dir without config.json" "config.json" "$BIN"/export -q "$T" "$T/x.bin"
 expect_error "export: tokenizer of another vocabulary" "vocabulary" "$BIN"/export -q --random "$SMALL" -z "$M/tok512.bin" "$T/x.bin"
 expect_error "export: unwritable output" "cannot create" "$BIN"/export -q --random "$SMALL" "/proc/edge-llm-test/x.bin"
+mkfifo "$T/pipe"   # a device or a pipe would be replaced by the renamed file (never try /dev/null here)
+expect_error "export onto a pipe" "not a regular file" "$BIN"/export -q --random "$SMALL" "$T/pipe"
+[ -p "$T/pipe" ] && ok || fail "export replaced the pipe $T/pipe with a file"
 expect_error "export: bad group size" "group-size" "$BIN"/export -q --group-size 48 --random "$SMALL" "$T/x.bin"
 # GGUF input: truncated (in the metadata, in the tensor data), a future version, a foreign architecture
 "$BIN"/export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"

@@ -7,8 +7,9 @@
 //   - an interrupted and resumed run ends bit for bit where a straight one does;
 //   - a LoRA adapter trained and written here, merged by export --lora, gives
 //     the adapted model's logits;
-//   - Block Influence finds a layer that does nothing; export --drop-layers
-//     removes it without changing the logits.
+//   - export's Block Influence (its own fp32 pass, a layer at a time) gives
+//     the figures train's forward does, and finds a layer that does nothing;
+//     export --drop-layers removes it without changing the logits.
 #define TRAIN_REAL double
 #define TESTING
 #include "../tools/train.c"
@@ -400,7 +401,10 @@ static void test_layer_drop(const char *model_path) {
     Corpus corpus = load_corpus(write_corpus(), &tok, 32);
     free_tokenizer(&tok);
     double influence[2];
-    block_influence(&m, &corpus.valid, 32, 2, influence);
+    Source identity = { 0 };
+    open_source(&identity, identity_path);
+    block_influence(&identity, &corpus.valid, 32, 2, influence);
+    free_source(&identity);
     CHECK(fabs(influence[0]) < 1e-12 && influence[1] > 1e-3, "Block Influence %.3g, %.3g: the identity layer 0 should be 0",
           influence[0], influence[1]);
     Source src = { 0 };
@@ -417,6 +421,48 @@ static void test_layer_drop(const char *model_path) {
     free(corpus.valid.tokens);
     free_model(&m);
     free_model(&dropped);
+}
+
+// export's Block Influence streams the windows through one fp32 layer at a
+// time with runq's arithmetic; its figures must be the ones train's forward
+// (checked against finite differences above) gives: 1 - cos of the residual
+// stream into and out of each layer, averaged over the same windows.
+static void test_influence_matches_train_forward(const char *model_path) {
+    Model m;
+    load_model(&m, model_path, NULL);
+    Tokenizer tok = model_tokenizer(&m, model_path);
+    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    free_tokenizer(&tok);
+    enum { T = 32, WINDOWS = 3 };
+    int L = m.h.n_layers, D = m.h.dim;
+    double *expected = xcalloc((size_t)L, sizeof(double), "test"), *got = xcalloc((size_t)L, sizeof(double), "test");
+    Activations s;
+    alloc_activations(&s, &m, NULL, T);
+    refresh_transposed(&m);
+    Net net = model_net(&m, NULL, NULL);
+    for (int w = 0; w < WINDOWS; w++) {
+        net_forward(&net, &s, corpus.train.tokens + (size_t)w * T, T);
+        for (int l = 0; l < L; l++)
+            for (int t = 0; t < T; t++) {
+                const real *in = s.x + ((size_t)l * T + t) * D, *out = s.x + ((size_t)(l + 1) * T + t) * D;
+                expected[l] += (1.0 - dot(in, out, D) / sqrt(dot(in, in, D) * dot(out, out, D))) / (WINDOWS * T);
+            }
+    }
+    Source src = { 0 };
+    open_source(&src, model_path);
+    long n = block_influence(&src, &corpus.train, T, WINDOWS, got);
+    CHECK(n == WINDOWS * T, "Block Influence averaged over %ld tokens, expected %d", n, WINDOWS * T);
+    for (int l = 0; l < L; l++)
+        CHECK(fabs(got[l] - expected[l]) <= 1e-5 * expected[l], "layer %d: export's Block Influence %.8f, train's forward gives %.8f",
+              l, got[l], expected[l]);
+    printf("  Block Influence: export %.6f %.6f, train's forward %.6f %.6f\n", got[0], got[1], expected[0], expected[1]);
+    free_source(&src);
+    free_activations(&s);
+    free(expected);
+    free(got);
+    free(corpus.train.tokens);
+    free(corpus.valid.tokens);
+    free_model(&m);
 }
 
 // Structured FFN pruning: neurons whose w2 column is zero add nothing to the
@@ -495,6 +541,7 @@ int main(void) {
     test_round_trip(model);
     test_resume();
     test_lora_merge(model);
+    test_influence_matches_train_forward(model);
     test_layer_drop(model);
     test_ffn_pruning(model);
     test_awq();

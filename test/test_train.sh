@@ -89,6 +89,43 @@ expect_error "drop a layer twice" "twice" "$BIN"/export -q --drop-layers 1,1 "$T
 expect_error "drop every layer" "all 2 layers" "$BIN"/export -q --drop-layers 0,1 "$T/m.bin" "$T/x.bin"
 expect_error "influence without a model" "needs --init" $TRAIN influence "$T/corpus.txt"
 
+# ---- export --drop-layers auto:N on the default model (5 layers): export ranks the layers itself, as
+# train influence does (the same defaults: 16 windows of 256 tokens), drops the least influential, and
+# the 4-layer result runs in runq and is scored by tools/ppl, worse than the whole model
+D=models/tinystories-edge.f32.bin PPL=${BUILD:-build}/ppl
+$TRAIN influence "$T/corpus.txt" --init $D >"$T/influence5.txt" 2>/dev/null
+least=$(awk '/^  layer / { print $2; exit }' "$T/influence5.txt")
+"$BIN"/export --int4 --drop-layers auto:1 --calib "$T/corpus.txt" $D "$T/auto.q4.bin" 2>"$T/auto.err" \
+    && [ "$(grep -c '^  layer ' "$T/auto.err")" -eq 5 ] && grep -q "^export: --drop-layers auto:1 drops layers $least " "$T/auto.err" \
+    && ok || fail "export --drop-layers auto:1 should drop layer $least, as train influence ranks: $(cat "$T/auto.err")"
+[ "$(od -A n -t u4 -j 12 -N 4 "$T/auto.q4.bin" | tr -d ' ')" = 4 ] && ok || fail "auto:1 left a model without 4 layers"
+"$BIN"/runq "$T/auto.q4.bin" -t 0 -n 16 -i "Once upon a time" >/dev/null 2>&1 && ok || fail "runq on the auto:1 model"
+"$BIN"/export -q --int4 $D "$T/whole.q4.bin"
+ppl_of() { "$PPL" --json --max-tokens 2048 "$1" "$T/corpus.txt" | grep -o '"perplexity": [0-9.]*' | cut -d' ' -f2; }
+whole=$(ppl_of "$T/whole.q4.bin"); pruned=$(ppl_of "$T/auto.q4.bin")
+awk -v a="$whole" -v b="$pruned" 'BEGIN { exit !(a > 1 && b > a) }' && ok \
+    || fail "perplexity of the auto:1 model ($pruned) should be above the whole model's ($whole)"
+echo "  export --drop-layers auto:1 drops layer $least; perplexity on the test text $whole -> $pruned"
+"$BIN"/export -q --int4 --drop-layers auto:2 --calib "$T/corpus.txt" --calib-context 64 --calib-windows 2 $D "$T/auto2.q4.bin" \
+    && [ "$(od -A n -t u4 -j 12 -N 4 "$T/auto2.q4.bin" | tr -d ' ')" = 3 ] && ok || fail "export --drop-layers auto:2"
+head -c 100 "$T/corpus.txt" >"$T/short.txt"
+expect_error "auto:N without a text" "give it with --calib" "$BIN"/export -q --drop-layers auto:1 $D "$T/x.bin"
+expect_error "auto:N dropping every layer" "auto:N expects a whole number from 1 to 4, got '5'" \
+    "$BIN"/export -q --drop-layers auto:5 --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "auto:0" "from 1 to 4, got '0'" "$BIN"/export -q --drop-layers auto:0 --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "auto: and no number" "from 1 to 4, got ''" "$BIN"/export -q --drop-layers auto: --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "auto:two" "got 'two'" "$BIN"/export -q --drop-layers auto:two --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "calibration text shorter than a window" "needs at least one window of 256" \
+    "$BIN"/export -q --drop-layers auto:1 --calib "$T/short.txt" $D "$T/x.bin"
+expect_error "calibration text missing" "cannot open $T/nothing.txt" \
+    "$BIN"/export -q --drop-layers auto:1 --calib "$T/nothing.txt" $D "$T/x.bin"
+expect_error "auto:N on a model without a tokenizer" "no tokenizer to read .* give its tokenizer.bin with -z" \
+    "$BIN"/export -q --drop-layers auto:1 --calib "$T/corpus.txt" "$M/stories260K.bin" "$T/x.bin"
+expect_error "--calib without auto:N" "--calib is" "$BIN"/export -q --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "--calib with an explicit list" "--calib is for --drop-layers auto:N" \
+    "$BIN"/export -q --drop-layers 1 --calib "$T/corpus.txt" $D "$T/x.bin"
+[ ! -e "$T/x.bin" ] && ok || fail "a refused export left $T/x.bin behind"
+
 # ---- structured FFN pruning: half of each FFN (64 neurons) goes, the model still runs in int4
 $TRAIN prune-ffn "$T/corpus.txt" --init "$T/m.bin" --keep 0.5 --context 32 --eval-windows 4 -o "$T/ffn.bin" 2>"$T/ffn.err" \
     && grep -q "FFN widths 128 -> 64 neurons over 2 layers" "$T/ffn.err" && ok || fail "train prune-ffn: $(cat "$T/ffn.err")"

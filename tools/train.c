@@ -202,15 +202,20 @@ static void new_model(Model *m, const char *shape, int vocab_size, int context, 
 }
 
 // Any model export reads (llama2.c .bin, Edge LLM fp32 or int4, GGUF, HF
-// directory), as fp32 parameters. int4 weights come dequantized: training on
-// top of them is QLoRA's setting. The model's own tokenizer wins; -z fills in
+// directory) as an export Source. The model's own tokenizer wins; -z fills in
 // for files without one (llama2.c's).
+static void open_model_source(Source *src, const char *path, const char *tokenizer_path) {
+    open_source(src, path);
+    if (!src->tokenizer && tokenizer_path) read_tokenizer_bin(src, tokenizer_path);
+    if (!src->tokenizer) die("%s has no tokenizer: give its tokenizer.bin with -z", path);
+}
+
+// Such a model as fp32 parameters. int4 weights come dequantized: training on
+// top of them is QLoRA's setting.
 static void load_model(Model *m, const char *path, const char *tokenizer_path) {
     Source src = { 0 };
-    open_source(&src, path);
+    open_model_source(&src, path, tokenizer_path);
     if (src.rope_freqs) die("%s: has rope_freqs (Llama 3.1-style RoPE scaling), which train cannot train yet", path);
-    if (!src.tokenizer && tokenizer_path) read_tokenizer_bin(&src, tokenizer_path);
-    if (!src.tokenizer) die("%s has no tokenizer: give its tokenizer.bin with -z", path);
     memset(m, 0, sizeof *m);
     m->h = src.header;
     m->ffn_dim = xcalloc((size_t)m->h.n_layers, sizeof(int), "model");
@@ -819,68 +824,8 @@ static double window_loss(const real *logits, const real *teacher_logits, const 
 }
 
 // ----------------------------------------------------------------------------
-// The corpus: text -> tokens. Documents are separated by blank lines and each
-// starts with BOS. The encoder's merge loop is quadratic in its input, so a
-// document is encoded in segments cut at single spaces: a segment's leading
-// space is then the encoder's dummy-prefix space, and as no piece holds a
-// space inside it (SentencePiece vocabularies start pieces with it), the
-// tokens are the ones the whole document would give.
-
-typedef struct {
-    int *tokens;
-    size_t count, capacity;
-} TokenStream;
-
-static void stream_push(TokenStream *s, const int *tokens, int n) {
-    if (s->count + (size_t)n > s->capacity) {
-        s->capacity = (s->count + (size_t)n) * 2;
-        s->tokens = realloc(s->tokens, s->capacity * sizeof(int));
-        if (!s->tokens) die("out of memory holding the corpus' tokens");
-    }
-    memcpy(s->tokens + s->count, tokens, (size_t)n * sizeof(int));
-    s->count += (size_t)n;
-}
-
-#define SEGMENT_CHARS 64
-
-static void encode_document(const Tokenizer *tok, const char *doc, size_t length, TokenStream *out, int *buffer,
-                            char *segment) {
-    size_t start = 0;
-    int first = 1;
-    while (start < length) {
-        size_t end = start + SEGMENT_CHARS < length ? start + SEGMENT_CHARS : length;
-        // extend to a single space between two non-spaces
-        while (end < length && !(doc[end] == ' ' && end > start && doc[end - 1] != ' ' && end + 1 < length
-                                 && doc[end + 1] != ' ' && doc[end + 1] != '\n'))
-            end++;
-        memcpy(segment, doc + start, end - start);
-        segment[end - start] = '\0';
-        int n = encode(tok, segment, first, 0, buffer);
-        stream_push(out, buffer, n);
-        first = 0;
-        start = end + 1;   // the space becomes the next segment's dummy prefix
-    }
-}
-
-static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_t length) {
-    TokenStream out = { 0 };
-    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
-    char *segment = xcalloc(length + 1, 1, "segment");
-    size_t at = 0;
-    while (at < length) {
-        while (at < length && (text[at] == '\n' || text[at] == '\r')) at++;   // blank lines between documents
-        size_t end = at;
-        while (end < length && !(text[end] == '\n' && end + 1 < length && text[end + 1] == '\n')) end++;
-        size_t doc_end = end;
-        while (doc_end > at && (text[doc_end - 1] == '\n' || text[doc_end - 1] == '\r' || text[doc_end - 1] == ' '))
-            doc_end--;
-        if (doc_end > at) encode_document(tok, text + at, doc_end - at, &out, buffer, segment);
-        at = end;
-    }
-    free(buffer);
-    free(segment);
-    return out;
-}
+// The corpus: text -> tokens (export's tokenize_corpus: documents separated by
+// blank lines, each starting with BOS).
 
 typedef struct {
     TokenStream train, valid;
@@ -890,12 +835,7 @@ typedef struct {
 // The last tenth of the tokens is held out for validation; both parts must
 // hold at least one window (context + 1 tokens).
 static Corpus load_corpus(const char *path, const Tokenizer *tok, int context) {
-    size_t size;
-    uint8_t *text = read_whole_file(path, &size);
-    if (size == 0) die("corpus %s is empty", path);
-    if (memchr(text, '\0', size)) die("corpus %s holds NUL bytes: it is not text", path);
-    TokenStream all = tokenize_corpus(tok, (const char *)text, size);
-    free(text);
+    TokenStream all = read_text_tokens(tok, path);
     size_t valid = all.count / 10, need = (size_t)context + 1;
     if (valid < need || all.count - valid < need)
         die("corpus %s is too small: %zu tokens, but training on windows of %d tokens needs at least %zu "
@@ -1553,12 +1493,7 @@ static void run_training(Trainer *tr, const Corpus *corpus, const Options *o) {
 }
 
 static Tokenizer model_tokenizer(const Model *m, const char *what) {
-    Tokenizer tok;
-    const char *error = build_tokenizer_from_memory(&tok, m->tokenizer, m->tokenizer_size, m->h.vocab_size);
-    if (error) die("%s's tokenizer for %d pieces: %s", what, m->h.vocab_size, error);
-    tok.bos_id = m->h.bos_id;
-    tok.eos_id = m->h.eos_id;
-    return tok;
+    return embedded_tokenizer(m->tokenizer, m->tokenizer_size, &m->h, what);
 }
 
 // A tokenizer.bin names no vocabulary size: it is the number of pieces, after
@@ -1672,10 +1607,7 @@ static int load_calibration(const Options *o, Model *m, TokenStream *tokens) {
     if (!o->init) die("%s needs --init MODEL", o->mode_name);
     load_model(m, o->init, o->tokenizer_path);
     Tokenizer tok = model_tokenizer(m, o->init);
-    size_t size;
-    uint8_t *text = read_whole_file(o->corpus, &size);
-    *tokens = tokenize_corpus(&tok, (const char *)text, size);
-    free(text);
+    *tokens = read_text_tokens(&tok, o->corpus);
     free_tokenizer(&tok);
     int T = o->s.context < m->h.seq_len ? o->s.context : m->h.seq_len;
     if (tokens->count < (size_t)T)
@@ -1683,61 +1615,21 @@ static int load_calibration(const Options *o, Model *m, TokenStream *tokens) {
     return T;
 }
 
-// Block Influence (ShortGPT, Men et al. 2024): 1 - cos(x_in, x_out) of each
-// decoder layer's residual stream, averaged over the tokens of up to
-// max_windows windows of T tokens. A layer that barely turns the stream is
-// the one to drop. influence: (n_layers,); returns the tokens averaged over.
-static long block_influence(Model *m, const TokenStream *tokens, int T, int max_windows, double *influence) {
-    int L = m->h.n_layers, D = m->h.dim;
-    Activations s;
-    alloc_activations(&s, m, NULL, T);
-    refresh_transposed(m);
-    Net net = model_net(m, NULL, NULL);
-    memset(influence, 0, (size_t)L * sizeof(double));
-    long n = 0;
-    for (size_t start = 0; start + (size_t)T <= tokens->count && n < (long)max_windows * T; start += (size_t)T) {
-        net_forward(&net, &s, tokens->tokens + start, T);
-        for (int l = 0; l < L; l++)
-            for (int t = 0; t < T; t++) {
-                const real *in = s.x + ((size_t)l * T + t) * D, *out = s.x + ((size_t)(l + 1) * T + t) * D;
-                influence[l] += 1.0 - dot(in, out, D) / sqrt((double)dot(in, in, D) * dot(out, out, D));
-            }
-        n += T;
-    }
-    for (int l = 0; l < L; l++) influence[l] /= (double)n;
-    free_activations(&s);
-    return n;
-}
-
-static const double *influence_to_sort;
-static int by_influence(const void *a, const void *b) {
-    double x = influence_to_sort[*(const int *)a], y = influence_to_sort[*(const int *)b];
-    return x < y ? -1 : x > y;
-}
-static int by_index(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
-
+// Block Influence (export's least_influential_layers, which export
+// --drop-layers auto:N runs): the ranking and the --drop N least influential
+// layers as export's --drop-layers list.
 static void print_influence(const Options *o) {
-    Model m;
-    TokenStream tokens;
-    int T = load_calibration(o, &m, &tokens), L = m.h.n_layers, drop = o->drop ? o->drop : 1;
-    if (drop >= L) die("--drop %d: the model has %d layers", drop, L);
-    double *influence = xcalloc((size_t)L, sizeof(double), "influence");
-    long n = block_influence(&m, &tokens, T, o->s.eval_windows, influence);
-    int *order = xcalloc((size_t)L, sizeof(int), "influence");
-    for (int l = 0; l < L; l++) order[l] = l;
-    influence_to_sort = influence;
-    qsort(order, (size_t)L, sizeof(int), by_influence);
-    printf("Block Influence of %s's layers over %ld tokens of %s (least first):\n", o->init, n, o->corpus);
-    for (int i = 0; i < L; i++) printf("  layer %3d  %.5f\n", order[i], influence[order[i]]);
-    qsort(order, (size_t)drop, sizeof(int), by_index);   // the chosen ones in layer order
-    printf("export --drop-layers ");
-    for (int i = 0; i < drop; i++) printf("%s%d", i ? "," : "", order[i]);
-    printf("\n");
-    free(order);
-    free(influence);
-    free(tokens.tokens);
-    free_model(&m);
+    if (!o->init) die("%s needs --init MODEL", o->mode_name);
+    Source src = { 0 };
+    open_model_source(&src, o->init, o->tokenizer_path);
+    CalibrationText calib = { .path = o->corpus, .context = o->s.context, .windows = o->s.eval_windows };
+    char *list = least_influential_layers(&src, &calib, o->drop ? o->drop : 1, stdout);
+    printf("export --drop-layers %s\n", list);
+    free(list);
+    free_source(&src);
 }
+
+static int by_index(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 // ---- Structured FFN pruning: neuron j of layer l adds g_j(t) w2[:, j] to
 // the residual stream (g = silu(w1 x) * w3 x), so mean_t |g_j(t)| * |w2[:, j]|
