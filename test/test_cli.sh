@@ -74,7 +74,7 @@ head -c $((size - 1)) "$Q" >"$T/t4.bin"; expect_error "one byte short" "truncate
 head -c 4096 /dev/urandom >"$T/noise.bin"; printf 'XXXX' | dd of="$T/noise.bin" conv=notrunc status=none
 expect_error "foreign file" "not an Edge LLM checkpoint" "$BIN"/runq "$T/noise.bin"
 patch() { cp "$Q" "$T/p.bin"; printf "$2" | dd of="$T/p.bin" bs=1 seek=$1 conv=notrunc status=none; }
-patch 4 '\x03\x00\x00\x00';  expect_error "future version" "version 3" "$BIN"/runq "$T/p.bin"
+patch 4 '\x04\x00\x00\x00';  expect_error "future version" "version 4" "$BIN"/runq "$T/p.bin"
 patch 8 '\xff\xff\xff\x7f';  expect_error "dim overflow" "out-of-range" "$BIN"/runq "$T/p.bin"
 patch 24 '\x00\x00\x00\x00'; expect_error "zero vocabulary" "out-of-range" "$BIN"/runq "$T/p.bin"
 patch 16 '\x03\x00\x00\x00'; expect_error "heads not a multiple of kv heads" "multiple" "$BIN"/runq "$T/p.bin"

@@ -84,7 +84,7 @@ static void model_open(Model *m, const char *path, const char *what) {
     require_readable(path, what);
     if (starts_with_checkpoint_magic(path)) {
         open_checkpoint(&m->runq, path);
-        if (m->runq.weights.tok_embeddings.type == TYPE_Q4) {
+        if (is_quantized((uint32_t)m->runq.weights.tok_embeddings.type)) {
             const Config *c = &m->runq.config;
             m->kind = MODEL_INT4;
             m->vocab_size = c->vocab_size;
