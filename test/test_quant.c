@@ -300,11 +300,92 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
     printf("  kernels %s vs %s: matmuls of q8, q4, q3, q2 and attention compared bit for bit\n", k->name, ref->name);
 }
 
+// ---- export's type rules: a recipe or an override changes exactly the
+// tensors it names. Each is written beside the plain export of its default
+// type and both tensor tables are read back: the tensors whose type differs
+// must be exactly the expected set, and every other tensor is byte-identical.
+
+// The tensors whose type (and group size) differ between two checkpoints, as
+// "name=type/group" lines; the others must hold the same bytes.
+static void differing_tensors(const char *a_path, const char *b_path, char *out, size_t size) {
+    Transformer a, b;
+    open_checkpoint(&a, a_path);
+    open_checkpoint(&b, b_path);
+    const FileHeader *h = (const FileHeader *)a.file_data;
+    const TensorEntry *ta = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *tb = (const TensorEntry *)(b.file_data + tensor_table_offset(h->n_layers));
+    out[0] = '\0';
+    CHECK(h->n_tensors == ((const FileHeader *)b.file_data)->n_tensors, "%s and %s: tensor counts differ", a_path, b_path);
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        CHECK(strcmp(ta[i].name, tb[i].name) == 0, "tensor %u: %s against %s", i, ta[i].name, tb[i].name);
+        if (ta[i].type != tb[i].type || ta[i].group_size != tb[i].group_size)
+            snprintf(out + strlen(out), size - strlen(out), "%s=%s/%u ", tb[i].name,
+                     quant_layout(tb[i].type) ? quant_layout(tb[i].type)->name : "?", tb[i].group_size);
+        else
+            CHECK(ta[i].nbytes == tb[i].nbytes && memcmp(a.file_data + ta[i].offset, b.file_data + tb[i].offset, ta[i].nbytes) == 0,
+                  "%s: tensor %s has the same type in both but not the same bytes", b_path, ta[i].name);
+    }
+    free_transformer(&a);
+    free_transformer(&b);
+}
+
+static void check_rules(Source *src, TypeRules *rules, const char *expected, const char *what) {
+    char plain_path[] = "/tmp/edge-test-quant-plain.bin", typed_path[] = "/tmp/edge-test-quant-typed.bin", got[2048];
+    write_checkpoint(src, plain_path, rules->type, rules->group_size, 1);
+    write_checkpoint_with(src, typed_path, rules, 1);
+    differing_tensors(plain_path, typed_path, got, sizeof got);
+    CHECK(strcmp(got, expected) == 0, "%s changes\n    %s\n  expected\n    %s", what, got, expected);
+    Transformer t;   // and runq runs it
+    build_transformer(&t, typed_path, 8, 1);
+    float *logits = forward(&t, 1, 0);
+    int finite = 1;
+    for (int i = 0; i < t.config.vocab_size; i++) finite &= isfinite(logits[i]) != 0;
+    CHECK(finite, "%s: runq's logits are not finite", what);
+    free_transformer(&t);
+    unlink(plain_path);
+    unlink(typed_path);
+}
+
+static void test_type_rules(void) {
+    // 9 layers: llama.cpp's use_more_bits picks layers 0 (first eighth), 7, 8 (last eighth), 3 and 6 (every third)
+    Source src = { 0 };
+    open_random(&src, "dim=64,ffn=96,layers=9,heads=4,kv_heads=2,vocab=96,tied=0", 7);
+    synthetic_tokenizer(&src);
+    TypeRules q4_mixed = { .type = TYPE_Q4, .group_size = 32, .recipe = find_recipe("q4-mixed") };
+    check_rules(&src, &q4_mixed, "layers.0.wv=q8/32 layers.0.w2=q8/32 layers.3.wv=q8/32 layers.3.w2=q8/32 "
+                "layers.6.wv=q8/32 layers.6.w2=q8/32 layers.7.wv=q8/32 layers.7.w2=q8/32 layers.8.wv=q8/32 "
+                "layers.8.w2=q8/32 output=q8/32 ", "q4-mixed");
+    TypeRules q3_mixed = { .type = TYPE_Q3, .group_size = 32, .recipe = find_recipe("q3-mixed") };
+    check_rules(&src, &q3_mixed, "tok_embeddings=q4/32 layers.0.wv=q4/32 layers.0.w2=q4/32 layers.1.wv=q4/32 "
+                "layers.2.wv=q4/32 layers.3.wv=q4/32 layers.3.w2=q4/32 layers.4.wv=q4/32 layers.5.wv=q4/32 "
+                "layers.6.wv=q4/32 layers.6.w2=q4/32 layers.7.wv=q4/32 layers.7.w2=q4/32 layers.8.wv=q4/32 "
+                "layers.8.w2=q4/32 output=q8/32 ", "q3-mixed");
+    TypeRules q2_mixed = { .type = TYPE_Q2, .group_size = 64, .recipe = find_recipe("q2-mixed") };
+    check_rules(&src, &q2_mixed, "tok_embeddings=q4/32 layers.0.wv=q3/32 layers.0.w2=q3/32 layers.1.wv=q3/32 "
+                "layers.2.wv=q3/32 layers.3.wv=q3/32 layers.3.w2=q3/32 layers.4.wv=q3/32 layers.5.wv=q3/32 "
+                "layers.6.wv=q3/32 layers.6.w2=q3/32 layers.7.wv=q3/32 layers.7.w2=q3/32 layers.8.wv=q3/32 "
+                "layers.8.w2=q3/32 output=q4/32 ", "q2-mixed");
+    TypeRules overrides = { .type = TYPE_Q4, .group_size = 32 };
+    parse_overrides(&overrides, "w2=q8,layers.4.wv=3/64,output=2,layers.4.w2=q4/128");
+    check_rules(&src, &overrides, "layers.0.w2=q8/32 layers.1.w2=q8/32 layers.2.w2=q8/32 layers.3.w2=q8/32 "
+                "layers.4.wv=q3/64 layers.4.w2=q4/128 layers.5.w2=q8/32 layers.6.w2=q8/32 layers.7.w2=q8/32 "
+                "layers.8.w2=q8/32 output=q2/32 ", "--tensor-type (later overrides win)");
+    free_source(&src);
+    // a tied classifier: q4-mixed raises the embeddings, which are the classifier
+    open_random(&src, "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=96,tied=1", 7);
+    synthetic_tokenizer(&src);
+    TypeRules tied = { .type = TYPE_Q4, .group_size = 32, .recipe = find_recipe("q4-mixed") };
+    check_rules(&src, &tied, "tok_embeddings=q8/32 layers.1.wv=q8/32 layers.1.w2=q8/32 ",   // of 2 layers: the last
+                "q4-mixed, tied classifier");
+    free_source(&src);
+}
+
 int main(void) {
     test_fp16();
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_round_trip(weight_types[ti]);
     test_error_order();
     test_q8_activations();
+    test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
