@@ -1,9 +1,9 @@
 /*
 runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
 
-It memory-maps an int4 group-quantized checkpoint written by export.c and uses
-the weights in place: nothing is dequantized at load time, the embedding table
-included. Activations are quantized to int8 in blocks of 32 on the fly, so the
+It memory-maps a group-quantized checkpoint written by export.c (int4 by
+default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
+nothing is dequantized at load time, the embedding table included. Activations are quantized to int8 in blocks of 32 on the fly, so the
 inner loop of every matrix-vector product is an integer dot product.
 
 What it is: the product. libc, libm and pthreads only; compiles alone:
@@ -15,7 +15,7 @@ What it is not: the reference. run.c is the fp32 oracle the tests compare with.
 
 Reading order (the order the data flows):
     checkpoint format -> errors and checked arithmetic -> fp16 -> model structs
-    -> mapping the checkpoint -> int4/int8 kernels -> thread pool
+    -> mapping the checkpoint -> weight x int8 kernels -> thread pool
     -> matmul backends (OpenCL) -> math blocks -> forward -> tokenizer
     -> sampler -> generate / chat -> command line
 */
