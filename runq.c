@@ -1161,6 +1161,27 @@ TARGET_AVX2 static __m256i dot_8_q8_avx2(const uint8_t *blocks, const int8_t *x,
                                    dot_4_q8_avx2(blocks + 4 * 32, x + 4 * Q_BLOCK), 1);
 }
 
+// Eight weight scales (fp16) for blocks b..b+7 (b a multiple of 8) as floats.
+// Groups of 2, 4 or 8 blocks (64, 128, 256 weights) take 4, 2 or 1 scales,
+// loaded exactly (the last row's scales end the file) and spread by a
+// permute; other group sizes, which export never writes, one at a time.
+TARGET_AVX2 static inline __m256 group_scales_avx2(const uint16_t *scales, int b, int blocks_per_group) {
+    if (blocks_per_group == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + b)));
+    if (blocks_per_group == 2 || blocks_per_group == 4 || blocks_per_group == 8) {
+        const uint16_t *first = scales + b / blocks_per_group;
+        __m128i packed;   // straight into a register: a copy through memory would stall the load after it
+        if (blocks_per_group == 2) { int64_t four; memcpy(&four, first, sizeof four); packed = _mm_cvtsi64_si128(four); }
+        else if (blocks_per_group == 4) { int32_t two; memcpy(&two, first, sizeof two); packed = _mm_cvtsi32_si128(two); }
+        else packed = _mm_cvtsi32_si128(first[0]);
+        __m256i index = _mm256_srlv_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                          _mm256_set1_epi32(__builtin_ctz((unsigned)blocks_per_group)));
+        return _mm256_permutevar8x32_ps(_mm256_cvtph_ps(packed), index);
+    }
+    float f[8];
+    for (int i = 0; i < 8; i++) f[i] = _cvtsh_ss(scales[(b + i) / blocks_per_group]);
+    return _mm256_loadu_ps(f);
+}
+
 // One row . one token's activations: the canonical arithmetic.
 TARGET_AVX2 static inline __attribute__((always_inline)) float vec_dot_avx2(
         Dot8Avx2 dot_8, BlockDotFn dot_1, int block_bytes, const uint8_t *codes, const uint16_t *scales,
@@ -1169,7 +1190,7 @@ TARGET_AVX2 static inline __attribute__((always_inline)) float vec_dot_avx2(
     int b = 0;
     for (; b + 8 <= n_blocks; b += 8) {
         __m256i isum = dot_8(codes + b * block_bytes, x + b * Q_BLOCK, _mm256_loadu_si256((const __m256i *)(x_sums + b)));
-        __m256 scale = _mm256_mul_ps(weight_scales_avx2(scales, b, blocks_per_group), _mm256_loadu_ps(x_scales + b));
+        __m256 scale = _mm256_mul_ps(group_scales_avx2(scales, b, blocks_per_group), _mm256_loadu_ps(x_scales + b));
         acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
     }
     if (b == n_blocks) return reduce8_avx2(acc);
