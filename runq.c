@@ -1091,13 +1091,16 @@ TARGET_AVX2 static void mix_q8_avx2(float *out, const float *weights, const int8
     }
 }
 
-// ---- AVX2 for the other weight types: one row against one token at a time,
-// eight blocks per step (each block's exact int32 in its lane, the scales
-// and the eight partial sums as in q4_tile_avx2), the tail blocks through the
+// ---- AVX2 for the other weight types: one row against up to four tokens,
+// eight blocks per step, unpacked once for the tile (the prompt's GEMM; one
+// token when decoding); each block's exact int32 in its lane, the scales and
+// the eight partial sums as in q4_tile_avx2; the tail blocks through the
 // type's reference block dot (an exact integer: the same whoever computes it).
 
-// Blocks b..b+7 -> their eight int32 dots (levels . x), in block order.
-typedef __m256i (*Dot8Avx2)(const uint8_t *blocks, const int8_t *x, __m256i x_sums);
+// Blocks b..b+7 made ready for any token's activations, and their eight
+// int32 dots (levels . x) with one token's, in block order.
+typedef void (*Unpack8Avx2)(const uint8_t *blocks, __m256i w[8]);
+typedef __m256i (*Dot8Avx2)(const __m256i w[8], const int8_t *x, __m256i x_sums);
 
 // 8 bytes of a 2-bit plane -> the block's 32 codes (0..3) in order: the plane
 // broadcast to four 64-bit lanes, lane k shifted right by 2k, masked.
@@ -1120,45 +1123,43 @@ TARGET_AVX2 static inline __m256i unpack_q3_avx2(const uint8_t *block) {
     return _mm256_or_si256(unpack_2bit_avx2(block), high);
 }
 
+TARGET_AVX2 static inline void unpack_8_q2_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = unpack_2bit_avx2(blocks + i * 8);
+}
+TARGET_AVX2 static inline void unpack_8_q3_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = unpack_q3_avx2(blocks + i * 12);
+}
+TARGET_AVX2 static inline void unpack_8_q8_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = _mm256_loadu_si256((const __m256i *)(blocks + i * 32));
+}
+
 // Unsigned codes c with level c + lo: (c + lo) . x = c . x + lo * sum(x), exact.
-TARGET_AVX2 static inline __m256i dot_8_coded_blocks_avx2(const __m256i codes[8], const int8_t *x, __m256i x_sums, int lo) {
-    return _mm256_add_epi32(dot_8_blocks_avx2(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(lo)));
+TARGET_AVX2 static inline __m256i dot_8_q2_avx2(const __m256i codes[8], const int8_t *x, __m256i x_sums) {
+    return _mm256_add_epi32(dot_8_blocks_avx2(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(quant_layouts[TYPE_Q2].lo)));
 }
-
-TARGET_AVX2 static __m256i dot_8_q2_avx2(const uint8_t *blocks, const int8_t *x, __m256i x_sums) {
-    __m256i codes[8];
-    for (int i = 0; i < 8; i++) codes[i] = unpack_2bit_avx2(blocks + i * 8);
-    return dot_8_coded_blocks_avx2(codes, x, x_sums, quant_layouts[TYPE_Q2].lo);
-}
-
-TARGET_AVX2 static __m256i dot_8_q3_avx2(const uint8_t *blocks, const int8_t *x, __m256i x_sums) {
-    __m256i codes[8];
-    for (int i = 0; i < 8; i++) codes[i] = unpack_q3_avx2(blocks + i * 12);
-    return dot_8_coded_blocks_avx2(codes, x, x_sums, quant_layouts[TYPE_Q3].lo);
+TARGET_AVX2 static inline __m256i dot_8_q3_avx2(const __m256i codes[8], const int8_t *x, __m256i x_sums) {
+    return _mm256_add_epi32(dot_8_blocks_avx2(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(quant_layouts[TYPE_Q3].lo)));
 }
 
 // int8 levels are signed, and maddubs wants one unsigned operand: |w| . (x
-// with w's sign), whose pair sums stay within int16 (2 * 128 * 127).
-// madd widens them to 8 int32 per block; three rounds of hadd fold blocks
-// 0-3 and 4-7 into one lane each.
-TARGET_AVX2 static inline __m256i dot_block_q8_avx2(const uint8_t *block, const int8_t *x) {
-    __m256i w = _mm256_loadu_si256((const __m256i *)block);
+// with w's sign), whose pair sums stay within int16 (2 * 128 * 127; x is
+// never -128, quantize_q8's range being -127..127). madd widens them to 8
+// int32 per block; three rounds of hadd fold blocks 0-3 and 4-7 into one lane each.
+TARGET_AVX2 static inline __m256i dot_block_q8_avx2(__m256i w, const int8_t *x) {
     __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x), w));
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-TARGET_AVX2 static inline __m128i dot_4_q8_avx2(const uint8_t *blocks, const int8_t *x) {
-    __m256i b01 = _mm256_hadd_epi32(dot_block_q8_avx2(blocks, x), dot_block_q8_avx2(blocks + 32, x + Q_BLOCK));
-    __m256i b23 = _mm256_hadd_epi32(dot_block_q8_avx2(blocks + 64, x + 2 * Q_BLOCK),
-                                    dot_block_q8_avx2(blocks + 96, x + 3 * Q_BLOCK));
+TARGET_AVX2 static inline __m128i dot_4_q8_avx2(const __m256i w[4], const int8_t *x) {
+    __m256i b01 = _mm256_hadd_epi32(dot_block_q8_avx2(w[0], x), dot_block_q8_avx2(w[1], x + Q_BLOCK));
+    __m256i b23 = _mm256_hadd_epi32(dot_block_q8_avx2(w[2], x + 2 * Q_BLOCK), dot_block_q8_avx2(w[3], x + 3 * Q_BLOCK));
     __m256i b0123 = _mm256_hadd_epi32(b01, b23);   // each 128-bit half: one half of each block's sum
     return _mm_add_epi32(_mm256_castsi256_si128(b0123), _mm256_extracti128_si256(b0123, 1));
 }
 
-TARGET_AVX2 static __m256i dot_8_q8_avx2(const uint8_t *blocks, const int8_t *x, __m256i x_sums) {
+TARGET_AVX2 static inline __m256i dot_8_q8_avx2(const __m256i w[8], const int8_t *x, __m256i x_sums) {
     (void)x_sums;   // signed levels need no offset
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(dot_4_q8_avx2(blocks, x)),
-                                   dot_4_q8_avx2(blocks + 4 * 32, x + 4 * Q_BLOCK), 1);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(dot_4_q8_avx2(w, x)), dot_4_q8_avx2(w + 4, x + 4 * Q_BLOCK), 1);
 }
 
 // Eight weight scales (fp16) for blocks b..b+7 (b a multiple of 8) as floats.
@@ -1182,44 +1183,78 @@ TARGET_AVX2 static inline __m256 group_scales_avx2(const uint16_t *scales, int b
     return _mm256_loadu_ps(f);
 }
 
-// One row . one token's activations: the canonical arithmetic.
-TARGET_AVX2 static inline __attribute__((always_inline)) float vec_dot_avx2(
-        Dot8Avx2 dot_8, BlockDotFn dot_1, int block_bytes, const uint8_t *codes, const uint16_t *scales,
-        int blocks_per_group, int n_blocks, const int8_t *x, const float *x_scales, const int32_t *x_sums) {
-    __m256 acc = _mm256_setzero_ps();
+// A weight type as the AVX2 kernels see it.
+typedef struct {
+    Unpack8Avx2 unpack_8;
+    Dot8Avx2 dot_8;
+    BlockDotFn dot_1;        // the reference's exact block dot, for the tail
+    int block_bytes;
+} Avx2Blocks;
+
+// One row against TILE tokens from token on: the canonical arithmetic; a
+// token's result never depends on TILE.
+TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
+        Avx2Blocks type, float *out, int out_stride, const uint8_t *codes, const uint16_t *scales,
+        int blocks_per_group, int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 8 <= n_blocks; b += 8) {
-        __m256i isum = dot_8(codes + b * block_bytes, x + b * Q_BLOCK, _mm256_loadu_si256((const __m256i *)(x_sums + b)));
-        __m256 scale = _mm256_mul_ps(group_scales_avx2(scales, b, blocks_per_group), _mm256_loadu_ps(x_scales + b));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        __m256i w[8];
+        type.unpack_8(codes + b * type.block_bytes, w);
+        __m256 w_scales = group_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            __m256i isum = type.dot_8(w, x->values + tok * x->stride + b * Q_BLOCK,
+                                      _mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b)));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + tok * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
     }
-    if (b == n_blocks) return reduce8_avx2(acc);
-    float partial[8];
-    _mm256_storeu_ps(partial, acc);
-    for (; b < n_blocks; b++) {
-        float scale = _cvtsh_ss(scales[b / blocks_per_group]) * x_scales[b];
-        partial[b % 8] += scale * (float)dot_1(codes + b * block_bytes, x + b * Q_BLOCK);
+    for (int t = 0; t < TILE; t++) {
+        size_t tok = (size_t)(token + t);
+        if (b == n_blocks) { out[(size_t)t * out_stride] = reduce8_avx2(acc[t]); continue; }
+        float partial[8];
+        _mm256_storeu_ps(partial, acc[t]);
+        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
+            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
+            partial[tail % 8] += scale * (float)type.dot_1(codes + tail * type.block_bytes,
+                                                           x->values + tok * x->stride + tail * Q_BLOCK);
+        }
+        out[(size_t)t * out_stride] = reduce8(partial);
     }
-    return reduce8(partial);
 }
 
+// Rows [row_begin, row_end), tokens four at a time (constant tiles keep the
+// accumulators in registers).
 TARGET_AVX2 static inline __attribute__((always_inline)) void matmul_avx2_with(
-        Dot8Avx2 dot_8, BlockDotFn dot_1, int block_bytes, float *out, int out_stride, const Tensor *w,
-        int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
-    int n_blocks = w->cols_padded / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
-    size_t row_bytes = (size_t)n_blocks * block_bytes, row_scales = (size_t)(w->cols_padded / w->group_size);
-    for (int r = row_begin; r < row_end; r++)
-        for (int t = 0; t < n_tokens; t++)
-            out[(size_t)t * out_stride + r] = vec_dot_avx2(dot_8, dot_1, block_bytes, w->codes + r * row_bytes,
-                w->scales + r * row_scales, w->group_size / Q_BLOCK, n_blocks, x->values + (size_t)t * x->stride,
-                x->scales + (size_t)t * x_blocks, x->sums + (size_t)t * x_blocks);
+        Avx2Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    size_t row_bytes = (size_t)n_blocks * type.block_bytes, row_scales = (size_t)(w->cols_padded / w->group_size);
+    for (int r = row_begin; r < row_end; r++) {
+        const uint8_t *codes = w->codes + r * row_bytes;
+        const uint16_t *scales = w->scales + r * row_scales;
+        for (int t = 0; t < n_tokens; t += 4) {
+            float *o = out + (size_t)t * out_stride + r;
+#define TILE_CASE(TILE) row_tile_avx2(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+            switch (n_tokens - t) {
+            case 1: TILE_CASE(1); break;
+            case 2: TILE_CASE(2); break;
+            case 3: TILE_CASE(3); break;
+            default: TILE_CASE(4);
+            }
+#undef TILE_CASE
+        }
+    }
 }
 
 #define AVX2_KERNEL(type, BLOCK_BYTES) \
     TARGET_AVX2 static void matmul_##type##_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
                                                  const QuantizedActivations *x, int n_tokens) { \
-        matmul_avx2_with(dot_8_##type##_avx2, block_dot_##type##_ref, BLOCK_BYTES, out, out_stride, w, row_begin, \
-                         row_end, x, n_tokens); \
+        Avx2Blocks blocks = { unpack_8_##type##_avx2, dot_8_##type##_avx2, block_dot_##type##_ref, BLOCK_BYTES }; \
+        matmul_avx2_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
     }
 AVX2_KERNEL(q8, 32)
 AVX2_KERNEL(q3, 12)
