@@ -3473,7 +3473,7 @@ static void usage(void) {
         "model.safetensors or model.safetensors.index.json, tokenizer.json), a GGUF file\n"
         "(architecture llama; tensors F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,\n"
         "Q3_K, Q4_K, Q5_K, Q6_K: all but Q4_0 dequantized and quantized again), or an Edge\n"
-        "LLM checkpoint (re-exported: int4 blocks are copied when the group size stays,\n"
+        "LLM checkpoint (re-exported: blocks are copied when the type and group size stay,\n"
         "else dequantized and quantized again).\n"
         "Options:\n"
         "  --int4            int4 group-quantized checkpoint for runq (default; --bits 4)\n"
