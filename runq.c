@@ -800,6 +800,30 @@ REFERENCE_KERNELS(q3, 12)
 REFERENCE_KERNELS(q2, 8)
 #undef REFERENCE_KERNELS
 
+// How the SIMD kernels of Q8, Q3 and Q2 (and NEON's Q4) walk a product: rows
+// [row_begin, row_end), tokens four at a time, ROW_TILE(o, codes, scales, t,
+// TILE) for each row and tile with a constant TILE of 1 to 4, so the tile's
+// accumulators stay in registers. codes, scales: the row's; o: its output
+// for token t; blocks_per_group and n_blocks are in scope for ROW_TILE.
+#define FOR_EACH_ROW_TILE(w, block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE) do { \
+        int n_blocks = (w)->cols_padded / Q_BLOCK, blocks_per_group = (w)->group_size / Q_BLOCK; \
+        size_t row_bytes = (size_t)n_blocks * (block_bytes); \
+        size_t row_scales = (size_t)((w)->cols_padded / (w)->group_size); \
+        for (int r = (row_begin); r < (row_end); r++) { \
+            const uint8_t *codes = (w)->codes + r * row_bytes; \
+            const uint16_t *scales = (w)->scales + r * row_scales; \
+            for (int t = 0; t < (n_tokens); t += 4) { \
+                float *o = (out) + (size_t)t * (out_stride) + r; \
+                switch ((n_tokens) - t) { \
+                case 1: ROW_TILE(o, codes, scales, t, 1); break; \
+                case 2: ROW_TILE(o, codes, scales, t, 2); break; \
+                case 3: ROW_TILE(o, codes, scales, t, 3); break; \
+                default: ROW_TILE(o, codes, scales, t, 4); \
+                } \
+            } \
+        } \
+    } while (0)
+
 static void scores_f16_ref(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
     for (int p = 0; p < n_positions; p++) {
         const uint16_t *k = keys + (size_t)p * stride;
@@ -1226,28 +1250,13 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
     }
 }
 
-// Rows [row_begin, row_end), tokens four at a time (constant tiles keep the
-// accumulators in registers).
 TARGET_AVX2 static inline __attribute__((always_inline)) void matmul_avx2_with(
         Avx2Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens) {
-    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
-    size_t row_bytes = (size_t)n_blocks * type.block_bytes, row_scales = (size_t)(w->cols_padded / w->group_size);
-    for (int r = row_begin; r < row_end; r++) {
-        const uint8_t *codes = w->codes + r * row_bytes;
-        const uint16_t *scales = w->scales + r * row_scales;
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-#define TILE_CASE(TILE) row_tile_avx2(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
-            switch (n_tokens - t) {
-            case 1: TILE_CASE(1); break;
-            case 2: TILE_CASE(2); break;
-            case 3: TILE_CASE(3); break;
-            default: TILE_CASE(4);
-            }
-#undef TILE_CASE
-        }
-    }
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    row_tile_avx2(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
 }
 
 #define AVX2_KERNEL(type, BLOCK_BYTES) \
@@ -1436,29 +1445,14 @@ static inline __attribute__((always_inline)) void quant_row_tile_neon(
     }
 }
 
-// Rows [row_begin, row_end), tokens four at a time; a constant TILE, type and
-// dot_block let the compiler inline all three and keep acc in registers.
+// A constant type and dot_block (each kernel below passes its own) are inlined.
 static inline __attribute__((always_inline)) void matmul_neon_with(
         NeonBlocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens, DotBlockNeon dot_block) {
-    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
-    size_t row_bytes = (size_t)n_blocks * type.block_bytes, row_scales = (size_t)(w->cols_padded / w->group_size);
-    for (int r = row_begin; r < row_end; r++) {
-        const uint8_t *codes = w->codes + r * row_bytes;
-        const uint16_t *scales = w->scales + r * row_scales;
-        for (int t = 0; t < n_tokens; t += 4) {
-            float *o = out + (size_t)t * out_stride + r;
-#define TILE_CASE(TILE) \
-            quant_row_tile_neon(o, out_stride, type, codes, scales, blocks_per_group, n_blocks, x, t, TILE, dot_block)
-            switch (n_tokens - t) {
-            case 1: TILE_CASE(1); break;
-            case 2: TILE_CASE(2); break;
-            case 3: TILE_CASE(3); break;
-            default: TILE_CASE(4);
-            }
-#undef TILE_CASE
-        }
-    }
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    quant_row_tile_neon(o, out_stride, type, codes, scales, blocks_per_group, n_blocks, x, t, TILE, dot_block)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
 }
 
 // Each type's kernel for plain NEON and (below) for NEON with sdot.
