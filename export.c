@@ -1894,16 +1894,13 @@ static int more_bits_layer(int layer, int n_layers) {   // llama.cpp's use_more_
 
 static int more_bits_of(int a, int b) { return quant_layout((uint32_t)a)->bits >= quant_layout((uint32_t)b)->bits ? a : b; }
 
-// The type a recipe gives a matrix; *group_size too (the recipe's own for its
-// default type, 32 for the tensors it raises).
-static int recipe_type(const Recipe *r, int kind, int layer, int n_layers, int tied, int *group_size) {
-    int type = r->type;
-    if (kind == K_EMBED) type = tied ? more_bits_of(r->embeddings, r->output) : r->embeddings;
-    else if (kind == K_OUTPUT) type = r->output;
-    else if (kind == K_WV) type = more_bits_layer(layer, n_layers) ? more_bits_of(r->wv, r->more_bits) : r->wv;
-    else if (kind == K_W2 && more_bits_layer(layer, n_layers)) type = r->more_bits;
-    *group_size = type == r->type ? r->group_size : Q_BLOCK;
-    return type;
+// The type a recipe gives a matrix.
+static int recipe_type(const Recipe *r, int kind, int layer, int n_layers, int tied) {
+    if (kind == K_EMBED) return tied ? more_bits_of(r->embeddings, r->output) : r->embeddings;
+    if (kind == K_OUTPUT) return r->output;
+    if (kind == K_WV) return more_bits_layer(layer, n_layers) ? more_bits_of(r->wv, r->more_bits) : r->wv;
+    if (kind == K_W2 && more_bits_layer(layer, n_layers)) return r->more_bits;
+    return r->type;
 }
 
 static int override_matches(const TypeOverride *o, const PlannedTensor *t) {
@@ -1913,12 +1910,17 @@ static int override_matches(const TypeOverride *o, const PlannedTensor *t) {
     return field && strcmp(field + 1, o->name) == 0;
 }
 
-// A matrix's type and group size under the rules (an fp32 export: f32).
+// A matrix's type and group size under the rules (an fp32 export: f32). A
+// recipe's default type keeps the rules' group size (the recipe's own unless
+// --group-size says otherwise); the types it raises have groups of 32.
 static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, int tied, int *type, int *group_size) {
     *type = rules->type;
     *group_size = rules->group_size;
     if (rules->type == TYPE_F32) return;
-    if (rules->recipe) *type = recipe_type(rules->recipe, t->kind, t->layer, n_layers, tied, group_size);
+    if (rules->recipe) {
+        *type = recipe_type(rules->recipe, t->kind, t->layer, n_layers, tied);
+        if (*type != rules->recipe->type) *group_size = Q_BLOCK;
+    }
     for (int i = 0; i < rules->n_overrides; i++)
         if (override_matches(&rules->overrides[i], t)) {
             *type = rules->overrides[i].type;

@@ -368,6 +368,11 @@ static void test_type_rules(void) {
                 "layers.2.wv=q3/32 layers.3.wv=q3/32 layers.3.w2=q3/32 layers.4.wv=q3/32 layers.5.wv=q3/32 "
                 "layers.6.wv=q3/32 layers.6.w2=q3/32 layers.7.wv=q3/32 layers.7.w2=q3/32 layers.8.wv=q3/32 "
                 "layers.8.w2=q3/32 output=q4/32 ", "q2-mixed");
+    TypeRules q2_g128 = { .type = TYPE_Q2, .group_size = 128, .recipe = find_recipe("q2-mixed") };   // --group-size 128
+    check_rules(&src, &q2_g128, "tok_embeddings=q4/32 layers.0.wv=q3/32 layers.0.w2=q3/32 layers.1.wv=q3/32 "
+                "layers.2.wv=q3/32 layers.3.wv=q3/32 layers.3.w2=q3/32 layers.4.wv=q3/32 layers.5.wv=q3/32 "
+                "layers.6.wv=q3/32 layers.6.w2=q3/32 layers.7.wv=q3/32 layers.7.w2=q3/32 layers.8.wv=q3/32 "
+                "layers.8.w2=q3/32 output=q4/32 ", "q2-mixed with --group-size 128");
     TypeRules overrides = { .type = TYPE_Q4, .group_size = 32 };
     parse_overrides(&overrides, "w2=q8,layers.4.wv=3/64,output=2,layers.4.w2=q4/128");
     check_rules(&src, &overrides, "layers.0.w2=q8/32 layers.1.w2=q8/32 layers.2.w2=q8/32 layers.3.w2=q8/32 "
