@@ -292,12 +292,13 @@ struct Source {
     const char *description;
     // rows [begin, end) of a planned tensor as float, (end - begin, cols) into out
     void (*read_rows)(Source *src, const PlannedTensor *t, int begin, int end, float *out);
-    // optional: rows [begin, end) as Q4 nibbles and scales, when the source
-    // already holds the tensor as Q4 of this group size (an int4 checkpoint);
-    // returns 0 when it does not. Re-quantizing dequantized int4 weights is not
-    // exact (the scale search may land elsewhere), so these are copied instead.
-    int (*read_q4_rows)(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
-                        uint8_t *nibbles, uint16_t *scales);
+    // optional: rows [begin, end) as the codes and scales of a quantized type
+    // (TensorType) and group size, when the source already holds the tensor so
+    // (a runq checkpoint; GGUF Q4_0 as Q4 of group 32); returns 0 when it does
+    // not. Re-quantizing dequantized weights is not exact (the scale search may
+    // land elsewhere), so these are copied instead.
+    int (*read_codes)(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                      uint8_t *codes, uint16_t *scales);
     // optional: dies unless the source holds t with t's shape in a type it reads;
     // run on every tensor before any byte is written
     void (*check_tensor)(const Source *src, const PlannedTensor *t);
@@ -418,9 +419,10 @@ static void open_legacy(Source *src, const char *path) {
 }
 
 // ----------------------------------------------------------------------------
-// Source: an Edge LLM checkpoint (re-export: int4 -> fp32 gives the reference
-// runtime the exact weights runq sees; int4 -> int4 of the same group size, or
-// -> GGUF Q4_0 from group 32, copies the nibbles and scales; or a new group size)
+// Source: an Edge LLM checkpoint (re-export: quantized -> fp32 gives the
+// reference runtime the exact weights runq sees; a type to the same type and
+// group size, or Q4 -> GGUF Q4_0 from group 32, copies the codes and scales;
+// any other type or group size is dequantized and quantized again)
 
 static const Tensor *checkpoint_tensor(const Transformer *model, const PlannedTensor *t) {
     if (t->kind == K_EMBED) return &model->weights.tok_embeddings;
@@ -437,19 +439,26 @@ static void checkpoint_read_rows(Source *src, const PlannedTensor *t, int begin,
     const Tensor *w = checkpoint_tensor(src->impl, t);
     for (int r = begin; r < end; r++) {
         float *row = out + (size_t)(r - begin) * w->cols;
-        if (w->type == TYPE_Q4) dequantize_row_q4(row, w, r);
+        if (is_quantized((uint32_t)w->type)) dequantize_row(row, w, r);
         else memcpy(row, w->data + (size_t)r * w->cols, (size_t)w->cols * sizeof(float));
     }
 }
 
-// Row after row, whichever order the file keeps them in (tiled from version 3).
-static int checkpoint_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
-                                   uint8_t *nibbles, uint16_t *scales) {
+// Rows [begin, end) row after row, whichever order the file keeps them in
+// (Q4 in tiles from version 3).
+static int checkpoint_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                                 uint8_t *codes, uint16_t *scales) {
     const Tensor *w = checkpoint_tensor(src->impl, t);
-    if (w->type != TYPE_Q4 || w->group_size != group_size) return 0;
-    size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / group_size);
-    for (int r = begin; r < end; r++)
-        read_q4_row(w, r, nibbles + (size_t)(r - begin) * row_bytes, scales + (size_t)(r - begin) * row_scales);
+    if (w->type != type || w->group_size != group_size) return 0;
+    const QuantLayout *layout = quant_layout((uint32_t)type);
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / group_size;
+    uint8_t gathered[Q_BLOCK / 2];
+    for (int r = begin; r < end; r++) {
+        for (int b = 0; b < n_blocks; b++)
+            memcpy(codes + ((size_t)(r - begin) * n_blocks + b) * layout->block_bytes, row_block(w, r, b, gathered),
+                   (size_t)layout->block_bytes);
+        for (int g = 0; g < n_groups; g++) scales[(size_t)(r - begin) * n_groups + g] = w->scales[weight_scale_index(w, r, g)];
+    }
     return 1;
 }
 
@@ -490,7 +499,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
     src->impl = model;
     src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;
-    src->read_q4_rows = checkpoint_read_q4_rows;
+    src->read_codes = checkpoint_read_codes;
     src->description = "Edge LLM checkpoint";
     source_add_input(src, path);
 }
@@ -1156,11 +1165,11 @@ static void lora_read_rows(Source *src, const PlannedTensor *t, int begin, int e
 }
 
 // Merged tensors are quantized afresh; the others are copied as the base holds them.
-static int lora_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
-                             uint8_t *nibbles, uint16_t *scales) {
+static int lora_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                           uint8_t *codes, uint16_t *scales) {
     LoraSource *l = src->impl;
-    if (lora_delta(l, t) || !l->base.read_q4_rows) return 0;
-    return l->base.read_q4_rows(&l->base, t, group_size, begin, end, nibbles, scales);
+    if (lora_delta(l, t) || !l->base.read_codes) return 0;
+    return l->base.read_codes(&l->base, t, type, group_size, begin, end, codes, scales);
 }
 
 static void lora_check_tensor(const Source *src, const PlannedTensor *t) {
@@ -1237,7 +1246,7 @@ static void open_lora(Source *src, const char *dir) {
              config.rank, config.alpha, config.rslora ? " rslora" : "", merged);
     src->impl = l;
     src->read_rows = lora_read_rows;
-    src->read_q4_rows = lora_read_q4_rows;
+    src->read_codes = lora_read_codes;
     src->check_tensor = lora_check_tensor;
     src->close = lora_close;
     src->description = l->description;
@@ -1272,12 +1281,12 @@ static void drop_read_rows(Source *src, const PlannedTensor *t, int begin, int e
     d->base.read_rows(&d->base, &original, begin, end, out);
 }
 
-static int drop_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
-                             uint8_t *nibbles, uint16_t *scales) {
+static int drop_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                           uint8_t *codes, uint16_t *scales) {
     DropSource *d = src->impl;
-    if (!d->base.read_q4_rows) return 0;
+    if (!d->base.read_codes) return 0;
     PlannedTensor original = in_wrapped_model(d, t);
-    return d->base.read_q4_rows(&d->base, &original, group_size, begin, end, nibbles, scales);
+    return d->base.read_codes(&d->base, &original, type, group_size, begin, end, codes, scales);
 }
 
 static void drop_check_tensor(const Source *src, const PlannedTensor *t) {
@@ -1325,7 +1334,7 @@ static void open_drop_layers(Source *src, const char *list) {
              kept, n_layers, list);
     src->impl = d;
     src->read_rows = drop_read_rows;
-    src->read_q4_rows = drop_read_q4_rows;
+    src->read_codes = drop_read_codes;
     src->check_tensor = drop_check_tensor;
     src->close = drop_close;
     src->description = d->description;
@@ -1841,7 +1850,7 @@ static void plan_add(Plan *plan, const char *name, int kind, int layer, uint32_t
     memset(t, 0, sizeof *t);
     snprintf(t->entry.name, TENSOR_NAME_LEN, "%s", name);
     t->entry.type = (uint32_t)type;
-    t->entry.group_size = type == TYPE_Q4 ? (uint32_t)group_size : 0;
+    t->entry.group_size = is_quantized((uint32_t)type) ? (uint32_t)group_size : 0;
     t->entry.rows = rows;
     t->entry.cols = cols;
     t->entry.nbytes = tensor_nbytes(t->entry.type, rows, cols, t->entry.group_size, CHECKPOINT_VERSION);
@@ -1849,41 +1858,166 @@ static void plan_add(Plan *plan, const char *name, int kind, int layer, uint32_t
     t->layer = layer;
 }
 
-// matrix_type: TYPE_Q4 or TYPE_F32; vectors (norms) are always f32
-static Plan make_plan(const Source *src, int matrix_type, int group_size) {
+// ---- Which type each matrix gets (export --bits, --recipe, --tensor-type):
+// every matrix the default type; then a recipe's choices by kind and layer;
+// then explicit overrides by name, last. Vectors (norms) are always f32.
+
+// A mixed-precision preset in the spirit of llama.cpp's Q4_K_M: the tensors
+// whose error costs most get more bits - the classifier, attention's values
+// (wv) and the FFN's down projection (w2), the latter two in llama.cpp's
+// use_more_bits layers (the first and last eighth, every third between).
+typedef struct {
+    const char *name;
+    int type, group_size;    // every matrix not named below
+    int embeddings;          // tok_embeddings (tied: the larger of this and output)
+    int output;              // the classifier
+    int wv;                  // attention's value projection, every layer
+    int more_bits;           // wv and w2 in the use_more_bits layers (at least wv's)
+} Recipe;
+
+static const Recipe recipes[] = {
+    { "q4-mixed", TYPE_Q4, 32, TYPE_Q4, TYPE_Q8, TYPE_Q4, TYPE_Q8 },
+    { "q3-mixed", TYPE_Q3, 32, TYPE_Q4, TYPE_Q8, TYPE_Q4, TYPE_Q4 },
+    // the 7B-in-2-GB one: int2 at group 64 (2.25 bits), a little more where it counts
+    { "q2-mixed", TYPE_Q2, 64, TYPE_Q4, TYPE_Q4, TYPE_Q3, TYPE_Q3 },
+};
+
+// An explicit choice: NAME=TYPE[/GROUP], NAME a tensor ("layers.0.wv",
+// "output", "tok_embeddings") or a layer field ("w2": that matrix of every layer).
+typedef struct {
+    char name[TENSOR_NAME_LEN];
+    int type, group_size;
+    int matched;             // tensors it applied to (none: an error)
+} TypeOverride;
+
+#define MAX_OVERRIDES 64
+typedef struct {
+    int type, group_size;    // every matrix's (TYPE_F32: an fp32 checkpoint)
+    const Recipe *recipe;    // NULL: none
+    TypeOverride overrides[MAX_OVERRIDES];
+    int n_overrides;
+} TypeRules;
+
+static int more_bits_layer(int layer, int n_layers) {   // llama.cpp's use_more_bits
+    return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+static int more_bits_of(int a, int b) { return quant_layout((uint32_t)a)->bits >= quant_layout((uint32_t)b)->bits ? a : b; }
+
+// The type a recipe gives a matrix.
+static int recipe_type(const Recipe *r, int kind, int layer, int n_layers, int tied) {
+    if (kind == K_EMBED) return tied ? more_bits_of(r->embeddings, r->output) : r->embeddings;
+    if (kind == K_OUTPUT) return r->output;
+    if (kind == K_WV) return more_bits_layer(layer, n_layers) ? more_bits_of(r->wv, r->more_bits) : r->wv;
+    if (kind == K_W2 && more_bits_layer(layer, n_layers)) return r->more_bits;
+    return r->type;
+}
+
+static int override_matches(const TypeOverride *o, const PlannedTensor *t) {
+    if (strcmp(o->name, t->entry.name) == 0) return 1;
+    if (t->layer < 0) return 0;
+    const char *field = strchr(t->entry.name + strlen("layers."), '.');
+    return field && strcmp(field + 1, o->name) == 0;
+}
+
+// A matrix's type and group size under the rules (an fp32 export: f32). A
+// recipe's default type keeps the rules' group size (the recipe's own unless
+// --group-size says otherwise); the types it raises have groups of 32.
+static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, int tied, int *type, int *group_size) {
+    *type = rules->type;
+    *group_size = rules->group_size;
+    if (rules->type == TYPE_F32) return;
+    if (rules->recipe) {
+        *type = recipe_type(rules->recipe, t->kind, t->layer, n_layers, tied);
+        if (*type != rules->recipe->type) *group_size = Q_BLOCK;
+    }
+    for (int i = 0; i < rules->n_overrides; i++)
+        if (override_matches(&rules->overrides[i], t)) {
+            *type = rules->overrides[i].type;
+            *group_size = rules->overrides[i].group_size;
+            rules->overrides[i].matched++;
+        }
+}
+
+static int is_matrix_kind(int kind) {
+    return kind != K_ATTN_NORM && kind != K_FFN_NORM && kind != K_NORM && kind != K_TOKENIZER && kind != K_ROPE_FREQS;
+}
+
+// The plan's matrices retyped by the rules; an override that names no tensor
+// is an error (before any byte is written).
+static void apply_type_rules(Plan *plan, TypeRules *rules, int n_layers, int tied) {
+    for (int i = 0; i < plan->count; i++) {
+        PlannedTensor *t = &plan->tensors[i];
+        if (!is_matrix_kind(t->kind)) continue;
+        int type, group_size;
+        choose_type(rules, t, n_layers, tied, &type, &group_size);
+        t->entry.type = (uint32_t)type;
+        t->entry.group_size = is_quantized((uint32_t)type) ? (uint32_t)group_size : 0;
+        t->entry.nbytes = tensor_nbytes(t->entry.type, t->entry.rows, t->entry.cols, t->entry.group_size, CHECKPOINT_VERSION);
+    }
+    for (int i = 0; i < rules->n_overrides; i++)
+        if (!rules->overrides[i].matched)
+            die("--tensor-type names '%s', which is no matrix of this model (a tensor such as layers.0.wv, output or "
+                "tok_embeddings, or a layer field: wq wk wv wo w1 w2 w3)%s", rules->overrides[i].name,
+                tied && strcmp(rules->overrides[i].name, "output") == 0 ? "; its classifier is tok_embeddings (tied)" : "");
+}
+
+// Offsets in file order; the file ends with its last tensor (readers check this).
+static void place_tensors(Plan *plan, int n_layers) {
+    uint64_t offset = tensor_table_offset(n_layers) + sizeof(TensorEntry) * (size_t)plan->count;
+    for (int i = 0; i < plan->count; i++) {
+        offset = round_up(offset, TENSOR_ALIGNMENT);
+        plan->tensors[i].entry.offset = offset;
+        offset += plan->tensors[i].entry.nbytes;
+    }
+    plan->file_size = offset;
+}
+
+static Plan make_plan_with(const Source *src, TypeRules *rules) {
     const FileHeader *h = &src->header;
     Plan plan = { 0 };
     uint32_t dim = (uint32_t)h->dim, q_dim = (uint32_t)(h->n_heads * h->head_dim);
     uint32_t kv_dim = (uint32_t)(h->n_kv_heads * h->head_dim);
     char name[TENSOR_NAME_LEN];
-    plan_add(&plan, "tok_embeddings", K_EMBED, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
+    plan_add(&plan, "tok_embeddings", K_EMBED, -1, (uint32_t)h->vocab_size, dim, TYPE_F32, 0);
     for (int l = 0; l < h->n_layers; l++) {
         uint32_t ffn = (uint32_t)src->ffn_dim[l];
-        struct { const char *field; int kind; uint32_t rows, cols; int type; } layer[] = {
-            { "attention_norm", K_ATTN_NORM, 1, dim, TYPE_F32 }, { "wq", K_WQ, q_dim, dim, matrix_type },
-            { "wk", K_WK, kv_dim, dim, matrix_type }, { "wv", K_WV, kv_dim, dim, matrix_type },
-            { "wo", K_WO, dim, q_dim, matrix_type }, { "ffn_norm", K_FFN_NORM, 1, dim, TYPE_F32 },
-            { "w1", K_W1, ffn, dim, matrix_type }, { "w2", K_W2, dim, ffn, matrix_type },
-            { "w3", K_W3, ffn, dim, matrix_type },
+        struct { const char *field; int kind; uint32_t rows, cols; } layer[] = {
+            { "attention_norm", K_ATTN_NORM, 1, dim }, { "wq", K_WQ, q_dim, dim }, { "wk", K_WK, kv_dim, dim },
+            { "wv", K_WV, kv_dim, dim }, { "wo", K_WO, dim, q_dim }, { "ffn_norm", K_FFN_NORM, 1, dim },
+            { "w1", K_W1, ffn, dim }, { "w2", K_W2, dim, ffn }, { "w3", K_W3, ffn, dim },
         };
         for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++) {
             snprintf(name, sizeof name, "layers.%d.%s", l, layer[i].field);
-            plan_add(&plan, name, layer[i].kind, l, layer[i].rows, layer[i].cols, layer[i].type, group_size);
+            plan_add(&plan, name, layer[i].kind, l, layer[i].rows, layer[i].cols, TYPE_F32, 0);
         }
     }
     plan_add(&plan, "norm", K_NORM, -1, 1, dim, TYPE_F32, 0);
-    if (!(h->flags & FLAG_TIED_CLASSIFIER))
-        plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, matrix_type, group_size);
+    int tied = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    if (!tied) plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, TYPE_F32, 0);
     if (src->rope_freqs) plan_add(&plan, "rope_freqs", K_ROPE_FREQS, -1, 1, (uint32_t)h->head_dim / 2, TYPE_F32, 0);
     if (src->tokenizer) plan_add(&plan, "tokenizer", K_TOKENIZER, -1, 1, (uint32_t)src->tokenizer_size, TYPE_BLOB, 0);
-    uint64_t offset = tensor_table_offset(h->n_layers) + sizeof(TensorEntry) * (size_t)plan.count;
-    for (int i = 0; i < plan.count; i++) {
-        offset = round_up(offset, TENSOR_ALIGNMENT);
-        plan.tensors[i].entry.offset = offset;
-        offset += plan.tensors[i].entry.nbytes;
-    }
-    plan.file_size = offset;   // the file ends with its last tensor: readers check this
+    apply_type_rules(&plan, rules, h->n_layers, tied);
+    place_tensors(&plan, h->n_layers);
     return plan;
+}
+
+// matrix_type: a quantized type or TYPE_F32, for every matrix
+static Plan make_plan(const Source *src, int matrix_type, int group_size) {
+    TypeRules rules = { .type = matrix_type, .group_size = group_size };
+    return make_plan_with(src, &rules);
+}
+
+// The bits per weight of the plan's quantized matrices (codes and scales).
+static double plan_bits_per_weight(const Plan *plan) {
+    double bits = 0, weights = 0;
+    for (int i = 0; i < plan->count; i++) {
+        const TensorEntry *e = &plan->tensors[i].entry;
+        if (!is_quantized(e->type)) continue;
+        bits += 8.0 * (double)e->nbytes;
+        weights += (double)e->rows * (double)e->cols;
+    }
+    return weights > 0 ? bits / weights : 0;
 }
 
 static void write_at(int fd, const void *data, size_t size, uint64_t offset, const char *path) {
@@ -1927,12 +2061,13 @@ static void read_finite_rows(Source *src, const PlannedTensor *t, int begin, int
         if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", t->entry.name, begin + i / cols);
 }
 
-// Rows [begin, end) as Q4 of group_size, cols padded to a whole group:
-// copied when the source holds them so, else read into values and quantized.
-static void read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end, float *values,
-                         uint8_t *nibbles, uint16_t *scales) {
+// Rows [begin, end) as a quantized type of group_size, cols padded to a whole
+// group: copied when the source holds them so, else read into values and quantized.
+static void read_coded_rows(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                            float *values, uint8_t *codes, uint16_t *scales) {
     int cols = (int)t->entry.cols, padded = (int)round_up((size_t)cols, (size_t)group_size);
-    if (src->read_q4_rows && src->read_q4_rows(src, t, group_size, begin, end, nibbles, scales)) {
+    size_t row_bytes = row_code_bytes(quant_layout((uint32_t)type), (uint64_t)padded);
+    if (src->read_codes && src->read_codes(src, t, type, group_size, begin, end, codes, scales)) {
         for (size_t i = 0; i < (size_t)(end - begin) * (size_t)(padded / group_size); i++)
             if ((scales[i] & 0x7C00) == 0x7C00)   // fp16 exponent all ones: inf or nan
                 die("tensor %s has a non-finite scale in row %zu", t->entry.name, begin + i / (size_t)(padded / group_size));
@@ -1940,8 +2075,8 @@ static void read_q4_rows(Source *src, const PlannedTensor *t, int group_size, in
     }
     read_finite_rows(src, t, begin, end, values);
     for (int r = 0; r < end - begin; r++)
-        quantize_row_q4(values + (size_t)r * cols, cols, padded, group_size, nibbles + (size_t)r * (padded / 2),
-                        scales + (size_t)r * (padded / group_size));
+        quantize_row((uint32_t)type, values + (size_t)r * cols, cols, padded, group_size, codes + (size_t)r * row_bytes,
+                     scales + (size_t)r * (padded / group_size));
 }
 
 // One chunk of rows, read and quantized by all threads (runq's pool), each a
@@ -1951,7 +2086,7 @@ typedef struct {
     const PlannedTensor *t;
     int begin, end;
     float *values;
-    uint8_t *nibbles;
+    uint8_t *codes;
     uint16_t *scales;
 } ChunkTask;
 
@@ -1965,8 +2100,9 @@ static void chunk_task(void *arg, int thread_index, int n_threads) {
     if (e->type == TYPE_F32) {
         read_finite_rows(c->src, c->t, c->begin + first, c->begin + last, c->values + first * cols);
     } else {
-        read_q4_rows(c->src, c->t, (int)e->group_size, c->begin + first, c->begin + last, c->values + first * cols,
-                     c->nibbles + first * (padded / 2), c->scales + first * (padded / e->group_size));
+        size_t row_bytes = row_code_bytes(quant_layout(e->type), padded);
+        read_coded_rows(c->src, c->t, (int)e->type, (int)e->group_size, c->begin + first, c->begin + last,
+                        c->values + first * cols, c->codes + first * row_bytes, c->scales + first * (padded / e->group_size));
     }
 }
 
@@ -1983,32 +2119,38 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
     int rows = (int)e->rows, cols = (int)e->cols;
     int chunk = (int)round_up(((size_t)1 << 20) / (size_t)cols, Q4_TILE_ROWS);
     float *values = xcalloc((size_t)chunk * cols, sizeof(float), "export buffer");
-    size_t padded = e->type == TYPE_Q4 ? round_up((size_t)cols, e->group_size) : (size_t)cols;
-    size_t row_bytes = padded / 2, row_scales = e->type == TYPE_Q4 ? padded / e->group_size : 0;
-    uint64_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);
-    uint8_t *nibbles = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
+    int quantized = is_quantized(e->type);
+    size_t padded = quantized ? round_up((size_t)cols, e->group_size) : (size_t)cols;
+    size_t row_bytes = quantized ? row_code_bytes(quant_layout(e->type), padded) : 0;
+    size_t row_scales = quantized ? padded / e->group_size : 0;
+    uint64_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);   // Q4's
+    uint8_t *codes = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
-    uint8_t *tiled_nibbles = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
+    uint8_t *tiled_codes = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
     uint16_t *tiled_scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
     for (int begin = 0; begin < rows; begin += chunk) {
         int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
-        ChunkTask task = { src, t, begin, end, values, nibbles, scales };
+        ChunkTask task = { src, t, begin, end, values, codes, scales };
         pool_run(pool, chunk_task, &task);
         if (e->type == TYPE_F32) {
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
-        } else {   // the last chunk's padding rows fill its last tile
+        } else if (e->type == TYPE_Q4) {   // in tiles; the last chunk's padding rows fill its last tile
             size_t n_stored = round_up((size_t)n, Q4_TILE_ROWS);
-            tile_q4_rows(nibbles, scales, begin, end, (int)padded, (int)e->group_size, tiled_nibbles, tiled_scales);
-            write_at(fd, tiled_nibbles, n_stored * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
+            tile_q4_rows(codes, scales, begin, end, (int)padded, (int)e->group_size, tiled_codes, tiled_scales);
+            write_at(fd, tiled_codes, n_stored * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, tiled_scales, n_stored * row_scales * 2,
                      e->offset + rows_stored * row_bytes + (uint64_t)begin * row_scales * 2, path);
+        } else {
+            write_at(fd, codes, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
+            write_at(fd, scales, (size_t)n * row_scales * 2,
+                     e->offset + (uint64_t)rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
         }
         progress_advance(progress, e->nbytes * (uint64_t)n / (uint64_t)rows, e->name);
     }
     free(values);
-    free(nibbles);
+    free(codes);
     free(scales);
-    free(tiled_nibbles);
+    free(tiled_codes);
     free(tiled_scales);
 }
 
@@ -2062,17 +2204,25 @@ static void commit_pending_output(int fd, const char *output, uint64_t file_size
     pending_output = NULL;
 }
 
-static void write_checkpoint(Source *src, const char *output, int matrix_type, int group_size, int quiet) {
+// The lowest version that describes the plan: any quantized matrix needs 3
+// (Q4 in tiles; Q8, Q3, Q2); a reader of version 1 would run without
+// rope_freqs' scaling.
+static uint32_t plan_version(const Source *src, const Plan *plan) {
+    for (int i = 0; i < plan->count; i++)
+        if (is_quantized(plan->tensors[i].entry.type)) return VERSION_Q4_TILES;
+    return src->rope_freqs ? VERSION_ROPE_FREQS : 1;
+}
+
+// Returns the bits per weight of the quantized matrices written (0: none).
+static double write_checkpoint_with(Source *src, const char *output, TypeRules *rules, int quiet) {
     refuse_to_overwrite_inputs(src, output);
-    Plan plan = make_plan(src, matrix_type, group_size);
+    Plan plan = make_plan_with(src, rules);
     check_source_tensors(src, &plan);
     int fd = create_pending_output(output);
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
-    // int4 rows in tiles: version 3. An fp32 file keeps the oldest version that
-    // holds it (2 only when it matters: a reader of 1 would run without the scaling).
-    header.version = matrix_type == TYPE_Q4 ? 3 : src->rope_freqs ? 2 : 1;
+    header.version = plan_version(src, &plan);
     header.n_tensors = (uint32_t)plan.count;
     write_at(fd, &header, sizeof header, 0, output);
     for (int l = 0; l < header.n_layers; l++)
@@ -2089,7 +2239,16 @@ static void write_checkpoint(Source *src, const char *output, int matrix_type, i
     pool_free(pool);
     progress_finish(&progress);
     commit_pending_output(fd, output, plan.file_size);
+    double bits = plan_bits_per_weight(&plan);
     free(plan.tensors);
+    return bits;
+}
+
+// matrix_type: a quantized type or TYPE_F32, for every matrix
+__attribute__((unused))   // used by train and the tests
+static void write_checkpoint(Source *src, const char *output, int matrix_type, int group_size, int quiet) {
+    TypeRules rules = { .type = matrix_type, .group_size = group_size };
+    write_checkpoint_with(src, output, &rules, quiet);
 }
 
 // A LoRA adapter kept apart from its base (runq --lora FILE): the checkpoint
@@ -2520,7 +2679,7 @@ static void write_gguf_tensor(int fd, const char *path, Source *src, const GgufT
             read_finite_rows(src, t, begin, end, values);
             memcpy(out, values, (size_t)n * row_bytes);
         } else if (g->type == GGML_TYPE_Q4_0) {
-            read_q4_rows(src, t, Q_BLOCK, begin, end, values, nibbles, scales);
+            read_coded_rows(src, t, TYPE_Q4, Q_BLOCK, begin, end, values, nibbles, scales);
             for (int r = 0; r < n; r++)
                 pack_row_q4_0(nibbles + (size_t)r * cols / 2, scales + (size_t)r * cols / Q_BLOCK, cols,
                               (BlockQ4_0 *)(out + (size_t)r * row_bytes));
@@ -2964,10 +3123,10 @@ static void gguf_read_rows(Source *src, const PlannedTensor *t, int begin, int e
 }
 
 // Q4_0 blocks are runq's int4 at group 32: the same scale, the same nibbles.
-static int gguf_read_q4_rows(Source *src, const PlannedTensor *t, int group_size, int begin, int end,
-                             uint8_t *nibbles, uint16_t *scales) {
+static int gguf_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
+                           uint8_t *nibbles, uint16_t *scales) {
     const GgufSourceTensor *g = gguf_find(src->impl, t);
-    if (g->type != GGML_TYPE_Q4_0 || group_size != Q_BLOCK) return 0;
+    if (g->type != GGML_TYPE_Q4_0 || type != TYPE_Q4 || group_size != Q_BLOCK) return 0;
     int blocks = (int)(g->cols / Q_BLOCK);
     for (int r = begin; r < end; r++)
         for (int b = 0; b < blocks; b++) {
@@ -3232,7 +3391,7 @@ static void open_gguf(Source *src, const char *path) {
     gguf_rope_freqs(src, m, path);
     src->impl = m;
     src->read_rows = gguf_read_rows;
-    src->read_q4_rows = gguf_read_q4_rows;
+    src->read_codes = gguf_read_codes;
     src->check_tensor = gguf_check_tensor;
     src->close = gguf_close;
     src->description = "GGUF file";
@@ -3648,6 +3807,55 @@ static void open_source(Source *src, const char *path) {
     else open_legacy(src, path);
 }
 
+// "q3" or "3" -> TYPE_Q3 (any quantized type by its name or bits); -1 if none.
+static int parse_weight_type(const char *text) {
+    for (uint32_t type = 0; type < N_MATRIX_TYPES; type++) {
+        const QuantLayout *layout = quant_layout(type);
+        if (layout && (strcmp(text, layout->name) == 0 || atoi(text) == layout->bits) && strspn(text, "q0123456789") == strlen(text))
+            return (int)type;
+    }
+    return -1;
+}
+
+static int parse_group_size(const char *flag, const char *text) {
+    int group_size = (int)parse_long(flag, text, 32, 256);
+    if (group_size != 32 && group_size != 64 && group_size != 128 && group_size != 256)
+        die("%s: the group size must be 32, 64, 128 or 256, got '%s'", flag, text);
+    return group_size;
+}
+
+static const Recipe *find_recipe(const char *name) {
+    for (size_t i = 0; i < sizeof recipes / sizeof recipes[0]; i++)
+        if (strcmp(recipes[i].name, name) == 0) return &recipes[i];
+    char names[128] = "";
+    for (size_t i = 0; i < sizeof recipes / sizeof recipes[0]; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), " %s", recipes[i].name);
+    die("--recipe %s is not a recipe; there are:%s", name, names);
+    return NULL;
+}
+
+// --tensor-type 'w2=q8,layers.0.wv=8/64,output=q8': each NAME=TYPE[/GROUP]
+// appended to the rules (checked against the model's tensors in make_plan).
+static void parse_overrides(TypeRules *rules, const char *list) {
+    char *copy = strdup(list);
+    for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
+        char *equals = strchr(item, '=');
+        if (!equals || equals == item)
+            die("--tensor-type: '%s' is not NAME=TYPE[/GROUP] (e.g. w2=q8,layers.0.wv=q4/64)", item);
+        *equals = '\0';
+        char *type_text = equals + 1, *slash = strchr(type_text, '/');
+        if (slash) *slash = '\0';
+        if (rules->n_overrides == MAX_OVERRIDES) die("--tensor-type: more than %d overrides", MAX_OVERRIDES);
+        if (strlen(item) >= TENSOR_NAME_LEN) die("--tensor-type: the name '%s' is too long", item);
+        TypeOverride *o = &rules->overrides[rules->n_overrides++];
+        snprintf(o->name, sizeof o->name, "%s", item);
+        o->type = parse_weight_type(type_text);
+        if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3 or q2 (or 8, 4, 3, 2)", item, type_text);
+        o->group_size = slash ? parse_group_size("--tensor-type", slash + 1) : Q_BLOCK;
+    }
+    free(copy);
+}
+
 #ifdef EXPORT_MAIN
 static void usage(void) {
     fprintf(stderr,
@@ -3657,15 +3865,20 @@ static void usage(void) {
         "model.safetensors or model.safetensors.index.json, tokenizer.json), a GGUF file\n"
         "(architecture llama; tensors F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,\n"
         "Q3_K, Q4_K, Q5_K, Q6_K: all but Q4_0 dequantized and quantized again), or an Edge\n"
-        "LLM checkpoint (re-exported: int4 blocks are copied when the group size stays,\n"
+        "LLM checkpoint (re-exported: blocks are copied when the type and group size stay,\n"
         "else dequantized and quantized again).\n"
         "Options:\n"
-        "  --int4            int4 group-quantized checkpoint for runq (default)\n"
+        "  --int4            int4 group-quantized checkpoint for runq (default; --bits 4)\n"
+        "  --bits B          every matrix int8, int4, int3 or int2 (B = 8, 4, 3, 2), group-quantized\n"
+        "  --recipe NAME     mixed precision: q4-mixed, q3-mixed, q2-mixed (more bits for the classifier,\n"
+        "                    wv and w2, as llama.cpp's Q4_K_M does; q2-mixed keeps embeddings at int4)\n"
+        "  --tensor-type L   per-tensor types over the above, e.g. 'w2=q8,layers.0.wv=q4/64,output=8':\n"
+        "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3)\n"
         "  --fp32            fp32 checkpoint for run\n"
         "  --gguf-q4_0       GGUF for llama.cpp, matrices Q4_0: runq's int4 weights (group 32) re-packed\n"
         "  --gguf-q8_0       GGUF for llama.cpp, matrices Q8_0\n"
         "  --gguf-f32        GGUF for llama.cpp, everything f32\n"
-        "  --group-size N    int4 weights per scale: 32, 64, 128 or 256 (default 32)\n"
+        "  --group-size N    weights per scale: 32, 64, 128 or 256 (default 32; a recipe's own)\n"
         "  -z FILE           tokenizer.bin to embed (overrides the directory's tokenizer.json)\n"
         "  --random SHAPE    seeded random weights: stories260K stories15M stories42M stories110M\n"
         "                    smollm2-135m tinyllama-1.1b llama2-7b mistral-7b llama3-8b, or key=value\n"
@@ -3687,23 +3900,28 @@ int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *drop_layers = NULL, *paths[2];
     const char *adapter_dir = NULL;
     CalibrationText calib = { .path = NULL, .context = 256, .windows = 16 };
-    int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0;
+    int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0, types_given = 0;
+    TypeRules rules = { 0 };
     int gguf_type = -1;   // a GgmlType when writing GGUF
     uint64_t seed = 42;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_value = i + 1 < argc;
         if (strcmp(a, "--int4") == 0) { matrix_type = TYPE_Q4; gguf_type = -1; }
+        else if (strcmp(a, "--bits") == 0 && has_value) {
+            matrix_type = parse_weight_type(argv[++i]);
+            if (matrix_type < 0 || strchr(argv[i], 'q')) die("--bits must be 8, 4, 3 or 2, got '%s'", argv[i]);
+            types_given = 1;
+        } else if (strcmp(a, "--recipe") == 0 && has_value) { rules.recipe = find_recipe(argv[++i]); types_given = 1; }
+        else if (strcmp(a, "--tensor-type") == 0 && has_value) { parse_overrides(&rules, argv[++i]); types_given = 1; }
         else if (strcmp(a, "--fp32") == 0) { matrix_type = TYPE_F32; gguf_type = -1; }
         else if (strcmp(a, "--gguf-q4_0") == 0) gguf_type = GGML_TYPE_Q4_0;
         else if (strcmp(a, "--gguf-q8_0") == 0) gguf_type = GGML_TYPE_Q8_0;
         else if (strcmp(a, "--gguf-f32") == 0) gguf_type = GGML_TYPE_F32;
         else if (strcmp(a, "-q") == 0) quiet = 1;
         else if (strcmp(a, "--group-size") == 0 && has_value) {
-            group_size = atoi(argv[++i]);
+            group_size = parse_group_size("--group-size", argv[++i]);
             group_size_given = 1;
-            if (group_size != 32 && group_size != 64 && group_size != 128 && group_size != 256)
-                die("--group-size must be 32, 64, 128 or 256, got '%s'", argv[i]);
         } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
         else if (strcmp(a, "--random") == 0 && has_value) random_shape = argv[++i];
         else if (strcmp(a, "--lora") == 0 && has_value) lora_dir = argv[++i];
@@ -3729,6 +3947,13 @@ int main(int argc, char **argv) {
         die("--adapter writes an adapter file alone: not with --lora, --random or a GGUF output");
     if (gguf_type >= 0 && group_size_given)
         die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
+    if (types_given && (gguf_type >= 0 || matrix_type == TYPE_F32 || adapter_dir))
+        die("--bits, --recipe and --tensor-type choose runq checkpoint types: not with --fp32, --adapter or a GGUF "
+            "output (--gguf-q4_0 is int4 at group 32, --gguf-q8_0 llama.cpp's own int8)");
+    if (types_given && rules.recipe && matrix_type != TYPE_Q4)
+        die("--bits and --recipe both choose every matrix's type: give one");
+    rules.type = rules.recipe ? rules.recipe->type : matrix_type;
+    rules.group_size = rules.recipe && !group_size_given ? rules.recipe->group_size : group_size;
 
     Source src = { 0 };
     if (random_shape) open_random(&src, random_shape, seed);
@@ -3754,18 +3979,23 @@ int main(int argc, char **argv) {
         free_source(&src);
         return 0;
     }
-    const char *format = matrix_type == TYPE_Q4 ? "int4" : "fp32";
+    char format[64];
+    snprintf(format, sizeof format, "%s", matrix_type == TYPE_F32 ? "fp32" : rules.recipe ? rules.recipe->name
+             : rules.n_overrides ? "mixed" : matrix_type == TYPE_Q4 ? "int4" : quant_layout((uint32_t)matrix_type)->name);
+    double bits = 0;
     if (gguf_type >= 0) {
-        format = gguf_type == GGML_TYPE_Q4_0 ? "GGUF q4_0" : gguf_type == GGML_TYPE_Q8_0 ? "GGUF q8_0" : "GGUF f32";
+        snprintf(format, sizeof format, "%s",
+                 gguf_type == GGML_TYPE_Q4_0 ? "GGUF q4_0" : gguf_type == GGML_TYPE_Q8_0 ? "GGUF q8_0" : "GGUF f32");
         write_gguf(&src, output, (uint32_t)gguf_type, random_shape ? random_shape : model_name(paths[0]), quiet);
     } else {
-        write_checkpoint(&src, output, matrix_type, group_size, quiet);
+        bits = write_checkpoint_with(&src, output, &rules, quiet);
     }
     if (!quiet) {
         const FileHeader *h = &src.header;
         fprintf(stderr, "export: wrote %s (%s, %s): dim %d, %d layers, %d/%d heads, vocab %d, context %d%s%s\n", output,
                 src.description, format, h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->vocab_size, h->seq_len,
                 src.rope_freqs ? ", RoPE scaled (rope_freqs)" : "", src.tokenizer ? ", tokenizer embedded" : "");
+        if (bits > 0) fprintf(stderr, "export: %.3f bits per weight over the quantized matrices\n", bits);
     }
     free_source(&src);
     return 0;

@@ -1,9 +1,9 @@
 /*
 runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
 
-It memory-maps an int4 group-quantized checkpoint written by export.c and uses
-the weights in place: nothing is dequantized at load time, the embedding table
-included. Activations are quantized to int8 in blocks of 32 on the fly, so the
+It memory-maps a group-quantized checkpoint written by export.c (int4 by
+default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
+nothing is dequantized at load time, the embedding table included. Activations are quantized to int8 in blocks of 32 on the fly, so the
 inner loop of every matrix-vector product is an integer dot product.
 
 What it is: the product. libc, libm and pthreads only; compiles alone:
@@ -15,7 +15,7 @@ What it is not: the reference. run.c is the fp32 oracle the tests compare with.
 
 Reading order (the order the data flows):
     checkpoint format -> errors and checked arithmetic -> fp16 -> model structs
-    -> mapping the checkpoint -> int4/int8 kernels -> thread pool
+    -> mapping the checkpoint -> weight x int8 kernels -> thread pool
     -> matmul backends (OpenCL) -> math blocks -> forward -> tokenizer
     -> sampler -> generate / chat -> command line
 */
@@ -42,7 +42,7 @@ Reading order (the order the data flows):
 #endif
 
 // ----------------------------------------------------------------------------
-// The checkpoint format (version 3). All fields little-endian.
+// The checkpoint format (versions 1 to 3). All fields little-endian.
 //
 //   FileHeader                      64 bytes
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
@@ -51,39 +51,106 @@ Reading order (the order the data flows):
 //   tensor data                     each tensor at a 64-byte aligned offset;
 //                                   the file ends where the last tensor ends
 //
-// A matrix is (rows, cols) = (out features, in features). A nibble q of a Q4
-// matrix means the weight scale * (q - 8), with one fp16 scale per group of
-// group_size weights of a row. cols_padded rounds cols up to a whole group and
-// rows_padded rounds rows up to a whole tile of 8 rows; padding weights are
-// zero (padding rows have scale 0). A row's block of 32 weights packs into 16
-// bytes, byte p holding weight p in its low nibble and weight p+16 in its high
-// one, so one AND and one shift unpack it. The kernels work on eight rows at
-// once, a row per SIMD lane, so the file keeps each tile of eight rows
-// interleaved in the order they load it:
-//   nibbles  (rows_padded/8, cols_padded/32, 128 bytes): tile t's block b is
+// A matrix is (rows, cols) = (out features, in features), stored as one of
+// the quantized types below (or f32 in an fp32 checkpoint, for ./run). A
+// quantized matrix is its codes, blocks of 32 weights of a row, followed by
+// its fp16 scales, one per group of group_size weights of a row. cols_padded
+// rounds cols up to a whole group (32, 64, 128 or 256 weights); padding
+// weights are zero. A weight is its group's scale times its signed level.
+//
+// Q4 (int4, 16 bytes a block, 4.5 bits a weight at group 32): byte p of a
+// row's block holds weight p in its low nibble and weight p+16 in its high
+// nibble, so one AND and one shift unpack it. A nibble q means level q - 8.
+// The Q4 kernels work on eight rows at once, a row per SIMD lane, so the file
+// keeps each tile of eight rows interleaved in the order they load it
+// (rows_padded rounds rows up to a whole tile; padding rows have scale 0):
+//   codes    (rows_padded/8, cols_padded/32, 128 bytes): tile t's block b is
 //            four runs of 32 bytes; run d holds, for rows 8t..8t+7 in order,
 //            bytes 4d..4d+3 of the row's block (weights 4d..4d+3 and their
 //            +16 partners): four weights of a row per 32-bit lane;
 //   scales   (rows_padded/8, cols_padded/group_size, 8) fp16, after the
-//            nibbles: the tile's eight rows' scales for each group.
-// Versions 1 and 2 stored each row's blocks one after another (rows, then
-// scales): export still reads them, to re-export them as version 3.
+//            codes: the tile's eight rows' scales for each group.
+// Versions 1 and 2 stored Q4 rows one after another, like the other types:
+// export still reads them, to re-export them.
+// The other types keep rows one after another: (rows, cols_padded/32) blocks,
+// then (rows, cols_padded/group_size) scales.
+// Q8 (int8, 32 bytes a block, 8.5 bits): byte j is weight j's level, a signed
+// int8 (-128..127).
+// Q2 (int2, 8 bytes a block, 2.5 bits): a 2-bit plane; byte j holds weights
+// j, j+8, j+16, j+24 in bits 0-1, 2-3, 4-5, 6-7, so one shift and one AND per
+// run of 8 unpack it. A code c means level c - 2 (-2..1).
+// Q3 (int3, 12 bytes a block, 3.5 bits): the Q2 plane of the low two bits
+// (bytes 0-7), then a 1-bit plane of the high bit (bytes 8-11: weight j's in
+// bit j%8 of byte 8 + j/8). A code c (0..7) means level c - 4 (-4..3).
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
 // byte-level BPE: see "Tokenizer"). A model with Llama 3.1/3.2 RoPE scaling
 // carries the F32 tensor "rope_freqs", (1, head_dim/2): a divisor for each
 // RoPE frequency, computed by export from config.json's rope_scaling.
+//
+// Versions: a file is written with the lowest version that describes it, so
+// older readers run every file they can: version 1 holds Q4 (row after row)
+// and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2.
+// So a quantized checkpoint is version 3 and an fp32 one 1 or 2 (a runq
+// before 3 refuses the file by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 3   // the newest; 2 may hold rope_freqs (1 never does); 3 tiles its Q4 rows
+#define CHECKPOINT_VERSION 3   // the newest read
+#define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
+#define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
 #define TENSOR_NAME_LEN 64
-#define Q_BLOCK 32                      // weights per nibble block; activations per int8 block
+#define Q_BLOCK 32                      // weights per block; activations per int8 block
 
-enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_BLOB = 255 };
+enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_Q8 = 3, TYPE_Q3 = 4, TYPE_Q2 = 5, TYPE_BLOB = 255 };
+#define N_MATRIX_TYPES 6   // TensorType values below this index the per-type tables
+
+// A quantized type's block of Q_BLOCK weights, as the comment above lays it
+// out: level() reads weight j's level, put_level() writes it into a block
+// that starts zeroed. The kernels read the same bytes their own fast way.
+typedef struct {
+    const char *name;        // as export's --bits and --tensor-type spell it, e.g. "q3"
+    int bits;
+    int block_bytes;
+    int lo, hi;              // the levels: weights are scale * [lo, hi]
+    int (*level)(const uint8_t *block, int j);
+    void (*put_level)(uint8_t *block, int j, int level);
+} QuantLayout;
+
+static int level_q4(const uint8_t *block, int j) {
+    uint8_t byte = block[j % (Q_BLOCK / 2)];
+    return (j < Q_BLOCK / 2 ? byte & 0x0F : byte >> 4) - 8;
+}
+static void put_level_q4(uint8_t *block, int j, int level) {
+    block[j % (Q_BLOCK / 2)] |= (uint8_t)((level + 8) << (j < Q_BLOCK / 2 ? 0 : 4));
+}
+static int level_q8(const uint8_t *block, int j) { return (int8_t)block[j]; }
+static void put_level_q8(uint8_t *block, int j, int level) { block[j] = (uint8_t)(int8_t)level; }
+static int code_2bit(const uint8_t *plane, int j) { return (plane[j % 8] >> (2 * (j / 8))) & 3; }
+static void put_code_2bit(uint8_t *plane, int j, int code) { plane[j % 8] |= (uint8_t)((code & 3) << (2 * (j / 8))); }
+static int level_q2(const uint8_t *block, int j) { return code_2bit(block, j) - 2; }
+static void put_level_q2(uint8_t *block, int j, int level) { put_code_2bit(block, j, level + 2); }
+static int level_q3(const uint8_t *block, int j) { return (code_2bit(block, j) | ((block[8 + j / 8] >> (j % 8)) & 1) << 2) - 4; }
+static void put_level_q3(uint8_t *block, int j, int level) {
+    put_code_2bit(block, j, level + 4);
+    block[8 + j / 8] |= (uint8_t)(((level + 4) >> 2) << (j % 8));
+}
+
+static const QuantLayout quant_layouts[N_MATRIX_TYPES] = {
+    [TYPE_Q8] = { "q8", 8, 32, -128, 127, level_q8, put_level_q8 },
+    [TYPE_Q4] = { "q4", 4, 16, -8, 7, level_q4, put_level_q4 },
+    [TYPE_Q3] = { "q3", 3, 12, -4, 3, level_q3, put_level_q3 },
+    [TYPE_Q2] = { "q2", 2, 8, -2, 1, level_q2, put_level_q2 },
+};
+
+// The layout of a quantized type; NULL for f32, f16, blobs and unknown types.
+static const QuantLayout *quant_layout(uint32_t type) {
+    return type < N_MATRIX_TYPES && quant_layouts[type].name ? &quant_layouts[type] : NULL;
+}
+static int is_quantized(uint32_t type) { return quant_layout(type) != NULL; }
 
 #define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
 #define FLAG_ADAPTER 2u                 // a LoRA adapter for a model of this header, not a model (runq --lora)
@@ -110,7 +177,7 @@ typedef struct {
 typedef struct {
     char name[TENSOR_NAME_LEN]; // NUL-padded, e.g. "layers.3.wq"
     uint32_t type;              // TensorType
-    uint32_t group_size;        // Q4: weights per scale (a multiple of 32); else 0
+    uint32_t group_size;        // quantized types: weights per scale (a multiple of 32); else 0
     uint32_t rows;
     uint32_t cols;
     uint64_t offset;            // from the start of the file, multiple of 64
@@ -239,13 +306,16 @@ typedef struct {
 // A weight matrix, pointing into the mapped file.
 typedef struct {
     const char *name;
-    int type;                // TYPE_Q4 (matrices) or TYPE_F32 (norm vectors)
+    int type;                // a quantized type (matrices) or TYPE_F32 (norm vectors; fp32 checkpoints)
     int rows, cols;          // (out, in)
     int cols_padded;         // cols rounded up to a whole group
     int group_size;
-    int q4_tiled;            // Q4: 1 (version 3: tiles of 8 rows), 0 (versions 1-2: row after row, export only)
-    const uint8_t *nibbles;  // Q4: (rows_padded/8, cols_padded/32, 128) tiled, see the format
-    const uint16_t *scales;  // Q4: (rows_padded/8, cols_padded/group_size, 8) fp16 tiled
+    int q4_tiled;            // Q4 of version 3 on: rows in tiles of 8 (see the format); else row after row
+    union {                  // quantized: the type's codes, (rows, cols_padded/32) blocks (tiled Q4: see the format)
+        const uint8_t *codes;
+        const uint8_t *nibbles;   // the same pointer, as the Q4 kernels name it
+    };
+    const uint16_t *scales;  // quantized: (rows, cols_padded/group_size) fp16 (tiled Q4: see the format)
     const float *data;       // F32: (rows, cols)
     // a LoRA adapter applied at run time (runq --lora): W x + lora_b (lora_a x)
     int lora_rank;           // 0: none
@@ -319,13 +389,17 @@ typedef struct {
 // that the README measures).
 enum KvType { KV_F16, KV_Q8 };
 
+// out[t * out_stride + r] = row r of W . token t's activations, rows [row_begin, row_end)
+typedef void (*MatmulFn)(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                         const QuantizedActivations *x, int n_tokens);
+
 // The kernels a run uses, chosen once from what the CPU can do. Every one has
 // the scalar reference as its twin, and the tests hold it to that twin.
 typedef struct {
     const char *name;
-    // out[t * out_stride + r] = row r of W . token t's activations, rows [row_begin, row_end)
-    void (*matmul_q4)(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
-                      const QuantizedActivations *x, int n_tokens);
+    // by weight type (TensorType): each quantized type's matrix product; a
+    // new type is a layout in quant_layouts and a kernel in each set's table
+    MatmulFn matmul[N_MATRIX_TYPES];
     // attention over n_positions fp16 rows of the KV cache, rows stride apart, each n wide:
     // scores[p] = q . keys[p]
     void (*scores_f16)(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n);
@@ -366,7 +440,8 @@ struct Backend {
     // wrap or upload the weights; returns the backend's state, or NULL with
     // why not in message (on success, message names the device)
     void *(*init)(const Transformer *t, char *message, size_t message_size);
-    // matmul_q4's contract: out_m (n_tokens, rows_m) = x W_m^T for count weights
+    uint32_t types;          // the weight types it multiplies, bit (1 << TensorType) each; the CPU does the rest
+    // matmuls' contract: out_m (n_tokens, rows_m) = x W_m^T for count weights
     // sharing the input x (n_tokens, cols), rows x_stride apart
     void (*matmul)(void *state, Transformer *t, int count, float **out, const Tensor **w,
                    const float *x, int x_stride, int n_tokens);
@@ -377,13 +452,42 @@ struct Backend {
 // Mapping the checkpoint: validate every header field against the file size
 // before any pointer into it is formed.
 
-// Where a Q4 matrix keeps row r's bytes and scales (see the format). Kernels
-// walk tiles directly; these serve the code that wants one row at a time.
-static size_t q4_rows_stored(const Tensor *w) {
+static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
+    const FileHeader *header = (const FileHeader *)t->file_data;
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
+    for (uint32_t i = 0; i < header->n_tensors; i++)
+        if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
+    return NULL;
+}
+
+// The bytes of one row's codes of a quantized matrix, cols_padded wide.
+static size_t row_code_bytes(const QuantLayout *layout, uint64_t cols_padded) {
+    return (size_t)(cols_padded / Q_BLOCK * (uint64_t)layout->block_bytes);
+}
+
+// version: the file's (Q4 rows are in tiles from VERSION_Q4_TILES on)
+static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size, uint32_t version) {
+    const QuantLayout *layout = quant_layout(type);
+    if (layout) {
+        uint64_t padded = round_up(cols, group_size);
+        if (type == TYPE_Q4 && version >= VERSION_Q4_TILES) rows = round_up(rows, Q4_TILE_ROWS);
+        return (size_t)(rows * row_code_bytes(layout, padded) + rows * (padded / group_size) * 2);
+    }
+    switch (type) {
+    case TYPE_F32: return (size_t)(rows * cols * 4);
+    case TYPE_F16: return (size_t)(rows * cols * 2);
+    default: return (size_t)(rows * cols);   // BLOB: bytes
+    }
+}
+
+// Where a matrix keeps row r's blocks and scales: rows one after another,
+// except Q4's tiles (see the format). The kernels walk their own order; these
+// serve the code that wants one row at a time.
+static size_t rows_stored(const Tensor *w) {
     return w->q4_tiled ? round_up((size_t)w->rows, Q4_TILE_ROWS) : (size_t)w->rows;
 }
 
-// Byte p (weights p and p + 16) of row r's block b.
+// Byte p (weights p and p + 16) of Q4 row r's block b.
 static size_t q4_byte_index(const Tensor *w, int r, int b, int p) {
     int n_blocks = w->cols_padded / Q_BLOCK;
     if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p;
@@ -393,52 +497,42 @@ static size_t q4_byte_index(const Tensor *w, int r, int b, int p) {
 }
 
 // Row r's scale for group g.
-static size_t q4_scale_index(const Tensor *w, int r, int g) {
+static size_t weight_scale_index(const Tensor *w, int r, int g) {
     int n_groups = w->cols_padded / w->group_size;
     if (!w->q4_tiled) return (size_t)r * n_groups + g;
     return ((size_t)(r / Q4_TILE_ROWS) * n_groups + g) * Q4_TILE_ROWS + r % Q4_TILE_ROWS;
 }
 
-static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
-    const FileHeader *header = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
-    for (uint32_t i = 0; i < header->n_tensors; i++)
-        if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
-    return NULL;
-}
-
-// version: the file's (Q4 rows are tiled from version 3 on)
-static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size, uint32_t version) {
-    switch (type) {
-    case TYPE_F32: return (size_t)(rows * cols * 4);
-    case TYPE_F16: return (size_t)(rows * cols * 2);
-    case TYPE_Q4: {
-        uint64_t padded = round_up(cols, group_size);
-        if (version >= 3) rows = round_up(rows, Q4_TILE_ROWS);
-        return (size_t)(rows * (padded / 2) + rows * (padded / group_size) * 2);
+// Row r's block b in its type's block layout: in the file, or for tiled Q4
+// gathered from the tile's four runs into gathered (16 bytes).
+static const uint8_t *row_block(const Tensor *w, int r, int b, uint8_t gathered[Q_BLOCK / 2]) {
+    if (!w->q4_tiled) {
+        size_t block_bytes = (size_t)quant_layout((uint32_t)w->type)->block_bytes;
+        return w->codes + ((size_t)r * (w->cols_padded / Q_BLOCK) + b) * block_bytes;
     }
-    default: return (size_t)(rows * cols);   // BLOB: bytes
-    }
+    const uint8_t *lane = w->nibbles + q4_byte_index(w, r, b, 0);
+    for (int d = 0; d < 4; d++) memcpy(gathered + 4 * d, lane + 4 * Q4_TILE_ROWS * d, 4);
+    return gathered;
 }
 
 // A NaN or infinite weight scale or norm weight would turn every activation
-// after it into NaN: refused at load, with the tensor named. Q4 scales are
+// after it into NaN: refused at load, with the tensor named. The scales are
 // 1/9 of an int4 file at group 32, read once here; f32 matrices (fp32
 // checkpoints, which runq refuses) are checked by export as it reads them.
 static void check_finite(const Transformer *t, const Tensor *w) {
     size_t bad = SIZE_MAX;
-    if (w->type == TYPE_Q4) {
+    if (is_quantized((uint32_t)w->type)) {
         int n_groups = w->cols_padded / w->group_size;
         for (int r = 0; r < w->rows && bad == SIZE_MAX; r++)
-            for (int g = 0; g < n_groups; g++)
-                if ((w->scales[q4_scale_index(w, r, g)] & 0x7C00) == 0x7C00) { bad = (size_t)r; break; }   // inf or NaN
+            for (int g = 0; g < n_groups; g++)   // fp16 exponent all ones: inf or NaN
+                if ((w->scales[weight_scale_index(w, r, g)] & 0x7C00) == 0x7C00) { bad = (size_t)r; break; }
     } else if (w->rows == 1) {
         for (int i = 0; i < w->cols && bad == SIZE_MAX; i++)
             if (!isfinite(w->data[i])) bad = 0;
     }
     if (bad != SIZE_MAX)
         die("%s: tensor '%s' has a NaN or infinite %s in row %zu: the file is damaged", t->path, w->name,
-            w->type == TYPE_Q4 ? "scale" : "weight", bad);
+            is_quantized((uint32_t)w->type) ? "scale" : "weight", bad);
 }
 
 static Tensor map_tensor(const Transformer *t, const char *name, int rows, int cols, int want_matrix) {
@@ -448,14 +542,14 @@ static Tensor map_tensor(const Transformer *t, const char *name, int rows, int c
         die("%s: tensor '%s' is (%u, %u) but the header implies (%d, %d)", t->path, name, e->rows, e->cols, rows, cols);
     Tensor tensor = { .name = e->name, .type = (int)e->type, .rows = rows, .cols = cols, .cols_padded = cols };
     const uint8_t *data = t->file_data + e->offset;
-    if (want_matrix && e->type == TYPE_Q4) {
+    if (want_matrix && is_quantized(e->type)) {
         tensor.group_size = (int)e->group_size;
         tensor.cols_padded = (int)round_up((size_t)cols, e->group_size);
-        tensor.q4_tiled = ((const FileHeader *)t->file_data)->version >= 3;
-        tensor.nibbles = data;
-        tensor.scales = (const uint16_t *)(data + q4_rows_stored(&tensor) * (tensor.cols_padded / 2));
+        tensor.q4_tiled = e->type == TYPE_Q4 && ((const FileHeader *)t->file_data)->version >= VERSION_Q4_TILES;
+        tensor.codes = data;
+        tensor.scales = (const uint16_t *)(data + rows_stored(&tensor) * row_code_bytes(quant_layout(e->type), (uint64_t)tensor.cols_padded));
     } else {
-        if (e->type != TYPE_F32) die("%s: tensor '%s' has type %u, expected f32 or q4", t->path, name, e->type);
+        if (e->type != TYPE_F32) die("%s: tensor '%s' has type %u, expected f32 or a quantized type", t->path, name, e->type);
         tensor.data = (const float *)data;
     }
     check_finite(t, &tensor);
@@ -469,11 +563,14 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
         const TensorEntry *e = &table[i];
         if (memchr(e->name, '\0', TENSOR_NAME_LEN) == NULL)
             die("%s: tensor %u has a name that is not NUL-terminated", t->path, i);
-        if (e->type != TYPE_F32 && e->type != TYPE_F16 && e->type != TYPE_Q4 && e->type != TYPE_BLOB)
+        if (e->type != TYPE_F32 && e->type != TYPE_F16 && e->type != TYPE_BLOB && !is_quantized(e->type))
             die("%s: tensor '%s' has unknown type %u", t->path, e->name, e->type);
+        if (e->type != TYPE_Q4 && is_quantized(e->type) && h->version < VERSION_Q4_TILES)
+            die("%s: tensor '%s' is %s, which version %u files cannot hold (version %d and later)", t->path, e->name,
+                quant_layout(e->type)->name, h->version, VERSION_Q4_TILES);
         if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
             die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
-        if (e->type == TYPE_Q4 && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
+        if (is_quantized(e->type) && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
             die("%s: tensor '%s' has group size %u, expected a multiple of %d up to %d", t->path, e->name, e->group_size,
                 Q_BLOCK, MAX_GROUP_SIZE);
         size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size, h->version);
@@ -665,7 +762,8 @@ static void free_run_state(RunState *s) {
 // Kernels. The scalar versions here are the reference; every SIMD version
 // computes the same canonical arithmetic, so it equals its reference bit for
 // bit (the tests demand it), and runq gives the same tokens on every CPU:
-//   - a block of 32 int4 weights . 32 int8 activations is an exact int32;
+//   - a block of 32 weight levels (int8, int4, int3 or int2) . 32 int8
+//     activations is an exact int32;
 //   - its term is (weight scale * activation scale) * (float)that int32;
 //   - terms go into eight partial sums by block index mod 8, in block order;
 //   - the eight partials are added in one fixed tree (reduce8).
@@ -709,30 +807,76 @@ static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride,
     }
 }
 
-// Row r of int4 weights . one token's int8 activations.
-static float vec_dot_q4_q8_ref(const Tensor *w, int r, const int8_t *x, const float *x_scales) {
+// One block: the exact int32 of its 32 weight levels . 32 int8 activations.
+// A constant level function (every caller below passes one) is inlined.
+typedef int (*LevelFn)(const uint8_t *block, int j);
+typedef int32_t (*BlockDotFn)(const uint8_t *block, const int8_t *x);
+static inline __attribute__((always_inline)) int32_t block_dot_ref(LevelFn level, const uint8_t *block, const int8_t *x) {
+    int32_t isum = 0;
+    for (int j = 0; j < Q_BLOCK; j++) isum += level(block, j) * x[j];
+    return isum;
+}
+
+// Row r of weights . one token's int8 activations.
+static inline __attribute__((always_inline)) float vec_dot_ref(LevelFn level, const Tensor *w, int r, const int8_t *x,
+                                                               const float *x_scales) {
     float partial[8] = { 0 };
+    uint8_t gathered[Q_BLOCK / 2];
     for (int block = 0; block < w->cols_padded / Q_BLOCK; block++) {
-        const int8_t *a = x + block * Q_BLOCK;
-        int32_t isum = 0;
-        for (int p = 0; p < Q_BLOCK / 2; p++) {
-            uint8_t byte = w->nibbles[q4_byte_index(w, r, block, p)];
-            isum += ((byte & 0x0F) - 8) * a[p];
-            isum += ((byte >> 4) - 8) * a[p + Q_BLOCK / 2];
-        }
-        float scale = fp16_to_fp32(w->scales[q4_scale_index(w, r, block * Q_BLOCK / w->group_size)]) * x_scales[block];
+        int32_t isum = block_dot_ref(level, row_block(w, r, block, gathered), x + block * Q_BLOCK);
+        float scale = fp16_to_fp32(w->scales[weight_scale_index(w, r, block * Q_BLOCK / w->group_size)]) * x_scales[block];
         partial[block % 8] += scale * (float)isum;
     }
     return reduce8(partial);
 }
 
-static void matmul_q4_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
-                          const QuantizedActivations *x, int n_tokens) {
+static inline __attribute__((always_inline)) void matmul_ref_with(LevelFn level, float *out, int out_stride,
+        const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
     for (int r = row_begin; r < row_end; r++)
         for (int t = 0; t < n_tokens; t++)
-            out[(size_t)t * out_stride + r] = vec_dot_q4_q8_ref(w, r, x->values + (size_t)t * x->stride,
-                                                                x->scales + (size_t)t * (x->stride / Q_BLOCK));
+            out[(size_t)t * out_stride + r] = vec_dot_ref(level, w, r, x->values + (size_t)t * x->stride,
+                                                          x->scales + (size_t)t * (x->stride / Q_BLOCK));
 }
+
+// Each type's reference (and each type's exact block dot, which the SIMD
+// kernels use for their last n_blocks % 8 blocks).
+#define REFERENCE_KERNELS(type) \
+    __attribute__((unused)) static int32_t block_dot_##type##_ref(const uint8_t *block, const int8_t *x) { \
+        return block_dot_ref(level_##type, block, x); \
+    } \
+    static void matmul_##type##_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                    const QuantizedActivations *x, int n_tokens) { \
+        matmul_ref_with(level_##type, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+REFERENCE_KERNELS(q4)
+REFERENCE_KERNELS(q8)
+REFERENCE_KERNELS(q3)
+REFERENCE_KERNELS(q2)
+#undef REFERENCE_KERNELS
+
+// How the SIMD kernels of Q8, Q3 and Q2 walk a product (Q4 walks its tiles): rows
+// [row_begin, row_end), tokens four at a time, ROW_TILE(o, codes, scales, t,
+// TILE) for each row and tile with a constant TILE of 1 to 4, so the tile's
+// accumulators stay in registers. codes, scales: the row's; o: its output
+// for token t; blocks_per_group and n_blocks are in scope for ROW_TILE.
+#define FOR_EACH_ROW_TILE(w, block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE) do { \
+        int n_blocks = (w)->cols_padded / Q_BLOCK, blocks_per_group = (w)->group_size / Q_BLOCK; \
+        size_t row_bytes = (size_t)n_blocks * (block_bytes); \
+        size_t row_scales = (size_t)((w)->cols_padded / (w)->group_size); \
+        for (int r = (row_begin); r < (row_end); r++) { \
+            const uint8_t *codes = (w)->codes + r * row_bytes; \
+            const uint16_t *scales = (w)->scales + r * row_scales; \
+            for (int t = 0; t < (n_tokens); t += 4) { \
+                float *o = (out) + (size_t)t * (out_stride) + r; \
+                switch ((n_tokens) - t) { \
+                case 1: ROW_TILE(o, codes, scales, t, 1); break; \
+                case 2: ROW_TILE(o, codes, scales, t, 2); break; \
+                case 3: ROW_TILE(o, codes, scales, t, 3); break; \
+                default: ROW_TILE(o, codes, scales, t, 4); \
+                } \
+            } \
+        } \
+    } while (0)
 
 static void scores_f16_ref(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
     for (int p = 0; p < n_positions; p++) {
@@ -770,7 +914,9 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
     }
 }
 
-static const Kernels kernels_scalar = { "scalar", matmul_q4_ref, scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
+static const Kernels kernels_scalar = {
+    "scalar", { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
+    scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
 // binary runs on any x86-64.
@@ -1006,7 +1152,184 @@ TARGET_AVX2 static void mix_q8_avx2(float *out, const float *weights, const int8
     }
 }
 
-static const Kernels kernels_avx2 = { "avx2", matmul_q4_avx2, scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+// Blocks b..b+7 of q . x -> one exact int32 per block, in block order.
+// maddubs leaves 16 int16 pair sums per block; three rounds of 16-bit
+// horizontal adds fold eight blocks into one vector (each lane then holds 16
+// products, at most 16 * 15 * 127 = 30480: no overflow), with each block's
+// low-half sum in the low 128 bits and its high-half sum in the high 128 bits;
+// widening both halves and adding gives the eight block sums.
+TARGET_AVX2 static inline __m256i fold_8_blocks_avx2(__m256i b0123, __m256i b4567) {
+    __m256i folded = _mm256_hadd_epi16(b0123, b4567);
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(folded)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(folded, 1)));
+}
+
+TARGET_AVX2 static inline __m256i dot_8_blocks_avx2(const __m256i q[8], const int8_t *x) {
+#define PAIRS(i) _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(x + (i) * Q_BLOCK)))
+    __m256i b0123 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(0), PAIRS(1)), _mm256_hadd_epi16(PAIRS(2), PAIRS(3)));
+    __m256i b4567 = _mm256_hadd_epi16(_mm256_hadd_epi16(PAIRS(4), PAIRS(5)), _mm256_hadd_epi16(PAIRS(6), PAIRS(7)));
+#undef PAIRS
+    return fold_8_blocks_avx2(b0123, b4567);
+}
+
+// ---- AVX2 for the other weight types: one row against up to four tokens,
+// eight blocks per step, unpacked once for the tile (the prompt's GEMM; one
+// token when decoding); each block's exact int32 in its lane, the scales and
+// the eight partial sums of the canonical arithmetic; the tail blocks through the
+// type's reference block dot (an exact integer: the same whoever computes it).
+
+// Blocks b..b+7 made ready for any token's activations, and their eight
+// int32 dots (levels . x) with one token's, in block order.
+typedef void (*Unpack8Avx2)(const uint8_t *blocks, __m256i w[8]);
+typedef __m256i (*Dot8Avx2)(const __m256i w[8], const int8_t *x, __m256i x_sums);
+
+// 8 bytes of a 2-bit plane -> the block's 32 codes (0..3) in order: the plane
+// broadcast to four 64-bit lanes, lane k shifted right by 2k, masked.
+TARGET_AVX2 static inline __m256i unpack_2bit_avx2(const uint8_t *plane) {
+    int64_t bytes;
+    memcpy(&bytes, plane, sizeof bytes);
+    __m256i shifted = _mm256_srlv_epi64(_mm256_set1_epi64x(bytes), _mm256_setr_epi64x(0, 2, 4, 6));
+    return _mm256_and_si256(shifted, _mm256_set1_epi8(3));
+}
+
+// Q3's 12 bytes -> codes 0..7: the 1-bit plane's bit j%8 of byte j/8 is
+// spread to byte j (a shuffle, a mask, a compare) and becomes bit 2.
+TARGET_AVX2 static inline __m256i unpack_q3_avx2(const uint8_t *block) {
+    int32_t bits;
+    memcpy(&bits, block + 8, sizeof bits);
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    __m256i mask = _mm256_set1_epi64x(0x8040201008040201LL);
+    __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask), _mm256_set1_epi8(4));
+    return _mm256_or_si256(unpack_2bit_avx2(block), high);
+}
+
+TARGET_AVX2 static inline void unpack_8_q2_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = unpack_2bit_avx2(blocks + i * 8);
+}
+TARGET_AVX2 static inline void unpack_8_q3_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = unpack_q3_avx2(blocks + i * 12);
+}
+TARGET_AVX2 static inline void unpack_8_q8_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++) w[i] = _mm256_loadu_si256((const __m256i *)(blocks + i * 32));
+}
+
+// Unsigned codes c with level c + lo: (c + lo) . x = c . x + lo * sum(x), exact.
+TARGET_AVX2 static inline __m256i dot_8_q2_avx2(const __m256i codes[8], const int8_t *x, __m256i x_sums) {
+    return _mm256_add_epi32(dot_8_blocks_avx2(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(quant_layouts[TYPE_Q2].lo)));
+}
+TARGET_AVX2 static inline __m256i dot_8_q3_avx2(const __m256i codes[8], const int8_t *x, __m256i x_sums) {
+    return _mm256_add_epi32(dot_8_blocks_avx2(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(quant_layouts[TYPE_Q3].lo)));
+}
+
+// int8 levels are signed, and maddubs wants one unsigned operand: |w| . (x
+// with w's sign), whose pair sums stay within int16 (2 * 128 * 127; x is
+// never -128, quantize_q8's range being -127..127). madd widens them to 8
+// int32 per block; three rounds of hadd fold blocks 0-3 and 4-7 into one lane each.
+TARGET_AVX2 static inline __m256i dot_block_q8_avx2(__m256i w, const int8_t *x) {
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x), w));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+TARGET_AVX2 static inline __m128i dot_4_q8_avx2(const __m256i w[4], const int8_t *x) {
+    __m256i b01 = _mm256_hadd_epi32(dot_block_q8_avx2(w[0], x), dot_block_q8_avx2(w[1], x + Q_BLOCK));
+    __m256i b23 = _mm256_hadd_epi32(dot_block_q8_avx2(w[2], x + 2 * Q_BLOCK), dot_block_q8_avx2(w[3], x + 3 * Q_BLOCK));
+    __m256i b0123 = _mm256_hadd_epi32(b01, b23);   // each 128-bit half: one half of each block's sum
+    return _mm_add_epi32(_mm256_castsi256_si128(b0123), _mm256_extracti128_si256(b0123, 1));
+}
+
+TARGET_AVX2 static inline __m256i dot_8_q8_avx2(const __m256i w[8], const int8_t *x, __m256i x_sums) {
+    (void)x_sums;   // signed levels need no offset
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(dot_4_q8_avx2(w, x)), dot_4_q8_avx2(w + 4, x + 4 * Q_BLOCK), 1);
+}
+
+// Eight weight scales (fp16) for blocks b..b+7 (b a multiple of 8) as floats.
+// Groups of 2, 4 or 8 blocks (64, 128, 256 weights) take 4, 2 or 1 scales,
+// loaded exactly (the last row's scales end the file) and spread by a
+// permute; other group sizes, which export never writes, one at a time.
+TARGET_AVX2 static inline __m256 group_scales_avx2(const uint16_t *scales, int b, int blocks_per_group) {
+    if (blocks_per_group == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + b)));
+    if (blocks_per_group == 2 || blocks_per_group == 4 || blocks_per_group == 8) {
+        const uint16_t *first = scales + b / blocks_per_group;
+        __m128i packed;   // straight into a register: a copy through memory would stall the load after it
+        if (blocks_per_group == 2) { int64_t four; memcpy(&four, first, sizeof four); packed = _mm_cvtsi64_si128(four); }
+        else if (blocks_per_group == 4) { int32_t two; memcpy(&two, first, sizeof two); packed = _mm_cvtsi32_si128(two); }
+        else packed = _mm_cvtsi32_si128(first[0]);
+        __m256i index = _mm256_srlv_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                          _mm256_set1_epi32(__builtin_ctz((unsigned)blocks_per_group)));
+        return _mm256_permutevar8x32_ps(_mm256_cvtph_ps(packed), index);
+    }
+    float f[8];
+    for (int i = 0; i < 8; i++) f[i] = _cvtsh_ss(scales[(b + i) / blocks_per_group]);
+    return _mm256_loadu_ps(f);
+}
+
+// A weight type as the AVX2 kernels see it.
+typedef struct {
+    Unpack8Avx2 unpack_8;
+    Dot8Avx2 dot_8;
+    BlockDotFn dot_1;        // the reference's exact block dot, for the tail
+    int block_bytes;
+} Avx2Blocks;
+
+// One row against TILE tokens from token on: the canonical arithmetic; a
+// token's result never depends on TILE.
+TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
+        Avx2Blocks type, float *out, int out_stride, const uint8_t *codes, const uint16_t *scales,
+        int blocks_per_group, int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        __m256i w[8];
+        type.unpack_8(codes + b * type.block_bytes, w);
+        __m256 w_scales = group_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            __m256i isum = type.dot_8(w, x->values + tok * x->stride + b * Q_BLOCK,
+                                      _mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b)));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + tok * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    for (int t = 0; t < TILE; t++) {
+        size_t tok = (size_t)(token + t);
+        if (b == n_blocks) { out[(size_t)t * out_stride] = reduce8_avx2(acc[t]); continue; }
+        float partial[8];
+        _mm256_storeu_ps(partial, acc[t]);
+        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
+            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
+            partial[tail % 8] += scale * (float)type.dot_1(codes + tail * type.block_bytes,
+                                                           x->values + tok * x->stride + tail * Q_BLOCK);
+        }
+        out[(size_t)t * out_stride] = reduce8(partial);
+    }
+}
+
+TARGET_AVX2 static inline __attribute__((always_inline)) void matmul_avx2_with(
+        Avx2Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens) {
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    row_tile_avx2(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
+}
+
+#define AVX2_KERNEL(type, BLOCK_BYTES) \
+    TARGET_AVX2 static void matmul_##type##_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                                 const QuantizedActivations *x, int n_tokens) { \
+        Avx2Blocks blocks = { unpack_8_##type##_avx2, dot_8_##type##_avx2, block_dot_##type##_ref, BLOCK_BYTES }; \
+        matmul_avx2_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+AVX2_KERNEL(q8, 32)
+AVX2_KERNEL(q3, 12)
+AVX2_KERNEL(q2, 8)
+#undef AVX2_KERNEL
+
+static const Kernels kernels_avx2 = {
+    "avx2", { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -1130,6 +1453,168 @@ static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_
                            const QuantizedActivations *x, int n_tokens) {
     matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
+// The other types, a row at a time: levels . x for one block (levels in
+// -8..7, as int8: Q3's and Q2's) as 4 int32 lanes whose sum is exact. Armv8.0 has
+// no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
+// lane (|sum| <= 4 * 8 * 128, no overflow), and vpaddlq_s16 widens pairs to int32.
+static inline int32x4_t dot_block_neon(int8x16x2_t w, const int8_t *x) {
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + Q_BLOCK / 2);
+    int16x8_t p = vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0));
+    p = vmlal_high_s8(p, w.val[0], x0);
+    p = vmlal_s8(p, vget_low_s8(w.val[1]), vget_low_s8(x1));
+    p = vmlal_high_s8(p, w.val[1], x1);
+    return vpaddlq_s16(p);
+}
+
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+// The same with sdot: each int32 lane gains the sum of four int8 products.
+TARGET_DOTPROD static inline int32x4_t dot_block_sdot(int8x16x2_t w, const int8_t *x) {
+    int32x4_t d = vdotq_s32(vdupq_n_s32(0), w.val[0], vld1q_s8(x));
+    return vdotq_s32(d, w.val[1], vld1q_s8(x + Q_BLOCK / 2));
+}
+#endif
+
+typedef int32x4_t (*DotBlockNeon)(int8x16x2_t w, const int8_t *x);
+
+// int8 levels (Q8) overflow dot_block_neon's int16 lanes (4 * 128 * 127), so
+// each int16 lane holds one product and vpadalq_s16 accumulates pairs in int32.
+static inline int32x4_t dot_block_wide_neon(int8x16x2_t w, const int8_t *x) {
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + Q_BLOCK / 2);
+    int32x4_t d = vpaddlq_s16(vmull_s8(vget_low_s8(w.val[0]), vget_low_s8(x0)));
+    d = vpadalq_s16(d, vmull_high_s8(w.val[0], x0));
+    d = vpadalq_s16(d, vmull_s8(vget_low_s8(w.val[1]), vget_low_s8(x1)));
+    return vpadalq_s16(d, vmull_high_s8(w.val[1], x1));
+}
+
+// The other types' blocks -> their 32 levels as signed int8, weights 0..15 in
+// val[0] and 16..31 in val[1].
+typedef int8x16x2_t (*UnpackNeon)(const uint8_t *block);
+
+static inline int8x16x2_t unpack_q8_neon(const uint8_t *block) {
+    int8x16x2_t w = { { vld1q_s8((const int8_t *)block), vld1q_s8((const int8_t *)block + 16) } };
+    return w;
+}
+
+// a 2-bit plane's codes 0..3: weights 8k..8k+7 are the plane shifted right by 2k
+static inline uint8x16x2_t unpack_2bit_neon(const uint8_t *plane) {
+    uint8x8_t v = vld1_u8(plane);
+    uint8x16_t three = vdupq_n_u8(3);
+    uint8x16x2_t codes = { { vandq_u8(vcombine_u8(v, vshr_n_u8(v, 2)), three),
+                             vandq_u8(vcombine_u8(vshr_n_u8(v, 4), vshr_n_u8(v, 6)), three) } };
+    return codes;
+}
+
+static inline int8x16x2_t unpack_q2_neon(const uint8_t *block) {
+    uint8x16x2_t codes = unpack_2bit_neon(block);
+    int8x16_t two = vdupq_n_s8(2);
+    int8x16x2_t w = { { vsubq_s8(vreinterpretq_s8_u8(codes.val[0]), two), vsubq_s8(vreinterpretq_s8_u8(codes.val[1]), two) } };
+    return w;
+}
+
+// Q3: the 1-bit plane's byte j/8 is spread to byte j by a table lookup, bit
+// j%8 tested (0xFF where set) and kept as bit 2 of the code.
+static inline int8x16x2_t unpack_q3_neon(const uint8_t *block) {
+    uint32_t bits;
+    memcpy(&bits, block + 8, sizeof bits);
+    uint8x16_t plane = vreinterpretq_u8_u32(vdupq_n_u32(bits));
+    static const uint8_t first[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1 };
+    static const uint8_t bit[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    uint8x16_t index = vld1q_u8(first), mask = vld1q_u8(bit), four = vdupq_n_u8(4);
+    uint8x16_t high0 = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, index), mask), four);
+    uint8x16_t high1 = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, vaddq_u8(index, vdupq_n_u8(2))), mask), four);
+    uint8x16x2_t codes = unpack_2bit_neon(block);
+    int8x16_t offset = vdupq_n_s8(4);
+    int8x16x2_t w = { { vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(codes.val[0], high0)), offset),
+                        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(codes.val[1], high1)), offset) } };
+    return w;
+}
+
+// A weight type as the NEON kernels see it: how a block unpacks, its size.
+typedef struct {
+    UnpackNeon unpack;
+    int block_bytes;
+} NeonBlocks;
+
+// Four weight scales (fp16) for blocks b..b+3 as floats (fcvtl: exact, baseline).
+static inline float32x4_t weight_scales_neon(const uint16_t *scales, int b, int blocks_per_group) {
+    if (blocks_per_group == 1) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + b)));
+    uint16_t s[4];
+    for (int i = 0; i < 4; i++) s[i] = scales[(b + i) / blocks_per_group];
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s)));
+}
+
+// Blocks b..b+3 of one row against TILE tokens: the weights are unpacked once
+// and used TILE times (the prompt's GEMM); lane i of acc[t] gains token t's
+// term of block b + i: (weight scale * activation scale) * (float)isum.
+static inline __attribute__((always_inline)) void quant_4_blocks_neon(
+        float32x4_t acc[4], NeonBlocks type, const uint8_t *codes, const uint16_t *scales, int blocks_per_group, int b,
+        const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
+    int x_blocks = x->stride / Q_BLOCK;
+    int8x16x2_t w[4];
+    for (int i = 0; i < 4; i++) w[i] = type.unpack(codes + (b + i) * type.block_bytes);
+    float32x4_t w_scales = weight_scales_neon(scales, b, blocks_per_group);
+    for (int t = 0; t < TILE; t++) {
+        size_t row = (size_t)(token + t);
+        const int8_t *xv = x->values + row * x->stride + b * Q_BLOCK;
+        int32x4_t d[4];
+        for (int i = 0; i < 4; i++) d[i] = dot_block(w[i], xv + i * Q_BLOCK);
+        int32x4_t isum = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));   // one lane per block
+        float32x4_t scale = vmulq_f32(w_scales, vld1q_f32(x->scales + row * x_blocks + b));
+        acc[t] = vaddq_f32(acc[t], vmulq_f32(scale, vcvtq_f32_s32(isum)));
+    }
+}
+
+// One row against TILE tokens; a token's result never depends on TILE.
+static inline __attribute__((always_inline)) void quant_row_tile_neon(
+        float *out, int out_stride, NeonBlocks type, const uint8_t *codes, const uint16_t *scales, int blocks_per_group,
+        int n_blocks, const QuantizedActivations *x, int token, const int TILE, DotBlockNeon dot_block) {
+    float32x4_t acc_0123[4], acc_4567[4];   // per token: partial sums 0-3 and 4-7
+    for (int t = 0; t < TILE; t++) acc_0123[t] = acc_4567[t] = vdupq_n_f32(0.0f);
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        quant_4_blocks_neon(acc_0123, type, codes, scales, blocks_per_group, b, x, token, TILE, dot_block);
+        quant_4_blocks_neon(acc_4567, type, codes, scales, blocks_per_group, b + 4, x, token, TILE, dot_block);
+    }
+    if (b + 4 <= n_blocks) {
+        quant_4_blocks_neon(acc_0123, type, codes, scales, blocks_per_group, b, x, token, TILE, dot_block);
+        b += 4;
+    }
+    int x_blocks = x->stride / Q_BLOCK;
+    for (int t = 0; t < TILE; t++) {
+        size_t row = (size_t)(token + t);
+        float partial[8];
+        vst1q_f32(partial, acc_0123[t]);
+        vst1q_f32(partial + 4, acc_4567[t]);
+        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 4 blocks, one at a time
+            int32_t isum = vaddvq_s32(dot_block(type.unpack(codes + tail * type.block_bytes),
+                                                x->values + row * x->stride + tail * Q_BLOCK));
+            float scale = fp16_to_fp32(scales[tail / blocks_per_group]) * x->scales[row * x_blocks + tail];
+            partial[tail % 8] += scale * (float)isum;
+        }
+        out[(size_t)t * out_stride] = reduce8(partial);
+    }
+}
+
+// A constant type and dot_block (each kernel below passes its own) are inlined.
+static inline __attribute__((always_inline)) void matmul_neon_with(
+        NeonBlocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens, DotBlockNeon dot_block) {
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    quant_row_tile_neon(o, out_stride, type, codes, scales, blocks_per_group, n_blocks, x, t, TILE, dot_block)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
+}
+
+// Each type's kernel for plain NEON and (below) for NEON with sdot.
+#define NEON_KERNEL(type, SUFFIX, DOT, BLOCK_BYTES, TARGET) \
+    TARGET static void matmul_##type##_##SUFFIX(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                              const QuantizedActivations *x, int n_tokens) { \
+        NeonBlocks blocks = { unpack_##type##_neon, BLOCK_BYTES }; \
+        matmul_neon_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens, DOT); \
+    }
+NEON_KERNEL(q8, neon, dot_block_wide_neon, 32, )
+NEON_KERNEL(q3, neon, dot_block_neon, 12, )
+NEON_KERNEL(q2, neon, dot_block_neon, 8, )
 
 // a . b: elements 8 at a time into two accumulators (partials 0-3 and 4-7).
 static inline float dot_f16_neon(const float *a, const uint16_t *b, int n) {
@@ -1207,16 +1692,23 @@ static void mix_q8_neon(float *out, const float *weights, const int8_t *values, 
     }
 }
 
-static const Kernels kernels_neon = { "neon", matmul_q4_neon, scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+static const Kernels kernels_neon = {
+    "neon", { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
+NEON_KERNEL(q8, neon_dotprod, dot_block_sdot, 32, TARGET_DOTPROD)
+NEON_KERNEL(q3, neon_dotprod, dot_block_sdot, 12, TARGET_DOTPROD)
+NEON_KERNEL(q2, neon_dotprod, dot_block_sdot, 8, TARGET_DOTPROD)
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
     matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 
-static const Kernels kernels_neon_dotprod = { "neon-dotprod", matmul_q4_neon_dotprod, scores_f16_neon, mix_f16_neon,
-                                              scores_q8_neon, mix_q8_neon };
+static const Kernels kernels_neon_dotprod = {
+    "neon-dotprod", { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
+                      [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
 #if defined(__linux__)
@@ -1267,63 +1759,79 @@ static Kernels select_kernels(void) {
     return sets[0];
 }
 
-// The writer's half of the format (export.c uses it): x (n,) -> one Q4 row of
-// n_padded/2 nibble bytes and n_padded/group_size fp16 scales.
+// The writer's half of the format (export.c uses it): x (n,) -> one row of a
+// quantized type: n_padded/32 blocks of codes and n_padded/group_size fp16 scales.
 //
-// Each group's scale starts as its signed extreme / -8 (the extreme lands on
-// q = 0 and the 16 levels cover [-8, 7] * scale, as in ggml's Q4_0); then
-// scales a little smaller and larger are tried and the one with the least
-// squared error is kept: clipping the rare extreme buys finer steps for the
-// rest. (On stories260K this lowers the mean KL to fp32 - see the README.)
-// The nibble for x at 1/scale = inverse: nearest level, clamped to [0, 15].
-static int q4_level(float x, float inverse) {
-    int q = (int)lrintf(x * inverse) + 8;
-    return q < 0 ? 0 : q > 15 ? 15 : q;
+// Each group's scale starts as its signed extreme / lo, the lowest level (the
+// extreme lands on it and the levels cover [lo, hi] * scale, as in ggml's
+// Q4_0); then scales a little smaller and larger are tried and the one with
+// the least squared error is kept: clipping the rare extreme buys finer steps
+// for the rest. (On stories260K this lowers the mean KL to fp32 - see the
+// README.) Every type searches the same relative steps, lo * (1 + step/32):
+// for Q4, -8 - step/4. A weight's level is the nearest one, clamped to [lo, hi].
+static int quant_level(const QuantLayout *layout, float x, float inverse) {
+    int q = (int)lrintf(x * inverse);
+    return q < layout->lo ? layout->lo : q > layout->hi ? layout->hi : q;
 }
 
-static float q4_group_error(const float *x, int n, float scale) {
+static float group_error(const QuantLayout *layout, const float *x, int n, float scale) {
     float inverse = scale != 0.0f ? 1.0f / scale : 0.0f, error = 0.0f;
     for (int i = 0; i < n; i++) {
-        float diff = x[i] - scale * (float)(q4_level(x[i], inverse) - 8);
+        float diff = x[i] - scale * (float)quant_level(layout, x[i], inverse);
         error += diff * diff;
     }
     return error;
 }
 
+// The searched scale of one group of count weights, as stored (fp16).
+static uint16_t search_scale(const QuantLayout *layout, const float *x, int count) {
+    float extreme = 0.0f;
+    for (int i = 0; i < count; i++)
+        if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
+    float lo = (float)layout->lo;
+    uint16_t best = fp32_to_fp16(extreme / lo);
+    float best_error = group_error(layout, x, count, fp16_to_fp32(best));
+    for (int step = -12; step <= 6 && extreme != 0.0f; step++) {
+        uint16_t candidate = fp32_to_fp16(extreme / (lo * (1.0f + (float)step / 32.0f)));
+        float error = group_error(layout, x, count, fp16_to_fp32(candidate));
+        if (error < best_error) { best_error = error; best = candidate; }
+    }
+    return best;
+}
+
 __attribute__((unused))   // used by export.c and the tests
-static void quantize_row_q4(const float *x, int n, int n_padded, int group_size, uint8_t *nibbles, uint16_t *scales) {
-    memset(nibbles, 0, (size_t)n_padded / 2);
+static void quantize_row(uint32_t type, const float *x, int n, int n_padded, int group_size, uint8_t *codes,
+                         uint16_t *scales) {
+    const QuantLayout *layout = quant_layout(type);
+    memset(codes, 0, row_code_bytes(layout, (uint64_t)n_padded));
     for (int group = 0; group < n_padded / group_size; group++) {
         int start = group * group_size, count = n - start < group_size ? n - start : group_size;
         if (count < 0) count = 0;
-        float extreme = 0.0f;
-        for (int i = start; i < start + count; i++)
-            if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
-        uint16_t best = fp32_to_fp16(extreme / -8.0f);
-        float best_error = q4_group_error(x + start, count, fp16_to_fp32(best));
-        for (int step = -12; step <= 6 && extreme != 0.0f; step++) {
-            uint16_t candidate = fp32_to_fp16(extreme / (-8.0f - 0.25f * (float)step));
-            float error = q4_group_error(x + start, count, fp16_to_fp32(candidate));
-            if (error < best_error) { best_error = error; best = candidate; }
-        }
-        scales[group] = best;
-        float scale = fp16_to_fp32(best);     // quantize against the scale actually stored
+        scales[group] = search_scale(layout, x + start, count);
+        float scale = fp16_to_fp32(scales[group]);     // quantize against the scale actually stored
         float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
         for (int i = start; i < start + group_size; i++) {
-            int q = i < n ? q4_level(x[i], inverse) : 8;   // padding is zero: nibble 8
-            int block = i / Q_BLOCK, j = i % Q_BLOCK;
-            nibbles[block * (Q_BLOCK / 2) + j % (Q_BLOCK / 2)] |= (uint8_t)(j < Q_BLOCK / 2 ? q : q << 4);
+            int level = i < n ? quant_level(layout, x[i], inverse) : 0;   // padding is zero
+            layout->put_level(codes + (size_t)(i / Q_BLOCK) * layout->block_bytes, i % Q_BLOCK, level);
         }
     }
 }
 
-// Row `row` of a Q4 matrix back to floats (cols values): used for token embeddings.
-static void dequantize_row_q4(float *out, const Tensor *w, int row) {
-    for (int i = 0; i < w->cols; i++) {
-        int block = i / Q_BLOCK, j = i % Q_BLOCK;
-        uint8_t byte = w->nibbles[q4_byte_index(w, row, block, j % (Q_BLOCK / 2))];
-        int q = j < Q_BLOCK / 2 ? (byte & 0x0F) : (byte >> 4);
-        out[i] = fp16_to_fp32(w->scales[q4_scale_index(w, row, i / w->group_size)]) * (float)(q - 8);
+__attribute__((unused))   // used by export.c, train and the tests
+static void quantize_row_q4(const float *x, int n, int n_padded, int group_size, uint8_t *nibbles, uint16_t *scales) {
+    quantize_row(TYPE_Q4, x, n, n_padded, group_size, nibbles, scales);
+}
+
+// Row `row` of a quantized matrix back to floats (cols values): token
+// embeddings, and export reading a checkpoint.
+static void dequantize_row(float *out, const Tensor *w, int row) {
+    const QuantLayout *layout = quant_layout((uint32_t)w->type);
+    uint8_t gathered[Q_BLOCK / 2];
+    for (int b = 0; b * Q_BLOCK < w->cols; b++) {
+        const uint8_t *block = row_block(w, row, b, gathered);
+        for (int i = b * Q_BLOCK; i < (b + 1) * Q_BLOCK && i < w->cols; i++)
+            out[i] = fp16_to_fp32(w->scales[weight_scale_index(w, row, i / w->group_size)])
+                   * (float)layout->level(block, i % Q_BLOCK);
     }
 }
 
@@ -1333,9 +1841,9 @@ static void dequantize_row_q4(float *out, const Tensor *w, int row) {
 __attribute__((unused))
 static void read_q4_row(const Tensor *w, int r, uint8_t *nibbles, uint16_t *scales) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    for (int b = 0; b < n_blocks; b++)
-        for (int p = 0; p < Q_BLOCK / 2; p++) nibbles[b * (Q_BLOCK / 2) + p] = w->nibbles[q4_byte_index(w, r, b, p)];
-    for (int g = 0; g < n_groups; g++) scales[g] = w->scales[q4_scale_index(w, r, g)];
+    uint8_t gathered[Q_BLOCK / 2];
+    for (int b = 0; b < n_blocks; b++) memcpy(nibbles + b * (Q_BLOCK / 2), row_block(w, r, b, gathered), Q_BLOCK / 2);
+    for (int g = 0; g < n_groups; g++) scales[g] = w->scales[weight_scale_index(w, r, g)];
 }
 
 // Rows [begin, end) of Q4 data in the row-after-row order quantize_row_q4
@@ -1353,7 +1861,7 @@ static void tile_q4_rows(const uint8_t *row_nibbles, const uint16_t *row_scales,
         for (int b = 0; b < n_blocks; b++)
             for (int p = 0; p < Q_BLOCK / 2; p++)
                 tile_nibbles[q4_byte_index(&tiled, r, b, p)] = row_nibbles[((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p];
-        for (int g = 0; g < n_groups; g++) tile_scales[q4_scale_index(&tiled, r, g)] = row_scales[(size_t)r * n_groups + g];
+        for (int g = 0; g < n_groups; g++) tile_scales[weight_scale_index(&tiled, r, g)] = row_scales[(size_t)r * n_groups + g];
     }
 }
 
@@ -1496,7 +2004,8 @@ static void matmul_task(void *arg, int thread_index, int n_threads) {
         int per_thread = (tiles + n_threads - 1) / n_threads * Q4_TILE_ROWS;   // whole tiles
         int begin = thread_index * per_thread, end = begin + per_thread;
         if (end > rows) end = rows;
-        if (begin < end) task->kernels->matmul_q4(task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
+        if (begin < end)
+            task->kernels->matmul[task->w[m]->type](task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
     }
 }
 
@@ -1548,8 +2057,16 @@ static void quantize_task(void *arg, int thread_index, int n_threads) {
     quantize_q8(&slice, task->x + (size_t)begin * task->x_stride, task->x_stride, task->n, task->n_padded, end - begin);
 }
 
-static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
-    if (t->backend) {
+// A backend multiplies the types it names (OpenCL: Q4); the CPU, every type.
+static int backend_runs(const Transformer *t, int count, const Tensor **w) {
+    if (!t->backend) return 0;
+    for (int m = 0; m < count; m++)
+        if (!(t->backend->types & (1u << w[m]->type))) return 0;
+    return 1;
+}
+
+static void matmuls(Transformer *t, int count, float **out, const Tensor **w, const float *x, int x_stride, int n_tokens) {
+    if (backend_runs(t, count, w)) {
         t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens);
     } else {
         QuantizedActivations *xq = &t->state.xq;
@@ -1568,7 +2085,7 @@ static void matmul_q4(Transformer *t, int count, float **out, const Tensor **w, 
 }
 
 static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x, int x_stride, int n_tokens) {
-    matmul_q4(t, 1, &out, &w, x, x_stride, n_tokens);
+    matmuls(t, 1, &out, &w, x, x_stride, n_tokens);
 }
 
 // ----------------------------------------------------------------------------
@@ -1605,7 +2122,7 @@ static void matmul1(Transformer *t, float *out, const Tensor *w, const float *x,
 //   by one item as on the CPU. README "OpenCL" says what a fast Mali kernel adds.
 static const char opencl_source[] =
     "#pragma OPENCL FP_CONTRACT OFF\n"
-    "// out[t * rows + r] = row r of W . token t's int8 activations, as runq's vec_dot_q4_q8_ref\n"
+    "// out[t * rows + r] = row r of W . token t's int8 activations, as runq.s matmul_q4_ref\n"
     "__kernel void matmul_q4_q8(__global const uchar *file, ulong nibbles_at, ulong scales_at,\n"
     "                           int rows, int n_blocks, int blocks_per_group,\n"
     "                           __global const char *x, __global const float *x_scales, int x_stride,\n"
@@ -1805,7 +2322,7 @@ static cl_mem opencl_output(OpenCL *cl, int m, size_t floats) {
     return cl->out[m];
 }
 
-// matmul_q4's contract: the input quantized once on the host, then one kernel
+// matmuls' contract: the input quantized once on the host, then one kernel
 // launch per weight, (rows, n_tokens) work-items each, and the outputs read back.
 static void opencl_matmul(void *state, Transformer *t, int count, float **out, const Tensor **w,
                           const float *x, int x_stride, int n_tokens) {
@@ -1842,7 +2359,7 @@ static void opencl_matmul(void *state, Transformer *t, int count, float **out, c
                                          out[m], 0, NULL, NULL), "reading the outputs back");
 }
 
-static const Backend backend_opencl = { "opencl", opencl_init, opencl_matmul, opencl_free };
+static const Backend backend_opencl = { "opencl", opencl_init, 1u << TYPE_Q4, opencl_matmul, opencl_free };
 #endif
 
 static const Backend *const backends[] = {
@@ -1993,7 +2510,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
     RunState *s = &t->state;
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
 
-    for (int i = 0; i < n; i++) dequantize_row_q4(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
+    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
     rope_tables(s, c->head_dim, pos0, n);
 
     for (int l = 0; l < c->n_layers; l++) {
@@ -2004,7 +2521,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
         for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
         float *qkv_out[3] = { s->q, s->k, s->v };
         const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
-        matmul_q4(t, 3, qkv_out, qkv_w, s->xb, dim, n);
+        matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
         for (int i = 0; i < n; i++) {
             rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
             rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
@@ -2019,7 +2536,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
         for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
         float *ffn_out[2] = { s->hb, s->hb2 };
         const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-        matmul_q4(t, 2, ffn_out, ffn_w, s->xb, dim, n);
+        matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
         for (size_t i = 0; i < (size_t)n * ffn; i++) {
             float gate = s->hb[i];
             s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
@@ -2071,20 +2588,20 @@ static void open_checkpoint(Transformer *t, const char *path) {
     map_weights(t);
 }
 
-// runq multiplies int4 matrices only (export.c also maps f32 ones, to re-export them)
-static void require_int4(const Transformer *t) {
+// runq multiplies quantized matrices only (export.c also maps f32 ones, to re-export them)
+static void require_quantized(const Transformer *t) {
     const Weights *w = &t->weights;
-    const Tensor *first_f32 = w->tok_embeddings.type != TYPE_Q4 ? &w->tok_embeddings
-                            : w->output.type != TYPE_Q4 ? &w->output : NULL;
+    const Tensor *first_f32 = !is_quantized((uint32_t)w->tok_embeddings.type) ? &w->tok_embeddings
+                            : !is_quantized((uint32_t)w->output.type) ? &w->output : NULL;
     for (int l = 0; l < t->config.n_layers && !first_f32; l++) {
         const Tensor *m[] = { &w->layers[l].wq, &w->layers[l].wk, &w->layers[l].wv, &w->layers[l].wo,
                               &w->layers[l].w1, &w->layers[l].w2, &w->layers[l].w3 };
-        for (int i = 0; i < 7 && !first_f32; i++) if (m[i]->type != TYPE_Q4) first_f32 = m[i];
+        for (int i = 0; i < 7 && !first_f32; i++) if (!is_quantized((uint32_t)m[i]->type)) first_f32 = m[i];
     }
     if (first_f32)
-        die("%s: tensor '%s' is f32; runq runs int4 checkpoints - use ./run for fp32 ones", t->path, first_f32->name);
+        die("%s: tensor '%s' is f32; runq runs quantized checkpoints - use ./run for fp32 ones", t->path, first_f32->name);
     uint32_t version = ((const FileHeader *)t->file_data)->version;
-    if (version < 3)
+    if (version < VERSION_Q4_TILES)
         die("%s: checkpoint version %u keeps int4 rows in the old order; re-export it: ./export %s NEW.bin", t->path,
             version, t->path);
 }
@@ -2092,7 +2609,7 @@ static void require_int4(const Transformer *t) {
 // After open_checkpoint: the buffers and threads for a run of cache_len
 // positions (at most seq_len; the KV cache holds no more than the run needs).
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
-    require_int4(t);
+    require_quantized(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
     rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);

@@ -22,7 +22,7 @@ static int is_int4_checkpoint(const char *path) {
     if (got != 1 || magic != CHECKPOINT_MAGIC) return 0;   // a llama2.c .bin: run.c's
     Transformer t;
     open_checkpoint(&t, path);
-    int int4 = t.weights.tok_embeddings.type == TYPE_Q4;
+    int int4 = is_quantized((uint32_t)t.weights.tok_embeddings.type);
     free_transformer(&t);   // only mapped: no run state, no threads
     return int4;
 }

@@ -125,6 +125,29 @@ mkfifo "$T/pipe"   # a device or a pipe would be replaced by the renamed file (n
 expect_error "export onto a pipe" "not a regular file" "$BIN"/export -q --random "$SMALL" "$T/pipe"
 [ -p "$T/pipe" ] && ok || fail "export replaced the pipe $T/pipe with a file"
 expect_error "export: bad group size" "group-size" "$BIN"/export -q --group-size 48 --random "$SMALL" "$T/x.bin"
+# weight types: bad --bits, --recipe, --tensor-type; each one message, nothing written
+expect_error "export --bits 5" "--bits must be 8, 4, 3 or 2" "$BIN"/export -q --bits 5 --random "$SMALL" "$T/x.bin"
+expect_error "export --recipe unknown" "not a recipe; there are: q4-mixed" "$BIN"/export -q --recipe q5-mixed --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: no such tensor" "names 'w9', which is no matrix" \
+    "$BIN"/export -q --tensor-type w2=q8,w9=q8 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: no such layer" "names 'layers.7.wv'" "$BIN"/export -q --tensor-type layers.7.wv=8 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: unknown type" "type must be q8, q4, q3 or q2" "$BIN"/export -q --tensor-type w2=q5 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: bad group size" "group size must be" "$BIN"/export -q --tensor-type w2=q8/48 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: no type" "is not NAME=TYPE" "$BIN"/export -q --tensor-type w2 --random "$SMALL" "$T/x.bin"
+expect_error "export --bits with GGUF" "not with --fp32" "$BIN"/export -q --bits 3 --gguf-q4_0 --random "$SMALL" "$T/x.bin"
+expect_error "export --bits with --recipe" "give one" "$BIN"/export -q --bits 3 --recipe q4-mixed --random "$SMALL" "$T/x.bin"
+[ -z "$(ls "$T" | grep '^x.bin')" ] && ok || fail "a refused type choice left $(ls "$T" | grep '^x.bin')"
+# the low-bit types need version 3: a reader of version 2 would not know them, and a
+# version-2 file claiming one is refused; a runq checkpoint re-exported to its own type is copied
+"$BIN"/export -q --bits 3 -z tokenizer.bin --random "$SMALL" "$T/r.q3.bin" || fail "export --bits 3"
+[ "$(od -An -tu4 -j 4 -N4 "$T/r.q3.bin" | tr -d ' ')" = 3 ] && ok || fail "an int3 export is not version 3"
+[ "$(od -An -tu4 -j 4 -N4 "$Q" | tr -d ' ')" = 3 ] && ok || fail "an int4 export (rows in tiles) is not version 3"
+[ "$(od -An -tu4 -j 4 -N4 "$T/r.f32.bin" | tr -d ' ')" = 1 ] && ok || fail "an fp32 export is no longer version 1"
+cp "$T/r.q3.bin" "$T/v2.bin"; printf '\x02' | dd of="$T/v2.bin" bs=1 seek=4 conv=notrunc status=none
+expect_error "int3 in a version 2 file" "is q3, which version 2 files cannot hold" "$BIN"/runq "$T/v2.bin"
+"$BIN"/export -q --bits 3 "$T/r.q3.bin" "$T/r.q3-again.bin" && same "int3 re-exported as int3 (codes copied)" "$T/r.q3.bin" "$T/r.q3-again.bin"
+"$BIN"/export -q --bits 2 "$T/r.q3.bin" "$T/r.q2.bin" && "$BIN"/runq "$T/r.q2.bin" -n 8 -i "Hello" >/dev/null 2>&1 \
+    && ok || fail "int3 re-exported as int2 (dequantized, quantized again) does not run"
 # GGUF input: truncated (in the metadata, in the tensor data), a future version, a foreign architecture
 "$BIN"/export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"
 head -c 3000 "$T/g.gguf" >"$T/g-meta.gguf"; expect_error "GGUF truncated in its metadata" "GGUF truncated" "$BIN"/export -q "$T/g-meta.gguf" "$T/x.bin"

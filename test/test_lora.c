@@ -375,7 +375,7 @@ static void test_hf_convention(void) {
 // ---- an int4 checkpoint as input
 
 static int same_q4(const Tensor *x, const Tensor *y) {
-    size_t rows = q4_rows_stored(x), nibbles = rows * x->cols_padded / 2, scales = rows * (x->cols_padded / x->group_size);
+    size_t rows = rows_stored(x), nibbles = rows * x->cols_padded / 2, scales = rows * (x->cols_padded / x->group_size);
     return x->type == TYPE_Q4 && y->type == TYPE_Q4 && x->rows == y->rows && x->cols_padded == y->cols_padded
         && memcmp(x->nibbles, y->nibbles, nibbles) == 0 && memcmp(x->scales, y->scales, scales * 2) == 0;
 }

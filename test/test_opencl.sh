@@ -32,6 +32,10 @@ make -n runq USE_OPENCL=1 | grep -q -- "-DUSE_OPENCL .*-lOpenCL" && ok || fail "
 ./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=80" --group-size 64 \
     -z tokenizer.bin "$T/r.q4.bin" || fail "export --random"
 models=("$T/r.q4.bin")
+# the backend multiplies Q4 only: a model mixing in int8, int3 and int2 runs those on the CPU kernels
+./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=80" --group-size 64 \
+    --tensor-type wk=q8,wv=q3,w2=q2,layers.1.w1=q8/128 -z tokenizer.bin "$T/r.mixed.bin" && models+=("$T/r.mixed.bin") \
+    || fail "export --random --tensor-type"
 if [ -f "$M/stories260K.bin" ]; then
     ./export -q --int4 -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.q4.bin" && models+=("$T/s.q4.bin") || fail "export stories260K"
 else

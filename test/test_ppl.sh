@@ -45,6 +45,26 @@ if [ -f "$M/stories260K.bin" ] && [ -f "$M/tok512.bin" ]; then
     holds "int4 vs fp32: perplexity within 20 % of fp32's" "perplexity > reference_perplexity * 0.8 && perplexity < reference_perplexity * 1.2" "$T/int4.json"
     holds "int4 vs fp32: the reference's figures are fp32's own" "reference_perplexity == $(json_field "$T/self.json" perplexity)" "$T/int4.json"
 
+    # (b-types) every weight type end to end (export -> runq -> ppl): KL to fp32 strictly
+    # ordered int8 < int4 < int3 < int2 (measured 0.0007, 0.099, 0.42, 3.6), and int8 close to fp32
+    prev_kl=0 prev_name=none
+    for bits in 8 4 3 2; do
+        "$BIN"/export -q --bits $bits -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.b$bits.bin"
+        "$PPL" --json --reference "$M/stories260K.bin" "$T/s.b$bits.bin" "$T/golden.txt" >"$T/b$bits.json"
+        holds "int$bits vs fp32: mean KL above int$prev_name's ($prev_kl)" "mean_kl > $prev_kl && tokens > 500" "$T/b$bits.json"
+        prev_kl=$(json_field "$T/b$bits.json" mean_kl) prev_name=$bits
+    done
+    same "--bits 4 is --int4" "$T/s.b4.bin" "$T/s.q4.bin"
+    holds "int8 vs fp32: mean KL < 0.005, top-1 > 97 %" "mean_kl < 0.005 && top1_agreement > 97" "$T/b8.json"
+    # each recipe runs end to end, between the plain types it mixes
+    for recipe in q4-mixed:8:3 q3-mixed:4:2 q2-mixed:3:2; do
+        IFS=: read -r name better worse <<<"$recipe"
+        "$BIN"/export -q --recipe $name -z "$M/tok512.bin" "$M/stories260K.bin" "$T/s.$name.bin"
+        "$PPL" --json --reference "$M/stories260K.bin" "$T/s.$name.bin" "$T/golden.txt" >"$T/$name.json"
+        holds "$name vs fp32: mean KL between int$better's and int$worse's" \
+            "mean_kl > $(json_field "$T/b$better.json" mean_kl) && mean_kl < $(json_field "$T/b$worse.json" mean_kl)" "$T/$name.json"
+    done
+
     # (b') the int8 KV cache (-k q8): KL to fp32 within 0.01 of the fp16 cache's
     # (measured 0.1011 against 0.0987), and not equal to it (the cache is in use)
     "$PPL" --json -k q8 --reference "$M/stories260K.bin" "$T/s.q4.bin" "$T/golden.txt" >"$T/kv8.json"

@@ -1,6 +1,6 @@
-// test_quant.c — fp16 conversion, int4 weight and int8 activation
-// quantization, the int4 x int8 matmul against fp32 on odd shapes, and every
-// SIMD kernel set this CPU runs against the scalar reference.
+// test_quant.c — fp16 conversion, weight (int8, int4, int3, int2) and int8
+// activation quantization, each type's matmul against fp32 on odd shapes, and
+// every SIMD kernel set this CPU runs against the scalar reference, type by type.
 #define TESTING
 #include "../export.c"
 #include "check.h"
@@ -25,28 +25,34 @@ static void test_fp16(void) {
     CHECK(fp32_to_fp16(1e6f) == 0x7C00 && fp32_to_fp16(-1e6f) == 0xFC00, "overflow gives infinity");
 }
 
-// The scheme's promise: a weight inside the range the scale covers comes back
-// within half a step (scale/2); the search may clip a rare extreme, but only
-// when that lowers the group's squared error, so every group's error is at
-// most that of ggml's Q4_0 scale (extreme / -8).
-static void test_q4_round_trip(void) {
+static const uint32_t weight_types[] = { TYPE_Q8, TYPE_Q4, TYPE_Q3, TYPE_Q2 };
+#define N_WEIGHT_TYPES 4
+
+static size_t code_bytes(uint32_t type, int rows, int padded) { return (size_t)rows * row_code_bytes(quant_layout(type), (uint64_t)padded); }
+
+// The scheme's promise, for every type: a weight inside the range the scale
+// covers comes back within half a step (scale/2); the search may clip a rare
+// extreme, but only when that lowers the group's squared error, so every
+// group's error is at most that of ggml's Q4_0-style scale (extreme / lo).
+static void test_round_trip(uint32_t type) {
+    const QuantLayout *layout = quant_layout(type);
     int lengths[] = { 1, 7, 31, 32, 33, 64, 100, 172, 257, 4103 };
-    int group_sizes[] = { 32, 64, 128 };
-    for (size_t g = 0; g < 3; g++) for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
+    int group_sizes[] = { 32, 64, 128, 256 };
+    for (size_t g = 0; g < 4; g++) for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
         int n = lengths[li], group = group_sizes[g], padded = (int)round_up((size_t)n, (size_t)group);
         float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
-        uint8_t *nibbles = malloc((size_t)padded / 2);
+        uint8_t *codes = malloc(code_bytes(type, 1, padded));
         uint16_t *scales = malloc(sizeof(uint16_t) * (padded / group));
         for (int i = 0; i < n; i++) x[i] = uniform(-1, 1) * (i % 17 == 0 ? 8.0f : 1.0f);
-        quantize_row_q4(x, n, padded, group, nibbles, scales);
-        Tensor t = { .type = TYPE_Q4, .rows = 1, .cols = n, .cols_padded = padded, .group_size = group,
-                     .nibbles = nibbles, .scales = scales };
-        dequantize_row_q4(y, &t, 0);
-        int bad = 0, worse_than_q4_0 = 0;
+        quantize_row(type, x, n, padded, group, codes, scales);
+        Tensor t = { .type = (int)type, .rows = 1, .cols = n, .cols_padded = padded, .group_size = group,
+                     .codes = codes, .scales = scales };
+        dequantize_row(y, &t, 0);
+        int bad = 0, worse_than_extreme = 0;
         for (int i = 0; i < n; i++) {
             float scale = fp16_to_fp32(scales[i / group]);
-            float position = x[i] / scale;   // in steps; the range is [-8, 7]
-            if (position >= -8.5f && position <= 7.5f && fabsf(x[i] - y[i]) > 0.5001f * fabsf(scale) + 1e-7f) bad++;
+            float position = x[i] / scale;   // in steps; the range is [lo, hi]
+            if (position >= layout->lo - 0.5f && position <= layout->hi + 0.5f && fabsf(x[i] - y[i]) > 0.5001f * fabsf(scale) + 1e-7f) bad++;
         }
         for (int start = 0; start < n; start += group) {
             int count = n - start < group ? n - start : group;
@@ -55,29 +61,70 @@ static void test_q4_round_trip(void) {
                 if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
                 error += (x[i] - y[i]) * (x[i] - y[i]);
             }
-            float q4_0 = q4_group_error(x + start, count, fp16_to_fp32(fp32_to_fp16(extreme / -8.0f)));
-            if (error > q4_0 * 1.0001f + 1e-12f) worse_than_q4_0++;
+            float plain = group_error(layout, x + start, count, fp16_to_fp32(fp32_to_fp16(extreme / (float)layout->lo)));
+            if (error > plain * 1.0001f + 1e-12f) worse_than_extreme++;
         }
-        int padding_ok = 1;   // padded weights are zero: nibble 8
-        for (int i = n; i < padded; i++) {
-            uint8_t byte = nibbles[(i / 32) * 16 + (i % 16)];
-            padding_ok &= ((i % 32) < 16 ? (byte & 15) : (byte >> 4)) == 8;
-        }
-        CHECK(bad == 0, "q4 round trip n=%d group=%d: %d in-range weights beyond half a step", n, group, bad);
-        CHECK(worse_than_q4_0 == 0, "q4 n=%d group=%d: %d groups with more error than the Q4_0 scale", n, group, worse_than_q4_0);
-        CHECK(padding_ok, "q4 padding n=%d group=%d is not zero", n, group);
-        free(x); free(y); free(nibbles); free(scales);
+        int padding_ok = 1;   // padded weights are zero: level 0
+        for (int i = n; i < padded; i++) padding_ok &= layout->level(codes + (size_t)(i / 32) * layout->block_bytes, i % 32) == 0;
+        CHECK(bad == 0, "%s round trip n=%d group=%d: %d in-range weights beyond half a step", layout->name, n, group, bad);
+        CHECK(worse_than_extreme == 0, "%s n=%d group=%d: %d groups with more error than the extreme/lo scale", layout->name,
+              n, group, worse_than_extreme);
+        CHECK(padding_ok, "%s padding n=%d group=%d is not zero", layout->name, n, group);
+        free(x); free(y); free(codes); free(scales);
     }
     // an all-zero group has scale 0 and dequantizes to exact zeros
     float zeros[32] = { 0 }, back[32];
-    uint8_t nibbles[16];
+    uint8_t codes[32];
     uint16_t scale;
-    quantize_row_q4(zeros, 32, 32, 32, nibbles, &scale);
-    Tensor t = { .type = TYPE_Q4, .rows = 1, .cols = 32, .cols_padded = 32, .group_size = 32, .nibbles = nibbles, .scales = &scale };
-    dequantize_row_q4(back, &t, 0);
+    quantize_row(type, zeros, 32, 32, 32, codes, &scale);
+    Tensor t = { .type = (int)type, .rows = 1, .cols = 32, .cols_padded = 32, .group_size = 32, .codes = codes, .scales = &scale };
+    dequantize_row(back, &t, 0);
     int all_zero = 1;
     for (int i = 0; i < 32; i++) all_zero &= back[i] == 0.0f;
-    CHECK(all_zero, "an all-zero group does not come back as zeros");
+    CHECK(all_zero, "%s: an all-zero group does not come back as zeros", layout->name);
+    // every level at every position survives put_level -> level, and touches no other weight
+    uint8_t block[32], empty[32] = { 0 };
+    int layout_ok = 1;
+    for (int level = layout->lo; level <= layout->hi; level++)
+        for (int j = 0; j < 32; j++) {
+            memset(block, 0, sizeof block);
+            layout->put_level(block, j, level);
+            for (int k = 0; k < 32; k++) layout_ok &= layout->level(block, k) == (k == j ? level : layout->level(empty, k));
+        }
+    CHECK(layout_ok, "%s: put_level and level disagree", layout->name);
+}
+
+// Fewer bits, more error: the RMS reconstruction error of the same weights
+// (bell-shaped, with outliers, as trained weights are) is strictly ordered
+// int8 < int4 < int3 < int2 at every group size, and a larger group costs error.
+static void test_error_order(void) {
+    int n = 4096, group_sizes[] = { 32, 64, 128, 256 };
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    uint8_t *codes = malloc((size_t)n);
+    uint16_t *scales = malloc(sizeof(uint16_t) * n / 32);
+    for (int i = 0; i < n; i++) x[i] = (uniform(-1, 1) + uniform(-1, 1) + uniform(-1, 1)) * (i % 97 == 0 ? 4.0f : 1.0f);
+    double rms[N_WEIGHT_TYPES][4];
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        for (int g = 0; g < 4; g++) {
+            quantize_row(weight_types[ti], x, n, n, group_sizes[g], codes, scales);
+            Tensor t = { .type = (int)weight_types[ti], .rows = 1, .cols = n, .cols_padded = n, .group_size = group_sizes[g],
+                         .codes = codes, .scales = scales };
+            dequantize_row(y, &t, 0);
+            double sum = 0;
+            for (int i = 0; i < n; i++) sum += (double)(x[i] - y[i]) * (x[i] - y[i]);
+            rms[ti][g] = sqrt(sum / n);
+        }
+    for (int g = 0; g < 4; g++) {
+        CHECK(rms[0][g] > 0 && rms[0][g] < rms[1][g] && rms[1][g] < rms[2][g] && rms[2][g] < rms[3][g],
+              "group %d: RMS error not ordered int8 < int4 < int3 < int2: %g %g %g %g", group_sizes[g], rms[0][g], rms[1][g],
+              rms[2][g], rms[3][g]);
+        for (int ti = 0; ti < N_WEIGHT_TYPES && g > 0; ti++)
+            CHECK(rms[ti][g] > rms[ti][g - 1], "%s: group %d has less error than group %d", quant_layout(weight_types[ti])->name,
+                  group_sizes[g], group_sizes[g - 1]);
+    }
+    printf("  RMS reconstruction error at group 32 (int8, int4, int3, int2): %.5f %.5f %.5f %.5f\n", rms[0][0], rms[1][0],
+           rms[2][0], rms[3][0]);
+    free(x); free(y); free(codes); free(scales);
 }
 
 static QuantizedActivations new_activations(int stride) {
@@ -104,59 +151,74 @@ static void test_q8_activations(void) {
 }
 
 typedef struct {
-    Tensor t;                 // tiled, as export writes it
+    Tensor t;                 // as export writes it (Q4: tiled)
     float *w;                 // (rows, cols) the original weights
-    uint8_t *rows_nibbles;    // the same Q4 data row after row (quantize_row_q4's order)
+    uint8_t *rows_codes;      // Q4: the same data row after row (quantize_row_q4's order); else NULL
     uint16_t *rows_scales;
 } Matrix;
 
-// fill: 0 random, 1 all nibbles 0 (q = -8), 2 all nibbles 15 (q = +7), 3 zero scales, 4 alternating extremes
-static Matrix make_matrix(int rows, int cols, int group, int fill) {
+// fill: 0 random, 1 every level lo, 2 every level hi, 3 zero scales, 4 alternating extremes, 5 random codes
+static Matrix make_matrix(uint32_t type, int rows, int cols, int group, int fill) {
+    const QuantLayout *layout = quant_layout(type);
     Matrix m;
     int padded = (int)round_up((size_t)cols, (size_t)group);
+    size_t row_bytes = code_bytes(type, 1, padded);
     m.w = malloc(sizeof(float) * rows * cols);
-    uint8_t *nibbles = malloc((size_t)rows * padded / 2);
+    uint8_t *codes = malloc((size_t)rows * row_bytes);
     uint16_t *scales = malloc(sizeof(uint16_t) * rows * (padded / group));
     for (int i = 0; i < rows * cols; i++) m.w[i] = uniform(-1, 1);
     for (int r = 0; r < rows; r++)
-        quantize_row_q4(m.w + (size_t)r * cols, cols, padded, group, nibbles + (size_t)r * padded / 2, scales + (size_t)r * (padded / group));
-    if (fill == 1 || fill == 2) memset(nibbles, fill == 1 ? 0x00 : 0xFF, (size_t)rows * padded / 2);
+        quantize_row(type, m.w + (size_t)r * cols, cols, padded, group, codes + (size_t)r * row_bytes, scales + (size_t)r * (padded / group));
+    if (fill == 1 || fill == 2 || fill == 4) {
+        memset(codes, 0, (size_t)rows * row_bytes);
+        for (size_t i = 0; i < (size_t)rows * padded; i++) {
+            int level = fill == 1 ? layout->lo : fill == 2 ? layout->hi : i % 2 ? layout->lo : layout->hi;
+            layout->put_level(codes + (i / 32) * layout->block_bytes, (int)(i % 32), level);
+        }
+    }
     if (fill == 3) memset(scales, 0, sizeof(uint16_t) * rows * (padded / group));
-    if (fill == 4) for (size_t i = 0; i < (size_t)rows * padded / 2; i++) nibbles[i] = i % 2 ? 0x0F : 0xF0;
-    size_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);   // the file's order: tiles of eight rows
-    uint8_t *tiled_nibbles = malloc(rows_stored * padded / 2);
-    uint16_t *tiled_scales = malloc(sizeof(uint16_t) * rows_stored * (padded / group));
-    tile_q4_rows(nibbles, scales, 0, rows, padded, group, tiled_nibbles, tiled_scales);
-    m.t = (Tensor){ .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
-                    .q4_tiled = 1, .nibbles = tiled_nibbles, .scales = tiled_scales };
-    m.rows_nibbles = nibbles;
-    m.rows_scales = scales;
+    if (fill == 5) for (size_t i = 0; i < (size_t)rows * row_bytes; i++) codes[i] = (uint8_t)splitmix64(&rng);
+    m.t = (Tensor){ .type = (int)type, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,
+                    .codes = codes, .scales = scales };
+    m.rows_codes = NULL;
+    m.rows_scales = NULL;
+    if (type == TYPE_Q4) {   // the file's order: tiles of eight rows
+        size_t stored = round_up((size_t)rows, Q4_TILE_ROWS);
+        uint8_t *tiled_codes = malloc(stored * row_bytes);
+        uint16_t *tiled_scales = malloc(sizeof(uint16_t) * stored * (padded / group));
+        tile_q4_rows(codes, scales, 0, rows, padded, group, tiled_codes, tiled_scales);
+        m.t.q4_tiled = 1;
+        m.t.codes = tiled_codes;
+        m.t.scales = tiled_scales;
+        m.rows_codes = codes;
+        m.rows_scales = scales;
+    }
     return m;
 }
 
 static void free_matrix(Matrix *m) {
-    free(m->w); free((void *)m->t.nibbles); free((void *)m->t.scales); free(m->rows_nibbles); free(m->rows_scales);
+    free(m->w); free((void *)m->t.codes); free((void *)m->t.scales); free(m->rows_codes); free(m->rows_scales);
 }
 
 // The tiled order holds the same weights as the row order: every row
 // dequantizes alike through either, and tile t's block b starts with row 8t's
 // bytes 0..3 and has row 8t+j's bytes 4d..4d+3 at 32d + 4j (the format).
 static void test_tile_layout(int rows, int cols, int group) {
-    Matrix m = make_matrix(rows, cols, group, 0);
+    Matrix m = make_matrix(TYPE_Q4, rows, cols, group, 0);
     Tensor by_rows = m.t;
     by_rows.q4_tiled = 0;
-    by_rows.nibbles = m.rows_nibbles;
+    by_rows.codes = m.rows_codes;
     by_rows.scales = m.rows_scales;
     float *a = malloc(sizeof(float) * cols), *b = malloc(sizeof(float) * cols);
     int same = 1, n_blocks = m.t.cols_padded / Q_BLOCK;
     for (int r = 0; r < rows; r++) {
-        dequantize_row_q4(a, &m.t, r);
-        dequantize_row_q4(b, &by_rows, r);
+        dequantize_row(a, &m.t, r);
+        dequantize_row(b, &by_rows, r);
         same &= memcmp(a, b, sizeof(float) * cols) == 0;
         for (int blk = 0; blk < n_blocks; blk++)
             for (int p = 0; p < Q_BLOCK / 2; p++) {
                 size_t at = ((size_t)(r / 8) * n_blocks + blk) * 128 + 32 * (p / 4) + 4 * (r % 8) + p % 4;
-                same &= m.t.nibbles[at] == m.rows_nibbles[((size_t)r * n_blocks + blk) * 16 + p];
+                same &= m.t.codes[at] == m.rows_codes[((size_t)r * n_blocks + blk) * 16 + p];
             }
     }
     CHECK(same, "tiled Q4 %dx%d g%d: not the row order's weights in the documented places", rows, cols, group);
@@ -172,15 +234,15 @@ static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int col
 // W (rows, cols) quantized to int4, x quantized to int8: the reference product
 // must be close to the fp32 product with the dequantized W (only activation
 // rounding differs) and, more loosely, to the product with the original W.
-static void test_matmul_reference(int rows, int cols, int group) {
-    Matrix m = make_matrix(rows, cols, group, 0);
+static void test_matmul_reference(uint32_t type, int rows, int cols, int group) {
+    Matrix m = make_matrix(type, rows, cols, group, 0);
     float *x = malloc(sizeof(float) * cols), *row = malloc(sizeof(float) * cols), *out = malloc(sizeof(float) * rows);
     QuantizedActivations xq = new_activations((int)round_up((size_t)cols, MAX_GROUP_SIZE));
     make_inputs(&xq, x, 1, cols, m.t.cols_padded, 0);
-    matmul_q4_ref(out, rows, &m.t, 0, rows, &xq, 1);
+    kernels_scalar.matmul[type](out, rows, &m.t, 0, rows, &xq, 1);
     double worst_dequant = 0, worst_original = 0;
     for (int r = 0; r < rows; r++) {
-        dequantize_row_q4(row, &m.t, r);
+        dequantize_row(row, &m.t, r);
         double exact_dequant = 0, exact_original = 0;
         for (int c = 0; c < cols; c++) {
             exact_dequant += (double)row[c] * x[c];
@@ -190,11 +252,14 @@ static void test_matmul_reference(int rows, int cols, int group) {
         worst_original = fmax(worst_original, fabs(out[r] - exact_original));
     }
     // int8 rounding: each product is off by <= |w| * step/2, summed: about sqrt(cols) * 2/127 * 0.5
-    double bound_dequant = 0.02 * sqrt((double)cols) + 1e-4, bound_original = 0.2 * sqrt((double)cols) + 1e-3;
-    CHECK(worst_dequant <= bound_dequant, "matmul %dx%d g%d vs dequantized fp32: error %.5f > %.5f", rows, cols, group,
-          worst_dequant, bound_dequant);
-    CHECK(worst_original <= bound_original, "matmul %dx%d g%d vs original fp32: error %.5f > %.5f", rows, cols, group,
-          worst_original, bound_original);
+    // (the original's bound grows with the type's step: int2's is 1/4 of the range, int4's 1/16)
+    double step = 2.0 / (quant_layout(type)->hi - quant_layout(type)->lo);
+    double bound_dequant = 0.02 * sqrt((double)cols) + 1e-4, bound_original = 1.6 * step * sqrt((double)cols) + 1e-3;
+    const char *name = quant_layout(type)->name;
+    CHECK(worst_dequant <= bound_dequant, "%s matmul %dx%d g%d vs dequantized fp32: error %.5f > %.5f", name, rows, cols,
+          group, worst_dequant, bound_dequant);
+    CHECK(worst_original <= bound_original, "%s matmul %dx%d g%d vs original fp32: error %.5f > %.5f", name, rows, cols,
+          group, worst_original, bound_original);
     free_matrix(&m); free(x); free(row); free(out); free(xq.values); free(xq.scales); free(xq.sums);
 }
 
@@ -202,25 +267,26 @@ static void test_matmul_reference(int rows, int cols, int group) {
 // bit (they share one canonical arithmetic): random and adversarial weights
 // and inputs, odd widths, 1..9 tokens; and a token's result must not depend
 // on how many tokens share the call (prefill and decode agree bit for bit).
-static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
+// Returns how far off the worst result is (0: bit-identical everywhere).
+static double test_matmul_against_reference(uint32_t type, const Kernels *k, const Kernels *ref) {
     int shapes[][3] = { { 5, 32, 32 }, { 7, 172, 32 }, { 9, 288, 64 }, { 19, 1000, 128 }, { 4, 2048, 32 }, { 2, 64, 256 },
-                        { 24, 320, 32 } };
+                        { 3, 480, 32 }, { 2, 736, 32 }, { 24, 320, 32 } };   // 15 and 23 blocks: every tail length of 8 and of 4
     int worst_fill = -1;
     double worst = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        for (int wfill = 0; wfill <= 4; wfill++)
+        for (int wfill = 0; wfill <= 5; wfill++)
             for (int xfill = 0; xfill <= 3; xfill++) {
                 int rows = shapes[s][0], cols = shapes[s][1], group = shapes[s][2], n_tokens = 1 + (int)(s + wfill + xfill) % 9;
-                Matrix m = make_matrix(rows, cols, group, wfill);
+                Matrix m = make_matrix(type, rows, cols, group, wfill);
                 QuantizedActivations xq = new_activations((int)round_up((size_t)cols, MAX_GROUP_SIZE));
                 float *x = malloc(sizeof(float) * cols * n_tokens);
                 float *want = calloc((size_t)rows * n_tokens, sizeof(float)), *got = calloc((size_t)rows * n_tokens, sizeof(float));
                 float *alone = calloc((size_t)rows, sizeof(float));
                 make_inputs(&xq, x, n_tokens, cols, m.t.cols_padded, xfill);
-                ref->matmul_q4(want, rows, &m.t, 0, rows, &xq, n_tokens);
+                ref->matmul[type](want, rows, &m.t, 0, rows, &xq, n_tokens);
                 int split = rows > Q4_TILE_ROWS ? Q4_TILE_ROWS : rows;   // a split (by whole tiles) must not matter
-                k->matmul_q4(got, rows, &m.t, split, rows, &xq, n_tokens);
-                k->matmul_q4(got, rows, &m.t, 0, split, &xq, n_tokens);
+                k->matmul[type](got, rows, &m.t, split, rows, &xq, n_tokens);
+                k->matmul[type](got, rows, &m.t, 0, split, &xq, n_tokens);
                 for (int i = 0; i < rows * n_tokens; i++) {
                     double error = fabs(got[i] - want[i]);
                     if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && error >= worst) {
@@ -231,14 +297,20 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
                 last.values += (size_t)(n_tokens - 1) * xq.stride;
                 last.scales += (size_t)(n_tokens - 1) * (xq.stride / 32);
                 last.sums += (size_t)(n_tokens - 1) * (xq.stride / 32);
-                k->matmul_q4(alone, 1, &m.t, 0, rows, &last, 1);
+                k->matmul[type](alone, 1, &m.t, 0, rows, &last, 1);
                 CHECK(memcmp(alone, got + (size_t)(n_tokens - 1) * rows, sizeof(float) * rows) == 0,
-                      "%s: token %d's result changes when computed alone (shape %dx%d, fill %d/%d)", k->name, n_tokens - 1,
-                      rows, cols, wfill, xfill);
+                      "%s %s: token %d's result changes when computed alone (shape %dx%d, fill %d/%d)", k->name,
+                      quant_layout(type)->name, n_tokens - 1, rows, cols, wfill, xfill);
                 free_matrix(&m); free(x); free(want); free(got); free(alone); free(xq.values); free(xq.scales); free(xq.sums);
             }
-    CHECK(worst == 0, "%s matmul_q4 is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
-          k->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
+    CHECK(worst == 0, "%s matmul %s is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
+          k->name, quant_layout(type)->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
+    return worst;
+}
+
+static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
+    double worst = 0;
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(weight_types[ti], k, ref));
 
     // attention: scores and mixes over 1..70 positions of odd and usual head widths
     int widths[] = { 1, 7, 8, 9, 33, 48, 64, 100, 128 };
@@ -274,16 +346,103 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
     printf("  kernels %s vs %s: bit-identical on %s\n", k->name, ref->name, worst == 0 ? "every case" : "NOT every case");
 }
 
+// ---- export's type rules: a recipe or an override changes exactly the
+// tensors it names. Each is written beside the plain export of its default
+// type and both tensor tables are read back: the tensors whose type differs
+// must be exactly the expected set, and every other tensor is byte-identical.
+
+// The tensors whose type (and group size) differ between two checkpoints, as
+// "name=type/group" lines; the others must hold the same bytes.
+static void differing_tensors(const char *a_path, const char *b_path, char *out, size_t size) {
+    Transformer a, b;
+    open_checkpoint(&a, a_path);
+    open_checkpoint(&b, b_path);
+    const FileHeader *h = (const FileHeader *)a.file_data;
+    const TensorEntry *ta = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *tb = (const TensorEntry *)(b.file_data + tensor_table_offset(h->n_layers));
+    out[0] = '\0';
+    CHECK(h->n_tensors == ((const FileHeader *)b.file_data)->n_tensors, "%s and %s: tensor counts differ", a_path, b_path);
+    for (uint32_t i = 0; i < h->n_tensors; i++) {
+        CHECK(strcmp(ta[i].name, tb[i].name) == 0, "tensor %u: %s against %s", i, ta[i].name, tb[i].name);
+        if (ta[i].type != tb[i].type || ta[i].group_size != tb[i].group_size)
+            snprintf(out + strlen(out), size - strlen(out), "%s=%s/%u ", tb[i].name,
+                     quant_layout(tb[i].type) ? quant_layout(tb[i].type)->name : "?", tb[i].group_size);
+        else
+            CHECK(ta[i].nbytes == tb[i].nbytes && memcmp(a.file_data + ta[i].offset, b.file_data + tb[i].offset, ta[i].nbytes) == 0,
+                  "%s: tensor %s has the same type in both but not the same bytes", b_path, ta[i].name);
+    }
+    free_transformer(&a);
+    free_transformer(&b);
+}
+
+static void check_rules(Source *src, TypeRules *rules, const char *expected, const char *what) {
+    char plain_path[] = "/tmp/edge-test-quant-plain.bin", typed_path[] = "/tmp/edge-test-quant-typed.bin", got[2048];
+    write_checkpoint(src, plain_path, rules->type, rules->group_size, 1);
+    write_checkpoint_with(src, typed_path, rules, 1);
+    differing_tensors(plain_path, typed_path, got, sizeof got);
+    CHECK(strcmp(got, expected) == 0, "%s changes\n    %s\n  expected\n    %s", what, got, expected);
+    Transformer t;   // and runq runs it
+    build_transformer(&t, typed_path, 8, 1);
+    float *logits = forward(&t, 1, 0);
+    int finite = 1;
+    for (int i = 0; i < t.config.vocab_size; i++) finite &= isfinite(logits[i]) != 0;
+    CHECK(finite, "%s: runq's logits are not finite", what);
+    free_transformer(&t);
+    unlink(plain_path);
+    unlink(typed_path);
+}
+
+static void test_type_rules(void) {
+    // 9 layers: llama.cpp's use_more_bits picks layers 0 (first eighth), 7, 8 (last eighth), 3 and 6 (every third)
+    Source src = { 0 };
+    open_random(&src, "dim=64,ffn=96,layers=9,heads=4,kv_heads=2,vocab=96,tied=0", 7);
+    synthetic_tokenizer(&src);
+    TypeRules q4_mixed = { .type = TYPE_Q4, .group_size = 32, .recipe = find_recipe("q4-mixed") };
+    check_rules(&src, &q4_mixed, "layers.0.wv=q8/32 layers.0.w2=q8/32 layers.3.wv=q8/32 layers.3.w2=q8/32 "
+                "layers.6.wv=q8/32 layers.6.w2=q8/32 layers.7.wv=q8/32 layers.7.w2=q8/32 layers.8.wv=q8/32 "
+                "layers.8.w2=q8/32 output=q8/32 ", "q4-mixed");
+    TypeRules q3_mixed = { .type = TYPE_Q3, .group_size = 32, .recipe = find_recipe("q3-mixed") };
+    check_rules(&src, &q3_mixed, "tok_embeddings=q4/32 layers.0.wv=q4/32 layers.0.w2=q4/32 layers.1.wv=q4/32 "
+                "layers.2.wv=q4/32 layers.3.wv=q4/32 layers.3.w2=q4/32 layers.4.wv=q4/32 layers.5.wv=q4/32 "
+                "layers.6.wv=q4/32 layers.6.w2=q4/32 layers.7.wv=q4/32 layers.7.w2=q4/32 layers.8.wv=q4/32 "
+                "layers.8.w2=q4/32 output=q8/32 ", "q3-mixed");
+    TypeRules q2_mixed = { .type = TYPE_Q2, .group_size = 64, .recipe = find_recipe("q2-mixed") };
+    check_rules(&src, &q2_mixed, "tok_embeddings=q4/32 layers.0.wv=q3/32 layers.0.w2=q3/32 layers.1.wv=q3/32 "
+                "layers.2.wv=q3/32 layers.3.wv=q3/32 layers.3.w2=q3/32 layers.4.wv=q3/32 layers.5.wv=q3/32 "
+                "layers.6.wv=q3/32 layers.6.w2=q3/32 layers.7.wv=q3/32 layers.7.w2=q3/32 layers.8.wv=q3/32 "
+                "layers.8.w2=q3/32 output=q4/32 ", "q2-mixed");
+    TypeRules q2_g128 = { .type = TYPE_Q2, .group_size = 128, .recipe = find_recipe("q2-mixed") };   // --group-size 128
+    check_rules(&src, &q2_g128, "tok_embeddings=q4/32 layers.0.wv=q3/32 layers.0.w2=q3/32 layers.1.wv=q3/32 "
+                "layers.2.wv=q3/32 layers.3.wv=q3/32 layers.3.w2=q3/32 layers.4.wv=q3/32 layers.5.wv=q3/32 "
+                "layers.6.wv=q3/32 layers.6.w2=q3/32 layers.7.wv=q3/32 layers.7.w2=q3/32 layers.8.wv=q3/32 "
+                "layers.8.w2=q3/32 output=q4/32 ", "q2-mixed with --group-size 128");
+    TypeRules overrides = { .type = TYPE_Q4, .group_size = 32 };
+    parse_overrides(&overrides, "w2=q8,layers.4.wv=3/64,output=2,layers.4.w2=q4/128");
+    check_rules(&src, &overrides, "layers.0.w2=q8/32 layers.1.w2=q8/32 layers.2.w2=q8/32 layers.3.w2=q8/32 "
+                "layers.4.wv=q3/64 layers.4.w2=q4/128 layers.5.w2=q8/32 layers.6.w2=q8/32 layers.7.w2=q8/32 "
+                "layers.8.w2=q8/32 output=q2/32 ", "--tensor-type (later overrides win)");
+    free_source(&src);
+    // a tied classifier: q4-mixed raises the embeddings, which are the classifier
+    open_random(&src, "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=96,tied=1", 7);
+    synthetic_tokenizer(&src);
+    TypeRules tied = { .type = TYPE_Q4, .group_size = 32, .recipe = find_recipe("q4-mixed") };
+    check_rules(&src, &tied, "tok_embeddings=q8/32 layers.1.wv=q8/32 layers.1.w2=q8/32 ",   // of 2 layers: the last
+                "q4-mixed, tied classifier");
+    free_source(&src);
+}
+
 int main(void) {
     test_fp16();
-    test_q4_round_trip();
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_round_trip(weight_types[ti]);
+    test_error_order();
     test_q8_activations();
+    test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
-        test_matmul_reference(shapes[i][0], shapes[i][1], shapes[i][2]);
-        test_tile_layout(shapes[i][0], shapes[i][1], shapes[i][2]);
-    }
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            test_matmul_reference(weight_types[ti], shapes[i][0], shapes[i][1], shapes[i][2]);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_tile_layout(shapes[i][0], shapes[i][1], shapes[i][2]);
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
     for (int i = 1; i < n_sets; i++) test_kernels_against_reference(&sets[i], &sets[0]);

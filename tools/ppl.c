@@ -8,7 +8,8 @@ project's rule is that quality claims come from this tool.
     build/ppl --reference stories260K.bin -z tok512.bin model.q4.bin book.txt
                                                                       and KL against fp32
 
-MODEL is an int4 Edge LLM checkpoint (run by runq.c's forward), or an fp32 one
+MODEL is a quantized Edge LLM checkpoint (int4, or int8/int3/int2 and mixes of
+them; run by runq.c's forward; "int4" below stands for all of them), or an fp32 one
 or a llama2.c .bin (run by run.c, the reference); the file says which. The
 reference, --reference, is always run by run.c.
 
@@ -76,7 +77,7 @@ static int starts_with_checkpoint_magic(const char *path) {
     return got == 1 && magic == CHECKPOINT_MAGIC;
 }
 
-// An Edge LLM checkpoint with int4 embeddings is runq's; the rest (fp32
+// An Edge LLM checkpoint with quantized embeddings is runq's; the rest (fp32
 // checkpoints, llama2.c .bin) are run.c's. Each runtime checks every tensor.
 static void model_open(Model *m, const char *path, const char *what) {
     memset(m, 0, sizeof *m);
@@ -84,7 +85,7 @@ static void model_open(Model *m, const char *path, const char *what) {
     require_readable(path, what);
     if (starts_with_checkpoint_magic(path)) {
         open_checkpoint(&m->runq, path);
-        if (m->runq.weights.tok_embeddings.type == TYPE_Q4) {
+        if (is_quantized((uint32_t)m->runq.weights.tok_embeddings.type)) {
             const Config *c = &m->runq.config;
             m->kind = MODEL_INT4;
             m->vocab_size = c->vocab_size;
@@ -436,7 +437,8 @@ static void usage(FILE *out) {
     fprintf(out,
         "Usage: ppl [options] MODEL TEXT_FILE\n"
         "Perplexity of MODEL on the text and, with --reference, KL divergence against an fp32 model.\n"
-        "MODEL: an int4 Edge LLM checkpoint (runq), or an fp32 one or a llama2.c .bin (run.c).\n"
+        "MODEL: a quantized (int4, int8, int3, int2) Edge LLM checkpoint (runq), or an fp32 one or a\n"
+        "llama2.c .bin (run.c).\n"
         "Options:\n"
         "  --reference REF  fp32 model (Edge LLM fp32 checkpoint or llama2.c .bin) to compare with\n"
         "  -z FILE          tokenizer.bin, for a MODEL without an embedded tokenizer\n"

@@ -1807,7 +1807,7 @@ static void int4_round_trip(const real *w, int rows, int cols, float *out) {
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++) row[c] = (float)w[(size_t)r * cols + c];
         quantize_row_q4(row, cols, padded, Q_BLOCK, nibbles, scales);
-        dequantize_row_q4(out + (size_t)r * cols, &t, 0);
+        dequantize_row(out + (size_t)r * cols, &t, 0);
     }
     free(row);
     free(nibbles);

@@ -13,7 +13,7 @@ static void read_tensor_ends(Source *src, const PlannedTensor *t) {
     int ends[2] = { 0, rows - 1 };
     for (int i = 0; i < 2; i++) {
         src->read_rows(src, t, ends[i], ends[i] + 1, row);
-        src->read_q4_rows(src, t, Q_BLOCK, ends[i], ends[i] + 1, nibbles, scales);
+        src->read_codes(src, t, TYPE_Q4, Q_BLOCK, ends[i], ends[i] + 1, nibbles, scales);
     }
     free(row);
     free(nibbles);

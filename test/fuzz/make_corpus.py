@@ -226,6 +226,11 @@ def main():
         write("checkpoint", "tiny.q4.bin", tiny_q4)
         write("checkpoint", "tied-g64.q4.bin", export(tmp, ["--random", tied, "--group-size", "64"], "tied.q4.bin"))
         write("checkpoint", "small.f32.bin", export(tmp, ["--random", small_vocab, "--fp32"], "small.f32.bin"))
+        # the other weight types (format version 3): int8, and int3/int2/int8 mixed at groups 32 to 128
+        write("checkpoint", "tiny.q8.bin", export(tmp, ["--random", tiny, "--bits", "8"], "tiny.q8.bin"))
+        write("checkpoint", "tied-mixed.bin", export(tmp, ["--random", tied, "--bits", "2", "--group-size", "128",
+                                                           "--tensor-type", "wq=q3,wk=q8/64,w2=q3/64,tok_embeddings=q3"],
+                                                     "tied-mixed.bin"))
         write("checkpoint", "tinystories-edge-head.bin", read(os.path.join(ROOT, "models/tinystories-edge.q4.bin"), HEAD))
         # GGUF: tiny files export writes, the heads of the real ones
         write("gguf", "tiny-q4_0.gguf", export(tmp, ["--random", tiny, "--gguf-q4_0"], "tiny-q4_0.gguf"))
@@ -291,7 +296,7 @@ def main():
     write("hf_sharded", "tiny-f16-tied", hf_sharded_model(dtype="F16", tied=True))
 
     # Edge LLM checkpoints as export reads them (fuzz_export_checkpoint): int4, fp32, group 64
-    for name in ("tiny.q4.bin", "tied-g64.q4.bin", "small.f32.bin"):
+    for name in ("tiny.q4.bin", "tied-g64.q4.bin", "small.f32.bin", "tiny.q8.bin", "tied-mixed.bin"):
         write("export_checkpoint", name, read(os.path.join(CORPUS, "checkpoint", name)))
 
     # HTTP requests to the server

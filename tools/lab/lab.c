@@ -420,7 +420,7 @@ static void time_steps(const int *selected, const Problem *p, const LabThreads *
 }
 
 // ----------------------------------------------------------------------------
-// End to end: runq's forward pass with a step as Kernels.matmul_q4. runq calls
+// End to end: runq's forward pass with a step as Kernels.matmul[TYPE_Q4]. runq calls
 // that pointer from its pool with a range of rows and a batch of tokens; the
 // steps take a whole matrix and one token, so the steps run on a one-thread
 // runq pool (the range is then every row) and the lab decodes one token per
@@ -457,7 +457,7 @@ static double decode_with_step(Transformer *t, int step, const LabThreads *threa
     if (step != 5) {   // step 5 is runq as it is
         adapter.step = step;
         adapter.threads = threads;
-        t->kernels.matmul_q4 = matmul_q4_adapter;
+        t->kernels.matmul[TYPE_Q4] = matmul_q4_adapter;
         t->pool = pool_create(1);
     }
     double tok_s = decode_tok_s(t, max_tokens, budget_ms);
