@@ -209,7 +209,7 @@ build/lab/lab: $(LAB_SOURCES) tools/lab/steps.c | build/lab
 	$(CC) $(CFLAGS) $(EXACT) -o $@ tools/lab/lab.c -lm -lpthread
 build/lab/lab-student: $(LAB_SOURCES) tools/lab/exercises/steps.c | build/lab
 	$(CC) $(CFLAGS) $(EXACT) -DLAB_STUDENT -o $@ tools/lab/lab.c -lm -lpthread
-$(LAB_MODEL): | export build/lab
+$(LAB_MODEL): export | build/lab   # made again by a new export (the format may have changed)
 	./export -q --random tinyllama-1.1b $@
 build/lab:
 	mkdir -p build/lab
