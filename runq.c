@@ -395,8 +395,12 @@ typedef void (*MatmulFn)(float *out, int out_stride, const Tensor *w, int row_be
 
 // The kernels a run uses, chosen once from what the CPU can do. Every one has
 // the scalar reference as its twin, and the tests hold it to that twin.
+typedef void (*QuantizeFn)(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens);
+
 typedef struct {
     const char *name;
+    // a product's input -> int8 blocks (quantize_q8 says how)
+    QuantizeFn quantize_q8;
     // by weight type (TensorType): each quantized type's matrix product; a
     // new type is a layout in quant_layouts and a kernel in each set's table
     MatmulFn matmul[N_MATRIX_TYPES];
@@ -779,31 +783,34 @@ static float reduce8(const float p[8]) {
 // Token t's row of x, (n_tokens, x_stride), -> int8 blocks of Q_BLOCK with
 // scale max|x|/127 (and each block's sum). n_padded >= n is a multiple of the
 // group size; the tail is zero so padded weights contribute nothing.
+// One block: row[start..start+31], of which those below n are real.
+static void quantize_block_q8(const float *row, int start, int n, int8_t *values, float *scale_out, int32_t *sum_out) {
+    float amax = 0.0f;   // plain compares and rounding: fmaxf and lrintf are calls into libm
+    for (int i = start; i < start + Q_BLOCK && i < n; i++) {
+        float a = fabsf(row[i]);
+        if (a > amax) amax = a;   // a NaN never wins
+    }
+    float scale = amax / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    int32_t sum = 0;
+    for (int i = start; i < start + Q_BLOCK; i++) {
+        float v = i < n ? row[i] * inverse : 0.0f;
+        if (!(fabsf(v) <= 127.5f)) v = 0.0f;   // NaN (activations that overflowed): 0, not an undefined cast
+        values[i] = (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(0.5f - v));   // round half away from zero
+        sum += values[i];
+    }
+    *sum_out = sum;
+}
+
 static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
     for (int t = 0; t < n_tokens; t++) {
         const float *row = x + (size_t)t * x_stride;
         int8_t *values = out->values + (size_t)t * out->stride;
         float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
         int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
-        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
-            int start = block * Q_BLOCK;
-            float amax = 0.0f;   // plain compares and rounding: fmaxf and lrintf are calls into libm
-            for (int i = start; i < start + Q_BLOCK && i < n; i++) {
-                float a = fabsf(row[i]);
-                if (a > amax) amax = a;
-            }
-            float scale = amax / 127.0f;
-            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
-            scales[block] = scale;
-            int32_t sum = 0;
-            for (int i = start; i < start + Q_BLOCK; i++) {
-                float v = i < n ? row[i] * inverse : 0.0f;
-                if (!(fabsf(v) <= 127.5f)) v = 0.0f;   // NaN (activations that overflowed): 0, not an undefined cast
-                values[i] = (int8_t)(v >= 0 ? (int)(v + 0.5f) : -(int)(0.5f - v));   // round half away from zero
-                sum += values[i];
-            }
-            sums[block] = sum;
-        }
+        for (int block = 0; block < n_padded / Q_BLOCK; block++)
+            quantize_block_q8(row, block * Q_BLOCK, n, values, &scales[block], &sums[block]);
     }
 }
 
@@ -915,7 +922,7 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 }
 
 static const Kernels kernels_scalar = {
-    "scalar", { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
+    "scalar", quantize_q8, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
     scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
@@ -1327,8 +1334,67 @@ AVX2_KERNEL(q3, 12)
 AVX2_KERNEL(q2, 8)
 #undef AVX2_KERNEL
 
+// The eight int32 lanes' sum.
+TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// quantize_q8 eight floats at a time: the same max (a NaN never wins: maxps
+// returns its second operand when either is NaN, and the running max is
+// second), the same product by the inverse scale, the same rounding (|v| +
+// 0.5 truncated, the sign put back: what the reference's two branches
+// compute). Blocks that reach past n go through the reference's block.
+TARGET_AVX2 static void quantize_q8_avx2(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
+                                         int n_tokens) {
+    __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), limit = _mm256_set1_ps(127.5f);
+    __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
+    for (int t = 0; t < n_tokens; t++) {
+        const float *row = x + (size_t)t * x_stride;
+        int8_t *values = out->values + (size_t)t * out->stride;
+        float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
+        int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
+        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
+            int start = block * Q_BLOCK;
+            if (start + Q_BLOCK > n) {
+                quantize_block_q8(row, start, n, values, &scales[block], &sums[block]);
+                continue;
+            }
+            __m256 v[4], amax8 = zero;
+            for (int i = 0; i < 4; i++) {
+                v[i] = _mm256_loadu_ps(row + start + 8 * i);
+                amax8 = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), amax8);
+            }
+            __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+            m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            float amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            float scale = amax / 127.0f;
+            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+            scales[block] = scale;
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                __m256 scaled = _mm256_mul_ps(v[i], _mm256_set1_ps(inverse));
+                __m256 size = _mm256_and_ps(scaled, abs_mask);
+                __m256 in_range = _mm256_cmp_ps(size, limit, _CMP_LE_OQ);   // false for NaN: 0
+                __m256i magnitude = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_and_ps(size, in_range), half));
+                __m256i negative = _mm256_castps_si256(_mm256_and_ps(_mm256_cmp_ps(scaled, zero, _CMP_LT_OQ), in_range));
+                q[i] = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+            }
+            __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            sums[block] = sum_lanes_avx2(total);
+            // int32 -> int8 in order: the packs work per 128-bit lane, a permute restores the order
+            __m256i words = _mm256_packs_epi32(q[0], q[1]), words2 = _mm256_packs_epi32(q[2], q[3]);
+            __m256i bytes = _mm256_packs_epi16(words, words2);
+            bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(values + start), bytes);
+        }
+    }
+}
+
 static const Kernels kernels_avx2 = {
-    "avx2", { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
+    "avx2", quantize_q8_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 #endif
 
@@ -1693,7 +1759,7 @@ static void mix_q8_neon(float *out, const float *weights, const int8_t *values, 
 }
 
 static const Kernels kernels_neon = {
-    "neon", { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    "neon", quantize_q8, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -1706,7 +1772,7 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
 }
 
 static const Kernels kernels_neon_dotprod = {
-    "neon-dotprod", { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
+    "neon-dotprod", quantize_q8, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
@@ -2039,6 +2105,7 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
 // The prompt's tokens are quantized by all threads, a slice each (one
 // token's quantization is too short to share).
 typedef struct {
+    QuantizeFn quantize_q8;
     QuantizedActivations *out;
     const float *x;
     int x_stride, n, n_padded, n_tokens;
@@ -2054,7 +2121,7 @@ static void quantize_task(void *arg, int thread_index, int n_threads) {
     slice.values += (size_t)begin * slice.stride;
     slice.scales += (size_t)begin * x_blocks;
     slice.sums += (size_t)begin * x_blocks;
-    quantize_q8(&slice, task->x + (size_t)begin * task->x_stride, task->x_stride, task->n, task->n_padded, end - begin);
+    task->quantize_q8(&slice, task->x + (size_t)begin * task->x_stride, task->x_stride, task->n, task->n_padded, end - begin);
 }
 
 // A backend multiplies the types it names (OpenCL: Q4); the CPU, every type.
@@ -2071,9 +2138,9 @@ static void matmuls(Transformer *t, int count, float **out, const Tensor **w, co
     } else {
         QuantizedActivations *xq = &t->state.xq;
         if (n_tokens == 1) {
-            quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
+            t->kernels.quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
         } else {
-            QuantizeTask quantize = { xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
+            QuantizeTask quantize = { t->kernels.quantize_q8, xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
             pool_run(t->pool, quantize_task, &quantize);
         }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };

@@ -308,6 +308,40 @@ static double test_matmul_against_reference(uint32_t type, const Kernels *k, con
     return worst;
 }
 
+// A kernel set's activation quantization against the reference's, bit for
+// bit: random rows, huge and tiny values, zeros and -0, NaN and infinities
+// (which become 0), ties at half a step, widths that end inside a block.
+static void test_quantize_against_reference(const Kernels *k, const Kernels *ref) {
+    int widths[] = { 32, 64, 100, 288, 1000, 5 };
+    int mismatches = 0;
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+        for (int fill = 0; fill <= 5; fill++) {
+            int n = widths[wi], padded = (int)round_up((size_t)n, 64), n_tokens = 3;
+            float *x = malloc(sizeof(float) * n * n_tokens);
+            for (int i = 0; i < n * n_tokens; i++) {
+                float v = uniform(-3, 3);
+                if (fill == 1) v *= 1e30f;                                  // huge
+                if (fill == 2) v *= 1e-40f;                                 // subnormal
+                if (fill == 3 && i % 7 == 0) v = i % 2 ? NAN : -INFINITY;   // overflowed activations
+                if (fill == 4) v = i % 3 == 0 ? 0.0f : i % 3 == 1 ? -0.0f : 127.0f;
+                if (fill == 5)   // every block's max 127: its step is 1, and the rest fall on ties at half a step
+                    v = (i % n) % 32 == 0 ? 127.0f : (float)((i % 200) - 100) + (i % 2 ? 0.5f : -0.5f);
+                x[i] = v;
+            }
+            QuantizedActivations a = new_activations(256 * 4), b = new_activations(256 * 4);
+            ref->quantize_q8(&a, x, n, n, padded, n_tokens);
+            k->quantize_q8(&b, x, n, n, padded, n_tokens);
+            for (int t = 0; t < n_tokens; t++) {
+                size_t v_at = (size_t)t * a.stride, s_at = (size_t)t * (a.stride / 32);
+                if (memcmp(a.values + v_at, b.values + v_at, (size_t)padded) != 0
+                    || memcmp(a.scales + s_at, b.scales + s_at, sizeof(float) * (size_t)(padded / 32)) != 0
+                    || memcmp(a.sums + s_at, b.sums + s_at, sizeof(int32_t) * (size_t)(padded / 32)) != 0) mismatches++;
+            }
+            free(x); free(a.values); free(a.scales); free(a.sums); free(b.values); free(b.scales); free(b.sums);
+        }
+    CHECK(mismatches == 0, "%s quantize_q8: %d token rows differ from %s's", k->name, mismatches, ref->name);
+}
+
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
     double worst = 0;
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(weight_types[ti], k, ref));
@@ -445,7 +479,10 @@ int main(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_tile_layout(shapes[i][0], shapes[i][1], shapes[i][2]);
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
-    for (int i = 1; i < n_sets; i++) test_kernels_against_reference(&sets[i], &sets[0]);
+    for (int i = 1; i < n_sets; i++) {
+        test_kernels_against_reference(&sets[i], &sets[0]);
+        test_quantize_against_reference(&sets[i], &sets[0]);
+    }
     if (n_sets == 1) SKIP("this CPU runs only the scalar kernels: no SIMD kernel tested here");
     return check_summary("test_quant");
 }
