@@ -401,6 +401,8 @@ typedef struct {
     const char *name;
     // a product's input -> int8 blocks (quantize_q8 says how)
     QuantizeFn quantize_q8;
+    // n floats -> fp16, round to nearest even (the fp16 KV cache's rows)
+    void (*to_f16)(uint16_t *out, const float *x, int n);
     // by weight type (TensorType): each quantized type's matrix product; a
     // new type is a layout in quant_layouts and a kernel in each set's table
     MatmulFn matmul[N_MATRIX_TYPES];
@@ -783,6 +785,10 @@ static float reduce8(const float p[8]) {
 // Token t's row of x, (n_tokens, x_stride), -> int8 blocks of Q_BLOCK with
 // scale max|x|/127 (and each block's sum). n_padded >= n is a multiple of the
 // group size; the tail is zero so padded weights contribute nothing.
+static void to_f16_ref(uint16_t *out, const float *x, int n) {
+    for (int i = 0; i < n; i++) out[i] = fp32_to_fp16(x[i]);
+}
+
 // One block: row[start..start+31], of which those below n are real.
 static void quantize_block_q8(const float *row, int start, int n, int8_t *values, float *scale_out, int32_t *sum_out) {
     float amax = 0.0f;   // plain compares and rounding: fmaxf and lrintf are calls into libm
@@ -922,7 +928,7 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 }
 
 static const Kernels kernels_scalar = {
-    "scalar", quantize_q8, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
+    "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
     scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
@@ -1393,8 +1399,22 @@ TARGET_AVX2 static void quantize_q8_avx2(QuantizedActivations *out, const float 
     }
 }
 
+// F16C's conversion rounds to nearest even as fp32_to_fp16 does; only NaNs
+// differ (F16C keeps payload bits, the reference only the sign), so eight
+// floats holding a NaN go through the reference.
+TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+        if (!_mm256_testz_ps(nan, nan)) { to_f16_ref(out + i, x + i, 8); continue; }
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    to_f16_ref(out + i, x + i, n - i);
+}
+
 static const Kernels kernels_avx2 = {
-    "avx2", quantize_q8_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
+    "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 #endif
 
@@ -1759,7 +1779,7 @@ static void mix_q8_neon(float *out, const float *weights, const int8_t *values, 
 }
 
 static const Kernels kernels_neon = {
-    "neon", quantize_q8, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    "neon", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -1772,7 +1792,7 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
 }
 
 static const Kernels kernels_neon_dotprod = {
-    "neon-dotprod", quantize_q8, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
+    "neon-dotprod", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
@@ -2512,7 +2532,8 @@ static void quantize_kv_row(int8_t *out, float *scale, const float *x, int n) {
     for (int i = 0; i < n; i++) out[i] = (int8_t)lrintf(x[i] * inverse);
 }
 
-static void store_kv(RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim, int head_dim) {
+static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim,
+                     int head_dim) {
     size_t row = ((size_t)layer * s->cache_len + pos) * kv_dim;
     if (s->kv_type == KV_Q8) {
         size_t heads = (size_t)(kv_dim / head_dim), scale_row = ((size_t)layer * s->cache_len + pos) * heads;
@@ -2522,10 +2543,8 @@ static void store_kv(RunState *s, int layer, int pos, const float *k, const floa
         }
         return;
     }
-    for (int i = 0; i < kv_dim; i++) {
-        s->key_cache[row + i] = fp32_to_fp16(k[i]);
-        s->value_cache[row + i] = fp32_to_fp16(v[i]);
-    }
+    kernels->to_f16(s->key_cache + row, k, kv_dim);
+    kernels->to_f16(s->value_cache + row, v, kv_dim);
 }
 
 typedef struct {
@@ -2592,7 +2611,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
         for (int i = 0; i < n; i++) {
             rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
             rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            store_kv(s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
+            store_kv(&t->kernels, s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
         }
         AttentionTask attention = { t, l, pos0, n };
         pool_run(t->pool, attention_task, &attention);

@@ -342,6 +342,32 @@ static void test_quantize_against_reference(const Kernels *k, const Kernels *ref
     CHECK(mismatches == 0, "%s quantize_q8: %d token rows differ from %s's", k->name, mismatches, ref->name);
 }
 
+// A kernel set's fp32 -> fp16 (the KV cache's rows) against the reference's,
+// bit for bit: random values over fp16's whole range, overflow to infinity,
+// fp16 subnormals, underflow to zero, exact ties, infinities and NaNs with
+// payloads, -0; lengths that leave a tail.
+static void test_to_f16_against_reference(const Kernels *k, const Kernels *ref) {
+    enum { N = 1027 };
+    float x[N];
+    for (int i = 0; i < N; i++) {
+        float v = uniform(-1, 1) * powf(2.0f, uniform(-30, 17));   // 2^-30 .. 2^17: subnormals to overflow
+        if (i % 11 == 0) v = (1.0f + (float)(i % 4) / 1024.0f + 1.0f / 2048.0f) * (i % 2 ? -1.0f : 1.0f);   // ties
+        if (i % 13 == 0) v = 65519.0f + (float)(i % 3);   // the last finite fp16 and just past it
+        if (i % 17 == 0) v = i % 2 ? INFINITY : -0.0f;
+        if (i % 19 == 0) { uint32_t bits = 0x7FC00000u | ((uint32_t)i << 13); memcpy(&v, &bits, 4); }   // NaN, payload in fp16 reach
+        if (i % 23 == 0) v = 5.96e-8f * (float)(i % 5);   // fp16's smallest subnormals
+        x[i] = v;
+    }
+    uint16_t want[N], got[N];
+    int mismatches = 0;
+    for (int n = N - 8; n <= N; n++) {
+        ref->to_f16(want, x, n);
+        k->to_f16(got, x, n);
+        mismatches += memcmp(want, got, sizeof(uint16_t) * (size_t)n) != 0;
+    }
+    CHECK(mismatches == 0, "%s to_f16: %d lengths differ from %s's", k->name, mismatches, ref->name);
+}
+
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
     double worst = 0;
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(weight_types[ti], k, ref));
@@ -482,6 +508,7 @@ int main(void) {
     for (int i = 1; i < n_sets; i++) {
         test_kernels_against_reference(&sets[i], &sets[0]);
         test_quantize_against_reference(&sets[i], &sets[0]);
+        test_to_f16_against_reference(&sets[i], &sets[0]);
     }
     if (n_sets == 1) SKIP("this CPU runs only the scalar kernels: no SIMD kernel tested here");
     return check_summary("test_quant");
