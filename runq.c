@@ -1778,8 +1778,62 @@ static void mix_q8_neon(float *out, const float *weights, const int8_t *values, 
     }
 }
 
+// quantize_q8 four floats at a time, as quantize_q8_avx2 does: the max by
+// compare-and-select (a NaN never wins), the product by the inverse scale,
+// |v| + 0.5 truncated (fcvtzs) with the sign put back.
+static void quantize_q8_neon(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+    float32x4_t limit = vdupq_n_f32(127.5f), half = vdupq_n_f32(0.5f);
+    for (int t = 0; t < n_tokens; t++) {
+        const float *row = x + (size_t)t * x_stride;
+        int8_t *values = out->values + (size_t)t * out->stride;
+        float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
+        int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
+        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
+            int start = block * Q_BLOCK;
+            if (start + Q_BLOCK > n) {
+                quantize_block_q8(row, start, n, values, &scales[block], &sums[block]);
+                continue;
+            }
+            float32x4_t v[8], amax4 = vdupq_n_f32(0.0f);
+            for (int i = 0; i < 8; i++) {
+                v[i] = vld1q_f32(row + start + 4 * i);
+                float32x4_t a = vabsq_f32(v[i]);
+                amax4 = vbslq_f32(vcgtq_f32(a, amax4), a, amax4);
+            }
+            float scale = vmaxvq_f32(amax4) / 127.0f;
+            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+            scales[block] = scale;
+            int32x4_t total = vdupq_n_s32(0);
+            int32_t q[Q_BLOCK];
+            for (int i = 0; i < 8; i++) {
+                float32x4_t scaled = vmulq_f32(v[i], vdupq_n_f32(inverse)), size = vabsq_f32(scaled);
+                uint32x4_t in_range = vcleq_f32(size, limit);   // false for NaN: 0
+                int32x4_t magnitude = vcvtq_s32_f32(vaddq_f32(vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(size), in_range)), half));
+                uint32x4_t negative = vandq_u32(vcltq_f32(scaled, vdupq_n_f32(0.0f)), in_range);
+                int32x4_t level = vbslq_s32(negative, vnegq_s32(magnitude), magnitude);
+                total = vaddq_s32(total, level);
+                vst1q_s32(q + 4 * i, level);
+            }
+            for (int i = 0; i < Q_BLOCK; i++) values[start + i] = (int8_t)q[i];
+            sums[block] = vaddvq_s32(total);
+        }
+    }
+}
+
+// fp32 -> fp16 by fcvtn (round to nearest even, as fp32_to_fp16); four
+// floats holding a NaN go through the reference (fcvtn keeps payload bits).
+static void to_f16_neon(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i);
+        if (vminvq_u32(vceqq_f32(v, v)) == 0) { to_f16_ref(out + i, x + i, 4); continue; }
+        vst1_u16(out + i, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+    }
+    to_f16_ref(out + i, x + i, n - i);
+}
+
 static const Kernels kernels_neon = {
-    "neon", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -1792,7 +1846,7 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
 }
 
 static const Kernels kernels_neon_dotprod = {
-    "neon-dotprod", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
+    "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
