@@ -809,15 +809,28 @@ static void quantize_block_q8(const float *row, int start, int n, int8_t *values
     *sum_out = sum;
 }
 
-static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+// A block all of whose 32 values are real: x[0..31] -> values[0..31].
+typedef void (*QuantizeFullBlockFn)(const float *x, int8_t *values, float *scale, int32_t *sum);
+
+// Every token's row, block by block: full blocks through full_block (a SIMD
+// kernel's), the one reaching past n through the reference's.
+static inline __attribute__((always_inline)) void quantize_q8_with(QuantizeFullBlockFn full_block,
+        QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
     for (int t = 0; t < n_tokens; t++) {
         const float *row = x + (size_t)t * x_stride;
         int8_t *values = out->values + (size_t)t * out->stride;
         float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
         int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
-        for (int block = 0; block < n_padded / Q_BLOCK; block++)
-            quantize_block_q8(row, block * Q_BLOCK, n, values, &scales[block], &sums[block]);
+        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
+            int start = block * Q_BLOCK;
+            if (full_block && start + Q_BLOCK <= n) full_block(row + start, values + start, &scales[block], &sums[block]);
+            else quantize_block_q8(row, start, n, values, &scales[block], &sums[block]);
+        }
     }
+}
+
+static void quantize_q8(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+    quantize_q8_with(NULL, out, x, x_stride, n, n_padded, n_tokens);
 }
 
 // One block: the exact int32 of its 32 weight levels . 32 int8 activations.
@@ -1353,50 +1366,39 @@ TARGET_AVX2 static inline int32_t sum_lanes_avx2(__m256i v) {
 // second), the same product by the inverse scale, the same rounding (|v| +
 // 0.5 truncated, the sign put back: what the reference's two branches
 // compute). Blocks that reach past n go through the reference's block.
-TARGET_AVX2 static void quantize_q8_avx2(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
-                                         int n_tokens) {
+TARGET_AVX2 static void quantize_full_block_q8_avx2(const float *x, int8_t *values, float *scale_out, int32_t *sum_out) {
     __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), limit = _mm256_set1_ps(127.5f);
     __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
-    for (int t = 0; t < n_tokens; t++) {
-        const float *row = x + (size_t)t * x_stride;
-        int8_t *values = out->values + (size_t)t * out->stride;
-        float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
-        int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
-        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
-            int start = block * Q_BLOCK;
-            if (start + Q_BLOCK > n) {
-                quantize_block_q8(row, start, n, values, &scales[block], &sums[block]);
-                continue;
-            }
-            __m256 v[4], amax8 = zero;
-            for (int i = 0; i < 4; i++) {
-                v[i] = _mm256_loadu_ps(row + start + 8 * i);
-                amax8 = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), amax8);
-            }
-            __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
-            m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-            float amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-            float scale = amax / 127.0f;
-            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
-            scales[block] = scale;
-            __m256i q[4];
-            for (int i = 0; i < 4; i++) {
-                __m256 scaled = _mm256_mul_ps(v[i], _mm256_set1_ps(inverse));
-                __m256 size = _mm256_and_ps(scaled, abs_mask);
-                __m256 in_range = _mm256_cmp_ps(size, limit, _CMP_LE_OQ);   // false for NaN: 0
-                __m256i magnitude = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_and_ps(size, in_range), half));
-                __m256i negative = _mm256_castps_si256(_mm256_and_ps(_mm256_cmp_ps(scaled, zero, _CMP_LT_OQ), in_range));
-                q[i] = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
-            }
-            __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-            sums[block] = sum_lanes_avx2(total);
-            // int32 -> int8 in order: the packs work per 128-bit lane, a permute restores the order
-            __m256i words = _mm256_packs_epi32(q[0], q[1]), words2 = _mm256_packs_epi32(q[2], q[3]);
-            __m256i bytes = _mm256_packs_epi16(words, words2);
-            bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(values + start), bytes);
-        }
+    __m256 v[4], amax8 = zero;
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        amax8 = _mm256_max_ps(_mm256_and_ps(v[i], abs_mask), amax8);
     }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    float amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    float scale = amax / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) {
+        __m256 scaled = _mm256_mul_ps(v[i], _mm256_set1_ps(inverse));
+        __m256 size = _mm256_and_ps(scaled, abs_mask);
+        __m256 in_range = _mm256_cmp_ps(size, limit, _CMP_LE_OQ);   // false for NaN: 0
+        __m256i magnitude = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_and_ps(size, in_range), half));
+        __m256i negative = _mm256_castps_si256(_mm256_and_ps(_mm256_cmp_ps(scaled, zero, _CMP_LT_OQ), in_range));
+        q[i] = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+    }
+    *sum_out = sum_lanes_avx2(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    // int32 -> int8 in order: the packs work per 128-bit lane, a permute restores the order
+    __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)values, bytes);
+}
+
+TARGET_AVX2 static void quantize_q8_avx2(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
+                                         int n_tokens) {
+    quantize_q8_with(quantize_full_block_q8_avx2, out, x, x_stride, n, n_padded, n_tokens);
 }
 
 // F16C's conversion rounds to nearest even as fp32_to_fp16 does; only NaNs
@@ -1781,43 +1783,34 @@ static void mix_q8_neon(float *out, const float *weights, const int8_t *values, 
 // quantize_q8 four floats at a time, as quantize_q8_avx2 does: the max by
 // compare-and-select (a NaN never wins), the product by the inverse scale,
 // |v| + 0.5 truncated (fcvtzs) with the sign put back.
-static void quantize_q8_neon(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+static void quantize_full_block_q8_neon(const float *x, int8_t *values, float *scale_out, int32_t *sum_out) {
     float32x4_t limit = vdupq_n_f32(127.5f), half = vdupq_n_f32(0.5f);
-    for (int t = 0; t < n_tokens; t++) {
-        const float *row = x + (size_t)t * x_stride;
-        int8_t *values = out->values + (size_t)t * out->stride;
-        float *scales = out->scales + (size_t)t * (out->stride / Q_BLOCK);
-        int32_t *sums = out->sums + (size_t)t * (out->stride / Q_BLOCK);
-        for (int block = 0; block < n_padded / Q_BLOCK; block++) {
-            int start = block * Q_BLOCK;
-            if (start + Q_BLOCK > n) {
-                quantize_block_q8(row, start, n, values, &scales[block], &sums[block]);
-                continue;
-            }
-            float32x4_t v[8], amax4 = vdupq_n_f32(0.0f);
-            for (int i = 0; i < 8; i++) {
-                v[i] = vld1q_f32(row + start + 4 * i);
-                float32x4_t a = vabsq_f32(v[i]);
-                amax4 = vbslq_f32(vcgtq_f32(a, amax4), a, amax4);
-            }
-            float scale = vmaxvq_f32(amax4) / 127.0f;
-            float inverse = scale > 0 ? 1.0f / scale : 0.0f;
-            scales[block] = scale;
-            int32x4_t total = vdupq_n_s32(0);
-            int32_t q[Q_BLOCK];
-            for (int i = 0; i < 8; i++) {
-                float32x4_t scaled = vmulq_f32(v[i], vdupq_n_f32(inverse)), size = vabsq_f32(scaled);
-                uint32x4_t in_range = vcleq_f32(size, limit);   // false for NaN: 0
-                int32x4_t magnitude = vcvtq_s32_f32(vaddq_f32(vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(size), in_range)), half));
-                uint32x4_t negative = vandq_u32(vcltq_f32(scaled, vdupq_n_f32(0.0f)), in_range);
-                int32x4_t level = vbslq_s32(negative, vnegq_s32(magnitude), magnitude);
-                total = vaddq_s32(total, level);
-                vst1q_s32(q + 4 * i, level);
-            }
-            for (int i = 0; i < Q_BLOCK; i++) values[start + i] = (int8_t)q[i];
-            sums[block] = vaddvq_s32(total);
-        }
+    float32x4_t v[8], amax4 = vdupq_n_f32(0.0f);
+    for (int i = 0; i < 8; i++) {
+        v[i] = vld1q_f32(x + 4 * i);
+        float32x4_t a = vabsq_f32(v[i]);
+        amax4 = vbslq_f32(vcgtq_f32(a, amax4), a, amax4);
     }
+    float scale = vmaxvq_f32(amax4) / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    int32x4_t total = vdupq_n_s32(0);
+    int32_t q[Q_BLOCK];
+    for (int i = 0; i < 8; i++) {
+        float32x4_t scaled = vmulq_f32(v[i], vdupq_n_f32(inverse)), size = vabsq_f32(scaled);
+        uint32x4_t in_range = vcleq_f32(size, limit);   // false for NaN: 0
+        int32x4_t magnitude = vcvtq_s32_f32(vaddq_f32(vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(size), in_range)), half));
+        uint32x4_t negative = vandq_u32(vcltq_f32(scaled, vdupq_n_f32(0.0f)), in_range);
+        int32x4_t level = vbslq_s32(negative, vnegq_s32(magnitude), magnitude);
+        total = vaddq_s32(total, level);
+        vst1q_s32(q + 4 * i, level);
+    }
+    for (int i = 0; i < Q_BLOCK; i++) values[i] = (int8_t)q[i];
+    *sum_out = vaddvq_s32(total);
+}
+
+static void quantize_q8_neon(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded, int n_tokens) {
+    quantize_q8_with(quantize_full_block_q8_neon, out, x, x_stride, n, n_padded, n_tokens);
 }
 
 // fp32 -> fp16 by fcvtn (round to nearest even, as fp32_to_fp16); four
