@@ -450,15 +450,10 @@ static int checkpoint_read_codes(Source *src, const PlannedTensor *t, int type, 
                                  uint8_t *codes, uint16_t *scales) {
     const Tensor *w = checkpoint_tensor(src->impl, t);
     if (w->type != type || w->group_size != group_size) return 0;
-    const QuantLayout *layout = quant_layout((uint32_t)type);
-    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / group_size;
-    uint8_t gathered[Q_BLOCK / 2];
-    for (int r = begin; r < end; r++) {
-        for (int b = 0; b < n_blocks; b++)
-            memcpy(codes + ((size_t)(r - begin) * n_blocks + b) * layout->block_bytes, row_block(w, r, b, gathered),
-                   (size_t)layout->block_bytes);
-        for (int g = 0; g < n_groups; g++) scales[(size_t)(r - begin) * n_groups + g] = w->scales[weight_scale_index(w, r, g)];
-    }
+    size_t row_bytes = row_code_bytes(quant_layout((uint32_t)type), (uint64_t)w->cols_padded);
+    size_t row_scales = (size_t)(w->cols_padded / group_size);
+    for (int r = begin; r < end; r++)
+        read_row_codes(w, r, codes + (size_t)(r - begin) * row_bytes, scales + (size_t)(r - begin) * row_scales);
     return 1;
 }
 
@@ -2123,23 +2118,24 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
     size_t padded = quantized ? round_up((size_t)cols, e->group_size) : (size_t)cols;
     size_t row_bytes = quantized ? row_code_bytes(quant_layout(e->type), padded) : 0;
     size_t row_scales = quantized ? padded / e->group_size : 0;
-    uint64_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);   // Q4's
+    uint64_t tiled_rows = round_up((size_t)rows, Q4_TILE_ROWS);   // Q4 stores whole tiles
     uint8_t *codes = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
-    uint8_t *tiled_codes = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
-    uint16_t *tiled_scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
+    int tiled = e->type == TYPE_Q4;   // Q4's chunks are reordered into tiles before they are written
+    uint8_t *tiled_codes = tiled ? xcalloc((size_t)chunk * row_bytes, 1, "export buffer") : NULL;
+    uint16_t *tiled_scales = tiled ? xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer") : NULL;
     for (int begin = 0; begin < rows; begin += chunk) {
         int end = begin + chunk < rows ? begin + chunk : rows, n = end - begin;
         ChunkTask task = { src, t, begin, end, values, codes, scales };
         pool_run(pool, chunk_task, &task);
         if (e->type == TYPE_F32) {
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
-        } else if (e->type == TYPE_Q4) {   // in tiles; the last chunk's padding rows fill its last tile
+        } else if (tiled) {   // the last chunk's padding rows fill its last tile
             size_t n_stored = round_up((size_t)n, Q4_TILE_ROWS);
             tile_q4_rows(codes, scales, begin, end, (int)padded, (int)e->group_size, tiled_codes, tiled_scales);
             write_at(fd, tiled_codes, n_stored * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, tiled_scales, n_stored * row_scales * 2,
-                     e->offset + rows_stored * row_bytes + (uint64_t)begin * row_scales * 2, path);
+                     e->offset + tiled_rows * row_bytes + (uint64_t)begin * row_scales * 2, path);
         } else {
             write_at(fd, codes, (size_t)n * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, scales, (size_t)n * row_scales * 2,

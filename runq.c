@@ -1968,14 +1968,15 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
     }
 }
 
-// Row r of a Q4 matrix in quantize_row_q4's order: cols_padded/2 bytes of
-// nibbles and cols_padded/group_size scales (export and the tests compare and
-// copy rows so, whatever order the file keeps).
+// Row r of a quantized matrix row after row, as quantize_row writes it: its
+// blocks' codes and its scales (export and the tests copy and compare rows
+// so, whatever order the file keeps).
 __attribute__((unused))
-static void read_q4_row(const Tensor *w, int r, uint8_t *nibbles, uint16_t *scales) {
+static void read_row_codes(const Tensor *w, int r, uint8_t *codes, uint16_t *scales) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    size_t block_bytes = (size_t)quant_layout((uint32_t)w->type)->block_bytes;
     uint8_t gathered[Q_BLOCK / 2];
-    for (int b = 0; b < n_blocks; b++) memcpy(nibbles + b * (Q_BLOCK / 2), row_block(w, r, b, gathered), Q_BLOCK / 2);
+    for (int b = 0; b < n_blocks; b++) memcpy(codes + b * block_bytes, row_block(w, r, b, gathered), block_bytes);
     for (int g = 0; g < n_groups; g++) scales[g] = w->scales[weight_scale_index(w, r, g)];
 }
 

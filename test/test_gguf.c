@@ -337,7 +337,7 @@ static void check_q4_0_equals_checkpoint(const GgufFile *g, const char *q4_path,
             uint8_t *nibbles = malloc((size_t)w->cols / 2);
             uint16_t *scales = malloc(sizeof(uint16_t) * (size_t)blocks);
             for (int r = 0; r < w->rows && equal; r++) {
-                read_q4_row(w, r, nibbles, scales);
+                read_row_codes(w, r, nibbles, scales);
                 for (int b = 0; b < blocks && equal; b++) {
                     BlockQ4_0 block;
                     memcpy(&block, data + ((size_t)r * blocks + b) * sizeof block, sizeof block);

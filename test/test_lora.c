@@ -433,7 +433,7 @@ static void test_int4_input(void) {
         for (int r = 0; r < y->rows; r++) {
             f32.read_rows(&f32, t, r, r + 1, row);
             quantize_row_q4(row, cols, padded, group, nibbles, scales);
-            read_q4_row(y, r, y_nibbles, y_scales);
+            read_row_codes(y, r, y_nibbles, y_scales);
             same &= memcmp(nibbles, y_nibbles, (size_t)padded / 2) == 0
                  && memcmp(scales, y_scales, sizeof(uint16_t) * (size_t)(padded / group)) == 0;
         }

@@ -49,8 +49,8 @@ typedef struct {
 // scales, tiled as export writes it. fill 1: a few rows of extreme weights.
 static Tensor append_matrix(FakeFile *f, int rows, int cols, int group, int fill) {
     int padded = (int)round_up((size_t)cols, (size_t)group);
-    size_t rows_stored = round_up((size_t)rows, Q4_TILE_ROWS);
-    size_t nibble_bytes = rows_stored * padded / 2, scale_bytes = rows_stored * (padded / group) * sizeof(uint16_t);
+    size_t tiled_rows = round_up((size_t)rows, Q4_TILE_ROWS);
+    size_t nibble_bytes = tiled_rows * padded / 2, scale_bytes = tiled_rows * (padded / group) * sizeof(uint16_t);
     size_t at = round_up(f->used, TENSOR_ALIGNMENT);
     if (at + nibble_bytes + scale_bytes > FAKE_FILE_BYTES) die("test_opencl: the fake file is too small");
     Tensor w = { .name = "fake", .type = TYPE_Q4, .rows = rows, .cols = cols, .cols_padded = padded, .group_size = group,

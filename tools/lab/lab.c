@@ -149,11 +149,11 @@ static Tensor reorder_q4(const Tensor *w) {
     Tensor other = *w;
     other.q4_tiled = !w->q4_tiled;
     size_t row_bytes = (size_t)w->cols_padded / 2, row_scales = (size_t)(w->cols_padded / w->group_size);
-    size_t rows_stored = round_up((size_t)w->rows, Q4_TILE_ROWS);
-    uint8_t *nibbles = xcalloc(rows_stored * row_bytes, 1, "lab weights");
-    uint16_t *scales = xcalloc(rows_stored * row_scales, sizeof(uint16_t), "lab scales");
+    size_t tiled_rows = round_up((size_t)w->rows, Q4_TILE_ROWS);
+    uint8_t *nibbles = xcalloc(tiled_rows * row_bytes, 1, "lab weights");
+    uint16_t *scales = xcalloc(tiled_rows * row_scales, sizeof(uint16_t), "lab scales");
     if (w->q4_tiled) {
-        for (int r = 0; r < w->rows; r++) read_q4_row(w, r, nibbles + r * row_bytes, scales + r * row_scales);
+        for (int r = 0; r < w->rows; r++) read_row_codes(w, r, nibbles + r * row_bytes, scales + r * row_scales);
     } else {
         tile_q4_rows(w->nibbles, w->scales, 0, w->rows, w->cols_padded, w->group_size, nibbles, scales);
     }
