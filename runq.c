@@ -1902,45 +1902,51 @@ static Kernels select_kernels(void) {
 // for the rest. (On stories260K this lowers the mean KL to fp32 - see the
 // README.) Every type searches the same relative steps, lo * (1 + step/32):
 // for Q4, -8 - step/4. A weight's level is the nearest one, clamped to [lo, hi].
+//
+// importance (n,), or NULL for all alike, weighs each weight's squared error:
+// export --calib gives the mean x_c^2 of input channel c over a text, so the
+// scale kept is the one that least changes the matrix's output on such
+// inputs, sum_c (w_c - q_c)^2 x_c^2, rather than its weights (llama.cpp's
+// imatrix does the same).
 static int quant_level(const QuantLayout *layout, float x, float inverse) {
     int q = (int)lrintf(x * inverse);
     return q < layout->lo ? layout->lo : q > layout->hi ? layout->hi : q;
 }
 
-static float group_error(const QuantLayout *layout, const float *x, int n, float scale) {
+static float group_error(const QuantLayout *layout, const float *x, const float *importance, int n, float scale) {
     float inverse = scale != 0.0f ? 1.0f / scale : 0.0f, error = 0.0f;
     for (int i = 0; i < n; i++) {
         float diff = x[i] - scale * (float)quant_level(layout, x[i], inverse);
-        error += diff * diff;
+        error += importance ? importance[i] * diff * diff : diff * diff;
     }
     return error;
 }
 
 // The searched scale of one group of count weights, as stored (fp16).
-static uint16_t search_scale(const QuantLayout *layout, const float *x, int count) {
+static uint16_t search_scale(const QuantLayout *layout, const float *x, const float *importance, int count) {
     float extreme = 0.0f;
     for (int i = 0; i < count; i++)
         if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
     float lo = (float)layout->lo;
     uint16_t best = fp32_to_fp16(extreme / lo);
-    float best_error = group_error(layout, x, count, fp16_to_fp32(best));
+    float best_error = group_error(layout, x, importance, count, fp16_to_fp32(best));
     for (int step = -12; step <= 6 && extreme != 0.0f; step++) {
         uint16_t candidate = fp32_to_fp16(extreme / (lo * (1.0f + (float)step / 32.0f)));
-        float error = group_error(layout, x, count, fp16_to_fp32(candidate));
+        float error = group_error(layout, x, importance, count, fp16_to_fp32(candidate));
         if (error < best_error) { best_error = error; best = candidate; }
     }
     return best;
 }
 
 __attribute__((unused))   // used by export.c and the tests
-static void quantize_row(uint32_t type, const float *x, int n, int n_padded, int group_size, uint8_t *codes,
-                         uint16_t *scales) {
+static void quantize_row(uint32_t type, const float *x, const float *importance, int n, int n_padded, int group_size,
+                         uint8_t *codes, uint16_t *scales) {
     const QuantLayout *layout = quant_layout(type);
     memset(codes, 0, row_code_bytes(layout, (uint64_t)n_padded));
     for (int group = 0; group < n_padded / group_size; group++) {
         int start = group * group_size, count = n - start < group_size ? n - start : group_size;
         if (count < 0) count = 0;
-        scales[group] = search_scale(layout, x + start, count);
+        scales[group] = search_scale(layout, x + start, importance ? importance + start : NULL, count);
         float scale = fp16_to_fp32(scales[group]);     // quantize against the scale actually stored
         float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
         for (int i = start; i < start + group_size; i++) {
@@ -1952,7 +1958,7 @@ static void quantize_row(uint32_t type, const float *x, int n, int n_padded, int
 
 __attribute__((unused))   // used by export.c, train and the tests
 static void quantize_row_q4(const float *x, int n, int n_padded, int group_size, uint8_t *nibbles, uint16_t *scales) {
-    quantize_row(TYPE_Q4, x, n, n_padded, group_size, nibbles, scales);
+    quantize_row(TYPE_Q4, x, NULL, n, n_padded, group_size, nibbles, scales);
 }
 
 // Row `row` of a quantized matrix back to floats (cols values): token

@@ -358,8 +358,8 @@ static void test_hf_import(const char *shared) {
         if (d == 0) {   // export --drop-layers auto:N reads the directory as it reads the llama2.c file
             TokenStream stream = { .tokens = tokens, .count = N };
             double from_hf[5], from_legacy[5];
-            block_influence(&hf, &stream, N / 2, 2, from_hf);
-            block_influence(&legacy, &stream, N / 2, 2, from_legacy);
+            block_influence(&hf, &stream, N / 2, 2, from_hf, 1);
+            block_influence(&legacy, &stream, N / 2, 2, from_legacy, 1);
             CHECK(memcmp(from_hf, from_legacy, sizeof from_hf) == 0, "Block Influence of layer 0 from the HF directory "
                   "%.8f, from the llama2.c file %.8f: the same weights must give the same figures", from_hf[0], from_legacy[0]);
         }

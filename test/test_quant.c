@@ -44,7 +44,7 @@ static void test_round_trip(uint32_t type) {
         uint8_t *codes = malloc(code_bytes(type, 1, padded));
         uint16_t *scales = malloc(sizeof(uint16_t) * (padded / group));
         for (int i = 0; i < n; i++) x[i] = uniform(-1, 1) * (i % 17 == 0 ? 8.0f : 1.0f);
-        quantize_row(type, x, n, padded, group, codes, scales);
+        quantize_row(type, x, NULL, n, padded, group, codes, scales);
         Tensor t = { .type = (int)type, .rows = 1, .cols = n, .cols_padded = padded, .group_size = group,
                      .codes = codes, .scales = scales };
         dequantize_row(y, &t, 0);
@@ -61,7 +61,7 @@ static void test_round_trip(uint32_t type) {
                 if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
                 error += (x[i] - y[i]) * (x[i] - y[i]);
             }
-            float plain = group_error(layout, x + start, count, fp16_to_fp32(fp32_to_fp16(extreme / (float)layout->lo)));
+            float plain = group_error(layout, x + start, NULL, count, fp16_to_fp32(fp32_to_fp16(extreme / (float)layout->lo)));
             if (error > plain * 1.0001f + 1e-12f) worse_than_extreme++;
         }
         int padding_ok = 1;   // padded weights are zero: level 0
@@ -76,7 +76,7 @@ static void test_round_trip(uint32_t type) {
     float zeros[32] = { 0 }, back[32];
     uint8_t codes[32];
     uint16_t scale;
-    quantize_row(type, zeros, 32, 32, 32, codes, &scale);
+    quantize_row(type, zeros, NULL, 32, 32, 32, codes, &scale);
     Tensor t = { .type = (int)type, .rows = 1, .cols = 32, .cols_padded = 32, .group_size = 32, .codes = codes, .scales = &scale };
     dequantize_row(back, &t, 0);
     int all_zero = 1;
@@ -106,7 +106,7 @@ static void test_error_order(void) {
     double rms[N_WEIGHT_TYPES][4];
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
         for (int g = 0; g < 4; g++) {
-            quantize_row(weight_types[ti], x, n, n, group_sizes[g], codes, scales);
+            quantize_row(weight_types[ti], x, NULL, n, n, group_sizes[g], codes, scales);
             Tensor t = { .type = (int)weight_types[ti], .rows = 1, .cols = n, .cols_padded = n, .group_size = group_sizes[g],
                          .codes = codes, .scales = scales };
             dequantize_row(y, &t, 0);
@@ -125,6 +125,53 @@ static void test_error_order(void) {
     printf("  RMS reconstruction error at group 32 (int8, int4, int3, int2): %.5f %.5f %.5f %.5f\n", rms[0][0], rms[1][0],
            rms[2][0], rms[3][0]);
     free(x); free(y); free(codes); free(scales);
+}
+
+// Calibrated rounding (export --calib): given each weight's importance (its
+// input channel's mean x^2), the scale search minimises the weighted error.
+// For every type: importances all 1 give the unweighted codes bit for bit; on
+// a row whose importance is concentrated on a few busy channels, as
+// activations are, every group's weighted error is at most the unweighted
+// choice's, their sum strictly less, and the busy channels' own error falls.
+static void test_importance(uint32_t type) {
+    const QuantLayout *layout = quant_layout(type);
+    enum { N = 4096, GROUP = 32 };
+    static float x[N], importance[N], ones[N], plain[N], weighted[N];
+    static uint8_t codes[3][N];
+    static uint16_t scales[3][N / GROUP];
+    for (int i = 0; i < N; i++) {
+        x[i] = (uniform(-1, 1) + uniform(-1, 1) + uniform(-1, 1)) * (i % 97 == 0 ? 4.0f : 1.0f);
+        importance[i] = i % 13 == 0 ? 50.0f : uniform(0.1f, 1.0f);
+        ones[i] = 1.0f;
+    }
+    const float *weights[3] = { NULL, ones, importance };
+    for (int k = 0; k < 3; k++) quantize_row(type, x, weights[k], N, N, GROUP, codes[k], scales[k]);
+    CHECK(memcmp(codes[0], codes[1], row_code_bytes(layout, N)) == 0 && memcmp(scales[0], scales[1], sizeof scales[0]) == 0,
+          "%s: importances all 1 round differently from none", layout->name);
+    Tensor t = { .type = (int)type, .rows = 1, .cols = N, .cols_padded = N, .group_size = GROUP };
+    t.codes = codes[0], t.scales = scales[0];
+    dequantize_row(plain, &t, 0);
+    t.codes = codes[2], t.scales = scales[2];
+    dequantize_row(weighted, &t, 0);
+    double total_plain = 0, total_weighted = 0, busy_plain = 0, busy_weighted = 0;
+    int worse = 0;
+    for (int g = 0; g < N / GROUP; g++) {
+        double e_plain = 0, e_weighted = 0;
+        for (int i = g * GROUP; i < (g + 1) * GROUP; i++) {
+            double dp = x[i] - plain[i], dw = x[i] - weighted[i];
+            e_plain += importance[i] * dp * dp;
+            e_weighted += importance[i] * dw * dw;
+            if (i % 13 == 0) { busy_plain += dp * dp; busy_weighted += dw * dw; }
+        }
+        worse += e_weighted > e_plain * (1 + 1e-5);
+        total_plain += e_plain;
+        total_weighted += e_weighted;
+    }
+    CHECK(worse == 0, "%s: %d groups with more weighted error than the unweighted search's", layout->name, worse);
+    CHECK(total_weighted < total_plain, "%s: weighted error %.6g, unweighted search's %.6g", layout->name, total_weighted, total_plain);
+    CHECK(busy_weighted < busy_plain, "%s: the busy channels' error %.6g, unweighted %.6g", layout->name, busy_weighted, busy_plain);
+    printf("  %s importance-weighted error: %.1f %% below the unweighted search's (busy channels' error %.1f %% below)\n",
+           layout->name, 100 * (1 - total_weighted / total_plain), 100 * (1 - busy_weighted / busy_plain));
 }
 
 static QuantizedActivations new_activations(int stride) {
@@ -168,7 +215,7 @@ static Matrix make_matrix(uint32_t type, int rows, int cols, int group, int fill
     uint16_t *scales = malloc(sizeof(uint16_t) * rows * (padded / group));
     for (int i = 0; i < rows * cols; i++) m.w[i] = uniform(-1, 1);
     for (int r = 0; r < rows; r++)
-        quantize_row(type, m.w + (size_t)r * cols, cols, padded, group, codes + (size_t)r * row_bytes, scales + (size_t)r * (padded / group));
+        quantize_row(type, m.w + (size_t)r * cols, NULL, cols, padded, group, codes + (size_t)r * row_bytes, scales + (size_t)r * (padded / group));
     if (fill == 1 || fill == 2 || fill == 4) {
         memset(codes, 0, (size_t)rows * row_bytes);
         for (size_t i = 0; i < (size_t)rows * padded; i++) {
@@ -495,6 +542,7 @@ int main(void) {
     test_fp16();
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_round_trip(weight_types[ti]);
     test_error_order();
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_importance(weight_types[ti]);
     test_q8_activations();
     test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },

@@ -121,9 +121,16 @@ expect_error "calibration text missing" "cannot open $T/nothing.txt" \
     "$BIN"/export -q --drop-layers auto:1 --calib "$T/nothing.txt" $D "$T/x.bin"
 expect_error "auto:N on a model without a tokenizer" "no tokenizer to read .* give its tokenizer.bin with -z" \
     "$BIN"/export -q --drop-layers auto:1 --calib "$T/corpus.txt" "$M/stories260K.bin" "$T/x.bin"
-expect_error "--calib without auto:N" "--calib is" "$BIN"/export -q --calib "$T/corpus.txt" $D "$T/x.bin"
-expect_error "--calib with an explicit list" "--calib is for --drop-layers auto:N" \
-    "$BIN"/export -q --drop-layers 1 --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "--calib for an fp32 output" "this output has none to round" "$BIN"/export -q --fp32 --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "--calib for a GGUF f32 output" "this output has none to round" \
+    "$BIN"/export -q --gguf-f32 --calib "$T/corpus.txt" $D "$T/x.bin"
+expect_error "--awq without a text" "give it with --calib FILE" "$BIN"/export -q --awq $D "$T/x.bin"
+expect_error "--calib with --adapter" "writes an adapter file alone" \
+    "$BIN"/export -q --adapter "$T/adapter" --calib "$T/corpus.txt" "$T/m.q4.bin" "$T/x.bin"
+expect_error "a calibration text shorter than a window" "calibrated rounding needs at least one window of 256" \
+    "$BIN"/export -q --calib "$T/short.txt" $D "$T/x.bin"
+expect_error "--calib on a model without a tokenizer" "no tokenizer to read" \
+    "$BIN"/export -q --awq --calib "$T/corpus.txt" "$M/stories260K.bin" "$T/x.bin"
 [ ! -e "$T/x.bin" ] && ok || fail "a refused export left $T/x.bin behind"
 
 # ---- structured FFN pruning: half of each FFN (64 neurons) goes, the model still runs in int4
@@ -136,13 +143,17 @@ expect_error "prune-ffn keeping nothing" "needs --keep" $TRAIN prune-ffn "$T/cor
 expect_error "prune-ffn without a model" "needs --init" $TRAIN prune-ffn "$T/corpus.txt" --keep 0.5 -o "$T/x.bin"
 [ ! -e "$T/x.bin" ] && ok || fail "a refused prune-ffn left $T/x.bin behind"
 
-# ---- AWQ: the scaled fp32 model computes what the original does; its int4 runs
-$TRAIN awq "$T/corpus.txt" --init "$T/m.bin" --context 32 --eval-windows 4 -o "$T/awq.bin" 2>"$T/awq.err" \
-    && [ "$(grep -c '^  layer ' "$T/awq.err")" -eq 2 ] && ok || fail "train awq: $(cat "$T/awq.err")"
+# ---- export --awq: the AWQ-scaled fp32 model computes what the original does (run's text is unchanged);
+# its int4, with the scales chosen for int4, runs. A re-export of an int4 file with --calib copies its blocks
+# (they are rounded already) and says so
+"$BIN"/export --fp32 --awq --calib "$T/corpus.txt" --calib-context 32 --calib-windows 4 "$T/m.bin" "$T/awq.bin" 2>"$T/awq.err" \
+    && [ "$(grep -c '^  layer ' "$T/awq.err")" -eq 2 ] && ok || fail "export --fp32 --awq: $(cat "$T/awq.err")"
 "$BIN"/run "$T/awq.bin" -t 0 -n 24 -i "Once upon" >"$T/awq-run.txt" 2>/dev/null && same "awq: fp32 text unchanged" "$T/run.txt" "$T/awq-run.txt"
-"$BIN"/export -q --int4 "$T/awq.bin" "$T/awq.q4.bin" && "$BIN"/runq "$T/awq.q4.bin" -n 8 -i "Once" >/dev/null 2>&1 \
-    && ok || fail "export of the AWQ-scaled model, then runq"
-expect_error "awq without a model" "needs --init" $TRAIN awq "$T/corpus.txt" -o "$T/x.bin"
+"$BIN"/export -q --int4 --awq --calib "$T/corpus.txt" --calib-context 32 --calib-windows 4 "$T/m.bin" "$T/awq.q4.bin" \
+    && "$BIN"/runq "$T/awq.q4.bin" -n 8 -i "Once" >/dev/null 2>&1 && ok || fail "export --int4 --awq, then runq"
+"$BIN"/export --int4 --calib "$T/corpus.txt" --calib-context 32 "$T/m.q4.bin" "$T/again.q4.bin" 2>"$T/again.err" \
+    && grep -q "were quantized in .* already and were copied" "$T/again.err" && ok || fail "--calib on an int4 input: $(cat "$T/again.err")"
+same "--calib re-export of an int4 file" "$T/m.q4.bin" "$T/again.q4.bin"
 
 # ---- the committed default model: runq (int4) and run (fp32) tell a story from it
 for engine in "$BIN/runq models/tinystories-edge.q4.bin" "$BIN/run models/tinystories-edge.f32.bin"; do

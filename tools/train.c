@@ -56,7 +56,7 @@ static real real_exp(real x) { return sizeof(real) == sizeof(float) ? (real)expf
 // Settings: every knob of a run, saved with its state so a resume continues it
 
 // The first three train; the others are the tools around training.
-enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA, MODE_TOKENIZER, MODE_PLOT, MODE_INFLUENCE, MODE_PRUNE_FFN, MODE_AWQ };
+enum Mode { MODE_PRETRAIN, MODE_DISTILL, MODE_LORA, MODE_TOKENIZER, MODE_PLOT, MODE_INFLUENCE, MODE_PRUNE_FFN };
 
 typedef struct {
     int32_t mode;            // Mode
@@ -1266,9 +1266,6 @@ static void usage(void) {
         "  prune-ffn   structured FFN pruning of --init MODEL: each layer keeps the --keep X\n"
         "              fraction of its neurons that move the residual stream most on CORPUS\n"
         "              (mean |silu(w1 x) * w3 x| times |w2 column|); OUTPUT is an fp32 checkpoint\n"
-        "  awq         activation-aware scaling of --init MODEL for int4 (AWQ): input channels\n"
-        "              scaled by their activity on CORPUS, folded into what feeds them; OUTPUT is\n"
-        "              an fp32 checkpoint computing the same function that export --int4 rounds better\n"
         "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
         "tokens is held out for the validation loss.\n"
         "Options:\n"
@@ -1299,7 +1296,7 @@ static void usage(void) {
         "  -T N                 threads (default: online cores)\n"
         "  --vocab N            tokenizer: pieces (default 512)\n"
         "  --keep X             prune-ffn: fraction of each layer's FFN neurons kept\n"
-        "  (influence, prune-ffn and awq read --eval-windows windows of --context tokens of CORPUS)\n"
+        "  (influence and prune-ffn read --eval-windows windows of --context tokens of CORPUS)\n"
         "  -q                   no progress output\n");
     exit(EXIT_FAILURE);
 }
@@ -1601,7 +1598,7 @@ static void plot_only(const Options *o) {
     free(curve.points);
 }
 
-// influence, prune-ffn and awq: --init MODEL and the calibration text CORPUS as its
+// influence and prune-ffn: --init MODEL and the calibration text CORPUS as its
 // tokens; returns the window length (--context, at most the model's).
 static int load_calibration(const Options *o, Model *m, TokenStream *tokens) {
     if (!o->init) die("%s needs --init MODEL", o->mode_name);
@@ -1748,197 +1745,6 @@ static void prune_ffn_mode(const Options *o) {
     free_model(&m);
 }
 
-// ---- Activation-aware scaling (AWQ, Lin et al. 2023). An input channel
-// that carries large activations matters more than its weights' size says:
-// scaling a matrix's column c up by s_c before int4 rounding (and the input
-// down by s_c, folded into what computes it) gives that column finer steps
-// at no cost in fp32, where the model computes exactly the same function.
-// s_c = mean|x_c|^a over the calibration tokens, normalised so that
-// max * min = 1; per group of matrices sharing an input, a is searched over
-// 0, 0.1, ..., 1 for the least output error on those tokens,
-// sum_t |W x_t - Q(W diag s) diag(s)^-1 x_t|^2 (a = 0 is no scaling, so a
-// layer is never made worse on the calibration text). Four groups a layer,
-// each folded where its input is made:
-//   wq wk wv  <- attention_norm       w1 w3 <- ffn_norm
-//   wo        <- wv's rows (the attention output is linear in v; a scale is
-//                shared by the query heads of one KV head)
-//   w2        <- w3's rows (silu(w1 x) * (w3 x) is linear in w3 x)
-
-typedef struct {
-    int n;                   // calibration tokens kept
-    real *xn1, *ao, *xn2, *g;   // (L, n, width) the inputs of the four groups
-} Calibration;
-
-// The inputs of every layer's matrices for up to max_windows windows of T tokens.
-static Calibration collect_inputs(Model *m, const TokenStream *tokens, int T, int max_windows) {
-    int L = m->h.n_layers, D = m->h.dim, Q = q_dim(m), F = m->max_ffn;
-    int windows = (int)(tokens->count / (size_t)T) < max_windows ? (int)(tokens->count / (size_t)T) : max_windows;
-    Calibration c = { .n = windows * T };
-    c.xn1 = xcalloc((size_t)L * c.n * D, sizeof(real), "calibration");
-    c.ao = xcalloc((size_t)L * c.n * Q, sizeof(real), "calibration");
-    c.xn2 = xcalloc((size_t)L * c.n * D, sizeof(real), "calibration");
-    c.g = xcalloc((size_t)L * c.n * F, sizeof(real), "calibration");
-    Activations s;
-    alloc_activations(&s, m, NULL, T);
-    refresh_transposed(m);
-    Net net = model_net(m, NULL, NULL);
-    for (int w = 0; w < windows; w++) {
-        net_forward(&net, &s, tokens->tokens + (size_t)w * T, T);
-        for (int l = 0; l < L; l++) {
-            size_t at = (size_t)w * T;
-            memcpy(c.xn1 + ((size_t)l * c.n + at) * D, AT(s.xn1, l, T * D), sizeof(real) * (size_t)T * D);
-            memcpy(c.ao + ((size_t)l * c.n + at) * Q, AT(s.ao, l, T * Q), sizeof(real) * (size_t)T * Q);
-            memcpy(c.xn2 + ((size_t)l * c.n + at) * D, AT(s.xn2, l, T * D), sizeof(real) * (size_t)T * D);
-            memcpy(c.g + ((size_t)l * c.n + at) * F, AT(s.g, l, T * F), sizeof(real) * (size_t)T * m->ffn_dim[l]);
-        }
-    }
-    free_activations(&s);
-    return c;
-}
-
-// A (rows, cols) matrix through runq's int4 (group 32) and back.
-static void int4_round_trip(const real *w, int rows, int cols, float *out) {
-    int padded = (int)round_up((size_t)cols, Q_BLOCK);
-    float *row = xcalloc((size_t)cols, sizeof(float), "AWQ");
-    uint8_t *nibbles = xcalloc((size_t)padded / 2, 1, "AWQ");
-    uint16_t *scales = xcalloc((size_t)padded / Q_BLOCK, sizeof(uint16_t), "AWQ");
-    Tensor t = { .type = TYPE_Q4, .rows = 1, .cols = cols, .cols_padded = padded, .group_size = Q_BLOCK,
-                 .nibbles = nibbles, .scales = scales };
-    for (int r = 0; r < rows; r++) {
-        for (int c = 0; c < cols; c++) row[c] = (float)w[(size_t)r * cols + c];
-        quantize_row_q4(row, cols, padded, Q_BLOCK, nibbles, scales);
-        dequantize_row(out + (size_t)r * cols, &t, 0);
-    }
-    free(row);
-    free(nibbles);
-    free(scales);
-}
-
-// sum_t |(W - Q(W diag s) diag(s)^-1) x_t|^2 over the n rows of x (stride cols).
-static double scaled_int4_error(const real *w, int rows, int cols, const double *scale, const real *x, int n) {
-    real *scaled = xcalloc((size_t)rows * cols, sizeof(real), "AWQ");
-    float *back = xcalloc((size_t)rows * cols, sizeof(float), "AWQ");
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) scaled[(size_t)r * cols + c] = (real)(w[(size_t)r * cols + c] * scale[c]);
-    int4_round_trip(scaled, rows, cols, back);
-    double *delta = xcalloc((size_t)rows * cols, sizeof(double), "AWQ"), error = 0;
-    for (size_t i = 0; i < (size_t)rows * cols; i++) delta[i] = (double)w[i] - back[i] / scale[i % (size_t)cols];
-    for (int t = 0; t < n; t++)
-        for (int r = 0; r < rows; r++) {
-            double y = 0;
-            for (int c = 0; c < cols; c++) y += delta[(size_t)r * cols + c] * x[(size_t)t * cols + c];
-            error += y * y;
-        }
-    free(scaled);
-    free(back);
-    free(delta);
-    return error;
-}
-
-// The scales for one group: mean|x_c| over the tokens (channel c's
-// activity) raised to the best a. Returns the a chosen; scale (cols,) is
-// filled. tied > 1 (wo): the channels are tied-head blocks of head_dim, and
-// dimension d of the tied heads of one block shares one scale (their mean
-// activity), as they share one row of wv.
-static double search_scales(real *const *matrices, const int *rows, int count, int cols, const real *x, int n,
-                            int tied, int head_dim, double *scale) {
-    double *activity = xcalloc((size_t)cols, sizeof(double), "AWQ"), *trial = xcalloc((size_t)cols, sizeof(double), "AWQ");
-    for (int t = 0; t < n; t++)
-        for (int c = 0; c < cols; c++) activity[c] += fabs((double)x[(size_t)t * cols + c]) / n;
-    for (int block = 0; tied > 1 && block < cols; block += tied * head_dim)
-        for (int d = 0; d < head_dim; d++) {
-            double sum = 0;
-            for (int k = 0; k < tied; k++) sum += activity[block + k * head_dim + d];
-            for (int k = 0; k < tied; k++) activity[block + k * head_dim + d] = sum / tied;
-        }
-    double best_error = INFINITY, best_alpha = 0;
-    for (int step = 0; step <= 10; step++) {
-        double alpha = step / 10.0, lo = INFINITY, hi = 0;
-        for (int c = 0; c < cols; c++) {
-            trial[c] = pow(fmax(activity[c], 1e-8), alpha);
-            lo = fmin(lo, trial[c]);
-            hi = fmax(hi, trial[c]);
-        }
-        for (int c = 0; c < cols; c++) trial[c] /= sqrt(lo * hi);
-        double error = 0;
-        for (int i = 0; i < count; i++) error += scaled_int4_error(matrices[i], rows[i], cols, trial, x, n);
-        if (error < best_error) {
-            best_error = error;
-            best_alpha = alpha;
-            memcpy(scale, trial, sizeof(double) * (size_t)cols);
-        }
-    }
-    free(activity);
-    free(trial);
-    return best_alpha;
-}
-
-// W's columns times scale; the rows of `before` (or a norm, rows 1) divided by it.
-static void fold_scales(real *const *matrices, const int *rows, int count, int cols, const double *scale, real *before,
-                        int before_cols) {
-    for (int i = 0; i < count; i++)
-        for (int r = 0; r < rows[i]; r++)
-            for (int c = 0; c < cols; c++) matrices[i][(size_t)r * cols + c] = (real)(matrices[i][(size_t)r * cols + c] * scale[c]);
-    for (int c = 0; c < cols; c++)
-        for (int k = 0; k < before_cols; k++) before[(size_t)c * before_cols + k] = (real)(before[(size_t)c * before_cols + k] / scale[c]);
-}
-
-// Scales every layer of m in place; alphas: (L, 4) the a chosen per group.
-static void awq_scale(Model *m, const Calibration *cal, double *alphas) {
-    int L = m->h.n_layers, D = m->h.dim, Q = q_dim(m), KV = kv_dim(m), F = m->max_ffn, hd = m->h.head_dim;
-    int group = m->h.n_heads / m->h.n_kv_heads;
-    int widest = D > Q ? D : Q;
-    if (F > widest) widest = F;
-    double *scale = xcalloc((size_t)widest, sizeof(double), "AWQ");
-    for (int l = 0; l < L; l++) {
-        int f = m->ffn_dim[l];
-        real *wq = tensor(m, m->params, K_WQ, l), *wk = tensor(m, m->params, K_WK, l), *wv = tensor(m, m->params, K_WV, l);
-        real *wo = tensor(m, m->params, K_WO, l), *w1 = tensor(m, m->params, K_W1, l), *w2 = tensor(m, m->params, K_W2, l);
-        real *w3 = tensor(m, m->params, K_W3, l);
-        real *attention_in[] = { wq, wk, wv }, *ffn_in[] = { w1, w3 }, *out[] = { wo }, *down[] = { w2 };
-        int attention_rows[] = { Q, KV, KV }, ffn_rows[] = { f, f }, out_rows[] = { D }, down_rows[] = { D };
-        // q/k/v, folded into the attention norm
-        alphas[l * 4] = search_scales(attention_in, attention_rows, 3, D, cal->xn1 + (size_t)l * cal->n * D, cal->n, 1, D, scale);
-        fold_scales(attention_in, attention_rows, 3, D, scale, tensor(m, m->params, K_ATTN_NORM, l), 1);
-        // gate and up, folded into the FFN norm
-        alphas[l * 4 + 1] = search_scales(ffn_in, ffn_rows, 2, D, cal->xn2 + (size_t)l * cal->n * D, cal->n, 1, D, scale);
-        fold_scales(ffn_in, ffn_rows, 2, D, scale, tensor(m, m->params, K_FFN_NORM, l), 1);
-        // wo, folded into wv's rows: query head h reads KV head h / group, so channel
-        // (h, d) is KV row (h / group) * head_dim + d, shared by the group's heads
-        alphas[l * 4 + 2] = search_scales(out, out_rows, 1, Q, cal->ao + (size_t)l * cal->n * Q, cal->n, group, hd, scale);
-        for (int r = 0; r < KV; r++) {   // wv row (KV head g, d) feeds channel (g * group * head_dim + d) and its ties
-            double s_r = scale[(size_t)(r / hd) * group * hd + r % hd];
-            for (int c = 0; c < D; c++) wv[(size_t)r * D + c] = (real)(wv[(size_t)r * D + c] / s_r);
-        }
-        fold_scales(out, out_rows, 1, Q, scale, NULL, 0);
-        // w2, folded into w3's rows
-        alphas[l * 4 + 3] = search_scales(down, down_rows, 1, f, cal->g + (size_t)l * cal->n * F, cal->n, 1, f, scale);
-        fold_scales(down, down_rows, 1, f, scale, w3, D);
-    }
-    free(scale);
-}
-
-static void awq_mode(const Options *o) {
-    Model m;
-    TokenStream tokens;
-    int T = load_calibration(o, &m, &tokens);
-    Calibration cal = collect_inputs(&m, &tokens, T, o->s.eval_windows);
-    double *alphas = xcalloc((size_t)m.h.n_layers * 4, sizeof(double), "AWQ");
-    awq_scale(&m, &cal, alphas);
-    save_model(&m, o->output, TYPE_F32);
-    if (!o->quiet) {
-        fprintf(stderr, "train: wrote %s, scaled for int4 on %d tokens of %s; a per layer (qkv, gate/up, o, down):\n",
-                o->output, cal.n, o->corpus);
-        for (int l = 0; l < m.h.n_layers; l++)
-            fprintf(stderr, "  layer %2d  %.1f %.1f %.1f %.1f\n", l, alphas[l * 4], alphas[l * 4 + 1], alphas[l * 4 + 2],
-                    alphas[l * 4 + 3]);
-    }
-    free(alphas);
-    free(cal.xn1); free(cal.ao); free(cal.xn2); free(cal.g);
-    free(tokens.tokens);
-    free_model(&m);
-}
-
 static void train_tokenizer(const Options *o) {
     size_t size;
     uint8_t *text = read_whole_file(o->corpus, &size);
@@ -1956,12 +1762,12 @@ static void train_tokenizer(const Options *o) {
 int main(int argc, char **argv) {
     if (argc < 2) usage();
     Options o = { .mode_name = argv[1], .vocab = 512, .threads = default_threads(), .save_every = 0 };
-    static const char *mode_names[] = { "pretrain", "distill", "lora", "tokenizer", "plot", "influence", "prune-ffn", "awq" };
+    static const char *mode_names[] = { "pretrain", "distill", "lora", "tokenizer", "plot", "influence", "prune-ffn" };
     int mode = -1;
     for (int m = 0; m < (int)(sizeof mode_names / sizeof mode_names[0]); m++)
         if (strcmp(argv[1], mode_names[m]) == 0) mode = m;
     if (mode < 0)
-        die("unknown mode '%s': tokenizer, pretrain, distill, lora, influence, prune-ffn, awq or plot (train with no arguments shows the options)", argv[1]);
+        die("unknown mode '%s': tokenizer, pretrain, distill, lora, influence, prune-ffn or plot (train with no arguments shows the options)", argv[1]);
     o.s = default_settings(mode);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -2009,7 +1815,6 @@ int main(int argc, char **argv) {
     if (mode == MODE_INFLUENCE) { print_influence(&o); return 0; }
     if (!o.output) die("%s needs -o OUTPUT", o.mode_name);
     if (mode == MODE_PRUNE_FFN) { prune_ffn_mode(&o); return 0; }
-    if (mode == MODE_AWQ) { awq_mode(&o); return 0; }
     if (mode == MODE_TOKENIZER) { train_tokenizer(&o); return 0; }
     if (mode == MODE_PLOT) { plot_only(&o); return 0; }
     char *log_default = NULL, *plot_default = NULL;
