@@ -610,6 +610,8 @@ static void free_tokenizer(Tokenizer *t) {
 static uint8_t *read_whole_file(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
+    struct stat st;   // a directory opens, and sizes as LONG_MAX
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) die("%s is not a regular file", path);
     if (fseek(f, 0, SEEK_END) != 0) die("cannot seek in %s", path);
     long length = ftell(f);
     if (length < 0) die("cannot size %s", path);

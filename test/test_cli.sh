@@ -96,6 +96,7 @@ patch 216 '\xff\xff\xff\xff\xff\xff\xff\xff'; expect_error "tensor size overflow
 printf 'garbage' >"$T/bad-tokenizer.bin"
 expect_error "corrupt tokenizer" "tokenizer" "$BIN"/runq "$Q" -z "$T/bad-tokenizer.bin"
 expect_error "missing tokenizer file" "cannot open" "$BIN"/runq "$Q" -z "$T/none.bin"
+expect_error "a directory as the tokenizer" "is not a regular file" "$BIN"/runq "$Q" -z "$T"
 long=$(printf 'word %.0s' $(seq 1 100))
 expect_error "prompt longer than the context" "prompt is [0-9]+ tokens" "$BIN"/runq "$Q" -i "$long"
 expect_error "prompt longer than -n" "prompt is [0-9]+ tokens" "$BIN"/runq "$Q" -i "one two three four" -n 3

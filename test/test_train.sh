@@ -129,6 +129,7 @@ expect_error "--calib with --adapter" "writes an adapter file alone" \
     "$BIN"/export -q --adapter "$T/adapter" --calib "$T/corpus.txt" "$T/m.q4.bin" "$T/x.bin"
 expect_error "a calibration text shorter than a window" "calibrated rounding needs at least one window of 256" \
     "$BIN"/export -q --calib "$T/short.txt" $D "$T/x.bin"
+expect_error "a directory as the calibration text" "$T is not a regular file" "$BIN"/export -q --calib "$T" $D "$T/x.bin"
 expect_error "--calib on a model without a tokenizer" "no tokenizer to read" \
     "$BIN"/export -q --awq --calib "$T/corpus.txt" "$M/stories260K.bin" "$T/x.bin"
 [ ! -e "$T/x.bin" ] && ok || fail "a refused export left $T/x.bin behind"
