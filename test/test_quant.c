@@ -30,6 +30,60 @@ static const uint32_t weight_types[] = { TYPE_Q8, TYPE_Q4, TYPE_Q3, TYPE_Q2 };
 
 static size_t code_bytes(uint32_t type, int rows, int padded) { return (size_t)rows * row_code_bytes(quant_layout(type), (uint64_t)padded); }
 
+// search_scale's twin, one candidate at a time: a group's squared error at
+// a scale, each weight's weighted by importance[i] (NULL: 1).
+static float group_error(const QuantLayout *layout, const float *x, const float *importance, int n, float scale) {
+    float inverse = scale != 0.0f ? 1.0f / scale : 0.0f, error = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float diff = x[i] - scale * (float)quant_level(layout, x[i], inverse);
+        error += importance ? importance[i] * diff * diff : diff * diff;
+    }
+    return error;
+}
+
+static uint16_t search_scale_one_at_a_time(const QuantLayout *layout, const float *x, const float *importance, int count) {
+    float extreme = 0.0f;
+    for (int i = 0; i < count; i++)
+        if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
+    float lo = (float)layout->lo;
+    uint16_t best = fp32_to_fp16(extreme / lo);
+    float best_error = group_error(layout, x, importance, count, fp16_to_fp32(best));
+    for (int step = -12; step <= 6 && extreme != 0.0f; step++) {
+        uint16_t candidate = fp32_to_fp16(extreme / (lo * (1.0f + (float)step / 32.0f)));
+        float error = group_error(layout, x, importance, count, fp16_to_fp32(candidate));
+        if (error < best_error) { best_error = error; best = candidate; }
+    }
+    return best;
+}
+
+// The vectorized search picks the scale the one-at-a-time search does, on
+// groups of every length and scale of magnitude: fp16's subnormals and
+// overflow, zeros, one weight alone, ties of equal magnitude, and random
+// importance.
+static void test_search_scale_twin(uint32_t type) {
+    const QuantLayout *layout = quant_layout(type);
+    static const float magnitudes[] = { 1.0f, 1e-9f, 3e-8f, 1e-5f, 0.02f, 300.0f, 70000.0f, 1e6f };
+    float x[256], importance[256];
+    int mismatches = 0, groups = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        int count = trial % 7 == 0 ? 1 + trial % 5 : (int)(uniform(1, 257));
+        if (count > 256) count = 256;
+        float magnitude = magnitudes[trial % 8];
+        for (int i = 0; i < count; i++) {
+            x[i] = magnitude * (uniform(-1, 1) + uniform(-1, 1)) * (i % 11 == 3 ? 5.0f : 1.0f);
+            if (trial % 13 == 1) x[i] = 0.0f;
+            if (trial % 17 == 2) x[i] = i % 2 ? magnitude : -magnitude;   // ties of equal magnitude
+            importance[i] = uniform(0, 1) < 0.1f ? 40.0f : uniform(0.0f, 2.0f);
+        }
+        for (int weighted = 0; weighted < 2; weighted++, groups++) {
+            const float *w = weighted ? importance : NULL;
+            mismatches += search_scale(layout, x, w, count) != search_scale_one_at_a_time(layout, x, w, count);
+        }
+    }
+    CHECK(mismatches == 0, "%s: the vectorized scale search differs from the one-at-a-time one in %d of %d groups",
+          layout->name, mismatches, groups);
+}
+
 // The scheme's promise, for every type: a weight inside the range the scale
 // covers comes back within half a step (scale/2); the search may clip a rare
 // extreme, but only when that lowers the group's squared error, so every
@@ -543,6 +597,7 @@ int main(void) {
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_round_trip(weight_types[ti]);
     test_error_order();
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_importance(weight_types[ti]);
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_search_scale_twin(weight_types[ti]);
     test_q8_activations();
     test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
