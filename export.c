@@ -4109,8 +4109,10 @@ static void calibrate_layer(Walk *walk, int l, float *const *w, const Plan *targ
     const InputRecord *r = &walk->record;
     for (int g = 0; g < N_INPUT_GROUPS; g++) {
         int width = r->width[g];
-        out->importance[g] = xcalloc((size_t)width, sizeof(float), "importance");
-        recorded_mean(walk, g, 1, out->importance[g]);
+        if (weighted) {
+            out->importance[g] = xcalloc((size_t)width, sizeof(float), "importance");
+            recorded_mean(walk, g, 1, out->importance[g]);
+        }
         if (!awq) continue;
         RoundedMatrix m[3];
         for (int i = 0; i < counts[g]; i++) {
@@ -4123,13 +4125,11 @@ static void calibrate_layer(Walk *walk, int l, float *const *w, const Plan *targ
         recorded_mean(walk, g, 0, activity);
         if (g == IN_ATTENTION_OUT) tie_query_heads(&walk->src->header, activity);
         out->scale[g] = xcalloc((size_t)width, sizeof(float), "AWQ");
-        out->alpha[g] = awq_search(walk, m, counts[g], activity, weighted ? out->importance[g] : NULL, r->samples[g],
+        out->alpha[g] = awq_search(walk, m, counts[g], activity, out->importance[g], r->samples[g],
                                    (int)walk->n_windows * r->per_window, out->scale[g]);
-        for (int c = 0; c < width; c++) out->importance[g][c] /= out->scale[g][c] * out->scale[g][c];
+        for (int c = 0; weighted && c < width; c++) out->importance[g][c] /= out->scale[g][c] * out->scale[g][c];
         free(activity);
     }
-    if (!weighted)
-        for (int g = 0; g < N_INPUT_GROUPS; g++) { free(out->importance[g]); out->importance[g] = NULL; }
 }
 
 // ---- Source: the wrapped source's tensors with AWQ's scales folded in, and
