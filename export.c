@@ -764,11 +764,11 @@ static void hf_sliding_window(FileHeader *h, const Json *config, const char *pat
     h->seq_len = (int32_t)positions;
 }
 
-static void open_hf(Source *src, const char *dir) {
-    char *config_path = path_join(dir, "config.json");
-    if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
+// config.json -> the header, the FFN widths and RoPE scaling: everything
+// export needs to know before it opens a weight (export --check-config stops
+// here). Returns which of BOS and EOS config.json names (bit 0, bit 1).
+static int hf_config(Source *src, const char *config_path) {
     Json config = json_read_file(config_path);
-    source_add_input(src, config_path);
     const Json *model_type = json_get(&config, "model_type");
     if (!model_type || model_type->type != JSON_STRING
         || (strcmp(model_type->string, "llama") != 0 && strcmp(model_type->string, "mistral") != 0))
@@ -798,7 +798,16 @@ static void open_hf(Source *src, const char *dir) {
     src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
     for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = ffn;
     json_free(&config);
+    return ids_given;
+}
+
+static void open_hf(Source *src, const char *dir) {
+    char *config_path = path_join(dir, "config.json");
+    if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", dir);
+    int ids_given = hf_config(src, config_path);
+    source_add_input(src, config_path);
     free(config_path);
+    FileHeader *h = &src->header;
 
     HfModel *m = xcalloc(1, sizeof *m, "model");
     hf_load_weights(src, m, dir);
@@ -4343,6 +4352,23 @@ static void parse_overrides(TypeRules *rules, const char *list) {
 }
 
 #ifdef EXPORT_MAIN
+// export --check-config DIR|config.json: can export convert this model? From
+// config.json alone, so a download can be refused before its weights come.
+static int check_config(const char *path) {
+    struct stat st;
+    char *config_path = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? path_join(path, "config.json") : strdup(path);
+    if (!file_exists(config_path)) die("%s: no config.json (is this a Hugging Face model directory?)", path);
+    Source src = { 0 };
+    hf_config(&src, config_path);
+    const FileHeader *h = &src.header;
+    printf("%s: export converts it: dim %d, %d layers, %d/%d heads, head_dim %d, vocab %d, context %d%s\n", config_path,
+           h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->vocab_size, h->seq_len,
+           src.rope_freqs ? ", RoPE scaled" : "");
+    free(config_path);
+    free_source(&src);
+    return 0;
+}
+
 static void usage(void) {
     fprintf(stderr,
         "Usage: export [--int4|--fp32|--gguf-q4_0|--gguf-q8_0|--gguf-f32] [options] INPUT OUTPUT\n"
@@ -4381,6 +4407,8 @@ static void usage(void) {
         "                    their inputs down (norms, wv, w3); with --fp32, the scaled model\n"
         "  --calib-context T tokens per calibration window (default 256, at most the model's context)\n"
         "  --calib-windows N calibration windows read at most (default 16)\n"
+        "  --check-config P  only read P (a model directory or its config.json): exit 0 if export\n"
+        "                    converts this model, else say why (before downloading weights)\n"
         "  -q                no progress output\n");
     exit(EXIT_FAILURE);
 }
@@ -4414,6 +4442,7 @@ int main(int argc, char **argv) {
             group_size_given = 1;
         } else if (strcmp(a, "-z") == 0 && has_value) tokenizer_path = argv[++i];
         else if (strcmp(a, "--random") == 0 && has_value) random_shape = argv[++i];
+        else if (strcmp(a, "--check-config") == 0 && has_value) return check_config(argv[++i]);
         else if (strcmp(a, "--lora") == 0 && has_value) lora_dir = argv[++i];
         else if (strcmp(a, "--adapter") == 0 && has_value) adapter_dir = argv[++i];
         else if (strcmp(a, "--drop-layers") == 0 && has_value) drop_layers = argv[++i];
