@@ -335,7 +335,10 @@ static void build_transformer(Transformer *t, const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) die("cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) die("%s is not a regular file", path);
+    if (fstat(fd, &st) != 0) die("cannot stat %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        die("%s is a directory; a Hugging Face model directory converts with ./export --fp32 %s model.f32.bin", path, path);
+    if (!S_ISREG(st.st_mode)) die("%s is not a regular file", path);
     t->file_size = (size_t)st.st_size;
     if (t->file_size < 28) die("%s: %zu bytes is too small to be a checkpoint (truncated?)", path, t->file_size);
     void *data = mmap(NULL, t->file_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -343,6 +346,11 @@ static void build_transformer(Transformer *t, const char *path) {
     if (data == MAP_FAILED) die("cannot map %s: %s", path, strerror(errno));
     t->file_data = data;
     if (*(const uint32_t *)t->file_data == CHECKPOINT_MAGIC) load_export(t);
+    else if (memcmp(t->file_data, "GGUF", 4) == 0)
+        die("%s is a GGUF file; convert it first: ./export --fp32 %s model.f32.bin", path, path);
+    else if (t->file_data[8] == '{')
+        die("%s is a safetensors file; convert the Hugging Face directory that holds it: ./export --fp32 DIR model.f32.bin",
+            path);
     else load_legacy(t);
     malloc_run_state(&t->state, &t->config);
 }
@@ -466,7 +474,19 @@ static float *forward(Transformer *t, int token, int pos) {
     return s->logits;
 }
 
+// n tokens at positions pos0..pos0+n-1, one at a time (runq's batches them:
+// the generate and chat loops below are the two programs' shared text).
+static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0) {
+    float *logits = NULL;
+    for (int i = 0; i < n; i++) logits = forward(t, tokens[i], pos0 + i);
+    return logits;
+}
+
 // ----------------------------------------------------------------------------
+// From here to "Command line" run.c and runq.c hold the same text, line for
+// line (test/test_shared_code.sh checks it): the tokenizer, the sampler, and
+// the generate and chat loops over the runtime's forward passes.
+//
 // Tokenizer: byte-pair encoding over a vocabulary of pieces with merge scores,
 // stored in llama2.c's tokenizer.bin layout
 //   int32 max_token_length, then per piece: float32 score, int32 length, bytes
@@ -1301,7 +1321,8 @@ static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *
 }
 
 // ----------------------------------------------------------------------------
-// Sampler (llama2.c's, so seeded runs reproduce)
+// Sampler: greedy, temperature, top-p; llama2.c's xorshift generator so a seed
+// reproduces its runs.
 
 typedef struct {
     float prob;
@@ -1310,7 +1331,7 @@ typedef struct {
 
 typedef struct {
     int vocab_size;
-    ProbIndex *probindex;
+    ProbIndex *probindex;    // (vocab_size,) scratch for top-p
     float temperature;
     float topp;
     unsigned long long rng_state;
@@ -1345,6 +1366,9 @@ static int compare_prob_desc(const void *a, const void *b) {
     return pa > pb ? -1 : pa < pb ? 1 : 0;
 }
 
+// Sample from the smallest set of tokens whose probability exceeds topp.
+// Tokens below (1 - topp)/(n - 1) can never be in that set, so they are
+// dropped before sorting.
 static int sample_topp(const float *probabilities, int n, float topp, ProbIndex *probindex, float coin) {
     int n0 = 0;
     const float cutoff = (1.0f - topp) / (float)(n - 1);
@@ -1365,6 +1389,17 @@ static int sample_topp(const float *probabilities, int n, float topp, ProbIndex 
     return probindex[last].index;
 }
 
+static void build_sampler(Sampler *s, int vocab_size, float temperature, float topp, unsigned long long seed) {
+    s->vocab_size = vocab_size;
+    s->temperature = temperature;
+    s->topp = topp;
+    s->rng_state = seed;
+    s->probindex = xcalloc((size_t)vocab_size, sizeof(ProbIndex), "sampler");
+}
+
+static void free_sampler(Sampler *s) { free(s->probindex); }
+
+// Note: scales logits in place.
 static int sample(Sampler *s, float *logits) {
     if (s->temperature == 0.0f) return argmax(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
@@ -1375,41 +1410,58 @@ static int sample(Sampler *s, float *logits) {
 }
 
 // ----------------------------------------------------------------------------
-// Generation
+// Generation: the prompt, then sampled tokens, printed as they come. What the
+// runtime gives these: forward(t, token, pos) and forward_tokens(t, tokens,
+// n, pos0), each returning the logits after its last token.
 
-static long time_in_ms(void) {
+static double now_ms(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
-static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps) {
+// steps: total positions, prompt included (llama2.c's meaning of -n). Ends
+// with one line of timings on stderr, which tools/bench reads:
+//   stats: load_ms=.. prompt_tokens=.. prompt_ms=.. prompt_tok_s=.. ttft_ms=.. decode_tokens=.. decode_ms=.. decode_tok_s=..
+static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps,
+                     int ignore_eos, double load_ms) {
     if (!prompt) prompt = "";
     int *prompt_tokens = xcalloc(strlen(prompt) + 3, sizeof(int), "prompt tokens");
     int n_prompt = encode(tok, prompt, 1, 0, prompt_tokens);
     if (n_prompt >= steps)
         die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
             n_prompt, steps, t->config.seq_len);
-    long start = 0;
-    int token = prompt_tokens[0], pos = 0;
-    while (pos < steps) {
-        float *logits = forward(t, token, pos);
-        int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sample(sampler, logits);
-        pos++;
-        if (ends_generation(tok, next)) break;
+    for (int i = 1; i < n_prompt; i++) safe_printf(decode(tok, prompt_tokens[i - 1], prompt_tokens[i]));
+    fflush(stdout);
+
+    double start = now_ms();
+    float *logits = forward_tokens(t, prompt_tokens, n_prompt, 0);
+    double prompt_end = now_ms(), first_token = prompt_end;
+    int token = prompt_tokens[n_prompt - 1], pos = n_prompt, decoded = 0;
+    for (;;) {
+        int next = sample(sampler, logits);
+        if (pos == n_prompt) first_token = now_ms();
+        if (!ignore_eos && ends_generation(tok, next)) break;
         safe_printf(decode(tok, token, next));
         fflush(stdout);
         token = next;
-        if (start == 0) start = time_in_ms();
+        if (pos >= steps) break;
+        logits = forward(t, token, pos++);
+        decoded++;
     }
+    double end = now_ms();
     printf("\n");
-    if (pos > 1) {
-        long elapsed = time_in_ms() - start;
-        fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (double)(elapsed > 0 ? elapsed : 1) * 1000);
-    }
+    fflush(stdout);   // the text's last line before the stats line on stderr
+    double prompt_ms = prompt_end - start, decode_ms = end - first_token;
+    fprintf(stderr, "stats: load_ms=%.1f prompt_tokens=%d prompt_ms=%.1f prompt_tok_s=%.2f ttft_ms=%.1f "
+                    "decode_tokens=%d decode_ms=%.1f decode_tok_s=%.2f\n",
+            load_ms, n_prompt, prompt_ms, n_prompt / (prompt_ms > 0 ? prompt_ms : 1e-3) * 1000, first_token - start,
+            decoded, decode_ms, decoded / (decode_ms > 0 ? decode_ms : 1e-3) * 1000);
     free(prompt_tokens);
 }
 
+// Read one line from stdin into a growing buffer, without its newline.
+// Returns 0 at end of input.
 static int read_line(const char *guide, char **line, size_t *capacity) {
     printf("%s", guide);
     fflush(stdout);
@@ -1419,50 +1471,56 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
     return 1;
 }
 
-// A chat, as runq.c's: each user message rendered as the template's turn,
-// the reply sampled until the end-of-turn token or EOS, which is fed too.
+// A chat: each user message is rendered as the template's turn and fed as
+// one batch, then the reply is sampled and printed until the template's
+// end-of-turn token or EOS. That token goes in front of the next turn, so the
+// conversation stays in the KV cache, whole, until -n positions are used.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
                  const char *cli_system_prompt, int steps, const ChatTemplate *template) {
     char *system_prompt = NULL, *user_prompt = NULL;
     size_t system_capacity = 0, user_capacity = 0;
-    TokenList prompt = { 0 };
-    int prompt_index = 0, user_turn = 1, next = 0, token = 0, pos = 0;
-    int end_of_turn = chat_end_of_turn(tok, template);
-    while (pos < steps) {
-        if (user_turn) {
-            const char *system = "", *user;
-            if (pos == 0) {
-                if (cli_system_prompt) system = cli_system_prompt;
-                else if (read_line("Enter system prompt (optional): ", &system_prompt, &system_capacity)) system = system_prompt;
-            }
-            if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
-            else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
-            else break;
-            free(prompt.ids);
-            prompt = chat_turn(tok, template, pos == 0, system, user);
-            if (pos + prompt.count >= steps) {
-                fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
-                break;
-            }
-            prompt_index = 0;
-            user_turn = 0;
-            printf("Assistant: ");
+    int end_of_turn = chat_end_of_turn(tok, template), pos = 0, reply_end = -1;
+    for (;;) {
+        const char *system = "", *user;
+        if (pos == 0) {
+            if (cli_system_prompt) system = cli_system_prompt;
+            else if (read_line("Enter system prompt (optional): ", &system_prompt, &system_capacity)) system = system_prompt;
         }
-        int from_prompt = prompt_index < prompt.count;
-        token = from_prompt ? prompt.ids[prompt_index++] : next;
-        if (!from_prompt && (token == end_of_turn || token == tok->eos_id)) user_turn = 1;
-        float *logits = forward(t, token, pos);
-        next = sample(sampler, logits);
-        pos++;
-        int reply_ends = next == end_of_turn || next == tok->eos_id;
-        if (prompt_index >= prompt.count && !user_turn) {
-            if (!reply_ends) safe_printf(decode(tok, token, next));
-            else printf("\n");
+        if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
+        else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
+        else break;
+        TokenList turn = { 0 };
+        if (reply_end >= 0) push_token(&turn, reply_end);
+        TokenList rendered = chat_turn(tok, template, pos == 0, system, user);
+        for (int i = 0; i < rendered.count; i++) push_token(&turn, rendered.ids[i]);
+        free(rendered.ids);
+        if (pos + turn.count >= steps) {
+            fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
+            free(turn.ids);
+            break;
+        }
+        float *logits = forward_tokens(t, turn.ids, turn.count, pos);
+        pos += turn.count;
+        int token = turn.ids[turn.count - 1];
+        free(turn.ids);
+        printf("Assistant: ");
+        for (;;) {
+            int next = sample(sampler, logits);
+            if (next == end_of_turn || next == tok->eos_id) { reply_end = next; break; }
+            safe_printf(decode(tok, token, next));
             fflush(stdout);
+            if (pos >= steps) break;
+            logits = forward(t, next, pos++);
+            token = next;
+        }
+        printf("\n");
+        fflush(stdout);
+        if (pos >= steps) {
+            fprintf(stderr, "[context full: %d positions; start a new chat]\n", steps);
+            break;
         }
     }
     printf("\n");
-    free(prompt.ids);
     free(system_prompt);
     free(user_prompt);
 }
@@ -1481,12 +1539,13 @@ static void usage(void) {
         "  -t <float>  temperature in [0,inf), default 1.0 (0 = greedy)\n"
         "  -p <float>  top-p (nucleus) sampling in [0,1], default 0.9\n"
         "  -s <int>    random seed, default time(NULL)\n"
-        "  -n <int>    positions to run, prompt included, default 256 (at most the context)\n"
+        "  -n <int>    positions to run, prompt included, default 256 (chat: the whole context)\n"
         "  -i <string> input prompt\n"
         "  -z <string> tokenizer.bin (required for llama2.c checkpoints)\n"
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
-        "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n");
+        "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
+        "  --ignore-eos  keep generating past BOS/EOS\n");
     exit(EXIT_FAILURE);
 }
 
@@ -1513,11 +1572,12 @@ int main(int argc, char **argv) {
     const char *chat_template = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
-    int steps = 256, steps_given = 0;
+    int steps = 256, steps_given = 0, ignore_eos = 0;
 
     if (argc < 2) usage();
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
+        if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
         int long_flag = strcmp(argv[i], "--chat-template") == 0;
         if (!long_flag && (argv[i][0] != '-' || strlen(argv[i]) != 2)) {
             fprintf(stderr, "run: unknown argument '%s'\n", argv[i]);
@@ -1541,23 +1601,23 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
     if (seed == 0) seed = (unsigned long long)time(NULL);
 
+    double load_start = now_ms();
     Transformer transformer;
     build_transformer(&transformer, checkpoint);
-    if (steps > transformer.config.seq_len) {
-        if (steps_given) die("-n %d is beyond the model's context of %d positions", steps, transformer.config.seq_len);
-        steps = transformer.config.seq_len;
-    }
+    double load_ms = now_ms() - load_start;
+    int seq_len = transformer.config.seq_len;   // run keeps an fp32 KV cache of the whole context, always
+    if (steps_given && steps > seq_len) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
+    if (!steps_given) steps = strcmp(mode, "chat") == 0 || steps > seq_len ? seq_len : steps;
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);
-    Sampler sampler = { .vocab_size = transformer.config.vocab_size, .temperature = temperature, .topp = topp,
-                        .rng_state = seed };
-    sampler.probindex = xcalloc((size_t)sampler.vocab_size, sizeof(ProbIndex), "sampler");
+    Sampler sampler;
+    build_sampler(&sampler, transformer.config.vocab_size, temperature, topp, seed);
 
-    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps);
+    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
     else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps,
               choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint));
 
-    free(sampler.probindex);
+    free_sampler(&sampler);
     free_tokenizer(&tokenizer);
     free_transformer(&transformer);
     return 0;

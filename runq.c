@@ -521,6 +521,19 @@ static const uint8_t *row_block(const Tensor *w, int r, int b, uint8_t gathered[
     return gathered;
 }
 
+// Row `row` of a quantized matrix back to floats (cols values): token
+// embeddings, and export reading a checkpoint.
+static void dequantize_row(float *out, const Tensor *w, int row) {
+    const QuantLayout *layout = quant_layout((uint32_t)w->type);
+    uint8_t gathered[Q_BLOCK / 2];
+    for (int b = 0; b * Q_BLOCK < w->cols; b++) {
+        const uint8_t *block = row_block(w, row, b, gathered);
+        for (int i = b * Q_BLOCK; i < (b + 1) * Q_BLOCK && i < w->cols; i++)
+            out[i] = fp16_to_fp32(w->scales[weight_scale_index(w, row, i / w->group_size)])
+                   * (float)layout->level(block, i % Q_BLOCK);
+    }
+}
+
 // A NaN or infinite weight scale or norm weight would turn every activation
 // after it into NaN: refused at load, with the tensor named. The scales are
 // 1/9 of an int4 file at group 32, read once here; f32 matrices (fp32
@@ -607,15 +620,24 @@ static int header_dims_ok(const FileHeader *h) {
         && header_int_ok(h->seq_len, 1 << 22);
 }
 
+// A file that is no checkpoint: what it most likely is, and the command that converts it.
+static void refuse_other_format(const Transformer *t) {
+    const char *path = t->path;
+    if (memcmp(t->file_data, "GGUF", 4) == 0)
+        die("%s is a GGUF file; convert it first: ./export %s model.q4.bin", path, path);
+    if (t->file_data[8] == '{')
+        die("%s is a safetensors file; convert the Hugging Face directory that holds it: ./export DIR model.q4.bin", path);
+    uint32_t magic = ((const FileHeader *)t->file_data)->magic;
+    if (magic > 0 && magic < 65536)   // a llama2.c header starts with dim
+        die("%s looks like a llama2.c checkpoint; convert it first: ./export -z tokenizer.bin %s model.q4.bin", path, path);
+    die("%s: not an Edge LLM checkpoint (magic 0x%08x, not 0x%08x \"EDGE\")", path, magic, CHECKPOINT_MAGIC);
+}
+
 static void read_config(Transformer *t) {
     if (t->file_size < sizeof(FileHeader))
         die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
     const FileHeader *h = (const FileHeader *)t->file_data;
-    if (h->magic != CHECKPOINT_MAGIC) {
-        if (t->file_size >= 28 && h->magic > 0 && h->magic < 65536)
-            die("%s: not an Edge LLM checkpoint (looks like a llama2.c .bin: convert it with ./export --int4)", t->path);
-        die("%s: not an Edge LLM checkpoint (bad magic 0x%08x)", t->path, h->magic);
-    }
+    if (h->magic != CHECKPOINT_MAGIC) refuse_other_format(t);
     if (h->version < 1 || h->version > CHECKPOINT_VERSION)
         die("%s: checkpoint version %u, this runq reads versions 1 to %d", t->path, h->version, CHECKPOINT_VERSION);
     if (!header_dims_ok(h) || h->n_tensors > 1u << 20)
@@ -1859,6 +1881,8 @@ static int cpu_has_dotprod(void) { return 0; }
 #endif
 #endif
 
+// ---- Choosing the kernels: once per run, from what this CPU can do.
+
 // Every kernel set this build can run on this CPU, the reference first and
 // the fastest last (tests compare each with the first).
 static int runnable_kernels(Kernels *out) {
@@ -1890,128 +1914,6 @@ static Kernels select_kernels(void) {
     for (int i = 0; i < n; i++) snprintf(names + strlen(names), sizeof names - strlen(names), " %s", sets[i].name);
     die("RUNQ_KERNELS=%s is not available; this build and CPU run:%s", forced, names);
     return sets[0];
-}
-
-// The writer's half of the format (export.c uses it): x (n,) -> one row of a
-// quantized type: n_padded/32 blocks of codes and n_padded/group_size fp16 scales.
-//
-// Each group's scale starts as its signed extreme / lo, the lowest level (the
-// extreme lands on it and the levels cover [lo, hi] * scale, as in ggml's
-// Q4_0); then scales a little smaller and larger are tried and the one with
-// the least squared error is kept: clipping the rare extreme buys finer steps
-// for the rest. (On stories260K this lowers the mean KL to fp32 - see the
-// README.) Every type searches the same relative steps, lo * (1 + step/32):
-// for Q4, -8 - step/4. A weight's level is the nearest one, clamped to [lo, hi].
-//
-// importance (n,), or NULL for all alike, weighs each weight's squared error:
-// export --calib gives the mean x_c^2 of input channel c over a text, so the
-// scale kept is the one that least changes the matrix's output on such
-// inputs, sum_c (w_c - q_c)^2 x_c^2, rather than its weights (llama.cpp's
-// imatrix does the same).
-static int quant_level(const QuantLayout *layout, float x, float inverse) {
-    int q = (int)lrintf(x * inverse);
-    return q < layout->lo ? layout->lo : q > layout->hi ? layout->hi : q;
-}
-
-// The searched scale of one group of count weights, as stored (fp16): the
-// candidates' errors are summed side by side, a weight at a time (each in
-// group_error's order, so the same floats), which the compiler vectorizes
-// across candidates. rintf by the 1.5 * 2^23 trick is lrintf's nearest-even
-// for |v| < 2^22; v here is at most a few times lo.
-#define SCALE_CANDIDATES 20   // extreme / lo, then the 19 steps -12..6
-static uint16_t search_scale(const QuantLayout *layout, const float *x, const float *importance, int count) {
-    float extreme = 0.0f;
-    for (int i = 0; i < count; i++)
-        if (fabsf(x[i]) > fabsf(extreme)) extreme = x[i];
-    float lo = (float)layout->lo, hi = (float)layout->hi;
-    if (extreme == 0.0f) return fp32_to_fp16(0.0f / lo);
-    uint16_t candidates[SCALE_CANDIDATES];
-    float scale[SCALE_CANDIDATES], inverse[SCALE_CANDIDATES], error[SCALE_CANDIDATES] = { 0 };
-    for (int c = 0; c < SCALE_CANDIDATES; c++) {
-        candidates[c] = fp32_to_fp16(c == 0 ? extreme / lo : extreme / (lo * (1.0f + (float)(c - 13) / 32.0f)));
-        scale[c] = fp16_to_fp32(candidates[c]);
-        inverse[c] = scale[c] != 0.0f ? 1.0f / scale[c] : 0.0f;
-    }
-    const float round_magic = 12582912.0f;   // 1.5 * 2^23
-    for (int i = 0; i < count; i++) {
-        float xi = x[i], weight = importance ? importance[i] : 1.0f;
-        for (int c = 0; c < SCALE_CANDIDATES; c++) {
-            float level = (xi * inverse[c] + round_magic) - round_magic;
-            level = level < lo ? lo : level > hi ? hi : level;
-            float diff = xi - scale[c] * level;
-            error[c] += importance ? weight * diff * diff : diff * diff;
-        }
-    }
-    int best = 0;
-    for (int c = 1; c < SCALE_CANDIDATES; c++) if (error[c] < error[best]) best = c;
-    return candidates[best];
-}
-
-__attribute__((unused))   // used by export.c and the tests
-static void quantize_row(uint32_t type, const float *x, const float *importance, int n, int n_padded, int group_size,
-                         uint8_t *codes, uint16_t *scales) {
-    const QuantLayout *layout = quant_layout(type);
-    memset(codes, 0, row_code_bytes(layout, (uint64_t)n_padded));
-    for (int group = 0; group < n_padded / group_size; group++) {
-        int start = group * group_size, count = n - start < group_size ? n - start : group_size;
-        if (count < 0) count = 0;
-        scales[group] = search_scale(layout, x + start, importance ? importance + start : NULL, count);
-        float scale = fp16_to_fp32(scales[group]);     // quantize against the scale actually stored
-        float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
-        for (int i = start; i < start + group_size; i++) {
-            int level = i < n ? quant_level(layout, x[i], inverse) : 0;   // padding is zero
-            layout->put_level(codes + (size_t)(i / Q_BLOCK) * layout->block_bytes, i % Q_BLOCK, level);
-        }
-    }
-}
-
-__attribute__((unused))   // used by export.c, train and the tests
-static void quantize_row_q4(const float *x, int n, int n_padded, int group_size, uint8_t *nibbles, uint16_t *scales) {
-    quantize_row(TYPE_Q4, x, NULL, n, n_padded, group_size, nibbles, scales);
-}
-
-// Row `row` of a quantized matrix back to floats (cols values): token
-// embeddings, and export reading a checkpoint.
-static void dequantize_row(float *out, const Tensor *w, int row) {
-    const QuantLayout *layout = quant_layout((uint32_t)w->type);
-    uint8_t gathered[Q_BLOCK / 2];
-    for (int b = 0; b * Q_BLOCK < w->cols; b++) {
-        const uint8_t *block = row_block(w, row, b, gathered);
-        for (int i = b * Q_BLOCK; i < (b + 1) * Q_BLOCK && i < w->cols; i++)
-            out[i] = fp16_to_fp32(w->scales[weight_scale_index(w, row, i / w->group_size)])
-                   * (float)layout->level(block, i % Q_BLOCK);
-    }
-}
-
-// Row r of a quantized matrix row after row, as quantize_row writes it: its
-// blocks' codes and its scales (export and the tests copy and compare rows
-// so, whatever order the file keeps).
-__attribute__((unused))
-static void read_row_codes(const Tensor *w, int r, uint8_t *codes, uint16_t *scales) {
-    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    size_t block_bytes = (size_t)quant_layout((uint32_t)w->type)->block_bytes;
-    uint8_t gathered[Q_BLOCK / 2];
-    for (int b = 0; b < n_blocks; b++) memcpy(codes + b * block_bytes, row_block(w, r, b, gathered), block_bytes);
-    for (int g = 0; g < n_groups; g++) scales[g] = w->scales[weight_scale_index(w, r, g)];
-}
-
-// Rows [begin, end) of Q4 data in the row-after-row order quantize_row_q4
-// writes -> the tiled order, into the tile-aligned buffers of rows
-// begin..round_up(end, 8) (begin a multiple of 8; rows past end stay zero).
-__attribute__((unused))   // used by export.c and the tests
-static void tile_q4_rows(const uint8_t *row_nibbles, const uint16_t *row_scales, int begin, int end, int cols_padded,
-                         int group_size, uint8_t *tile_nibbles, uint16_t *tile_scales) {
-    Tensor tiled = { .type = TYPE_Q4, .rows = end - begin, .cols_padded = cols_padded, .group_size = group_size, .q4_tiled = 1 };
-    int n_blocks = cols_padded / Q_BLOCK, n_groups = cols_padded / group_size;
-    size_t tiles = round_up((size_t)(end - begin), Q4_TILE_ROWS) / Q4_TILE_ROWS;
-    memset(tile_nibbles, 0x88, tiles * n_blocks * Q4_TILE_BLOCK_BYTES);   // nibble 8: weight 0
-    memset(tile_scales, 0, tiles * n_groups * Q4_TILE_ROWS * sizeof(uint16_t));
-    for (int r = 0; r < end - begin; r++) {
-        for (int b = 0; b < n_blocks; b++)
-            for (int p = 0; p < Q_BLOCK / 2; p++)
-                tile_nibbles[q4_byte_index(&tiled, r, b, p)] = row_nibbles[((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p];
-        for (int g = 0; g < n_groups; g++) tile_scales[weight_scale_index(&tiled, r, g)] = row_scales[(size_t)r * n_groups + g];
-    }
 }
 
 // ----------------------------------------------------------------------------
@@ -2701,11 +2603,12 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
 
 static float *forward(Transformer *t, int token, int pos) { return forward_batch(t, &token, 1, pos); }
 
-// The prompt at positions 0..n-1, MAX_BATCH tokens at a time.
-static float *forward_prompt(Transformer *t, const int *tokens, int n) {
+// n tokens at positions pos0..pos0+n-1 (a prompt, a chat turn), MAX_BATCH
+// at a time; the logits after the last.
+static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0) {
     float *logits = NULL;
     for (int start = 0; start < n; start += MAX_BATCH)
-        logits = forward_batch(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, start);
+        logits = forward_batch(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start);
     return logits;
 }
 
@@ -2720,6 +2623,8 @@ static void open_mapped(Transformer *t, const char *path) {
     if (fd < 0) die("cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) die("cannot stat %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        die("%s is a directory; a Hugging Face model directory converts with ./export %s model.q4.bin", path, path);
     if (!S_ISREG(st.st_mode)) die("%s is not a regular file", path);
     t->file_size = (size_t)st.st_size;
     if (t->file_size == 0) die("%s is empty", path);
@@ -2777,6 +2682,43 @@ static const char *format_bytes(char *out, size_t bytes) {
     return out;
 }
 
+// Bytes of KV cache one position takes, of the type prepare_run will allocate.
+static size_t kv_bytes_per_position(const Transformer *t) {
+    const Config *c = &t->config;
+    size_t values = 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim;   // keys and values
+    if (t->kv_type == KV_Q8) return values + 2 * (size_t)c->n_layers * c->n_kv_heads * sizeof(float);
+    return values * sizeof(uint16_t);
+}
+
+// The memory this machine has free for a run (MemAvailable); 0 if unknown.
+static size_t available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof line, f) && sscanf(line, "MemAvailable: %llu kB", &kib) != 1) {}
+    fclose(f);
+    return (size_t)kib * 1024;
+}
+
+// The positions a chat gets when -n is not given: the model's whole context,
+// unless its KV cache would take more than half the memory left beside the
+// weights (Llama 3.2's 131072 positions want 4 GiB of fp16 cache; a 4 GB
+// board has less), then what fits, said on stderr.
+static int chat_positions(const Transformer *t) {
+    int whole = t->config.seq_len;
+    size_t available = available_memory(), per_position = kv_bytes_per_position(t);
+    if (available == 0 || available <= t->file_size) return whole;
+    size_t budget = (available - t->file_size) / 2, fits = budget / per_position;
+    if (fits >= (size_t)whole) return whole;
+    int positions = fits > 256 ? (int)fits : 256;
+    char need[32], have[32];
+    fprintf(stderr, PROGRAM_NAME ": chat: the whole context (%d positions) needs a %s KV cache and %s of memory is "
+            "free; using %d positions (-n N chooses, -k q8 halves the cache)\n", whole,
+            format_bytes(need, per_position * (size_t)whole), format_bytes(have, available), positions);
+    return positions;
+}
+
 // What a run takes: the mapped file (pages are read in as they are used,
 // shared with other processes mapping it), the KV cache, the activations.
 static void print_memory_plan(const Transformer *t) {
@@ -2786,12 +2728,6 @@ static void print_memory_plan(const Transformer *t) {
             format_bytes(weights, t->file_size), format_bytes(kv, s->kv_bytes), s->kv_type == KV_Q8 ? "int8" : "fp16",
             s->cache_len, format_bytes(activations, s->activation_bytes),
             format_bytes(total, t->file_size + s->kv_bytes + s->activation_bytes));
-}
-
-__attribute__((unused))   // used by the tests
-static void build_transformer(Transformer *t, const char *path, int cache_len, int n_threads) {
-    open_checkpoint(t, path);
-    prepare_run(t, cache_len, n_threads);
 }
 
 static void free_transformer(Transformer *t) {
@@ -2873,6 +2809,10 @@ static void load_adapter(Transformer *t, const char *path) {
 }
 
 // ----------------------------------------------------------------------------
+// From here to "Command line" run.c and runq.c hold the same text, line for
+// line (test/test_shared_code.sh checks it): the tokenizer, the sampler, and
+// the generate and chat loops over the runtime's forward passes.
+//
 // Tokenizer: byte-pair encoding over a vocabulary of pieces with merge scores,
 // stored in llama2.c's tokenizer.bin layout
 //   int32 max_token_length, then per piece: float32 score, int32 length, bytes
@@ -3796,7 +3736,9 @@ static int sample(Sampler *s, float *logits) {
 }
 
 // ----------------------------------------------------------------------------
-// Generation: the prompt, then sampled tokens, printed as they come.
+// Generation: the prompt, then sampled tokens, printed as they come. What the
+// runtime gives these: forward(t, token, pos) and forward_tokens(t, tokens,
+// n, pos0), each returning the logits after its last token.
 
 static double now_ms(void) {
     struct timespec now;
@@ -3819,7 +3761,7 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
     fflush(stdout);
 
     double start = now_ms();
-    float *logits = forward_prompt(t, prompt_tokens, n_prompt);
+    float *logits = forward_tokens(t, prompt_tokens, n_prompt, 0);
     double prompt_end = now_ms(), first_token = prompt_end;
     int token = prompt_tokens[n_prompt - 1], pos = n_prompt, decoded = 0;
     for (;;) {
@@ -3855,53 +3797,56 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
     return 1;
 }
 
-// A chat: each user message rendered as the template's turn and fed, then
-// the reply sampled and printed until the template's end-of-turn token or
-// EOS, which is fed too, so that the next turn follows it. The conversation
-// stays in context until -n positions are used.
+// A chat: each user message is rendered as the template's turn and fed as
+// one batch, then the reply is sampled and printed until the template's
+// end-of-turn token or EOS. That token goes in front of the next turn, so the
+// conversation stays in the KV cache, whole, until -n positions are used.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
                  const char *cli_system_prompt, int steps, const ChatTemplate *template) {
     char *system_prompt = NULL, *user_prompt = NULL;
     size_t system_capacity = 0, user_capacity = 0;
-    TokenList prompt = { 0 };
-    int prompt_index = 0, user_turn = 1, next = 0, token = 0, pos = 0;
-    int end_of_turn = chat_end_of_turn(tok, template);
-    while (pos < steps) {
-        if (user_turn) {
-            const char *system = "", *user;
-            if (pos == 0) {
-                if (cli_system_prompt) system = cli_system_prompt;
-                else if (read_line("Enter system prompt (optional): ", &system_prompt, &system_capacity)) system = system_prompt;
-            }
-            if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
-            else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
-            else break;
-            free(prompt.ids);
-            prompt = chat_turn(tok, template, pos == 0, system, user);
-            if (pos + prompt.count >= steps) {
-                fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
-                break;
-            }
-            prompt_index = 0;
-            user_turn = 0;
-            printf("Assistant: ");
+    int end_of_turn = chat_end_of_turn(tok, template), pos = 0, reply_end = -1;
+    for (;;) {
+        const char *system = "", *user;
+        if (pos == 0) {
+            if (cli_system_prompt) system = cli_system_prompt;
+            else if (read_line("Enter system prompt (optional): ", &system_prompt, &system_capacity)) system = system_prompt;
         }
-        int from_prompt = prompt_index < prompt.count;
-        token = from_prompt ? prompt.ids[prompt_index++] : next;
-        if (!from_prompt && (token == end_of_turn || token == tok->eos_id)) user_turn = 1;
-        float *logits = forward(t, token, pos);
-        next = sample(sampler, logits);
-        pos++;
-        int reply_ends = next == end_of_turn || next == tok->eos_id;
-        if (prompt_index >= prompt.count && !user_turn) {
-            if (!reply_ends) safe_printf(decode(tok, token, next));
-            else printf("\n");
+        if (pos == 0 && cli_user_prompt) user = cli_user_prompt;
+        else if (read_line("User: ", &user_prompt, &user_capacity)) user = user_prompt;
+        else break;
+        TokenList turn = { 0 };
+        if (reply_end >= 0) push_token(&turn, reply_end);
+        TokenList rendered = chat_turn(tok, template, pos == 0, system, user);
+        for (int i = 0; i < rendered.count; i++) push_token(&turn, rendered.ids[i]);
+        free(rendered.ids);
+        if (pos + turn.count >= steps) {
+            fprintf(stderr, "\n[context full: %d of %d positions used; start a new chat]\n", pos, steps);
+            free(turn.ids);
+            break;
+        }
+        float *logits = forward_tokens(t, turn.ids, turn.count, pos);
+        pos += turn.count;
+        int token = turn.ids[turn.count - 1];
+        free(turn.ids);
+        printf("Assistant: ");
+        for (;;) {
+            int next = sample(sampler, logits);
+            if (next == end_of_turn || next == tok->eos_id) { reply_end = next; break; }
+            safe_printf(decode(tok, token, next));
             fflush(stdout);
+            if (pos >= steps) break;
+            logits = forward(t, next, pos++);
+            token = next;
+        }
+        printf("\n");
+        fflush(stdout);
+        if (pos >= steps) {
+            fprintf(stderr, "[context full: %d positions; start a new chat]\n", steps);
+            break;
         }
     }
-    if (pos >= steps) fprintf(stderr, "\n[context full: %d positions; start a new chat]\n", steps);
     printf("\n");
-    free(prompt.ids);
     free(system_prompt);
     free(user_prompt);
 }
@@ -3946,7 +3891,7 @@ static void usage(void) {
         "  -t <float>  temperature in [0,inf), default 1.0 (0 = greedy)\n"
         "  -p <float>  top-p (nucleus) sampling in [0,1], default 0.9\n"
         "  -s <int>    random seed, default time(NULL)\n"
-        "  -n <int>    positions to run, prompt included, default 256 (at most the context)\n"
+        "  -n <int>    positions to run, prompt included, default 256 (chat: the whole context)\n"
         "  -i <string> input prompt\n"
         "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
         "  -m <string> mode: generate|chat, default generate\n"
@@ -4005,12 +3950,10 @@ int main(int argc, char **argv) {
     Transformer transformer;
     open_checkpoint(&transformer, checkpoint);
     if (lora_path) load_adapter(&transformer, lora_path);
-    int seq_len = transformer.config.seq_len;
-    if (steps > seq_len) {
-        if (steps_given) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
-        steps = seq_len;
-    }
+    int seq_len = transformer.config.seq_len, chatting = strcmp(mode, "chat") == 0;
     transformer.kv_type = kv_type;
+    if (steps_given && steps > seq_len) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
+    if (!steps_given) steps = chatting ? chat_positions(&transformer) : steps < seq_len ? steps : seq_len;
     prepare_run(&transformer, steps, n_threads);
     double load_ms = now_ms() - load_start;
     print_memory_plan(&transformer);

@@ -6,8 +6,8 @@ and the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models), plus
     server model.q4.bin [--host 127.0.0.1] [--port 8080] [--api-key KEY]
                         [-T threads] [-z tokenizer.bin] [--ctx N] [--queue N]
 
-It is runq.c's runtime (included through export.c, which brings the JSON
-parser), POSIX sockets and pthreads: no other library.
+It is runq.c's runtime and json.h's parser, POSIX sockets and pthreads: no
+other library.
 
 How a request flows: the main thread accepts a connection and hands it to a
 connection thread, which reads and checks the HTTP request, parses its JSON
@@ -22,18 +22,20 @@ its connection (Connection: close): no keep-alive, no pipelining.
 What it is not: batched (one generation at a time), TLS, or HTTP/2.
 */
 
-#ifndef FUZZING        // test/fuzz/fuzz_http.c has included export.c already, and has its own main
+#ifndef FUZZING        // test/fuzz/fuzz_http.c has included runq.c already, and has its own main
 #define PROGRAM_NAME "server"
-#define TESTING          // runq.c and export.c without their mains
+#define TESTING          // runq.c without its main
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"   // the server uses part of the converter
-#include "export.c"
+#pragma GCC diagnostic ignored "-Wunused-function"   // the server uses part of the runtime
+#include "runq.c"
 #pragma GCC diagnostic pop
 #endif
+#include "json.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #define MAX_HEADER_BYTES 16384     // request line and headers
@@ -894,7 +896,7 @@ static void generate_reply(Server *server, Job *job, Generation *g) {
     int ends_turn = spec->api == API_CHAT ? server->end_of_turn : -1;
 
     double start = now_ms();
-    float *logits = forward_prompt(t, spec->prompt.ids, spec->prompt.count);
+    float *logits = forward_tokens(t, spec->prompt.ids, spec->prompt.count, 0);
     double decode_start = now_ms();
     g->prompt_ms = decode_start - start;
     int token = spec->prompt.ids[spec->prompt.count - 1], pos = spec->prompt.count;

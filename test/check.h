@@ -18,3 +18,10 @@ static int check_summary(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, checks_passed, checks_failed);
     return checks_failed ? 1 : 0;
 }
+
+// A runq checkpoint ready to run cache_len positions on n_threads: runq's
+// main without the adapter and the memory plan. (Include after runq.c.)
+static void build_transformer(Transformer *t, const char *path, int cache_len, int n_threads) {
+    open_checkpoint(t, path);
+    prepare_run(t, cache_len, n_threads);
+}

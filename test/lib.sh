@@ -26,3 +26,20 @@ expect_error() {
 }
 # the closing line every suite ends with, and its exit status
 summary() { echo "$SUITE: $passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
+# python_with MODULE PACKAGE: a python3 that imports MODULE, after installing
+# Debian's PACKAGE with apt-get when run as root; empty (and a loud SKIP is
+# the caller's) when there is none.
+python_with() {
+    local module=$1 package=$2 py
+    find() { for py in python3 /usr/bin/python3; do
+                 command -v "$py" >/dev/null && "$py" -c "import $module" 2>/dev/null && { echo "$py"; return; }
+             done; }
+    py=$(find)
+    if [ -z "$py" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "$SUITE: installing $package with apt-get" >&2
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package"; } \
+            >"$T/apt.log" 2>&1 || tail -5 "$T/apt.log" >&2
+        py=$(find)
+    fi
+    echo "$py"
+}

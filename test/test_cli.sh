@@ -31,7 +31,9 @@ if [ -f "$M/stories260K.bin" ]; then
     "$BIN"/run "$T/untied.f32.bin" -t 0 -n 200 >"$T/u2" 2>/dev/null; same "export of a separate classifier, fp32" "$T/u2" "$G/stories260K.t0.n200.txt"
     "$BIN"/export -q --int4 -z "$M/tok512.bin" "$T/untied.bin" "$T/untied.q4.bin"
     "$BIN"/runq "$T/untied.q4.bin" -t 0 -n 200 -T 1 >"$T/u3" 2>/dev/null; same "export of a separate classifier, int4" "$T/u3" "$T/q1"
-    expect_error "runq on a llama2.c file" "llama2.c .bin: convert it with ./export" "$BIN"/runq "$M/stories260K.bin"
+    expect_error "runq on a llama2.c file names the export command" "llama2.c checkpoint; convert it first: ./export -z tokenizer.bin" "$BIN"/runq "$M/stories260K.bin"
+    expect_error "runq on a GGUF file names the export command" "is a GGUF file; convert it first: ./export .*stories260K.gguf model.q4.bin" "$BIN"/runq "$M/stories260K.gguf"
+    expect_error "run on a GGUF file names the export command" "is a GGUF file; convert it first: ./export --fp32 .*stories260K.gguf" "$BIN"/run "$M/stories260K.gguf"
     expect_error "tokenizer of another vocabulary" "vocabulary" "$BIN"/runq "$T/s.q4.bin" -z tokenizer.bin
 else
     echo "SKIP: $M/stories260K.bin is absent: golden-output tests did not run"
@@ -50,6 +52,27 @@ if "$BIN"/run "$T/r.f32.bin" -n 16 -i "Hello" >"$T/out" 2>/dev/null && [ -s "$T/
 grep -q "KV cache 4.0 KiB (fp16, 16 positions)" "$T/kv16.err" && grep -q "KV cache 2.5 KiB (int8, 16 positions)" "$T/kv8.err" \
     && grep -q "memory: weights .* (mapped), .* activations .* total" "$T/kv8.err" && ok \
     || fail "the memory plan: $(head -1 "$T/kv16.err"); $(head -1 "$T/kv8.err")"
+# chat takes the model's whole context when -n is not given (generate: 256 positions at most)
+printf 'Hi\n' | "$BIN"/runq "$T/r.q4.bin" -m chat -y "" -t 0 >/dev/null 2>"$T/chat.err"
+grep -q "KV cache .* (fp16, 32 positions)" "$T/chat.err" && ok || fail "runq -m chat takes the whole context: $(cat "$T/chat.err")"
+# ... but no more KV cache than half the free memory: 1024 layers of 4 194 304 positions want 512 GiB
+"$BIN"/export -q --random dim=32,ffn=32,layers=1024,heads=1,kv_heads=1,vocab=512,seq_len=4194304 "$T/long.q4.bin" 2>/dev/null
+printf 'Hi\n' | "$BIN"/runq "$T/long.q4.bin" -m chat -y "" -t 0 -n 64 >/dev/null 2>"$T/long.err" \
+    && ! grep -q "whole context" "$T/long.err" && ok || fail "runq -m chat -n 64: $(cat "$T/long.err")"
+if [ "$BIN" = . ]; then   # (under the sanitizers, a cache of half the memory is not worth mapping)
+    printf '' | "$BIN"/runq "$T/long.q4.bin" -m chat -y "" -t 0 >/dev/null 2>"$T/long.err"
+    grep -q "chat: the whole context (4194304 positions) needs a 512.0 GiB KV cache and .* is free; using [0-9]* positions" \
+        "$T/long.err" && ok || fail "runq -m chat caps its KV cache by the free memory: $(cat "$T/long.err")"
+fi
+# export --random says its tokenizer is synthetic; --check-config reads config.json alone
+"$BIN"/export --random "$SMALL" "$T/synthetic.q4.bin" 2>"$T/synthetic.err"
+grep -q "synthetic tokenizer .*<unused_" "$T/synthetic.err" && ok || fail "export --random names its synthetic tokenizer: $(cat "$T/synthetic.err")"
+mkdir -p "$T/hf" && echo '{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "vocab_size": 100, "intermediate_size": 128}' >"$T/hf/config.json"
+"$BIN"/export --check-config "$T/hf" >"$T/check.out" && grep -q "export converts it: dim 64, 2 layers" "$T/check.out" && ok \
+    || fail "export --check-config on a llama config: $(cat "$T/check.out")"
+echo '{"model_type": "gpt2"}' >"$T/hf/config.json"
+expect_error "export --check-config on an unknown family" "model_type gpt2 is not supported" "$BIN"/export --check-config "$T/hf/config.json"
 expect_error "runq -k q4" "-k expects f16 or q8" "$BIN"/runq "$T/r.q4.bin" -k q4
 for tool in "$BIN/run" "$BIN/runq"; do
     if echo "" | $tool "$T/r.$([ "$tool" = "$BIN/run" ] && echo f32 || echo q4).bin" -m chat -i "Hi" -n 32 >"$T/out" 2>"$T/err"; then ok; else fail "$tool -m chat"; fi
@@ -65,7 +88,12 @@ done
 Q=$T/r.q4.bin
 size=$(stat -c %s "$Q")
 expect_error "missing model" "cannot open" "$BIN"/runq "$T/nope.bin"
-expect_error "directory as model" "not a regular file" "$BIN"/runq "$T"
+expect_error "a directory as model names the export command" "is a directory; a Hugging Face model directory converts with ./export" "$BIN"/runq "$T"
+expect_error "run: a directory as model names the export command" "is a directory; .* ./export --fp32" "$BIN"/run "$T"
+printf '\x10\x00\x00\x00\x00\x00\x00\x00{"__metadata__":{}}' >"$T/model.safetensors"
+head -c 100 /dev/zero >>"$T/model.safetensors"
+expect_error "runq on a safetensors file names the export command" "is a safetensors file; convert the Hugging Face directory" "$BIN"/runq "$T/model.safetensors"
+expect_error "run on a safetensors file names the export command" "is a safetensors file; .*--fp32" "$BIN"/run "$T/model.safetensors"
 : >"$T/empty.bin"; expect_error "empty model" "empty" "$BIN"/runq "$T/empty.bin"
 head -c 40 "$Q" >"$T/t1.bin";  expect_error "truncated in the header" "truncated" "$BIN"/runq "$T/t1.bin"
 head -c 200 "$Q" >"$T/t2.bin"; expect_error "truncated in the tensor table" "truncated" "$BIN"/runq "$T/t2.bin"

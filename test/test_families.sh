@@ -24,19 +24,7 @@ TOKENS="1 17 250 33 4 99 120 7 7 7 64 200 5 281 42 13 8 101 150 3 77 29 260 11"
 FAMILIES="llama2:0.15 tinyllama:0.15 mistral:0.15 llama3.2:0.45 smollm2:0.5"
 
 # ---- numpy, for the reference
-find_python() {
-    local py
-    for py in python3 /usr/bin/python3; do
-        if command -v "$py" >/dev/null && "$py" -c 'import numpy' 2>/dev/null; then echo "$py"; return; fi
-    done
-}
-PY=$(find_python)
-if [ -z "$PY" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test_families: installing python3-numpy with apt-get"
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-numpy; } \
-        >"$T/apt.log" 2>&1 || tail -5 "$T/apt.log"
-    PY=$(find_python)
-fi
+PY=$(python_with numpy python3-numpy)
 if [ -z "$PY" ]; then
     echo "SKIP: ======== model families not compared with the reference: no python3 with numpy"
     echo "SKIP: (install as root: apt-get install python3-numpy) ========"

@@ -12,6 +12,7 @@
 #define TESTING
 #include "../export.c"
 #include "check.h"
+#include <dirent.h>
 #include <sys/wait.h>
 
 static char work_dir[] = "/tmp/edge-llm-gguf-XXXXXX";

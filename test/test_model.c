@@ -100,7 +100,7 @@ static void test_prefill_matches_decode(const char *q4_path, const int *tokens, 
         build_transformer(&batched, q4_path, n, 2);
         build_transformer(&stepwise, q4_path, n, 3);
         int vocab = batched.config.vocab_size;
-        const float *a = forward_prompt(&batched, tokens, n), *b = NULL;
+        const float *a = forward_tokens(&batched, tokens, n, 0), *b = NULL;
         for (int pos = 0; pos < n; pos++) b = forward(&stepwise, tokens[pos], pos);
         CHECK(same_floats(a, b, vocab), "%s: prefill of %d tokens differs from token-by-token decoding", q4_path, n);
         // and decoding continues from the batched cache as from the stepwise one

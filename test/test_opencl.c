@@ -20,6 +20,7 @@
 #define USE_OPENCL
 #endif
 #include "../runq.c"
+#include "../convert/quantize.h"
 #include "check.h"
 
 static uint64_t rng = 2026;
@@ -179,7 +180,7 @@ static void test_prefill(const char *path) {
     build_on(&gpu, "opencl", path, n);
     int *tokens = malloc(sizeof(int) * n);
     for (int i = 0; i < n; i++) tokens[i] = token_at(i, vocab);
-    double logits_off = difference(forward_prompt(&gpu, tokens, n), forward_prompt(&cpu, tokens, n), (size_t)vocab);
+    double logits_off = difference(forward_tokens(&gpu, tokens, n, 0), forward_tokens(&cpu, tokens, n, 0), (size_t)vocab);
     size_t cache = (size_t)cpu.config.n_layers * n * cpu.config.n_kv_heads * cpu.config.head_dim * sizeof(uint16_t);
     CHECK(logits_off == 0, "%s: a %d-token prompt, opencl last logits off the CPU's by up to %g", path, n, logits_off);
     CHECK(memcmp(gpu.state.key_cache, cpu.state.key_cache, cache) == 0 &&

@@ -598,25 +598,6 @@ static void test_llama3_checkpoint(const char *root, const uint8_t *blob, size_t
     test_smollm_gguf(blob, size);
 }
 
-// run.c carries runq.c's tokenizer and chat templates line for line.
-static char *tokenizer_section(const char *root, const char *file) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", root, file);
-    size_t size;
-    char *text = (char *)read_whole_file(path, &size);
-    char *start = strstr(text, "// Tokenizer: byte-pair encoding"), *end = start ? strstr(start, "\n// Sampler") : NULL;
-    char *section = start && end ? strndup(start, (size_t)(end - start)) : strdup("");
-    free(text);
-    return section;
-}
-
-static void test_shared_tokenizer_code(const char *root) {
-    char *runq = tokenizer_section(root, "runq.c"), *run = tokenizer_section(root, "run.c");
-    CHECK(runq[0] && strcmp(runq, run) == 0, "run.c's tokenizer section is runq.c's, line for line");
-    free(runq);
-    free(run);
-}
-
 int main(int argc, char **argv) {
     const char *root = argc > 1 ? argv[1] : ".";
     test_llama2(root);
@@ -632,6 +613,5 @@ int main(int argc, char **argv) {
         free(llama3_blob);
     }
     if (have_mistral) free_tokenizer(&mistral);
-    test_shared_tokenizer_code(root);
     return check_summary("test_tokenizer");
 }

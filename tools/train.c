@@ -22,8 +22,10 @@ are then summed in window order. So the result does not depend on the number
 of threads, and a resumed run continues bit for bit. The optimizer is AdamW
 with warmup + cosine decay and global-norm gradient clipping.
 
-It includes export.c (and through it runq.c) for the checkpoint format, the
-model readers, the checkpoint writer, the tokenizer and the thread pool.
+It includes runq.c (the checkpoint format, the tokenizer, the thread pool)
+and export's parts (the convert/ headers: the model readers, the checkpoint writer).
+What it is not: fast on big models or a GPU trainer; it trains the small
+models this project ships and teaches with.
 
 Reading order: numbers and settings -> the model's parameters -> LoRA adapters
 -> the layers' forward and backward arithmetic -> the whole forward and
@@ -37,10 +39,23 @@ logging -> saving and resuming -> the modes and the command line.
 #define TRAIN_MAIN
 #endif
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"   // train uses part of export and the runtime
-#include "../export.c"
+#pragma GCC diagnostic ignored "-Wunused-function"   // train uses part of the runtime
+#include "../runq.c"
 #include "bpe.c"          // the tokenizer trainer
 #pragma GCC diagnostic pop
+// export's parts: every model reader, the checkpoint writer, a text as tokens, Block Influence
+#include "../json.h"
+#include "../convert/quantize.h"
+#include "../convert/source.h"
+#include "../convert/tokenizers.h"
+#include "../convert/sources.h"
+#include "../convert/hf.h"
+#include "../convert/lora.h"
+#include "../convert/write_checkpoint.h"
+#include "../convert/gguf_write.h"
+#include "../convert/gguf_read.h"
+#include "../convert/open_source.h"
+#include "../convert/calibrate.h"
 
 // The arithmetic type. float for training; the gradient check builds this
 // file with TRAIN_REAL=double to compare against finite differences.

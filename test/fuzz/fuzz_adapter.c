@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_BEGIN;
     load_adapter(&base, path);
     int tokens[3] = { base.config.bos_id, 5, 9 };
-    float *logits = forward_prompt(&base, tokens, 3);
+    float *logits = forward_tokens(&base, tokens, 3, 0);
     (void)argmax(logits, base.config.vocab_size);
     munmap((void *)base.adapter_data, base.adapter_size);
     base.adapter_data = NULL;

@@ -17,7 +17,7 @@ static void run_prompt(Transformer *t) {
     }
     prepare_run(t, CACHE_LEN, 1);
     if (n > t->state.cache_len) n = t->state.cache_len;   // seq_len may be shorter (runq refuses such a prompt)
-    float *logits = forward_prompt(t, tokens, n);
+    float *logits = forward_tokens(t, tokens, n, 0);
     (void)argmax(logits, t->config.vocab_size);
 }
 

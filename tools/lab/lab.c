@@ -23,12 +23,14 @@ never part of a test. MODEL (end to end) is any int4 checkpoint; make lab uses
 a seeded random TinyLlama-1.1B (export --random tinyllama-1.1b), cached in build/.
 
 This file includes runq.c (TESTING drops its main), so runq's types, its
-quantize_q8, quantize_row_q4, kernels, thread pool and forward are all here.
+quantize_q8, kernels, thread pool and forward are all here, and export's
+quantizer (convert/quantize.h) for quantize_row_q4.
 */
 #define TESTING
 #define PROGRAM_NAME "lab"
 #pragma GCC diagnostic ignored "-Wunused-function"   // runq's generate, chat, tokenizer: unused here
 #include "../../runq.c"
+#include "../../convert/quantize.h"
 
 #define MAX_LAB_THREADS 64
 
@@ -652,7 +654,8 @@ int main(int argc, char **argv) {
     double load_before = load_average();
     Transformer t = { 0 };
     if (model) {   // a bad model fails now, not after the timings
-        build_transformer(&t, model, max_tokens, n_threads);
+        open_checkpoint(&t, model);
+        prepare_run(&t, max_tokens, n_threads);
         if (max_tokens > t.state.cache_len) max_tokens = t.state.cache_len;   // the model's context, if shorter
         pair_model_matrices(&t, 0);
     }

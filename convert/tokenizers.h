@@ -1,0 +1,500 @@
+/*
+convert/tokenizers.h — every tokenizer export reads (llama2.c's
+tokenizer.bin, Hugging Face's tokenizer.json with its tokenizer_config.json,
+a synthetic one for random weights) turned into the blob a checkpoint
+embeds: llama2.c's tokenizer.bin layout, after the "BBPE" prefix when it is
+byte-level (runq.c, "Tokenizer", says how it is read).
+
+What it is not: the encoder. runq.c encodes text; this file only converts
+vocabularies, merges and special tokens into the form it reads.
+
+Include after: runq.c, json.h, convert/source.h.
+*/
+
+#ifndef EDGE_CONVERT_TOKENIZERS_H
+#define EDGE_CONVERT_TOKENIZERS_H
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"   // a program uses the parts it needs
+
+// ----------------------------------------------------------------------------
+// Tokenizers, all turned into llama2.c's tokenizer.bin layout (a byte-level
+// one after its "BBPE" prefix: see runq.c)
+
+typedef struct {
+    uint8_t *data;
+    size_t size, capacity;
+} Buffer;
+
+static void buffer_put(Buffer *b, const void *bytes, size_t n) {
+    if (b->size + n > b->capacity) {
+        b->capacity = (b->size + n) * 2 + 1024;
+        b->data = realloc(b->data, b->capacity);
+        if (!b->data) die("out of memory building the tokenizer");
+    }
+    memcpy(b->data + b->size, bytes, n);
+    b->size += n;
+}
+
+// The kind's prefix (none for SentencePiece: split_rule 0) and room for max_token_length.
+static void tokenizer_start(Buffer *b, int kind, int split_rule) {
+    if (kind == TOKENIZER_BYTE_LEVEL) {
+        uint32_t rule = (uint32_t)split_rule;
+        buffer_put(b, BYTE_LEVEL_MAGIC, 4);
+        buffer_put(b, &rule, 4);
+    }
+    int32_t max_length = 0;
+    buffer_put(b, &max_length, 4);
+}
+
+static void tokenizer_put_piece(Buffer *b, float score, const char *piece, size_t length) {
+    int32_t len = (int32_t)length;
+    buffer_put(b, &score, 4);
+    buffer_put(b, &len, 4);
+    buffer_put(b, piece, length);
+}
+
+static void tokenizer_finish(Buffer *b, int32_t max_length) {
+    size_t at = b->size >= 4 && memcmp(b->data, BYTE_LEVEL_MAGIC, 4) == 0 ? 8 : 0;
+    memcpy(b->data + at, &max_length, 4);
+}
+
+// A tokenizer.bin file, checked against the model's vocabulary size.
+static void read_tokenizer_bin(Source *src, const char *path) {
+    src->tokenizer = read_whole_file(path, &src->tokenizer_size);
+    Tokenizer check;
+    const char *error = build_tokenizer_from_memory(&check, src->tokenizer, src->tokenizer_size, src->header.vocab_size);
+    free_tokenizer(&check);
+    if (error) die("tokenizer %s for a %d-piece vocabulary: %s", path, src->header.vocab_size, error);
+}
+
+// Pieces a random model can encode any text with: byte fallback plus
+// printable ASCII; the rest are <unused_N>, never produced by a merge.
+static void synthetic_tokenizer(Source *src) {
+    Buffer b = { 0 };
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
+    int vocab = src->header.vocab_size, id = 0;
+    char piece[32];
+    const char *specials[] = { "<unk>", "\n<s>\n", "\n</s>\n" };
+    for (; id < 3; id++) tokenizer_put_piece(&b, -INFINITY, specials[id], strlen(specials[id]));
+    for (int byte = 0; byte < 256 && id < vocab; byte++, id++) {
+        snprintf(piece, sizeof piece, "<0x%02X>", byte);
+        tokenizer_put_piece(&b, -INFINITY, piece, 6);
+    }
+    for (char c = ' '; c <= '~' && id < vocab; c++, id++) tokenizer_put_piece(&b, 0.0f, &c, 1);
+    for (; id < vocab; id++) {
+        int n = snprintf(piece, sizeof piece, "<unused_%d>", id);
+        tokenizer_put_piece(&b, -INFINITY, piece, (size_t)n);
+    }
+    tokenizer_finish(&b, 16);
+    src->tokenizer = b.data;
+    src->tokenizer_size = b.size;
+}
+
+// "▁" (U+2581) is SentencePiece's visible space; tokenizer.bin stores " ".
+static size_t replace_sentencepiece_spaces(char *s, size_t length) {
+    size_t out = 0;
+    for (size_t i = 0; i < length;) {
+        if (i + 2 < length + 0 && (unsigned char)s[i] == 0xE2 && (unsigned char)s[i + 1] == 0x96
+            && (unsigned char)s[i + 2] == 0x81) {
+            s[out++] = ' ';
+            i += 3;
+        } else {
+            s[out++] = s[i++];
+        }
+    }
+    s[out] = '\0';
+    return out;
+}
+
+// ---- tokenizer.json (Hugging Face): SentencePiece-style BPE with byte
+// fallback (Llama 2, TinyLlama, Mistral) or byte-level BPE with Llama 3's
+// pre-tokenizer. Other kinds are refused with a reason.
+
+// Llama 3's split rule as tokenizer.json spells it; runq.c's llama3_chunk_end is this regex in C
+#define LLAMA3_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|" \
+                           " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+static int json_is(const Json *j, const char *string) { return j && j->type == JSON_STRING && strcmp(j->string, string) == 0; }
+static int json_false(const Json *j) { return !j || j->type == JSON_FALSE; }
+
+// A ByteLevel pre-tokenizer step without a prefix space; use_regex (GPT-2's
+// split, true unless said otherwise) as wanted.
+static int is_byte_level_step(const Json *step, int use_regex) {
+    const Json *regex = json_get(step, "use_regex");
+    int uses_regex = !regex || regex->type == JSON_TRUE;
+    return json_is(json_get(step, "type"), "ByteLevel") && uses_regex == use_regex && json_false(json_get(step, "add_prefix_space"));
+}
+
+// The SplitRule a pre_tokenizer amounts to, 0 if none:
+// - Llama 3: a Sequence of its Split regex (matches kept as chunks) and a
+//   ByteLevel step that only maps bytes (use_regex false);
+// - GPT-2: a ByteLevel step alone, with its regex;
+// - SmolLM2: a Sequence of Digits (individual_digits) and that ByteLevel step.
+static int json_split_rule(const Json *pre_tokenizer) {
+    if (is_byte_level_step(pre_tokenizer, 1)) return SPLIT_GPT2;
+    const Json *steps = json_get(pre_tokenizer, "pretokenizers");
+    if (!json_is(json_get(pre_tokenizer, "type"), "Sequence") || !steps || steps->type != JSON_ARRAY || steps->count != 2)
+        return 0;
+    const Json *first = &steps->items[0], *second = &steps->items[1];
+    if (json_is(json_get(first, "type"), "Split") && json_is(json_get(json_get(first, "pattern"), "Regex"), LLAMA3_SPLIT_REGEX)
+        && json_is(json_get(first, "behavior"), "Isolated") && json_false(json_get(first, "invert"))
+        && is_byte_level_step(second, 0))
+        return SPLIT_LLAMA3;
+    const Json *individual = json_get(first, "individual_digits");
+    if (json_is(json_get(first, "type"), "Digits") && individual && individual->type == JSON_TRUE && is_byte_level_step(second, 1))
+        return SPLIT_SMOLLM;
+    return 0;
+}
+
+// TOKENIZER_SENTENCEPIECE or TOKENIZER_BYTE_LEVEL, or -1 and why not.
+static int json_tokenizer_kind(const Json *root, const char **refusal) {
+    const Json *model = json_get(root, "model"), *byte_fallback = json_get(model, "byte_fallback");
+    const Json *normalizer = json_get(root, "normalizer");
+    int split_rule = json_split_rule(json_get(root, "pre_tokenizer"));
+    *refusal = NULL;
+    if (!json_is(json_get(model, "type"), "BPE"))
+        *refusal = "model.type is not BPE: only BPE tokenizers are supported (SentencePiece-style, and Llama 3's byte-level)";
+    else if (byte_fallback && byte_fallback->type == JSON_TRUE)
+        return TOKENIZER_SENTENCEPIECE;
+    else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
+        *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
+    else if (!split_rule)
+        *refusal = "byte-level BPE whose pre-tokenizer is none of Llama 3's, GPT-2's and SmolLM2's (Qwen's is not supported yet)";
+    else if (normalizer && normalizer->type != JSON_NULL)
+        *refusal = "byte-level BPE with a normalizer (Llama 3, GPT-2 and SmolLM2 have none): not supported";
+    else if (!json_false(json_get(model, "ignore_merges")) && split_rule != SPLIT_LLAMA3)
+        *refusal = "byte-level BPE with model.ignore_merges but not Llama 3's pre-tokenizer (runq keeps a chunk whole under Llama 3's rule only)";
+    else
+        return TOKENIZER_BYTE_LEVEL;
+    return -1;
+}
+
+// model.merges[rank] as its two halves: "a b", or [a, b] in newer files.
+static void json_merge(const Json *merges, int rank, const char *path, char *left, char *right, size_t size) {
+    const Json *m = &merges->items[rank];
+    if (m->type == JSON_STRING) {
+        const char *space = strchr(m->string, ' ');
+        if (!space || m->length >= size) die("%s: merge %d is not 'a b'", path, rank);
+        snprintf(left, size, "%.*s", (int)(space - m->string), m->string);
+        snprintf(right, size, "%s", space + 1);
+    } else if (m->type == JSON_ARRAY && m->count == 2 && m->items[0].type == JSON_STRING
+               && m->items[1].type == JSON_STRING && m->items[0].length < size && m->items[1].length < size) {
+        snprintf(left, size, "%s", m->items[0].string);
+        snprintf(right, size, "%s", m->items[1].string);
+    } else {
+        die("%s: merge %d is neither 'a b' nor [a, b]", path, rank);
+    }
+}
+
+// Enough of a Tokenizer for piece_lookup over pieces given as strings.
+static Tokenizer index_strings(char **pieces, int n) {
+    Tokenizer t = { .vocab_size = n };
+    t.vocab = xcalloc((size_t)n, sizeof(char *), "tokenizer index");
+    t.lengths = xcalloc((size_t)n, sizeof(int), "tokenizer index");
+    for (int i = 0; i < n; i++) {
+        t.vocab[i] = pieces[i] ? pieces[i] : (char *)"";
+        t.lengths[i] = (int)strlen(t.vocab[i]);
+    }
+    index_pieces(&t);
+    return t;
+}
+
+// SentencePiece kind: vocab gives the ids, merges the priorities. A piece
+// made by merge rank r scores -r, so the best-scoring pair is the earliest
+// merge, which is what SentencePiece does. Special and byte pieces score
+// -inf: text never merges into them.
+static const char *sentencepiece_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    const Json *model = json_get(root, "model");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        return "model.vocab or model.merges is missing";
+
+    char **pieces = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    float *scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
+    for (int i = 0; i < vocab_size; i++) scores[i] = -INFINITY;
+    for (int i = 0; i < vocab->count; i++) {
+        const Json *id = &vocab->items[i];
+        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
+            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
+        pieces[(int)id->number] = vocab->keys[i];
+    }
+    Tokenizer lookup = index_strings(pieces, vocab_size);
+    for (int rank = 0; rank < merges->count; rank++) {
+        char left[1024], right[1024], joined[2048];
+        json_merge(merges, rank, path, left, right, sizeof left);
+        snprintf(joined, sizeof joined, "%s%s", left, right);
+        int id = str_lookup(joined, &lookup);
+        if (id < 0 || !pieces[id]) die("%s: merge %d makes '%s', which is not in the vocab", path, rank, joined);
+        if (scores[id] == -INFINITY) scores[id] = -(float)rank;
+    }
+    free_tokenizer(&lookup);
+    // added tokens (<unk>, <s>, </s>, ...) take their ids; single characters
+    // that no merge makes keep score 0 so the first pass can find them
+    const Json *added = json_get(root, "added_tokens");
+    for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
+        const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
+        if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
+        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
+        pieces[(int)id->number] = content->string;
+    }
+    Buffer b = { 0 };
+    int32_t max_length = 1;
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
+    for (int i = 0; i < vocab_size; i++) {
+        if (!pieces[i]) die("%s: no piece has id %d (the model's vocabulary has %d)", path, i, vocab_size);
+        size_t length = strlen(pieces[i]);
+        char *piece = xcalloc(length + 1, 1, "piece");
+        memcpy(piece, pieces[i], length);
+        length = replace_sentencepiece_spaces(piece, length);
+        int is_byte = length == 6 && strncmp(piece, "<0x", 3) == 0 && piece[5] == '>';
+        int is_single_character = length > 0 && length <= 4 && (size_t)(1 + ((unsigned char)piece[0] >= 0xC0)
+            + ((unsigned char)piece[0] >= 0xE0) + ((unsigned char)piece[0] >= 0xF0)) == length;
+        float score = scores[i];
+        if (score == -INFINITY && is_single_character && !is_byte) score = 0.0f;
+        tokenizer_put_piece(&b, score, piece, length);
+        if ((int32_t)length > max_length) max_length = (int32_t)length;
+        free(piece);
+    }
+    tokenizer_finish(&b, max_length);
+    free(pieces);
+    free(scores);
+    *blob = b.data;
+    *size = b.size;
+    return NULL;
+}
+
+// GPT-2's byte-level alphabet, which tokenizer.json spells byte-level pieces
+// in: a byte that is printable Latin-1 (! to ~, ¡ to ¬, ® to ÿ) stands for
+// itself; the 68 others are U+0100 onwards, in byte order ("Ġ" is a space).
+static int is_printable_latin1(int byte) {
+    return (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || (byte >= 0xAE && byte <= 0xFF);
+}
+
+#define BYTE_LEVEL_ALPHABET (0x100 + 68)   // code points the alphabet uses are all below this
+
+// byte_of[code point] for the whole alphabet, -1 for code points outside it.
+static void byte_level_alphabet(int byte_of[BYTE_LEVEL_ALPHABET]) {
+    int moved = 0;
+    for (int cp = 0; cp < BYTE_LEVEL_ALPHABET; cp++) byte_of[cp] = -1;
+    for (int byte = 0; byte < 256; byte++) byte_of[is_printable_latin1(byte) ? byte : 0x100 + moved++] = byte;
+}
+
+// A piece spelled in the alphabet -> its raw bytes in out (room for as many
+// bytes as s has). Returns the byte count, or -1 if a character is not in the alphabet.
+static int byte_level_decode(const char *s, size_t length, const int byte_of[BYTE_LEVEL_ALPHABET], char *out) {
+    int n = 0;
+    for (size_t at = 0; at < length;) {
+        int char_length;
+        uint32_t cp = decode_utf8((const unsigned char *)s + at, length - at, &char_length);
+        if (cp >= BYTE_LEVEL_ALPHABET || byte_of[cp] < 0) return -1;
+        out[n++] = (char)byte_of[cp];
+        at += (size_t)char_length;
+    }
+    return n;
+}
+
+// The id of a merge half, spelled in the alphabet; dies unless it is a piece merging may use.
+static int byte_level_merge_half(const Tokenizer *t, const char *half, size_t length, const int byte_of[BYTE_LEVEL_ALPHABET],
+                                 const char *path, int rank) {
+    char bytes[1024];
+    int n = length < sizeof bytes ? byte_level_decode(half, length, byte_of, bytes) : -1;
+    int id = n < 0 ? -1 : piece_lookup(t, bytes, (size_t)n);
+    if (id < 0 || t->scores[id] == -INFINITY)
+        die("%s: merge %d uses '%.*s', which is not a piece of the vocab", path, rank, (int)length, half);
+    return id;
+}
+
+// runq merges the pair that makes the lowest-ranked piece and, of two pairs
+// that make the same piece, the one whose parts rank lowest; any pair that
+// joins into a piece may merge. Hugging Face and llama.cpp merge by a merges
+// list. The two agree exactly when the list holds every split of a piece
+// into two pieces, ordered by (piece, left part, right part) rank: as a list
+// converted from tiktoken's ranks is. Merges are "a b", spelled in the
+// alphabet (which has no space). Returns NULL, or why not.
+static const char *check_merges_follow_ranks(const Tokenizer *t, char **merges, int n_merges, const char *path) {
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    int previous[3] = { -1, -1, -1 };   // (piece, left, right) ranks of the merge before
+    char *joined = xcalloc(2 * (size_t)t->max_token_length, 1, "merge");
+    int in_order = 1;
+    for (int rank = 0; rank < n_merges && in_order; rank++) {
+        const char *space = strchr(merges[rank], ' ');
+        if (!space) die("%s: merge %d is not 'a b'", path, rank);
+        int a = byte_level_merge_half(t, merges[rank], (size_t)(space - merges[rank]), byte_of, path, rank);
+        int b = byte_level_merge_half(t, space + 1, strlen(space + 1), byte_of, path, rank);
+        memcpy(joined, t->vocab[a], (size_t)t->lengths[a]);
+        memcpy(joined + t->lengths[a], t->vocab[b], (size_t)t->lengths[b]);
+        int merged = piece_lookup(t, joined, (size_t)(t->lengths[a] + t->lengths[b]));
+        if (merged < 0 || t->scores[merged] == -INFINITY)
+            die("%s: merge %d ('%s') makes no piece of the vocab", path, rank, merges[rank]);
+        int key[3] = { (int)-t->scores[merged], (int)-t->scores[a], (int)-t->scores[b] };   // ranks are -scores
+        in_order = key[0] != previous[0] ? key[0] > previous[0] : key[1] != previous[1] ? key[1] > previous[1] : key[2] > previous[2];
+        memcpy(previous, key, sizeof key);
+    }
+    free(joined);
+    if (!in_order) return "the merges are not in the order of their pieces' ids, the ranks runq merges by";
+
+    int64_t splits = 0;
+    for (int id = 0; id < t->vocab_size; id++) {
+        if (t->scores[id] == -INFINITY) continue;
+        for (int k = 1; k < t->lengths[id]; k++) {
+            int a = piece_lookup(t, t->vocab[id], (size_t)k), b = piece_lookup(t, t->vocab[id] + k, (size_t)(t->lengths[id] - k));
+            splits += a >= 0 && b >= 0 && t->scores[a] != -INFINITY && t->scores[b] != -INFINITY;
+        }
+    }
+    if (splits != n_merges) return "the merges list lacks some splits of a piece into two pieces, which runq would merge";
+    return NULL;
+}
+
+// A byte-level vocabulary as tokenizer.json or GGUF spells it.
+typedef struct {
+    int vocab_size;
+    char **spelled;          // (vocab_size,) each piece in GPT-2's alphabet, or as it is when special; NULL: no piece
+    int *special;            // (vocab_size,) 1 for added / control tokens (<|begin_of_text|>, <|eot_id|>, ...)
+    char **merges;           // (n_merges,) "a b", spelled
+    int n_merges;
+    int split_rule;          // SplitRule
+} ByteLevelVocab;
+
+static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges, int split_rule) {
+    ByteLevelVocab v = { .vocab_size = vocab_size, .n_merges = n_merges, .split_rule = split_rule };
+    v.spelled = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
+    v.special = xcalloc((size_t)vocab_size, sizeof(int), "tokenizer");
+    v.merges = xcalloc((size_t)n_merges + 1, sizeof(char *), "tokenizer");
+    return v;
+}
+
+static void free_byte_level_vocab(ByteLevelVocab *v) {
+    for (int i = 0; i < v->vocab_size; i++) free(v->spelled[i]);
+    for (int i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->spelled);
+    free(v->special);
+    free(v->merges);
+}
+
+// Byte-level BPE -> a blob: pieces go back from
+// the alphabet to raw bytes; a piece's id is its rank (the vocabulary is
+// tiktoken's ranks converted), so it scores -id; special tokens score -inf.
+// The merges are checked, not stored: the ranks say it all.
+static const char *byte_level_blob(const ByteLevelVocab *v, const char *path, uint8_t **blob, size_t *size) {
+    int byte_of[BYTE_LEVEL_ALPHABET];
+    byte_level_alphabet(byte_of);
+    Buffer b = { 0 };
+    int32_t max_length = 1;
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, v->split_rule);
+    for (int id = 0; id < v->vocab_size; id++) {
+        const char *spelled = v->spelled[id];
+        if (!spelled) die("%s: no piece has id %d (the model's vocabulary has %d)", path, id, v->vocab_size);
+        size_t length = strlen(spelled);
+        char *bytes = xcalloc(length + 1, 1, "piece");
+        int n = v->special[id] ? (int)length : byte_level_decode(spelled, length, byte_of, bytes);
+        if (n < 0) die("%s: piece %d '%s' is not spelled in the byte-level alphabet", path, id, spelled);
+        if (id >= 1 << 24) die("%s: %d pieces are more than float scores can rank", path, v->vocab_size);
+        tokenizer_put_piece(&b, v->special[id] ? -INFINITY : -(float)id, v->special[id] ? spelled : bytes, (size_t)n);
+        if (n > max_length) max_length = n;
+        free(bytes);
+    }
+    tokenizer_finish(&b, max_length);
+    Tokenizer check;
+    const char *refusal = build_tokenizer_from_memory(&check, b.data, b.size, v->vocab_size);
+    if (!refusal) refusal = check_merges_follow_ranks(&check, v->merges, v->n_merges, path);
+    free_tokenizer(&check);
+    if (refusal) {
+        free(b.data);
+        return refusal;
+    }
+    *blob = b.data;
+    *size = b.size;
+    return NULL;
+}
+
+// tokenizer.json of the byte-level kind (Llama 3, GPT-2, SmolLM2): model.vocab,
+// added_tokens (special) and model.merges.
+static const char *byte_level_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    const Json *model = json_get(root, "model");
+    const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
+    if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
+        return "model.vocab or model.merges is missing";
+    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count, json_split_rule(json_get(root, "pre_tokenizer")));
+    for (int i = 0; i < vocab->count; i++) {
+        const Json *id = &vocab->items[i];
+        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
+            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
+        if (v.spelled[(int)id->number]) die("%s: vocab entry '%s' shares id %d with another", path, vocab->keys[i], (int)id->number);
+        v.spelled[(int)id->number] = strdup(vocab->keys[i]);
+    }
+    const Json *added = json_get(root, "added_tokens");
+    for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
+        const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
+        if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
+        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
+        free(v.spelled[(int)id->number]);
+        v.spelled[(int)id->number] = strdup(content->string);
+        v.special[(int)id->number] = 1;
+    }
+    for (int rank = 0; rank < merges->count; rank++) {
+        char left[1024], right[1024];
+        json_merge(merges, rank, path, left, right, sizeof left);
+        v.merges[rank] = xcalloc(strlen(left) + strlen(right) + 2, 1, "merge");
+        sprintf(v.merges[rank], "%s %s", left, right);
+    }
+    const char *refusal = byte_level_blob(&v, path, blob, size);
+    free_byte_level_vocab(&v);
+    return refusal;
+}
+
+// A Hugging Face tokenizer.json -> a tokenizer blob for a vocab_size-piece
+// model. Returns NULL, or why this kind of tokenizer is not supported.
+static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+    Json root = json_read_file(path);
+    const char *refusal;
+    int kind = json_tokenizer_kind(&root, &refusal);
+    if (kind == TOKENIZER_SENTENCEPIECE) refusal = sentencepiece_from_json(&root, path, vocab_size, blob, size);
+    else if (kind == TOKENIZER_BYTE_LEVEL) refusal = byte_level_from_json(&root, path, vocab_size, blob, size);
+    json_free(&root);
+    return refusal;
+}
+
+// ---- Chat templates: which family a Jinja chat_template (tokenizer_config.json,
+// GGUF's tokenizer.chat_template) belongs to, by the markers each one uses;
+// CHAT_NOT_RECORDED if none (runq then goes by the special tokens).
+static uint32_t chat_template_of_jinja(const char *jinja) {
+    if (strstr(jinja, "<|start_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
+    if (strstr(jinja, "<|user|>")) return CHAT_ZEPHYR;
+    if (strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
+    return CHAT_NOT_RECORDED;
+}
+
+// A token tokenizer_config.json names ("<s>", or {"content": "<s>"}) -> its id, -1 if none.
+static int tokenizer_config_token(const Json *config, const char *key, const Tokenizer *t) {
+    const Json *v = json_get(config, key);
+    if (v && v->type == JSON_OBJECT) v = json_get(v, "content");
+    return v && v->type == JSON_STRING ? str_lookup(v->string, t) : -1;
+}
+
+// tokenizer_config.json, when the directory has one: the chat template's
+// family, and BOS and EOS where config.json does not give them.
+static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int need_eos) {
+    char *path = path_join(dir, "tokenizer_config.json");
+    if (file_exists(path)) {
+        Json config = json_read_file(path);
+        const Json *jinja = json_get(&config, "chat_template");
+        for (int i = 0; jinja && jinja->type == JSON_ARRAY && i < jinja->count; i++)   // [{name, template}, ...]
+            if (json_is(json_get(&jinja->items[i], "name"), "default")) jinja = json_get(&jinja->items[i], "template");
+        if (jinja && jinja->type == JSON_STRING) src->header.chat_template = chat_template_of_jinja(jinja->string);
+        Tokenizer t;
+        if (!build_tokenizer_from_memory(&t, src->tokenizer, src->tokenizer_size, src->header.vocab_size)) {
+            int bos = tokenizer_config_token(&config, "bos_token", &t), eos = tokenizer_config_token(&config, "eos_token", &t);
+            if (need_bos && bos >= 0) src->header.bos_id = bos;
+            if (need_eos && eos >= 0) src->header.eos_id = eos;
+        }
+        free_tokenizer(&t);
+        json_free(&config);
+        source_add_input(src, path);
+    }
+    free(path);
+}
+
+#pragma GCC diagnostic pop
+#endif
