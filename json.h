@@ -32,21 +32,45 @@ typedef struct Json {
     int count;
 } Json;
 
+#define JSON_MAX_DEPTH 64
+
+// Where the parser is, for messages: a member's key, or an element's index (key NULL).
+typedef struct {
+    const char *key;
+    int index;
+} JsonStep;
+
 typedef struct {
     const char *text, *end, *at;
     const char *source;      // file name for messages
     int depth;
+    JsonStep path[JSON_MAX_DEPTH];   // the members and elements being parsed, outermost first
+    int path_length;
     jmp_buf *recover;        // json_parse_untrusted: a syntax error jumps here instead of exiting,
     char *error;             // ... its message in error (the caller's buffer: it outlives the jump)
     size_t error_size;
 } JsonParser;
 
+// " in messages[1].content": the value being parsed, when inside a container.
+static void json_path(const JsonParser *p, char *out, size_t size) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < p->path_length && n + 1 < size; i++) {
+        const JsonStep *step = &p->path[i];
+        int wrote = step->key ? snprintf(out + n, size - n, "%s%s", i ? "." : " in ", step->key)
+                              : snprintf(out + n, size - n, "%s[%d]", i ? "" : " in ", step->index);
+        n += wrote > 0 ? (size_t)wrote : 0;
+    }
+}
+
 static void json_fail(JsonParser *p, const char *what) {
+    char where[256];
+    json_path(p, where, sizeof where);
     if (p->recover) {
-        snprintf(p->error, p->error_size, "invalid JSON at byte %td: %s", p->at - p->text, what);
+        snprintf(p->error, p->error_size, "invalid JSON at byte %td%s: %s", p->at - p->text, where, what);
         longjmp(*p->recover, 1);
     }
-    die("%s: invalid JSON at byte %td: %s", p->source, p->at - p->text, what);
+    die("%s: invalid JSON at byte %td%s: %s", p->source, p->at - p->text, where, what);
 }
 
 static void json_skip_space(JsonParser *p) {
@@ -90,8 +114,16 @@ static void json_parse_string(JsonParser *p, char **owner, size_t *length) {
     size_t n = 0;
     p->at = start;
     while (*p->at != '"') {
-        unsigned char c = (unsigned char)*p->at++;
+        unsigned char c = (unsigned char)*p->at;
         if (c < 0x20) json_fail(p, "control character in string");
+        if (c >= 0x80) {   // raw UTF-8 must be well-formed: the strict table of runq.c's utf8_next
+            int step = utf8_next((const unsigned char *)p->at, (size_t)(p->end - p->at));
+            if (step <= 0) json_fail(p, "ill-formed UTF-8 in a string");
+            memcpy(out + n, p->at, (size_t)step);
+            n += (size_t)step, p->at += step;
+            continue;
+        }
+        p->at++;
         if (c != '\\') { out[n++] = (char)c; continue; }
         char e = *p->at++;
         switch (e) {
@@ -155,7 +187,11 @@ static void json_parse_container(JsonParser *p, Json *out, int is_object) {
             if (p->at >= p->end || *p->at != ':') json_fail(p, "expected ':'");
             p->at++;
         }
+        int outer = p->path_length;
+        p->path[outer] = (JsonStep){ is_object ? out->keys[entry] : NULL, entry };
+        p->path_length = outer + 1;
         json_parse_value(p, &out->items[entry]);
+        p->path_length = outer;
         json_skip_space(p);
         if (p->at < p->end && *p->at == ',') { p->at++; continue; }
         if (p->at < p->end && *p->at == close) { p->at++; return; }
@@ -166,7 +202,7 @@ static void json_parse_container(JsonParser *p, Json *out, int is_object) {
 static void json_parse_value(JsonParser *p, Json *out) {
     json_skip_space(p);
     if (p->at >= p->end) json_fail(p, "unexpected end");
-    if (++p->depth > 64) json_fail(p, "nested too deeply");
+    if (++p->depth > JSON_MAX_DEPTH) json_fail(p, "nested too deeply");
     char c = *p->at;
     if (c == '{' || c == '[') {
         json_parse_container(p, out, c == '{');
@@ -195,7 +231,7 @@ static void json_parse_value(JsonParser *p, Json *out) {
 
 // text must be NUL-terminated at text[size] (strtod relies on it)
 static Json json_parse(const char *text, size_t size, const char *source) {
-    JsonParser p = { text, text + size, text, source, 0, NULL, NULL, 0 };
+    JsonParser p = { .text = text, .end = text + size, .at = text, .source = source };
     Json root = { 0 };
     json_parse_value(&p, &root);
     json_skip_space(&p);
@@ -207,10 +243,10 @@ static void json_free(Json *j);
 
 // The same for text from the network: a syntax error returns 0, with its
 // message in error, and frees what was parsed, instead of exiting.
-__attribute__((unused))   // used by server.c
 static int json_parse_untrusted(const char *text, size_t size, Json *root, char *error, size_t error_size) {
     jmp_buf recover;
-    JsonParser p = { text, text + size, text, "request", 0, &recover, error, error_size };
+    JsonParser p = { .text = text, .end = text + size, .at = text, .source = "request", .recover = &recover,
+                      .error = error, .error_size = error_size };
     memset(root, 0, sizeof *root);
     if (setjmp(recover)) {   // root points to the caller's tree: what was parsed is all there
         json_free(root);

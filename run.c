@@ -484,9 +484,91 @@ static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0)
 
 // ----------------------------------------------------------------------------
 // From here to "Command line" run.c and runq.c hold the same text, line for
-// line (test/test_shared_code.sh checks it): the tokenizer, the sampler, and
-// the generate and chat loops over the runtime's forward passes.
+// line (test/test_shared_code.sh checks it): UTF-8, the tokenizer, the
+// sampler, and the generate and chat loops over the runtime's forward passes.
+
+// ---- UTF-8, strictly: the Unicode standard's table of well-formed byte
+// sequences (Table 3-7). Every place that decides whether bytes are a
+// character asks utf8_next: the tokenizers, the text runq and run print, and
+// (through runq.c) the server's JSON. A model's byte-fallback pieces can emit
+// any bytes; an ill-formed sequence is printed as U+FFFD, one for each
+// maximal subpart (the standard's recommended practice), never passed on.
 //
+//   first byte   second     third and fourth
+//   00..7F       -          -
+//   C2..DF       80..BF     -
+//   E0           A0..BF     80..BF              (E0 80..9F: overlong)
+//   E1..EC       80..BF     80..BF
+//   ED           80..9F     80..BF              (ED A0..BF: UTF-16 surrogates)
+//   EE..EF       80..BF     80..BF
+//   F0           90..BF     80..BF 80..BF       (F0 80..8F: overlong)
+//   F1..F3       80..BF     80..BF 80..BF
+//   F4           80..8F     80..BF 80..BF       (F4 90..BF: above U+10FFFF)
+
+#define UTF8_REPLACEMENT "\xEF\xBF\xBD"   // U+FFFD
+
+// At s (n > 0 bytes): a well-formed character's length, 1..4; an ill-formed
+// sequence's maximal subpart as a negative length, -1..-3 (one U+FFFD stands
+// for it); 0 when the n bytes are a character's start that more bytes could
+// complete.
+static int utf8_next(const unsigned char *s, size_t n) {
+    unsigned char lead = s[0], low = 0x80, high = 0xBF;   // the second byte's range
+    int length;
+    if (lead < 0x80) return 1;
+    if (lead >= 0xC2 && lead <= 0xDF) length = 2;
+    else if (lead >= 0xE0 && lead <= 0xEF) length = 3, low = lead == 0xE0 ? 0xA0 : 0x80, high = lead == 0xED ? 0x9F : 0xBF;
+    else if (lead >= 0xF0 && lead <= 0xF4) length = 4, low = lead == 0xF0 ? 0x90 : 0x80, high = lead == 0xF4 ? 0x8F : 0xBF;
+    else return -1;
+    for (int i = 1; i < length; i++) {
+        if ((size_t)i == n) return 0;
+        if (s[i] < (i == 1 ? low : 0x80) || s[i] > (i == 1 ? high : 0xBF)) return -i;
+    }
+    return length;
+}
+
+// Text printed as pieces arrive, a character possibly split between two:
+// the bytes of an unfinished character wait in pending for the next piece.
+typedef struct {
+    FILE *stream;
+    unsigned char pending[4];
+    int n_pending;
+} TextOut;
+
+static void text_out_bytes(TextOut *out, const unsigned char *bytes, size_t n, int final) {
+    unsigned char joined[4 + 64];
+    while (n > 0 || (final && out->n_pending > 0)) {
+        size_t take = n < 64 ? n : 64, length = (size_t)out->n_pending + take;
+        memcpy(joined, out->pending, (size_t)out->n_pending);
+        memcpy(joined + out->n_pending, bytes, take);
+        bytes += take, n -= take, out->n_pending = 0;
+        size_t at = 0;
+        while (at < length) {
+            int step = utf8_next(joined + at, length - at);
+            if (step == 0 && !(final && n == 0)) {   // a character's start: it waits for the next bytes
+                out->n_pending = (int)(length - at);
+                memcpy(out->pending, joined + at, length - at);
+                break;
+            }
+            if (step > 0) fwrite(joined + at, 1, (size_t)step, out->stream);
+            else fputs(UTF8_REPLACEMENT, out->stream);
+            at += step > 0 ? (size_t)step : step < 0 ? (size_t)-step : length - at;
+        }
+    }
+}
+
+// Print a piece, skipping a lone byte that is an ASCII control character.
+static void text_out(TextOut *out, const char *piece) {
+    if (!piece || !piece[0]) return;
+    if (piece[1] == '\0') {
+        unsigned char byte = (unsigned char)piece[0];
+        if (byte < 0x80 && !(isprint(byte) || isspace(byte))) return;
+    }
+    text_out_bytes(out, (const unsigned char *)piece, strlen(piece), 0);
+}
+
+// The end of a text: an unfinished character is printed as U+FFFD.
+static void text_out_end(TextOut *out) { text_out_bytes(out, NULL, 0, 1); }
+
 // Tokenizer: byte-pair encoding over a vocabulary of pieces with merge scores,
 // stored in llama2.c's tokenizer.bin layout
 //   int32 max_token_length, then per piece: float32 score, int32 length, bytes
@@ -702,18 +784,6 @@ static const char *decode(const Tokenizer *t, int prev_token, int token) {
     return piece;
 }
 
-// Print a piece, skipping a lone byte that is an ASCII control character.
-// Bytes from 0x80 up print: they are parts of a character that arrives a
-// byte or a few at a time.
-static void safe_printf(const char *piece) {
-    if (!piece || !piece[0]) return;
-    if (piece[1] == '\0') {
-        unsigned char byte = (unsigned char)piece[0];
-        if (byte < 0x80 && !(isprint(byte) || isspace(byte))) return;
-    }
-    fputs(piece, stdout);
-}
-
 // ---- Character classes for Llama 3's pre-tokenizer: sorted, disjoint,
 // inclusive code point ranges
 
@@ -902,20 +972,12 @@ static int char_class(uint32_t cp) {
 // byte that does not begin a well-formed UTF-8 sequence stands alone, as
 // U+FFFD (class other): byte-level BPE still encodes it exactly.
 static uint32_t decode_utf8(const unsigned char *s, size_t n, int *length) {
-    unsigned char lead = s[0];
-    int len = lead < 0x80 ? 1 : lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
-            : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
-    *length = 1;
-    if (len == 1) return lead;
-    if (len == 0 || (size_t)len > n) return 0xFFFD;
-    uint32_t cp = lead & (0x7Fu >> len);
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0xFFFD;
-        cp = cp << 6 | (s[i] & 0x3Fu);
-    }
-    int overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0xFFFD;
-    *length = len;
+    int step = utf8_next(s, n);
+    *length = step > 0 ? step : 1;   // an ill-formed byte is a character of its own, U+FFFD
+    if (step <= 0) return 0xFFFD;
+    if (step == 1) return s[0];
+    uint32_t cp = s[0] & (0x7Fu >> step);
+    for (int i = 1; i < step; i++) cp = cp << 6 | (s[i] & 0x3Fu);
     return cp;
 }
 
@@ -1118,9 +1180,10 @@ static int encode_sentencepiece(const Tokenizer *t, const char *text, int *token
         int space = str_lookup(" ", t);
         if (space >= 0) tokens[n++] = space;
     }
-    for (const char *c = text; *c != '\0';) {
-        size_t len = 1;
-        while (len < 4 && (c[len] & 0xC0) == 0x80) len++;
+    const char *end = text + strlen(text);
+    for (const char *c = text; c < end;) {
+        int step = utf8_next((const unsigned char *)c, (size_t)(end - c));
+        size_t len = step > 0 ? (size_t)step : 1;   // an ill-formed byte goes alone, by byte fallback
         int id = piece_lookup(t, c, len);
         if (id >= 0) {
             tokens[n++] = id;
@@ -1431,7 +1494,8 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
     if (n_prompt >= steps)
         die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
             n_prompt, steps, t->config.seq_len);
-    for (int i = 1; i < n_prompt; i++) safe_printf(decode(tok, prompt_tokens[i - 1], prompt_tokens[i]));
+    TextOut out = { .stream = stdout };
+    for (int i = 1; i < n_prompt; i++) text_out(&out, decode(tok, prompt_tokens[i - 1], prompt_tokens[i]));
     fflush(stdout);
 
     double start = now_ms();
@@ -1442,7 +1506,7 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
         int next = sample(sampler, logits);
         if (pos == n_prompt) first_token = now_ms();
         if (!ignore_eos && ends_generation(tok, next)) break;
-        safe_printf(decode(tok, token, next));
+        text_out(&out, decode(tok, token, next));
         fflush(stdout);
         token = next;
         if (pos >= steps) break;
@@ -1450,6 +1514,7 @@ static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const cha
         decoded++;
     }
     double end = now_ms();
+    text_out_end(&out);
     printf("\n");
     fflush(stdout);   // the text's last line before the stats line on stderr
     double prompt_ms = prompt_end - start, decode_ms = end - first_token;
@@ -1504,15 +1569,17 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
         int token = turn.ids[turn.count - 1];
         free(turn.ids);
         printf("Assistant: ");
+        TextOut out = { .stream = stdout };
         for (;;) {
             int next = sample(sampler, logits);
             if (next == end_of_turn || next == tok->eos_id) { reply_end = next; break; }
-            safe_printf(decode(tok, token, next));
+            text_out(&out, decode(tok, token, next));
             fflush(stdout);
             if (pos >= steps) break;
             logits = forward(t, next, pos++);
             token = next;
         }
+        text_out_end(&out);
         printf("\n");
         fflush(stdout);
         if (pos >= steps) {

@@ -89,18 +89,10 @@ static void text_printf(Text *t, const char *fmt, ...) {
 
 static void text_free(Text *t) { free(t->data); memset(t, 0, sizeof *t); }
 
-// Bytes in the valid UTF-8 character at s (at most n bytes), 0 if none starts there.
-static int utf8_char_length(const unsigned char *s, size_t n) {
-    int length = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] < 0xE0 ? 2 : s[0] >= 0xE0 && s[0] < 0xF0 ? 3
-               : s[0] >= 0xF0 && s[0] < 0xF5 ? 4 : 0;
-    if (length == 0 || (size_t)length > n) return 0;
-    for (int i = 1; i < length; i++) if ((s[i] & 0xC0) != 0x80) return 0;
-    return length;
-}
-
-// A JSON string literal. Model text may hold stray bytes (a byte-fallback
-// token alone, a character cut at the end): each becomes U+FFFD, so every
-// response is valid UTF-8 and valid JSON.
+// A JSON string literal. Model text may hold ill-formed UTF-8 (a byte-fallback
+// token alone, an overlong form, a surrogate, a character cut at the end):
+// each maximal subpart becomes U+FFFD (runq.c's utf8_next decides), so every
+// response is well-formed UTF-8 and valid JSON.
 static void text_json_string(Text *t, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     text_puts(t, "\"");
@@ -112,9 +104,10 @@ static void text_json_string(Text *t, const char *s, size_t n) {
         else if (c == '\t') { text_puts(t, "\\t"); i++; }
         else if (c < 0x20 || c == 0x7F) { text_printf(t, "\\u%04x", c); i++; }
         else {
-            int length = utf8_char_length(u + i, n - i);
-            if (length) { text_append(t, s + i, (size_t)length); i += (size_t)length; }
-            else { text_puts(t, "\\ufffd"); i++; }
+            int step = utf8_next(u + i, n - i);
+            if (step > 0) text_append(t, s + i, (size_t)step);
+            else text_puts(t, "\\ufffd");
+            i += step > 0 ? (size_t)step : step < 0 ? (size_t)-step : n - i;
         }
     }
     text_puts(t, "\"");
@@ -755,13 +748,8 @@ static size_t held_back(const Generation *g, const JobSpec *spec) {
         for (size_t k = word - 1; k > hold; k--)
             if (k <= length && memcmp(text + length - k, spec->stop[i], k) == 0) { hold = k; break; }
     }
-    for (size_t k = 1; k <= 3 && k <= length; k++) {
-        unsigned char c = (unsigned char)text[length - k];
-        if ((c & 0xC0) == 0x80) continue;          // a continuation byte: look further back
-        int need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-        if ((size_t)need > k && k > hold) hold = k;
-        break;
-    }
+    for (size_t k = 1; k <= 3 && k <= length; k++)   // a character's start that the next token may finish
+        if (utf8_next((const unsigned char *)text + length - k, k) == 0 && k > hold) hold = k;
     return hold;
 }
 

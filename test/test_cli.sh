@@ -64,6 +64,16 @@ if [ "$BIN" = . ]; then   # (under the sanitizers, a cache of half the memory is
     grep -q "chat: the whole context (4194304 positions) needs a 512.0 GiB KV cache and .* is free; using [0-9]* positions" \
         "$T/long.err" && ok || fail "runq -m chat caps its KV cache by the free memory: $(cat "$T/long.err")"
 fi
+# runq and run print well-formed UTF-8 whatever bytes the model emits (U+FFFD for each maximal subpart)
+python3 test/ill_formed_tokenizer.py "$T/ill.tok"
+"$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=48,seq_len=256 -z "$T/ill.tok" "$T/ill.q4.bin"
+"$BIN"/export -q --fp32 "$T/ill.q4.bin" "$T/ill.f32.bin"
+for program in runq run; do
+    model=$T/ill.q4.bin; [ $program = run ] && model=$T/ill.f32.bin
+    for seed in 1 2 3; do "$BIN"/$program "$model" -n 120 -t 2 -s $seed -i "ab" 2>/dev/null; done >"$T/ill.$program.out"
+    if python3 -c 'import sys; sys.stdin.buffer.read().decode("utf-8")' <"$T/ill.$program.out" && grep -q $'\xef\xbf\xbd' "$T/ill.$program.out"
+    then ok; else fail "$program prints ill-formed UTF-8 (or the test saw none): $(head -c 100 "$T/ill.$program.out" | od -c | head -3)"; fi
+done
 # export --random says its tokenizer is synthetic; --check-config reads config.json alone
 "$BIN"/export --random "$SMALL" "$T/synthetic.q4.bin" 2>"$T/synthetic.err"
 grep -q "synthetic tokenizer .*<unused_" "$T/synthetic.err" && ok || fail "export --random names its synthetic tokenizer: $(cat "$T/synthetic.err")"

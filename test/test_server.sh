@@ -326,6 +326,52 @@ if grep -q '^data: ' "$T/term"; then ok; else fail "no tokens before SIGTERM"; f
 if [ "$(grep -c '^data: ' "$T/term")" -lt 100 ]; then ok; else fail "SIGTERM did not stop the generation"; fi
 if grep '^data: ' "$T/term" | tail -1 | grep -q '"stop":true,"stop_type":"abort"'; then ok; else fail "the stream cut by SIGTERM lacks its final event: $(tail -c 300 "$T/term")"; fi
 
+# ---- UTF-8: every body and every event decodes with a strict decoder, whatever bytes the model emits
+cat >"$T/strict.js" <<'EOF'
+// strict.js FILE...: each file decodes as UTF-8 with a fatal decoder, and so does each SSE event alone
+const decoder = new TextDecoder('utf-8', { fatal: true });
+for (const file of process.argv.slice(2)) {
+    const bytes = require('fs').readFileSync(file);
+    try { decoder.decode(bytes); } catch (e) { console.error(`${file}: not UTF-8: ${e.message}`); process.exit(1); }
+    let start = 0;
+    for (let i = 0; i + 1 < bytes.length; i++)
+        if (bytes[i] === 10 && bytes[i + 1] === 10) {
+            try { decoder.decode(bytes.subarray(start, i)); } catch (e) { console.error(`${file}: event at ${start}: ${e.message}`); process.exit(1); }
+            start = i + 2;
+        }
+}
+EOF
+start_server utf8
+# the reproduction of the report: the default model's reply once held E0 88 8F, an overlong form
+post /v1/chat/completions '{"messages":[{"role":"user","content":"Describe a cat as JSON"}],"max_tokens":60,"seed":1}' >/dev/null
+if node "$T/strict.js" "$T/body" && ! grep -q $'\xe0\x88\x8f' "$T/body"; then ok; else fail "the reply of the report is not strict UTF-8"; fi
+# ill-formed UTF-8 in a request is refused, naming the field
+printf '{"messages":[{"role":"user","content":"caf\xe0\x80\x80"}]}' >"$T/bad.json"
+code=$(curl -s -o "$T/body" -w '%{http_code}' --data-binary @"$T/bad.json" "$URL/v1/chat/completions")
+expect_status "ill-formed UTF-8 in a request" 400 "$code"
+grep -q 'in messages\[0\].content: ill-formed UTF-8' "$T/body" && ok || fail "the 400 names the field: $(cat "$T/body")"
+printf '{"prompt":"\xed\xa0\x80"}' >"$T/bad.json"
+code=$(curl -s -o "$T/body" -w '%{http_code}' --data-binary @"$T/bad.json" "$URL/completion")
+expect_status "a surrogate in a prompt" 400 "$code"
+stop_server utf8
+# a random-weight model whose pieces are ill-formed UTF-8 of every class (overlong, surrogate, above
+# U+10FFFF, stray bytes) and parts of characters: its replies are all the bytes a model can emit
+python3 test/ill_formed_tokenizer.py "$T/bytes.tok"
+"$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=48,seq_len=256 -z "$T/bytes.tok" "$T/bytes.q4.bin"
+MODEL_SAVED=$MODEL MODEL=$T/bytes.q4.bin
+start_server bytes
+for seed in $(seq 1 12); do
+    request() { curl -s -o "$T/u$seed.$1" -H 'Content-Type: application/json' "$URL$2" -d "$3"; }
+    request a /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":40,"temperature":2,"seed":'$seed'}'
+    request b /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":40,"temperature":2,"stream":true,"seed":'$seed'}'
+    request c /completion '{"prompt":"x","n_predict":40,"temperature":2,"stream":true,"seed":'$seed'}'
+done
+if node "$T/strict.js" "$T"/u*.a "$T"/u*.b "$T"/u*.c; then ok; else fail "a reply of random bytes is not strict UTF-8"; fi
+# ... and the property has teeth: those replies did hold ill-formed bytes, replaced
+grep -q 'ufffd' "$T"/u*.a && ok || fail "no U+FFFD in 12 replies of random bytes: the test saw no ill-formed UTF-8"
+stop_server bytes
+MODEL=$MODEL_SAVED
+
 # ---- bad command lines
 expect_error "missing model file" "cannot open" "$BIN"/server "$T/none.bin"
 expect_error "bad port" "--port" "$BIN"/server "$MODEL" --port 99999

@@ -598,8 +598,88 @@ static void test_llama3_checkpoint(const char *root, const uint8_t *blob, size_t
     test_smollm_gguf(blob, size);
 }
 
+// ---- UTF-8: runq.c's utf8_next against the standard's Table 3-7, and the
+// printer (text_out) against Python's decoder on test/data/utf8.vectors.
+
+static int next_of(const char *bytes, size_t n) { return utf8_next((const unsigned char *)bytes, n); }
+
+static void test_utf8_table(void) {
+    // each row's lowest and highest first and second bytes, and one past each
+    CHECK(next_of("\x7f", 1) == 1 && next_of("\x00", 1) == 1, "ASCII is one byte");
+    CHECK(next_of("\xc2\x80", 2) == 2 && next_of("\xdf\xbf", 2) == 2, "C2..DF 80..BF");
+    CHECK(next_of("\xc0\x80", 2) == -1 && next_of("\xc1\xbf", 2) == -1, "C0 and C1 (overlong) are never leads");
+    CHECK(next_of("\xc2\x7f", 2) == -1 && next_of("\xc2\xc0", 2) == -1, "C2 needs 80..BF");
+    CHECK(next_of("\xe0\xa0\x80", 3) == 3 && next_of("\xe0\xbf\xbf", 3) == 3, "E0 A0..BF 80..BF");
+    CHECK(next_of("\xe0\x80\x80", 3) == -1 && next_of("\xe0\x9f\xbf", 3) == -1, "E0 80..9F: overlong three-byte forms");
+    CHECK(next_of("\xe1\x80\x80", 3) == 3 && next_of("\xec\xbf\xbf", 3) == 3, "E1..EC 80..BF 80..BF");
+    CHECK(next_of("\xed\x80\x80", 3) == 3 && next_of("\xed\x9f\xbf", 3) == 3, "ED 80..9F 80..BF");
+    CHECK(next_of("\xed\xa0\x80", 3) == -1 && next_of("\xed\xbf\xbf", 3) == -1, "ED A0..BF: UTF-16 surrogates");
+    CHECK(next_of("\xee\x80\x80", 3) == 3 && next_of("\xef\xbf\xbf", 3) == 3, "EE..EF 80..BF 80..BF");
+    CHECK(next_of("\xf0\x90\x80\x80", 4) == 4 && next_of("\xf0\xbf\xbf\xbf", 4) == 4, "F0 90..BF 80..BF 80..BF");
+    CHECK(next_of("\xf0\x80\x80\x80", 4) == -1 && next_of("\xf0\x8f\xbf\xbf", 4) == -1, "F0 80..8F: overlong four-byte forms");
+    CHECK(next_of("\xf1\x80\x80\x80", 4) == 4 && next_of("\xf3\xbf\xbf\xbf", 4) == 4, "F1..F3 80..BF x3");
+    CHECK(next_of("\xf4\x80\x80\x80", 4) == 4 && next_of("\xf4\x8f\xbf\xbf", 4) == 4, "F4 80..8F 80..BF 80..BF");
+    CHECK(next_of("\xf4\x90\x80\x80", 4) == -1 && next_of("\xf4\xbf\xbf\xbf", 4) == -1, "F4 90..BF: above U+10FFFF");
+    CHECK(next_of("\xf5\x80\x80\x80", 4) == -1 && next_of("\xff", 1) == -1, "F5..FF are never leads");
+    CHECK(next_of("\x80", 1) == -1 && next_of("\xbf", 1) == -1, "a lone continuation byte");
+    // maximal subparts: a well-formed start cut by a wrong byte, or by the end of the input
+    CHECK(next_of("\xe1\x80\x41", 3) == -2 && next_of("\xf1\x80\x80\x41", 4) == -3, "a cut character's maximal subpart");
+    CHECK(next_of("\xe1\x80", 2) == 0 && next_of("\xf0\x90", 2) == 0 && next_of("\xc2", 1) == 0,
+          "a character's start at the end waits for more bytes");
+    CHECK(next_of("\xe0\x80", 2) == -1, "an impossible start does not wait");
+}
+
+// The printer fed a vector in pieces of 1..5 bytes, as tokens arrive.
+static void print_in_pieces(FILE *stream, const unsigned char *bytes, size_t n, unsigned *seed) {
+    TextOut out = { .stream = stream };
+    for (size_t at = 0; at < n;) {
+        *seed = *seed * 1103515245u + 12345u;
+        size_t take = 1 + (*seed >> 16) % 5;
+        if (take > n - at) take = n - at;
+        text_out_bytes(&out, bytes + at, take, 0);
+        at += take;
+    }
+    text_out_end(&out);
+}
+
+static void test_utf8_printer(const char *root) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/test/data/utf8.vectors", root);
+    FILE *f = fopen(path, "r");
+    if (!f) { CHECK(0, "cannot open %s", path); return; }
+    char *line = NULL;
+    size_t capacity = 0;
+    int vectors = 0, wrong = 0;
+    unsigned seed = 7;
+    while (getline(&line, &capacity, f) > 0) {
+        char *tab = strchr(line, '\t');
+        if (!tab) continue;
+        size_t in_length = (size_t)(tab - line) / 2, want_length = strcspn(tab + 1, "\n") / 2;
+        unsigned char *in = calloc(in_length + 1, 1), *want = calloc(want_length + 1, 1);
+        for (size_t i = 0; i < in_length; i++) in[i] = (unsigned char)(hex_value(line[2 * i]) * 16 + hex_value(line[2 * i + 1]));
+        for (size_t i = 0; i < want_length; i++) want[i] = (unsigned char)(hex_value(tab[1 + 2 * i]) * 16 + hex_value(tab[2 + 2 * i]));
+        char *got = NULL;
+        size_t got_length = 0;
+        FILE *stream = open_memstream(&got, &got_length);
+        print_in_pieces(stream, in, in_length, &seed);
+        fclose(stream);
+        if (got_length != want_length || memcmp(got, want, want_length) != 0) {
+            if (wrong++ < 3) CHECK(0, "text_out of %.*s gave %zu bytes, Python's decoder %zu", (int)(tab - line), line,
+                                   got_length, want_length);
+        }
+        vectors++;
+        free(in), free(want), free(got);
+    }
+    free(line);
+    fclose(f);
+    CHECK(vectors > 2000 && wrong == 0, "text_out prints %d of %d byte strings as Python's strict decoder with "
+          "errors='replace' does (maximal subparts -> U+FFFD)", vectors - wrong, vectors);
+}
+
 int main(int argc, char **argv) {
     const char *root = argc > 1 ? argv[1] : ".";
+    test_utf8_table();
+    test_utf8_printer(root);
     test_llama2(root);
     Tokenizer mistral, llama3;
     uint8_t *llama3_blob = NULL;
