@@ -9,9 +9,13 @@ Reads two kinds of checkpoint:
   - llama2.c's legacy fp32 .bin (7 int32 header; negative vocab_size = separate classifier)
   - export.c's checkpoint (the format runq.c documents) with every tensor in f32
 Compiles alone: cc -O2 -o run run.c -lm
+What it is not: fast, quantized or threaded (runq.c is), nor a reader of
+anything but fp32 (export --fp32 turns any model into its checkpoint).
 
 Reading order: model structs -> loading either format -> math blocks ->
-forward -> tokenizer -> sampler -> generate / chat -> command line
+forward -> UTF-8 -> tokenizer -> chat templates -> sampler -> generate /
+chat -> command line. The part from UTF-8 to the command line is runq.c's
+too, line for line (test/test_shared_code.sh).
 */
 
 #include <ctype.h>

@@ -3,21 +3,26 @@ runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
 
 It memory-maps a group-quantized checkpoint written by export.c (int4 by
 default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
-nothing is dequantized at load time, the embedding table included. Activations are quantized to int8 in blocks of 32 on the fly, so the
-inner loop of every matrix-vector product is an integer dot product.
+nothing is dequantized at load time, the embedding table included.
+Activations are quantized to int8 in blocks of 32 on the fly, so the inner
+loop of every matrix-vector product is an integer dot product.
 
 What it is: the product. libc, libm and pthreads only; compiles alone:
     cc -O2 -ffp-contract=off -o runq runq.c -lm -lpthread
 (-ffp-contract=off keeps the compiler from fusing multiply-adds, so every
 CPU computes the same canonical arithmetic and prints the same text; without
 it runq still works, with float results that differ in the last bits.)
-What it is not: the reference. run.c is the fp32 oracle the tests compare with.
+What it is not: the reference (run.c is the fp32 oracle the tests compare
+with), the converter (export.c writes checkpoints and holds the
+quantizer) or the server (server.c includes this file).
 
 Reading order (the order the data flows):
-    checkpoint format -> errors and checked arithmetic -> fp16 -> model structs
-    -> mapping the checkpoint -> weight x int8 kernels -> thread pool
-    -> matmul backends (OpenCL) -> math blocks -> forward -> tokenizer
-    -> sampler -> generate / chat -> command line
+    checkpoint format -> errors -> fp16 -> model structs -> mapping the
+    checkpoint -> weight x int8 kernels (scalar, AVX2, NEON; choosing them)
+    -> thread pool -> matmul backends (OpenCL) -> math blocks -> forward
+    -> building a Transformer (and a LoRA adapter) -> UTF-8 -> tokenizer
+    -> chat templates -> sampler -> generate / chat -> command line
+The part from UTF-8 to the command line is run.c's too, line for line.
 */
 
 #include <ctype.h>
@@ -82,6 +87,21 @@ Reading order (the order the data flows):
 // Q3 (int3, 12 bytes a block, 3.5 bits): the Q2 plane of the low two bits
 // (bytes 0-7), then a 1-bit plane of the high bit (bytes 8-11: weight j's in
 // bit j%8 of byte 8 + j/8). A code c (0..7) means level c - 4 (-4..3).
+//
+// The tensors, by name (L: a layer's index; shapes are (rows, cols)):
+//   tok_embeddings            (vocab_size, dim)        quantized; a row is dequantized per token
+//   layers.L.attention_norm   (1, dim)                 f32, as every norm
+//   layers.L.wq               (n_heads*head_dim, dim)  rows in interleaved-pair RoPE order
+//   layers.L.wk, .wv          (n_kv_heads*head_dim, dim)   (wk: RoPE order too)
+//   layers.L.wo               (dim, n_heads*head_dim)
+//   layers.L.ffn_norm         (1, dim)
+//   layers.L.w1, .w3          (ffn_dim[L], dim)        gate, up
+//   layers.L.w2               (dim, ffn_dim[L])        down
+//   norm                      (1, dim)
+//   output                    (vocab_size, dim)        absent when FLAG_TIED_CLASSIFIER
+//   rope_freqs                (1, head_dim/2)          f32, optional (below)
+//   tokenizer                 (1, bytes)               BLOB (below)
+// An fp32 checkpoint (./run's) has the same tensors, every one f32.
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
@@ -195,8 +215,8 @@ static size_t tensor_table_offset(int n_layers) {
 }
 
 // ----------------------------------------------------------------------------
-// Errors: one clear message, a non-zero exit. (export.c includes this file and
-// names itself through PROGRAM_NAME.)
+// Errors: one clear message, a non-zero exit. (The programs that include
+// this file name themselves through PROGRAM_NAME.)
 
 #ifndef PROGRAM_NAME
 #define PROGRAM_NAME "runq"

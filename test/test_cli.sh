@@ -203,7 +203,7 @@ if [ $status -ne 0 ] && [ ! -e "$T/big.bin" ] && [ -z "$(ls "$T" | grep 'big.bin
 else fail "export under a file-size limit: status $status, leftovers: $(ls "$T" | grep big)"; fi
 grep -q "cannot write" "$T/err" && ok || fail "export under a file-size limit says: $(cat "$T/err")"
 
-# ---- the rest of the catalogue (README "Bad input")
+# ---- the rest of the catalogue (docs/TESTING.md, "Bad input")
 # truncated at each header boundary: in the header's fields, at its end, after the FFN
 # table, at the tensor table, after its first entry, at its end (before any tensor data)
 n_tensors=$(od -An -tu4 -j 56 -N4 "$Q" | tr -d ' ')
