@@ -19,6 +19,8 @@ Include after: runq.c (xcalloc, utf8_next).
 
 #ifndef EDGE_GRAMMAR_H
 #define EDGE_GRAMMAR_H
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"   // a program uses the parts it needs
 
 #define GRAMMAR_MAX_REPETITION 2000       // llama.cpp's bound on {m,n}
 #define GRAMMAR_MAX_ELEMENTS 200000       // a grammar's size, so a request cannot ask for unbounded memory
@@ -426,6 +428,8 @@ typedef struct {
 typedef struct {
     uint32_t value;          // the bits of an unfinished character so far
     int n_remain;            // its continuation bytes still to come; -1: the bytes are no UTF-8
+    unsigned char bytes[4];  // its bytes so far (well-formed as far as they go: runq.c's utf8_next)
+    int n_bytes;
 } PartialUtf8;
 
 typedef struct {
@@ -573,36 +577,41 @@ static int grammar_finished(const GrammarState *s) {
     return s->partial.n_remain == 0 && s->stacks.n_items == 0 && s->stacks.n_stacks > 0;
 }
 
-// Bytes into code points, continuing an unfinished character: llama.cpp's
-// decode_utf8 (a continuation byte out of place makes the rest invalid).
-// Calls on_char for each whole code point; returns the partial state after.
+// Bytes into code points, continuing an unfinished character. Stricter than
+// llama.cpp's decode_utf8: a sequence the Unicode standard calls ill-formed
+// (an overlong form, a surrogate, a stray continuation byte, past U+10FFFF:
+// runq.c's utf8_next) ends the parse, so a grammar's text is always
+// well-formed UTF-8 and counts the characters a reader counts. Calls on_char
+// for each whole code point; returns the partial state after (n_remain -1:
+// refused).
 typedef int (*GrammarCharFn)(void *context, uint32_t c);
 
 static PartialUtf8 grammar_decode(const unsigned char *bytes, size_t n, PartialUtf8 partial, GrammarCharFn on_char, void *context) {
-    static const int lengths[16] = { 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 3, 4 };
-    uint32_t value = partial.value;
-    int remain = partial.n_remain;
-    size_t i = 0;
-    while (i < n && remain > 0) {   // finish the character the last bytes began
-        if ((bytes[i] >> 6) != 2) return (PartialUtf8){ 0, -1 };
-        value = value << 6 | (bytes[i++] & 0x3Fu);
-        if (--remain == 0 && !on_char(context, value)) return (PartialUtf8){ 0, -1 };
+    static const PartialUtf8 refused = { 0, -1, { 0 }, 0 };
+    if (partial.n_remain < 0) return refused;
+    for (size_t i = 0; i < n; i++) {
+        partial.bytes[partial.n_bytes++] = bytes[i];
+        int step = utf8_next(partial.bytes, (size_t)partial.n_bytes);
+        if (step < 0) return refused;
+        if (step == 0) continue;   // a character's start: more bytes to come
+        const unsigned char *u = partial.bytes;
+        uint32_t c = step == 1 ? u[0] : step == 2 ? (u[0] & 0x1Fu) << 6 | (u[1] & 0x3Fu)
+                   : step == 3 ? (u[0] & 0x0Fu) << 12 | (u[1] & 0x3Fu) << 6 | (u[2] & 0x3Fu)
+                   : (u[0] & 0x07u) << 18 | (u[1] & 0x3Fu) << 12 | (u[2] & 0x3Fu) << 6 | (u[3] & 0x3Fu);
+        partial.n_bytes = 0;
+        if (!on_char(context, c)) return refused;
     }
-    if (remain < 0) return (PartialUtf8){ 0, -1 };
-    while (i < n) {
-        int length = lengths[bytes[i] >> 4];
-        if (length == 0) return (PartialUtf8){ 0, -1 };
-        static const uint32_t masks[5] = { 0, 0x7F, 0x1F, 0x0F, 0x07 };
-        value = bytes[i++] & masks[length];
-        remain = length - 1;
-        while (i < n && remain > 0) {
-            if ((bytes[i] >> 6) != 2) return (PartialUtf8){ 0, -1 };
-            value = value << 6 | (bytes[i++] & 0x3Fu);
-            remain--;
-        }
-        if (remain == 0 && !on_char(context, value)) return (PartialUtf8){ 0, -1 };
+    // what an unfinished character can still become (llama.cpp's value and n_remain)
+    partial.value = 0;
+    partial.n_remain = 0;
+    if (partial.n_bytes > 0) {
+        unsigned char lead = partial.bytes[0];
+        int length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        partial.value = lead & (length == 4 ? 0x07u : length == 3 ? 0x0Fu : 0x1Fu);
+        for (int k = 1; k < partial.n_bytes; k++) partial.value = partial.value << 6 | (partial.bytes[k] & 0x3Fu);
+        partial.n_remain = length - partial.n_bytes;
     }
-    return (PartialUtf8){ remain > 0 ? value : 0, remain > 0 ? remain : 0 };
+    return partial;
 }
 
 // ----------------------------------------------------------------------------
@@ -698,4 +707,5 @@ static int grammar_matches(const Grammar *g, const char *text, size_t n) {
     return ok;
 }
 
+#pragma GCC diagnostic pop
 #endif

@@ -21,6 +21,8 @@ Include after: runq.c and json.h.
 
 #ifndef EDGE_JSON_SCHEMA_H
 #define EDGE_JSON_SCHEMA_H
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"   // a program uses the parts it needs
 
 #define SCHEMA_MAX_RULES 4096
 #define SCHEMA_MAX_DEPTH 32
@@ -529,25 +531,30 @@ static void schema_converter_free(SchemaConverter *c) {
     free(c->owned);
 }
 
-// The grammar text for schema (malloc'd), or NULL and a message in error.
-// root_name: the schema's rule (NULL: root); a caller that wraps the schema
-// (a tool call around its arguments) names it and adds its own root.
-static char *json_schema_to_grammar(const Json *schema, const char *root_name, char *error, size_t error_size) {
+// The grammar text for n schemas (malloc'd), or NULL and a message in error.
+// names[i]: schema i's rule (NULL: root); extra: rules the caller adds, which
+// may refer to those names and to `space` (a tool call wrapping its
+// arguments' schemas), or NULL. One converter for all, so the rules they
+// share (string, space, ...) are written once.
+static char *json_schemas_to_grammar(const Json *const *schemas, const char *const *names, int n, const char *extra,
+                                     char *error, size_t error_size) {
     SchemaConverter *c = xcalloc(1, sizeof *c, "schema converter");
-    c->root = schema;
     c->error = error;
     c->error_size = error_size;
     char *grammar = NULL;
     if (setjmp(c->fail) == 0) {
         schema_primitive(c, "space");   // every grammar has it: a wrapping caller may use it too
-        schema_visit(c, schema, root_name ? root_name : "");
+        for (int i = 0; i < n; i++) {
+            c->root = schemas[i];
+            schema_visit(c, schemas[i], names[i] ? names[i] : "");
+        }
         SchemaText *out = schema_new_text(c);
         for (int i = 0; i < c->n_rules; i++) {
-            if (!c->bodies[i]) schema_fail(c, "json_schema: $ref %s never resolved", c->names[i]);
             schema_printf(out, "%s ::= ", c->names[i]);
             schema_puts(out, c->bodies[i]);
             schema_puts(out, "\n");
         }
+        if (extra) schema_puts(out, extra);
         grammar = schema_strdup(out->data);
     }
     schema_converter_free(c);
@@ -555,4 +562,9 @@ static char *json_schema_to_grammar(const Json *schema, const char *root_name, c
     return grammar;
 }
 
+static char *json_schema_to_grammar(const Json *schema, const char *root_name, char *error, size_t error_size) {
+    return json_schemas_to_grammar(&schema, &root_name, 1, NULL, error, error_size);
+}
+
+#pragma GCC diagnostic pop
 #endif
