@@ -33,6 +33,7 @@ reference carries one, every piece.
 
 This file includes runq.c (TESTING drops its main) and links run.c through
 test/oracle.c: both keep all their names static.
+It is not a benchmark of speed (tools/bench is).
 */
 #define TESTING
 #define PROGRAM_NAME "ppl"

@@ -5,6 +5,7 @@ evaluate the same tokens.
 
     cc -O2 -o build/tokens tools/tokens.c -lm -lpthread
     build/tokens model.q4.bin "Once upon a time"       ->  1 9038 2501 263 931
+It is not a tokenizer of its own: runq.c's encoder, printed.
 */
 #define TESTING          // runq.c without its main
 #pragma GCC diagnostic ignored "-Wunused-function"

@@ -23,6 +23,7 @@
 // It also checks the llama2.c encoding algorithm (encodeLlama2c from
 // gen-tokenizer.mjs) on <repo>/tokenizer.bin against llama-tokenizer-js on
 // every string; the outcome is printed and recorded in llama2.vectors.
+// It is not run by make test: its output is committed.
 
 import fs from 'node:fs';
 import path from 'node:path';
