@@ -640,12 +640,22 @@ static void grammar_walk_free(GrammarWalk *w) {
     free(w->scratch);
 }
 
+// A copy of a set (distinct already: no stack compared).
 static void grammar_stacks_copy(GrammarStacks *to, const GrammarStacks *from) {
-    grammar_stacks_clear(to);
-    for (int i = 0; i < from->n_stacks; i++) {
-        int begin = stack_begin(from, i);
-        grammar_stacks_add(to, from->items + begin, from->ends[i] - begin);
+    if (from->n_items > to->items_capacity) {
+        to->items_capacity = from->n_items + 64;
+        to->items = realloc(to->items, (size_t)to->items_capacity * sizeof(int));
+        if (!to->items) die("out of memory following a grammar");
     }
+    if (from->n_stacks > to->stacks_capacity) {
+        to->stacks_capacity = from->n_stacks + 16;
+        to->ends = realloc(to->ends, (size_t)to->stacks_capacity * sizeof(int));
+        if (!to->ends) die("out of memory following a grammar");
+    }
+    if (from->n_items) memcpy(to->items, from->items, (size_t)from->n_items * sizeof(int));
+    if (from->n_stacks) memcpy(to->ends, from->ends, (size_t)from->n_stacks * sizeof(int));
+    to->n_items = from->n_items;
+    to->n_stacks = from->n_stacks;
     to->overflow = from->overflow;
 }
 

@@ -1,7 +1,8 @@
 /*
 json_schema.h — a JSON Schema into a GBNF grammar (grammar.h) whose every
 complete parse is a JSON text valid under the schema: what llama.cpp's
-json-schema-to-grammar does, with the same rule shapes (objects with their
+json-schema-to-grammar does, with the same rule shapes (numbers' exponents
+bounded to two digits, so a number always fits a double) (objects with their
 required properties first and the optional ones after, in order; a `space`
 rule between tokens), so the server's `json_schema`, `response_format` and
 tool calls share one path: schema -> grammar text -> parse_grammar.
@@ -152,7 +153,8 @@ static const char *schema_primitive(SchemaConverter *c, const char *name) {
         { "boolean", "(\"true\" | \"false\")", { 0 } },
         { "decimal-part", "[0-9]{1,16}", { 0 } },
         { "integral-part", "[0] | [1-9] [0-9]{0,15}", { 0 } },
-        { "number", "(\"-\"? integral-part) (\".\" decimal-part)? ([eE] [-+]? integral-part)?", { "integral-part", "decimal-part" } },
+        // llama.cpp's, but an exponent of at most two digits: a longer one overflows a double (1e400 is no number to a reader)
+        { "number", "(\"-\"? integral-part) (\".\" decimal-part)? ([eE] [-+]? [0-9]{1,2})?", { "integral-part", "decimal-part" } },
         { "integer", "(\"-\"? integral-part)", { "integral-part" } },
         { "value", "object | array | string | number | boolean | null", { "object", "array", "string", "number", "boolean", "null" } },
         { "object", "\"{\" space ( string \":\" space value (\",\" space string \":\" space value)* )? space \"}\"", { "string", "value", "space" } },

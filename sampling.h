@@ -3,9 +3,10 @@ sampling.h — the server's sampler: llama.cpp's chain over one step's logits,
 with the model's own probabilities kept for log-probabilities.
 
     logits -> logit_bias -> penalties (repeat, presence, frequency over the
-    last repeat_last_n tokens) -> the grammar's mask -> the samplers in the
-    request's order (top_k, top_p, min_p, temperature; llama.cpp's default
-    order) -> a draw (runq's xorshift generator), or argmax at temperature 0
+    last repeat_last_n tokens) -> the samplers in the request's order
+    (top_k, top_p, min_p, temperature; llama.cpp's default order) -> a draw
+    (runq's xorshift generator), or argmax at temperature 0; with a grammar,
+    a pick it refuses is drawn again from the tokens it allows
 
 What it is: llama.cpp's meaning of each sampler (top_p and min_p over the
 probabilities at that point of the chain, temperature last); the reported
@@ -66,6 +67,7 @@ typedef struct {
     unsigned long long rng_state;
     int vocab_size;
     ProbIndex *candidates;        // (vocab_size,) the tokens still in play
+    ProbIndex *trial;             // (vocab_size,) a copy for the unmasked first pick
     float *probabilities;         // (vocab_size,) scratch of the chain's steps
     float *model_probabilities;   // (vocab_size,) the model's own distribution, for log-probabilities
     int *counts;                  // (vocab_size,) occurrences in the penalty window
@@ -76,6 +78,7 @@ static void build_chain_sampler(ChainSampler *s, const SamplingParams *params, i
     s->rng_state = seed;
     s->vocab_size = vocab_size;
     s->candidates = xcalloc((size_t)vocab_size, sizeof(ProbIndex), "sampler");
+    s->trial = xcalloc((size_t)vocab_size, sizeof(ProbIndex), "sampler");
     s->probabilities = xcalloc((size_t)vocab_size, sizeof(float), "sampler");
     s->model_probabilities = xcalloc((size_t)vocab_size, sizeof(float), "sampler");
     s->counts = xcalloc((size_t)vocab_size, sizeof(int), "sampler");
@@ -83,6 +86,7 @@ static void build_chain_sampler(ChainSampler *s, const SamplingParams *params, i
 
 static void free_chain_sampler(ChainSampler *s) {
     free(s->candidates);
+    free(s->trial);
     free(s->probabilities);
     free(s->model_probabilities);
     free(s->counts);
@@ -215,9 +219,30 @@ static int sample_candidates(ChainSampler *s, ProbIndex *c, int n) {
     return c[n - 1].index;
 }
 
+// The samplers over candidates[0..n) (which they reorder and rescale).
+static int sample_from(ChainSampler *s, ProbIndex *candidates, int n) {
+    const SamplingParams *p = s->params;
+    if (p->temperature <= 0.0f) {   // greedy: the best (the lower id among equals)
+        int best = 0;
+        for (int i = 1; i < n; i++) if (candidates[i].prob > candidates[best].prob) best = i;
+        return candidates[best].index;
+    }
+    int truncates = 0;
+    for (int k = 0; k < p->n_steps; k++)
+        truncates |= (p->steps[k] == STEP_TOP_K && p->top_k > 0) || (p->steps[k] == STEP_TOP_P && p->top_p < 1.0f)
+                   || (p->steps[k] == STEP_MIN_P && p->min_p > 0.0f);
+    if (truncates && p->steps[0] == STEP_TOP_K && p->top_k > 0 && p->top_k < n) n = keep_best(candidates, n, p->top_k);
+    if (truncates) qsort(candidates, (size_t)n, sizeof(ProbIndex), compare_candidates);
+    return sample_candidates(s, candidates, n);   // without truncation, in id order: no sort needed
+}
+
 // One step: logits (modified) -> the next token; -1 when the mask leaves
 // nothing (the caller ends the sequence). allowed(context, token) is the
 // grammar's mask, NULL for none; history: the sequence so far (penalties).
+// With a mask, the token the samplers pick without it is tried first, and
+// the mask is computed over every token only when that one is refused
+// (llama.cpp's way): a refused first pick then draws again from the masked
+// tokens, which, for plain sampling, is exactly the masked distribution.
 typedef int (*TokenFilter)(void *context, int token);
 
 static int chain_sample(ChainSampler *s, float *logits, const int *history, int n_history, TokenFilter allowed, void *context) {
@@ -229,24 +254,14 @@ static int chain_sample(ChainSampler *s, float *logits, const int *history, int 
         if (logits[i] == -INFINITY || isnan(logits[i])) continue;
         s->candidates[n++] = (ProbIndex){ logits[i], i };
     }
-    if (allowed) {   // the mask, over the tokens the samplers would see
-        int kept = 0;
-        for (int i = 0; i < n; i++) if (allowed(context, s->candidates[i].index)) s->candidates[kept++] = s->candidates[i];
-        n = kept;
-    }
     if (n == 0) return -1;
-    if (p->temperature <= 0.0f) {   // greedy: the best allowed token (the lower id among equals)
-        int best = 0;
-        for (int i = 1; i < n; i++) if (s->candidates[i].prob > s->candidates[best].prob) best = i;
-        return s->candidates[best].index;
-    }
-    int truncates = 0;
-    for (int k = 0; k < p->n_steps; k++)
-        truncates |= (p->steps[k] == STEP_TOP_K && p->top_k > 0) || (p->steps[k] == STEP_TOP_P && p->top_p < 1.0f)
-                   || (p->steps[k] == STEP_MIN_P && p->min_p > 0.0f);
-    if (truncates && p->steps[0] == STEP_TOP_K && p->top_k > 0 && p->top_k < n) n = keep_best(s->candidates, n, p->top_k);
-    if (truncates) qsort(s->candidates, (size_t)n, sizeof(ProbIndex), compare_candidates);
-    return sample_candidates(s, s->candidates, n);   // without truncation, in id order: no sort needed
+    if (!allowed) return sample_from(s, s->candidates, n);
+    memcpy(s->trial, s->candidates, (size_t)n * sizeof(ProbIndex));
+    int first = sample_from(s, s->trial, n);
+    if (allowed(context, first)) return first;
+    int kept = 0;
+    for (int i = 0; i < n; i++) if (allowed(context, s->candidates[i].index)) s->candidates[kept++] = s->candidates[i];
+    return kept ? sample_from(s, s->candidates, kept) : -1;
 }
 
 // "samplers": llama.cpp's names (an array) or its letters (a string); the

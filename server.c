@@ -180,6 +180,7 @@ typedef struct {
     const char *api_key;          // NULL: no authentication
     int n_threads;
     const char *tokenizer_path;   // NULL: the checkpoint's own
+    const char *chat_template;    // --chat-template: NULL, the checkpoint's
     int context;                  // KV cache positions: prompt + reply of one request
     int kv_type;                  // KvType (-k)
     int queue_capacity;           // jobs waiting behind the running one
@@ -861,23 +862,24 @@ static void write_call(Text *out, int format, const char *name, const char *argu
     text_printf(out, ", \"%s\": %s}", arguments_key(format), arguments);
 }
 
-// The grammar of a reply that is tool calls (forced calls, or after the trigger).
+// The grammar of a reply that is tool calls (forced calls, or after the
+// trigger): each call spelled as write_call spells it, its arguments by the
+// tool's schema; up to 4 calls when parallel calls are allowed.
 static void tool_call_rules(Text *out, int format, const ToolSpec *tools, int n_tools, int parallel) {
     text_puts(out, "call ::= ");
     for (int i = 0; i < n_tools; i++)   // names are letters, digits, _ and -: literal as they are
-        text_printf(out, "%s\"{\" space \"\\\"name\\\"\" space \":\" space \"\\\"%s\\\"\" space \",\" space "
-                         "\"\\\"%s\\\"\" space \":\" space tool%d-args space \"}\"", i ? " | " : "", tools[i].name,
+        text_printf(out, "%s\"{\\\"name\\\": \\\"%s\\\", \\\"%s\\\": \" tool%d-args \"}\"", i ? " | " : "", tools[i].name,
                     arguments_key(format), i);
     text_puts(out, "\n");
     const char *more = parallel ? "{0,3}" : "{0,0}";
     if (format == TOOLS_HERMES)
         text_printf(out, "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\" (\"\\n<tool_call>\\n\" call \"\\n</tool_call>\")%s\n", more);
     else if (format == TOOLS_MISTRAL)
-        text_printf(out, "root ::= \"[TOOL_CALLS]\" space \"[\" call (\",\" space call)%s \"]\"\n", more);
+        text_printf(out, "root ::= \"[TOOL_CALLS] [\" call (\", \" call)%s \"]\"\n", more);
     else if (format == TOOLS_LLAMA3)
         text_puts(out, "root ::= call\n");
     else
-        text_printf(out, "root ::= \"{\" space \"\\\"tool_calls\\\"\" space \":\" space \"[\" call (\",\" space call)%s \"]\" space \"}\"\n", more);
+        text_printf(out, "root ::= \"{\\\"tool_calls\\\": [\" call (\", \" call)%s \"]}\"\n", more);
 }
 
 // Where the reply's tool calls start in text, or -1: the family's trigger
@@ -2026,7 +2028,8 @@ static void decode_choice(Server *server, Job *job, Generation *g, ClientWatch *
     float *logits = xcalloc((size_t)vocab, sizeof(float), "logits");
     memcpy(logits, prompt_logits, (size_t)vocab * sizeof(float));
     int pos = spec->prompt.count;
-    int limit = spec->max_tokens;   // -1: until the context is full (or, shifting, forever: the client stops it)
+    // -1: until the context is full; a longer reply asked for goes on past it by shifting the context
+    int limit = spec->max_tokens >= 0 ? spec->max_tokens : context - pos;
     server->slot.cached.count = pos;
     for (;;) {
         if (limit >= 0 && c->n_predicted >= limit) { c->stop_type = "limit"; break; }
@@ -2162,8 +2165,8 @@ static void run_job(Server *server, Job *job) {
     server->metrics.predicted_ms += g->predicted_ms;
     server->slot.busy = 0;
     pthread_mutex_unlock(&server->lock);
-    fprintf(stderr, "server: job %lu: prompt %d tokens (%d cached), %d predicted, stop %s, %.1f tok/s%s\n", g->id,
-            job->spec.prompt.count, g->n_cached, predicted, g->n_choices ? g->choices[0].stop_type : "none",
+    fprintf(stderr, "server: job %lu: prompt %d tokens (%d cached, %d in the cache at the end), %d predicted, stop %s, %.1f tok/s%s\n",
+            g->id, job->spec.prompt.count, g->n_cached, server->slot.cached.count, predicted, g->n_choices ? g->choices[0].stop_type : "none",
             predicted / (g->predicted_ms > 0 ? g->predicted_ms : 1e-3) * 1000,
             g->client_gone ? " (client gone: generation stopped)" : "");
     for (int i = 0; i < g->n_choices; i++) free_choice(&g->choices[i]);
@@ -2766,6 +2769,7 @@ static void usage(void) {
         "  -T <int>          threads for the model, default: online cores\n"
         "  -k <f16|q8>       KV cache type, default f16 (q8: int8, half the memory)\n"
         "  -z <path>         tokenizer.bin overriding the checkpoint's\n"
+        "  --chat-template <name> llama2, llama3, chatml or zephyr, default: the checkpoint's\n"
         "  --ctx <int>       positions of the KV cache (prompt and reply), default: the model's context, at most 4096\n"
         "  --queue <int>     requests waiting behind the running one before 503, default 16\n"
         "  --timeout <ms>    to read a request's body and for each write, default 10000\n"
@@ -2790,6 +2794,7 @@ static Settings parse_settings(int argc, char **argv) {
         else if (strcmp(flag, "--api-key") == 0) s.api_key = value;
         else if (strcmp(flag, "-T") == 0) s.n_threads = (int)parse_long(flag, value, 1, 1024);
         else if (strcmp(flag, "-z") == 0) s.tokenizer_path = value;
+        else if (strcmp(flag, "--chat-template") == 0) s.chat_template = value;
         else if (strcmp(flag, "-k") == 0) s.kv_type = parse_kv_type(value);
         else if (strcmp(flag, "--ctx") == 0) s.context = (int)parse_long(flag, value, 2, INT_MAX);
         else if (strcmp(flag, "--queue") == 0) s.queue_capacity = (int)parse_long(flag, value, 0, 4096);
@@ -2842,8 +2847,9 @@ static void load_model(Server *server) {
     prepare_run(&server->transformer, s->context ? s->context : seq_len < 4096 ? seq_len : 4096, s->n_threads);
     print_memory_plan(&server->transformer);
     build_tokenizer(&server->tokenizer, &server->transformer, s->tokenizer_path);
-    server->chat_template = choose_chat_template(&server->tokenizer, NULL, server->transformer.config.chat_template, s->model_path);
-    prepare_chat(server, server->transformer.config.chat_template);
+    server->chat_template = choose_chat_template(&server->tokenizer, s->chat_template, server->transformer.config.chat_template,
+                                                 s->model_path);
+    prepare_chat(server, s->chat_template || server->transformer.config.chat_template);
     const char *slash = strrchr(s->model_path, '/');
     snprintf(server->model_name, sizeof server->model_name, "%s", slash ? slash + 1 : s->model_path);
 }
