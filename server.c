@@ -1958,27 +1958,33 @@ static float *prefill_prompt(Server *server, ClientWatch *watch, Generation *g, 
     return prefill(server, watch, g, spec->prompt.ids, from, n);
 }
 
-// A choice whose sequence filled the context: a chat drops its oldest turns
-// (the system prompt kept) and re-prefills the rest with the reply so far;
-// /completion with n_keep keeps n_keep tokens and the later half of the rest
-// (llama.cpp's context shift). The new position, or -1 when nothing can go.
+// A choice whose sequence filled the context goes on with less of it: a
+// chat drops its oldest turns (the system prompt kept) and, when the reply
+// itself has outgrown the room, the older part of the reply; /completion
+// with n_keep keeps its first n_keep tokens and the later half of the rest
+// (llama.cpp's context shift). The kept tokens are prefilled again, the
+// cache's common prefix reused (runq's cache holds rotated keys: moving them
+// would mean rotating them again; a re-prefill costs what docs/SERVER.md
+// measures). The new position, or -1 when nothing can go.
 static int shift_context(Server *server, ClientWatch *watch, Generation *g, JobSpec *spec, Choice *c, float **logits) {
     int context = server->transformer.state.cache_len;
-    TokenList kept = { 0 };
-    int n_reply = c->tokens.count - spec->prompt.count;
+    int n_reply = c->tokens.count - spec->prompt.count, head, tail_from;
     if (spec->api == API_CHAT) {
-        int before = spec->first_turn;
         fit_conversation(server, spec, n_reply + context / 4);
-        if (spec->first_turn == before || spec->prompt.count + n_reply >= context) return -1;
-        for (int i = 0; i < spec->prompt.count; i++) push_token(&kept, spec->prompt.ids[i]);
-        for (int i = c->tokens.count - n_reply; i < c->tokens.count; i++) push_token(&kept, c->tokens.ids[i]);
+        head = spec->prompt.count;
+        tail_from = c->tokens.count - n_reply;
     } else {
         if (!spec->has_n_keep) return -1;
-        int keep = spec->n_keep < 0 || spec->n_keep > context / 2 ? context / 2 : spec->n_keep, n = c->tokens.count;
-        int discard = (n - keep) / 2;
-        for (int i = 0; i < keep; i++) push_token(&kept, c->tokens.ids[i]);
-        for (int i = keep + discard; i < n; i++) push_token(&kept, c->tokens.ids[i]);
+        head = spec->n_keep < 0 || spec->n_keep > context / 2 ? context / 2 : spec->n_keep;
+        tail_from = head;
     }
+    int available = c->tokens.count - tail_from, room = context - head;
+    int tail = head + available <= context - context / 4 ? available : room / 2;
+    if (room < 4 || tail <= 0) return -1;
+    TokenList kept = { 0 };
+    const int *front = spec->api == API_CHAT ? spec->prompt.ids : c->tokens.ids;
+    for (int i = 0; i < head; i++) push_token(&kept, front[i]);
+    for (int i = c->tokens.count - tail; i < c->tokens.count; i++) push_token(&kept, c->tokens.ids[i]);
     free(c->tokens.ids);
     c->tokens = kept;
     int from = common_prefix(&server->slot.cached, kept.ids, kept.count);
@@ -2034,18 +2040,17 @@ static void decode_choice(Server *server, Job *job, Generation *g, ClientWatch *
     for (;;) {
         if (limit >= 0 && c->n_predicted >= limit) { c->stop_type = "limit"; break; }
         if (client_gone(watch, g) || shutting_down(server)) { c->stop_type = "abort"; break; }
+        if (pos >= context) {   // no room for the next token: shift, or end here
+            float *shifted = NULL;
+            pos = shift_context(server, watch, g, spec, c, &shifted);
+            if (pos < 0) { c->stop_type = g->client_gone || shutting_down(server) ? "abort" : "limit"; break; }
+            memcpy(logits, shifted, (size_t)vocab * sizeof(float));
+        }
         int next = choice_sample(server, spec, c, logits);
         if (next < 0) { c->stop_type = "eos"; break; }   // the grammar allows nothing more
         if (choice_accept(server, spec, c, next)) break;
         stream_pending(job, server, g, c, 0);
         if (limit >= 0 && c->n_predicted >= limit) { c->stop_type = "limit"; break; }
-        if (pos >= context) {
-            float *shifted = NULL;
-            pos = shift_context(server, watch, g, spec, c, &shifted);
-            if (pos < 0) { c->stop_type = g->client_gone || shutting_down(server) ? "abort" : "limit"; break; }
-            memcpy(logits, shifted, (size_t)vocab * sizeof(float));
-            continue;
-        }
         float *out = forward(t, next, pos++);
         push_token(&server->slot.cached, next);
         memcpy(logits, out, (size_t)vocab * sizeof(float));
