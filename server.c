@@ -1989,7 +1989,10 @@ static int shift_context(Server *server, ClientWatch *watch, Generation *g, JobS
     c->tokens = kept;
     int from = common_prefix(&server->slot.cached, kept.ids, kept.count);
     if (from >= kept.count) from = kept.count - 1;
+    double start = now_ms();
     *logits = prefill(server, watch, g, kept.ids, from, kept.count);
+    fprintf(stderr, "server: context shift: kept %d of %d tokens, %d reused, %d prefilled again in %.1f ms\n", kept.count, context,
+            from, kept.count - from, now_ms() - start);
     pthread_mutex_lock(&server->lock);
     server->metrics.context_shifts++;
     pthread_mutex_unlock(&server->lock);
