@@ -560,8 +560,7 @@ static const char *const generation_fields[] = {
     "chat_template_kwargs", "reasoning_format", NULL };
 
 typedef struct {
-    char name[128];
-    Json *parameters;             // a copy's root lives in the request's tree: see JobSpec.tools_body
+    char name[128];               // letters, digits, _ and - (the grammar spells it as it is)
 } ToolSpec;
 
 // A conversation as the chat route received it, kept so that turns can be
@@ -1203,7 +1202,10 @@ static int render_tool_results(const Server *server, const Conversation *c, int 
     return end;
 }
 
-// The conversation from message `from` on into prompt tokens (the system prompt kept whatever is dropped).
+// The conversation from message `from` on into prompt tokens (the system
+// prompt kept whatever is dropped). c->enable_thinking is not read here: no
+// chat template of runq's has a thinking switch yet; a template API that
+// renders one (Qwen3's generation prompt) takes it at this seam.
 static void render_conversation(const Server *server, const Conversation *c, int from, TokenList *out) {
     const Tokenizer *tok = &server->tokenizer;
     out->count = 0;
@@ -1466,7 +1468,6 @@ static const char *token_bytes(const Server *server, int prev, int token, int *l
 
 typedef struct {
     const Server *server;
-    const JobSpec *spec;
     Choice *choice;
 } MaskContext;
 
@@ -1492,7 +1493,7 @@ static int choice_sample(const Server *server, const JobSpec *spec, Choice *c, f
     if (spec->ignore_eos)
         for (int i = 0; i < c->sampler.vocab_size; i++)
             if (ends_generation(&server->tokenizer, i) || i == server->end_of_turn) logits[i] = -INFINITY;
-    MaskContext mask = { server, spec, c };
+    MaskContext mask = { server, c };
     int next = chain_sample(&c->sampler, logits, c->tokens.ids, c->tokens.count, c->grammar_active ? grammar_mask : NULL, &mask);
     if (want && next >= 0) {
         if (c->logprobs.count == c->logprobs.capacity) {
@@ -1873,6 +1874,7 @@ typedef struct {
     int fd;
     const char *cors_origin;
     int stream;
+    int answer_early;             // 0: an embedding, whose handler answers: a half-close is not probed
     int fin_seen;
 } ClientWatch;
 
@@ -1886,6 +1888,7 @@ static int client_gone(ClientWatch *w, Generation *g) {
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return g->client_gone = 1;
     if (n != 0 || w->fin_seen) return 0;
     w->fin_seen = 1;
+    if (!w->answer_early) return 0;
     const Reply to = { w->fd, w->cors_origin, 0 };
     if (!g->head_sent) {   // a probe that is also the answer's start
         if (send_head(&to, 200, w->stream ? "text/event-stream" : "application/json; charset=utf-8", -1, NULL) != 0) return g->client_gone = 1;
@@ -2139,7 +2142,7 @@ static void run_job(Server *server, Job *job) {
     server->slot.n_prompt = server->slot.n_decoded = 0;
     pthread_mutex_unlock(&server->lock);
 
-    ClientWatch watch = { job->fd, job->cors_origin, job->spec.stream, 0 };
+    ClientWatch watch = { job->fd, job->cors_origin, job->spec.stream, !job->embedding, 0 };
     const Reply to = { job->fd, job->cors_origin, 0 };
     if (job->embedding) {
         if (!run_embedding(server, job, &watch, g)) job->embedding = -1;   // the connection thread sees it stopped
