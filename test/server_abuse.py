@@ -2,6 +2,7 @@
 """server_abuse.py - the ways a client can starve or bloat ./server, each a
 bounded test on loopback (test/test_server.sh). Standard library only.
 Prints one line per check, "ok: ..." or "FAIL: ...", and exits 1 on a failure.
+It is not a load test: each case is a few dozen sockets for a few seconds.
 
     server_abuse.py PORT starve SECONDS      64 slow sockets from 127.0.0.1 (partial headers, reconnecting when
                                              dropped) while /health from 127.0.0.2 and a completion from

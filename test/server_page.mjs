@@ -9,6 +9,7 @@
 //     a model without a chat template: a completion box whose text goes on
 // Prints one line per check, "ok: ..." or "FAIL: ...", then a JSON summary;
 // exits 1 on a failure. Node 20 needs --experimental-websocket.
+// It is not a browser test framework: a few DevTools calls, nothing installed.
 import { spawn } from 'node:child_process';
 import { writeFileSync, mkdirSync } from 'node:fs';
 

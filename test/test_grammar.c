@@ -7,6 +7,7 @@
 // grammar held to json.h's parser on a few hundred generated texts, the
 // partial-UTF-8 rule, grammar errors, and the token mask over a vocabulary.
 //     build/test_grammar [test/data/grammar.cases]
+// Not a test of sampling under a grammar (test_server.sh runs that through the server).
 #define TESTING
 #define PROGRAM_NAME "test_grammar"
 #pragma GCC diagnostic ignored "-Wunused-function"

@@ -11,6 +11,7 @@
 # routes; the page in headless Chromium (screenshots in build/page/); and the
 # abuse cases of test/server_abuse.py: 64 slow sockets from one address,
 # half-closed clients, abandoned prompts, megabyte bodies.
+# Not a benchmark: the load test's figures are printed, never compared.
 # Ends with "N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_server "$@"
 MODEL=models/tinystories-edge.q4.bin

@@ -7,6 +7,7 @@
 // (a random-weight model shows the grammar, not the model, keeps the output valid; its larger context holds the tools)
 // LOGITS_BIN is build/logits: the model's own logits, to hold the reported log-probabilities to.
 // The JSON Schema validator is ajv (an independent implementation), not the server's grammar.
+// Not a benchmark: speed is tools/bench-server's.
 import OpenAI from 'openai';
 import Ajv from 'ajv';
 import { execFileSync } from 'node:child_process';
