@@ -954,7 +954,8 @@ static int parse_tool_calls(int format, const char *text, ToolCall *calls, int m
         // the others: one JSON value holding the call(s)
         Json value;
         char error[128];
-        const char *json_text = format == TOOLS_MISTRAL ? strchr(cursor, '[') : cursor;
+        const char *marker = format == TOOLS_MISTRAL ? strstr(cursor, "[TOOL_CALLS]") : NULL;   // the list after it
+        const char *json_text = format == TOOLS_MISTRAL ? strchr(marker ? marker + 12 : cursor, '[') : cursor;
         if (!json_text || !json_parse_untrusted(json_text, strlen(json_text), &value, error, sizeof error)) break;
         const Json *list = format == TOOLS_GENERIC ? json_get(&value, "tool_calls") : &value;
         int count = list && list->type == JSON_ARRAY ? list->count : list && list->type == JSON_OBJECT ? 1 : 0;
@@ -1228,7 +1229,7 @@ static void render_conversation(const Server *server, const Conversation *c, int
         if (m->tool_calls) {
             if (server->tool_format == TOOLS_MISTRAL && server->tool_calls_token >= 0 && strncmp(m->tool_calls, "[TOOL_CALLS]", 12) == 0) {
                 push_token(out, server->tool_calls_token);
-                push_encoded(out, tok, m->tool_calls + 12, 0);
+                push_encoded(out, tok, m->tool_calls + 12 + (m->tool_calls[12] == ' '), 0);   // encode adds its own space
             } else {
                 Text calls = text_new();
                 if (m->content[0]) text_puts(&calls, "\n");

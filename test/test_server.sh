@@ -503,6 +503,34 @@ if [ -d tools/js/node_modules/openai ] && [ -d tools/js/node_modules/ajv ]; then
     grep -c '^ok:' "$T/features.out" | grep -qx 7 && ok || fail "openai client on a random model: $(grep -c '^ok:' "$T/features.out") checks passed, expected 7"
 fi
 stop_server random
+# each family's own tool-call format, end to end: Llama 2's vocabulary with the special pieces of
+# ChatML, Llama 3 and Mistral's [TOOL_CALLS] appended, under each chat template
+python3 - tokenizer.bin "$T/families.tok" '<|im_start|>' '<|im_end|>' '<|start_header_id|>' '<|end_header_id|>' '<|eot_id|>' '[TOOL_CALLS]' <<'EOF'
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+for piece in sys.argv[3:]:
+    data += struct.pack("<fi", float("-inf"), len(piece)) + piece.encode()   # special: never matched from text
+struct.pack_into("<i", data, 0, max(struct.unpack_from("<i", data, 0)[0], *(len(p) for p in sys.argv[3:])))
+open(sys.argv[2], "wb").write(data)
+EOF
+"$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=32006,seq_len=1024 -z "$T/families.tok" "$T/families.q4.bin"
+MODEL=$T/families.q4.bin
+for template in chatml llama3 llama2; do   # Hermes's <tool_call>, Llama 3's JSON, Mistral's [TOOL_CALLS]
+    start_server "tools-$template" --chat-template "$template"
+    if [ -d tools/js/node_modules/openai ] && node tools/js/server-features.mjs "$URL/v1" tools >"$T/tools.out" 2>&1 \
+       && [ "$(grep -c '^ok:' "$T/tools.out")" = 5 ]; then ok
+    else fail "tool calls in the $template format: $(grep -v '^ok' "$T/tools.out" | head -3)"; fi
+    post /apply-template '{"messages":[{"role":"user","content":"w?"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","content":"ok"}],"tools":[{"type":"function","function":{"name":"f"}}]}' >/dev/null
+    case $template in
+    chatml) want='<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call><|im_end|>' ;;
+    llama3) want='{"name": "f", "parameters": {"a": 1}}<|eot_id|><|start_header_id|> ipython<|end_header_id|>' ;;
+    llama2) want='[TOOL_CALLS] [{"name": "f", "arguments": {"a": 1}}]' ;;
+    esac
+    jcheck "the $template template writes a call and its result back in its family's format" "$T/body" \
+        "j.prompt.includes($(node -e 'console.log(JSON.stringify(process.argv[1].replace(/\\n/g, "\n")))' "$want"))"
+    stop_server "tools-$template"
+done
+MODEL=$T/random.q4.bin
 start_server abandon --token-delay 100
 if python3 test/server_abuse.py "${URL##*:}" abandon 500 >"$T/abandon.out" 2>&1; then ok; else fail "$(cat "$T/abandon.out")"; fi
 gone=$(grep -c 'client gone' "$T/abandon.log")

@@ -4,6 +4,7 @@
 // and exits 1 on a failure.
 //   node tools/js/server-features.mjs URL/v1 default MODEL LOGITS_BIN   the schema on 50 seeds, json_object, logprobs, n
 //   node tools/js/server-features.mjs URL/v1 random                     the schema on 50 seeds, a tool call round trip
+//   node tools/js/server-features.mjs URL/v1 tools                      a tool call round trip alone (a family's own format)
 // (a random-weight model shows the grammar, not the model, keeps the output valid; its larger context holds the tools)
 // LOGITS_BIN is build/logits: the model's own logits, to hold the reported log-probabilities to.
 // The JSON Schema validator is ajv (an independent implementation), not the server's grammar.
@@ -201,8 +202,8 @@ async function choices() {
     check('stream_options.include_usage sends usage', usage && usage.completion_tokens === reply.usage.completion_tokens, JSON.stringify(usage));
 }
 
-await schemaSeeds(50);
-if (mode === 'random') {
+if (mode !== 'tools') await schemaSeeds(50);
+if (mode === 'random' || mode === 'tools') {
     await toolRoundTrip();
 } else {
     await jsonObject();
