@@ -2536,7 +2536,7 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     check_chat_messages(messages, n, &first, &last_user);
     if (start) render_format(r, t, template->start, none);
     const char *system = first ? messages[0].content : NULL;
-    char *system_text = system && system[0] ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
+    char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
     if (system_text && template->system) {
         const char *fill[] = { system_text, NULL };
         render_format(r, t, template->system, fill);
@@ -2566,7 +2566,8 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
 }
 
 // A conversation through a template, as apply_chat_template renders and
-// tokenizes it: a system prompt (first, optional; empty is none), then user
+// tokenizes it: a system prompt (first, optional; rendered even when empty,
+// as the templates do), then user
 // and assistant messages in turn, user first; add_generation_prompt ends on
 // what starts the model's reply, and, under a template that thinks, with
 // thinking off on an empty think block (Qwen3's enable_thinking=false).
@@ -2598,9 +2599,10 @@ static const char *chat_after_reply(const ChatTemplate *template) {
 static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int first, const char *system,
                            const char *user, int thinking) {
     TokenList list = { 0 };
-    ChatMessage messages[2] = { { "system", system ? system : "", NULL }, { "user", user, NULL } };
-    if (first) {
-        render_chat(&list, t, template, messages, 2, 1, thinking);
+    ChatMessage messages[2] = { { "system", system, NULL }, { "user", user, NULL } };
+    if (first) {   // an empty system prompt is none
+        int has_system = system && system[0];
+        render_chat(&list, t, template, messages + !has_system, 1 + has_system, 1, thinking);
         return list;
     }
     const char *none[] = { NULL };

@@ -772,8 +772,85 @@ static void test_utf8_printer(const char *root) {
           "errors='replace' does (maximal subparts -> U+FFFD)", vectors - wrong, vectors);
 }
 
+// Text as Hugging Face tokenizes a rendered template: each special token of
+// the vocabulary (a piece scoring -inf) where it is spelled, the text between
+// encoded in one piece.
+static TokenList tokenize_rendered(const Tokenizer *t, const char *text) {
+    TokenList list = { 0 };
+    Rendering r = { .list = &list };
+    for (const char *at = text; *at;) {
+        int best = -1;
+        for (int id = 0; id < t->vocab_size && *at == '<'; id++)   // the longest special token spelled here
+            if (t->scores[id] == -INFINITY && t->lengths[id] > 2 && strncmp(at, t->vocab[id], (size_t)t->lengths[id]) == 0
+                && (best < 0 || t->lengths[id] > t->lengths[best]))
+                best = id;
+        if (best >= 0) {
+            rendering_flush(&r, t);
+            push_token(&list, best);
+            at += t->lengths[best];
+        } else {
+            rendering_text(&r, at++, 1);
+        }
+    }
+    rendering_flush(&r, t);
+    free(r.text);
+    return list;
+}
+
+// Cases test/render_chat.py wrote (each family's Jinja template, rendered by
+// python3-jinja2): runq's render_chat of the same messages gives the ids
+// Hugging Face gives the rendered text. Returns the count matched.
+static int check_chat_cases(const char *path, const char *name, const Tokenizer *tok, const ChatTemplate *template) {
+    FILE *f = fopen(path, "r");
+    if (!f) { CHECK(0, "cannot open %s", path); return 0; }
+    char *line = NULL;
+    size_t capacity = 0;
+    int matched = 0, cases = 0;
+    while (getline(&line, &capacity, f) > 0) {
+        line[strcspn(line, "\n")] = '\0';
+        char *fields[5] = { 0 }, *save = NULL;
+        int n_fields = 0;
+        for (char *field = strtok_r(line, "\t", &save); field && n_fields < 5; field = strtok_r(NULL, "\t", &save)) fields[n_fields++] = field;
+        if (n_fields != 5 || strcmp(fields[0], name) != 0) continue;
+        ChatMessage messages[16];
+        char *texts[16];
+        int n = 0;
+        for (char *m = strtok_r(fields[3], ",", &save); m && n < 16; m = strtok_r(NULL, ",", &save), n++) {
+            char *colon = strchr(m, ':');
+            *colon = '\0';
+            texts[n] = hex_decode(colon + 1, strlen(colon + 1));
+            messages[n] = (ChatMessage){ m, texts[n], NULL };
+        }
+        char *rendered = hex_decode(fields[4], strlen(fields[4]));
+        TokenList ours = { 0 }, want = tokenize_rendered(tok, rendered);
+        const char *wrong = render_chat(&ours, tok, template, messages, n, atoi(fields[1]), atoi(fields[2]));
+        int same = !wrong && ours.count == want.count && memcmp(ours.ids, want.ids, sizeof(int) * (size_t)want.count) == 0;
+        CHECK(same, "%s: the Jinja template's rendering differs from runq's (generation prompt %s, thinking %s): %s",
+              name, fields[1], fields[2], wrong ? wrong : rendered);
+        if (!same) { print_ids("Jinja's", want.ids, want.count); print_ids("runq's", ours.ids, ours.count); }
+        matched += same, cases++;
+        for (int i = 0; i < n; i++) free(texts[i]);
+        free(rendered), free(ours.ids), free(want.ids);
+    }
+    free(line);
+    fclose(f);
+    printf("  %s: %d of %d Jinja renderings matched\n", name, matched, cases);
+    CHECK(cases > 0, "%s: %s holds no case", name, path);
+    return matched;
+}
+
 int main(int argc, char **argv) {
     const char *root = argc > 1 ? argv[1] : ".";
+    if (argc == 4 && strcmp(argv[2], "--chat-cases") == 0) {   // test/test_chat_templates.sh
+        Tokenizer families[2][2];
+        if (test_family(root, "qwen3", 151936, families[0]) && test_family(root, "gemma3", 262144, families[1])) {
+            check_chat_cases(argv[3], "qwen3", &families[0][0], &chat_templates[CHAT_QWEN3]);
+            check_chat_cases(argv[3], "gemma", &families[1][0], &chat_templates[CHAT_GEMMA]);
+            free_tokenizer(&families[0][0]);
+            free_tokenizer(&families[1][0]);
+        }
+        return check_summary("test_chat_templates");
+    }
     test_utf8_table();
     test_utf8_printer(root);
     test_llama2(root);
