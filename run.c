@@ -543,7 +543,7 @@ static void text_out_bytes(TextOut *out, const unsigned char *bytes, size_t n, i
     while (n > 0 || (final && out->n_pending > 0)) {
         size_t take = n < 64 ? n : 64, length = (size_t)out->n_pending + take;
         memcpy(joined, out->pending, (size_t)out->n_pending);
-        memcpy(joined + out->n_pending, bytes, take);
+        if (take) memcpy(joined + out->n_pending, bytes, take);   // bytes is NULL at the end of a text
         bytes += take, n -= take, out->n_pending = 0;
         size_t at = 0;
         while (at < length) {
