@@ -1465,10 +1465,14 @@ static const Kernels kernels_avx2 = {
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
 // every 64-bit ARM core (Raspberry Pi 4's Cortex-A72 included). `neon-dotprod`
 // adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
-// in functions compiled for it alone and is chosen at run time from the
-// kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
-// Both work on a Q4 tile's eight rows as two sets of four lanes, a row per
-// lane, as the AVX2 kernels do, and compute the canonical arithmetic.
+// and `neon-i8mm` the int8 matrix multiply (smmla: Armv8.6 cores such as
+// Cortex-A510/A710, Neoverse N2), each in functions compiled for it alone and
+// chosen at run time from the kernel's HWCAP bits, so one aarch64 binary runs
+// on every kind of core. The Q4 kernels work on a tile's eight rows as two sets
+// of four lanes, a row per lane, as the AVX2 kernels do (smmla: four pairs of
+// rows by a pair of tokens), and compute the canonical arithmetic. Decoding
+// (one token) streams each block through registers once; the prompt's tiles
+// are unpacked once for all its tokens.
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS 1
@@ -1590,29 +1594,35 @@ static inline float32x4_t reduce8_lanes_neon(const float32x4_t p[8]) {
 // first row), each block streamed through registers once: unpacked, dotted,
 // scaled into acc[i][h] (partial i of rows 4h..4h+3), eight blocks unrolled
 // so the partials stay in registers.
+static inline __attribute__((always_inline)) void matvec_q4_block_neon(
+        float32x4_t acc[2], const uint8_t *block, const uint16_t *w_scales, const int8_t *x, int32_t x_sum, float x_scale,
+        DotTileCodesNeon dot_codes) {
+    int32x4_t isum[2];
+    float32x4_t s[2];
+    dot_codes(block, x, x_sum, isum);
+    tile_scales_neon(s, w_scales);
+    for (int h = 0; h < 2; h++) acc[h] = vaddq_f32(acc[h], vmulq_f32(vmulq_f32(s[h], vdupq_n_f32(x_scale)), vcvtq_f32_s32(isum[h])));
+}
+
+// group_shift: log2 of the blocks per group (a constant 0, group 32, saves the shifts)
 static inline __attribute__((always_inline)) void matvec_q4_neon_with(
-        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, DotTileCodesNeon dot_codes) {
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, const int group_shift,
+        DotTileCodesNeon dot_codes) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK;
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
-        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint8_t *block = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
         const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        const int8_t *values = x->values;
         float32x4_t acc[8][2];
         for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
+        for (int b = 0; b < n_blocks; b += 8, block += 8 * Q4_TILE_BLOCK_BYTES, values += 8 * Q_BLOCK)
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
+            for (int i = 0; i < 8; i++) {   // a constant i keeps acc in registers
                 if (b + i >= n_blocks) break;
-                int32x4_t isum[2];
-                float32x4_t w_scales[2];
-                dot_codes(nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES, x->values + (b + i) * Q_BLOCK, x->sums[b + i], isum);
-                tile_scales_neon(w_scales, scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS);
-                float32x4_t x_scale = vdupq_n_f32(x->scales[b + i]);
-                for (int h = 0; h < 2; h++)
-                    acc[i][h] = vaddq_f32(acc[i][h], vmulq_f32(vmulq_f32(w_scales[h], x_scale), vcvtq_f32_s32(isum[h])));
+                matvec_q4_block_neon(acc[i], block + i * Q4_TILE_BLOCK_BYTES, scales + (size_t)((b + i) >> group_shift) * Q4_TILE_ROWS,
+                                     values + i * Q_BLOCK, x->sums[b + i], x->scales[b + i], dot_codes);
             }
-        }
         float rows[Q4_TILE_ROWS];
         for (int h = 0; h < 2; h++) {
             float32x4_t p[8];
@@ -1621,6 +1631,13 @@ static inline __attribute__((always_inline)) void matvec_q4_neon_with(
         }
         memcpy(out + row, rows, sizeof(float) * (size_t)n_rows);
     }
+}
+
+static inline __attribute__((always_inline)) void matvec_q4_neon_any(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, DotTileCodesNeon dot_codes) {
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK));   // groups of 1, 2, 4 or 8 blocks
+    if (group_shift == 0) matvec_q4_neon_with(out, w, row_begin, row_end, x, 0, dot_codes);
+    else matvec_q4_neon_with(out, w, row_begin, row_end, x, group_shift, dot_codes);
 }
 
 // Several tokens (the prompt): each tile is walked eight blocks (one set of
@@ -1673,7 +1690,7 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
 
 static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                            const QuantizedActivations *x, int n_tokens) {
-    if (n_tokens == 1) matvec_q4_neon_with(out, w, row_begin, row_end, x, dot_q4_tile_codes_neon);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_neon);
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
 
@@ -1971,7 +1988,7 @@ NEON_KERNEL(q3, neon_dotprod, dot_block_sdot, 12, TARGET_DOTPROD)
 NEON_KERNEL(q2, neon_dotprod, dot_block_sdot, 8, TARGET_DOTPROD)
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
-    if (n_tokens == 1) matvec_q4_neon_with(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 
@@ -2096,7 +2113,7 @@ TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const T
 // Decoding has one token: smmla would waste half its products, so sdot decodes.
 TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                             const QuantizedActivations *x, int n_tokens) {
-    if (n_tokens == 1) matvec_q4_neon_with(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
+    if (n_tokens == 1) matmul_q4_neon_dotprod(out, out_stride, w, row_begin, row_end, x, n_tokens);
     else matmul_q4_i8mm_tiles(out, out_stride, w, row_begin, row_end, x, n_tokens);
 }
 
