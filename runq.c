@@ -1640,15 +1640,17 @@ static inline __attribute__((always_inline)) void matvec_q4_neon_any(
     else matvec_q4_neon_with(out, w, row_begin, row_end, x, group_shift, dot_codes);
 }
 
-// Several tokens (the prompt): each tile is walked eight blocks (one set of
-// partial sums) at a time: those are unpacked once and used by every token,
-// whose partials wait in acc[t][i][h]. A constant dot_block lets the compiler
-// inline it.
+// Several tokens (the prompt): each block of a tile is unpacked once into
+// registers and used by every token in turn, whose partial sums wait in
+// acc[t][i][h] (partial i of rows 4h..4h+3): the weights stay put while the
+// activations stream, so a block-token costs two loads of x and the update of
+// two partials, not sixteen reloads of weights. A constant dot_block lets the
+// compiler inline it.
 static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens, DotTileBlockNeon dot_block) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
     float32x4_t acc[MAX_BATCH][8][2];
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
@@ -1656,24 +1658,21 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
         for (int t = 0; t < n_tokens; t++)
             for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
-            int count = n_blocks - b < 8 ? n_blocks - b : 8;
-            int8x16_t q[8][8][2];
-            float32x4_t w_scales[8][2];
-            for (int i = 0; i < count; i++) {
-                unpack_q4_tile_block_neon(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-                tile_scales_neon(w_scales[i], scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS);
-            }
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *values = x->values + (size_t)t * x->stride;
-                for (int i = 0; i < count; i++) {
-                    int32x4_t isum[2];
-                    dot_block(q[i], values + (b + i) * Q_BLOCK, isum);
-                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
-                    for (int h = 0; h < 2; h++)
-                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
-                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
-                }
+        for (int b = 0; b < n_blocks; b++) {
+            int8x16_t q[8][2];
+            float32x4_t w_scales[2];
+            unpack_q4_tile_block_neon(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(w_scales, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            const int8_t *values = x->values + (size_t)b * Q_BLOCK;
+            const float *x_scales = x->scales + b;
+            float32x4_t (*partial)[8][2] = acc;
+            for (int t = 0; t < n_tokens; t++, values += x->stride, x_scales += x_blocks) {
+                int32x4_t isum[2];
+                dot_block(q, values, isum);
+                float32x4_t x_scale = vdupq_n_f32(*x_scales);
+                for (int h = 0; h < 2; h++)
+                    partial[t][b % 8][h] = vaddq_f32(partial[t][b % 8][h],
+                                                     vmulq_f32(vmulq_f32(w_scales[h], x_scale), vcvtq_f32_s32(isum[h])));
             }
         }
         for (int t = 0; t < n_tokens; t++) {
@@ -2054,7 +2053,8 @@ TARGET_I8MM static inline void activations_pair_i8mm(int8x16_t a[4], const int8_
 TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                              const QuantizedActivations *x, int n_tokens) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK, n_pairs = (n_tokens + 1) / 2;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
+    int n_pairs = (n_tokens + 1) / 2;
     float32x4_t acc[MAX_BATCH / 2][8][4];   // (token pair, partial, row pair)
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
@@ -2063,34 +2063,26 @@ TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const T
         for (int tp = 0; tp < n_pairs; tp++)
             for (int i = 0; i < 8; i++)
                 for (int p = 0; p < 4; p++) acc[tp][i][p] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
-            int count = n_blocks - b < 8 ? n_blocks - b : 8;
-            int8x16_t q[8][4][4];
-            float32x4_t w_scales[8][4];
-            for (int i = 0; i < count; i++) {
-                unpack_q4_tile_block_i8mm(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-                float32x4_t s[2];
-                tile_scales_neon(s, scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS);
-                for (int h = 0; h < 2; h++) {
-                    w_scales[i][2 * h] = vzip1q_f32(s[h], s[h]);
-                    w_scales[i][2 * h + 1] = vzip2q_f32(s[h], s[h]);
-                }
+        for (int b = 0; b < n_blocks; b++) {   // a block's weights in registers, the token pairs streaming
+            int8x16_t q[4][4];
+            float32x4_t w_scales[4], s[2];
+            unpack_q4_tile_block_i8mm(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(s, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            for (int h = 0; h < 2; h++) {
+                w_scales[2 * h] = vzip1q_f32(s[h], s[h]);
+                w_scales[2 * h + 1] = vzip2q_f32(s[h], s[h]);
             }
             for (int tp = 0; tp < n_pairs; tp++) {
                 int t0 = 2 * tp, t1 = t0 + 1 < n_tokens ? t0 + 1 : t0;
-                const int8_t *x0 = x->values + (size_t)t0 * x->stride, *x1 = x->values + (size_t)t1 * x->stride;
-                const float *s0 = x->scales + (size_t)t0 * x_blocks, *s1 = x->scales + (size_t)t1 * x_blocks;
-                for (int i = 0; i < count; i++) {
-                    int8x16_t a[4];
-                    activations_pair_i8mm(a, x0 + (b + i) * Q_BLOCK, x1 + (b + i) * Q_BLOCK);
-                    float32x2_t pair = vset_lane_f32(s1[b + i], vdup_n_f32(s0[b + i]), 1);
-                    float32x4_t x_scales = vcombine_f32(pair, pair);
-                    for (int p = 0; p < 4; p++) {
-                        int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), q[i][p][0], a[0]);
-                        for (int o = 1; o < 4; o++) isum = vmmlaq_s32(isum, q[i][p][o], a[o]);
-                        acc[tp][i][p] = vaddq_f32(acc[tp][i][p],
-                                                  vmulq_f32(vmulq_f32(w_scales[i][p], x_scales), vcvtq_f32_s32(isum)));
-                    }
+                int8x16_t a[4];
+                activations_pair_i8mm(a, x->values + (size_t)t0 * x->stride + b * Q_BLOCK,
+                                      x->values + (size_t)t1 * x->stride + b * Q_BLOCK);
+                float32x2_t pair = vset_lane_f32(x->scales[(size_t)t1 * x_blocks + b], vdup_n_f32(x->scales[(size_t)t0 * x_blocks + b]), 1);
+                float32x4_t x_scales = vcombine_f32(pair, pair);
+                for (int p = 0; p < 4; p++) {
+                    int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), q[p][0], a[0]);
+                    for (int o = 1; o < 4; o++) isum = vmmlaq_s32(isum, q[p][o], a[o]);
+                    acc[tp][b % 8][p] = vaddq_f32(acc[tp][b % 8][p], vmulq_f32(vmulq_f32(w_scales[p], x_scales), vcvtq_f32_s32(isum)));
                 }
             }
         }
