@@ -41,6 +41,18 @@ def disassemble(code):
     return [l.strip() for l in out.splitlines() if l.strip() and not l.strip().startswith(".")]
 
 
+def disassemble_all(codes):
+    """Many blocks in one llvm-mc run (every AArch64 instruction is 4 bytes); block by block if any
+    encoding is refused, so that the lines still match their blocks."""
+    lines = disassemble("".join(codes))
+    if len(lines) * 8 != sum(len(c) for c in codes): return [disassemble(c) for c in codes]
+    bodies, at = [], 0
+    for c in codes:
+        bodies.append(lines[at:at + len(c) // 8])
+        at += len(c) // 8
+    return bodies
+
+
 def cycles_per_run(bodies, mcpu):
     """llvm-mca's steady state of each block looped on itself: total cycles / iterations, per region."""
     source = []
@@ -89,7 +101,7 @@ def main():
         if covered >= COVER * abs(insns) and hot: break
         hot.append((key, s, runs, code))
         covered += abs(runs * key[1])
-    bodies = [disassemble(code) for _, _, _, code in hot]
+    bodies = disassemble_all([code for _, _, _, code in hot])
     result = {"tokens": a.tokens, "insns_per_token": insns / a.tokens, "kernel_insns_per_token": kernel_insns / a.tokens,
               "blocks_per_token": a.blocks / a.tokens, "mca_covered": covered / insns if insns else 0,
               "top_functions": [[s, n / a.tokens] for s, n in sorted(by_symbol.items(), key=lambda kv: -kv[1])[:8]],
