@@ -1465,10 +1465,14 @@ static const Kernels kernels_avx2 = {
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
 // every 64-bit ARM core (Raspberry Pi 4's Cortex-A72 included). `neon-dotprod`
 // adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
-// in functions compiled for it alone and is chosen at run time from the
-// kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
-// Both work on a Q4 tile's eight rows as two sets of four lanes, a row per
-// lane, as the AVX2 kernels do, and compute the canonical arithmetic.
+// and `neon-i8mm` the int8 matrix multiply (smmla: Armv8.6 cores such as
+// Cortex-A510/A710, Neoverse N2), each in functions compiled for it alone and
+// chosen at run time from the kernel's HWCAP bits, so one aarch64 binary runs
+// on every kind of core. The Q4 kernels work on a tile's eight rows as two sets
+// of four lanes, a row per lane, as the AVX2 kernels do (smmla: four pairs of
+// rows by a pair of tokens), and compute the canonical arithmetic. Decoding
+// (one token) streams each block through registers once; the prompt's tiles
+// are unpacked once for all its tokens.
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS 1
@@ -1479,18 +1483,32 @@ static const Kernels kernels_avx2 = {
 #define HAVE_NEON_DOTPROD_KERNELS 1
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif                               // (clang 14's arm_neon.h hides it without -march=...+dotprod)
+#if defined(__ARM_FEATURE_MATMUL_INT8) && defined(__ARM_FEATURE_DOTPROD)   // likewise smmla (i8mm)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM
+#elif defined(HAVE_NEON_DOTPROD_KERNELS) && !defined(__clang__)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
+#endif
 
-// A tile's block (128 bytes: see the format) -> w[k][h], step k's weights
-// (4k..4k+3) of rows 4h..4h+3, four to a 32-bit lane, as signed q - 8.
-static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+// A tile's block (128 bytes: see the format) -> w[k][h], step k's codes
+// (weights 4k..4k+3 of rows 4h..4h+3, four to a 32-bit lane) as q, 0..15:
+// one AND (steps 0-3, the low nibbles) or one shift (steps 4-7, the high).
+static inline void unpack_q4_tile_codes_neon(int8x16_t w[8][2], const uint8_t *block) {
     uint8x16_t low = vdupq_n_u8(0x0F);
-    int8x16_t eight = vdupq_n_s8(8);
     for (int d = 0; d < 4; d++)
         for (int h = 0; h < 2; h++) {
             uint8x16_t packed = vld1q_u8(block + 4 * Q4_TILE_ROWS * d + 16 * h);
-            w[d][h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, low)), eight);
-            w[d + 4][h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+            w[d][h] = vreinterpretq_s8_u8(vandq_u8(packed, low));
+            w[d + 4][h] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
         }
+}
+
+// The same as levels, q - 8 (the prefill's tiles, unpacked once for every token).
+static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+    unpack_q4_tile_codes_neon(w, block);
+    for (int k = 0; k < 8; k++)
+        for (int h = 0; h < 2; h++) w[k][h] = vsubq_s8(w[k][h], vdupq_n_s8(8));
 }
 
 // Activations 4k..4k+3 in every 32-bit lane.
@@ -1500,10 +1518,11 @@ static inline int8x16_t broadcast_4_neon(const int8_t *x) {
     return vreinterpretq_s8_s32(vdupq_n_s32(four));
 }
 
-// (q - 8) . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact.
-// Armv8.0 has no int8 dot: vmlal_s8 gathers each lane's products over the
-// eight steps in int16 (|sum| <= 8 * 8 * 127, no overflow), two rows per
-// register; pairwise adds then fold a row's four lanes into one.
+// w . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact, for
+// levels (-8..7) or codes (0..15). Armv8.0 has no int8 dot: vmlal_s8 gathers
+// each lane's products over the eight steps in int16 (|sum| <= 8 * 15 * 128,
+// no overflow), two rows per register; pairwise adds then fold a row's four
+// lanes into one.
 static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
     for (int h = 0; h < 2; h++) {
         int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
@@ -1516,29 +1535,122 @@ static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, in
     }
 }
 
+// Decoding streams a block through registers once, so it skips the 16
+// subtractions: (q - 8) . x = q . x - 8 * sum(x), the block's activation sum
+// kept by quantize_q8.
+static inline void dot_q4_tile_codes_neon(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]) {
+    int8x16_t w[8][2];
+    unpack_q4_tile_codes_neon(w, block);
+    dot_q4_tile_block_neon(w, x, isum);
+    for (int h = 0; h < 2; h++) isum[h] = vaddq_s32(isum[h], vdupq_n_s32(-8 * x_sum));
+}
+
 #ifdef HAVE_NEON_DOTPROD_KERNELS
-// The same with sdot: each lane gains its row's four products per step.
+// The same with sdot by element: each lane gains its row's four products per
+// step, the step's four activations read from a lane of x (no broadcast).
+#define SDOT_STEPS(sum, w, h, x_0_15, x_16_31) do { \
+        sum = vdotq_laneq_s32(sum, w[0][h], x_0_15, 0); sum = vdotq_laneq_s32(sum, w[1][h], x_0_15, 1); \
+        sum = vdotq_laneq_s32(sum, w[2][h], x_0_15, 2); sum = vdotq_laneq_s32(sum, w[3][h], x_0_15, 3); \
+        sum = vdotq_laneq_s32(sum, w[4][h], x_16_31, 0); sum = vdotq_laneq_s32(sum, w[5][h], x_16_31, 1); \
+        sum = vdotq_laneq_s32(sum, w[6][h], x_16_31, 2); sum = vdotq_laneq_s32(sum, w[7][h], x_16_31, 3); \
+    } while (0)
 TARGET_DOTPROD static inline void dot_q4_tile_block_sdot(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
     for (int h = 0; h < 2; h++) {
         int32x4_t sum = vdupq_n_s32(0);
-        for (int k = 0; k < 8; k++) sum = vdotq_s32(sum, w[k][h], broadcast_4_neon(x + 4 * k));
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
+        isum[h] = sum;
+    }
+}
+
+// Decoding: codes, the sums starting from -8 * sum(x).
+TARGET_DOTPROD static inline void dot_q4_tile_codes_sdot(const uint8_t *block, const int8_t *x, int32_t x_sum,
+                                                         int32x4_t isum[2]) {
+    int8x16_t w[8][2], x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
+    unpack_q4_tile_codes_neon(w, block);
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(-8 * x_sum);
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
         isum[h] = sum;
     }
 }
 #endif
 
 typedef void (*DotTileBlockNeon)(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]);
+typedef void (*DotTileCodesNeon)(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]);
 
-// Rows [row_begin, row_end) (row_begin on a tile's first row) against
-// n_tokens tokens. Each tile is walked eight blocks (one set of partial sums)
-// at a time: those are unpacked once and used by every token, whose partials
-// wait in acc[t][i][h] (partial i of rows 4h..4h+3). A constant dot_block
-// lets the compiler inline it.
+// A tile's eight fp16 weight scales for one group, as floats (fcvtl: exact).
+static inline void tile_scales_neon(float32x4_t s[2], const uint16_t *scales) {
+    for (int h = 0; h < 2; h++) s[h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + 4 * h)));
+}
+
+// reduce8's tree, lane by lane, over p[i] (partial i of four lanes).
+static inline float32x4_t reduce8_lanes_neon(const float32x4_t p[8]) {
+    return vaddq_f32(vaddq_f32(vaddq_f32(p[0], p[4]), vaddq_f32(p[2], p[6])),
+                     vaddq_f32(vaddq_f32(p[1], p[5]), vaddq_f32(p[3], p[7])));
+}
+
+// One token (decoding): rows [row_begin, row_end) (row_begin on a tile's
+// first row), each block streamed through registers once: unpacked, dotted,
+// scaled into acc[i][h] (partial i of rows 4h..4h+3), eight blocks unrolled
+// so the partials stay in registers.
+static inline __attribute__((always_inline)) void matvec_q4_block_neon(
+        float32x4_t acc[2], const uint8_t *block, const uint16_t *w_scales, const int8_t *x, int32_t x_sum, float x_scale,
+        DotTileCodesNeon dot_codes) {
+    int32x4_t isum[2];
+    float32x4_t s[2];
+    dot_codes(block, x, x_sum, isum);
+    tile_scales_neon(s, w_scales);
+    for (int h = 0; h < 2; h++) acc[h] = vaddq_f32(acc[h], vmulq_f32(vmulq_f32(s[h], vdupq_n_f32(x_scale)), vcvtq_f32_s32(isum[h])));
+}
+
+// group_shift: log2 of the blocks per group (a constant 0, group 32, saves the shifts)
+static inline __attribute__((always_inline)) void matvec_q4_neon_with(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, const int group_shift,
+        DotTileCodesNeon dot_codes) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *block = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        const int8_t *values = x->values;
+        float32x4_t acc[8][2];
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8, block += 8 * Q4_TILE_BLOCK_BYTES, values += 8 * Q_BLOCK)
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {   // a constant i keeps acc in registers
+                if (b + i >= n_blocks) break;
+                matvec_q4_block_neon(acc[i], block + i * Q4_TILE_BLOCK_BYTES, scales + (size_t)((b + i) >> group_shift) * Q4_TILE_ROWS,
+                                     values + i * Q_BLOCK, x->sums[b + i], x->scales[b + i], dot_codes);
+            }
+        float rows[Q4_TILE_ROWS];
+        for (int h = 0; h < 2; h++) {
+            float32x4_t p[8];
+            for (int i = 0; i < 8; i++) p[i] = acc[i][h];
+            vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
+        }
+        memcpy(out + row, rows, sizeof(float) * (size_t)n_rows);
+    }
+}
+
+static inline __attribute__((always_inline)) void matvec_q4_neon_any(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, DotTileCodesNeon dot_codes) {
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK));   // groups of 1, 2, 4 or 8 blocks
+    if (group_shift == 0) matvec_q4_neon_with(out, w, row_begin, row_end, x, 0, dot_codes);
+    else matvec_q4_neon_with(out, w, row_begin, row_end, x, group_shift, dot_codes);
+}
+
+// Several tokens (the prompt): each block of a tile is unpacked once into
+// registers and used by every token in turn, whose partial sums wait in
+// acc[t][i][h] (partial i of rows 4h..4h+3): the weights stay put while the
+// activations stream, so a block-token costs two loads of x and the update of
+// two partials, not sixteen reloads of weights. A constant dot_block lets the
+// compiler inline it.
 static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens, DotTileBlockNeon dot_block) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
     float32x4_t acc[MAX_BATCH][8][2];
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
@@ -1546,33 +1658,29 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
         for (int t = 0; t < n_tokens; t++)
             for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
-            int count = n_blocks - b < 8 ? n_blocks - b : 8;
-            int8x16_t q[8][8][2];
-            float32x4_t w_scales[8][2];
-            for (int i = 0; i < count; i++) {
-                unpack_q4_tile_block_neon(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
-                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
-            }
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *values = x->values + (size_t)t * x->stride;
-                for (int i = 0; i < count; i++) {
-                    int32x4_t isum[2];
-                    dot_block(q[i], values + (b + i) * Q_BLOCK, isum);
-                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
-                    for (int h = 0; h < 2; h++)
-                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
-                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
-                }
+        for (int b = 0; b < n_blocks; b++) {
+            int8x16_t q[8][2];
+            float32x4_t w_scales[2];
+            unpack_q4_tile_block_neon(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(w_scales, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            const int8_t *values = x->values + (size_t)b * Q_BLOCK;
+            const float *x_scales = x->scales + b;
+            float32x4_t (*partial)[8][2] = acc;
+            for (int t = 0; t < n_tokens; t++, values += x->stride, x_scales += x_blocks) {
+                int32x4_t isum[2];
+                dot_block(q, values, isum);
+                float32x4_t x_scale = vdupq_n_f32(*x_scales);
+                for (int h = 0; h < 2; h++)
+                    partial[t][b % 8][h] = vaddq_f32(partial[t][b % 8][h],
+                                                     vmulq_f32(vmulq_f32(w_scales[h], x_scale), vcvtq_f32_s32(isum[h])));
             }
         }
-        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+        for (int t = 0; t < n_tokens; t++) {
             float rows[Q4_TILE_ROWS];
             for (int h = 0; h < 2; h++) {
-                float32x4_t (*p)[2] = acc[t];
-                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
-                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+                float32x4_t p[8];
+                for (int i = 0; i < 8; i++) p[i] = acc[t][i][h];
+                vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
             }
             memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
         }
@@ -1581,8 +1689,10 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
 
 static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                            const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_neon);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
+
 // The other types, a row at a time: levels . x for one block (levels in
 // -8..7, as int8: Q3's and Q2's) as 4 int32 lanes whose sum is exact. Armv8.0 has
 // no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
@@ -1877,7 +1987,8 @@ NEON_KERNEL(q3, neon_dotprod, dot_block_sdot, 12, TARGET_DOTPROD)
 NEON_KERNEL(q2, neon_dotprod, dot_block_sdot, 8, TARGET_DOTPROD)
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 
 static const Kernels kernels_neon_dotprod = {
@@ -1898,6 +2009,124 @@ static int cpu_has_dotprod(void) { return 1; }   // other systems: when the buil
 #else
 static int cpu_has_dotprod(void) { return 0; }
 #endif
+
+#ifdef HAVE_NEON_I8MM_KERNELS
+// ---- i8mm (Armv8.6: Cortex-A710/A510/X2, Neoverse N2/V1): smmla multiplies
+// a 2x8 int8 matrix (two rows of eight weights) by an 8x2 one (two tokens'
+// eight activations) into 2x2 int32, 32 products where sdot makes 16: twice
+// the work per instruction, once two tokens share the weights (the prompt).
+
+// A tile's block -> w[p][o]: rows 2p and 2p+1 (bytes 0-7 and 8-15), weights
+// 8o..8o+7 of each, as levels q - 8. Runs d and d+1 hold a row's bytes 4d..
+// and 4d+4..: zip1/zip2 of their 32-bit lanes put each row's eight together.
+TARGET_I8MM static inline void unpack_q4_tile_block_i8mm(int8x16_t w[4][4], const uint8_t *block) {
+    uint8x16_t low = vdupq_n_u8(0x0F);
+    int8x16_t eight = vdupq_n_s8(8);
+    for (int h = 0; h < 2; h++)
+        for (int e = 0; e < 2; e++) {
+            uint32x4_t run_d = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e) + 16 * h));
+            uint32x4_t run_d1 = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e + 1) + 16 * h));
+            uint8x16_t pairs[2] = { vreinterpretq_u8_u32(vzip1q_u32(run_d, run_d1)),    // rows 4h, 4h+1
+                                    vreinterpretq_u8_u32(vzip2q_u32(run_d, run_d1)) };  // rows 4h+2, 4h+3
+            for (int z = 0; z < 2; z++) {
+                w[2 * h + z][e] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(pairs[z], low)), eight);       // weights 8e..
+                w[2 * h + z][e + 2] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(pairs[z], 4)), eight);   // 16 + 8e..
+            }
+        }
+}
+
+// Two tokens' activations of one block as smmla's right operand: a[o] holds
+// weights 8o..8o+7's activations, token t0's in bytes 0-7, t1's in 8-15
+// (zip1/zip2 of their 64-bit halves).
+TARGET_I8MM static inline void activations_pair_i8mm(int8x16_t a[4], const int8_t *x0, const int8_t *x1) {
+    for (int half = 0; half < 2; half++) {
+        int64x2_t t0 = vreinterpretq_s64_s8(vld1q_s8(x0 + 16 * half)), t1 = vreinterpretq_s64_s8(vld1q_s8(x1 + 16 * half));
+        a[2 * half] = vreinterpretq_s8_s64(vzip1q_s64(t0, t1));
+        a[2 * half + 1] = vreinterpretq_s8_s64(vzip2q_s64(t0, t1));
+    }
+}
+
+// Two or more tokens, a pair at a time (an odd last token is paired with
+// itself). Lanes of a row pair's sums are (row 2p, t0), (2p, t1), (2p+1, t0),
+// (2p+1, t1): the weight scales are spread as (s, s, s', s') and the
+// activations' as (t0, t1, t0, t1), so each lane's term is the canonical one.
+TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                             const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
+    int n_pairs = (n_tokens + 1) / 2;
+    float32x4_t acc[MAX_BATCH / 2][8][4];   // (token pair, partial, row pair)
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int tp = 0; tp < n_pairs; tp++)
+            for (int i = 0; i < 8; i++)
+                for (int p = 0; p < 4; p++) acc[tp][i][p] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b++) {   // a block's weights in registers, the token pairs streaming
+            int8x16_t q[4][4];
+            float32x4_t w_scales[4], s[2];
+            unpack_q4_tile_block_i8mm(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(s, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            for (int h = 0; h < 2; h++) {
+                w_scales[2 * h] = vzip1q_f32(s[h], s[h]);
+                w_scales[2 * h + 1] = vzip2q_f32(s[h], s[h]);
+            }
+            for (int tp = 0; tp < n_pairs; tp++) {
+                int t0 = 2 * tp, t1 = t0 + 1 < n_tokens ? t0 + 1 : t0;
+                int8x16_t a[4];
+                activations_pair_i8mm(a, x->values + (size_t)t0 * x->stride + b * Q_BLOCK,
+                                      x->values + (size_t)t1 * x->stride + b * Q_BLOCK);
+                float32x2_t pair = vset_lane_f32(x->scales[(size_t)t1 * x_blocks + b], vdup_n_f32(x->scales[(size_t)t0 * x_blocks + b]), 1);
+                float32x4_t x_scales = vcombine_f32(pair, pair);
+                for (int p = 0; p < 4; p++) {
+                    int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), q[p][0], a[0]);
+                    for (int o = 1; o < 4; o++) isum = vmmlaq_s32(isum, q[p][o], a[o]);
+                    acc[tp][b % 8][p] = vaddq_f32(acc[tp][b % 8][p], vmulq_f32(vmulq_f32(w_scales[p], x_scales), vcvtq_f32_s32(isum)));
+                }
+            }
+        }
+        for (int tp = 0; tp < n_pairs; tp++) {
+            int t0 = 2 * tp;
+            for (int p = 0; p < 4 && 2 * p < n_rows; p++) {
+                float32x4_t partial[8], sums;
+                for (int i = 0; i < 8; i++) partial[i] = acc[tp][i][p];
+                sums = reduce8_lanes_neon(partial);
+                float lanes[4];
+                vst1q_f32(lanes, sums);
+                for (int r = 0; r < 2 && 2 * p + r < n_rows; r++) {
+                    out[(size_t)t0 * out_stride + row + 2 * p + r] = lanes[2 * r];
+                    if (t0 + 1 < n_tokens) out[(size_t)(t0 + 1) * out_stride + row + 2 * p + r] = lanes[2 * r + 1];
+                }
+            }
+        }
+    }
+}
+// Decoding has one token: smmla would waste half its products, so sdot decodes.
+TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                            const QuantizedActivations *x, int n_tokens) {
+    if (n_tokens == 1) matmul_q4_neon_dotprod(out, out_stride, w, row_begin, row_end, x, n_tokens);
+    else matmul_q4_i8mm_tiles(out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// The other types keep neon-dotprod's kernels (their rows are not in tiles).
+static const Kernels kernels_neon_i8mm = {
+    "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
+                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+
+// HWCAP2_I8MM in the auxiliary vector's second word.
+#if defined(__linux__)
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+static int cpu_has_i8mm(void) { return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
+#elif defined(__ARM_FEATURE_MATMUL_INT8)
+static int cpu_has_i8mm(void) { return 1; }
+#else
+static int cpu_has_i8mm(void) { return 0; }
+#endif
+#endif
 #endif
 #endif
 
@@ -1917,10 +2146,13 @@ static int runnable_kernels(Kernels *out) {
 #ifdef HAVE_NEON_DOTPROD_KERNELS
     if (cpu_has_dotprod()) out[n++] = kernels_neon_dotprod;
 #endif
+#ifdef HAVE_NEON_I8MM_KERNELS
+    if (cpu_has_dotprod() && cpu_has_i8mm()) out[n++] = kernels_neon_i8mm;
+#endif
 #endif
     return n;
 }
-#define MAX_KERNEL_SETS 4
+#define MAX_KERNEL_SETS 4   // x86: scalar, avx2; aarch64: scalar, neon, neon-dotprod, neon-i8mm
 
 // The fastest kernels this CPU runs; RUNQ_KERNELS=name forces another
 // runnable set (scalar: the reference, to compare or to teach).
