@@ -315,10 +315,6 @@ static void gguf_tensor_name(const PlannedTensor *t, char *out, size_t size) {
     else snprintf(out, size, "blk.%d.%s.weight", t->layer, layer_names[t->kind]);
 }
 
-static int is_norm_kind(int kind) { return kind == K_ATTN_NORM || kind == K_FFN_NORM || kind == K_NORM; }
-
-// GGUF stores these as 1-D f32 tensors, whatever type the matrices have
-static int is_vector_kind(int kind) { return is_norm_kind(kind) || kind == K_ROPE_FREQS; }
 
 // Every matrix in ggml_type, the embedding and classifier included (llama.cpp's
 // own quantizer keeps output.weight at Q6_K in a "Q4_0" file; here both

@@ -98,9 +98,11 @@ static const Tensor *checkpoint_tensor(const Transformer *model, const PlannedTe
     if (t->kind == K_NORM) return &model->weights.norm;
     if (t->kind == K_OUTPUT) return &model->weights.output;
     LayerWeights *lw = &model->weights.layers[t->layer];
-    const Tensor *by_kind[] = { [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk,
-                                [K_WV] = &lw->wv, [K_WO] = &lw->wo, [K_FFN_NORM] = &lw->ffn_norm,
-                                [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3 };
+    const Tensor *by_kind[N_TENSOR_KINDS] = {
+        [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk, [K_WV] = &lw->wv, [K_WO] = &lw->wo,
+        [K_FFN_NORM] = &lw->ffn_norm, [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3, [K_BQ] = &lw->bq,
+        [K_BK] = &lw->bk, [K_BV] = &lw->bv, [K_Q_NORM] = &lw->q_norm, [K_K_NORM] = &lw->k_norm,
+        [K_POST_ATTN_NORM] = &lw->post_attention_norm, [K_POST_FFN_NORM] = &lw->post_ffn_norm };
     return by_kind[t->kind];
 }
 
@@ -131,6 +133,28 @@ static void checkpoint_close(Source *src) {
     free(src->impl);
 }
 
+// The settings, flags, layer kinds and RoPE divisors of a version 4 checkpoint
+// as the file has them (zero fields stay zero: re-exported bytes stay the same).
+static float *copy_floats(const float *from, int n, const char *what) {
+    if (!from) return NULL;
+    float *out = xcalloc((size_t)n, sizeof(float), what);
+    memcpy(out, from, sizeof(float) * (size_t)n);
+    return out;
+}
+
+static void settings_of_checkpoint(Source *src, const Transformer *model) {
+    const FileHeader *h = (const FileHeader *)model->file_data;
+    const Config *c = &model->config;
+    src->header.flags |= c->flags;
+    if (h->version >= VERSION_SETTINGS) {
+        memcpy(&src->settings, model->file_data + sizeof(FileHeader), sizeof src->settings);
+        src->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+        memcpy(src->layer_kind, c->layer_kind, sizeof(uint32_t) * (size_t)c->n_layers);
+    }
+    src->rope_freqs = copy_floats(model->weights.rope_freqs, c->rotary_dim / 2, "rope_freqs");
+    src->rope_freqs_long = copy_floats(model->weights.rope_freqs_long, c->rotary_dim / 2, "rope_freqs_long");
+}
+
 static void open_checkpoint_source(Source *src, const char *path) {
     Transformer *model = xcalloc(1, sizeof *model, "model");
     open_checkpoint(model, path);
@@ -156,10 +180,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
         memcpy(src->tokenizer, model->weights.tokenizer_blob, model->weights.tokenizer_size);
         src->tokenizer_size = model->weights.tokenizer_size;
     }
-    if (model->weights.rope_freqs) {
-        src->rope_freqs = xcalloc((size_t)c->head_dim / 2, sizeof(float), "rope_freqs");
-        memcpy(src->rope_freqs, model->weights.rope_freqs, sizeof(float) * (size_t)(c->head_dim / 2));
-    }
+    settings_of_checkpoint(src, model);
     src->impl = model;
     src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;

@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
     } else {
         if (lora) die("--lora is for int4 models (runq)");
         oracle = oracle_open(model);
+        oracle_prepare(oracle, n);
         vocab_size = oracle_vocab_size(oracle);
         seq_len = oracle_seq_len(oracle);
     }

@@ -587,7 +587,7 @@ static int same_weights(const char *a_path, const char *b_path, const char *what
     open_checkpoint(&a, a_path);
     open_checkpoint(&b, b_path);
     const FileHeader *h = (const FileHeader *)a.file_data;
-    const TensorEntry *table = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(a.file_data + tensor_table_offset(h->version, h->n_layers));
     int same = 1, compared = 0;
     for (uint32_t i = 0; i < h->n_tensors; i++) {
         if (table[i].type == TYPE_BLOB) continue;

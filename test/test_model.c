@@ -55,6 +55,7 @@ static Agreement compare_checkpoints(const char *oracle_path, const char *q4_pat
     Transformer runq;
     build_transformer(&runq, q4_path, n, threads);
     Oracle *oracle = oracle_open(oracle_path);
+    oracle_prepare(oracle, n);
     Agreement a = compare(oracle, &runq, tokens, n);
     oracle_close(oracle);
     free_transformer(&runq);
@@ -136,6 +137,8 @@ static void test_stories260K(const char *shared) {
     enum { N = 256 };
     int tokens[N];
     Oracle *legacy = oracle_open(bin), *exported = oracle_open(f32);
+    oracle_prepare(legacy, N);
+    oracle_prepare(exported, N);
     greedy_sequence(legacy, tokens, N);
     int identical = 1;
     for (int pos = 0; pos < N; pos++) {
@@ -164,6 +167,7 @@ static void test_stories260K(const char *shared) {
     build_transformer(&runq, q4, N, 2);
     int token = 1, agree = 0;
     Oracle *fp32 = oracle_open(bin);
+    oracle_prepare(fp32, N);
     for (int pos = 0; pos + 1 < N; pos++) {
         int a = argmax(oracle_forward(fp32, token, pos), 512), b = argmax(forward(&runq, token, pos), 512);
         if (a != b) break;
@@ -340,6 +344,7 @@ static void test_hf_import(const char *shared) {
     const char *dtypes[] = { "F32", "F16", "BF16" };
     int shard_counts[] = { 1, 3, 1 };
     Oracle *reference = oracle_open(bin);
+    oracle_prepare(reference, 64);
     enum { N = 64 };
     int tokens[N];
     greedy_sequence(reference, tokens, N);
@@ -366,6 +371,8 @@ static void test_hf_import(const char *shared) {
         free_source(&hf);
         free_source(&legacy);
         Oracle *imported = oracle_open(out), *fresh = oracle_open(bin);
+        oracle_prepare(imported, N);
+        oracle_prepare(fresh, N);
         double worst = 0;
         for (int pos = 0; pos < N; pos++) {
             const float *a = oracle_forward(fresh, tokens[pos], pos), *b = oracle_forward(imported, tokens[pos], pos);
