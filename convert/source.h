@@ -132,6 +132,28 @@ static void set_layer_kind(Source *src, int layer, uint32_t bits) {
     src->layer_kind[layer] |= bits;
 }
 
+// ---- RoPE's two orders. Hugging Face (and llama.cpp's GGUF of every
+// architecture but llama and smollm3, whose RoPE it calls NEOX) keeps each
+// head's q/k dims as [first halves | second halves] of its first rotary_dim
+// dims (rotate_half; the rest pass unturned); runq rotates interleaved pairs.
+// Our dim 2i+h of a head (h = 0, 1) is their dim h*rotary_dim/2 + i.
+static int64_t rotate_half_index(int64_t index, int head_dim, int rotary_dim) {
+    int64_t head = index / head_dim, within = index % head_dim;
+    if (within >= rotary_dim) return index;
+    return head * head_dim + (within % 2) * (rotary_dim / 2) + within / 2;
+}
+
+// The inverse: their dim -> ours.
+static int64_t interleaved_index(int64_t index, int head_dim, int rotary_dim) {
+    int64_t head = index / head_dim, within = index % head_dim, half = rotary_dim / 2;
+    if (within >= rotary_dim) return index;
+    return head * head_dim + (within < half ? 2 * within : 2 * (within - half) + 1);
+}
+
+// The tensors in RoPE order: q and k rows, and their biases' and norms' elements.
+static int permuted_rows(int kind) { return kind == K_WQ || kind == K_WK; }
+static int permuted_columns(int kind) { return kind == K_BQ || kind == K_BK || kind == K_Q_NORM || kind == K_K_NORM; }
+
 // ---- Files
 
 static const uint8_t *map_file(const char *path, size_t *size) {

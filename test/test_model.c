@@ -272,10 +272,10 @@ static void write_safetensors(Source *src, const char *path, HfTensor *tensors, 
         const TensorEntry *e = &tensors[i].planned->entry;
         float *row = malloc(sizeof(float) * e->cols);
         uint8_t *bytes = malloc((size_t)e->cols * element);
-        // write HF row R = our row r with hf_source_row(r) == R
+        // write HF row R = our row r with rotate_half_index(r) == R
         int permute = tensors[i].planned->kind == K_WQ || tensors[i].planned->kind == K_WK;
         int *our_row = malloc(sizeof(int) * e->rows);
-        for (uint32_t r = 0; r < e->rows; r++) our_row[permute ? hf_source_row(r, src->header.head_dim) : r] = (int)r;
+        for (uint32_t r = 0; r < e->rows; r++) our_row[permute ? rotate_half_index(r, src->header.head_dim, src->header.head_dim) : r] = (int)r;
         for (uint32_t hf_row = 0; hf_row < e->rows; hf_row++) {
             src->read_rows(src, tensors[i].planned, our_row[hf_row], our_row[hf_row] + 1, row);
             for (uint32_t c = 0; c < e->cols; c++) {
@@ -298,7 +298,7 @@ static void write_hf_dir(Source *src, const char *dir, const char *dtype, int sh
     for (int i = 0; i < plan.count; i++) {
         if (plan.tensors[i].kind == K_TOKENIZER) continue;
         tensors[count].planned = &plan.tensors[i];
-        hf_name(&plan.tensors[i], tensors[count].name, sizeof tensors[count].name);
+        snprintf(tensors[count].name, sizeof tensors[count].name, "%s", hf_locate(src, &plan.tensors[i]).name);
         count++;
     }
     char path[4096];
