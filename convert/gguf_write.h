@@ -323,6 +323,8 @@ static void check_gguf_architecture(const Source *src, const char *output) {
     if (src->rope_freqs && a != ARCH_LLAMA && a != ARCH_PHI3 && !(a == ARCH_GEMMA3 && uniform_divisor(src)))
         refuse_for_gguf(src, output, "these RoPE frequency divisors");
     if (gemma && !(h->flags & FLAG_TIED_CLASSIFIER)) refuse_for_gguf(src, output, "a classifier apart from the embeddings");
+    if ((a == ARCH_QWEN2 || a == ARCH_PHI3) && h->n_heads * h->head_dim != h->dim)   // their q is (dim, dim) there
+        refuse_for_gguf(src, output, "queries of another width than the hidden size (heads * head_dim != dim)");
 }
 
 // The sliding layers as llama.cpp reads them: one flag per layer.

@@ -407,11 +407,7 @@ static float in_model_dtype(double value, const Json *config, const char *path) 
     if (!dtype || dtype->type != JSON_STRING || strcmp(dtype->string, "float32") == 0) return f;
     if (strcmp(dtype->string, "float16") == 0) return fp16_to_fp32(fp32_to_fp16(f));
     if (strcmp(dtype->string, "bfloat16") != 0) die("%s: torch_dtype '%s' is not float32, float16 or bfloat16", path, dtype->string);
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;   // round to nearest even
-    memcpy(&f, &bits, 4);
-    return f;
+    return round_to_bf16(f);
 }
 
 // A key that must hold one of a few strings (the activation a family computes).

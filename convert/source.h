@@ -154,6 +154,16 @@ static int64_t interleaved_index(int64_t index, int head_dim, int rotary_dim) {
 static int permuted_rows(int kind) { return kind == K_WQ || kind == K_WK; }
 static int permuted_columns(int kind) { return kind == K_BQ || kind == K_BK || kind == K_Q_NORM || kind == K_K_NORM; }
 
+// f to the nearest bfloat16 (ties to even), as a float: a constant a
+// bfloat16 model holds in its dtype (Gemma's embedding scale).
+static float round_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
 // ---- Files
 
 static const uint8_t *map_file(const char *path, size_t *size) {

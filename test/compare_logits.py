@@ -11,7 +11,7 @@ or reference_forward.py's .npy.
         |logit|, mean KL and top-1 agreement of int4 against deq, the same
         against the reference, mean KL of HF_DIR.kv8.out (runq's int8 KV
         cache) against HF_DIR.q4.out, and rope_freqs (below)
-    compare_logits.py against HF_DIR EXPECTED GOT...
+    compare_logits.py against HF_DIR|VOCAB_SIZE EXPECTED GOT...
         each GOT's logits against EXPECTED's (a .npy reference or a logits
         file), a line each: "largest relative error at any position, mean KL,
         top-1 agreement"
@@ -116,7 +116,7 @@ def family(directory):
 
 
 def against(directory, expected, *got):
-    vocab = json.load(open(os.path.join(directory, "config.json")))["vocab_size"]
+    vocab = int(directory) if directory.isdigit() else json.load(open(os.path.join(directory, "config.json")))["vocab_size"]
     e = logits(expected, vocab)
     for path in got:
         g = logits(path, vocab)

@@ -171,6 +171,29 @@ for family in $NEW_FAMILIES; do
     echo "  $family: mean KL against the reference by weight type:$kls"
 done
 
+# ---- export --random's families (small shapes with each family's math, as the benchmark shapes have it):
+# runq runs them; llama.cpp, on the very int4 weights as GGUF Q4_0, gives next-token distributions close to
+# runq's (their activations are quantized apart). Phi-3 is left to llama.cpp above: it wants Phi's special
+# pieces, which the synthetic vocabulary lacks, from a model whose name says phi3.
+outs=() names=()
+for family in llama qwen2 qwen3 gemma2 gemma3 phi3 smollm3; do
+    model=$T/random-$family
+    "$BIN"/export -q --random dim=128,ffn=256,layers=8,heads=4,kv_heads=2,vocab=512,seq_len=64,family=$family "$model.q4.bin" 2>/dev/null \
+        && "$BIN"/runq "$model.q4.bin" -n 12 -t 0 -i "Once" >/dev/null 2>&1 && "$BIN"/export -q --gguf-q4_0 "$model.q4.bin" "$model.gguf" \
+        && ok || { fail "export --random family=$family: export, runq or GGUF"; continue; }
+    if [ -n "$LLAMA" ] && [ $family != phi3 ]; then
+        $LOGITS "$model.q4.bin" "$model.runq.out" $TOKENS && $LLAMA "$LLAMACPP_LIBS" "$model.gguf" 1 "$model.llama.out" "$TOKENS" \
+            2>"$T/llama.err" && outs+=("$model.runq.out" "$model.llama.out") names+=("$family") \
+            || fail "export --random family=$family: llama.cpp on its GGUF: $(tail -1 "$T/llama.err")"
+    fi
+done
+for i in "${!names[@]}"; do
+    read -r _ kl top1 <<<"$(compare against 512 "${outs[2 * i]}" "${outs[2 * i + 1]}")"
+    below "export --random family=${names[i]}: llama.cpp on the same Q4_0 weights against runq, mean KL" "$kl" 0.005
+    at_least "export --random family=${names[i]}: llama.cpp's argmax against runq's" "$top1" 0.85
+    echo "  random ${names[i]}: llama.cpp on the Q4_0 GGUF against runq on the int4 checkpoint: mean KL $kl, top-1 $top1"
+done
+
 # ---- LongRoPE: a run within the original length (32) turns with the short factors (context 24)
 dir=$T/phi4-mini
 SHORT=$(echo $TOKENS | cut -d' ' -f1-24)
