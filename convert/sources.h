@@ -415,6 +415,7 @@ static void drop_close(Source *src) {
     DropSource *d = src->impl;
     if (d->base.close) d->base.close(&d->base);
     free(d->base.ffn_dim);
+    free(d->base.layer_kind);
     free(d->kept);
     free(d);
 }
@@ -437,10 +438,12 @@ static void open_drop_layers(Source *src, const char *list) {
     d->base = *src;
     d->kept = xcalloc((size_t)n_layers, sizeof(int), "layer list");
     src->ffn_dim = xcalloc((size_t)n_layers, sizeof(int), "ffn table");   // the wrapped source keeps its own
+    src->layer_kind = d->base.layer_kind ? xcalloc((size_t)n_layers, sizeof(uint32_t), "layer kinds") : NULL;
     int kept = 0;
     for (int l = 0; l < n_layers; l++) {
         if (dropped[l]) continue;
         d->kept[kept] = l;
+        if (src->layer_kind) src->layer_kind[kept] = d->base.layer_kind[l];   // a layer keeps its window and RoPE
         src->ffn_dim[kept++] = d->base.ffn_dim[l];
     }
     free(dropped);

@@ -36,6 +36,8 @@ or reference_forward.py's .npy.
         rope_freqs[0] = VALUE, in place
     compare_logits.py seq-len CHECKPOINT
         the header's seq_len (the longest context runq allows)
+    compare_logits.py layer-kinds CHECKPOINT
+        a version 4 checkpoint's layer_kind table (LAYER_* bits), one number a layer
 """
 import json
 import os
@@ -164,6 +166,12 @@ def with_config(directory, out, *pairs):
     json.dump(config, open(path, "w"))
 
 
+def layer_kinds(checkpoint):
+    data = open(checkpoint, "rb").read()
+    n_layers = struct.unpack_from("<i", data, 12)[0]
+    print(" ".join(map(str, struct.unpack_from("<%dI" % n_layers, data, 128 + 4 * n_layers))))
+
+
 def seq_len(checkpoint):
     with open(checkpoint, "rb") as f:
         return struct.unpack_from("<i", f.read(64), 32)[0]   # magic, version, then seven int32 fields
@@ -178,13 +186,15 @@ def set_rope_freq(checkpoint, value):
 
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    if mode in ("rope-scaling", "set-config", "seq-len", "cut-tensor"):   # need no numpy: saves its import
+    if mode in ("rope-scaling", "set-config", "seq-len", "cut-tensor", "layer-kinds"):   # need no numpy: saves its import
         if mode == "rope-scaling":
             with_config(args[0], args[1], "rope_scaling", args[2])
         elif mode == "set-config":
             with_config(*args)
         elif mode == "cut-tensor":
             cut_tensor(*args)
+        elif mode == "layer-kinds":
+            layer_kinds(*args)
         else:
             print(seq_len(*args))
         sys.exit()

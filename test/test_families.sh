@@ -223,6 +223,11 @@ expect_error "GGUF of a Gemma with query_pre_attn_scalar != head_dim" "sqrt\(que
 "$BIN"/export -q --gguf-f32 -z "$T/qwen2.5/tokenizer.bin" "$T/qwen2.5-window" "$T/x.gguf" 2>"$T/err"
 grep -q "does not compute sliding-window layers" "$T/err" && ok || fail "GGUF of a Qwen with sliding layers: $(cat "$T/err")"
 
+# ---- layers dropped from Gemma 3 keep their kinds (5: sliding, local RoPE; 0: global): layer 0 of 6 goes
+"$BIN"/export -q --fp32 --drop-layers 0 -z "$T/gemma3/tokenizer.bin" "$T/gemma3" "$T/dropped.bin" \
+    && [ "$(compare layer-kinds "$T/dropped.bin")" = "5 5 5 5 0" ] && "$BIN"/run "$T/dropped.bin" -n 4 >/dev/null 2>&1 && ok \
+    || fail "gemma3 with layer 0 dropped: layer kinds $(compare layer-kinds "$T/dropped.bin" 2>&1), expected 5 5 5 5 0"
+
 # ---- bad input: one message naming the field, nothing written
 refused() {   # refused NAME PATTERN DIR: export of DIR fails so, writing nothing
     expect_error "$1" "$2" "$BIN"/export -q -z "$3/tokenizer.bin" "$3" "$T/x.bin"
