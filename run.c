@@ -7,7 +7,9 @@ byte for byte. It is the oracle the tests hold runq.c to.
 
 Reads two kinds of checkpoint:
   - llama2.c's legacy fp32 .bin (7 int32 header; negative vocab_size = separate classifier)
-  - export.c's checkpoint (the format runq.c documents) with every tensor in f32
+  - export.c's checkpoint (the format runq.c documents) with every tensor in
+    f32, of every family it describes (the version 4 settings: Qwen, Gemma,
+    Phi, SmolLM3), each computed in plain loops too
 Compiles alone: cc -O2 -o run run.c -lm
 What it is not: fast, quantized or threaded (runq.c is), nor a reader of
 anything but fp32 (export --fp32 turns any model into its checkpoint).

@@ -1,5 +1,7 @@
 /*
-runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
+runq.c — the Edge LLM int4 runtime: inference of Llama and its kin (Qwen
+2/2.5/3, Gemma 2/3, Phi-3.5/4-mini, SmolLM3, described by the checkpoint's
+settings) in one C file.
 
 It memory-maps a group-quantized checkpoint written by export.c (int4 by
 default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
