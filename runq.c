@@ -1,5 +1,7 @@
 /*
-runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
+runq.c — the Edge LLM int4 runtime: inference of Llama and its kin (Qwen
+2/2.5/3, Gemma 2/3, Phi-3.5/4-mini, SmolLM3, described by the checkpoint's
+settings) in one C file.
 
 It memory-maps a group-quantized checkpoint written by export.c (int4 by
 default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
@@ -47,10 +49,12 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 #endif
 
 // ----------------------------------------------------------------------------
-// The checkpoint format (versions 1 to 3). All fields little-endian.
+// The checkpoint format (versions 1 to 4). All fields little-endian.
 //
 //   FileHeader                      64 bytes
+//   ModelSettings                   64 bytes, version 4 on (below)
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
+//   uint32 layer_kind[n_layers]     version 4 on: each layer's LAYER_* bits
 //   zero padding                    to the next multiple of 64
 //   TensorEntry[n_tensors]          96 bytes each
 //   tensor data                     each tensor at a 64-byte aligned offset;
@@ -99,26 +103,55 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 //   layers.L.w2               (dim, ffn_dim[L])        down
 //   norm                      (1, dim)
 //   output                    (vocab_size, dim)        absent when FLAG_TIED_CLASSIFIER
-//   rope_freqs                (1, head_dim/2)          f32, optional (below)
+//   rope_freqs                (1, rotary_dim/2)        f32, optional (below)
+//   rope_freqs_long           (1, rotary_dim/2)        f32, LongRoPE only (below)
 //   tokenizer                 (1, bytes)               BLOB (below)
-// An fp32 checkpoint (./run's) has the same tensors, every one f32.
+// and, from version 4, in the layers of the models whose header flags say so:
+//   layers.L.bq               (1, n_heads*head_dim)    FLAG_QKV_BIAS: added to wq's output (RoPE order)
+//   layers.L.bk, .bv          (1, n_kv_heads*head_dim) added to wk's (RoPE order) and wv's output
+//   layers.L.q_norm, .k_norm  (1, head_dim)            FLAG_QK_NORM: RMSNorm weights of each head of
+//                                                      q and k, before RoPE (RoPE order)
+//   layers.L.post_attention_norm, .post_ffn_norm
+//                             (1, dim)                 FLAG_POST_NORMS: RMSNorm of the attention's and
+//                                                      the FFN's output before it joins the stream
+// An fp32 checkpoint (./run's) has the same tensors, every one f32. Every
+// norm weight is the factor the normalized value is multiplied by (Gemma's
+// RMSNorm multiplies by 1 + w: export stores 1 + w, as llama.cpp does).
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
-// byte-level BPE: see "Tokenizer"). A model with Llama 3.1/3.2 RoPE scaling
-// carries the F32 tensor "rope_freqs", (1, head_dim/2): a divisor for each
-// RoPE frequency, computed by export from config.json's rope_scaling.
+// byte-level BPE: see "Tokenizer"). A model with scaled RoPE carries the F32
+// tensor "rope_freqs", (1, rotary_dim/2): a divisor for each RoPE frequency,
+// computed by export from config.json's rope_scaling (Llama 3.1's bands,
+// linear scaling's factor, LongRoPE's short factors). It applies to every
+// layer that turns with rope_theta, not to LAYER_LOCAL_ROPE layers. LongRoPE
+// (Phi-3.5, Phi-4-mini) adds "rope_freqs_long", its long factors: a run that
+// holds more than rope_long_after positions turns every position with them
+// instead (as llama.cpp chooses by its context size, and as Hugging Face's
+// Phi-3 does once a sequence passes that length, recomputing its cache).
+//
+// ModelSettings (version 4) describe the math of the families beyond Llama:
+// Qwen 2/2.5 and 3, Gemma 2 and 3, Phi-3.5/4-mini, SmolLM3, and Mistral's
+// sliding window. A zero field means Llama's choice, so a Llama checkpoint is
+// exactly one whose settings are all zero, and it is written as version 3.
+// layer_kind[L] says how layer L attends: LAYER_SLIDING sees only the last
+// sliding_window positions (its own included), LAYER_NO_ROPE turns nothing
+// (SmolLM3), LAYER_LOCAL_ROPE turns with rope_theta_local and no rope_freqs
+// (Gemma 3's local layers).
 //
 // Versions: a file is written with the lowest version that describes it, so
 // older readers run every file they can: version 1 holds Q4 (row after row)
-// and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2.
-// So a quantized checkpoint is version 3 and an fp32 one 1 or 2 (a runq
-// before 3 refuses the file by its version, not halfway through).
+// and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2;
+// 4 adds ModelSettings, layer_kind, the flags QKV_BIAS, QK_NORM and
+// POST_NORMS and their tensors, and rope_freqs_long. So a quantized Llama
+// checkpoint is version 3 and an fp32 one 1 or 2, and any other family's is
+// version 4 (a runq before 4 refuses it by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 3   // the newest read
+#define CHECKPOINT_VERSION 4   // the newest read
 #define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
 #define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
+#define VERSION_SETTINGS 4     // the first with ModelSettings, layer_kind and the families beyond Llama
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
@@ -174,6 +207,10 @@ static int is_quantized(uint32_t type) { return quant_layout(type) != NULL; }
 
 #define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
 #define FLAG_ADAPTER 2u                 // a LoRA adapter for a model of this header, not a model (runq --lora)
+#define FLAG_QKV_BIAS 4u                // version 4 on: layers.L.bq, .bk, .bv (Qwen 2)
+#define FLAG_QK_NORM 8u                 // version 4 on: layers.L.q_norm, .k_norm (Qwen 3, Gemma 3)
+#define FLAG_POST_NORMS 16u             // version 4 on: layers.L.post_attention_norm, .post_ffn_norm (Gemma)
+#define FLAGS_OF_VERSION_4 (FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
 
 typedef struct {
     uint32_t magic;
@@ -204,14 +241,51 @@ typedef struct {
     uint64_t nbytes;
 } TensorEntry;
 
+// The model families a checkpoint can hold, named as llama.cpp names their
+// GGUF architectures: runq computes from the settings alone; export --gguf-*
+// writes the architecture's keys and tensor layout.
+enum Architecture { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_GEMMA2, ARCH_GEMMA3, ARCH_PHI3, ARCH_SMOLLM3, N_ARCHITECTURES };
+__attribute__((unused)) static const char *const architecture_names[N_ARCHITECTURES] = {
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3" };
+
+// The FFN's gate: silu(w1 x) * w3 x (SwiGLU), or gelu_tanh(w1 x) * w3 x (GeGLU: Gemma).
+enum Activation { ACTIVATION_SILU, ACTIVATION_GELU_TANH, N_ACTIVATIONS };
+
+#define LAYER_SLIDING 1u      // attends to the last sliding_window positions only
+#define LAYER_NO_ROPE 2u      // q and k are not turned (SmolLM3's NoPE layers)
+#define LAYER_LOCAL_ROPE 4u   // turned with rope_theta_local, without rope_freqs (Gemma 3's local layers)
+#define LAYER_KINDS (LAYER_SLIDING | LAYER_NO_ROPE | LAYER_LOCAL_ROPE)
+
+// Version 4: after FileHeader. Zero is Llama's value for every field.
+typedef struct {
+    uint32_t architecture;       // Architecture (0: llama)
+    uint32_t activation;         // Activation (0: SwiGLU)
+    float embedding_scale;       // each token's embedding row times this (Gemma: sqrt(dim) in the model's dtype); 0: 1
+    float score_divisor;         // attention scores are q.k / this (Gemma: sqrt(query_pre_attn_scalar)); 0: sqrt(head_dim)
+    float attention_softcap;     // scores become cap * tanh(score / cap) (Gemma 2); 0: none
+    float final_softcap;         // the logits likewise (Gemma 2); 0: none
+    int32_t sliding_window;      // positions a LAYER_SLIDING layer sees, its own included; 0: no layer slides
+    int32_t rotary_dim;          // leading dims of each head RoPE turns (partial_rotary_factor); the rest pass; 0: head_dim
+    float rope_theta_local;      // RoPE base of LAYER_LOCAL_ROPE layers (Gemma 3's rope_local_base_freq); 0: none
+    float rope_attention_factor; // cos and sin times this on the rotated dims (LongRoPE's attention scaling); 0: 1
+    int32_t rope_long_after;     // LongRoPE: a run of more positions uses rope_freqs_long; 0: no rope_freqs_long
+    uint32_t reserved[5];        // zero
+} ModelSettings;
+
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
+_Static_assert(sizeof(ModelSettings) == 64, "ModelSettings is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
 static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// The tensor table starts 64-byte aligned, whatever the layer count.
-static size_t tensor_table_offset(int n_layers) {
-    return round_up(sizeof(FileHeader) + sizeof(int32_t) * (size_t)n_layers, TENSOR_ALIGNMENT);
+// Where the per-layer tables start, and where the tensor table starts: 64-byte
+// aligned after them, whatever the layer count.
+static size_t layer_tables_offset(uint32_t version) {
+    return sizeof(FileHeader) + (version >= VERSION_SETTINGS ? sizeof(ModelSettings) : 0);
+}
+static size_t tensor_table_offset(uint32_t version, int n_layers) {
+    size_t per_layer = version >= VERSION_SETTINGS ? 2 * sizeof(int32_t) : sizeof(int32_t);   // ffn_dim (and layer_kind)
+    return round_up(layer_tables_offset(version) + per_layer * (size_t)n_layers, TENSOR_ALIGNMENT);
 }
 
 // ----------------------------------------------------------------------------
@@ -321,6 +395,19 @@ typedef struct {
     int eos_id;
     int tied_classifier;
     uint32_t chat_template;  // ChatTemplateId from the header, 0 if not recorded
+    // the families beyond Llama (ModelSettings, with Llama's values where it says 0)
+    uint32_t flags;          // FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS
+    int architecture;        // Architecture
+    int activation;          // Activation
+    float embedding_scale;   // 1 when the embeddings are not scaled
+    float score_divisor;     // sqrt(head_dim) unless the model says otherwise
+    float attention_softcap, final_softcap;   // 0: none
+    int sliding_window;      // 0: none
+    int rotary_dim;          // head_dim unless partial
+    float rope_theta_local;  // for LAYER_LOCAL_ROPE layers
+    float rope_attention_factor;   // 1 unless LongRoPE
+    int rope_long_after;     // LongRoPE's switch; 0: none
+    uint32_t *layer_kind;    // (n_layers,) LAYER_* bits
 } Config;
 
 // A weight matrix, pointing into the mapped file.
@@ -348,11 +435,15 @@ typedef struct {
     Tensor wq;               // (n_heads*head_dim, dim)
     Tensor wk;               // (n_kv_heads*head_dim, dim)
     Tensor wv;               // (n_kv_heads*head_dim, dim)
+    Tensor bq, bk, bv;       // (q_dim,), (kv_dim,), (kv_dim,) biases: FLAG_QKV_BIAS, else data NULL
+    Tensor q_norm, k_norm;   // (head_dim,) per-head RMSNorm weights: FLAG_QK_NORM, else data NULL
     Tensor wo;               // (dim, n_heads*head_dim)
+    Tensor post_attention_norm;   // (dim,) FLAG_POST_NORMS, else data NULL
     Tensor ffn_norm;         // (dim,)
     Tensor w1;               // (ffn_dim, dim)  gate
     Tensor w2;               // (dim, ffn_dim)  down
     Tensor w3;               // (ffn_dim, dim)  up
+    Tensor post_ffn_norm;    // (dim,) FLAG_POST_NORMS, else data NULL
 } LayerWeights;
 
 typedef struct {
@@ -360,10 +451,21 @@ typedef struct {
     LayerWeights *layers;    // (n_layers,)
     Tensor norm;             // (dim,) final RMSNorm
     Tensor output;           // (vocab_size, dim) classifier; tok_embeddings when tied
-    const float *rope_freqs; // (head_dim/2,) divisors of the RoPE frequencies (Llama 3.1 scaling), NULL if none
+    const float *rope_freqs; // (rotary_dim/2,) divisors of the RoPE frequencies (scaled RoPE), NULL if none
+    const float *rope_freqs_long;    // (rotary_dim/2,) LongRoPE's divisors for long runs, NULL if none
     const uint8_t *tokenizer_blob;   // embedded tokenizer, NULL if none
     size_t tokenizer_size;
 } Weights;
+
+// The angles RoPE turns the rotated pairs of each head by, for one base and
+// one set of divisors: a model has one, or two when its local layers turn
+// with their own base (Gemma 3). cos and sin carry rope_attention_factor.
+typedef struct {
+    float *freq;             // (rotary_dim/2,) theta^(-2i/rotary_dim), over the divisors when there are some
+    float *cos;              // (MAX_BATCH, rotary_dim/2) at each token's position
+    float *sin;              // (MAX_BATCH, rotary_dim/2)
+} RopeTable;
+enum { ROPE_GLOBAL, ROPE_LOCAL, N_ROPE_TABLES };
 
 // int8 activations in blocks of Q_BLOCK, each with its own scale
 // Prompt tokens per forward pass: every weight is read once per chunk of this many.
@@ -388,9 +490,7 @@ typedef struct {
     float *q;                // (MAX_BATCH, q_dim)
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
     float *att;              // (n_threads, cache_len) attention scores, a row per thread
-    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim), over rope_freqs when the model has them
-    float *rope_cos;         // (MAX_BATCH, head_dim/2) at each token's position
-    float *rope_sin;         // (MAX_BATCH, head_dim/2)
+    RopeTable rope[N_ROPE_TABLES];   // global layers' and (Gemma 3) local layers' RoPE
     float *logits;           // (vocab_size,) of the batch's last token
     QuantizedActivations xq; // quantized copy of the current matmul input
     int kv_type;             // KvType: which of the two caches below this run keeps
@@ -480,7 +580,7 @@ struct Backend {
 
 static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     const FileHeader *header = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->version, header->n_layers));
     for (uint32_t i = 0; i < header->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -653,6 +753,51 @@ static void refuse_other_format(const Transformer *t) {
     die("%s: not an Edge LLM checkpoint (magic 0x%08x, not 0x%08x \"EDGE\")", path, magic, CHECKPOINT_MAGIC);
 }
 
+// A non-negative finite float of the settings, or death naming it.
+static float setting_float(const Transformer *t, const char *name, float value) {
+    if (!(value >= 0) || !isfinite(value)) die("%s: setting %s is %g; it must be finite and not negative", t->path, name, value);
+    return value;
+}
+
+// ModelSettings (NULL, or zero fields: Llama's values) and layer_kind (NULL:
+// all 0) into the Config, each checked against what the runtime computes.
+static void read_settings(Transformer *t, const ModelSettings *m, const uint32_t *kinds) {
+    static const ModelSettings llama;   // all zero: a file before version 4, a llama2.c model
+    if (!m) m = &llama;
+    Config *c = &t->config;
+    if (m->architecture >= N_ARCHITECTURES) die("%s: architecture %u is unknown (0 to %d)", t->path, m->architecture, N_ARCHITECTURES - 1);
+    if (m->activation >= N_ACTIVATIONS) die("%s: activation %u is unknown (0 SwiGLU, 1 GeGLU)", t->path, m->activation);
+    c->architecture = (int)m->architecture;
+    c->activation = (int)m->activation;
+    c->embedding_scale = setting_float(t, "embedding_scale", m->embedding_scale);
+    if (c->embedding_scale == 0) c->embedding_scale = 1.0f;
+    c->score_divisor = setting_float(t, "score_divisor", m->score_divisor);
+    if (c->score_divisor == 0) c->score_divisor = sqrtf((float)c->head_dim);
+    c->attention_softcap = setting_float(t, "attention_softcap", m->attention_softcap);
+    c->final_softcap = setting_float(t, "final_softcap", m->final_softcap);
+    c->rope_theta_local = setting_float(t, "rope_theta_local", m->rope_theta_local);
+    c->rope_attention_factor = setting_float(t, "rope_attention_factor", m->rope_attention_factor);
+    if (c->rope_attention_factor == 0) c->rope_attention_factor = 1.0f;
+    for (size_t i = 0; i < sizeof m->reserved / sizeof m->reserved[0]; i++)
+        if (m->reserved[i]) die("%s: reserved setting %zu is %u, not 0: a newer format?", t->path, i, m->reserved[i]);
+    if (m->sliding_window < 0 || m->rope_long_after < 0)
+        die("%s: sliding_window %d and rope_long_after %d must not be negative", t->path, m->sliding_window, m->rope_long_after);
+    c->sliding_window = m->sliding_window;
+    c->rope_long_after = m->rope_long_after;
+    c->rotary_dim = m->rotary_dim ? m->rotary_dim : c->head_dim;
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2)
+        die("%s: rotary_dim %d is not an even number of dims up to head_dim %d", t->path, m->rotary_dim, c->head_dim);
+    c->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+    for (int l = 0; kinds && l < c->n_layers; l++) {
+        c->layer_kind[l] = kinds[l];
+        if (kinds[l] & ~LAYER_KINDS) die("%s: layer %d has kind 0x%x, of which only bits 0x%x are known", t->path, l, kinds[l], LAYER_KINDS);
+        if ((kinds[l] & LAYER_SLIDING) && c->sliding_window == 0)
+            die("%s: layer %d slides but the settings give no sliding_window", t->path, l);
+        if ((kinds[l] & LAYER_LOCAL_ROPE) && !(c->rope_theta_local > 0))
+            die("%s: layer %d turns with the local RoPE base but rope_theta_local is 0", t->path, l);
+    }
+}
+
 static void read_config(Transformer *t) {
     if (t->file_size < sizeof(FileHeader))
         die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
@@ -670,9 +815,12 @@ static void read_config(Transformer *t) {
         die("%s: header has rope_theta %g and norm_eps %g; both must be positive", t->path, h->rope_theta, h->norm_eps);
     if (h->bos_id < 0 || h->bos_id >= h->vocab_size || h->eos_id < 0 || h->eos_id >= h->vocab_size)
         die("%s: bos_id %d / eos_id %d outside the vocabulary of %d", t->path, h->bos_id, h->eos_id, h->vocab_size);
+    if ((h->flags & FLAGS_OF_VERSION_4) && h->version < VERSION_SETTINGS)
+        die("%s: flags 0x%x name tensors of version %d files, but the file is version %u", t->path, h->flags,
+            VERSION_SETTINGS, h->version);
 
-    size_t ffn_offset = sizeof(FileHeader);
-    size_t table_offset = tensor_table_offset(h->n_layers);
+    size_t ffn_offset = layer_tables_offset(h->version);
+    size_t table_offset = tensor_table_offset(h->version, h->n_layers);
     size_t data_offset = table_offset + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (data_offset > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_tensor_table(t, h, table_offset);
@@ -690,6 +838,7 @@ static void read_config(Transformer *t) {
     c->bos_id = h->bos_id;
     c->eos_id = h->eos_id;
     c->tied_classifier = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    c->flags = h->flags & FLAGS_OF_VERSION_4;
     c->chat_template = h->chat_template;
     c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
     const int32_t *ffn = (const int32_t *)(t->file_data + ffn_offset);
@@ -699,18 +848,33 @@ static void read_config(Transformer *t) {
         c->ffn_dim[l] = ffn[l];
         if (ffn[l] > c->max_ffn_dim) c->max_ffn_dim = ffn[l];
     }
+    int v4 = h->version >= VERSION_SETTINGS;
+    read_settings(t, v4 ? (const ModelSettings *)(t->file_data + sizeof(FileHeader)) : NULL,
+                  v4 ? (const uint32_t *)(ffn + c->n_layers) : NULL);
 }
 
-// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): pair i of each
-// head turns at theta^(-2i/head_dim) / rope_freqs[i]. Each is a divisor, so
-// it must be positive and finite.
-static const float *map_rope_freqs(const Transformer *t) {
-    int half = t->config.head_dim / 2;
-    const float *divisors = map_tensor(t, "rope_freqs", 1, half, 0).data;
+// The optional rope_freqs tensor (scaled RoPE) and LongRoPE's rope_freqs_long:
+// pair i of each head turns at theta^(-2i/rotary_dim) / divisors[i]. Each is
+// a divisor, so it must be positive and finite.
+static const float *map_rope_freqs(const Transformer *t, const char *name) {
+    int half = t->config.rotary_dim / 2;
+    const float *divisors = map_tensor(t, name, 1, half, 0).data;
     for (int i = 0; i < half; i++)
         if (!(divisors[i] > 0) || !isfinite(divisors[i]))
-            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+            die("%s: %s[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, name, i, divisors[i]);
     return divisors;
+}
+
+// LongRoPE needs both sets of divisors and the length that switches them;
+// no other model may have rope_freqs_long.
+static void map_long_rope(const Transformer *t, Weights *w) {
+    int has_long = find_tensor(t, "rope_freqs_long") != NULL;
+    if (!has_long && t->config.rope_long_after == 0) return;
+    if (!has_long || !w->rope_freqs || t->config.rope_long_after == 0)
+        die("%s: LongRoPE needs rope_freqs, rope_freqs_long and rope_long_after; the file has %s, %s and %d", t->path,
+            w->rope_freqs ? "rope_freqs" : "no rope_freqs", has_long ? "rope_freqs_long" : "no rope_freqs_long",
+            t->config.rope_long_after);
+    w->rope_freqs_long = map_rope_freqs(t, "rope_freqs_long");
 }
 
 static void map_weights(Transformer *t) {
@@ -729,7 +893,20 @@ static void map_weights(Transformer *t) {
         LAYER_TENSOR(wq, q_dim, c->dim, 1);
         LAYER_TENSOR(wk, kv_dim, c->dim, 1);
         LAYER_TENSOR(wv, kv_dim, c->dim, 1);
+        if (c->flags & FLAG_QKV_BIAS) {
+            LAYER_TENSOR(bq, 1, q_dim, 0);
+            LAYER_TENSOR(bk, 1, kv_dim, 0);
+            LAYER_TENSOR(bv, 1, kv_dim, 0);
+        }
+        if (c->flags & FLAG_QK_NORM) {
+            LAYER_TENSOR(q_norm, 1, c->head_dim, 0);
+            LAYER_TENSOR(k_norm, 1, c->head_dim, 0);
+        }
         LAYER_TENSOR(wo, c->dim, q_dim, 1);
+        if (c->flags & FLAG_POST_NORMS) {
+            LAYER_TENSOR(post_attention_norm, 1, c->dim, 0);
+            LAYER_TENSOR(post_ffn_norm, 1, c->dim, 0);
+        }
         LAYER_TENSOR(ffn_norm, 1, c->dim, 0);
         LAYER_TENSOR(w1, ffn, c->dim, 1);
         LAYER_TENSOR(w2, c->dim, ffn, 1);
@@ -738,7 +915,8 @@ static void map_weights(Transformer *t) {
     }
     w->norm = map_tensor(t, "norm", 1, c->dim, 0);
     w->output = c->tied_classifier ? w->tok_embeddings : map_tensor(t, "output", c->vocab_size, c->dim, 1);
-    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t);
+    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t, "rope_freqs");
+    map_long_rope(t, w);
     const TensorEntry *tok = find_tensor(t, "tokenizer");
     if (tok) {
         w->tokenizer_blob = t->file_data + tok->offset;
@@ -754,7 +932,7 @@ static void *state_alloc(size_t *tally, size_t count, size_t size, const char *w
 
 static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_head = (size_t)c->head_dim / 2;
+    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_rotary = (size_t)c->rotary_dim / 2;
     size_t widest = dim > q_dim ? dim : q_dim;
     if (ffn > widest) widest = ffn;
     size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
@@ -769,9 +947,12 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->k = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
     s->v = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
     s->att = state_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
-    s->rope_freq = state_alloc(act, half_head, sizeof(float), "RoPE table");
-    s->rope_cos = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->rope_sin = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    for (int table = 0; table < N_ROPE_TABLES; table++) {
+        if (table == ROPE_LOCAL && !(c->rope_theta_local > 0)) continue;   // only Gemma 3 turns local layers apart
+        s->rope[table].freq = state_alloc(act, half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].cos = state_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].sin = state_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+    }
     s->logits = state_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
     s->xq.values = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
@@ -790,18 +971,28 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     }
 }
 
-// RoPE turns pair i of each head at theta^(-2i/head_dim) radians per position;
-// a model with rope_freqs (Llama 3.1 scaling) divides that by rope_freqs[i].
-static void rope_frequencies(float *freq, const Config *c, const float *divisors) {
-    for (int i = 0; i < c->head_dim / 2; i++) {
-        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+// RoPE turns pair i of each head at theta^(-2i/rotary_dim) radians per
+// position; a model with rope_freqs (scaled RoPE) divides that by
+// rope_freqs[i].
+static void rope_frequencies(float *freq, float theta, int rotary_dim, const float *divisors) {
+    for (int i = 0; i < rotary_dim / 2; i++) {
+        freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)rotary_dim);
         if (divisors) freq[i] /= divisors[i];
     }
 }
 
+// The global layers' frequencies (with LongRoPE's long divisors when the run
+// holds more than rope_long_after positions) and the local layers' (Gemma 3).
+static void choose_rope_frequencies(RunState *s, const Config *c, const Weights *w) {
+    int long_run = w->rope_freqs_long && s->cache_len > c->rope_long_after;
+    rope_frequencies(s->rope[ROPE_GLOBAL].freq, c->rope_theta, c->rotary_dim, long_run ? w->rope_freqs_long : w->rope_freqs);
+    if (s->rope[ROPE_LOCAL].freq) rope_frequencies(s->rope[ROPE_LOCAL].freq, c->rope_theta_local, c->rotary_dim, NULL);
+}
+
 static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
-    free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
+    for (int table = 0; table < N_ROPE_TABLES; table++) { free(s->rope[table].freq); free(s->rope[table].cos); free(s->rope[table].sin); }
+    free(s->att); free(s->logits);
     free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
     free(s->key_cache_q8); free(s->value_cache_q8); free(s->key_scales); free(s->value_scales);
 }
@@ -2715,29 +2906,51 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-// cos and sin of (position x frequency) for each token of the batch, computed
-// once per forward pass and shared by every layer and head.
-static void rope_tables(RunState *s, int head_dim, int pos0, int n_tokens) {
-    int half = head_dim / 2;
+// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
+// logits, which keeps them within (-cap, cap).
+static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
+
+// GELU in its tanh approximation (PyTorch's gelu(approximate="tanh"), which
+// Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
+static float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
+// cos and sin of (position x frequency) for each token of the batch, times
+// rope_attention_factor (1 but for LongRoPE), computed once per forward pass
+// and shared by every layer and head that turns with this table.
+static void rope_tables(RopeTable *table, int rotary_dim, float attention_factor, int pos0, int n_tokens) {
+    int half = rotary_dim / 2;
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * s->rope_freq[i];
-            s->rope_cos[t * half + i] = cosf(angle);
-            s->rope_sin[t * half + i] = sinf(angle);
+            float angle = (float)(pos0 + t) * table->freq[i];
+            table->cos[t * half + i] = cosf(angle) * attention_factor;
+            table->sin[t * half + i] = sinf(angle) * attention_factor;
         }
 }
 
-// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i. export.c
-// stores wq/wk rows in this interleaved order (as llama2.c does).
-static void rope(float *x, int n_heads, int head_dim, const float *cos_row, const float *sin_row) {
+// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i, for
+// the first rotary_dim dims; the rest pass unturned (partial rotary, Phi-4).
+// export.c stores wq/wk rows in this interleaved order (as llama2.c does).
+static void rope(float *x, int n_heads, int head_dim, int rotary_dim, const float *cos_row, const float *sin_row) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * head_dim;
-        for (int i = 0; i < head_dim / 2; i++) {
+        for (int i = 0; i < rotary_dim / 2; i++) {
             float v0 = v[2 * i], v1 = v[2 * i + 1];
             v[2 * i] = v0 * cos_row[i] - v1 * sin_row[i];
             v[2 * i + 1] = v0 * sin_row[i] + v1 * cos_row[i];
         }
     }
+}
+
+// Each head of x (n_heads, head_dim) RMS-normalized in place, with one
+// weight for every head (Qwen 3's and Gemma 3's q_norm and k_norm).
+static void head_norms(float *x, int n_heads, int head_dim, const float *weight, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(x + h * head_dim, x + h * head_dim, weight, head_dim, eps);
+}
+
+static void add_bias(float *x, const float *bias, int n) {
+    for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
 // One head's row x (n,) -> int8 with scale max|x|/127, rounded to nearest.
@@ -2764,14 +2977,23 @@ static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, co
     kernels->to_f16(s->value_cache + row, v, kv_dim);
 }
 
+// The first position a query at pos attends to: 0, or on a LAYER_SLIDING
+// layer the start of its window of sliding_window positions (its own the last).
+static int first_attended(const Config *c, int layer, int pos) {
+    int window = c->layer_kind[layer] & LAYER_SLIDING ? c->sliding_window : 0;
+    return window && pos >= window ? pos - window + 1 : 0;
+}
+
 typedef struct {
     Transformer *t;
     int layer, pos0, n_tokens;
 } AttentionTask;
 
 // Causal attention: batch token i (at position pos0 + i) over positions
-// 0..pos0+i. (token, head) pairs are dealt round-robin to the threads, each
-// with its own row of scores; head h reads KV head h / (n_heads / n_kv_heads).
+// first..pos0+i (first_attended: all of them but on a sliding layer). (token,
+// head) pairs are dealt round-robin to the threads, each with its own row of
+// scores; head h reads KV head h / (n_heads / n_kv_heads). Scores are
+// q.k / score_divisor, soft-capped when the model says so (Gemma 2).
 static void attention_task(void *arg, int thread_index, int n_threads) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
@@ -2780,24 +3002,26 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads;
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
-    float scale = sqrtf((float)head_dim);
     float *att = s->att + (size_t)thread_index * s->cache_len;
     for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
         int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+        int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
         const float *q = s->q + (size_t)i * q_dim + h * head_dim;
         float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-        size_t at = layer_offset + (size_t)(h / group) * head_dim;
-        size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
+        size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+        size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
         if (s->kv_type == KV_Q8)
-            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
         else
-            k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
-        for (int p = 0; p <= pos; p++) att[p] /= scale;
-        softmax(att, pos + 1);
+            k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
+        for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
+        if (c->attention_softcap > 0)
+            for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
+        softmax(att, seen);
         if (s->kv_type == KV_Q8)
-            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
         else
-            k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
+            k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
     }
 }
 
@@ -2805,51 +3029,120 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
 // Forward: n tokens (at most MAX_BATCH) at positions pos0..pos0+n-1 through
 // every layer as one batch, each weight read once; their keys and values land
 // in the cache. Returns the logits after the last token. Decoding is the same
-// pass with n = 1; a prompt goes through in chunks.
+// pass with n = 1; a prompt goes through in chunks. Each layer is an attention
+// block and an FFN block, each adding its branch to the residual stream x.
+
+// The batch's embedding rows into x, times embedding_scale (Gemma: sqrt(dim)).
+static void embed_tokens(Transformer *t, const int *tokens, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * c->dim, &t->weights.tok_embeddings, tokens[i]);
+    if (c->embedding_scale != 1.0f)
+        for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] *= c->embedding_scale;
+}
+
+// The RoPE table layer l turns q and k with; NULL for a NoPE layer (SmolLM3).
+static const RopeTable *layer_rope(const Transformer *t, int layer) {
+    uint32_t kind = t->config.layer_kind[layer];
+    if (kind & LAYER_NO_ROPE) return NULL;
+    return &t->state.rope[kind & LAYER_LOCAL_ROPE ? ROPE_LOCAL : ROPE_GLOBAL];
+}
+
+// Batch token i's q, k and v after the projections: biases (Qwen 2), each
+// head's RMSNorm of q and k (Qwen 3, Gemma 3), RoPE (unless a NoPE layer).
+static void finish_qkv(Transformer *t, int layer, int i) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->rotary_dim / 2;
+    float *q = t->state.q + (size_t)i * q_dim, *k = t->state.k + (size_t)i * kv_dim, *v = t->state.v + (size_t)i * kv_dim;
+    if (lw->bq.data) {
+        add_bias(q, lw->bq.data, q_dim);
+        add_bias(k, lw->bk.data, kv_dim);
+        add_bias(v, lw->bv.data, kv_dim);
+    }
+    if (lw->q_norm.data) {
+        head_norms(q, c->n_heads, c->head_dim, lw->q_norm.data, c->norm_eps);
+        head_norms(k, c->n_kv_heads, c->head_dim, lw->k_norm.data, c->norm_eps);
+    }
+    const RopeTable *table = layer_rope(t, layer);
+    if (table) {
+        rope(q, c->n_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+        rope(k, c->n_kv_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+    }
+}
+
+// A branch's output for the batch (n rows of dim in xb2) joins the residual
+// stream x, through its post norm first when the model has one (Gemma).
+static void add_branch(Transformer *t, const Tensor *post_norm, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    if (post_norm->data)
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->xb2 + (size_t)i * c->dim, s->xb2 + (size_t)i * c->dim, post_norm->data, c->dim, c->norm_eps);
+    for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] += s->xb2[i];
+}
+
+// Attention: q, k, v from one quantized input; k and v go to the cache; the
+// attended values through wo.
+static void attention_block(Transformer *t, int layer, int n, int pos0) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
+    float *qkv_out[3] = { s->q, s->k, s->v };
+    const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
+    matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
+    for (int i = 0; i < n; i++) {
+        finish_qkv(t, layer, i);
+        store_kv(&t->kernels, s, layer, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
+    }
+    AttentionTask attention = { t, layer, pos0, n };
+    pool_run(t->pool, attention_task, &attention);
+    matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
+    add_branch(t, &lw->post_attention_norm, n);
+}
+
+// Feed-forward: w2(act(w1 x) * w3 x), act SiLU (SwiGLU) or GELU (GeGLU).
+static void ffn_block(Transformer *t, int layer, int n) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int dim = c->dim, ffn = c->ffn_dim[layer];
+    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
+    float *ffn_out[2] = { s->hb, s->hb2 };
+    const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
+    matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
+    for (size_t i = 0; i < (size_t)n * ffn; i++) {
+        float gate = s->hb[i];
+        s->hb[i] = c->activation == ACTIVATION_GELU_TANH ? gelu_tanh(gate) * s->hb2[i] : gate / (1.0f + expf(-gate)) * s->hb2[i];
+    }
+    matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
+    add_branch(t, &lw->post_ffn_norm, n);
+}
+
+// The logits of n rows of the residual stream x (n, dim) into out (n,
+// vocab_size): the final norm, the classifier, Gemma 2's soft cap.
+static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * c->dim, x + (size_t)i * c->dim, t->weights.norm.data, c->dim, c->norm_eps);
+    matmul1(t, out, &t->weights.output, s->xb, c->dim, n);
+    if (c->final_softcap > 0)
+        for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
+}
 
 static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
     const Config *c = &t->config;
-    const Weights *w = &t->weights;
     RunState *s = &t->state;
-    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
-
-    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
-    rope_tables(s, c->head_dim, pos0, n);
-
+    embed_tokens(t, tokens, n);
+    for (int table = 0; table < N_ROPE_TABLES; table++)
+        if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        int ffn = c->ffn_dim[l];
-
-        // attention: q, k, v from one quantized input; k and v go to the cache
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
-        matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
-        for (int i = 0; i < n; i++) {
-            rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            store_kv(&t->kernels, s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
-        }
-        AttentionTask attention = { t, l, pos0, n };
-        pool_run(t->pool, attention_task, &attention);
-        matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
-
-        // feed-forward: w2(silu(w1 x) * w3 x)
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
-        float *ffn_out[2] = { s->hb, s->hb2 };
-        const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-        matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
-        for (size_t i = 0; i < (size_t)n * ffn; i++) {
-            float gate = s->hb[i];
-            s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
-        }
-        matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+        attention_block(t, l, n, pos0);
+        ffn_block(t, l, n);
     }
-
-    rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, w->norm.data, dim, c->norm_eps);
-    matmul1(t, s->logits, &w->output, s->xb, dim, 1);
+    logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
     return s->logits;
 }
 
@@ -2918,7 +3211,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
-    rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
+    choose_rope_frequencies(&t->state, &t->config, &t->weights);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
     select_backend(t);
@@ -2988,6 +3281,7 @@ static void free_transformer(Transformer *t) {
     free_run_state(&t->state);
     free(t->weights.layers);
     free(t->config.ffn_dim);
+    free(t->config.layer_kind);
     if (t->file_data) munmap((void *)t->file_data, t->file_size);
     if (t->adapter_data) munmap((void *)t->adapter_data, t->adapter_size);
 }
@@ -3056,6 +3350,7 @@ static void load_adapter(Transformer *t, const char *path) {
     if (2 * adapted != (int)h->n_tensors)
         die("%s: holds %u tensors, of which %d are LoRA pairs of this model's projections", path, h->n_tensors, 2 * adapted);
     free(adapter.config.ffn_dim);
+    free(adapter.config.layer_kind);
     t->adapter_data = adapter.file_data;
     t->adapter_size = adapter.file_size;
 }
