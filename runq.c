@@ -147,7 +147,10 @@ static int level_q4(const uint8_t *block, int j) {
 static void put_level_q4(uint8_t *block, int j, int level) {
     block[j % (Q_BLOCK / 2)] |= (uint8_t)((level + 8) << (j < Q_BLOCK / 2 ? 0 : 4));
 }
-static int level_q8(const uint8_t *block, int j) { return (int8_t)block[j]; }
+// The byte minus 256 when its sign bit is set, spelled out: GCC 12, allowed
+// VNNI (a VNNI kernel's target, or -march=native on Zen 5 or Alder Lake),
+// vectorizes a dot product of (int8_t)byte into vpdpbusd and loses the sign.
+static int level_q8(const uint8_t *block, int j) { return (int)block[j] - ((block[j] & 0x80) << 1); }
 static void put_level_q8(uint8_t *block, int j, int level) { block[j] = (uint8_t)(int8_t)level; }
 static int code_2bit(const uint8_t *plane, int j) { return (plane[j % 8] >> (2 * (j / 8))) & 3; }
 static void put_code_2bit(uint8_t *plane, int j, int code) { plane[j % 8] |= (uint8_t)((code & 3) << (2 * (j / 8))); }
@@ -1000,6 +1003,11 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && cpu_has_f16c();
+}
+
 // reduce8 without leaving the registers: adding the halves, then the pairs,
 // then the last two is exactly its tree ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
 TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
@@ -1340,6 +1348,22 @@ typedef struct {
     int block_bytes;
 } Avx2Blocks;
 
+// A row's eight partials for one token after blocks 0..b-1 -> its result:
+// the last n_blocks - b blocks (fewer than eight) one at a time through the
+// type's exact block dot, then reduce8's tree.
+TARGET_AVX2 static inline float finish_row_avx2(__m256 acc, BlockDotFn dot_1, int block_bytes, const uint8_t *codes,
+                                                const uint16_t *scales, int blocks_per_group, int b, int n_blocks,
+                                                const int8_t *x_values, const float *x_scales) {
+    if (b == n_blocks) return reduce8_avx2(acc);
+    float partial[8];
+    _mm256_storeu_ps(partial, acc);
+    for (int tail = b; tail < n_blocks; tail++) {
+        float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x_scales[tail];
+        partial[tail % 8] += scale * (float)dot_1(codes + tail * block_bytes, x_values + tail * Q_BLOCK);
+    }
+    return reduce8(partial);
+}
+
 // One row against TILE tokens from token on: the canonical arithmetic; a
 // token's result never depends on TILE.
 TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
@@ -1363,15 +1387,8 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
     }
     for (int t = 0; t < TILE; t++) {
         size_t tok = (size_t)(token + t);
-        if (b == n_blocks) { out[(size_t)t * out_stride] = reduce8_avx2(acc[t]); continue; }
-        float partial[8];
-        _mm256_storeu_ps(partial, acc[t]);
-        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
-            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
-            partial[tail % 8] += scale * (float)type.dot_1(codes + tail * type.block_bytes,
-                                                           x->values + tok * x->stride + tail * Q_BLOCK);
-        }
-        out[(size_t)t * out_stride] = reduce8(partial);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
     }
 }
 
@@ -1460,6 +1477,541 @@ TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
 static const Kernels kernels_avx2 = {
     "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
+// unsigned bytes by four signed bytes and adds the four products to an int32
+// lane: no int16 stage to saturate, no rounding. An int32 sum of int8 x int8
+// products is exact whoever computes it and in whatever order, so a block dot
+// computed this way is the integer the reference computes, and the float
+// arithmetic after it (the canonical one) is unchanged. Two sets, chosen by
+// CPUID:
+//   avx-vnni      256 bits, VEX-encoded (AVX-VNNI: Intel since Alder Lake,
+//                 Zen 5): AVX2's kernels with vpdpbusd in every int8 dot;
+//   avx512-vnni   512 bits, EVEX (AVX512-VNNI with F, BW and VL: Ice Lake,
+//                 Sapphire Rapids, Zen 4, Zen 5): two Q4 tiles (16 rows) or
+//                 two blocks of the other types per register; the activations'
+//                 quantization, the KV cache's conversion and attention, 16
+//                 lanes at a time.
+// The weights are the unsigned operand: Q4's nibbles (0..15), Q3's and Q2's
+// codes, Q8's levels with the sign bit flipped (level + 128). A code's offset
+// from its level comes off afterwards, exactly: (c + lo) . x = c . x + lo * sum(x).
+// For the prompt, a Q4 block's weights stay in registers while every token
+// of the batch goes past them (the AVX2 kernel unpacks eight blocks into L1
+// and keeps each token's partials in registers instead: its maddubs needs
+// more registers per block than AVX2 has to spare).
+#define TARGET_AVX_VNNI __attribute__((target("avx2,f16c,avxvnni")))
+#define TARGET_AVX512_VNNI __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// CPUID leaf 7, sub-leaf 1, EAX bit 4 (compilers' __builtin_cpu_supports do
+// not all know "avxvnni"); the OS saves the registers it uses when it saves AVX2's.
+static int cpu_has_avx_vnni(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+}
+
+// (__builtin_cpu_supports reports AVX-512 only when the OS saves its registers.)
+static int cpu_has_avx512_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512vnni");
+}
+
+// Four activations as one int32, to broadcast to every lane.
+static inline int32_t four_bytes(const int8_t *x) {
+    int32_t four;
+    memcpy(&four, x, sizeof four);
+    return four;
+}
+
+// ---- avx-vnni: a Q4 tile's block . one token's 32 activations -> row j's
+// (q - 8) . x in lane j. The sum starts at -8 * sum(x); step k adds row j's
+// four products of weights 4k..4k+3 (or 16+...) to lane j.
+TARGET_AVX_VNNI static inline __m256i dot_q4_tile_block_vnni(const __m256i q[8], const int8_t *x, int32_t x_sum) {
+    __m256i isum = _mm256_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm256_dpbusd_avx_epi32(isum, q[k], _mm256_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// (weight scale * activation scale) * int32, added to partial sum acc.
+TARGET_AVX2 static inline __m256 add_term_avx2(__m256 acc, __m256 w_scale, float x_scale, __m256i isum) {
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(w_scale, _mm256_set1_ps(x_scale)), _mm256_cvtepi32_ps(isum)));
+}
+
+// Decoding: a tile against one token, its eight partials in registers.
+TARGET_AVX_VNNI static __m256 q4_tile_decode_vnni(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                  int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            __m256i q[8];
+            unpack_q4_tile_block_avx2(q, nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i],
+                                   dot_q4_tile_block_vnni(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt: each block unpacked once, held in registers while every token
+// of the batch passes; each token's eight partials wait in acc.
+TARGET_AVX_VNNI static void q4_tile_prefill_vnni(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
+                                                 const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                                 const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m256i isum = dot_q4_tile_block_vnni(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx2(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+TARGET_AVX_VNNI static void matmul_q4_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                           const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4_tile_decode_vnni(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4_tile_prefill_vnni(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// The other types through AVX2's row loop (row_tile_avx2), with eight blocks'
+// exact sums from vpdpbusd: each block leaves eight int32 lanes, and three
+// rounds of 32-bit horizontal adds fold the eight blocks into one register
+// (blocks 0-3's low-half sums in the low 128 bits, their high-half sums in
+// the high ones, and so for 4-7), two permutes and an add finish them.
+TARGET_AVX_VNNI static inline __m256i dot_8_blocks_vnni(const __m256i codes[8], const int8_t *x) {
+    __m256i d[8];
+    for (int i = 0; i < 8; i++)
+        d[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), codes[i], _mm256_loadu_si256((const __m256i *)(x + i * Q_BLOCK)));
+    __m256i b0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+    __m256i b4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20), _mm256_permute2x128_si256(b0123, b4567, 0x31));
+}
+
+// Q8's levels as unsigned codes: the sign bit flipped is level + 128.
+TARGET_AVX2 static inline void unpack_8_q8_biased_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blocks + i * 32)), _mm256_set1_epi8((char)0x80));
+}
+
+#define VNNI_DOT_8(type, LO) \
+    TARGET_AVX_VNNI static inline __m256i dot_8_##type##_vnni(const __m256i codes[8], const int8_t *x, __m256i x_sums) { \
+        return _mm256_add_epi32(dot_8_blocks_vnni(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(LO))); \
+    }
+VNNI_DOT_8(q8, -128)
+VNNI_DOT_8(q3, quant_layouts[TYPE_Q3].lo)
+VNNI_DOT_8(q2, quant_layouts[TYPE_Q2].lo)
+#undef VNNI_DOT_8
+
+#define VNNI_KERNEL(type, UNPACK, BLOCK_BYTES) \
+    TARGET_AVX_VNNI static void matmul_##type##_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                                     const QuantizedActivations *x, int n_tokens) { \
+        Avx2Blocks blocks = { UNPACK, dot_8_##type##_vnni, block_dot_##type##_ref, BLOCK_BYTES }; \
+        matmul_avx2_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+VNNI_KERNEL(q8, unpack_8_q8_biased_avx2, 32)
+VNNI_KERNEL(q3, unpack_8_q3_avx2, 12)
+VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
+#undef VNNI_KERNEL
+
+static const Kernels kernels_avx_vnni = {
+    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni },
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- avx512-vnni: Q4 tiles in pairs. A register holds block b of tile t in
+// its low 256 bits and of tile t+1 in its high ones (an odd last tile pairs
+// with itself, its copy's results dropped): one vpdpbusd is a step for
+// sixteen rows, and each 256-bit half is exactly the avx-vnni computation.
+TARGET_AVX512_VNNI static inline void unpack_q4_tile_pair_block_avx512(__m512i q[8], const uint8_t *block0,
+                                                                       const uint8_t *block1) {
+    __m512i low = _mm512_set1_epi8(0x0F);
+    for (int d = 0; d < 4; d++) {
+        __m512i run = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(block0 + 32 * d))),
+                                         _mm256_loadu_si256((const __m256i *)(block1 + 32 * d)), 1);
+        q[d] = _mm512_and_si512(run, low);
+        q[d + 4] = _mm512_and_si512(_mm512_srli_epi16(run, 4), low);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __m512i dot_q4_tile_pair_block_avx512(const __m512i q[8], const int8_t *x, int32_t x_sum) {
+    __m512i isum = _mm512_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm512_dpbusd_epi32(isum, q[k], _mm512_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// The pair's sixteen weight scales of block b as floats.
+TARGET_AVX512_VNNI static inline __m512 q4_tile_pair_scales_avx512(const uint16_t *scales0, const uint16_t *scales1, int b,
+                                                                   int blocks_per_group) {
+    size_t at = (size_t)(b / blocks_per_group) * Q4_TILE_ROWS;
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales0 + at))),
+                                                   _mm_loadu_si128((const __m128i *)(scales1 + at)), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 add_term_avx512(__m512 acc, __m512 w_scale, float x_scale, __m512i isum) {
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(w_scale, _mm512_set1_ps(x_scale)), _mm512_cvtepi32_ps(isum)));
+}
+
+TARGET_AVX512_VNNI static inline __m512 reduce8_lanes_avx512(const __m512 p[8]) {
+    return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p[0], p[4]), _mm512_add_ps(p[2], p[6])),
+                         _mm512_add_ps(_mm512_add_ps(p[1], p[5]), _mm512_add_ps(p[3], p[7])));
+}
+
+// The first n_rows (1..16) of a pair's results.
+TARGET_AVX512_VNNI static inline void store_tile_pair_rows_avx512(float *out, __m512 rows, int n_rows) {
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << n_rows) - 1), rows);
+}
+
+TARGET_AVX512_VNNI static __m512 q4_tile_pair_decode_avx512(const uint8_t *nibbles0, const uint8_t *nibbles1,
+                                                            const uint16_t *scales0, const uint16_t *scales1, int n_blocks,
+                                                            int blocks_per_group, const QuantizedActivations *x) {
+    __m512 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            __m512i q[8];
+            size_t at = (size_t)(b + i) * Q4_TILE_BLOCK_BYTES;
+            unpack_q4_tile_pair_block_avx512(q, nibbles0 + at, nibbles1 + at);
+            acc[i] = add_term_avx512(acc[i], q4_tile_pair_scales_avx512(scales0, scales1, b + i, blocks_per_group),
+                                     x->scales[b + i], dot_q4_tile_pair_block_avx512(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]));
+        }
+    return reduce8_lanes_avx512(acc);
+}
+
+TARGET_AVX512_VNNI static void q4_tile_pair_prefill_avx512(float *out, int out_stride, int n_rows, const uint8_t *nibbles0,
+                                                           const uint8_t *nibbles1, const uint16_t *scales0,
+                                                           const uint16_t *scales1, int n_blocks, int blocks_per_group,
+                                                           const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m512 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i q[8];
+        unpack_q4_tile_pair_block_avx512(q, nibbles0 + (size_t)b * Q4_TILE_BLOCK_BYTES, nibbles1 + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m512 w_scale = q4_tile_pair_scales_avx512(scales0, scales1, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m512i isum = dot_q4_tile_pair_block_avx512(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx512(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++)
+        store_tile_pair_rows_avx512(out + (size_t)t * out_stride, reduce8_lanes_avx512(acc[t]), n_rows);
+}
+
+TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    size_t tile_bytes = (size_t)n_blocks * Q4_TILE_BLOCK_BYTES, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
+    for (int row = row_begin; row < row_end; row += 2 * Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < 2 * Q4_TILE_ROWS ? row_end - row : 2 * Q4_TILE_ROWS;
+        int next = n_rows > Q4_TILE_ROWS ? tile + 1 : tile;
+        const uint8_t *nibbles0 = w->nibbles + tile * tile_bytes, *nibbles1 = w->nibbles + next * tile_bytes;
+        const uint16_t *scales0 = w->scales + tile * tile_scales, *scales1 = w->scales + next * tile_scales;
+        if (n_tokens == 1)
+            store_tile_pair_rows_avx512(out + row, q4_tile_pair_decode_avx512(nibbles0, nibbles1, scales0, scales1, n_blocks,
+                                                                              blocks_per_group, x), n_rows);
+        else
+            q4_tile_pair_prefill_avx512(out + row, out_stride, n_rows, nibbles0, nibbles1, scales0, scales1, n_blocks,
+                                        blocks_per_group, x, n_tokens);
+    }
+}
+
+// ---- avx512-vnni for Q8, Q3 and Q2: one row against up to four tokens,
+// eight blocks a step as four registers of two blocks (block 2k in the low
+// 256 bits of codes[k], block 2k+1 in the high ones).
+typedef void (*Unpack8Avx512)(const uint8_t *blocks, __m512i codes[4]);
+
+TARGET_AVX512_VNNI static inline void unpack_8_q8_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++)
+        codes[k] = _mm512_xor_si512(_mm512_loadu_si512(blocks + 64 * k), _mm512_set1_epi8((char)0x80));
+}
+
+// Two blocks' 2-bit planes (8 bytes each) -> their 64 codes: each plane in
+// four 64-bit lanes, lane k shifted right by 2k, masked (unpack_2bit_avx2 twice).
+TARGET_AVX512_VNNI static inline __m512i unpack_2bit_pair_avx512(int64_t plane0, int64_t plane1) {
+    __m512i planes = _mm512_inserti64x4(_mm512_set1_epi64(plane0), _mm256_set1_epi64x(plane1), 1);
+    return _mm512_and_si512(_mm512_srlv_epi64(planes, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
+}
+
+TARGET_AVX512_VNNI static inline void unpack_8_q2_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        int64_t planes[2];
+        memcpy(planes, blocks + 16 * k, sizeof planes);
+        codes[k] = unpack_2bit_pair_avx512(planes[0], planes[1]);
+    }
+}
+
+// Q3's 1-bit plane (bytes 8-11) read as a 32-bit word has weight j's high bit
+// in bit j: two blocks' words are a 64-bit byte mask selecting where 4 goes.
+TARGET_AVX512_VNNI static inline void unpack_8_q3_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *block0 = blocks + 24 * k, *block1 = block0 + 12;
+        int64_t plane0, plane1;
+        uint32_t high0, high1;
+        memcpy(&plane0, block0, 8); memcpy(&high0, block0 + 8, 4);
+        memcpy(&plane1, block1, 8); memcpy(&high1, block1 + 8, 4);
+        __m512i high = _mm512_maskz_mov_epi8((__mmask64)high0 | (__mmask64)high1 << 32, _mm512_set1_epi8(4));
+        codes[k] = _mm512_or_si512(unpack_2bit_pair_avx512(plane0, plane1), high);
+    }
+}
+
+// Eight blocks' exact sums (codes . x), in block order. The 128-bit lanes of
+// codes[k]'s sums are block 2k's lanes 0-3 and 4-7, then block 2k+1's: two
+// lane shuffles and an add leave four blocks' four partial sums a register
+// (block j in 128-bit lane j), pairs of 64-bit unpacks and a 32-bit swap fold
+// those, and a permute gathers the eight sums.
+TARGET_AVX512_VNNI static inline __m256i dot_8_blocks_avx512(const __m512i codes[4], const int8_t *x) {
+    __m512i d[4];
+    for (int k = 0; k < 4; k++)
+        d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[k], _mm512_loadu_si512(x + 2 * k * Q_BLOCK));
+    __m512i blocks0123 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i blocks4567 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    // 128-bit lane j: [a0+a2, a1+a3, b0+b2, b1+b3] for a = block j, b = block j+4
+    __m512i halves = _mm512_add_epi32(_mm512_unpacklo_epi64(blocks0123, blocks4567), _mm512_unpackhi_epi64(blocks0123, blocks4567));
+    __m512i sums = _mm512_add_epi32(halves, _mm512_shuffle_epi32(halves, _MM_PERM_CDAB));   // lane j: [a, a, b, b]
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0), sums));
+}
+
+// A weight type as the avx512-vnni row loop sees it.
+typedef struct {
+    Unpack8Avx512 unpack_8;
+    BlockDotFn dot_1;        // the reference's exact block dot, for the tail
+    int block_bytes;
+    int lo;                  // level = code + lo
+} Avx512Blocks;
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void row_tile_avx512(
+        Avx512Blocks type, float *out, int out_stride, const uint8_t *codes, const uint16_t *scales,
+        int blocks_per_group, int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        __m512i c[4];
+        type.unpack_8(codes + b * type.block_bytes, c);
+        __m256 w_scales = group_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            __m256i x_sums = _mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b));
+            __m256i isum = _mm256_add_epi32(dot_8_blocks_avx512(c, x->values + tok * x->stride + b * Q_BLOCK),
+                                            _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(type.lo)));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + tok * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    for (int t = 0; t < TILE; t++) {
+        size_t tok = (size_t)(token + t);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void matmul_avx512_with(
+        Avx512Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens) {
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    row_tile_avx512(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
+}
+
+#define AVX512_KERNEL(type, BLOCK_BYTES, LO) \
+    TARGET_AVX512_VNNI static void matmul_##type##_avx512(float *out, int out_stride, const Tensor *w, int row_begin, \
+                                                          int row_end, const QuantizedActivations *x, int n_tokens) { \
+        Avx512Blocks blocks = { unpack_8_##type##_avx512, block_dot_##type##_ref, BLOCK_BYTES, LO }; \
+        matmul_avx512_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+AVX512_KERNEL(q8, 32, -128)
+AVX512_KERNEL(q3, 12, quant_layouts[TYPE_Q3].lo)
+AVX512_KERNEL(q2, 8, quant_layouts[TYPE_Q2].lo)
+#undef AVX512_KERNEL
+
+// ---- avx512-vnni beyond the matrix products.
+
+// quantize_q8's full block as two registers of 16: the same max (a NaN never
+// wins: maxps returns its second operand, the running max, when either is
+// NaN), the same product by the inverse scale and rounding as the AVX2 twin;
+// vpmovdb narrows the int32s (all within -127..127) in order.
+TARGET_AVX512_VNNI static void quantize_full_block_q8_avx512(const float *x, int8_t *values, float *scale_out, int32_t *sum_out) {
+    __m512 v[2] = { _mm512_loadu_ps(x), _mm512_loadu_ps(x + 16) };
+    __m512 amax16 = _mm512_max_ps(_mm512_abs_ps(v[1]), _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()));
+    float amax = _mm512_reduce_max_ps(amax16);
+    float scale = amax / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    __m512i q[2];
+    for (int i = 0; i < 2; i++) {
+        __m512 scaled = _mm512_mul_ps(v[i], _mm512_set1_ps(inverse));
+        __m512 size = _mm512_abs_ps(scaled);
+        __mmask16 in_range = _mm512_cmp_ps_mask(size, _mm512_set1_ps(127.5f), _CMP_LE_OQ);   // false for NaN: 0
+        __m512i magnitude = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_maskz_mov_ps(in_range, size), _mm512_set1_ps(0.5f)));
+        __mmask16 negative = _mm512_mask_cmp_ps_mask(in_range, scaled, _mm512_setzero_ps(), _CMP_LT_OQ);
+        q[i] = _mm512_mask_sub_epi32(magnitude, negative, _mm512_setzero_si512(), magnitude);
+        _mm_storeu_si128((__m128i *)(values + 16 * i), _mm512_cvtepi32_epi8(q[i]));
+    }
+    *sum_out = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+}
+
+TARGET_AVX512_VNNI static void quantize_q8_avx512(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
+                                                  int n_tokens) {
+    quantize_q8_with(quantize_full_block_q8_avx512, out, x, x_stride, n, n_padded, n_tokens);
+}
+
+// fp32 -> fp16 sixteen at a time (the same instruction as F16C's, wider);
+// sixteen floats holding a NaN, and the last n % 16, as the AVX2 twin does them.
+TARGET_AVX512_VNNI static void to_f16_avx512(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) { to_f16_ref(out + i, x + i, 16); continue; }
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    to_f16_avx2(out + i, x + i, n - i);
+}
+
+// Attention's scores two positions at a time: position p in the low 256 bits,
+// p+1 in the high ones, each half exactly the AVX2 twin's eight partials.
+TARGET_AVX512_VNNI static inline __m256 high_half_avx512(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 q_both_halves_avx512(const float *q) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q))));
+}
+
+TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                                 int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const uint16_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(k0 + i))),
+                                                   _mm_loadu_si128((const __m128i *)(k1 + i)), 1);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtph_ps(both)));
+        }
+        if (i == n) {
+            scores[p] = reduce8_avx2(_mm512_castps512_ps256(acc));
+            scores[p + 1] = reduce8_avx2(high_half_avx512(acc));
+            continue;
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * _cvtsh_ss(k0[j]);
+            partial[1][j % 8] += q[j] * _cvtsh_ss(k1[j]);
+        }
+        scores[p] = reduce8(partial[0]);
+        scores[p + 1] = reduce8(partial[1]);
+    }
+    if (p < n_positions) scores_f16_avx2(scores + p, q, keys + (size_t)p * stride, stride, 1, n);
+}
+
+// The same over int8 rows, each row's dot then times its scale.
+TARGET_AVX512_VNNI static void scores_q8_avx512(float *scores, const float *q, const int8_t *keys, const float *scales,
+                                                size_t stride, size_t scale_stride, int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const int8_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m128i both = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(k0 + i)), _mm_loadl_epi64((const __m128i *)(k1 + i)));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(both))));
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * (float)k0[j];
+            partial[1][j % 8] += q[j] * (float)k1[j];
+        }
+        scores[p] = reduce8(partial[0]) * scales[(size_t)p * scale_stride];
+        scores[p + 1] = reduce8(partial[1]) * scales[(size_t)(p + 1) * scale_stride];
+    }
+    if (p < n_positions)
+        scores_q8_avx2(scores + p, q, keys + (size_t)p * stride, scales + (size_t)p * scale_stride, stride, scale_stride, 1, n);
+}
+
+// Attention's weighted sums: 64 outputs in four registers across all
+// positions, then 16 at a time, the last n % 16 through masked loads and
+// stores; every lane adds its output's terms in position order, as the reference.
+TARGET_AVX512_VNNI static inline __mmask16 first_lanes(int count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+}
+
+TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
+                                              int n_positions, int n) {
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+        for (int p = 0; p < n_positions; p++) {
+            __m512 weight = _mm512_set1_ps(weights[p]);
+            const uint16_t *v = values + (size_t)p * stride + i;
+            for (int j = 0; j < 4; j++)
+                acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + 16 * j)))));
+        }
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, acc[j]);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 lanes = first_lanes(n - i);
+        __m512 acc = _mm512_setzero_ps();
+        for (int p = 0; p < n_positions; p++)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(weights[p]),
+                                                   _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, values + (size_t)p * stride + i))));
+        _mm512_mask_storeu_ps(out + i, lanes, acc);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __m512 load_q8_avx512(__mmask16 lanes, const int8_t *v) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, v)));
+}
+
+TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
+                                             size_t stride, size_t scale_stride, int n_positions, int n) {
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+        for (int p = 0; p < n_positions; p++) {
+            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+            const int8_t *v = values + (size_t)p * stride + i;
+            for (int j = 0; j < 4; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(weight, load_q8_avx512(0xFFFF, v + 16 * j)));
+        }
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, acc[j]);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 lanes = first_lanes(n - i);
+        __m512 acc = _mm512_setzero_ps();
+        for (int p = 0; p < n_positions; p++)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]),
+                                                   load_q8_avx512(lanes, values + (size_t)p * stride + i)));
+        _mm512_mask_storeu_ps(out + i, lanes, acc);
+    }
+}
+
+static const Kernels kernels_avx512_vnni = {
+    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512 },
+    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -1909,8 +2461,11 @@ static int runnable_kernels(Kernels *out) {
     int n = 0;
     out[n++] = kernels_scalar;
 #ifdef HAVE_AVX2_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && cpu_has_f16c()) out[n++] = kernels_avx2;
+    if (cpu_has_avx2()) {
+        out[n++] = kernels_avx2;
+        if (cpu_has_avx_vnni()) out[n++] = kernels_avx_vnni;
+        if (cpu_has_avx512_vnni()) out[n++] = kernels_avx512_vnni;
+    }
 #endif
 #ifdef HAVE_NEON_KERNELS
     out[n++] = kernels_neon;
@@ -1921,6 +2476,21 @@ static int runnable_kernels(Kernels *out) {
     return n;
 }
 #define MAX_KERNEL_SETS 4
+
+// The sets this build carries that this CPU cannot run, each with what it
+// lacks (the tests skip them loudly); returns how many.
+__attribute__((unused)) static int unrunnable_kernels(const char *lacking[MAX_KERNEL_SETS]) {
+    int n = 0;
+#ifdef HAVE_AVX2_KERNELS
+    if (!cpu_has_avx2()) lacking[n++] = "avx2 (needs AVX2 and F16C)";
+    if (!cpu_has_avx2() || !cpu_has_avx_vnni()) lacking[n++] = "avx-vnni (needs AVX-VNNI)";
+    if (!cpu_has_avx2() || !cpu_has_avx512_vnni()) lacking[n++] = "avx512-vnni (needs AVX-512 F, BW, VL and VNNI)";
+#endif
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+    if (!cpu_has_dotprod()) lacking[n++] = "neon-dotprod (needs the dot-product extension)";
+#endif
+    return n;
+}
 
 // The fastest kernels this CPU runs; RUNQ_KERNELS=name forces another
 // runnable set (scalar: the reference, to compare or to teach).
