@@ -2507,31 +2507,52 @@ static Kernels select_kernels(void) {
 }
 
 // ----------------------------------------------------------------------------
-// Thread pool: threads are created once; each task runs on all of them, split
-// by output rows, so every row is computed by the same code whatever the
-// thread count and results are bit-identical for any -T.
+// Thread pool: threads are created once. A task is n_chunks independent
+// pieces of work (a product's rows in whole Q4 tiles, attention's (token,
+// head) pairs). Each thread, the caller included, has a contiguous share of
+// the pieces and claims them one at a time from its own counter; a thread
+// out of pieces takes the rest of another's share from that thread's counter.
+// So a thread the OS has descheduled (a busy machine: other programs want the
+// cores) holds up only the piece it is running, and one that has not woken up
+// yet holds up nothing: the others take its share. Which thread computes a
+// piece never changes its arithmetic, so results are bit-identical for any -T.
 
-typedef void (*TaskFn)(void *arg, int thread_index, int n_threads);
+typedef void (*ChunkFn)(void *arg, int chunk, int thread_index);   // thread_index: 0..n_threads-1, for scratch rows
+
+// How long a waiting thread spins before it sleeps, and how that adapts (see
+// spin_until): between a token's products the next task follows within
+// microseconds, and a sleeping thread takes tens of them to wake.
+#define SPIN_MAX_NS 100000
+#define SPIN_MIN_NS 1000
+
+typedef struct {
+    int64_t budget_ns;       // the spin's length now, SPIN_MIN_NS..SPIN_MAX_NS
+    double best_rate;        // the most pauses per ns a spin has made: the rate of a thread not descheduled
+} Spinner;
+
+// A share of a task's pieces: (end << 32) | the next unclaimed piece. One
+// fetch_add claims a piece (or finds none left) of whatever task the counter
+// holds by then; each counter has its own cache line, so a thread claiming
+// from its own share does not disturb the others.
+typedef struct { _Alignas(64) _Atomic uint64_t next_end; } ClaimCounter;
 
 struct ThreadPool {
     int n_threads;               // including the calling thread
     pthread_t *workers;          // (n_threads - 1,)
     pthread_mutex_t lock;
     pthread_cond_t wake;         // idle workers sleep here
-    pthread_cond_t done;         // the caller sleeps here while workers finish
+    pthread_cond_t done;         // the caller sleeps here while the last pieces finish
     atomic_uint generation;      // bumped once per task
-    atomic_int busy;             // workers still running the current task
+    ClaimCounter *shares;        // (n_threads,) each thread's share of the current task
+    atomic_uint chunks_done;     // pieces of the current task finished
     atomic_int sleeping_workers; // so the caller signals only when someone sleeps
     atomic_int caller_sleeping;
     atomic_int stop;
-    TaskFn fn;
+    Spinner caller_spin;
+    ChunkFn fn;                  // the current task: set before the shares are published
     void *arg;
+    unsigned n_chunks;
 };
-
-// Spin this many pauses (tens of microseconds) before sleeping: while
-// decoding, the next task follows within that; on a busy machine a spinning
-// thread would steal the core a preempted one needs.
-#define SPIN_LIMIT 2000
 
 typedef struct { ThreadPool *pool; int index; } WorkerStart;
 
@@ -2543,6 +2564,64 @@ typedef struct { ThreadPool *pool; int index; } WorkerStart;
 #define cpu_relax() ((void)0)
 #endif
 
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Spin until *word equals value (or differs from it: want_equal 0), at most
+// the spinner's budget; returns whether it got there. The budget adapts:
+// a spin during which the thread made fewer than half the pauses per
+// nanosecond it makes when it has the core was partly descheduled: the
+// machine is busy, and spinning takes a core that a thread we wait for may
+// need, so the budget halves. A wait that ends within the spin doubles it back.
+static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_equal) {
+    int64_t start = monotonic_ns(), elapsed = 0;
+    long pauses = 0;
+    int reached = 0;
+    while (!(reached = (atomic_load_explicit(word, memory_order_acquire) == value) == want_equal)) {
+        cpu_relax();
+        if (++pauses % 16 == 0 && (elapsed = monotonic_ns() - start) >= s->budget_ns) break;
+    }
+    if (elapsed >= 2000) {   // long enough to measure a rate
+        double rate = (double)pauses / (double)elapsed;
+        if (rate > s->best_rate) s->best_rate = rate;
+        if (rate < s->best_rate / 2) {
+            s->budget_ns = s->budget_ns / 2 > SPIN_MIN_NS ? s->budget_ns / 2 : SPIN_MIN_NS;
+            return reached;
+        }
+    }
+    if (reached) s->budget_ns = s->budget_ns * 2 < SPIN_MAX_NS ? s->budget_ns * 2 : SPIN_MAX_NS;
+    return reached;
+}
+
+// Claim and run pieces of the current task until none is left: this
+// thread's share first, then what is left of the others'. The pieces done
+// are counted once, at the end (one atomic add per thread, not per piece).
+static void run_chunks(ThreadPool *pool, int thread_index) {
+    unsigned done = 0, n_chunks = 0;
+    for (int k = 0; k < pool->n_threads; k++) {
+        ClaimCounter *share = &pool->shares[(thread_index + k) % pool->n_threads];
+        for (;;) {
+            uint64_t claim = atomic_fetch_add(&share->next_end, 1);
+            uint32_t chunk = (uint32_t)claim, end = (uint32_t)(claim >> 32);
+            if (chunk >= end) break;
+            // a piece claimed is of the task whose fn and arg are set: the
+            // caller sets the next task's only when every piece of this one is done
+            pool->fn(pool->arg, (int)chunk, thread_index);
+            done++;
+        }
+    }
+    if (!done) return;
+    n_chunks = pool->n_chunks;
+    if (atomic_fetch_add(&pool->chunks_done, done) + done == n_chunks && atomic_load(&pool->caller_sleeping)) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->done);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
 // Each side announces that it sleeps (an atomic read-modify-write) before it
 // checks the condition, and the other side changes the condition (also a
 // read-modify-write) before it checks for sleepers, so no wake-up is lost.
@@ -2550,10 +2629,10 @@ static void *worker_main(void *raw) {
     WorkerStart start = *(WorkerStart *)raw;
     free(raw);
     ThreadPool *pool = start.pool;
+    Spinner spin = { SPIN_MAX_NS, 0.0 };
     unsigned seen = 0;
     for (;;) {
-        for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
-        if (atomic_load(&pool->generation) == seen) {
+        if (!spin_until(&spin, &pool->generation, seen, 0)) {
             pthread_mutex_lock(&pool->lock);
             atomic_fetch_add(&pool->sleeping_workers, 1);
             while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
@@ -2562,22 +2641,21 @@ static void *worker_main(void *raw) {
         }
         seen = atomic_load(&pool->generation);
         if (atomic_load(&pool->stop)) return NULL;
-        pool->fn(pool->arg, start.index, pool->n_threads);
-        if (atomic_fetch_sub(&pool->busy, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
-            pthread_mutex_lock(&pool->lock);
-            pthread_cond_broadcast(&pool->done);
-            pthread_mutex_unlock(&pool->lock);
-        }
+        run_chunks(pool, start.index);
     }
 }
 
 static ThreadPool *pool_create(int n_threads) {
     ThreadPool *pool = xcalloc(1, sizeof *pool, "thread pool");
     pool->n_threads = n_threads;
+    pool->caller_spin = (Spinner){ SPIN_MAX_NS, 0.0 };
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     pool->workers = xcalloc((size_t)n_threads, sizeof(pthread_t), "thread pool");
+    pool->shares = aligned_alloc(64, sizeof(ClaimCounter) * (size_t)n_threads);
+    if (!pool->shares) die("out of memory allocating the thread pool");
+    for (int i = 0; i < n_threads; i++) atomic_init(&pool->shares[i].next_end, 0);
     for (int i = 1; i < n_threads; i++) {
         WorkerStart *start = xcalloc(1, sizeof *start, "thread pool");
         start->pool = pool;
@@ -2588,28 +2666,55 @@ static ThreadPool *pool_create(int n_threads) {
     return pool;
 }
 
-static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
-    if (pool->n_threads == 1) { fn(arg, 0, 1); return; }
+// fn(arg, chunk, thread_index) for chunk = 0..n_chunks-1, each once, on
+// whichever threads claim them; returns when all are done. The caller works
+// too, and waits only for pieces other threads have claimed and not finished.
+static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunks) {
+    if (pool->n_threads == 1 || n_chunks <= 1) {
+        for (int chunk = 0; chunk < n_chunks; chunk++) fn(arg, chunk, 0);
+        return;
+    }
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store(&pool->busy, pool->n_threads - 1);
+    pool->n_chunks = (unsigned)n_chunks;
+    atomic_store(&pool->chunks_done, 0);
+    for (int i = 0; i < pool->n_threads; i++) {   // thread i's share: pieces [begin, end)
+        uint64_t begin = (uint64_t)n_chunks * i / pool->n_threads, end = (uint64_t)n_chunks * (i + 1) / pool->n_threads;
+        atomic_store(&pool->shares[i].next_end, end << 32 | begin);
+    }
     atomic_fetch_add(&pool->generation, 1);
     if (atomic_load(&pool->sleeping_workers) > 0) {
         pthread_mutex_lock(&pool->lock);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    fn(arg, 0, pool->n_threads);
-    for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->busy) > 0; spin++) cpu_relax();
-    if (atomic_load(&pool->busy) > 0) {
-        pthread_mutex_lock(&pool->lock);
-        // an exchange, not a store: a read-modify-write is a full fence on every CPU
-        // (and under qemu), so the load of busy below cannot overtake it
-        atomic_exchange(&pool->caller_sleeping, 1);
-        while (atomic_load(&pool->busy) > 0) pthread_cond_wait(&pool->done, &pool->lock);
-        atomic_store(&pool->caller_sleeping, 0);
-        pthread_mutex_unlock(&pool->lock);
-    }
+    run_chunks(pool, 0);
+    if (spin_until(&pool->caller_spin, &pool->chunks_done, (unsigned)n_chunks, 1)) return;
+    pthread_mutex_lock(&pool->lock);
+    // an exchange, not a store: a read-modify-write is a full fence on every CPU
+    // (and under qemu), so the load of chunks_done below cannot overtake it
+    atomic_exchange(&pool->caller_sleeping, 1);
+    while (atomic_load(&pool->chunks_done) != (unsigned)n_chunks) pthread_cond_wait(&pool->done, &pool->lock);
+    atomic_store(&pool->caller_sleeping, 0);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+// The older shape of a task, for the tools' work split by thread: fn(arg, i,
+// n_threads) for each i = 0..n_threads-1, as pieces (so a slice a late
+// thread would have taken is run by another). i is unique while fn runs: a
+// slice's own scratch is safe.
+typedef void (*TaskFn)(void *arg, int slice, int n_slices);
+typedef struct { TaskFn fn; void *arg; int n_slices; } SliceTask;
+
+static void run_task_slice(void *raw, int chunk, int thread_index) {
+    (void)thread_index;
+    SliceTask *task = raw;
+    task->fn(task->arg, chunk, task->n_slices);
+}
+
+__attribute__((unused)) static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
+    SliceTask task = { fn, arg, pool->n_threads };
+    pool_run_chunks(pool, run_task_slice, &task, pool->n_threads);
 }
 
 static void pool_free(ThreadPool *pool) {
@@ -2623,8 +2728,100 @@ static void pool_free(ThreadPool *pool) {
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
+    free(pool->shares);
     free(pool->workers);
     free(pool);
+}
+
+// ---- The default thread count (-T): the cores this process may run on (its
+// affinity, as taskset sets it: /proc/self/status), of those only the big
+// ones on a big.LITTLE chip (cpu_capacity within 3/4 of the highest, or
+// cpufreq's maximum frequency where the kernel gives no capacity: an RK3588's
+// four A76 cores, not its A55s, whose slower pieces would end every product
+// late), less the cores other programs keep busy now (the tasks /proc/loadavg
+// counts running, less this one: the fewest of four looks 0.5 ms apart, so a
+// passing kernel thread does not count); at least one. /proc/loadavg counts
+// the whole machine: in a container given a few cores of a busy host, give
+// -T. Without /proc: the online cores.
+#define MAX_CPUS 4096
+
+// The CPUs of a list like "0-3,6\n", at most max of them; how many.
+static int parse_cpu_list(const char *list, int *cpus, int max) {
+    int n = 0;
+    while (*list && *list != '\n') {
+        char *end;
+        long first = strtol(list, &end, 10), last = first;
+        if (end == list || first < 0) return n;
+        if (*end == '-') { list = end + 1; last = strtol(list, &end, 10); if (end == list) return n; }
+        for (long cpu = first; cpu <= last && n < max; cpu++) cpus[n++] = (int)cpu;
+        list = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+// A number a sysfs file holds; -1 when there is none.
+static long read_sysfs_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    long value = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &value) != 1) value = -1;
+        fclose(f);
+    }
+    return value;
+}
+
+static int running_tasks(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double load1, load5, load15;
+    int running = 0, total;
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf %d/%d", &load1, &load5, &load15, &running, &total) != 5) running = 0;
+        fclose(f);
+    }
+    return running;
+}
+
+// The big cores this process may run on.
+static int big_cores(void) {
+    static int cpus[MAX_CPUS];
+    static long speed[MAX_CPUS];
+    int n = 0;
+    char line[8192];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "Cpus_allowed_list:", 18) == 0) n = parse_cpu_list(line + 18 + strspn(line + 18, " \t"), cpus, MAX_CPUS);
+        fclose(f);
+    }
+    if (n == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        return online > 0 ? (int)online : 1;
+    }
+    long fastest = 0;
+    for (int i = 0; i < n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpu_capacity", cpus[i]);
+        if ((speed[i] = read_sysfs_number(path)) < 0) {
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpufreq/cpuinfo_max_freq", cpus[i]);
+            speed[i] = read_sysfs_number(path);
+        }
+        if (speed[i] > fastest) fastest = speed[i];
+    }
+    int big = 0;
+    for (int i = 0; i < n; i++) big += fastest <= 0 || speed[i] * 4 >= fastest * 3;
+    return big;
+}
+
+// runq's default -T (the server, which runs for hours, takes big_cores()).
+static int default_run_threads(void) {
+    int running = running_tasks();
+    for (int look = 1; look < 4 && running > 1; look++) {
+        usleep(500);
+        int now = running_tasks();
+        if (now < running) running = now;
+    }
+    int threads = big_cores() - (running > 1 ? running - 1 : 0);
+    return threads > 0 ? threads : 1;
 }
 
 // Up to three products of one input run as one task (q,k,v; gate,up), so the
@@ -2636,18 +2833,34 @@ typedef struct {
     const QuantizedActivations *x;
     int n_tokens;
     const Kernels *kernels;
+    int tiles_per_chunk;              // a piece: this many whole tiles of one matrix's rows
+    int first_chunk[4];               // matrix m's pieces: first_chunk[m] .. first_chunk[m + 1] - 1
 } MatmulTask;
 
-static void matmul_task(void *arg, int thread_index, int n_threads) {
+static void matmul_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     MatmulTask *task = arg;
-    for (int m = 0; m < task->count; m++) {
-        int rows = task->w[m]->rows, tiles = (rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
-        int per_thread = (tiles + n_threads - 1) / n_threads * Q4_TILE_ROWS;   // whole tiles
-        int begin = thread_index * per_thread, end = begin + per_thread;
-        if (end > rows) end = rows;
-        if (begin < end)
-            task->kernels->matmul[task->w[m]->type](task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
-    }
+    int m = 0;
+    while (chunk >= task->first_chunk[m + 1]) m++;
+    const Tensor *w = task->w[m];
+    int rows = task->tiles_per_chunk * Q4_TILE_ROWS, begin = (chunk - task->first_chunk[m]) * rows;
+    int end = begin + rows < w->rows ? begin + rows : w->rows;
+    task->kernels->matmul[w->type](task->out[m], w->rows, w, begin, end, task->x, task->n_tokens);
+}
+
+// The products cut into pieces of whole tiles, an even number of them (the
+// avx512-vnni kernels take tiles in pairs): about eight a thread, so the
+// share of a thread that is late is taken by the others in small steps (one
+// piece a matrix on one thread); then run on the pool.
+static void run_matmul_task(ThreadPool *pool, MatmulTask *task) {
+    int tiles[3], total = 0;
+    for (int m = 0; m < task->count; m++) total += tiles[m] = (task->w[m]->rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+    int per_chunk = pool->n_threads == 1 ? total : total / (8 * pool->n_threads);
+    per_chunk = per_chunk < 2 ? 2 : (per_chunk + 1) / 2 * 2;
+    task->tiles_per_chunk = per_chunk;
+    task->first_chunk[0] = 0;
+    for (int m = 0; m < task->count; m++) task->first_chunk[m + 1] = task->first_chunk[m] + (tiles[m] + per_chunk - 1) / per_chunk;
+    pool_run_chunks(pool, matmul_task, task, task->first_chunk[task->count]);
 }
 
 // out_m (n_tokens, rows_m) = x W_m^T for each of the count weights, which all
@@ -2677,8 +2890,9 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
     }
 }
 
-// The prompt's tokens are quantized by all threads, a slice each (one
-// token's quantization is too short to share).
+// The prompt's tokens are quantized by all threads, QUANTIZE_CHUNK tokens a
+// piece (one token's quantization is too short to share).
+#define QUANTIZE_CHUNK 4
 typedef struct {
     QuantizeFn quantize_q8;
     QuantizedActivations *out;
@@ -2686,11 +2900,10 @@ typedef struct {
     int x_stride, n, n_padded, n_tokens;
 } QuantizeTask;
 
-static void quantize_task(void *arg, int thread_index, int n_threads) {
+static void quantize_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     QuantizeTask *task = arg;
-    int per_thread = (task->n_tokens + n_threads - 1) / n_threads;
-    int begin = thread_index * per_thread, end = begin + per_thread < task->n_tokens ? begin + per_thread : task->n_tokens;
-    if (begin >= end) return;
+    int begin = chunk * QUANTIZE_CHUNK, end = begin + QUANTIZE_CHUNK < task->n_tokens ? begin + QUANTIZE_CHUNK : task->n_tokens;
     QuantizedActivations slice = *task->out;
     size_t x_blocks = (size_t)slice.stride / Q_BLOCK;
     slice.values += (size_t)begin * slice.stride;
@@ -2716,11 +2929,11 @@ static void matmuls(Transformer *t, int count, float **out, const Tensor **w, co
             t->kernels.quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
         } else {
             QuantizeTask quantize = { t->kernels.quantize_q8, xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
-            pool_run(t->pool, quantize_task, &quantize);
+            pool_run_chunks(t->pool, quantize_task, &quantize, (n_tokens + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK);
         }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
         for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
-        pool_run(t->pool, matmul_task, &task);
+        run_matmul_task(t->pool, &task);
     }
     for (int m = 0; m < count; m++)   // an adapter's share, on any backend
         if (w[m]->lora_rank) add_lora(out[m], w[m], x, x_stride, n_tokens);
@@ -3108,9 +3321,9 @@ typedef struct {
 } AttentionTask;
 
 // Causal attention: batch token i (at position pos0 + i) over positions
-// 0..pos0+i. (token, head) pairs are dealt round-robin to the threads, each
-// with its own row of scores; head h reads KV head h / (n_heads / n_kv_heads).
-static void attention_task(void *arg, int thread_index, int n_threads) {
+// 0..pos0+i. Each (token, head) pair is a piece of the task; a thread keeps
+// its scores in its own row; head h reads KV head h / (n_heads / n_kv_heads).
+static void attention_task(void *arg, int item, int thread_index) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
     const Kernels *k = &task->t->kernels;
@@ -3120,23 +3333,21 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
     float scale = sqrtf((float)head_dim);
     float *att = s->att + (size_t)thread_index * s->cache_len;
-    for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
-        int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
-        const float *q = s->q + (size_t)i * q_dim + h * head_dim;
-        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-        size_t at = layer_offset + (size_t)(h / group) * head_dim;
-        size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
-        if (s->kv_type == KV_Q8)
-            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
-        else
-            k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
-        for (int p = 0; p <= pos; p++) att[p] /= scale;
-        softmax(att, pos + 1);
-        if (s->kv_type == KV_Q8)
-            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
-        else
-            k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
-    }
+    int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+    const float *q = s->q + (size_t)i * q_dim + h * head_dim;
+    float *out = s->xb + (size_t)i * q_dim + h * head_dim;
+    size_t at = layer_offset + (size_t)(h / group) * head_dim;
+    size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
+    if (s->kv_type == KV_Q8)
+        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+    else
+        k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
+    for (int p = 0; p <= pos; p++) att[p] /= scale;
+    softmax(att, pos + 1);
+    if (s->kv_type == KV_Q8)
+        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+    else
+        k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
 }
 
 // ----------------------------------------------------------------------------
@@ -3169,7 +3380,7 @@ static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) 
             store_kv(&t->kernels, s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
         }
         AttentionTask attention = { t, l, pos0, n };
-        pool_run(t->pool, attention_task, &attention);
+        pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
         matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
@@ -4553,7 +4764,7 @@ static void usage(void) {
         "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
-        "  -T <int>    threads, default: online cores\n"
+        "  -T <int>    threads, default: the big cores this process may use, less those busy\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
         "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
@@ -4567,8 +4778,7 @@ int main(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int steps = 256, steps_given = 0, ignore_eos = 0, kv_type = KV_F16;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    int n_threads = online > 0 ? (int)online : 1;
+    int n_threads = 0;   // 0: default_run_threads(), once the arguments are read
 
     if (argc < 2) usage();
     checkpoint = argv[1];
@@ -4602,6 +4812,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
     if (seed == 0) seed = (unsigned long long)time(NULL);
+    if (n_threads == 0) n_threads = default_run_threads();
 
     double load_start = now_ms();
     Transformer transformer;
