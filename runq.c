@@ -6092,6 +6092,7 @@ int main(int argc, char **argv) {
     prepare_run(&transformer, steps, n_threads);
     double load_ms = now_ms() - load_start;
     print_memory_plan(&transformer);
+    fprintf(stderr, "kernels: %s, %d thread%s\n", transformer.kernels.name, n_threads, n_threads == 1 ? "" : "s");
 
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);
