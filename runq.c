@@ -1500,10 +1500,11 @@ static const Kernels kernels_avx2 = {
 //   avx-vnni      256 bits, VEX-encoded (AVX-VNNI: Intel since Alder Lake,
 //                 Zen 5): AVX2's kernels with vpdpbusd in every int8 dot;
 //   avx512-vnni   512 bits, EVEX (AVX512-VNNI with F, BW and VL: Ice Lake,
-//                 Sapphire Rapids, Zen 4, Zen 5): two Q4 tiles (16 rows) or
-//                 two blocks of the other types per register; the activations'
-//                 quantization, the KV cache's conversion and attention, 16
-//                 lanes at a time.
+//                 Sapphire Rapids, Zen 4, Zen 5): a Q4 tile's whole block in
+//                 two registers (decode) or two tiles (16 rows) per register
+//                 (prompt), two blocks of the other types per register; the
+//                 activations' quantization, the KV cache's conversion and
+//                 attention, 16 lanes at a time.
 // The weights are the unsigned operand: Q4's nibbles (0..15), Q3's and Q2's
 // codes, Q8's levels with the sign bit flipped (level + 128). A code's offset
 // from its level comes off afterwards, exactly: (c + lo) . x = c . x + lo * sum(x).
@@ -1645,10 +1646,12 @@ static const Kernels kernels_avx_vnni = {
     "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 
-// ---- avx512-vnni: Q4 tiles in pairs. A register holds block b of tile t in
-// its low 256 bits and of tile t+1 in its high ones (an odd last tile pairs
-// with itself, its copy's results dropped): one vpdpbusd is a step for
-// sixteen rows, and each 256-bit half is exactly the avx-vnni computation.
+// ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
+// b of tile t in its low 256 bits and of tile t+1 in its high ones (an odd
+// last tile pairs with itself, its copy's results dropped): one vpdpbusd is a
+// step for sixteen rows, and each 256-bit half is exactly the avx-vnni
+// computation. (Decoding reads one tile at a time, below: two tiles read as
+// two streams ran at 3/4 of AVX2's speed from DRAM on Zen 5.)
 TARGET_AVX512_VNNI static inline void unpack_q4_tile_pair_block_avx512(__m512i q[8], const uint8_t *block0,
                                                                        const uint8_t *block1) {
     __m512i low = _mm512_set1_epi8(0x0F);
@@ -1688,20 +1691,37 @@ TARGET_AVX512_VNNI static inline void store_tile_pair_rows_avx512(float *out, __
     _mm512_mask_storeu_ps(out, (__mmask16)((1u << n_rows) - 1), rows);
 }
 
-TARGET_AVX512_VNNI static __m512 q4_tile_pair_decode_avx512(const uint8_t *nibbles0, const uint8_t *nibbles1,
-                                                            const uint16_t *scales0, const uint16_t *scales1, int n_blocks,
-                                                            int blocks_per_group, const QuantizedActivations *x) {
-    __m512 acc[8];
-    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+// Decoding, one tile: its block is two registers, runs 0-1 and runs 2-3, so
+// the low nibbles of the first hold weights 0-3 (low 256 bits) and 4-7 (high),
+// its high nibbles 16-19 and 20-23, the second's 8-11, 12-15, 24-27, 28-31.
+// Each is paired with its activations by a permute of the block's 32
+// (dword k in the low half, k+1 in the high); lane j and lane j+8 are then
+// two halves of row j's sum. One stream of weights, as AVX2 reads them.
+TARGET_AVX512_VNNI static __m256 q4_tile_decode_avx512(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                       int blocks_per_group, const QuantizedActivations *x) {
+    const __m512i pick[4] = { _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),     // weights 0-7
+                              _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),     // 16-23
+                              _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),     // 8-15
+                              _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7) };   // 24-31
+    __m512i low = _mm512_set1_epi8(0x0F);
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b += 8)
         for (int i = 0; i < 8 && b + i < n_blocks; i++) {
-            __m512i q[8];
-            size_t at = (size_t)(b + i) * Q4_TILE_BLOCK_BYTES;
-            unpack_q4_tile_pair_block_avx512(q, nibbles0 + at, nibbles1 + at);
-            acc[i] = add_term_avx512(acc[i], q4_tile_pair_scales_avx512(scales0, scales1, b + i, blocks_per_group),
-                                     x->scales[b + i], dot_q4_tile_pair_block_avx512(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]));
+            const uint8_t *block = nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES;
+            __m512i x32 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->values + (b + i) * Q_BLOCK)));
+            __m512i isum = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                __m512i runs = _mm512_loadu_si512(block + 64 * h);
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(runs, low), _mm512_permutexvar_epi32(pick[2 * h], x32));
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16(runs, 4), low),
+                                           _mm512_permutexvar_epi32(pick[2 * h + 1], x32));
+            }
+            __m256i rows = _mm256_sub_epi32(_mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1)),
+                                            _mm256_set1_epi32(8 * x->sums[b + i]));
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i], rows);
         }
-    return reduce8_lanes_avx512(acc);
+    return reduce8_lanes_avx2(acc);
 }
 
 TARGET_AVX512_VNNI static void q4_tile_pair_prefill_avx512(float *out, int out_stride, int n_rows, const uint8_t *nibbles0,
@@ -1731,17 +1751,18 @@ TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, cons
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
     int blocks_per_group = w->group_size / Q_BLOCK;
     size_t tile_bytes = (size_t)n_blocks * Q4_TILE_BLOCK_BYTES, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
-    for (int row = row_begin; row < row_end; row += 2 * Q4_TILE_ROWS) {
-        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < 2 * Q4_TILE_ROWS ? row_end - row : 2 * Q4_TILE_ROWS;
-        int next = n_rows > Q4_TILE_ROWS ? tile + 1 : tile;
-        const uint8_t *nibbles0 = w->nibbles + tile * tile_bytes, *nibbles1 = w->nibbles + next * tile_bytes;
-        const uint16_t *scales0 = w->scales + tile * tile_scales, *scales1 = w->scales + next * tile_scales;
-        if (n_tokens == 1)
-            store_tile_pair_rows_avx512(out + row, q4_tile_pair_decode_avx512(nibbles0, nibbles1, scales0, scales1, n_blocks,
-                                                                              blocks_per_group, x), n_rows);
-        else
-            q4_tile_pair_prefill_avx512(out + row, out_stride, n_rows, nibbles0, nibbles1, scales0, scales1, n_blocks,
-                                        blocks_per_group, x, n_tokens);
+    int step = n_tokens == 1 ? Q4_TILE_ROWS : 2 * Q4_TILE_ROWS;
+    for (int row = row_begin; row < row_end; row += step) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < step ? row_end - row : step;
+        const uint8_t *nibbles = w->nibbles + tile * tile_bytes;
+        const uint16_t *scales = w->scales + tile * tile_scales;
+        if (n_tokens == 1) {
+            store_tile_rows_avx2(out + row, q4_tile_decode_avx512(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+            continue;
+        }
+        int next = n_rows > Q4_TILE_ROWS ? 1 : 0;   // an odd last tile pairs with itself
+        q4_tile_pair_prefill_avx512(out + row, out_stride, n_rows, nibbles, nibbles + next * tile_bytes, scales,
+                                    scales + next * tile_scales, n_blocks, blocks_per_group, x, n_tokens);
     }
 }
 
@@ -1965,60 +1986,66 @@ TARGET_AVX512_VNNI static void scores_q8_avx512(float *scores, const float *q, c
         scores_q8_avx2(scores + p, q, keys + (size_t)p * stride, scales + (size_t)p * scale_stride, stride, scale_stride, 1, n);
 }
 
-// Attention's weighted sums: 64 outputs in four registers across all
-// positions, then 16 at a time, the last n % 16 through masked loads and
-// stores; every lane adds its output's terms in position order, as the reference.
+// Attention's weighted sums: up to 64 outputs in four registers (the last
+// one's lanes masked to what is left: a head of 48 in one pass over the
+// positions) across all positions; every lane adds its output's terms in
+// position order, as the reference.
 TARGET_AVX512_VNNI static inline __mmask16 first_lanes(int count) {
     return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
 }
 
-TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
-                                              int n_positions, int n) {
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
-        for (int p = 0; p < n_positions; p++) {
-            __m512 weight = _mm512_set1_ps(weights[p]);
-            const uint16_t *v = values + (size_t)p * stride + i;
-            for (int j = 0; j < 4; j++)
-                acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + 16 * j)))));
-        }
-        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, acc[j]);
+// One pass: outputs [0, width) of out, REGS = ceil(width / 16) registers;
+// value row p is (values + p * stride) as fp16, or as int8 times scales[p * scale_stride].
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_pass_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int width, const int REGS) {
+    __m512 acc[4];
+    __mmask16 lanes[4];
+    for (int r = 0; r < REGS; r++) {
+        acc[r] = _mm512_setzero_ps();
+        lanes[r] = first_lanes(width - 16 * r);
     }
-    for (; i < n; i += 16) {
-        __mmask16 lanes = first_lanes(n - i);
-        __m512 acc = _mm512_setzero_ps();
-        for (int p = 0; p < n_positions; p++)
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(weights[p]),
-                                                   _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, values + (size_t)p * stride + i))));
-        _mm512_mask_storeu_ps(out + i, lanes, acc);
+    for (int p = 0; p < n_positions; p++) {
+        if (values_f16) {
+            __m512 weight = _mm512_set1_ps(weights[p]);
+            const uint16_t *v = values_f16 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes[r], v + 16 * r))));
+        } else {
+            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+            const int8_t *v = values_q8 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                                        _mm_maskz_loadu_epi8(lanes[r], v + 16 * r)))));
+        }
+    }
+    for (int r = 0; r < REGS; r++) _mm512_mask_storeu_ps(out + 16 * r, lanes[r], acc[r]);
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int n) {
+    for (int i = 0; i < n; i += 64) {
+        int width = n - i < 64 ? n - i : 64;
+        const uint16_t *f16 = values_f16 ? values_f16 + i : NULL;
+        const int8_t *q8 = values_q8 ? values_q8 + i : NULL;
+        switch ((width + 15) / 16) {
+        case 1: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 1); break;
+        case 2: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 2); break;
+        case 3: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 3); break;
+        default: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 4);
+        }
     }
 }
 
-TARGET_AVX512_VNNI static inline __m512 load_q8_avx512(__mmask16 lanes, const int8_t *v) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, v)));
+TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
+                                              int n_positions, int n) {
+    mix_avx512(out, weights, values, NULL, NULL, stride, 0, n_positions, n);
 }
 
 TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
                                              size_t stride, size_t scale_stride, int n_positions, int n) {
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
-        for (int p = 0; p < n_positions; p++) {
-            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
-            const int8_t *v = values + (size_t)p * stride + i;
-            for (int j = 0; j < 4; j++) acc[j] = _mm512_add_ps(acc[j], _mm512_mul_ps(weight, load_q8_avx512(0xFFFF, v + 16 * j)));
-        }
-        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, acc[j]);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 lanes = first_lanes(n - i);
-        __m512 acc = _mm512_setzero_ps();
-        for (int p = 0; p < n_positions; p++)
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]),
-                                                   load_q8_avx512(lanes, values + (size_t)p * stride + i)));
-        _mm512_mask_storeu_ps(out + i, lanes, acc);
-    }
+    mix_avx512(out, weights, NULL, values, scales, stride, scale_stride, n_positions, n);
 }
 
 static const Kernels kernels_avx512_vnni = {
