@@ -757,9 +757,10 @@ static void *state_alloc(size_t *tally, size_t count, size_t size, const char *w
 
 // The activations are all written by a prompt's first batch: their pages are
 // faulted in here, at start, as llama.cpp's buffers are, not a 4 KiB fault at
-// a time inside the prompt (a tenth of a small model's prefill). A volatile
-// write per page: a compiler may drop a memset of calloc's zeros. (The KV
-// cache, sized for the whole run, is not: prefault_kv_rows.)
+// a time inside the prompt (on a small model, a share of the prefill perf
+// shows plainly). A volatile write per page: a compiler may drop a memset of
+// calloc's zeros. (The KV cache, sized for the whole run, is not:
+// prefault_kv_rows.)
 static void *activation_alloc(size_t *tally, size_t count, size_t size, const char *what) {
     volatile uint8_t *bytes = state_alloc(tally, count, size, what);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -1650,8 +1651,8 @@ static const Kernels kernels_avx_vnni = {
 // b of tile t in its low 256 bits and of tile t+1 in its high ones (an odd
 // last tile pairs with itself, its copy's results dropped): one vpdpbusd is a
 // step for sixteen rows, and each 256-bit half is exactly the avx-vnni
-// computation. (Decoding reads one tile at a time, below: two tiles read as
-// two streams ran at 3/4 of AVX2's speed from DRAM on Zen 5.)
+// computation. (Decoding reads one tile at a time, below: two tiles at once
+// read two streams of weights, which memory served more slowly than one.)
 TARGET_AVX512_VNNI static inline void unpack_q4_tile_pair_block_avx512(__m512i q[8], const uint8_t *block0,
                                                                        const uint8_t *block1) {
     __m512i low = _mm512_set1_epi8(0x0F);
@@ -3473,8 +3474,8 @@ static float *forward(Transformer *t, int token, int pos) { return forward_batch
 
 // n tokens at positions pos0..pos0+n-1 (a prompt, a chat turn), MAX_BATCH
 // at a time; the logits after the last. The classifier runs for the last
-// chunk only: it reads all its weights for one token (on stories15M a tenth
-// of a 128-token prompt's time, half of it for logits nobody read).
+// chunk only: it reads all its weights for one token, and a small model's
+// classifier is as big as its layers.
 static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0) {
     float *logits = NULL;
     for (int start = 0; start < n; start += MAX_BATCH)
@@ -3500,8 +3501,7 @@ static void open_mapped(Transformer *t, const char *path) {
     t->file_size = (size_t)st.st_size;
     if (t->file_size == 0) die("%s is empty", path);
     // every page is mapped now (as llama.cpp maps its weights), not one fault
-    // at a time inside the first forward pass: a quarter of a small model's
-    // first prefill; the file is read whole by that pass anyway
+    // at a time inside the first forward pass, which reads the whole file anyway
 #ifdef MAP_POPULATE
     int flags = MAP_PRIVATE | MAP_POPULATE;
 #else
