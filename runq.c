@@ -3298,6 +3298,54 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
+// A batch's per-token math on the pool (during a prompt, serial work that
+// would keep the other threads waiting): the RMSNorm of each token's row, a
+// few tokens a piece, and the SwiGLU gate, a few thousand values a piece. The
+// arithmetic of each value is the loop's it replaces; a piece is too short to
+// share below these sizes, so a decoded token's runs on the calling thread.
+#define NORM_PIECE 4        // tokens
+#define GATE_PIECE 4096     // values
+typedef struct {
+    float *out;
+    const float *x;          // (n, dim)
+    const float *weight;
+    int n, dim;
+    float eps;
+} NormTask;
+
+static void rmsnorm_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    NormTask *task = arg;
+    for (int i = chunk * NORM_PIECE; i < task->n && i < (chunk + 1) * NORM_PIECE; i++)
+        rmsnorm(task->out + (size_t)i * task->dim, task->x + (size_t)i * task->dim, task->weight, task->dim, task->eps);
+}
+
+static void rmsnorm_tokens(Transformer *t, float *out, const float *x, const float *weight, int n) {
+    NormTask task = { out, x, weight, n, t->config.dim, t->config.norm_eps };
+    pool_run_chunks(t->pool, rmsnorm_task, &task, (n + NORM_PIECE - 1) / NORM_PIECE);
+}
+
+typedef struct {
+    float *gate;             // in: w1 x; out: silu(w1 x) * w3 x
+    const float *up;         // w3 x
+    size_t count;
+} GateTask;
+
+static void swiglu_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    GateTask *task = arg;
+    size_t begin = (size_t)chunk * GATE_PIECE, end = begin + GATE_PIECE < task->count ? begin + GATE_PIECE : task->count;
+    for (size_t i = begin; i < end; i++) {
+        float gate = task->gate[i];
+        task->gate[i] = gate / (1.0f + expf(-gate)) * task->up[i];
+    }
+}
+
+static void swiglu(Transformer *t, float *gate, const float *up, size_t count) {
+    GateTask task = { gate, up, count };
+    pool_run_chunks(t->pool, swiglu_task, &task, (int)((count + GATE_PIECE - 1) / GATE_PIECE));
+}
+
 static void softmax(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
@@ -3433,7 +3481,7 @@ static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int
         int ffn = c->ffn_dim[l];
 
         // attention: q, k, v from one quantized input; k and v go to the cache
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
+        rmsnorm_tokens(t, s->xb, s->x, lw->attention_norm.data, n);
         float *qkv_out[3] = { s->q, s->k, s->v };
         const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
         matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
@@ -3448,14 +3496,11 @@ static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
         // feed-forward: w2(silu(w1 x) * w3 x)
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
+        rmsnorm_tokens(t, s->xb, s->x, lw->ffn_norm.data, n);
         float *ffn_out[2] = { s->hb, s->hb2 };
         const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
         matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
-        for (size_t i = 0; i < (size_t)n * ffn; i++) {
-            float gate = s->hb[i];
-            s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
-        }
+        swiglu(t, s->hb, s->hb2, (size_t)n * ffn);
         matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
