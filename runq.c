@@ -3545,14 +3545,7 @@ static void open_mapped(Transformer *t, const char *path) {
     if (!S_ISREG(st.st_mode)) die("%s is not a regular file", path);
     t->file_size = (size_t)st.st_size;
     if (t->file_size == 0) die("%s is empty", path);
-    // every page is mapped now (as llama.cpp maps its weights), not one fault
-    // at a time inside the first forward pass, which reads the whole file anyway
-#ifdef MAP_POPULATE
-    int flags = MAP_PRIVATE | MAP_POPULATE;
-#else
-    int flags = MAP_PRIVATE;
-#endif
-    void *data = mmap(NULL, t->file_size, PROT_READ, flags, fd, 0);
+    void *data = mmap(NULL, t->file_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (data == MAP_FAILED) die("cannot map %s: %s", path, strerror(errno));
     t->file_data = data;
@@ -3586,8 +3579,30 @@ static void require_quantized(const Transformer *t) {
 
 // After open_checkpoint: the buffers and threads for a run of cache_len
 // positions (at most seq_len; the KV cache holds no more than the run needs).
+// The pages of the weights every token reads, touched now (a read a page,
+// as llama.cpp's load touches its own weights when it repacks them), not one
+// first access at a time inside the first prompt, which reads them all
+// anyway: on a virtual machine a page's first access costs microseconds. An
+// untied embedding table is left alone: a run reads a few of its rows, and
+// touching the rest would cost its whole size in memory.
+static void touch_weights(const Transformer *t) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), skip_begin = t->file_size, skip_end = t->file_size;
+    const Tensor *embeddings = &t->weights.tok_embeddings;
+    if (!t->config.tied_classifier) {
+        size_t rows = embeddings->q4_tiled ? round_up((size_t)embeddings->rows, Q4_TILE_ROWS) : (size_t)embeddings->rows;
+        skip_begin = (size_t)(embeddings->codes - t->file_data);
+        skip_end = (size_t)((const uint8_t *)(embeddings->scales + rows * (size_t)(embeddings->cols_padded / embeddings->group_size))
+                            - t->file_data);
+    }
+    volatile uint8_t sink = 0;
+    for (size_t at = 0; at < t->file_size; at += page)
+        if (at + page <= skip_begin || at >= skip_end) sink ^= t->file_data[at];
+    (void)sink;
+}
+
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
+    touch_weights(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
     rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
