@@ -1111,9 +1111,12 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
     return reduce8_lanes_avx2(acc);
 }
 
-// The prompt, n_tokens at once: the tile is walked eight blocks (one set of
-// partial sums) at a time; those blocks are unpacked once into L1 and used by
-// every token, whose accumulators wait in acc between one set and the next.
+// The prompt, n_tokens at once: each block of the tile is unpacked once and
+// held in registers while every token of the batch passes, each token's
+// eight partials waiting in acc. The eight maddubs of a token are added one
+// after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
+// whatever the order: exact), so the block's eight unpacked runs, the sum and
+// a broadcast fit AVX2's sixteen registers.
 TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
                                              const QuantizedActivations *x, int n_tokens) {
@@ -1121,28 +1124,22 @@ TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_r
     __m256 acc[MAX_BATCH][8];
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
-    for (int b = 0; b < n_blocks; b += 8) {
-        int count = n_blocks - b < 8 ? n_blocks - b : 8;
-        __m256i q[8][8];
-        __m256 w_scales[8];
-        for (int i = 0; i < count; i++) {
-            unpack_q4_tile_block_avx2(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
-        }
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
-            const int8_t *values = x->values + (size_t)t * x->stride;
-            const float *x_scales = x->scales + (size_t)t * x_blocks;
-            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
-            if (count == 8) {   // unrolled: the token's eight partials stay in registers
-                __m256 partial[8];
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    partial[i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
-                for (int i = 0; i < 8; i++) acc[t][i] = partial[i];
-                continue;
+            size_t at = (size_t)t * x_blocks + b;
+            const int8_t *values = x->values + (size_t)t * x->stride + b * Q_BLOCK;
+            __m256i sum = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                int32_t four;
+                memcpy(&four, values + 4 * k, sizeof four);
+                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(q[k], _mm256_set1_epi32(four)));
             }
-            for (int i = 0; i < count; i++)
-                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * x->sums[at]));
+            __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x->scales[at]));
+            acc[t][b % 8] = _mm256_add_ps(acc[t][b % 8], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
         }
     }
     for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
@@ -1509,10 +1506,8 @@ static const Kernels kernels_avx2 = {
 // The weights are the unsigned operand: Q4's nibbles (0..15), Q3's and Q2's
 // codes, Q8's levels with the sign bit flipped (level + 128). A code's offset
 // from its level comes off afterwards, exactly: (c + lo) . x = c . x + lo * sum(x).
-// For the prompt, a Q4 block's weights stay in registers while every token
-// of the batch goes past them (the AVX2 kernel unpacks eight blocks into L1
-// and keeps each token's partials in registers instead: its maddubs needs
-// more registers per block than AVX2 has to spare).
+// For the prompt, as in the AVX2 kernel, a Q4 block's weights stay in
+// registers while every token of the batch goes past them.
 #define TARGET_AVX_VNNI __attribute__((target("avx2,f16c,avxvnni")))
 #define TARGET_AVX512_VNNI __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
