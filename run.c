@@ -7,7 +7,9 @@ byte for byte. It is the oracle the tests hold runq.c to.
 
 Reads two kinds of checkpoint:
   - llama2.c's legacy fp32 .bin (7 int32 header; negative vocab_size = separate classifier)
-  - export.c's checkpoint (the format runq.c documents) with every tensor in f32
+  - export.c's checkpoint (the format runq.c documents) with every tensor in
+    f32, of every family it describes (the version 4 settings: Qwen, Gemma,
+    Phi, SmolLM3), each computed in plain loops too
 Compiles alone: cc -O2 -o run run.c -lm
 What it is not: fast, quantized or threaded (runq.c is), nor a reader of
 anything but fp32 (export --fp32 turns any model into its checkpoint).
@@ -50,6 +52,19 @@ typedef struct {
     float norm_eps;
     int bos_id, eos_id;
     uint32_t chat_template; // ChatTemplateId from the header (0: not recorded; always for llama2.c files)
+    // the families beyond Llama (a version 4 file's ModelSettings, with Llama's values where it says 0)
+    uint32_t flags;             // FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS
+    int architecture;           // Architecture (only export's GGUF writer cares)
+    int activation;             // Activation: the FFN gate
+    float embedding_scale;      // 1 when the embeddings are not scaled
+    float score_divisor;        // sqrt(head_dim) unless the model says otherwise
+    float attention_softcap, final_softcap;   // 0: none
+    int sliding_window;         // 0: none
+    int rotary_dim;             // head_dim unless partial
+    float rope_theta_local;     // for LAYER_LOCAL_ROPE layers
+    float rope_attention_factor;   // 1 unless LongRoPE
+    int rope_long_after;        // LongRoPE's switch; 0: none
+    uint32_t *layer_kind;       // (n_layers,) LAYER_* bits
 } Config;
 
 typedef struct {
@@ -57,11 +72,15 @@ typedef struct {
     const float *wq;             // (n_heads*head_dim, dim)
     const float *wk;             // (n_kv_heads*head_dim, dim)
     const float *wv;             // (n_kv_heads*head_dim, dim)
+    const float *bq, *bk, *bv;   // (q_dim,), (kv_dim,), (kv_dim,) biases (Qwen 2), else NULL
+    const float *q_norm, *k_norm;   // (head_dim,) per-head RMSNorm weights (Qwen 3, Gemma 3), else NULL
     const float *wo;             // (dim, n_heads*head_dim)
+    const float *post_attention_norm;   // (dim,) (Gemma), else NULL
     const float *ffn_norm;       // (dim,)
     const float *w1;             // (ffn_dim, dim)
     const float *w2;             // (dim, ffn_dim)
     const float *w3;             // (ffn_dim, dim)
+    const float *post_ffn_norm;  // (dim,) (Gemma), else NULL
 } LayerWeights;
 
 typedef struct {
@@ -69,7 +88,9 @@ typedef struct {
     LayerWeights *layers;        // (n_layers,)
     const float *norm;           // (dim,)
     const float *output;         // (vocab_size, dim)
-    const float *rope_freqs;     // (head_dim/2,) RoPE frequency divisors (Llama 3.1 scaling), NULL if none
+    const float *rope_freqs;     // (rotary_dim/2,) RoPE frequency divisors (scaled RoPE), NULL if none
+    const float *rope_freqs_long;   // (rotary_dim/2,) LongRoPE's divisors for long runs, NULL if none
+    const float *rope_divisors;  // what this run's global layers turn with: one of the two (prepare_run)
     const uint8_t *tokenizer_blob; // embedded tokenizer (export format only), else NULL
     size_t tokenizer_size;
 } Weights;
@@ -78,10 +99,11 @@ typedef struct {
     float *x, *xb, *xb2;         // (dim,) residual, normalised input, branch output (xb: max(dim, q_dim))
     float *hb, *hb2;             // (max_ffn_dim,)
     float *q;                    // (q_dim,)
-    float *att;                  // (n_heads, seq_len)
+    float *att;                  // (n_heads, positions)
     float *logits;               // (vocab_size,)
-    float *key_cache;            // (n_layers, seq_len, kv_dim)
-    float *value_cache;          // (n_layers, seq_len, kv_dim)
+    float *key_cache;            // (n_layers, positions, kv_dim)
+    float *value_cache;          // (n_layers, positions, kv_dim)
+    int positions;               // what the run holds: at most seq_len (prepare_run)
 } RunState;
 
 typedef struct {
@@ -118,6 +140,10 @@ static void set_uniform_ffn(Config *c, int ffn_dim) {
     c->max_ffn_dim = ffn_dim;
 }
 
+// ModelSettings into the Config (defined with the export format below).
+typedef struct ModelSettings ModelSettings;
+static void read_settings(Transformer *t, const ModelSettings *m, const uint32_t *kinds);
+
 // llama2.c legacy v0: int32 dim, hidden_dim, n_layers, n_heads, n_kv_heads,
 // vocab_size, seq_len; then float arrays, each holding all layers.
 static void load_legacy(Transformer *t) {
@@ -141,6 +167,7 @@ static void load_legacy(Transformer *t) {
     c->bos_id = 1;
     c->eos_id = 2;
     set_uniform_ffn(c, h[1]);
+    read_settings(t, NULL, NULL);   // a llama2.c model is plain Llama
 
     size_t dim = (size_t)c->dim, hidden = (size_t)h[1], layers = (size_t)c->n_layers;
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_dim, vocab = (size_t)c->vocab_size;
@@ -179,9 +206,21 @@ static void load_legacy(Transformer *t) {
 
 // export.c's checkpoint: the layout is documented at the top of runq.c.
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 3   // the newest read; 2 may hold rope_freqs (1 never does); 3 changed only int4 files
+#define CHECKPOINT_VERSION 4   // the newest read; 2 may hold rope_freqs (1 never does); 3 changed only int4 files;
+#define VERSION_SETTINGS 4     // 4 adds ModelSettings, layer_kind and the families beyond Llama
 #define TENSOR_NAME_LEN 64
 enum { TYPE_F32 = 0, TYPE_BLOB = 255 };
+#define FLAG_TIED_CLASSIFIER 1u
+#define FLAG_QKV_BIAS 4u                // layers.L.bq, .bk, .bv
+#define FLAG_QK_NORM 8u                 // layers.L.q_norm, .k_norm
+#define FLAG_POST_NORMS 16u             // layers.L.post_attention_norm, .post_ffn_norm
+#define FLAGS_OF_VERSION_4 (FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
+enum { N_ARCHITECTURES = 7 };           // llama qwen2 qwen3 gemma2 gemma3 phi3 smollm3
+enum Activation { ACTIVATION_SILU, ACTIVATION_GELU_TANH, N_ACTIVATIONS };
+#define LAYER_SLIDING 1u      // attends to the last sliding_window positions only
+#define LAYER_NO_ROPE 2u      // q and k are not turned
+#define LAYER_LOCAL_ROPE 4u   // turned with rope_theta_local, without rope_freqs
+#define LAYER_KINDS (LAYER_SLIDING | LAYER_NO_ROPE | LAYER_LOCAL_ROPE)
 
 typedef struct {
     uint32_t magic, version;
@@ -192,6 +231,15 @@ typedef struct {
     uint32_t n_tensors, chat_template;
 } FileHeader;
 
+struct ModelSettings {   // version 4 on, after FileHeader: runq.c says what each field means
+    uint32_t architecture, activation;
+    float embedding_scale, score_divisor, attention_softcap, final_softcap;
+    int32_t sliding_window, rotary_dim;
+    float rope_theta_local, rope_attention_factor;
+    int32_t rope_long_after;
+    uint32_t reserved[5];
+};
+
 typedef struct {
     char name[TENSOR_NAME_LEN];
     uint32_t type, group_size, rows, cols;
@@ -199,14 +247,19 @@ typedef struct {
 } TensorEntry;
 
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
+_Static_assert(sizeof(ModelSettings) == 64, "ModelSettings is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
-// header, ffn_dim[n_layers], padding to 64, then the table
-static size_t tensor_table_offset(int n_layers) { return (sizeof(FileHeader) + 4 * (size_t)n_layers + 63) / 64 * 64; }
+// header, (version 4: ModelSettings), ffn_dim[n_layers], (version 4:
+// layer_kind[n_layers]), padding to 64, then the table
+static size_t tensor_table_offset(uint32_t version, int n_layers) {
+    size_t tables = version >= VERSION_SETTINGS ? sizeof(ModelSettings) + 8 * (size_t)n_layers : 4 * (size_t)n_layers;
+    return (sizeof(FileHeader) + tables + 63) / 64 * 64;
+}
 
 static const TensorEntry *find_entry(const Transformer *t, const char *name) {
     const FileHeader *h = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(h->version, h->n_layers));
     for (uint32_t i = 0; i < h->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -239,15 +292,84 @@ static const float *f32_tensor(const Transformer *t, const char *name, int rows,
     return (const float *)(t->file_data + e->offset);
 }
 
-// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): one divisor
-// per RoPE frequency, positive and finite.
-static const float *rope_divisors(const Transformer *t) {
-    int half = t->config.head_dim / 2;
-    const float *divisors = f32_tensor(t, "rope_freqs", 1, half);
+// The optional rope_freqs tensor (scaled RoPE) and LongRoPE's
+// rope_freqs_long: one divisor per RoPE frequency, positive and finite.
+static const float *rope_divisors(const Transformer *t, const char *name) {
+    int half = t->config.rotary_dim / 2;
+    const float *divisors = f32_tensor(t, name, 1, half);
     for (int i = 0; i < half; i++)
         if (!(divisors[i] > 0) || !isfinite(divisors[i]))
-            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+            die("%s: %s[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, name, i, divisors[i]);
     return divisors;
+}
+
+// A non-negative finite float of the settings, or death naming it.
+static float setting_float(const Transformer *t, const char *name, float value) {
+    if (!(value >= 0) || !isfinite(value)) die("%s: setting %s is %g; it must be finite and not negative", t->path, name, value);
+    return value;
+}
+
+// ModelSettings (NULL, or zero fields: Llama's values) and layer_kind (NULL:
+// all 0) into the Config, each checked against what the runtime computes.
+static void read_settings(Transformer *t, const ModelSettings *m, const uint32_t *kinds) {
+    static const ModelSettings llama;   // all zero: a file before version 4, a llama2.c model
+    if (!m) m = &llama;
+    Config *c = &t->config;
+    if (m->architecture >= N_ARCHITECTURES) die("%s: architecture %u is unknown (0 to %d)", t->path, m->architecture, N_ARCHITECTURES - 1);
+    if (m->activation >= N_ACTIVATIONS) die("%s: activation %u is unknown (0 SwiGLU, 1 GeGLU)", t->path, m->activation);
+    c->architecture = (int)m->architecture;
+    c->activation = (int)m->activation;
+    c->embedding_scale = setting_float(t, "embedding_scale", m->embedding_scale);
+    if (c->embedding_scale == 0) c->embedding_scale = 1.0f;
+    c->score_divisor = setting_float(t, "score_divisor", m->score_divisor);
+    if (c->score_divisor == 0) c->score_divisor = sqrtf((float)c->head_dim);
+    c->attention_softcap = setting_float(t, "attention_softcap", m->attention_softcap);
+    c->final_softcap = setting_float(t, "final_softcap", m->final_softcap);
+    c->rope_theta_local = setting_float(t, "rope_theta_local", m->rope_theta_local);
+    c->rope_attention_factor = setting_float(t, "rope_attention_factor", m->rope_attention_factor);
+    if (c->rope_attention_factor == 0) c->rope_attention_factor = 1.0f;
+    for (size_t i = 0; i < sizeof m->reserved / sizeof m->reserved[0]; i++)
+        if (m->reserved[i]) die("%s: reserved setting %zu is %u, not 0: a newer format?", t->path, i, m->reserved[i]);
+    if (m->sliding_window < 0 || m->rope_long_after < 0)
+        die("%s: sliding_window %d and rope_long_after %d must not be negative", t->path, m->sliding_window, m->rope_long_after);
+    c->sliding_window = m->sliding_window;
+    c->rope_long_after = m->rope_long_after;
+    c->rotary_dim = m->rotary_dim ? m->rotary_dim : c->head_dim;
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2)
+        die("%s: rotary_dim %d is not an even number of dims up to head_dim %d", t->path, m->rotary_dim, c->head_dim);
+    c->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+    for (int l = 0; kinds && l < c->n_layers; l++) {
+        c->layer_kind[l] = kinds[l];
+        if (kinds[l] & ~LAYER_KINDS) die("%s: layer %d has kind 0x%x, of which only bits 0x%x are known", t->path, l, kinds[l], LAYER_KINDS);
+        if ((kinds[l] & LAYER_SLIDING) && c->sliding_window == 0)
+            die("%s: layer %d slides but the settings give no sliding_window", t->path, l);
+        if ((kinds[l] & LAYER_LOCAL_ROPE) && !(c->rope_theta_local > 0))
+            die("%s: layer %d turns with the local RoPE base but rope_theta_local is 0", t->path, l);
+    }
+}
+
+
+// A version 4 file's optional tensors, as its flags say.
+static void load_family_tensors(Transformer *t, LayerWeights *lw, int l) {
+    const Config *c = &t->config;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    char name[TENSOR_NAME_LEN];
+#define LAYER_TENSOR(field, rows, cols) \
+    (snprintf(name, sizeof name, "layers.%d." #field, l), lw->field = f32_tensor(t, name, rows, cols))
+    if (c->flags & FLAG_QKV_BIAS) {
+        LAYER_TENSOR(bq, 1, q_dim);
+        LAYER_TENSOR(bk, 1, kv_dim);
+        LAYER_TENSOR(bv, 1, kv_dim);
+    }
+    if (c->flags & FLAG_QK_NORM) {
+        LAYER_TENSOR(q_norm, 1, c->head_dim);
+        LAYER_TENSOR(k_norm, 1, c->head_dim);
+    }
+    if (c->flags & FLAG_POST_NORMS) {
+        LAYER_TENSOR(post_attention_norm, 1, c->dim);
+        LAYER_TENSOR(post_ffn_norm, 1, c->dim);
+    }
+#undef LAYER_TENSOR
 }
 
 static void load_export(Transformer *t) {
@@ -255,6 +377,11 @@ static void load_export(Transformer *t) {
     const FileHeader *h = (const FileHeader *)t->file_data;
     if (h->version < 1 || h->version > CHECKPOINT_VERSION)
         die("%s: checkpoint version %u, this run reads versions 1 to %d", t->path, h->version, CHECKPOINT_VERSION);
+    if (h->version >= VERSION_SETTINGS && t->file_size < sizeof(FileHeader) + sizeof(ModelSettings))
+        die("%s: too small to be a checkpoint (truncated?)", t->path);
+    if ((h->flags & FLAGS_OF_VERSION_4) && h->version < VERSION_SETTINGS)
+        die("%s: flags 0x%x name tensors of version %d files, but the file is version %u", t->path, h->flags,
+            VERSION_SETTINGS, h->version);
     Config *c = &t->config;
     if (h->dim <= 0 || h->dim > 1 << 16 || h->n_layers <= 0 || h->n_layers > 1024 || h->n_heads <= 0 || h->n_heads > 1024
         || h->n_kv_heads <= 0 || h->n_heads % h->n_kv_heads != 0 || h->head_dim <= 0 || h->head_dim > 4096 || h->head_dim % 2
@@ -262,7 +389,7 @@ static void load_export(Transformer *t) {
         || !(h->rope_theta > 0) || !(h->norm_eps > 0) || h->bos_id < 0 || h->bos_id >= h->vocab_size
         || h->eos_id < 0 || h->eos_id >= h->vocab_size)
         die("%s: header has out-of-range fields", t->path);
-    size_t table_end = tensor_table_offset(h->n_layers) + sizeof(TensorEntry) * (size_t)h->n_tensors;
+    size_t table_end = tensor_table_offset(h->version, h->n_layers) + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (table_end > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_extent(t, h->n_tensors, table_end);
     c->dim = h->dim;
@@ -277,13 +404,17 @@ static void load_export(Transformer *t) {
     c->bos_id = h->bos_id;
     c->eos_id = h->eos_id;
     c->chat_template = h->chat_template;
+    c->flags = h->flags & FLAGS_OF_VERSION_4;
+    int v4 = h->version >= VERSION_SETTINGS;
     c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
-    const int32_t *ffn = (const int32_t *)(t->file_data + sizeof(FileHeader));
+    const int32_t *ffn = (const int32_t *)(t->file_data + sizeof(FileHeader) + (v4 ? sizeof(ModelSettings) : 0));
     for (int l = 0; l < c->n_layers; l++) {
         if (ffn[l] <= 0 || ffn[l] > 1 << 20) die("%s: layer %d has FFN width %d", t->path, l, ffn[l]);
         c->ffn_dim[l] = ffn[l];
         if (ffn[l] > c->max_ffn_dim) c->max_ffn_dim = ffn[l];
     }
+    read_settings(t, v4 ? (const ModelSettings *)(t->file_data + sizeof(FileHeader)) : NULL,
+                  v4 ? (const uint32_t *)(ffn + c->n_layers) : NULL);
 
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     Weights *w = &t->weights;
@@ -305,10 +436,15 @@ static void load_export(Transformer *t) {
         LAYER_TENSOR(w2, c->dim, ffn_dim);
         LAYER_TENSOR(w3, ffn_dim, c->dim);
 #undef LAYER_TENSOR
+        load_family_tensors(t, lw, l);
     }
     w->norm = f32_tensor(t, "norm", 1, c->dim);
-    w->output = (h->flags & 1u) ? w->tok_embeddings : f32_tensor(t, "output", c->vocab_size, c->dim);
-    if (find_entry(t, "rope_freqs")) w->rope_freqs = rope_divisors(t);
+    w->output = (h->flags & FLAG_TIED_CLASSIFIER) ? w->tok_embeddings : f32_tensor(t, "output", c->vocab_size, c->dim);
+    if (find_entry(t, "rope_freqs")) w->rope_freqs = rope_divisors(t, "rope_freqs");
+    int has_long = find_entry(t, "rope_freqs_long") != NULL;
+    if ((has_long || c->rope_long_after) && !(has_long && w->rope_freqs && c->rope_long_after))
+        die("%s: LongRoPE needs rope_freqs, rope_freqs_long and rope_long_after; the file lacks one", t->path);
+    if (has_long) w->rope_freqs_long = rope_divisors(t, "rope_freqs_long");
     const TensorEntry *tok = find_entry(t, "tokenizer");
     if (tok) {
         if (tok->type != TYPE_BLOB || tok->offset > t->file_size || tok->nbytes > t->file_size - tok->offset)
@@ -318,16 +454,17 @@ static void load_export(Transformer *t) {
     }
 }
 
-static void malloc_run_state(RunState *s, const Config *c) {
+static void malloc_run_state(RunState *s, const Config *c, int positions) {
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
+    size_t cache = (size_t)c->n_layers * positions * kv_dim;
+    s->positions = positions;
     s->x = xcalloc((size_t)c->dim, sizeof(float), "activations");
     s->xb = xcalloc((size_t)(c->dim > q_dim ? c->dim : q_dim), sizeof(float), "activations");
     s->xb2 = xcalloc((size_t)c->dim, sizeof(float), "activations");
     s->hb = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
     s->hb2 = xcalloc((size_t)c->max_ffn_dim, sizeof(float), "activations");
     s->q = xcalloc((size_t)q_dim, sizeof(float), "activations");
-    s->att = xcalloc((size_t)c->n_heads * c->seq_len, sizeof(float), "attention scores");
+    s->att = xcalloc((size_t)c->n_heads * positions, sizeof(float), "attention scores");
     s->logits = xcalloc((size_t)c->vocab_size, sizeof(float), "logits");
     s->key_cache = xcalloc(cache, sizeof(float), "KV cache");
     s->value_cache = xcalloc(cache, sizeof(float), "KV cache");
@@ -356,7 +493,17 @@ static void build_transformer(Transformer *t, const char *path) {
         die("%s is a safetensors file; convert the Hugging Face directory that holds it: ./export --fp32 DIR model.f32.bin",
             path);
     else load_legacy(t);
-    malloc_run_state(&t->state, &t->config);
+}
+
+// After build_transformer: the state for a run of positions positions (at
+// most seq_len; 0: all of them), and the RoPE divisors the global layers
+// turn with: LongRoPE's long ones when the run holds more than
+// rope_long_after positions, as runq chooses.
+static void prepare_run(Transformer *t, int positions) {
+    if (positions <= 0 || positions > t->config.seq_len) positions = t->config.seq_len;
+    malloc_run_state(&t->state, &t->config, positions);
+    Weights *w = &t->weights;
+    w->rope_divisors = w->rope_freqs_long && positions > t->config.rope_long_after ? w->rope_freqs_long : w->rope_freqs;
 }
 
 static void free_transformer(Transformer *t) {
@@ -365,6 +512,7 @@ static void free_transformer(Transformer *t) {
     free(s->att); free(s->logits); free(s->key_cache); free(s->value_cache);
     free(t->weights.layers);
     free(t->config.ffn_dim);
+    free(t->config.layer_kind);
     if (t->file_data) munmap((void *)t->file_data, t->file_size);
 }
 
@@ -397,18 +545,75 @@ static void matmul(float *xout, const float *x, const float *w, int n, int d) {
     }
 }
 
-// Rotate pairs (v[i], v[i+1]) of each head by pos * theta^(-i/head_dim),
-// the frequency divided by divisors[i/2] when the model scales RoPE (Llama 3.1).
-static void rope(float *v, int n_heads, int head_dim, int pos, float theta, const float *divisors) {
+// Rotate pairs (v[i], v[i+1]) of each head's first rotary_dim dims (the rest
+// pass: partial rotary) by pos * theta^(-i/rotary_dim), the frequency divided
+// by divisors[i/2] when the model scales RoPE; cos and sin are multiplied by
+// attention_factor (1 but for LongRoPE).
+static void rope(float *v, int n_heads, int head_dim, int rotary_dim, int pos, float theta, const float *divisors,
+                 float attention_factor) {
     for (int i = 0; i < n_heads * head_dim; i += 2) {
-        float freq = 1.0f / powf(theta, (i % head_dim) / (float)head_dim);
-        if (divisors) freq /= divisors[(i % head_dim) / 2];
+        int d = i % head_dim;
+        if (d >= rotary_dim) continue;
+        float freq = 1.0f / powf(theta, d / (float)rotary_dim);
+        if (divisors) freq /= divisors[d / 2];
         float val = pos * freq;
-        float fcr = cosf(val), fci = sinf(val);
+        float fcr = cosf(val) * attention_factor, fci = sinf(val) * attention_factor;
         float v0 = v[i], v1 = v[i + 1];
         v[i] = v0 * fcr - v1 * fci;
         v[i + 1] = v0 * fci + v1 * fcr;
     }
+}
+
+// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
+// logits, which keeps them within (-cap, cap).
+static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
+
+// GELU in its tanh approximation (PyTorch's gelu(approximate="tanh"), which
+// Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
+static float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
+// Each head of x (n_heads, head_dim) RMS-normalized in place, with one
+// weight for every head (Qwen 3's and Gemma 3's q_norm and k_norm).
+static void head_norms(float *x, int n_heads, int head_dim, const float *weight, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(x + h * head_dim, x + h * head_dim, weight, head_dim, eps);
+}
+
+static void add_bias(float *x, const float *bias, int n) {
+    for (int i = 0; i < n; i++) x[i] += bias[i];
+}
+
+// The first position a query at pos attends to: 0, or on a LAYER_SLIDING
+// layer the start of its window of sliding_window positions (its own the last).
+static int first_attended(const Config *c, int layer, int pos) {
+    int window = c->layer_kind[layer] & LAYER_SLIDING ? c->sliding_window : 0;
+    return window && pos >= window ? pos - window + 1 : 0;
+}
+
+// q and k of layer l at pos after the projections: biases (Qwen 2), each
+// head's RMSNorm (Qwen 3, Gemma 3), RoPE with the layer's base (none on a
+// NoPE layer: SmolLM3; rope_theta_local on Gemma 3's local layers).
+static void finish_qk(Transformer *t, int l, int pos, float *q, float *k, float *v) {
+    const Config *p = &t->config;
+    const LayerWeights *lw = &t->weights.layers[l];
+    int q_dim = p->n_heads * p->head_dim, kv_dim = p->n_kv_heads * p->head_dim;
+    if (lw->bq) {
+        add_bias(q, lw->bq, q_dim);
+        add_bias(k, lw->bk, kv_dim);
+        add_bias(v, lw->bv, kv_dim);
+    }
+    if (lw->q_norm) {
+        head_norms(q, p->n_heads, p->head_dim, lw->q_norm, p->norm_eps);
+        head_norms(k, p->n_kv_heads, p->head_dim, lw->k_norm, p->norm_eps);
+    }
+    uint32_t kind = p->layer_kind[l];
+    if (kind & LAYER_NO_ROPE) return;
+    int local = (kind & LAYER_LOCAL_ROPE) != 0;
+    float theta = local ? p->rope_theta_local : p->rope_theta;
+    const float *divisors = local ? NULL : t->weights.rope_divisors;
+    rope(q, p->n_heads, p->head_dim, p->rotary_dim, pos, theta, divisors, p->rope_attention_factor);
+    rope(k, p->n_kv_heads, p->head_dim, p->rotary_dim, pos, theta, divisors, p->rope_attention_factor);
 }
 
 // ----------------------------------------------------------------------------
@@ -424,41 +629,45 @@ static float *forward(Transformer *t, int token, int pos) {
     int kv_mul = p->n_heads / p->n_kv_heads;
 
     memcpy(x, w->tok_embeddings + (size_t)token * dim, dim * sizeof(*x));
+    if (p->embedding_scale != 1.0f)
+        for (int i = 0; i < dim; i++) x[i] *= p->embedding_scale;   // Gemma: sqrt(dim)
 
     for (int l = 0; l < p->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
         int hidden_dim = p->ffn_dim[l];
         rmsnorm(s->xb, x, lw->attention_norm, dim, p->norm_eps);
 
-        size_t loff = (size_t)l * p->seq_len * kv_dim;
+        size_t loff = (size_t)l * s->positions * kv_dim;
         float *k = s->key_cache + loff + (size_t)pos * kv_dim;
         float *v = s->value_cache + loff + (size_t)pos * kv_dim;
         matmul(s->q, s->xb, lw->wq, dim, q_dim);
         matmul(k, s->xb, lw->wk, dim, kv_dim);
         matmul(v, s->xb, lw->wv, dim, kv_dim);
-        rope(s->q, p->n_heads, head_size, pos, p->rope_theta, w->rope_freqs);
-        rope(k, p->n_kv_heads, head_size, pos, p->rope_theta, w->rope_freqs);
+        finish_qk(t, l, pos, s->q, k, v);
 
+        int first = first_attended(p, l, pos);   // 0 but on a sliding-window layer
         for (int h = 0; h < p->n_heads; h++) {
             const float *q = s->q + h * head_size;
-            float *att = s->att + (size_t)h * p->seq_len;
-            for (int t2 = 0; t2 <= pos; t2++) {
+            float *att = s->att + (size_t)h * s->positions;
+            for (int t2 = first; t2 <= pos; t2++) {
                 const float *kt = s->key_cache + loff + (size_t)t2 * kv_dim + (h / kv_mul) * head_size;
                 float score = 0.0f;
                 for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
-                score /= sqrtf(head_size);
+                score /= p->score_divisor;
+                if (p->attention_softcap > 0) score = softcap(score, p->attention_softcap);
                 att[t2] = score;
             }
-            softmax(att, pos + 1);
+            softmax(att + first, pos - first + 1);
             float *xb = s->xb + h * head_size;
             memset(xb, 0, head_size * sizeof(float));
-            for (int t2 = 0; t2 <= pos; t2++) {
+            for (int t2 = first; t2 <= pos; t2++) {
                 const float *vt = s->value_cache + loff + (size_t)t2 * kv_dim + (h / kv_mul) * head_size;
                 float a = att[t2];
                 for (int i = 0; i < head_size; i++) xb[i] += a * vt[i];
             }
         }
         matmul(s->xb2, s->xb, lw->wo, q_dim, dim);
+        if (lw->post_attention_norm) rmsnorm(s->xb2, s->xb2, lw->post_attention_norm, dim, p->norm_eps);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
 
         rmsnorm(s->xb, x, lw->ffn_norm, dim, p->norm_eps);
@@ -466,15 +675,19 @@ static float *forward(Transformer *t, int token, int pos) {
         matmul(s->hb2, s->xb, lw->w3, dim, hidden_dim);
         for (int i = 0; i < hidden_dim; i++) {
             float val = s->hb[i];
-            val *= (1.0f / (1.0f + expf(-val)));   // silu
+            if (p->activation == ACTIVATION_GELU_TANH) val = gelu_tanh(val);   // GeGLU (Gemma)
+            else val *= (1.0f / (1.0f + expf(-val)));   // silu
             val *= s->hb2[i];
             s->hb[i] = val;
         }
         matmul(s->xb, s->hb, lw->w2, hidden_dim, dim);
+        if (lw->post_ffn_norm) rmsnorm(s->xb, s->xb, lw->post_ffn_norm, dim, p->norm_eps);
         for (int i = 0; i < dim; i++) x[i] += s->xb[i];
     }
     rmsnorm(x, x, w->norm, dim, p->norm_eps);
     matmul(s->logits, x, w->output, dim, p->vocab_size);
+    if (p->final_softcap > 0)
+        for (int i = 0; i < p->vocab_size; i++) s->logits[i] = softcap(s->logits[i], p->final_softcap);
     return s->logits;
 }
 
@@ -543,7 +756,7 @@ static void text_out_bytes(TextOut *out, const unsigned char *bytes, size_t n, i
     while (n > 0 || (final && out->n_pending > 0)) {
         size_t take = n < 64 ? n : 64, length = (size_t)out->n_pending + take;
         memcpy(joined, out->pending, (size_t)out->n_pending);
-        memcpy(joined + out->n_pending, bytes, take);
+        if (take) memcpy(joined + out->n_pending, bytes, take);   // bytes is NULL at the end of a text
         bytes += take, n -= take, out->n_pending = 0;
         size_t at = 0;
         while (at < length) {
@@ -2942,10 +3155,11 @@ int main(int argc, char **argv) {
     double load_start = now_ms();
     Transformer transformer;
     build_transformer(&transformer, checkpoint);
-    double load_ms = now_ms() - load_start;
-    int seq_len = transformer.config.seq_len;   // run keeps an fp32 KV cache of the whole context, always
+    int seq_len = transformer.config.seq_len;
     if (steps_given && steps > seq_len) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
     if (!steps_given) steps = strcmp(mode, "chat") == 0 || steps > seq_len ? seq_len : steps;
+    prepare_run(&transformer, steps);   // an fp32 KV cache of the positions the run holds
+    double load_ms = now_ms() - load_start;
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);
     Sampler sampler;

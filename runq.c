@@ -1,5 +1,7 @@
 /*
-runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
+runq.c — the Edge LLM int4 runtime: inference of Llama and its kin (Qwen
+2/2.5/3, Gemma 2/3, Phi-3.5/4-mini, SmolLM3, described by the checkpoint's
+settings) in one C file.
 
 It memory-maps a group-quantized checkpoint written by export.c (int4 by
 default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
@@ -47,10 +49,12 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 #endif
 
 // ----------------------------------------------------------------------------
-// The checkpoint format (versions 1 to 3). All fields little-endian.
+// The checkpoint format (versions 1 to 4). All fields little-endian.
 //
 //   FileHeader                      64 bytes
+//   ModelSettings                   64 bytes, version 4 on (below)
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
+//   uint32 layer_kind[n_layers]     version 4 on: each layer's LAYER_* bits
 //   zero padding                    to the next multiple of 64
 //   TensorEntry[n_tensors]          96 bytes each
 //   tensor data                     each tensor at a 64-byte aligned offset;
@@ -99,26 +103,55 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 //   layers.L.w2               (dim, ffn_dim[L])        down
 //   norm                      (1, dim)
 //   output                    (vocab_size, dim)        absent when FLAG_TIED_CLASSIFIER
-//   rope_freqs                (1, head_dim/2)          f32, optional (below)
+//   rope_freqs                (1, rotary_dim/2)        f32, optional (below)
+//   rope_freqs_long           (1, rotary_dim/2)        f32, LongRoPE only (below)
 //   tokenizer                 (1, bytes)               BLOB (below)
-// An fp32 checkpoint (./run's) has the same tensors, every one f32.
+// and, from version 4, in the layers of the models whose header flags say so:
+//   layers.L.bq               (1, n_heads*head_dim)    FLAG_QKV_BIAS: added to wq's output (RoPE order)
+//   layers.L.bk, .bv          (1, n_kv_heads*head_dim) added to wk's (RoPE order) and wv's output
+//   layers.L.q_norm, .k_norm  (1, head_dim)            FLAG_QK_NORM: RMSNorm weights of each head of
+//                                                      q and k, before RoPE (RoPE order)
+//   layers.L.post_attention_norm, .post_ffn_norm
+//                             (1, dim)                 FLAG_POST_NORMS: RMSNorm of the attention's and
+//                                                      the FFN's output before it joins the stream
+// An fp32 checkpoint (./run's) has the same tensors, every one f32. Every
+// norm weight is the factor the normalized value is multiplied by (Gemma's
+// RMSNorm multiplies by 1 + w: export stores 1 + w, as llama.cpp does).
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
-// byte-level BPE: see "Tokenizer"). A model with Llama 3.1/3.2 RoPE scaling
-// carries the F32 tensor "rope_freqs", (1, head_dim/2): a divisor for each
-// RoPE frequency, computed by export from config.json's rope_scaling.
+// byte-level BPE: see "Tokenizer"). A model with scaled RoPE carries the F32
+// tensor "rope_freqs", (1, rotary_dim/2): a divisor for each RoPE frequency,
+// computed by export from config.json's rope_scaling (Llama 3.1's bands,
+// linear scaling's factor, LongRoPE's short factors). It applies to every
+// layer that turns with rope_theta, not to LAYER_LOCAL_ROPE layers. LongRoPE
+// (Phi-3.5, Phi-4-mini) adds "rope_freqs_long", its long factors: a run that
+// holds more than rope_long_after positions turns every position with them
+// instead (as llama.cpp chooses by its context size, and as Hugging Face's
+// Phi-3 does once a sequence passes that length, recomputing its cache).
+//
+// ModelSettings (version 4) describe the math of the families beyond Llama:
+// Qwen 2/2.5 and 3, Gemma 2 and 3, Phi-3.5/4-mini, SmolLM3, and Mistral's
+// sliding window. A zero field means Llama's choice, so a Llama checkpoint is
+// exactly one whose settings are all zero, and it is written as version 3.
+// layer_kind[L] says how layer L attends: LAYER_SLIDING sees only the last
+// sliding_window positions (its own included), LAYER_NO_ROPE turns nothing
+// (SmolLM3), LAYER_LOCAL_ROPE turns with rope_theta_local and no rope_freqs
+// (Gemma 3's local layers).
 //
 // Versions: a file is written with the lowest version that describes it, so
 // older readers run every file they can: version 1 holds Q4 (row after row)
-// and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2.
-// So a quantized checkpoint is version 3 and an fp32 one 1 or 2 (a runq
-// before 3 refuses the file by its version, not halfway through).
+// and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2;
+// 4 adds ModelSettings, layer_kind, the flags QKV_BIAS, QK_NORM and
+// POST_NORMS and their tensors, and rope_freqs_long. So a quantized Llama
+// checkpoint is version 3 and an fp32 one 1 or 2, and any other family's is
+// version 4 (a runq before 4 refuses it by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
-#define CHECKPOINT_VERSION 3   // the newest read
+#define CHECKPOINT_VERSION 4   // the newest read
 #define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
 #define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
+#define VERSION_SETTINGS 4     // the first with ModelSettings, layer_kind and the families beyond Llama
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
@@ -177,6 +210,10 @@ static int is_quantized(uint32_t type) { return quant_layout(type) != NULL; }
 
 #define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
 #define FLAG_ADAPTER 2u                 // a LoRA adapter for a model of this header, not a model (runq --lora)
+#define FLAG_QKV_BIAS 4u                // version 4 on: layers.L.bq, .bk, .bv (Qwen 2)
+#define FLAG_QK_NORM 8u                 // version 4 on: layers.L.q_norm, .k_norm (Qwen 3, Gemma 3)
+#define FLAG_POST_NORMS 16u             // version 4 on: layers.L.post_attention_norm, .post_ffn_norm (Gemma)
+#define FLAGS_OF_VERSION_4 (FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
 
 typedef struct {
     uint32_t magic;
@@ -207,14 +244,51 @@ typedef struct {
     uint64_t nbytes;
 } TensorEntry;
 
+// The model families a checkpoint can hold, named as llama.cpp names their
+// GGUF architectures: runq computes from the settings alone; export --gguf-*
+// writes the architecture's keys and tensor layout.
+enum Architecture { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_GEMMA2, ARCH_GEMMA3, ARCH_PHI3, ARCH_SMOLLM3, N_ARCHITECTURES };
+__attribute__((unused)) static const char *const architecture_names[N_ARCHITECTURES] = {
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3" };
+
+// The FFN's gate: silu(w1 x) * w3 x (SwiGLU), or gelu_tanh(w1 x) * w3 x (GeGLU: Gemma).
+enum Activation { ACTIVATION_SILU, ACTIVATION_GELU_TANH, N_ACTIVATIONS };
+
+#define LAYER_SLIDING 1u      // attends to the last sliding_window positions only
+#define LAYER_NO_ROPE 2u      // q and k are not turned (SmolLM3's NoPE layers)
+#define LAYER_LOCAL_ROPE 4u   // turned with rope_theta_local, without rope_freqs (Gemma 3's local layers)
+#define LAYER_KINDS (LAYER_SLIDING | LAYER_NO_ROPE | LAYER_LOCAL_ROPE)
+
+// Version 4: after FileHeader. Zero is Llama's value for every field.
+typedef struct {
+    uint32_t architecture;       // Architecture (0: llama)
+    uint32_t activation;         // Activation (0: SwiGLU)
+    float embedding_scale;       // each token's embedding row times this (Gemma: sqrt(dim) in the model's dtype); 0: 1
+    float score_divisor;         // attention scores are q.k / this (Gemma: sqrt(query_pre_attn_scalar)); 0: sqrt(head_dim)
+    float attention_softcap;     // scores become cap * tanh(score / cap) (Gemma 2); 0: none
+    float final_softcap;         // the logits likewise (Gemma 2); 0: none
+    int32_t sliding_window;      // positions a LAYER_SLIDING layer sees, its own included; 0: no layer slides
+    int32_t rotary_dim;          // leading dims of each head RoPE turns (partial_rotary_factor); the rest pass; 0: head_dim
+    float rope_theta_local;      // RoPE base of LAYER_LOCAL_ROPE layers (Gemma 3's rope_local_base_freq); 0: none
+    float rope_attention_factor; // cos and sin times this on the rotated dims (LongRoPE's attention scaling); 0: 1
+    int32_t rope_long_after;     // LongRoPE: a run of more positions uses rope_freqs_long; 0: no rope_freqs_long
+    uint32_t reserved[5];        // zero
+} ModelSettings;
+
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
+_Static_assert(sizeof(ModelSettings) == 64, "ModelSettings is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
 static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// The tensor table starts 64-byte aligned, whatever the layer count.
-static size_t tensor_table_offset(int n_layers) {
-    return round_up(sizeof(FileHeader) + sizeof(int32_t) * (size_t)n_layers, TENSOR_ALIGNMENT);
+// Where the per-layer tables start, and where the tensor table starts: 64-byte
+// aligned after them, whatever the layer count.
+static size_t layer_tables_offset(uint32_t version) {
+    return sizeof(FileHeader) + (version >= VERSION_SETTINGS ? sizeof(ModelSettings) : 0);
+}
+static size_t tensor_table_offset(uint32_t version, int n_layers) {
+    size_t per_layer = version >= VERSION_SETTINGS ? 2 * sizeof(int32_t) : sizeof(int32_t);   // ffn_dim (and layer_kind)
+    return round_up(layer_tables_offset(version) + per_layer * (size_t)n_layers, TENSOR_ALIGNMENT);
 }
 
 // ----------------------------------------------------------------------------
@@ -324,6 +398,19 @@ typedef struct {
     int eos_id;
     int tied_classifier;
     uint32_t chat_template;  // ChatTemplateId from the header, 0 if not recorded
+    // the families beyond Llama (ModelSettings, with Llama's values where it says 0)
+    uint32_t flags;          // FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS
+    int architecture;        // Architecture
+    int activation;          // Activation
+    float embedding_scale;   // 1 when the embeddings are not scaled
+    float score_divisor;     // sqrt(head_dim) unless the model says otherwise
+    float attention_softcap, final_softcap;   // 0: none
+    int sliding_window;      // 0: none
+    int rotary_dim;          // head_dim unless partial
+    float rope_theta_local;  // for LAYER_LOCAL_ROPE layers
+    float rope_attention_factor;   // 1 unless LongRoPE
+    int rope_long_after;     // LongRoPE's switch; 0: none
+    uint32_t *layer_kind;    // (n_layers,) LAYER_* bits
 } Config;
 
 // A weight matrix, pointing into the mapped file.
@@ -351,11 +438,15 @@ typedef struct {
     Tensor wq;               // (n_heads*head_dim, dim)
     Tensor wk;               // (n_kv_heads*head_dim, dim)
     Tensor wv;               // (n_kv_heads*head_dim, dim)
+    Tensor bq, bk, bv;       // (q_dim,), (kv_dim,), (kv_dim,) biases: FLAG_QKV_BIAS, else data NULL
+    Tensor q_norm, k_norm;   // (head_dim,) per-head RMSNorm weights: FLAG_QK_NORM, else data NULL
     Tensor wo;               // (dim, n_heads*head_dim)
+    Tensor post_attention_norm;   // (dim,) FLAG_POST_NORMS, else data NULL
     Tensor ffn_norm;         // (dim,)
     Tensor w1;               // (ffn_dim, dim)  gate
     Tensor w2;               // (dim, ffn_dim)  down
     Tensor w3;               // (ffn_dim, dim)  up
+    Tensor post_ffn_norm;    // (dim,) FLAG_POST_NORMS, else data NULL
 } LayerWeights;
 
 typedef struct {
@@ -363,10 +454,21 @@ typedef struct {
     LayerWeights *layers;    // (n_layers,)
     Tensor norm;             // (dim,) final RMSNorm
     Tensor output;           // (vocab_size, dim) classifier; tok_embeddings when tied
-    const float *rope_freqs; // (head_dim/2,) divisors of the RoPE frequencies (Llama 3.1 scaling), NULL if none
+    const float *rope_freqs; // (rotary_dim/2,) divisors of the RoPE frequencies (scaled RoPE), NULL if none
+    const float *rope_freqs_long;    // (rotary_dim/2,) LongRoPE's divisors for long runs, NULL if none
     const uint8_t *tokenizer_blob;   // embedded tokenizer, NULL if none
     size_t tokenizer_size;
 } Weights;
+
+// The angles RoPE turns the rotated pairs of each head by, for one base and
+// one set of divisors: a model has one, or two when its local layers turn
+// with their own base (Gemma 3). cos and sin carry rope_attention_factor.
+typedef struct {
+    float *freq;             // (rotary_dim/2,) theta^(-2i/rotary_dim), over the divisors when there are some
+    float *cos;              // (MAX_BATCH, rotary_dim/2) at each token's position
+    float *sin;              // (MAX_BATCH, rotary_dim/2)
+} RopeTable;
+enum { ROPE_GLOBAL, ROPE_LOCAL, N_ROPE_TABLES };
 
 // int8 activations in blocks of Q_BLOCK, each with its own scale
 // Prompt tokens per forward pass: every weight is read once per chunk of this many.
@@ -391,9 +493,7 @@ typedef struct {
     float *q;                // (MAX_BATCH, q_dim)
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
     float *att;              // (n_threads, cache_len) attention scores, a row per thread
-    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim), over rope_freqs when the model has them
-    float *rope_cos;         // (MAX_BATCH, head_dim/2) at each token's position
-    float *rope_sin;         // (MAX_BATCH, head_dim/2)
+    RopeTable rope[N_ROPE_TABLES];   // global layers' and (Gemma 3) local layers' RoPE
     float *logits;           // (vocab_size,) of the batch's last token
     QuantizedActivations xq; // quantized copy of the current matmul input
     int kv_type;             // KvType: which of the two caches below this run keeps
@@ -483,7 +583,7 @@ struct Backend {
 
 static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     const FileHeader *header = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->version, header->n_layers));
     for (uint32_t i = 0; i < header->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -656,6 +756,51 @@ static void refuse_other_format(const Transformer *t) {
     die("%s: not an Edge LLM checkpoint (magic 0x%08x, not 0x%08x \"EDGE\")", path, magic, CHECKPOINT_MAGIC);
 }
 
+// A non-negative finite float of the settings, or death naming it.
+static float setting_float(const Transformer *t, const char *name, float value) {
+    if (!(value >= 0) || !isfinite(value)) die("%s: setting %s is %g; it must be finite and not negative", t->path, name, value);
+    return value;
+}
+
+// ModelSettings (NULL, or zero fields: Llama's values) and layer_kind (NULL:
+// all 0) into the Config, each checked against what the runtime computes.
+static void read_settings(Transformer *t, const ModelSettings *m, const uint32_t *kinds) {
+    static const ModelSettings llama;   // all zero: a file before version 4, a llama2.c model
+    if (!m) m = &llama;
+    Config *c = &t->config;
+    if (m->architecture >= N_ARCHITECTURES) die("%s: architecture %u is unknown (0 to %d)", t->path, m->architecture, N_ARCHITECTURES - 1);
+    if (m->activation >= N_ACTIVATIONS) die("%s: activation %u is unknown (0 SwiGLU, 1 GeGLU)", t->path, m->activation);
+    c->architecture = (int)m->architecture;
+    c->activation = (int)m->activation;
+    c->embedding_scale = setting_float(t, "embedding_scale", m->embedding_scale);
+    if (c->embedding_scale == 0) c->embedding_scale = 1.0f;
+    c->score_divisor = setting_float(t, "score_divisor", m->score_divisor);
+    if (c->score_divisor == 0) c->score_divisor = sqrtf((float)c->head_dim);
+    c->attention_softcap = setting_float(t, "attention_softcap", m->attention_softcap);
+    c->final_softcap = setting_float(t, "final_softcap", m->final_softcap);
+    c->rope_theta_local = setting_float(t, "rope_theta_local", m->rope_theta_local);
+    c->rope_attention_factor = setting_float(t, "rope_attention_factor", m->rope_attention_factor);
+    if (c->rope_attention_factor == 0) c->rope_attention_factor = 1.0f;
+    for (size_t i = 0; i < sizeof m->reserved / sizeof m->reserved[0]; i++)
+        if (m->reserved[i]) die("%s: reserved setting %zu is %u, not 0: a newer format?", t->path, i, m->reserved[i]);
+    if (m->sliding_window < 0 || m->rope_long_after < 0)
+        die("%s: sliding_window %d and rope_long_after %d must not be negative", t->path, m->sliding_window, m->rope_long_after);
+    c->sliding_window = m->sliding_window;
+    c->rope_long_after = m->rope_long_after;
+    c->rotary_dim = m->rotary_dim ? m->rotary_dim : c->head_dim;
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2)
+        die("%s: rotary_dim %d is not an even number of dims up to head_dim %d", t->path, m->rotary_dim, c->head_dim);
+    c->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+    for (int l = 0; kinds && l < c->n_layers; l++) {
+        c->layer_kind[l] = kinds[l];
+        if (kinds[l] & ~LAYER_KINDS) die("%s: layer %d has kind 0x%x, of which only bits 0x%x are known", t->path, l, kinds[l], LAYER_KINDS);
+        if ((kinds[l] & LAYER_SLIDING) && c->sliding_window == 0)
+            die("%s: layer %d slides but the settings give no sliding_window", t->path, l);
+        if ((kinds[l] & LAYER_LOCAL_ROPE) && !(c->rope_theta_local > 0))
+            die("%s: layer %d turns with the local RoPE base but rope_theta_local is 0", t->path, l);
+    }
+}
+
 static void read_config(Transformer *t) {
     if (t->file_size < sizeof(FileHeader))
         die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
@@ -673,9 +818,12 @@ static void read_config(Transformer *t) {
         die("%s: header has rope_theta %g and norm_eps %g; both must be positive", t->path, h->rope_theta, h->norm_eps);
     if (h->bos_id < 0 || h->bos_id >= h->vocab_size || h->eos_id < 0 || h->eos_id >= h->vocab_size)
         die("%s: bos_id %d / eos_id %d outside the vocabulary of %d", t->path, h->bos_id, h->eos_id, h->vocab_size);
+    if ((h->flags & FLAGS_OF_VERSION_4) && h->version < VERSION_SETTINGS)
+        die("%s: flags 0x%x name tensors of version %d files, but the file is version %u", t->path, h->flags,
+            VERSION_SETTINGS, h->version);
 
-    size_t ffn_offset = sizeof(FileHeader);
-    size_t table_offset = tensor_table_offset(h->n_layers);
+    size_t ffn_offset = layer_tables_offset(h->version);
+    size_t table_offset = tensor_table_offset(h->version, h->n_layers);
     size_t data_offset = table_offset + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (data_offset > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_tensor_table(t, h, table_offset);
@@ -693,6 +841,7 @@ static void read_config(Transformer *t) {
     c->bos_id = h->bos_id;
     c->eos_id = h->eos_id;
     c->tied_classifier = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    c->flags = h->flags & FLAGS_OF_VERSION_4;
     c->chat_template = h->chat_template;
     c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
     const int32_t *ffn = (const int32_t *)(t->file_data + ffn_offset);
@@ -702,18 +851,33 @@ static void read_config(Transformer *t) {
         c->ffn_dim[l] = ffn[l];
         if (ffn[l] > c->max_ffn_dim) c->max_ffn_dim = ffn[l];
     }
+    int v4 = h->version >= VERSION_SETTINGS;
+    read_settings(t, v4 ? (const ModelSettings *)(t->file_data + sizeof(FileHeader)) : NULL,
+                  v4 ? (const uint32_t *)(ffn + c->n_layers) : NULL);
 }
 
-// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): pair i of each
-// head turns at theta^(-2i/head_dim) / rope_freqs[i]. Each is a divisor, so
-// it must be positive and finite.
-static const float *map_rope_freqs(const Transformer *t) {
-    int half = t->config.head_dim / 2;
-    const float *divisors = map_tensor(t, "rope_freqs", 1, half, 0).data;
+// The optional rope_freqs tensor (scaled RoPE) and LongRoPE's rope_freqs_long:
+// pair i of each head turns at theta^(-2i/rotary_dim) / divisors[i]. Each is
+// a divisor, so it must be positive and finite.
+static const float *map_rope_freqs(const Transformer *t, const char *name) {
+    int half = t->config.rotary_dim / 2;
+    const float *divisors = map_tensor(t, name, 1, half, 0).data;
     for (int i = 0; i < half; i++)
         if (!(divisors[i] > 0) || !isfinite(divisors[i]))
-            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+            die("%s: %s[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, name, i, divisors[i]);
     return divisors;
+}
+
+// LongRoPE needs both sets of divisors and the length that switches them;
+// no other model may have rope_freqs_long.
+static void map_long_rope(const Transformer *t, Weights *w) {
+    int has_long = find_tensor(t, "rope_freqs_long") != NULL;
+    if (!has_long && t->config.rope_long_after == 0) return;
+    if (!has_long || !w->rope_freqs || t->config.rope_long_after == 0)
+        die("%s: LongRoPE needs rope_freqs, rope_freqs_long and rope_long_after; the file has %s, %s and %d", t->path,
+            w->rope_freqs ? "rope_freqs" : "no rope_freqs", has_long ? "rope_freqs_long" : "no rope_freqs_long",
+            t->config.rope_long_after);
+    w->rope_freqs_long = map_rope_freqs(t, "rope_freqs_long");
 }
 
 static void map_weights(Transformer *t) {
@@ -732,7 +896,20 @@ static void map_weights(Transformer *t) {
         LAYER_TENSOR(wq, q_dim, c->dim, 1);
         LAYER_TENSOR(wk, kv_dim, c->dim, 1);
         LAYER_TENSOR(wv, kv_dim, c->dim, 1);
+        if (c->flags & FLAG_QKV_BIAS) {
+            LAYER_TENSOR(bq, 1, q_dim, 0);
+            LAYER_TENSOR(bk, 1, kv_dim, 0);
+            LAYER_TENSOR(bv, 1, kv_dim, 0);
+        }
+        if (c->flags & FLAG_QK_NORM) {
+            LAYER_TENSOR(q_norm, 1, c->head_dim, 0);
+            LAYER_TENSOR(k_norm, 1, c->head_dim, 0);
+        }
         LAYER_TENSOR(wo, c->dim, q_dim, 1);
+        if (c->flags & FLAG_POST_NORMS) {
+            LAYER_TENSOR(post_attention_norm, 1, c->dim, 0);
+            LAYER_TENSOR(post_ffn_norm, 1, c->dim, 0);
+        }
         LAYER_TENSOR(ffn_norm, 1, c->dim, 0);
         LAYER_TENSOR(w1, ffn, c->dim, 1);
         LAYER_TENSOR(w2, c->dim, ffn, 1);
@@ -741,7 +918,8 @@ static void map_weights(Transformer *t) {
     }
     w->norm = map_tensor(t, "norm", 1, c->dim, 0);
     w->output = c->tied_classifier ? w->tok_embeddings : map_tensor(t, "output", c->vocab_size, c->dim, 1);
-    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t);
+    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t, "rope_freqs");
+    map_long_rope(t, w);
     const TensorEntry *tok = find_tensor(t, "tokenizer");
     if (tok) {
         w->tokenizer_blob = t->file_data + tok->offset;
@@ -770,7 +948,7 @@ static void *activation_alloc(size_t *tally, size_t count, size_t size, const ch
 
 static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_head = (size_t)c->head_dim / 2;
+    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_rotary = (size_t)c->rotary_dim / 2;
     size_t widest = dim > q_dim ? dim : q_dim;
     if (ffn > widest) widest = ffn;
     size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
@@ -785,9 +963,12 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->k = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
     s->v = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
     s->att = activation_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
-    s->rope_freq = activation_alloc(act, half_head, sizeof(float), "RoPE table");
-    s->rope_cos = activation_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->rope_sin = activation_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
+    for (int table = 0; table < N_ROPE_TABLES; table++) {
+        if (table == ROPE_LOCAL && !(c->rope_theta_local > 0)) continue;   // only Gemma 3 turns local layers apart
+        s->rope[table].freq = activation_alloc(act, half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].cos = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].sin = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+    }
     s->logits = activation_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
     s->xq.values = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
@@ -806,18 +987,28 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     }
 }
 
-// RoPE turns pair i of each head at theta^(-2i/head_dim) radians per position;
-// a model with rope_freqs (Llama 3.1 scaling) divides that by rope_freqs[i].
-static void rope_frequencies(float *freq, const Config *c, const float *divisors) {
-    for (int i = 0; i < c->head_dim / 2; i++) {
-        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+// RoPE turns pair i of each head at theta^(-2i/rotary_dim) radians per
+// position; a model with rope_freqs (scaled RoPE) divides that by
+// rope_freqs[i].
+static void rope_frequencies(float *freq, float theta, int rotary_dim, const float *divisors) {
+    for (int i = 0; i < rotary_dim / 2; i++) {
+        freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)rotary_dim);
         if (divisors) freq[i] /= divisors[i];
     }
 }
 
+// The global layers' frequencies (with LongRoPE's long divisors when the run
+// holds more than rope_long_after positions) and the local layers' (Gemma 3).
+static void choose_rope_frequencies(RunState *s, const Config *c, const Weights *w) {
+    int long_run = w->rope_freqs_long && s->cache_len > c->rope_long_after;
+    rope_frequencies(s->rope[ROPE_GLOBAL].freq, c->rope_theta, c->rotary_dim, long_run ? w->rope_freqs_long : w->rope_freqs);
+    if (s->rope[ROPE_LOCAL].freq) rope_frequencies(s->rope[ROPE_LOCAL].freq, c->rope_theta_local, c->rotary_dim, NULL);
+}
+
 static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
-    free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
+    for (int table = 0; table < N_ROPE_TABLES; table++) { free(s->rope[table].freq); free(s->rope[table].cos); free(s->rope[table].sin); }
+    free(s->att); free(s->logits);
     free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
     free(s->key_cache_q8); free(s->value_cache_q8); free(s->key_scales); free(s->value_scales);
 }
@@ -2052,10 +2243,14 @@ static const Kernels kernels_avx512_vnni = {
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
 // every 64-bit ARM core (Raspberry Pi 4's Cortex-A72 included). `neon-dotprod`
 // adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
-// in functions compiled for it alone and is chosen at run time from the
-// kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
-// Both work on a Q4 tile's eight rows as two sets of four lanes, a row per
-// lane, as the AVX2 kernels do, and compute the canonical arithmetic.
+// and `neon-i8mm` the int8 matrix multiply (smmla: Armv8.6 cores such as
+// Cortex-A510/A710, Neoverse N2), each in functions compiled for it alone and
+// chosen at run time from the kernel's HWCAP bits, so one aarch64 binary runs
+// on every kind of core. The Q4 kernels work on a tile's eight rows as two sets
+// of four lanes, a row per lane, as the AVX2 kernels do (smmla: four pairs of
+// rows by a pair of tokens), and compute the canonical arithmetic. Decoding
+// (one token) streams each block through registers once; the prompt's tiles
+// are unpacked once for all its tokens.
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS 1
@@ -2066,18 +2261,32 @@ static const Kernels kernels_avx512_vnni = {
 #define HAVE_NEON_DOTPROD_KERNELS 1
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif                               // (clang 14's arm_neon.h hides it without -march=...+dotprod)
+#if defined(__ARM_FEATURE_MATMUL_INT8) && defined(__ARM_FEATURE_DOTPROD)   // likewise smmla (i8mm)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM
+#elif defined(HAVE_NEON_DOTPROD_KERNELS) && !defined(__clang__)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
+#endif
 
-// A tile's block (128 bytes: see the format) -> w[k][h], step k's weights
-// (4k..4k+3) of rows 4h..4h+3, four to a 32-bit lane, as signed q - 8.
-static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+// A tile's block (128 bytes: see the format) -> w[k][h], step k's codes
+// (weights 4k..4k+3 of rows 4h..4h+3, four to a 32-bit lane) as q, 0..15:
+// one AND (steps 0-3, the low nibbles) or one shift (steps 4-7, the high).
+static inline void unpack_q4_tile_codes_neon(int8x16_t w[8][2], const uint8_t *block) {
     uint8x16_t low = vdupq_n_u8(0x0F);
-    int8x16_t eight = vdupq_n_s8(8);
     for (int d = 0; d < 4; d++)
         for (int h = 0; h < 2; h++) {
             uint8x16_t packed = vld1q_u8(block + 4 * Q4_TILE_ROWS * d + 16 * h);
-            w[d][h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, low)), eight);
-            w[d + 4][h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+            w[d][h] = vreinterpretq_s8_u8(vandq_u8(packed, low));
+            w[d + 4][h] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
         }
+}
+
+// The same as levels, q - 8 (the prefill's tiles, unpacked once for every token).
+static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+    unpack_q4_tile_codes_neon(w, block);
+    for (int k = 0; k < 8; k++)
+        for (int h = 0; h < 2; h++) w[k][h] = vsubq_s8(w[k][h], vdupq_n_s8(8));
 }
 
 // Activations 4k..4k+3 in every 32-bit lane.
@@ -2087,10 +2296,11 @@ static inline int8x16_t broadcast_4_neon(const int8_t *x) {
     return vreinterpretq_s8_s32(vdupq_n_s32(four));
 }
 
-// (q - 8) . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact.
-// Armv8.0 has no int8 dot: vmlal_s8 gathers each lane's products over the
-// eight steps in int16 (|sum| <= 8 * 8 * 127, no overflow), two rows per
-// register; pairwise adds then fold a row's four lanes into one.
+// w . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact, for
+// levels (-8..7) or codes (0..15). Armv8.0 has no int8 dot: vmlal_s8 gathers
+// each lane's products over the eight steps in int16 (|sum| <= 8 * 15 * 128,
+// no overflow), two rows per register; pairwise adds then fold a row's four
+// lanes into one.
 static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
     for (int h = 0; h < 2; h++) {
         int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
@@ -2103,29 +2313,122 @@ static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, in
     }
 }
 
+// Decoding streams a block through registers once, so it skips the 16
+// subtractions: (q - 8) . x = q . x - 8 * sum(x), the block's activation sum
+// kept by quantize_q8.
+static inline void dot_q4_tile_codes_neon(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]) {
+    int8x16_t w[8][2];
+    unpack_q4_tile_codes_neon(w, block);
+    dot_q4_tile_block_neon(w, x, isum);
+    for (int h = 0; h < 2; h++) isum[h] = vaddq_s32(isum[h], vdupq_n_s32(-8 * x_sum));
+}
+
 #ifdef HAVE_NEON_DOTPROD_KERNELS
-// The same with sdot: each lane gains its row's four products per step.
+// The same with sdot by element: each lane gains its row's four products per
+// step, the step's four activations read from a lane of x (no broadcast).
+#define SDOT_STEPS(sum, w, h, x_0_15, x_16_31) do { \
+        sum = vdotq_laneq_s32(sum, w[0][h], x_0_15, 0); sum = vdotq_laneq_s32(sum, w[1][h], x_0_15, 1); \
+        sum = vdotq_laneq_s32(sum, w[2][h], x_0_15, 2); sum = vdotq_laneq_s32(sum, w[3][h], x_0_15, 3); \
+        sum = vdotq_laneq_s32(sum, w[4][h], x_16_31, 0); sum = vdotq_laneq_s32(sum, w[5][h], x_16_31, 1); \
+        sum = vdotq_laneq_s32(sum, w[6][h], x_16_31, 2); sum = vdotq_laneq_s32(sum, w[7][h], x_16_31, 3); \
+    } while (0)
 TARGET_DOTPROD static inline void dot_q4_tile_block_sdot(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
     for (int h = 0; h < 2; h++) {
         int32x4_t sum = vdupq_n_s32(0);
-        for (int k = 0; k < 8; k++) sum = vdotq_s32(sum, w[k][h], broadcast_4_neon(x + 4 * k));
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
+        isum[h] = sum;
+    }
+}
+
+// Decoding: codes, the sums starting from -8 * sum(x).
+TARGET_DOTPROD static inline void dot_q4_tile_codes_sdot(const uint8_t *block, const int8_t *x, int32_t x_sum,
+                                                         int32x4_t isum[2]) {
+    int8x16_t w[8][2], x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
+    unpack_q4_tile_codes_neon(w, block);
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(-8 * x_sum);
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
         isum[h] = sum;
     }
 }
 #endif
 
 typedef void (*DotTileBlockNeon)(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]);
+typedef void (*DotTileCodesNeon)(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]);
 
-// Rows [row_begin, row_end) (row_begin on a tile's first row) against
-// n_tokens tokens. Each tile is walked eight blocks (one set of partial sums)
-// at a time: those are unpacked once and used by every token, whose partials
-// wait in acc[t][i][h] (partial i of rows 4h..4h+3). A constant dot_block
-// lets the compiler inline it.
+// A tile's eight fp16 weight scales for one group, as floats (fcvtl: exact).
+static inline void tile_scales_neon(float32x4_t s[2], const uint16_t *scales) {
+    for (int h = 0; h < 2; h++) s[h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + 4 * h)));
+}
+
+// reduce8's tree, lane by lane, over p[i] (partial i of four lanes).
+static inline float32x4_t reduce8_lanes_neon(const float32x4_t p[8]) {
+    return vaddq_f32(vaddq_f32(vaddq_f32(p[0], p[4]), vaddq_f32(p[2], p[6])),
+                     vaddq_f32(vaddq_f32(p[1], p[5]), vaddq_f32(p[3], p[7])));
+}
+
+// One token (decoding): rows [row_begin, row_end) (row_begin on a tile's
+// first row), each block streamed through registers once: unpacked, dotted,
+// scaled into acc[i][h] (partial i of rows 4h..4h+3), eight blocks unrolled
+// so the partials stay in registers.
+static inline __attribute__((always_inline)) void matvec_q4_block_neon(
+        float32x4_t acc[2], const uint8_t *block, const uint16_t *w_scales, const int8_t *x, int32_t x_sum, float x_scale,
+        DotTileCodesNeon dot_codes) {
+    int32x4_t isum[2];
+    float32x4_t s[2];
+    dot_codes(block, x, x_sum, isum);
+    tile_scales_neon(s, w_scales);
+    for (int h = 0; h < 2; h++) acc[h] = vaddq_f32(acc[h], vmulq_f32(vmulq_f32(s[h], vdupq_n_f32(x_scale)), vcvtq_f32_s32(isum[h])));
+}
+
+// group_shift: log2 of the blocks per group (a constant 0, group 32, saves the shifts)
+static inline __attribute__((always_inline)) void matvec_q4_neon_with(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, const int group_shift,
+        DotTileCodesNeon dot_codes) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *block = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        const int8_t *values = x->values;
+        float32x4_t acc[8][2];
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8, block += 8 * Q4_TILE_BLOCK_BYTES, values += 8 * Q_BLOCK)
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {   // a constant i keeps acc in registers
+                if (b + i >= n_blocks) break;
+                matvec_q4_block_neon(acc[i], block + i * Q4_TILE_BLOCK_BYTES, scales + (size_t)((b + i) >> group_shift) * Q4_TILE_ROWS,
+                                     values + i * Q_BLOCK, x->sums[b + i], x->scales[b + i], dot_codes);
+            }
+        float rows[Q4_TILE_ROWS];
+        for (int h = 0; h < 2; h++) {
+            float32x4_t p[8];
+            for (int i = 0; i < 8; i++) p[i] = acc[i][h];
+            vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
+        }
+        memcpy(out + row, rows, sizeof(float) * (size_t)n_rows);
+    }
+}
+
+static inline __attribute__((always_inline)) void matvec_q4_neon_any(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, DotTileCodesNeon dot_codes) {
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK));   // groups of 1, 2, 4 or 8 blocks
+    if (group_shift == 0) matvec_q4_neon_with(out, w, row_begin, row_end, x, 0, dot_codes);
+    else matvec_q4_neon_with(out, w, row_begin, row_end, x, group_shift, dot_codes);
+}
+
+// Several tokens (the prompt): each block of a tile is unpacked once into
+// registers and used by every token in turn, whose partial sums wait in
+// acc[t][i][h] (partial i of rows 4h..4h+3): the weights stay put while the
+// activations stream, so a block-token costs two loads of x and the update of
+// two partials, not sixteen reloads of weights. A constant dot_block lets the
+// compiler inline it.
 static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens, DotTileBlockNeon dot_block) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
     float32x4_t acc[MAX_BATCH][8][2];
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
@@ -2133,33 +2436,29 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
         for (int t = 0; t < n_tokens; t++)
             for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
-            int count = n_blocks - b < 8 ? n_blocks - b : 8;
-            int8x16_t q[8][8][2];
-            float32x4_t w_scales[8][2];
-            for (int i = 0; i < count; i++) {
-                unpack_q4_tile_block_neon(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
-                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
-            }
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *values = x->values + (size_t)t * x->stride;
-                for (int i = 0; i < count; i++) {
-                    int32x4_t isum[2];
-                    dot_block(q[i], values + (b + i) * Q_BLOCK, isum);
-                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
-                    for (int h = 0; h < 2; h++)
-                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
-                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
-                }
+        for (int b = 0; b < n_blocks; b++) {
+            int8x16_t q[8][2];
+            float32x4_t w_scales[2];
+            unpack_q4_tile_block_neon(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(w_scales, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            const int8_t *values = x->values + (size_t)b * Q_BLOCK;
+            const float *x_scales = x->scales + b;
+            float32x4_t (*partial)[8][2] = acc;
+            for (int t = 0; t < n_tokens; t++, values += x->stride, x_scales += x_blocks) {
+                int32x4_t isum[2];
+                dot_block(q, values, isum);
+                float32x4_t x_scale = vdupq_n_f32(*x_scales);
+                for (int h = 0; h < 2; h++)
+                    partial[t][b % 8][h] = vaddq_f32(partial[t][b % 8][h],
+                                                     vmulq_f32(vmulq_f32(w_scales[h], x_scale), vcvtq_f32_s32(isum[h])));
             }
         }
-        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+        for (int t = 0; t < n_tokens; t++) {
             float rows[Q4_TILE_ROWS];
             for (int h = 0; h < 2; h++) {
-                float32x4_t (*p)[2] = acc[t];
-                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
-                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+                float32x4_t p[8];
+                for (int i = 0; i < 8; i++) p[i] = acc[t][i][h];
+                vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
             }
             memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
         }
@@ -2168,8 +2467,10 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
 
 static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                            const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_neon);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
+
 // The other types, a row at a time: levels . x for one block (levels in
 // -8..7, as int8: Q3's and Q2's) as 4 int32 lanes whose sum is exact. Armv8.0 has
 // no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
@@ -2464,7 +2765,8 @@ NEON_KERNEL(q3, neon_dotprod, dot_block_sdot, 12, TARGET_DOTPROD)
 NEON_KERNEL(q2, neon_dotprod, dot_block_sdot, 8, TARGET_DOTPROD)
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 
 static const Kernels kernels_neon_dotprod = {
@@ -2484,6 +2786,124 @@ static int cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) 
 static int cpu_has_dotprod(void) { return 1; }   // other systems: when the build targets such a core
 #else
 static int cpu_has_dotprod(void) { return 0; }
+#endif
+
+#ifdef HAVE_NEON_I8MM_KERNELS
+// ---- i8mm (Armv8.6: Cortex-A710/A510/X2, Neoverse N2/V1): smmla multiplies
+// a 2x8 int8 matrix (two rows of eight weights) by an 8x2 one (two tokens'
+// eight activations) into 2x2 int32, 32 products where sdot makes 16: twice
+// the work per instruction, once two tokens share the weights (the prompt).
+
+// A tile's block -> w[p][o]: rows 2p and 2p+1 (bytes 0-7 and 8-15), weights
+// 8o..8o+7 of each, as levels q - 8. Runs d and d+1 hold a row's bytes 4d..
+// and 4d+4..: zip1/zip2 of their 32-bit lanes put each row's eight together.
+TARGET_I8MM static inline void unpack_q4_tile_block_i8mm(int8x16_t w[4][4], const uint8_t *block) {
+    uint8x16_t low = vdupq_n_u8(0x0F);
+    int8x16_t eight = vdupq_n_s8(8);
+    for (int h = 0; h < 2; h++)
+        for (int e = 0; e < 2; e++) {
+            uint32x4_t run_d = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e) + 16 * h));
+            uint32x4_t run_d1 = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e + 1) + 16 * h));
+            uint8x16_t pairs[2] = { vreinterpretq_u8_u32(vzip1q_u32(run_d, run_d1)),    // rows 4h, 4h+1
+                                    vreinterpretq_u8_u32(vzip2q_u32(run_d, run_d1)) };  // rows 4h+2, 4h+3
+            for (int z = 0; z < 2; z++) {
+                w[2 * h + z][e] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(pairs[z], low)), eight);       // weights 8e..
+                w[2 * h + z][e + 2] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(pairs[z], 4)), eight);   // 16 + 8e..
+            }
+        }
+}
+
+// Two tokens' activations of one block as smmla's right operand: a[o] holds
+// weights 8o..8o+7's activations, token t0's in bytes 0-7, t1's in 8-15
+// (zip1/zip2 of their 64-bit halves).
+TARGET_I8MM static inline void activations_pair_i8mm(int8x16_t a[4], const int8_t *x0, const int8_t *x1) {
+    for (int half = 0; half < 2; half++) {
+        int64x2_t t0 = vreinterpretq_s64_s8(vld1q_s8(x0 + 16 * half)), t1 = vreinterpretq_s64_s8(vld1q_s8(x1 + 16 * half));
+        a[2 * half] = vreinterpretq_s8_s64(vzip1q_s64(t0, t1));
+        a[2 * half + 1] = vreinterpretq_s8_s64(vzip2q_s64(t0, t1));
+    }
+}
+
+// Two or more tokens, a pair at a time (an odd last token is paired with
+// itself). Lanes of a row pair's sums are (row 2p, t0), (2p, t1), (2p+1, t0),
+// (2p+1, t1): the weight scales are spread as (s, s, s', s') and the
+// activations' as (t0, t1, t0, t1), so each lane's term is the canonical one.
+TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                             const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
+    int n_pairs = (n_tokens + 1) / 2;
+    float32x4_t acc[MAX_BATCH / 2][8][4];   // (token pair, partial, row pair)
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int tp = 0; tp < n_pairs; tp++)
+            for (int i = 0; i < 8; i++)
+                for (int p = 0; p < 4; p++) acc[tp][i][p] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b++) {   // a block's weights in registers, the token pairs streaming
+            int8x16_t q[4][4];
+            float32x4_t w_scales[4], s[2];
+            unpack_q4_tile_block_i8mm(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(s, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            for (int h = 0; h < 2; h++) {
+                w_scales[2 * h] = vzip1q_f32(s[h], s[h]);
+                w_scales[2 * h + 1] = vzip2q_f32(s[h], s[h]);
+            }
+            for (int tp = 0; tp < n_pairs; tp++) {
+                int t0 = 2 * tp, t1 = t0 + 1 < n_tokens ? t0 + 1 : t0;
+                int8x16_t a[4];
+                activations_pair_i8mm(a, x->values + (size_t)t0 * x->stride + b * Q_BLOCK,
+                                      x->values + (size_t)t1 * x->stride + b * Q_BLOCK);
+                float32x2_t pair = vset_lane_f32(x->scales[(size_t)t1 * x_blocks + b], vdup_n_f32(x->scales[(size_t)t0 * x_blocks + b]), 1);
+                float32x4_t x_scales = vcombine_f32(pair, pair);
+                for (int p = 0; p < 4; p++) {
+                    int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), q[p][0], a[0]);
+                    for (int o = 1; o < 4; o++) isum = vmmlaq_s32(isum, q[p][o], a[o]);
+                    acc[tp][b % 8][p] = vaddq_f32(acc[tp][b % 8][p], vmulq_f32(vmulq_f32(w_scales[p], x_scales), vcvtq_f32_s32(isum)));
+                }
+            }
+        }
+        for (int tp = 0; tp < n_pairs; tp++) {
+            int t0 = 2 * tp;
+            for (int p = 0; p < 4 && 2 * p < n_rows; p++) {
+                float32x4_t partial[8], sums;
+                for (int i = 0; i < 8; i++) partial[i] = acc[tp][i][p];
+                sums = reduce8_lanes_neon(partial);
+                float lanes[4];
+                vst1q_f32(lanes, sums);
+                for (int r = 0; r < 2 && 2 * p + r < n_rows; r++) {
+                    out[(size_t)t0 * out_stride + row + 2 * p + r] = lanes[2 * r];
+                    if (t0 + 1 < n_tokens) out[(size_t)(t0 + 1) * out_stride + row + 2 * p + r] = lanes[2 * r + 1];
+                }
+            }
+        }
+    }
+}
+// Decoding has one token: smmla would waste half its products, so sdot decodes.
+TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                            const QuantizedActivations *x, int n_tokens) {
+    if (n_tokens == 1) matmul_q4_neon_dotprod(out, out_stride, w, row_begin, row_end, x, n_tokens);
+    else matmul_q4_i8mm_tiles(out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// The other types keep neon-dotprod's kernels (their rows are not in tiles).
+static const Kernels kernels_neon_i8mm = {
+    "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
+                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+
+// HWCAP2_I8MM in the auxiliary vector's second word.
+#if defined(__linux__)
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+static int cpu_has_i8mm(void) { return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
+#elif defined(__ARM_FEATURE_MATMUL_INT8)
+static int cpu_has_i8mm(void) { return 1; }
+#else
+static int cpu_has_i8mm(void) { return 0; }
+#endif
 #endif
 #endif
 #endif
@@ -2507,10 +2927,13 @@ static int runnable_kernels(Kernels *out) {
 #ifdef HAVE_NEON_DOTPROD_KERNELS
     if (cpu_has_dotprod()) out[n++] = kernels_neon_dotprod;
 #endif
+#ifdef HAVE_NEON_I8MM_KERNELS
+    if (cpu_has_dotprod() && cpu_has_i8mm()) out[n++] = kernels_neon_i8mm;
+#endif
 #endif
     return n;
 }
-#define MAX_KERNEL_SETS 4
+#define MAX_KERNEL_SETS 4   // x86: scalar, avx2; aarch64: scalar, neon, neon-dotprod, neon-i8mm
 
 // The sets this build carries that this CPU cannot run, each with what it
 // lacks (the tests skip them loudly); returns how many.
@@ -3293,9 +3716,15 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
+// GELU in its tanh approximation (PyTorch's gelu(approximate="tanh"), which
+// Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
+static float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
 // A batch's per-token math on the pool (during a prompt, serial work that
 // would keep the other threads waiting): the RMSNorm of each token's row, a
-// few tokens a piece, and the SwiGLU gate, a few thousand values a piece. The
+// few tokens a piece, and the FFN's gate, a few thousand values a piece. The
 // arithmetic of each value is the loop's it replaces; a piece is too short to
 // share below these sizes, so a decoded token's runs on the calling thread.
 #define NORM_PIECE 4        // tokens
@@ -3321,24 +3750,25 @@ static void rmsnorm_tokens(Transformer *t, float *out, const float *x, const flo
 }
 
 typedef struct {
-    float *gate;             // in: w1 x; out: silu(w1 x) * w3 x
+    float *gate;             // in: w1 x; out: act(w1 x) * w3 x
     const float *up;         // w3 x
     size_t count;
+    int gelu;                // act: tanh-approximated GELU (GeGLU), else SiLU (SwiGLU)
 } GateTask;
 
-static void swiglu_task(void *arg, int chunk, int thread_index) {
+static void gate_task(void *arg, int chunk, int thread_index) {
     (void)thread_index;
     GateTask *task = arg;
     size_t begin = (size_t)chunk * GATE_PIECE, end = begin + GATE_PIECE < task->count ? begin + GATE_PIECE : task->count;
     for (size_t i = begin; i < end; i++) {
         float gate = task->gate[i];
-        task->gate[i] = gate / (1.0f + expf(-gate)) * task->up[i];
+        task->gate[i] = task->gelu ? gelu_tanh(gate) * task->up[i] : gate / (1.0f + expf(-gate)) * task->up[i];
     }
 }
 
-static void swiglu(Transformer *t, float *gate, const float *up, size_t count) {
-    GateTask task = { gate, up, count };
-    pool_run_chunks(t->pool, swiglu_task, &task, (int)((count + GATE_PIECE - 1) / GATE_PIECE));
+static void gated_activation(Transformer *t, float *gate, const float *up, size_t count) {
+    GateTask task = { gate, up, count, t->config.activation == ACTIVATION_GELU_TANH };
+    pool_run_chunks(t->pool, gate_task, &task, (int)((count + GATE_PIECE - 1) / GATE_PIECE));
 }
 
 static void softmax(float *x, int n) {
@@ -3349,29 +3779,45 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-// cos and sin of (position x frequency) for each token of the batch, computed
-// once per forward pass and shared by every layer and head.
-static void rope_tables(RunState *s, int head_dim, int pos0, int n_tokens) {
-    int half = head_dim / 2;
+// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
+// logits, which keeps them within (-cap, cap).
+static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
+
+// cos and sin of (position x frequency) for each token of the batch, times
+// rope_attention_factor (1 but for LongRoPE), computed once per forward pass
+// and shared by every layer and head that turns with this table.
+static void rope_tables(RopeTable *table, int rotary_dim, float attention_factor, int pos0, int n_tokens) {
+    int half = rotary_dim / 2;
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * s->rope_freq[i];
-            s->rope_cos[t * half + i] = cosf(angle);
-            s->rope_sin[t * half + i] = sinf(angle);
+            float angle = (float)(pos0 + t) * table->freq[i];
+            table->cos[t * half + i] = cosf(angle) * attention_factor;
+            table->sin[t * half + i] = sinf(angle) * attention_factor;
         }
 }
 
-// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i. export.c
-// stores wq/wk rows in this interleaved order (as llama2.c does).
-static void rope(float *x, int n_heads, int head_dim, const float *cos_row, const float *sin_row) {
+// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i, for
+// the first rotary_dim dims; the rest pass unturned (partial rotary, Phi-4).
+// export.c stores wq/wk rows in this interleaved order (as llama2.c does).
+static void rope(float *x, int n_heads, int head_dim, int rotary_dim, const float *cos_row, const float *sin_row) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * head_dim;
-        for (int i = 0; i < head_dim / 2; i++) {
+        for (int i = 0; i < rotary_dim / 2; i++) {
             float v0 = v[2 * i], v1 = v[2 * i + 1];
             v[2 * i] = v0 * cos_row[i] - v1 * sin_row[i];
             v[2 * i + 1] = v0 * sin_row[i] + v1 * cos_row[i];
         }
     }
+}
+
+// Each head of x (n_heads, head_dim) RMS-normalized in place, with one
+// weight for every head (Qwen 3's and Gemma 3's q_norm and k_norm).
+static void head_norms(float *x, int n_heads, int head_dim, const float *weight, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(x + h * head_dim, x + h * head_dim, weight, head_dim, eps);
+}
+
+static void add_bias(float *x, const float *bias, int n) {
+    for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
 // One head's row x (n,) -> int8 with scale max|x|/127, rounded to nearest.
@@ -3419,14 +3865,23 @@ static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, co
     kernels->to_f16(s->value_cache + row, v, kv_dim);
 }
 
+// The first position a query at pos attends to: 0, or on a LAYER_SLIDING
+// layer the start of its window of sliding_window positions (its own the last).
+static int first_attended(const Config *c, int layer, int pos) {
+    int window = c->layer_kind[layer] & LAYER_SLIDING ? c->sliding_window : 0;
+    return window && pos >= window ? pos - window + 1 : 0;
+}
+
 typedef struct {
     Transformer *t;
     int layer, pos0, n_tokens;
 } AttentionTask;
 
 // Causal attention: batch token i (at position pos0 + i) over positions
-// 0..pos0+i. Each (token, head) pair is a piece of the task; a thread keeps
-// its scores in its own row; head h reads KV head h / (n_heads / n_kv_heads).
+// first..pos0+i (first_attended: all of them but on a sliding layer). Each
+// (token, head) pair is a piece of the task; a thread keeps its scores in its
+// own row; head h reads KV head h / (n_heads / n_kv_heads). Scores are
+// q.k / score_divisor, soft-capped when the model says so (Gemma 2).
 static void attention_task(void *arg, int item, int thread_index) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
@@ -3435,23 +3890,25 @@ static void attention_task(void *arg, int item, int thread_index) {
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads;
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
-    float scale = sqrtf((float)head_dim);
     float *att = s->att + (size_t)thread_index * s->cache_len;
     int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+    int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
     const float *q = s->q + (size_t)i * q_dim + h * head_dim;
     float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-    size_t at = layer_offset + (size_t)(h / group) * head_dim;
-    size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
+    size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+    size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
     if (s->kv_type == KV_Q8)
-        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
     else
-        k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
-    for (int p = 0; p <= pos; p++) att[p] /= scale;
-    softmax(att, pos + 1);
+        k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
+    for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
+    if (c->attention_softcap > 0)
+        for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
+    softmax(att, seen);
     if (s->kv_type == KV_Q8)
-        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
+        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
     else
-        k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
+        k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
 }
 
 // ----------------------------------------------------------------------------
@@ -3459,50 +3916,119 @@ static void attention_task(void *arg, int item, int thread_index) {
 // every layer as one batch, each weight read once; their keys and values land
 // in the cache. Returns the logits after the last token (none, NULL, when
 // want_logits is 0: a prompt's chunks before its last). Decoding is the same
-// pass with n = 1; a prompt goes through in chunks.
+// pass with n = 1; a prompt goes through in chunks. Each layer is an attention
+// block and an FFN block, each adding its branch to the residual stream x.
+
+// The batch's embedding rows into x, times embedding_scale (Gemma: sqrt(dim)).
+static void embed_tokens(Transformer *t, const int *tokens, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * c->dim, &t->weights.tok_embeddings, tokens[i]);
+    if (c->embedding_scale != 1.0f)
+        for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] *= c->embedding_scale;
+}
+
+// The RoPE table layer l turns q and k with; NULL for a NoPE layer (SmolLM3).
+static const RopeTable *layer_rope(const Transformer *t, int layer) {
+    uint32_t kind = t->config.layer_kind[layer];
+    if (kind & LAYER_NO_ROPE) return NULL;
+    return &t->state.rope[kind & LAYER_LOCAL_ROPE ? ROPE_LOCAL : ROPE_GLOBAL];
+}
+
+// Batch token i's q, k and v after the projections: biases (Qwen 2), each
+// head's RMSNorm of q and k (Qwen 3, Gemma 3), RoPE (unless a NoPE layer).
+static void finish_qkv(Transformer *t, int layer, int i) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->rotary_dim / 2;
+    float *q = t->state.q + (size_t)i * q_dim, *k = t->state.k + (size_t)i * kv_dim, *v = t->state.v + (size_t)i * kv_dim;
+    if (lw->bq.data) {
+        add_bias(q, lw->bq.data, q_dim);
+        add_bias(k, lw->bk.data, kv_dim);
+        add_bias(v, lw->bv.data, kv_dim);
+    }
+    if (lw->q_norm.data) {
+        head_norms(q, c->n_heads, c->head_dim, lw->q_norm.data, c->norm_eps);
+        head_norms(k, c->n_kv_heads, c->head_dim, lw->k_norm.data, c->norm_eps);
+    }
+    const RopeTable *table = layer_rope(t, layer);
+    if (table) {
+        rope(q, c->n_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+        rope(k, c->n_kv_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+    }
+}
+
+// A branch's output for the batch (n rows of dim in xb2) joins the residual
+// stream x, through its post norm first when the model has one (Gemma).
+static void add_branch(Transformer *t, const Tensor *post_norm, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    if (post_norm->data)
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->xb2 + (size_t)i * c->dim, s->xb2 + (size_t)i * c->dim, post_norm->data, c->dim, c->norm_eps);
+    for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] += s->xb2[i];
+}
+
+// Attention: q, k, v from one quantized input; k and v go to the cache; the
+// attended values through wo.
+static void attention_block(Transformer *t, int layer, int n, int pos0) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    rmsnorm_tokens(t, s->xb, s->x, lw->attention_norm.data, n);
+    float *qkv_out[3] = { s->q, s->k, s->v };
+    const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
+    matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
+    for (int i = 0; i < n; i++) {
+        finish_qkv(t, layer, i);
+        store_kv(&t->kernels, s, layer, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
+    }
+    AttentionTask attention = { t, layer, pos0, n };
+    pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
+    matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
+    add_branch(t, &lw->post_attention_norm, n);
+}
+
+// Feed-forward: w2(act(w1 x) * w3 x), act SiLU (SwiGLU) or GELU (GeGLU).
+static void ffn_block(Transformer *t, int layer, int n) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int ffn = c->ffn_dim[layer];
+    rmsnorm_tokens(t, s->xb, s->x, lw->ffn_norm.data, n);
+    float *ffn_out[2] = { s->hb, s->hb2 };
+    const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
+    matmuls(t, 2, ffn_out, ffn_w, s->xb, c->dim, n);
+    gated_activation(t, s->hb, s->hb2, (size_t)n * ffn);
+    matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
+    add_branch(t, &lw->post_ffn_norm, n);
+}
+
+// The logits of n rows of the residual stream x (n, dim) into out (n,
+// vocab_size): the final norm, the classifier, Gemma 2's soft cap.
+static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * c->dim, x + (size_t)i * c->dim, t->weights.norm.data, c->dim, c->norm_eps);
+    matmul1(t, out, &t->weights.output, s->xb, c->dim, n);
+    if (c->final_softcap > 0)
+        for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
+}
 
 static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
     const Config *c = &t->config;
-    const Weights *w = &t->weights;
     RunState *s = &t->state;
-    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
-
-    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
-    rope_tables(s, c->head_dim, pos0, n);
-    if (n > 1) prefault_kv_rows(s, c->n_layers, kv_dim, pos0, n);
-
+    embed_tokens(t, tokens, n);
+    for (int table = 0; table < N_ROPE_TABLES; table++)
+        if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
+    if (n > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        int ffn = c->ffn_dim[l];
-
-        // attention: q, k, v from one quantized input; k and v go to the cache
-        rmsnorm_tokens(t, s->xb, s->x, lw->attention_norm.data, n);
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
-        matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
-        for (int i = 0; i < n; i++) {
-            rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            store_kv(&t->kernels, s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
-        }
-        AttentionTask attention = { t, l, pos0, n };
-        pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
-        matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
-
-        // feed-forward: w2(silu(w1 x) * w3 x)
-        rmsnorm_tokens(t, s->xb, s->x, lw->ffn_norm.data, n);
-        float *ffn_out[2] = { s->hb, s->hb2 };
-        const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-        matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
-        swiglu(t, s->hb, s->hb2, (size_t)n * ffn);
-        matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+        attention_block(t, l, n, pos0);
+        ffn_block(t, l, n);
     }
-
     if (!want_logits) return NULL;
-    rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, w->norm.data, dim, c->norm_eps);
-    matmul1(t, s->logits, &w->output, s->xb, dim, 1);
+    logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
     return s->logits;
 }
 
@@ -3600,7 +4126,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     touch_weights(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
-    rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
+    choose_rope_frequencies(&t->state, &t->config, &t->weights);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
     select_backend(t);
@@ -3670,6 +4196,7 @@ static void free_transformer(Transformer *t) {
     free_run_state(&t->state);
     free(t->weights.layers);
     free(t->config.ffn_dim);
+    free(t->config.layer_kind);
     if (t->file_data) munmap((void *)t->file_data, t->file_size);
     if (t->adapter_data) munmap((void *)t->adapter_data, t->adapter_size);
 }
@@ -3738,6 +4265,7 @@ static void load_adapter(Transformer *t, const char *path) {
     if (2 * adapted != (int)h->n_tensors)
         die("%s: holds %u tensors, of which %d are LoRA pairs of this model's projections", path, h->n_tensors, 2 * adapted);
     free(adapter.config.ffn_dim);
+    free(adapter.config.layer_kind);
     t->adapter_data = adapter.file_data;
     t->adapter_size = adapter.file_size;
 }
@@ -3799,7 +4327,7 @@ static void text_out_bytes(TextOut *out, const unsigned char *bytes, size_t n, i
     while (n > 0 || (final && out->n_pending > 0)) {
         size_t take = n < 64 ? n : 64, length = (size_t)out->n_pending + take;
         memcpy(joined, out->pending, (size_t)out->n_pending);
-        memcpy(joined + out->n_pending, bytes, take);
+        if (take) memcpy(joined + out->n_pending, bytes, take);   // bytes is NULL at the end of a text
         bytes += take, n -= take, out->n_pending = 0;
         size_t at = 0;
         while (at < length) {

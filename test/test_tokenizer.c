@@ -250,9 +250,9 @@ static int test_llama3(const char *root, Tokenizer *out, uint8_t **out_blob, siz
 
 // A family's real tokenizer.json and tokenizer_config.json (an npm
 // package's) through export's import, as a checkpoint of vocab_size rows
-// would embed it, against the package's ids. Returns 1 and the tokenizer
-// when the package is there.
-static int test_family(const char *root, const char *name, int vocab_size, Tokenizer *out) {
+// would embed it, against the package's ids. Returns 1, the tokenizer and the
+// chat template tokenizer_config.json names when the package is there.
+static int test_family(const char *root, const char *name, int vocab_size, Tokenizer *out, uint32_t *chat_template) {
     char vectors_path[4096], json_path[4096];
     snprintf(vectors_path, sizeof vectors_path, "%s/test/data/%s.vectors", root, name);
     if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
@@ -279,25 +279,25 @@ static int test_family(const char *root, const char *name, int vocab_size, Token
     int compared = check_vectors(&tok, vectors_path, 0);
     CHECK(compared >= 70, "%s: %d vectors compared (expected all 70)", name, compared);
     check_long_prompt(&tok, name);
-    out[0] = tok;
-    out[1].vocab_size = (int)src.header.chat_template;   // the template tokenizer_config.json names
-    free(src.tokenizer);
-    free(src.inputs);
+    *out = tok;
+    *chat_template = src.header.chat_template;
+    free_source(&src);
     return 1;
 }
 
 // Qwen3's: byte-level under Qwen's rule, NFC, no BOS; ChatML's end of turn stops generation.
 static int test_qwen3(const char *root, Tokenizer *qwen3) {
-    Tokenizer found[2];
-    if (!test_family(root, "qwen3", 151936, found)) return 0;
-    Tokenizer *t = &found[0];
+    Tokenizer found;
+    uint32_t recorded;
+    if (!test_family(root, "qwen3", 151936, &found, &recorded)) return 0;
+    Tokenizer *t = &found;
     CHECK(t->kind == TOKENIZER_BYTE_LEVEL && t->split_rule == SPLIT_QWEN && t->normalize_nfc && !t->add_bos,
           "Qwen3's tokenizer is byte-level, Qwen's split rule, NFC, without BOS");
     CHECK(str_lookup("[PAD151935]", t) == 151935 && t->scores[151935] == -INFINITY,
           "the embedding's rows past the tokenizer's 151669 ids are special padding pieces");
     CHECK(t->eos_id == 151645 && ends_generation(t, 151645) && ends_generation(t, 151643) && !ends_generation(t, 151644),
           "generation ends at <|im_end|> (EOS) and <|endoftext|>, not at <|im_start|>");
-    CHECK((int)found[1].vocab_size == CHAT_QWEN3, "tokenizer_config.json's template is recorded as qwen3 (%d)", found[1].vocab_size);
+    CHECK(recorded == CHAT_QWEN3, "tokenizer_config.json's template is recorded as qwen3 (%u)", recorded);
     CHECK(choose_chat_template(t, NULL, CHAT_NOT_RECORDED, "qwen3") == &chat_templates[CHAT_QWEN3],
           "a vocabulary with <|im_start|> and <think> chats in qwen3 by itself");
     *qwen3 = *t;
@@ -306,15 +306,16 @@ static int test_qwen3(const char *root, Tokenizer *qwen3) {
 
 // Gemma 3's: SentencePiece without the dummy prefix, 262 144 pieces, BOS <bos>.
 static int test_gemma3(const char *root, Tokenizer *gemma3) {
-    Tokenizer found[2];
-    if (!test_family(root, "gemma3", 262144, found)) return 0;
-    Tokenizer *t = &found[0];
+    Tokenizer found;
+    uint32_t recorded;
+    if (!test_family(root, "gemma3", 262144, &found, &recorded)) return 0;
+    Tokenizer *t = &found;
     CHECK(t->kind == TOKENIZER_SENTENCEPIECE && !t->dummy_prefix && t->add_bos && t->bos_id == 2 && t->eos_id == 106,
           "Gemma 3's tokenizer is SentencePiece without a dummy prefix, BOS <bos> = 2, EOS <end_of_turn> = 106 (%d, %d)",
           t->bos_id, t->eos_id);
     CHECK(ends_generation(t, 106) && ends_generation(t, 1) && !ends_generation(t, 105),
           "generation ends at <end_of_turn> and <eos>, not at <start_of_turn>");
-    CHECK((int)found[1].vocab_size == CHAT_GEMMA, "tokenizer_config.json's template is recorded as gemma (%d)", found[1].vocab_size);
+    CHECK(recorded == CHAT_GEMMA, "tokenizer_config.json's template is recorded as gemma (%u)", recorded);
     *gemma3 = *t;
     return 1;
 }
@@ -842,12 +843,13 @@ static int check_chat_cases(const char *path, const char *name, const Tokenizer 
 int main(int argc, char **argv) {
     const char *root = argc > 1 ? argv[1] : ".";
     if (argc == 4 && strcmp(argv[2], "--chat-cases") == 0) {   // test/test_chat_templates.sh
-        Tokenizer families[2][2];
-        if (test_family(root, "qwen3", 151936, families[0]) && test_family(root, "gemma3", 262144, families[1])) {
-            check_chat_cases(argv[3], "qwen3", &families[0][0], &chat_templates[CHAT_QWEN3]);
-            check_chat_cases(argv[3], "gemma", &families[1][0], &chat_templates[CHAT_GEMMA]);
-            free_tokenizer(&families[0][0]);
-            free_tokenizer(&families[1][0]);
+        Tokenizer qwen3, gemma3;
+        uint32_t recorded;
+        if (test_family(root, "qwen3", 151936, &qwen3, &recorded) && test_family(root, "gemma3", 262144, &gemma3, &recorded)) {
+            check_chat_cases(argv[3], "qwen3", &qwen3, &chat_templates[CHAT_QWEN3]);
+            check_chat_cases(argv[3], "gemma", &gemma3, &chat_templates[CHAT_GEMMA]);
+            free_tokenizer(&qwen3);
+            free_tokenizer(&gemma3);
         }
         return check_summary("test_chat_templates");
     }
