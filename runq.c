@@ -3716,6 +3716,10 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
+// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
+// logits, which keeps them within (-cap, cap).
+static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
+
 // GELU in its tanh approximation (PyTorch's gelu(approximate="tanh"), which
 // Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
 static float gelu_tanh(float x) {
@@ -3778,10 +3782,6 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
-
-// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
-// logits, which keeps them within (-cap, cap).
-static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
 
 // cos and sin of (position x frequency) for each token of the batch, times
 // rope_attention_factor (1 but for LongRoPE), computed once per forward pass
