@@ -180,7 +180,10 @@ static int level_q4(const uint8_t *block, int j) {
 static void put_level_q4(uint8_t *block, int j, int level) {
     block[j % (Q_BLOCK / 2)] |= (uint8_t)((level + 8) << (j < Q_BLOCK / 2 ? 0 : 4));
 }
-static int level_q8(const uint8_t *block, int j) { return (int8_t)block[j]; }
+// The byte minus 256 when its sign bit is set, spelled out: GCC 12, allowed
+// VNNI (a VNNI kernel's target, or -march=native on Zen 5 or Alder Lake),
+// vectorizes a dot product of (int8_t)byte into vpdpbusd and loses the sign.
+static int level_q8(const uint8_t *block, int j) { return (int)block[j] - ((block[j] & 0x80) << 1); }
 static void put_level_q8(uint8_t *block, int j, int level) { block[j] = (uint8_t)(int8_t)level; }
 static int code_2bit(const uint8_t *plane, int j) { return (plane[j % 8] >> (2 * (j / 8))) & 3; }
 static void put_code_2bit(uint8_t *plane, int j, int code) { plane[j % 8] |= (uint8_t)((code & 3) << (2 * (j / 8))); }
@@ -930,6 +933,19 @@ static void *state_alloc(size_t *tally, size_t count, size_t size, const char *w
     return xcalloc(count, size, what);
 }
 
+// The activations are all written by a prompt's first batch: their pages are
+// faulted in here, at start, as llama.cpp's buffers are, not a 4 KiB fault at
+// a time inside the prompt (on a small model, a share of the prefill perf
+// shows plainly). A volatile write per page: a compiler may drop a memset of
+// calloc's zeros. (The KV cache, sized for the whole run, is not:
+// prefault_kv_rows.)
+static void *activation_alloc(size_t *tally, size_t count, size_t size, const char *what) {
+    volatile uint8_t *bytes = state_alloc(tally, count, size, what);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t at = 0; at < count * size; at += page) bytes[at] = 0;
+    return (void *)bytes;
+}
+
 static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_rotary = (size_t)c->rotary_dim / 2;
@@ -938,26 +954,26 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
     size_t *act = &s->activation_bytes, *kv = &s->kv_bytes;
     s->cache_len = cache_len;
-    s->x = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
-    s->xb = state_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
-    s->xb2 = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
-    s->hb = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
-    s->hb2 = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
-    s->q = state_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
-    s->k = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->v = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->att = state_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
+    s->x = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->xb = activation_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
+    s->xb2 = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->hb = activation_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->hb2 = activation_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->q = activation_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
+    s->k = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->v = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->att = activation_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
     for (int table = 0; table < N_ROPE_TABLES; table++) {
         if (table == ROPE_LOCAL && !(c->rope_theta_local > 0)) continue;   // only Gemma 3 turns local layers apart
-        s->rope[table].freq = state_alloc(act, half_rotary, sizeof(float), "RoPE table");
-        s->rope[table].cos = state_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
-        s->rope[table].sin = state_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].freq = activation_alloc(act, half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].cos = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].sin = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
     }
-    s->logits = state_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
+    s->logits = activation_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
-    s->xq.values = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
-    s->xq.scales = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
-    s->xq.sums = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
+    s->xq.values = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
+    s->xq.scales = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
+    s->xq.sums = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
     s->kv_type = kv_type;
     if (kv_type == KV_Q8) {
         size_t rows = (size_t)c->n_layers * (size_t)cache_len * (size_t)c->n_kv_heads;
@@ -1191,6 +1207,11 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && cpu_has_f16c();
+}
+
 // reduce8 without leaving the registers: adding the halves, then the pairs,
 // then the last two is exactly its tree ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
 TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
@@ -1281,9 +1302,12 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
     return reduce8_lanes_avx2(acc);
 }
 
-// The prompt, n_tokens at once: the tile is walked eight blocks (one set of
-// partial sums) at a time; those blocks are unpacked once into L1 and used by
-// every token, whose accumulators wait in acc between one set and the next.
+// The prompt, n_tokens at once: each block of the tile is unpacked once and
+// held in registers while every token of the batch passes, each token's
+// eight partials waiting in acc. The eight maddubs of a token are added one
+// after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
+// whatever the order: exact), so the block's eight unpacked runs, the sum and
+// a broadcast fit AVX2's sixteen registers.
 TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
                                              const QuantizedActivations *x, int n_tokens) {
@@ -1291,28 +1315,22 @@ TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_r
     __m256 acc[MAX_BATCH][8];
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
-    for (int b = 0; b < n_blocks; b += 8) {
-        int count = n_blocks - b < 8 ? n_blocks - b : 8;
-        __m256i q[8][8];
-        __m256 w_scales[8];
-        for (int i = 0; i < count; i++) {
-            unpack_q4_tile_block_avx2(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
-        }
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
-            const int8_t *values = x->values + (size_t)t * x->stride;
-            const float *x_scales = x->scales + (size_t)t * x_blocks;
-            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
-            if (count == 8) {   // unrolled: the token's eight partials stay in registers
-                __m256 partial[8];
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    partial[i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
-                for (int i = 0; i < 8; i++) acc[t][i] = partial[i];
-                continue;
+            size_t at = (size_t)t * x_blocks + b;
+            const int8_t *values = x->values + (size_t)t * x->stride + b * Q_BLOCK;
+            __m256i sum = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                int32_t four;
+                memcpy(&four, values + 4 * k, sizeof four);
+                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(q[k], _mm256_set1_epi32(four)));
             }
-            for (int i = 0; i < count; i++)
-                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * x->sums[at]));
+            __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x->scales[at]));
+            acc[t][b % 8] = _mm256_add_ps(acc[t][b % 8], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
         }
     }
     for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
@@ -1531,6 +1549,22 @@ typedef struct {
     int block_bytes;
 } Avx2Blocks;
 
+// A row's eight partials for one token after blocks 0..b-1 -> its result:
+// the last n_blocks - b blocks (fewer than eight) one at a time through the
+// type's exact block dot, then reduce8's tree.
+TARGET_AVX2 static inline float finish_row_avx2(__m256 acc, BlockDotFn dot_1, int block_bytes, const uint8_t *codes,
+                                                const uint16_t *scales, int blocks_per_group, int b, int n_blocks,
+                                                const int8_t *x_values, const float *x_scales) {
+    if (b == n_blocks) return reduce8_avx2(acc);
+    float partial[8];
+    _mm256_storeu_ps(partial, acc);
+    for (int tail = b; tail < n_blocks; tail++) {
+        float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x_scales[tail];
+        partial[tail % 8] += scale * (float)dot_1(codes + tail * block_bytes, x_values + tail * Q_BLOCK);
+    }
+    return reduce8(partial);
+}
+
 // One row against TILE tokens from token on: the canonical arithmetic; a
 // token's result never depends on TILE.
 TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
@@ -1554,15 +1588,8 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
     }
     for (int t = 0; t < TILE; t++) {
         size_t tok = (size_t)(token + t);
-        if (b == n_blocks) { out[(size_t)t * out_stride] = reduce8_avx2(acc[t]); continue; }
-        float partial[8];
-        _mm256_storeu_ps(partial, acc[t]);
-        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
-            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
-            partial[tail % 8] += scale * (float)type.dot_1(codes + tail * type.block_bytes,
-                                                           x->values + tok * x->stride + tail * Q_BLOCK);
-        }
-        out[(size_t)t * out_stride] = reduce8(partial);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
     }
 }
 
@@ -1651,6 +1678,566 @@ TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
 static const Kernels kernels_avx2 = {
     "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
+// unsigned bytes by four signed bytes and adds the four products to an int32
+// lane: no int16 stage to saturate, no rounding. An int32 sum of int8 x int8
+// products is exact whoever computes it and in whatever order, so a block dot
+// computed this way is the integer the reference computes, and the float
+// arithmetic after it (the canonical one) is unchanged. Two sets, chosen by
+// CPUID:
+//   avx-vnni      256 bits, VEX-encoded (AVX-VNNI: Intel since Alder Lake,
+//                 Zen 5): AVX2's kernels with vpdpbusd in every int8 dot;
+//   avx512-vnni   512 bits, EVEX (AVX512-VNNI with F, BW and VL: Ice Lake,
+//                 Sapphire Rapids, Zen 4, Zen 5): a Q4 tile's whole block in
+//                 two registers (decode) or two tiles (16 rows) per register
+//                 (prompt), two blocks of the other types per register; the
+//                 activations' quantization, the KV cache's conversion and
+//                 attention, 16 lanes at a time.
+// The weights are the unsigned operand: Q4's nibbles (0..15), Q3's and Q2's
+// codes, Q8's levels with the sign bit flipped (level + 128). A code's offset
+// from its level comes off afterwards, exactly: (c + lo) . x = c . x + lo * sum(x).
+// For the prompt, as in the AVX2 kernel, a Q4 block's weights stay in
+// registers while every token of the batch goes past them.
+#define TARGET_AVX_VNNI __attribute__((target("avx2,f16c,avxvnni")))
+#define TARGET_AVX512_VNNI __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// CPUID leaf 7, sub-leaf 1, EAX bit 4 (compilers' __builtin_cpu_supports do
+// not all know "avxvnni"); the OS saves the registers it uses when it saves AVX2's.
+static int cpu_has_avx_vnni(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+}
+
+// (__builtin_cpu_supports reports AVX-512 only when the OS saves its registers.)
+static int cpu_has_avx512_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512vnni");
+}
+
+// Four activations as one int32, to broadcast to every lane.
+static inline int32_t four_bytes(const int8_t *x) {
+    int32_t four;
+    memcpy(&four, x, sizeof four);
+    return four;
+}
+
+// ---- avx-vnni: a Q4 tile's block . one token's 32 activations -> row j's
+// (q - 8) . x in lane j. The sum starts at -8 * sum(x); step k adds row j's
+// four products of weights 4k..4k+3 (or 16+...) to lane j.
+TARGET_AVX_VNNI static inline __m256i dot_q4_tile_block_vnni(const __m256i q[8], const int8_t *x, int32_t x_sum) {
+    __m256i isum = _mm256_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm256_dpbusd_avx_epi32(isum, q[k], _mm256_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// (weight scale * activation scale) * int32, added to partial sum acc.
+TARGET_AVX2 static inline __m256 add_term_avx2(__m256 acc, __m256 w_scale, float x_scale, __m256i isum) {
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(w_scale, _mm256_set1_ps(x_scale)), _mm256_cvtepi32_ps(isum)));
+}
+
+// Decoding: a tile against one token, its eight partials in registers.
+TARGET_AVX_VNNI static __m256 q4_tile_decode_vnni(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                  int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            __m256i q[8];
+            unpack_q4_tile_block_avx2(q, nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i],
+                                   dot_q4_tile_block_vnni(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt: each block unpacked once, held in registers while every token
+// of the batch passes; each token's eight partials wait in acc.
+TARGET_AVX_VNNI static void q4_tile_prefill_vnni(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
+                                                 const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                                 const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m256i isum = dot_q4_tile_block_vnni(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx2(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+TARGET_AVX_VNNI static void matmul_q4_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                           const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4_tile_decode_vnni(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4_tile_prefill_vnni(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// The other types through AVX2's row loop (row_tile_avx2), with eight blocks'
+// exact sums from vpdpbusd: each block leaves eight int32 lanes, and three
+// rounds of 32-bit horizontal adds fold the eight blocks into one register
+// (blocks 0-3's low-half sums in the low 128 bits, their high-half sums in
+// the high ones, and so for 4-7), two permutes and an add finish them.
+TARGET_AVX_VNNI static inline __m256i dot_8_blocks_vnni(const __m256i codes[8], const int8_t *x) {
+    __m256i d[8];
+    for (int i = 0; i < 8; i++)
+        d[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), codes[i], _mm256_loadu_si256((const __m256i *)(x + i * Q_BLOCK)));
+    __m256i b0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+    __m256i b4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20), _mm256_permute2x128_si256(b0123, b4567, 0x31));
+}
+
+// Q8's levels as unsigned codes: the sign bit flipped is level + 128.
+TARGET_AVX2 static inline void unpack_8_q8_biased_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blocks + i * 32)), _mm256_set1_epi8((char)0x80));
+}
+
+#define VNNI_DOT_8(type, LO) \
+    TARGET_AVX_VNNI static inline __m256i dot_8_##type##_vnni(const __m256i codes[8], const int8_t *x, __m256i x_sums) { \
+        return _mm256_add_epi32(dot_8_blocks_vnni(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(LO))); \
+    }
+VNNI_DOT_8(q8, -128)
+VNNI_DOT_8(q3, quant_layouts[TYPE_Q3].lo)
+VNNI_DOT_8(q2, quant_layouts[TYPE_Q2].lo)
+#undef VNNI_DOT_8
+
+#define VNNI_KERNEL(type, UNPACK, BLOCK_BYTES) \
+    TARGET_AVX_VNNI static void matmul_##type##_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                                     const QuantizedActivations *x, int n_tokens) { \
+        Avx2Blocks blocks = { UNPACK, dot_8_##type##_vnni, block_dot_##type##_ref, BLOCK_BYTES }; \
+        matmul_avx2_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+VNNI_KERNEL(q8, unpack_8_q8_biased_avx2, 32)
+VNNI_KERNEL(q3, unpack_8_q3_avx2, 12)
+VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
+#undef VNNI_KERNEL
+
+static const Kernels kernels_avx_vnni = {
+    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni },
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
+// b of tile t in its low 256 bits and of tile t+1 in its high ones (an odd
+// last tile pairs with itself, its copy's results dropped): one vpdpbusd is a
+// step for sixteen rows, and each 256-bit half is exactly the avx-vnni
+// computation. (Decoding reads one tile at a time, below: two tiles at once
+// read two streams of weights, which memory served more slowly than one.)
+TARGET_AVX512_VNNI static inline void unpack_q4_tile_pair_block_avx512(__m512i q[8], const uint8_t *block0,
+                                                                       const uint8_t *block1) {
+    __m512i low = _mm512_set1_epi8(0x0F);
+    for (int d = 0; d < 4; d++) {
+        __m512i run = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(block0 + 32 * d))),
+                                         _mm256_loadu_si256((const __m256i *)(block1 + 32 * d)), 1);
+        q[d] = _mm512_and_si512(run, low);
+        q[d + 4] = _mm512_and_si512(_mm512_srli_epi16(run, 4), low);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __m512i dot_q4_tile_pair_block_avx512(const __m512i q[8], const int8_t *x, int32_t x_sum) {
+    __m512i isum = _mm512_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm512_dpbusd_epi32(isum, q[k], _mm512_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// The pair's sixteen weight scales of block b as floats.
+TARGET_AVX512_VNNI static inline __m512 q4_tile_pair_scales_avx512(const uint16_t *scales0, const uint16_t *scales1, int b,
+                                                                   int blocks_per_group) {
+    size_t at = (size_t)(b / blocks_per_group) * Q4_TILE_ROWS;
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales0 + at))),
+                                                   _mm_loadu_si128((const __m128i *)(scales1 + at)), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 add_term_avx512(__m512 acc, __m512 w_scale, float x_scale, __m512i isum) {
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(w_scale, _mm512_set1_ps(x_scale)), _mm512_cvtepi32_ps(isum)));
+}
+
+TARGET_AVX512_VNNI static inline __m512 reduce8_lanes_avx512(const __m512 p[8]) {
+    return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p[0], p[4]), _mm512_add_ps(p[2], p[6])),
+                         _mm512_add_ps(_mm512_add_ps(p[1], p[5]), _mm512_add_ps(p[3], p[7])));
+}
+
+// The first n_rows (1..16) of a pair's results.
+TARGET_AVX512_VNNI static inline void store_tile_pair_rows_avx512(float *out, __m512 rows, int n_rows) {
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << n_rows) - 1), rows);
+}
+
+// Decoding, one tile: its block is two registers, runs 0-1 and runs 2-3, so
+// the low nibbles of the first hold weights 0-3 (low 256 bits) and 4-7 (high),
+// its high nibbles 16-19 and 20-23, the second's 8-11, 12-15, 24-27, 28-31.
+// Each is paired with its activations by a permute of the block's 32
+// (dword k in the low half, k+1 in the high); lane j and lane j+8 are then
+// two halves of row j's sum. One stream of weights, as AVX2 reads them.
+TARGET_AVX512_VNNI static __m256 q4_tile_decode_avx512(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                       int blocks_per_group, const QuantizedActivations *x) {
+    const __m512i pick[4] = { _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),     // weights 0-7
+                              _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),     // 16-23
+                              _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),     // 8-15
+                              _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7) };   // 24-31
+    __m512i low = _mm512_set1_epi8(0x0F);
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            const uint8_t *block = nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES;
+            __m512i x32 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->values + (b + i) * Q_BLOCK)));
+            __m512i isum = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                __m512i runs = _mm512_loadu_si512(block + 64 * h);
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(runs, low), _mm512_permutexvar_epi32(pick[2 * h], x32));
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16(runs, 4), low),
+                                           _mm512_permutexvar_epi32(pick[2 * h + 1], x32));
+            }
+            __m256i rows = _mm256_sub_epi32(_mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1)),
+                                            _mm256_set1_epi32(8 * x->sums[b + i]));
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i], rows);
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+TARGET_AVX512_VNNI static void q4_tile_pair_prefill_avx512(float *out, int out_stride, int n_rows, const uint8_t *nibbles0,
+                                                           const uint8_t *nibbles1, const uint16_t *scales0,
+                                                           const uint16_t *scales1, int n_blocks, int blocks_per_group,
+                                                           const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m512 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i q[8];
+        unpack_q4_tile_pair_block_avx512(q, nibbles0 + (size_t)b * Q4_TILE_BLOCK_BYTES, nibbles1 + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m512 w_scale = q4_tile_pair_scales_avx512(scales0, scales1, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m512i isum = dot_q4_tile_pair_block_avx512(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx512(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++)
+        store_tile_pair_rows_avx512(out + (size_t)t * out_stride, reduce8_lanes_avx512(acc[t]), n_rows);
+}
+
+TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    size_t tile_bytes = (size_t)n_blocks * Q4_TILE_BLOCK_BYTES, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
+    int step = n_tokens == 1 ? Q4_TILE_ROWS : 2 * Q4_TILE_ROWS;
+    for (int row = row_begin; row < row_end; row += step) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < step ? row_end - row : step;
+        const uint8_t *nibbles = w->nibbles + tile * tile_bytes;
+        const uint16_t *scales = w->scales + tile * tile_scales;
+        if (n_tokens == 1) {
+            store_tile_rows_avx2(out + row, q4_tile_decode_avx512(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+            continue;
+        }
+        int next = n_rows > Q4_TILE_ROWS ? 1 : 0;   // an odd last tile pairs with itself
+        q4_tile_pair_prefill_avx512(out + row, out_stride, n_rows, nibbles, nibbles + next * tile_bytes, scales,
+                                    scales + next * tile_scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// ---- avx512-vnni for Q8, Q3 and Q2: one row against up to four tokens,
+// eight blocks a step as four registers of two blocks (block 2k in the low
+// 256 bits of codes[k], block 2k+1 in the high ones).
+typedef void (*Unpack8Avx512)(const uint8_t *blocks, __m512i codes[4]);
+
+TARGET_AVX512_VNNI static inline void unpack_8_q8_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++)
+        codes[k] = _mm512_xor_si512(_mm512_loadu_si512(blocks + 64 * k), _mm512_set1_epi8((char)0x80));
+}
+
+// Two blocks' 2-bit planes (8 bytes each) -> their 64 codes: each plane in
+// four 64-bit lanes, lane k shifted right by 2k, masked (unpack_2bit_avx2 twice).
+TARGET_AVX512_VNNI static inline __m512i unpack_2bit_pair_avx512(int64_t plane0, int64_t plane1) {
+    __m512i planes = _mm512_inserti64x4(_mm512_set1_epi64(plane0), _mm256_set1_epi64x(plane1), 1);
+    return _mm512_and_si512(_mm512_srlv_epi64(planes, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
+}
+
+TARGET_AVX512_VNNI static inline void unpack_8_q2_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        int64_t planes[2];
+        memcpy(planes, blocks + 16 * k, sizeof planes);
+        codes[k] = unpack_2bit_pair_avx512(planes[0], planes[1]);
+    }
+}
+
+// Q3's 1-bit plane (bytes 8-11) read as a 32-bit word has weight j's high bit
+// in bit j: two blocks' words are a 64-bit byte mask selecting where 4 goes.
+TARGET_AVX512_VNNI static inline void unpack_8_q3_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *block0 = blocks + 24 * k, *block1 = block0 + 12;
+        int64_t plane0, plane1;
+        uint32_t high0, high1;
+        memcpy(&plane0, block0, 8); memcpy(&high0, block0 + 8, 4);
+        memcpy(&plane1, block1, 8); memcpy(&high1, block1 + 8, 4);
+        __m512i high = _mm512_maskz_mov_epi8((__mmask64)high0 | (__mmask64)high1 << 32, _mm512_set1_epi8(4));
+        codes[k] = _mm512_or_si512(unpack_2bit_pair_avx512(plane0, plane1), high);
+    }
+}
+
+// Eight blocks' exact sums (codes . x), in block order. The 128-bit lanes of
+// codes[k]'s sums are block 2k's lanes 0-3 and 4-7, then block 2k+1's: two
+// lane shuffles and an add leave four blocks' four partial sums a register
+// (block j in 128-bit lane j), pairs of 64-bit unpacks and a 32-bit swap fold
+// those, and a permute gathers the eight sums.
+TARGET_AVX512_VNNI static inline __m256i dot_8_blocks_avx512(const __m512i codes[4], const int8_t *x) {
+    __m512i d[4];
+    for (int k = 0; k < 4; k++)
+        d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[k], _mm512_loadu_si512(x + 2 * k * Q_BLOCK));
+    __m512i blocks0123 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i blocks4567 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    // 128-bit lane j: [a0+a2, a1+a3, b0+b2, b1+b3] for a = block j, b = block j+4
+    __m512i halves = _mm512_add_epi32(_mm512_unpacklo_epi64(blocks0123, blocks4567), _mm512_unpackhi_epi64(blocks0123, blocks4567));
+    __m512i sums = _mm512_add_epi32(halves, _mm512_shuffle_epi32(halves, _MM_PERM_CDAB));   // lane j: [a, a, b, b]
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0), sums));
+}
+
+// A weight type as the avx512-vnni row loop sees it.
+typedef struct {
+    Unpack8Avx512 unpack_8;
+    BlockDotFn dot_1;        // the reference's exact block dot, for the tail
+    int block_bytes;
+    int lo;                  // level = code + lo
+} Avx512Blocks;
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void row_tile_avx512(
+        Avx512Blocks type, float *out, int out_stride, const uint8_t *codes, const uint16_t *scales,
+        int blocks_per_group, int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        __m512i c[4];
+        type.unpack_8(codes + b * type.block_bytes, c);
+        __m256 w_scales = group_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            __m256i x_sums = _mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b));
+            __m256i isum = _mm256_add_epi32(dot_8_blocks_avx512(c, x->values + tok * x->stride + b * Q_BLOCK),
+                                            _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(type.lo)));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + tok * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    for (int t = 0; t < TILE; t++) {
+        size_t tok = (size_t)(token + t);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void matmul_avx512_with(
+        Avx512Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens) {
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    row_tile_avx512(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
+}
+
+#define AVX512_KERNEL(type, BLOCK_BYTES, LO) \
+    TARGET_AVX512_VNNI static void matmul_##type##_avx512(float *out, int out_stride, const Tensor *w, int row_begin, \
+                                                          int row_end, const QuantizedActivations *x, int n_tokens) { \
+        Avx512Blocks blocks = { unpack_8_##type##_avx512, block_dot_##type##_ref, BLOCK_BYTES, LO }; \
+        matmul_avx512_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+AVX512_KERNEL(q8, 32, -128)
+AVX512_KERNEL(q3, 12, quant_layouts[TYPE_Q3].lo)
+AVX512_KERNEL(q2, 8, quant_layouts[TYPE_Q2].lo)
+#undef AVX512_KERNEL
+
+// ---- avx512-vnni beyond the matrix products.
+
+// quantize_q8's full block as two registers of 16: the same max (a NaN never
+// wins: maxps returns its second operand, the running max, when either is
+// NaN), the same product by the inverse scale and rounding as the AVX2 twin;
+// vpmovdb narrows the int32s (all within -127..127) in order.
+TARGET_AVX512_VNNI static void quantize_full_block_q8_avx512(const float *x, int8_t *values, float *scale_out, int32_t *sum_out) {
+    __m512 v[2] = { _mm512_loadu_ps(x), _mm512_loadu_ps(x + 16) };
+    __m512 amax16 = _mm512_max_ps(_mm512_abs_ps(v[1]), _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()));
+    float amax = _mm512_reduce_max_ps(amax16);
+    float scale = amax / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    __m512i q[2];
+    for (int i = 0; i < 2; i++) {
+        __m512 scaled = _mm512_mul_ps(v[i], _mm512_set1_ps(inverse));
+        __m512 size = _mm512_abs_ps(scaled);
+        __mmask16 in_range = _mm512_cmp_ps_mask(size, _mm512_set1_ps(127.5f), _CMP_LE_OQ);   // false for NaN: 0
+        __m512i magnitude = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_maskz_mov_ps(in_range, size), _mm512_set1_ps(0.5f)));
+        __mmask16 negative = _mm512_mask_cmp_ps_mask(in_range, scaled, _mm512_setzero_ps(), _CMP_LT_OQ);
+        q[i] = _mm512_mask_sub_epi32(magnitude, negative, _mm512_setzero_si512(), magnitude);
+        _mm_storeu_si128((__m128i *)(values + 16 * i), _mm512_cvtepi32_epi8(q[i]));
+    }
+    *sum_out = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+}
+
+TARGET_AVX512_VNNI static void quantize_q8_avx512(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
+                                                  int n_tokens) {
+    quantize_q8_with(quantize_full_block_q8_avx512, out, x, x_stride, n, n_padded, n_tokens);
+}
+
+// fp32 -> fp16 sixteen at a time (the same instruction as F16C's, wider);
+// sixteen floats holding a NaN, and the last n % 16, as the AVX2 twin does them.
+TARGET_AVX512_VNNI static void to_f16_avx512(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) { to_f16_ref(out + i, x + i, 16); continue; }
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    to_f16_avx2(out + i, x + i, n - i);
+}
+
+// Attention's scores two positions at a time: position p in the low 256 bits,
+// p+1 in the high ones, each half exactly the AVX2 twin's eight partials.
+TARGET_AVX512_VNNI static inline __m256 high_half_avx512(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 q_both_halves_avx512(const float *q) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q))));
+}
+
+TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                                 int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const uint16_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(k0 + i))),
+                                                   _mm_loadu_si128((const __m128i *)(k1 + i)), 1);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtph_ps(both)));
+        }
+        if (i == n) {
+            scores[p] = reduce8_avx2(_mm512_castps512_ps256(acc));
+            scores[p + 1] = reduce8_avx2(high_half_avx512(acc));
+            continue;
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * _cvtsh_ss(k0[j]);
+            partial[1][j % 8] += q[j] * _cvtsh_ss(k1[j]);
+        }
+        scores[p] = reduce8(partial[0]);
+        scores[p + 1] = reduce8(partial[1]);
+    }
+    if (p < n_positions) scores_f16_avx2(scores + p, q, keys + (size_t)p * stride, stride, 1, n);
+}
+
+// The same over int8 rows, each row's dot then times its scale.
+TARGET_AVX512_VNNI static void scores_q8_avx512(float *scores, const float *q, const int8_t *keys, const float *scales,
+                                                size_t stride, size_t scale_stride, int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const int8_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m128i both = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(k0 + i)), _mm_loadl_epi64((const __m128i *)(k1 + i)));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(both))));
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * (float)k0[j];
+            partial[1][j % 8] += q[j] * (float)k1[j];
+        }
+        scores[p] = reduce8(partial[0]) * scales[(size_t)p * scale_stride];
+        scores[p + 1] = reduce8(partial[1]) * scales[(size_t)(p + 1) * scale_stride];
+    }
+    if (p < n_positions)
+        scores_q8_avx2(scores + p, q, keys + (size_t)p * stride, scales + (size_t)p * scale_stride, stride, scale_stride, 1, n);
+}
+
+// Attention's weighted sums: up to 64 outputs in four registers (the last
+// one's lanes masked to what is left: a head of 48 in one pass over the
+// positions) across all positions; every lane adds its output's terms in
+// position order, as the reference.
+TARGET_AVX512_VNNI static inline __mmask16 first_lanes(int count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+}
+
+// One pass: outputs [0, width) of out, REGS = ceil(width / 16) registers;
+// value row p is (values + p * stride) as fp16, or as int8 times scales[p * scale_stride].
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_pass_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int width, const int REGS) {
+    __m512 acc[4];
+    __mmask16 lanes[4];
+    for (int r = 0; r < REGS; r++) {
+        acc[r] = _mm512_setzero_ps();
+        lanes[r] = first_lanes(width - 16 * r);
+    }
+    for (int p = 0; p < n_positions; p++) {
+        if (values_f16) {
+            __m512 weight = _mm512_set1_ps(weights[p]);
+            const uint16_t *v = values_f16 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes[r], v + 16 * r))));
+        } else {
+            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+            const int8_t *v = values_q8 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                                        _mm_maskz_loadu_epi8(lanes[r], v + 16 * r)))));
+        }
+    }
+    for (int r = 0; r < REGS; r++) _mm512_mask_storeu_ps(out + 16 * r, lanes[r], acc[r]);
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int n) {
+    for (int i = 0; i < n; i += 64) {
+        int width = n - i < 64 ? n - i : 64;
+        const uint16_t *f16 = values_f16 ? values_f16 + i : NULL;
+        const int8_t *q8 = values_q8 ? values_q8 + i : NULL;
+        switch ((width + 15) / 16) {
+        case 1: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 1); break;
+        case 2: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 2); break;
+        case 3: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 3); break;
+        default: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 4);
+        }
+    }
+}
+
+TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
+                                              int n_positions, int n) {
+    mix_avx512(out, weights, values, NULL, NULL, stride, 0, n_positions, n);
+}
+
+TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
+                                             size_t stride, size_t scale_stride, int n_positions, int n) {
+    mix_avx512(out, weights, NULL, values, scales, stride, scale_stride, n_positions, n);
+}
+
+static const Kernels kernels_avx512_vnni = {
+    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512 },
+    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -2329,8 +2916,11 @@ static int runnable_kernels(Kernels *out) {
     int n = 0;
     out[n++] = kernels_scalar;
 #ifdef HAVE_AVX2_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && cpu_has_f16c()) out[n++] = kernels_avx2;
+    if (cpu_has_avx2()) {
+        out[n++] = kernels_avx2;
+        if (cpu_has_avx_vnni()) out[n++] = kernels_avx_vnni;
+        if (cpu_has_avx512_vnni()) out[n++] = kernels_avx512_vnni;
+    }
 #endif
 #ifdef HAVE_NEON_KERNELS
     out[n++] = kernels_neon;
@@ -2344,6 +2934,21 @@ static int runnable_kernels(Kernels *out) {
     return n;
 }
 #define MAX_KERNEL_SETS 4   // x86: scalar, avx2; aarch64: scalar, neon, neon-dotprod, neon-i8mm
+
+// The sets this build carries that this CPU cannot run, each with what it
+// lacks (the tests skip them loudly); returns how many.
+__attribute__((unused)) static int unrunnable_kernels(const char *lacking[MAX_KERNEL_SETS]) {
+    int n = 0;
+#ifdef HAVE_AVX2_KERNELS
+    if (!cpu_has_avx2()) lacking[n++] = "avx2 (needs AVX2 and F16C)";
+    if (!cpu_has_avx2() || !cpu_has_avx_vnni()) lacking[n++] = "avx-vnni (needs AVX-VNNI)";
+    if (!cpu_has_avx2() || !cpu_has_avx512_vnni()) lacking[n++] = "avx512-vnni (needs AVX-512 F, BW, VL and VNNI)";
+#endif
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+    if (!cpu_has_dotprod()) lacking[n++] = "neon-dotprod (needs the dot-product extension)";
+#endif
+    return n;
+}
 
 // The fastest kernels this CPU runs; RUNQ_KERNELS=name forces another
 // runnable set (scalar: the reference, to compare or to teach).
@@ -2360,31 +2965,52 @@ static Kernels select_kernels(void) {
 }
 
 // ----------------------------------------------------------------------------
-// Thread pool: threads are created once; each task runs on all of them, split
-// by output rows, so every row is computed by the same code whatever the
-// thread count and results are bit-identical for any -T.
+// Thread pool: threads are created once. A task is n_chunks independent
+// pieces of work (a product's rows in whole Q4 tiles, attention's (token,
+// head) pairs). Each thread, the caller included, has a contiguous share of
+// the pieces and claims them one at a time from its own counter; a thread
+// out of pieces takes the rest of another's share from that thread's counter.
+// So a thread the OS has descheduled (a busy machine: other programs want the
+// cores) holds up only the piece it is running, and one that has not woken up
+// yet holds up nothing: the others take its share. Which thread computes a
+// piece never changes its arithmetic, so results are bit-identical for any -T.
 
-typedef void (*TaskFn)(void *arg, int thread_index, int n_threads);
+typedef void (*ChunkFn)(void *arg, int chunk, int thread_index);   // thread_index: 0..n_threads-1, for scratch rows
+
+// How long a waiting thread spins before it sleeps, and how that adapts (see
+// spin_until): between a token's products the next task follows within
+// microseconds, and a sleeping thread takes tens of them to wake.
+#define SPIN_MAX_NS 100000
+#define SPIN_MIN_NS 1000
+
+typedef struct {
+    int64_t budget_ns;       // the spin's length now, SPIN_MIN_NS..SPIN_MAX_NS
+    double best_rate;        // the most pauses per ns a spin has made: the rate of a thread not descheduled
+} Spinner;
+
+// A share of a task's pieces: (end << 32) | the next unclaimed piece. One
+// fetch_add claims a piece (or finds none left) of whatever task the counter
+// holds by then; each counter has its own cache line, so a thread claiming
+// from its own share does not disturb the others.
+typedef struct { _Alignas(64) _Atomic uint64_t next_end; } ClaimCounter;
 
 struct ThreadPool {
     int n_threads;               // including the calling thread
     pthread_t *workers;          // (n_threads - 1,)
     pthread_mutex_t lock;
     pthread_cond_t wake;         // idle workers sleep here
-    pthread_cond_t done;         // the caller sleeps here while workers finish
+    pthread_cond_t done;         // the caller sleeps here while the last pieces finish
     atomic_uint generation;      // bumped once per task
-    atomic_int busy;             // workers still running the current task
+    ClaimCounter *shares;        // (n_threads,) each thread's share of the current task
+    atomic_uint chunks_done;     // pieces of the current task finished
     atomic_int sleeping_workers; // so the caller signals only when someone sleeps
     atomic_int caller_sleeping;
     atomic_int stop;
-    TaskFn fn;
+    Spinner caller_spin;
+    ChunkFn fn;                  // the current task: set before the shares are published
     void *arg;
+    unsigned n_chunks;
 };
-
-// Spin this many pauses (tens of microseconds) before sleeping: while
-// decoding, the next task follows within that; on a busy machine a spinning
-// thread would steal the core a preempted one needs.
-#define SPIN_LIMIT 2000
 
 typedef struct { ThreadPool *pool; int index; } WorkerStart;
 
@@ -2396,6 +3022,64 @@ typedef struct { ThreadPool *pool; int index; } WorkerStart;
 #define cpu_relax() ((void)0)
 #endif
 
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Spin until *word equals value (or differs from it: want_equal 0), at most
+// the spinner's budget; returns whether it got there. The budget adapts:
+// a spin during which the thread made fewer than half the pauses per
+// nanosecond it makes when it has the core was partly descheduled: the
+// machine is busy, and spinning takes a core that a thread we wait for may
+// need, so the budget halves. A wait that ends within the spin doubles it back.
+static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_equal) {
+    int64_t start = monotonic_ns(), elapsed = 0;
+    long pauses = 0;
+    int reached = 0;
+    while (!(reached = (atomic_load_explicit(word, memory_order_acquire) == value) == want_equal)) {
+        cpu_relax();
+        if (++pauses % 16 == 0 && (elapsed = monotonic_ns() - start) >= s->budget_ns) break;
+    }
+    if (elapsed >= 2000) {   // long enough to measure a rate
+        double rate = (double)pauses / (double)elapsed;
+        if (rate > s->best_rate) s->best_rate = rate;
+        if (rate < s->best_rate / 2) {
+            s->budget_ns = s->budget_ns / 2 > SPIN_MIN_NS ? s->budget_ns / 2 : SPIN_MIN_NS;
+            return reached;
+        }
+    }
+    if (reached) s->budget_ns = s->budget_ns * 2 < SPIN_MAX_NS ? s->budget_ns * 2 : SPIN_MAX_NS;
+    return reached;
+}
+
+// Claim and run pieces of the current task until none is left: this
+// thread's share first, then what is left of the others'. The pieces done
+// are counted once, at the end (one atomic add per thread, not per piece).
+static void run_chunks(ThreadPool *pool, int thread_index) {
+    unsigned done = 0, n_chunks = 0;
+    for (int k = 0; k < pool->n_threads; k++) {
+        ClaimCounter *share = &pool->shares[(thread_index + k) % pool->n_threads];
+        for (;;) {
+            uint64_t claim = atomic_fetch_add(&share->next_end, 1);
+            uint32_t chunk = (uint32_t)claim, end = (uint32_t)(claim >> 32);
+            if (chunk >= end) break;
+            // a piece claimed is of the task whose fn and arg are set: the
+            // caller sets the next task's only when every piece of this one is done
+            pool->fn(pool->arg, (int)chunk, thread_index);
+            done++;
+        }
+    }
+    if (!done) return;
+    n_chunks = pool->n_chunks;
+    if (atomic_fetch_add(&pool->chunks_done, done) + done == n_chunks && atomic_load(&pool->caller_sleeping)) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->done);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
 // Each side announces that it sleeps (an atomic read-modify-write) before it
 // checks the condition, and the other side changes the condition (also a
 // read-modify-write) before it checks for sleepers, so no wake-up is lost.
@@ -2403,10 +3087,10 @@ static void *worker_main(void *raw) {
     WorkerStart start = *(WorkerStart *)raw;
     free(raw);
     ThreadPool *pool = start.pool;
+    Spinner spin = { SPIN_MAX_NS, 0.0 };
     unsigned seen = 0;
     for (;;) {
-        for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
-        if (atomic_load(&pool->generation) == seen) {
+        if (!spin_until(&spin, &pool->generation, seen, 0)) {
             pthread_mutex_lock(&pool->lock);
             atomic_fetch_add(&pool->sleeping_workers, 1);
             while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
@@ -2415,22 +3099,21 @@ static void *worker_main(void *raw) {
         }
         seen = atomic_load(&pool->generation);
         if (atomic_load(&pool->stop)) return NULL;
-        pool->fn(pool->arg, start.index, pool->n_threads);
-        if (atomic_fetch_sub(&pool->busy, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
-            pthread_mutex_lock(&pool->lock);
-            pthread_cond_broadcast(&pool->done);
-            pthread_mutex_unlock(&pool->lock);
-        }
+        run_chunks(pool, start.index);
     }
 }
 
 static ThreadPool *pool_create(int n_threads) {
     ThreadPool *pool = xcalloc(1, sizeof *pool, "thread pool");
     pool->n_threads = n_threads;
+    pool->caller_spin = (Spinner){ SPIN_MAX_NS, 0.0 };
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     pool->workers = xcalloc((size_t)n_threads, sizeof(pthread_t), "thread pool");
+    pool->shares = aligned_alloc(64, sizeof(ClaimCounter) * (size_t)n_threads);
+    if (!pool->shares) die("out of memory allocating the thread pool");
+    for (int i = 0; i < n_threads; i++) atomic_init(&pool->shares[i].next_end, 0);
     for (int i = 1; i < n_threads; i++) {
         WorkerStart *start = xcalloc(1, sizeof *start, "thread pool");
         start->pool = pool;
@@ -2441,28 +3124,55 @@ static ThreadPool *pool_create(int n_threads) {
     return pool;
 }
 
-static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
-    if (pool->n_threads == 1) { fn(arg, 0, 1); return; }
+// fn(arg, chunk, thread_index) for chunk = 0..n_chunks-1, each once, on
+// whichever threads claim them; returns when all are done. The caller works
+// too, and waits only for pieces other threads have claimed and not finished.
+static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunks) {
+    if (pool->n_threads == 1 || n_chunks <= 1) {
+        for (int chunk = 0; chunk < n_chunks; chunk++) fn(arg, chunk, 0);
+        return;
+    }
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store(&pool->busy, pool->n_threads - 1);
+    pool->n_chunks = (unsigned)n_chunks;
+    atomic_store(&pool->chunks_done, 0);
+    for (int i = 0; i < pool->n_threads; i++) {   // thread i's share: pieces [begin, end)
+        uint64_t begin = (uint64_t)n_chunks * i / pool->n_threads, end = (uint64_t)n_chunks * (i + 1) / pool->n_threads;
+        atomic_store(&pool->shares[i].next_end, end << 32 | begin);
+    }
     atomic_fetch_add(&pool->generation, 1);
     if (atomic_load(&pool->sleeping_workers) > 0) {
         pthread_mutex_lock(&pool->lock);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    fn(arg, 0, pool->n_threads);
-    for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->busy) > 0; spin++) cpu_relax();
-    if (atomic_load(&pool->busy) > 0) {
-        pthread_mutex_lock(&pool->lock);
-        // an exchange, not a store: a read-modify-write is a full fence on every CPU
-        // (and under qemu), so the load of busy below cannot overtake it
-        atomic_exchange(&pool->caller_sleeping, 1);
-        while (atomic_load(&pool->busy) > 0) pthread_cond_wait(&pool->done, &pool->lock);
-        atomic_store(&pool->caller_sleeping, 0);
-        pthread_mutex_unlock(&pool->lock);
-    }
+    run_chunks(pool, 0);
+    if (spin_until(&pool->caller_spin, &pool->chunks_done, (unsigned)n_chunks, 1)) return;
+    pthread_mutex_lock(&pool->lock);
+    // an exchange, not a store: a read-modify-write is a full fence on every CPU
+    // (and under qemu), so the load of chunks_done below cannot overtake it
+    atomic_exchange(&pool->caller_sleeping, 1);
+    while (atomic_load(&pool->chunks_done) != (unsigned)n_chunks) pthread_cond_wait(&pool->done, &pool->lock);
+    atomic_store(&pool->caller_sleeping, 0);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+// The older shape of a task, for the tools' work split by thread: fn(arg, i,
+// n_threads) for each i = 0..n_threads-1, as pieces (so a slice a late
+// thread would have taken is run by another). i is unique while fn runs: a
+// slice's own scratch is safe.
+typedef void (*TaskFn)(void *arg, int slice, int n_slices);
+typedef struct { TaskFn fn; void *arg; int n_slices; } SliceTask;
+
+static void run_task_slice(void *raw, int chunk, int thread_index) {
+    (void)thread_index;
+    SliceTask *task = raw;
+    task->fn(task->arg, chunk, task->n_slices);
+}
+
+__attribute__((unused)) static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
+    SliceTask task = { fn, arg, pool->n_threads };
+    pool_run_chunks(pool, run_task_slice, &task, pool->n_threads);
 }
 
 static void pool_free(ThreadPool *pool) {
@@ -2476,8 +3186,100 @@ static void pool_free(ThreadPool *pool) {
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
+    free(pool->shares);
     free(pool->workers);
     free(pool);
+}
+
+// ---- The default thread count (-T): the cores this process may run on (its
+// affinity, as taskset sets it: /proc/self/status), of those only the big
+// ones on a big.LITTLE chip (cpu_capacity within 3/4 of the highest, or
+// cpufreq's maximum frequency where the kernel gives no capacity: an RK3588's
+// four A76 cores, not its A55s, whose slower pieces would end every product
+// late), less the cores other programs keep busy now (the tasks /proc/loadavg
+// counts running, less this one: the fewest of four looks 0.5 ms apart, so a
+// passing kernel thread does not count); at least one. /proc/loadavg counts
+// the whole machine: in a container given a few cores of a busy host, give
+// -T. Without /proc: the online cores.
+#define MAX_CPUS 4096
+
+// The CPUs of a list like "0-3,6\n", at most max of them; how many.
+static int parse_cpu_list(const char *list, int *cpus, int max) {
+    int n = 0;
+    while (*list && *list != '\n') {
+        char *end;
+        long first = strtol(list, &end, 10), last = first;
+        if (end == list || first < 0) return n;
+        if (*end == '-') { list = end + 1; last = strtol(list, &end, 10); if (end == list) return n; }
+        for (long cpu = first; cpu <= last && n < max; cpu++) cpus[n++] = (int)cpu;
+        list = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+// A number a sysfs file holds; -1 when there is none.
+static long read_sysfs_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    long value = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &value) != 1) value = -1;
+        fclose(f);
+    }
+    return value;
+}
+
+static int running_tasks(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double load1, load5, load15;
+    int running = 0, total;
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf %d/%d", &load1, &load5, &load15, &running, &total) != 5) running = 0;
+        fclose(f);
+    }
+    return running;
+}
+
+// The big cores this process may run on.
+static int big_cores(void) {
+    static int cpus[MAX_CPUS];
+    static long speed[MAX_CPUS];
+    int n = 0;
+    char line[8192];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "Cpus_allowed_list:", 18) == 0) n = parse_cpu_list(line + 18 + strspn(line + 18, " \t"), cpus, MAX_CPUS);
+        fclose(f);
+    }
+    if (n == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        return online > 0 ? (int)online : 1;
+    }
+    long fastest = 0;
+    for (int i = 0; i < n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpu_capacity", cpus[i]);
+        if ((speed[i] = read_sysfs_number(path)) < 0) {
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpufreq/cpuinfo_max_freq", cpus[i]);
+            speed[i] = read_sysfs_number(path);
+        }
+        if (speed[i] > fastest) fastest = speed[i];
+    }
+    int big = 0;
+    for (int i = 0; i < n; i++) big += fastest <= 0 || speed[i] * 4 >= fastest * 3;
+    return big;
+}
+
+// runq's default -T (the server, which runs for hours, takes big_cores()).
+static int default_run_threads(void) {
+    int running = running_tasks();
+    for (int look = 1; look < 4 && running > 1; look++) {
+        usleep(500);
+        int now = running_tasks();
+        if (now < running) running = now;
+    }
+    int threads = big_cores() - (running > 1 ? running - 1 : 0);
+    return threads > 0 ? threads : 1;
 }
 
 // Up to three products of one input run as one task (q,k,v; gate,up), so the
@@ -2489,18 +3291,34 @@ typedef struct {
     const QuantizedActivations *x;
     int n_tokens;
     const Kernels *kernels;
+    int tiles_per_chunk;              // a piece: this many whole tiles of one matrix's rows
+    int first_chunk[4];               // matrix m's pieces: first_chunk[m] .. first_chunk[m + 1] - 1
 } MatmulTask;
 
-static void matmul_task(void *arg, int thread_index, int n_threads) {
+static void matmul_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     MatmulTask *task = arg;
-    for (int m = 0; m < task->count; m++) {
-        int rows = task->w[m]->rows, tiles = (rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
-        int per_thread = (tiles + n_threads - 1) / n_threads * Q4_TILE_ROWS;   // whole tiles
-        int begin = thread_index * per_thread, end = begin + per_thread;
-        if (end > rows) end = rows;
-        if (begin < end)
-            task->kernels->matmul[task->w[m]->type](task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
-    }
+    int m = 0;
+    while (chunk >= task->first_chunk[m + 1]) m++;
+    const Tensor *w = task->w[m];
+    int rows = task->tiles_per_chunk * Q4_TILE_ROWS, begin = (chunk - task->first_chunk[m]) * rows;
+    int end = begin + rows < w->rows ? begin + rows : w->rows;
+    task->kernels->matmul[w->type](task->out[m], w->rows, w, begin, end, task->x, task->n_tokens);
+}
+
+// The products cut into pieces of whole tiles, an even number of them (the
+// avx512-vnni kernels take tiles in pairs): about eight a thread, so the
+// share of a thread that is late is taken by the others in small steps (one
+// piece a matrix on one thread); then run on the pool.
+static void run_matmul_task(ThreadPool *pool, MatmulTask *task) {
+    int tiles[3], total = 0;
+    for (int m = 0; m < task->count; m++) total += tiles[m] = (task->w[m]->rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+    int per_chunk = pool->n_threads == 1 ? total : total / (8 * pool->n_threads);
+    per_chunk = per_chunk < 2 ? 2 : (per_chunk + 1) / 2 * 2;
+    task->tiles_per_chunk = per_chunk;
+    task->first_chunk[0] = 0;
+    for (int m = 0; m < task->count; m++) task->first_chunk[m + 1] = task->first_chunk[m] + (tiles[m] + per_chunk - 1) / per_chunk;
+    pool_run_chunks(pool, matmul_task, task, task->first_chunk[task->count]);
 }
 
 // out_m (n_tokens, rows_m) = x W_m^T for each of the count weights, which all
@@ -2530,8 +3348,9 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
     }
 }
 
-// The prompt's tokens are quantized by all threads, a slice each (one
-// token's quantization is too short to share).
+// The prompt's tokens are quantized by all threads, QUANTIZE_CHUNK tokens a
+// piece (one token's quantization is too short to share).
+#define QUANTIZE_CHUNK 4
 typedef struct {
     QuantizeFn quantize_q8;
     QuantizedActivations *out;
@@ -2539,11 +3358,10 @@ typedef struct {
     int x_stride, n, n_padded, n_tokens;
 } QuantizeTask;
 
-static void quantize_task(void *arg, int thread_index, int n_threads) {
+static void quantize_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     QuantizeTask *task = arg;
-    int per_thread = (task->n_tokens + n_threads - 1) / n_threads;
-    int begin = thread_index * per_thread, end = begin + per_thread < task->n_tokens ? begin + per_thread : task->n_tokens;
-    if (begin >= end) return;
+    int begin = chunk * QUANTIZE_CHUNK, end = begin + QUANTIZE_CHUNK < task->n_tokens ? begin + QUANTIZE_CHUNK : task->n_tokens;
     QuantizedActivations slice = *task->out;
     size_t x_blocks = (size_t)slice.stride / Q_BLOCK;
     slice.values += (size_t)begin * slice.stride;
@@ -2569,11 +3387,11 @@ static void matmuls(Transformer *t, int count, float **out, const Tensor **w, co
             t->kernels.quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
         } else {
             QuantizeTask quantize = { t->kernels.quantize_q8, xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
-            pool_run(t->pool, quantize_task, &quantize);
+            pool_run_chunks(t->pool, quantize_task, &quantize, (n_tokens + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK);
         }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
         for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
-        pool_run(t->pool, matmul_task, &task);
+        run_matmul_task(t->pool, &task);
     }
     for (int m = 0; m < count; m++)   // an adapter's share, on any backend
         if (w[m]->lora_rank) add_lora(out[m], w[m], x, x_stride, n_tokens);
@@ -2898,14 +3716,6 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
-static void softmax(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
-    for (int i = 0; i < n; i++) x[i] /= sum;
-}
-
 // x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
 // logits, which keeps them within (-cap, cap).
 static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
@@ -2914,6 +3724,63 @@ static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
 // Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
 static float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
+// A batch's per-token math on the pool (during a prompt, serial work that
+// would keep the other threads waiting): the RMSNorm of each token's row, a
+// few tokens a piece, and the FFN's gate, a few thousand values a piece. The
+// arithmetic of each value is the loop's it replaces; a piece is too short to
+// share below these sizes, so a decoded token's runs on the calling thread.
+#define NORM_PIECE 4        // tokens
+#define GATE_PIECE 4096     // values
+typedef struct {
+    float *out;
+    const float *x;          // (n, dim)
+    const float *weight;
+    int n, dim;
+    float eps;
+} NormTask;
+
+static void rmsnorm_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    NormTask *task = arg;
+    for (int i = chunk * NORM_PIECE; i < task->n && i < (chunk + 1) * NORM_PIECE; i++)
+        rmsnorm(task->out + (size_t)i * task->dim, task->x + (size_t)i * task->dim, task->weight, task->dim, task->eps);
+}
+
+static void rmsnorm_tokens(Transformer *t, float *out, const float *x, const float *weight, int n) {
+    NormTask task = { out, x, weight, n, t->config.dim, t->config.norm_eps };
+    pool_run_chunks(t->pool, rmsnorm_task, &task, (n + NORM_PIECE - 1) / NORM_PIECE);
+}
+
+typedef struct {
+    float *gate;             // in: w1 x; out: act(w1 x) * w3 x
+    const float *up;         // w3 x
+    size_t count;
+    int gelu;                // act: tanh-approximated GELU (GeGLU), else SiLU (SwiGLU)
+} GateTask;
+
+static void gate_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    GateTask *task = arg;
+    size_t begin = (size_t)chunk * GATE_PIECE, end = begin + GATE_PIECE < task->count ? begin + GATE_PIECE : task->count;
+    for (size_t i = begin; i < end; i++) {
+        float gate = task->gate[i];
+        task->gate[i] = task->gelu ? gelu_tanh(gate) * task->up[i] : gate / (1.0f + expf(-gate)) * task->up[i];
+    }
+}
+
+static void gated_activation(Transformer *t, float *gate, const float *up, size_t count) {
+    GateTask task = { gate, up, count, t->config.activation == ACTIVATION_GELU_TANH };
+    pool_run_chunks(t->pool, gate_task, &task, (int)((count + GATE_PIECE - 1) / GATE_PIECE));
+}
+
+static void softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
 // cos and sin of (position x frequency) for each token of the batch, times
@@ -2962,6 +3829,27 @@ static void quantize_kv_row(int8_t *out, float *scale, const float *x, int n) {
     for (int i = 0; i < n; i++) out[i] = (int8_t)lrintf(x[i] * inverse);
 }
 
+// The KV rows a batch of n tokens is about to write (positions pos0..pos0+n-1
+// of every layer), faulted in by one call per layer and cache instead of a
+// page fault every 4 KiB (Linux 5.14's MADV_POPULATE_WRITE; without it the
+// writes fault them in as before). The cache is sized for the whole run, so
+// only the rows a prompt needs are faulted, when it needs them.
+static void prefault_kv_rows(RunState *s, int n_layers, int kv_dim, int pos0, int n) {
+#ifdef MADV_POPULATE_WRITE
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), row = s->kv_type == KV_Q8 ? (size_t)kv_dim : (size_t)kv_dim * 2;
+    uint8_t *caches[2] = { s->kv_type == KV_Q8 ? (uint8_t *)s->key_cache_q8 : (uint8_t *)s->key_cache,
+                           s->kv_type == KV_Q8 ? (uint8_t *)s->value_cache_q8 : (uint8_t *)s->value_cache };
+    for (int l = 0; l < n_layers; l++)
+        for (int c = 0; c < 2; c++) {
+            uintptr_t begin = (uintptr_t)(caches[c] + ((size_t)l * s->cache_len + pos0) * row), end = begin + (size_t)n * row;
+            begin -= begin % page;
+            madvise((void *)begin, end - begin, MADV_POPULATE_WRITE);   // a failure leaves the faults to the writes
+        }
+#else
+    (void)s; (void)n_layers; (void)kv_dim; (void)pos0; (void)n;
+#endif
+}
+
 static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim,
                      int head_dim) {
     size_t row = ((size_t)layer * s->cache_len + pos) * kv_dim;
@@ -2990,11 +3878,11 @@ typedef struct {
 } AttentionTask;
 
 // Causal attention: batch token i (at position pos0 + i) over positions
-// first..pos0+i (first_attended: all of them but on a sliding layer). (token,
-// head) pairs are dealt round-robin to the threads, each with its own row of
-// scores; head h reads KV head h / (n_heads / n_kv_heads). Scores are
+// first..pos0+i (first_attended: all of them but on a sliding layer). Each
+// (token, head) pair is a piece of the task; a thread keeps its scores in its
+// own row; head h reads KV head h / (n_heads / n_kv_heads). Scores are
 // q.k / score_divisor, soft-capped when the model says so (Gemma 2).
-static void attention_task(void *arg, int thread_index, int n_threads) {
+static void attention_task(void *arg, int item, int thread_index) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
     const Kernels *k = &task->t->kernels;
@@ -3003,32 +3891,31 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
     int group = c->n_heads / c->n_kv_heads;
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
     float *att = s->att + (size_t)thread_index * s->cache_len;
-    for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
-        int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
-        int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
-        const float *q = s->q + (size_t)i * q_dim + h * head_dim;
-        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-        size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
-        size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
-        if (s->kv_type == KV_Q8)
-            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
-        else
-            k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
-        for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
-        if (c->attention_softcap > 0)
-            for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
-        softmax(att, seen);
-        if (s->kv_type == KV_Q8)
-            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
-        else
-            k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
-    }
+    int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+    int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
+    const float *q = s->q + (size_t)i * q_dim + h * head_dim;
+    float *out = s->xb + (size_t)i * q_dim + h * head_dim;
+    size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+    size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
+    if (s->kv_type == KV_Q8)
+        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+    else
+        k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
+    for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
+    if (c->attention_softcap > 0)
+        for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
+    softmax(att, seen);
+    if (s->kv_type == KV_Q8)
+        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+    else
+        k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
 }
 
 // ----------------------------------------------------------------------------
 // Forward: n tokens (at most MAX_BATCH) at positions pos0..pos0+n-1 through
 // every layer as one batch, each weight read once; their keys and values land
-// in the cache. Returns the logits after the last token. Decoding is the same
+// in the cache. Returns the logits after the last token (none, NULL, when
+// want_logits is 0: a prompt's chunks before its last). Decoding is the same
 // pass with n = 1; a prompt goes through in chunks. Each layer is an attention
 // block and an FFN block, each adding its branch to the residual stream x.
 
@@ -3089,7 +3976,7 @@ static void attention_block(Transformer *t, int layer, int n, int pos0) {
     const LayerWeights *lw = &t->weights.layers[layer];
     RunState *s = &t->state;
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
+    rmsnorm_tokens(t, s->xb, s->x, lw->attention_norm.data, n);
     float *qkv_out[3] = { s->q, s->k, s->v };
     const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
     matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
@@ -3098,7 +3985,7 @@ static void attention_block(Transformer *t, int layer, int n, int pos0) {
         store_kv(&t->kernels, s, layer, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
     }
     AttentionTask attention = { t, layer, pos0, n };
-    pool_run(t->pool, attention_task, &attention);
+    pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
     matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
     add_branch(t, &lw->post_attention_norm, n);
 }
@@ -3108,15 +3995,12 @@ static void ffn_block(Transformer *t, int layer, int n) {
     const Config *c = &t->config;
     const LayerWeights *lw = &t->weights.layers[layer];
     RunState *s = &t->state;
-    int dim = c->dim, ffn = c->ffn_dim[layer];
-    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
+    int ffn = c->ffn_dim[layer];
+    rmsnorm_tokens(t, s->xb, s->x, lw->ffn_norm.data, n);
     float *ffn_out[2] = { s->hb, s->hb2 };
     const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-    matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
-    for (size_t i = 0; i < (size_t)n * ffn; i++) {
-        float gate = s->hb[i];
-        s->hb[i] = c->activation == ACTIVATION_GELU_TANH ? gelu_tanh(gate) * s->hb2[i] : gate / (1.0f + expf(-gate)) * s->hb2[i];
-    }
+    matmuls(t, 2, ffn_out, ffn_w, s->xb, c->dim, n);
+    gated_activation(t, s->hb, s->hb2, (size_t)n * ffn);
     matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
     add_branch(t, &lw->post_ffn_norm, n);
 }
@@ -3132,28 +4016,37 @@ static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
         for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
 }
 
-static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
+static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
     const Config *c = &t->config;
     RunState *s = &t->state;
     embed_tokens(t, tokens, n);
     for (int table = 0; table < N_ROPE_TABLES; table++)
         if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
+    if (n > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
     for (int l = 0; l < c->n_layers; l++) {
         attention_block(t, l, n, pos0);
         ffn_block(t, l, n);
     }
+    if (!want_logits) return NULL;
     logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
     return s->logits;
+}
+
+static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
+    return forward_batch_logits(t, tokens, n, pos0, 1);
 }
 
 static float *forward(Transformer *t, int token, int pos) { return forward_batch(t, &token, 1, pos); }
 
 // n tokens at positions pos0..pos0+n-1 (a prompt, a chat turn), MAX_BATCH
-// at a time; the logits after the last.
+// at a time; the logits after the last. The classifier runs for the last
+// chunk only: it reads all its weights for one token, and a small model's
+// classifier is as big as its layers.
 static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0) {
     float *logits = NULL;
     for (int start = 0; start < n; start += MAX_BATCH)
-        logits = forward_batch(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start);
+        logits = forward_batch_logits(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start,
+                                      start + MAX_BATCH >= n);
     return logits;
 }
 
@@ -3207,8 +4100,30 @@ static void require_quantized(const Transformer *t) {
 
 // After open_checkpoint: the buffers and threads for a run of cache_len
 // positions (at most seq_len; the KV cache holds no more than the run needs).
+// The pages of the weights every token reads, touched now (a read a page,
+// as llama.cpp's load touches its own weights when it repacks them), not one
+// first access at a time inside the first prompt, which reads them all
+// anyway: on a virtual machine a page's first access costs microseconds. An
+// untied embedding table is left alone: a run reads a few of its rows, and
+// touching the rest would cost its whole size in memory.
+static void touch_weights(const Transformer *t) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), skip_begin = t->file_size, skip_end = t->file_size;
+    const Tensor *embeddings = &t->weights.tok_embeddings;
+    if (!t->config.tied_classifier) {
+        size_t rows = embeddings->q4_tiled ? round_up((size_t)embeddings->rows, Q4_TILE_ROWS) : (size_t)embeddings->rows;
+        skip_begin = (size_t)(embeddings->codes - t->file_data);
+        skip_end = (size_t)((const uint8_t *)(embeddings->scales + rows * (size_t)(embeddings->cols_padded / embeddings->group_size))
+                            - t->file_data);
+    }
+    volatile uint8_t sink = 0;
+    for (size_t at = 0; at < t->file_size; at += page)
+        if (at + page <= skip_begin || at >= skip_end) sink ^= t->file_data[at];
+    (void)sink;
+}
+
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
+    touch_weights(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
     choose_rope_frequencies(&t->state, &t->config, &t->weights);
@@ -5775,7 +6690,7 @@ static void usage(void) {
         "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
-        "  -T <int>    threads, default: online cores\n"
+        "  -T <int>    threads, default: the big cores this process may use, less those busy\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
         "  --think     chat: let a model that thinks (Qwen3) think before it replies\n"
@@ -5790,8 +6705,7 @@ int main(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int steps = 256, steps_given = 0, ignore_eos = 0, thinking = 0, kv_type = KV_F16;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    int n_threads = online > 0 ? (int)online : 1;
+    int n_threads = 0;   // 0: default_run_threads(), once the arguments are read
 
     if (argc < 2) usage();
     checkpoint = argv[1];
@@ -5826,6 +6740,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
     if (seed == 0) seed = (unsigned long long)time(NULL);
+    if (n_threads == 0) n_threads = default_run_threads();
 
     double load_start = now_ms();
     Transformer transformer;
@@ -5838,6 +6753,7 @@ int main(int argc, char **argv) {
     prepare_run(&transformer, steps, n_threads);
     double load_ms = now_ms() - load_start;
     print_memory_plan(&transformer);
+    fprintf(stderr, "kernels: %s, %d thread%s\n", transformer.kernels.name, n_threads, n_threads == 1 ? "" : "s");
 
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);

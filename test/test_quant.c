@@ -613,6 +613,9 @@ int main(void) {
         test_quantize_against_reference(&sets[i], &sets[0]);
         test_to_f16_against_reference(&sets[i], &sets[0]);
     }
+    const char *lacking[MAX_KERNEL_SETS];
+    int n_lacking = unrunnable_kernels(lacking);
+    for (int i = 0; i < n_lacking; i++) SKIP("kernels %s: this CPU cannot run them, so they are not tested here", lacking[i]);
     if (n_sets == 1) SKIP("this CPU runs only the scalar kernels: no SIMD kernel tested here");
     return check_summary("test_quant");
 }
