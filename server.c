@@ -571,11 +571,11 @@ typedef struct {
     int role;
     char *content;                // text (empty when null)
     char *tool_calls;             // assistant: its calls as the family writes them; NULL: none
-} ChatMessage;
+} RequestMessage;
 
 typedef struct {
     char *system;                 // every system/developer message joined, tools' description after
-    ChatMessage *messages;        // (count,) system messages left out
+    RequestMessage *messages;        // (count,) system messages left out
     int count;
     int enable_thinking;          // -1: the template's default
 } Conversation;
@@ -786,7 +786,7 @@ static int parse_logprobs(const Json *body, JobSpec *job, FieldError *e) {
 }
 
 static void push_encoded(TokenList *list, const Tokenizer *tok, const char *text, int add_bos) {
-    int *ids = xcalloc(strlen(text) + 3, sizeof(int), "prompt tokens");
+    int *ids = xcalloc(encode_capacity(tok, text), sizeof(int), "prompt tokens");
     int n = encode(tok, text, add_bos, 0, ids);
     for (int i = 0; i < n; i++) push_token(list, ids[i]);
     free(ids);
@@ -1098,7 +1098,7 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
     const Json *messages = field(body, "messages");
     if (!messages || messages->type != JSON_ARRAY || messages->count == 0) return refuse(e, "'messages' must be a non-empty array");
     Conversation *c = &job->conversation;
-    c->messages = xcalloc((size_t)messages->count, sizeof(ChatMessage), "messages");
+    c->messages = xcalloc((size_t)messages->count, sizeof(RequestMessage), "messages");
     Text system = text_new();
     for (int i = 0; i < messages->count; i++) {
         const Json *m = &messages->items[i], *role = json_get(m, "role"), *calls = field(m, "tool_calls");
@@ -1138,7 +1138,7 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
             text_free(&system);
             return refuse(e, "messages[%d]: a tool message must follow the assistant's call", i);
         }
-        ChatMessage *previous = c->count ? &c->messages[c->count - 1] : NULL;
+        RequestMessage *previous = c->count ? &c->messages[c->count - 1] : NULL;
         if (kind == ROLE_ASSISTANT && previous && previous->role == ROLE_ASSISTANT && !previous->tool_calls) {
             Text joined = text_new();   // two replies in a row: one reply
             text_puts(&joined, previous->content);
@@ -1151,7 +1151,7 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
             text_free(&content);
             continue;
         }
-        c->messages[c->count++] = (ChatMessage){ kind, text_take(&content), call_text.length ? text_take(&call_text) : NULL };
+        c->messages[c->count++] = (RequestMessage){ kind, text_take(&content), call_text.length ? text_take(&call_text) : NULL };
         text_free(&call_text);
     }
     if (tools_description->length) {
@@ -1162,6 +1162,17 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
     if (c->count == 0 || c->messages[c->count - 1].role == ROLE_ASSISTANT)
         return refuse(e, "the last message must be the user's (or a tool's result)");
     return 1;
+}
+
+// A format of the tool-result turns below (special tokens as text, %s filled
+// by fill in order) as ids, as the chat templates render theirs.
+static TokenList render_format_ids(const Tokenizer *t, const char *format, const char *const *fill) {
+    TokenList list = { 0 };
+    Rendering r = { .list = &list };
+    render_format(&r, t, format, fill);
+    rendering_flush(&r, t);
+    free(r.text);
+    return list;
 }
 
 // Consecutive tool results from message i on, in the family's format; returns the index after them.
@@ -1177,13 +1188,13 @@ static int render_tool_results(const Server *server, const Conversation *c, int 
     case TOOLS_LLAMA3:
         for (int k = 0; k < n; k++) text_puts(&format, "<|start_header_id|>ipython<|end_header_id|>\n\n%s<|eot_id|>");
         text_puts(&format, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-        rendered = render_chat_turn(&server->tokenizer, format.data, results);
+        rendered = render_format_ids(&server->tokenizer, format.data, results);
         break;
     case TOOLS_HERMES:
         text_puts(&format, "\n<|im_start|>user");
         for (int k = 0; k < n; k++) text_puts(&format, "\n<tool_response>\n%s\n</tool_response>");
         text_puts(&format, "<|im_end|>\n<|im_start|>assistant\n");
-        rendered = render_chat_turn(&server->tokenizer, format.data, results);
+        rendered = render_format_ids(&server->tokenizer, format.data, results);
         break;
     default: {   // Mistral and the others: the results as a user turn (Mistral's [TOOL_RESULTS] are text to its template)
         Text turn = text_new();
@@ -1192,7 +1203,7 @@ static int render_tool_results(const Server *server, const Conversation *c, int 
             if (server->tool_format == TOOLS_MISTRAL) { text_json_cstring(&turn, results[k]); text_puts(&turn, "}[/TOOL_RESULTS]"); }
             else text_puts(&turn, results[k]);
         }
-        rendered = chat_turn(&server->tokenizer, server->chat_template, first, c->system, turn.data);
+        rendered = chat_turn(&server->tokenizer, server->chat_template, first, c->system, turn.data, c->enable_thinking == 1);
         text_free(&turn);
     }
     }
@@ -1204,22 +1215,24 @@ static int render_tool_results(const Server *server, const Conversation *c, int 
 }
 
 // The conversation from message `from` on into prompt tokens (the system
-// prompt kept whatever is dropped). c->enable_thinking is not read here: no
-// chat template of runq's has a thinking switch yet; a template API that
-// renders one (Qwen3's generation prompt) takes it at this seam.
+// prompt kept whatever is dropped). A template that thinks (Qwen3) thinks
+// only when the request says enable_thinking: true (itself or in
+// chat_template_kwargs), as runq's chat only with --think: on a board a
+// reply comes sooner without.
 static void render_conversation(const Server *server, const Conversation *c, int from, TokenList *out) {
     const Tokenizer *tok = &server->tokenizer;
     out->count = 0;
     int first = 1, open = 0;   // open: an assistant reply is due next
     for (int i = from; i < c->count;) {
-        const ChatMessage *m = &c->messages[i];
+        const RequestMessage *m = &c->messages[i];
         if (m->role == ROLE_TOOL) {
             i = render_tool_results(server, c, i, first, out);
             first = 0, open = 1;
             continue;
         }
         if (m->role == ROLE_USER || !open) {   // a user turn (empty before an assistant greeting)
-            TokenList turn = chat_turn(tok, server->chat_template, first, c->system, m->role == ROLE_USER ? m->content : "");
+            TokenList turn = chat_turn(tok, server->chat_template, first, c->system, m->role == ROLE_USER ? m->content : "",
+                                       c->enable_thinking == 1);
             for (int k = 0; k < turn.count; k++) push_token(out, turn.ids[k]);
             free(turn.ids);
             first = 0, open = 1;
@@ -2778,7 +2791,7 @@ static void usage(void) {
         "  --host <ipv4>     address to listen on, default 127.0.0.1 (loopback only)\n"
         "  --port <int>      default 8080 (0: any free port, printed at start)\n"
         "  --api-key <key>   API routes need Authorization: Bearer <key>\n"
-        "  -T <int>          threads for the model, default: online cores\n"
+        "  -T <int>          threads for the model, default: the big cores it may use\n"
         "  -k <f16|q8>       KV cache type, default f16 (q8: int8, half the memory)\n"
         "  -z <path>         tokenizer.bin overriding the checkpoint's\n"
         "  --chat-template <name> llama2, llama3, chatml or zephyr, default: the checkpoint's\n"
@@ -2793,8 +2806,7 @@ static void usage(void) {
 }
 
 static Settings parse_settings(int argc, char **argv) {
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    Settings s = { .host = "127.0.0.1", .port = 8080, .n_threads = online > 0 ? (int)online : 1,
+    Settings s = { .host = "127.0.0.1", .port = 8080, .n_threads = big_cores(),
                    .queue_capacity = 16, .timeout_ms = 10000, .head_timeout_ms = HEAD_TIMEOUT_MS, .max_per_address = 8 };
     if (argc < 2 || argv[1][0] == '-') usage();
     s.model_path = argv[1];
