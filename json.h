@@ -49,6 +49,7 @@ typedef struct {
     jmp_buf *recover;        // json_parse_untrusted: a syntax error jumps here instead of exiting,
     char *error;             // ... its message in error (the caller's buffer: it outlives the jump)
     size_t error_size;
+    const char *const *keep; // json_parse_fields: the top-level members built; the others are checked and skipped
 } JsonParser;
 
 // " in messages[1].content": the value being parsed, when inside a container.
@@ -159,6 +160,67 @@ static void json_parse_string(JsonParser *p, char **owner, size_t *length) {
 
 static void json_parse_value(JsonParser *p, Json *out);
 
+// A value checked as json_parse_value checks it, but not built: a member the
+// caller ignores costs no memory however large it is.
+static void json_skip_value(JsonParser *p) {
+    json_skip_space(p);
+    if (p->at >= p->end) json_fail(p, "unexpected end");
+    if (++p->depth > JSON_MAX_DEPTH) json_fail(p, "nested too deeply");
+    char c = *p->at;
+    if (c == '"') {
+        for (p->at++; p->at < p->end && *p->at != '"';) {
+            unsigned char ch = (unsigned char)*p->at;
+            if (ch < 0x20) json_fail(p, "control character in string");
+            if (ch >= 0x80) {
+                int step = utf8_next((const unsigned char *)p->at, (size_t)(p->end - p->at));
+                if (step <= 0) json_fail(p, "ill-formed UTF-8 in a string");
+                p->at += step;
+            } else if (ch == '\\') {
+                if (p->end - p->at < 2 || !p->at[1] || !strchr("\"\\/bfnrtu", p->at[1])) json_fail(p, "unknown escape");
+                p->at += 2;
+                if (p->at[-1] == 'u') json_hex4(p);   // surrogates unpaired here are not checked: the value is dropped
+            } else {
+                p->at++;
+            }
+        }
+        if (p->at >= p->end) json_fail(p, "unterminated string");
+        p->at++;
+    } else if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        p->at++;
+        json_skip_space(p);
+        if (p->at < p->end && *p->at == close) p->at++;
+        else for (;;) {
+            json_skip_space(p);
+            if (c == '{') {
+                if (p->at >= p->end || *p->at != '"') json_fail(p, "expected a key");
+                p->depth--;   // the key is a string at this depth
+                json_skip_value(p);
+                p->depth++;
+                json_skip_space(p);
+                if (p->at >= p->end || *p->at != ':') json_fail(p, "expected ':'");
+                p->at++;
+            }
+            json_skip_value(p);
+            json_skip_space(p);
+            if (p->at < p->end && *p->at == ',') { p->at++; continue; }
+            if (p->at < p->end && *p->at == close) { p->at++; break; }
+            json_fail(p, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    } else {
+        Json scalar = { 0 };   // numbers and literals: parsed (no memory) and dropped
+        p->depth--;
+        json_parse_value(p, &scalar);
+        p->depth++;
+    }
+    p->depth--;
+}
+
+static int json_kept(const JsonParser *p, const char *key) {
+    for (const char *const *k = p->keep; *k; k++) if (strcmp(*k, key) == 0) return 1;
+    return 0;
+}
+
 static void json_parse_container(JsonParser *p, Json *out, int is_object) {
     char close = is_object ? '}' : ']';
     int capacity = 0;
@@ -190,7 +252,13 @@ static void json_parse_container(JsonParser *p, Json *out, int is_object) {
         int outer = p->path_length;
         p->path[outer] = (JsonStep){ is_object ? out->keys[entry] : NULL, entry };
         p->path_length = outer + 1;
-        json_parse_value(p, &out->items[entry]);
+        if (is_object && p->keep && p->depth == 1 && !json_kept(p, out->keys[entry])) {
+            json_skip_value(p);
+            free(out->keys[entry]);
+            out->count--;
+        } else {
+            json_parse_value(p, &out->items[entry]);
+        }
         p->path_length = outer;
         json_skip_space(p);
         if (p->at < p->end && *p->at == ',') { p->at++; continue; }
@@ -249,6 +317,25 @@ static int json_parse_untrusted(const char *text, size_t size, Json *root, char 
                       .error = error, .error_size = error_size };
     memset(root, 0, sizeof *root);
     if (setjmp(recover)) {   // root points to the caller's tree: what was parsed is all there
+        json_free(root);
+        memset(root, 0, sizeof *root);
+        return 0;
+    }
+    json_parse_value(&p, root);
+    json_skip_space(&p);
+    if (p.at != p.end) json_fail(&p, "trailing characters");
+    return 1;
+}
+
+// The same, building only the top-level members named in keep (a NULL-ended
+// list) of an object: the server reads the fields it knows, and a request's
+// other fields, however large, are checked for syntax and skipped.
+static int json_parse_fields(const char *text, size_t size, const char *const *keep, Json *root, char *error, size_t error_size) {
+    jmp_buf recover;
+    JsonParser p = { .text = text, .end = text + size, .at = text, .source = "request", .recover = &recover,
+                      .error = error, .error_size = error_size, .keep = keep };
+    memset(root, 0, sizeof *root);
+    if (setjmp(recover)) {
         json_free(root);
         memset(root, 0, sizeof *root);
         return 0;

@@ -3,7 +3,8 @@
 // reads them from a socket (its RequestSource, here over memory), then the
 // request dispatched as the server would: the routes, the API key, the JSON
 // bodies of /completion, /v1/completions, /v1/chat/completions (messages
-// through each chat template of runq.c), /tokenize and /detokenize. The
+// through each chat template of runq.c, with tools, grammars and JSON
+// schemas compiled), /tokenize, /detokenize and /apply-template. The
 // responses go to fd -1 (nowhere); generation requests end at the queue,
 // which answers 503 (the server is "stopping": there is no model to run).
 //
@@ -33,7 +34,7 @@ static void build_server(Server *server, const Tokenizer *tok, const char *templ
     server->transformer.config.vocab_size = tok->vocab_size;
     server->transformer.state.cache_len = CONTEXT;
     server->chat_template = choose_chat_template(tok, template_name, 0, "fuzz");
-    server->end_of_turn = chat_end_of_turn(tok, server->chat_template);
+    prepare_chat(server, 1);
     server->shutting_down = 1;
     snprintf(server->model_name, sizeof server->model_name, "fuzz-%s", template_name);
     pthread_mutex_init(&server->lock, NULL);
@@ -64,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Request *request = calloc(1, sizeof *request);   // as serve_connection does, without the socket
     HttpError e = read_request(&client, request);
     if (e.status == 0) dispatch(server, request, -1);
-    else if (e.status != NO_REQUEST) send_error(-1, e.status, e.message, NULL);
+    else if (e.status != NO_REQUEST) { const Reply nowhere = { -1, NULL, 0 }; send_error(&nowhere, e.status, e.message, NULL); }
     free(request->body);
     free(request);
     fuzz_check_released();
