@@ -6704,7 +6704,12 @@ typedef struct {
     float *draft_probs;      // (max_draft, vocab_size) the draft model's distribution of each drafted token
     float *probs;            // (vocab_size,) the model's distribution at one position
     long passes, drafted, accepted, emitted;   // what the stats line reports
+    int wrong_rule;          // tests only, 0 in runq: a deliberately wrong rule (WRONG_*) the statistical test must catch
 } Speculation;
+
+// The wrong rules test/speculative_stats.c proves it can tell from the right one.
+enum { WRONG_RESIDUAL = 1,   // a rejected position's token drawn from p, not from max(0, p - q)
+       WRONG_UNPROCESSED };  // the acceptance ratio from the softmax before top-p: the sampler ignored
 
 static void build_speculation(Speculation *sp, const Transformer *t, Transformer *draft, int lookup, int max_draft) {
     memset(sp, 0, sizeof *sp);
@@ -6851,7 +6856,12 @@ static int speculative_pass(Transformer *t, Speculation *sp, Sampler *s, int *hi
         }
         int x = drafted[j];
         float *q = sp->draft ? sp->draft_probs + (size_t)j * n : NULL;   // NULL: a point mass at x
-        if (random_f32(&s->rng_state) * (q ? q[x] : 1.0f) < p[x]) continue;   // probability min(1, p(x)/q(x))
+        float px = sp->wrong_rule == WRONG_UNPROCESSED ? row[x] : p[x];   // row: the softmax sample() starts from
+        if (random_f32(&s->rng_state) * (q ? q[x] : 1.0f) < px) continue;   // probability min(1, p(x)/q(x))
+        if (sp->wrong_rule == WRONG_RESIDUAL) {
+            drafted[j] = sample_weights(p, n, 1.0f, random_f32(&s->rng_state));
+            break;
+        }
         // rejected: drawn from max(0, p - q), normalised (into q, no longer needed)
         float total = 0.0f;
         float *residual = q ? q : p;
