@@ -4016,17 +4016,25 @@ static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
         for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
 }
 
-static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+// The batch through every layer, each token's residual stream left in x.
+// prefault: the batch's KV rows faulted in first (a prompt's chunk).
+static void forward_layers(Transformer *t, const int *tokens, int n, int pos0, int prefault) {
     const Config *c = &t->config;
     RunState *s = &t->state;
     embed_tokens(t, tokens, n);
     for (int table = 0; table < N_ROPE_TABLES; table++)
         if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
-    if (n > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
+    if (prefault) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
     for (int l = 0; l < c->n_layers; l++) {
         attention_block(t, l, n, pos0);
         ffn_block(t, l, n);
     }
+}
+
+static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    forward_layers(t, tokens, n, pos0, n > 1);
     if (!want_logits) return NULL;
     logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
     return s->logits;
@@ -4055,9 +4063,12 @@ static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0)
 // its drafted tokens with them. Row i is what decoding token i alone gives,
 // bit for bit (a token's arithmetic does not depend on its batch, and the
 // classifier's rows are the same kernels' rows). Plain decoding never comes
-// here: its classifier still runs for one row only.
+// here: its classifier still runs for one row only. No prefault: a pass
+// writes a few KV rows, as decoding does, and two system calls a layer cost
+// more than their page faults (on the default model they made a pass of two
+// tokens cost 2.3 decode steps).
 static void forward_batch_all_logits(Transformer *t, const int *tokens, int n, int pos0, float *out) {
-    forward_batch_logits(t, tokens, n, pos0, 0);
+    forward_layers(t, tokens, n, pos0, 0);
     logits_of_rows(t, t->state.x, n, out);
 }
 
