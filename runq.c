@@ -6710,6 +6710,7 @@ typedef struct {
     int draft_positions;     // the draft's KV cache holds the text's first draft_positions tokens
     int draft_context;       // positions the draft's KV cache holds at most
     int draft_length;        // the next pass's longest draft, adapted to the acceptance
+    int pause, pause_length; // passes left without a draft, and the length of the last such pause
     int vocab_size;
     float *rows;             // (max_draft + 1, vocab_size) the model's logits after each token of a pass
     float *draft_probs;      // (max_draft, vocab_size) the draft model's distribution of each drafted token
@@ -6842,7 +6843,7 @@ static void draft_model_tokens(Speculation *sp, Sampler *s, const int *history, 
 // follows it). Returns how many: 1 to k+1. pos < steps; no token is decoded
 // at a position past steps - 1, as in plain decoding.
 static int speculative_pass(Transformer *t, Speculation *sp, Sampler *s, int *history, int pos, int steps) {
-    int n = sp->vocab_size, k = sp->draft_length;
+    int n = sp->vocab_size, k = sp->pause > 0 ? 0 : sp->draft_length;
     int *drafted = history + pos + 1;
     if (k > steps - 1 - pos) k = steps - 1 - pos;
     if (sp->draft && k > sp->draft_context - pos) k = sp->draft_context - pos;   // the draft's cache is full
@@ -6889,8 +6890,19 @@ static int speculative_pass(Transformer *t, Speculation *sp, Sampler *s, int *hi
 
     // The draft length follows the acceptance: a whole draft accepted doubles
     // it (up to the longest), a rejection cuts it to one past what was kept.
+    // A draft of one token rejected pauses drafting for a pass, then two,
+    // four, up to 16, until a drafted token is accepted again: where a pass
+    // costs a decode step a token (the tiny models) a rejected draft is a
+    // step lost, and text the draft cannot guess should cost no more than
+    // plain decoding. Deterministic, so a seed still gives one text.
+    if (sp->pause > 0) sp->pause--;
     if (k > 0 && j == k && k == sp->draft_length) sp->draft_length = 2 * k < sp->max_draft ? 2 * k : sp->max_draft;
     else if (j < k) sp->draft_length = j + 1;
+    if (j > 0) sp->pause_length = 0;
+    else if (k == 1) {
+        sp->pause_length = sp->pause_length ? (2 * sp->pause_length < 16 ? 2 * sp->pause_length : 16) : 1;
+        sp->pause = sp->pause_length;
+    }
     if (sp->draft && k > 0) sp->draft_positions = pos + 1 + (j < k ? j : k - 1);   // the accepted ones only
     sp->passes++;
     sp->drafted += k;

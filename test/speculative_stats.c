@@ -108,7 +108,12 @@ static double run_setting(const Setting *set, Transformer *t, Transformer *draft
             a = sample(&sampler, logits);
             b = sample(&sampler, forward(t, a, pos + 1));
         } else {
-            sp.draft_positions = pos;   // the draft's cache holds the prompt but its last token; the rest is written again
+            // every pass from the same state: the draft's cache holds the prompt
+            // but its last token (the rest is written again), the longest
+            // draft, no pause (the rule is under test, not the policy)
+            sp.draft_positions = pos;
+            sp.draft_length = sp.max_draft;
+            sp.pause = sp.pause_length = 0;
             int emitted = speculative_pass(t, &sp, &sampler, history, pos, steps);
             if (emitted < 2) speculative_pass(t, &sp, &sampler, history, pos + 1, steps);
             a = history[pos + 1], b = history[pos + 2];
