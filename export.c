@@ -71,11 +71,14 @@ static const char *model_name(const char *path) {
     return base;
 }
 
-// "q3" or "3" -> TYPE_Q3 (any quantized type by its name or bits); -1 if none.
+// "q3" or "3" -> TYPE_Q3 (any quantized type by its name, the dense ones by
+// their bits: "4" is q4, not q4s); -1 if none.
 static int parse_weight_type(const char *text) {
+    for (uint32_t type = 0; type < N_MATRIX_TYPES; type++)
+        if (quant_layout(type) && strcmp(text, quant_layout(type)->name) == 0) return (int)type;
     for (uint32_t type = 0; type < N_MATRIX_TYPES; type++) {
         const QuantLayout *layout = quant_layout(type);
-        if (layout && (strcmp(text, layout->name) == 0 || atoi(text) == layout->bits) && strspn(text, "q0123456789") == strlen(text))
+        if (layout && type != TYPE_Q4S && atoi(text) == layout->bits && strspn(text, "q0123456789") == strlen(text))
             return (int)type;
     }
     return -1;
@@ -114,7 +117,8 @@ static void parse_overrides(TypeRules *rules, const char *list) {
         TypeOverride *o = &rules->overrides[rules->n_overrides++];
         snprintf(o->name, sizeof o->name, "%s", item);
         o->type = parse_weight_type(type_text);
-        if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3 or q2 (or 8, 4, 3, 2)", item, type_text);
+        if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3, q2 (or 8, 4, 3, 2) or q4s (2:4 sparse int4)", item,
+                             type_text);
         o->group_size = slash ? parse_group_size("--tensor-type", slash + 1) : Q_BLOCK;
     }
     free(copy);
@@ -154,7 +158,8 @@ static void usage(void) {
         "  --recipe NAME     mixed precision: q4-mixed, q3-mixed, q2-mixed (more bits for the classifier,\n"
         "                    wv and w2, as llama.cpp's Q4_K_M does; q2-mixed keeps embeddings at int4)\n"
         "  --tensor-type L   per-tensor types over the above, e.g. 'w2=q8,layers.0.wv=q4/64,output=8':\n"
-        "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3)\n"
+        "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3);\n"
+        "                    TYPE q8 q4 q3 q2, or q4s: 2:4 sparse int4 (two of every four weights kept)\n"
         "  --fp32            fp32 checkpoint for run\n"
         "  --gguf-q4_0       GGUF for llama.cpp, matrices Q4_0: runq's int4 weights (group 32) re-packed\n"
         "  --gguf-q8_0       GGUF for llama.cpp, matrices Q8_0\n"
