@@ -27,7 +27,9 @@ one job, included here in the order the data flows:
     convert/gguf_write.h        GGUF written for llama.cpp
     convert/gguf_read.h         GGUF read
     convert/open_source.h       which reader a path needs
-    convert/calibrate.h         a text through the model: Block Influence, calibrated rounding, AWQ
+    convert/gptq.h              a matrix rounded and pruned against its inputs' Hessian: GPTQ, SparseGPT, Wanda
+    convert/calibrate.h         a text through the model: Block Influence, calibrated rounding, AWQ,
+                                SmoothQuant, and GPTQ and pruning layer by layer
 What it is not: a runtime. run.c and runq.c run what it writes.
 */
 
@@ -53,6 +55,7 @@ What it is not: a runtime. run.c and runq.c run what it writes.
 #include "convert/gguf_write.h"
 #include "convert/gguf_read.h"
 #include "convert/open_source.h"
+#include "convert/gptq.h"
 #include "convert/calibrate.h"
 
 // ----------------------------------------------------------------------------
