@@ -127,6 +127,39 @@ static void parse_overrides(TypeRules *rules, const char *list) {
     free(copy);
 }
 
+static int parse_prune_method(const char *text) {
+    if (strcmp(text, "wanda") == 0) return PRUNE_WANDA;
+    if (strcmp(text, "sparsegpt") == 0) return PRUNE_SPARSEGPT;
+    die("--prune %s: the method must be wanda or sparsegpt", text);
+    return PRUNE_NONE;
+}
+
+// --sparsity 0.5 (a share of the weights, above 0 and below 1) or 2:4.
+static void parse_sparsity(Pruning *prune, const char *text) {
+    if (strcmp(text, "2:4") == 0) { prune->two_of_four = 1; prune->fraction = 0.5; return; }
+    char *end;
+    errno = 0;
+    double fraction = strtod(text, &end);
+    if (errno || *end || end == text || !(fraction > 0 && fraction < 1))
+        die("--sparsity %s: give the share pruned, above 0 and below 1 (0.5), or 2:4", text);
+    prune->fraction = fraction;
+}
+
+// The compression options together: each needs a text, and some exclude others.
+static void check_compression(CalibrationChoices *c, const char *sparsity, int awq, const CalibrationText *calib,
+                              int gguf_type, int matrix_type) {
+    const char *needs_text = c->gptq ? "--gptq" : c->prune.method ? "--prune" : c->smooth > 0 ? "--smooth" : NULL;
+    if (needs_text && !calib->path) die("%s works on the activations of a text: give it with --calib FILE", needs_text);
+    if (sparsity && !c->prune.method) die("--sparsity is the share --prune prunes: give --prune wanda or --prune sparsegpt");
+    if (c->prune.method) parse_sparsity(&c->prune, sparsity ? sparsity : "0.5");
+    if (c->smooth > 0 && awq) die("--smooth and --awq both scale the input channels: give one");
+    if (c->gptq && (matrix_type == TYPE_F32 && gguf_type < 0))
+        die("--gptq rounds int8/int4/int3/int2 matrices; an fp32 output has none (--prune with --fp32 writes the pruned model)");
+    if (c->gptq && gguf_type >= 0 && gguf_type != GGML_TYPE_Q4_0)
+        die("--gptq writes runq checkpoints or --gguf-q4_0 (runq's int4), not other GGUF types");
+    if (c->prune.method && gguf_type >= 0) die("--prune writes runq checkpoints: not a GGUF output");
+}
+
 #ifdef EXPORT_MAIN
 // export --check-config DIR|config.json: can export convert this model? From
 // config.json alone, so a download can be refused before its weights come.
@@ -182,6 +215,12 @@ static void usage(void) {
         "                    on it, and rounding errors are weighted by each input channel's mean x^2\n"
         "  --awq             with --calib: AWQ, busy input channels scaled up before rounding and\n"
         "                    their inputs down (norms, wv, w3); with --fp32, the scaled model\n"
+        "  --gptq            with --calib: GPTQ, columns rounded in order with each error spread\n"
+        "                    through the inverse Hessian of the text's inputs (with --awq too)\n"
+        "  --prune M         with --calib: prune the decoder layers' matrices, M wanda or sparsegpt\n"
+        "  --sparsity S      with --prune: the share pruned (0.5), or 2:4 (int4 matrices become q4s)\n"
+        "  --smooth A        with --calib: SmoothQuant, s_c = max|x_c|^A / max|w_c|^(1-A) folded\n"
+        "                    into the norms (A in 0..1; not with --awq)\n"
         "  --calib-context T tokens per calibration window (default 256, at most the model's context)\n"
         "  --calib-windows N calibration windows read at most (default 16)\n"
         "  --check-config P  only read P (a model directory or its config.json): exit 0 if export\n"
@@ -192,8 +231,9 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *drop_layers = NULL, *paths[2];
-    const char *adapter_dir = NULL;
+    const char *adapter_dir = NULL, *sparsity = NULL;
     int awq = 0;
+    CalibrationChoices choices = { 0 };
     CalibrationText calib = { .path = NULL, .context = 256, .windows = 16 };
     int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0, types_given = 0;
     TypeRules rules = { 0 };
@@ -225,6 +265,13 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--drop-layers") == 0 && has_value) drop_layers = argv[++i];
         else if (strcmp(a, "--calib") == 0 && has_value) calib.path = argv[++i];
         else if (strcmp(a, "--awq") == 0) awq = 1;
+        else if (strcmp(a, "--gptq") == 0) choices.gptq = 1;
+        else if (strcmp(a, "--prune") == 0 && has_value) choices.prune.method = parse_prune_method(argv[++i]);
+        else if (strcmp(a, "--sparsity") == 0 && has_value) sparsity = argv[++i];
+        else if (strcmp(a, "--smooth") == 0 && has_value) {
+            choices.smooth = parse_float(a, argv[++i], 0, 1);
+            if (!(choices.smooth > 0)) die("--smooth %s: alpha must be above 0 (0.5 is the paper's)", argv[i]);
+        }
         else if (strcmp(a, "--calib-context") == 0 && has_value) calib.context = (int)parse_long(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--calib-windows") == 0 && has_value) calib.windows = (int)parse_long(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--seed") == 0 && has_value) {
@@ -243,6 +290,7 @@ int main(int argc, char **argv) {
     if (adapter_dir && (lora_dir || gguf_type >= 0 || random_shape || calib.path))
         die("--adapter writes an adapter file alone: not with --lora, --calib, --random or a GGUF output");
     if (awq && !calib.path) die("--awq scales by the activations of a text: give it with --calib FILE");
+    check_compression(&choices, sparsity, awq, &calib, gguf_type, matrix_type);
     if (gguf_type >= 0 && group_size_given)
         die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
     if (types_given && (gguf_type >= 0 || matrix_type == TYPE_F32 || adapter_dir))
@@ -252,6 +300,7 @@ int main(int argc, char **argv) {
         die("--bits and --recipe both choose every matrix's type: give one");
     rules.type = rules.recipe ? rules.recipe->type : matrix_type;
     rules.group_size = rules.recipe && !group_size_given ? rules.recipe->group_size : group_size;
+    rules.sparse_int4 = choices.prune.two_of_four;
 
     Source src = { 0 };
     if (random_shape) open_random(&src, random_shape, seed);
@@ -282,13 +331,18 @@ int main(int argc, char **argv) {
     // last: the rounding is calibrated for the model as written
     int rounds = gguf_type == GGML_TYPE_Q4_0 || (gguf_type < 0 && rules.type != TYPE_F32);
     int ranks = drop_layers && strncmp(drop_layers, "auto:", 5) == 0;
-    if (calib.path && !rounds && !awq && !ranks)
+    choices.awq = awq;
+    choices.weighted = rounds;
+    int transforms = awq || choices.smooth > 0 || choices.prune.method != PRUNE_NONE;
+    if (calib.path && !rounds && !transforms && !ranks)
         die("--calib weighs the rounding of int8/int4/int3/int2 matrices (and ranks layers for --drop-layers "
-            "auto:N); this output has none to round (--awq with it writes the AWQ-scaled model)");
-    if (calib.path && (rounds || awq)) {
+            "auto:N); this output has none to round (--awq, --smooth or --prune with it write the scaled or pruned model)");
+    if (calib.path && (rounds || transforms)) {
         TypeRules target = { .type = gguf_type == GGML_TYPE_Q8_0 ? TYPE_Q8 : TYPE_Q4, .group_size = Q_BLOCK };
-        // an fp32 output is rounded later without --calib: AWQ then searches for unweighted rounding
-        open_calibrated(&src, &calib, gguf_type < 0 && rounds ? &rules : &target, awq, rounds, quiet);
+        if (gguf_type < 0 && !rounds) target = (TypeRules){ .type = TYPE_F32, .group_size = Q_BLOCK };
+        // an fp32 output is rounded later without --calib: AWQ then searches for unweighted int4 of group 32
+        TypeRules awq_target = { .type = TYPE_Q4, .group_size = Q_BLOCK };
+        open_calibrated(&src, &calib, gguf_type < 0 && rounds ? &rules : awq && !rounds ? &awq_target : &target, &choices, quiet);
     }
     char format[64];
     snprintf(format, sizeof format, "%s", matrix_type == TYPE_F32 ? "fp32" : rules.recipe ? rules.recipe->name

@@ -93,6 +93,7 @@ typedef struct {
     const Recipe *recipe;    // NULL: none
     TypeOverride overrides[MAX_OVERRIDES];
     int n_overrides;
+    int sparse_int4;         // 2:4 pruning (export --sparsity 2:4): the decoder layers' int4 matrices become q4s
 } TypeRules;
 
 static int more_bits_layer(int layer, int n_layers) {   // llama.cpp's use_more_bits
@@ -134,6 +135,7 @@ static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, 
             *group_size = rules->overrides[i].group_size;
             rules->overrides[i].matched++;
         }
+    if (rules->sparse_int4 && t->layer >= 0 && *type == TYPE_Q4) *type = TYPE_Q4S;
 }
 
 static int is_matrix_kind(int kind) {

@@ -22,7 +22,7 @@ fi
 # BUILD: where the C tests are (make test-asan: build/asan); ARM=0 leaves out
 # the qemu suite (it tests cross builds, not this build)
 BUILD=${BUILD:-build}
-suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_tokenizer ." "$BUILD/test_model $SHARED"
+suites=("$BUILD/test_quant" "$BUILD/test_gptq" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_tokenizer ." "$BUILD/test_model $SHARED"
         "$BUILD/test_gguf $SHARED" "$BUILD/test_lora" "$BUILD/test_train" "test/test_shared_code.sh $SHARED"
         "test/test_train.sh $SHARED" "test/test_cli.sh $SHARED" "test/test_ppl.sh $SHARED" "test/test_server.sh $SHARED"
         "test/test_families.sh $SHARED" "test/test_kquant.sh $SHARED" "test/test_get_model.sh $SHARED" "test/test_compress.sh $SHARED"

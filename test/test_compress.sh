@@ -38,4 +38,64 @@ expect_error "--tensor-type with an unknown type names q4s" "the type must be q8
     "$BIN"/export --tensor-type w1=q5 "$DEFAULT.f32.bin" "$T/never.bin"
 [ ! -e "$T/never.bin" ] && ok || fail "a refused export left a file"
 
+# ---- GPTQ, pruning and SmoothQuant through the command line, on the default model: a calibration text of
+# 24 stories it samples (seeds 1-24) and an evaluation text of 12 others (seeds 101-112)
+PPL=${BUILD:-build}/ppl   # make test-asan: build/asan/ppl
+[ -x "$PPL" ] || { fail "$PPL is not built (make ppl)"; summary; }
+sample() { for seed in $(seq "$1" "$2"); do "$BIN"/run "$DEFAULT.f32.bin" -s "$seed" -n 256 2>/dev/null | grep -v '^[[:space:]]*$'; echo; done; }
+sample 1 24 >"$T/calib.txt"
+sample 101 112 >"$T/eval.txt"
+# kl NAME MODEL: its mean KL to the fp32 model on the evaluation text, into $T/NAME.kl
+kl() { "$PPL" --json --reference "$DEFAULT.f32.bin" "$2" "$T/eval.txt" 2>/dev/null | grep -o '"mean_kl": [^,}]*' | sed 's/.*: //' >"$T/$1.kl"
+       [ -s "$T/$1.kl" ] && ok || fail "ppl on $1"; }
+below() { awk -v a="$(cat "$T/$1.kl")" -v b="$(cat "$T/$2.kl")" 'BEGIN { exit !(a < b) }' && ok || fail "$1's mean KL $(cat "$T/$1.kl") is not below $2's $(cat "$T/$2.kl")"; }
+CAL=(--calib "$T/calib.txt" --calib-windows 8)
+for bits in 4 3; do
+    "$BIN"/export -q --bits $bits "${CAL[@]}" "$DEFAULT.f32.bin" "$T/calib$bits.bin" && kl calib$bits "$T/calib$bits.bin"
+    "$BIN"/export -q --bits $bits --gptq "${CAL[@]}" "$DEFAULT.f32.bin" "$T/gptq$bits.bin" && kl gptq$bits "$T/gptq$bits.bin"
+    below gptq$bits calib$bits   # the issue's figure: GPTQ below calibrated rounding at int4 and int3
+done
+"$BIN"/export -q --gptq --awq "${CAL[@]}" "$DEFAULT.f32.bin" "$T/gptq-awq.bin" && kl gptq-awq "$T/gptq-awq.bin"
+below gptq-awq calib4
+echo "  mean KL to fp32: int4 --calib $(cat "$T/calib4.kl"), --gptq $(cat "$T/gptq4.kl"), --gptq --awq $(cat "$T/gptq-awq.kl");" \
+     "int3 --calib $(cat "$T/calib3.kl"), --gptq $(cat "$T/gptq3.kl")"
+# SparseGPT's updates beat Wanda's mask alone, at 50 % and at 2:4 (pruned in fp32, then rounded to int4)
+for sparsity in 0.5 2:4; do
+    for method in wanda sparsegpt; do
+        "$BIN"/export -q --prune $method --sparsity $sparsity "${CAL[@]}" "$DEFAULT.f32.bin" "$T/$method.bin" && kl "$method$sparsity" "$T/$method.bin"
+    done
+    below "sparsegpt$sparsity" "wanda$sparsity"
+done
+version "2:4 pruning writes q4s" "$T/sparsegpt.bin" 4
+echo "  mean KL to fp32, int4: Wanda 50 % $(cat "$T/wanda0.5.kl"), SparseGPT 50 % $(cat "$T/sparsegpt0.5.kl"); 2:4 (q4s): Wanda" \
+     "$(cat "$T/wanda2:4.kl"), SparseGPT $(cat "$T/sparsegpt2:4.kl")"
+# folding SmoothQuant's scales into the norms leaves the fp32 model's function as it was
+"$BIN"/export -q --fp32 --smooth 0.5 "${CAL[@]}" "$DEFAULT.f32.bin" "$T/smooth.f32.bin" && kl smooth.f32 "$T/smooth.f32.bin"
+awk -v a="$(cat "$T/smooth.f32.kl")" 'BEGIN { exit !(a < 1e-9) }' && ok || fail "--fp32 --smooth: mean KL $(cat "$T/smooth.f32.kl"), expected < 1e-9"
+cmp -s "$DEFAULT.f32.bin" "$T/smooth.f32.bin" && fail "--fp32 --smooth wrote the weights unscaled" || ok
+# the options' bad-input catalogue: one message, no file
+for bad in "--gptq|works on the activations of a text: give it with --calib" "--prune wanda|works on the activations of a text" \
+           "--sparsity 2:4 --calib $T/calib.txt|--sparsity is the share --prune prunes" \
+           "--prune magnitude --calib $T/calib.txt|the method must be wanda or sparsegpt" \
+           "--prune wanda --sparsity 1 --calib $T/calib.txt|give the share pruned, above 0 and below 1" \
+           "--smooth 0.5 --awq --calib $T/calib.txt|--smooth and --awq both scale" "--smooth 0 --calib $T/calib.txt|alpha must be above 0" \
+           "--smooth 2 --calib $T/calib.txt|--smooth expects a number from 0 to 1" \
+           "--gptq --fp32 --calib $T/calib.txt|an fp32 output has none" "--gptq --gguf-q8_0 --calib $T/calib.txt|not other GGUF types" \
+           "--prune sparsegpt --gguf-q4_0 --calib $T/calib.txt|--prune writes runq checkpoints" \
+           "--prune wanda --tensor-type w1=q4s --calib $T/calib.txt|q4s, which keeps two of every four weights; --sparsity 0.5"; do
+    expect_error "export ${bad%%|*}" "${bad#*|}" "$BIN"/export ${bad%%|*} "$DEFAULT.f32.bin" "$T/never.bin"
+done
+[ ! -e "$T/never.bin" ] && ok || fail "a refused export left a file"
+
+# ---- --gguf-q4_0 --gptq: llama.cpp's file holds GPTQ's very blocks (the same logits in runq); widths of 32
+if [ -f "$M/tok512.bin" ]; then
+    RANDOM_MODEL=(--random "dim=64,ffn=128,layers=2,heads=4,kv_heads=2,vocab=512,seq_len=64" -z "$M/tok512.bin" --gptq "${CAL[@]}" --calib-context 64)
+    "$BIN"/export -q "${RANDOM_MODEL[@]}" --gguf-q4_0 "$T/r.gguf" && "$BIN"/export -q "$T/r.gguf" "$T/r.gguf.bin" \
+        && "$BIN"/export -q "${RANDOM_MODEL[@]}" "$T/r.gptq.bin" && ${BUILD:-build}/logits "$T/r.gguf.bin" "$T/gguf.logits" 1 5 9 40 \
+        && ${BUILD:-build}/logits "$T/r.gptq.bin" "$T/gptq.logits" 1 5 9 40 || fail "--gguf-q4_0 --gptq"
+    same "--gguf-q4_0 --gptq and --int4 --gptq: the same logits" "$T/gguf.logits" "$T/gptq.logits"
+else
+    echo "SKIP: $M/tok512.bin is absent: --gguf-q4_0 --gptq did not run"
+fi
+
 summary

@@ -382,8 +382,79 @@ static void test_threads(const Case *c) {
     }
 }
 
+// Through export's walk (calibrate_source on a random model and a token
+// stream): every decoder layer matrix of the written fp32 file keeps exactly
+// two of every four weights (2:4), or exactly half of each row (Wanda 50 %)
+// or of the matrix (SparseGPT 50 %); embeddings and norms are the plain
+// export's; and with int4 and 2:4 the layers are written as q4s.
+static void test_export_masks(void) {
+    const char *shape = "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=96,tied=1";
+    int tokens[96];
+    for (int i = 0; i < 96; i++) tokens[i] = (i * 37 + 11) % 96;
+    TokenStream stream = { .tokens = tokens, .count = 96 };
+    char plain_path[] = "/tmp/edge-test-gptq-plain.bin", pruned_path[] = "/tmp/edge-test-gptq-pruned.bin";
+    Source src = { 0 };
+    open_random(&src, shape, 5);
+    write_checkpoint(&src, plain_path, TYPE_F32, 0, 1);
+    free_source(&src);
+    Transformer plain;
+    open_checkpoint(&plain, plain_path);
+    for (int method = PRUNE_WANDA; method <= PRUNE_SPARSEGPT; method++)
+        for (int two_of_four = 0; two_of_four < 2; two_of_four++) {
+            open_random(&src, shape, 5);
+            TypeRules f32 = { .type = TYPE_F32 };
+            CalibrationChoices choices = { .prune = { method, two_of_four, 0.5 } };
+            calibrate_source(&src, &stream, 32, 3, "test tokens", &f32, &choices, 1);
+            write_checkpoint(&src, pruned_path, TYPE_F32, 0, 1);
+            free_source(&src);
+            Transformer t;
+            open_checkpoint(&t, pruned_path);
+            int bad = 0, matrices = 0;
+            for (int l = 0; l < t.config.n_layers; l++) {
+                Tensor *m[7];
+                layer_projections(&t.weights.layers[l], m);
+                for (int k = 0; k < 7; k++, matrices++) {
+                    int zeros = 0;
+                    for (int r = 0; r < m[k]->rows; r++) {
+                        int row_zeros = 0;
+                        for (int quad = 0; quad < m[k]->cols; quad += 4) {
+                            int quad_zeros = 0;
+                            for (int i = quad; i < quad + 4; i++) quad_zeros += m[k]->data[(size_t)r * m[k]->cols + i] == 0.0f;
+                            bad += two_of_four && quad_zeros != 2;
+                            row_zeros += quad_zeros;
+                        }
+                        bad += !two_of_four && method == PRUNE_WANDA && row_zeros != m[k]->cols / 2;
+                        zeros += row_zeros;
+                    }
+                    bad += zeros != m[k]->rows * m[k]->cols / 2;
+                }
+            }
+            const Tensor *e = &t.weights.tok_embeddings, *pe = &plain.weights.tok_embeddings;
+            int embeddings_kept = memcmp(e->data, pe->data, sizeof(float) * (size_t)e->rows * e->cols) == 0;
+            CHECK(bad == 0 && matrices == 14, "%s %s: %d matrices, rows or quads not pruned exactly",
+                  method == PRUNE_WANDA ? "Wanda" : "SparseGPT", two_of_four ? "2:4" : "50 %", bad);
+            CHECK(embeddings_kept, "%s: the embeddings were changed", method == PRUNE_WANDA ? "Wanda" : "SparseGPT");
+            free_transformer(&t);
+        }
+    open_random(&src, shape, 5);   // int4 and 2:4: the layers' matrices are q4s, the embeddings int4
+    TypeRules int4 = { .type = TYPE_Q4, .group_size = 32, .sparse_int4 = 1 };
+    CalibrationChoices choices = { .weighted = 1, .gptq = 1, .prune = { PRUNE_SPARSEGPT, 1, 0.5 } };
+    calibrate_source(&src, &stream, 32, 3, "test tokens", &int4, &choices, 1);
+    write_checkpoint_with(&src, pruned_path, &int4, 1);
+    free_source(&src);
+    Transformer t;
+    open_checkpoint(&t, pruned_path);
+    CHECK(t.weights.layers[1].w2.type == TYPE_Q4S && t.weights.layers[0].wq.type == TYPE_Q4S && t.weights.tok_embeddings.type == TYPE_Q4,
+          "--sparsity 2:4 with int4: layers %d, embeddings %d", t.weights.layers[1].w2.type, t.weights.tok_embeddings.type);
+    free_transformer(&t);
+    free_transformer(&plain);
+    unlink(plain_path);
+    unlink(pruned_path);
+}
+
 int main(void) {
     Case *c = make_case();
+    test_export_masks();
     test_hessian_and_factor(c);
     test_gptq(c);
     for (int two_of_four = 0; two_of_four < 2; two_of_four++)

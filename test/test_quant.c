@@ -312,6 +312,41 @@ static void test_keep_2_of_4(void) {
     CHECK(stray == 0, "q4s quantize_row: %d pruned weights came back non-zero", stray);
 }
 
+static QuantizedActivations new_activations(int stride);
+static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int cols, int padded, int fill);
+
+// q4s is int4 with zeros, to the bit: the same levels and scales written as
+// q4 (the pruned weights at level 0) give every kernel set's q4 product
+// exactly its q4s product, so pruning loses nothing to the sparse kernels.
+static void test_q4s_is_q4_with_zeros(const Kernels *sets, int n_sets) {
+    enum { ROWS = 19, COLS = 288, GROUP = 32 };
+    static float w[ROWS * COLS], x[3 * COLS], out_s[3 * ROWS], out_d[3 * ROWS];
+    static uint8_t s_codes[ROWS * COLS], d_codes[ROWS * COLS], tiled_s[24 * COLS], tiled_d[24 * COLS];
+    static uint16_t scales[ROWS * COLS / GROUP], tiled_scales_s[24 * COLS / GROUP], tiled_scales_d[24 * COLS / GROUP];
+    for (int i = 0; i < ROWS * COLS; i++) w[i] = uniform(-1, 1);
+    const QuantLayout *q4 = quant_layout(TYPE_Q4), *q4s = quant_layout(TYPE_Q4S);
+    memset(d_codes, 0, sizeof d_codes);
+    for (int r = 0; r < ROWS; r++) {
+        quantize_row(TYPE_Q4S, w + r * COLS, NULL, COLS, COLS, GROUP, s_codes + r * (COLS / 32 * 12), scales + r * (COLS / GROUP));
+        for (int i = 0; i < COLS; i++)
+            q4->put_level(d_codes + r * (COLS / 2) + (i / 32) * 16, i % 32, q4s->level(s_codes + r * (COLS / 32 * 12) + (i / 32) * 12, i % 32));
+    }
+    tile_rows(TYPE_Q4S, s_codes, scales, 0, ROWS, COLS, GROUP, tiled_s, tiled_scales_s);
+    tile_rows(TYPE_Q4, d_codes, scales, 0, ROWS, COLS, GROUP, tiled_d, tiled_scales_d);
+    Tensor sparse = { .type = TYPE_Q4S, .rows = ROWS, .cols = COLS, .cols_padded = COLS, .group_size = GROUP, .q4_tiled = 1,
+                      .codes = tiled_s, .scales = tiled_scales_s };
+    Tensor dense = sparse;
+    dense.type = TYPE_Q4, dense.codes = tiled_d, dense.scales = tiled_scales_d;
+    QuantizedActivations xq = new_activations(512);
+    make_inputs(&xq, x, 3, COLS, COLS, 0);
+    for (int k = 0; k < n_sets; k++) {
+        sets[k].matmul[TYPE_Q4S](out_s, ROWS, &sparse, 0, ROWS, &xq, 3);
+        sets[k].matmul[TYPE_Q4](out_d, ROWS, &dense, 0, ROWS, &xq, 3);
+        CHECK(memcmp(out_s, out_d, sizeof out_s) == 0, "%s: q4s's product is not q4's with zeros, bit for bit", sets[k].name);
+    }
+    free(xq.values); free(xq.scales); free(xq.sums);
+}
+
 static QuantizedActivations new_activations(int stride) {
     QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)),
                                calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride };
@@ -702,6 +737,7 @@ int main(void) {
     test_keep_2_of_4();
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
+    test_q4s_is_q4_with_zeros(sets, n_sets);
     for (int i = 1; i < n_sets; i++) {
         test_kernels_against_reference(&sets[i], &sets[0]);
         test_quantize_against_reference(&sets[i], &sets[0]);
