@@ -928,13 +928,15 @@ static void calibrated_close(Source *src) {
 // ---- GPTQ and pruning, layer by layer (export --gptq, --prune). Each matrix
 // of layer l is done by convert/gptq.h against the Hessian of the inputs the
 // walk recorded for it (every token of the text; divided by the layer's
-// scales when AWQ or SmoothQuant fold them in, a scaled matrix reading x / s).
-// The results go to the spill, and the layer as written (folded, rounded,
-// pruned) is walked again, so that layer l + 1 is done on the inputs the
-// written model gives it (GPTQ's order: one layer after another, each on the
-// quantized layers before it). Embeddings and the classifier are not pruned.
+// scales when AWQ or SmoothQuant fold them in, a scaled matrix reading x / s),
+// and the results go to the spill. When pruning, the layer as written
+// (folded, pruned, rounded) is walked again, so that layer l + 1 is done on
+// the inputs the pruned model gives it (the papers' sequential order); GPTQ
+// alone takes the fp32 model's inputs. Each is what won by KL on both real
+// models (docs/QUANTIZATION.md). Embeddings and the classifier are not pruned.
 
 static int compresses(const CalibrationChoices *c) { return c->gptq || c->prune.method != PRUNE_NONE; }
+static int walks_written_layers(const CalibrationChoices *c) { return c->prune.method != PRUNE_NONE; }
 
 // How export writes matrix t: its type (f32 for an fp32 output: pruned only).
 static MatrixJob matrix_job(const PlannedTensor *t, const CalibrationChoices *choices, int prune) {
@@ -1016,9 +1018,10 @@ static void print_choices(const CalibratedSource *cs, const Walk *walk, const ch
                 cs->layers[l].alpha[IN_ATTENTION_OUT], cs->layers[l].alpha[IN_FFN], cs->layers[l].alpha[IN_FFN_DOWN]);
     if (c->smooth > 0) fprintf(stderr, "export: SmoothQuant's scales (alpha %.2f) folded into the norms\n", c->smooth);
     if (compresses(c))
-        fprintf(stderr, "export: %s%s%s layer by layer, each on the inputs of the layers before it as written\n",
+        fprintf(stderr, "export: %s%s%s layer by layer, each on the inputs of the %s layers before it\n",
                 c->gptq ? "GPTQ" : "", c->gptq && c->prune.method ? " and " : "",
-                c->prune.method == PRUNE_WANDA ? "Wanda's pruning" : c->prune.method == PRUNE_SPARSEGPT ? "SparseGPT's pruning" : "");
+                c->prune.method == PRUNE_WANDA ? "Wanda's pruning" : c->prune.method == PRUNE_SPARSEGPT ? "SparseGPT's pruning" : "",
+                walks_written_layers(c) ? "pruned" : "fp32");
 }
 
 // Wraps src so that its matrices are rounded for the text `tokens` (windows
@@ -1035,18 +1038,17 @@ static void calibrate_source(Source *src, const TokenStream *tokens, int T, int 
     cs->scaled = choices->awq || choices->smooth > 0;
     cs->quiet = quiet;
     cs->layers = xcalloc((size_t)L, sizeof(LayerCalibration), "calibration");
-    float *before = compress ? xcalloc(walk.n_windows * T * D, sizeof(float), "residual stream") : NULL;
+    int rewalk = walks_written_layers(choices);
+    float *before = rewalk ? xcalloc(walk.n_windows * T * D, sizeof(float), "residual stream") : NULL;
     if (compress) { spill_open(&cs->spill); cs->spilled = 1; }
     for (int l = 0; l < L; l++) {
         float *w[K_OUTPUT + 1];
         read_layer_f32(&walk, l, w);
-        if (compress) memcpy(before, walk.stream, walk.n_windows * T * D * sizeof(float));
+        if (rewalk) memcpy(before, walk.stream, walk.n_windows * T * D * sizeof(float));
         walk_layer(&walk, l, w);
         calibrate_layer(&walk, l, w, &target, choices, &cs->layers[l]);
-        if (compress) {
-            compress_layer(&walk, l, w, &target, cs, choices);
-            rewalk_layer(&walk, l, w, before);
-        }
+        if (compress) compress_layer(&walk, l, w, &target, cs, choices);
+        if (rewalk) rewalk_layer(&walk, l, w, before);
         free_layer_f32(w);
     }
     if (choices->weighted || choices->gptq) {
