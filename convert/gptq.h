@@ -183,6 +183,8 @@ static int cholesky_lower(ThreadPool *pool, double *a, int n) {
     return ok;
 }
 
+#define INVERSE_TILE 16      // rows of Y that share each row of M read (it comes from memory, they from cache)
+
 typedef struct {
     double *a;               // (n, n): M in the lower triangle; Y = (M^-1)^T grows in the strict upper one
     double *y_diagonal;      // (n,) Y's diagonal (M keeps its own)
@@ -211,8 +213,8 @@ VECTOR_CLONES static void inverse_rows(double *a, double *y_diagonal, int n, int
 
 static void inverse_task(void *arg, int thread, int n_threads) {
     InverseTask *t = arg;
-    for (int j0 = 4 * thread; j0 < t->n; j0 += 4 * n_threads)   // tiles of four rows, round-robin
-        inverse_rows(t->a, t->y_diagonal, t->n, j0, t->n - j0 < 4 ? t->n - j0 : 4);
+    for (int j0 = INVERSE_TILE * thread; j0 < t->n; j0 += INVERSE_TILE * n_threads)   // tiles of rows, round-robin
+        inverse_rows(t->a, t->y_diagonal, t->n, j0, t->n - j0 < INVERSE_TILE ? t->n - j0 : INVERSE_TILE);
 }
 
 // u (n, n) float, upper triangle: U with U^T U = H^-1. Returns 0 when H is
