@@ -967,7 +967,13 @@ static void compress_layer(Walk *walk, int l, float **w, const Plan *target, Cal
             for (size_t i = 0; i < (size_t)n * width; i++) x[i] = r->samples[g][i] / scale[i % width];
             for (int c = 0; c < width; c++) importance[c] /= scale[c] * scale[c];
         }
-        double *hessian = choices->gptq || choices->prune.method == PRUNE_SPARSEGPT ? input_hessian(walk->pool, x, n, width) : NULL;
+        InverseHessian ih = { 0 };   // one for the group's matrices, when one of them needs it
+        for (int i = 0; i < group_counts[g] && !ih.u; i++) {
+            MatrixJob job = matrix_job(planned_tensor(target, group_kinds[g][i], l), choices, 1);
+            if (needs_inverse_hessian(&job))
+                ih = invert_hessian(walk->pool, input_hessian(walk->pool, x, n, width), width,
+                                    planned_tensor(target, group_kinds[g][i], l)->entry.name);
+        }
         for (int i = 0; i < group_counts[g]; i++) {
             const PlannedTensor *t = planned_tensor(target, group_kinds[g][i], l);
             MatrixJob job = matrix_job(t, choices, 1);
@@ -975,12 +981,12 @@ static void compress_layer(Walk *walk, int l, float **w, const Plan *target, Cal
             size_t padded = round_up((size_t)width, (size_t)job.group_size);
             uint8_t *codes = quantized ? xcalloc((size_t)rows * row_code_bytes(quant_layout((uint32_t)job.type), padded), 1, "codes") : NULL;
             uint16_t *scales = quantized ? xcalloc((size_t)rows * (padded / job.group_size), sizeof(uint16_t), "scales") : NULL;
-            round_matrix(walk->pool, w[t->kind], rows, width, hessian, importance, &job, codes, scales, t->entry.name);
+            round_matrix(walk->pool, w[t->kind], rows, width, ih.u ? &ih : NULL, importance, &job, codes, scales);
             spill_put(&cs->spill, t->kind, l, &job, rows, width, w[t->kind], codes, scales);
             free(codes);
             free(scales);
         }
-        free(hessian);
+        free_inverse_hessian(&ih);
         free(importance);
         if (x != r->samples[g]) free(x);
     }
@@ -999,10 +1005,10 @@ static void compress_classifier(Walk *walk, const Plan *target, CalibratedSource
     size_t padded = round_up((size_t)D, (size_t)job.group_size);
     uint8_t *codes = xcalloc((size_t)rows * row_code_bytes(quant_layout((uint32_t)job.type), padded), 1, "codes");
     uint16_t *scales = xcalloc((size_t)rows * (padded / job.group_size), sizeof(uint16_t), "scales");
-    double *hessian = input_hessian(walk->pool, all, (int)walk->n_tokens, D);
-    round_matrix(walk->pool, w, rows, D, hessian, importance, &job, codes, scales, t->entry.name);
+    InverseHessian ih = invert_hessian(walk->pool, input_hessian(walk->pool, all, (int)walk->n_tokens, D), D, t->entry.name);
+    round_matrix(walk->pool, w, rows, D, &ih, importance, &job, codes, scales);
     spill_put(&cs->spill, t->kind, -1, &job, rows, D, w, codes, scales);
-    free(hessian);
+    free_inverse_hessian(&ih);
     free(codes);
     free(scales);
     free(w);

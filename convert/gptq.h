@@ -217,26 +217,62 @@ static void inverse_task(void *arg, int thread, int n_threads) {
         inverse_rows(t->a, t->y_diagonal, t->n, j0, t->n - j0 < INVERSE_TILE ? t->n - j0 : INVERSE_TILE);
 }
 
-// u (n, n) float, upper triangle: U with U^T U = H^-1. Returns 0 when H is
-// not positive definite.
-static int inverse_cholesky_factor(ThreadPool *pool, const double *h, int n, float *u) {
-    double *a = xcalloc((size_t)n * n, sizeof(double), "the inverse Hessian");
-    double *y_diagonal = xcalloc((size_t)n, sizeof(double), "the inverse Hessian");
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j <= i; j++) a[(size_t)i * n + j] = h[(size_t)(n - 1 - i) * n + (n - 1 - j)];
-    int ok = cholesky_lower(pool, a, n);
-    if (ok) {
-        InverseTask task = { a, y_diagonal, n };
-        pool_run(pool, inverse_task, &task);
-        for (int r = 0; r < n; r++) {   // U[r][c] = (M^-1)[n-1-r][n-1-c] = Y[n-1-c][n-1-r]
-            for (int c = 0; c < r; c++) u[(size_t)r * n + c] = 0.0f;
-            u[(size_t)r * n + r] = (float)y_diagonal[n - 1 - r];
-            for (int c = r + 1; c < n; c++) u[(size_t)r * n + c] = (float)a[(size_t)(n - 1 - c) * n + (n - 1 - r)];
-        }
+#define GPTQ_DAMP 0.01       // of H's mean diagonal, added to its diagonal (the paper's 1 %)
+
+// The inverse Hessian as GPTQ's loop reads it; the matrices that read the
+// same inputs (wq wk wv; w1 w3) share one.
+typedef struct {
+    int cols;
+    float *u;                // (cols, cols) upper: U with U^T U = (H + damping)^-1
+    float *inverse_d2;       // (cols,) 1 / U_cc^2: SparseGPT's score weights
+    uint8_t *dead;           // (cols,) 1: no input reaches column c (H_cc = 0): its weights become 0
+} InverseHessian;
+
+// From H (n, n), which it overwrites and frees. A dead column's row of H
+// becomes the identity's, the diagonal is damped by 1 % of its mean (and by
+// twice as much again while floating point finds it not positive definite),
+// and H is read backwards in place (J H J, symmetric too), factored in its
+// lower triangle and inverted into its upper one. name: for messages.
+static InverseHessian invert_hessian(ThreadPool *pool, double *h, int n, const char *name) {
+    InverseHessian ih = { n, xcalloc((size_t)n * n, sizeof(float), "the inverse Hessian's factor"),
+                          xcalloc((size_t)n, sizeof(float), "the inverse Hessian"), xcalloc((size_t)n, 1, "the inverse Hessian") };
+    double mean = 0, *diagonal = xcalloc((size_t)n, sizeof(double), "the inverse Hessian");
+    for (int c = 0; c < n; c++) mean += h[(size_t)c * n + c];
+    mean = mean > 0 ? mean / n : 1;
+    for (int c = 0; c < n; c++)
+        if (h[(size_t)c * n + c] == 0) { ih.dead[c] = 1; h[(size_t)c * n + c] = 1; }
+    for (size_t i = 0; i < (size_t)n * n / 2; i++) {   // J H J in place: entry (i, j) <-> (n-1-i, n-1-j)
+        double swap = h[i];
+        h[i] = h[(size_t)n * n - 1 - i];
+        h[(size_t)n * n - 1 - i] = swap;
     }
-    free(a);
-    free(y_diagonal);
-    return ok;
+    for (int c = 0; c < n; c++) diagonal[c] = h[(size_t)c * n + c];
+    double damp = GPTQ_DAMP * mean;
+    for (int attempt = 0;; attempt++) {
+        for (int c = 0; c < n; c++) h[(size_t)c * n + c] = diagonal[c] + damp;
+        if (cholesky_lower(pool, h, n)) break;
+        if (attempt == 5) die("%s: its inputs' Hessian is not positive definite even damped by %g", name, damp);
+        for (int i = 0; i < n; i++)   // the strict upper triangle still holds the symmetric original
+            for (int j = 0; j < i; j++) h[(size_t)i * n + j] = h[(size_t)j * n + i];
+        damp *= 3;   // 1 %, 3 %, 9 %, ... of the mean
+    }
+    double *y_diagonal = diagonal;   // Y's diagonal (M keeps its own), reusing the buffer
+    InverseTask task = { h, y_diagonal, n };
+    pool_run(pool, inverse_task, &task);
+    for (int r = 0; r < n; r++) {   // U[r][c] = (M^-1)[n-1-r][n-1-c] = Y[n-1-c][n-1-r]
+        ih.u[(size_t)r * n + r] = (float)y_diagonal[n - 1 - r];
+        for (int c = r + 1; c < n; c++) ih.u[(size_t)r * n + c] = (float)h[(size_t)(n - 1 - c) * n + (n - 1 - r)];
+        ih.inverse_d2[r] = 1.0f / (ih.u[(size_t)r * n + r] * ih.u[(size_t)r * n + r]);
+    }
+    free(diagonal);
+    free(h);
+    return ih;
+}
+
+static void free_inverse_hessian(InverseHessian *ih) {
+    free(ih->u);
+    free(ih->inverse_d2);
+    free(ih->dead);
 }
 
 // ----------------------------------------------------------------------------
@@ -257,7 +293,6 @@ typedef struct {             // how one matrix is rounded
 } MatrixJob;
 
 #define GPTQ_BLOCK 128       // columns whose updates to the later ones wait (lazy batch updates); at least a group
-#define GPTQ_DAMP 0.01       // of H's mean diagonal, added to its diagonal (the paper's 1 %)
 #define GPTQ_TILE 8          // rows whose updates past a block read U's rows once
 
 // The k weights of least score among count, marked 1 in mask (ties: the lower
@@ -448,55 +483,37 @@ static void row_rounding_task(void *arg, int thread, int n_threads) {
     }
 }
 
-// The matrix w (rows, cols) rounded and pruned as job says, against H
-// (hessian, (cols, cols); NULL when job needs none: Wanda alone), each
-// input's importance being H's diagonal (mean x_c^2). On return w holds the
-// weights as they will be written (dequantized), and for a quantized type
+// Whether job spreads errors through the inverse Hessian (GPTQ, SparseGPT)
+// and so needs one.
+static int needs_inverse_hessian(const MatrixJob *job) { return job->gptq || job->prune.method == PRUNE_SPARSEGPT; }
+
+// The matrix w (rows, cols) rounded and pruned as job says, against the
+// inverse Hessian ih of its inputs (NULL when job needs none: Wanda alone),
+// each input's importance being H's diagonal (mean x_c^2). On return w holds
+// the weights as they will be written (dequantized), and for a quantized type
 // codes (rows, row bytes) and scales (rows, groups) hold them as quantize_row
-// lays them out. name: for messages.
-static void round_matrix(ThreadPool *pool, float *w, int rows, int cols, const double *hessian, const float *importance,
-                         const MatrixJob *job, uint8_t *codes, uint16_t *scales, const char *name) {
-    int quantized = is_quantized((uint32_t)job->type);
-    int spread = job->gptq || job->prune.method == PRUNE_SPARSEGPT;
+// lays them out.
+static void round_matrix(ThreadPool *pool, float *w, int rows, int cols, const InverseHessian *ih, const float *importance,
+                         const MatrixJob *job, uint8_t *codes, uint16_t *scales) {
+    int quantized = is_quantized((uint32_t)job->type), spread = needs_inverse_hessian(job);
+    if (spread && !ih) die("internal error: GPTQ and SparseGPT need the inverse Hessian");
     if (quantized) memset(codes, 0, (size_t)rows * row_code_bytes(quant_layout((uint32_t)job->type),
                                                                  round_up((size_t)cols, (size_t)job->group_size)));
+    for (int c = 0; ih && c < cols; c++)   // a column no input reaches
+        if (ih->dead[c]) for (int r = 0; r < rows; r++) w[(size_t)r * cols + c] = 0.0f;
     uint8_t *mask = NULL;   // decided before the loop: Wanda's, or Q4S's two of four when nothing else prunes
     Pruning two_of_four = { PRUNE_WANDA, 1, 0.5 };
     if (job->prune.method == PRUNE_WANDA || (job->type == TYPE_Q4S && job->prune.method == PRUNE_NONE)) {
         mask = xcalloc((size_t)rows * cols, 1, "a pruning mask");
         wanda_mask(w, rows, cols, importance, job->prune.method == PRUNE_WANDA ? &job->prune : &two_of_four, mask);
     }
-    float *u = NULL, *inverse_d2 = NULL;
-    if (spread) {
-        double *h = xcalloc((size_t)cols * cols, sizeof(double), "a Hessian");
-        memcpy(h, hessian, (size_t)cols * cols * sizeof(double));
-        double mean = 0;
-        for (int c = 0; c < cols; c++) mean += h[(size_t)c * cols + c];
-        mean /= cols;
-        for (int c = 0; c < cols; c++)   // a column no input reaches: its weights are 0 and its row of H is I's
-            if (h[(size_t)c * cols + c] == 0) {
-                for (int r = 0; r < rows; r++) w[(size_t)r * cols + c] = 0.0f;
-                h[(size_t)c * cols + c] = 1;
-            }
-        u = xcalloc((size_t)cols * cols, sizeof(float), "the inverse Hessian's factor");
-        double damp = GPTQ_DAMP * (mean > 0 ? mean : 1);
-        for (int attempt = 0;; attempt++) {   // more damping if H is not positive definite in floating point
-            for (int c = 0; c < cols; c++) h[(size_t)c * cols + c] += damp;
-            if (inverse_cholesky_factor(pool, h, cols, u)) break;
-            if (attempt == 5) die("%s: its inputs' Hessian is not positive definite even damped by %g", name, damp * 63);
-            damp *= 2;   // 1 %, then 3 %, 7 %, ... of the mean
-        }
-        free(h);
-        inverse_d2 = xcalloc((size_t)cols, sizeof(float), "SparseGPT");
-        for (int c = 0; c < cols; c++) inverse_d2[c] = 1.0f / (u[(size_t)c * cols + c] * u[(size_t)c * cols + c]);
-    }
     int block = job->group_size > GPTQ_BLOCK ? job->group_size : GPTQ_BLOCK;
     int share = job->prune.method == PRUNE_SPARSEGPT && !job->prune.two_of_four;
     uint8_t *block_mask = share ? xcalloc((size_t)rows * block, 1, "a pruning mask") : NULL;
     if (spread || mask)
         for (int i1 = 0; i1 < cols; i1 += block) {
-            ColumnBlockTask task = { w, rows, cols, u, importance, job, mask, block_mask, i1, i1 + block < cols ? i1 + block : cols,
-                                     codes, scales, inverse_d2 };
+            ColumnBlockTask task = { w, rows, cols, spread ? ih->u : NULL, importance, job, mask, block_mask, i1,
+                                     i1 + block < cols ? i1 + block : cols, codes, scales, spread ? ih->inverse_d2 : NULL };
             if (share) sparsegpt_block_mask(&task);
             pool_run(pool, column_block_task, &task);
         }
@@ -506,8 +523,6 @@ static void round_matrix(ThreadPool *pool, float *w, int rows, int cols, const d
     }
     free(mask);
     free(block_mask);
-    free(u);
-    free(inverse_d2);
 }
 
 // ----------------------------------------------------------------------------

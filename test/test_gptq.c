@@ -184,10 +184,11 @@ static Case *make_case(void) {
 // export's code: the matrix rounded with job on a pool of n_threads.
 static void run_export(const Case *c, const MatrixJob *job, int n_threads, float *w, uint8_t *codes, uint16_t *scales) {
     ThreadPool *pool = pool_create(n_threads);
-    double *h = input_hessian(pool, c->x, TOKENS, COLS);
+    InverseHessian ih = { 0 };
+    if (needs_inverse_hessian(job)) ih = invert_hessian(pool, input_hessian(pool, c->x, TOKENS, COLS), COLS, "test");
     memcpy(w, c->w, sizeof c->w);
-    round_matrix(pool, w, ROWS, COLS, h, c->importance, job, codes, scales, "test");
-    free(h);
+    round_matrix(pool, w, ROWS, COLS, ih.u ? &ih : NULL, c->importance, job, codes, scales);
+    free_inverse_hessian(&ih);
     pool_free(pool);
 }
 
@@ -198,8 +199,12 @@ static void test_hessian_and_factor(const Case *c) {
         for (int j = 0; j < COLS; j++)
             worst = fmax(worst, fabs(h[i * COLS + j] - c->h[i * COLS + j]) / (sqrt(c->h[i * COLS + i] * c->h[j * COLS + j]) + 1e-30));
     CHECK(worst < 1e-5, "the Hessian differs from float64's by %g (relative)", worst);
-    float *u = calloc((size_t)COLS * COLS, sizeof(float));
-    CHECK(inverse_cholesky_factor(pool, c->damped, COLS, u), "the damped Hessian is positive definite");
+    double *exact = malloc(sizeof c->h);   // the factor of the float64 H, held to the float64 OBS rows
+    memcpy(exact, c->h, sizeof c->h);
+    InverseHessian ih = invert_hessian(pool, exact, COLS, "test");   // takes exact
+    free(h);
+    const float *u = ih.u;
+    CHECK(ih.dead[11] && !ih.dead[10], "the column no input reaches is dead, and only it");
     // U upper with U^T U = H^-1: (U^T U) H = I; and its rows are the OBS rows over sqrt(R_ii)
     double off = 0, rows_off = 0;
     for (int i = 0; i < COLS; i++)
@@ -218,8 +223,7 @@ static void test_hessian_and_factor(const Case *c) {
     CHECK(off < 1e-4, "U^T U H is I within %g", off);
     CHECK(rows_off < 1e-4, "U's rows are the OBS rows / sqrt(R_ii) within %g", rows_off);
     printf("  Hessian within %.1e of float64; U^T U H = I within %.1e; U = OBS rows within %.1e\n", worst, off, rows_off);
-    free(h);
-    free(u);
+    free_inverse_hessian(&ih);
     pool_free(pool);
 }
 
