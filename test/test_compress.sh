@@ -39,17 +39,17 @@ expect_error "--tensor-type with an unknown type names q4s" "the type must be q8
 [ ! -e "$T/never.bin" ] && ok || fail "a refused export left a file"
 
 # ---- GPTQ, pruning and SmoothQuant through the command line, on the default model: a calibration text of
-# 24 stories it samples (seeds 1-24) and an evaluation text of 12 others (seeds 101-112)
+# 16 stories it samples (seeds 1-16) and an evaluation text of 8 others (seeds 101-108)
 PPL=${BUILD:-build}/ppl   # make test-asan: build/asan/ppl
 [ -x "$PPL" ] || { fail "$PPL is not built (make ppl)"; summary; }
 sample() { for seed in $(seq "$1" "$2"); do "$BIN"/run "$DEFAULT.f32.bin" -s "$seed" -n 256 2>/dev/null | grep -v '^[[:space:]]*$'; echo; done; }
-sample 1 24 >"$T/calib.txt"
-sample 101 112 >"$T/eval.txt"
+sample 1 16 >"$T/calib.txt"
+sample 101 108 >"$T/eval.txt"
 # kl NAME MODEL: its mean KL to the fp32 model on the evaluation text, into $T/NAME.kl
 kl() { "$PPL" --json --reference "$DEFAULT.f32.bin" "$2" "$T/eval.txt" 2>/dev/null | grep -o '"mean_kl": [^,}]*' | sed 's/.*: //' >"$T/$1.kl"
        [ -s "$T/$1.kl" ] && ok || fail "ppl on $1"; }
 below() { awk -v a="$(cat "$T/$1.kl")" -v b="$(cat "$T/$2.kl")" 'BEGIN { exit !(a < b) }' && ok || fail "$1's mean KL $(cat "$T/$1.kl") is not below $2's $(cat "$T/$2.kl")"; }
-CAL=(--calib "$T/calib.txt" --calib-windows 8)
+CAL=(--calib "$T/calib.txt" --calib-windows 6)
 for bits in 4 3; do
     "$BIN"/export -q --bits $bits "${CAL[@]}" "$DEFAULT.f32.bin" "$T/calib$bits.bin" && kl calib$bits "$T/calib$bits.bin"
     "$BIN"/export -q --bits $bits --gptq "${CAL[@]}" "$DEFAULT.f32.bin" "$T/gptq$bits.bin" && kl gptq$bits "$T/gptq$bits.bin"
