@@ -1,5 +1,7 @@
 /*
-runq.c — the Edge LLM int4 runtime: Llama-family inference in one C file.
+runq.c — the Edge LLM int4 runtime: inference of Llama and its kin (Qwen
+2/2.5/3, Gemma 2/3, Phi-3.5/4-mini, SmolLM3, described by the checkpoint's
+settings) in one C file.
 
 It memory-maps a group-quantized checkpoint written by export.c (int4 by
 default; int8, int3, int2 or a mix per tensor) and uses the weights in place:
@@ -50,7 +52,9 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 // The checkpoint format (versions 1 to 4). All fields little-endian.
 //
 //   FileHeader                      64 bytes
+//   ModelSettings                   64 bytes, version 4 on (below)
 //   int32 ffn_dim[n_layers]         per-layer FFN width (structured pruning)
+//   uint32 layer_kind[n_layers]     version 4 on: each layer's LAYER_* bits
 //   zero padding                    to the next multiple of 64
 //   TensorEntry[n_tensors]          96 bytes each
 //   tensor data                     each tensor at a 64-byte aligned offset;
@@ -116,28 +120,57 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 //   layers.L.w2               (dim, ffn_dim[L])        down
 //   norm                      (1, dim)
 //   output                    (vocab_size, dim)        absent when FLAG_TIED_CLASSIFIER
-//   rope_freqs                (1, head_dim/2)          f32, optional (below)
+//   rope_freqs                (1, rotary_dim/2)        f32, optional (below)
+//   rope_freqs_long           (1, rotary_dim/2)        f32, LongRoPE only (below)
 //   tokenizer                 (1, bytes)               BLOB (below)
-// An fp32 checkpoint (./run's) has the same tensors, every one f32.
+// and, from version 4, in the layers of the models whose header flags say so:
+//   layers.L.bq               (1, n_heads*head_dim)    FLAG_QKV_BIAS: added to wq's output (RoPE order)
+//   layers.L.bk, .bv          (1, n_kv_heads*head_dim) added to wk's (RoPE order) and wv's output
+//   layers.L.q_norm, .k_norm  (1, head_dim)            FLAG_QK_NORM: RMSNorm weights of each head of
+//                                                      q and k, before RoPE (RoPE order)
+//   layers.L.post_attention_norm, .post_ffn_norm
+//                             (1, dim)                 FLAG_POST_NORMS: RMSNorm of the attention's and
+//                                                      the FFN's output before it joins the stream
+// An fp32 checkpoint (./run's) has the same tensors, every one f32. Every
+// norm weight is the factor the normalized value is multiplied by (Gemma's
+// RMSNorm multiplies by 1 + w: export stores 1 + w, as llama.cpp does).
 //
 // The tokenizer travels inside the file as the BLOB tensor "tokenizer", in
 // llama2.c's tokenizer.bin layout (after an 8-byte prefix when it is
-// byte-level BPE: see "Tokenizer"). A model with Llama 3.1/3.2 RoPE scaling
-// carries the F32 tensor "rope_freqs", (1, head_dim/2): a divisor for each
-// RoPE frequency, computed by export from config.json's rope_scaling.
+// byte-level BPE: see "Tokenizer"). A model with scaled RoPE carries the F32
+// tensor "rope_freqs", (1, rotary_dim/2): a divisor for each RoPE frequency,
+// computed by export from config.json's rope_scaling (Llama 3.1's bands,
+// linear scaling's factor, LongRoPE's short factors). It applies to every
+// layer that turns with rope_theta, not to LAYER_LOCAL_ROPE layers. LongRoPE
+// (Phi-3.5, Phi-4-mini) adds "rope_freqs_long", its long factors: a run that
+// holds more than rope_long_after positions turns every position with them
+// instead (as llama.cpp chooses by its context size, and as Hugging Face's
+// Phi-3 does once a sequence passes that length, recomputing its cache).
+//
+// ModelSettings (version 4) describe the math of the families beyond Llama:
+// Qwen 2/2.5 and 3, Gemma 2 and 3, Phi-3.5/4-mini, SmolLM3, and Mistral's
+// sliding window. A zero field means Llama's choice, so a Llama checkpoint is
+// exactly one whose settings are all zero, and it is written as version 3.
+// layer_kind[L] says how layer L attends: LAYER_SLIDING sees only the last
+// sliding_window positions (its own included), LAYER_NO_ROPE turns nothing
+// (SmolLM3), LAYER_LOCAL_ROPE turns with rope_theta_local and no rope_freqs
+// (Gemma 3's local layers).
 //
 // Versions: a file is written with the lowest version that describes it, so
 // older readers run every file they can: version 1 holds Q4 (row after row)
 // and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2;
-// 4 adds Q4S. So a quantized checkpoint is version 3 (4 when it holds Q4S)
-// and an fp32 one 1 or 2 (a runq before 4 refuses a Q4S file by its version,
-// not halfway through).
+// 4 adds ModelSettings, layer_kind, the flags QKV_BIAS, QK_NORM and
+// POST_NORMS and their tensors, rope_freqs_long, and Q4S matrices. So a
+// quantized Llama checkpoint is version 3 (4 when it holds Q4S: the settings
+// are then zeros) and an fp32 one 1 or 2, and any other family's is version 4
+// (a runq before 4 refuses it by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
 #define CHECKPOINT_VERSION 4   // the newest read
 #define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
 #define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
-#define VERSION_Q4S 4          // the first with Q4S matrices
+#define VERSION_SETTINGS 4     // the first with ModelSettings, layer_kind and the families beyond Llama
+#define VERSION_Q4S 4          // the first with Q4S matrices (the same version: settings and Q4S came together)
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
@@ -166,7 +199,10 @@ static int level_q4(const uint8_t *block, int j) {
 static void put_level_q4(uint8_t *block, int j, int level) {
     block[j % (Q_BLOCK / 2)] |= (uint8_t)((level + 8) << (j < Q_BLOCK / 2 ? 0 : 4));
 }
-static int level_q8(const uint8_t *block, int j) { return (int8_t)block[j]; }
+// The byte minus 256 when its sign bit is set, spelled out: GCC 12, allowed
+// VNNI (a VNNI kernel's target, or -march=native on Zen 5 or Alder Lake),
+// vectorizes a dot product of (int8_t)byte into vpdpbusd and loses the sign.
+static int level_q8(const uint8_t *block, int j) { return (int)block[j] - ((block[j] & 0x80) << 1); }
 static void put_level_q8(uint8_t *block, int j, int level) { block[j] = (uint8_t)(int8_t)level; }
 static int code_2bit(const uint8_t *plane, int j) { return (plane[j % 8] >> (2 * (j / 8))) & 3; }
 static void put_code_2bit(uint8_t *plane, int j, int code) { plane[j % 8] |= (uint8_t)((code & 3) << (2 * (j / 8))); }
@@ -220,6 +256,10 @@ static int is_quantized(uint32_t type) { return quant_layout(type) != NULL; }
 
 #define FLAG_TIED_CLASSIFIER 1u         // the classifier is tok_embeddings
 #define FLAG_ADAPTER 2u                 // a LoRA adapter for a model of this header, not a model (runq --lora)
+#define FLAG_QKV_BIAS 4u                // version 4 on: layers.L.bq, .bk, .bv (Qwen 2)
+#define FLAG_QK_NORM 8u                 // version 4 on: layers.L.q_norm, .k_norm (Qwen 3, Gemma 3)
+#define FLAG_POST_NORMS 16u             // version 4 on: layers.L.post_attention_norm, .post_ffn_norm (Gemma)
+#define FLAGS_OF_VERSION_4 (FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
 
 typedef struct {
     uint32_t magic;
@@ -250,14 +290,51 @@ typedef struct {
     uint64_t nbytes;
 } TensorEntry;
 
+// The model families a checkpoint can hold, named as llama.cpp names their
+// GGUF architectures: runq computes from the settings alone; export --gguf-*
+// writes the architecture's keys and tensor layout.
+enum Architecture { ARCH_LLAMA, ARCH_QWEN2, ARCH_QWEN3, ARCH_GEMMA2, ARCH_GEMMA3, ARCH_PHI3, ARCH_SMOLLM3, N_ARCHITECTURES };
+__attribute__((unused)) static const char *const architecture_names[N_ARCHITECTURES] = {
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3" };
+
+// The FFN's gate: silu(w1 x) * w3 x (SwiGLU), or gelu_tanh(w1 x) * w3 x (GeGLU: Gemma).
+enum Activation { ACTIVATION_SILU, ACTIVATION_GELU_TANH, N_ACTIVATIONS };
+
+#define LAYER_SLIDING 1u      // attends to the last sliding_window positions only
+#define LAYER_NO_ROPE 2u      // q and k are not turned (SmolLM3's NoPE layers)
+#define LAYER_LOCAL_ROPE 4u   // turned with rope_theta_local, without rope_freqs (Gemma 3's local layers)
+#define LAYER_KINDS (LAYER_SLIDING | LAYER_NO_ROPE | LAYER_LOCAL_ROPE)
+
+// Version 4: after FileHeader. Zero is Llama's value for every field.
+typedef struct {
+    uint32_t architecture;       // Architecture (0: llama)
+    uint32_t activation;         // Activation (0: SwiGLU)
+    float embedding_scale;       // each token's embedding row times this (Gemma: sqrt(dim) in the model's dtype); 0: 1
+    float score_divisor;         // attention scores are q.k / this (Gemma: sqrt(query_pre_attn_scalar)); 0: sqrt(head_dim)
+    float attention_softcap;     // scores become cap * tanh(score / cap) (Gemma 2); 0: none
+    float final_softcap;         // the logits likewise (Gemma 2); 0: none
+    int32_t sliding_window;      // positions a LAYER_SLIDING layer sees, its own included; 0: no layer slides
+    int32_t rotary_dim;          // leading dims of each head RoPE turns (partial_rotary_factor); the rest pass; 0: head_dim
+    float rope_theta_local;      // RoPE base of LAYER_LOCAL_ROPE layers (Gemma 3's rope_local_base_freq); 0: none
+    float rope_attention_factor; // cos and sin times this on the rotated dims (LongRoPE's attention scaling); 0: 1
+    int32_t rope_long_after;     // LongRoPE: a run of more positions uses rope_freqs_long; 0: no rope_freqs_long
+    uint32_t reserved[5];        // zero
+} ModelSettings;
+
 _Static_assert(sizeof(FileHeader) == 64, "FileHeader is 64 bytes on disk");
+_Static_assert(sizeof(ModelSettings) == 64, "ModelSettings is 64 bytes on disk");
 _Static_assert(sizeof(TensorEntry) == 96, "TensorEntry is 96 bytes on disk");
 
 static size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// The tensor table starts 64-byte aligned, whatever the layer count.
-static size_t tensor_table_offset(int n_layers) {
-    return round_up(sizeof(FileHeader) + sizeof(int32_t) * (size_t)n_layers, TENSOR_ALIGNMENT);
+// Where the per-layer tables start, and where the tensor table starts: 64-byte
+// aligned after them, whatever the layer count.
+static size_t layer_tables_offset(uint32_t version) {
+    return sizeof(FileHeader) + (version >= VERSION_SETTINGS ? sizeof(ModelSettings) : 0);
+}
+static size_t tensor_table_offset(uint32_t version, int n_layers) {
+    size_t per_layer = version >= VERSION_SETTINGS ? 2 * sizeof(int32_t) : sizeof(int32_t);   // ffn_dim (and layer_kind)
+    return round_up(layer_tables_offset(version) + per_layer * (size_t)n_layers, TENSOR_ALIGNMENT);
 }
 
 // ----------------------------------------------------------------------------
@@ -367,6 +444,19 @@ typedef struct {
     int eos_id;
     int tied_classifier;
     uint32_t chat_template;  // ChatTemplateId from the header, 0 if not recorded
+    // the families beyond Llama (ModelSettings, with Llama's values where it says 0)
+    uint32_t flags;          // FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS
+    int architecture;        // Architecture
+    int activation;          // Activation
+    float embedding_scale;   // 1 when the embeddings are not scaled
+    float score_divisor;     // sqrt(head_dim) unless the model says otherwise
+    float attention_softcap, final_softcap;   // 0: none
+    int sliding_window;      // 0: none
+    int rotary_dim;          // head_dim unless partial
+    float rope_theta_local;  // for LAYER_LOCAL_ROPE layers
+    float rope_attention_factor;   // 1 unless LongRoPE
+    int rope_long_after;     // LongRoPE's switch; 0: none
+    uint32_t *layer_kind;    // (n_layers,) LAYER_* bits
 } Config;
 
 // A weight matrix, pointing into the mapped file.
@@ -394,11 +484,15 @@ typedef struct {
     Tensor wq;               // (n_heads*head_dim, dim)
     Tensor wk;               // (n_kv_heads*head_dim, dim)
     Tensor wv;               // (n_kv_heads*head_dim, dim)
+    Tensor bq, bk, bv;       // (q_dim,), (kv_dim,), (kv_dim,) biases: FLAG_QKV_BIAS, else data NULL
+    Tensor q_norm, k_norm;   // (head_dim,) per-head RMSNorm weights: FLAG_QK_NORM, else data NULL
     Tensor wo;               // (dim, n_heads*head_dim)
+    Tensor post_attention_norm;   // (dim,) FLAG_POST_NORMS, else data NULL
     Tensor ffn_norm;         // (dim,)
     Tensor w1;               // (ffn_dim, dim)  gate
     Tensor w2;               // (dim, ffn_dim)  down
     Tensor w3;               // (ffn_dim, dim)  up
+    Tensor post_ffn_norm;    // (dim,) FLAG_POST_NORMS, else data NULL
 } LayerWeights;
 
 typedef struct {
@@ -406,10 +500,21 @@ typedef struct {
     LayerWeights *layers;    // (n_layers,)
     Tensor norm;             // (dim,) final RMSNorm
     Tensor output;           // (vocab_size, dim) classifier; tok_embeddings when tied
-    const float *rope_freqs; // (head_dim/2,) divisors of the RoPE frequencies (Llama 3.1 scaling), NULL if none
+    const float *rope_freqs; // (rotary_dim/2,) divisors of the RoPE frequencies (scaled RoPE), NULL if none
+    const float *rope_freqs_long;    // (rotary_dim/2,) LongRoPE's divisors for long runs, NULL if none
     const uint8_t *tokenizer_blob;   // embedded tokenizer, NULL if none
     size_t tokenizer_size;
 } Weights;
+
+// The angles RoPE turns the rotated pairs of each head by, for one base and
+// one set of divisors: a model has one, or two when its local layers turn
+// with their own base (Gemma 3). cos and sin carry rope_attention_factor.
+typedef struct {
+    float *freq;             // (rotary_dim/2,) theta^(-2i/rotary_dim), over the divisors when there are some
+    float *cos;              // (MAX_BATCH, rotary_dim/2) at each token's position
+    float *sin;              // (MAX_BATCH, rotary_dim/2)
+} RopeTable;
+enum { ROPE_GLOBAL, ROPE_LOCAL, N_ROPE_TABLES };
 
 // int8 activations in blocks of Q_BLOCK, each with its own scale
 // Prompt tokens per forward pass: every weight is read once per chunk of this many.
@@ -434,9 +539,7 @@ typedef struct {
     float *q;                // (MAX_BATCH, q_dim)
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
     float *att;              // (n_threads, cache_len) attention scores, a row per thread
-    float *rope_freq;        // (head_dim/2,) theta^(-2i/head_dim), over rope_freqs when the model has them
-    float *rope_cos;         // (MAX_BATCH, head_dim/2) at each token's position
-    float *rope_sin;         // (MAX_BATCH, head_dim/2)
+    RopeTable rope[N_ROPE_TABLES];   // global layers' and (Gemma 3) local layers' RoPE
     float *logits;           // (vocab_size,) of the batch's last token
     QuantizedActivations xq; // quantized copy of the current matmul input
     int kv_type;             // KvType: which of the two caches below this run keeps
@@ -526,7 +629,7 @@ struct Backend {
 
 static const TensorEntry *find_tensor(const Transformer *t, const char *name) {
     const FileHeader *header = (const FileHeader *)t->file_data;
-    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(t->file_data + tensor_table_offset(header->version, header->n_layers));
     for (uint32_t i = 0; i < header->n_tensors; i++)
         if (strncmp(table[i].name, name, TENSOR_NAME_LEN) == 0) return &table[i];
     return NULL;
@@ -708,6 +811,51 @@ static void refuse_other_format(const Transformer *t) {
     die("%s: not an Edge LLM checkpoint (magic 0x%08x, not 0x%08x \"EDGE\")", path, magic, CHECKPOINT_MAGIC);
 }
 
+// A non-negative finite float of the settings, or death naming it.
+static float setting_float(const Transformer *t, const char *name, float value) {
+    if (!(value >= 0) || !isfinite(value)) die("%s: setting %s is %g; it must be finite and not negative", t->path, name, value);
+    return value;
+}
+
+// ModelSettings (NULL, or zero fields: Llama's values) and layer_kind (NULL:
+// all 0) into the Config, each checked against what the runtime computes.
+static void read_settings(Transformer *t, const ModelSettings *m, const uint32_t *kinds) {
+    static const ModelSettings llama;   // all zero: a file before version 4, a llama2.c model
+    if (!m) m = &llama;
+    Config *c = &t->config;
+    if (m->architecture >= N_ARCHITECTURES) die("%s: architecture %u is unknown (0 to %d)", t->path, m->architecture, N_ARCHITECTURES - 1);
+    if (m->activation >= N_ACTIVATIONS) die("%s: activation %u is unknown (0 SwiGLU, 1 GeGLU)", t->path, m->activation);
+    c->architecture = (int)m->architecture;
+    c->activation = (int)m->activation;
+    c->embedding_scale = setting_float(t, "embedding_scale", m->embedding_scale);
+    if (c->embedding_scale == 0) c->embedding_scale = 1.0f;
+    c->score_divisor = setting_float(t, "score_divisor", m->score_divisor);
+    if (c->score_divisor == 0) c->score_divisor = sqrtf((float)c->head_dim);
+    c->attention_softcap = setting_float(t, "attention_softcap", m->attention_softcap);
+    c->final_softcap = setting_float(t, "final_softcap", m->final_softcap);
+    c->rope_theta_local = setting_float(t, "rope_theta_local", m->rope_theta_local);
+    c->rope_attention_factor = setting_float(t, "rope_attention_factor", m->rope_attention_factor);
+    if (c->rope_attention_factor == 0) c->rope_attention_factor = 1.0f;
+    for (size_t i = 0; i < sizeof m->reserved / sizeof m->reserved[0]; i++)
+        if (m->reserved[i]) die("%s: reserved setting %zu is %u, not 0: a newer format?", t->path, i, m->reserved[i]);
+    if (m->sliding_window < 0 || m->rope_long_after < 0)
+        die("%s: sliding_window %d and rope_long_after %d must not be negative", t->path, m->sliding_window, m->rope_long_after);
+    c->sliding_window = m->sliding_window;
+    c->rope_long_after = m->rope_long_after;
+    c->rotary_dim = m->rotary_dim ? m->rotary_dim : c->head_dim;
+    if (c->rotary_dim < 0 || c->rotary_dim > c->head_dim || c->rotary_dim % 2)
+        die("%s: rotary_dim %d is not an even number of dims up to head_dim %d", t->path, m->rotary_dim, c->head_dim);
+    c->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+    for (int l = 0; kinds && l < c->n_layers; l++) {
+        c->layer_kind[l] = kinds[l];
+        if (kinds[l] & ~LAYER_KINDS) die("%s: layer %d has kind 0x%x, of which only bits 0x%x are known", t->path, l, kinds[l], LAYER_KINDS);
+        if ((kinds[l] & LAYER_SLIDING) && c->sliding_window == 0)
+            die("%s: layer %d slides but the settings give no sliding_window", t->path, l);
+        if ((kinds[l] & LAYER_LOCAL_ROPE) && !(c->rope_theta_local > 0))
+            die("%s: layer %d turns with the local RoPE base but rope_theta_local is 0", t->path, l);
+    }
+}
+
 static void read_config(Transformer *t) {
     if (t->file_size < sizeof(FileHeader))
         die("%s: %zu bytes is too small to be a checkpoint (truncated?)", t->path, t->file_size);
@@ -725,9 +873,12 @@ static void read_config(Transformer *t) {
         die("%s: header has rope_theta %g and norm_eps %g; both must be positive", t->path, h->rope_theta, h->norm_eps);
     if (h->bos_id < 0 || h->bos_id >= h->vocab_size || h->eos_id < 0 || h->eos_id >= h->vocab_size)
         die("%s: bos_id %d / eos_id %d outside the vocabulary of %d", t->path, h->bos_id, h->eos_id, h->vocab_size);
+    if ((h->flags & FLAGS_OF_VERSION_4) && h->version < VERSION_SETTINGS)
+        die("%s: flags 0x%x name tensors of version %d files, but the file is version %u", t->path, h->flags,
+            VERSION_SETTINGS, h->version);
 
-    size_t ffn_offset = sizeof(FileHeader);
-    size_t table_offset = tensor_table_offset(h->n_layers);
+    size_t ffn_offset = layer_tables_offset(h->version);
+    size_t table_offset = tensor_table_offset(h->version, h->n_layers);
     size_t data_offset = table_offset + sizeof(TensorEntry) * (size_t)h->n_tensors;
     if (data_offset > t->file_size) die("%s: the tensor table runs past the end of the file (truncated?)", t->path);
     check_tensor_table(t, h, table_offset);
@@ -745,6 +896,7 @@ static void read_config(Transformer *t) {
     c->bos_id = h->bos_id;
     c->eos_id = h->eos_id;
     c->tied_classifier = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
+    c->flags = h->flags & FLAGS_OF_VERSION_4;
     c->chat_template = h->chat_template;
     c->ffn_dim = xcalloc((size_t)c->n_layers, sizeof(int), "ffn_dim table");
     const int32_t *ffn = (const int32_t *)(t->file_data + ffn_offset);
@@ -754,18 +906,33 @@ static void read_config(Transformer *t) {
         c->ffn_dim[l] = ffn[l];
         if (ffn[l] > c->max_ffn_dim) c->max_ffn_dim = ffn[l];
     }
+    int v4 = h->version >= VERSION_SETTINGS;
+    read_settings(t, v4 ? (const ModelSettings *)(t->file_data + sizeof(FileHeader)) : NULL,
+                  v4 ? (const uint32_t *)(ffn + c->n_layers) : NULL);
 }
 
-// The optional rope_freqs tensor (Llama 3.1/3.2 RoPE scaling): pair i of each
-// head turns at theta^(-2i/head_dim) / rope_freqs[i]. Each is a divisor, so
-// it must be positive and finite.
-static const float *map_rope_freqs(const Transformer *t) {
-    int half = t->config.head_dim / 2;
-    const float *divisors = map_tensor(t, "rope_freqs", 1, half, 0).data;
+// The optional rope_freqs tensor (scaled RoPE) and LongRoPE's rope_freqs_long:
+// pair i of each head turns at theta^(-2i/rotary_dim) / divisors[i]. Each is
+// a divisor, so it must be positive and finite.
+static const float *map_rope_freqs(const Transformer *t, const char *name) {
+    int half = t->config.rotary_dim / 2;
+    const float *divisors = map_tensor(t, name, 1, half, 0).data;
     for (int i = 0; i < half; i++)
         if (!(divisors[i] > 0) || !isfinite(divisors[i]))
-            die("%s: rope_freqs[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, i, divisors[i]);
+            die("%s: %s[%d] is %g; RoPE frequency divisors must be positive and finite", t->path, name, i, divisors[i]);
     return divisors;
+}
+
+// LongRoPE needs both sets of divisors and the length that switches them;
+// no other model may have rope_freqs_long.
+static void map_long_rope(const Transformer *t, Weights *w) {
+    int has_long = find_tensor(t, "rope_freqs_long") != NULL;
+    if (!has_long && t->config.rope_long_after == 0) return;
+    if (!has_long || !w->rope_freqs || t->config.rope_long_after == 0)
+        die("%s: LongRoPE needs rope_freqs, rope_freqs_long and rope_long_after; the file has %s, %s and %d", t->path,
+            w->rope_freqs ? "rope_freqs" : "no rope_freqs", has_long ? "rope_freqs_long" : "no rope_freqs_long",
+            t->config.rope_long_after);
+    w->rope_freqs_long = map_rope_freqs(t, "rope_freqs_long");
 }
 
 static void map_weights(Transformer *t) {
@@ -784,7 +951,20 @@ static void map_weights(Transformer *t) {
         LAYER_TENSOR(wq, q_dim, c->dim, 1);
         LAYER_TENSOR(wk, kv_dim, c->dim, 1);
         LAYER_TENSOR(wv, kv_dim, c->dim, 1);
+        if (c->flags & FLAG_QKV_BIAS) {
+            LAYER_TENSOR(bq, 1, q_dim, 0);
+            LAYER_TENSOR(bk, 1, kv_dim, 0);
+            LAYER_TENSOR(bv, 1, kv_dim, 0);
+        }
+        if (c->flags & FLAG_QK_NORM) {
+            LAYER_TENSOR(q_norm, 1, c->head_dim, 0);
+            LAYER_TENSOR(k_norm, 1, c->head_dim, 0);
+        }
         LAYER_TENSOR(wo, c->dim, q_dim, 1);
+        if (c->flags & FLAG_POST_NORMS) {
+            LAYER_TENSOR(post_attention_norm, 1, c->dim, 0);
+            LAYER_TENSOR(post_ffn_norm, 1, c->dim, 0);
+        }
         LAYER_TENSOR(ffn_norm, 1, c->dim, 0);
         LAYER_TENSOR(w1, ffn, c->dim, 1);
         LAYER_TENSOR(w2, c->dim, ffn, 1);
@@ -793,7 +973,8 @@ static void map_weights(Transformer *t) {
     }
     w->norm = map_tensor(t, "norm", 1, c->dim, 0);
     w->output = c->tied_classifier ? w->tok_embeddings : map_tensor(t, "output", c->vocab_size, c->dim, 1);
-    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t);
+    if (find_tensor(t, "rope_freqs")) w->rope_freqs = map_rope_freqs(t, "rope_freqs");
+    map_long_rope(t, w);
     const TensorEntry *tok = find_tensor(t, "tokenizer");
     if (tok) {
         w->tokenizer_blob = t->file_data + tok->offset;
@@ -807,31 +988,47 @@ static void *state_alloc(size_t *tally, size_t count, size_t size, const char *w
     return xcalloc(count, size, what);
 }
 
+// The activations are all written by a prompt's first batch: their pages are
+// faulted in here, at start, as llama.cpp's buffers are, not a 4 KiB fault at
+// a time inside the prompt (on a small model, a share of the prefill perf
+// shows plainly). A volatile write per page: a compiler may drop a memset of
+// calloc's zeros. (The KV cache, sized for the whole run, is not:
+// prefault_kv_rows.)
+static void *activation_alloc(size_t *tally, size_t count, size_t size, const char *what) {
+    volatile uint8_t *bytes = state_alloc(tally, count, size, what);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t at = 0; at < count * size; at += page) bytes[at] = 0;
+    return (void *)bytes;
+}
+
 static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_head = (size_t)c->head_dim / 2;
+    size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_rotary = (size_t)c->rotary_dim / 2;
     size_t widest = dim > q_dim ? dim : q_dim;
     if (ffn > widest) widest = ffn;
     size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
     size_t *act = &s->activation_bytes, *kv = &s->kv_bytes;
     s->cache_len = cache_len;
-    s->x = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
-    s->xb = state_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
-    s->xb2 = state_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
-    s->hb = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
-    s->hb2 = state_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
-    s->q = state_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
-    s->k = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->v = state_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->att = state_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
-    s->rope_freq = state_alloc(act, half_head, sizeof(float), "RoPE table");
-    s->rope_cos = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->rope_sin = state_alloc(act, MAX_BATCH * half_head, sizeof(float), "RoPE table");
-    s->logits = state_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
+    s->x = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->xb = activation_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
+    s->xb2 = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
+    s->hb = activation_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->hb2 = activation_alloc(act, MAX_BATCH * ffn, sizeof(float), "activations");
+    s->q = activation_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
+    s->k = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->v = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
+    s->att = activation_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
+    for (int table = 0; table < N_ROPE_TABLES; table++) {
+        if (table == ROPE_LOCAL && !(c->rope_theta_local > 0)) continue;   // only Gemma 3 turns local layers apart
+        s->rope[table].freq = activation_alloc(act, half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].cos = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+        s->rope[table].sin = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
+    }
+    s->logits = activation_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
-    s->xq.values = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
-    s->xq.scales = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
-    s->xq.sums = state_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
+    s->xq.values = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
+    s->xq.scales = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
+    s->xq.sums = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
     s->kv_type = kv_type;
     if (kv_type == KV_Q8) {
         size_t rows = (size_t)c->n_layers * (size_t)cache_len * (size_t)c->n_kv_heads;
@@ -845,18 +1042,28 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     }
 }
 
-// RoPE turns pair i of each head at theta^(-2i/head_dim) radians per position;
-// a model with rope_freqs (Llama 3.1 scaling) divides that by rope_freqs[i].
-static void rope_frequencies(float *freq, const Config *c, const float *divisors) {
-    for (int i = 0; i < c->head_dim / 2; i++) {
-        freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+// RoPE turns pair i of each head at theta^(-2i/rotary_dim) radians per
+// position; a model with rope_freqs (scaled RoPE) divides that by
+// rope_freqs[i].
+static void rope_frequencies(float *freq, float theta, int rotary_dim, const float *divisors) {
+    for (int i = 0; i < rotary_dim / 2; i++) {
+        freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)rotary_dim);
         if (divisors) freq[i] /= divisors[i];
     }
 }
 
+// The global layers' frequencies (with LongRoPE's long divisors when the run
+// holds more than rope_long_after positions) and the local layers' (Gemma 3).
+static void choose_rope_frequencies(RunState *s, const Config *c, const Weights *w) {
+    int long_run = w->rope_freqs_long && s->cache_len > c->rope_long_after;
+    rope_frequencies(s->rope[ROPE_GLOBAL].freq, c->rope_theta, c->rotary_dim, long_run ? w->rope_freqs_long : w->rope_freqs);
+    if (s->rope[ROPE_LOCAL].freq) rope_frequencies(s->rope[ROPE_LOCAL].freq, c->rope_theta_local, c->rotary_dim, NULL);
+}
+
 static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
-    free(s->att); free(s->rope_freq); free(s->rope_cos); free(s->rope_sin); free(s->logits);
+    for (int table = 0; table < N_ROPE_TABLES; table++) { free(s->rope[table].freq); free(s->rope[table].cos); free(s->rope[table].sin); }
+    free(s->att); free(s->logits);
     free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
     free(s->key_cache_q8); free(s->value_cache_q8); free(s->key_scales); free(s->value_scales);
 }
@@ -1068,6 +1275,11 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && cpu_has_f16c();
+}
+
 // reduce8 without leaving the registers: adding the halves, then the pairs,
 // then the last two is exactly its tree ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
 TARGET_AVX2 static inline float reduce8_avx2(__m256 v) {
@@ -1158,9 +1370,12 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
     return reduce8_lanes_avx2(acc);
 }
 
-// The prompt, n_tokens at once: the tile is walked eight blocks (one set of
-// partial sums) at a time; those blocks are unpacked once into L1 and used by
-// every token, whose accumulators wait in acc between one set and the next.
+// The prompt, n_tokens at once: each block of the tile is unpacked once and
+// held in registers while every token of the batch passes, each token's
+// eight partials waiting in acc. The eight maddubs of a token are added one
+// after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
+// whatever the order: exact), so the block's eight unpacked runs, the sum and
+// a broadcast fit AVX2's sixteen registers.
 TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
                                              const QuantizedActivations *x, int n_tokens) {
@@ -1168,28 +1383,22 @@ TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_r
     __m256 acc[MAX_BATCH][8];
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
-    for (int b = 0; b < n_blocks; b += 8) {
-        int count = n_blocks - b < 8 ? n_blocks - b : 8;
-        __m256i q[8][8];
-        __m256 w_scales[8];
-        for (int i = 0; i < count; i++) {
-            unpack_q4_tile_block_avx2(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
-        }
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
-            const int8_t *values = x->values + (size_t)t * x->stride;
-            const float *x_scales = x->scales + (size_t)t * x_blocks;
-            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
-            if (count == 8) {   // unrolled: the token's eight partials stay in registers
-                __m256 partial[8];
-#pragma GCC unroll 8
-                for (int i = 0; i < 8; i++)
-                    partial[i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
-                for (int i = 0; i < 8; i++) acc[t][i] = partial[i];
-                continue;
+            size_t at = (size_t)t * x_blocks + b;
+            const int8_t *values = x->values + (size_t)t * x->stride + b * Q_BLOCK;
+            __m256i sum = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                int32_t four;
+                memcpy(&four, values + 4 * k, sizeof four);
+                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(q[k], _mm256_set1_epi32(four)));
             }
-            for (int i = 0; i < count; i++)
-                acc[t][i] = _mm256_add_ps(acc[t][i], q4_tile_term_avx2(q[i], w_scales[i], values, x_scales, x_sums, b + i));
+            __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * x->sums[at]));
+            __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x->scales[at]));
+            acc[t][b % 8] = _mm256_add_ps(acc[t][b % 8], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
         }
     }
     for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
@@ -1515,6 +1724,22 @@ typedef struct {
     int block_bytes;
 } Avx2Blocks;
 
+// A row's eight partials for one token after blocks 0..b-1 -> its result:
+// the last n_blocks - b blocks (fewer than eight) one at a time through the
+// type's exact block dot, then reduce8's tree.
+TARGET_AVX2 static inline float finish_row_avx2(__m256 acc, BlockDotFn dot_1, int block_bytes, const uint8_t *codes,
+                                                const uint16_t *scales, int blocks_per_group, int b, int n_blocks,
+                                                const int8_t *x_values, const float *x_scales) {
+    if (b == n_blocks) return reduce8_avx2(acc);
+    float partial[8];
+    _mm256_storeu_ps(partial, acc);
+    for (int tail = b; tail < n_blocks; tail++) {
+        float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x_scales[tail];
+        partial[tail % 8] += scale * (float)dot_1(codes + tail * block_bytes, x_values + tail * Q_BLOCK);
+    }
+    return reduce8(partial);
+}
+
 // One row against TILE tokens from token on: the canonical arithmetic; a
 // token's result never depends on TILE.
 TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
@@ -1538,15 +1763,8 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void row_tile_avx2(
     }
     for (int t = 0; t < TILE; t++) {
         size_t tok = (size_t)(token + t);
-        if (b == n_blocks) { out[(size_t)t * out_stride] = reduce8_avx2(acc[t]); continue; }
-        float partial[8];
-        _mm256_storeu_ps(partial, acc[t]);
-        for (int tail = b; tail < n_blocks; tail++) {   // the last n_blocks % 8 blocks, one at a time
-            float scale = _cvtsh_ss(scales[tail / blocks_per_group]) * x->scales[tok * x_blocks + tail];
-            partial[tail % 8] += scale * (float)type.dot_1(codes + tail * type.block_bytes,
-                                                           x->values + tok * x->stride + tail * Q_BLOCK);
-        }
-        out[(size_t)t * out_stride] = reduce8(partial);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
     }
 }
 
@@ -1636,15 +1854,581 @@ static const Kernels kernels_avx2 = {
     "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2,
                                              [TYPE_Q4S] = matmul_q4s_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
+// unsigned bytes by four signed bytes and adds the four products to an int32
+// lane: no int16 stage to saturate, no rounding. An int32 sum of int8 x int8
+// products is exact whoever computes it and in whatever order, so a block dot
+// computed this way is the integer the reference computes, and the float
+// arithmetic after it (the canonical one) is unchanged. Two sets, chosen by
+// CPUID:
+//   avx-vnni      256 bits, VEX-encoded (AVX-VNNI: Intel since Alder Lake,
+//                 Zen 5): AVX2's kernels with vpdpbusd in every int8 dot;
+//   avx512-vnni   512 bits, EVEX (AVX512-VNNI with F, BW and VL: Ice Lake,
+//                 Sapphire Rapids, Zen 4, Zen 5): a Q4 tile's whole block in
+//                 two registers (decode) or two tiles (16 rows) per register
+//                 (prompt), two blocks of the other types per register; the
+//                 activations' quantization, the KV cache's conversion and
+//                 attention, 16 lanes at a time.
+// The weights are the unsigned operand: Q4's nibbles (0..15), Q3's and Q2's
+// codes, Q8's levels with the sign bit flipped (level + 128). A code's offset
+// from its level comes off afterwards, exactly: (c + lo) . x = c . x + lo * sum(x).
+// For the prompt, as in the AVX2 kernel, a Q4 block's weights stay in
+// registers while every token of the batch goes past them.
+#define TARGET_AVX_VNNI __attribute__((target("avx2,f16c,avxvnni")))
+#define TARGET_AVX512_VNNI __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// CPUID leaf 7, sub-leaf 1, EAX bit 4 (compilers' __builtin_cpu_supports do
+// not all know "avxvnni"); the OS saves the registers it uses when it saves AVX2's.
+static int cpu_has_avx_vnni(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+}
+
+// (__builtin_cpu_supports reports AVX-512 only when the OS saves its registers.)
+static int cpu_has_avx512_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512vnni");
+}
+
+// Four activations as one int32, to broadcast to every lane.
+static inline int32_t four_bytes(const int8_t *x) {
+    int32_t four;
+    memcpy(&four, x, sizeof four);
+    return four;
+}
+
+// ---- avx-vnni: a Q4 tile's block . one token's 32 activations -> row j's
+// (q - 8) . x in lane j. The sum starts at -8 * sum(x); step k adds row j's
+// four products of weights 4k..4k+3 (or 16+...) to lane j.
+TARGET_AVX_VNNI static inline __m256i dot_q4_tile_block_vnni(const __m256i q[8], const int8_t *x, int32_t x_sum) {
+    __m256i isum = _mm256_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm256_dpbusd_avx_epi32(isum, q[k], _mm256_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// (weight scale * activation scale) * int32, added to partial sum acc.
+TARGET_AVX2 static inline __m256 add_term_avx2(__m256 acc, __m256 w_scale, float x_scale, __m256i isum) {
+    return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(w_scale, _mm256_set1_ps(x_scale)), _mm256_cvtepi32_ps(isum)));
+}
+
+// Decoding: a tile against one token, its eight partials in registers.
+TARGET_AVX_VNNI static __m256 q4_tile_decode_vnni(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                  int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            __m256i q[8];
+            unpack_q4_tile_block_avx2(q, nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i],
+                                   dot_q4_tile_block_vnni(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt: each block unpacked once, held in registers while every token
+// of the batch passes; each token's eight partials wait in acc.
+TARGET_AVX_VNNI static void q4_tile_prefill_vnni(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
+                                                 const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                                 const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i q[8];
+        unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m256i isum = dot_q4_tile_block_vnni(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx2(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+TARGET_AVX_VNNI static void matmul_q4_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                           const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4_tile_decode_vnni(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4_tile_prefill_vnni(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// The other types through AVX2's row loop (row_tile_avx2), with eight blocks'
+// exact sums from vpdpbusd: each block leaves eight int32 lanes, and three
+// rounds of 32-bit horizontal adds fold the eight blocks into one register
+// (blocks 0-3's low-half sums in the low 128 bits, their high-half sums in
+// the high ones, and so for 4-7), two permutes and an add finish them.
+TARGET_AVX_VNNI static inline __m256i dot_8_blocks_vnni(const __m256i codes[8], const int8_t *x) {
+    __m256i d[8];
+    for (int i = 0; i < 8; i++)
+        d[i] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), codes[i], _mm256_loadu_si256((const __m256i *)(x + i * Q_BLOCK)));
+    __m256i b0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+    __m256i b4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20), _mm256_permute2x128_si256(b0123, b4567, 0x31));
+}
+
+// Q8's levels as unsigned codes: the sign bit flipped is level + 128.
+TARGET_AVX2 static inline void unpack_8_q8_biased_avx2(const uint8_t *blocks, __m256i w[8]) {
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blocks + i * 32)), _mm256_set1_epi8((char)0x80));
+}
+
+#define VNNI_DOT_8(type, LO) \
+    TARGET_AVX_VNNI static inline __m256i dot_8_##type##_vnni(const __m256i codes[8], const int8_t *x, __m256i x_sums) { \
+        return _mm256_add_epi32(dot_8_blocks_vnni(codes, x), _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(LO))); \
+    }
+VNNI_DOT_8(q8, -128)
+VNNI_DOT_8(q3, quant_layouts[TYPE_Q3].lo)
+VNNI_DOT_8(q2, quant_layouts[TYPE_Q2].lo)
+#undef VNNI_DOT_8
+
+#define VNNI_KERNEL(type, UNPACK, BLOCK_BYTES) \
+    TARGET_AVX_VNNI static void matmul_##type##_vnni(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
+                                                     const QuantizedActivations *x, int n_tokens) { \
+        Avx2Blocks blocks = { UNPACK, dot_8_##type##_vnni, block_dot_##type##_ref, BLOCK_BYTES }; \
+        matmul_avx2_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+VNNI_KERNEL(q8, unpack_8_q8_biased_avx2, 32)
+VNNI_KERNEL(q3, unpack_8_q3_avx2, 12)
+VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
+#undef VNNI_KERNEL
+
+static const Kernels kernels_avx_vnni = {
+    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni,
+                              [TYPE_Q4S] = matmul_q4s_avx2 },   // its gathers are shuffles, not dot products: AVX2's kernel
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+
+// ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
+// b of tile t in its low 256 bits and of tile t+1 in its high ones (an odd
+// last tile pairs with itself, its copy's results dropped): one vpdpbusd is a
+// step for sixteen rows, and each 256-bit half is exactly the avx-vnni
+// computation. (Decoding reads one tile at a time, below: two tiles at once
+// read two streams of weights, which memory served more slowly than one.)
+TARGET_AVX512_VNNI static inline void unpack_q4_tile_pair_block_avx512(__m512i q[8], const uint8_t *block0,
+                                                                       const uint8_t *block1) {
+    __m512i low = _mm512_set1_epi8(0x0F);
+    for (int d = 0; d < 4; d++) {
+        __m512i run = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(block0 + 32 * d))),
+                                         _mm256_loadu_si256((const __m256i *)(block1 + 32 * d)), 1);
+        q[d] = _mm512_and_si512(run, low);
+        q[d + 4] = _mm512_and_si512(_mm512_srli_epi16(run, 4), low);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __m512i dot_q4_tile_pair_block_avx512(const __m512i q[8], const int8_t *x, int32_t x_sum) {
+    __m512i isum = _mm512_set1_epi32(-8 * x_sum);
+    for (int k = 0; k < 8; k++) isum = _mm512_dpbusd_epi32(isum, q[k], _mm512_set1_epi32(four_bytes(x + 4 * k)));
+    return isum;
+}
+
+// The pair's sixteen weight scales of block b as floats.
+TARGET_AVX512_VNNI static inline __m512 q4_tile_pair_scales_avx512(const uint16_t *scales0, const uint16_t *scales1, int b,
+                                                                   int blocks_per_group) {
+    size_t at = (size_t)(b / blocks_per_group) * Q4_TILE_ROWS;
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales0 + at))),
+                                                   _mm_loadu_si128((const __m128i *)(scales1 + at)), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 add_term_avx512(__m512 acc, __m512 w_scale, float x_scale, __m512i isum) {
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(w_scale, _mm512_set1_ps(x_scale)), _mm512_cvtepi32_ps(isum)));
+}
+
+TARGET_AVX512_VNNI static inline __m512 reduce8_lanes_avx512(const __m512 p[8]) {
+    return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p[0], p[4]), _mm512_add_ps(p[2], p[6])),
+                         _mm512_add_ps(_mm512_add_ps(p[1], p[5]), _mm512_add_ps(p[3], p[7])));
+}
+
+// The first n_rows (1..16) of a pair's results.
+TARGET_AVX512_VNNI static inline void store_tile_pair_rows_avx512(float *out, __m512 rows, int n_rows) {
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << n_rows) - 1), rows);
+}
+
+// Decoding, one tile: its block is two registers, runs 0-1 and runs 2-3, so
+// the low nibbles of the first hold weights 0-3 (low 256 bits) and 4-7 (high),
+// its high nibbles 16-19 and 20-23, the second's 8-11, 12-15, 24-27, 28-31.
+// Each is paired with its activations by a permute of the block's 32
+// (dword k in the low half, k+1 in the high); lane j and lane j+8 are then
+// two halves of row j's sum. One stream of weights, as AVX2 reads them.
+TARGET_AVX512_VNNI static __m256 q4_tile_decode_avx512(const uint8_t *nibbles, const uint16_t *scales, int n_blocks,
+                                                       int blocks_per_group, const QuantizedActivations *x) {
+    const __m512i pick[4] = { _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),     // weights 0-7
+                              _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5),     // 16-23
+                              _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),     // 8-15
+                              _mm512_setr_epi32(6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7) };   // 24-31
+    __m512i low = _mm512_set1_epi8(0x0F);
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8 && b + i < n_blocks; i++) {
+            const uint8_t *block = nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES;
+            __m512i x32 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x->values + (b + i) * Q_BLOCK)));
+            __m512i isum = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++) {
+                __m512i runs = _mm512_loadu_si512(block + 64 * h);
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(runs, low), _mm512_permutexvar_epi32(pick[2 * h], x32));
+                isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16(runs, 4), low),
+                                           _mm512_permutexvar_epi32(pick[2 * h + 1], x32));
+            }
+            __m256i rows = _mm256_sub_epi32(_mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1)),
+                                            _mm256_set1_epi32(8 * x->sums[b + i]));
+            acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i], rows);
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+TARGET_AVX512_VNNI static void q4_tile_pair_prefill_avx512(float *out, int out_stride, int n_rows, const uint8_t *nibbles0,
+                                                           const uint8_t *nibbles1, const uint16_t *scales0,
+                                                           const uint16_t *scales1, int n_blocks, int blocks_per_group,
+                                                           const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m512 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i q[8];
+        unpack_q4_tile_pair_block_avx512(q, nibbles0 + (size_t)b * Q4_TILE_BLOCK_BYTES, nibbles1 + (size_t)b * Q4_TILE_BLOCK_BYTES);
+        __m512 w_scale = q4_tile_pair_scales_avx512(scales0, scales1, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            __m512i isum = dot_q4_tile_pair_block_avx512(q, x->values + (size_t)t * x->stride + b * Q_BLOCK, x->sums[at]);
+            acc[t][b % 8] = add_term_avx512(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++)
+        store_tile_pair_rows_avx512(out + (size_t)t * out_stride, reduce8_lanes_avx512(acc[t]), n_rows);
+}
+
+TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    size_t tile_bytes = (size_t)n_blocks * Q4_TILE_BLOCK_BYTES, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
+    int step = n_tokens == 1 ? Q4_TILE_ROWS : 2 * Q4_TILE_ROWS;
+    for (int row = row_begin; row < row_end; row += step) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < step ? row_end - row : step;
+        const uint8_t *nibbles = w->nibbles + tile * tile_bytes;
+        const uint16_t *scales = w->scales + tile * tile_scales;
+        if (n_tokens == 1) {
+            store_tile_rows_avx2(out + row, q4_tile_decode_avx512(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
+            continue;
+        }
+        int next = n_rows > Q4_TILE_ROWS ? 1 : 0;   // an odd last tile pairs with itself
+        q4_tile_pair_prefill_avx512(out + row, out_stride, n_rows, nibbles, nibbles + next * tile_bytes, scales,
+                                    scales + next * tile_scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// ---- avx512-vnni for Q8, Q3 and Q2: one row against up to four tokens,
+// eight blocks a step as four registers of two blocks (block 2k in the low
+// 256 bits of codes[k], block 2k+1 in the high ones).
+typedef void (*Unpack8Avx512)(const uint8_t *blocks, __m512i codes[4]);
+
+TARGET_AVX512_VNNI static inline void unpack_8_q8_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++)
+        codes[k] = _mm512_xor_si512(_mm512_loadu_si512(blocks + 64 * k), _mm512_set1_epi8((char)0x80));
+}
+
+// Two blocks' 2-bit planes (8 bytes each) -> their 64 codes: each plane in
+// four 64-bit lanes, lane k shifted right by 2k, masked (unpack_2bit_avx2 twice).
+TARGET_AVX512_VNNI static inline __m512i unpack_2bit_pair_avx512(int64_t plane0, int64_t plane1) {
+    __m512i planes = _mm512_inserti64x4(_mm512_set1_epi64(plane0), _mm256_set1_epi64x(plane1), 1);
+    return _mm512_and_si512(_mm512_srlv_epi64(planes, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
+}
+
+TARGET_AVX512_VNNI static inline void unpack_8_q2_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        int64_t planes[2];
+        memcpy(planes, blocks + 16 * k, sizeof planes);
+        codes[k] = unpack_2bit_pair_avx512(planes[0], planes[1]);
+    }
+}
+
+// Q3's 1-bit plane (bytes 8-11) read as a 32-bit word has weight j's high bit
+// in bit j: two blocks' words are a 64-bit byte mask selecting where 4 goes.
+TARGET_AVX512_VNNI static inline void unpack_8_q3_avx512(const uint8_t *blocks, __m512i codes[4]) {
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *block0 = blocks + 24 * k, *block1 = block0 + 12;
+        int64_t plane0, plane1;
+        uint32_t high0, high1;
+        memcpy(&plane0, block0, 8); memcpy(&high0, block0 + 8, 4);
+        memcpy(&plane1, block1, 8); memcpy(&high1, block1 + 8, 4);
+        __m512i high = _mm512_maskz_mov_epi8((__mmask64)high0 | (__mmask64)high1 << 32, _mm512_set1_epi8(4));
+        codes[k] = _mm512_or_si512(unpack_2bit_pair_avx512(plane0, plane1), high);
+    }
+}
+
+// Eight blocks' exact sums (codes . x), in block order. The 128-bit lanes of
+// codes[k]'s sums are block 2k's lanes 0-3 and 4-7, then block 2k+1's: two
+// lane shuffles and an add leave four blocks' four partial sums a register
+// (block j in 128-bit lane j), pairs of 64-bit unpacks and a 32-bit swap fold
+// those, and a permute gathers the eight sums.
+TARGET_AVX512_VNNI static inline __m256i dot_8_blocks_avx512(const __m512i codes[4], const int8_t *x) {
+    __m512i d[4];
+    for (int k = 0; k < 4; k++)
+        d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[k], _mm512_loadu_si512(x + 2 * k * Q_BLOCK));
+    __m512i blocks0123 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i blocks4567 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_i64x2(d[2], d[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    // 128-bit lane j: [a0+a2, a1+a3, b0+b2, b1+b3] for a = block j, b = block j+4
+    __m512i halves = _mm512_add_epi32(_mm512_unpacklo_epi64(blocks0123, blocks4567), _mm512_unpackhi_epi64(blocks0123, blocks4567));
+    __m512i sums = _mm512_add_epi32(halves, _mm512_shuffle_epi32(halves, _MM_PERM_CDAB));   // lane j: [a, a, b, b]
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0), sums));
+}
+
+// A weight type as the avx512-vnni row loop sees it.
+typedef struct {
+    Unpack8Avx512 unpack_8;
+    BlockDotFn dot_1;        // the reference's exact block dot, for the tail
+    int block_bytes;
+    int lo;                  // level = code + lo
+} Avx512Blocks;
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void row_tile_avx512(
+        Avx512Blocks type, float *out, int out_stride, const uint8_t *codes, const uint16_t *scales,
+        int blocks_per_group, int n_blocks, const QuantizedActivations *x, int token, const int TILE) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[4];
+    for (int t = 0; t < TILE; t++) acc[t] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        __m512i c[4];
+        type.unpack_8(codes + b * type.block_bytes, c);
+        __m256 w_scales = group_scales_avx2(scales, b, blocks_per_group);
+        for (int t = 0; t < TILE; t++) {
+            size_t tok = (size_t)(token + t);
+            __m256i x_sums = _mm256_loadu_si256((const __m256i *)(x->sums + tok * x_blocks + b));
+            __m256i isum = _mm256_add_epi32(dot_8_blocks_avx512(c, x->values + tok * x->stride + b * Q_BLOCK),
+                                            _mm256_mullo_epi32(x_sums, _mm256_set1_epi32(type.lo)));
+            __m256 scale = _mm256_mul_ps(w_scales, _mm256_loadu_ps(x->scales + tok * x_blocks + b));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    for (int t = 0; t < TILE; t++) {
+        size_t tok = (size_t)(token + t);
+        out[(size_t)t * out_stride] = finish_row_avx2(acc[t], type.dot_1, type.block_bytes, codes, scales, blocks_per_group,
+                                                      b, n_blocks, x->values + tok * x->stride, x->scales + tok * x_blocks);
+    }
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void matmul_avx512_with(
+        Avx512Blocks type, float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens) {
+#define ROW_TILE(o, codes, scales, t, TILE) \
+    row_tile_avx512(type, o, out_stride, codes, scales, blocks_per_group, n_blocks, x, t, TILE)
+    FOR_EACH_ROW_TILE(w, type.block_bytes, row_begin, row_end, n_tokens, out, out_stride, ROW_TILE);
+#undef ROW_TILE
+}
+
+#define AVX512_KERNEL(type, BLOCK_BYTES, LO) \
+    TARGET_AVX512_VNNI static void matmul_##type##_avx512(float *out, int out_stride, const Tensor *w, int row_begin, \
+                                                          int row_end, const QuantizedActivations *x, int n_tokens) { \
+        Avx512Blocks blocks = { unpack_8_##type##_avx512, block_dot_##type##_ref, BLOCK_BYTES, LO }; \
+        matmul_avx512_with(blocks, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+    }
+AVX512_KERNEL(q8, 32, -128)
+AVX512_KERNEL(q3, 12, quant_layouts[TYPE_Q3].lo)
+AVX512_KERNEL(q2, 8, quant_layouts[TYPE_Q2].lo)
+#undef AVX512_KERNEL
+
+// ---- avx512-vnni beyond the matrix products.
+
+// quantize_q8's full block as two registers of 16: the same max (a NaN never
+// wins: maxps returns its second operand, the running max, when either is
+// NaN), the same product by the inverse scale and rounding as the AVX2 twin;
+// vpmovdb narrows the int32s (all within -127..127) in order.
+TARGET_AVX512_VNNI static void quantize_full_block_q8_avx512(const float *x, int8_t *values, float *scale_out, int32_t *sum_out) {
+    __m512 v[2] = { _mm512_loadu_ps(x), _mm512_loadu_ps(x + 16) };
+    __m512 amax16 = _mm512_max_ps(_mm512_abs_ps(v[1]), _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()));
+    float amax = _mm512_reduce_max_ps(amax16);
+    float scale = amax / 127.0f;
+    float inverse = scale > 0 ? 1.0f / scale : 0.0f;
+    *scale_out = scale;
+    __m512i q[2];
+    for (int i = 0; i < 2; i++) {
+        __m512 scaled = _mm512_mul_ps(v[i], _mm512_set1_ps(inverse));
+        __m512 size = _mm512_abs_ps(scaled);
+        __mmask16 in_range = _mm512_cmp_ps_mask(size, _mm512_set1_ps(127.5f), _CMP_LE_OQ);   // false for NaN: 0
+        __m512i magnitude = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_maskz_mov_ps(in_range, size), _mm512_set1_ps(0.5f)));
+        __mmask16 negative = _mm512_mask_cmp_ps_mask(in_range, scaled, _mm512_setzero_ps(), _CMP_LT_OQ);
+        q[i] = _mm512_mask_sub_epi32(magnitude, negative, _mm512_setzero_si512(), magnitude);
+        _mm_storeu_si128((__m128i *)(values + 16 * i), _mm512_cvtepi32_epi8(q[i]));
+    }
+    *sum_out = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+}
+
+TARGET_AVX512_VNNI static void quantize_q8_avx512(QuantizedActivations *out, const float *x, int x_stride, int n, int n_padded,
+                                                  int n_tokens) {
+    quantize_q8_with(quantize_full_block_q8_avx512, out, x, x_stride, n, n_padded, n_tokens);
+}
+
+// fp32 -> fp16 sixteen at a time (the same instruction as F16C's, wider);
+// sixteen floats holding a NaN, and the last n % 16, as the AVX2 twin does them.
+TARGET_AVX512_VNNI static void to_f16_avx512(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) { to_f16_ref(out + i, x + i, 16); continue; }
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    to_f16_avx2(out + i, x + i, n - i);
+}
+
+// Attention's scores two positions at a time: position p in the low 256 bits,
+// p+1 in the high ones, each half exactly the AVX2 twin's eight partials.
+TARGET_AVX512_VNNI static inline __m256 high_half_avx512(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+TARGET_AVX512_VNNI static inline __m512 q_both_halves_avx512(const float *q) {
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q))));
+}
+
+TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                                 int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const uint16_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(k0 + i))),
+                                                   _mm_loadu_si128((const __m128i *)(k1 + i)), 1);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtph_ps(both)));
+        }
+        if (i == n) {
+            scores[p] = reduce8_avx2(_mm512_castps512_ps256(acc));
+            scores[p + 1] = reduce8_avx2(high_half_avx512(acc));
+            continue;
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * _cvtsh_ss(k0[j]);
+            partial[1][j % 8] += q[j] * _cvtsh_ss(k1[j]);
+        }
+        scores[p] = reduce8(partial[0]);
+        scores[p + 1] = reduce8(partial[1]);
+    }
+    if (p < n_positions) scores_f16_avx2(scores + p, q, keys + (size_t)p * stride, stride, 1, n);
+}
+
+// The same over int8 rows, each row's dot then times its scale.
+TARGET_AVX512_VNNI static void scores_q8_avx512(float *scores, const float *q, const int8_t *keys, const float *scales,
+                                                size_t stride, size_t scale_stride, int n_positions, int n) {
+    int p = 0;
+    for (; p + 2 <= n_positions; p += 2) {
+        const int8_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
+        __m512 acc = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m128i both = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(k0 + i)), _mm_loadl_epi64((const __m128i *)(k1 + i)));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(q_both_halves_avx512(q + i), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(both))));
+        }
+        float partial[2][8];
+        _mm512_storeu_ps(partial[0], acc);
+        for (int j = i; j < n; j++) {
+            partial[0][j % 8] += q[j] * (float)k0[j];
+            partial[1][j % 8] += q[j] * (float)k1[j];
+        }
+        scores[p] = reduce8(partial[0]) * scales[(size_t)p * scale_stride];
+        scores[p + 1] = reduce8(partial[1]) * scales[(size_t)(p + 1) * scale_stride];
+    }
+    if (p < n_positions)
+        scores_q8_avx2(scores + p, q, keys + (size_t)p * stride, scales + (size_t)p * scale_stride, stride, scale_stride, 1, n);
+}
+
+// Attention's weighted sums: up to 64 outputs in four registers (the last
+// one's lanes masked to what is left: a head of 48 in one pass over the
+// positions) across all positions; every lane adds its output's terms in
+// position order, as the reference.
+TARGET_AVX512_VNNI static inline __mmask16 first_lanes(int count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+}
+
+// One pass: outputs [0, width) of out, REGS = ceil(width / 16) registers;
+// value row p is (values + p * stride) as fp16, or as int8 times scales[p * scale_stride].
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_pass_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int width, const int REGS) {
+    __m512 acc[4];
+    __mmask16 lanes[4];
+    for (int r = 0; r < REGS; r++) {
+        acc[r] = _mm512_setzero_ps();
+        lanes[r] = first_lanes(width - 16 * r);
+    }
+    for (int p = 0; p < n_positions; p++) {
+        if (values_f16) {
+            __m512 weight = _mm512_set1_ps(weights[p]);
+            const uint16_t *v = values_f16 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes[r], v + 16 * r))));
+        } else {
+            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+            const int8_t *v = values_q8 + (size_t)p * stride;
+            for (int r = 0; r < REGS; r++)
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                                        _mm_maskz_loadu_epi8(lanes[r], v + 16 * r)))));
+        }
+    }
+    for (int r = 0; r < REGS; r++) _mm512_mask_storeu_ps(out + 16 * r, lanes[r], acc[r]);
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_avx512(
+        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
+        size_t stride, size_t scale_stride, int n_positions, int n) {
+    for (int i = 0; i < n; i += 64) {
+        int width = n - i < 64 ? n - i : 64;
+        const uint16_t *f16 = values_f16 ? values_f16 + i : NULL;
+        const int8_t *q8 = values_q8 ? values_q8 + i : NULL;
+        switch ((width + 15) / 16) {
+        case 1: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 1); break;
+        case 2: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 2); break;
+        case 3: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 3); break;
+        default: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 4);
+        }
+    }
+}
+
+TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
+                                              int n_positions, int n) {
+    mix_avx512(out, weights, values, NULL, NULL, stride, 0, n_positions, n);
+}
+
+TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
+                                             size_t stride, size_t scale_stride, int n_positions, int n) {
+    mix_avx512(out, weights, NULL, values, scales, stride, scale_stride, n_positions, n);
+}
+
+static const Kernels kernels_avx512_vnni = {
+    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
+                                 [TYPE_Q4S] = matmul_q4s_avx2 },
+    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
 // every 64-bit ARM core (Raspberry Pi 4's Cortex-A72 included). `neon-dotprod`
 // adds the dot-product extension (sdot: Cortex-A55/A76, RK3588, Raspberry Pi 5)
-// in functions compiled for it alone and is chosen at run time from the
-// kernel's HWCAP bits, so one aarch64 binary runs on both kinds of core.
-// Both work on a Q4 tile's eight rows as two sets of four lanes, a row per
-// lane, as the AVX2 kernels do, and compute the canonical arithmetic.
+// and `neon-i8mm` the int8 matrix multiply (smmla: Armv8.6 cores such as
+// Cortex-A510/A710, Neoverse N2), each in functions compiled for it alone and
+// chosen at run time from the kernel's HWCAP bits, so one aarch64 binary runs
+// on every kind of core. The Q4 kernels work on a tile's eight rows as two sets
+// of four lanes, a row per lane, as the AVX2 kernels do (smmla: four pairs of
+// rows by a pair of tokens), and compute the canonical arithmetic. Decoding
+// (one token) streams each block through registers once; the prompt's tiles
+// are unpacked once for all its tokens.
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h>
 #define HAVE_NEON_KERNELS 1
@@ -1655,18 +2439,32 @@ static const Kernels kernels_avx2 = {
 #define HAVE_NEON_DOTPROD_KERNELS 1
 #define TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif                               // (clang 14's arm_neon.h hides it without -march=...+dotprod)
+#if defined(__ARM_FEATURE_MATMUL_INT8) && defined(__ARM_FEATURE_DOTPROD)   // likewise smmla (i8mm)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM
+#elif defined(HAVE_NEON_DOTPROD_KERNELS) && !defined(__clang__)
+#define HAVE_NEON_I8MM_KERNELS 1
+#define TARGET_I8MM __attribute__((target("arch=armv8.2-a+dotprod+i8mm")))
+#endif
 
-// A tile's block (128 bytes: see the format) -> w[k][h], step k's weights
-// (4k..4k+3) of rows 4h..4h+3, four to a 32-bit lane, as signed q - 8.
-static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+// A tile's block (128 bytes: see the format) -> w[k][h], step k's codes
+// (weights 4k..4k+3 of rows 4h..4h+3, four to a 32-bit lane) as q, 0..15:
+// one AND (steps 0-3, the low nibbles) or one shift (steps 4-7, the high).
+static inline void unpack_q4_tile_codes_neon(int8x16_t w[8][2], const uint8_t *block) {
     uint8x16_t low = vdupq_n_u8(0x0F);
-    int8x16_t eight = vdupq_n_s8(8);
     for (int d = 0; d < 4; d++)
         for (int h = 0; h < 2; h++) {
             uint8x16_t packed = vld1q_u8(block + 4 * Q4_TILE_ROWS * d + 16 * h);
-            w[d][h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, low)), eight);
-            w[d + 4][h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+            w[d][h] = vreinterpretq_s8_u8(vandq_u8(packed, low));
+            w[d + 4][h] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
         }
+}
+
+// The same as levels, q - 8 (the prefill's tiles, unpacked once for every token).
+static inline void unpack_q4_tile_block_neon(int8x16_t w[8][2], const uint8_t *block) {
+    unpack_q4_tile_codes_neon(w, block);
+    for (int k = 0; k < 8; k++)
+        for (int h = 0; h < 2; h++) w[k][h] = vsubq_s8(w[k][h], vdupq_n_s8(8));
 }
 
 // Activations 4k..4k+3 in every 32-bit lane.
@@ -1676,10 +2474,11 @@ static inline int8x16_t broadcast_4_neon(const int8_t *x) {
     return vreinterpretq_s8_s32(vdupq_n_s32(four));
 }
 
-// (q - 8) . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact.
-// Armv8.0 has no int8 dot: vmlal_s8 gathers each lane's products over the
-// eight steps in int16 (|sum| <= 8 * 8 * 127, no overflow), two rows per
-// register; pairwise adds then fold a row's four lanes into one.
+// w . x of one block for rows 0-3 (isum[0]) and 4-7 (isum[1]), exact, for
+// levels (-8..7) or codes (0..15). Armv8.0 has no int8 dot: vmlal_s8 gathers
+// each lane's products over the eight steps in int16 (|sum| <= 8 * 15 * 128,
+// no overflow), two rows per register; pairwise adds then fold a row's four
+// lanes into one.
 static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
     for (int h = 0; h < 2; h++) {
         int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
@@ -1692,29 +2491,122 @@ static inline void dot_q4_tile_block_neon(int8x16_t w[8][2], const int8_t *x, in
     }
 }
 
+// Decoding streams a block through registers once, so it skips the 16
+// subtractions: (q - 8) . x = q . x - 8 * sum(x), the block's activation sum
+// kept by quantize_q8.
+static inline void dot_q4_tile_codes_neon(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]) {
+    int8x16_t w[8][2];
+    unpack_q4_tile_codes_neon(w, block);
+    dot_q4_tile_block_neon(w, x, isum);
+    for (int h = 0; h < 2; h++) isum[h] = vaddq_s32(isum[h], vdupq_n_s32(-8 * x_sum));
+}
+
 #ifdef HAVE_NEON_DOTPROD_KERNELS
-// The same with sdot: each lane gains its row's four products per step.
+// The same with sdot by element: each lane gains its row's four products per
+// step, the step's four activations read from a lane of x (no broadcast).
+#define SDOT_STEPS(sum, w, h, x_0_15, x_16_31) do { \
+        sum = vdotq_laneq_s32(sum, w[0][h], x_0_15, 0); sum = vdotq_laneq_s32(sum, w[1][h], x_0_15, 1); \
+        sum = vdotq_laneq_s32(sum, w[2][h], x_0_15, 2); sum = vdotq_laneq_s32(sum, w[3][h], x_0_15, 3); \
+        sum = vdotq_laneq_s32(sum, w[4][h], x_16_31, 0); sum = vdotq_laneq_s32(sum, w[5][h], x_16_31, 1); \
+        sum = vdotq_laneq_s32(sum, w[6][h], x_16_31, 2); sum = vdotq_laneq_s32(sum, w[7][h], x_16_31, 3); \
+    } while (0)
 TARGET_DOTPROD static inline void dot_q4_tile_block_sdot(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
     for (int h = 0; h < 2; h++) {
         int32x4_t sum = vdupq_n_s32(0);
-        for (int k = 0; k < 8; k++) sum = vdotq_s32(sum, w[k][h], broadcast_4_neon(x + 4 * k));
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
+        isum[h] = sum;
+    }
+}
+
+// Decoding: codes, the sums starting from -8 * sum(x).
+TARGET_DOTPROD static inline void dot_q4_tile_codes_sdot(const uint8_t *block, const int8_t *x, int32_t x_sum,
+                                                         int32x4_t isum[2]) {
+    int8x16_t w[8][2], x_0_15 = vld1q_s8(x), x_16_31 = vld1q_s8(x + 16);
+    unpack_q4_tile_codes_neon(w, block);
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(-8 * x_sum);
+        SDOT_STEPS(sum, w, h, x_0_15, x_16_31);
         isum[h] = sum;
     }
 }
 #endif
 
 typedef void (*DotTileBlockNeon)(int8x16_t w[8][2], const int8_t *x, int32x4_t isum[2]);
+typedef void (*DotTileCodesNeon)(const uint8_t *block, const int8_t *x, int32_t x_sum, int32x4_t isum[2]);
 
-// Rows [row_begin, row_end) (row_begin on a tile's first row) against
-// n_tokens tokens. Each tile is walked eight blocks (one set of partial sums)
-// at a time: those are unpacked once and used by every token, whose partials
-// wait in acc[t][i][h] (partial i of rows 4h..4h+3). A constant dot_block
-// lets the compiler inline it.
+// A tile's eight fp16 weight scales for one group, as floats (fcvtl: exact).
+static inline void tile_scales_neon(float32x4_t s[2], const uint16_t *scales) {
+    for (int h = 0; h < 2; h++) s[h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(scales + 4 * h)));
+}
+
+// reduce8's tree, lane by lane, over p[i] (partial i of four lanes).
+static inline float32x4_t reduce8_lanes_neon(const float32x4_t p[8]) {
+    return vaddq_f32(vaddq_f32(vaddq_f32(p[0], p[4]), vaddq_f32(p[2], p[6])),
+                     vaddq_f32(vaddq_f32(p[1], p[5]), vaddq_f32(p[3], p[7])));
+}
+
+// One token (decoding): rows [row_begin, row_end) (row_begin on a tile's
+// first row), each block streamed through registers once: unpacked, dotted,
+// scaled into acc[i][h] (partial i of rows 4h..4h+3), eight blocks unrolled
+// so the partials stay in registers.
+static inline __attribute__((always_inline)) void matvec_q4_block_neon(
+        float32x4_t acc[2], const uint8_t *block, const uint16_t *w_scales, const int8_t *x, int32_t x_sum, float x_scale,
+        DotTileCodesNeon dot_codes) {
+    int32x4_t isum[2];
+    float32x4_t s[2];
+    dot_codes(block, x, x_sum, isum);
+    tile_scales_neon(s, w_scales);
+    for (int h = 0; h < 2; h++) acc[h] = vaddq_f32(acc[h], vmulq_f32(vmulq_f32(s[h], vdupq_n_f32(x_scale)), vcvtq_f32_s32(isum[h])));
+}
+
+// group_shift: log2 of the blocks per group (a constant 0, group 32, saves the shifts)
+static inline __attribute__((always_inline)) void matvec_q4_neon_with(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, const int group_shift,
+        DotTileCodesNeon dot_codes) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *block = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        const int8_t *values = x->values;
+        float32x4_t acc[8][2];
+        for (int i = 0; i < 8; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8, block += 8 * Q4_TILE_BLOCK_BYTES, values += 8 * Q_BLOCK)
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {   // a constant i keeps acc in registers
+                if (b + i >= n_blocks) break;
+                matvec_q4_block_neon(acc[i], block + i * Q4_TILE_BLOCK_BYTES, scales + (size_t)((b + i) >> group_shift) * Q4_TILE_ROWS,
+                                     values + i * Q_BLOCK, x->sums[b + i], x->scales[b + i], dot_codes);
+            }
+        float rows[Q4_TILE_ROWS];
+        for (int h = 0; h < 2; h++) {
+            float32x4_t p[8];
+            for (int i = 0; i < 8; i++) p[i] = acc[i][h];
+            vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
+        }
+        memcpy(out + row, rows, sizeof(float) * (size_t)n_rows);
+    }
+}
+
+static inline __attribute__((always_inline)) void matvec_q4_neon_any(
+        float *out, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, DotTileCodesNeon dot_codes) {
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK));   // groups of 1, 2, 4 or 8 blocks
+    if (group_shift == 0) matvec_q4_neon_with(out, w, row_begin, row_end, x, 0, dot_codes);
+    else matvec_q4_neon_with(out, w, row_begin, row_end, x, group_shift, dot_codes);
+}
+
+// Several tokens (the prompt): each block of a tile is unpacked once into
+// registers and used by every token in turn, whose partial sums wait in
+// acc[t][i][h] (partial i of rows 4h..4h+3): the weights stay put while the
+// activations stream, so a block-token costs two loads of x and the update of
+// two partials, not sixteen reloads of weights. A constant dot_block lets the
+// compiler inline it.
 static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
         const QuantizedActivations *x, int n_tokens, DotTileBlockNeon dot_block) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
-    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
     float32x4_t acc[MAX_BATCH][8][2];
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
@@ -1722,33 +2614,29 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
         const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
         for (int t = 0; t < n_tokens; t++)
             for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
-        for (int b = 0; b < n_blocks; b += 8) {
-            int count = n_blocks - b < 8 ? n_blocks - b : 8;
-            int8x16_t q[8][8][2];
-            float32x4_t w_scales[8][2];
-            for (int i = 0; i < count; i++) {
-                unpack_q4_tile_block_neon(q[i], nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
-                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
-                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
-            }
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *values = x->values + (size_t)t * x->stride;
-                for (int i = 0; i < count; i++) {
-                    int32x4_t isum[2];
-                    dot_block(q[i], values + (b + i) * Q_BLOCK, isum);
-                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
-                    for (int h = 0; h < 2; h++)
-                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
-                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
-                }
+        for (int b = 0; b < n_blocks; b++) {
+            int8x16_t q[8][2];
+            float32x4_t w_scales[2];
+            unpack_q4_tile_block_neon(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(w_scales, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            const int8_t *values = x->values + (size_t)b * Q_BLOCK;
+            const float *x_scales = x->scales + b;
+            float32x4_t (*partial)[8][2] = acc;
+            for (int t = 0; t < n_tokens; t++, values += x->stride, x_scales += x_blocks) {
+                int32x4_t isum[2];
+                dot_block(q, values, isum);
+                float32x4_t x_scale = vdupq_n_f32(*x_scales);
+                for (int h = 0; h < 2; h++)
+                    partial[t][b % 8][h] = vaddq_f32(partial[t][b % 8][h],
+                                                     vmulq_f32(vmulq_f32(w_scales[h], x_scale), vcvtq_f32_s32(isum[h])));
             }
         }
-        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+        for (int t = 0; t < n_tokens; t++) {
             float rows[Q4_TILE_ROWS];
             for (int h = 0; h < 2; h++) {
-                float32x4_t (*p)[2] = acc[t];
-                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
-                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+                float32x4_t p[8];
+                for (int i = 0; i < 8; i++) p[i] = acc[t][i][h];
+                vst1q_f32(rows + 4 * h, reduce8_lanes_neon(p));
             }
             memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
         }
@@ -1757,7 +2645,8 @@ static inline __attribute__((always_inline)) void matmul_q4_neon_with(
 
 static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                            const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_neon);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
 
 // ---- 2:4 sparse int4 (Q4S) in Q4's tiles, as the AVX2 kernel: step s of a
@@ -2160,7 +3049,8 @@ NEON_KERNEL(q3, neon_dotprod, dot_block_sdot, 12, TARGET_DOTPROD)
 NEON_KERNEL(q2, neon_dotprod, dot_block_sdot, 8, TARGET_DOTPROD)
 TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                   const QuantizedActivations *x, int n_tokens) {
-    matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
+    if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
+    else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
 TARGET_DOTPROD static void matmul_q4s_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                                                    const QuantizedActivations *x, int n_tokens) {
@@ -2185,6 +3075,124 @@ static int cpu_has_dotprod(void) { return 1; }   // other systems: when the buil
 #else
 static int cpu_has_dotprod(void) { return 0; }
 #endif
+
+#ifdef HAVE_NEON_I8MM_KERNELS
+// ---- i8mm (Armv8.6: Cortex-A710/A510/X2, Neoverse N2/V1): smmla multiplies
+// a 2x8 int8 matrix (two rows of eight weights) by an 8x2 one (two tokens'
+// eight activations) into 2x2 int32, 32 products where sdot makes 16: twice
+// the work per instruction, once two tokens share the weights (the prompt).
+
+// A tile's block -> w[p][o]: rows 2p and 2p+1 (bytes 0-7 and 8-15), weights
+// 8o..8o+7 of each, as levels q - 8. Runs d and d+1 hold a row's bytes 4d..
+// and 4d+4..: zip1/zip2 of their 32-bit lanes put each row's eight together.
+TARGET_I8MM static inline void unpack_q4_tile_block_i8mm(int8x16_t w[4][4], const uint8_t *block) {
+    uint8x16_t low = vdupq_n_u8(0x0F);
+    int8x16_t eight = vdupq_n_s8(8);
+    for (int h = 0; h < 2; h++)
+        for (int e = 0; e < 2; e++) {
+            uint32x4_t run_d = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e) + 16 * h));
+            uint32x4_t run_d1 = vreinterpretq_u32_u8(vld1q_u8(block + 4 * Q4_TILE_ROWS * (2 * e + 1) + 16 * h));
+            uint8x16_t pairs[2] = { vreinterpretq_u8_u32(vzip1q_u32(run_d, run_d1)),    // rows 4h, 4h+1
+                                    vreinterpretq_u8_u32(vzip2q_u32(run_d, run_d1)) };  // rows 4h+2, 4h+3
+            for (int z = 0; z < 2; z++) {
+                w[2 * h + z][e] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(pairs[z], low)), eight);       // weights 8e..
+                w[2 * h + z][e + 2] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(pairs[z], 4)), eight);   // 16 + 8e..
+            }
+        }
+}
+
+// Two tokens' activations of one block as smmla's right operand: a[o] holds
+// weights 8o..8o+7's activations, token t0's in bytes 0-7, t1's in 8-15
+// (zip1/zip2 of their 64-bit halves).
+TARGET_I8MM static inline void activations_pair_i8mm(int8x16_t a[4], const int8_t *x0, const int8_t *x1) {
+    for (int half = 0; half < 2; half++) {
+        int64x2_t t0 = vreinterpretq_s64_s8(vld1q_s8(x0 + 16 * half)), t1 = vreinterpretq_s64_s8(vld1q_s8(x1 + 16 * half));
+        a[2 * half] = vreinterpretq_s8_s64(vzip1q_s64(t0, t1));
+        a[2 * half + 1] = vreinterpretq_s8_s64(vzip2q_s64(t0, t1));
+    }
+}
+
+// Two or more tokens, a pair at a time (an odd last token is paired with
+// itself). Lanes of a row pair's sums are (row 2p, t0), (2p, t1), (2p+1, t0),
+// (2p+1, t1): the weight scales are spread as (s, s, s', s') and the
+// activations' as (t0, t1, t0, t1), so each lane's term is the canonical one.
+TARGET_I8MM static void matmul_q4_i8mm_tiles(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                             const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK)), x_blocks = x->stride / Q_BLOCK;
+    int n_pairs = (n_tokens + 1) / 2;
+    float32x4_t acc[MAX_BATCH / 2][8][4];   // (token pair, partial, row pair)
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *nibbles = w->nibbles + (size_t)tile * n_blocks * Q4_TILE_BLOCK_BYTES;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int tp = 0; tp < n_pairs; tp++)
+            for (int i = 0; i < 8; i++)
+                for (int p = 0; p < 4; p++) acc[tp][i][p] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b++) {   // a block's weights in registers, the token pairs streaming
+            int8x16_t q[4][4];
+            float32x4_t w_scales[4], s[2];
+            unpack_q4_tile_block_i8mm(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
+            tile_scales_neon(s, scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS);
+            for (int h = 0; h < 2; h++) {
+                w_scales[2 * h] = vzip1q_f32(s[h], s[h]);
+                w_scales[2 * h + 1] = vzip2q_f32(s[h], s[h]);
+            }
+            for (int tp = 0; tp < n_pairs; tp++) {
+                int t0 = 2 * tp, t1 = t0 + 1 < n_tokens ? t0 + 1 : t0;
+                int8x16_t a[4];
+                activations_pair_i8mm(a, x->values + (size_t)t0 * x->stride + b * Q_BLOCK,
+                                      x->values + (size_t)t1 * x->stride + b * Q_BLOCK);
+                float32x2_t pair = vset_lane_f32(x->scales[(size_t)t1 * x_blocks + b], vdup_n_f32(x->scales[(size_t)t0 * x_blocks + b]), 1);
+                float32x4_t x_scales = vcombine_f32(pair, pair);
+                for (int p = 0; p < 4; p++) {
+                    int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), q[p][0], a[0]);
+                    for (int o = 1; o < 4; o++) isum = vmmlaq_s32(isum, q[p][o], a[o]);
+                    acc[tp][b % 8][p] = vaddq_f32(acc[tp][b % 8][p], vmulq_f32(vmulq_f32(w_scales[p], x_scales), vcvtq_f32_s32(isum)));
+                }
+            }
+        }
+        for (int tp = 0; tp < n_pairs; tp++) {
+            int t0 = 2 * tp;
+            for (int p = 0; p < 4 && 2 * p < n_rows; p++) {
+                float32x4_t partial[8], sums;
+                for (int i = 0; i < 8; i++) partial[i] = acc[tp][i][p];
+                sums = reduce8_lanes_neon(partial);
+                float lanes[4];
+                vst1q_f32(lanes, sums);
+                for (int r = 0; r < 2 && 2 * p + r < n_rows; r++) {
+                    out[(size_t)t0 * out_stride + row + 2 * p + r] = lanes[2 * r];
+                    if (t0 + 1 < n_tokens) out[(size_t)(t0 + 1) * out_stride + row + 2 * p + r] = lanes[2 * r + 1];
+                }
+            }
+        }
+    }
+}
+// Decoding has one token: smmla would waste half its products, so sdot decodes.
+TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                            const QuantizedActivations *x, int n_tokens) {
+    if (n_tokens == 1) matmul_q4_neon_dotprod(out, out_stride, w, row_begin, row_end, x, n_tokens);
+    else matmul_q4_i8mm_tiles(out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// The other types keep neon-dotprod's kernels (their rows are not in tiles).
+static const Kernels kernels_neon_i8mm = {
+    "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
+                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+
+// HWCAP2_I8MM in the auxiliary vector's second word.
+#if defined(__linux__)
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+static int cpu_has_i8mm(void) { return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
+#elif defined(__ARM_FEATURE_MATMUL_INT8)
+static int cpu_has_i8mm(void) { return 1; }
+#else
+static int cpu_has_i8mm(void) { return 0; }
+#endif
+#endif
 #endif
 #endif
 
@@ -2196,18 +3204,39 @@ static int runnable_kernels(Kernels *out) {
     int n = 0;
     out[n++] = kernels_scalar;
 #ifdef HAVE_AVX2_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && cpu_has_f16c()) out[n++] = kernels_avx2;
+    if (cpu_has_avx2()) {
+        out[n++] = kernels_avx2;
+        if (cpu_has_avx_vnni()) out[n++] = kernels_avx_vnni;
+        if (cpu_has_avx512_vnni()) out[n++] = kernels_avx512_vnni;
+    }
 #endif
 #ifdef HAVE_NEON_KERNELS
     out[n++] = kernels_neon;
 #ifdef HAVE_NEON_DOTPROD_KERNELS
     if (cpu_has_dotprod()) out[n++] = kernels_neon_dotprod;
 #endif
+#ifdef HAVE_NEON_I8MM_KERNELS
+    if (cpu_has_dotprod() && cpu_has_i8mm()) out[n++] = kernels_neon_i8mm;
+#endif
 #endif
     return n;
 }
-#define MAX_KERNEL_SETS 4
+#define MAX_KERNEL_SETS 4   // x86: scalar, avx2; aarch64: scalar, neon, neon-dotprod, neon-i8mm
+
+// The sets this build carries that this CPU cannot run, each with what it
+// lacks (the tests skip them loudly); returns how many.
+__attribute__((unused)) static int unrunnable_kernels(const char *lacking[MAX_KERNEL_SETS]) {
+    int n = 0;
+#ifdef HAVE_AVX2_KERNELS
+    if (!cpu_has_avx2()) lacking[n++] = "avx2 (needs AVX2 and F16C)";
+    if (!cpu_has_avx2() || !cpu_has_avx_vnni()) lacking[n++] = "avx-vnni (needs AVX-VNNI)";
+    if (!cpu_has_avx2() || !cpu_has_avx512_vnni()) lacking[n++] = "avx512-vnni (needs AVX-512 F, BW, VL and VNNI)";
+#endif
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+    if (!cpu_has_dotprod()) lacking[n++] = "neon-dotprod (needs the dot-product extension)";
+#endif
+    return n;
+}
 
 // The fastest kernels this CPU runs; RUNQ_KERNELS=name forces another
 // runnable set (scalar: the reference, to compare or to teach).
@@ -2224,31 +3253,52 @@ static Kernels select_kernels(void) {
 }
 
 // ----------------------------------------------------------------------------
-// Thread pool: threads are created once; each task runs on all of them, split
-// by output rows, so every row is computed by the same code whatever the
-// thread count and results are bit-identical for any -T.
+// Thread pool: threads are created once. A task is n_chunks independent
+// pieces of work (a product's rows in whole Q4 tiles, attention's (token,
+// head) pairs). Each thread, the caller included, has a contiguous share of
+// the pieces and claims them one at a time from its own counter; a thread
+// out of pieces takes the rest of another's share from that thread's counter.
+// So a thread the OS has descheduled (a busy machine: other programs want the
+// cores) holds up only the piece it is running, and one that has not woken up
+// yet holds up nothing: the others take its share. Which thread computes a
+// piece never changes its arithmetic, so results are bit-identical for any -T.
 
-typedef void (*TaskFn)(void *arg, int thread_index, int n_threads);
+typedef void (*ChunkFn)(void *arg, int chunk, int thread_index);   // thread_index: 0..n_threads-1, for scratch rows
+
+// How long a waiting thread spins before it sleeps, and how that adapts (see
+// spin_until): between a token's products the next task follows within
+// microseconds, and a sleeping thread takes tens of them to wake.
+#define SPIN_MAX_NS 100000
+#define SPIN_MIN_NS 1000
+
+typedef struct {
+    int64_t budget_ns;       // the spin's length now, SPIN_MIN_NS..SPIN_MAX_NS
+    double best_rate;        // the most pauses per ns a spin has made: the rate of a thread not descheduled
+} Spinner;
+
+// A share of a task's pieces: (end << 32) | the next unclaimed piece. One
+// fetch_add claims a piece (or finds none left) of whatever task the counter
+// holds by then; each counter has its own cache line, so a thread claiming
+// from its own share does not disturb the others.
+typedef struct { _Alignas(64) _Atomic uint64_t next_end; } ClaimCounter;
 
 struct ThreadPool {
     int n_threads;               // including the calling thread
     pthread_t *workers;          // (n_threads - 1,)
     pthread_mutex_t lock;
     pthread_cond_t wake;         // idle workers sleep here
-    pthread_cond_t done;         // the caller sleeps here while workers finish
+    pthread_cond_t done;         // the caller sleeps here while the last pieces finish
     atomic_uint generation;      // bumped once per task
-    atomic_int busy;             // workers still running the current task
+    ClaimCounter *shares;        // (n_threads,) each thread's share of the current task
+    atomic_uint chunks_done;     // pieces of the current task finished
     atomic_int sleeping_workers; // so the caller signals only when someone sleeps
     atomic_int caller_sleeping;
     atomic_int stop;
-    TaskFn fn;
+    Spinner caller_spin;
+    ChunkFn fn;                  // the current task: set before the shares are published
     void *arg;
+    unsigned n_chunks;
 };
-
-// Spin this many pauses (tens of microseconds) before sleeping: while
-// decoding, the next task follows within that; on a busy machine a spinning
-// thread would steal the core a preempted one needs.
-#define SPIN_LIMIT 2000
 
 typedef struct { ThreadPool *pool; int index; } WorkerStart;
 
@@ -2260,6 +3310,64 @@ typedef struct { ThreadPool *pool; int index; } WorkerStart;
 #define cpu_relax() ((void)0)
 #endif
 
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Spin until *word equals value (or differs from it: want_equal 0), at most
+// the spinner's budget; returns whether it got there. The budget adapts:
+// a spin during which the thread made fewer than half the pauses per
+// nanosecond it makes when it has the core was partly descheduled: the
+// machine is busy, and spinning takes a core that a thread we wait for may
+// need, so the budget halves. A wait that ends within the spin doubles it back.
+static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_equal) {
+    int64_t start = monotonic_ns(), elapsed = 0;
+    long pauses = 0;
+    int reached = 0;
+    while (!(reached = (atomic_load_explicit(word, memory_order_acquire) == value) == want_equal)) {
+        cpu_relax();
+        if (++pauses % 16 == 0 && (elapsed = monotonic_ns() - start) >= s->budget_ns) break;
+    }
+    if (elapsed >= 2000) {   // long enough to measure a rate
+        double rate = (double)pauses / (double)elapsed;
+        if (rate > s->best_rate) s->best_rate = rate;
+        if (rate < s->best_rate / 2) {
+            s->budget_ns = s->budget_ns / 2 > SPIN_MIN_NS ? s->budget_ns / 2 : SPIN_MIN_NS;
+            return reached;
+        }
+    }
+    if (reached) s->budget_ns = s->budget_ns * 2 < SPIN_MAX_NS ? s->budget_ns * 2 : SPIN_MAX_NS;
+    return reached;
+}
+
+// Claim and run pieces of the current task until none is left: this
+// thread's share first, then what is left of the others'. The pieces done
+// are counted once, at the end (one atomic add per thread, not per piece).
+static void run_chunks(ThreadPool *pool, int thread_index) {
+    unsigned done = 0, n_chunks = 0;
+    for (int k = 0; k < pool->n_threads; k++) {
+        ClaimCounter *share = &pool->shares[(thread_index + k) % pool->n_threads];
+        for (;;) {
+            uint64_t claim = atomic_fetch_add(&share->next_end, 1);
+            uint32_t chunk = (uint32_t)claim, end = (uint32_t)(claim >> 32);
+            if (chunk >= end) break;
+            // a piece claimed is of the task whose fn and arg are set: the
+            // caller sets the next task's only when every piece of this one is done
+            pool->fn(pool->arg, (int)chunk, thread_index);
+            done++;
+        }
+    }
+    if (!done) return;
+    n_chunks = pool->n_chunks;
+    if (atomic_fetch_add(&pool->chunks_done, done) + done == n_chunks && atomic_load(&pool->caller_sleeping)) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->done);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
 // Each side announces that it sleeps (an atomic read-modify-write) before it
 // checks the condition, and the other side changes the condition (also a
 // read-modify-write) before it checks for sleepers, so no wake-up is lost.
@@ -2267,10 +3375,10 @@ static void *worker_main(void *raw) {
     WorkerStart start = *(WorkerStart *)raw;
     free(raw);
     ThreadPool *pool = start.pool;
+    Spinner spin = { SPIN_MAX_NS, 0.0 };
     unsigned seen = 0;
     for (;;) {
-        for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->generation) == seen; spin++) cpu_relax();
-        if (atomic_load(&pool->generation) == seen) {
+        if (!spin_until(&spin, &pool->generation, seen, 0)) {
             pthread_mutex_lock(&pool->lock);
             atomic_fetch_add(&pool->sleeping_workers, 1);
             while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
@@ -2279,22 +3387,21 @@ static void *worker_main(void *raw) {
         }
         seen = atomic_load(&pool->generation);
         if (atomic_load(&pool->stop)) return NULL;
-        pool->fn(pool->arg, start.index, pool->n_threads);
-        if (atomic_fetch_sub(&pool->busy, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
-            pthread_mutex_lock(&pool->lock);
-            pthread_cond_broadcast(&pool->done);
-            pthread_mutex_unlock(&pool->lock);
-        }
+        run_chunks(pool, start.index);
     }
 }
 
 static ThreadPool *pool_create(int n_threads) {
     ThreadPool *pool = xcalloc(1, sizeof *pool, "thread pool");
     pool->n_threads = n_threads;
+    pool->caller_spin = (Spinner){ SPIN_MAX_NS, 0.0 };
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     pool->workers = xcalloc((size_t)n_threads, sizeof(pthread_t), "thread pool");
+    pool->shares = aligned_alloc(64, sizeof(ClaimCounter) * (size_t)n_threads);
+    if (!pool->shares) die("out of memory allocating the thread pool");
+    for (int i = 0; i < n_threads; i++) atomic_init(&pool->shares[i].next_end, 0);
     for (int i = 1; i < n_threads; i++) {
         WorkerStart *start = xcalloc(1, sizeof *start, "thread pool");
         start->pool = pool;
@@ -2305,28 +3412,55 @@ static ThreadPool *pool_create(int n_threads) {
     return pool;
 }
 
-static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
-    if (pool->n_threads == 1) { fn(arg, 0, 1); return; }
+// fn(arg, chunk, thread_index) for chunk = 0..n_chunks-1, each once, on
+// whichever threads claim them; returns when all are done. The caller works
+// too, and waits only for pieces other threads have claimed and not finished.
+static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunks) {
+    if (pool->n_threads == 1 || n_chunks <= 1) {
+        for (int chunk = 0; chunk < n_chunks; chunk++) fn(arg, chunk, 0);
+        return;
+    }
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store(&pool->busy, pool->n_threads - 1);
+    pool->n_chunks = (unsigned)n_chunks;
+    atomic_store(&pool->chunks_done, 0);
+    for (int i = 0; i < pool->n_threads; i++) {   // thread i's share: pieces [begin, end)
+        uint64_t begin = (uint64_t)n_chunks * i / pool->n_threads, end = (uint64_t)n_chunks * (i + 1) / pool->n_threads;
+        atomic_store(&pool->shares[i].next_end, end << 32 | begin);
+    }
     atomic_fetch_add(&pool->generation, 1);
     if (atomic_load(&pool->sleeping_workers) > 0) {
         pthread_mutex_lock(&pool->lock);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    fn(arg, 0, pool->n_threads);
-    for (int spin = 0; spin < SPIN_LIMIT && atomic_load(&pool->busy) > 0; spin++) cpu_relax();
-    if (atomic_load(&pool->busy) > 0) {
-        pthread_mutex_lock(&pool->lock);
-        // an exchange, not a store: a read-modify-write is a full fence on every CPU
-        // (and under qemu), so the load of busy below cannot overtake it
-        atomic_exchange(&pool->caller_sleeping, 1);
-        while (atomic_load(&pool->busy) > 0) pthread_cond_wait(&pool->done, &pool->lock);
-        atomic_store(&pool->caller_sleeping, 0);
-        pthread_mutex_unlock(&pool->lock);
-    }
+    run_chunks(pool, 0);
+    if (spin_until(&pool->caller_spin, &pool->chunks_done, (unsigned)n_chunks, 1)) return;
+    pthread_mutex_lock(&pool->lock);
+    // an exchange, not a store: a read-modify-write is a full fence on every CPU
+    // (and under qemu), so the load of chunks_done below cannot overtake it
+    atomic_exchange(&pool->caller_sleeping, 1);
+    while (atomic_load(&pool->chunks_done) != (unsigned)n_chunks) pthread_cond_wait(&pool->done, &pool->lock);
+    atomic_store(&pool->caller_sleeping, 0);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+// The older shape of a task, for the tools' work split by thread: fn(arg, i,
+// n_threads) for each i = 0..n_threads-1, as pieces (so a slice a late
+// thread would have taken is run by another). i is unique while fn runs: a
+// slice's own scratch is safe.
+typedef void (*TaskFn)(void *arg, int slice, int n_slices);
+typedef struct { TaskFn fn; void *arg; int n_slices; } SliceTask;
+
+static void run_task_slice(void *raw, int chunk, int thread_index) {
+    (void)thread_index;
+    SliceTask *task = raw;
+    task->fn(task->arg, chunk, task->n_slices);
+}
+
+__attribute__((unused)) static void pool_run(ThreadPool *pool, TaskFn fn, void *arg) {
+    SliceTask task = { fn, arg, pool->n_threads };
+    pool_run_chunks(pool, run_task_slice, &task, pool->n_threads);
 }
 
 static void pool_free(ThreadPool *pool) {
@@ -2340,8 +3474,100 @@ static void pool_free(ThreadPool *pool) {
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
+    free(pool->shares);
     free(pool->workers);
     free(pool);
+}
+
+// ---- The default thread count (-T): the cores this process may run on (its
+// affinity, as taskset sets it: /proc/self/status), of those only the big
+// ones on a big.LITTLE chip (cpu_capacity within 3/4 of the highest, or
+// cpufreq's maximum frequency where the kernel gives no capacity: an RK3588's
+// four A76 cores, not its A55s, whose slower pieces would end every product
+// late), less the cores other programs keep busy now (the tasks /proc/loadavg
+// counts running, less this one: the fewest of four looks 0.5 ms apart, so a
+// passing kernel thread does not count); at least one. /proc/loadavg counts
+// the whole machine: in a container given a few cores of a busy host, give
+// -T. Without /proc: the online cores.
+#define MAX_CPUS 4096
+
+// The CPUs of a list like "0-3,6\n", at most max of them; how many.
+static int parse_cpu_list(const char *list, int *cpus, int max) {
+    int n = 0;
+    while (*list && *list != '\n') {
+        char *end;
+        long first = strtol(list, &end, 10), last = first;
+        if (end == list || first < 0) return n;
+        if (*end == '-') { list = end + 1; last = strtol(list, &end, 10); if (end == list) return n; }
+        for (long cpu = first; cpu <= last && n < max; cpu++) cpus[n++] = (int)cpu;
+        list = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+// A number a sysfs file holds; -1 when there is none.
+static long read_sysfs_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    long value = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &value) != 1) value = -1;
+        fclose(f);
+    }
+    return value;
+}
+
+static int running_tasks(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double load1, load5, load15;
+    int running = 0, total;
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf %d/%d", &load1, &load5, &load15, &running, &total) != 5) running = 0;
+        fclose(f);
+    }
+    return running;
+}
+
+// The big cores this process may run on.
+static int big_cores(void) {
+    static int cpus[MAX_CPUS];
+    static long speed[MAX_CPUS];
+    int n = 0;
+    char line[8192];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "Cpus_allowed_list:", 18) == 0) n = parse_cpu_list(line + 18 + strspn(line + 18, " \t"), cpus, MAX_CPUS);
+        fclose(f);
+    }
+    if (n == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        return online > 0 ? (int)online : 1;
+    }
+    long fastest = 0;
+    for (int i = 0; i < n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpu_capacity", cpus[i]);
+        if ((speed[i] = read_sysfs_number(path)) < 0) {
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/cpufreq/cpuinfo_max_freq", cpus[i]);
+            speed[i] = read_sysfs_number(path);
+        }
+        if (speed[i] > fastest) fastest = speed[i];
+    }
+    int big = 0;
+    for (int i = 0; i < n; i++) big += fastest <= 0 || speed[i] * 4 >= fastest * 3;
+    return big;
+}
+
+// runq's default -T (the server, which runs for hours, takes big_cores()).
+static int default_run_threads(void) {
+    int running = running_tasks();
+    for (int look = 1; look < 4 && running > 1; look++) {
+        usleep(500);
+        int now = running_tasks();
+        if (now < running) running = now;
+    }
+    int threads = big_cores() - (running > 1 ? running - 1 : 0);
+    return threads > 0 ? threads : 1;
 }
 
 // Up to three products of one input run as one task (q,k,v; gate,up), so the
@@ -2353,18 +3579,34 @@ typedef struct {
     const QuantizedActivations *x;
     int n_tokens;
     const Kernels *kernels;
+    int tiles_per_chunk;              // a piece: this many whole tiles of one matrix's rows
+    int first_chunk[4];               // matrix m's pieces: first_chunk[m] .. first_chunk[m + 1] - 1
 } MatmulTask;
 
-static void matmul_task(void *arg, int thread_index, int n_threads) {
+static void matmul_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     MatmulTask *task = arg;
-    for (int m = 0; m < task->count; m++) {
-        int rows = task->w[m]->rows, tiles = (rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
-        int per_thread = (tiles + n_threads - 1) / n_threads * Q4_TILE_ROWS;   // whole tiles
-        int begin = thread_index * per_thread, end = begin + per_thread;
-        if (end > rows) end = rows;
-        if (begin < end)
-            task->kernels->matmul[task->w[m]->type](task->out[m], rows, task->w[m], begin, end, task->x, task->n_tokens);
-    }
+    int m = 0;
+    while (chunk >= task->first_chunk[m + 1]) m++;
+    const Tensor *w = task->w[m];
+    int rows = task->tiles_per_chunk * Q4_TILE_ROWS, begin = (chunk - task->first_chunk[m]) * rows;
+    int end = begin + rows < w->rows ? begin + rows : w->rows;
+    task->kernels->matmul[w->type](task->out[m], w->rows, w, begin, end, task->x, task->n_tokens);
+}
+
+// The products cut into pieces of whole tiles, an even number of them (the
+// avx512-vnni kernels take tiles in pairs): about eight a thread, so the
+// share of a thread that is late is taken by the others in small steps (one
+// piece a matrix on one thread); then run on the pool.
+static void run_matmul_task(ThreadPool *pool, MatmulTask *task) {
+    int tiles[3], total = 0;
+    for (int m = 0; m < task->count; m++) total += tiles[m] = (task->w[m]->rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+    int per_chunk = pool->n_threads == 1 ? total : total / (8 * pool->n_threads);
+    per_chunk = per_chunk < 2 ? 2 : (per_chunk + 1) / 2 * 2;
+    task->tiles_per_chunk = per_chunk;
+    task->first_chunk[0] = 0;
+    for (int m = 0; m < task->count; m++) task->first_chunk[m + 1] = task->first_chunk[m] + (tiles[m] + per_chunk - 1) / per_chunk;
+    pool_run_chunks(pool, matmul_task, task, task->first_chunk[task->count]);
 }
 
 // out_m (n_tokens, rows_m) = x W_m^T for each of the count weights, which all
@@ -2394,8 +3636,9 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
     }
 }
 
-// The prompt's tokens are quantized by all threads, a slice each (one
-// token's quantization is too short to share).
+// The prompt's tokens are quantized by all threads, QUANTIZE_CHUNK tokens a
+// piece (one token's quantization is too short to share).
+#define QUANTIZE_CHUNK 4
 typedef struct {
     QuantizeFn quantize_q8;
     QuantizedActivations *out;
@@ -2403,11 +3646,10 @@ typedef struct {
     int x_stride, n, n_padded, n_tokens;
 } QuantizeTask;
 
-static void quantize_task(void *arg, int thread_index, int n_threads) {
+static void quantize_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
     QuantizeTask *task = arg;
-    int per_thread = (task->n_tokens + n_threads - 1) / n_threads;
-    int begin = thread_index * per_thread, end = begin + per_thread < task->n_tokens ? begin + per_thread : task->n_tokens;
-    if (begin >= end) return;
+    int begin = chunk * QUANTIZE_CHUNK, end = begin + QUANTIZE_CHUNK < task->n_tokens ? begin + QUANTIZE_CHUNK : task->n_tokens;
     QuantizedActivations slice = *task->out;
     size_t x_blocks = (size_t)slice.stride / Q_BLOCK;
     slice.values += (size_t)begin * slice.stride;
@@ -2433,11 +3675,11 @@ static void matmuls(Transformer *t, int count, float **out, const Tensor **w, co
             t->kernels.quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
         } else {
             QuantizeTask quantize = { t->kernels.quantize_q8, xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
-            pool_run(t->pool, quantize_task, &quantize);
+            pool_run_chunks(t->pool, quantize_task, &quantize, (n_tokens + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK);
         }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
         for (int m = 0; m < count; m++) { task.out[m] = out[m]; task.w[m] = w[m]; }
-        pool_run(t->pool, matmul_task, &task);
+        run_matmul_task(t->pool, &task);
     }
     for (int m = 0; m < count; m++)   // an adapter's share, on any backend
         if (w[m]->lora_rank) add_lora(out[m], w[m], x, x_stride, n_tokens);
@@ -2762,6 +4004,65 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) out[i] = weight[i] * (ss * x[i]);
 }
 
+// x -> cap * tanh(x / cap): Gemma 2's soft capping of attention scores and
+// logits, which keeps them within (-cap, cap).
+static float softcap(float x, float cap) { return cap * tanhf(x / cap); }
+
+// GELU in its tanh approximation (PyTorch's gelu(approximate="tanh"), which
+// Gemma's configs call gelu_pytorch_tanh): the GeGLU gate.
+static float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
+}
+
+// A batch's per-token math on the pool (during a prompt, serial work that
+// would keep the other threads waiting): the RMSNorm of each token's row, a
+// few tokens a piece, and the FFN's gate, a few thousand values a piece. The
+// arithmetic of each value is the loop's it replaces; a piece is too short to
+// share below these sizes, so a decoded token's runs on the calling thread.
+#define NORM_PIECE 4        // tokens
+#define GATE_PIECE 4096     // values
+typedef struct {
+    float *out;
+    const float *x;          // (n, dim)
+    const float *weight;
+    int n, dim;
+    float eps;
+} NormTask;
+
+static void rmsnorm_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    NormTask *task = arg;
+    for (int i = chunk * NORM_PIECE; i < task->n && i < (chunk + 1) * NORM_PIECE; i++)
+        rmsnorm(task->out + (size_t)i * task->dim, task->x + (size_t)i * task->dim, task->weight, task->dim, task->eps);
+}
+
+static void rmsnorm_tokens(Transformer *t, float *out, const float *x, const float *weight, int n) {
+    NormTask task = { out, x, weight, n, t->config.dim, t->config.norm_eps };
+    pool_run_chunks(t->pool, rmsnorm_task, &task, (n + NORM_PIECE - 1) / NORM_PIECE);
+}
+
+typedef struct {
+    float *gate;             // in: w1 x; out: act(w1 x) * w3 x
+    const float *up;         // w3 x
+    size_t count;
+    int gelu;                // act: tanh-approximated GELU (GeGLU), else SiLU (SwiGLU)
+} GateTask;
+
+static void gate_task(void *arg, int chunk, int thread_index) {
+    (void)thread_index;
+    GateTask *task = arg;
+    size_t begin = (size_t)chunk * GATE_PIECE, end = begin + GATE_PIECE < task->count ? begin + GATE_PIECE : task->count;
+    for (size_t i = begin; i < end; i++) {
+        float gate = task->gate[i];
+        task->gate[i] = task->gelu ? gelu_tanh(gate) * task->up[i] : gate / (1.0f + expf(-gate)) * task->up[i];
+    }
+}
+
+static void gated_activation(Transformer *t, float *gate, const float *up, size_t count) {
+    GateTask task = { gate, up, count, t->config.activation == ACTIVATION_GELU_TANH };
+    pool_run_chunks(t->pool, gate_task, &task, (int)((count + GATE_PIECE - 1) / GATE_PIECE));
+}
+
 static void softmax(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
@@ -2770,29 +4071,41 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-// cos and sin of (position x frequency) for each token of the batch, computed
-// once per forward pass and shared by every layer and head.
-static void rope_tables(RunState *s, int head_dim, int pos0, int n_tokens) {
-    int half = head_dim / 2;
+// cos and sin of (position x frequency) for each token of the batch, times
+// rope_attention_factor (1 but for LongRoPE), computed once per forward pass
+// and shared by every layer and head that turns with this table.
+static void rope_tables(RopeTable *table, int rotary_dim, float attention_factor, int pos0, int n_tokens) {
+    int half = rotary_dim / 2;
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * s->rope_freq[i];
-            s->rope_cos[t * half + i] = cosf(angle);
-            s->rope_sin[t * half + i] = sinf(angle);
+            float angle = (float)(pos0 + t) * table->freq[i];
+            table->cos[t * half + i] = cosf(angle) * attention_factor;
+            table->sin[t * half + i] = sinf(angle) * attention_factor;
         }
 }
 
-// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i. export.c
-// stores wq/wk rows in this interleaved order (as llama2.c does).
-static void rope(float *x, int n_heads, int head_dim, const float *cos_row, const float *sin_row) {
+// Rotate consecutive pairs (v[2i], v[2i+1]) of each head by angle i, for
+// the first rotary_dim dims; the rest pass unturned (partial rotary, Phi-4).
+// export.c stores wq/wk rows in this interleaved order (as llama2.c does).
+static void rope(float *x, int n_heads, int head_dim, int rotary_dim, const float *cos_row, const float *sin_row) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + h * head_dim;
-        for (int i = 0; i < head_dim / 2; i++) {
+        for (int i = 0; i < rotary_dim / 2; i++) {
             float v0 = v[2 * i], v1 = v[2 * i + 1];
             v[2 * i] = v0 * cos_row[i] - v1 * sin_row[i];
             v[2 * i + 1] = v0 * sin_row[i] + v1 * cos_row[i];
         }
     }
+}
+
+// Each head of x (n_heads, head_dim) RMS-normalized in place, with one
+// weight for every head (Qwen 3's and Gemma 3's q_norm and k_norm).
+static void head_norms(float *x, int n_heads, int head_dim, const float *weight, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(x + h * head_dim, x + h * head_dim, weight, head_dim, eps);
+}
+
+static void add_bias(float *x, const float *bias, int n) {
+    for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
 // One head's row x (n,) -> int8 with scale max|x|/127, rounded to nearest.
@@ -2802,6 +4115,27 @@ static void quantize_kv_row(int8_t *out, float *scale, const float *x, int n) {
     *scale = max / 127.0f;
     float inverse = max > 0.0f ? 127.0f / max : 0.0f;
     for (int i = 0; i < n; i++) out[i] = (int8_t)lrintf(x[i] * inverse);
+}
+
+// The KV rows a batch of n tokens is about to write (positions pos0..pos0+n-1
+// of every layer), faulted in by one call per layer and cache instead of a
+// page fault every 4 KiB (Linux 5.14's MADV_POPULATE_WRITE; without it the
+// writes fault them in as before). The cache is sized for the whole run, so
+// only the rows a prompt needs are faulted, when it needs them.
+static void prefault_kv_rows(RunState *s, int n_layers, int kv_dim, int pos0, int n) {
+#ifdef MADV_POPULATE_WRITE
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), row = s->kv_type == KV_Q8 ? (size_t)kv_dim : (size_t)kv_dim * 2;
+    uint8_t *caches[2] = { s->kv_type == KV_Q8 ? (uint8_t *)s->key_cache_q8 : (uint8_t *)s->key_cache,
+                           s->kv_type == KV_Q8 ? (uint8_t *)s->value_cache_q8 : (uint8_t *)s->value_cache };
+    for (int l = 0; l < n_layers; l++)
+        for (int c = 0; c < 2; c++) {
+            uintptr_t begin = (uintptr_t)(caches[c] + ((size_t)l * s->cache_len + pos0) * row), end = begin + (size_t)n * row;
+            begin -= begin % page;
+            madvise((void *)begin, end - begin, MADV_POPULATE_WRITE);   // a failure leaves the faults to the writes
+        }
+#else
+    (void)s; (void)n_layers; (void)kv_dim; (void)pos0; (void)n;
+#endif
 }
 
 static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim,
@@ -2819,15 +4153,24 @@ static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, co
     kernels->to_f16(s->value_cache + row, v, kv_dim);
 }
 
+// The first position a query at pos attends to: 0, or on a LAYER_SLIDING
+// layer the start of its window of sliding_window positions (its own the last).
+static int first_attended(const Config *c, int layer, int pos) {
+    int window = c->layer_kind[layer] & LAYER_SLIDING ? c->sliding_window : 0;
+    return window && pos >= window ? pos - window + 1 : 0;
+}
+
 typedef struct {
     Transformer *t;
     int layer, pos0, n_tokens;
 } AttentionTask;
 
 // Causal attention: batch token i (at position pos0 + i) over positions
-// 0..pos0+i. (token, head) pairs are dealt round-robin to the threads, each
-// with its own row of scores; head h reads KV head h / (n_heads / n_kv_heads).
-static void attention_task(void *arg, int thread_index, int n_threads) {
+// first..pos0+i (first_attended: all of them but on a sliding layer). Each
+// (token, head) pair is a piece of the task; a thread keeps its scores in its
+// own row; head h reads KV head h / (n_heads / n_kv_heads). Scores are
+// q.k / score_divisor, soft-capped when the model says so (Gemma 2).
+static void attention_task(void *arg, int item, int thread_index) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
     const Kernels *k = &task->t->kernels;
@@ -2835,87 +4178,163 @@ static void attention_task(void *arg, int thread_index, int n_threads) {
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads;
     size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
-    float scale = sqrtf((float)head_dim);
     float *att = s->att + (size_t)thread_index * s->cache_len;
-    for (int item = thread_index; item < task->n_tokens * c->n_heads; item += n_threads) {
-        int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
-        const float *q = s->q + (size_t)i * q_dim + h * head_dim;
-        float *out = s->xb + (size_t)i * q_dim + h * head_dim;
-        size_t at = layer_offset + (size_t)(h / group) * head_dim;
-        size_t scales_at = (size_t)task->layer * s->cache_len * c->n_kv_heads + (size_t)(h / group);
-        if (s->kv_type == KV_Q8)
-            k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
-        else
-            k->scores_f16(att, q, s->key_cache + at, kv_dim, pos + 1, head_dim);
-        for (int p = 0; p <= pos; p++) att[p] /= scale;
-        softmax(att, pos + 1);
-        if (s->kv_type == KV_Q8)
-            k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, pos + 1, head_dim);
-        else
-            k->mix_f16(out, att, s->value_cache + at, kv_dim, pos + 1, head_dim);
-    }
+    int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+    int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
+    const float *q = s->q + (size_t)i * q_dim + h * head_dim;
+    float *out = s->xb + (size_t)i * q_dim + h * head_dim;
+    size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+    size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
+    if (s->kv_type == KV_Q8)
+        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+    else
+        k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
+    for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
+    if (c->attention_softcap > 0)
+        for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
+    softmax(att, seen);
+    if (s->kv_type == KV_Q8)
+        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+    else
+        k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
 }
 
 // ----------------------------------------------------------------------------
 // Forward: n tokens (at most MAX_BATCH) at positions pos0..pos0+n-1 through
 // every layer as one batch, each weight read once; their keys and values land
-// in the cache. Returns the logits after the last token. Decoding is the same
-// pass with n = 1; a prompt goes through in chunks.
+// in the cache. Returns the logits after the last token (none, NULL, when
+// want_logits is 0: a prompt's chunks before its last). Decoding is the same
+// pass with n = 1; a prompt goes through in chunks. Each layer is an attention
+// block and an FFN block, each adding its branch to the residual stream x.
+
+// The batch's embedding rows into x, times embedding_scale (Gemma: sqrt(dim)).
+static void embed_tokens(Transformer *t, const int *tokens, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * c->dim, &t->weights.tok_embeddings, tokens[i]);
+    if (c->embedding_scale != 1.0f)
+        for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] *= c->embedding_scale;
+}
+
+// The RoPE table layer l turns q and k with; NULL for a NoPE layer (SmolLM3).
+static const RopeTable *layer_rope(const Transformer *t, int layer) {
+    uint32_t kind = t->config.layer_kind[layer];
+    if (kind & LAYER_NO_ROPE) return NULL;
+    return &t->state.rope[kind & LAYER_LOCAL_ROPE ? ROPE_LOCAL : ROPE_GLOBAL];
+}
+
+// Batch token i's q, k and v after the projections: biases (Qwen 2), each
+// head's RMSNorm of q and k (Qwen 3, Gemma 3), RoPE (unless a NoPE layer).
+static void finish_qkv(Transformer *t, int layer, int i) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->rotary_dim / 2;
+    float *q = t->state.q + (size_t)i * q_dim, *k = t->state.k + (size_t)i * kv_dim, *v = t->state.v + (size_t)i * kv_dim;
+    if (lw->bq.data) {
+        add_bias(q, lw->bq.data, q_dim);
+        add_bias(k, lw->bk.data, kv_dim);
+        add_bias(v, lw->bv.data, kv_dim);
+    }
+    if (lw->q_norm.data) {
+        head_norms(q, c->n_heads, c->head_dim, lw->q_norm.data, c->norm_eps);
+        head_norms(k, c->n_kv_heads, c->head_dim, lw->k_norm.data, c->norm_eps);
+    }
+    const RopeTable *table = layer_rope(t, layer);
+    if (table) {
+        rope(q, c->n_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+        rope(k, c->n_kv_heads, c->head_dim, c->rotary_dim, table->cos + i * half, table->sin + i * half);
+    }
+}
+
+// A branch's output for the batch (n rows of dim in xb2) joins the residual
+// stream x, through its post norm first when the model has one (Gemma).
+static void add_branch(Transformer *t, const Tensor *post_norm, int n) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    if (post_norm->data)
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->xb2 + (size_t)i * c->dim, s->xb2 + (size_t)i * c->dim, post_norm->data, c->dim, c->norm_eps);
+    for (size_t i = 0; i < (size_t)n * c->dim; i++) s->x[i] += s->xb2[i];
+}
+
+// Attention: q, k, v from one quantized input; k and v go to the cache; the
+// attended values through wo.
+static void attention_block(Transformer *t, int layer, int n, int pos0) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    rmsnorm_tokens(t, s->xb, s->x, lw->attention_norm.data, n);
+    float *qkv_out[3] = { s->q, s->k, s->v };
+    const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
+    matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
+    for (int i = 0; i < n; i++) {
+        finish_qkv(t, layer, i);
+        store_kv(&t->kernels, s, layer, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
+    }
+    AttentionTask attention = { t, layer, pos0, n };
+    pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
+    matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
+    add_branch(t, &lw->post_attention_norm, n);
+}
+
+// Feed-forward: w2(act(w1 x) * w3 x), act SiLU (SwiGLU) or GELU (GeGLU).
+static void ffn_block(Transformer *t, int layer, int n) {
+    const Config *c = &t->config;
+    const LayerWeights *lw = &t->weights.layers[layer];
+    RunState *s = &t->state;
+    int ffn = c->ffn_dim[layer];
+    rmsnorm_tokens(t, s->xb, s->x, lw->ffn_norm.data, n);
+    float *ffn_out[2] = { s->hb, s->hb2 };
+    const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
+    matmuls(t, 2, ffn_out, ffn_w, s->xb, c->dim, n);
+    gated_activation(t, s->hb, s->hb2, (size_t)n * ffn);
+    matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
+    add_branch(t, &lw->post_ffn_norm, n);
+}
+
+// The logits of n rows of the residual stream x (n, dim) into out (n,
+// vocab_size): the final norm, the classifier, Gemma 2's soft cap.
+static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * c->dim, x + (size_t)i * c->dim, t->weights.norm.data, c->dim, c->norm_eps);
+    matmul1(t, out, &t->weights.output, s->xb, c->dim, n);
+    if (c->final_softcap > 0)
+        for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
+}
+
+static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    embed_tokens(t, tokens, n);
+    for (int table = 0; table < N_ROPE_TABLES; table++)
+        if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
+    if (n > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_block(t, l, n, pos0);
+        ffn_block(t, l, n);
+    }
+    if (!want_logits) return NULL;
+    logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
+    return s->logits;
+}
 
 static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
-    const Config *c = &t->config;
-    const Weights *w = &t->weights;
-    RunState *s = &t->state;
-    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
-
-    for (int i = 0; i < n; i++) dequantize_row(s->x + (size_t)i * dim, &w->tok_embeddings, tokens[i]);
-    rope_tables(s, c->head_dim, pos0, n);
-
-    for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        int ffn = c->ffn_dim[l];
-
-        // attention: q, k, v from one quantized input; k and v go to the cache
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->attention_norm.data, dim, c->norm_eps);
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        const Tensor *qkv_w[3] = { &lw->wq, &lw->wk, &lw->wv };
-        matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
-        for (int i = 0; i < n; i++) {
-            rope(s->q + (size_t)i * q_dim, c->n_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            rope(s->k + (size_t)i * kv_dim, c->n_kv_heads, c->head_dim, s->rope_cos + i * half, s->rope_sin + i * half);
-            store_kv(&t->kernels, s, l, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
-        }
-        AttentionTask attention = { t, l, pos0, n };
-        pool_run(t->pool, attention_task, &attention);
-        matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
-
-        // feed-forward: w2(silu(w1 x) * w3 x)
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, lw->ffn_norm.data, dim, c->norm_eps);
-        float *ffn_out[2] = { s->hb, s->hb2 };
-        const Tensor *ffn_w[2] = { &lw->w1, &lw->w3 };
-        matmuls(t, 2, ffn_out, ffn_w, s->xb, dim, n);
-        for (size_t i = 0; i < (size_t)n * ffn; i++) {
-            float gate = s->hb[i];
-            s->hb[i] = gate / (1.0f + expf(-gate)) * s->hb2[i];
-        }
-        matmul1(t, s->xb2, &lw->w2, s->hb, ffn, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
-    }
-
-    rmsnorm(s->xb, s->x + (size_t)(n - 1) * dim, w->norm.data, dim, c->norm_eps);
-    matmul1(t, s->logits, &w->output, s->xb, dim, 1);
-    return s->logits;
+    return forward_batch_logits(t, tokens, n, pos0, 1);
 }
 
 static float *forward(Transformer *t, int token, int pos) { return forward_batch(t, &token, 1, pos); }
 
 // n tokens at positions pos0..pos0+n-1 (a prompt, a chat turn), MAX_BATCH
-// at a time; the logits after the last.
+// at a time; the logits after the last. The classifier runs for the last
+// chunk only: it reads all its weights for one token, and a small model's
+// classifier is as big as its layers.
 static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0) {
     float *logits = NULL;
     for (int start = 0; start < n; start += MAX_BATCH)
-        logits = forward_batch(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start);
+        logits = forward_batch_logits(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start,
+                                      start + MAX_BATCH >= n);
     return logits;
 }
 
@@ -2969,11 +4388,33 @@ static void require_quantized(const Transformer *t) {
 
 // After open_checkpoint: the buffers and threads for a run of cache_len
 // positions (at most seq_len; the KV cache holds no more than the run needs).
+// The pages of the weights every token reads, touched now (a read a page,
+// as llama.cpp's load touches its own weights when it repacks them), not one
+// first access at a time inside the first prompt, which reads them all
+// anyway: on a virtual machine a page's first access costs microseconds. An
+// untied embedding table is left alone: a run reads a few of its rows, and
+// touching the rest would cost its whole size in memory.
+static void touch_weights(const Transformer *t) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), skip_begin = t->file_size, skip_end = t->file_size;
+    const Tensor *embeddings = &t->weights.tok_embeddings;
+    if (!t->config.tied_classifier) {
+        size_t rows = embeddings->q4_tiled ? round_up((size_t)embeddings->rows, Q4_TILE_ROWS) : (size_t)embeddings->rows;
+        skip_begin = (size_t)(embeddings->codes - t->file_data);
+        skip_end = (size_t)((const uint8_t *)(embeddings->scales + rows * (size_t)(embeddings->cols_padded / embeddings->group_size))
+                            - t->file_data);
+    }
+    volatile uint8_t sink = 0;
+    for (size_t at = 0; at < t->file_size; at += page)
+        if (at + page <= skip_begin || at >= skip_end) sink ^= t->file_data[at];
+    (void)sink;
+}
+
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
+    touch_weights(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
     malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
-    rope_frequencies(t->state.rope_freq, &t->config, t->weights.rope_freqs);
+    choose_rope_frequencies(&t->state, &t->config, &t->weights);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
     select_backend(t);
@@ -3043,6 +4484,7 @@ static void free_transformer(Transformer *t) {
     free_run_state(&t->state);
     free(t->weights.layers);
     free(t->config.ffn_dim);
+    free(t->config.layer_kind);
     if (t->file_data) munmap((void *)t->file_data, t->file_size);
     if (t->adapter_data) munmap((void *)t->adapter_data, t->adapter_size);
 }
@@ -3111,6 +4553,7 @@ static void load_adapter(Transformer *t, const char *path) {
     if (2 * adapted != (int)h->n_tensors)
         die("%s: holds %u tensors, of which %d are LoRA pairs of this model's projections", path, h->n_tensors, 2 * adapted);
     free(adapter.config.ffn_dim);
+    free(adapter.config.layer_kind);
     t->adapter_data = adapter.file_data;
     t->adapter_size = adapter.file_size;
 }
@@ -3172,7 +4615,7 @@ static void text_out_bytes(TextOut *out, const unsigned char *bytes, size_t n, i
     while (n > 0 || (final && out->n_pending > 0)) {
         size_t take = n < 64 ? n : 64, length = (size_t)out->n_pending + take;
         memcpy(joined, out->pending, (size_t)out->n_pending);
-        memcpy(joined + out->n_pending, bytes, take);
+        if (take) memcpy(joined + out->n_pending, bytes, take);   // bytes is NULL at the end of a text
         bytes += take, n -= take, out->n_pending = 0;
         size_t at = 0;
         while (at < length) {
@@ -3206,30 +4649,51 @@ static void text_out_end(TextOut *out) { text_out_bytes(out, NULL, 0, 1); }
 // stored in llama2.c's tokenizer.bin layout
 //   int32 max_token_length, then per piece: float32 score, int32 length, bytes
 // Two kinds:
-// - SentencePiece (Llama 2, TinyLlama, Mistral; every llama2.c tokenizer.bin):
-//   a space before the text, one piece per code point to start with, and the
-//   <0xXX> pieces for bytes that have no piece of their own (byte fallback).
-// - Byte-level (Llama 3, SmolLM2, GPT-2; tiktoken's kind): the layout comes
-//   after the four bytes "BBPE" and a u32 naming the rule that cuts text into
-//   chunks (SplitRule). Pieces are raw bytes and score minus their rank; each
-//   chunk starts as its bytes (under Llama 3's rule a chunk that is a piece is
-//   that piece at once: Hugging Face's ignore_merges).
+// - SentencePiece (Llama 2, TinyLlama, Mistral, Phi-3.5, Gemma; every
+//   llama2.c tokenizer.bin): a space before the text (the dummy prefix), one
+//   piece per code point to start with, and the <0xXX> pieces for bytes that
+//   have no piece of their own (byte fallback). The layout may come after the
+//   four bytes "SPMF" and a u32 of TOKENIZER_* flags (Gemma: no dummy prefix).
+// - Byte-level (Llama 3, Qwen, SmolLM, GPT-2, Phi-4-mini; tiktoken's kind):
+//   the layout comes after the four bytes "BBPE" and a u32: the rule that cuts
+//   text into chunks (SplitRule) in its low byte, TOKENIZER_* flags above it.
+//   Pieces are raw bytes and score minus their rank; each chunk starts as its
+//   bytes (under Llama 3's rule a chunk that is a piece is that piece at
+//   once: Hugging Face's ignore_merges). With TOKENIZER_NFC the text is put
+//   in Unicode's NFC first (Qwen's normalizer). With TOKENIZER_MERGES the
+//   pieces are followed by Hugging Face's merges list (int32 count, then an
+//   int32 pair of piece ids per merge, best first): only a listed pair
+//   merges, by its place in the list (Qwen's list names one merge per piece,
+//   where ranks alone would allow every split).
+// Either kind starts a text with BOS unless TOKENIZER_NO_BOS says the family
+// does not (Qwen).
 // Then the adjacent pair whose joined piece scores highest merges, leftmost
 // first among equals, until no pair joins into a piece. A piece scoring -inf
-// (special tokens such as <s> or <|eot_id|>, byte fallback pieces) is never
-// made by a merge nor matched from text: what a user types stays text, even
-// when it spells a special token; only the chat templates insert those.
+// (special tokens such as <s>, <|eot_id|> or <start_of_turn>, and every token
+// a tokenizer.json adds, byte fallback pieces) is never made by a merge nor
+// matched from text: what a user types stays text, even when it spells a
+// special token; only the chat templates insert those.
 
 #define BYTE_LEVEL_MAGIC "BBPE"
+#define SENTENCEPIECE_MAGIC "SPMF"
 enum TokenizerKind { TOKENIZER_SENTENCEPIECE, TOKENIZER_BYTE_LEVEL };
 // The pre-tokenizer rules a byte-level blob may name: Llama 3's regex; GPT-2's
 // (also Hugging Face's ByteLevel with use_regex); SmolLM2's, which is GPT-2's
-// after every number character has been split off on its own.
-enum SplitRule { SPLIT_LLAMA3 = 1, SPLIT_GPT2 = 2, SPLIT_SMOLLM = 3, N_SPLIT_RULES };
+// after every number character has been split off on its own; Qwen's, which
+// is Llama 3's with numbers one character at a time.
+enum SplitRule { SPLIT_LLAMA3 = 1, SPLIT_GPT2 = 2, SPLIT_SMOLLM = 3, SPLIT_QWEN = 4, N_SPLIT_RULES };
+#define TOKENIZER_NFC 0x100u               // byte-level: normalize the text to NFC before cutting it (Qwen)
+#define TOKENIZER_NO_DUMMY_PREFIX 0x200u   // SentencePiece: no space before the text (Gemma)
+#define TOKENIZER_NO_BOS 0x400u            // a text starts without BOS (Qwen)
+#define TOKENIZER_MERGES 0x800u            // byte-level: a merges list follows the pieces (Qwen)
 
 typedef struct {
     int kind;                // TokenizerKind
     int split_rule;          // byte-level: SplitRule
+    int whole_chunks;        // byte-level: a chunk that is a piece is not merged from its bytes (Llama 3)
+    int dummy_prefix;        // SentencePiece: a space goes before the text
+    int normalize_nfc;       // byte-level: the text goes through NFC first
+    int add_bos;             // a text starts with BOS
     int vocab_size;
     char **vocab;            // (vocab_size,) NUL-terminated pieces (a byte-level piece may hold a NUL: see lengths)
     int *lengths;            // (vocab_size,) bytes in each piece
@@ -3242,6 +4706,10 @@ typedef struct {
     int bos_id, eos_id;
     int end_ids[8], n_end_ids;      // special tokens besides EOS that end generation (<|eot_id|>, <|im_end|>, ...)
     unsigned char byte_pieces[512]; // each byte as a 1-character string
+    int n_merges;                   // TOKENIZER_MERGES: the listed merges, else 0
+    int *merges;                    // (n_merges, 2) the pairs' piece ids, best first
+    int *merge_index;               // (merge_mask + 1,) hash table of merge ranks by pair, -1 where empty
+    uint32_t merge_mask;
 } Tokenizer;
 
 // FNV-1a: pieces are short, and it spreads them well enough.
@@ -3267,6 +4735,43 @@ static int piece_lookup(const Tokenizer *t, const char *s, size_t length) {
 
 static int str_lookup(const char *str, const Tokenizer *t) { return piece_lookup(t, str, strlen(str)); }
 
+// The slot of the merge table holding the pair (left, right), or the empty slot where it would go.
+static uint32_t merge_slot(const Tokenizer *t, int left, int right) {
+    uint32_t slot = ((uint32_t)left * 2654435761u ^ (uint32_t)right * 40503u) & t->merge_mask;
+    for (;; slot = (slot + 1) & t->merge_mask) {
+        int rank = t->merge_index[slot];
+        if (rank < 0 || (t->merges[2 * rank] == left && t->merges[2 * rank + 1] == right)) return slot;
+    }
+}
+
+// The rank of the listed merge of these two pieces, -1 if none.
+static int merge_rank(const Tokenizer *t, int left, int right) { return t->merge_index[merge_slot(t, left, right)]; }
+
+// A listed merges section at data (size bytes): its pairs and their index. NULL, or what is wrong.
+static const char *read_merges(Tokenizer *t, const uint8_t *data, size_t size, size_t *at) {
+    int32_t count;
+    if (size - *at < 4) return "ends before its merges list";
+    memcpy(&count, data + *at, 4);
+    *at += 4;
+    if (count < 0 || (size_t)count > (size - *at) / 8) return "has a merges list longer than the file";
+    t->n_merges = count;
+    t->merges = xcalloc((size_t)count * 2 + 1, sizeof(int), "tokenizer merges");
+    memcpy(t->merges, data + *at, (size_t)count * 8);
+    *at += (size_t)count * 8;
+    uint32_t slots = 1;
+    while (slots < 2u * (uint32_t)count + 2) slots *= 2;
+    t->merge_mask = slots - 1;
+    t->merge_index = xcalloc(slots, sizeof(int), "tokenizer merges");
+    memset(t->merge_index, 0xFF, slots * sizeof(int));
+    for (int rank = 0; rank < count; rank++) {
+        int left = t->merges[2 * rank], right = t->merges[2 * rank + 1];
+        if (left < 0 || left >= t->vocab_size || right < 0 || right >= t->vocab_size) return "has a merge of ids outside the vocabulary";
+        uint32_t slot = merge_slot(t, left, right);
+        if (t->merge_index[slot] < 0) t->merge_index[slot] = rank;
+    }
+    return NULL;
+}
+
 static void index_pieces(Tokenizer *t) {
     uint32_t size = 1;
     while (size < 2u * (uint32_t)t->vocab_size) size *= 2;   // at most half full: short probes
@@ -3284,13 +4789,23 @@ static void index_pieces(Tokenizer *t) {
 static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data, size_t size, int vocab_size) {
     memset(t, 0, sizeof *t);
     t->vocab_size = vocab_size;
-    if (size >= 8 && memcmp(data, BYTE_LEVEL_MAGIC, 4) == 0) {
-        uint32_t rule;
-        memcpy(&rule, data + 4, 4);
-        if (rule < SPLIT_LLAMA3 || rule >= N_SPLIT_RULES)
-            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1-3: Llama 3, GPT-2, SmolLM2)";
-        t->kind = TOKENIZER_BYTE_LEVEL;
+    t->dummy_prefix = t->add_bos = 1;
+    int byte_level = size >= 8 && memcmp(data, BYTE_LEVEL_MAGIC, 4) == 0;
+    if (byte_level || (size >= 8 && memcmp(data, SENTENCEPIECE_MAGIC, 4) == 0)) {
+        uint32_t word, rule;
+        uint32_t known = byte_level ? TOKENIZER_NFC | TOKENIZER_NO_BOS | TOKENIZER_MERGES : TOKENIZER_NO_DUMMY_PREFIX | TOKENIZER_NO_BOS;
+        memcpy(&word, data + 4, 4);
+        rule = word & 0xFF;
+        if (byte_level && (rule < SPLIT_LLAMA3 || rule >= N_SPLIT_RULES))
+            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1-4: Llama 3, GPT-2, SmolLM2, Qwen)";
+        if ((word & ~0xFFu & ~known) || (!byte_level && rule)) return "has flags this program does not know for its kind";
+        t->kind = byte_level ? TOKENIZER_BYTE_LEVEL : TOKENIZER_SENTENCEPIECE;
         t->split_rule = (int)rule;
+        t->whole_chunks = rule == SPLIT_LLAMA3;
+        t->dummy_prefix = !byte_level && !(word & TOKENIZER_NO_DUMMY_PREFIX);
+        t->normalize_nfc = (word & TOKENIZER_NFC) != 0;
+        t->add_bos = !(word & TOKENIZER_NO_BOS);
+        t->n_merges = word & TOKENIZER_MERGES ? -1 : 0;   // read after the pieces
         data += 8;
         size -= 8;
     }
@@ -3318,6 +4833,10 @@ static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data
         next_piece += len + 1;
         at += (size_t)len;
     }
+    if (t->n_merges < 0) {
+        const char *error = read_merges(t, data, size, &at);
+        if (error) return error;
+    }
     if (at != size) return "has bytes left after the last piece (does the vocabulary size match the model?)";
     index_pieces(t);
     for (int b = 0; b < 256; b++) {
@@ -3340,6 +4859,8 @@ static void free_tokenizer(Tokenizer *t) {
     free(t->scores);
     free(t->piece_bytes);
     free(t->lookup);
+    free(t->merges);
+    free(t->merge_index);
 }
 
 static uint8_t *read_whole_file(const char *path, size_t *size) {
@@ -3362,7 +4883,7 @@ static uint8_t *read_whole_file(const char *path, size_t *size) {
 // turn or of a text: see ends_generation.
 static void find_end_tokens(Tokenizer *t) {
     static const char *const names[] = { "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>",
-                                         "<|end|>", "<end_of_turn>", "</s>" };
+                                         "<|end|>", "<end_of_turn>", "<eos>", "</s>" };
     t->n_end_ids = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int id = piece_lookup(t, names[i], strlen(names[i]));
@@ -3404,12 +4925,12 @@ static int ends_generation(const Tokenizer *t, int id) {
 
 // The bytes to print for `token` following `prev_token`. Byte-level pieces
 // are raw bytes already, and may end inside a UTF-8 character (the next token
-// completes it). SentencePiece drops the leading space after BOS, and its
-// <0xXX> pieces stand for raw bytes.
+// completes it). SentencePiece drops the leading space after BOS (the dummy
+// prefix, where it has one), and its <0xXX> pieces stand for raw bytes.
 static const char *decode(const Tokenizer *t, int prev_token, int token) {
     const char *piece = t->vocab[token];
     if (t->kind == TOKENIZER_BYTE_LEVEL) return piece;
-    if (prev_token == t->bos_id && piece[0] == ' ') piece++;
+    if (t->dummy_prefix && prev_token == t->bos_id && piece[0] == ' ') piece++;
     unsigned int byte;
     char close;
     if (strlen(piece) == 6 && sscanf(piece, "<0x%02X%c", &byte, &close) == 2 && close == '>')
@@ -3572,6 +5093,858 @@ static const uint32_t unicode_spaces[][2] = {
     {0x0009, 0x000D}, {0x0020, 0x0020}, {0x0085, 0x0085}, {0x00A0, 0x00A0}, {0x1680, 0x1680}, {0x2000, 0x200A},
     {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
 };
+// NFC: code point, first, second (0: none), by code point: 2081 rows
+static const uint32_t unicode_decompositions[][3] = {
+    {0x00C0, 0x0041, 0x0300}, {0x00C1, 0x0041, 0x0301}, {0x00C2, 0x0041, 0x0302}, {0x00C3, 0x0041, 0x0303},
+    {0x00C4, 0x0041, 0x0308}, {0x00C5, 0x0041, 0x030A}, {0x00C7, 0x0043, 0x0327}, {0x00C8, 0x0045, 0x0300},
+    {0x00C9, 0x0045, 0x0301}, {0x00CA, 0x0045, 0x0302}, {0x00CB, 0x0045, 0x0308}, {0x00CC, 0x0049, 0x0300},
+    {0x00CD, 0x0049, 0x0301}, {0x00CE, 0x0049, 0x0302}, {0x00CF, 0x0049, 0x0308}, {0x00D1, 0x004E, 0x0303},
+    {0x00D2, 0x004F, 0x0300}, {0x00D3, 0x004F, 0x0301}, {0x00D4, 0x004F, 0x0302}, {0x00D5, 0x004F, 0x0303},
+    {0x00D6, 0x004F, 0x0308}, {0x00D9, 0x0055, 0x0300}, {0x00DA, 0x0055, 0x0301}, {0x00DB, 0x0055, 0x0302},
+    {0x00DC, 0x0055, 0x0308}, {0x00DD, 0x0059, 0x0301}, {0x00E0, 0x0061, 0x0300}, {0x00E1, 0x0061, 0x0301},
+    {0x00E2, 0x0061, 0x0302}, {0x00E3, 0x0061, 0x0303}, {0x00E4, 0x0061, 0x0308}, {0x00E5, 0x0061, 0x030A},
+    {0x00E7, 0x0063, 0x0327}, {0x00E8, 0x0065, 0x0300}, {0x00E9, 0x0065, 0x0301}, {0x00EA, 0x0065, 0x0302},
+    {0x00EB, 0x0065, 0x0308}, {0x00EC, 0x0069, 0x0300}, {0x00ED, 0x0069, 0x0301}, {0x00EE, 0x0069, 0x0302},
+    {0x00EF, 0x0069, 0x0308}, {0x00F1, 0x006E, 0x0303}, {0x00F2, 0x006F, 0x0300}, {0x00F3, 0x006F, 0x0301},
+    {0x00F4, 0x006F, 0x0302}, {0x00F5, 0x006F, 0x0303}, {0x00F6, 0x006F, 0x0308}, {0x00F9, 0x0075, 0x0300},
+    {0x00FA, 0x0075, 0x0301}, {0x00FB, 0x0075, 0x0302}, {0x00FC, 0x0075, 0x0308}, {0x00FD, 0x0079, 0x0301},
+    {0x00FF, 0x0079, 0x0308}, {0x0100, 0x0041, 0x0304}, {0x0101, 0x0061, 0x0304}, {0x0102, 0x0041, 0x0306},
+    {0x0103, 0x0061, 0x0306}, {0x0104, 0x0041, 0x0328}, {0x0105, 0x0061, 0x0328}, {0x0106, 0x0043, 0x0301},
+    {0x0107, 0x0063, 0x0301}, {0x0108, 0x0043, 0x0302}, {0x0109, 0x0063, 0x0302}, {0x010A, 0x0043, 0x0307},
+    {0x010B, 0x0063, 0x0307}, {0x010C, 0x0043, 0x030C}, {0x010D, 0x0063, 0x030C}, {0x010E, 0x0044, 0x030C},
+    {0x010F, 0x0064, 0x030C}, {0x0112, 0x0045, 0x0304}, {0x0113, 0x0065, 0x0304}, {0x0114, 0x0045, 0x0306},
+    {0x0115, 0x0065, 0x0306}, {0x0116, 0x0045, 0x0307}, {0x0117, 0x0065, 0x0307}, {0x0118, 0x0045, 0x0328},
+    {0x0119, 0x0065, 0x0328}, {0x011A, 0x0045, 0x030C}, {0x011B, 0x0065, 0x030C}, {0x011C, 0x0047, 0x0302},
+    {0x011D, 0x0067, 0x0302}, {0x011E, 0x0047, 0x0306}, {0x011F, 0x0067, 0x0306}, {0x0120, 0x0047, 0x0307},
+    {0x0121, 0x0067, 0x0307}, {0x0122, 0x0047, 0x0327}, {0x0123, 0x0067, 0x0327}, {0x0124, 0x0048, 0x0302},
+    {0x0125, 0x0068, 0x0302}, {0x0128, 0x0049, 0x0303}, {0x0129, 0x0069, 0x0303}, {0x012A, 0x0049, 0x0304},
+    {0x012B, 0x0069, 0x0304}, {0x012C, 0x0049, 0x0306}, {0x012D, 0x0069, 0x0306}, {0x012E, 0x0049, 0x0328},
+    {0x012F, 0x0069, 0x0328}, {0x0130, 0x0049, 0x0307}, {0x0134, 0x004A, 0x0302}, {0x0135, 0x006A, 0x0302},
+    {0x0136, 0x004B, 0x0327}, {0x0137, 0x006B, 0x0327}, {0x0139, 0x004C, 0x0301}, {0x013A, 0x006C, 0x0301},
+    {0x013B, 0x004C, 0x0327}, {0x013C, 0x006C, 0x0327}, {0x013D, 0x004C, 0x030C}, {0x013E, 0x006C, 0x030C},
+    {0x0143, 0x004E, 0x0301}, {0x0144, 0x006E, 0x0301}, {0x0145, 0x004E, 0x0327}, {0x0146, 0x006E, 0x0327},
+    {0x0147, 0x004E, 0x030C}, {0x0148, 0x006E, 0x030C}, {0x014C, 0x004F, 0x0304}, {0x014D, 0x006F, 0x0304},
+    {0x014E, 0x004F, 0x0306}, {0x014F, 0x006F, 0x0306}, {0x0150, 0x004F, 0x030B}, {0x0151, 0x006F, 0x030B},
+    {0x0154, 0x0052, 0x0301}, {0x0155, 0x0072, 0x0301}, {0x0156, 0x0052, 0x0327}, {0x0157, 0x0072, 0x0327},
+    {0x0158, 0x0052, 0x030C}, {0x0159, 0x0072, 0x030C}, {0x015A, 0x0053, 0x0301}, {0x015B, 0x0073, 0x0301},
+    {0x015C, 0x0053, 0x0302}, {0x015D, 0x0073, 0x0302}, {0x015E, 0x0053, 0x0327}, {0x015F, 0x0073, 0x0327},
+    {0x0160, 0x0053, 0x030C}, {0x0161, 0x0073, 0x030C}, {0x0162, 0x0054, 0x0327}, {0x0163, 0x0074, 0x0327},
+    {0x0164, 0x0054, 0x030C}, {0x0165, 0x0074, 0x030C}, {0x0168, 0x0055, 0x0303}, {0x0169, 0x0075, 0x0303},
+    {0x016A, 0x0055, 0x0304}, {0x016B, 0x0075, 0x0304}, {0x016C, 0x0055, 0x0306}, {0x016D, 0x0075, 0x0306},
+    {0x016E, 0x0055, 0x030A}, {0x016F, 0x0075, 0x030A}, {0x0170, 0x0055, 0x030B}, {0x0171, 0x0075, 0x030B},
+    {0x0172, 0x0055, 0x0328}, {0x0173, 0x0075, 0x0328}, {0x0174, 0x0057, 0x0302}, {0x0175, 0x0077, 0x0302},
+    {0x0176, 0x0059, 0x0302}, {0x0177, 0x0079, 0x0302}, {0x0178, 0x0059, 0x0308}, {0x0179, 0x005A, 0x0301},
+    {0x017A, 0x007A, 0x0301}, {0x017B, 0x005A, 0x0307}, {0x017C, 0x007A, 0x0307}, {0x017D, 0x005A, 0x030C},
+    {0x017E, 0x007A, 0x030C}, {0x01A0, 0x004F, 0x031B}, {0x01A1, 0x006F, 0x031B}, {0x01AF, 0x0055, 0x031B},
+    {0x01B0, 0x0075, 0x031B}, {0x01CD, 0x0041, 0x030C}, {0x01CE, 0x0061, 0x030C}, {0x01CF, 0x0049, 0x030C},
+    {0x01D0, 0x0069, 0x030C}, {0x01D1, 0x004F, 0x030C}, {0x01D2, 0x006F, 0x030C}, {0x01D3, 0x0055, 0x030C},
+    {0x01D4, 0x0075, 0x030C}, {0x01D5, 0x00DC, 0x0304}, {0x01D6, 0x00FC, 0x0304}, {0x01D7, 0x00DC, 0x0301},
+    {0x01D8, 0x00FC, 0x0301}, {0x01D9, 0x00DC, 0x030C}, {0x01DA, 0x00FC, 0x030C}, {0x01DB, 0x00DC, 0x0300},
+    {0x01DC, 0x00FC, 0x0300}, {0x01DE, 0x00C4, 0x0304}, {0x01DF, 0x00E4, 0x0304}, {0x01E0, 0x0226, 0x0304},
+    {0x01E1, 0x0227, 0x0304}, {0x01E2, 0x00C6, 0x0304}, {0x01E3, 0x00E6, 0x0304}, {0x01E6, 0x0047, 0x030C},
+    {0x01E7, 0x0067, 0x030C}, {0x01E8, 0x004B, 0x030C}, {0x01E9, 0x006B, 0x030C}, {0x01EA, 0x004F, 0x0328},
+    {0x01EB, 0x006F, 0x0328}, {0x01EC, 0x01EA, 0x0304}, {0x01ED, 0x01EB, 0x0304}, {0x01EE, 0x01B7, 0x030C},
+    {0x01EF, 0x0292, 0x030C}, {0x01F0, 0x006A, 0x030C}, {0x01F4, 0x0047, 0x0301}, {0x01F5, 0x0067, 0x0301},
+    {0x01F8, 0x004E, 0x0300}, {0x01F9, 0x006E, 0x0300}, {0x01FA, 0x00C5, 0x0301}, {0x01FB, 0x00E5, 0x0301},
+    {0x01FC, 0x00C6, 0x0301}, {0x01FD, 0x00E6, 0x0301}, {0x01FE, 0x00D8, 0x0301}, {0x01FF, 0x00F8, 0x0301},
+    {0x0200, 0x0041, 0x030F}, {0x0201, 0x0061, 0x030F}, {0x0202, 0x0041, 0x0311}, {0x0203, 0x0061, 0x0311},
+    {0x0204, 0x0045, 0x030F}, {0x0205, 0x0065, 0x030F}, {0x0206, 0x0045, 0x0311}, {0x0207, 0x0065, 0x0311},
+    {0x0208, 0x0049, 0x030F}, {0x0209, 0x0069, 0x030F}, {0x020A, 0x0049, 0x0311}, {0x020B, 0x0069, 0x0311},
+    {0x020C, 0x004F, 0x030F}, {0x020D, 0x006F, 0x030F}, {0x020E, 0x004F, 0x0311}, {0x020F, 0x006F, 0x0311},
+    {0x0210, 0x0052, 0x030F}, {0x0211, 0x0072, 0x030F}, {0x0212, 0x0052, 0x0311}, {0x0213, 0x0072, 0x0311},
+    {0x0214, 0x0055, 0x030F}, {0x0215, 0x0075, 0x030F}, {0x0216, 0x0055, 0x0311}, {0x0217, 0x0075, 0x0311},
+    {0x0218, 0x0053, 0x0326}, {0x0219, 0x0073, 0x0326}, {0x021A, 0x0054, 0x0326}, {0x021B, 0x0074, 0x0326},
+    {0x021E, 0x0048, 0x030C}, {0x021F, 0x0068, 0x030C}, {0x0226, 0x0041, 0x0307}, {0x0227, 0x0061, 0x0307},
+    {0x0228, 0x0045, 0x0327}, {0x0229, 0x0065, 0x0327}, {0x022A, 0x00D6, 0x0304}, {0x022B, 0x00F6, 0x0304},
+    {0x022C, 0x00D5, 0x0304}, {0x022D, 0x00F5, 0x0304}, {0x022E, 0x004F, 0x0307}, {0x022F, 0x006F, 0x0307},
+    {0x0230, 0x022E, 0x0304}, {0x0231, 0x022F, 0x0304}, {0x0232, 0x0059, 0x0304}, {0x0233, 0x0079, 0x0304},
+    {0x0340, 0x0300, 0}, {0x0341, 0x0301, 0}, {0x0343, 0x0313, 0}, {0x0344, 0x0308, 0x0301},
+    {0x0374, 0x02B9, 0}, {0x037E, 0x003B, 0}, {0x0385, 0x00A8, 0x0301}, {0x0386, 0x0391, 0x0301},
+    {0x0387, 0x00B7, 0}, {0x0388, 0x0395, 0x0301}, {0x0389, 0x0397, 0x0301}, {0x038A, 0x0399, 0x0301},
+    {0x038C, 0x039F, 0x0301}, {0x038E, 0x03A5, 0x0301}, {0x038F, 0x03A9, 0x0301}, {0x0390, 0x03CA, 0x0301},
+    {0x03AA, 0x0399, 0x0308}, {0x03AB, 0x03A5, 0x0308}, {0x03AC, 0x03B1, 0x0301}, {0x03AD, 0x03B5, 0x0301},
+    {0x03AE, 0x03B7, 0x0301}, {0x03AF, 0x03B9, 0x0301}, {0x03B0, 0x03CB, 0x0301}, {0x03CA, 0x03B9, 0x0308},
+    {0x03CB, 0x03C5, 0x0308}, {0x03CC, 0x03BF, 0x0301}, {0x03CD, 0x03C5, 0x0301}, {0x03CE, 0x03C9, 0x0301},
+    {0x03D3, 0x03D2, 0x0301}, {0x03D4, 0x03D2, 0x0308}, {0x0400, 0x0415, 0x0300}, {0x0401, 0x0415, 0x0308},
+    {0x0403, 0x0413, 0x0301}, {0x0407, 0x0406, 0x0308}, {0x040C, 0x041A, 0x0301}, {0x040D, 0x0418, 0x0300},
+    {0x040E, 0x0423, 0x0306}, {0x0419, 0x0418, 0x0306}, {0x0439, 0x0438, 0x0306}, {0x0450, 0x0435, 0x0300},
+    {0x0451, 0x0435, 0x0308}, {0x0453, 0x0433, 0x0301}, {0x0457, 0x0456, 0x0308}, {0x045C, 0x043A, 0x0301},
+    {0x045D, 0x0438, 0x0300}, {0x045E, 0x0443, 0x0306}, {0x0476, 0x0474, 0x030F}, {0x0477, 0x0475, 0x030F},
+    {0x04C1, 0x0416, 0x0306}, {0x04C2, 0x0436, 0x0306}, {0x04D0, 0x0410, 0x0306}, {0x04D1, 0x0430, 0x0306},
+    {0x04D2, 0x0410, 0x0308}, {0x04D3, 0x0430, 0x0308}, {0x04D6, 0x0415, 0x0306}, {0x04D7, 0x0435, 0x0306},
+    {0x04DA, 0x04D8, 0x0308}, {0x04DB, 0x04D9, 0x0308}, {0x04DC, 0x0416, 0x0308}, {0x04DD, 0x0436, 0x0308},
+    {0x04DE, 0x0417, 0x0308}, {0x04DF, 0x0437, 0x0308}, {0x04E2, 0x0418, 0x0304}, {0x04E3, 0x0438, 0x0304},
+    {0x04E4, 0x0418, 0x0308}, {0x04E5, 0x0438, 0x0308}, {0x04E6, 0x041E, 0x0308}, {0x04E7, 0x043E, 0x0308},
+    {0x04EA, 0x04E8, 0x0308}, {0x04EB, 0x04E9, 0x0308}, {0x04EC, 0x042D, 0x0308}, {0x04ED, 0x044D, 0x0308},
+    {0x04EE, 0x0423, 0x0304}, {0x04EF, 0x0443, 0x0304}, {0x04F0, 0x0423, 0x0308}, {0x04F1, 0x0443, 0x0308},
+    {0x04F2, 0x0423, 0x030B}, {0x04F3, 0x0443, 0x030B}, {0x04F4, 0x0427, 0x0308}, {0x04F5, 0x0447, 0x0308},
+    {0x04F8, 0x042B, 0x0308}, {0x04F9, 0x044B, 0x0308}, {0x0622, 0x0627, 0x0653}, {0x0623, 0x0627, 0x0654},
+    {0x0624, 0x0648, 0x0654}, {0x0625, 0x0627, 0x0655}, {0x0626, 0x064A, 0x0654}, {0x06C0, 0x06D5, 0x0654},
+    {0x06C2, 0x06C1, 0x0654}, {0x06D3, 0x06D2, 0x0654}, {0x0929, 0x0928, 0x093C}, {0x0931, 0x0930, 0x093C},
+    {0x0934, 0x0933, 0x093C}, {0x0958, 0x0915, 0x093C}, {0x0959, 0x0916, 0x093C}, {0x095A, 0x0917, 0x093C},
+    {0x095B, 0x091C, 0x093C}, {0x095C, 0x0921, 0x093C}, {0x095D, 0x0922, 0x093C}, {0x095E, 0x092B, 0x093C},
+    {0x095F, 0x092F, 0x093C}, {0x09CB, 0x09C7, 0x09BE}, {0x09CC, 0x09C7, 0x09D7}, {0x09DC, 0x09A1, 0x09BC},
+    {0x09DD, 0x09A2, 0x09BC}, {0x09DF, 0x09AF, 0x09BC}, {0x0A33, 0x0A32, 0x0A3C}, {0x0A36, 0x0A38, 0x0A3C},
+    {0x0A59, 0x0A16, 0x0A3C}, {0x0A5A, 0x0A17, 0x0A3C}, {0x0A5B, 0x0A1C, 0x0A3C}, {0x0A5E, 0x0A2B, 0x0A3C},
+    {0x0B48, 0x0B47, 0x0B56}, {0x0B4B, 0x0B47, 0x0B3E}, {0x0B4C, 0x0B47, 0x0B57}, {0x0B5C, 0x0B21, 0x0B3C},
+    {0x0B5D, 0x0B22, 0x0B3C}, {0x0B94, 0x0B92, 0x0BD7}, {0x0BCA, 0x0BC6, 0x0BBE}, {0x0BCB, 0x0BC7, 0x0BBE},
+    {0x0BCC, 0x0BC6, 0x0BD7}, {0x0C48, 0x0C46, 0x0C56}, {0x0CC0, 0x0CBF, 0x0CD5}, {0x0CC7, 0x0CC6, 0x0CD5},
+    {0x0CC8, 0x0CC6, 0x0CD6}, {0x0CCA, 0x0CC6, 0x0CC2}, {0x0CCB, 0x0CCA, 0x0CD5}, {0x0D4A, 0x0D46, 0x0D3E},
+    {0x0D4B, 0x0D47, 0x0D3E}, {0x0D4C, 0x0D46, 0x0D57}, {0x0DDA, 0x0DD9, 0x0DCA}, {0x0DDC, 0x0DD9, 0x0DCF},
+    {0x0DDD, 0x0DDC, 0x0DCA}, {0x0DDE, 0x0DD9, 0x0DDF}, {0x0F43, 0x0F42, 0x0FB7}, {0x0F4D, 0x0F4C, 0x0FB7},
+    {0x0F52, 0x0F51, 0x0FB7}, {0x0F57, 0x0F56, 0x0FB7}, {0x0F5C, 0x0F5B, 0x0FB7}, {0x0F69, 0x0F40, 0x0FB5},
+    {0x0F73, 0x0F71, 0x0F72}, {0x0F75, 0x0F71, 0x0F74}, {0x0F76, 0x0FB2, 0x0F80}, {0x0F78, 0x0FB3, 0x0F80},
+    {0x0F81, 0x0F71, 0x0F80}, {0x0F93, 0x0F92, 0x0FB7}, {0x0F9D, 0x0F9C, 0x0FB7}, {0x0FA2, 0x0FA1, 0x0FB7},
+    {0x0FA7, 0x0FA6, 0x0FB7}, {0x0FAC, 0x0FAB, 0x0FB7}, {0x0FB9, 0x0F90, 0x0FB5}, {0x1026, 0x1025, 0x102E},
+    {0x1B06, 0x1B05, 0x1B35}, {0x1B08, 0x1B07, 0x1B35}, {0x1B0A, 0x1B09, 0x1B35}, {0x1B0C, 0x1B0B, 0x1B35},
+    {0x1B0E, 0x1B0D, 0x1B35}, {0x1B12, 0x1B11, 0x1B35}, {0x1B3B, 0x1B3A, 0x1B35}, {0x1B3D, 0x1B3C, 0x1B35},
+    {0x1B40, 0x1B3E, 0x1B35}, {0x1B41, 0x1B3F, 0x1B35}, {0x1B43, 0x1B42, 0x1B35}, {0x1E00, 0x0041, 0x0325},
+    {0x1E01, 0x0061, 0x0325}, {0x1E02, 0x0042, 0x0307}, {0x1E03, 0x0062, 0x0307}, {0x1E04, 0x0042, 0x0323},
+    {0x1E05, 0x0062, 0x0323}, {0x1E06, 0x0042, 0x0331}, {0x1E07, 0x0062, 0x0331}, {0x1E08, 0x00C7, 0x0301},
+    {0x1E09, 0x00E7, 0x0301}, {0x1E0A, 0x0044, 0x0307}, {0x1E0B, 0x0064, 0x0307}, {0x1E0C, 0x0044, 0x0323},
+    {0x1E0D, 0x0064, 0x0323}, {0x1E0E, 0x0044, 0x0331}, {0x1E0F, 0x0064, 0x0331}, {0x1E10, 0x0044, 0x0327},
+    {0x1E11, 0x0064, 0x0327}, {0x1E12, 0x0044, 0x032D}, {0x1E13, 0x0064, 0x032D}, {0x1E14, 0x0112, 0x0300},
+    {0x1E15, 0x0113, 0x0300}, {0x1E16, 0x0112, 0x0301}, {0x1E17, 0x0113, 0x0301}, {0x1E18, 0x0045, 0x032D},
+    {0x1E19, 0x0065, 0x032D}, {0x1E1A, 0x0045, 0x0330}, {0x1E1B, 0x0065, 0x0330}, {0x1E1C, 0x0228, 0x0306},
+    {0x1E1D, 0x0229, 0x0306}, {0x1E1E, 0x0046, 0x0307}, {0x1E1F, 0x0066, 0x0307}, {0x1E20, 0x0047, 0x0304},
+    {0x1E21, 0x0067, 0x0304}, {0x1E22, 0x0048, 0x0307}, {0x1E23, 0x0068, 0x0307}, {0x1E24, 0x0048, 0x0323},
+    {0x1E25, 0x0068, 0x0323}, {0x1E26, 0x0048, 0x0308}, {0x1E27, 0x0068, 0x0308}, {0x1E28, 0x0048, 0x0327},
+    {0x1E29, 0x0068, 0x0327}, {0x1E2A, 0x0048, 0x032E}, {0x1E2B, 0x0068, 0x032E}, {0x1E2C, 0x0049, 0x0330},
+    {0x1E2D, 0x0069, 0x0330}, {0x1E2E, 0x00CF, 0x0301}, {0x1E2F, 0x00EF, 0x0301}, {0x1E30, 0x004B, 0x0301},
+    {0x1E31, 0x006B, 0x0301}, {0x1E32, 0x004B, 0x0323}, {0x1E33, 0x006B, 0x0323}, {0x1E34, 0x004B, 0x0331},
+    {0x1E35, 0x006B, 0x0331}, {0x1E36, 0x004C, 0x0323}, {0x1E37, 0x006C, 0x0323}, {0x1E38, 0x1E36, 0x0304},
+    {0x1E39, 0x1E37, 0x0304}, {0x1E3A, 0x004C, 0x0331}, {0x1E3B, 0x006C, 0x0331}, {0x1E3C, 0x004C, 0x032D},
+    {0x1E3D, 0x006C, 0x032D}, {0x1E3E, 0x004D, 0x0301}, {0x1E3F, 0x006D, 0x0301}, {0x1E40, 0x004D, 0x0307},
+    {0x1E41, 0x006D, 0x0307}, {0x1E42, 0x004D, 0x0323}, {0x1E43, 0x006D, 0x0323}, {0x1E44, 0x004E, 0x0307},
+    {0x1E45, 0x006E, 0x0307}, {0x1E46, 0x004E, 0x0323}, {0x1E47, 0x006E, 0x0323}, {0x1E48, 0x004E, 0x0331},
+    {0x1E49, 0x006E, 0x0331}, {0x1E4A, 0x004E, 0x032D}, {0x1E4B, 0x006E, 0x032D}, {0x1E4C, 0x00D5, 0x0301},
+    {0x1E4D, 0x00F5, 0x0301}, {0x1E4E, 0x00D5, 0x0308}, {0x1E4F, 0x00F5, 0x0308}, {0x1E50, 0x014C, 0x0300},
+    {0x1E51, 0x014D, 0x0300}, {0x1E52, 0x014C, 0x0301}, {0x1E53, 0x014D, 0x0301}, {0x1E54, 0x0050, 0x0301},
+    {0x1E55, 0x0070, 0x0301}, {0x1E56, 0x0050, 0x0307}, {0x1E57, 0x0070, 0x0307}, {0x1E58, 0x0052, 0x0307},
+    {0x1E59, 0x0072, 0x0307}, {0x1E5A, 0x0052, 0x0323}, {0x1E5B, 0x0072, 0x0323}, {0x1E5C, 0x1E5A, 0x0304},
+    {0x1E5D, 0x1E5B, 0x0304}, {0x1E5E, 0x0052, 0x0331}, {0x1E5F, 0x0072, 0x0331}, {0x1E60, 0x0053, 0x0307},
+    {0x1E61, 0x0073, 0x0307}, {0x1E62, 0x0053, 0x0323}, {0x1E63, 0x0073, 0x0323}, {0x1E64, 0x015A, 0x0307},
+    {0x1E65, 0x015B, 0x0307}, {0x1E66, 0x0160, 0x0307}, {0x1E67, 0x0161, 0x0307}, {0x1E68, 0x1E62, 0x0307},
+    {0x1E69, 0x1E63, 0x0307}, {0x1E6A, 0x0054, 0x0307}, {0x1E6B, 0x0074, 0x0307}, {0x1E6C, 0x0054, 0x0323},
+    {0x1E6D, 0x0074, 0x0323}, {0x1E6E, 0x0054, 0x0331}, {0x1E6F, 0x0074, 0x0331}, {0x1E70, 0x0054, 0x032D},
+    {0x1E71, 0x0074, 0x032D}, {0x1E72, 0x0055, 0x0324}, {0x1E73, 0x0075, 0x0324}, {0x1E74, 0x0055, 0x0330},
+    {0x1E75, 0x0075, 0x0330}, {0x1E76, 0x0055, 0x032D}, {0x1E77, 0x0075, 0x032D}, {0x1E78, 0x0168, 0x0301},
+    {0x1E79, 0x0169, 0x0301}, {0x1E7A, 0x016A, 0x0308}, {0x1E7B, 0x016B, 0x0308}, {0x1E7C, 0x0056, 0x0303},
+    {0x1E7D, 0x0076, 0x0303}, {0x1E7E, 0x0056, 0x0323}, {0x1E7F, 0x0076, 0x0323}, {0x1E80, 0x0057, 0x0300},
+    {0x1E81, 0x0077, 0x0300}, {0x1E82, 0x0057, 0x0301}, {0x1E83, 0x0077, 0x0301}, {0x1E84, 0x0057, 0x0308},
+    {0x1E85, 0x0077, 0x0308}, {0x1E86, 0x0057, 0x0307}, {0x1E87, 0x0077, 0x0307}, {0x1E88, 0x0057, 0x0323},
+    {0x1E89, 0x0077, 0x0323}, {0x1E8A, 0x0058, 0x0307}, {0x1E8B, 0x0078, 0x0307}, {0x1E8C, 0x0058, 0x0308},
+    {0x1E8D, 0x0078, 0x0308}, {0x1E8E, 0x0059, 0x0307}, {0x1E8F, 0x0079, 0x0307}, {0x1E90, 0x005A, 0x0302},
+    {0x1E91, 0x007A, 0x0302}, {0x1E92, 0x005A, 0x0323}, {0x1E93, 0x007A, 0x0323}, {0x1E94, 0x005A, 0x0331},
+    {0x1E95, 0x007A, 0x0331}, {0x1E96, 0x0068, 0x0331}, {0x1E97, 0x0074, 0x0308}, {0x1E98, 0x0077, 0x030A},
+    {0x1E99, 0x0079, 0x030A}, {0x1E9B, 0x017F, 0x0307}, {0x1EA0, 0x0041, 0x0323}, {0x1EA1, 0x0061, 0x0323},
+    {0x1EA2, 0x0041, 0x0309}, {0x1EA3, 0x0061, 0x0309}, {0x1EA4, 0x00C2, 0x0301}, {0x1EA5, 0x00E2, 0x0301},
+    {0x1EA6, 0x00C2, 0x0300}, {0x1EA7, 0x00E2, 0x0300}, {0x1EA8, 0x00C2, 0x0309}, {0x1EA9, 0x00E2, 0x0309},
+    {0x1EAA, 0x00C2, 0x0303}, {0x1EAB, 0x00E2, 0x0303}, {0x1EAC, 0x1EA0, 0x0302}, {0x1EAD, 0x1EA1, 0x0302},
+    {0x1EAE, 0x0102, 0x0301}, {0x1EAF, 0x0103, 0x0301}, {0x1EB0, 0x0102, 0x0300}, {0x1EB1, 0x0103, 0x0300},
+    {0x1EB2, 0x0102, 0x0309}, {0x1EB3, 0x0103, 0x0309}, {0x1EB4, 0x0102, 0x0303}, {0x1EB5, 0x0103, 0x0303},
+    {0x1EB6, 0x1EA0, 0x0306}, {0x1EB7, 0x1EA1, 0x0306}, {0x1EB8, 0x0045, 0x0323}, {0x1EB9, 0x0065, 0x0323},
+    {0x1EBA, 0x0045, 0x0309}, {0x1EBB, 0x0065, 0x0309}, {0x1EBC, 0x0045, 0x0303}, {0x1EBD, 0x0065, 0x0303},
+    {0x1EBE, 0x00CA, 0x0301}, {0x1EBF, 0x00EA, 0x0301}, {0x1EC0, 0x00CA, 0x0300}, {0x1EC1, 0x00EA, 0x0300},
+    {0x1EC2, 0x00CA, 0x0309}, {0x1EC3, 0x00EA, 0x0309}, {0x1EC4, 0x00CA, 0x0303}, {0x1EC5, 0x00EA, 0x0303},
+    {0x1EC6, 0x1EB8, 0x0302}, {0x1EC7, 0x1EB9, 0x0302}, {0x1EC8, 0x0049, 0x0309}, {0x1EC9, 0x0069, 0x0309},
+    {0x1ECA, 0x0049, 0x0323}, {0x1ECB, 0x0069, 0x0323}, {0x1ECC, 0x004F, 0x0323}, {0x1ECD, 0x006F, 0x0323},
+    {0x1ECE, 0x004F, 0x0309}, {0x1ECF, 0x006F, 0x0309}, {0x1ED0, 0x00D4, 0x0301}, {0x1ED1, 0x00F4, 0x0301},
+    {0x1ED2, 0x00D4, 0x0300}, {0x1ED3, 0x00F4, 0x0300}, {0x1ED4, 0x00D4, 0x0309}, {0x1ED5, 0x00F4, 0x0309},
+    {0x1ED6, 0x00D4, 0x0303}, {0x1ED7, 0x00F4, 0x0303}, {0x1ED8, 0x1ECC, 0x0302}, {0x1ED9, 0x1ECD, 0x0302},
+    {0x1EDA, 0x01A0, 0x0301}, {0x1EDB, 0x01A1, 0x0301}, {0x1EDC, 0x01A0, 0x0300}, {0x1EDD, 0x01A1, 0x0300},
+    {0x1EDE, 0x01A0, 0x0309}, {0x1EDF, 0x01A1, 0x0309}, {0x1EE0, 0x01A0, 0x0303}, {0x1EE1, 0x01A1, 0x0303},
+    {0x1EE2, 0x01A0, 0x0323}, {0x1EE3, 0x01A1, 0x0323}, {0x1EE4, 0x0055, 0x0323}, {0x1EE5, 0x0075, 0x0323},
+    {0x1EE6, 0x0055, 0x0309}, {0x1EE7, 0x0075, 0x0309}, {0x1EE8, 0x01AF, 0x0301}, {0x1EE9, 0x01B0, 0x0301},
+    {0x1EEA, 0x01AF, 0x0300}, {0x1EEB, 0x01B0, 0x0300}, {0x1EEC, 0x01AF, 0x0309}, {0x1EED, 0x01B0, 0x0309},
+    {0x1EEE, 0x01AF, 0x0303}, {0x1EEF, 0x01B0, 0x0303}, {0x1EF0, 0x01AF, 0x0323}, {0x1EF1, 0x01B0, 0x0323},
+    {0x1EF2, 0x0059, 0x0300}, {0x1EF3, 0x0079, 0x0300}, {0x1EF4, 0x0059, 0x0323}, {0x1EF5, 0x0079, 0x0323},
+    {0x1EF6, 0x0059, 0x0309}, {0x1EF7, 0x0079, 0x0309}, {0x1EF8, 0x0059, 0x0303}, {0x1EF9, 0x0079, 0x0303},
+    {0x1F00, 0x03B1, 0x0313}, {0x1F01, 0x03B1, 0x0314}, {0x1F02, 0x1F00, 0x0300}, {0x1F03, 0x1F01, 0x0300},
+    {0x1F04, 0x1F00, 0x0301}, {0x1F05, 0x1F01, 0x0301}, {0x1F06, 0x1F00, 0x0342}, {0x1F07, 0x1F01, 0x0342},
+    {0x1F08, 0x0391, 0x0313}, {0x1F09, 0x0391, 0x0314}, {0x1F0A, 0x1F08, 0x0300}, {0x1F0B, 0x1F09, 0x0300},
+    {0x1F0C, 0x1F08, 0x0301}, {0x1F0D, 0x1F09, 0x0301}, {0x1F0E, 0x1F08, 0x0342}, {0x1F0F, 0x1F09, 0x0342},
+    {0x1F10, 0x03B5, 0x0313}, {0x1F11, 0x03B5, 0x0314}, {0x1F12, 0x1F10, 0x0300}, {0x1F13, 0x1F11, 0x0300},
+    {0x1F14, 0x1F10, 0x0301}, {0x1F15, 0x1F11, 0x0301}, {0x1F18, 0x0395, 0x0313}, {0x1F19, 0x0395, 0x0314},
+    {0x1F1A, 0x1F18, 0x0300}, {0x1F1B, 0x1F19, 0x0300}, {0x1F1C, 0x1F18, 0x0301}, {0x1F1D, 0x1F19, 0x0301},
+    {0x1F20, 0x03B7, 0x0313}, {0x1F21, 0x03B7, 0x0314}, {0x1F22, 0x1F20, 0x0300}, {0x1F23, 0x1F21, 0x0300},
+    {0x1F24, 0x1F20, 0x0301}, {0x1F25, 0x1F21, 0x0301}, {0x1F26, 0x1F20, 0x0342}, {0x1F27, 0x1F21, 0x0342},
+    {0x1F28, 0x0397, 0x0313}, {0x1F29, 0x0397, 0x0314}, {0x1F2A, 0x1F28, 0x0300}, {0x1F2B, 0x1F29, 0x0300},
+    {0x1F2C, 0x1F28, 0x0301}, {0x1F2D, 0x1F29, 0x0301}, {0x1F2E, 0x1F28, 0x0342}, {0x1F2F, 0x1F29, 0x0342},
+    {0x1F30, 0x03B9, 0x0313}, {0x1F31, 0x03B9, 0x0314}, {0x1F32, 0x1F30, 0x0300}, {0x1F33, 0x1F31, 0x0300},
+    {0x1F34, 0x1F30, 0x0301}, {0x1F35, 0x1F31, 0x0301}, {0x1F36, 0x1F30, 0x0342}, {0x1F37, 0x1F31, 0x0342},
+    {0x1F38, 0x0399, 0x0313}, {0x1F39, 0x0399, 0x0314}, {0x1F3A, 0x1F38, 0x0300}, {0x1F3B, 0x1F39, 0x0300},
+    {0x1F3C, 0x1F38, 0x0301}, {0x1F3D, 0x1F39, 0x0301}, {0x1F3E, 0x1F38, 0x0342}, {0x1F3F, 0x1F39, 0x0342},
+    {0x1F40, 0x03BF, 0x0313}, {0x1F41, 0x03BF, 0x0314}, {0x1F42, 0x1F40, 0x0300}, {0x1F43, 0x1F41, 0x0300},
+    {0x1F44, 0x1F40, 0x0301}, {0x1F45, 0x1F41, 0x0301}, {0x1F48, 0x039F, 0x0313}, {0x1F49, 0x039F, 0x0314},
+    {0x1F4A, 0x1F48, 0x0300}, {0x1F4B, 0x1F49, 0x0300}, {0x1F4C, 0x1F48, 0x0301}, {0x1F4D, 0x1F49, 0x0301},
+    {0x1F50, 0x03C5, 0x0313}, {0x1F51, 0x03C5, 0x0314}, {0x1F52, 0x1F50, 0x0300}, {0x1F53, 0x1F51, 0x0300},
+    {0x1F54, 0x1F50, 0x0301}, {0x1F55, 0x1F51, 0x0301}, {0x1F56, 0x1F50, 0x0342}, {0x1F57, 0x1F51, 0x0342},
+    {0x1F59, 0x03A5, 0x0314}, {0x1F5B, 0x1F59, 0x0300}, {0x1F5D, 0x1F59, 0x0301}, {0x1F5F, 0x1F59, 0x0342},
+    {0x1F60, 0x03C9, 0x0313}, {0x1F61, 0x03C9, 0x0314}, {0x1F62, 0x1F60, 0x0300}, {0x1F63, 0x1F61, 0x0300},
+    {0x1F64, 0x1F60, 0x0301}, {0x1F65, 0x1F61, 0x0301}, {0x1F66, 0x1F60, 0x0342}, {0x1F67, 0x1F61, 0x0342},
+    {0x1F68, 0x03A9, 0x0313}, {0x1F69, 0x03A9, 0x0314}, {0x1F6A, 0x1F68, 0x0300}, {0x1F6B, 0x1F69, 0x0300},
+    {0x1F6C, 0x1F68, 0x0301}, {0x1F6D, 0x1F69, 0x0301}, {0x1F6E, 0x1F68, 0x0342}, {0x1F6F, 0x1F69, 0x0342},
+    {0x1F70, 0x03B1, 0x0300}, {0x1F71, 0x03B1, 0x0301}, {0x1F72, 0x03B5, 0x0300}, {0x1F73, 0x03B5, 0x0301},
+    {0x1F74, 0x03B7, 0x0300}, {0x1F75, 0x03B7, 0x0301}, {0x1F76, 0x03B9, 0x0300}, {0x1F77, 0x03B9, 0x0301},
+    {0x1F78, 0x03BF, 0x0300}, {0x1F79, 0x03BF, 0x0301}, {0x1F7A, 0x03C5, 0x0300}, {0x1F7B, 0x03C5, 0x0301},
+    {0x1F7C, 0x03C9, 0x0300}, {0x1F7D, 0x03C9, 0x0301}, {0x1F80, 0x1F00, 0x0345}, {0x1F81, 0x1F01, 0x0345},
+    {0x1F82, 0x1F02, 0x0345}, {0x1F83, 0x1F03, 0x0345}, {0x1F84, 0x1F04, 0x0345}, {0x1F85, 0x1F05, 0x0345},
+    {0x1F86, 0x1F06, 0x0345}, {0x1F87, 0x1F07, 0x0345}, {0x1F88, 0x1F08, 0x0345}, {0x1F89, 0x1F09, 0x0345},
+    {0x1F8A, 0x1F0A, 0x0345}, {0x1F8B, 0x1F0B, 0x0345}, {0x1F8C, 0x1F0C, 0x0345}, {0x1F8D, 0x1F0D, 0x0345},
+    {0x1F8E, 0x1F0E, 0x0345}, {0x1F8F, 0x1F0F, 0x0345}, {0x1F90, 0x1F20, 0x0345}, {0x1F91, 0x1F21, 0x0345},
+    {0x1F92, 0x1F22, 0x0345}, {0x1F93, 0x1F23, 0x0345}, {0x1F94, 0x1F24, 0x0345}, {0x1F95, 0x1F25, 0x0345},
+    {0x1F96, 0x1F26, 0x0345}, {0x1F97, 0x1F27, 0x0345}, {0x1F98, 0x1F28, 0x0345}, {0x1F99, 0x1F29, 0x0345},
+    {0x1F9A, 0x1F2A, 0x0345}, {0x1F9B, 0x1F2B, 0x0345}, {0x1F9C, 0x1F2C, 0x0345}, {0x1F9D, 0x1F2D, 0x0345},
+    {0x1F9E, 0x1F2E, 0x0345}, {0x1F9F, 0x1F2F, 0x0345}, {0x1FA0, 0x1F60, 0x0345}, {0x1FA1, 0x1F61, 0x0345},
+    {0x1FA2, 0x1F62, 0x0345}, {0x1FA3, 0x1F63, 0x0345}, {0x1FA4, 0x1F64, 0x0345}, {0x1FA5, 0x1F65, 0x0345},
+    {0x1FA6, 0x1F66, 0x0345}, {0x1FA7, 0x1F67, 0x0345}, {0x1FA8, 0x1F68, 0x0345}, {0x1FA9, 0x1F69, 0x0345},
+    {0x1FAA, 0x1F6A, 0x0345}, {0x1FAB, 0x1F6B, 0x0345}, {0x1FAC, 0x1F6C, 0x0345}, {0x1FAD, 0x1F6D, 0x0345},
+    {0x1FAE, 0x1F6E, 0x0345}, {0x1FAF, 0x1F6F, 0x0345}, {0x1FB0, 0x03B1, 0x0306}, {0x1FB1, 0x03B1, 0x0304},
+    {0x1FB2, 0x1F70, 0x0345}, {0x1FB3, 0x03B1, 0x0345}, {0x1FB4, 0x03AC, 0x0345}, {0x1FB6, 0x03B1, 0x0342},
+    {0x1FB7, 0x1FB6, 0x0345}, {0x1FB8, 0x0391, 0x0306}, {0x1FB9, 0x0391, 0x0304}, {0x1FBA, 0x0391, 0x0300},
+    {0x1FBB, 0x0391, 0x0301}, {0x1FBC, 0x0391, 0x0345}, {0x1FBE, 0x03B9, 0}, {0x1FC1, 0x00A8, 0x0342},
+    {0x1FC2, 0x1F74, 0x0345}, {0x1FC3, 0x03B7, 0x0345}, {0x1FC4, 0x03AE, 0x0345}, {0x1FC6, 0x03B7, 0x0342},
+    {0x1FC7, 0x1FC6, 0x0345}, {0x1FC8, 0x0395, 0x0300}, {0x1FC9, 0x0395, 0x0301}, {0x1FCA, 0x0397, 0x0300},
+    {0x1FCB, 0x0397, 0x0301}, {0x1FCC, 0x0397, 0x0345}, {0x1FCD, 0x1FBF, 0x0300}, {0x1FCE, 0x1FBF, 0x0301},
+    {0x1FCF, 0x1FBF, 0x0342}, {0x1FD0, 0x03B9, 0x0306}, {0x1FD1, 0x03B9, 0x0304}, {0x1FD2, 0x03CA, 0x0300},
+    {0x1FD3, 0x03CA, 0x0301}, {0x1FD6, 0x03B9, 0x0342}, {0x1FD7, 0x03CA, 0x0342}, {0x1FD8, 0x0399, 0x0306},
+    {0x1FD9, 0x0399, 0x0304}, {0x1FDA, 0x0399, 0x0300}, {0x1FDB, 0x0399, 0x0301}, {0x1FDD, 0x1FFE, 0x0300},
+    {0x1FDE, 0x1FFE, 0x0301}, {0x1FDF, 0x1FFE, 0x0342}, {0x1FE0, 0x03C5, 0x0306}, {0x1FE1, 0x03C5, 0x0304},
+    {0x1FE2, 0x03CB, 0x0300}, {0x1FE3, 0x03CB, 0x0301}, {0x1FE4, 0x03C1, 0x0313}, {0x1FE5, 0x03C1, 0x0314},
+    {0x1FE6, 0x03C5, 0x0342}, {0x1FE7, 0x03CB, 0x0342}, {0x1FE8, 0x03A5, 0x0306}, {0x1FE9, 0x03A5, 0x0304},
+    {0x1FEA, 0x03A5, 0x0300}, {0x1FEB, 0x03A5, 0x0301}, {0x1FEC, 0x03A1, 0x0314}, {0x1FED, 0x00A8, 0x0300},
+    {0x1FEE, 0x00A8, 0x0301}, {0x1FEF, 0x0060, 0}, {0x1FF2, 0x1F7C, 0x0345}, {0x1FF3, 0x03C9, 0x0345},
+    {0x1FF4, 0x03CE, 0x0345}, {0x1FF6, 0x03C9, 0x0342}, {0x1FF7, 0x1FF6, 0x0345}, {0x1FF8, 0x039F, 0x0300},
+    {0x1FF9, 0x039F, 0x0301}, {0x1FFA, 0x03A9, 0x0300}, {0x1FFB, 0x03A9, 0x0301}, {0x1FFC, 0x03A9, 0x0345},
+    {0x1FFD, 0x00B4, 0}, {0x2000, 0x2002, 0}, {0x2001, 0x2003, 0}, {0x2126, 0x03A9, 0},
+    {0x212A, 0x004B, 0}, {0x212B, 0x0041, 0x030A}, {0x219A, 0x2190, 0x0338}, {0x219B, 0x2192, 0x0338},
+    {0x21AE, 0x2194, 0x0338}, {0x21CD, 0x21D0, 0x0338}, {0x21CE, 0x21D4, 0x0338}, {0x21CF, 0x21D2, 0x0338},
+    {0x2204, 0x2203, 0x0338}, {0x2209, 0x2208, 0x0338}, {0x220C, 0x220B, 0x0338}, {0x2224, 0x2223, 0x0338},
+    {0x2226, 0x2225, 0x0338}, {0x2241, 0x223C, 0x0338}, {0x2244, 0x2243, 0x0338}, {0x2247, 0x2245, 0x0338},
+    {0x2249, 0x2248, 0x0338}, {0x2260, 0x003D, 0x0338}, {0x2262, 0x2261, 0x0338}, {0x226D, 0x224D, 0x0338},
+    {0x226E, 0x003C, 0x0338}, {0x226F, 0x003E, 0x0338}, {0x2270, 0x2264, 0x0338}, {0x2271, 0x2265, 0x0338},
+    {0x2274, 0x2272, 0x0338}, {0x2275, 0x2273, 0x0338}, {0x2278, 0x2276, 0x0338}, {0x2279, 0x2277, 0x0338},
+    {0x2280, 0x227A, 0x0338}, {0x2281, 0x227B, 0x0338}, {0x2284, 0x2282, 0x0338}, {0x2285, 0x2283, 0x0338},
+    {0x2288, 0x2286, 0x0338}, {0x2289, 0x2287, 0x0338}, {0x22AC, 0x22A2, 0x0338}, {0x22AD, 0x22A8, 0x0338},
+    {0x22AE, 0x22A9, 0x0338}, {0x22AF, 0x22AB, 0x0338}, {0x22E0, 0x227C, 0x0338}, {0x22E1, 0x227D, 0x0338},
+    {0x22E2, 0x2291, 0x0338}, {0x22E3, 0x2292, 0x0338}, {0x22EA, 0x22B2, 0x0338}, {0x22EB, 0x22B3, 0x0338},
+    {0x22EC, 0x22B4, 0x0338}, {0x22ED, 0x22B5, 0x0338}, {0x2329, 0x3008, 0}, {0x232A, 0x3009, 0},
+    {0x2ADC, 0x2ADD, 0x0338}, {0x304C, 0x304B, 0x3099}, {0x304E, 0x304D, 0x3099}, {0x3050, 0x304F, 0x3099},
+    {0x3052, 0x3051, 0x3099}, {0x3054, 0x3053, 0x3099}, {0x3056, 0x3055, 0x3099}, {0x3058, 0x3057, 0x3099},
+    {0x305A, 0x3059, 0x3099}, {0x305C, 0x305B, 0x3099}, {0x305E, 0x305D, 0x3099}, {0x3060, 0x305F, 0x3099},
+    {0x3062, 0x3061, 0x3099}, {0x3065, 0x3064, 0x3099}, {0x3067, 0x3066, 0x3099}, {0x3069, 0x3068, 0x3099},
+    {0x3070, 0x306F, 0x3099}, {0x3071, 0x306F, 0x309A}, {0x3073, 0x3072, 0x3099}, {0x3074, 0x3072, 0x309A},
+    {0x3076, 0x3075, 0x3099}, {0x3077, 0x3075, 0x309A}, {0x3079, 0x3078, 0x3099}, {0x307A, 0x3078, 0x309A},
+    {0x307C, 0x307B, 0x3099}, {0x307D, 0x307B, 0x309A}, {0x3094, 0x3046, 0x3099}, {0x309E, 0x309D, 0x3099},
+    {0x30AC, 0x30AB, 0x3099}, {0x30AE, 0x30AD, 0x3099}, {0x30B0, 0x30AF, 0x3099}, {0x30B2, 0x30B1, 0x3099},
+    {0x30B4, 0x30B3, 0x3099}, {0x30B6, 0x30B5, 0x3099}, {0x30B8, 0x30B7, 0x3099}, {0x30BA, 0x30B9, 0x3099},
+    {0x30BC, 0x30BB, 0x3099}, {0x30BE, 0x30BD, 0x3099}, {0x30C0, 0x30BF, 0x3099}, {0x30C2, 0x30C1, 0x3099},
+    {0x30C5, 0x30C4, 0x3099}, {0x30C7, 0x30C6, 0x3099}, {0x30C9, 0x30C8, 0x3099}, {0x30D0, 0x30CF, 0x3099},
+    {0x30D1, 0x30CF, 0x309A}, {0x30D3, 0x30D2, 0x3099}, {0x30D4, 0x30D2, 0x309A}, {0x30D6, 0x30D5, 0x3099},
+    {0x30D7, 0x30D5, 0x309A}, {0x30D9, 0x30D8, 0x3099}, {0x30DA, 0x30D8, 0x309A}, {0x30DC, 0x30DB, 0x3099},
+    {0x30DD, 0x30DB, 0x309A}, {0x30F4, 0x30A6, 0x3099}, {0x30F7, 0x30EF, 0x3099}, {0x30F8, 0x30F0, 0x3099},
+    {0x30F9, 0x30F1, 0x3099}, {0x30FA, 0x30F2, 0x3099}, {0x30FE, 0x30FD, 0x3099}, {0xF900, 0x8C48, 0},
+    {0xF901, 0x66F4, 0}, {0xF902, 0x8ECA, 0}, {0xF903, 0x8CC8, 0}, {0xF904, 0x6ED1, 0},
+    {0xF905, 0x4E32, 0}, {0xF906, 0x53E5, 0}, {0xF907, 0x9F9C, 0}, {0xF908, 0x9F9C, 0},
+    {0xF909, 0x5951, 0}, {0xF90A, 0x91D1, 0}, {0xF90B, 0x5587, 0}, {0xF90C, 0x5948, 0},
+    {0xF90D, 0x61F6, 0}, {0xF90E, 0x7669, 0}, {0xF90F, 0x7F85, 0}, {0xF910, 0x863F, 0},
+    {0xF911, 0x87BA, 0}, {0xF912, 0x88F8, 0}, {0xF913, 0x908F, 0}, {0xF914, 0x6A02, 0},
+    {0xF915, 0x6D1B, 0}, {0xF916, 0x70D9, 0}, {0xF917, 0x73DE, 0}, {0xF918, 0x843D, 0},
+    {0xF919, 0x916A, 0}, {0xF91A, 0x99F1, 0}, {0xF91B, 0x4E82, 0}, {0xF91C, 0x5375, 0},
+    {0xF91D, 0x6B04, 0}, {0xF91E, 0x721B, 0}, {0xF91F, 0x862D, 0}, {0xF920, 0x9E1E, 0},
+    {0xF921, 0x5D50, 0}, {0xF922, 0x6FEB, 0}, {0xF923, 0x85CD, 0}, {0xF924, 0x8964, 0},
+    {0xF925, 0x62C9, 0}, {0xF926, 0x81D8, 0}, {0xF927, 0x881F, 0}, {0xF928, 0x5ECA, 0},
+    {0xF929, 0x6717, 0}, {0xF92A, 0x6D6A, 0}, {0xF92B, 0x72FC, 0}, {0xF92C, 0x90CE, 0},
+    {0xF92D, 0x4F86, 0}, {0xF92E, 0x51B7, 0}, {0xF92F, 0x52DE, 0}, {0xF930, 0x64C4, 0},
+    {0xF931, 0x6AD3, 0}, {0xF932, 0x7210, 0}, {0xF933, 0x76E7, 0}, {0xF934, 0x8001, 0},
+    {0xF935, 0x8606, 0}, {0xF936, 0x865C, 0}, {0xF937, 0x8DEF, 0}, {0xF938, 0x9732, 0},
+    {0xF939, 0x9B6F, 0}, {0xF93A, 0x9DFA, 0}, {0xF93B, 0x788C, 0}, {0xF93C, 0x797F, 0},
+    {0xF93D, 0x7DA0, 0}, {0xF93E, 0x83C9, 0}, {0xF93F, 0x9304, 0}, {0xF940, 0x9E7F, 0},
+    {0xF941, 0x8AD6, 0}, {0xF942, 0x58DF, 0}, {0xF943, 0x5F04, 0}, {0xF944, 0x7C60, 0},
+    {0xF945, 0x807E, 0}, {0xF946, 0x7262, 0}, {0xF947, 0x78CA, 0}, {0xF948, 0x8CC2, 0},
+    {0xF949, 0x96F7, 0}, {0xF94A, 0x58D8, 0}, {0xF94B, 0x5C62, 0}, {0xF94C, 0x6A13, 0},
+    {0xF94D, 0x6DDA, 0}, {0xF94E, 0x6F0F, 0}, {0xF94F, 0x7D2F, 0}, {0xF950, 0x7E37, 0},
+    {0xF951, 0x964B, 0}, {0xF952, 0x52D2, 0}, {0xF953, 0x808B, 0}, {0xF954, 0x51DC, 0},
+    {0xF955, 0x51CC, 0}, {0xF956, 0x7A1C, 0}, {0xF957, 0x7DBE, 0}, {0xF958, 0x83F1, 0},
+    {0xF959, 0x9675, 0}, {0xF95A, 0x8B80, 0}, {0xF95B, 0x62CF, 0}, {0xF95C, 0x6A02, 0},
+    {0xF95D, 0x8AFE, 0}, {0xF95E, 0x4E39, 0}, {0xF95F, 0x5BE7, 0}, {0xF960, 0x6012, 0},
+    {0xF961, 0x7387, 0}, {0xF962, 0x7570, 0}, {0xF963, 0x5317, 0}, {0xF964, 0x78FB, 0},
+    {0xF965, 0x4FBF, 0}, {0xF966, 0x5FA9, 0}, {0xF967, 0x4E0D, 0}, {0xF968, 0x6CCC, 0},
+    {0xF969, 0x6578, 0}, {0xF96A, 0x7D22, 0}, {0xF96B, 0x53C3, 0}, {0xF96C, 0x585E, 0},
+    {0xF96D, 0x7701, 0}, {0xF96E, 0x8449, 0}, {0xF96F, 0x8AAA, 0}, {0xF970, 0x6BBA, 0},
+    {0xF971, 0x8FB0, 0}, {0xF972, 0x6C88, 0}, {0xF973, 0x62FE, 0}, {0xF974, 0x82E5, 0},
+    {0xF975, 0x63A0, 0}, {0xF976, 0x7565, 0}, {0xF977, 0x4EAE, 0}, {0xF978, 0x5169, 0},
+    {0xF979, 0x51C9, 0}, {0xF97A, 0x6881, 0}, {0xF97B, 0x7CE7, 0}, {0xF97C, 0x826F, 0},
+    {0xF97D, 0x8AD2, 0}, {0xF97E, 0x91CF, 0}, {0xF97F, 0x52F5, 0}, {0xF980, 0x5442, 0},
+    {0xF981, 0x5973, 0}, {0xF982, 0x5EEC, 0}, {0xF983, 0x65C5, 0}, {0xF984, 0x6FFE, 0},
+    {0xF985, 0x792A, 0}, {0xF986, 0x95AD, 0}, {0xF987, 0x9A6A, 0}, {0xF988, 0x9E97, 0},
+    {0xF989, 0x9ECE, 0}, {0xF98A, 0x529B, 0}, {0xF98B, 0x66C6, 0}, {0xF98C, 0x6B77, 0},
+    {0xF98D, 0x8F62, 0}, {0xF98E, 0x5E74, 0}, {0xF98F, 0x6190, 0}, {0xF990, 0x6200, 0},
+    {0xF991, 0x649A, 0}, {0xF992, 0x6F23, 0}, {0xF993, 0x7149, 0}, {0xF994, 0x7489, 0},
+    {0xF995, 0x79CA, 0}, {0xF996, 0x7DF4, 0}, {0xF997, 0x806F, 0}, {0xF998, 0x8F26, 0},
+    {0xF999, 0x84EE, 0}, {0xF99A, 0x9023, 0}, {0xF99B, 0x934A, 0}, {0xF99C, 0x5217, 0},
+    {0xF99D, 0x52A3, 0}, {0xF99E, 0x54BD, 0}, {0xF99F, 0x70C8, 0}, {0xF9A0, 0x88C2, 0},
+    {0xF9A1, 0x8AAA, 0}, {0xF9A2, 0x5EC9, 0}, {0xF9A3, 0x5FF5, 0}, {0xF9A4, 0x637B, 0},
+    {0xF9A5, 0x6BAE, 0}, {0xF9A6, 0x7C3E, 0}, {0xF9A7, 0x7375, 0}, {0xF9A8, 0x4EE4, 0},
+    {0xF9A9, 0x56F9, 0}, {0xF9AA, 0x5BE7, 0}, {0xF9AB, 0x5DBA, 0}, {0xF9AC, 0x601C, 0},
+    {0xF9AD, 0x73B2, 0}, {0xF9AE, 0x7469, 0}, {0xF9AF, 0x7F9A, 0}, {0xF9B0, 0x8046, 0},
+    {0xF9B1, 0x9234, 0}, {0xF9B2, 0x96F6, 0}, {0xF9B3, 0x9748, 0}, {0xF9B4, 0x9818, 0},
+    {0xF9B5, 0x4F8B, 0}, {0xF9B6, 0x79AE, 0}, {0xF9B7, 0x91B4, 0}, {0xF9B8, 0x96B8, 0},
+    {0xF9B9, 0x60E1, 0}, {0xF9BA, 0x4E86, 0}, {0xF9BB, 0x50DA, 0}, {0xF9BC, 0x5BEE, 0},
+    {0xF9BD, 0x5C3F, 0}, {0xF9BE, 0x6599, 0}, {0xF9BF, 0x6A02, 0}, {0xF9C0, 0x71CE, 0},
+    {0xF9C1, 0x7642, 0}, {0xF9C2, 0x84FC, 0}, {0xF9C3, 0x907C, 0}, {0xF9C4, 0x9F8D, 0},
+    {0xF9C5, 0x6688, 0}, {0xF9C6, 0x962E, 0}, {0xF9C7, 0x5289, 0}, {0xF9C8, 0x677B, 0},
+    {0xF9C9, 0x67F3, 0}, {0xF9CA, 0x6D41, 0}, {0xF9CB, 0x6E9C, 0}, {0xF9CC, 0x7409, 0},
+    {0xF9CD, 0x7559, 0}, {0xF9CE, 0x786B, 0}, {0xF9CF, 0x7D10, 0}, {0xF9D0, 0x985E, 0},
+    {0xF9D1, 0x516D, 0}, {0xF9D2, 0x622E, 0}, {0xF9D3, 0x9678, 0}, {0xF9D4, 0x502B, 0},
+    {0xF9D5, 0x5D19, 0}, {0xF9D6, 0x6DEA, 0}, {0xF9D7, 0x8F2A, 0}, {0xF9D8, 0x5F8B, 0},
+    {0xF9D9, 0x6144, 0}, {0xF9DA, 0x6817, 0}, {0xF9DB, 0x7387, 0}, {0xF9DC, 0x9686, 0},
+    {0xF9DD, 0x5229, 0}, {0xF9DE, 0x540F, 0}, {0xF9DF, 0x5C65, 0}, {0xF9E0, 0x6613, 0},
+    {0xF9E1, 0x674E, 0}, {0xF9E2, 0x68A8, 0}, {0xF9E3, 0x6CE5, 0}, {0xF9E4, 0x7406, 0},
+    {0xF9E5, 0x75E2, 0}, {0xF9E6, 0x7F79, 0}, {0xF9E7, 0x88CF, 0}, {0xF9E8, 0x88E1, 0},
+    {0xF9E9, 0x91CC, 0}, {0xF9EA, 0x96E2, 0}, {0xF9EB, 0x533F, 0}, {0xF9EC, 0x6EBA, 0},
+    {0xF9ED, 0x541D, 0}, {0xF9EE, 0x71D0, 0}, {0xF9EF, 0x7498, 0}, {0xF9F0, 0x85FA, 0},
+    {0xF9F1, 0x96A3, 0}, {0xF9F2, 0x9C57, 0}, {0xF9F3, 0x9E9F, 0}, {0xF9F4, 0x6797, 0},
+    {0xF9F5, 0x6DCB, 0}, {0xF9F6, 0x81E8, 0}, {0xF9F7, 0x7ACB, 0}, {0xF9F8, 0x7B20, 0},
+    {0xF9F9, 0x7C92, 0}, {0xF9FA, 0x72C0, 0}, {0xF9FB, 0x7099, 0}, {0xF9FC, 0x8B58, 0},
+    {0xF9FD, 0x4EC0, 0}, {0xF9FE, 0x8336, 0}, {0xF9FF, 0x523A, 0}, {0xFA00, 0x5207, 0},
+    {0xFA01, 0x5EA6, 0}, {0xFA02, 0x62D3, 0}, {0xFA03, 0x7CD6, 0}, {0xFA04, 0x5B85, 0},
+    {0xFA05, 0x6D1E, 0}, {0xFA06, 0x66B4, 0}, {0xFA07, 0x8F3B, 0}, {0xFA08, 0x884C, 0},
+    {0xFA09, 0x964D, 0}, {0xFA0A, 0x898B, 0}, {0xFA0B, 0x5ED3, 0}, {0xFA0C, 0x5140, 0},
+    {0xFA0D, 0x55C0, 0}, {0xFA10, 0x585A, 0}, {0xFA12, 0x6674, 0}, {0xFA15, 0x51DE, 0},
+    {0xFA16, 0x732A, 0}, {0xFA17, 0x76CA, 0}, {0xFA18, 0x793C, 0}, {0xFA19, 0x795E, 0},
+    {0xFA1A, 0x7965, 0}, {0xFA1B, 0x798F, 0}, {0xFA1C, 0x9756, 0}, {0xFA1D, 0x7CBE, 0},
+    {0xFA1E, 0x7FBD, 0}, {0xFA20, 0x8612, 0}, {0xFA22, 0x8AF8, 0}, {0xFA25, 0x9038, 0},
+    {0xFA26, 0x90FD, 0}, {0xFA2A, 0x98EF, 0}, {0xFA2B, 0x98FC, 0}, {0xFA2C, 0x9928, 0},
+    {0xFA2D, 0x9DB4, 0}, {0xFA2E, 0x90DE, 0}, {0xFA2F, 0x96B7, 0}, {0xFA30, 0x4FAE, 0},
+    {0xFA31, 0x50E7, 0}, {0xFA32, 0x514D, 0}, {0xFA33, 0x52C9, 0}, {0xFA34, 0x52E4, 0},
+    {0xFA35, 0x5351, 0}, {0xFA36, 0x559D, 0}, {0xFA37, 0x5606, 0}, {0xFA38, 0x5668, 0},
+    {0xFA39, 0x5840, 0}, {0xFA3A, 0x58A8, 0}, {0xFA3B, 0x5C64, 0}, {0xFA3C, 0x5C6E, 0},
+    {0xFA3D, 0x6094, 0}, {0xFA3E, 0x6168, 0}, {0xFA3F, 0x618E, 0}, {0xFA40, 0x61F2, 0},
+    {0xFA41, 0x654F, 0}, {0xFA42, 0x65E2, 0}, {0xFA43, 0x6691, 0}, {0xFA44, 0x6885, 0},
+    {0xFA45, 0x6D77, 0}, {0xFA46, 0x6E1A, 0}, {0xFA47, 0x6F22, 0}, {0xFA48, 0x716E, 0},
+    {0xFA49, 0x722B, 0}, {0xFA4A, 0x7422, 0}, {0xFA4B, 0x7891, 0}, {0xFA4C, 0x793E, 0},
+    {0xFA4D, 0x7949, 0}, {0xFA4E, 0x7948, 0}, {0xFA4F, 0x7950, 0}, {0xFA50, 0x7956, 0},
+    {0xFA51, 0x795D, 0}, {0xFA52, 0x798D, 0}, {0xFA53, 0x798E, 0}, {0xFA54, 0x7A40, 0},
+    {0xFA55, 0x7A81, 0}, {0xFA56, 0x7BC0, 0}, {0xFA57, 0x7DF4, 0}, {0xFA58, 0x7E09, 0},
+    {0xFA59, 0x7E41, 0}, {0xFA5A, 0x7F72, 0}, {0xFA5B, 0x8005, 0}, {0xFA5C, 0x81ED, 0},
+    {0xFA5D, 0x8279, 0}, {0xFA5E, 0x8279, 0}, {0xFA5F, 0x8457, 0}, {0xFA60, 0x8910, 0},
+    {0xFA61, 0x8996, 0}, {0xFA62, 0x8B01, 0}, {0xFA63, 0x8B39, 0}, {0xFA64, 0x8CD3, 0},
+    {0xFA65, 0x8D08, 0}, {0xFA66, 0x8FB6, 0}, {0xFA67, 0x9038, 0}, {0xFA68, 0x96E3, 0},
+    {0xFA69, 0x97FF, 0}, {0xFA6A, 0x983B, 0}, {0xFA6B, 0x6075, 0}, {0xFA6C, 0x242EE, 0},
+    {0xFA6D, 0x8218, 0}, {0xFA70, 0x4E26, 0}, {0xFA71, 0x51B5, 0}, {0xFA72, 0x5168, 0},
+    {0xFA73, 0x4F80, 0}, {0xFA74, 0x5145, 0}, {0xFA75, 0x5180, 0}, {0xFA76, 0x52C7, 0},
+    {0xFA77, 0x52FA, 0}, {0xFA78, 0x559D, 0}, {0xFA79, 0x5555, 0}, {0xFA7A, 0x5599, 0},
+    {0xFA7B, 0x55E2, 0}, {0xFA7C, 0x585A, 0}, {0xFA7D, 0x58B3, 0}, {0xFA7E, 0x5944, 0},
+    {0xFA7F, 0x5954, 0}, {0xFA80, 0x5A62, 0}, {0xFA81, 0x5B28, 0}, {0xFA82, 0x5ED2, 0},
+    {0xFA83, 0x5ED9, 0}, {0xFA84, 0x5F69, 0}, {0xFA85, 0x5FAD, 0}, {0xFA86, 0x60D8, 0},
+    {0xFA87, 0x614E, 0}, {0xFA88, 0x6108, 0}, {0xFA89, 0x618E, 0}, {0xFA8A, 0x6160, 0},
+    {0xFA8B, 0x61F2, 0}, {0xFA8C, 0x6234, 0}, {0xFA8D, 0x63C4, 0}, {0xFA8E, 0x641C, 0},
+    {0xFA8F, 0x6452, 0}, {0xFA90, 0x6556, 0}, {0xFA91, 0x6674, 0}, {0xFA92, 0x6717, 0},
+    {0xFA93, 0x671B, 0}, {0xFA94, 0x6756, 0}, {0xFA95, 0x6B79, 0}, {0xFA96, 0x6BBA, 0},
+    {0xFA97, 0x6D41, 0}, {0xFA98, 0x6EDB, 0}, {0xFA99, 0x6ECB, 0}, {0xFA9A, 0x6F22, 0},
+    {0xFA9B, 0x701E, 0}, {0xFA9C, 0x716E, 0}, {0xFA9D, 0x77A7, 0}, {0xFA9E, 0x7235, 0},
+    {0xFA9F, 0x72AF, 0}, {0xFAA0, 0x732A, 0}, {0xFAA1, 0x7471, 0}, {0xFAA2, 0x7506, 0},
+    {0xFAA3, 0x753B, 0}, {0xFAA4, 0x761D, 0}, {0xFAA5, 0x761F, 0}, {0xFAA6, 0x76CA, 0},
+    {0xFAA7, 0x76DB, 0}, {0xFAA8, 0x76F4, 0}, {0xFAA9, 0x774A, 0}, {0xFAAA, 0x7740, 0},
+    {0xFAAB, 0x78CC, 0}, {0xFAAC, 0x7AB1, 0}, {0xFAAD, 0x7BC0, 0}, {0xFAAE, 0x7C7B, 0},
+    {0xFAAF, 0x7D5B, 0}, {0xFAB0, 0x7DF4, 0}, {0xFAB1, 0x7F3E, 0}, {0xFAB2, 0x8005, 0},
+    {0xFAB3, 0x8352, 0}, {0xFAB4, 0x83EF, 0}, {0xFAB5, 0x8779, 0}, {0xFAB6, 0x8941, 0},
+    {0xFAB7, 0x8986, 0}, {0xFAB8, 0x8996, 0}, {0xFAB9, 0x8ABF, 0}, {0xFABA, 0x8AF8, 0},
+    {0xFABB, 0x8ACB, 0}, {0xFABC, 0x8B01, 0}, {0xFABD, 0x8AFE, 0}, {0xFABE, 0x8AED, 0},
+    {0xFABF, 0x8B39, 0}, {0xFAC0, 0x8B8A, 0}, {0xFAC1, 0x8D08, 0}, {0xFAC2, 0x8F38, 0},
+    {0xFAC3, 0x9072, 0}, {0xFAC4, 0x9199, 0}, {0xFAC5, 0x9276, 0}, {0xFAC6, 0x967C, 0},
+    {0xFAC7, 0x96E3, 0}, {0xFAC8, 0x9756, 0}, {0xFAC9, 0x97DB, 0}, {0xFACA, 0x97FF, 0},
+    {0xFACB, 0x980B, 0}, {0xFACC, 0x983B, 0}, {0xFACD, 0x9B12, 0}, {0xFACE, 0x9F9C, 0},
+    {0xFACF, 0x2284A, 0}, {0xFAD0, 0x22844, 0}, {0xFAD1, 0x233D5, 0}, {0xFAD2, 0x3B9D, 0},
+    {0xFAD3, 0x4018, 0}, {0xFAD4, 0x4039, 0}, {0xFAD5, 0x25249, 0}, {0xFAD6, 0x25CD0, 0},
+    {0xFAD7, 0x27ED3, 0}, {0xFAD8, 0x9F43, 0}, {0xFAD9, 0x9F8E, 0}, {0xFB1D, 0x05D9, 0x05B4},
+    {0xFB1F, 0x05F2, 0x05B7}, {0xFB2A, 0x05E9, 0x05C1}, {0xFB2B, 0x05E9, 0x05C2}, {0xFB2C, 0xFB49, 0x05C1},
+    {0xFB2D, 0xFB49, 0x05C2}, {0xFB2E, 0x05D0, 0x05B7}, {0xFB2F, 0x05D0, 0x05B8}, {0xFB30, 0x05D0, 0x05BC},
+    {0xFB31, 0x05D1, 0x05BC}, {0xFB32, 0x05D2, 0x05BC}, {0xFB33, 0x05D3, 0x05BC}, {0xFB34, 0x05D4, 0x05BC},
+    {0xFB35, 0x05D5, 0x05BC}, {0xFB36, 0x05D6, 0x05BC}, {0xFB38, 0x05D8, 0x05BC}, {0xFB39, 0x05D9, 0x05BC},
+    {0xFB3A, 0x05DA, 0x05BC}, {0xFB3B, 0x05DB, 0x05BC}, {0xFB3C, 0x05DC, 0x05BC}, {0xFB3E, 0x05DE, 0x05BC},
+    {0xFB40, 0x05E0, 0x05BC}, {0xFB41, 0x05E1, 0x05BC}, {0xFB43, 0x05E3, 0x05BC}, {0xFB44, 0x05E4, 0x05BC},
+    {0xFB46, 0x05E6, 0x05BC}, {0xFB47, 0x05E7, 0x05BC}, {0xFB48, 0x05E8, 0x05BC}, {0xFB49, 0x05E9, 0x05BC},
+    {0xFB4A, 0x05EA, 0x05BC}, {0xFB4B, 0x05D5, 0x05B9}, {0xFB4C, 0x05D1, 0x05BF}, {0xFB4D, 0x05DB, 0x05BF},
+    {0xFB4E, 0x05E4, 0x05BF}, {0x105C9, 0x105D2, 0x0307}, {0x105E4, 0x105DA, 0x0307}, {0x1109A, 0x11099, 0x110BA},
+    {0x1109C, 0x1109B, 0x110BA}, {0x110AB, 0x110A5, 0x110BA}, {0x1112E, 0x11131, 0x11127}, {0x1112F, 0x11132, 0x11127},
+    {0x1134B, 0x11347, 0x1133E}, {0x1134C, 0x11347, 0x11357}, {0x11383, 0x11382, 0x113C9}, {0x11385, 0x11384, 0x113BB},
+    {0x1138E, 0x1138B, 0x113C2}, {0x11391, 0x11390, 0x113C9}, {0x113C5, 0x113C2, 0x113C2}, {0x113C7, 0x113C2, 0x113B8},
+    {0x113C8, 0x113C2, 0x113C9}, {0x114BB, 0x114B9, 0x114BA}, {0x114BC, 0x114B9, 0x114B0}, {0x114BE, 0x114B9, 0x114BD},
+    {0x115BA, 0x115B8, 0x115AF}, {0x115BB, 0x115B9, 0x115AF}, {0x11938, 0x11935, 0x11930}, {0x16121, 0x1611E, 0x1611E},
+    {0x16122, 0x1611E, 0x16129}, {0x16123, 0x1611E, 0x1611F}, {0x16124, 0x16129, 0x1611F}, {0x16125, 0x1611E, 0x16120},
+    {0x16126, 0x16121, 0x1611F}, {0x16127, 0x16122, 0x1611F}, {0x16128, 0x16121, 0x16120}, {0x16D68, 0x16D67, 0x16D67},
+    {0x16D69, 0x16D63, 0x16D67}, {0x16D6A, 0x16D69, 0x16D67}, {0x1D15E, 0x1D157, 0x1D165}, {0x1D15F, 0x1D158, 0x1D165},
+    {0x1D160, 0x1D15F, 0x1D16E}, {0x1D161, 0x1D15F, 0x1D16F}, {0x1D162, 0x1D15F, 0x1D170}, {0x1D163, 0x1D15F, 0x1D171},
+    {0x1D164, 0x1D15F, 0x1D172}, {0x1D1BB, 0x1D1B9, 0x1D165}, {0x1D1BC, 0x1D1BA, 0x1D165}, {0x1D1BD, 0x1D1BB, 0x1D16E},
+    {0x1D1BE, 0x1D1BC, 0x1D16E}, {0x1D1BF, 0x1D1BB, 0x1D16F}, {0x1D1C0, 0x1D1BC, 0x1D16F}, {0x2F800, 0x4E3D, 0},
+    {0x2F801, 0x4E38, 0}, {0x2F802, 0x4E41, 0}, {0x2F803, 0x20122, 0}, {0x2F804, 0x4F60, 0},
+    {0x2F805, 0x4FAE, 0}, {0x2F806, 0x4FBB, 0}, {0x2F807, 0x5002, 0}, {0x2F808, 0x507A, 0},
+    {0x2F809, 0x5099, 0}, {0x2F80A, 0x50E7, 0}, {0x2F80B, 0x50CF, 0}, {0x2F80C, 0x349E, 0},
+    {0x2F80D, 0x2063A, 0}, {0x2F80E, 0x514D, 0}, {0x2F80F, 0x5154, 0}, {0x2F810, 0x5164, 0},
+    {0x2F811, 0x5177, 0}, {0x2F812, 0x2051C, 0}, {0x2F813, 0x34B9, 0}, {0x2F814, 0x5167, 0},
+    {0x2F815, 0x518D, 0}, {0x2F816, 0x2054B, 0}, {0x2F817, 0x5197, 0}, {0x2F818, 0x51A4, 0},
+    {0x2F819, 0x4ECC, 0}, {0x2F81A, 0x51AC, 0}, {0x2F81B, 0x51B5, 0}, {0x2F81C, 0x291DF, 0},
+    {0x2F81D, 0x51F5, 0}, {0x2F81E, 0x5203, 0}, {0x2F81F, 0x34DF, 0}, {0x2F820, 0x523B, 0},
+    {0x2F821, 0x5246, 0}, {0x2F822, 0x5272, 0}, {0x2F823, 0x5277, 0}, {0x2F824, 0x3515, 0},
+    {0x2F825, 0x52C7, 0}, {0x2F826, 0x52C9, 0}, {0x2F827, 0x52E4, 0}, {0x2F828, 0x52FA, 0},
+    {0x2F829, 0x5305, 0}, {0x2F82A, 0x5306, 0}, {0x2F82B, 0x5317, 0}, {0x2F82C, 0x5349, 0},
+    {0x2F82D, 0x5351, 0}, {0x2F82E, 0x535A, 0}, {0x2F82F, 0x5373, 0}, {0x2F830, 0x537D, 0},
+    {0x2F831, 0x537F, 0}, {0x2F832, 0x537F, 0}, {0x2F833, 0x537F, 0}, {0x2F834, 0x20A2C, 0},
+    {0x2F835, 0x7070, 0}, {0x2F836, 0x53CA, 0}, {0x2F837, 0x53DF, 0}, {0x2F838, 0x20B63, 0},
+    {0x2F839, 0x53EB, 0}, {0x2F83A, 0x53F1, 0}, {0x2F83B, 0x5406, 0}, {0x2F83C, 0x549E, 0},
+    {0x2F83D, 0x5438, 0}, {0x2F83E, 0x5448, 0}, {0x2F83F, 0x5468, 0}, {0x2F840, 0x54A2, 0},
+    {0x2F841, 0x54F6, 0}, {0x2F842, 0x5510, 0}, {0x2F843, 0x5553, 0}, {0x2F844, 0x5563, 0},
+    {0x2F845, 0x5584, 0}, {0x2F846, 0x5584, 0}, {0x2F847, 0x5599, 0}, {0x2F848, 0x55AB, 0},
+    {0x2F849, 0x55B3, 0}, {0x2F84A, 0x55C2, 0}, {0x2F84B, 0x5716, 0}, {0x2F84C, 0x5606, 0},
+    {0x2F84D, 0x5717, 0}, {0x2F84E, 0x5651, 0}, {0x2F84F, 0x5674, 0}, {0x2F850, 0x5207, 0},
+    {0x2F851, 0x58EE, 0}, {0x2F852, 0x57CE, 0}, {0x2F853, 0x57F4, 0}, {0x2F854, 0x580D, 0},
+    {0x2F855, 0x578B, 0}, {0x2F856, 0x5832, 0}, {0x2F857, 0x5831, 0}, {0x2F858, 0x58AC, 0},
+    {0x2F859, 0x214E4, 0}, {0x2F85A, 0x58F2, 0}, {0x2F85B, 0x58F7, 0}, {0x2F85C, 0x5906, 0},
+    {0x2F85D, 0x591A, 0}, {0x2F85E, 0x5922, 0}, {0x2F85F, 0x5962, 0}, {0x2F860, 0x216A8, 0},
+    {0x2F861, 0x216EA, 0}, {0x2F862, 0x59EC, 0}, {0x2F863, 0x5A1B, 0}, {0x2F864, 0x5A27, 0},
+    {0x2F865, 0x59D8, 0}, {0x2F866, 0x5A66, 0}, {0x2F867, 0x36EE, 0}, {0x2F868, 0x36FC, 0},
+    {0x2F869, 0x5B08, 0}, {0x2F86A, 0x5B3E, 0}, {0x2F86B, 0x5B3E, 0}, {0x2F86C, 0x219C8, 0},
+    {0x2F86D, 0x5BC3, 0}, {0x2F86E, 0x5BD8, 0}, {0x2F86F, 0x5BE7, 0}, {0x2F870, 0x5BF3, 0},
+    {0x2F871, 0x21B18, 0}, {0x2F872, 0x5BFF, 0}, {0x2F873, 0x5C06, 0}, {0x2F874, 0x5F53, 0},
+    {0x2F875, 0x5C22, 0}, {0x2F876, 0x3781, 0}, {0x2F877, 0x5C60, 0}, {0x2F878, 0x5C6E, 0},
+    {0x2F879, 0x5CC0, 0}, {0x2F87A, 0x5C8D, 0}, {0x2F87B, 0x21DE4, 0}, {0x2F87C, 0x5D43, 0},
+    {0x2F87D, 0x21DE6, 0}, {0x2F87E, 0x5D6E, 0}, {0x2F87F, 0x5D6B, 0}, {0x2F880, 0x5D7C, 0},
+    {0x2F881, 0x5DE1, 0}, {0x2F882, 0x5DE2, 0}, {0x2F883, 0x382F, 0}, {0x2F884, 0x5DFD, 0},
+    {0x2F885, 0x5E28, 0}, {0x2F886, 0x5E3D, 0}, {0x2F887, 0x5E69, 0}, {0x2F888, 0x3862, 0},
+    {0x2F889, 0x22183, 0}, {0x2F88A, 0x387C, 0}, {0x2F88B, 0x5EB0, 0}, {0x2F88C, 0x5EB3, 0},
+    {0x2F88D, 0x5EB6, 0}, {0x2F88E, 0x5ECA, 0}, {0x2F88F, 0x2A392, 0}, {0x2F890, 0x5EFE, 0},
+    {0x2F891, 0x22331, 0}, {0x2F892, 0x22331, 0}, {0x2F893, 0x8201, 0}, {0x2F894, 0x5F22, 0},
+    {0x2F895, 0x5F22, 0}, {0x2F896, 0x38C7, 0}, {0x2F897, 0x232B8, 0}, {0x2F898, 0x261DA, 0},
+    {0x2F899, 0x5F62, 0}, {0x2F89A, 0x5F6B, 0}, {0x2F89B, 0x38E3, 0}, {0x2F89C, 0x5F9A, 0},
+    {0x2F89D, 0x5FCD, 0}, {0x2F89E, 0x5FD7, 0}, {0x2F89F, 0x5FF9, 0}, {0x2F8A0, 0x6081, 0},
+    {0x2F8A1, 0x393A, 0}, {0x2F8A2, 0x391C, 0}, {0x2F8A3, 0x6094, 0}, {0x2F8A4, 0x226D4, 0},
+    {0x2F8A5, 0x60C7, 0}, {0x2F8A6, 0x6148, 0}, {0x2F8A7, 0x614C, 0}, {0x2F8A8, 0x614E, 0},
+    {0x2F8A9, 0x614C, 0}, {0x2F8AA, 0x617A, 0}, {0x2F8AB, 0x618E, 0}, {0x2F8AC, 0x61B2, 0},
+    {0x2F8AD, 0x61A4, 0}, {0x2F8AE, 0x61AF, 0}, {0x2F8AF, 0x61DE, 0}, {0x2F8B0, 0x61F2, 0},
+    {0x2F8B1, 0x61F6, 0}, {0x2F8B2, 0x6210, 0}, {0x2F8B3, 0x621B, 0}, {0x2F8B4, 0x625D, 0},
+    {0x2F8B5, 0x62B1, 0}, {0x2F8B6, 0x62D4, 0}, {0x2F8B7, 0x6350, 0}, {0x2F8B8, 0x22B0C, 0},
+    {0x2F8B9, 0x633D, 0}, {0x2F8BA, 0x62FC, 0}, {0x2F8BB, 0x6368, 0}, {0x2F8BC, 0x6383, 0},
+    {0x2F8BD, 0x63E4, 0}, {0x2F8BE, 0x22BF1, 0}, {0x2F8BF, 0x6422, 0}, {0x2F8C0, 0x63C5, 0},
+    {0x2F8C1, 0x63A9, 0}, {0x2F8C2, 0x3A2E, 0}, {0x2F8C3, 0x6469, 0}, {0x2F8C4, 0x647E, 0},
+    {0x2F8C5, 0x649D, 0}, {0x2F8C6, 0x6477, 0}, {0x2F8C7, 0x3A6C, 0}, {0x2F8C8, 0x654F, 0},
+    {0x2F8C9, 0x656C, 0}, {0x2F8CA, 0x2300A, 0}, {0x2F8CB, 0x65E3, 0}, {0x2F8CC, 0x66F8, 0},
+    {0x2F8CD, 0x6649, 0}, {0x2F8CE, 0x3B19, 0}, {0x2F8CF, 0x6691, 0}, {0x2F8D0, 0x3B08, 0},
+    {0x2F8D1, 0x3AE4, 0}, {0x2F8D2, 0x5192, 0}, {0x2F8D3, 0x5195, 0}, {0x2F8D4, 0x6700, 0},
+    {0x2F8D5, 0x669C, 0}, {0x2F8D6, 0x80AD, 0}, {0x2F8D7, 0x43D9, 0}, {0x2F8D8, 0x6717, 0},
+    {0x2F8D9, 0x671B, 0}, {0x2F8DA, 0x6721, 0}, {0x2F8DB, 0x675E, 0}, {0x2F8DC, 0x6753, 0},
+    {0x2F8DD, 0x233C3, 0}, {0x2F8DE, 0x3B49, 0}, {0x2F8DF, 0x67FA, 0}, {0x2F8E0, 0x6785, 0},
+    {0x2F8E1, 0x6852, 0}, {0x2F8E2, 0x6885, 0}, {0x2F8E3, 0x2346D, 0}, {0x2F8E4, 0x688E, 0},
+    {0x2F8E5, 0x681F, 0}, {0x2F8E6, 0x6914, 0}, {0x2F8E7, 0x3B9D, 0}, {0x2F8E8, 0x6942, 0},
+    {0x2F8E9, 0x69A3, 0}, {0x2F8EA, 0x69EA, 0}, {0x2F8EB, 0x6AA8, 0}, {0x2F8EC, 0x236A3, 0},
+    {0x2F8ED, 0x6ADB, 0}, {0x2F8EE, 0x3C18, 0}, {0x2F8EF, 0x6B21, 0}, {0x2F8F0, 0x238A7, 0},
+    {0x2F8F1, 0x6B54, 0}, {0x2F8F2, 0x3C4E, 0}, {0x2F8F3, 0x6B72, 0}, {0x2F8F4, 0x6B9F, 0},
+    {0x2F8F5, 0x6BBA, 0}, {0x2F8F6, 0x6BBB, 0}, {0x2F8F7, 0x23A8D, 0}, {0x2F8F8, 0x21D0B, 0},
+    {0x2F8F9, 0x23AFA, 0}, {0x2F8FA, 0x6C4E, 0}, {0x2F8FB, 0x23CBC, 0}, {0x2F8FC, 0x6CBF, 0},
+    {0x2F8FD, 0x6CCD, 0}, {0x2F8FE, 0x6C67, 0}, {0x2F8FF, 0x6D16, 0}, {0x2F900, 0x6D3E, 0},
+    {0x2F901, 0x6D77, 0}, {0x2F902, 0x6D41, 0}, {0x2F903, 0x6D69, 0}, {0x2F904, 0x6D78, 0},
+    {0x2F905, 0x6D85, 0}, {0x2F906, 0x23D1E, 0}, {0x2F907, 0x6D34, 0}, {0x2F908, 0x6E2F, 0},
+    {0x2F909, 0x6E6E, 0}, {0x2F90A, 0x3D33, 0}, {0x2F90B, 0x6ECB, 0}, {0x2F90C, 0x6EC7, 0},
+    {0x2F90D, 0x23ED1, 0}, {0x2F90E, 0x6DF9, 0}, {0x2F90F, 0x6F6E, 0}, {0x2F910, 0x23F5E, 0},
+    {0x2F911, 0x23F8E, 0}, {0x2F912, 0x6FC6, 0}, {0x2F913, 0x7039, 0}, {0x2F914, 0x701E, 0},
+    {0x2F915, 0x701B, 0}, {0x2F916, 0x3D96, 0}, {0x2F917, 0x704A, 0}, {0x2F918, 0x707D, 0},
+    {0x2F919, 0x7077, 0}, {0x2F91A, 0x70AD, 0}, {0x2F91B, 0x20525, 0}, {0x2F91C, 0x7145, 0},
+    {0x2F91D, 0x24263, 0}, {0x2F91E, 0x719C, 0}, {0x2F91F, 0x243AB, 0}, {0x2F920, 0x7228, 0},
+    {0x2F921, 0x7235, 0}, {0x2F922, 0x7250, 0}, {0x2F923, 0x24608, 0}, {0x2F924, 0x7280, 0},
+    {0x2F925, 0x7295, 0}, {0x2F926, 0x24735, 0}, {0x2F927, 0x24814, 0}, {0x2F928, 0x737A, 0},
+    {0x2F929, 0x738B, 0}, {0x2F92A, 0x3EAC, 0}, {0x2F92B, 0x73A5, 0}, {0x2F92C, 0x3EB8, 0},
+    {0x2F92D, 0x3EB8, 0}, {0x2F92E, 0x7447, 0}, {0x2F92F, 0x745C, 0}, {0x2F930, 0x7471, 0},
+    {0x2F931, 0x7485, 0}, {0x2F932, 0x74CA, 0}, {0x2F933, 0x3F1B, 0}, {0x2F934, 0x7524, 0},
+    {0x2F935, 0x24C36, 0}, {0x2F936, 0x753E, 0}, {0x2F937, 0x24C92, 0}, {0x2F938, 0x7570, 0},
+    {0x2F939, 0x2219F, 0}, {0x2F93A, 0x7610, 0}, {0x2F93B, 0x24FA1, 0}, {0x2F93C, 0x24FB8, 0},
+    {0x2F93D, 0x25044, 0}, {0x2F93E, 0x3FFC, 0}, {0x2F93F, 0x4008, 0}, {0x2F940, 0x76F4, 0},
+    {0x2F941, 0x250F3, 0}, {0x2F942, 0x250F2, 0}, {0x2F943, 0x25119, 0}, {0x2F944, 0x25133, 0},
+    {0x2F945, 0x771E, 0}, {0x2F946, 0x771F, 0}, {0x2F947, 0x771F, 0}, {0x2F948, 0x774A, 0},
+    {0x2F949, 0x4039, 0}, {0x2F94A, 0x778B, 0}, {0x2F94B, 0x4046, 0}, {0x2F94C, 0x4096, 0},
+    {0x2F94D, 0x2541D, 0}, {0x2F94E, 0x784E, 0}, {0x2F94F, 0x788C, 0}, {0x2F950, 0x78CC, 0},
+    {0x2F951, 0x40E3, 0}, {0x2F952, 0x25626, 0}, {0x2F953, 0x7956, 0}, {0x2F954, 0x2569A, 0},
+    {0x2F955, 0x256C5, 0}, {0x2F956, 0x798F, 0}, {0x2F957, 0x79EB, 0}, {0x2F958, 0x412F, 0},
+    {0x2F959, 0x7A40, 0}, {0x2F95A, 0x7A4A, 0}, {0x2F95B, 0x7A4F, 0}, {0x2F95C, 0x2597C, 0},
+    {0x2F95D, 0x25AA7, 0}, {0x2F95E, 0x25AA7, 0}, {0x2F95F, 0x7AEE, 0}, {0x2F960, 0x4202, 0},
+    {0x2F961, 0x25BAB, 0}, {0x2F962, 0x7BC6, 0}, {0x2F963, 0x7BC9, 0}, {0x2F964, 0x4227, 0},
+    {0x2F965, 0x25C80, 0}, {0x2F966, 0x7CD2, 0}, {0x2F967, 0x42A0, 0}, {0x2F968, 0x7CE8, 0},
+    {0x2F969, 0x7CE3, 0}, {0x2F96A, 0x7D00, 0}, {0x2F96B, 0x25F86, 0}, {0x2F96C, 0x7D63, 0},
+    {0x2F96D, 0x4301, 0}, {0x2F96E, 0x7DC7, 0}, {0x2F96F, 0x7E02, 0}, {0x2F970, 0x7E45, 0},
+    {0x2F971, 0x4334, 0}, {0x2F972, 0x26228, 0}, {0x2F973, 0x26247, 0}, {0x2F974, 0x4359, 0},
+    {0x2F975, 0x262D9, 0}, {0x2F976, 0x7F7A, 0}, {0x2F977, 0x2633E, 0}, {0x2F978, 0x7F95, 0},
+    {0x2F979, 0x7FFA, 0}, {0x2F97A, 0x8005, 0}, {0x2F97B, 0x264DA, 0}, {0x2F97C, 0x26523, 0},
+    {0x2F97D, 0x8060, 0}, {0x2F97E, 0x265A8, 0}, {0x2F97F, 0x8070, 0}, {0x2F980, 0x2335F, 0},
+    {0x2F981, 0x43D5, 0}, {0x2F982, 0x80B2, 0}, {0x2F983, 0x8103, 0}, {0x2F984, 0x440B, 0},
+    {0x2F985, 0x813E, 0}, {0x2F986, 0x5AB5, 0}, {0x2F987, 0x267A7, 0}, {0x2F988, 0x267B5, 0},
+    {0x2F989, 0x23393, 0}, {0x2F98A, 0x2339C, 0}, {0x2F98B, 0x8201, 0}, {0x2F98C, 0x8204, 0},
+    {0x2F98D, 0x8F9E, 0}, {0x2F98E, 0x446B, 0}, {0x2F98F, 0x8291, 0}, {0x2F990, 0x828B, 0},
+    {0x2F991, 0x829D, 0}, {0x2F992, 0x52B3, 0}, {0x2F993, 0x82B1, 0}, {0x2F994, 0x82B3, 0},
+    {0x2F995, 0x82BD, 0}, {0x2F996, 0x82E6, 0}, {0x2F997, 0x26B3C, 0}, {0x2F998, 0x82E5, 0},
+    {0x2F999, 0x831D, 0}, {0x2F99A, 0x8363, 0}, {0x2F99B, 0x83AD, 0}, {0x2F99C, 0x8323, 0},
+    {0x2F99D, 0x83BD, 0}, {0x2F99E, 0x83E7, 0}, {0x2F99F, 0x8457, 0}, {0x2F9A0, 0x8353, 0},
+    {0x2F9A1, 0x83CA, 0}, {0x2F9A2, 0x83CC, 0}, {0x2F9A3, 0x83DC, 0}, {0x2F9A4, 0x26C36, 0},
+    {0x2F9A5, 0x26D6B, 0}, {0x2F9A6, 0x26CD5, 0}, {0x2F9A7, 0x452B, 0}, {0x2F9A8, 0x84F1, 0},
+    {0x2F9A9, 0x84F3, 0}, {0x2F9AA, 0x8516, 0}, {0x2F9AB, 0x273CA, 0}, {0x2F9AC, 0x8564, 0},
+    {0x2F9AD, 0x26F2C, 0}, {0x2F9AE, 0x455D, 0}, {0x2F9AF, 0x4561, 0}, {0x2F9B0, 0x26FB1, 0},
+    {0x2F9B1, 0x270D2, 0}, {0x2F9B2, 0x456B, 0}, {0x2F9B3, 0x8650, 0}, {0x2F9B4, 0x865C, 0},
+    {0x2F9B5, 0x8667, 0}, {0x2F9B6, 0x8669, 0}, {0x2F9B7, 0x86A9, 0}, {0x2F9B8, 0x8688, 0},
+    {0x2F9B9, 0x870E, 0}, {0x2F9BA, 0x86E2, 0}, {0x2F9BB, 0x8779, 0}, {0x2F9BC, 0x8728, 0},
+    {0x2F9BD, 0x876B, 0}, {0x2F9BE, 0x8786, 0}, {0x2F9BF, 0x45D7, 0}, {0x2F9C0, 0x87E1, 0},
+    {0x2F9C1, 0x8801, 0}, {0x2F9C2, 0x45F9, 0}, {0x2F9C3, 0x8860, 0}, {0x2F9C4, 0x8863, 0},
+    {0x2F9C5, 0x27667, 0}, {0x2F9C6, 0x88D7, 0}, {0x2F9C7, 0x88DE, 0}, {0x2F9C8, 0x4635, 0},
+    {0x2F9C9, 0x88FA, 0}, {0x2F9CA, 0x34BB, 0}, {0x2F9CB, 0x278AE, 0}, {0x2F9CC, 0x27966, 0},
+    {0x2F9CD, 0x46BE, 0}, {0x2F9CE, 0x46C7, 0}, {0x2F9CF, 0x8AA0, 0}, {0x2F9D0, 0x8AED, 0},
+    {0x2F9D1, 0x8B8A, 0}, {0x2F9D2, 0x8C55, 0}, {0x2F9D3, 0x27CA8, 0}, {0x2F9D4, 0x8CAB, 0},
+    {0x2F9D5, 0x8CC1, 0}, {0x2F9D6, 0x8D1B, 0}, {0x2F9D7, 0x8D77, 0}, {0x2F9D8, 0x27F2F, 0},
+    {0x2F9D9, 0x20804, 0}, {0x2F9DA, 0x8DCB, 0}, {0x2F9DB, 0x8DBC, 0}, {0x2F9DC, 0x8DF0, 0},
+    {0x2F9DD, 0x208DE, 0}, {0x2F9DE, 0x8ED4, 0}, {0x2F9DF, 0x8F38, 0}, {0x2F9E0, 0x285D2, 0},
+    {0x2F9E1, 0x285ED, 0}, {0x2F9E2, 0x9094, 0}, {0x2F9E3, 0x90F1, 0}, {0x2F9E4, 0x9111, 0},
+    {0x2F9E5, 0x2872E, 0}, {0x2F9E6, 0x911B, 0}, {0x2F9E7, 0x9238, 0}, {0x2F9E8, 0x92D7, 0},
+    {0x2F9E9, 0x92D8, 0}, {0x2F9EA, 0x927C, 0}, {0x2F9EB, 0x93F9, 0}, {0x2F9EC, 0x9415, 0},
+    {0x2F9ED, 0x28BFA, 0}, {0x2F9EE, 0x958B, 0}, {0x2F9EF, 0x4995, 0}, {0x2F9F0, 0x95B7, 0},
+    {0x2F9F1, 0x28D77, 0}, {0x2F9F2, 0x49E6, 0}, {0x2F9F3, 0x96C3, 0}, {0x2F9F4, 0x5DB2, 0},
+    {0x2F9F5, 0x9723, 0}, {0x2F9F6, 0x29145, 0}, {0x2F9F7, 0x2921A, 0}, {0x2F9F8, 0x4A6E, 0},
+    {0x2F9F9, 0x4A76, 0}, {0x2F9FA, 0x97E0, 0}, {0x2F9FB, 0x2940A, 0}, {0x2F9FC, 0x4AB2, 0},
+    {0x2F9FD, 0x29496, 0}, {0x2F9FE, 0x980B, 0}, {0x2F9FF, 0x980B, 0}, {0x2FA00, 0x9829, 0},
+    {0x2FA01, 0x295B6, 0}, {0x2FA02, 0x98E2, 0}, {0x2FA03, 0x4B33, 0}, {0x2FA04, 0x9929, 0},
+    {0x2FA05, 0x99A7, 0}, {0x2FA06, 0x99C2, 0}, {0x2FA07, 0x99FE, 0}, {0x2FA08, 0x4BCE, 0},
+    {0x2FA09, 0x29B30, 0}, {0x2FA0A, 0x9B12, 0}, {0x2FA0B, 0x9C40, 0}, {0x2FA0C, 0x9CFD, 0},
+    {0x2FA0D, 0x4CCE, 0}, {0x2FA0E, 0x4CED, 0}, {0x2FA0F, 0x9D67, 0}, {0x2FA10, 0x2A0CE, 0},
+    {0x2FA11, 0x4CF8, 0}, {0x2FA12, 0x2A105, 0}, {0x2FA13, 0x2A20E, 0}, {0x2FA14, 0x2A291, 0},
+    {0x2FA15, 0x9EBB, 0}, {0x2FA16, 0x4D56, 0}, {0x2FA17, 0x9EF9, 0}, {0x2FA18, 0x9EFE, 0},
+    {0x2FA19, 0x9F05, 0}, {0x2FA1A, 0x9F0F, 0}, {0x2FA1B, 0x9F16, 0}, {0x2FA1C, 0x9F3B, 0},
+    {0x2FA1D, 0x2A600, 0},
+};
+// NFC: first, second, the primary composite they make, by pair: 961 rows
+static const uint32_t unicode_compositions[][3] = {
+    {0x003C, 0x0338, 0x226E}, {0x003D, 0x0338, 0x2260}, {0x003E, 0x0338, 0x226F}, {0x0041, 0x0300, 0x00C0},
+    {0x0041, 0x0301, 0x00C1}, {0x0041, 0x0302, 0x00C2}, {0x0041, 0x0303, 0x00C3}, {0x0041, 0x0304, 0x0100},
+    {0x0041, 0x0306, 0x0102}, {0x0041, 0x0307, 0x0226}, {0x0041, 0x0308, 0x00C4}, {0x0041, 0x0309, 0x1EA2},
+    {0x0041, 0x030A, 0x00C5}, {0x0041, 0x030C, 0x01CD}, {0x0041, 0x030F, 0x0200}, {0x0041, 0x0311, 0x0202},
+    {0x0041, 0x0323, 0x1EA0}, {0x0041, 0x0325, 0x1E00}, {0x0041, 0x0328, 0x0104}, {0x0042, 0x0307, 0x1E02},
+    {0x0042, 0x0323, 0x1E04}, {0x0042, 0x0331, 0x1E06}, {0x0043, 0x0301, 0x0106}, {0x0043, 0x0302, 0x0108},
+    {0x0043, 0x0307, 0x010A}, {0x0043, 0x030C, 0x010C}, {0x0043, 0x0327, 0x00C7}, {0x0044, 0x0307, 0x1E0A},
+    {0x0044, 0x030C, 0x010E}, {0x0044, 0x0323, 0x1E0C}, {0x0044, 0x0327, 0x1E10}, {0x0044, 0x032D, 0x1E12},
+    {0x0044, 0x0331, 0x1E0E}, {0x0045, 0x0300, 0x00C8}, {0x0045, 0x0301, 0x00C9}, {0x0045, 0x0302, 0x00CA},
+    {0x0045, 0x0303, 0x1EBC}, {0x0045, 0x0304, 0x0112}, {0x0045, 0x0306, 0x0114}, {0x0045, 0x0307, 0x0116},
+    {0x0045, 0x0308, 0x00CB}, {0x0045, 0x0309, 0x1EBA}, {0x0045, 0x030C, 0x011A}, {0x0045, 0x030F, 0x0204},
+    {0x0045, 0x0311, 0x0206}, {0x0045, 0x0323, 0x1EB8}, {0x0045, 0x0327, 0x0228}, {0x0045, 0x0328, 0x0118},
+    {0x0045, 0x032D, 0x1E18}, {0x0045, 0x0330, 0x1E1A}, {0x0046, 0x0307, 0x1E1E}, {0x0047, 0x0301, 0x01F4},
+    {0x0047, 0x0302, 0x011C}, {0x0047, 0x0304, 0x1E20}, {0x0047, 0x0306, 0x011E}, {0x0047, 0x0307, 0x0120},
+    {0x0047, 0x030C, 0x01E6}, {0x0047, 0x0327, 0x0122}, {0x0048, 0x0302, 0x0124}, {0x0048, 0x0307, 0x1E22},
+    {0x0048, 0x0308, 0x1E26}, {0x0048, 0x030C, 0x021E}, {0x0048, 0x0323, 0x1E24}, {0x0048, 0x0327, 0x1E28},
+    {0x0048, 0x032E, 0x1E2A}, {0x0049, 0x0300, 0x00CC}, {0x0049, 0x0301, 0x00CD}, {0x0049, 0x0302, 0x00CE},
+    {0x0049, 0x0303, 0x0128}, {0x0049, 0x0304, 0x012A}, {0x0049, 0x0306, 0x012C}, {0x0049, 0x0307, 0x0130},
+    {0x0049, 0x0308, 0x00CF}, {0x0049, 0x0309, 0x1EC8}, {0x0049, 0x030C, 0x01CF}, {0x0049, 0x030F, 0x0208},
+    {0x0049, 0x0311, 0x020A}, {0x0049, 0x0323, 0x1ECA}, {0x0049, 0x0328, 0x012E}, {0x0049, 0x0330, 0x1E2C},
+    {0x004A, 0x0302, 0x0134}, {0x004B, 0x0301, 0x1E30}, {0x004B, 0x030C, 0x01E8}, {0x004B, 0x0323, 0x1E32},
+    {0x004B, 0x0327, 0x0136}, {0x004B, 0x0331, 0x1E34}, {0x004C, 0x0301, 0x0139}, {0x004C, 0x030C, 0x013D},
+    {0x004C, 0x0323, 0x1E36}, {0x004C, 0x0327, 0x013B}, {0x004C, 0x032D, 0x1E3C}, {0x004C, 0x0331, 0x1E3A},
+    {0x004D, 0x0301, 0x1E3E}, {0x004D, 0x0307, 0x1E40}, {0x004D, 0x0323, 0x1E42}, {0x004E, 0x0300, 0x01F8},
+    {0x004E, 0x0301, 0x0143}, {0x004E, 0x0303, 0x00D1}, {0x004E, 0x0307, 0x1E44}, {0x004E, 0x030C, 0x0147},
+    {0x004E, 0x0323, 0x1E46}, {0x004E, 0x0327, 0x0145}, {0x004E, 0x032D, 0x1E4A}, {0x004E, 0x0331, 0x1E48},
+    {0x004F, 0x0300, 0x00D2}, {0x004F, 0x0301, 0x00D3}, {0x004F, 0x0302, 0x00D4}, {0x004F, 0x0303, 0x00D5},
+    {0x004F, 0x0304, 0x014C}, {0x004F, 0x0306, 0x014E}, {0x004F, 0x0307, 0x022E}, {0x004F, 0x0308, 0x00D6},
+    {0x004F, 0x0309, 0x1ECE}, {0x004F, 0x030B, 0x0150}, {0x004F, 0x030C, 0x01D1}, {0x004F, 0x030F, 0x020C},
+    {0x004F, 0x0311, 0x020E}, {0x004F, 0x031B, 0x01A0}, {0x004F, 0x0323, 0x1ECC}, {0x004F, 0x0328, 0x01EA},
+    {0x0050, 0x0301, 0x1E54}, {0x0050, 0x0307, 0x1E56}, {0x0052, 0x0301, 0x0154}, {0x0052, 0x0307, 0x1E58},
+    {0x0052, 0x030C, 0x0158}, {0x0052, 0x030F, 0x0210}, {0x0052, 0x0311, 0x0212}, {0x0052, 0x0323, 0x1E5A},
+    {0x0052, 0x0327, 0x0156}, {0x0052, 0x0331, 0x1E5E}, {0x0053, 0x0301, 0x015A}, {0x0053, 0x0302, 0x015C},
+    {0x0053, 0x0307, 0x1E60}, {0x0053, 0x030C, 0x0160}, {0x0053, 0x0323, 0x1E62}, {0x0053, 0x0326, 0x0218},
+    {0x0053, 0x0327, 0x015E}, {0x0054, 0x0307, 0x1E6A}, {0x0054, 0x030C, 0x0164}, {0x0054, 0x0323, 0x1E6C},
+    {0x0054, 0x0326, 0x021A}, {0x0054, 0x0327, 0x0162}, {0x0054, 0x032D, 0x1E70}, {0x0054, 0x0331, 0x1E6E},
+    {0x0055, 0x0300, 0x00D9}, {0x0055, 0x0301, 0x00DA}, {0x0055, 0x0302, 0x00DB}, {0x0055, 0x0303, 0x0168},
+    {0x0055, 0x0304, 0x016A}, {0x0055, 0x0306, 0x016C}, {0x0055, 0x0308, 0x00DC}, {0x0055, 0x0309, 0x1EE6},
+    {0x0055, 0x030A, 0x016E}, {0x0055, 0x030B, 0x0170}, {0x0055, 0x030C, 0x01D3}, {0x0055, 0x030F, 0x0214},
+    {0x0055, 0x0311, 0x0216}, {0x0055, 0x031B, 0x01AF}, {0x0055, 0x0323, 0x1EE4}, {0x0055, 0x0324, 0x1E72},
+    {0x0055, 0x0328, 0x0172}, {0x0055, 0x032D, 0x1E76}, {0x0055, 0x0330, 0x1E74}, {0x0056, 0x0303, 0x1E7C},
+    {0x0056, 0x0323, 0x1E7E}, {0x0057, 0x0300, 0x1E80}, {0x0057, 0x0301, 0x1E82}, {0x0057, 0x0302, 0x0174},
+    {0x0057, 0x0307, 0x1E86}, {0x0057, 0x0308, 0x1E84}, {0x0057, 0x0323, 0x1E88}, {0x0058, 0x0307, 0x1E8A},
+    {0x0058, 0x0308, 0x1E8C}, {0x0059, 0x0300, 0x1EF2}, {0x0059, 0x0301, 0x00DD}, {0x0059, 0x0302, 0x0176},
+    {0x0059, 0x0303, 0x1EF8}, {0x0059, 0x0304, 0x0232}, {0x0059, 0x0307, 0x1E8E}, {0x0059, 0x0308, 0x0178},
+    {0x0059, 0x0309, 0x1EF6}, {0x0059, 0x0323, 0x1EF4}, {0x005A, 0x0301, 0x0179}, {0x005A, 0x0302, 0x1E90},
+    {0x005A, 0x0307, 0x017B}, {0x005A, 0x030C, 0x017D}, {0x005A, 0x0323, 0x1E92}, {0x005A, 0x0331, 0x1E94},
+    {0x0061, 0x0300, 0x00E0}, {0x0061, 0x0301, 0x00E1}, {0x0061, 0x0302, 0x00E2}, {0x0061, 0x0303, 0x00E3},
+    {0x0061, 0x0304, 0x0101}, {0x0061, 0x0306, 0x0103}, {0x0061, 0x0307, 0x0227}, {0x0061, 0x0308, 0x00E4},
+    {0x0061, 0x0309, 0x1EA3}, {0x0061, 0x030A, 0x00E5}, {0x0061, 0x030C, 0x01CE}, {0x0061, 0x030F, 0x0201},
+    {0x0061, 0x0311, 0x0203}, {0x0061, 0x0323, 0x1EA1}, {0x0061, 0x0325, 0x1E01}, {0x0061, 0x0328, 0x0105},
+    {0x0062, 0x0307, 0x1E03}, {0x0062, 0x0323, 0x1E05}, {0x0062, 0x0331, 0x1E07}, {0x0063, 0x0301, 0x0107},
+    {0x0063, 0x0302, 0x0109}, {0x0063, 0x0307, 0x010B}, {0x0063, 0x030C, 0x010D}, {0x0063, 0x0327, 0x00E7},
+    {0x0064, 0x0307, 0x1E0B}, {0x0064, 0x030C, 0x010F}, {0x0064, 0x0323, 0x1E0D}, {0x0064, 0x0327, 0x1E11},
+    {0x0064, 0x032D, 0x1E13}, {0x0064, 0x0331, 0x1E0F}, {0x0065, 0x0300, 0x00E8}, {0x0065, 0x0301, 0x00E9},
+    {0x0065, 0x0302, 0x00EA}, {0x0065, 0x0303, 0x1EBD}, {0x0065, 0x0304, 0x0113}, {0x0065, 0x0306, 0x0115},
+    {0x0065, 0x0307, 0x0117}, {0x0065, 0x0308, 0x00EB}, {0x0065, 0x0309, 0x1EBB}, {0x0065, 0x030C, 0x011B},
+    {0x0065, 0x030F, 0x0205}, {0x0065, 0x0311, 0x0207}, {0x0065, 0x0323, 0x1EB9}, {0x0065, 0x0327, 0x0229},
+    {0x0065, 0x0328, 0x0119}, {0x0065, 0x032D, 0x1E19}, {0x0065, 0x0330, 0x1E1B}, {0x0066, 0x0307, 0x1E1F},
+    {0x0067, 0x0301, 0x01F5}, {0x0067, 0x0302, 0x011D}, {0x0067, 0x0304, 0x1E21}, {0x0067, 0x0306, 0x011F},
+    {0x0067, 0x0307, 0x0121}, {0x0067, 0x030C, 0x01E7}, {0x0067, 0x0327, 0x0123}, {0x0068, 0x0302, 0x0125},
+    {0x0068, 0x0307, 0x1E23}, {0x0068, 0x0308, 0x1E27}, {0x0068, 0x030C, 0x021F}, {0x0068, 0x0323, 0x1E25},
+    {0x0068, 0x0327, 0x1E29}, {0x0068, 0x032E, 0x1E2B}, {0x0068, 0x0331, 0x1E96}, {0x0069, 0x0300, 0x00EC},
+    {0x0069, 0x0301, 0x00ED}, {0x0069, 0x0302, 0x00EE}, {0x0069, 0x0303, 0x0129}, {0x0069, 0x0304, 0x012B},
+    {0x0069, 0x0306, 0x012D}, {0x0069, 0x0308, 0x00EF}, {0x0069, 0x0309, 0x1EC9}, {0x0069, 0x030C, 0x01D0},
+    {0x0069, 0x030F, 0x0209}, {0x0069, 0x0311, 0x020B}, {0x0069, 0x0323, 0x1ECB}, {0x0069, 0x0328, 0x012F},
+    {0x0069, 0x0330, 0x1E2D}, {0x006A, 0x0302, 0x0135}, {0x006A, 0x030C, 0x01F0}, {0x006B, 0x0301, 0x1E31},
+    {0x006B, 0x030C, 0x01E9}, {0x006B, 0x0323, 0x1E33}, {0x006B, 0x0327, 0x0137}, {0x006B, 0x0331, 0x1E35},
+    {0x006C, 0x0301, 0x013A}, {0x006C, 0x030C, 0x013E}, {0x006C, 0x0323, 0x1E37}, {0x006C, 0x0327, 0x013C},
+    {0x006C, 0x032D, 0x1E3D}, {0x006C, 0x0331, 0x1E3B}, {0x006D, 0x0301, 0x1E3F}, {0x006D, 0x0307, 0x1E41},
+    {0x006D, 0x0323, 0x1E43}, {0x006E, 0x0300, 0x01F9}, {0x006E, 0x0301, 0x0144}, {0x006E, 0x0303, 0x00F1},
+    {0x006E, 0x0307, 0x1E45}, {0x006E, 0x030C, 0x0148}, {0x006E, 0x0323, 0x1E47}, {0x006E, 0x0327, 0x0146},
+    {0x006E, 0x032D, 0x1E4B}, {0x006E, 0x0331, 0x1E49}, {0x006F, 0x0300, 0x00F2}, {0x006F, 0x0301, 0x00F3},
+    {0x006F, 0x0302, 0x00F4}, {0x006F, 0x0303, 0x00F5}, {0x006F, 0x0304, 0x014D}, {0x006F, 0x0306, 0x014F},
+    {0x006F, 0x0307, 0x022F}, {0x006F, 0x0308, 0x00F6}, {0x006F, 0x0309, 0x1ECF}, {0x006F, 0x030B, 0x0151},
+    {0x006F, 0x030C, 0x01D2}, {0x006F, 0x030F, 0x020D}, {0x006F, 0x0311, 0x020F}, {0x006F, 0x031B, 0x01A1},
+    {0x006F, 0x0323, 0x1ECD}, {0x006F, 0x0328, 0x01EB}, {0x0070, 0x0301, 0x1E55}, {0x0070, 0x0307, 0x1E57},
+    {0x0072, 0x0301, 0x0155}, {0x0072, 0x0307, 0x1E59}, {0x0072, 0x030C, 0x0159}, {0x0072, 0x030F, 0x0211},
+    {0x0072, 0x0311, 0x0213}, {0x0072, 0x0323, 0x1E5B}, {0x0072, 0x0327, 0x0157}, {0x0072, 0x0331, 0x1E5F},
+    {0x0073, 0x0301, 0x015B}, {0x0073, 0x0302, 0x015D}, {0x0073, 0x0307, 0x1E61}, {0x0073, 0x030C, 0x0161},
+    {0x0073, 0x0323, 0x1E63}, {0x0073, 0x0326, 0x0219}, {0x0073, 0x0327, 0x015F}, {0x0074, 0x0307, 0x1E6B},
+    {0x0074, 0x0308, 0x1E97}, {0x0074, 0x030C, 0x0165}, {0x0074, 0x0323, 0x1E6D}, {0x0074, 0x0326, 0x021B},
+    {0x0074, 0x0327, 0x0163}, {0x0074, 0x032D, 0x1E71}, {0x0074, 0x0331, 0x1E6F}, {0x0075, 0x0300, 0x00F9},
+    {0x0075, 0x0301, 0x00FA}, {0x0075, 0x0302, 0x00FB}, {0x0075, 0x0303, 0x0169}, {0x0075, 0x0304, 0x016B},
+    {0x0075, 0x0306, 0x016D}, {0x0075, 0x0308, 0x00FC}, {0x0075, 0x0309, 0x1EE7}, {0x0075, 0x030A, 0x016F},
+    {0x0075, 0x030B, 0x0171}, {0x0075, 0x030C, 0x01D4}, {0x0075, 0x030F, 0x0215}, {0x0075, 0x0311, 0x0217},
+    {0x0075, 0x031B, 0x01B0}, {0x0075, 0x0323, 0x1EE5}, {0x0075, 0x0324, 0x1E73}, {0x0075, 0x0328, 0x0173},
+    {0x0075, 0x032D, 0x1E77}, {0x0075, 0x0330, 0x1E75}, {0x0076, 0x0303, 0x1E7D}, {0x0076, 0x0323, 0x1E7F},
+    {0x0077, 0x0300, 0x1E81}, {0x0077, 0x0301, 0x1E83}, {0x0077, 0x0302, 0x0175}, {0x0077, 0x0307, 0x1E87},
+    {0x0077, 0x0308, 0x1E85}, {0x0077, 0x030A, 0x1E98}, {0x0077, 0x0323, 0x1E89}, {0x0078, 0x0307, 0x1E8B},
+    {0x0078, 0x0308, 0x1E8D}, {0x0079, 0x0300, 0x1EF3}, {0x0079, 0x0301, 0x00FD}, {0x0079, 0x0302, 0x0177},
+    {0x0079, 0x0303, 0x1EF9}, {0x0079, 0x0304, 0x0233}, {0x0079, 0x0307, 0x1E8F}, {0x0079, 0x0308, 0x00FF},
+    {0x0079, 0x0309, 0x1EF7}, {0x0079, 0x030A, 0x1E99}, {0x0079, 0x0323, 0x1EF5}, {0x007A, 0x0301, 0x017A},
+    {0x007A, 0x0302, 0x1E91}, {0x007A, 0x0307, 0x017C}, {0x007A, 0x030C, 0x017E}, {0x007A, 0x0323, 0x1E93},
+    {0x007A, 0x0331, 0x1E95}, {0x00A8, 0x0300, 0x1FED}, {0x00A8, 0x0301, 0x0385}, {0x00A8, 0x0342, 0x1FC1},
+    {0x00C2, 0x0300, 0x1EA6}, {0x00C2, 0x0301, 0x1EA4}, {0x00C2, 0x0303, 0x1EAA}, {0x00C2, 0x0309, 0x1EA8},
+    {0x00C4, 0x0304, 0x01DE}, {0x00C5, 0x0301, 0x01FA}, {0x00C6, 0x0301, 0x01FC}, {0x00C6, 0x0304, 0x01E2},
+    {0x00C7, 0x0301, 0x1E08}, {0x00CA, 0x0300, 0x1EC0}, {0x00CA, 0x0301, 0x1EBE}, {0x00CA, 0x0303, 0x1EC4},
+    {0x00CA, 0x0309, 0x1EC2}, {0x00CF, 0x0301, 0x1E2E}, {0x00D4, 0x0300, 0x1ED2}, {0x00D4, 0x0301, 0x1ED0},
+    {0x00D4, 0x0303, 0x1ED6}, {0x00D4, 0x0309, 0x1ED4}, {0x00D5, 0x0301, 0x1E4C}, {0x00D5, 0x0304, 0x022C},
+    {0x00D5, 0x0308, 0x1E4E}, {0x00D6, 0x0304, 0x022A}, {0x00D8, 0x0301, 0x01FE}, {0x00DC, 0x0300, 0x01DB},
+    {0x00DC, 0x0301, 0x01D7}, {0x00DC, 0x0304, 0x01D5}, {0x00DC, 0x030C, 0x01D9}, {0x00E2, 0x0300, 0x1EA7},
+    {0x00E2, 0x0301, 0x1EA5}, {0x00E2, 0x0303, 0x1EAB}, {0x00E2, 0x0309, 0x1EA9}, {0x00E4, 0x0304, 0x01DF},
+    {0x00E5, 0x0301, 0x01FB}, {0x00E6, 0x0301, 0x01FD}, {0x00E6, 0x0304, 0x01E3}, {0x00E7, 0x0301, 0x1E09},
+    {0x00EA, 0x0300, 0x1EC1}, {0x00EA, 0x0301, 0x1EBF}, {0x00EA, 0x0303, 0x1EC5}, {0x00EA, 0x0309, 0x1EC3},
+    {0x00EF, 0x0301, 0x1E2F}, {0x00F4, 0x0300, 0x1ED3}, {0x00F4, 0x0301, 0x1ED1}, {0x00F4, 0x0303, 0x1ED7},
+    {0x00F4, 0x0309, 0x1ED5}, {0x00F5, 0x0301, 0x1E4D}, {0x00F5, 0x0304, 0x022D}, {0x00F5, 0x0308, 0x1E4F},
+    {0x00F6, 0x0304, 0x022B}, {0x00F8, 0x0301, 0x01FF}, {0x00FC, 0x0300, 0x01DC}, {0x00FC, 0x0301, 0x01D8},
+    {0x00FC, 0x0304, 0x01D6}, {0x00FC, 0x030C, 0x01DA}, {0x0102, 0x0300, 0x1EB0}, {0x0102, 0x0301, 0x1EAE},
+    {0x0102, 0x0303, 0x1EB4}, {0x0102, 0x0309, 0x1EB2}, {0x0103, 0x0300, 0x1EB1}, {0x0103, 0x0301, 0x1EAF},
+    {0x0103, 0x0303, 0x1EB5}, {0x0103, 0x0309, 0x1EB3}, {0x0112, 0x0300, 0x1E14}, {0x0112, 0x0301, 0x1E16},
+    {0x0113, 0x0300, 0x1E15}, {0x0113, 0x0301, 0x1E17}, {0x014C, 0x0300, 0x1E50}, {0x014C, 0x0301, 0x1E52},
+    {0x014D, 0x0300, 0x1E51}, {0x014D, 0x0301, 0x1E53}, {0x015A, 0x0307, 0x1E64}, {0x015B, 0x0307, 0x1E65},
+    {0x0160, 0x0307, 0x1E66}, {0x0161, 0x0307, 0x1E67}, {0x0168, 0x0301, 0x1E78}, {0x0169, 0x0301, 0x1E79},
+    {0x016A, 0x0308, 0x1E7A}, {0x016B, 0x0308, 0x1E7B}, {0x017F, 0x0307, 0x1E9B}, {0x01A0, 0x0300, 0x1EDC},
+    {0x01A0, 0x0301, 0x1EDA}, {0x01A0, 0x0303, 0x1EE0}, {0x01A0, 0x0309, 0x1EDE}, {0x01A0, 0x0323, 0x1EE2},
+    {0x01A1, 0x0300, 0x1EDD}, {0x01A1, 0x0301, 0x1EDB}, {0x01A1, 0x0303, 0x1EE1}, {0x01A1, 0x0309, 0x1EDF},
+    {0x01A1, 0x0323, 0x1EE3}, {0x01AF, 0x0300, 0x1EEA}, {0x01AF, 0x0301, 0x1EE8}, {0x01AF, 0x0303, 0x1EEE},
+    {0x01AF, 0x0309, 0x1EEC}, {0x01AF, 0x0323, 0x1EF0}, {0x01B0, 0x0300, 0x1EEB}, {0x01B0, 0x0301, 0x1EE9},
+    {0x01B0, 0x0303, 0x1EEF}, {0x01B0, 0x0309, 0x1EED}, {0x01B0, 0x0323, 0x1EF1}, {0x01B7, 0x030C, 0x01EE},
+    {0x01EA, 0x0304, 0x01EC}, {0x01EB, 0x0304, 0x01ED}, {0x0226, 0x0304, 0x01E0}, {0x0227, 0x0304, 0x01E1},
+    {0x0228, 0x0306, 0x1E1C}, {0x0229, 0x0306, 0x1E1D}, {0x022E, 0x0304, 0x0230}, {0x022F, 0x0304, 0x0231},
+    {0x0292, 0x030C, 0x01EF}, {0x0391, 0x0300, 0x1FBA}, {0x0391, 0x0301, 0x0386}, {0x0391, 0x0304, 0x1FB9},
+    {0x0391, 0x0306, 0x1FB8}, {0x0391, 0x0313, 0x1F08}, {0x0391, 0x0314, 0x1F09}, {0x0391, 0x0345, 0x1FBC},
+    {0x0395, 0x0300, 0x1FC8}, {0x0395, 0x0301, 0x0388}, {0x0395, 0x0313, 0x1F18}, {0x0395, 0x0314, 0x1F19},
+    {0x0397, 0x0300, 0x1FCA}, {0x0397, 0x0301, 0x0389}, {0x0397, 0x0313, 0x1F28}, {0x0397, 0x0314, 0x1F29},
+    {0x0397, 0x0345, 0x1FCC}, {0x0399, 0x0300, 0x1FDA}, {0x0399, 0x0301, 0x038A}, {0x0399, 0x0304, 0x1FD9},
+    {0x0399, 0x0306, 0x1FD8}, {0x0399, 0x0308, 0x03AA}, {0x0399, 0x0313, 0x1F38}, {0x0399, 0x0314, 0x1F39},
+    {0x039F, 0x0300, 0x1FF8}, {0x039F, 0x0301, 0x038C}, {0x039F, 0x0313, 0x1F48}, {0x039F, 0x0314, 0x1F49},
+    {0x03A1, 0x0314, 0x1FEC}, {0x03A5, 0x0300, 0x1FEA}, {0x03A5, 0x0301, 0x038E}, {0x03A5, 0x0304, 0x1FE9},
+    {0x03A5, 0x0306, 0x1FE8}, {0x03A5, 0x0308, 0x03AB}, {0x03A5, 0x0314, 0x1F59}, {0x03A9, 0x0300, 0x1FFA},
+    {0x03A9, 0x0301, 0x038F}, {0x03A9, 0x0313, 0x1F68}, {0x03A9, 0x0314, 0x1F69}, {0x03A9, 0x0345, 0x1FFC},
+    {0x03AC, 0x0345, 0x1FB4}, {0x03AE, 0x0345, 0x1FC4}, {0x03B1, 0x0300, 0x1F70}, {0x03B1, 0x0301, 0x03AC},
+    {0x03B1, 0x0304, 0x1FB1}, {0x03B1, 0x0306, 0x1FB0}, {0x03B1, 0x0313, 0x1F00}, {0x03B1, 0x0314, 0x1F01},
+    {0x03B1, 0x0342, 0x1FB6}, {0x03B1, 0x0345, 0x1FB3}, {0x03B5, 0x0300, 0x1F72}, {0x03B5, 0x0301, 0x03AD},
+    {0x03B5, 0x0313, 0x1F10}, {0x03B5, 0x0314, 0x1F11}, {0x03B7, 0x0300, 0x1F74}, {0x03B7, 0x0301, 0x03AE},
+    {0x03B7, 0x0313, 0x1F20}, {0x03B7, 0x0314, 0x1F21}, {0x03B7, 0x0342, 0x1FC6}, {0x03B7, 0x0345, 0x1FC3},
+    {0x03B9, 0x0300, 0x1F76}, {0x03B9, 0x0301, 0x03AF}, {0x03B9, 0x0304, 0x1FD1}, {0x03B9, 0x0306, 0x1FD0},
+    {0x03B9, 0x0308, 0x03CA}, {0x03B9, 0x0313, 0x1F30}, {0x03B9, 0x0314, 0x1F31}, {0x03B9, 0x0342, 0x1FD6},
+    {0x03BF, 0x0300, 0x1F78}, {0x03BF, 0x0301, 0x03CC}, {0x03BF, 0x0313, 0x1F40}, {0x03BF, 0x0314, 0x1F41},
+    {0x03C1, 0x0313, 0x1FE4}, {0x03C1, 0x0314, 0x1FE5}, {0x03C5, 0x0300, 0x1F7A}, {0x03C5, 0x0301, 0x03CD},
+    {0x03C5, 0x0304, 0x1FE1}, {0x03C5, 0x0306, 0x1FE0}, {0x03C5, 0x0308, 0x03CB}, {0x03C5, 0x0313, 0x1F50},
+    {0x03C5, 0x0314, 0x1F51}, {0x03C5, 0x0342, 0x1FE6}, {0x03C9, 0x0300, 0x1F7C}, {0x03C9, 0x0301, 0x03CE},
+    {0x03C9, 0x0313, 0x1F60}, {0x03C9, 0x0314, 0x1F61}, {0x03C9, 0x0342, 0x1FF6}, {0x03C9, 0x0345, 0x1FF3},
+    {0x03CA, 0x0300, 0x1FD2}, {0x03CA, 0x0301, 0x0390}, {0x03CA, 0x0342, 0x1FD7}, {0x03CB, 0x0300, 0x1FE2},
+    {0x03CB, 0x0301, 0x03B0}, {0x03CB, 0x0342, 0x1FE7}, {0x03CE, 0x0345, 0x1FF4}, {0x03D2, 0x0301, 0x03D3},
+    {0x03D2, 0x0308, 0x03D4}, {0x0406, 0x0308, 0x0407}, {0x0410, 0x0306, 0x04D0}, {0x0410, 0x0308, 0x04D2},
+    {0x0413, 0x0301, 0x0403}, {0x0415, 0x0300, 0x0400}, {0x0415, 0x0306, 0x04D6}, {0x0415, 0x0308, 0x0401},
+    {0x0416, 0x0306, 0x04C1}, {0x0416, 0x0308, 0x04DC}, {0x0417, 0x0308, 0x04DE}, {0x0418, 0x0300, 0x040D},
+    {0x0418, 0x0304, 0x04E2}, {0x0418, 0x0306, 0x0419}, {0x0418, 0x0308, 0x04E4}, {0x041A, 0x0301, 0x040C},
+    {0x041E, 0x0308, 0x04E6}, {0x0423, 0x0304, 0x04EE}, {0x0423, 0x0306, 0x040E}, {0x0423, 0x0308, 0x04F0},
+    {0x0423, 0x030B, 0x04F2}, {0x0427, 0x0308, 0x04F4}, {0x042B, 0x0308, 0x04F8}, {0x042D, 0x0308, 0x04EC},
+    {0x0430, 0x0306, 0x04D1}, {0x0430, 0x0308, 0x04D3}, {0x0433, 0x0301, 0x0453}, {0x0435, 0x0300, 0x0450},
+    {0x0435, 0x0306, 0x04D7}, {0x0435, 0x0308, 0x0451}, {0x0436, 0x0306, 0x04C2}, {0x0436, 0x0308, 0x04DD},
+    {0x0437, 0x0308, 0x04DF}, {0x0438, 0x0300, 0x045D}, {0x0438, 0x0304, 0x04E3}, {0x0438, 0x0306, 0x0439},
+    {0x0438, 0x0308, 0x04E5}, {0x043A, 0x0301, 0x045C}, {0x043E, 0x0308, 0x04E7}, {0x0443, 0x0304, 0x04EF},
+    {0x0443, 0x0306, 0x045E}, {0x0443, 0x0308, 0x04F1}, {0x0443, 0x030B, 0x04F3}, {0x0447, 0x0308, 0x04F5},
+    {0x044B, 0x0308, 0x04F9}, {0x044D, 0x0308, 0x04ED}, {0x0456, 0x0308, 0x0457}, {0x0474, 0x030F, 0x0476},
+    {0x0475, 0x030F, 0x0477}, {0x04D8, 0x0308, 0x04DA}, {0x04D9, 0x0308, 0x04DB}, {0x04E8, 0x0308, 0x04EA},
+    {0x04E9, 0x0308, 0x04EB}, {0x0627, 0x0653, 0x0622}, {0x0627, 0x0654, 0x0623}, {0x0627, 0x0655, 0x0625},
+    {0x0648, 0x0654, 0x0624}, {0x064A, 0x0654, 0x0626}, {0x06C1, 0x0654, 0x06C2}, {0x06D2, 0x0654, 0x06D3},
+    {0x06D5, 0x0654, 0x06C0}, {0x0928, 0x093C, 0x0929}, {0x0930, 0x093C, 0x0931}, {0x0933, 0x093C, 0x0934},
+    {0x09C7, 0x09BE, 0x09CB}, {0x09C7, 0x09D7, 0x09CC}, {0x0B47, 0x0B3E, 0x0B4B}, {0x0B47, 0x0B56, 0x0B48},
+    {0x0B47, 0x0B57, 0x0B4C}, {0x0B92, 0x0BD7, 0x0B94}, {0x0BC6, 0x0BBE, 0x0BCA}, {0x0BC6, 0x0BD7, 0x0BCC},
+    {0x0BC7, 0x0BBE, 0x0BCB}, {0x0C46, 0x0C56, 0x0C48}, {0x0CBF, 0x0CD5, 0x0CC0}, {0x0CC6, 0x0CC2, 0x0CCA},
+    {0x0CC6, 0x0CD5, 0x0CC7}, {0x0CC6, 0x0CD6, 0x0CC8}, {0x0CCA, 0x0CD5, 0x0CCB}, {0x0D46, 0x0D3E, 0x0D4A},
+    {0x0D46, 0x0D57, 0x0D4C}, {0x0D47, 0x0D3E, 0x0D4B}, {0x0DD9, 0x0DCA, 0x0DDA}, {0x0DD9, 0x0DCF, 0x0DDC},
+    {0x0DD9, 0x0DDF, 0x0DDE}, {0x0DDC, 0x0DCA, 0x0DDD}, {0x1025, 0x102E, 0x1026}, {0x1B05, 0x1B35, 0x1B06},
+    {0x1B07, 0x1B35, 0x1B08}, {0x1B09, 0x1B35, 0x1B0A}, {0x1B0B, 0x1B35, 0x1B0C}, {0x1B0D, 0x1B35, 0x1B0E},
+    {0x1B11, 0x1B35, 0x1B12}, {0x1B3A, 0x1B35, 0x1B3B}, {0x1B3C, 0x1B35, 0x1B3D}, {0x1B3E, 0x1B35, 0x1B40},
+    {0x1B3F, 0x1B35, 0x1B41}, {0x1B42, 0x1B35, 0x1B43}, {0x1E36, 0x0304, 0x1E38}, {0x1E37, 0x0304, 0x1E39},
+    {0x1E5A, 0x0304, 0x1E5C}, {0x1E5B, 0x0304, 0x1E5D}, {0x1E62, 0x0307, 0x1E68}, {0x1E63, 0x0307, 0x1E69},
+    {0x1EA0, 0x0302, 0x1EAC}, {0x1EA0, 0x0306, 0x1EB6}, {0x1EA1, 0x0302, 0x1EAD}, {0x1EA1, 0x0306, 0x1EB7},
+    {0x1EB8, 0x0302, 0x1EC6}, {0x1EB9, 0x0302, 0x1EC7}, {0x1ECC, 0x0302, 0x1ED8}, {0x1ECD, 0x0302, 0x1ED9},
+    {0x1F00, 0x0300, 0x1F02}, {0x1F00, 0x0301, 0x1F04}, {0x1F00, 0x0342, 0x1F06}, {0x1F00, 0x0345, 0x1F80},
+    {0x1F01, 0x0300, 0x1F03}, {0x1F01, 0x0301, 0x1F05}, {0x1F01, 0x0342, 0x1F07}, {0x1F01, 0x0345, 0x1F81},
+    {0x1F02, 0x0345, 0x1F82}, {0x1F03, 0x0345, 0x1F83}, {0x1F04, 0x0345, 0x1F84}, {0x1F05, 0x0345, 0x1F85},
+    {0x1F06, 0x0345, 0x1F86}, {0x1F07, 0x0345, 0x1F87}, {0x1F08, 0x0300, 0x1F0A}, {0x1F08, 0x0301, 0x1F0C},
+    {0x1F08, 0x0342, 0x1F0E}, {0x1F08, 0x0345, 0x1F88}, {0x1F09, 0x0300, 0x1F0B}, {0x1F09, 0x0301, 0x1F0D},
+    {0x1F09, 0x0342, 0x1F0F}, {0x1F09, 0x0345, 0x1F89}, {0x1F0A, 0x0345, 0x1F8A}, {0x1F0B, 0x0345, 0x1F8B},
+    {0x1F0C, 0x0345, 0x1F8C}, {0x1F0D, 0x0345, 0x1F8D}, {0x1F0E, 0x0345, 0x1F8E}, {0x1F0F, 0x0345, 0x1F8F},
+    {0x1F10, 0x0300, 0x1F12}, {0x1F10, 0x0301, 0x1F14}, {0x1F11, 0x0300, 0x1F13}, {0x1F11, 0x0301, 0x1F15},
+    {0x1F18, 0x0300, 0x1F1A}, {0x1F18, 0x0301, 0x1F1C}, {0x1F19, 0x0300, 0x1F1B}, {0x1F19, 0x0301, 0x1F1D},
+    {0x1F20, 0x0300, 0x1F22}, {0x1F20, 0x0301, 0x1F24}, {0x1F20, 0x0342, 0x1F26}, {0x1F20, 0x0345, 0x1F90},
+    {0x1F21, 0x0300, 0x1F23}, {0x1F21, 0x0301, 0x1F25}, {0x1F21, 0x0342, 0x1F27}, {0x1F21, 0x0345, 0x1F91},
+    {0x1F22, 0x0345, 0x1F92}, {0x1F23, 0x0345, 0x1F93}, {0x1F24, 0x0345, 0x1F94}, {0x1F25, 0x0345, 0x1F95},
+    {0x1F26, 0x0345, 0x1F96}, {0x1F27, 0x0345, 0x1F97}, {0x1F28, 0x0300, 0x1F2A}, {0x1F28, 0x0301, 0x1F2C},
+    {0x1F28, 0x0342, 0x1F2E}, {0x1F28, 0x0345, 0x1F98}, {0x1F29, 0x0300, 0x1F2B}, {0x1F29, 0x0301, 0x1F2D},
+    {0x1F29, 0x0342, 0x1F2F}, {0x1F29, 0x0345, 0x1F99}, {0x1F2A, 0x0345, 0x1F9A}, {0x1F2B, 0x0345, 0x1F9B},
+    {0x1F2C, 0x0345, 0x1F9C}, {0x1F2D, 0x0345, 0x1F9D}, {0x1F2E, 0x0345, 0x1F9E}, {0x1F2F, 0x0345, 0x1F9F},
+    {0x1F30, 0x0300, 0x1F32}, {0x1F30, 0x0301, 0x1F34}, {0x1F30, 0x0342, 0x1F36}, {0x1F31, 0x0300, 0x1F33},
+    {0x1F31, 0x0301, 0x1F35}, {0x1F31, 0x0342, 0x1F37}, {0x1F38, 0x0300, 0x1F3A}, {0x1F38, 0x0301, 0x1F3C},
+    {0x1F38, 0x0342, 0x1F3E}, {0x1F39, 0x0300, 0x1F3B}, {0x1F39, 0x0301, 0x1F3D}, {0x1F39, 0x0342, 0x1F3F},
+    {0x1F40, 0x0300, 0x1F42}, {0x1F40, 0x0301, 0x1F44}, {0x1F41, 0x0300, 0x1F43}, {0x1F41, 0x0301, 0x1F45},
+    {0x1F48, 0x0300, 0x1F4A}, {0x1F48, 0x0301, 0x1F4C}, {0x1F49, 0x0300, 0x1F4B}, {0x1F49, 0x0301, 0x1F4D},
+    {0x1F50, 0x0300, 0x1F52}, {0x1F50, 0x0301, 0x1F54}, {0x1F50, 0x0342, 0x1F56}, {0x1F51, 0x0300, 0x1F53},
+    {0x1F51, 0x0301, 0x1F55}, {0x1F51, 0x0342, 0x1F57}, {0x1F59, 0x0300, 0x1F5B}, {0x1F59, 0x0301, 0x1F5D},
+    {0x1F59, 0x0342, 0x1F5F}, {0x1F60, 0x0300, 0x1F62}, {0x1F60, 0x0301, 0x1F64}, {0x1F60, 0x0342, 0x1F66},
+    {0x1F60, 0x0345, 0x1FA0}, {0x1F61, 0x0300, 0x1F63}, {0x1F61, 0x0301, 0x1F65}, {0x1F61, 0x0342, 0x1F67},
+    {0x1F61, 0x0345, 0x1FA1}, {0x1F62, 0x0345, 0x1FA2}, {0x1F63, 0x0345, 0x1FA3}, {0x1F64, 0x0345, 0x1FA4},
+    {0x1F65, 0x0345, 0x1FA5}, {0x1F66, 0x0345, 0x1FA6}, {0x1F67, 0x0345, 0x1FA7}, {0x1F68, 0x0300, 0x1F6A},
+    {0x1F68, 0x0301, 0x1F6C}, {0x1F68, 0x0342, 0x1F6E}, {0x1F68, 0x0345, 0x1FA8}, {0x1F69, 0x0300, 0x1F6B},
+    {0x1F69, 0x0301, 0x1F6D}, {0x1F69, 0x0342, 0x1F6F}, {0x1F69, 0x0345, 0x1FA9}, {0x1F6A, 0x0345, 0x1FAA},
+    {0x1F6B, 0x0345, 0x1FAB}, {0x1F6C, 0x0345, 0x1FAC}, {0x1F6D, 0x0345, 0x1FAD}, {0x1F6E, 0x0345, 0x1FAE},
+    {0x1F6F, 0x0345, 0x1FAF}, {0x1F70, 0x0345, 0x1FB2}, {0x1F74, 0x0345, 0x1FC2}, {0x1F7C, 0x0345, 0x1FF2},
+    {0x1FB6, 0x0345, 0x1FB7}, {0x1FBF, 0x0300, 0x1FCD}, {0x1FBF, 0x0301, 0x1FCE}, {0x1FBF, 0x0342, 0x1FCF},
+    {0x1FC6, 0x0345, 0x1FC7}, {0x1FF6, 0x0345, 0x1FF7}, {0x1FFE, 0x0300, 0x1FDD}, {0x1FFE, 0x0301, 0x1FDE},
+    {0x1FFE, 0x0342, 0x1FDF}, {0x2190, 0x0338, 0x219A}, {0x2192, 0x0338, 0x219B}, {0x2194, 0x0338, 0x21AE},
+    {0x21D0, 0x0338, 0x21CD}, {0x21D2, 0x0338, 0x21CF}, {0x21D4, 0x0338, 0x21CE}, {0x2203, 0x0338, 0x2204},
+    {0x2208, 0x0338, 0x2209}, {0x220B, 0x0338, 0x220C}, {0x2223, 0x0338, 0x2224}, {0x2225, 0x0338, 0x2226},
+    {0x223C, 0x0338, 0x2241}, {0x2243, 0x0338, 0x2244}, {0x2245, 0x0338, 0x2247}, {0x2248, 0x0338, 0x2249},
+    {0x224D, 0x0338, 0x226D}, {0x2261, 0x0338, 0x2262}, {0x2264, 0x0338, 0x2270}, {0x2265, 0x0338, 0x2271},
+    {0x2272, 0x0338, 0x2274}, {0x2273, 0x0338, 0x2275}, {0x2276, 0x0338, 0x2278}, {0x2277, 0x0338, 0x2279},
+    {0x227A, 0x0338, 0x2280}, {0x227B, 0x0338, 0x2281}, {0x227C, 0x0338, 0x22E0}, {0x227D, 0x0338, 0x22E1},
+    {0x2282, 0x0338, 0x2284}, {0x2283, 0x0338, 0x2285}, {0x2286, 0x0338, 0x2288}, {0x2287, 0x0338, 0x2289},
+    {0x2291, 0x0338, 0x22E2}, {0x2292, 0x0338, 0x22E3}, {0x22A2, 0x0338, 0x22AC}, {0x22A8, 0x0338, 0x22AD},
+    {0x22A9, 0x0338, 0x22AE}, {0x22AB, 0x0338, 0x22AF}, {0x22B2, 0x0338, 0x22EA}, {0x22B3, 0x0338, 0x22EB},
+    {0x22B4, 0x0338, 0x22EC}, {0x22B5, 0x0338, 0x22ED}, {0x3046, 0x3099, 0x3094}, {0x304B, 0x3099, 0x304C},
+    {0x304D, 0x3099, 0x304E}, {0x304F, 0x3099, 0x3050}, {0x3051, 0x3099, 0x3052}, {0x3053, 0x3099, 0x3054},
+    {0x3055, 0x3099, 0x3056}, {0x3057, 0x3099, 0x3058}, {0x3059, 0x3099, 0x305A}, {0x305B, 0x3099, 0x305C},
+    {0x305D, 0x3099, 0x305E}, {0x305F, 0x3099, 0x3060}, {0x3061, 0x3099, 0x3062}, {0x3064, 0x3099, 0x3065},
+    {0x3066, 0x3099, 0x3067}, {0x3068, 0x3099, 0x3069}, {0x306F, 0x3099, 0x3070}, {0x306F, 0x309A, 0x3071},
+    {0x3072, 0x3099, 0x3073}, {0x3072, 0x309A, 0x3074}, {0x3075, 0x3099, 0x3076}, {0x3075, 0x309A, 0x3077},
+    {0x3078, 0x3099, 0x3079}, {0x3078, 0x309A, 0x307A}, {0x307B, 0x3099, 0x307C}, {0x307B, 0x309A, 0x307D},
+    {0x309D, 0x3099, 0x309E}, {0x30A6, 0x3099, 0x30F4}, {0x30AB, 0x3099, 0x30AC}, {0x30AD, 0x3099, 0x30AE},
+    {0x30AF, 0x3099, 0x30B0}, {0x30B1, 0x3099, 0x30B2}, {0x30B3, 0x3099, 0x30B4}, {0x30B5, 0x3099, 0x30B6},
+    {0x30B7, 0x3099, 0x30B8}, {0x30B9, 0x3099, 0x30BA}, {0x30BB, 0x3099, 0x30BC}, {0x30BD, 0x3099, 0x30BE},
+    {0x30BF, 0x3099, 0x30C0}, {0x30C1, 0x3099, 0x30C2}, {0x30C4, 0x3099, 0x30C5}, {0x30C6, 0x3099, 0x30C7},
+    {0x30C8, 0x3099, 0x30C9}, {0x30CF, 0x3099, 0x30D0}, {0x30CF, 0x309A, 0x30D1}, {0x30D2, 0x3099, 0x30D3},
+    {0x30D2, 0x309A, 0x30D4}, {0x30D5, 0x3099, 0x30D6}, {0x30D5, 0x309A, 0x30D7}, {0x30D8, 0x3099, 0x30D9},
+    {0x30D8, 0x309A, 0x30DA}, {0x30DB, 0x3099, 0x30DC}, {0x30DB, 0x309A, 0x30DD}, {0x30EF, 0x3099, 0x30F7},
+    {0x30F0, 0x3099, 0x30F8}, {0x30F1, 0x3099, 0x30F9}, {0x30F2, 0x3099, 0x30FA}, {0x30FD, 0x3099, 0x30FE},
+    {0x105D2, 0x0307, 0x105C9}, {0x105DA, 0x0307, 0x105E4}, {0x11099, 0x110BA, 0x1109A}, {0x1109B, 0x110BA, 0x1109C},
+    {0x110A5, 0x110BA, 0x110AB}, {0x11131, 0x11127, 0x1112E}, {0x11132, 0x11127, 0x1112F}, {0x11347, 0x1133E, 0x1134B},
+    {0x11347, 0x11357, 0x1134C}, {0x11382, 0x113C9, 0x11383}, {0x11384, 0x113BB, 0x11385}, {0x1138B, 0x113C2, 0x1138E},
+    {0x11390, 0x113C9, 0x11391}, {0x113C2, 0x113B8, 0x113C7}, {0x113C2, 0x113C2, 0x113C5}, {0x113C2, 0x113C9, 0x113C8},
+    {0x114B9, 0x114B0, 0x114BC}, {0x114B9, 0x114BA, 0x114BB}, {0x114B9, 0x114BD, 0x114BE}, {0x115B8, 0x115AF, 0x115BA},
+    {0x115B9, 0x115AF, 0x115BB}, {0x11935, 0x11930, 0x11938}, {0x1611E, 0x1611E, 0x16121}, {0x1611E, 0x1611F, 0x16123},
+    {0x1611E, 0x16120, 0x16125}, {0x1611E, 0x16129, 0x16122}, {0x16121, 0x1611F, 0x16126}, {0x16121, 0x16120, 0x16128},
+    {0x16122, 0x1611F, 0x16127}, {0x16129, 0x1611F, 0x16124}, {0x16D63, 0x16D67, 0x16D69}, {0x16D67, 0x16D67, 0x16D68},
+    {0x16D69, 0x16D67, 0x16D6A},
+};
+// NFC: first, last, rank in the order of canonical combining classes: 404 rows
+static const uint32_t unicode_combining_ranks[][3] = {
+    {0x0300, 0x0314, 51}, {0x0315, 0x0315, 52}, {0x0316, 0x0319, 46}, {0x031A, 0x031A, 52}, {0x031B, 0x031B, 44},
+    {0x031C, 0x0320, 46}, {0x0321, 0x0322, 42}, {0x0323, 0x0326, 46}, {0x0327, 0x0328, 42}, {0x0329, 0x0333, 46},
+    {0x0334, 0x0338, 1}, {0x0339, 0x033C, 46}, {0x033D, 0x033F, 51}, {0x0342, 0x0342, 51}, {0x0345, 0x0345, 55},
+    {0x0346, 0x0346, 51}, {0x0347, 0x0349, 46}, {0x034A, 0x034C, 51}, {0x034D, 0x034E, 46}, {0x0350, 0x0352, 51},
+    {0x0353, 0x0356, 46}, {0x0357, 0x0357, 51}, {0x0358, 0x0358, 52}, {0x0359, 0x035A, 46}, {0x035B, 0x035B, 51},
+    {0x035C, 0x035C, 53}, {0x035D, 0x035E, 54}, {0x035F, 0x035F, 53}, {0x0360, 0x0361, 54}, {0x0362, 0x0362, 53},
+    {0x0363, 0x036F, 51}, {0x0483, 0x0487, 51}, {0x0591, 0x0591, 46}, {0x0592, 0x0595, 51}, {0x0596, 0x0596, 46},
+    {0x0597, 0x0599, 51}, {0x059A, 0x059A, 47}, {0x059B, 0x059B, 46}, {0x059C, 0x05A1, 51}, {0x05A2, 0x05A7, 46},
+    {0x05A8, 0x05A9, 51}, {0x05AA, 0x05AA, 46}, {0x05AB, 0x05AC, 51}, {0x05AD, 0x05AD, 47}, {0x05AE, 0x05AE, 50},
+    {0x05AF, 0x05AF, 51}, {0x05B0, 0x05B0, 6}, {0x05B1, 0x05B1, 7}, {0x05B2, 0x05B2, 8}, {0x05B3, 0x05B3, 9},
+    {0x05B4, 0x05B4, 10}, {0x05B5, 0x05B5, 11}, {0x05B6, 0x05B6, 12}, {0x05B7, 0x05B7, 13}, {0x05B8, 0x05B8, 14},
+    {0x05B9, 0x05BA, 15}, {0x05BB, 0x05BB, 16}, {0x05BC, 0x05BC, 17}, {0x05BD, 0x05BD, 18}, {0x05BF, 0x05BF, 19},
+    {0x05C1, 0x05C1, 20}, {0x05C2, 0x05C2, 21}, {0x05C4, 0x05C4, 51}, {0x05C5, 0x05C5, 46}, {0x05C7, 0x05C7, 14},
+    {0x0610, 0x0617, 51}, {0x0618, 0x0618, 26}, {0x0619, 0x0619, 27}, {0x061A, 0x061A, 28}, {0x064B, 0x064B, 23},
+    {0x064C, 0x064C, 24}, {0x064D, 0x064D, 25}, {0x064E, 0x064E, 26}, {0x064F, 0x064F, 27}, {0x0650, 0x0650, 28},
+    {0x0651, 0x0651, 29}, {0x0652, 0x0652, 30}, {0x0653, 0x0654, 51}, {0x0655, 0x0656, 46}, {0x0657, 0x065B, 51},
+    {0x065C, 0x065C, 46}, {0x065D, 0x065E, 51}, {0x065F, 0x065F, 46}, {0x0670, 0x0670, 31}, {0x06D6, 0x06DC, 51},
+    {0x06DF, 0x06E2, 51}, {0x06E3, 0x06E3, 46}, {0x06E4, 0x06E4, 51}, {0x06E7, 0x06E8, 51}, {0x06EA, 0x06EA, 46},
+    {0x06EB, 0x06EC, 51}, {0x06ED, 0x06ED, 46}, {0x0711, 0x0711, 32}, {0x0730, 0x0730, 51}, {0x0731, 0x0731, 46},
+    {0x0732, 0x0733, 51}, {0x0734, 0x0734, 46}, {0x0735, 0x0736, 51}, {0x0737, 0x0739, 46}, {0x073A, 0x073A, 51},
+    {0x073B, 0x073C, 46}, {0x073D, 0x073D, 51}, {0x073E, 0x073E, 46}, {0x073F, 0x0741, 51}, {0x0742, 0x0742, 46},
+    {0x0743, 0x0743, 51}, {0x0744, 0x0744, 46}, {0x0745, 0x0745, 51}, {0x0746, 0x0746, 46}, {0x0747, 0x0747, 51},
+    {0x0748, 0x0748, 46}, {0x0749, 0x074A, 51}, {0x07EB, 0x07F1, 51}, {0x07F2, 0x07F2, 46}, {0x07F3, 0x07F3, 51},
+    {0x07FD, 0x07FD, 46}, {0x0816, 0x0819, 51}, {0x081B, 0x0823, 51}, {0x0825, 0x0827, 51}, {0x0829, 0x082D, 51},
+    {0x0859, 0x085B, 46}, {0x0897, 0x0898, 51}, {0x0899, 0x089B, 46}, {0x089C, 0x089F, 51}, {0x08CA, 0x08CE, 51},
+    {0x08CF, 0x08D3, 46}, {0x08D4, 0x08E1, 51}, {0x08E3, 0x08E3, 46}, {0x08E4, 0x08E5, 51}, {0x08E6, 0x08E6, 46},
+    {0x08E7, 0x08E8, 51}, {0x08E9, 0x08E9, 46}, {0x08EA, 0x08EC, 51}, {0x08ED, 0x08EF, 46}, {0x08F0, 0x08F0, 23},
+    {0x08F1, 0x08F1, 24}, {0x08F2, 0x08F2, 25}, {0x08F3, 0x08F5, 51}, {0x08F6, 0x08F6, 46}, {0x08F7, 0x08F8, 51},
+    {0x08F9, 0x08FA, 46}, {0x08FB, 0x08FF, 51}, {0x093C, 0x093C, 3}, {0x094D, 0x094D, 5}, {0x0951, 0x0951, 51},
+    {0x0952, 0x0952, 46}, {0x0953, 0x0954, 51}, {0x09BC, 0x09BC, 3}, {0x09CD, 0x09CD, 5}, {0x09FE, 0x09FE, 51},
+    {0x0A3C, 0x0A3C, 3}, {0x0A4D, 0x0A4D, 5}, {0x0ABC, 0x0ABC, 3}, {0x0ACD, 0x0ACD, 5}, {0x0B3C, 0x0B3C, 3},
+    {0x0B4D, 0x0B4D, 5}, {0x0BCD, 0x0BCD, 5}, {0x0C3C, 0x0C3C, 3}, {0x0C4D, 0x0C4D, 5}, {0x0C55, 0x0C55, 33},
+    {0x0C56, 0x0C56, 34}, {0x0CBC, 0x0CBC, 3}, {0x0CCD, 0x0CCD, 5}, {0x0D3B, 0x0D3C, 5}, {0x0D4D, 0x0D4D, 5},
+    {0x0DCA, 0x0DCA, 5}, {0x0E38, 0x0E39, 35}, {0x0E3A, 0x0E3A, 5}, {0x0E48, 0x0E4B, 36}, {0x0EB8, 0x0EB9, 37},
+    {0x0EBA, 0x0EBA, 5}, {0x0EC8, 0x0ECB, 38}, {0x0F18, 0x0F19, 46}, {0x0F35, 0x0F35, 46}, {0x0F37, 0x0F37, 46},
+    {0x0F39, 0x0F39, 44}, {0x0F71, 0x0F71, 39}, {0x0F72, 0x0F72, 40}, {0x0F74, 0x0F74, 41}, {0x0F7A, 0x0F7D, 40},
+    {0x0F80, 0x0F80, 40}, {0x0F82, 0x0F83, 51}, {0x0F84, 0x0F84, 5}, {0x0F86, 0x0F87, 51}, {0x0FC6, 0x0FC6, 46},
+    {0x1037, 0x1037, 3}, {0x1039, 0x103A, 5}, {0x108D, 0x108D, 46}, {0x135D, 0x135F, 51}, {0x1714, 0x1715, 5},
+    {0x1734, 0x1734, 5}, {0x17D2, 0x17D2, 5}, {0x17DD, 0x17DD, 51}, {0x18A9, 0x18A9, 50}, {0x1939, 0x1939, 47},
+    {0x193A, 0x193A, 51}, {0x193B, 0x193B, 46}, {0x1A17, 0x1A17, 51}, {0x1A18, 0x1A18, 46}, {0x1A60, 0x1A60, 5},
+    {0x1A75, 0x1A7C, 51}, {0x1A7F, 0x1A7F, 46}, {0x1AB0, 0x1AB4, 51}, {0x1AB5, 0x1ABA, 46}, {0x1ABB, 0x1ABC, 51},
+    {0x1ABD, 0x1ABD, 46}, {0x1ABF, 0x1AC0, 46}, {0x1AC1, 0x1AC2, 51}, {0x1AC3, 0x1AC4, 46}, {0x1AC5, 0x1AC9, 51},
+    {0x1ACA, 0x1ACA, 46}, {0x1ACB, 0x1ADC, 51}, {0x1ADD, 0x1ADD, 46}, {0x1AE0, 0x1AE5, 51}, {0x1AE6, 0x1AE6, 46},
+    {0x1AE7, 0x1AEA, 51}, {0x1AEB, 0x1AEB, 54}, {0x1B34, 0x1B34, 3}, {0x1B44, 0x1B44, 5}, {0x1B6B, 0x1B6B, 51},
+    {0x1B6C, 0x1B6C, 46}, {0x1B6D, 0x1B73, 51}, {0x1BAA, 0x1BAB, 5}, {0x1BE6, 0x1BE6, 3}, {0x1BF2, 0x1BF3, 5},
+    {0x1C37, 0x1C37, 3}, {0x1CD0, 0x1CD2, 51}, {0x1CD4, 0x1CD4, 1}, {0x1CD5, 0x1CD9, 46}, {0x1CDA, 0x1CDB, 51},
+    {0x1CDC, 0x1CDF, 46}, {0x1CE0, 0x1CE0, 51}, {0x1CE2, 0x1CE8, 1}, {0x1CED, 0x1CED, 46}, {0x1CF4, 0x1CF4, 51},
+    {0x1CF8, 0x1CF9, 51}, {0x1DC0, 0x1DC1, 51}, {0x1DC2, 0x1DC2, 46}, {0x1DC3, 0x1DC9, 51}, {0x1DCA, 0x1DCA, 46},
+    {0x1DCB, 0x1DCC, 51}, {0x1DCD, 0x1DCD, 54}, {0x1DCE, 0x1DCE, 43}, {0x1DCF, 0x1DCF, 46}, {0x1DD0, 0x1DD0, 42},
+    {0x1DD1, 0x1DF5, 51}, {0x1DF6, 0x1DF6, 52}, {0x1DF7, 0x1DF8, 50}, {0x1DF9, 0x1DF9, 46}, {0x1DFA, 0x1DFA, 45},
+    {0x1DFB, 0x1DFB, 51}, {0x1DFC, 0x1DFC, 53}, {0x1DFD, 0x1DFD, 46}, {0x1DFE, 0x1DFE, 51}, {0x1DFF, 0x1DFF, 46},
+    {0x20D0, 0x20D1, 51}, {0x20D2, 0x20D3, 1}, {0x20D4, 0x20D7, 51}, {0x20D8, 0x20DA, 1}, {0x20DB, 0x20DC, 51},
+    {0x20E1, 0x20E1, 51}, {0x20E5, 0x20E6, 1}, {0x20E7, 0x20E7, 51}, {0x20E8, 0x20E8, 46}, {0x20E9, 0x20E9, 51},
+    {0x20EA, 0x20EB, 1}, {0x20EC, 0x20EF, 46}, {0x20F0, 0x20F0, 51}, {0x2CEF, 0x2CF1, 51}, {0x2D7F, 0x2D7F, 5},
+    {0x2DE0, 0x2DFF, 51}, {0x302A, 0x302A, 45}, {0x302B, 0x302B, 50}, {0x302C, 0x302C, 52}, {0x302D, 0x302D, 47},
+    {0x302E, 0x302F, 48}, {0x3099, 0x309A, 4}, {0xA66F, 0xA66F, 51}, {0xA674, 0xA67D, 51}, {0xA69E, 0xA69F, 51},
+    {0xA6F0, 0xA6F1, 51}, {0xA806, 0xA806, 5}, {0xA82C, 0xA82C, 5}, {0xA8C4, 0xA8C4, 5}, {0xA8E0, 0xA8F1, 51},
+    {0xA92B, 0xA92D, 46}, {0xA953, 0xA953, 5}, {0xA9B3, 0xA9B3, 3}, {0xA9C0, 0xA9C0, 5}, {0xAAB0, 0xAAB0, 51},
+    {0xAAB2, 0xAAB3, 51}, {0xAAB4, 0xAAB4, 46}, {0xAAB7, 0xAAB8, 51}, {0xAABE, 0xAABF, 51}, {0xAAC1, 0xAAC1, 51},
+    {0xAAF6, 0xAAF6, 5}, {0xABED, 0xABED, 5}, {0xFB1E, 0xFB1E, 22}, {0xFE20, 0xFE26, 51}, {0xFE27, 0xFE2D, 46},
+    {0xFE2E, 0xFE2F, 51}, {0x101FD, 0x101FD, 46}, {0x102E0, 0x102E0, 46}, {0x10376, 0x1037A, 51}, {0x10A0D, 0x10A0D, 46},
+    {0x10A0F, 0x10A0F, 51}, {0x10A38, 0x10A38, 51}, {0x10A39, 0x10A39, 1}, {0x10A3A, 0x10A3A, 46}, {0x10A3F, 0x10A3F, 5},
+    {0x10AE5, 0x10AE5, 51}, {0x10AE6, 0x10AE6, 46}, {0x10D24, 0x10D27, 51}, {0x10D69, 0x10D6D, 51}, {0x10EAB, 0x10EAC, 51},
+    {0x10EFA, 0x10EFB, 46}, {0x10EFD, 0x10EFF, 46}, {0x10F46, 0x10F47, 46}, {0x10F48, 0x10F4A, 51}, {0x10F4B, 0x10F4B, 46},
+    {0x10F4C, 0x10F4C, 51}, {0x10F4D, 0x10F50, 46}, {0x10F82, 0x10F82, 51}, {0x10F83, 0x10F83, 46}, {0x10F84, 0x10F84, 51},
+    {0x10F85, 0x10F85, 46}, {0x11046, 0x11046, 5}, {0x11070, 0x11070, 5}, {0x1107F, 0x1107F, 5}, {0x110B9, 0x110B9, 5},
+    {0x110BA, 0x110BA, 3}, {0x11100, 0x11102, 51}, {0x11133, 0x11134, 5}, {0x11173, 0x11173, 3}, {0x111C0, 0x111C0, 5},
+    {0x111CA, 0x111CA, 3}, {0x11235, 0x11235, 5}, {0x11236, 0x11236, 3}, {0x112E9, 0x112E9, 3}, {0x112EA, 0x112EA, 5},
+    {0x1133B, 0x1133C, 3}, {0x1134D, 0x1134D, 5}, {0x11366, 0x1136C, 51}, {0x11370, 0x11374, 51}, {0x113CE, 0x113D0, 5},
+    {0x11442, 0x11442, 5}, {0x11446, 0x11446, 3}, {0x1145E, 0x1145E, 51}, {0x114C2, 0x114C2, 5}, {0x114C3, 0x114C3, 3},
+    {0x115BF, 0x115BF, 5}, {0x115C0, 0x115C0, 3}, {0x1163F, 0x1163F, 5}, {0x116B6, 0x116B6, 5}, {0x116B7, 0x116B7, 3},
+    {0x1172B, 0x1172B, 5}, {0x11839, 0x11839, 5}, {0x1183A, 0x1183A, 3}, {0x1193D, 0x1193E, 5}, {0x11943, 0x11943, 3},
+    {0x119E0, 0x119E0, 5}, {0x11A34, 0x11A34, 5}, {0x11A47, 0x11A47, 5}, {0x11A99, 0x11A99, 5}, {0x11C3F, 0x11C3F, 5},
+    {0x11D42, 0x11D42, 3}, {0x11D44, 0x11D45, 5}, {0x11D97, 0x11D97, 5}, {0x11F41, 0x11F42, 5}, {0x1612F, 0x1612F, 5},
+    {0x16AF0, 0x16AF4, 1}, {0x16B30, 0x16B36, 51}, {0x16FF0, 0x16FF1, 2}, {0x1BC9E, 0x1BC9E, 1}, {0x1D165, 0x1D166, 44},
+    {0x1D167, 0x1D169, 1}, {0x1D16D, 0x1D16D, 49}, {0x1D16E, 0x1D172, 44}, {0x1D17B, 0x1D182, 46}, {0x1D185, 0x1D189, 51},
+    {0x1D18A, 0x1D18B, 46}, {0x1D1AA, 0x1D1AD, 51}, {0x1D242, 0x1D244, 51}, {0x1E000, 0x1E006, 51}, {0x1E008, 0x1E018, 51},
+    {0x1E01B, 0x1E021, 51}, {0x1E023, 0x1E024, 51}, {0x1E026, 0x1E02A, 51}, {0x1E08F, 0x1E08F, 51}, {0x1E130, 0x1E136, 51},
+    {0x1E2AE, 0x1E2AE, 51}, {0x1E2EC, 0x1E2EF, 51}, {0x1E4EC, 0x1E4ED, 52}, {0x1E4EE, 0x1E4EE, 46}, {0x1E4EF, 0x1E4EF, 51},
+    {0x1E5EE, 0x1E5EE, 51}, {0x1E5EF, 0x1E5EF, 46}, {0x1E6E3, 0x1E6E3, 51}, {0x1E6E6, 0x1E6E6, 51}, {0x1E6EE, 0x1E6EF, 51},
+    {0x1E6F5, 0x1E6F5, 51}, {0x1E8D0, 0x1E8D6, 46}, {0x1E944, 0x1E949, 51}, {0x1E94A, 0x1E94A, 3},
+};
 // END generated by tools/js/gen-unicode-tables.mjs
 
 enum CharClass { CHAR_OTHER, CHAR_LETTER, CHAR_NUMBER, CHAR_SPACE };
@@ -3660,8 +6033,9 @@ static size_t whitespace_chunk_end(const char *text, size_t at, size_t end, int 
 // Llama 3's pre-tokenizer, the regex
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 // as code: the first alternative that matches at text[at] is the chunk (one
-// always does). Returns where the chunk ends.
-static size_t llama3_chunk_end(const char *text, size_t at, size_t end) {
+// always does). Returns where the chunk ends. Qwen's regex is the same with
+// \p{N} for \p{N}{1,3}: max_digits 1 instead of 3.
+static size_t llama3_chunk_end(const char *text, size_t at, size_t end, int max_digits) {
     size_t contraction = contraction_length(text, at, end, 1);
     if (contraction) return at + contraction;
     int length, next_length;
@@ -3673,7 +6047,7 @@ static size_t llama3_chunk_end(const char *text, size_t at, size_t end) {
     if (cls != CHAR_NUMBER && !is_newline(text[at]) && next_cls == CHAR_LETTER)
         return skip_class(text, next, end, CHAR_LETTER, INT_MAX);
     // \p{N}{1,3}
-    if (cls == CHAR_NUMBER) return skip_class(text, at, end, CHAR_NUMBER, 3);
+    if (cls == CHAR_NUMBER) return skip_class(text, at, end, CHAR_NUMBER, max_digits);
     // ' ?[^\s\p{L}\p{N}]+[\r\n]*' : other characters, maybe after a space, and the newlines after them
     if (cls == CHAR_OTHER || (text[at] == ' ' && next_cls == CHAR_OTHER)) {
         size_t p = skip_class(text, cls == CHAR_OTHER ? at : next, end, CHAR_OTHER, INT_MAX);
@@ -3712,7 +6086,136 @@ static size_t smollm_chunk_end(const char *text, size_t at, size_t end) {
 static size_t chunk_end(int split_rule, const char *text, size_t at, size_t end) {
     if (split_rule == SPLIT_GPT2) return gpt2_chunk_end(text, at, end);
     if (split_rule == SPLIT_SMOLLM) return smollm_chunk_end(text, at, end);
-    return llama3_chunk_end(text, at, end);
+    if (split_rule == SPLIT_QWEN) return llama3_chunk_end(text, at, end, 1);
+    return llama3_chunk_end(text, at, end, 3);
+}
+
+// ---- NFC, Qwen's normalizer: canonical decomposition, canonical order and
+// canonical composition as Unicode's UAX #15 defines them, over the generated
+// tables above (Hangul syllables by arithmetic, as the standard gives them).
+// Bytes that are no well-formed UTF-8 pass through as they are, each a
+// starter that nothing composes with: byte-level BPE encodes them exactly.
+
+#define HANGUL_FIRST 0xAC00u                  // syllables: (lead * 21 + vowel) * 28 + trail
+#define HANGUL_LEADS 0x1100u
+#define HANGUL_VOWELS 0x1161u
+#define HANGUL_TRAILS 0x11A7u                 // trail 0 is "none"
+#define HANGUL_SYLLABLES (19u * 21u * 28u)
+#define RAW_BYTE 0x110000u                    // + a byte: an ill-formed byte, kept as it is
+
+static const uint32_t *decomposition_of(uint32_t cp) {
+    size_t low = 0, high = sizeof unicode_decompositions / sizeof unicode_decompositions[0];
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (cp < unicode_decompositions[mid][0]) high = mid;
+        else if (cp > unicode_decompositions[mid][0]) low = mid + 1;
+        else return unicode_decompositions[mid];
+    }
+    return NULL;
+}
+
+// 0 for a starter; else a rank in the order of canonical combining classes.
+static uint32_t combining_rank(uint32_t cp) {
+    size_t low = 0, high = sizeof unicode_combining_ranks / sizeof unicode_combining_ranks[0];
+    if (cp < 0x300) return 0;   // no mark below U+0300
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (cp < unicode_combining_ranks[mid][0]) high = mid;
+        else if (cp > unicode_combining_ranks[mid][1]) low = mid + 1;
+        else return unicode_combining_ranks[mid][2];
+    }
+    return 0;
+}
+
+// cp's full canonical decomposition appended at out[n]; returns the new count.
+static size_t decompose(uint32_t cp, uint32_t *out, size_t n) {
+    if (cp >= HANGUL_FIRST && cp < HANGUL_FIRST + HANGUL_SYLLABLES) {
+        uint32_t s = cp - HANGUL_FIRST;
+        out[n++] = HANGUL_LEADS + s / (21 * 28);
+        out[n++] = HANGUL_VOWELS + s % (21 * 28) / 28;
+        if (s % 28) out[n++] = HANGUL_TRAILS + s % 28;
+        return n;
+    }
+    const uint32_t *row = decomposition_of(cp);
+    if (!row) {
+        out[n++] = cp;
+        return n;
+    }
+    n = decompose(row[1], out, n);
+    return row[2] ? decompose(row[2], out, n) : n;
+}
+
+// The primary composite of first + second, 0 if none.
+static uint32_t compose_pair(uint32_t first, uint32_t second) {
+    if (first - HANGUL_LEADS < 19 && second - HANGUL_VOWELS < 21)
+        return HANGUL_FIRST + ((first - HANGUL_LEADS) * 21 + (second - HANGUL_VOWELS)) * 28;
+    if (first - HANGUL_FIRST < HANGUL_SYLLABLES && (first - HANGUL_FIRST) % 28 == 0 && second - HANGUL_TRAILS - 1 < 27)
+        return first + (second - HANGUL_TRAILS);
+    size_t low = 0, high = sizeof unicode_compositions / sizeof unicode_compositions[0];
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        const uint32_t *row = unicode_compositions[mid];
+        if (first < row[0] || (first == row[0] && second < row[1])) high = mid;
+        else if (first > row[0] || second > row[1]) low = mid + 1;
+        else return row[2];
+    }
+    return 0;
+}
+
+static size_t utf8_encode(char *out, uint32_t cp) {
+    if (cp >= RAW_BYTE) return out[0] = (char)(cp - RAW_BYTE), 1;
+    if (cp < 0x80) return out[0] = (char)cp, 1;
+    if (cp < 0x800) return out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3F)), 2;
+    if (cp < 0x10000)
+        return out[0] = (char)(0xE0 | cp >> 12), out[1] = (char)(0x80 | (cp >> 6 & 0x3F)), out[2] = (char)(0x80 | (cp & 0x3F)), 3;
+    out[0] = (char)(0xF0 | cp >> 18), out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F)), out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+// text in NFC, as a new string (at most 3 times as long: the standard's bound
+// for UTF-8). ASCII is its own NFC and is returned as a copy at once.
+static char *nfc_normalize(const char *text) {
+    size_t length = strlen(text), n = 0;
+    int ascii = 1;
+    for (size_t i = 0; i < length && ascii; i++) ascii = (unsigned char)text[i] < 0x80;
+    if (ascii) return strcpy(xcalloc(length + 1, 1, "NFC text"), text);
+    // decompose: a code point becomes at most 4 (the tables' longest NFD), a byte at least 1
+    uint32_t *cps = xcalloc(4 * length + 1, sizeof(uint32_t), "NFC text");
+    for (size_t at = 0; at < length;) {
+        int step = utf8_next((const unsigned char *)text + at, length - at), char_length;
+        if (step <= 0) cps[n++] = RAW_BYTE + (unsigned char)text[at++];
+        else n = decompose(decode_utf8((const unsigned char *)text + at, length - at, &char_length), cps, n), at += (size_t)step;
+    }
+    // canonical order: each run of marks sorted by rank, stably
+    for (size_t i = 1; i < n; i++) {
+        uint32_t cp = cps[i], rank = cp < RAW_BYTE ? combining_rank(cp) : 0;
+        size_t j = i;
+        for (; rank && j > 0 && cps[j - 1] < RAW_BYTE && combining_rank(cps[j - 1]) > rank; j--) cps[j] = cps[j - 1];
+        cps[j] = cp;
+    }
+    // compose: a mark joins the last starter unless a mark of its rank or higher lies between
+    size_t kept = 0, starter = 0;
+    int have_starter = 0;
+    uint32_t last_rank = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp = cps[i], rank = cp < RAW_BYTE ? combining_rank(cp) : 0;
+        uint32_t composite = have_starter && cp < RAW_BYTE && (kept == starter + 1 || (last_rank && last_rank < rank))
+                           ? compose_pair(cps[starter], cp) : 0;
+        if (composite) {
+            cps[starter] = composite;
+            continue;
+        }
+        if (rank == 0) starter = kept, have_starter = cps[i] < RAW_BYTE;
+        last_rank = rank;
+        cps[kept++] = cp;
+    }
+    char *out = xcalloc(4 * kept + 1, 1, "NFC text");
+    size_t out_length = 0;
+    for (size_t i = 0; i < kept; i++) out_length += utf8_encode(out + out_length, cps[i]);
+    out[out_length] = '\0';
+    free(cps);
+    return out;
 }
 
 // ---- Merging. A heap of candidate pairs over a linked list of the pieces
@@ -3769,7 +6272,10 @@ static void queue_pair(const Tokenizer *t, MergeWork *w, const int *ids, int lef
     memcpy(w->joined + length_a, t->vocab[b], length_b);
     int merged = piece_lookup(t, w->joined, length_a + length_b);
     if (merged < 0 || t->scores[merged] == -INFINITY) return;
-    MergeCandidate c = { .score = t->scores[merged], .left = left, .left_id = a, .right_id = b, .merged_id = merged };
+    int rank = t->n_merges ? merge_rank(t, a, b) : 0;   // a merges list: only its pairs merge, in its order
+    if (rank < 0) return;
+    MergeCandidate c = { .score = t->n_merges ? -(float)rank : t->scores[merged], .left = left, .left_id = a, .right_id = b,
+                         .merged_id = merged };
     // byte-level: of the merges that make the same piece, Hugging Face's list
     // (tiktoken's converted) puts first the one whose parts rank first
     if (t->kind == TOKENIZER_BYTE_LEVEL) {
@@ -3805,11 +6311,12 @@ static int merge_pieces(const Tokenizer *t, int *ids, int n, MergeWork *w) {
     return count;
 }
 
-// SentencePiece: the dummy-prefix space, one piece per UTF-8 code point (its
-// bytes' pieces when the code point is none), then merges over the whole text.
+// SentencePiece: the dummy-prefix space (unless the tokenizer has none), one
+// piece per UTF-8 code point (its bytes' pieces when the code point is none),
+// then merges over the whole text.
 static int encode_sentencepiece(const Tokenizer *t, const char *text, int *tokens, int n, MergeWork *work) {
     int first = n;
-    if (text[0] != '\0') {
+    if (text[0] != '\0' && t->dummy_prefix) {
         int space = str_lookup(" ", t);
         if (space >= 0) tokens[n++] = space;
     }
@@ -3831,15 +6338,15 @@ static int encode_sentencepiece(const Tokenizer *t, const char *text, int *token
     return first + merge_pieces(t, tokens + first, n - first, work);
 }
 
-// Byte-level: chunk by chunk, each merged from its bytes. Under Llama 3's
-// rule a chunk that is a piece stays whole (tiktoken does this; Hugging Face
+// Byte-level: chunk by chunk, each merged from its bytes. With whole_chunks
+// a chunk that is a piece stays whole (tiktoken does this; Hugging Face
 // calls it ignore_merges): merging it could end elsewhere.
 static int encode_byte_level(const Tokenizer *t, const char *text, int *tokens, int n, MergeWork *work) {
     size_t end = strlen(text);
     for (size_t at = 0, chunk; at < end; at = chunk) {
         chunk = chunk_end(t->split_rule, text, at, end);
         size_t length = chunk - at;
-        int ignore_merges = t->split_rule == SPLIT_LLAMA3 && length <= (size_t)t->max_token_length;
+        int ignore_merges = t->whole_chunks && length <= (size_t)t->max_token_length;
         int whole = ignore_merges ? piece_lookup(t, text + at, length) : -1;
         if (whole >= 0 && t->scores[whole] != -INFINITY) {
             tokens[n++] = whole;
@@ -3851,8 +6358,17 @@ static int encode_byte_level(const Tokenizer *t, const char *text, int *tokens, 
     return n;
 }
 
-// text -> token ids. tokens must hold strlen(text) + 3 ids. Returns the count.
+// How many ids encode may write for text: BOS, EOS, and one per byte of the
+// text, or of its NFC form when the tokenizer normalizes (which UTF-8 bounds
+// at 3 times the bytes).
+static size_t encode_capacity(const Tokenizer *t, const char *text) {
+    return (t->normalize_nfc ? 3 : 1) * strlen(text) + 3;
+}
+
+// text -> token ids. tokens must hold encode_capacity(t, text) ids. Returns the count.
 static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int *tokens) {
+    char *normalized = t->normalize_nfc ? nfc_normalize(text) : NULL;
+    if (normalized) text = normalized;
     size_t capacity = strlen(text) + 2;   // pieces before any merge: a byte each, and the dummy prefix
     MergeWork work = {
         .next = xcalloc(capacity, sizeof(int), "tokenizer work"),
@@ -3861,7 +6377,7 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
         .joined = xcalloc(2 * (size_t)t->max_token_length, 1, "tokenizer work"),
     };
     int n = 0;
-    if (add_bos) tokens[n++] = t->bos_id;
+    if (add_bos && t->add_bos) tokens[n++] = t->bos_id;
     if (t->kind == TOKENIZER_BYTE_LEVEL) n = encode_byte_level(t, text, tokens, n, &work);
     else n = encode_sentencepiece(t, text, tokens, n, &work);
     if (add_eos) tokens[n++] = t->eos_id;
@@ -3869,49 +6385,81 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
     free(work.prev);
     free(work.heap);
     free(work.joined);
+    free(normalized);
     return n;
 }
 
-// ---- Chat templates: how a conversation becomes token ids. In a format, %s
-// is the next message (encoded as text, trimmed as the Llama templates do),
-// {bos} and {eos} are BOS and EOS, and <|name|> is that special token when
+// ---- Chat templates: how a conversation becomes token ids, as the family's
+// own Jinja template (tokenizer_config.json's chat_template) renders it and
+// Hugging Face then tokenizes it. A template is a few formats. In a format,
+// %s is a message, {bos} is BOS (nothing when the tokenizer starts no text
+// with it), {eos} is EOS, and <name> or <|name|> is that special token when
 // the vocabulary has it as one (a piece scoring -inf), else text: TinyLlama's
-// <|user|> is text. Text between two tokens is encoded on its own, as
-// Hugging Face encodes a rendered template. A checkpoint's header records
-// the template's id.
+// <|user|> is text. Messages are always text, whatever they spell. Text
+// between two tokens is encoded on its own, as Hugging Face encodes a
+// rendered template (SentencePiece gives each stretch its dummy prefix). A
+// checkpoint's header records the template's id.
 
-enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, N_CHAT_TEMPLATES };
+enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, CHAT_QWEN3, CHAT_GEMMA,
+                      CHAT_PHI3, N_CHAT_TEMPLATES };
+
+#define TRIM_MESSAGES 1   // the template strips user and assistant messages of outer whitespace
+#define TRIM_SYSTEM 2     // and the system prompt
 
 typedef struct {
     const char *name;
-    const char *first_turn;          // %s: the user's message
-    const char *first_turn_system;   // %s: the system prompt, then the user's message
-    const char *next_turn;           // %s: the user's message, after the reply's end-of-turn token
-    const char *end_of_turn;         // the token that ends a reply (EOS ends one too)
+    const char *start;              // before the first message
+    const char *system;             // the system prompt as a turn of its own; NULL: it joins the first user message
+    const char *user;               // a user's message
+    const char *user_with_system;   // the first user message with the system prompt folded in (%s: system, user)
+    const char *assistant;          // a reply, its end-of-turn token and what follows that token
+    const char *generation;         // what starts the reply the model writes (add_generation_prompt)
+    const char *closing;            // after the last message when no reply is asked for
+    const char *end_of_turn;        // the token that ends a reply (EOS ends one too)
+    int trims;                      // TRIM_*
+    const char *think_open, *think_close;   // a reply's reasoning goes between these (Qwen3); NULL: none
 } ChatTemplate;
 
+// Each as its family's Jinja template renders it (test/data/chat.vectors and
+// test/test_chat_templates.sh hold them to it where the template ships in a
+// package). Phi-3's special tokens strip the whitespace after them when
+// Hugging Face tokenizes (rstrip), so its newlines are not written.
 static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
-    [CHAT_LLAMA2] = { "llama2", "{bos}[INST] %s [/INST]", "{bos}[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]",
-                      "{bos}[INST] %s [/INST]", "{eos}" },
-    [CHAT_LLAMA3] = { "llama3",
-                      "{bos}<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-                      "{bos}<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>"
-                      "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-                      "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-                      "<|eot_id|>" },
-    [CHAT_CHATML] = { "chatml", "{bos}<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
-                      "{bos}<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
-                      "\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>" },
-    [CHAT_ZEPHYR] = { "zephyr", "{bos}<|user|>\n%s{eos}\n<|assistant|>\n",
-                      "{bos}<|system|>\n%s{eos}\n<|user|>\n%s{eos}\n<|assistant|>\n",
-                      "\n<|user|>\n%s{eos}\n<|assistant|>\n", "{eos}" },
+    [CHAT_LLAMA2] = { .name = "llama2", .start = "", .user = "{bos}[INST] %s [/INST]",
+                      .user_with_system = "{bos}[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", .assistant = " %s {eos}",
+                      .generation = "", .closing = "", .end_of_turn = "{eos}", .trims = TRIM_MESSAGES | TRIM_SYSTEM },
+    [CHAT_LLAMA3] = { .name = "llama3", .start = "{bos}", .system = "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>",
+                      .user = "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>",
+                      .assistant = "<|start_header_id|>assistant<|end_header_id|>\n\n%s<|eot_id|>",
+                      .generation = "<|start_header_id|>assistant<|end_header_id|>\n\n", .closing = "",
+                      .end_of_turn = "<|eot_id|>", .trims = TRIM_MESSAGES | TRIM_SYSTEM },
+    [CHAT_CHATML] = { .name = "chatml", .start = "{bos}", .system = "<|im_start|>system\n%s<|im_end|>\n",
+                      .user = "<|im_start|>user\n%s<|im_end|>\n", .assistant = "<|im_start|>assistant\n%s<|im_end|>\n",
+                      .generation = "<|im_start|>assistant\n", .closing = "", .end_of_turn = "<|im_end|>",
+                      .trims = TRIM_MESSAGES | TRIM_SYSTEM },
+    [CHAT_ZEPHYR] = { .name = "zephyr", .start = "{bos}", .system = "<|system|>\n%s{eos}\n", .user = "<|user|>\n%s{eos}\n",
+                      .assistant = "<|assistant|>\n%s{eos}\n", .generation = "<|assistant|>\n", .closing = "",
+                      .end_of_turn = "{eos}", .trims = TRIM_MESSAGES | TRIM_SYSTEM },
+    [CHAT_QWEN3] = { .name = "qwen3", .start = "", .system = "<|im_start|>system\n%s<|im_end|>\n",
+                     .user = "<|im_start|>user\n%s<|im_end|>\n", .assistant = "<|im_start|>assistant\n%s<|im_end|>\n",
+                     .generation = "<|im_start|>assistant\n", .closing = "", .end_of_turn = "<|im_end|>", .trims = 0,
+                     .think_open = "<think>\n", .think_close = "\n</think>\n\n" },
+    [CHAT_GEMMA] = { .name = "gemma", .start = "{bos}", .user = "<start_of_turn>user\n%s<end_of_turn>\n",
+                     .user_with_system = "<start_of_turn>user\n%s\n\n%s<end_of_turn>\n",
+                     .assistant = "<start_of_turn>model\n%s<end_of_turn>\n", .generation = "<start_of_turn>model\n",
+                     .closing = "", .end_of_turn = "<end_of_turn>", .trims = TRIM_MESSAGES },
+    [CHAT_PHI3] = { .name = "phi3", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
+                    .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
+                    .end_of_turn = "<|end|>", .trims = 0 },
 };
 
-// The special token <|name|> spelled at s, its length in *length; -1 if s spells none.
+#define TEMPLATE_NOTHING (-2)   // {bos} where the tokenizer starts no text with BOS
+
+// The special token <name> or <|name|> spelled at s, its length in *length; -1 if s spells none.
 static int special_token_at(const Tokenizer *t, const char *s, size_t *length) {
-    const char *close = strncmp(s, "<|", 2) == 0 ? strstr(s + 2, "|>") : NULL;
+    const char *close = s[0] == '<' ? strchr(s + 1, '>') : NULL;
     if (!close) return -1;
-    *length = (size_t)(close + 2 - s);
+    *length = (size_t)(close + 1 - s);
     int id = piece_lookup(t, s, *length);
     return id >= 0 && t->scores[id] == -INFINITY ? id : -1;
 }
@@ -3919,7 +6467,7 @@ static int special_token_at(const Tokenizer *t, const char *s, size_t *length) {
 // The token a format spells at s: {bos}, {eos} or a special token; -1 if none.
 static int template_token_at(const Tokenizer *t, const char *s, size_t *length) {
     *length = 5;
-    if (strncmp(s, "{bos}", 5) == 0) return t->bos_id;
+    if (strncmp(s, "{bos}", 5) == 0) return t->add_bos ? t->bos_id : TEMPLATE_NOTHING;
     if (strncmp(s, "{eos}", 5) == 0) return t->eos_id;
     return special_token_at(t, s, length);
 }
@@ -3938,51 +6486,204 @@ static void push_token(TokenList *list, int id) {
     list->ids[list->count++] = id;
 }
 
-static void push_text(TokenList *list, const Tokenizer *t, char *text, size_t length) {
-    if (length == 0) return;
-    text[length] = '\0';
-    int *ids = xcalloc(length + 3, sizeof(int), "chat turn");
-    int n = encode(t, text, 0, 0, ids);
-    for (int i = 0; i < n; i++) push_token(list, ids[i]);
-    free(ids);
+// A conversation being rendered: the ids so far, and the text since the last
+// token, encoded in one piece when the next token (or the end) comes.
+typedef struct {
+    TokenList *list;
+    char *text;
+    size_t length, capacity;
+} Rendering;
+
+static void rendering_text(Rendering *r, const char *text, size_t length) {
+    if (r->length + length + 1 > r->capacity) {
+        r->capacity = (r->length + length + 1) * 2;
+        r->text = realloc(r->text, r->capacity);
+        if (!r->text) die("out of memory rendering a chat turn");
+    }
+    memcpy(r->text + r->length, text, length);
+    r->length += length;
+    r->text[r->length] = '\0';
 }
 
-// A chat turn: the format's tokens, its %s filled by the messages in order.
-static TokenList render_chat_turn(const Tokenizer *t, const char *format, const char *const *messages) {
-    size_t capacity = strlen(format) + 1;
-    for (const char *const *m = messages; *m; m++) capacity += strlen(*m);
-    char *text = xcalloc(capacity, 1, "chat turn");
-    size_t length = 0, token_length;
-    TokenList list = { 0 };
+static void rendering_flush(Rendering *r, const Tokenizer *t) {
+    if (r->length == 0) return;
+    int *ids = xcalloc(encode_capacity(t, r->text), sizeof(int), "chat turn");
+    int n = encode(t, r->text, 0, 0, ids);
+    for (int i = 0; i < n; i++) push_token(r->list, ids[i]);
+    free(ids);
+    r->length = 0;
+}
+
+// A format rendered: its %s filled by the messages in order (as they are).
+static void render_format(Rendering *r, const Tokenizer *t, const char *format, const char *const *messages) {
+    size_t token_length;
     for (const char *f = format; *f;) {
         int id = template_token_at(t, f, &token_length);
-        if (id >= 0) {
-            push_text(&list, t, text, length);
-            length = 0;
-            push_token(&list, id);
+        if (id >= 0 || id == TEMPLATE_NOTHING) {
+            rendering_flush(r, t);
+            if (id >= 0) push_token(r->list, id);
             f += token_length;
         } else if (strncmp(f, "%s", 2) == 0) {
             const char *message = *messages ? *messages++ : "";
-            size_t message_length = strlen(message);
-            while (message_length > 0 && isspace((unsigned char)message[message_length - 1])) message_length--;
-            while (message_length > 0 && isspace((unsigned char)*message)) message++, message_length--;
-            memcpy(text + length, message, message_length);
-            length += message_length;
+            rendering_text(r, message, strlen(message));
             f += 2;
         } else {
-            text[length++] = *f++;
+            rendering_text(r, f++, 1);
         }
     }
-    push_text(&list, t, text, length);
-    free(text);
-    return list;
 }
 
-// The turn a user's message makes: the first carries the system prompt, if any.
-static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int first, const char *system, const char *user) {
-    const char *with_system[] = { system, user, NULL }, *alone[] = { user, NULL };
-    if (first && system && system[0]) return render_chat_turn(t, template->first_turn_system, with_system);
-    return render_chat_turn(t, first ? template->first_turn : template->next_turn, alone);
+// A copy of s[0..length) without the outer characters in strip ("" strips nothing).
+static char *stripped(const char *s, size_t length, const char *strip) {
+    while (length > 0 && strchr(strip, s[length - 1]) && s[length - 1]) length--;
+    while (length > 0 && strchr(strip, s[0]) && s[0]) s++, length--;
+    char *copy = xcalloc(length + 1, 1, "chat message");
+    memcpy(copy, s, length);
+    return copy;
+}
+
+#define WHITESPACE " \t\n\r\v\f"
+#define TRIMMED(s, trim) stripped((s), strlen(s), (trim) ? WHITESPACE : "")
+
+typedef struct {
+    const char *role;        // "system", "user" or "assistant"
+    const char *content;
+    const char *reasoning;   // an assistant's thinking, apart from its content (NULL: none, or inside content)
+} ChatMessage;
+
+// A reply's format and fill under a template that thinks (Qwen3): a reply
+// after the last user message keeps its reasoning in a think block (an empty
+// one when it has none); an earlier one loses it. Reasoning may come apart or
+// inside the content, before "</think>".
+static void render_reply_with_reasoning(Rendering *r, const Tokenizer *t, const ChatTemplate *template,
+                                        const ChatMessage *m, int keeps_reasoning) {
+    const char *content = m->content, *reasoning = m->reasoning ? m->reasoning : "";
+    size_t reasoning_length = strlen(reasoning);
+    const char *close = NULL;
+    for (const char *at = strstr(content, "</think>"); at; at = strstr(at + 1, "</think>")) close = at;
+    if (!m->reasoning && close) {   // Qwen3's template: split at the last </think>, the reasoning after the first <think>
+        const char *first_close = strstr(content, "</think>"), *open = content;
+        for (const char *at = strstr(content, "<think>"); at && at < first_close; at = strstr(at + 1, "<think>")) open = at + 7;
+        reasoning = open, reasoning_length = (size_t)(first_close - open);
+        content = close + 8;
+    }
+    if (close || m->reasoning) content += strspn(content, "\n");
+    char *reply = stripped(content, strlen(content), ""), *thought = stripped(reasoning, reasoning_length, "\n");
+    if (keeps_reasoning) {
+        const char *split = strstr(template->assistant, "%s");
+        size_t before = (size_t)(split - template->assistant);
+        char *format = xcalloc(strlen(template->assistant) + strlen(template->think_open) + strlen(template->think_close) + 3, 1,
+                               "chat format");
+        sprintf(format, "%.*s%s%%s%s%s", (int)before, template->assistant, template->think_open, template->think_close, split);
+        const char *fill[] = { thought, reply, NULL };
+        render_format(r, t, format, fill);
+        free(format);
+    } else {
+        const char *fill[] = { reply, NULL };
+        render_format(r, t, template->assistant, fill);
+    }
+    free(reply);
+    free(thought);
+}
+
+// The messages checked: a system prompt (first, optional), then user and
+// assistant in turn, user first, as the families' templates require. Returns
+// NULL or what is wrong; *first is the first message after the system prompt.
+static const char *check_chat_messages(const ChatMessage *messages, int n, int *first, int *last_user) {
+    *first = n > 0 && strcmp(messages[0].role, "system") == 0;
+    *last_user = -1;
+    for (int i = *first; i < n; i++) {
+        const char *expected = (i - *first) % 2 == 0 ? "user" : "assistant";
+        if (strcmp(messages[i].role, expected) != 0) return "messages must be an optional system prompt, then user and assistant in turn";
+        if ((i - *first) % 2 == 0) *last_user = i;
+    }
+    return NULL;
+}
+
+// The messages rendered into r (a conversation's start included when start).
+static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate *template, const ChatMessage *messages,
+                            int n, int start, int add_generation_prompt, int thinking) {
+    const char *none[] = { NULL };
+    int first, last_user;
+    check_chat_messages(messages, n, &first, &last_user);
+    if (start) render_format(r, t, template->start, none);
+    const char *system = first ? messages[0].content : NULL;
+    char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
+    if (system_text && template->system) {
+        const char *fill[] = { system_text, NULL };
+        render_format(r, t, template->system, fill);
+    }
+    for (int i = first; i < n; i++) {
+        if (strcmp(messages[i].role, "assistant") == 0 && template->think_open) {
+            render_reply_with_reasoning(r, t, template, &messages[i], i > last_user && i == n - 1);
+            continue;
+        }
+        char *text = TRIMMED(messages[i].content, template->trims & TRIM_MESSAGES);
+        int folds_system = i == first && system_text && !template->system;
+        const char *fill[] = { folds_system ? system_text : text, text, NULL };
+        if (folds_system) render_format(r, t, template->user_with_system, fill);
+        else render_format(r, t, strcmp(messages[i].role, "user") == 0 ? template->user : template->assistant, fill + 1);
+        free(text);
+    }
+    free(system_text);
+    if (add_generation_prompt) {
+        render_format(r, t, template->generation, none);
+        if (template->think_open && !thinking) {   // an empty think block: the reply starts after it
+            render_format(r, t, template->think_open, none);
+            render_format(r, t, template->think_close, none);
+        }
+    } else {
+        render_format(r, t, template->closing, none);
+    }
+}
+
+// A conversation through a template, as apply_chat_template renders and
+// tokenizes it: a system prompt (first, optional; rendered even when empty,
+// as the templates do), then user
+// and assistant messages in turn, user first; add_generation_prompt ends on
+// what starts the model's reply, and, under a template that thinks, with
+// thinking off on an empty think block (Qwen3's enable_thinking=false).
+// The ids are appended to *list. Returns NULL, or what is wrong with the
+// messages (then nothing is appended).
+static const char *render_chat(TokenList *list, const Tokenizer *t, const ChatTemplate *template, const ChatMessage *messages,
+                               int n, int add_generation_prompt, int thinking) {
+    int first, last_user;
+    const char *wrong = check_chat_messages(messages, n, &first, &last_user);
+    if (wrong) return wrong;
+    Rendering r = { .list = list };
+    render_messages(&r, t, template, messages, n, 1, add_generation_prompt, thinking);
+    rendering_flush(&r, t);
+    free(r.text);
+    return NULL;
+}
+
+// What follows a reply's end-of-turn token in the template's assistant
+// format ("\n" in ChatML): fed after the token when a chat goes on.
+static const char *chat_after_reply(const ChatTemplate *template) {
+    const char *at = strstr(template->assistant, "%s") + 2;
+    return strstr(at, template->end_of_turn) + strlen(template->end_of_turn);
+}
+
+// A user's turn in a chat that keeps its context (runq's chat mode, the
+// server): the first is the conversation's start, the system prompt (if any)
+// and the message; a later one follows the reply's end-of-turn token. Each
+// ends on the generation prompt; thinking as render_chat has it.
+static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int first, const char *system,
+                           const char *user, int thinking) {
+    TokenList list = { 0 };
+    ChatMessage messages[2] = { { "system", system, NULL }, { "user", user, NULL } };
+    if (first) {   // an empty system prompt is none
+        int has_system = system && system[0];
+        render_chat(&list, t, template, messages + !has_system, 1 + has_system, 1, thinking);
+        return list;
+    }
+    const char *none[] = { NULL };
+    Rendering r = { .list = &list };
+    render_format(&r, t, chat_after_reply(template), none);
+    render_messages(&r, t, template, messages + 1, 1, 0, 1, thinking);
+    rendering_flush(&r, t);
+    free(r.text);
+    return list;
 }
 
 // The id of the token that ends a reply; -1 when this vocabulary lacks it.
@@ -3994,13 +6695,14 @@ static int chat_end_of_turn(const Tokenizer *t, const ChatTemplate *template) {
 
 // The template to chat with: the one named (--chat-template), else the one
 // the checkpoint records, else the one the vocabulary's special tokens
-// belong to (Llama 3's headers, ChatML's <|im_start|>), else Llama 2's.
+// belong to (Llama 3's headers, ChatML's <|im_start|>, Gemma's turns, Phi-3's
+// <|user|>), else Llama 2's.
 static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *name, uint32_t recorded, const char *path) {
     size_t length;
     int id = CHAT_LLAMA2;
     if (name) {
         for (id = 1; id < N_CHAT_TEMPLATES && strcmp(chat_templates[id].name, name) != 0; id++) {}
-        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr)", name);
+        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3)", name);
     } else if (recorded >= N_CHAT_TEMPLATES) {
         die("%s records chat template %u, which this program does not know: pass --chat-template NAME", path, recorded);
     } else if (recorded != CHAT_NOT_RECORDED) {
@@ -4008,7 +6710,11 @@ static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *
     } else if (special_token_at(t, "<|start_header_id|>", &length) >= 0 && special_token_at(t, "<|eot_id|>", &length) >= 0) {
         id = CHAT_LLAMA3;
     } else if (special_token_at(t, "<|im_start|>", &length) >= 0 && special_token_at(t, "<|im_end|>", &length) >= 0) {
-        id = CHAT_CHATML;
+        id = special_token_at(t, "<think>", &length) >= 0 ? CHAT_QWEN3 : CHAT_CHATML;
+    } else if (special_token_at(t, "<start_of_turn>", &length) >= 0 && special_token_at(t, "<end_of_turn>", &length) >= 0) {
+        id = CHAT_GEMMA;
+    } else if (special_token_at(t, "<|user|>", &length) >= 0 && special_token_at(t, "<|end|>", &length) >= 0) {
+        id = CHAT_PHI3;
     }
     if (chat_end_of_turn(t, &chat_templates[id]) < 0)
         die("chat template %s ends a reply with %s, which is no special token of %s's vocabulary", chat_templates[id].name,
@@ -4122,7 +6828,7 @@ static double now_ms(void) {
 static void generate(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *prompt, int steps,
                      int ignore_eos, double load_ms) {
     if (!prompt) prompt = "";
-    int *prompt_tokens = xcalloc(strlen(prompt) + 3, sizeof(int), "prompt tokens");
+    int *prompt_tokens = xcalloc(encode_capacity(tok, prompt), sizeof(int), "prompt tokens");
     int n_prompt = encode(tok, prompt, 1, 0, prompt_tokens);
     if (n_prompt >= steps)
         die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
@@ -4173,8 +6879,10 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
 // one batch, then the reply is sampled and printed until the template's
 // end-of-turn token or EOS. That token goes in front of the next turn, so the
 // conversation stays in the KV cache, whole, until -n positions are used.
+// thinking: a template with a think block (Qwen3) lets the model think
+// (--think); off, each reply starts after an empty one.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
-                 const char *cli_system_prompt, int steps, const ChatTemplate *template) {
+                 const char *cli_system_prompt, int steps, const ChatTemplate *template, int thinking) {
     char *system_prompt = NULL, *user_prompt = NULL;
     size_t system_capacity = 0, user_capacity = 0;
     int end_of_turn = chat_end_of_turn(tok, template), pos = 0, reply_end = -1;
@@ -4189,7 +6897,7 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
         else break;
         TokenList turn = { 0 };
         if (reply_end >= 0) push_token(&turn, reply_end);
-        TokenList rendered = chat_turn(tok, template, pos == 0, system, user);
+        TokenList rendered = chat_turn(tok, template, pos == 0, system, user, thinking);
         for (int i = 0; i < rendered.count; i++) push_token(&turn, rendered.ids[i]);
         free(rendered.ids);
         if (pos + turn.count >= steps) {
@@ -4270,9 +6978,10 @@ static void usage(void) {
         "  -z <string> tokenizer.bin overriding the one in the checkpoint\n"
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
-        "  -T <int>    threads, default: online cores\n"
+        "  -T <int>    threads, default: the big cores this process may use, less those busy\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
-        "  --chat-template <name>  llama2|llama3|chatml|zephyr, default: the checkpoint's\n"
+        "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
+        "  --think     chat: let a model that thinks (Qwen3) think before it replies\n"
         "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
@@ -4283,14 +6992,14 @@ int main(int argc, char **argv) {
     const char *chat_template = NULL, *lora_path = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
-    int steps = 256, steps_given = 0, ignore_eos = 0, kv_type = KV_F16;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    int n_threads = online > 0 ? (int)online : 1;
+    int steps = 256, steps_given = 0, ignore_eos = 0, thinking = 0, kv_type = KV_F16;
+    int n_threads = 0;   // 0: default_run_threads(), once the arguments are read
 
     if (argc < 2) usage();
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
+        if (strcmp(argv[i], "--think") == 0) { thinking = 1; i--; continue; }
         int long_flag = strcmp(argv[i], "--chat-template") == 0 || strcmp(argv[i], "--lora") == 0;
         if (!long_flag && (argv[i][0] != '-' || strlen(argv[i]) != 2)) {
             fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]);
@@ -4319,6 +7028,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
     if (seed == 0) seed = (unsigned long long)time(NULL);
+    if (n_threads == 0) n_threads = default_run_threads();
 
     double load_start = now_ms();
     Transformer transformer;
@@ -4331,6 +7041,7 @@ int main(int argc, char **argv) {
     prepare_run(&transformer, steps, n_threads);
     double load_ms = now_ms() - load_start;
     print_memory_plan(&transformer);
+    fprintf(stderr, "kernels: %s, %d thread%s\n", transformer.kernels.name, n_threads, n_threads == 1 ? "" : "s");
 
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, tokenizer_path);
@@ -4339,7 +7050,7 @@ int main(int argc, char **argv) {
 
     if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
     else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps,
-              choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint));
+              choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint), thinking);
 
     free_sampler(&sampler);
     free_tokenizer(&tokenizer);

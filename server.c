@@ -545,7 +545,7 @@ static int parse_sampling(const Json *body, JobSpec *job, const Server *server, 
 }
 
 static void push_encoded(TokenList *list, const Tokenizer *tok, const char *text, int add_bos) {
-    int *ids = xcalloc(strlen(text) + 3, sizeof(int), "prompt tokens");
+    int *ids = xcalloc(encode_capacity(tok, text), sizeof(int), "prompt tokens");
     int n = encode(tok, text, add_bos, 0, ids);
     for (int i = 0; i < n; i++) push_token(list, ids[i]);
     free(ids);
@@ -610,7 +610,7 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
             if (system.length > 0) text_puts(&system, "\n");
             text_append(&system, content.data, content.length);
         } else if (strcmp(role->string, "user") == 0) {
-            TokenList turn = chat_turn(&server->tokenizer, server->chat_template, turns++ == 0, system.data, content.data);
+            TokenList turn = chat_turn(&server->tokenizer, server->chat_template, turns++ == 0, system.data, content.data, 0);
             for (int k = 0; k < turn.count; k++) push_token(&job->prompt, turn.ids[k]);
             free(turn.ids);
             last_is_user = 1;
@@ -1327,7 +1327,7 @@ static void usage(void) {
         "  --host <ipv4>     address to listen on, default 127.0.0.1 (loopback only)\n"
         "  --port <int>      default 8080 (0: any free port, printed at start)\n"
         "  --api-key <key>   API routes need Authorization: Bearer <key>\n"
-        "  -T <int>          threads for the model, default: online cores\n"
+        "  -T <int>          threads for the model, default: the big cores it may use\n"
         "  -k <f16|q8>       KV cache type, default f16 (q8: int8, half the memory)\n"
         "  -z <path>         tokenizer.bin overriding the checkpoint's\n"
         "  --ctx <int>       positions per request, prompt and reply, default: the model's context, at most 4096\n"
@@ -1338,8 +1338,7 @@ static void usage(void) {
 }
 
 static Settings parse_settings(int argc, char **argv) {
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    Settings s = { .host = "127.0.0.1", .port = 8080, .n_threads = online > 0 ? (int)online : 1,
+    Settings s = { .host = "127.0.0.1", .port = 8080, .n_threads = big_cores(),
                    .queue_capacity = 16, .timeout_ms = 10000 };
     if (argc < 2 || argv[1][0] == '-') usage();
     s.model_path = argv[1];

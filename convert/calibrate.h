@@ -65,7 +65,7 @@ static void encode_document(const Tokenizer *tok, const char *doc, size_t length
 
 static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_t length) {
     TokenStream out = { 0 };
-    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
+    int *buffer = xcalloc((tok->normalize_nfc ? 3 : 1) * length + 3, sizeof(int), "token buffer");   // encode_capacity of any segment
     char *segment = xcalloc(length + 1, 1, "segment");
     size_t at = 0;
     while (at < length) {
@@ -231,8 +231,8 @@ static void layer_forward_f32(const FileHeader *h, float *const *w, int ffn, flo
     matmul_f32(s->k, s->xn, w[K_WK], T, dim, kv_dim);
     matmul_f32(s->v, s->xn, w[K_WV], T, dim, kv_dim);
     for (int t = 0; t < T; t++) {
-        rope(s->q + (size_t)t * q_dim, h->n_heads, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
-        rope(s->k + (size_t)t * kv_dim, h->n_kv_heads, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+        rope(s->q + (size_t)t * q_dim, h->n_heads, h->head_dim, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+        rope(s->k + (size_t)t * kv_dim, h->n_kv_heads, h->head_dim, h->head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
     }
     attention_f32(h, s, T);
     record_inputs(s, IN_ATTENTION_OUT, s->ao, T);
@@ -268,9 +268,8 @@ static LayerScratch alloc_layer_scratch(const Source *src, int T) {
         .rope_cos = xcalloc((size_t)T * half, sizeof(float), "RoPE table"),
         .rope_sin = xcalloc((size_t)T * half, sizeof(float), "RoPE table"),
     };
-    Config config = { .head_dim = h->head_dim, .rope_theta = h->rope_theta };
     float *freq = xcalloc((size_t)half, sizeof(float), "RoPE table");
-    rope_frequencies(freq, &config, src->rope_freqs);
+    rope_frequencies(freq, h->rope_theta, h->head_dim, src->rope_freqs);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < half; i++) {
             s.rope_cos[t * half + i] = cosf((float)t * freq[i]);
@@ -325,6 +324,10 @@ typedef struct {
 // no progress on stderr.
 static Walk walk_start(Source *src, const TokenStream *tokens, int T, int max_windows, int record, int samples, int quiet) {
     const FileHeader *h = &src->header;
+    if (source_needs_settings(src))   // layer_forward_f32 computes Llama's layer only
+        die("--calib and --drop-layers auto: walk the model's layers with Llama's math, and this model is %s with its "
+            "own (biases, norms, windows or RoPE of runq.c's version 4): not calibrated yet; export it without them",
+            architecture_names[src->settings.architecture]);
     int D = h->dim, Q = h->n_heads * h->head_dim, F = 0;
     for (int l = 0; l < h->n_layers; l++) if (src->ffn_dim[l] > F) F = src->ffn_dim[l];
     Walk w = { .src = src, .plan = make_plan(src, TYPE_F32, 0), .T = T };

@@ -361,6 +361,7 @@ typedef struct {
     uint32_t types_element;
     char model[32];
     char pre[32];            // tokenizer.ggml.pre: a byte-level tokenizer's split rule
+    uint32_t flags;          // TOKENIZER_NO_BOS, TOKENIZER_NO_DUMMY_PREFIX from add_bos_token, add_space_prefix false
 } GgufTokenizerKeys;
 
 // Bytes of one row of cols weights (a whole number of blocks: open_gguf checks).
@@ -368,43 +369,89 @@ static size_t ggml_row_bytes(const GgmlFormat *format, int64_t cols) {
     return (size_t)(cols / format->block_weights) * (size_t)format->block_bytes;
 }
 
-static const GgufSourceTensor *gguf_find(const GgufModel *m, const PlannedTensor *t) {
-    char name[TENSOR_NAME_LEN];
-    gguf_tensor_name(t, name, sizeof name);
+static const GgufSourceTensor *gguf_named(const GgufModel *m, const char *name) {
     for (int i = 0; i < m->count; i++) if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
     return NULL;
 }
 
-static void gguf_check_tensor(const Source *src, const PlannedTensor *t) {
+// Where a planned tensor lies in the GGUF: its tensor (NULL if absent), the
+// first of its rows there (Phi-3's fused ffn_up holds gate then up rows; its
+// attn_qkv, when the file fuses them, q, k and v rows), the rows the stored
+// tensor must have, and whether it is in rotate-half order (gguf_write.h:
+// llama.cpp's NEOX architectures).
+typedef struct {
     char name[TENSOR_NAME_LEN];
-    gguf_tensor_name(t, name, sizeof name);
-    const GgufSourceTensor *g = gguf_find(src->impl, t);
-    if (!g) die("tensor %s is missing from the GGUF file", name);
+    const GgufSourceTensor *tensor;
+    int64_t first_row, rows;
+    int neox;
+} GgufPart;
+
+static GgufPart gguf_part(const Source *src, const PlannedTensor *t) {
+    const GgufModel *m = src->impl;
+    const FileHeader *h = &src->header;
+    GgufPart part = { .first_row = 0, .rows = t->entry.rows };
+    gguf_tensor_name(src, t, part.name, sizeof part.name);
+    part.neox = neox_architecture(src->settings.architecture) && (permuted_rows(t->kind) || permuted_columns(t->kind));
+    if (src->settings.architecture == ARCH_PHI3 && t->layer >= 0) {
+        int64_t q_dim = (int64_t)h->n_heads * h->head_dim, kv_dim = (int64_t)h->n_kv_heads * h->head_dim;
+        char fused[TENSOR_NAME_LEN];
+        snprintf(fused, sizeof fused, "blk.%d.attn_qkv.weight", t->layer);
+        if (t->kind == K_W1 || t->kind == K_W3) {
+            part.rows = 2 * (int64_t)src->ffn_dim[t->layer];
+            part.first_row = t->kind == K_W1 ? 0 : src->ffn_dim[t->layer];
+        } else if ((t->kind == K_WQ || t->kind == K_WK || t->kind == K_WV) && gguf_named(m, fused)) {
+            snprintf(part.name, sizeof part.name, "%s", fused);
+            part.rows = q_dim + 2 * kv_dim;
+            part.first_row = t->kind == K_WQ ? 0 : t->kind == K_WK ? q_dim : q_dim + kv_dim;
+        }
+    }
+    part.tensor = gguf_named(m, part.name);
+    return part;
+}
+
+static void gguf_check_tensor(const Source *src, const PlannedTensor *t) {
+    GgufPart part = gguf_part(src, t);
+    const GgufSourceTensor *g = part.tensor;
+    if (!g) die("tensor %s is missing from the GGUF file", part.name);
     if (!ggml_format(g->type))
-        die("tensor %s has ggml type %u (%s): export reads " GGML_FORMATS_READ, name, g->type, ggml_type_label(g->type));
-    if (g->rows != t->entry.rows || g->cols != t->entry.cols)
-        die("tensor %s is (%lld, %lld) but the metadata implies (%u, %u)", name, (long long)g->rows, (long long)g->cols,
-            t->entry.rows, t->entry.cols);
+        die("tensor %s has ggml type %u (%s): export reads " GGML_FORMATS_READ, part.name, g->type, ggml_type_label(g->type));
+    if (g->rows != part.rows || g->cols != t->entry.cols)
+        die("tensor %s is (%lld, %lld) but the metadata implies (%lld, %u)%s", part.name, (long long)g->rows,
+            (long long)g->cols, (long long)part.rows, t->entry.cols,
+            part.rows != t->entry.rows ? " (a fused tensor: its parts' rows one after another)" : "");
+}
+
+// Our row r's row in the stored tensor.
+static int64_t gguf_row(const Source *src, const GgufPart *part, int kind, int r) {
+    return part->first_row + (part->neox && permuted_rows(kind) ? rotate_half_index(r, src->header.head_dim, source_rotary_dim(src)) : r);
 }
 
 static void gguf_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
-    const GgufSourceTensor *g = gguf_find(src->impl, t);
+    GgufPart part = gguf_part(src, t);
+    const GgufSourceTensor *g = part.tensor;
     const GgmlFormat *format = ggml_format(g->type);
     size_t row_bytes = ggml_row_bytes(format, g->cols);
-    for (int r = begin; r < end; r++)
-        format->dequantize_row(g->data + (size_t)r * row_bytes, g->cols / format->block_weights, out + (size_t)(r - begin) * g->cols);
+    float *row = part.neox && permuted_columns(t->kind) ? xcalloc((size_t)g->cols, sizeof(float), "row") : NULL;
+    for (int r = begin; r < end; r++) {
+        float *dst = out + (size_t)(r - begin) * g->cols;
+        format->dequantize_row(g->data + (size_t)gguf_row(src, &part, t->kind, r) * row_bytes, g->cols / format->block_weights,
+                               row ? row : dst);
+        for (int64_t c = 0; row && c < g->cols; c++) dst[c] = row[rotate_half_index(c, src->header.head_dim, source_rotary_dim(src))];
+    }
+    free(row);
 }
 
 // Q4_0 blocks are runq's int4 at group 32: the same scale, the same nibbles.
 static int gguf_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
                            uint8_t *nibbles, uint16_t *scales) {
-    const GgufSourceTensor *g = gguf_find(src->impl, t);
+    GgufPart part = gguf_part(src, t);
+    const GgufSourceTensor *g = part.tensor;
     if (g->type != GGML_TYPE_Q4_0 || type != TYPE_Q4 || group_size != Q_BLOCK) return 0;
     int blocks = (int)(g->cols / Q_BLOCK);
     for (int r = begin; r < end; r++)
         for (int b = 0; b < blocks; b++) {
             BlockQ4_0 block;
-            memcpy(&block, g->data + ((size_t)r * blocks + b) * sizeof block, sizeof block);
+            memcpy(&block, g->data + ((size_t)gguf_row(src, &part, t->kind, r) * blocks + b) * sizeof block, sizeof block);
             size_t at = (size_t)(r - begin) * blocks + b;
             scales[at] = block.d;
             memcpy(nibbles + at * (Q_BLOCK / 2), block.qs, Q_BLOCK / 2);
@@ -415,10 +462,10 @@ static int gguf_read_codes(Source *src, const PlannedTensor *t, int type, int gr
 // tokenizer.ggml.* of model "gpt2" with a pre-tokenizer runq knows: a
 // byte-level vocabulary (any token not typed normal is special) and its merges.
 static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
-    int split_rule = gguf_split_rule(k->pre);
+    uint32_t split_rule = gguf_split_rule(k->pre);
     if (!split_rule)
-        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2') "
-            "and SmolLM's ('smollm') are read", path, k->pre[0] ? k->pre : "(missing)");
+        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2'), "
+            "SmolLM's ('smollm') and Qwen's ('qwen2') are read", path, k->pre[0] ? k->pre : "(missing)");
     if (!k->merges_at || k->n_merges > INT_MAX) die("%s: a byte-level tokenizer needs tokenizer.ggml.merges", path);
     GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, types = tokens, merges = tokens;
     types.at = k->types_at;
@@ -491,11 +538,45 @@ static void gguf_close(Source *src) {
     free(m);
 }
 
+// The architecture's keys beyond Llama's that export reads (each
+// "<architecture>.<suffix>"); NAN or -1 where the file has none.
+typedef struct {
+    double rope_scaling_factor, rope_attention_factor, rope_base_local, attention_softcap, final_softcap, embedding_scale;
+    int64_t rotary_dims, sliding_window, original_context, sliding_period;
+    uint32_t *sliding_layers;   // sliding_window_pattern as one flag per layer, or NULL
+    char rope_scaling_type[32];
+} GgufArchitectureKeys;
+
+// general.architecture, wherever it lies among the keys (c is a copy).
+static int gguf_architecture(GgufCursor c, uint64_t n_keys) {
+    for (uint64_t i = 0; i < n_keys; i++) {
+        uint64_t key_length, length;
+        const char *key = gguf_read_string(&c, &key_length, "a metadata key");
+        uint32_t type = (uint32_t)gguf_read_uint(&c, 4, "a value type");
+        if (type != GGUF_STRING || key_length != 20 || memcmp(key, "general.architecture", 20) != 0) {
+            gguf_skip_value(&c, type, 0);
+            continue;
+        }
+        const char *text = gguf_read_string(&c, &length, key);
+        for (int a = 0; a < N_ARCHITECTURES; a++)
+            if (strlen(architecture_names[a]) == length && memcmp(text, architecture_names[a], length) == 0) return a;
+        char known[128] = "";
+        for (int a = 0; a < N_ARCHITECTURES; a++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", a ? ", " : "", architecture_names[a]);
+        die("%s: general.architecture is '%.*s'; export reads %s GGUF files", c.path, (int)(length < 64 ? length : 64), text, known);
+    }
+    die("%s: general.architecture is '(missing)'; a GGUF names its model's architecture", c.path);
+    return -1;
+}
+
 // The metadata keys export uses; everything else is skipped.
-static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, GgufTokenizerKeys *tok, uint64_t *alignment) {
+static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, GgufTokenizerKeys *tok, GgufArchitectureKeys *arch,
+                               uint64_t *alignment) {
     FileHeader *h = &src->header;
     double ffn = 0;
-    char architecture[32] = "";
+    src->settings.architecture = (uint32_t)gguf_architecture(*c, n_keys);
+    const char *prefix = architecture_names[src->settings.architecture];
+    size_t prefix_length = strlen(prefix);
     h->rope_theta = 10000.0f;
     h->norm_eps = 1e-5f;
     h->bos_id = 1;
@@ -505,16 +586,18 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
         const char *key_text = gguf_read_string(c, &key_length, "a metadata key");
         char key[128];
         snprintf(key, sizeof key, "%.*s", (int)(key_length < 127 ? key_length : 127), key_text);
+        // the architecture's own keys, by what follows "<architecture>."
+        const char *own = strncmp(key, prefix, prefix_length) == 0 && key[prefix_length] == '.' ? key + prefix_length + 1 : "";
         uint32_t type = (uint32_t)gguf_read_uint(c, 4, "a value type");
-        if (type == GGUF_STRING && (strcmp(key, "general.architecture") == 0 || strcmp(key, "tokenizer.ggml.model") == 0)) {
+        if (type == GGUF_STRING && (strcmp(key, "tokenizer.ggml.model") == 0 || strcmp(key, "tokenizer.ggml.pre") == 0
+                                    || strcmp(own, "rope.scaling.type") == 0)) {
             uint64_t length;
             const char *text = gguf_read_string(c, &length, key);
-            char *out = key[0] == 'g' ? architecture : tok->model;
+            char *out = own[0] ? arch->rope_scaling_type : key[15] == 'm' ? tok->model : tok->pre;
             snprintf(out, 32, "%.*s", (int)(length < 31 ? length : 31), text);
-        } else if (type == GGUF_STRING && strcmp(key, "tokenizer.ggml.pre") == 0) {
-            uint64_t length;
-            const char *text = gguf_read_string(c, &length, key);
-            snprintf(tok->pre, sizeof tok->pre, "%.*s", (int)(length < 31 ? length : 31), text);
+        } else if (type == GGUF_BOOL && (strcmp(key, "tokenizer.ggml.add_bos_token") == 0
+                                         || strcmp(key, "tokenizer.ggml.add_space_prefix") == 0)) {
+            if (gguf_read_uint(c, 1, key) == 0) tok->flags |= key[19] == 'b' ? TOKENIZER_NO_BOS : TOKENIZER_NO_DUMMY_PREFIX;
         } else if (type == GGUF_STRING && strcmp(key, "tokenizer.chat_template") == 0) {
             uint64_t length;
             const char *text = gguf_read_string(c, &length, key);
@@ -548,68 +631,161 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
                 tok->n_types = count;
                 tok->types_element = element;
             }
-        } else if (type == GGUF_ARRAY && strcmp(key, "llama.feed_forward_length") == 0) {
+        } else if (type == GGUF_ARRAY && (strcmp(own, "feed_forward_length") == 0 || strcmp(own, "attention.sliding_window_pattern") == 0)) {
             uint32_t element = (uint32_t)gguf_read_uint(c, 4, key);
             uint64_t count = gguf_read_uint(c, 8, key);
             if (!gguf_scalar_size(element) || count > 4096) die("%s: %s is not a list of numbers", c->path, key);
-            free(src->ffn_dim);
-            src->ffn_dim = xcalloc(count, sizeof(int), "ffn table");
-            for (uint64_t l = 0; l < count; l++) src->ffn_dim[l] = gguf_read_int32(c, element, key);
-            ffn = -(double)count;   // per-layer widths given
+            int *widths = own[0] == 'f' ? xcalloc(count, sizeof(int), "ffn table") : NULL;
+            uint32_t *sliding = widths ? NULL : xcalloc(count, sizeof(uint32_t), "sliding layers");
+            for (uint64_t l = 0; l < count; l++) {
+                int32_t v = gguf_read_int32(c, element, key);
+                if (widths) widths[l] = v; else sliding[l] = v != 0;
+            }
+            if (widths) {
+                free(src->ffn_dim);
+                src->ffn_dim = widths;
+                ffn = -(double)count;   // per-layer widths given
+            } else {
+                free(arch->sliding_layers);
+                arch->sliding_layers = sliding;
+                arch->sliding_period = -(int64_t)count;   // per-layer flags given
+            }
         } else if (type != GGUF_ARRAY && type != GGUF_STRING && gguf_scalar_size(type)) {
             double v = gguf_read_number(c, type, key);
-            if (strcmp(key, "llama.embedding_length") == 0) h->dim = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.block_count") == 0) h->n_layers = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.feed_forward_length") == 0) ffn = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.attention.head_count") == 0) h->n_heads = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.attention.head_count_kv") == 0) h->n_kv_heads = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.attention.key_length") == 0) h->head_dim = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.context_length") == 0) h->seq_len = gguf_int32(c, v, key);
-            else if (strcmp(key, "llama.rope.freq_base") == 0) h->rope_theta = (float)v;
-            else if (strcmp(key, "llama.attention.layer_norm_rms_epsilon") == 0) h->norm_eps = (float)v;
+            if (strcmp(own, "embedding_length") == 0) h->dim = gguf_int32(c, v, key);
+            else if (strcmp(own, "block_count") == 0) h->n_layers = gguf_int32(c, v, key);
+            else if (strcmp(own, "feed_forward_length") == 0) ffn = gguf_int32(c, v, key);
+            else if (strcmp(own, "attention.head_count") == 0) h->n_heads = gguf_int32(c, v, key);
+            else if (strcmp(own, "attention.head_count_kv") == 0) h->n_kv_heads = gguf_int32(c, v, key);
+            else if (strcmp(own, "attention.key_length") == 0) h->head_dim = gguf_int32(c, v, key);
+            else if (strcmp(own, "context_length") == 0) h->seq_len = gguf_int32(c, v, key);
+            else if (strcmp(own, "rope.freq_base") == 0) h->rope_theta = (float)v;
+            else if (strcmp(own, "attention.layer_norm_rms_epsilon") == 0) h->norm_eps = (float)v;
+            else if (strcmp(own, "rope.dimension_count") == 0) arch->rotary_dims = gguf_int32(c, v, key);
+            else if (strcmp(own, "rope.freq_base_swa") == 0) arch->rope_base_local = v;
+            else if (strcmp(own, "rope.scaling.factor") == 0) arch->rope_scaling_factor = v;
+            else if (strcmp(own, "rope.scaling.attn_factor") == 0) arch->rope_attention_factor = v;
+            else if (strcmp(own, "rope.scaling.original_context_length") == 0) arch->original_context = gguf_int32(c, v, key);
+            else if (strcmp(own, "attention.sliding_window") == 0) arch->sliding_window = gguf_int32(c, v, key);
+            else if (strcmp(own, "attention.sliding_window_pattern") == 0) arch->sliding_period = gguf_int32(c, v, key);
+            else if (strcmp(own, "attn_logit_softcapping") == 0) arch->attention_softcap = v;
+            else if (strcmp(own, "final_logit_softcapping") == 0) arch->final_softcap = v;
+            else if (strcmp(own, "embedding_scale") == 0) arch->embedding_scale = v;
             else if (strcmp(key, "tokenizer.ggml.bos_token_id") == 0) h->bos_id = gguf_int32(c, v, key);
             else if (strcmp(key, "tokenizer.ggml.eos_token_id") == 0) h->eos_id = gguf_int32(c, v, key);
             else if (strcmp(key, "general.alignment") == 0) *alignment = (uint64_t)gguf_int32(c, v, key);   // open_gguf checks its value
-            else if (strcmp(key, "llama.rope.scaling.factor") == 0 && v != 1.0)
-                die("%s: RoPE scaling (%s = %g) is not supported yet", c->path, key, v);
         } else {
             gguf_skip_value(c, type, 0);
         }
     }
-    if (strcmp(architecture, "llama") != 0)
-        die("%s: general.architecture is '%s'; export reads 'llama' GGUF files", c->path, architecture[0] ? architecture : "(missing)");
     if (h->n_kv_heads == 0) h->n_kv_heads = h->n_heads;
     if (h->head_dim == 0 && h->n_heads > 0) h->head_dim = h->dim / h->n_heads;
     if (tok->n_tokens) h->vocab_size = (int32_t)tok->n_tokens;
     if (h->n_layers <= 0 || h->n_layers > 1024)   // runq's limit; and the FFN table is allocated from it
-        die("%s: llama.block_count is %d; export reads 1 to 1024 layers", c->path, h->n_layers);
+        die("%s: %s.block_count is %d; export reads 1 to 1024 layers", c->path, prefix, h->n_layers);
     if (ffn > 0) {
         free(src->ffn_dim);   // a list given before the number is replaced
         src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
         for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = (int)ffn;
     } else if (ffn == 0 || -ffn != h->n_layers || !src->ffn_dim) {   // a negative number is no list of widths
-        die("%s: llama.feed_forward_length is missing or does not list every layer", c->path);
+        die("%s: %s.feed_forward_length is missing or does not list every layer", c->path, prefix);
     }
 }
 
-// rope_freqs.weight, when present (llama.cpp's converter writes it for Llama
-// 3.1/3.2's RoPE scaling): one f32 divisor per RoPE frequency.
-static void gguf_rope_freqs(Source *src, const GgufModel *m, const char *path) {
-    int half = src->header.head_dim / 2;
-    for (int i = 0; i < m->count; i++) {
-        const GgufSourceTensor *g = &m->tensors[i];
-        if (strcmp(g->name, "rope_freqs.weight") != 0) continue;
-        if (g->type != GGML_TYPE_F32 || g->rows != 1 || g->cols != half)
-            die("%s: rope_freqs.weight should be %d f32 values (head_dim / 2); it is (%lld, %lld) of ggml type %u", path,
-                half, (long long)g->rows, (long long)g->cols, g->type);
-        src->rope_freqs = xcalloc((size_t)half, sizeof(float), "rope_freqs");
-        memcpy(src->rope_freqs, g->data, sizeof(float) * (size_t)half);
-        for (int j = 0; j < half; j++)
-            if (!(src->rope_freqs[j] > 0) || !isfinite(src->rope_freqs[j]))
-                die("%s: rope_freqs.weight[%d] is %g; RoPE frequency divisors must be positive and finite", path, j,
-                    src->rope_freqs[j]);
-        return;   // a second tensor of that name is not read
+// An f32 vector of half numbers, each a positive finite RoPE divisor, copied
+// (rope_freqs.weight: Llama 3.1's; rope_factors_short/_long: LongRoPE's), or NULL if absent.
+static float *gguf_divisors(const GgufModel *m, const char *name, int half, const char *path) {
+    const GgufSourceTensor *g = gguf_named(m, name);
+    if (!g) return NULL;
+    if (g->type != GGML_TYPE_F32 || g->rows != 1 || g->cols != half)
+        die("%s: %s should be %d f32 values (rotated dims / 2); it is (%lld, %lld) of ggml type %u", path, name, half,
+            (long long)g->rows, (long long)g->cols, g->type);
+    float *divisors = xcalloc((size_t)half, sizeof(float), name);
+    memcpy(divisors, g->data, sizeof(float) * (size_t)half);
+    for (int j = 0; j < half; j++)
+        if (!(divisors[j] > 0) || !isfinite(divisors[j]))
+            die("%s: %s[%d] is %g; RoPE frequency divisors must be positive and finite", path, name, j, divisors[j]);
+    return divisors;
+}
+
+// The sliding layers as llama.cpp derives them: one flag per layer, or every
+// period layers all but the last (Gemma 2's default 2, Gemma 3's 6).
+static void gguf_sliding_layers(Source *src, const GgufArchitectureKeys *k, int default_period, const char *path) {
+    int n = src->header.n_layers;
+    if (k->sliding_period < 0 && -k->sliding_period != n)
+        die("%s: attention.sliding_window_pattern lists %lld layers of %d", path, (long long)-k->sliding_period, n);
+    int64_t period = k->sliding_period > 0 ? k->sliding_period : default_period;
+    for (int l = 0; l < n; l++)
+        if (k->sliding_layers ? k->sliding_layers[l] : period == 0 || l % period < period - 1) set_layer_kind(src, l, LAYER_SLIDING);
+}
+
+// What the architecture computes beyond Llama, as llama.cpp's loader reads it
+// (gguf_write.h writes the same keys), into the Source's settings.
+static void gguf_architecture_settings(Source *src, const GgufModel *m, const GgufArchitectureKeys *k, const char *path) {
+    FileHeader *h = &src->header;
+    ModelSettings *s = &src->settings;
+    uint32_t a = s->architecture;
+    int64_t rotary = k->rotary_dims >= 0 ? k->rotary_dims : h->head_dim;
+    if (rotary < 2 || rotary > h->head_dim || rotary % 2)
+        die("%s: rope.dimension_count is %lld; it should be even, from 2 to head_dim %d", path, (long long)rotary, h->head_dim);
+    if (rotary != h->head_dim) {
+        if (a != ARCH_PHI3) die("%s: rope.dimension_count %lld of head_dim %d: only phi3 turns part of each head", path,
+                                (long long)rotary, h->head_dim);
+        s->rotary_dim = (int32_t)rotary;
     }
+    int half = source_rotary_dim(src) / 2;
+    if (a == ARCH_LLAMA) {
+        if (!isnan(k->rope_scaling_factor) && k->rope_scaling_factor != 1.0)
+            die("%s: RoPE scaling (llama.rope.scaling.factor = %g) is not supported yet", path, k->rope_scaling_factor);
+        src->rope_freqs = gguf_divisors(m, "rope_freqs.weight", half, path);
+    }
+    if (a == ARCH_QWEN2) {
+        char bias[TENSOR_NAME_LEN];
+        snprintf(bias, sizeof bias, "blk.0.attn_q.bias");
+        if (gguf_named(m, bias)) h->flags |= FLAG_QKV_BIAS;
+    }
+    if (a == ARCH_QWEN3 || a == ARCH_GEMMA3) h->flags |= FLAG_QK_NORM;
+    if (a == ARCH_GEMMA2 || a == ARCH_GEMMA3) {
+        h->flags |= FLAG_POST_NORMS;
+        if (a == ARCH_GEMMA2) h->flags |= FLAG_TIED_CLASSIFIER;   // llama.cpp's gemma2 reads no output tensor
+        s->activation = ACTIVATION_GELU_TANH;
+        s->embedding_scale = (float)(isnan(k->embedding_scale) ? sqrtf((float)h->dim) : k->embedding_scale);
+        s->final_softcap = (float)(isnan(k->final_softcap) ? (a == ARCH_GEMMA2 ? 30.0 : 0.0) : k->final_softcap);
+        if (a == ARCH_GEMMA2) s->attention_softcap = (float)(isnan(k->attention_softcap) ? 50.0 : k->attention_softcap);
+        int64_t window = k->sliding_window >= 0 ? k->sliding_window : a == ARCH_GEMMA2 ? 4096 : 0;
+        if (window > 0) {
+            s->sliding_window = (int32_t)window;
+            gguf_sliding_layers(src, k, a == ARCH_GEMMA2 ? 2 : 6, path);
+        }
+    }
+    if (a == ARCH_GEMMA3 && s->sliding_window) {   // local layers turn with rope.freq_base_swa, unscaled
+        s->rope_theta_local = (float)(isnan(k->rope_base_local) ? 10000.0 : k->rope_base_local);
+        for (int l = 0; l < h->n_layers; l++)
+            if (source_layer_kind(src, l) & LAYER_SLIDING) set_layer_kind(src, l, LAYER_LOCAL_ROPE);
+    }
+    if (a == ARCH_GEMMA3 && strcmp(k->rope_scaling_type, "linear") == 0 && !isnan(k->rope_scaling_factor)
+        && k->rope_scaling_factor != 1.0) {
+        if (!(k->rope_scaling_factor > 0)) die("%s: rope.scaling.factor %g should be positive", path, k->rope_scaling_factor);
+        src->rope_freqs = xcalloc((size_t)half, sizeof(float), "rope_freqs");
+        for (int i = 0; i < half; i++) src->rope_freqs[i] = (float)k->rope_scaling_factor;
+    }
+    if (a == ARCH_PHI3) {
+        if (k->sliding_window > 0 && k->sliding_window < h->seq_len) {
+            s->sliding_window = (int32_t)k->sliding_window;
+            for (int l = 0; l < h->n_layers; l++) set_layer_kind(src, l, LAYER_SLIDING);
+        }
+        src->rope_freqs = gguf_divisors(m, "rope_factors_short.weight", half, path);
+        src->rope_freqs_long = gguf_divisors(m, "rope_factors_long.weight", half, path);
+        if (!src->rope_freqs != !src->rope_freqs_long || (src->rope_freqs_long && k->original_context <= 0))
+            die("%s: LongRoPE needs rope_factors_short, rope_factors_long and rope.scaling.original_context_length", path);
+        if (src->rope_freqs_long) {
+            s->rope_long_after = (int32_t)k->original_context;
+            s->rope_attention_factor = (float)(isnan(k->rope_attention_factor) ? 1.0 : k->rope_attention_factor);
+        }
+    }
+    if (a == ARCH_SMOLLM3)   // llama.cpp leaves RoPE out of every fourth layer
+        for (int l = 0; l < h->n_layers; l++)
+            if ((l + 1) % 4 == 0) set_layer_kind(src, l, LAYER_NO_ROPE);
 }
 
 static void open_gguf(Source *src, const char *path) {
@@ -623,8 +799,11 @@ static void open_gguf(Source *src, const char *path) {
     if (n_tensors > 1u << 20 || n_keys > 1u << 20) die("%s: GGUF header claims %llu tensors and %llu keys", path,
                                                       (unsigned long long)n_tensors, (unsigned long long)n_keys);
     GgufTokenizerKeys tok = { 0 };
+    GgufArchitectureKeys arch = { .rope_scaling_factor = NAN, .rope_attention_factor = NAN, .rope_base_local = NAN,
+                                  .attention_softcap = NAN, .final_softcap = NAN, .embedding_scale = NAN,
+                                  .rotary_dims = -1, .sliding_window = -1, .original_context = -1 };
     uint64_t alignment = GGUF_ALIGNMENT;
-    gguf_read_metadata(&c, n_keys, src, &tok, &alignment);
+    gguf_read_metadata(&c, n_keys, src, &tok, &arch, &alignment);
     check_header(&src->header, path);
     if (alignment == 0 || alignment > 1u << 16 || (alignment & (alignment - 1))) die("%s: general.alignment %llu", path,
                                                                                     (unsigned long long)alignment);
@@ -661,7 +840,8 @@ static void open_gguf(Source *src, const char *path) {
         g->data = m->data + data_start + offsets[i];
     }
     free(offsets);
-    gguf_rope_freqs(src, m, path);
+    gguf_architecture_settings(src, m, &arch, path);
+    free(arch.sliding_layers);
     src->impl = m;
     src->read_rows = gguf_read_rows;
     src->read_codes = gguf_read_codes;
@@ -675,6 +855,8 @@ static void open_gguf(Source *src, const char *path) {
         for (int i = 0; i < m->count; i++)
             if (strcmp(m->tensors[i].name, "token_embd.weight") == 0) src->header.vocab_size = (int32_t)m->tensors[i].rows;
     gguf_tokenizer(src, m, &tok, path);
+    uint32_t kind_flags = strcmp(tok.model, "gpt2") == 0 ? TOKENIZER_NO_BOS : TOKENIZER_NO_BOS | TOKENIZER_NO_DUMMY_PREFIX;
+    if (src->tokenizer && (tok.flags & kind_flags)) tokenizer_add_flags(src, tok.flags & kind_flags);
     source_add_input(src, path);
 }
 

@@ -191,11 +191,11 @@ static float safetensor_value(const SafeTensor *st, size_t index) {
 }
 
 // A lora matrix as floats times scale; with head_dim > 0 (q_proj, k_proj's
-// lora_B) row r is the file's row hf_source_row(r): rotate-half to interleaved.
+// lora_B) row r is the file's row rotate_half_index(r): rotate-half to interleaved.
 static float *lora_floats(const SafeTensor *st, float scale, int head_dim, const char *path) {
     float *out = xcalloc((size_t)(st->rows * st->cols), sizeof(float), "adapter matrix");
     for (int64_t r = 0; r < st->rows; r++) {
-        int64_t row = head_dim > 0 ? hf_source_row(r, head_dim) : r;
+        int64_t row = head_dim > 0 ? rotate_half_index(r, head_dim, head_dim) : r;
         for (int64_t c = 0; c < st->cols; c++) {
             float value = safetensor_value(st, (size_t)(row * st->cols + c));
             if (!isfinite(value)) die("%s: tensor %s has a non-finite value in row %lld", path, st->name, (long long)row);

@@ -98,9 +98,11 @@ static const Tensor *checkpoint_tensor(const Transformer *model, const PlannedTe
     if (t->kind == K_NORM) return &model->weights.norm;
     if (t->kind == K_OUTPUT) return &model->weights.output;
     LayerWeights *lw = &model->weights.layers[t->layer];
-    const Tensor *by_kind[] = { [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk,
-                                [K_WV] = &lw->wv, [K_WO] = &lw->wo, [K_FFN_NORM] = &lw->ffn_norm,
-                                [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3 };
+    const Tensor *by_kind[N_TENSOR_KINDS] = {
+        [K_ATTN_NORM] = &lw->attention_norm, [K_WQ] = &lw->wq, [K_WK] = &lw->wk, [K_WV] = &lw->wv, [K_WO] = &lw->wo,
+        [K_FFN_NORM] = &lw->ffn_norm, [K_W1] = &lw->w1, [K_W2] = &lw->w2, [K_W3] = &lw->w3, [K_BQ] = &lw->bq,
+        [K_BK] = &lw->bk, [K_BV] = &lw->bv, [K_Q_NORM] = &lw->q_norm, [K_K_NORM] = &lw->k_norm,
+        [K_POST_ATTN_NORM] = &lw->post_attention_norm, [K_POST_FFN_NORM] = &lw->post_ffn_norm };
     return by_kind[t->kind];
 }
 
@@ -131,6 +133,28 @@ static void checkpoint_close(Source *src) {
     free(src->impl);
 }
 
+// The settings, flags, layer kinds and RoPE divisors of a version 4 checkpoint
+// as the file has them (zero fields stay zero: re-exported bytes stay the same).
+static float *copy_floats(const float *from, int n, const char *what) {
+    if (!from) return NULL;
+    float *out = xcalloc((size_t)n, sizeof(float), what);
+    memcpy(out, from, sizeof(float) * (size_t)n);
+    return out;
+}
+
+static void settings_of_checkpoint(Source *src, const Transformer *model) {
+    const FileHeader *h = (const FileHeader *)model->file_data;
+    const Config *c = &model->config;
+    src->header.flags |= c->flags;
+    if (h->version >= VERSION_SETTINGS) {
+        memcpy(&src->settings, model->file_data + sizeof(FileHeader), sizeof src->settings);
+        src->layer_kind = xcalloc((size_t)c->n_layers, sizeof(uint32_t), "layer kinds");
+        memcpy(src->layer_kind, c->layer_kind, sizeof(uint32_t) * (size_t)c->n_layers);
+    }
+    src->rope_freqs = copy_floats(model->weights.rope_freqs, c->rotary_dim / 2, "rope_freqs");
+    src->rope_freqs_long = copy_floats(model->weights.rope_freqs_long, c->rotary_dim / 2, "rope_freqs_long");
+}
+
 static void open_checkpoint_source(Source *src, const char *path) {
     Transformer *model = xcalloc(1, sizeof *model, "model");
     open_checkpoint(model, path);
@@ -156,10 +180,7 @@ static void open_checkpoint_source(Source *src, const char *path) {
         memcpy(src->tokenizer, model->weights.tokenizer_blob, model->weights.tokenizer_size);
         src->tokenizer_size = model->weights.tokenizer_size;
     }
-    if (model->weights.rope_freqs) {
-        src->rope_freqs = xcalloc((size_t)c->head_dim / 2, sizeof(float), "rope_freqs");
-        memcpy(src->rope_freqs, model->weights.rope_freqs, sizeof(float) * (size_t)(c->head_dim / 2));
-    }
+    settings_of_checkpoint(src, model);
     src->impl = model;
     src->close = checkpoint_close;
     src->read_rows = checkpoint_read_rows;
@@ -176,19 +197,68 @@ typedef struct {
     int dim, ffn, layers, heads, kv_heads, vocab, seq_len;
     float rope_theta, norm_eps;
     int tied;
+    int head_dim;            // 0: dim / heads
+    int architecture;        // Architecture: the family's math (random_family sets it as its real model has it)
 } Shape;
 
 static const Shape shapes[] = {
-    { "stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, 1 },
-    { "stories15M", 288, 768, 6, 6, 6, 32000, 256, 10000.0f, 1e-5f, 1 },
-    { "stories42M", 512, 1376, 8, 8, 8, 32000, 1024, 10000.0f, 1e-5f, 1 },
-    { "stories110M", 768, 2048, 12, 12, 12, 32000, 1024, 10000.0f, 1e-5f, 1 },
-    { "smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, 1e-5f, 1 },
-    { "tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, 0 },
-    { "llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, 0 },
-    { "mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f, 1e-5f, 0 },
-    { "llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, 0 },
+    { "stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, 1, 0, ARCH_LLAMA },
+    { "stories15M", 288, 768, 6, 6, 6, 32000, 256, 10000.0f, 1e-5f, 1, 0, ARCH_LLAMA },
+    { "stories42M", 512, 1376, 8, 8, 8, 32000, 1024, 10000.0f, 1e-5f, 1, 0, ARCH_LLAMA },
+    { "stories110M", 768, 2048, 12, 12, 12, 32000, 1024, 10000.0f, 1e-5f, 1, 0, ARCH_LLAMA },
+    { "smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0f, 1e-5f, 1, 0, ARCH_LLAMA },
+    { "tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, 0, 0, ARCH_LLAMA },
+    { "llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, 0, 0, ARCH_LLAMA },
+    { "mistral-7b", 4096, 14336, 32, 32, 8, 32000, 32768, 1000000.0f, 1e-5f, 0, 0, ARCH_LLAMA },
+    { "llama3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, 0, 0, ARCH_LLAMA },
+    // the families beyond Llama, each as its real model's config.json says
+    { "qwen3-0.6b", 1024, 3072, 28, 16, 8, 151936, 40960, 1000000.0f, 1e-6f, 1, 128, ARCH_QWEN3 },
+    { "qwen2.5-1.5b", 1536, 8960, 28, 12, 2, 151936, 32768, 1000000.0f, 1e-6f, 1, 128, ARCH_QWEN2 },
+    { "gemma3-1b", 1152, 6912, 26, 4, 1, 262144, 32768, 1000000.0f, 1e-6f, 1, 256, ARCH_GEMMA3 },
+    { "gemma2-2b", 2304, 9216, 26, 8, 4, 256000, 8192, 10000.0f, 1e-6f, 1, 256, ARCH_GEMMA2 },
+    { "phi4-mini", 3072, 8192, 32, 24, 8, 200064, 131072, 10000.0f, 1e-5f, 1, 128, ARCH_PHI3 },
+    { "smollm3-3b", 2048, 11008, 36, 16, 4, 128256, 65536, 5000000.0f, 1e-6f, 1, 128, ARCH_SMOLLM3 },
 };
+
+// What a family's real model sets beyond Llama's math (its Hugging Face
+// config.json, as convert/hf.h reads it): Qwen 2.5's biases, Qwen 3's and
+// Gemma 3's q/k norms, Gemma's GeGLU, four norms, embedding scale (bfloat16's
+// sqrt(dim)), soft caps (Gemma 2) and sliding layers (4096 of 8192 every
+// other layer; 512 with Gemma 3's 5 local : 1 global and local base 10000),
+// Phi-4-mini's partial rotary (0.75) and LongRoPE (original length 4096;
+// smooth made-up factors: only their count and the switch matter to speed),
+// SmolLM3's NoPE layers (every fourth).
+static void random_family(Source *src, int architecture) {
+    FileHeader *h = &src->header;
+    ModelSettings *m = &src->settings;
+    m->architecture = (uint32_t)architecture;
+    if (architecture == ARCH_QWEN2) h->flags |= FLAG_QKV_BIAS;
+    if (architecture == ARCH_QWEN3 || architecture == ARCH_GEMMA3) h->flags |= FLAG_QK_NORM;
+    if (architecture == ARCH_GEMMA2 || architecture == ARCH_GEMMA3) {
+        h->flags |= FLAG_POST_NORMS;
+        m->activation = ACTIVATION_GELU_TANH;
+        m->embedding_scale = round_to_bf16(sqrtf((float)h->dim));   // 48 and 34
+        m->sliding_window = architecture == ARCH_GEMMA2 ? 4096 : 512;
+        int period = architecture == ARCH_GEMMA2 ? 2 : 6;
+        for (int l = 0; l < h->n_layers; l++)
+            if ((l + 1) % period) set_layer_kind(src, l, LAYER_SLIDING | (architecture == ARCH_GEMMA3 ? LAYER_LOCAL_ROPE : 0));
+    }
+    if (architecture == ARCH_GEMMA2) { m->attention_softcap = 50.0f; m->final_softcap = 30.0f; }
+    if (architecture == ARCH_GEMMA3) m->rope_theta_local = 10000.0f;
+    if (architecture == ARCH_PHI3) {
+        int half = (m->rotary_dim = h->head_dim * 3 / 4) / 2;
+        src->rope_freqs = xcalloc((size_t)half, sizeof(float), "rope_freqs");
+        src->rope_freqs_long = xcalloc((size_t)half, sizeof(float), "rope_freqs_long");
+        for (int i = 0; i < half; i++) {
+            src->rope_freqs[i] = 1.0f + 0.5f * (float)i / (float)half;
+            src->rope_freqs_long[i] = 1.0f + 40.0f * (float)i / (float)half;
+        }
+        m->rope_long_after = 4096;
+        m->rope_attention_factor = sqrtf(1.0f + logf((float)h->seq_len / 4096.0f) / logf(4096.0f));
+    }
+    if (architecture == ARCH_SMOLLM3)
+        for (int l = 3; l < h->n_layers; l += 4) set_layer_kind(src, l, LAYER_NO_ROPE);
+}
 
 typedef struct { uint64_t seed; } RandomModel;
 
@@ -205,7 +275,7 @@ static uint64_t splitmix64(uint64_t *state) {
 static void random_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
     RandomModel *m = src->impl;
     int cols = (int)t->entry.cols;
-    int is_norm = t->kind == K_ATTN_NORM || t->kind == K_FFN_NORM || t->kind == K_NORM;
+    int is_norm = is_norm_kind(t->kind);
     float amplitude = is_norm ? 0.1f : sqrtf(3.0f / (float)cols);
     for (int r = begin; r < end; r++) {
         uint64_t state = m->seed ^ ((uint64_t)t->kind << 56) ^ ((uint64_t)(t->layer + 1) << 40) ^ (uint64_t)r;
@@ -223,7 +293,8 @@ static void random_read_rows(Source *src, const PlannedTensor *t, int begin, int
 static void random_close(Source *src) { free(src->impl); }
 
 // SHAPE is a name from the table, or key=value pairs overriding stories260K:
-// dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512,seq_len=512,head_dim=8,tied=1
+// dim=64,ffn=172,layers=5,heads=8,kv_heads=4,vocab=512,seq_len=512,head_dim=8,tied=1,
+// and family=NAME (an architecture: qwen2, gemma3, ...) for its math.
 static void open_random(Source *src, const char *spec, uint64_t seed) {
     Shape shape = shapes[0];
     int head_dim = 0, found = 0;
@@ -233,7 +304,7 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
         if (!strchr(spec, '=')) {
             fprintf(stderr, "export: unknown shape '%s'; known shapes:", spec);
             for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) fprintf(stderr, " %s", shapes[i].name);
-            die("\n  or key=value pairs: dim=,ffn=,layers=,heads=,kv_heads=,head_dim=,vocab=,seq_len=,tied=");
+            die("\n  or key=value pairs: dim=,ffn=,layers=,heads=,kv_heads=,head_dim=,vocab=,seq_len=,tied=,family=");
         }
         char *copy = strdup(spec);
         for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
@@ -244,6 +315,13 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
             if (!eq || eq - item >= (long)sizeof key) die("bad shape item '%s' (want key=value)", item);
             memcpy(key, item, (size_t)(eq - item));
             key[eq - item] = '\0';
+            if (strcmp(key, "family") == 0) {   // an architecture's name: its math, as random_family sets it
+                int a = 0;
+                while (a < N_ARCHITECTURES && strcmp(eq + 1, architecture_names[a]) != 0) a++;
+                if (a == N_ARCHITECTURES) die("shape item '%s': the families are llama qwen2 qwen3 gemma2 gemma3 phi3 smollm3", item);
+                shape.architecture = a;
+                continue;
+            }
             errno = 0;
             value = strtol(eq + 1, &end, 10);
             if (errno || *end || end == eq + 1 || value < 0 || value > 1 << 22) die("bad value in shape item '%s'", item);
@@ -266,6 +344,7 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
     h->n_layers = shape.layers;
     h->n_heads = shape.heads;
     h->n_kv_heads = shape.kv_heads;
+    if (!head_dim) head_dim = shape.head_dim;
     h->head_dim = head_dim ? head_dim : (shape.heads ? shape.dim / shape.heads : 0);
     h->vocab_size = shape.vocab;
     h->seq_len = shape.seq_len;
@@ -279,6 +358,7 @@ static void open_random(Source *src, const char *spec, uint64_t seed) {
     if (h->vocab_size < 3) die("%s: the vocabulary needs at least <unk>, <s> and </s>", spec);
     src->ffn_dim = xcalloc((size_t)h->n_layers, sizeof(int), "ffn table");
     for (int l = 0; l < h->n_layers; l++) src->ffn_dim[l] = shape.ffn;
+    random_family(src, shape.architecture);
     RandomModel *m = xcalloc(1, sizeof *m, "model");
     m->seed = seed;
     src->impl = m;
@@ -335,6 +415,7 @@ static void drop_close(Source *src) {
     DropSource *d = src->impl;
     if (d->base.close) d->base.close(&d->base);
     free(d->base.ffn_dim);
+    free(d->base.layer_kind);
     free(d->kept);
     free(d);
 }
@@ -357,10 +438,12 @@ static void open_drop_layers(Source *src, const char *list) {
     d->base = *src;
     d->kept = xcalloc((size_t)n_layers, sizeof(int), "layer list");
     src->ffn_dim = xcalloc((size_t)n_layers, sizeof(int), "ffn table");   // the wrapped source keeps its own
+    src->layer_kind = d->base.layer_kind ? xcalloc((size_t)n_layers, sizeof(uint32_t), "layer kinds") : NULL;
     int kept = 0;
     for (int l = 0; l < n_layers; l++) {
         if (dropped[l]) continue;
         d->kept[kept] = l;
+        if (src->layer_kind) src->layer_kind[kept] = d->base.layer_kind[l];   // a layer keeps its window and RoPE
         src->ffn_dim[kept++] = d->base.ffn_dim[l];
     }
     free(dropped);

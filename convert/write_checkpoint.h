@@ -37,6 +37,7 @@ static void on_signal(int sig) {
 typedef struct {
     PlannedTensor *tensors;
     int count;
+    uint32_t version;        // the lowest that describes the plan (plan_version)
     uint64_t file_size;
 } Plan;
 
@@ -138,9 +139,7 @@ static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, 
     if (rules->sparse_int4 && t->layer >= 0 && *type == TYPE_Q4) *type = TYPE_Q4S;
 }
 
-static int is_matrix_kind(int kind) {
-    return kind != K_ATTN_NORM && kind != K_FFN_NORM && kind != K_NORM && kind != K_TOKENIZER && kind != K_ROPE_FREQS;
-}
+static int is_matrix_kind(int kind) { return kind != K_TOKENIZER && !is_vector_kind(kind); }
 
 // The plan's matrices retyped by the rules; an override that names no tensor
 // is an error (before any byte is written).
@@ -163,13 +162,27 @@ static void apply_type_rules(Plan *plan, TypeRules *rules, int n_layers, int tie
 
 // Offsets in file order; the file ends with its last tensor (readers check this).
 static void place_tensors(Plan *plan, int n_layers) {
-    uint64_t offset = tensor_table_offset(n_layers) + sizeof(TensorEntry) * (size_t)plan->count;
+    uint64_t offset = tensor_table_offset(plan->version, n_layers) + sizeof(TensorEntry) * (size_t)plan->count;
     for (int i = 0; i < plan->count; i++) {
         offset = round_up(offset, TENSOR_ALIGNMENT);
         plan->tensors[i].entry.offset = offset;
         offset += plan->tensors[i].entry.nbytes;
     }
     plan->file_size = offset;
+}
+
+// The lowest version that describes the plan: a family beyond Llama needs 4
+// (its settings, layer kinds and tensors), so does Q4S; any other quantized
+// matrix 3 (Q4 in tiles; Q8, Q3, Q2); a reader of version 1 would run
+// without rope_freqs' scaling.
+static uint32_t plan_version(const Source *src, const Plan *plan) {
+    uint32_t version = source_needs_settings(src) ? VERSION_SETTINGS : src->rope_freqs ? VERSION_ROPE_FREQS : 1;
+    for (int i = 0; i < plan->count; i++) {
+        uint32_t type = plan->tensors[i].entry.type, needs = is_quantized(type) ? type_version(type) : 1;
+        if (is_quantized(type) && needs < VERSION_Q4_TILES) needs = VERSION_Q4_TILES;   // Q4 in tiles
+        if (needs > version) version = needs;
+    }
+    return version;
 }
 
 static Plan make_plan_with(const Source *src, TypeRules *rules) {
@@ -180,13 +193,19 @@ static Plan make_plan_with(const Source *src, TypeRules *rules) {
     char name[TENSOR_NAME_LEN];
     plan_add(&plan, "tok_embeddings", K_EMBED, -1, (uint32_t)h->vocab_size, dim, TYPE_F32, 0);
     for (int l = 0; l < h->n_layers; l++) {
-        uint32_t ffn = (uint32_t)src->ffn_dim[l];
-        struct { const char *field; int kind; uint32_t rows, cols; } layer[] = {
-            { "attention_norm", K_ATTN_NORM, 1, dim }, { "wq", K_WQ, q_dim, dim }, { "wk", K_WK, kv_dim, dim },
-            { "wv", K_WV, kv_dim, dim }, { "wo", K_WO, dim, q_dim }, { "ffn_norm", K_FFN_NORM, 1, dim },
-            { "w1", K_W1, ffn, dim }, { "w2", K_W2, dim, ffn }, { "w3", K_W3, ffn, dim },
+        uint32_t ffn = (uint32_t)src->ffn_dim[l], head = (uint32_t)h->head_dim;
+        // flag: the header flag the tensor comes with (0: every model has it)
+        struct { const char *field; int kind; uint32_t rows, cols, flag; } layer[] = {
+            { "attention_norm", K_ATTN_NORM, 1, dim, 0 }, { "wq", K_WQ, q_dim, dim, 0 }, { "wk", K_WK, kv_dim, dim, 0 },
+            { "wv", K_WV, kv_dim, dim, 0 }, { "bq", K_BQ, 1, q_dim, FLAG_QKV_BIAS }, { "bk", K_BK, 1, kv_dim, FLAG_QKV_BIAS },
+            { "bv", K_BV, 1, kv_dim, FLAG_QKV_BIAS }, { "q_norm", K_Q_NORM, 1, head, FLAG_QK_NORM },
+            { "k_norm", K_K_NORM, 1, head, FLAG_QK_NORM }, { "wo", K_WO, dim, q_dim, 0 },
+            { "post_attention_norm", K_POST_ATTN_NORM, 1, dim, FLAG_POST_NORMS }, { "ffn_norm", K_FFN_NORM, 1, dim, 0 },
+            { "w1", K_W1, ffn, dim, 0 }, { "w2", K_W2, dim, ffn, 0 }, { "w3", K_W3, ffn, dim, 0 },
+            { "post_ffn_norm", K_POST_FFN_NORM, 1, dim, FLAG_POST_NORMS },
         };
         for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++) {
+            if (layer[i].flag && !(h->flags & layer[i].flag)) continue;
             snprintf(name, sizeof name, "layers.%d.%s", l, layer[i].field);
             plan_add(&plan, name, layer[i].kind, l, layer[i].rows, layer[i].cols, TYPE_F32, 0);
         }
@@ -194,9 +213,12 @@ static Plan make_plan_with(const Source *src, TypeRules *rules) {
     plan_add(&plan, "norm", K_NORM, -1, 1, dim, TYPE_F32, 0);
     int tied = (h->flags & FLAG_TIED_CLASSIFIER) != 0;
     if (!tied) plan_add(&plan, "output", K_OUTPUT, -1, (uint32_t)h->vocab_size, dim, TYPE_F32, 0);
-    if (src->rope_freqs) plan_add(&plan, "rope_freqs", K_ROPE_FREQS, -1, 1, (uint32_t)h->head_dim / 2, TYPE_F32, 0);
+    uint32_t half_rotary = (uint32_t)source_rotary_dim(src) / 2;
+    if (src->rope_freqs) plan_add(&plan, "rope_freqs", K_ROPE_FREQS, -1, 1, half_rotary, TYPE_F32, 0);
+    if (src->rope_freqs_long) plan_add(&plan, "rope_freqs_long", K_ROPE_FREQS_LONG, -1, 1, half_rotary, TYPE_F32, 0);
     if (src->tokenizer) plan_add(&plan, "tokenizer", K_TOKENIZER, -1, 1, (uint32_t)src->tokenizer_size, TYPE_BLOB, 0);
     apply_type_rules(&plan, rules, h->n_layers, tied);
+    plan.version = plan_version(src, &plan);
     place_tensors(&plan, h->n_layers);
     return plan;
 }
@@ -255,6 +277,7 @@ static void progress_finish(Progress *p) {
 static void read_finite_rows(Source *src, const PlannedTensor *t, int begin, int end, float *values) {
     size_t cols = t->entry.cols;
     if (t->kind == K_ROPE_FREQS) memcpy(values, src->rope_freqs, cols * sizeof(float));   // one row
+    else if (t->kind == K_ROPE_FREQS_LONG) memcpy(values, src->rope_freqs_long, cols * sizeof(float));
     else src->read_rows(src, t, begin, end, values);
     for (size_t i = 0; i < (size_t)(end - begin) * cols; i++)
         if (!isfinite(values[i])) die("tensor %s has a non-finite value in row %zu", t->entry.name, begin + i / cols);
@@ -373,8 +396,21 @@ static void refuse_to_overwrite_inputs(const Source *src, const char *output) {
 static void check_source_tensors(const Source *src, const Plan *plan) {
     if (src->check_tensor)
         for (int i = 0; i < plan->count; i++)
-            if (plan->tensors[i].kind != K_TOKENIZER && plan->tensors[i].kind != K_ROPE_FREQS)
-                src->check_tensor(src, &plan->tensors[i]);
+            if (!is_computed_kind(plan->tensors[i].kind)) src->check_tensor(src, &plan->tensors[i]);
+}
+
+// The header, and from version 4 the settings, then the per-layer tables
+// (runq.c's format).
+static void write_header_and_layer_tables(int fd, const char *output, const Source *src, const FileHeader *header) {
+    write_at(fd, header, sizeof *header, 0, output);
+    if (header->version >= VERSION_SETTINGS) write_at(fd, &src->settings, sizeof src->settings, sizeof *header, output);
+    uint64_t at = layer_tables_offset(header->version);
+    for (int l = 0; l < header->n_layers; l++) write_at(fd, &src->ffn_dim[l], 4, at + 4 * (uint64_t)l, output);
+    at += 4 * (uint64_t)header->n_layers;
+    for (int l = 0; header->version >= VERSION_SETTINGS && l < header->n_layers; l++) {
+        uint32_t kind = source_layer_kind(src, l);
+        write_at(fd, &kind, 4, at + 4 * (uint64_t)l, output);
+    }
 }
 
 // OUTPUT.tmp.XXXXXX beside the output, removed at exit or on a signal until
@@ -405,19 +441,6 @@ static void commit_pending_output(int fd, const char *output, uint64_t file_size
     pending_output = NULL;
 }
 
-// The lowest version that describes the plan: any quantized matrix needs 3
-// (Q4 in tiles; Q8, Q3, Q2), Q4S needs 4; a reader of version 1 would run
-// without rope_freqs' scaling.
-static uint32_t plan_version(const Source *src, const Plan *plan) {
-    uint32_t version = src->rope_freqs ? VERSION_ROPE_FREQS : 1;
-    for (int i = 0; i < plan->count; i++) {
-        uint32_t type = plan->tensors[i].entry.type, needs = is_quantized(type) ? type_version(type) : 1;
-        if (is_quantized(type) && needs < VERSION_Q4_TILES) needs = VERSION_Q4_TILES;   // Q4 in tiles
-        if (needs > version) version = needs;
-    }
-    return version;
-}
-
 // Returns the bits per weight of the quantized matrices written (0: none).
 static double write_checkpoint_with(Source *src, const char *output, TypeRules *rules, int quiet) {
     refuse_to_overwrite_inputs(src, output);
@@ -427,12 +450,10 @@ static double write_checkpoint_with(Source *src, const char *output, TypeRules *
 
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
-    header.version = plan_version(src, &plan);
+    header.version = plan.version;
     header.n_tensors = (uint32_t)plan.count;
-    write_at(fd, &header, sizeof header, 0, output);
-    for (int l = 0; l < header.n_layers; l++)
-        write_at(fd, &src->ffn_dim[l], 4, sizeof header + 4 * (uint64_t)l, output);
-    uint64_t table = tensor_table_offset(header.n_layers);
+    write_header_and_layer_tables(fd, output, src, &header);
+    uint64_t table = tensor_table_offset(header.version, header.n_layers);
     for (int i = 0; i < plan.count; i++)
         write_at(fd, &plan.tensors[i].entry, sizeof(TensorEntry), table + sizeof(TensorEntry) * (uint64_t)i, output);
 
@@ -484,18 +505,17 @@ static void write_adapter_file(Source *src, const char *output) {
                 data[n++] = is_b ? d->scaled_b : d->a;
             }
         }
-    uint64_t data_start = round_up(tensor_table_offset(n_layers) + sizeof(TensorEntry) * (uint64_t)n, TENSOR_ALIGNMENT);
+    uint32_t version = source_needs_settings(src) ? VERSION_SETTINGS : 1;   // a Llama base's adapter keeps version 1
+    uint64_t data_start = round_up(tensor_table_offset(version, n_layers) + sizeof(TensorEntry) * (uint64_t)n, TENSOR_ALIGNMENT);
     for (int i = 0; i < n; i++) table[i].offset += data_start;
     FileHeader header = src->header;
     header.magic = CHECKPOINT_MAGIC;
-    header.version = 1;
+    header.version = version;
     header.flags |= FLAG_ADAPTER;
     header.n_tensors = (uint32_t)n;
     int fd = create_pending_output(output);
-    write_at(fd, &header, sizeof header, 0, output);
-    for (int layer = 0; layer < n_layers; layer++)
-        write_at(fd, &src->ffn_dim[layer], 4, sizeof header + 4 * (uint64_t)layer, output);
-    write_at(fd, table, sizeof(TensorEntry) * (size_t)n, tensor_table_offset(n_layers), output);
+    write_header_and_layer_tables(fd, output, src, &header);
+    write_at(fd, table, sizeof(TensorEntry) * (size_t)n, tensor_table_offset(version, n_layers), output);
     for (int i = 0; i < n; i++) write_at(fd, data[i], table[i].nbytes, table[i].offset, output);
     commit_pending_output(fd, output, table[n - 1].offset + table[n - 1].nbytes);
     free(table);

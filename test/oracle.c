@@ -11,7 +11,13 @@ Oracle *oracle_open(const char *path) {
     return (Oracle *)t;
 }
 
-const float *oracle_forward(Oracle *o, int token, int pos) { return forward((Transformer *)o, token, pos); }
+void oracle_prepare(Oracle *o, int positions) { prepare_run((Transformer *)o, positions); }
+
+const float *oracle_forward(Oracle *o, int token, int pos) {
+    Transformer *t = (Transformer *)o;
+    if (!t->state.x || pos >= t->state.positions) die("oracle_forward at %d: oracle_prepare holds %d positions", pos, t->state.positions);
+    return forward(t, token, pos);
+}
 
 int oracle_vocab_size(const Oracle *o) { return ((const Transformer *)o)->config.vocab_size; }
 

@@ -3,7 +3,10 @@
 #include <stddef.h>
 typedef struct Oracle Oracle;
 Oracle *oracle_open(const char *path);                          // dies on a bad checkpoint
-const float *oracle_forward(Oracle *o, int token, int pos);     // logits (vocab_size,)
+// the state of a run of positions positions (0: the whole context; LongRoPE
+// chooses its factors by it, as runq's prepare_run does); before oracle_forward
+void oracle_prepare(Oracle *o, int positions);
+const float *oracle_forward(Oracle *o, int token, int pos);     // logits (vocab_size,), pos < positions
 int oracle_vocab_size(const Oracle *o);
 int oracle_seq_len(const Oracle *o);                            // positions its KV cache holds
 int oracle_bos_id(const Oracle *o);

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # test_arm.sh — the aarch64 build under qemu user-mode emulation. On a core
 # without the dot-product extension (cortex-a72, Raspberry Pi 4: the `neon`
-# kernels) and on one with it (max: `neon-dotprod`): test_quant holds every
-# kernel set to the scalar reference bit for bit, runq picks the set the CPU
-# supports, and its greedy text is byte for byte x86's (the canonical
+# kernels) and on one with every extension (max: `neon-dotprod` and
+# `neon-i8mm`, smmla): test_quant holds every kernel set to the scalar
+# reference bit for bit, runq picks the set the CPU supports (cortex-a76:
+# sdot without i8mm, Raspberry Pi 5), and its greedy text is byte for byte x86's (the canonical
 # arithmetic makes every CPU give the same tokens). Then the 32-bit ARM build
 # (make cross-armv7, scalar kernels) under qemu-arm, the same way. Installs the
 # cross compilers and qemu when missing (root and apt only). Ends with "test_arm: N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_arm "$@"
-CPUS="cortex-a72 max"   # Armv8.0 NEON only (Pi 4) / everything qemu has, dotprod included
-declare -A SETS=([cortex-a72]="scalar neon" [max]="scalar neon neon-dotprod")
+CPUS="cortex-a72 max"   # Armv8.0 NEON only (Pi 4) / everything qemu has, dotprod and i8mm included
+declare -A SETS=([cortex-a72]="scalar neon" [cortex-a76]="scalar neon neon-dotprod" [max]="scalar neon neon-dotprod neon-i8mm")
 
 # ---- tools: gcc-aarch64-linux-gnu (+ the ARM libc headers it only recommends) and qemu-user
 have_tools() { command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null &&
@@ -27,6 +28,19 @@ if ! have_tools; then
     fi
 fi
 if make -s cross-aarch64 runq export >"$T/make.log" 2>&1; then ok; else fail "make cross-aarch64: $(tail -5 "$T/make.log")"; summary; fi
+
+# does this qemu run smmla on -cpu max (qemu 6.1 and later do)? If not, the i8mm set goes untested: say so
+cat >"$T/smmla.c" <<'EOF2'
+#include <signal.h>
+#include <unistd.h>
+static void illegal(int signal_number) { (void)signal_number; _exit(3); }
+int main(void) { signal(SIGILL, illegal); __asm__ volatile(".arch armv8.6-a\n smmla v0.4s, v1.16b, v2.16b" ::: "v0"); return 0; }
+EOF2
+aarch64-linux-gnu-gcc -static -o "$T/smmla" "$T/smmla.c" && ok || fail "cannot build the smmla probe"
+if ! qemu-aarch64 -cpu max "$T/smmla"; then
+    echo "SKIP: ======== qemu-aarch64 $(qemu-aarch64 --version | head -1 | awk '{print $3}') -cpu max has no i8mm (smmla): the neon-i8mm kernels are not tested ========"
+    SETS[max]="scalar neon neon-dotprod"
+fi
 
 # a random model whose widths take every path: 4 blocks (dim 128, group 64), 8 + 4 + 2 blocks (FFN 424
 # padded to 448), 1024 rows of 8-row tiles; a 9-token prompt; three threads split the tiles
@@ -49,6 +63,11 @@ for cpu in $CPUS; do
     echo "  [$cpu] runq can run: $runs (default: ${runs##* })"
     [ "$runs" = "${SETS[$cpu]}" ] && ok || fail "-cpu $cpu: runq runs [$runs], expected [${SETS[$cpu]}]: $(cat "$T/err")"
 done
+# a Cortex-A76 (Raspberry Pi 5, RK3588) has sdot but not i8mm: runq must not pick neon-i8mm there
+RUNQ_KERNELS=list qemu-aarch64 -cpu cortex-a76 build/aarch64/runq "$T/r.q4.bin" -n 1 2>"$T/err" >/dev/null
+runs=$(sed -n 's/.*this build and CPU run: //p' "$T/err")
+echo "  [cortex-a76] runq can run: $runs (default: ${runs##* })"
+[ "$runs" = "${SETS[cortex-a76]}" ] && ok || fail "-cpu cortex-a76: runq runs [$runs], expected [${SETS[cortex-a76]}]: $(cat "$T/err")"
 
 # ---- greedy generation: x86 (its fastest kernels) = aarch64 on both CPUs, default kernels and scalar
 # generate NAME MODEL ARGS...: x86's text, then each CPU's, all byte-identical

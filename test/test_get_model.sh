@@ -253,7 +253,7 @@ check "the next run, once the server is right" "$GET" test/corrupt --out "$T/cor
 [ "$(gets GET test/corrupt/main/model.safetensors)" = 2 ] && ok || fail "the corrupt file was downloaded again"
 
 # ---- a family export does not convert: refused before a weight comes
-refused "model_type gpt2" "model_type gpt2 is not supported \(llama, mistral\); export cannot convert it" \
+refused "model_type gpt2" "model_type gpt2 is not supported \(llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, smollm3\); export cannot convert it" \
     "$GET" test/gpt2 --out "$T/gpt2.q4.bin"
 [ "$(gets GET test/gpt2/main/model.safetensors)" = 0 ] && [ "$(gets HEAD test/gpt2/main/model.safetensors)" = 0 ] && ok \
     || fail "gpt2's weights were requested $(gets GET test/gpt2/main/model.safetensors) times before the refusal"
@@ -274,7 +274,7 @@ cp "$G/tiny.Q4_0.gguf" "$G/tiny-v2.q4_0.gguf"
 refused "--gguf of a type two files have" "2 files of type Q4_0 \(tiny-v2.q4_0.gguf tiny.Q4_0.gguf\): name one as REPO:FILE.gguf" \
     "$GET" test/tiny-GGUF --gguf --out "$T/x.bin"
 refused "a GGUF repository without --gguf" "it holds GGUF files .*use --gguf TYPE" "$GET" test/tiny-GGUF --out "$T/x.bin"
-refused "a GGUF architecture export does not read" "architecture 'gemma'; export reads 'llama'" "$GET" test/gemma-GGUF --gguf --out "$T/x.bin"
+refused "a GGUF architecture export does not read" "architecture 'gemma'; export reads llama, qwen2, qwen3, gemma2, gemma3, phi3 and smollm3" "$GET" test/gemma-GGUF --gguf --out "$T/x.bin"
 [ "$(ranges test/gemma-GGUF/main/gemma.Q4_0.gguf)" = "bytes=0-65535" ] && ok \
     || fail "only the GGUF's first 64 KiB are read before the refusal: $(ranges test/gemma-GGUF/main/gemma.Q4_0.gguf)"
 

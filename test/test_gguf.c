@@ -296,7 +296,7 @@ static void check_tensor_infos(const GgufFile *g, const Source *src, uint32_t ma
         if (t->kind == K_TOKENIZER) continue;
         expected_count++;
         char name[TENSOR_NAME_LEN];
-        gguf_tensor_name(t, name, sizeof name);
+        gguf_tensor_name(src, t, name, sizeof name);
         const GgufInfo *info = gguf_info(g, name);
         CHECK(info != NULL, "%s: tensor %s (our %s) is missing", what, name, t->entry.name);
         if (!info) continue;
@@ -325,7 +325,7 @@ static void check_q4_0_equals_checkpoint(const GgufFile *g, const char *q4_path,
         const PlannedTensor *t = &plan.tensors[i];
         if (t->kind == K_TOKENIZER) continue;
         char name[TENSOR_NAME_LEN];
-        gguf_tensor_name(t, name, sizeof name);
+        gguf_tensor_name(src, t, name, sizeof name);
         const GgufInfo *info = gguf_info(g, name);
         const Tensor *w = checkpoint_tensor(&model, t);
         if (!info) continue;
@@ -427,7 +427,7 @@ static void test_f32(void) {
     for (int i = 0; i < plan.count; i++) {
         if (plan.tensors[i].kind == K_TOKENIZER) continue;
         char name[TENSOR_NAME_LEN];
-        gguf_tensor_name(&plan.tensors[i], name, sizeof name);
+        gguf_tensor_name(&src, &plan.tensors[i], name, sizeof name);
         const GgufInfo *info = gguf_info(&g, name);
         const Tensor *w = checkpoint_tensor(&model, &plan.tensors[i]);
         int same = info && memcmp(tensor_data(&g, info), w->data, sizeof(float) * (size_t)w->rows * w->cols) == 0;
@@ -460,7 +460,7 @@ static void test_q8_0(void) {
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
         const PlannedTensor *t = planned(&plan, kinds[k], kinds[k] == K_EMBED ? -1 : 0);
         char name[TENSOR_NAME_LEN];
-        gguf_tensor_name(t, name, sizeof name);
+        gguf_tensor_name(&src, t, name, sizeof name);
         const GgufInfo *info = gguf_info(&g, name);
         if (!info) continue;
         int rows = (int)t->entry.rows, cols = (int)t->entry.cols, blocks = cols / 32;
@@ -587,7 +587,7 @@ static int same_weights(const char *a_path, const char *b_path, const char *what
     open_checkpoint(&a, a_path);
     open_checkpoint(&b, b_path);
     const FileHeader *h = (const FileHeader *)a.file_data;
-    const TensorEntry *table = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *table = (const TensorEntry *)(a.file_data + tensor_table_offset(h->version, h->n_layers));
     int same = 1, compared = 0;
     for (uint32_t i = 0; i < h->n_tensors; i++) {
         if (table[i].type == TYPE_BLOB) continue;

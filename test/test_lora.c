@@ -317,7 +317,7 @@ static void test_hf_convention(void) {
         const PlannedTensor *t = &plan.tensors[i];
         int rows = (int)t->entry.rows, cols = (int)t->entry.cols;
         char name[160];
-        hf_name(t, name, sizeof name);
+        snprintf(name, sizeof name, "%s", hf_locate(&model, t).name);
         FakeTensor *w = fake_add(&base, name, "F32", rows, cols), *m = fake_add(&merged, name, "F32", rows, cols);
         w->vector = m->vector = is_norm_kind(t->kind);
         model.read_rows(&model, t, 0, rows, w->values);

@@ -56,6 +56,7 @@ static Agreement compare_checkpoints(const char *oracle_path, const char *q4_pat
     Transformer runq;
     build_transformer(&runq, q4_path, n, threads);
     Oracle *oracle = oracle_open(oracle_path);
+    oracle_prepare(oracle, n);
     Agreement a = compare(oracle, &runq, tokens, n);
     oracle_close(oracle);
     free_transformer(&runq);
@@ -137,6 +138,8 @@ static void test_stories260K(const char *shared) {
     enum { N = 256 };
     int tokens[N];
     Oracle *legacy = oracle_open(bin), *exported = oracle_open(f32);
+    oracle_prepare(legacy, N);
+    oracle_prepare(exported, N);
     greedy_sequence(legacy, tokens, N);
     int identical = 1;
     for (int pos = 0; pos < N; pos++) {
@@ -165,6 +168,7 @@ static void test_stories260K(const char *shared) {
     build_transformer(&runq, q4, N, 2);
     int token = 1, agree = 0;
     Oracle *fp32 = oracle_open(bin);
+    oracle_prepare(fp32, N);
     for (int pos = 0; pos + 1 < N; pos++) {
         int a = argmax(oracle_forward(fp32, token, pos), 512), b = argmax(forward(&runq, token, pos), 512);
         if (a != b) break;
@@ -269,10 +273,10 @@ static void write_safetensors(Source *src, const char *path, HfTensor *tensors, 
         const TensorEntry *e = &tensors[i].planned->entry;
         float *row = malloc(sizeof(float) * e->cols);
         uint8_t *bytes = malloc((size_t)e->cols * element);
-        // write HF row R = our row r with hf_source_row(r) == R
+        // write HF row R = our row r with rotate_half_index(r) == R
         int permute = tensors[i].planned->kind == K_WQ || tensors[i].planned->kind == K_WK;
         int *our_row = malloc(sizeof(int) * e->rows);
-        for (uint32_t r = 0; r < e->rows; r++) our_row[permute ? hf_source_row(r, src->header.head_dim) : r] = (int)r;
+        for (uint32_t r = 0; r < e->rows; r++) our_row[permute ? rotate_half_index(r, src->header.head_dim, src->header.head_dim) : r] = (int)r;
         for (uint32_t hf_row = 0; hf_row < e->rows; hf_row++) {
             src->read_rows(src, tensors[i].planned, our_row[hf_row], our_row[hf_row] + 1, row);
             for (uint32_t c = 0; c < e->cols; c++) {
@@ -295,7 +299,7 @@ static void write_hf_dir(Source *src, const char *dir, const char *dtype, int sh
     for (int i = 0; i < plan.count; i++) {
         if (plan.tensors[i].kind == K_TOKENIZER) continue;
         tensors[count].planned = &plan.tensors[i];
-        hf_name(&plan.tensors[i], tensors[count].name, sizeof tensors[count].name);
+        snprintf(tensors[count].name, sizeof tensors[count].name, "%s", hf_locate(src, &plan.tensors[i]).name);
         count++;
     }
     char path[4096];
@@ -341,6 +345,7 @@ static void test_hf_import(const char *shared) {
     const char *dtypes[] = { "F32", "F16", "BF16" };
     int shard_counts[] = { 1, 3, 1 };
     Oracle *reference = oracle_open(bin);
+    oracle_prepare(reference, 64);
     enum { N = 64 };
     int tokens[N];
     greedy_sequence(reference, tokens, N);
@@ -367,6 +372,8 @@ static void test_hf_import(const char *shared) {
         free_source(&hf);
         free_source(&legacy);
         Oracle *imported = oracle_open(out), *fresh = oracle_open(bin);
+        oracle_prepare(imported, N);
+        oracle_prepare(fresh, N);
         double worst = 0;
         for (int pos = 0; pos < N; pos++) {
             const float *a = oracle_forward(fresh, tokens[pos], pos), *b = oracle_forward(imported, tokens[pos], pos);

@@ -643,8 +643,8 @@ static void differing_tensors(const char *a_path, const char *b_path, char *out,
     open_checkpoint(&a, a_path);
     open_checkpoint(&b, b_path);
     const FileHeader *h = (const FileHeader *)a.file_data;
-    const TensorEntry *ta = (const TensorEntry *)(a.file_data + tensor_table_offset(h->n_layers));
-    const TensorEntry *tb = (const TensorEntry *)(b.file_data + tensor_table_offset(h->n_layers));
+    const TensorEntry *ta = (const TensorEntry *)(a.file_data + tensor_table_offset(h->version, h->n_layers));
+    const TensorEntry *tb = (const TensorEntry *)(b.file_data + tensor_table_offset(h->version, h->n_layers));
     out[0] = '\0';
     CHECK(h->n_tensors == ((const FileHeader *)b.file_data)->n_tensors, "%s and %s: tensor counts differ", a_path, b_path);
     for (uint32_t i = 0; i < h->n_tensors; i++) {
@@ -743,6 +743,9 @@ int main(void) {
         test_quantize_against_reference(&sets[i], &sets[0]);
         test_to_f16_against_reference(&sets[i], &sets[0]);
     }
+    const char *lacking[MAX_KERNEL_SETS];
+    int n_lacking = unrunnable_kernels(lacking);
+    for (int i = 0; i < n_lacking; i++) SKIP("kernels %s: this CPU cannot run them, so they are not tested here", lacking[i]);
     if (n_sets == 1) SKIP("this CPU runs only the scalar kernels: no SIMD kernel tested here");
     return check_summary("test_quant");
 }

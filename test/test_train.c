@@ -236,6 +236,7 @@ static void test_round_trip(const char *model_path) {
     Net net = model_net(&m, NULL, NULL);
     net_forward(&net, &s, tokens, n);
     Oracle *oracle = oracle_open(model_path);
+    oracle_prepare(oracle, n);
     double worst = 0;
     for (int pos = 0; pos < n; pos++) {
         const float *logits = oracle_forward(oracle, tokens[pos], pos);

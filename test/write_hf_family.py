@@ -8,7 +8,11 @@ seeded random weights, plus a llama2.c tokenizer.bin for export's -z.
 
 The dimensions are small; what each family's real checkpoints vary in —
 grouped-query ratio, tied or untied classifier, dtype, rope_theta, head_dim
-given or implied, Llama 3.1's rope_scaling — is kept.
+given or implied, Llama 3.1's rope_scaling; Qwen's biases and q/k norms,
+Gemma's four norms, soft caps and sliding layers, Phi-3's fused projections,
+partial rotary and LongRoPE, SmolLM3's NoPE layers — is kept. Windows are 8
+positions and LongRoPE's original length 32, so test_families' 40 tokens
+cross both.
 It is not a converter: real Hugging Face checkpoints come from Hugging Face.
 """
 import json
@@ -58,6 +62,68 @@ FAMILIES = {
         num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, vocab_size=352,
         max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-05, tie_word_embeddings=True,
         rope_scaling=None, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
+    # Qwen2.5 (0.5B/1.5B): q/k/v biases, tied, GQA 2:1, theta 1e6; its idle
+    # sliding_window (use_sliding_window false) as the real configs carry it
+    "qwen2.5": dict(dtype="BF16", config=dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=64, intermediate_size=160,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=320,
+        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-06, tie_word_embeddings=True,
+        use_sliding_window=False, sliding_window=32768, max_window_layers=2, attention_dropout=0.0,
+        bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
+    # Qwen3 (0.6B): q_norm/k_norm, head_dim 32 given (q width 128 != hidden 64), tied, no biases
+    "qwen3": dict(dtype="BF16", config=dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=64, intermediate_size=192,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=320,
+        max_position_embeddings=40960, rope_theta=1000000.0, rms_norm_eps=1e-06, tie_word_embeddings=True,
+        rope_scaling=None, attention_bias=False, use_sliding_window=False, sliding_window=None,
+        max_window_layers=2, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
+    # Gemma 2 (2B): GeGLU, four norms (1 + w), soft caps 50/30, sliding window on
+    # even layers, query_pre_attn_scalar = head_dim (as the 2B's), tied, F32 as the 2B ships
+    "gemma2": dict(dtype="F32", config=dict(
+        architectures=["Gemma2ForCausalLM"], model_type="gemma2", hidden_size=64, intermediate_size=256,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=320,
+        max_position_embeddings=8192, rope_theta=10000.0, rms_norm_eps=1e-06, hidden_act="gelu_pytorch_tanh",
+        hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        query_pre_attn_scalar=32, sliding_window=8, cache_implementation="hybrid", attention_bias=False,
+        bos_token_id=2, eos_token_id=[1, 107], pad_token_id=0, torch_dtype="float32")),
+    # Gemma 3 (1B text): as Gemma 2 without caps, q/k norms, 5 local : 1 global
+    # layers, local RoPE base 10000, global theta 1e6 with linear scaling (the
+    # 4B's factor 8), multi-query attention; hidden 96 so sqrt(96) = 9.798 is
+    # 9.8125 in bfloat16, the dtype the embedding scale is held in
+    "gemma3": dict(dtype="BF16", config=dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_size=96, intermediate_size=256,
+        num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=320,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+        rope_scaling=dict(factor=8.0, rope_type="linear"), rms_norm_eps=1e-06,
+        hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=None, final_logit_softcapping=None,
+        query_pre_attn_scalar=32, sliding_window=8, sliding_window_pattern=6, attention_bias=False,
+        bos_token_id=2, eos_token_id=[1, 106], pad_token_id=0, torch_dtype="bfloat16")),
+    # Phi-4-mini: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.75
+    # (18 of 24 dims turn), LongRoPE with original length 32, tied; its idle sliding_window
+    "phi4-mini": dict(dtype="BF16", config=dict(
+        architectures=["Phi3ForCausalLM"], model_type="phi3", hidden_size=96, intermediate_size=192,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=320,
+        max_position_embeddings=1024, original_max_position_embeddings=32, partial_rotary_factor=0.75,
+        rope_theta=10000.0, rms_norm_eps=1e-05, tie_word_embeddings=True, sliding_window=262144,
+        rope_scaling=dict(type="longrope", short_factor=[1.0 + 0.05 * i for i in range(9)],
+                          long_factor=[1.0 + 2.5 * i for i in range(9)]),
+        attention_bias=False, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
+    # Phi-3.5-mini: full rotary, LongRoPE, untied, multi-head attention
+    "phi3.5-mini": dict(dtype="BF16", config=dict(
+        architectures=["Phi3ForCausalLM"], model_type="phi3", hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=320,
+        max_position_embeddings=4096, original_max_position_embeddings=32, rope_theta=10000.0,
+        rms_norm_eps=1e-05, tie_word_embeddings=False, sliding_window=262144,
+        rope_scaling=dict(type="longrope", short_factor=[1.0 + 0.1 * i for i in range(8)],
+                          long_factor=[1.5 + 3.0 * i for i in range(8)]),
+        bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
+    # SmolLM3 (3B): every fourth layer without RoPE (no_rope_layers), tied, GQA 2:1, theta 5e6
+    "smollm3": dict(dtype="BF16", config=dict(
+        architectures=["SmolLM3ForCausalLM"], model_type="smollm3", hidden_size=64, intermediate_size=192,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, vocab_size=320,
+        max_position_embeddings=65536, rope_theta=5000000.0, rms_norm_eps=1e-06, tie_word_embeddings=True,
+        no_rope_layers=[1, 1, 1, 0], no_rope_layer_interval=4, use_sliding_window=False, sliding_window=None,
+        attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")),
 }
 
 
@@ -99,8 +165,11 @@ def random_weights(config, seed):
     def matrix(rows, cols, gain=1.0):
         return rng.standard_normal((rows, cols)) * gain / np.sqrt(cols)
 
-    def norm():
-        return 1.0 + 0.2 * rng.standard_normal(dim)
+    kind = config["model_type"]
+    gemma = kind.startswith("gemma")
+
+    def norm(n=dim):   # Gemma's RMSNorm multiplies by 1 + w: its weights sit near 0
+        return (0.0 if gemma else 1.0) + 0.2 * rng.standard_normal(n)
 
     w = {"model.embed_tokens.weight": rng.standard_normal((vocab, dim))}
     for layer in range(config["num_hidden_layers"]):
@@ -114,21 +183,37 @@ def random_weights(config, seed):
         w[p + "mlp.gate_proj.weight"] = matrix(ffn, dim)
         w[p + "mlp.up_proj.weight"] = matrix(ffn, dim)
         w[p + "mlp.down_proj.weight"] = matrix(dim, ffn)
+        if kind == "qwen2":   # Qwen's biases are large, its k biases most of all
+            w[p + "self_attn.q_proj.bias"] = 0.5 * rng.standard_normal(heads * head_dim)
+            w[p + "self_attn.k_proj.bias"] = 1.0 * rng.standard_normal(kv_heads * head_dim)
+            w[p + "self_attn.v_proj.bias"] = 0.2 * rng.standard_normal(kv_heads * head_dim)
+        if kind in ("qwen3", "gemma3_text"):
+            w[p + "self_attn.q_norm.weight"] = norm(head_dim)
+            w[p + "self_attn.k_norm.weight"] = norm(head_dim)
+        if gemma:
+            w[p + "pre_feedforward_layernorm.weight"] = norm()
+            w[p + "post_feedforward_layernorm.weight"] = norm()
+        if kind == "phi3":   # Phi-3 stores q, k, v as one matrix, and gate, up as another
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate([w.pop(p + "self_attn." + x + "_proj.weight") for x in "qkv"])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([w.pop(p + "mlp." + x + "_proj.weight") for x in ("gate", "up")])
     w["model.norm.weight"] = norm()
-    if not config["tie_word_embeddings"]:
+    if gemma:   # Gemma scales its embeddings up by sqrt(hidden): they are stored small
+        w["model.embed_tokens.weight"] /= np.sqrt(dim)
+    if not config.get("tie_word_embeddings", gemma):   # Gemma's configs leave it to the default: tied
         w["lm_head.weight"] = matrix(vocab, dim, 2.0)
     else:   # the embedding is the classifier too: keep its logits in the same range
-        w["model.embed_tokens.weight"] *= 2.0 / np.sqrt(dim)
+        w["model.embed_tokens.weight"] *= 2.0 / np.sqrt(dim) * (np.sqrt(dim) if gemma else 1.0)
     return w
 
 
-def write_tokenizer_bin(path, vocab_size):
+def write_tokenizer_bin(path, vocab_size, specials=()):
     """llama2.c's tokenizer.bin: <unk> <s> </s>, the 256 byte pieces, then
-    letters and letter pairs with falling scores, up to vocab_size pieces."""
+    letters and letter pairs with falling scores, up to vocab_size pieces, the
+    family's special pieces last."""
     pieces = [b"<unk>", b"<s>", b"</s>"] + [b"<0x%02X>" % i for i in range(256)]
     letters = [bytes([c]) for c in b" abcdefghijklmnopqrstuvwxyz"]
     pieces += letters + [a + b for a in letters for b in letters]
-    pieces = pieces[:vocab_size]
+    pieces = pieces[:vocab_size - len(specials)] + [s.encode() for s in specials]
     with open(path, "wb") as f:
         f.write(struct.pack("<i", max(len(p) for p in pieces)))
         for i, piece in enumerate(pieces):
@@ -143,13 +228,15 @@ def main(argv):
         sys.exit(f"usage: write_hf_family.py FAMILY DIR (FAMILY: {' '.join(FAMILIES)})")
     family, directory = FAMILIES[argv[0]], argv[1]
     os.makedirs(directory, exist_ok=True)
-    config = dict(family["config"], hidden_act="silu", initializer_range=0.02, use_cache=True,
-                  transformers_version="4.45.0")
+    config = dict(dict(hidden_act="silu", initializer_range=0.02, use_cache=True, transformers_version="4.45.0"),
+                  **family["config"])
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     seed = sum(argv[0].encode())
     write_safetensors(os.path.join(directory, "model.safetensors"), random_weights(config, seed), family["dtype"])
-    write_tokenizer_bin(os.path.join(directory, "tokenizer.bin"), config["vocab_size"])
+    # Phi-3's vocabulary has these (llama.cpp looks "<|endoftext|>" up in any model named phi3)
+    specials = ("<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>") if config["model_type"] == "phi3" else ()
+    write_tokenizer_bin(os.path.join(directory, "tokenizer.bin"), config["vocab_size"], specials)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ static void model_open(Model *m, const char *path, const char *what) {
 static void model_prepare(Model *m, int window, int n_threads, int kv_type) {
     m->runq.kv_type = kv_type;
     if (m->kind == MODEL_INT4) prepare_run(&m->runq, window, n_threads);
+    else oracle_prepare(m->oracle, window);
     m->logits = xcalloc((size_t)MAX_BATCH * m->vocab_size, sizeof(float), "logits");
 }
 
@@ -123,10 +124,7 @@ static const char *model_kind_name(const Model *m) { return m->kind == MODEL_INT
 static void runq_logits_at_every_position(Transformer *t, const int *tokens, int n, int pos0, float *out) {
     const float *last = forward_batch(t, tokens, n, pos0);
     const Config *c = &t->config;
-    RunState *s = &t->state;
-    for (int i = 0; i < n; i++)
-        rmsnorm(s->xb + (size_t)i * c->dim, s->x + (size_t)i * c->dim, t->weights.norm.data, c->dim, c->norm_eps);
-    matmul1(t, out, &t->weights.output, s->xb, c->dim, n);
+    logits_of_rows(t, t->state.x, n, out);
     if (memcmp(out + (size_t)(n - 1) * c->vocab_size, last, sizeof(float) * c->vocab_size) != 0)
         die("internal error: the logits recomputed from runq's residual stream differ from forward_batch's "
             "(does forward_batch still leave every token's residual in state.x?)");
@@ -215,7 +213,7 @@ static int starts_word(const char *text, size_t i) {
 static int *tokenize_text(const Tokenizer *tok, const char *text, int *count) {
     size_t length = strlen(text);
     if (length > INT_MAX / 2) die("the text is %zu bytes; ppl reads at most %d", length, INT_MAX / 2);
-    int *tokens = xcalloc(length + 4, sizeof(int), "token ids");   // a chunk of k bytes gives at most k + 1 ids
+    int *tokens = xcalloc(encode_capacity(tok, text) + 1, sizeof(int), "token ids");   // the chunks take no more than the whole
     char *chunk = xcalloc(length + 1, 1, "text chunk");
     int by_word = has_dummy_prefix(tok), n = 0;
     size_t start = 0;

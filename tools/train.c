@@ -232,6 +232,9 @@ static void load_model(Model *m, const char *path, const char *tokenizer_path) {
     Source src = { 0 };
     open_model_source(&src, path, tokenizer_path);
     if (src.rope_freqs) die("%s: has rope_freqs (Llama 3.1-style RoPE scaling), which train cannot train yet", path);
+    if (source_needs_settings(&src))   // train's forward and backward passes are Llama's
+        die("%s: is a %s model with its own math (runq.c's version 4 settings), which train cannot train yet", path,
+            architecture_names[src.settings.architecture]);
     memset(m, 0, sizeof *m);
     m->h = src.header;
     m->ffn_dim = xcalloc((size_t)m->h.n_layers, sizeof(int), "model");
@@ -1355,9 +1358,9 @@ static void write_peft_adapter(const Lora *lora, const real *adapter, const Mode
                 int out_rows = which ? rows : r, in_cols = which ? r : cols;
                 size_t begin = data.size;
                 for (int row = 0; row < out_rows; row++) {
-                    // HF row `row` of B is our row whose hf_source_row is `row`
+                    // HF row `row` of B is our row whose rotate_half_index is `row`
                     int ours = row;
-                    if (which && permute) for (ours = 0; hf_source_row(ours, m->h.head_dim) != row; ours++) {}
+                    if (which && permute) for (ours = 0; rotate_half_index(ours, m->h.head_dim, m->h.head_dim) != row; ours++) {}
                     const real *src = adapter + (which ? lora->b_offset[p][l] : lora->a_offset[p][l]) + (size_t)ours * in_cols;
                     for (int c = 0; c < in_cols; c++) {
                         float v = (float)src[c];

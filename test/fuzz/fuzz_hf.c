@@ -1,5 +1,7 @@
 // fuzz_hf — a Hugging Face model directory through export's open_hf:
-// config.json (model_type, the dimensions, rope_scaling, tied embeddings),
+// config.json (model_type and each family's keys: the dimensions,
+// rope_scaling, sliding windows and layer types, Gemma's and Phi's settings,
+// tied embeddings; the seed corpus has a model of every family),
 // model.safetensors, and when the input holds them tokenizer.json (imported
 // for the config's vocabulary) and tokenizer_config.json (chat template,
 // BOS and EOS by name). The input is the lengths of the first three files

@@ -134,25 +134,54 @@ def llama2c_checkpoint(dim=8, hidden=16, layers=1, heads=2, kv_heads=2, vocab=16
     return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq_len) + floats(floats_count, 0.1)
 
 
+# Each family's tensors and config.json keys beyond Llama's, as test/write_hf_family.py writes them whole.
+FAMILY_CONFIG = {
+    "qwen2": {"use_sliding_window": False, "sliding_window": 32, "max_window_layers": 1},
+    "qwen3": {"head_dim": 8, "attention_bias": False},
+    "gemma2": {"head_dim": 4, "hidden_activation": "gelu_pytorch_tanh", "attn_logit_softcapping": 50.0,
+               "final_logit_softcapping": 30.0, "query_pre_attn_scalar": 4, "sliding_window": 4, "torch_dtype": "float32"},
+    "gemma3_text": {"head_dim": 4, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 4,
+                    "sliding_window": 4, "sliding_window_pattern": 6, "rope_local_base_freq": 10000.0,
+                    "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "torch_dtype": "bfloat16"},
+    "phi3": {"partial_rotary_factor": 0.5, "original_max_position_embeddings": 16, "sliding_window": 262144,
+             "rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [4.0]}},
+    "smollm3": {"no_rope_layers": [0], "no_rope_layer_interval": 4},
+}
+
+
 def hf_model(dim=8, ffn=16, heads=2, kv_heads=1, vocab=16, dtype="F32", tied=False, rope_scaling=None, tokenizer=b"",
-             tokenizer_config=b"", ids=(1, 2)):
+             tokenizer_config=b"", ids=(1, 2), family="llama"):
     """fuzz_hf's input: the lengths of config.json, model.safetensors and tokenizer.json, then those files
-    (config.json, a one-layer model, the tokenizer if given) and tokenizer_config.json (if given)."""
-    kv_dim = dim // heads * kv_heads
+    (config.json, a one-layer model of the family, the tokenizer if given) and tokenizer_config.json (if given)."""
+    extra = FAMILY_CONFIG.get(family, {})
+    head_dim = extra.get("head_dim", dim // heads)
+    q_dim, kv_dim = head_dim * heads, head_dim * kv_heads
+    layer = "model.layers.0."
     shapes = {"model.embed_tokens.weight": [vocab, dim], "model.norm.weight": [dim],
-              "model.layers.0.input_layernorm.weight": [dim], "model.layers.0.post_attention_layernorm.weight": [dim],
-              "model.layers.0.self_attn.q_proj.weight": [dim, dim], "model.layers.0.self_attn.k_proj.weight": [kv_dim, dim],
-              "model.layers.0.self_attn.v_proj.weight": [kv_dim, dim], "model.layers.0.self_attn.o_proj.weight": [dim, dim],
-              "model.layers.0.mlp.gate_proj.weight": [ffn, dim], "model.layers.0.mlp.up_proj.weight": [ffn, dim],
-              "model.layers.0.mlp.down_proj.weight": [dim, ffn]}
+              layer + "input_layernorm.weight": [dim], layer + "post_attention_layernorm.weight": [dim],
+              layer + "self_attn.q_proj.weight": [q_dim, dim], layer + "self_attn.k_proj.weight": [kv_dim, dim],
+              layer + "self_attn.v_proj.weight": [kv_dim, dim], layer + "self_attn.o_proj.weight": [dim, q_dim],
+              layer + "mlp.gate_proj.weight": [ffn, dim], layer + "mlp.up_proj.weight": [ffn, dim],
+              layer + "mlp.down_proj.weight": [dim, ffn]}
+    if family == "qwen2":
+        shapes.update({layer + "self_attn.%s_proj.bias" % x: [n] for x, n in (("q", q_dim), ("k", kv_dim), ("v", kv_dim))})
+    if family in ("qwen3", "gemma3_text"):
+        shapes.update({layer + "self_attn.q_norm.weight": [head_dim], layer + "self_attn.k_norm.weight": [head_dim]})
+    if family.startswith("gemma"):
+        shapes.update({layer + "pre_feedforward_layernorm.weight": [dim], layer + "post_feedforward_layernorm.weight": [dim]})
+    if family == "phi3":   # fused: q, k, v rows in one matrix, gate and up rows in another
+        for x in "qkv": del shapes[layer + "self_attn.%s_proj.weight" % x]
+        del shapes[layer + "mlp.gate_proj.weight"], shapes[layer + "mlp.up_proj.weight"]
+        shapes.update({layer + "self_attn.qkv_proj.weight": [q_dim + 2 * kv_dim, dim], layer + "mlp.gate_up_proj.weight": [2 * ffn, dim]})
     if not tied: shapes["lm_head.weight"] = [vocab, dim]
     size = lambda shape: shape[0] * (shape[1] if len(shape) > 1 else 1)
     raw = lambda n: floats(n) if dtype == "F32" else struct.pack("<%de" % n, *[0.01 * (i % 7 - 3) for i in range(n)])
     tensors = {name: (dtype, shape, raw(size(shape))) for name, shape in shapes.items()}
-    config = {"model_type": "llama", "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": 1,
+    config = {"model_type": family, "hidden_size": dim, "intermediate_size": ffn, "num_hidden_layers": 1,
               "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
               "max_position_embeddings": 32, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
               "tie_word_embeddings": tied, "bos_token_id": ids[0], "eos_token_id": ids[1], "rope_scaling": rope_scaling}
+    config.update(extra)
     text, weights = json.dumps(config).encode(), safetensors(tensors)
     return struct.pack("<HHH", len(text), len(weights), len(tokenizer)) + text + weights + tokenizer + tokenizer_config
 
@@ -233,6 +262,16 @@ def main():
                                                            "--tensor-type", "wq=q3,wk=q8/64,w2=q3/64,tok_embeddings=q3"],
                                                      "tied-mixed.bin"))
         write("checkpoint", "tinystories-edge-head.bin", read(os.path.join(ROOT, "models/tinystories-edge.q4.bin"), HEAD))
+        # format version 4: each family's math on a small random model; Gemma's window (bytes 88-91 of
+        # the settings) narrowed to 3 and Phi's LongRoPE switch (bytes 104-107) to 4, so that
+        # fuzz_checkpoint's 8 positions cross them
+        for family in ("qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3"):
+            shape = "dim=32,ffn=32,layers=6,heads=2,kv_heads=1,vocab=64,seq_len=16,family=" + family
+            model = bytearray(export(tmp, ["--random", shape], family + ".q4.bin"))
+            if family.startswith("gemma"): model[88:92] = struct.pack("<i", 3)
+            if family == "phi3": model[104:108] = struct.pack("<i", 4)
+            write("checkpoint", family + ".q4.bin", bytes(model))
+            write("gguf", family + "-q4_0.gguf", export(tmp, ["--random", shape, "--gguf-q4_0"], family + ".gguf"))
         # GGUF: tiny files export writes, the heads of the real ones
         write("gguf", "tiny-q4_0.gguf", export(tmp, ["--random", tiny, "--gguf-q4_0"], "tiny-q4_0.gguf"))
         write("gguf", "small-f32.gguf", export(tmp, ["--random", small_vocab, "--gguf-f32"], "small-f32.gguf"))
@@ -292,12 +331,19 @@ def main():
         write("hf", "tiny-llama3-tokenizer", hf_model(vocab=vocab_size, dtype="F16", tied=True, tokenizer=text,
                                                       tokenizer_config=json.dumps(tokenizer_config).encode(), ids=(None, None)))
 
+    # each family beyond Llama: its tensors and config keys (Gemma 2 F32, Gemma 3 BF16, the rest F16)
+    for family in FAMILY_CONFIG:
+        dtype = "F32" if family == "gemma2" else "BF16" if family == "gemma3_text" else "F16"
+        write("hf", "tiny-" + family, hf_model(family=family, dtype=dtype, tied=family.startswith("gemma"),
+                                              rope_scaling=FAMILY_CONFIG[family].get("rope_scaling")))
+
     # the same, sharded: an index.json and two shards (fuzz_hf_sharded)
     write("hf_sharded", "tiny-f32", hf_sharded_model())
     write("hf_sharded", "tiny-f16-tied", hf_sharded_model(dtype="F16", tied=True))
 
     # Edge LLM checkpoints as export reads them (fuzz_export_checkpoint): int4, fp32, group 64
-    for name in ("tiny.q4.bin", "tied-g64.q4.bin", "small.f32.bin", "tiny.q8.bin", "tied-mixed.bin"):
+    for name in ("tiny.q4.bin", "tied-g64.q4.bin", "small.f32.bin", "tiny.q8.bin", "tied-mixed.bin", "gemma3.q4.bin",
+                 "phi3.q4.bin"):
         write("export_checkpoint", name, read(os.path.join(CORPUS, "checkpoint", name)))
 
     # HTTP requests to the server

@@ -118,7 +118,7 @@ static const Tensor *in_tiles(const Tensor *w);
 
 static void matmul_step5(float *out, const Tensor *w, const QuantizedActivations *x, const LabThreads *threads) {
     MatmulTask task = { .count = 1, .out = { out }, .w = { in_tiles(w) }, .x = x, .n_tokens = 1, .kernels = &threads->kernels };
-    pool_run(threads->pool, matmul_task, &task);
+    run_matmul_task(threads->pool, &task);
 }
 
 typedef struct {

@@ -36,6 +36,24 @@ static void die(const char *message, const char *detail) {
     exit(EXIT_FAILURE);
 }
 
+// The CPU variant ggml_backend_load_all_from_path chose for this processor
+// (libggml-cpu-zen4.so, -haswell, ...): the one of its libraries mapped into
+// this process; "unknown" if none is found.
+static void cpu_library(char *name, size_t size) {
+    snprintf(name, size, "unknown");
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return;
+    char line[4096];
+    while (fgets(line, sizeof line, maps)) {
+        const char *found = strstr(line, "libggml-cpu");
+        if (!found) continue;
+        size_t length = strcspn(found, "\n");
+        snprintf(name, size, "%.*s", (int)length, found);
+        break;
+    }
+    fclose(maps);
+}
+
 static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -127,9 +145,11 @@ int main(int argc, char **argv) {
                     "decode_tokens=%d decode_ms=%.1f decode_tok_s=%.2f\n",
             load_ms, n_prompt, prompt_ms, n_prompt / prompt_ms * 1000, first_token - start, decode, decode_ms,
             decode / decode_ms * 1000);
-    printf("{\"lib_ms\":%.1f,\"n_ctx\":%u,\"n_batch\":%u,\"n_ubatch\":%u,\"flash_attn\":\"%s\",\"load_mode\":\"%s\","
+    char library[256];
+    cpu_library(library, sizeof library);
+    printf("{\"lib_ms\":%.1f,\"cpu_library\":\"%s\",\"n_ctx\":%u,\"n_batch\":%u,\"n_ubatch\":%u,\"flash_attn\":\"%s\",\"load_mode\":\"%s\","
            "\"repack\":%s,\"threads\":%d}\n",
-           lib_ms, llama_n_ctx(context), llama_n_batch(context), llama_n_ubatch(context),
+           lib_ms, library, llama_n_ctx(context), llama_n_batch(context), llama_n_ubatch(context),
            llama_flash_attn_type_name(context_params.flash_attn_type), llama_load_mode_name(model_params.load_mode),
            model_params.use_extra_bufts ? "true" : "false", threads);
     llama_free(context);
