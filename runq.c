@@ -91,6 +91,23 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 // Q3 (int3, 12 bytes a block, 3.5 bits): the Q2 plane of the low two bits
 // (bytes 0-7), then a 1-bit plane of the high bit (bytes 8-11: weight j's in
 // bit j%8 of byte 8 + j/8). A code c (0..7) means level c - 4 (-4..3).
+// Q4S (2:4 sparse int4, 12 bytes a block, 3.5 bits): of every four
+// consecutive weights (a quad) at most two are not zero, and only those two
+// are stored: two int4 levels and a 4-bit position code per quad. A block's
+// 32 weights are 8 quads and 16 slots; slot k (0..15) belongs to quad k/2 and
+// holds a level (-8..7, a two's complement nibble: 0 is level 0) and its
+// weight's position in the quad (0..3):
+//   levels    bytes 0-7: slot k in byte 4*(k/8) + k%4, the low nibble when
+//             (k/4) is even, the high nibble when odd;
+//   positions bytes 8-11: slot k's in bits 2*(k/4)..2*(k/4)+1 of byte 8 + k%4.
+// A weight's level is the sum of the levels of the slots that point at it (0
+// when none does; export points a quad's two slots at different weights). The
+// layout serves the kernels: four slots (k/4 = s) take one shift and one AND
+// to unpack, and with the base 8*(s%2) + 4*((k%4)/2) a slot's position picks
+// its activation from 16 (one shuffle gathers a step of four per row). Q4S
+// rows are always in tiles of eight, as Q4's: tile t's block b is three runs
+// of 32 bytes, run d holding bytes 4d..4d+3 of rows 8t..8t+7's blocks; scales
+// as Q4's tiles.
 //
 // The tensors, by name (L: a layer's index; shapes are (rows, cols)):
 //   tok_embeddings            (vocab_size, dim)        quantized; a row is dequantized per token
@@ -143,23 +160,25 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 // older readers run every file they can: version 1 holds Q4 (row after row)
 // and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2;
 // 4 adds ModelSettings, layer_kind, the flags QKV_BIAS, QK_NORM and
-// POST_NORMS and their tensors, and rope_freqs_long. So a quantized Llama
-// checkpoint is version 3 and an fp32 one 1 or 2, and any other family's is
-// version 4 (a runq before 4 refuses it by its version, not halfway through).
+// POST_NORMS and their tensors, rope_freqs_long, and Q4S matrices. So a
+// quantized Llama checkpoint is version 3 (4 when it holds Q4S: the settings
+// are then zeros) and an fp32 one 1 or 2, and any other family's is version 4
+// (a runq before 4 refuses it by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
 #define CHECKPOINT_VERSION 4   // the newest read
 #define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
 #define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
 #define VERSION_SETTINGS 4     // the first with ModelSettings, layer_kind and the families beyond Llama
+#define VERSION_Q4S 4          // the first with Q4S matrices (the same version: settings and Q4S came together)
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
 #define TENSOR_NAME_LEN 64
 #define Q_BLOCK 32                      // weights per block; activations per int8 block
 
-enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_Q8 = 3, TYPE_Q3 = 4, TYPE_Q2 = 5, TYPE_BLOB = 255 };
-#define N_MATRIX_TYPES 6   // TensorType values below this index the per-type tables
+enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_Q8 = 3, TYPE_Q3 = 4, TYPE_Q2 = 5, TYPE_Q4S = 6, TYPE_BLOB = 255 };
+#define N_MATRIX_TYPES 7   // TensorType values below this index the per-type tables
 
 // A quantized type's block of Q_BLOCK weights, as the comment above lays it
 // out: level() reads weight j's level, put_level() writes it into a block
@@ -195,11 +214,38 @@ static void put_level_q3(uint8_t *block, int j, int level) {
     block[8 + j / 8] |= (uint8_t)(((level + 4) >> 2) << (j % 8));
 }
 
+// Q4S: slot k's level (its nibble as two's complement) and its weight's index in the block.
+static int q4s_slot_level(const uint8_t *block, int k) {
+    uint8_t byte = block[4 * (k / 8) + k % 4];
+    return (((k / 4) % 2 ? byte >> 4 : byte & 0x0F) ^ 8) - 8;
+}
+static int q4s_slot_weight(const uint8_t *block, int k) {
+    return 4 * (k / 2) + ((block[8 + k % 4] >> (2 * (k / 4))) & 3);
+}
+static int level_q4s(const uint8_t *block, int j) {
+    int level = 0;
+    for (int k = 2 * (j / 4); k < 2 * (j / 4) + 2; k++)
+        if (q4s_slot_weight(block, k) == j) level += q4s_slot_level(block, k);
+    return level;
+}
+// A zero level needs no slot; a non-zero one takes its quad's first slot
+// still at level 0 (a third non-zero weight in a quad is the writer's bug).
+static void die(const char *fmt, ...);   // "Errors", below
+static void put_level_q4s(uint8_t *block, int j, int level) {
+    if (level == 0) return;
+    int k = 2 * (j / 4);
+    if (q4s_slot_level(block, k) != 0) k++;
+    if (q4s_slot_level(block, k) != 0) die("internal error: a third non-zero weight in a 2:4 quad (weight %d)", j);
+    block[4 * (k / 8) + k % 4] |= (uint8_t)((level & 0x0F) << ((k / 4) % 2 ? 4 : 0));
+    block[8 + k % 4] |= (uint8_t)((j % 4) << (2 * (k / 4)));
+}
+
 static const QuantLayout quant_layouts[N_MATRIX_TYPES] = {
     [TYPE_Q8] = { "q8", 8, 32, -128, 127, level_q8, put_level_q8 },
     [TYPE_Q4] = { "q4", 4, 16, -8, 7, level_q4, put_level_q4 },
     [TYPE_Q3] = { "q3", 3, 12, -4, 3, level_q3, put_level_q3 },
     [TYPE_Q2] = { "q2", 2, 8, -2, 1, level_q2, put_level_q2 },
+    [TYPE_Q4S] = { "q4s", 4, 12, -8, 7, level_q4s, put_level_q4s },
 };
 
 // The layout of a quantized type; NULL for f32, f16, blobs and unknown types.
@@ -420,7 +466,7 @@ typedef struct {
     int rows, cols;          // (out, in)
     int cols_padded;         // cols rounded up to a whole group
     int group_size;
-    int q4_tiled;            // Q4 of version 3 on: rows in tiles of 8 (see the format); else row after row
+    int q4_tiled;            // rows in Q4's tiles of 8 (Q4 of version 3 on, Q4S always: see the format); else row after row
     union {                  // quantized: the type's codes, (rows, cols_padded/32) blocks (tiled Q4: see the format)
         const uint8_t *codes;
         const uint8_t *nibbles;   // the same pointer, as the Q4 kernels name it
@@ -594,12 +640,22 @@ static size_t row_code_bytes(const QuantLayout *layout, uint64_t cols_padded) {
     return (size_t)(cols_padded / Q_BLOCK * (uint64_t)layout->block_bytes);
 }
 
+// Whether a type's rows are in tiles of eight in a file of this version.
+static int tiled_type(uint32_t type, uint32_t version) {
+    return (type == TYPE_Q4 && version >= VERSION_Q4_TILES) || type == TYPE_Q4S;
+}
+
+// The oldest version that can hold a type.
+static uint32_t type_version(uint32_t type) {
+    return type == TYPE_Q4S ? VERSION_Q4S : is_quantized(type) && type != TYPE_Q4 ? VERSION_Q4_TILES : 1;
+}
+
 // version: the file's (Q4 rows are in tiles from VERSION_Q4_TILES on)
 static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size, uint32_t version) {
     const QuantLayout *layout = quant_layout(type);
     if (layout) {
         uint64_t padded = round_up(cols, group_size);
-        if (type == TYPE_Q4 && version >= VERSION_Q4_TILES) rows = round_up(rows, Q4_TILE_ROWS);
+        if (tiled_type(type, version)) rows = round_up(rows, Q4_TILE_ROWS);
         return (size_t)(rows * row_code_bytes(layout, padded) + rows * (padded / group_size) * 2);
     }
     switch (type) {
@@ -610,18 +666,19 @@ static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_
 }
 
 // Where a matrix keeps row r's blocks and scales: rows one after another,
-// except Q4's tiles (see the format). The kernels walk their own order; these
+// except Q4's and Q4S's tiles (see the format). The kernels walk their own order; these
 // serve the code that wants one row at a time.
 static size_t rows_stored(const Tensor *w) {
     return w->q4_tiled ? round_up((size_t)w->rows, Q4_TILE_ROWS) : (size_t)w->rows;
 }
 
-// Byte p (weights p and p + 16) of Q4 row r's block b.
-static size_t q4_byte_index(const Tensor *w, int r, int b, int p) {
-    int n_blocks = w->cols_padded / Q_BLOCK;
-    if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p;
+// Byte p of row r's block b (for Q4: weights p and p + 16): a tile's block
+// is runs of 32 bytes, run p/4 holding bytes 4(p/4)..4(p/4)+3 of its eight rows.
+static size_t code_byte_index(const Tensor *w, int r, int b, int p) {
+    int n_blocks = w->cols_padded / Q_BLOCK, block_bytes = quant_layout((uint32_t)w->type)->block_bytes;
+    if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * block_bytes + p;
     int lane = r % Q4_TILE_ROWS;
-    return ((size_t)(r / Q4_TILE_ROWS) * n_blocks + b) * Q4_TILE_BLOCK_BYTES
+    return ((size_t)(r / Q4_TILE_ROWS) * n_blocks + b) * Q4_TILE_ROWS * block_bytes
          + (size_t)(p / 4) * (4 * Q4_TILE_ROWS) + 4 * lane + p % 4;
 }
 
@@ -632,15 +689,13 @@ static size_t weight_scale_index(const Tensor *w, int r, int g) {
     return ((size_t)(r / Q4_TILE_ROWS) * n_groups + g) * Q4_TILE_ROWS + r % Q4_TILE_ROWS;
 }
 
-// Row r's block b in its type's block layout: in the file, or for tiled Q4
-// gathered from the tile's four runs into gathered (16 bytes).
+// Row r's block b in its type's block layout: in the file, or for tiles
+// gathered from the tile's runs into gathered (16 bytes: Q4's four runs, Q4S's three).
 static const uint8_t *row_block(const Tensor *w, int r, int b, uint8_t gathered[Q_BLOCK / 2]) {
-    if (!w->q4_tiled) {
-        size_t block_bytes = (size_t)quant_layout((uint32_t)w->type)->block_bytes;
-        return w->codes + ((size_t)r * (w->cols_padded / Q_BLOCK) + b) * block_bytes;
-    }
-    const uint8_t *lane = w->nibbles + q4_byte_index(w, r, b, 0);
-    for (int d = 0; d < 4; d++) memcpy(gathered + 4 * d, lane + 4 * Q4_TILE_ROWS * d, 4);
+    if (!w->q4_tiled) return w->codes + code_byte_index(w, r, b, 0);
+    const uint8_t *lane = w->codes + code_byte_index(w, r, b, 0);
+    for (int d = 0; d < quant_layout((uint32_t)w->type)->block_bytes / 4; d++)
+        memcpy(gathered + 4 * d, lane + 4 * Q4_TILE_ROWS * d, 4);
     return gathered;
 }
 
@@ -687,7 +742,7 @@ static Tensor map_tensor(const Transformer *t, const char *name, int rows, int c
     if (want_matrix && is_quantized(e->type)) {
         tensor.group_size = (int)e->group_size;
         tensor.cols_padded = (int)round_up((size_t)cols, e->group_size);
-        tensor.q4_tiled = e->type == TYPE_Q4 && ((const FileHeader *)t->file_data)->version >= VERSION_Q4_TILES;
+        tensor.q4_tiled = tiled_type(e->type, ((const FileHeader *)t->file_data)->version);
         tensor.codes = data;
         tensor.scales = (const uint16_t *)(data + rows_stored(&tensor) * row_code_bytes(quant_layout(e->type), (uint64_t)tensor.cols_padded));
     } else {
@@ -707,9 +762,9 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
             die("%s: tensor %u has a name that is not NUL-terminated", t->path, i);
         if (e->type != TYPE_F32 && e->type != TYPE_F16 && e->type != TYPE_BLOB && !is_quantized(e->type))
             die("%s: tensor '%s' has unknown type %u", t->path, e->name, e->type);
-        if (e->type != TYPE_Q4 && is_quantized(e->type) && h->version < VERSION_Q4_TILES)
-            die("%s: tensor '%s' is %s, which version %u files cannot hold (version %d and later)", t->path, e->name,
-                quant_layout(e->type)->name, h->version, VERSION_Q4_TILES);
+        if (is_quantized(e->type) && h->version < type_version(e->type))
+            die("%s: tensor '%s' is %s, which version %u files cannot hold (version %u and later)", t->path, e->name,
+                quant_layout(e->type)->name, h->version, type_version(e->type));
         if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
             die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
         if (is_quantized(e->type) && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
@@ -1093,24 +1148,32 @@ static inline __attribute__((always_inline)) int32_t block_dot_ref(LevelFn level
 }
 
 // Row r of weights . one token's int8 activations.
-static inline __attribute__((always_inline)) float vec_dot_ref(LevelFn level, const Tensor *w, int r, const int8_t *x,
-                                                               const float *x_scales) {
+static inline __attribute__((always_inline)) float vec_dot_ref(BlockDotFn block_dot, const Tensor *w, int r,
+                                                               const int8_t *x, const float *x_scales) {
     float partial[8] = { 0 };
     uint8_t gathered[Q_BLOCK / 2];
     for (int block = 0; block < w->cols_padded / Q_BLOCK; block++) {
-        int32_t isum = block_dot_ref(level, row_block(w, r, block, gathered), x + block * Q_BLOCK);
+        int32_t isum = block_dot(row_block(w, r, block, gathered), x + block * Q_BLOCK);
         float scale = fp16_to_fp32(w->scales[weight_scale_index(w, r, block * Q_BLOCK / w->group_size)]) * x_scales[block];
         partial[block % 8] += scale * (float)isum;
     }
     return reduce8(partial);
 }
 
-static inline __attribute__((always_inline)) void matmul_ref_with(LevelFn level, float *out, int out_stride,
+static inline __attribute__((always_inline)) void matmul_ref_with(BlockDotFn block_dot, float *out, int out_stride,
         const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
     for (int r = row_begin; r < row_end; r++)
         for (int t = 0; t < n_tokens; t++)
-            out[(size_t)t * out_stride + r] = vec_dot_ref(level, w, r, x->values + (size_t)t * x->stride,
+            out[(size_t)t * out_stride + r] = vec_dot_ref(block_dot, w, r, x->values + (size_t)t * x->stride,
                                                           x->scales + (size_t)t * (x->stride / Q_BLOCK));
+}
+
+// Q4S's block: only its 16 slots multiply, each by the activation it points at
+// (the same int32 as its levels . x: a weight no slot points at is 0).
+static int32_t block_dot_q4s_ref(const uint8_t *block, const int8_t *x) {
+    int32_t isum = 0;
+    for (int k = 0; k < Q_BLOCK / 2; k++) isum += q4s_slot_level(block, k) * x[q4s_slot_weight(block, k)];
+    return isum;
 }
 
 // Each type's reference (and each type's exact block dot, which the SIMD
@@ -1119,15 +1182,19 @@ static inline __attribute__((always_inline)) void matmul_ref_with(LevelFn level,
     __attribute__((unused)) static int32_t block_dot_##type##_ref(const uint8_t *block, const int8_t *x) { \
         return block_dot_ref(level_##type, block, x); \
     } \
+    REFERENCE_MATMUL(type)
+#define REFERENCE_MATMUL(type) \
     static void matmul_##type##_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
                                     const QuantizedActivations *x, int n_tokens) { \
-        matmul_ref_with(level_##type, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+        matmul_ref_with(block_dot_##type##_ref, out, out_stride, w, row_begin, row_end, x, n_tokens); \
     }
 REFERENCE_KERNELS(q4)
 REFERENCE_KERNELS(q8)
 REFERENCE_KERNELS(q3)
 REFERENCE_KERNELS(q2)
+REFERENCE_MATMUL(q4s)
 #undef REFERENCE_KERNELS
+#undef REFERENCE_MATMUL
 
 // How the SIMD kernels of Q8, Q3 and Q2 walk a product (Q4 walks its tiles): rows
 // [row_begin, row_end), tokens four at a time, ROW_TILE(o, codes, scales, t,
@@ -1190,7 +1257,8 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 }
 
 static const Kernels kernels_scalar = {
-    "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
+    "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref,
+                                         [TYPE_Q4S] = matmul_q4s_ref },
     scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
@@ -1350,6 +1418,113 @@ TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor 
             store_tile_rows_avx2(out + row, q4_tile_decode_avx2(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
         else
             q4_tile_prefill_avx2(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// ---- 2:4 sparse int4 (Q4S), a tile of eight rows at a time as Q4's, lanes
+// are rows. Step s (slots 4s..4s+3 of each row: quads 2s and 2s+1) gathers
+// each row's four activations with one shuffle of the 16 activations of half
+// s/2 (broadcast to both 128-bit halves), and one maddubs multiplies them by
+// the four levels: four steps a block where Q4 takes eight. The levels are
+// signed, so maddubs takes |level| and the activations with the level's sign
+// (as Q8's kernel does; |sum| <= 8 * 8 * 127 fits int16).
+
+typedef struct {
+    __m256i magnitude[4];    // step s: |level| of each row's four slots
+    __m256i level[4];        // their signed levels (for the activations' signs)
+    __m256i control[4];      // which of the half's 16 activations each slot reads
+} Q4sTileBlockAvx2;
+
+// A tile's block (96 bytes: three runs) made ready for any token's activations.
+TARGET_AVX2 static inline void unpack_q4s_tile_block_avx2(Q4sTileBlockAvx2 *out, const uint8_t *block) {
+    __m256i low = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), three = _mm256_set1_epi8(3);
+    for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
+        __m256i run = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(block + 32 * half)), _mm256_set1_epi8((char)0x88));
+        __m256i biased[2] = { _mm256_and_si256(run, low), _mm256_and_si256(_mm256_srli_epi16(run, 4), low) };
+        for (int i = 0; i < 2; i++) {        // level + 8 -> level (two's complement nibbles xored with 8)
+            out->level[2 * half + i] = _mm256_sub_epi8(biased[i], eight);
+            out->magnitude[2 * half + i] = _mm256_abs_epi8(out->level[2 * half + i]);
+        }
+    }
+    __m256i positions = _mm256_loadu_si256((const __m256i *)(block + 64));
+    for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
+        __m256i base = _mm256_set1_epi32(0x04040000 + (s % 2) * 0x08080808);
+        out->control[s] = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi32(positions, 2 * s), three), base);
+    }
+}
+
+// The tile's block . one token's 32 activations: row j's exact int32 in lane j.
+TARGET_AVX2 static inline __m256i dot_q4s_tile_block_avx2(const Q4sTileBlockAvx2 *w, const int8_t *x) {
+    __m256i halves[2] = { _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x)),
+                          _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + 16))) };
+    __m256i sum = _mm256_setzero_si256();
+    for (int s = 0; s < 4; s++) {
+        __m256i gathered = _mm256_shuffle_epi8(halves[s / 2], w->control[s]);
+        sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(w->magnitude[s], _mm256_sign_epi8(gathered, w->level[s])));
+    }
+    return _mm256_madd_epi16(sum, _mm256_set1_epi16(1));
+}
+
+// Block b's term for the tile's rows and one token: (weight scale * activation scale) * int32.
+TARGET_AVX2 static inline __m256 q4s_tile_term_avx2(const Q4sTileBlockAvx2 *w, __m256 w_scale, const int8_t *x_values,
+                                                    const float *x_scales, int b) {
+    __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x_scales[b]));
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot_q4s_tile_block_avx2(w, x_values + b * Q_BLOCK)));
+}
+
+TARGET_AVX2 static __m256 q4s_tile_decode_avx2(const uint8_t *codes, const uint16_t *scales, int n_blocks,
+                                               int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8; i++) {
+            if (b + i == n_blocks) break;
+            Q4sTileBlockAvx2 w;
+            unpack_q4s_tile_block_avx2(&w, codes + (size_t)(b + i) * 3 * 32);
+            acc[i] = _mm256_add_ps(acc[i], q4s_tile_term_avx2(&w, q4_tile_scales_avx2(scales, b + i, blocks_per_group),
+                                                              x->values, x->scales, b + i));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt: eight blocks unpacked once, then used by every token (as Q4's prefill).
+TARGET_AVX2 static void q4s_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *codes,
+                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                              const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8) {
+        int count = n_blocks - b < 8 ? n_blocks - b : 8;
+        Q4sTileBlockAvx2 w[8];
+        __m256 w_scales[8];
+        for (int i = 0; i < count; i++) {
+            unpack_q4s_tile_block_avx2(&w[i], codes + (size_t)(b + i) * 3 * 32);
+            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            const int8_t *values = x->values + (size_t)t * x->stride;
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            for (int i = 0; i < count; i++)
+                acc[t][i] = _mm256_add_ps(acc[t][i], q4s_tile_term_avx2(&w[i], w_scales[i], values, x_scales, b + i));
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+TARGET_AVX2 static void matmul_q4s_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                        const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *codes = w->codes + (size_t)tile * n_blocks * 3 * 32;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4s_tile_decode_avx2(codes, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4s_tile_prefill_avx2(out + row, out_stride, n_rows, codes, scales, n_blocks, blocks_per_group, x, n_tokens);
     }
 }
 
@@ -1676,7 +1851,8 @@ TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
 }
 
 static const Kernels kernels_avx2 = {
-    "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
+    "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2,
+                                             [TYPE_Q4S] = matmul_q4s_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 
 // ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
@@ -1830,7 +2006,8 @@ VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
 #undef VNNI_KERNEL
 
 static const Kernels kernels_avx_vnni = {
-    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni },
+    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni,
+                              [TYPE_Q4S] = matmul_q4s_avx2 },   // its gathers are shuffles, not dot products: AVX2's kernel
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 
 // ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
@@ -2236,7 +2413,8 @@ TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, c
 }
 
 static const Kernels kernels_avx512_vnni = {
-    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512 },
+    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
+                                 [TYPE_Q4S] = matmul_q4s_avx2 },
     scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
 #endif
 
@@ -2471,6 +2649,111 @@ static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
 
+// ---- 2:4 sparse int4 (Q4S) in Q4's tiles, as the AVX2 kernel: step s of a
+// block gathers each row's four activations from the 16 of half s/2 with one
+// table lookup (tbl) and multiplies them by the four signed levels.
+typedef struct {
+    int8x16_t level[4][2];       // step s, rows 4h..4h+3: the four slots' levels
+    uint8x16_t control[4][2];    // which of the half's 16 activations each slot reads
+} Q4sTileBlockNeon;
+
+static inline void unpack_q4s_tile_block_neon(Q4sTileBlockNeon *out, const uint8_t *block) {
+    uint8x16_t three = vdupq_n_u8(3);
+    for (int h = 0; h < 2; h++) {
+        for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
+            int8x16_t run = vld1q_s8((const int8_t *)block + 32 * half + 16 * h);
+            out->level[2 * half][h] = vshrq_n_s8(vshlq_n_s8(run, 4), 4);   // two's complement nibbles
+            out->level[2 * half + 1][h] = vshrq_n_s8(run, 4);
+        }
+        uint8x16_t positions = vld1q_u8(block + 64 + 16 * h);
+        for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
+            uint8x16_t base = vreinterpretq_u8_u32(vdupq_n_u32(0x04040000u + (uint32_t)(s % 2) * 0x08080808u));
+            out->control[s][h] = vaddq_u8(vandq_u8(positions, three), base);
+            positions = vshrq_n_u8(positions, 2);
+        }
+    }
+}
+
+// The block . one token's activations for rows 0-3 (isum[0]) and 4-7 (isum[1]),
+// exact. Armv8.0: vmlal_s8 gathers each lane's four products in int16 (|sum|
+// <= 4 * 8 * 127); pairwise adds fold a row's four lanes, as dot_q4_tile_block_neon.
+static inline void dot_q4s_tile_block_neon(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t halves[2] = { vld1q_s8(x), vld1q_s8(x + 16) };
+    for (int h = 0; h < 2; h++) {
+        int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
+        for (int s = 0; s < 4; s++) {
+            int8x16_t gathered = vqtbl1q_s8(halves[s / 2], w->control[s][h]);
+            rows_01 = vmlal_s8(rows_01, vget_low_s8(w->level[s][h]), vget_low_s8(gathered));
+            rows_23 = vmlal_high_s8(rows_23, w->level[s][h], gathered);
+        }
+        isum[h] = vpaddq_s32(vpaddlq_s16(rows_01), vpaddlq_s16(rows_23));
+    }
+}
+
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+// The same with sdot: each lane gains its row's four products per step.
+TARGET_DOTPROD static inline void dot_q4s_tile_block_sdot(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t halves[2] = { vld1q_s8(x), vld1q_s8(x + 16) };
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int s = 0; s < 4; s++) sum = vdotq_s32(sum, w->level[s][h], vqtbl1q_s8(halves[s / 2], w->control[s][h]));
+        isum[h] = sum;
+    }
+}
+#endif
+
+typedef void (*DotQ4sTileBlockNeon)(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]);
+
+// Q4's walk (matmul_q4_neon_with): eight blocks unpacked once for every token.
+static inline __attribute__((always_inline)) void matmul_q4s_neon_with(
+        float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens, DotQ4sTileBlockNeon dot_block) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    float32x4_t acc[MAX_BATCH][8][2];
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *codes = w->codes + (size_t)tile * n_blocks * 3 * 32;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++)
+            for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8) {
+            int count = n_blocks - b < 8 ? n_blocks - b : 8;
+            Q4sTileBlockNeon q[8];
+            float32x4_t w_scales[8][2];
+            for (int i = 0; i < count; i++) {
+                unpack_q4s_tile_block_neon(&q[i], codes + (size_t)(b + i) * 3 * 32);
+                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
+                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
+            }
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *values = x->values + (size_t)t * x->stride;
+                for (int i = 0; i < count; i++) {
+                    int32x4_t isum[2];
+                    dot_block(&q[i], values + (b + i) * Q_BLOCK, isum);
+                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
+                    for (int h = 0; h < 2; h++)
+                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
+                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
+                }
+            }
+        }
+        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+            float rows[Q4_TILE_ROWS];
+            for (int h = 0; h < 2; h++) {
+                float32x4_t (*p)[2] = acc[t];
+                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
+                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+            }
+            memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
+        }
+    }
+}
+
+static void matmul_q4s_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                            const QuantizedActivations *x, int n_tokens) {
+    matmul_q4s_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4s_tile_block_neon);
+}
 // The other types, a row at a time: levels . x for one block (levels in
 // -8..7, as int8: Q3's and Q2's) as 4 int32 lanes whose sum is exact. Armv8.0 has
 // no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
@@ -2756,7 +3039,8 @@ static void to_f16_neon(uint16_t *out, const float *x, int n) {
 }
 
 static const Kernels kernels_neon = {
-    "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon,
+                                             [TYPE_Q4S] = matmul_q4s_neon },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -2768,10 +3052,14 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
     if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
+TARGET_DOTPROD static void matmul_q4s_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                   const QuantizedActivations *x, int n_tokens) {
+    matmul_q4s_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4s_tile_block_sdot);
+}
 
 static const Kernels kernels_neon_dotprod = {
     "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
-                      [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+                      [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
@@ -2890,7 +3178,7 @@ TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Te
 // The other types keep neon-dotprod's kernels (their rows are not in tiles).
 static const Kernels kernels_neon_i8mm = {
     "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
-                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 // HWCAP2_I8MM in the auxiliary vector's second word.
