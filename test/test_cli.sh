@@ -170,7 +170,7 @@ expect_error "export --recipe unknown" "not a recipe; there are: q4-mixed" "$BIN
 expect_error "export --tensor-type: no such tensor" "names 'w9', which is no matrix" \
     "$BIN"/export -q --tensor-type w2=q8,w9=q8 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: no such layer" "names 'layers.7.wv'" "$BIN"/export -q --tensor-type layers.7.wv=8 --random "$SMALL" "$T/x.bin"
-expect_error "export --tensor-type: unknown type" "type must be q8, q4, q3, q2 (or 8, 4, 3, 2) or q4s" "$BIN"/export -q --tensor-type w2=q5 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: unknown type" "type must be q8, q4, q3, q2 .or 8, 4, 3, 2. or q4s" "$BIN"/export -q --tensor-type w2=q5 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: bad group size" "group size must be" "$BIN"/export -q --tensor-type w2=q8/48 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: no type" "is not NAME=TYPE" "$BIN"/export -q --tensor-type w2 --random "$SMALL" "$T/x.bin"
 expect_error "export --bits with GGUF" "not with --fp32" "$BIN"/export -q --bits 3 --gguf-q4_0 --random "$SMALL" "$T/x.bin"
