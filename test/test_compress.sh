@@ -28,8 +28,11 @@ grep -q "Once upon a time" "$T/g1" && ok || fail "q4s greedy text: $(head -c 80 
 "$BIN"/export -q --tensor-type $ALL_Q4S "$T/s.q4s.bin" "$T/again.q4s.bin"
 same "a q4s re-export copies its blocks" "$T/s.q4s.bin" "$T/again.q4s.bin"
 "$BIN"/export -q --fp32 "$T/s.q4s.bin" "$T/s.f32.bin" && ok || fail "export --fp32 of a q4s file"
-# a version 3 file that says it holds q4s is refused by name, and an old reader refuses version 4 by its number
-cp "$T/s.q4s.bin" "$T/v3.bin" && printf '\x03' | dd of="$T/v3.bin" bs=1 seek=4 conv=notrunc status=none
+# a version 3 file that says it holds q4s is refused by name (the plain int4 export, version 3, with
+# layers.0.wq's type set to q4s's 6), and an old reader refuses version 4 by its number
+cp "$T/plain.q4.bin" "$T/v3.bin"
+at=$(grep -obaF 'layers.0.wq' "$T/v3.bin" | head -1 | cut -d: -f1)   # the entry's name; its type follows 64 bytes on
+printf '\x06' | dd of="$T/v3.bin" bs=1 seek=$((at + 64)) conv=notrunc status=none
 expect_error "a version 3 file holding q4s" "tensor 'layers.0.wq' is q4s, which version 3 files cannot hold \(version 4 and later\)" \
     "$BIN"/runq "$T/v3.bin" -n 2
 cp "$T/s.q4s.bin" "$T/v5.bin" && printf '\x05' | dd of="$T/v5.bin" bs=1 seek=4 conv=notrunc status=none
