@@ -320,6 +320,60 @@ static int test_gemma3(const char *root, Tokenizer *gemma3) {
     return 1;
 }
 
+// A byte-level blob through GGUF (a random model of vocab_size rows with it
+// embedded, written as llama.cpp's tokenizer.ggml.* and read back): byte for byte.
+static void check_gguf_round_trip(const uint8_t *blob, size_t size, int vocab_size, const char *what) {
+    Source src = { 0 };
+    char shape[160], gguf_path[] = "/tmp/edge-test-tokenizer-gguf-XXXXXX";
+    snprintf(shape, sizeof shape, "dim=32,ffn=32,layers=1,heads=2,kv_heads=1,vocab=%d,seq_len=16,tied=1", vocab_size);
+    open_random(&src, shape, 42);
+    free(src.tokenizer);
+    src.tokenizer = malloc(size);
+    memcpy(src.tokenizer, blob, size);
+    src.tokenizer_size = size;
+    close(mkstemp(gguf_path));
+    write_gguf(&src, gguf_path, GGML_TYPE_Q8_0, "tokenizer-test", 1);
+    Source gguf = { 0 };
+    open_gguf(&gguf, gguf_path);
+    CHECK(gguf.tokenizer_size == size && memcmp(gguf.tokenizer, src.tokenizer, size) == 0,
+          "%s's tokenizer survives GGUF byte for byte (%zu bytes, got %zu)", what, size, gguf.tokenizer_size);
+    free_source(&gguf);
+    free_source(&src);
+    unlink(gguf_path);
+}
+
+// GPT-4o's (o200k_base, Phi-4-mini's vocabulary and rule): byte-level under
+// GPT-4o's rule, no BOS, no NFC, the ids the tokenizer.json skips and the
+// rows past it (Phi-4-mini's embedding has 200064) special padding pieces.
+static void test_gpt4o(const char *root) {
+    Tokenizer t;
+    uint32_t recorded;
+    const int rows = 200064;
+    if (!test_family(root, "gpt4o", rows, &t, &recorded)) return;
+    CHECK(t.kind == TOKENIZER_BYTE_LEVEL && t.split_rule == SPLIT_O200K && !t.normalize_nfc && !t.add_bos && !t.whole_chunks,
+          "GPT-4o's tokenizer is byte-level, GPT-4o's split rule, no NFC, no BOS, every chunk merged");
+    CHECK(t.n_merges == 199742, "GPT-4o's 199 742 merges go into the blob (one per piece: ranks alone would allow more) (%d)",
+          t.n_merges);
+    CHECK(str_lookup("<|endoftext|>", &t) == 199999 && t.scores[199999] == -INFINITY && str_lookup("<|endofprompt|>", &t) == 200018,
+          "GPT-4o's added tokens keep their ids and are special");
+    CHECK(str_lookup("[PAD199998]", &t) == 199998 && str_lookup("[PAD200005]", &t) == 200005 && str_lookup("[PAD200063]", &t) == 200063
+              && t.scores[200063] == -INFINITY,
+          "ids the tokenizer.json skips (199998, 200000-200017) and rows past it are special padding pieces");
+    CHECK(t.eos_id == 199999 && ends_generation(&t, 199999), "EOS is <|endoftext|> (tokenizer_config.json), and ends generation");
+    // the blob through GGUF ("gpt-4o", llama.cpp's name of the rule)
+    Buffer b = { 0 };
+    uint32_t word = SPLIT_O200K | TOKENIZER_NO_BOS | TOKENIZER_MERGES;
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, word);
+    for (int id = 0; id < rows; id++) tokenizer_put_piece(&b, t.scores[id], t.vocab[id], (size_t)t.lengths[id]);
+    tokenizer_finish(&b, t.max_token_length);
+    int32_t count = t.n_merges;
+    buffer_put(&b, &count, 4);
+    buffer_put(&b, t.merges, 8 * (size_t)count);
+    check_gguf_round_trip(b.data, b.size, rows, "GPT-4o");
+    free(b.data);
+    free_tokenizer(&t);
+}
+
 // ---- Chat templates
 
 static char *hex_decode(const char *hex, size_t length) {
@@ -491,6 +545,16 @@ static void test_split_rules(void) {
         { SPLIT_SMOLLM, "x 12345!!  ok", "x| |1|2|3|4|5|!!| | ok" }, // every digit alone, the space before it too
         { SPLIT_SMOLLM, "a  1", "a|  |1" },                          // the text before a digit is cut as if it ended there
         { SPLIT_SMOLLM, "v2.0 \xC2\xBD", "v|2|.|0| |\xC2\xBD" },  // \\p{N} (½), not only ASCII digits
+        // GPT-4o: words cut where lower case turns upper; an upper run keeps the lower after it
+        { SPLIT_O200K, "HelloWorld XMLHttp camelCase", "Hello|World| XMLHttp| camel|Case" },
+        { SPLIT_O200K, "IT'S it's 'S x", "IT'S| it's| '|S| x" },     // contractions only after a word, any case
+        { SPLIT_O200K, "x 12345!!\n/y", "x| |123|45|!!\n/|y" },    // slashes after punctuation's newlines
+        // CJK (no case) joins either side; an upper run after it starts anew
+        { SPLIT_O200K, "\xE4\xB8\xAD" "ABC abc\xE4\xB8\xAD", "\xE4\xB8\xAD|ABC| abc\xE4\xB8\xAD" },
+        // a mark is both cases: [upper]* gives back all but "E" so that the mark is the [lower]+ after it,
+        // and a lone mark before "!" is a word of its own
+        { SPLIT_O200K, "E\xCC\x81" "COLE \xCC\x88!", "E\xCC\x81|COLE| \xCC\x88|!" },
+        { SPLIT_O200K, "\xC7\x85ungla \xC3\x9FTRASSE", "\xC7\x85ungla| \xC3\x9F|TRASSE" },   // Lt is upper; ß is lower
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char got[256];
@@ -862,6 +926,7 @@ int main(int argc, char **argv) {
     int have_mistral = test_mistral(root, &mistral), have_llama3 = test_llama3(root, &llama3, &llama3_blob, &llama3_size);
     Tokenizer qwen3, gemma3;
     int have_qwen3 = test_qwen3(root, &qwen3), have_gemma3 = test_gemma3(root, &gemma3);
+    test_gpt4o(root);
     test_byte_level_import();
     test_chat_references(root, have_llama3 ? &llama3 : NULL, have_mistral ? &mistral : NULL);
     if (have_llama3) {
