@@ -2739,10 +2739,12 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
 // checkpoint's header records the template's id.
 
 enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, CHAT_QWEN3, CHAT_GEMMA,
-                      CHAT_PHI3, N_CHAT_TEMPLATES };
+                      CHAT_PHI3, CHAT_PHI4, N_CHAT_TEMPLATES };
 
 #define TRIM_MESSAGES 1   // the template strips user and assistant messages of outer whitespace
 #define TRIM_SYSTEM 2     // and the system prompt
+#define TRIM_LEADING 4    // every message loses its leading whitespace: the token before it strips it (Phi-3's rstrip)
+#define SKIP_EMPTY_SYSTEM 8   // an empty system prompt is left out (Phi-3.5's "if message['content']")
 
 typedef struct {
     const char *name;
@@ -2754,14 +2756,17 @@ typedef struct {
     const char *generation;         // what starts the reply the model writes (add_generation_prompt)
     const char *closing;            // after the last message when no reply is asked for
     const char *end_of_turn;        // the token that ends a reply (EOS ends one too)
-    int trims;                      // TRIM_*
+    int trims;                      // TRIM_*, SKIP_EMPTY_SYSTEM
     const char *think_open, *think_close;   // a reply's reasoning goes between these (Qwen3); NULL: none
 } ChatTemplate;
 
 // Each as its family's Jinja template renders it (test/data/chat.vectors and
 // test/test_chat_templates.sh hold them to it where the template ships in a
-// package). Phi-3's special tokens strip the whitespace after them when
-// Hugging Face tokenizes (rstrip), so its newlines are not written.
+// package or under test/data). Phi-3.5's special tokens strip the whitespace
+// after them when Hugging Face tokenizes (rstrip): its newlines are not
+// written, and a message loses its leading whitespace. Phi-4-mini's template
+// writes no newline, drops no empty system prompt, and its tokens strip
+// nothing.
 static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
     [CHAT_LLAMA2] = { .name = "llama2", .start = "", .user = "{bos}[INST] %s [/INST]",
                       .user_with_system = "{bos}[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", .assistant = " %s {eos}",
@@ -2787,6 +2792,9 @@ static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
                      .assistant = "<start_of_turn>model\n%s<end_of_turn>\n", .generation = "<start_of_turn>model\n",
                      .closing = "", .end_of_turn = "<end_of_turn>", .trims = TRIM_MESSAGES },
     [CHAT_PHI3] = { .name = "phi3", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
+                    .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
+                    .end_of_turn = "<|end|>", .trims = TRIM_LEADING | SKIP_EMPTY_SYSTEM },
+    [CHAT_PHI4] = { .name = "phi4", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
                     .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
                     .end_of_turn = "<|end|>", .trims = 0 },
 };
@@ -2881,7 +2889,14 @@ static char *stripped(const char *s, size_t length, const char *strip) {
 }
 
 #define WHITESPACE " \t\n\r\v\f"
-#define TRIMMED(s, trim) stripped((s), strlen(s), (trim) ? WHITESPACE : "")
+
+// A message as a template writes it: its outer whitespace stripped when trim,
+// its leading whitespace when leading; else as it is.
+static char *trimmed_message(const char *s, int trim, int leading) {
+    if (leading && !trim) s += strspn(s, WHITESPACE);
+    return stripped(s, strlen(s), trim ? WHITESPACE : "");
+}
+#define TRIMMED(s, trim) trimmed_message((s), (trim), template->trims & TRIM_LEADING)
 
 typedef struct {
     const char *role;        // "system", "user" or "assistant"
@@ -2945,7 +2960,7 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     int first, last_user;
     check_chat_messages(messages, n, &first, &last_user);
     if (start) render_format(r, t, template->start, none);
-    const char *system = first ? messages[0].content : NULL;
+    const char *system = first && !(template->trims & SKIP_EMPTY_SYSTEM && !messages[0].content[0]) ? messages[0].content : NULL;
     char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
     if (system_text && template->system) {
         const char *fill[] = { system_text, NULL };
@@ -3033,14 +3048,14 @@ static int chat_end_of_turn(const Tokenizer *t, const ChatTemplate *template) {
 
 // The template to chat with: the one named (--chat-template), else the one
 // the checkpoint records, else the one the vocabulary's special tokens
-// belong to (Llama 3's headers, ChatML's <|im_start|>, Gemma's turns, Phi-3's
-// <|user|>), else Llama 2's.
+// belong to (Llama 3's headers, ChatML's <|im_start|>, Gemma's turns, Phi's
+// <|user|>: Phi-4-mini's when byte-level), else Llama 2's.
 static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *name, uint32_t recorded, const char *path) {
     size_t length;
     int id = CHAT_LLAMA2;
     if (name) {
         for (id = 1; id < N_CHAT_TEMPLATES && strcmp(chat_templates[id].name, name) != 0; id++) {}
-        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3)", name);
+        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3, phi4)", name);
     } else if (recorded >= N_CHAT_TEMPLATES) {
         die("%s records chat template %u, which this program does not know: pass --chat-template NAME", path, recorded);
     } else if (recorded != CHAT_NOT_RECORDED) {
@@ -3052,7 +3067,7 @@ static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *
     } else if (special_token_at(t, "<start_of_turn>", &length) >= 0 && special_token_at(t, "<end_of_turn>", &length) >= 0) {
         id = CHAT_GEMMA;
     } else if (special_token_at(t, "<|user|>", &length) >= 0 && special_token_at(t, "<|end|>", &length) >= 0) {
-        id = CHAT_PHI3;
+        id = t->kind == TOKENIZER_BYTE_LEVEL ? CHAT_PHI4 : CHAT_PHI3;   // Phi-4-mini's o200k, Phi-3.5's Llama 2 pieces
     }
     if (chat_end_of_turn(t, &chat_templates[id]) < 0)
         die("chat template %s ends a reply with %s, which is no special token of %s's vocabulary", chat_templates[id].name,

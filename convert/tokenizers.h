@@ -567,6 +567,7 @@ static uint32_t chat_template_of_jinja(const char *jinja) {
     if (strstr(jinja, "<|im_start|>") && strstr(jinja, "enable_thinking")) return CHAT_QWEN3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
     if (strstr(jinja, "<start_of_turn>")) return CHAT_GEMMA;
+    if (strstr(jinja, "'<|' + message['role'] + '|>'") && strstr(jinja, "<|end|>")) return CHAT_PHI4;   // Phi-4-mini's
     if (strstr(jinja, "<|user|>") && strstr(jinja, "<|end|>")) return CHAT_PHI3;
     if (strstr(jinja, "<|user|>")) return CHAT_ZEPHYR;
     if (strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
