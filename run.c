@@ -2739,12 +2739,14 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
 // checkpoint's header records the template's id.
 
 enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, CHAT_QWEN3, CHAT_GEMMA,
-                      CHAT_PHI3, CHAT_PHI4, N_CHAT_TEMPLATES };
+                      CHAT_PHI3, CHAT_PHI4, CHAT_SMOLLM3, N_CHAT_TEMPLATES };
 
 #define TRIM_MESSAGES 1   // the template strips user and assistant messages of outer whitespace
 #define TRIM_SYSTEM 2     // and the system prompt
 #define TRIM_LEADING 4    // every message loses its leading whitespace: the token before it strips it (Phi-3's rstrip)
 #define SKIP_EMPTY_SYSTEM 8   // an empty system prompt is left out (Phi-3.5's "if message['content']")
+#define REPLY_THINK_TAGS 16   // <think> and </think> in a reply are the tokens (the template writes replies as they are)
+#define LSTRIP_REPLY_NEWLINES 32   // a reply loses its leading newlines (SmolLM3's content.lstrip("\n"))
 
 typedef struct {
     const char *name;
@@ -2758,7 +2760,28 @@ typedef struct {
     const char *end_of_turn;        // the token that ends a reply (EOS ends one too)
     int trims;                      // TRIM_*, SKIP_EMPTY_SYSTEM
     const char *think_open, *think_close;   // a reply's reasoning goes between these (Qwen3); NULL: none
+    // SmolLM3: a system turn opens every conversation. header: %s the date, the
+    // reasoning mode ("/think" or "/no_think"), then the system prompt without
+    // its switches, or instructions[thinking] when it is empty; header_override:
+    // the whole turn when the prompt says /system_override. With thinking off,
+    // replies and the generation prompt take the *_no_think formats. NULL: none.
+    const char *header, *header_override, *instructions[2];
+    const char *assistant_no_think, *generation_no_think;
 } ChatTemplate;
+
+#define SMOLLM3_THINKING_INSTRUCTIONS \
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves thoroughly " \
+    "exploring questions through a systematic thinking process before providing the final precise and accurate solutions. " \
+    "This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, " \
+    "backtracking, and iteration to develop well-considered thinking process. Please structure your response into two main " \
+    "sections: Thought and Solution using the specified format: <think> Thought section </think> Solution section. In the " \
+    "Thought section, detail your reasoning process in steps. Each step should include detailed considerations such as " \
+    "analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current " \
+    "steps, refining any errors, and revisiting previous steps. In the Solution section, based on various attempts, " \
+    "explorations, and reflections from the Thought section, systematically present the final solution that you deem " \
+    "correct. The Solution section should be logical, accurate, and concise and detail necessary steps needed to reach the " \
+    "conclusion.\n\n"
+
 
 // Each as its family's Jinja template renders it (test/data/chat.vectors and
 // test/test_chat_templates.sh hold them to it where the template ships in a
@@ -2797,6 +2820,17 @@ static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
     [CHAT_PHI4] = { .name = "phi4", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
                     .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
                     .end_of_turn = "<|end|>", .trims = 0 },
+    // SmolLM3's template closes its system turn only when it lists tools: without, neither does this
+    [CHAT_SMOLLM3] = { .name = "smollm3", .start = "", .user = "<|im_start|>user\n%s<|im_end|>\n",
+                       .assistant = "<|im_start|>assistant\n%s<|im_end|>\n", .generation = "<|im_start|>assistant\n",
+                       .closing = "", .end_of_turn = "<|im_end|>", .trims = REPLY_THINK_TAGS | LSTRIP_REPLY_NEWLINES,
+                       .header = "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: %s\n"
+                                 "Reasoning Mode: %s\n\n## Custom Instructions\n\n",
+                       .header_override = "<|im_start|>system\n%s<|im_end|>\n",
+                       .instructions = { "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n",
+                                         SMOLLM3_THINKING_INSTRUCTIONS },
+                       .assistant_no_think = "<|im_start|>assistant\n<think>\n\n</think>\n%s<|im_end|>\n",
+                       .generation_no_think = "<|im_start|>assistant\n<think>\n\n</think>\n" },
 };
 
 #define TEMPLATE_NOTHING (-2)   // {bos} where the tokenizer starts no text with BOS
@@ -2920,7 +2954,7 @@ static void render_reply_with_reasoning(Rendering *r, const Tokenizer *t, const 
         reasoning = open, reasoning_length = (size_t)(first_close - open);
         content = close + 8;
     }
-    if (close || m->reasoning) content += strspn(content, "\n");
+    if (close || m->reasoning || keeps_reasoning) content += strspn(content, "\n");   // the template's lstrip('\n')
     char *reply = stripped(content, strlen(content), ""), *thought = stripped(reasoning, reasoning_length, "\n");
     if (keeps_reasoning) {
         const char *split = strstr(template->assistant, "%s");
@@ -2953,6 +2987,69 @@ static const char *check_chat_messages(const ChatMessage *messages, int n, int *
     return NULL;
 }
 
+// s without any of `what` (a new string).
+static char *without(const char *s, const char *what) {
+    char *out = xcalloc(strlen(s) + 1, 1, "chat message"), *o = out;
+    for (const char *at; (at = strstr(s, what)); s = at + strlen(what)) o += sprintf(o, "%.*s", (int)(at - s), s);
+    strcpy(o, s);
+    return out;
+}
+
+// s without its trailing whitespace, as Python's rstrip() (a new string).
+static char *rstripped(const char *s) {
+    size_t length = strlen(s);
+    while (length > 0 && strchr(WHITESPACE, s[length - 1])) length--;
+    return stripped(s, length, "");
+}
+
+// Whether a template with a header thinks: a system prompt's /no_think or
+// /think switches it, else the caller's choice does.
+static int chat_thinking(const ChatTemplate *template, const char *system, int thinking) {
+    if (!template->header || !system) return thinking;
+    return strstr(system, "/no_think") ? 0 : strstr(system, "/think") ? 1 : thinking;
+}
+
+// A header template's system turn (SmolLM3's), as its Jinja writes it.
+static void render_header(Rendering *r, const Tokenizer *t, const ChatTemplate *template, const char *system, int thinking) {
+    const char *none[] = { NULL };
+    char *no_switch = without(system ? system : "", "/no_think"), *instructions = without(no_switch, "/think");
+    char *custom = rstripped(instructions);
+    if (system && strstr(system, "/system_override")) {
+        char *no_override = without(custom, "/system_override"), *prompt = rstripped(no_override);
+        const char *fill[] = { prompt, NULL };
+        render_format(r, t, template->header_override, fill);
+        free(no_override), free(prompt);
+    } else {
+        char date[64];
+        time_t now = time(NULL);
+        strftime(date, sizeof date, "%d %B %Y", localtime(&now));   // strftime_now("%d %B %Y")
+        const char *fill[] = { date, thinking ? "/think" : "/no_think", NULL }, *text[] = { custom, NULL };
+        render_format(r, t, template->header, fill);
+        if (custom[0]) render_format(r, t, "%s\n\n", text);
+        else render_format(r, t, template->instructions[thinking ? 1 : 0], none);
+    }
+    free(no_switch), free(instructions), free(custom);
+}
+
+// A reply written as it is by a template that reads <think> and </think> in
+// it as the tokens (SmolLM3's): the format around it, the text between them.
+static void render_reply_tags(Rendering *r, const Tokenizer *t, const char *format, const char *reply) {
+    const char *none[] = { NULL }, *split = strstr(format, "%s");
+    char *before = stripped(format, (size_t)(split - format), "");
+    render_format(r, t, before, none);
+    while (*reply) {
+        const char *open = strstr(reply, "<think>"), *close = strstr(reply, "</think>");
+        const char *tag = !open ? close : !close || open < close ? open : close;
+        size_t length = tag ? (size_t)(tag - reply) : strlen(reply);
+        rendering_text(r, reply, length);
+        if (!tag) break;
+        render_format(r, t, tag == open ? "<think>" : "</think>", none);
+        reply = tag + (tag == open ? 7 : 8);
+    }
+    render_format(r, t, split + 2, none);
+    free(before);
+}
+
 // The messages rendered into r (a conversation's start included when start).
 static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate *template, const ChatMessage *messages,
                             int n, int start, int add_generation_prompt, int thinking) {
@@ -2961,6 +3058,11 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     check_chat_messages(messages, n, &first, &last_user);
     if (start) render_format(r, t, template->start, none);
     const char *system = first && !(template->trims & SKIP_EMPTY_SYSTEM && !messages[0].content[0]) ? messages[0].content : NULL;
+    if (template->header) {   // the system prompt goes into the header (SmolLM3)
+        thinking = chat_thinking(template, system, thinking);
+        if (start) render_header(r, t, template, system, thinking);
+        system = NULL;
+    }
     char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
     if (system_text && template->system) {
         const char *fill[] = { system_text, NULL };
@@ -2969,6 +3071,12 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     for (int i = first; i < n; i++) {
         if (strcmp(messages[i].role, "assistant") == 0 && template->think_open) {
             render_reply_with_reasoning(r, t, template, &messages[i], i > last_user && i == n - 1);
+            continue;
+        }
+        if (strcmp(messages[i].role, "assistant") == 0 && template->trims & REPLY_THINK_TAGS) {
+            const char *reply = messages[i].content;
+            if (template->trims & LSTRIP_REPLY_NEWLINES) reply += strspn(reply, "\n");
+            render_reply_tags(r, t, !thinking && template->assistant_no_think ? template->assistant_no_think : template->assistant, reply);
             continue;
         }
         char *text = TRIMMED(messages[i].content, template->trims & TRIM_MESSAGES);
@@ -2980,7 +3088,7 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     }
     free(system_text);
     if (add_generation_prompt) {
-        render_format(r, t, template->generation, none);
+        render_format(r, t, !thinking && template->generation_no_think ? template->generation_no_think : template->generation, none);
         if (template->think_open && !thinking) {   // an empty think block: the reply starts after it
             render_format(r, t, template->think_open, none);
             render_format(r, t, template->think_close, none);
@@ -3033,7 +3141,7 @@ static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int
     const char *none[] = { NULL };
     Rendering r = { .list = &list };
     render_format(&r, t, chat_after_reply(template), none);
-    render_messages(&r, t, template, messages + 1, 1, 0, 1, thinking);
+    render_messages(&r, t, template, messages + 1, 1, 0, 1, chat_thinking(template, system, thinking));
     rendering_flush(&r, t);
     free(r.text);
     return list;
@@ -3055,7 +3163,7 @@ static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *
     int id = CHAT_LLAMA2;
     if (name) {
         for (id = 1; id < N_CHAT_TEMPLATES && strcmp(chat_templates[id].name, name) != 0; id++) {}
-        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3, phi4)", name);
+        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3, phi4, smollm3)", name);
     } else if (recorded >= N_CHAT_TEMPLATES) {
         die("%s records chat template %u, which this program does not know: pass --chat-template NAME", path, recorded);
     } else if (recorded != CHAT_NOT_RECORDED) {

