@@ -3022,7 +3022,8 @@ static void render_header(Rendering *r, const Tokenizer *t, const ChatTemplate *
     } else {
         char date[64];
         time_t now = time(NULL);
-        strftime(date, sizeof date, "%d %B %Y", localtime(&now));   // strftime_now("%d %B %Y")
+        struct tm local;   // localtime_r: the server renders on several threads
+        strftime(date, sizeof date, "%d %B %Y", localtime_r(&now, &local));   // strftime_now("%d %B %Y")
         const char *fill[] = { date, thinking ? "/think" : "/no_think", NULL }, *text[] = { custom, NULL };
         render_format(r, t, template->header, fill);
         if (custom[0]) render_format(r, t, "%s\n\n", text);
