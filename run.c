@@ -2758,7 +2758,7 @@ typedef struct {
     const char *generation;         // what starts the reply the model writes (add_generation_prompt)
     const char *closing;            // after the last message when no reply is asked for
     const char *end_of_turn;        // the token that ends a reply (EOS ends one too)
-    int trims;                      // TRIM_*, SKIP_EMPTY_SYSTEM
+    int trims;                      // what the template does to messages: TRIM_*, SKIP_EMPTY_SYSTEM, REPLY_THINK_TAGS, LSTRIP_REPLY_NEWLINES
     const char *think_open, *think_close;   // a reply's reasoning goes between these (Qwen3); NULL: none
     // SmolLM3: a system turn opens every conversation. header: %s the date, the
     // reasoning mode ("/think" or "/no_think"), then the system prompt without
@@ -2930,7 +2930,6 @@ static char *trimmed_message(const char *s, int trim, int leading) {
     if (leading && !trim) s += strspn(s, WHITESPACE);
     return stripped(s, strlen(s), trim ? WHITESPACE : "");
 }
-#define TRIMMED(s, trim) trimmed_message((s), (trim), template->trims & TRIM_LEADING)
 
 typedef struct {
     const char *role;        // "system", "user" or "assistant"
@@ -3064,7 +3063,8 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
         if (start) render_header(r, t, template, system, thinking);
         system = NULL;
     }
-    char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
+    int leading = template->trims & TRIM_LEADING;
+    char *system_text = system ? trimmed_message(system, template->trims & TRIM_SYSTEM, leading) : NULL;
     if (system_text && template->system) {
         const char *fill[] = { system_text, NULL };
         render_format(r, t, template->system, fill);
@@ -3080,7 +3080,7 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
             render_reply_tags(r, t, !thinking && template->assistant_no_think ? template->assistant_no_think : template->assistant, reply);
             continue;
         }
-        char *text = TRIMMED(messages[i].content, template->trims & TRIM_MESSAGES);
+        char *text = trimmed_message(messages[i].content, template->trims & TRIM_MESSAGES, leading);
         int folds_system = i == first && system_text && !template->system;
         const char *fill[] = { folds_system ? system_text : text, text, NULL };
         if (folds_system) render_format(r, t, template->user_with_system, fill);
