@@ -243,6 +243,12 @@ def http_requests():
     }
     for model, name in enumerate(["llama2", "llama3", "chatml", "zephyr"]):
         seeds["chat-" + name] = http_request("POST", "/v1/chat/completions", chat, model=model)
+    # bit 3 of the model byte: Qwen3's, SmolLM3's (its switches), Phi-3.5's and Phi-4-mini's templates
+    switches = dict(chat, messages=[dict(chat["messages"][0], content="  Be brief. /no_think /system_override")] + chat["messages"][1:],
+                    enable_thinking=True)
+    for model, name in enumerate(["qwen3", "smollm3", "phi3", "phi4"]):
+        seeds["chat-" + name] = http_request("POST", "/v1/chat/completions", switches if name == "smollm3" else chat,
+                                             model=8 + model)
     return seeds
 
 
