@@ -3341,7 +3341,7 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
 // one batch, then the reply is sampled and printed until the template's
 // end-of-turn token or EOS. That token goes in front of the next turn, so the
 // conversation stays in the KV cache, whole, until -n positions are used.
-// thinking: a template with a think block (Qwen3) lets the model think
+// thinking: a template with a think block (Qwen3, SmolLM3) lets the model think
 // (--think); off, each reply starts after an empty one.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
                  const char *cli_system_prompt, int steps, const ChatTemplate *template, int thinking) {
@@ -3415,7 +3415,7 @@ static void usage(void) {
         "  -m <string> mode: generate|chat, default generate\n"
         "  -y <string> system prompt in chat mode\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
-        "  --think     chat: let a model that thinks (Qwen3) think before it replies\n"
+        "  --think     chat: let a model that thinks (Qwen3, SmolLM3) think before it replies\n"
         "  --ignore-eos  keep generating past BOS/EOS\n");
     exit(EXIT_FAILURE);
 }

@@ -7200,7 +7200,7 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
 // one batch, then the reply is sampled and printed until the template's
 // end-of-turn token or EOS. That token goes in front of the next turn, so the
 // conversation stays in the KV cache, whole, until -n positions are used.
-// thinking: a template with a think block (Qwen3) lets the model think
+// thinking: a template with a think block (Qwen3, SmolLM3) lets the model think
 // (--think); off, each reply starts after an empty one.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
                  const char *cli_system_prompt, int steps, const ChatTemplate *template, int thinking) {
@@ -7302,7 +7302,7 @@ static void usage(void) {
         "  -T <int>    threads, default: the big cores this process may use, less those busy\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
-        "  --think     chat: let a model that thinks (Qwen3) think before it replies\n"
+        "  --think     chat: let a model that thinks (Qwen3, SmolLM3) think before it replies\n"
         "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
