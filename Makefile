@@ -18,7 +18,7 @@ FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors 
 # the C test programs (test/NAME.c), each built into build/ and, for make test-asan, build/asan/
 C_TESTS = test_quant test_gptq test_pool test_bpe test_tokenizer test_model test_gguf test_lora test_train test_grammar logits
 # the tools the tests run (tools/NAME.c)
-TEST_TOOLS = ppl train
+TEST_TOOLS = ppl train tokens
 
 .PHONY: all run test test-asan debug clean reference FORCE
 
