@@ -27,7 +27,9 @@ one job, included here in the order the data flows:
     convert/gguf_write.h        GGUF written for llama.cpp
     convert/gguf_read.h         GGUF read
     convert/open_source.h       which reader a path needs
-    convert/calibrate.h         a text through the model: Block Influence, calibrated rounding, AWQ
+    convert/gptq.h              a matrix rounded and pruned against its inputs' Hessian: GPTQ, SparseGPT, Wanda
+    convert/calibrate.h         a text through the model: Block Influence, calibrated rounding, AWQ,
+                                SmoothQuant, and GPTQ and pruning layer by layer
 What it is not: a runtime. run.c and runq.c run what it writes.
 */
 
@@ -53,6 +55,7 @@ What it is not: a runtime. run.c and runq.c run what it writes.
 #include "convert/gguf_write.h"
 #include "convert/gguf_read.h"
 #include "convert/open_source.h"
+#include "convert/gptq.h"
 #include "convert/calibrate.h"
 
 // ----------------------------------------------------------------------------
@@ -71,11 +74,14 @@ static const char *model_name(const char *path) {
     return base;
 }
 
-// "q3" or "3" -> TYPE_Q3 (any quantized type by its name or bits); -1 if none.
+// "q3" or "3" -> TYPE_Q3 (any quantized type by its name, the dense ones by
+// their bits: "4" is q4, not q4s); -1 if none.
 static int parse_weight_type(const char *text) {
+    for (uint32_t type = 0; type < N_MATRIX_TYPES; type++)
+        if (quant_layout(type) && strcmp(text, quant_layout(type)->name) == 0) return (int)type;
     for (uint32_t type = 0; type < N_MATRIX_TYPES; type++) {
         const QuantLayout *layout = quant_layout(type);
-        if (layout && (strcmp(text, layout->name) == 0 || atoi(text) == layout->bits) && strspn(text, "q0123456789") == strlen(text))
+        if (layout && type != TYPE_Q4S && atoi(text) == layout->bits && strspn(text, "q0123456789") == strlen(text))
             return (int)type;
     }
     return -1;
@@ -114,10 +120,44 @@ static void parse_overrides(TypeRules *rules, const char *list) {
         TypeOverride *o = &rules->overrides[rules->n_overrides++];
         snprintf(o->name, sizeof o->name, "%s", item);
         o->type = parse_weight_type(type_text);
-        if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3 or q2 (or 8, 4, 3, 2)", item, type_text);
+        if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3, q2 (or 8, 4, 3, 2) or q4s (2:4 sparse int4)", item,
+                             type_text);
         o->group_size = slash ? parse_group_size("--tensor-type", slash + 1) : Q_BLOCK;
     }
     free(copy);
+}
+
+static int parse_prune_method(const char *text) {
+    if (strcmp(text, "wanda") == 0) return PRUNE_WANDA;
+    if (strcmp(text, "sparsegpt") == 0) return PRUNE_SPARSEGPT;
+    die("--prune %s: the method must be wanda or sparsegpt", text);
+    return PRUNE_NONE;
+}
+
+// --sparsity 0.5 (a share of the weights, above 0 and below 1) or 2:4.
+static void parse_sparsity(Pruning *prune, const char *text) {
+    if (strcmp(text, "2:4") == 0) { prune->two_of_four = 1; prune->fraction = 0.5; return; }
+    char *end;
+    errno = 0;
+    double fraction = strtod(text, &end);
+    if (errno || *end || end == text || !(fraction > 0 && fraction < 1))
+        die("--sparsity %s: give the share pruned, above 0 and below 1 (0.5), or 2:4", text);
+    prune->fraction = fraction;
+}
+
+// The compression options together: each needs a text, and some exclude others.
+static void check_compression(CalibrationChoices *c, const char *sparsity, int awq, const CalibrationText *calib,
+                              int gguf_type, int matrix_type) {
+    const char *needs_text = c->gptq ? "--gptq" : c->prune.method ? "--prune" : c->smooth > 0 ? "--smooth" : NULL;
+    if (needs_text && !calib->path) die("%s works on the activations of a text: give it with --calib FILE", needs_text);
+    if (sparsity && !c->prune.method) die("--sparsity is the share --prune prunes: give --prune wanda or --prune sparsegpt");
+    if (c->prune.method) parse_sparsity(&c->prune, sparsity ? sparsity : "0.5");
+    if (c->smooth > 0 && awq) die("--smooth and --awq both scale the input channels: give one");
+    if (c->gptq && (matrix_type == TYPE_F32 && gguf_type < 0))
+        die("--gptq rounds int8/int4/int3/int2 matrices; an fp32 output has none (--prune with --fp32 writes the pruned model)");
+    if (c->gptq && gguf_type >= 0 && gguf_type != GGML_TYPE_Q4_0)
+        die("--gptq writes runq checkpoints or --gguf-q4_0 (runq's int4), not other GGUF types");
+    if (c->prune.method && gguf_type >= 0) die("--prune writes runq checkpoints: not a GGUF output");
 }
 
 #ifdef EXPORT_MAIN
@@ -156,7 +196,8 @@ static void usage(void) {
         "  --recipe NAME     mixed precision: q4-mixed, q3-mixed, q2-mixed (more bits for the classifier,\n"
         "                    wv and w2, as llama.cpp's Q4_K_M does; q2-mixed keeps embeddings at int4)\n"
         "  --tensor-type L   per-tensor types over the above, e.g. 'w2=q8,layers.0.wv=q4/64,output=8':\n"
-        "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3)\n"
+        "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3);\n"
+        "                    TYPE q8 q4 q3 q2, or q4s: 2:4 sparse int4 (two of every four weights kept)\n"
         "  --fp32            fp32 checkpoint for run\n"
         "  --gguf-q4_0       GGUF for llama.cpp, matrices Q4_0: runq's int4 weights (group 32) re-packed\n"
         "  --gguf-q8_0       GGUF for llama.cpp, matrices Q8_0\n"
@@ -177,6 +218,12 @@ static void usage(void) {
         "                    on it, and rounding errors are weighted by each input channel's mean x^2\n"
         "  --awq             with --calib: AWQ, busy input channels scaled up before rounding and\n"
         "                    their inputs down (norms, wv, w3); with --fp32, the scaled model\n"
+        "  --gptq            with --calib: GPTQ, columns rounded in order with each error spread\n"
+        "                    through the inverse Hessian of the text's inputs (with --awq too)\n"
+        "  --prune M         with --calib: prune the decoder layers' matrices, M wanda or sparsegpt\n"
+        "  --sparsity S      with --prune: the share pruned (0.5), or 2:4 (int4 matrices become q4s)\n"
+        "  --smooth A        with --calib: SmoothQuant, s_c = max|x_c|^A / max|w_c|^(1-A) folded\n"
+        "                    into the norms (A in 0..1; not with --awq)\n"
         "  --calib-context T tokens per calibration window (default 256, at most the model's context)\n"
         "  --calib-windows N calibration windows read at most (default 16)\n"
         "  --check-config P  only read P (a model directory or its config.json): exit 0 if export\n"
@@ -187,8 +234,9 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *random_shape = NULL, *tokenizer_path = NULL, *lora_dir = NULL, *drop_layers = NULL, *paths[2];
-    const char *adapter_dir = NULL;
+    const char *adapter_dir = NULL, *sparsity = NULL;
     int awq = 0;
+    CalibrationChoices choices = { 0 };
     CalibrationText calib = { .path = NULL, .context = 256, .windows = 16 };
     int n_paths = 0, matrix_type = TYPE_Q4, group_size = 32, group_size_given = 0, quiet = 0, types_given = 0;
     TypeRules rules = { 0 };
@@ -220,6 +268,13 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--drop-layers") == 0 && has_value) drop_layers = argv[++i];
         else if (strcmp(a, "--calib") == 0 && has_value) calib.path = argv[++i];
         else if (strcmp(a, "--awq") == 0) awq = 1;
+        else if (strcmp(a, "--gptq") == 0) choices.gptq = 1;
+        else if (strcmp(a, "--prune") == 0 && has_value) choices.prune.method = parse_prune_method(argv[++i]);
+        else if (strcmp(a, "--sparsity") == 0 && has_value) sparsity = argv[++i];
+        else if (strcmp(a, "--smooth") == 0 && has_value) {
+            choices.smooth = parse_float(a, argv[++i], 0, 1);
+            if (!(choices.smooth > 0)) die("--smooth %s: alpha must be above 0 (0.5 is the paper's)", argv[i]);
+        }
         else if (strcmp(a, "--calib-context") == 0 && has_value) calib.context = (int)parse_long(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--calib-windows") == 0 && has_value) calib.windows = (int)parse_long(a, argv[++i], 1, 1 << 20);
         else if (strcmp(a, "--seed") == 0 && has_value) {
@@ -238,6 +293,7 @@ int main(int argc, char **argv) {
     if (adapter_dir && (lora_dir || gguf_type >= 0 || random_shape || calib.path))
         die("--adapter writes an adapter file alone: not with --lora, --calib, --random or a GGUF output");
     if (awq && !calib.path) die("--awq scales by the activations of a text: give it with --calib FILE");
+    check_compression(&choices, sparsity, awq, &calib, gguf_type, matrix_type);
     if (gguf_type >= 0 && group_size_given)
         die("--group-size is for int4 checkpoints; GGUF Q4_0 and Q8_0 always have one scale per %d weights", Q_BLOCK);
     if (types_given && (gguf_type >= 0 || matrix_type == TYPE_F32 || adapter_dir))
@@ -247,6 +303,7 @@ int main(int argc, char **argv) {
         die("--bits and --recipe both choose every matrix's type: give one");
     rules.type = rules.recipe ? rules.recipe->type : matrix_type;
     rules.group_size = rules.recipe && !group_size_given ? rules.recipe->group_size : group_size;
+    rules.sparse_int4 = choices.prune.two_of_four;
 
     Source src = { 0 };
     if (random_shape) open_random(&src, random_shape, seed);
@@ -277,13 +334,18 @@ int main(int argc, char **argv) {
     // last: the rounding is calibrated for the model as written
     int rounds = gguf_type == GGML_TYPE_Q4_0 || (gguf_type < 0 && rules.type != TYPE_F32);
     int ranks = drop_layers && strncmp(drop_layers, "auto:", 5) == 0;
-    if (calib.path && !rounds && !awq && !ranks)
+    choices.awq = awq;
+    choices.weighted = rounds;
+    int transforms = awq || choices.smooth > 0 || choices.prune.method != PRUNE_NONE;
+    if (calib.path && !rounds && !transforms && !ranks)
         die("--calib weighs the rounding of int8/int4/int3/int2 matrices (and ranks layers for --drop-layers "
-            "auto:N); this output has none to round (--awq with it writes the AWQ-scaled model)");
-    if (calib.path && (rounds || awq)) {
+            "auto:N); this output has none to round (--awq, --smooth or --prune with it write the scaled or pruned model)");
+    if (calib.path && (rounds || transforms)) {
         TypeRules target = { .type = gguf_type == GGML_TYPE_Q8_0 ? TYPE_Q8 : TYPE_Q4, .group_size = Q_BLOCK };
-        // an fp32 output is rounded later without --calib: AWQ then searches for unweighted rounding
-        open_calibrated(&src, &calib, gguf_type < 0 && rounds ? &rules : &target, awq, rounds, quiet);
+        if (gguf_type < 0 && !rounds) target = (TypeRules){ .type = TYPE_F32, .group_size = Q_BLOCK };
+        // an fp32 output is rounded later without --calib: AWQ then searches for unweighted int4 of group 32
+        TypeRules awq_target = { .type = TYPE_Q4, .group_size = Q_BLOCK };
+        open_calibrated(&src, &calib, gguf_type < 0 && rounds ? &rules : awq && !rounds ? &awq_target : &target, &choices, quiet);
     }
     char format[64];
     snprintf(format, sizeof format, "%s", matrix_type == TYPE_F32 ? "fp32" : rules.recipe ? rules.recipe->name

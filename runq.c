@@ -91,6 +91,23 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 // Q3 (int3, 12 bytes a block, 3.5 bits): the Q2 plane of the low two bits
 // (bytes 0-7), then a 1-bit plane of the high bit (bytes 8-11: weight j's in
 // bit j%8 of byte 8 + j/8). A code c (0..7) means level c - 4 (-4..3).
+// Q4S (2:4 sparse int4, 12 bytes a block, 3.5 bits): of every four
+// consecutive weights (a quad) at most two are not zero, and only those two
+// are stored: two int4 levels and a 4-bit position code per quad. A block's
+// 32 weights are 8 quads and 16 slots; slot k (0..15) belongs to quad k/2 and
+// holds a level (-8..7, a two's complement nibble: 0 is level 0) and its
+// weight's position in the quad (0..3):
+//   levels    bytes 0-7: slot k in byte 4*(k/8) + k%4, the low nibble when
+//             (k/4) is even, the high nibble when odd;
+//   positions bytes 8-11: slot k's in bits 2*(k/4)..2*(k/4)+1 of byte 8 + k%4.
+// A weight's level is the sum of the levels of the slots that point at it (0
+// when none does; export points a quad's two slots at different weights). The
+// layout serves the kernels: four slots (k/4 = s) take one shift and one AND
+// to unpack, and with the base 8*(s%2) + 4*((k%4)/2) a slot's position picks
+// its activation from 16 (one shuffle gathers a step of four per row). Q4S
+// rows are always in tiles of eight, as Q4's: tile t's block b is three runs
+// of 32 bytes, run d holding bytes 4d..4d+3 of rows 8t..8t+7's blocks; scales
+// as Q4's tiles.
 //
 // The tensors, by name (L: a layer's index; shapes are (rows, cols)):
 //   tok_embeddings            (vocab_size, dim)        quantized; a row is dequantized per token
@@ -143,23 +160,25 @@ The part from UTF-8 to the command line is run.c's too, line for line.
 // older readers run every file they can: version 1 holds Q4 (row after row)
 // and f32; 2 adds rope_freqs; 3 puts Q4 rows in tiles and adds Q8, Q3 and Q2;
 // 4 adds ModelSettings, layer_kind, the flags QKV_BIAS, QK_NORM and
-// POST_NORMS and their tensors, and rope_freqs_long. So a quantized Llama
-// checkpoint is version 3 and an fp32 one 1 or 2, and any other family's is
-// version 4 (a runq before 4 refuses it by its version, not halfway through).
+// POST_NORMS and their tensors, rope_freqs_long, and Q4S matrices. So a
+// quantized Llama checkpoint is version 3 (4 when it holds Q4S: the settings
+// are then zeros) and an fp32 one 1 or 2, and any other family's is version 4
+// (a runq before 4 refuses it by its version, not halfway through).
 
 #define CHECKPOINT_MAGIC 0x45474445u   // "EDGE"
 #define CHECKPOINT_VERSION 4   // the newest read
 #define VERSION_ROPE_FREQS 2   // the first version that may hold rope_freqs
 #define VERSION_Q4_TILES 3     // the first with Q4 rows in tiles, and with Q8, Q3 and Q2 matrices
 #define VERSION_SETTINGS 4     // the first with ModelSettings, layer_kind and the families beyond Llama
+#define VERSION_Q4S 4          // the first with Q4S matrices (the same version: settings and Q4S came together)
 #define Q4_TILE_ROWS 8                  // rows interleaved in a Q4 tile: one per SIMD lane
 #define Q4_TILE_BLOCK_BYTES (Q4_TILE_ROWS * Q_BLOCK / 2)   // a tile's block of 32 weights per row
 #define TENSOR_ALIGNMENT 64
 #define TENSOR_NAME_LEN 64
 #define Q_BLOCK 32                      // weights per block; activations per int8 block
 
-enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_Q8 = 3, TYPE_Q3 = 4, TYPE_Q2 = 5, TYPE_BLOB = 255 };
-#define N_MATRIX_TYPES 6   // TensorType values below this index the per-type tables
+enum TensorType { TYPE_F32 = 0, TYPE_F16 = 1, TYPE_Q4 = 2, TYPE_Q8 = 3, TYPE_Q3 = 4, TYPE_Q2 = 5, TYPE_Q4S = 6, TYPE_BLOB = 255 };
+#define N_MATRIX_TYPES 7   // TensorType values below this index the per-type tables
 
 // A quantized type's block of Q_BLOCK weights, as the comment above lays it
 // out: level() reads weight j's level, put_level() writes it into a block
@@ -195,11 +214,38 @@ static void put_level_q3(uint8_t *block, int j, int level) {
     block[8 + j / 8] |= (uint8_t)(((level + 4) >> 2) << (j % 8));
 }
 
+// Q4S: slot k's level (its nibble as two's complement) and its weight's index in the block.
+static int q4s_slot_level(const uint8_t *block, int k) {
+    uint8_t byte = block[4 * (k / 8) + k % 4];
+    return (((k / 4) % 2 ? byte >> 4 : byte & 0x0F) ^ 8) - 8;
+}
+static int q4s_slot_weight(const uint8_t *block, int k) {
+    return 4 * (k / 2) + ((block[8 + k % 4] >> (2 * (k / 4))) & 3);
+}
+static int level_q4s(const uint8_t *block, int j) {
+    int level = 0;
+    for (int k = 2 * (j / 4); k < 2 * (j / 4) + 2; k++)
+        if (q4s_slot_weight(block, k) == j) level += q4s_slot_level(block, k);
+    return level;
+}
+// A zero level needs no slot; a non-zero one takes its quad's first slot
+// still at level 0 (a third non-zero weight in a quad is the writer's bug).
+static void die(const char *fmt, ...);   // "Errors", below
+static void put_level_q4s(uint8_t *block, int j, int level) {
+    if (level == 0) return;
+    int k = 2 * (j / 4);
+    if (q4s_slot_level(block, k) != 0) k++;
+    if (q4s_slot_level(block, k) != 0) die("internal error: a third non-zero weight in a 2:4 quad (weight %d)", j);
+    block[4 * (k / 8) + k % 4] |= (uint8_t)((level & 0x0F) << ((k / 4) % 2 ? 4 : 0));
+    block[8 + k % 4] |= (uint8_t)((j % 4) << (2 * (k / 4)));
+}
+
 static const QuantLayout quant_layouts[N_MATRIX_TYPES] = {
     [TYPE_Q8] = { "q8", 8, 32, -128, 127, level_q8, put_level_q8 },
     [TYPE_Q4] = { "q4", 4, 16, -8, 7, level_q4, put_level_q4 },
     [TYPE_Q3] = { "q3", 3, 12, -4, 3, level_q3, put_level_q3 },
     [TYPE_Q2] = { "q2", 2, 8, -2, 1, level_q2, put_level_q2 },
+    [TYPE_Q4S] = { "q4s", 4, 12, -8, 7, level_q4s, put_level_q4s },
 };
 
 // The layout of a quantized type; NULL for f32, f16, blobs and unknown types.
@@ -420,7 +466,7 @@ typedef struct {
     int rows, cols;          // (out, in)
     int cols_padded;         // cols rounded up to a whole group
     int group_size;
-    int q4_tiled;            // Q4 of version 3 on: rows in tiles of 8 (see the format); else row after row
+    int q4_tiled;            // rows in Q4's tiles of 8 (Q4 of version 3 on, Q4S always: see the format); else row after row
     union {                  // quantized: the type's codes, (rows, cols_padded/32) blocks (tiled Q4: see the format)
         const uint8_t *codes;
         const uint8_t *nibbles;   // the same pointer, as the Q4 kernels name it
@@ -594,12 +640,22 @@ static size_t row_code_bytes(const QuantLayout *layout, uint64_t cols_padded) {
     return (size_t)(cols_padded / Q_BLOCK * (uint64_t)layout->block_bytes);
 }
 
+// Whether a type's rows are in tiles of eight in a file of this version.
+static int tiled_type(uint32_t type, uint32_t version) {
+    return (type == TYPE_Q4 && version >= VERSION_Q4_TILES) || type == TYPE_Q4S;
+}
+
+// The oldest version that can hold a type.
+static uint32_t type_version(uint32_t type) {
+    return type == TYPE_Q4S ? VERSION_Q4S : is_quantized(type) && type != TYPE_Q4 ? VERSION_Q4_TILES : 1;
+}
+
 // version: the file's (Q4 rows are in tiles from VERSION_Q4_TILES on)
 static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_t group_size, uint32_t version) {
     const QuantLayout *layout = quant_layout(type);
     if (layout) {
         uint64_t padded = round_up(cols, group_size);
-        if (type == TYPE_Q4 && version >= VERSION_Q4_TILES) rows = round_up(rows, Q4_TILE_ROWS);
+        if (tiled_type(type, version)) rows = round_up(rows, Q4_TILE_ROWS);
         return (size_t)(rows * row_code_bytes(layout, padded) + rows * (padded / group_size) * 2);
     }
     switch (type) {
@@ -610,18 +666,19 @@ static size_t tensor_nbytes(uint32_t type, uint64_t rows, uint64_t cols, uint64_
 }
 
 // Where a matrix keeps row r's blocks and scales: rows one after another,
-// except Q4's tiles (see the format). The kernels walk their own order; these
+// except Q4's and Q4S's tiles (see the format). The kernels walk their own order; these
 // serve the code that wants one row at a time.
 static size_t rows_stored(const Tensor *w) {
     return w->q4_tiled ? round_up((size_t)w->rows, Q4_TILE_ROWS) : (size_t)w->rows;
 }
 
-// Byte p (weights p and p + 16) of Q4 row r's block b.
-static size_t q4_byte_index(const Tensor *w, int r, int b, int p) {
-    int n_blocks = w->cols_padded / Q_BLOCK;
-    if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p;
+// Byte p of row r's block b (for Q4: weights p and p + 16): a tile's block
+// is runs of 32 bytes, run p/4 holding bytes 4(p/4)..4(p/4)+3 of its eight rows.
+static size_t code_byte_index(const Tensor *w, int r, int b, int p) {
+    int n_blocks = w->cols_padded / Q_BLOCK, block_bytes = quant_layout((uint32_t)w->type)->block_bytes;
+    if (!w->q4_tiled) return ((size_t)r * n_blocks + b) * block_bytes + p;
     int lane = r % Q4_TILE_ROWS;
-    return ((size_t)(r / Q4_TILE_ROWS) * n_blocks + b) * Q4_TILE_BLOCK_BYTES
+    return ((size_t)(r / Q4_TILE_ROWS) * n_blocks + b) * Q4_TILE_ROWS * block_bytes
          + (size_t)(p / 4) * (4 * Q4_TILE_ROWS) + 4 * lane + p % 4;
 }
 
@@ -632,15 +689,13 @@ static size_t weight_scale_index(const Tensor *w, int r, int g) {
     return ((size_t)(r / Q4_TILE_ROWS) * n_groups + g) * Q4_TILE_ROWS + r % Q4_TILE_ROWS;
 }
 
-// Row r's block b in its type's block layout: in the file, or for tiled Q4
-// gathered from the tile's four runs into gathered (16 bytes).
+// Row r's block b in its type's block layout: in the file, or for tiles
+// gathered from the tile's runs into gathered (16 bytes: Q4's four runs, Q4S's three).
 static const uint8_t *row_block(const Tensor *w, int r, int b, uint8_t gathered[Q_BLOCK / 2]) {
-    if (!w->q4_tiled) {
-        size_t block_bytes = (size_t)quant_layout((uint32_t)w->type)->block_bytes;
-        return w->codes + ((size_t)r * (w->cols_padded / Q_BLOCK) + b) * block_bytes;
-    }
-    const uint8_t *lane = w->nibbles + q4_byte_index(w, r, b, 0);
-    for (int d = 0; d < 4; d++) memcpy(gathered + 4 * d, lane + 4 * Q4_TILE_ROWS * d, 4);
+    if (!w->q4_tiled) return w->codes + code_byte_index(w, r, b, 0);
+    const uint8_t *lane = w->codes + code_byte_index(w, r, b, 0);
+    for (int d = 0; d < quant_layout((uint32_t)w->type)->block_bytes / 4; d++)
+        memcpy(gathered + 4 * d, lane + 4 * Q4_TILE_ROWS * d, 4);
     return gathered;
 }
 
@@ -687,7 +742,7 @@ static Tensor map_tensor(const Transformer *t, const char *name, int rows, int c
     if (want_matrix && is_quantized(e->type)) {
         tensor.group_size = (int)e->group_size;
         tensor.cols_padded = (int)round_up((size_t)cols, e->group_size);
-        tensor.q4_tiled = e->type == TYPE_Q4 && ((const FileHeader *)t->file_data)->version >= VERSION_Q4_TILES;
+        tensor.q4_tiled = tiled_type(e->type, ((const FileHeader *)t->file_data)->version);
         tensor.codes = data;
         tensor.scales = (const uint16_t *)(data + rows_stored(&tensor) * row_code_bytes(quant_layout(e->type), (uint64_t)tensor.cols_padded));
     } else {
@@ -707,9 +762,9 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
             die("%s: tensor %u has a name that is not NUL-terminated", t->path, i);
         if (e->type != TYPE_F32 && e->type != TYPE_F16 && e->type != TYPE_BLOB && !is_quantized(e->type))
             die("%s: tensor '%s' has unknown type %u", t->path, e->name, e->type);
-        if (e->type != TYPE_Q4 && is_quantized(e->type) && h->version < VERSION_Q4_TILES)
-            die("%s: tensor '%s' is %s, which version %u files cannot hold (version %d and later)", t->path, e->name,
-                quant_layout(e->type)->name, h->version, VERSION_Q4_TILES);
+        if (is_quantized(e->type) && h->version < type_version(e->type))
+            die("%s: tensor '%s' is %s, which version %u files cannot hold (version %u and later)", t->path, e->name,
+                quant_layout(e->type)->name, h->version, type_version(e->type));
         if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
             die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
         if (is_quantized(e->type) && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
@@ -1093,24 +1148,32 @@ static inline __attribute__((always_inline)) int32_t block_dot_ref(LevelFn level
 }
 
 // Row r of weights . one token's int8 activations.
-static inline __attribute__((always_inline)) float vec_dot_ref(LevelFn level, const Tensor *w, int r, const int8_t *x,
-                                                               const float *x_scales) {
+static inline __attribute__((always_inline)) float vec_dot_ref(BlockDotFn block_dot, const Tensor *w, int r,
+                                                               const int8_t *x, const float *x_scales) {
     float partial[8] = { 0 };
     uint8_t gathered[Q_BLOCK / 2];
     for (int block = 0; block < w->cols_padded / Q_BLOCK; block++) {
-        int32_t isum = block_dot_ref(level, row_block(w, r, block, gathered), x + block * Q_BLOCK);
+        int32_t isum = block_dot(row_block(w, r, block, gathered), x + block * Q_BLOCK);
         float scale = fp16_to_fp32(w->scales[weight_scale_index(w, r, block * Q_BLOCK / w->group_size)]) * x_scales[block];
         partial[block % 8] += scale * (float)isum;
     }
     return reduce8(partial);
 }
 
-static inline __attribute__((always_inline)) void matmul_ref_with(LevelFn level, float *out, int out_stride,
+static inline __attribute__((always_inline)) void matmul_ref_with(BlockDotFn block_dot, float *out, int out_stride,
         const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
     for (int r = row_begin; r < row_end; r++)
         for (int t = 0; t < n_tokens; t++)
-            out[(size_t)t * out_stride + r] = vec_dot_ref(level, w, r, x->values + (size_t)t * x->stride,
+            out[(size_t)t * out_stride + r] = vec_dot_ref(block_dot, w, r, x->values + (size_t)t * x->stride,
                                                           x->scales + (size_t)t * (x->stride / Q_BLOCK));
+}
+
+// Q4S's block: only its 16 slots multiply, each by the activation it points at
+// (the same int32 as its levels . x: a weight no slot points at is 0).
+static int32_t block_dot_q4s_ref(const uint8_t *block, const int8_t *x) {
+    int32_t isum = 0;
+    for (int k = 0; k < Q_BLOCK / 2; k++) isum += q4s_slot_level(block, k) * x[q4s_slot_weight(block, k)];
+    return isum;
 }
 
 // Each type's reference (and each type's exact block dot, which the SIMD
@@ -1119,15 +1182,19 @@ static inline __attribute__((always_inline)) void matmul_ref_with(LevelFn level,
     __attribute__((unused)) static int32_t block_dot_##type##_ref(const uint8_t *block, const int8_t *x) { \
         return block_dot_ref(level_##type, block, x); \
     } \
+    REFERENCE_MATMUL(type)
+#define REFERENCE_MATMUL(type) \
     static void matmul_##type##_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end, \
                                     const QuantizedActivations *x, int n_tokens) { \
-        matmul_ref_with(level_##type, out, out_stride, w, row_begin, row_end, x, n_tokens); \
+        matmul_ref_with(block_dot_##type##_ref, out, out_stride, w, row_begin, row_end, x, n_tokens); \
     }
 REFERENCE_KERNELS(q4)
 REFERENCE_KERNELS(q8)
 REFERENCE_KERNELS(q3)
 REFERENCE_KERNELS(q2)
+REFERENCE_MATMUL(q4s)
 #undef REFERENCE_KERNELS
+#undef REFERENCE_MATMUL
 
 // How the SIMD kernels of Q8, Q3 and Q2 walk a product (Q4 walks its tiles): rows
 // [row_begin, row_end), tokens four at a time, ROW_TILE(o, codes, scales, t,
@@ -1190,7 +1257,8 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 }
 
 static const Kernels kernels_scalar = {
-    "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref },
+    "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref,
+                                         [TYPE_Q4S] = matmul_q4s_ref },
     scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
@@ -1350,6 +1418,113 @@ TARGET_AVX2 static void matmul_q4_avx2(float *out, int out_stride, const Tensor 
             store_tile_rows_avx2(out + row, q4_tile_decode_avx2(nibbles, scales, n_blocks, blocks_per_group, x), n_rows);
         else
             q4_tile_prefill_avx2(out + row, out_stride, n_rows, nibbles, scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
+// ---- 2:4 sparse int4 (Q4S), a tile of eight rows at a time as Q4's, lanes
+// are rows. Step s (slots 4s..4s+3 of each row: quads 2s and 2s+1) gathers
+// each row's four activations with one shuffle of the 16 activations of half
+// s/2 (broadcast to both 128-bit halves), and one maddubs multiplies them by
+// the four levels: four steps a block where Q4 takes eight. The levels are
+// signed, so maddubs takes |level| and the activations with the level's sign
+// (as Q8's kernel does; |sum| <= 8 * 8 * 127 fits int16).
+
+typedef struct {
+    __m256i magnitude[4];    // step s: |level| of each row's four slots
+    __m256i level[4];        // their signed levels (for the activations' signs)
+    __m256i control[4];      // which of the half's 16 activations each slot reads
+} Q4sTileBlockAvx2;
+
+// A tile's block (96 bytes: three runs) made ready for any token's activations.
+TARGET_AVX2 static inline void unpack_q4s_tile_block_avx2(Q4sTileBlockAvx2 *out, const uint8_t *block) {
+    __m256i low = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), three = _mm256_set1_epi8(3);
+    for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
+        __m256i run = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(block + 32 * half)), _mm256_set1_epi8((char)0x88));
+        __m256i biased[2] = { _mm256_and_si256(run, low), _mm256_and_si256(_mm256_srli_epi16(run, 4), low) };
+        for (int i = 0; i < 2; i++) {        // level + 8 -> level (two's complement nibbles xored with 8)
+            out->level[2 * half + i] = _mm256_sub_epi8(biased[i], eight);
+            out->magnitude[2 * half + i] = _mm256_abs_epi8(out->level[2 * half + i]);
+        }
+    }
+    __m256i positions = _mm256_loadu_si256((const __m256i *)(block + 64));
+    for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
+        __m256i base = _mm256_set1_epi32(0x04040000 + (s % 2) * 0x08080808);
+        out->control[s] = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi32(positions, 2 * s), three), base);
+    }
+}
+
+// The tile's block . one token's 32 activations: row j's exact int32 in lane j.
+TARGET_AVX2 static inline __m256i dot_q4s_tile_block_avx2(const Q4sTileBlockAvx2 *w, const int8_t *x) {
+    __m256i halves[2] = { _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x)),
+                          _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x + 16))) };
+    __m256i sum = _mm256_setzero_si256();
+    for (int s = 0; s < 4; s++) {
+        __m256i gathered = _mm256_shuffle_epi8(halves[s / 2], w->control[s]);
+        sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(w->magnitude[s], _mm256_sign_epi8(gathered, w->level[s])));
+    }
+    return _mm256_madd_epi16(sum, _mm256_set1_epi16(1));
+}
+
+// Block b's term for the tile's rows and one token: (weight scale * activation scale) * int32.
+TARGET_AVX2 static inline __m256 q4s_tile_term_avx2(const Q4sTileBlockAvx2 *w, __m256 w_scale, const int8_t *x_values,
+                                                    const float *x_scales, int b) {
+    __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(x_scales[b]));
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot_q4s_tile_block_avx2(w, x_values + b * Q_BLOCK)));
+}
+
+TARGET_AVX2 static __m256 q4s_tile_decode_avx2(const uint8_t *codes, const uint16_t *scales, int n_blocks,
+                                               int blocks_per_group, const QuantizedActivations *x) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8)
+        for (int i = 0; i < 8; i++) {
+            if (b + i == n_blocks) break;
+            Q4sTileBlockAvx2 w;
+            unpack_q4s_tile_block_avx2(&w, codes + (size_t)(b + i) * 3 * 32);
+            acc[i] = _mm256_add_ps(acc[i], q4s_tile_term_avx2(&w, q4_tile_scales_avx2(scales, b + i, blocks_per_group),
+                                                              x->values, x->scales, b + i));
+        }
+    return reduce8_lanes_avx2(acc);
+}
+
+// The prompt: eight blocks unpacked once, then used by every token (as Q4's prefill).
+TARGET_AVX2 static void q4s_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *codes,
+                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
+                                              const QuantizedActivations *x, int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m256 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 8) {
+        int count = n_blocks - b < 8 ? n_blocks - b : 8;
+        Q4sTileBlockAvx2 w[8];
+        __m256 w_scales[8];
+        for (int i = 0; i < count; i++) {
+            unpack_q4s_tile_block_avx2(&w[i], codes + (size_t)(b + i) * 3 * 32);
+            w_scales[i] = q4_tile_scales_avx2(scales, b + i, blocks_per_group);
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            const int8_t *values = x->values + (size_t)t * x->stride;
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            for (int i = 0; i < count; i++)
+                acc[t][i] = _mm256_add_ps(acc[t][i], q4s_tile_term_avx2(&w[i], w_scales[i], values, x_scales, b + i));
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) store_tile_rows_avx2(out + (size_t)t * out_stride, reduce8_lanes_avx2(acc[t]), n_rows);
+}
+
+TARGET_AVX2 static void matmul_q4s_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                        const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *codes = w->codes + (size_t)tile * n_blocks * 3 * 32;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        if (n_tokens == 1)
+            store_tile_rows_avx2(out + row, q4s_tile_decode_avx2(codes, scales, n_blocks, blocks_per_group, x), n_rows);
+        else
+            q4s_tile_prefill_avx2(out + row, out_stride, n_rows, codes, scales, n_blocks, blocks_per_group, x, n_tokens);
     }
 }
 
@@ -1676,7 +1851,8 @@ TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
 }
 
 static const Kernels kernels_avx2 = {
-    "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2 },
+    "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2,
+                                             [TYPE_Q4S] = matmul_q4s_avx2 },
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 
 // ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
@@ -1830,7 +2006,8 @@ VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
 #undef VNNI_KERNEL
 
 static const Kernels kernels_avx_vnni = {
-    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni },
+    "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni,
+                              [TYPE_Q4S] = matmul_q4s_avx2 },   // its gathers are shuffles, not dot products: AVX2's kernel
     scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
 
 // ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
@@ -2236,7 +2413,8 @@ TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, c
 }
 
 static const Kernels kernels_avx512_vnni = {
-    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512 },
+    "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
+                                 [TYPE_Q4S] = matmul_q4s_avx2 },
     scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
 #endif
 
@@ -2471,6 +2649,111 @@ static void matmul_q4_neon(float *out, int out_stride, const Tensor *w, int row_
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_neon);
 }
 
+// ---- 2:4 sparse int4 (Q4S) in Q4's tiles, as the AVX2 kernel: step s of a
+// block gathers each row's four activations from the 16 of half s/2 with one
+// table lookup (tbl) and multiplies them by the four signed levels.
+typedef struct {
+    int8x16_t level[4][2];       // step s, rows 4h..4h+3: the four slots' levels
+    uint8x16_t control[4][2];    // which of the half's 16 activations each slot reads
+} Q4sTileBlockNeon;
+
+static inline void unpack_q4s_tile_block_neon(Q4sTileBlockNeon *out, const uint8_t *block) {
+    uint8x16_t three = vdupq_n_u8(3);
+    for (int h = 0; h < 2; h++) {
+        for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
+            int8x16_t run = vld1q_s8((const int8_t *)block + 32 * half + 16 * h);
+            out->level[2 * half][h] = vshrq_n_s8(vshlq_n_s8(run, 4), 4);   // two's complement nibbles
+            out->level[2 * half + 1][h] = vshrq_n_s8(run, 4);
+        }
+        uint8x16_t positions = vld1q_u8(block + 64 + 16 * h);
+        for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
+            uint8x16_t base = vreinterpretq_u8_u32(vdupq_n_u32(0x04040000u + (uint32_t)(s % 2) * 0x08080808u));
+            out->control[s][h] = vaddq_u8(vandq_u8(positions, three), base);
+            positions = vshrq_n_u8(positions, 2);
+        }
+    }
+}
+
+// The block . one token's activations for rows 0-3 (isum[0]) and 4-7 (isum[1]),
+// exact. Armv8.0: vmlal_s8 gathers each lane's four products in int16 (|sum|
+// <= 4 * 8 * 127); pairwise adds fold a row's four lanes, as dot_q4_tile_block_neon.
+static inline void dot_q4s_tile_block_neon(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t halves[2] = { vld1q_s8(x), vld1q_s8(x + 16) };
+    for (int h = 0; h < 2; h++) {
+        int16x8_t rows_01 = vdupq_n_s16(0), rows_23 = vdupq_n_s16(0);
+        for (int s = 0; s < 4; s++) {
+            int8x16_t gathered = vqtbl1q_s8(halves[s / 2], w->control[s][h]);
+            rows_01 = vmlal_s8(rows_01, vget_low_s8(w->level[s][h]), vget_low_s8(gathered));
+            rows_23 = vmlal_high_s8(rows_23, w->level[s][h], gathered);
+        }
+        isum[h] = vpaddq_s32(vpaddlq_s16(rows_01), vpaddlq_s16(rows_23));
+    }
+}
+
+#ifdef HAVE_NEON_DOTPROD_KERNELS
+// The same with sdot: each lane gains its row's four products per step.
+TARGET_DOTPROD static inline void dot_q4s_tile_block_sdot(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]) {
+    int8x16_t halves[2] = { vld1q_s8(x), vld1q_s8(x + 16) };
+    for (int h = 0; h < 2; h++) {
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int s = 0; s < 4; s++) sum = vdotq_s32(sum, w->level[s][h], vqtbl1q_s8(halves[s / 2], w->control[s][h]));
+        isum[h] = sum;
+    }
+}
+#endif
+
+typedef void (*DotQ4sTileBlockNeon)(const Q4sTileBlockNeon *w, const int8_t *x, int32x4_t isum[2]);
+
+// Q4's walk (matmul_q4_neon_with): eight blocks unpacked once for every token.
+static inline __attribute__((always_inline)) void matmul_q4s_neon_with(
+        float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+        const QuantizedActivations *x, int n_tokens, DotQ4sTileBlockNeon dot_block) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK, x_blocks = x->stride / Q_BLOCK;
+    float32x4_t acc[MAX_BATCH][8][2];
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        const uint8_t *codes = w->codes + (size_t)tile * n_blocks * 3 * 32;
+        const uint16_t *scales = w->scales + (size_t)tile * n_groups * Q4_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++)
+            for (int i = 0; i < 8; i++) acc[t][i][0] = acc[t][i][1] = vdupq_n_f32(0.0f);
+        for (int b = 0; b < n_blocks; b += 8) {
+            int count = n_blocks - b < 8 ? n_blocks - b : 8;
+            Q4sTileBlockNeon q[8];
+            float32x4_t w_scales[8][2];
+            for (int i = 0; i < count; i++) {
+                unpack_q4s_tile_block_neon(&q[i], codes + (size_t)(b + i) * 3 * 32);
+                const uint16_t *s = scales + (size_t)((b + i) / blocks_per_group) * Q4_TILE_ROWS;
+                for (int h = 0; h < 2; h++) w_scales[i][h] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + 4 * h)));
+            }
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *values = x->values + (size_t)t * x->stride;
+                for (int i = 0; i < count; i++) {
+                    int32x4_t isum[2];
+                    dot_block(&q[i], values + (b + i) * Q_BLOCK, isum);
+                    float32x4_t x_scale = vdupq_n_f32(x->scales[(size_t)t * x_blocks + b + i]);
+                    for (int h = 0; h < 2; h++)
+                        acc[t][i][h] = vaddq_f32(acc[t][i][h],
+                                                 vmulq_f32(vmulq_f32(w_scales[i][h], x_scale), vcvtq_f32_s32(isum[h])));
+                }
+            }
+        }
+        for (int t = 0; t < n_tokens; t++) {   // reduce8's tree, lane by lane
+            float rows[Q4_TILE_ROWS];
+            for (int h = 0; h < 2; h++) {
+                float32x4_t (*p)[2] = acc[t];
+                vst1q_f32(rows + 4 * h, vaddq_f32(vaddq_f32(vaddq_f32(p[0][h], p[4][h]), vaddq_f32(p[2][h], p[6][h])),
+                                                  vaddq_f32(vaddq_f32(p[1][h], p[5][h]), vaddq_f32(p[3][h], p[7][h]))));
+            }
+            memcpy(out + (size_t)t * out_stride + row, rows, sizeof(float) * (size_t)n_rows);
+        }
+    }
+}
+
+static void matmul_q4s_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                            const QuantizedActivations *x, int n_tokens) {
+    matmul_q4s_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4s_tile_block_neon);
+}
 // The other types, a row at a time: levels . x for one block (levels in
 // -8..7, as int8: Q3's and Q2's) as 4 int32 lanes whose sum is exact. Armv8.0 has
 // no int8 dot: vmull_s8/vmlal_s8 widen the products to int16 lanes, four per
@@ -2756,7 +3039,8 @@ static void to_f16_neon(uint16_t *out, const float *x, int n) {
 }
 
 static const Kernels kernels_neon = {
-    "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
+    "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon,
+                                             [TYPE_Q4S] = matmul_q4s_neon },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -2768,10 +3052,14 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
     if (n_tokens == 1) matvec_q4_neon_any(out, w, row_begin, row_end, x, dot_q4_tile_codes_sdot);
     else matmul_q4_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4_tile_block_sdot);
 }
+TARGET_DOTPROD static void matmul_q4s_neon_dotprod(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                   const QuantizedActivations *x, int n_tokens) {
+    matmul_q4s_neon_with(out, out_stride, w, row_begin, row_end, x, n_tokens, dot_q4s_tile_block_sdot);
+}
 
 static const Kernels kernels_neon_dotprod = {
     "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
-                      [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+                      [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
@@ -2890,7 +3178,7 @@ TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Te
 // The other types keep neon-dotprod's kernels (their rows are not in tiles).
 static const Kernels kernels_neon_i8mm = {
     "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
-                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
+                   [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
     scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
 
 // HWCAP2_I8MM in the auxiliary vector's second word.
@@ -4388,7 +4676,7 @@ static void text_out_end(TextOut *out) { text_out_bytes(out, NULL, 0, 1); }
 //   piece per code point to start with, and the <0xXX> pieces for bytes that
 //   have no piece of their own (byte fallback). The layout may come after the
 //   four bytes "SPMF" and a u32 of TOKENIZER_* flags (Gemma: no dummy prefix).
-// - Byte-level (Llama 3, Qwen, SmolLM, GPT-2, Phi-4-mini; tiktoken's kind):
+// - Byte-level (Llama 3, Qwen, SmolLM, GPT-2, GPT-4o and Phi-4-mini; tiktoken's kind):
 //   the layout comes after the four bytes "BBPE" and a u32: the rule that cuts
 //   text into chunks (SplitRule) in its low byte, TOKENIZER_* flags above it.
 //   Pieces are raw bytes and score minus their rank; each chunk starts as its
@@ -4414,8 +4702,10 @@ enum TokenizerKind { TOKENIZER_SENTENCEPIECE, TOKENIZER_BYTE_LEVEL };
 // The pre-tokenizer rules a byte-level blob may name: Llama 3's regex; GPT-2's
 // (also Hugging Face's ByteLevel with use_regex); SmolLM2's, which is GPT-2's
 // after every number character has been split off on its own; Qwen's, which
-// is Llama 3's with numbers one character at a time.
-enum SplitRule { SPLIT_LLAMA3 = 1, SPLIT_GPT2 = 2, SPLIT_SMOLLM = 3, SPLIT_QWEN = 4, N_SPLIT_RULES };
+// is Llama 3's with numbers one character at a time; GPT-4o's (o200k, which
+// Phi-4-mini uses), which cuts words at case changes and keeps contractions
+// with their word.
+enum SplitRule { SPLIT_LLAMA3 = 1, SPLIT_GPT2 = 2, SPLIT_SMOLLM = 3, SPLIT_QWEN = 4, SPLIT_O200K = 5, N_SPLIT_RULES };
 #define TOKENIZER_NFC 0x100u               // byte-level: normalize the text to NFC before cutting it (Qwen)
 #define TOKENIZER_NO_DUMMY_PREFIX 0x200u   // SentencePiece: no space before the text (Gemma)
 #define TOKENIZER_NO_BOS 0x400u            // a text starts without BOS (Qwen)
@@ -4531,7 +4821,7 @@ static const char *build_tokenizer_from_memory(Tokenizer *t, const uint8_t *data
         memcpy(&word, data + 4, 4);
         rule = word & 0xFF;
         if (byte_level && (rule < SPLIT_LLAMA3 || rule >= N_SPLIT_RULES))
-            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1-4: Llama 3, GPT-2, SmolLM2, Qwen)";
+            return "is byte-level BPE with a pre-tokenizer rule this program does not know (it knows 1-5: Llama 3, GPT-2, SmolLM2, Qwen, GPT-4o)";
         if ((word & ~0xFFu & ~known) || (!byte_level && rule)) return "has flags this program does not know for its kind";
         t->kind = byte_level ? TOKENIZER_BYTE_LEVEL : TOKENIZER_SENTENCEPIECE;
         t->split_rule = (int)rule;
@@ -4672,8 +4962,8 @@ static const char *decode(const Tokenizer *t, int prev_token, int token) {
     return piece;
 }
 
-// ---- Character classes for Llama 3's pre-tokenizer: sorted, disjoint,
-// inclusive code point ranges
+// ---- Character classes for the byte-level pre-tokenizers: sorted, disjoint,
+// inclusive code point ranges (GPT-4o's letter cases: rows of a kind)
 
 // BEGIN generated by tools/js/gen-unicode-tables.mjs
 // Unicode 17.0; do not edit by hand.
@@ -4826,6 +5116,128 @@ static const uint32_t unicode_numbers[][2] = {
 static const uint32_t unicode_spaces[][2] = {
     {0x0009, 0x000D}, {0x0020, 0x0020}, {0x0085, 0x0085}, {0x00A0, 0x00A0}, {0x1680, 0x1680}, {0x2000, 0x200A},
     {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+};
+// \p{M} (GPT-4o's rule: a mark counts as an upper- and a lower-case letter): 327 ranges
+static const uint32_t unicode_marks[][2] = {
+    {0x0300, 0x036F}, {0x0483, 0x0489}, {0x0591, 0x05BD}, {0x05BF, 0x05BF}, {0x05C1, 0x05C2}, {0x05C4, 0x05C5},
+    {0x05C7, 0x05C7}, {0x0610, 0x061A}, {0x064B, 0x065F}, {0x0670, 0x0670}, {0x06D6, 0x06DC}, {0x06DF, 0x06E4},
+    {0x06E7, 0x06E8}, {0x06EA, 0x06ED}, {0x0711, 0x0711}, {0x0730, 0x074A}, {0x07A6, 0x07B0}, {0x07EB, 0x07F3},
+    {0x07FD, 0x07FD}, {0x0816, 0x0819}, {0x081B, 0x0823}, {0x0825, 0x0827}, {0x0829, 0x082D}, {0x0859, 0x085B},
+    {0x0897, 0x089F}, {0x08CA, 0x08E1}, {0x08E3, 0x0903}, {0x093A, 0x093C}, {0x093E, 0x094F}, {0x0951, 0x0957},
+    {0x0962, 0x0963}, {0x0981, 0x0983}, {0x09BC, 0x09BC}, {0x09BE, 0x09C4}, {0x09C7, 0x09C8}, {0x09CB, 0x09CD},
+    {0x09D7, 0x09D7}, {0x09E2, 0x09E3}, {0x09FE, 0x09FE}, {0x0A01, 0x0A03}, {0x0A3C, 0x0A3C}, {0x0A3E, 0x0A42},
+    {0x0A47, 0x0A48}, {0x0A4B, 0x0A4D}, {0x0A51, 0x0A51}, {0x0A70, 0x0A71}, {0x0A75, 0x0A75}, {0x0A81, 0x0A83},
+    {0x0ABC, 0x0ABC}, {0x0ABE, 0x0AC5}, {0x0AC7, 0x0AC9}, {0x0ACB, 0x0ACD}, {0x0AE2, 0x0AE3}, {0x0AFA, 0x0AFF},
+    {0x0B01, 0x0B03}, {0x0B3C, 0x0B3C}, {0x0B3E, 0x0B44}, {0x0B47, 0x0B48}, {0x0B4B, 0x0B4D}, {0x0B55, 0x0B57},
+    {0x0B62, 0x0B63}, {0x0B82, 0x0B82}, {0x0BBE, 0x0BC2}, {0x0BC6, 0x0BC8}, {0x0BCA, 0x0BCD}, {0x0BD7, 0x0BD7},
+    {0x0C00, 0x0C04}, {0x0C3C, 0x0C3C}, {0x0C3E, 0x0C44}, {0x0C46, 0x0C48}, {0x0C4A, 0x0C4D}, {0x0C55, 0x0C56},
+    {0x0C62, 0x0C63}, {0x0C81, 0x0C83}, {0x0CBC, 0x0CBC}, {0x0CBE, 0x0CC4}, {0x0CC6, 0x0CC8}, {0x0CCA, 0x0CCD},
+    {0x0CD5, 0x0CD6}, {0x0CE2, 0x0CE3}, {0x0CF3, 0x0CF3}, {0x0D00, 0x0D03}, {0x0D3B, 0x0D3C}, {0x0D3E, 0x0D44},
+    {0x0D46, 0x0D48}, {0x0D4A, 0x0D4D}, {0x0D57, 0x0D57}, {0x0D62, 0x0D63}, {0x0D81, 0x0D83}, {0x0DCA, 0x0DCA},
+    {0x0DCF, 0x0DD4}, {0x0DD6, 0x0DD6}, {0x0DD8, 0x0DDF}, {0x0DF2, 0x0DF3}, {0x0E31, 0x0E31}, {0x0E34, 0x0E3A},
+    {0x0E47, 0x0E4E}, {0x0EB1, 0x0EB1}, {0x0EB4, 0x0EBC}, {0x0EC8, 0x0ECE}, {0x0F18, 0x0F19}, {0x0F35, 0x0F35},
+    {0x0F37, 0x0F37}, {0x0F39, 0x0F39}, {0x0F3E, 0x0F3F}, {0x0F71, 0x0F84}, {0x0F86, 0x0F87}, {0x0F8D, 0x0F97},
+    {0x0F99, 0x0FBC}, {0x0FC6, 0x0FC6}, {0x102B, 0x103E}, {0x1056, 0x1059}, {0x105E, 0x1060}, {0x1062, 0x1064},
+    {0x1067, 0x106D}, {0x1071, 0x1074}, {0x1082, 0x108D}, {0x108F, 0x108F}, {0x109A, 0x109D}, {0x135D, 0x135F},
+    {0x1712, 0x1715}, {0x1732, 0x1734}, {0x1752, 0x1753}, {0x1772, 0x1773}, {0x17B4, 0x17D3}, {0x17DD, 0x17DD},
+    {0x180B, 0x180D}, {0x180F, 0x180F}, {0x1885, 0x1886}, {0x18A9, 0x18A9}, {0x1920, 0x192B}, {0x1930, 0x193B},
+    {0x1A17, 0x1A1B}, {0x1A55, 0x1A5E}, {0x1A60, 0x1A7C}, {0x1A7F, 0x1A7F}, {0x1AB0, 0x1ADD}, {0x1AE0, 0x1AEB},
+    {0x1B00, 0x1B04}, {0x1B34, 0x1B44}, {0x1B6B, 0x1B73}, {0x1B80, 0x1B82}, {0x1BA1, 0x1BAD}, {0x1BE6, 0x1BF3},
+    {0x1C24, 0x1C37}, {0x1CD0, 0x1CD2}, {0x1CD4, 0x1CE8}, {0x1CED, 0x1CED}, {0x1CF4, 0x1CF4}, {0x1CF7, 0x1CF9},
+    {0x1DC0, 0x1DFF}, {0x20D0, 0x20F0}, {0x2CEF, 0x2CF1}, {0x2D7F, 0x2D7F}, {0x2DE0, 0x2DFF}, {0x302A, 0x302F},
+    {0x3099, 0x309A}, {0xA66F, 0xA672}, {0xA674, 0xA67D}, {0xA69E, 0xA69F}, {0xA6F0, 0xA6F1}, {0xA802, 0xA802},
+    {0xA806, 0xA806}, {0xA80B, 0xA80B}, {0xA823, 0xA827}, {0xA82C, 0xA82C}, {0xA880, 0xA881}, {0xA8B4, 0xA8C5},
+    {0xA8E0, 0xA8F1}, {0xA8FF, 0xA8FF}, {0xA926, 0xA92D}, {0xA947, 0xA953}, {0xA980, 0xA983}, {0xA9B3, 0xA9C0},
+    {0xA9E5, 0xA9E5}, {0xAA29, 0xAA36}, {0xAA43, 0xAA43}, {0xAA4C, 0xAA4D}, {0xAA7B, 0xAA7D}, {0xAAB0, 0xAAB0},
+    {0xAAB2, 0xAAB4}, {0xAAB7, 0xAAB8}, {0xAABE, 0xAABF}, {0xAAC1, 0xAAC1}, {0xAAEB, 0xAAEF}, {0xAAF5, 0xAAF6},
+    {0xABE3, 0xABEA}, {0xABEC, 0xABED}, {0xFB1E, 0xFB1E}, {0xFE00, 0xFE0F}, {0xFE20, 0xFE2F}, {0x101FD, 0x101FD},
+    {0x102E0, 0x102E0}, {0x10376, 0x1037A}, {0x10A01, 0x10A03}, {0x10A05, 0x10A06}, {0x10A0C, 0x10A0F}, {0x10A38, 0x10A3A},
+    {0x10A3F, 0x10A3F}, {0x10AE5, 0x10AE6}, {0x10D24, 0x10D27}, {0x10D69, 0x10D6D}, {0x10EAB, 0x10EAC}, {0x10EFA, 0x10EFF},
+    {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11000, 0x11002}, {0x11038, 0x11046}, {0x11070, 0x11070}, {0x11073, 0x11074},
+    {0x1107F, 0x11082}, {0x110B0, 0x110BA}, {0x110C2, 0x110C2}, {0x11100, 0x11102}, {0x11127, 0x11134}, {0x11145, 0x11146},
+    {0x11173, 0x11173}, {0x11180, 0x11182}, {0x111B3, 0x111C0}, {0x111C9, 0x111CC}, {0x111CE, 0x111CF}, {0x1122C, 0x11237},
+    {0x1123E, 0x1123E}, {0x11241, 0x11241}, {0x112DF, 0x112EA}, {0x11300, 0x11303}, {0x1133B, 0x1133C}, {0x1133E, 0x11344},
+    {0x11347, 0x11348}, {0x1134B, 0x1134D}, {0x11357, 0x11357}, {0x11362, 0x11363}, {0x11366, 0x1136C}, {0x11370, 0x11374},
+    {0x113B8, 0x113C0}, {0x113C2, 0x113C2}, {0x113C5, 0x113C5}, {0x113C7, 0x113CA}, {0x113CC, 0x113D0}, {0x113D2, 0x113D2},
+    {0x113E1, 0x113E2}, {0x11435, 0x11446}, {0x1145E, 0x1145E}, {0x114B0, 0x114C3}, {0x115AF, 0x115B5}, {0x115B8, 0x115C0},
+    {0x115DC, 0x115DD}, {0x11630, 0x11640}, {0x116AB, 0x116B7}, {0x1171D, 0x1172B}, {0x1182C, 0x1183A}, {0x11930, 0x11935},
+    {0x11937, 0x11938}, {0x1193B, 0x1193E}, {0x11940, 0x11940}, {0x11942, 0x11943}, {0x119D1, 0x119D7}, {0x119DA, 0x119E0},
+    {0x119E4, 0x119E4}, {0x11A01, 0x11A0A}, {0x11A33, 0x11A39}, {0x11A3B, 0x11A3E}, {0x11A47, 0x11A47}, {0x11A51, 0x11A5B},
+    {0x11A8A, 0x11A99}, {0x11B60, 0x11B67}, {0x11C2F, 0x11C36}, {0x11C38, 0x11C3F}, {0x11C92, 0x11CA7}, {0x11CA9, 0x11CB6},
+    {0x11D31, 0x11D36}, {0x11D3A, 0x11D3A}, {0x11D3C, 0x11D3D}, {0x11D3F, 0x11D45}, {0x11D47, 0x11D47}, {0x11D8A, 0x11D8E},
+    {0x11D90, 0x11D91}, {0x11D93, 0x11D97}, {0x11EF3, 0x11EF6}, {0x11F00, 0x11F01}, {0x11F03, 0x11F03}, {0x11F34, 0x11F3A},
+    {0x11F3E, 0x11F42}, {0x11F5A, 0x11F5A}, {0x13440, 0x13440}, {0x13447, 0x13455}, {0x1611E, 0x1612F}, {0x16AF0, 0x16AF4},
+    {0x16B30, 0x16B36}, {0x16F4F, 0x16F4F}, {0x16F51, 0x16F87}, {0x16F8F, 0x16F92}, {0x16FE4, 0x16FE4}, {0x16FF0, 0x16FF1},
+    {0x1BC9D, 0x1BC9E}, {0x1CF00, 0x1CF2D}, {0x1CF30, 0x1CF46}, {0x1D165, 0x1D169}, {0x1D16D, 0x1D172}, {0x1D17B, 0x1D182},
+    {0x1D185, 0x1D18B}, {0x1D1AA, 0x1D1AD}, {0x1D242, 0x1D244}, {0x1DA00, 0x1DA36}, {0x1DA3B, 0x1DA6C}, {0x1DA75, 0x1DA75},
+    {0x1DA84, 0x1DA84}, {0x1DA9B, 0x1DA9F}, {0x1DAA1, 0x1DAAF}, {0x1E000, 0x1E006}, {0x1E008, 0x1E018}, {0x1E01B, 0x1E021},
+    {0x1E023, 0x1E024}, {0x1E026, 0x1E02A}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF},
+    {0x1E4EC, 0x1E4EF}, {0x1E5EE, 0x1E5EF}, {0x1E6E3, 0x1E6E3}, {0x1E6E6, 0x1E6E6}, {0x1E6EE, 0x1E6EF}, {0x1E6F5, 0x1E6F5},
+    {0x1E8D0, 0x1E8D6}, {0x1E944, 0x1E94A}, {0xE0100, 0xE01EF},
+};
+// letters by case: first, last, kind (1 Lu/Lt, 2 Ll, 3 and 4 alternating from Lu/Lt or Ll): 305 rows
+static const uint32_t unicode_letter_cases[][3] = {
+    {0x0041, 0x005A, 1}, {0x0061, 0x007A, 2}, {0x00B5, 0x00B5, 2}, {0x00C0, 0x00D6, 1}, {0x00D8, 0x00DE, 1},
+    {0x00DF, 0x00F6, 2}, {0x00F8, 0x00FF, 2}, {0x0100, 0x0137, 3}, {0x0138, 0x0148, 4}, {0x0149, 0x0178, 4},
+    {0x0179, 0x017E, 3}, {0x017F, 0x0180, 2}, {0x0181, 0x0182, 1}, {0x0183, 0x0186, 4}, {0x0187, 0x0189, 3},
+    {0x018A, 0x018B, 1}, {0x018C, 0x018D, 2}, {0x018E, 0x0191, 1}, {0x0192, 0x0192, 2}, {0x0193, 0x0194, 1},
+    {0x0195, 0x0195, 2}, {0x0196, 0x0198, 1}, {0x0199, 0x019B, 2}, {0x019C, 0x019D, 1}, {0x019E, 0x019E, 2},
+    {0x019F, 0x01A0, 1}, {0x01A1, 0x01A6, 4}, {0x01A7, 0x01AA, 3}, {0x01AB, 0x01AE, 4}, {0x01AF, 0x01B1, 3},
+    {0x01B2, 0x01B3, 1}, {0x01B4, 0x01B7, 4}, {0x01B8, 0x01B8, 1}, {0x01B9, 0x01BA, 2}, {0x01BC, 0x01BC, 1},
+    {0x01BD, 0x01BF, 2}, {0x01C4, 0x01C5, 1}, {0x01C6, 0x01C6, 2}, {0x01C7, 0x01C8, 1}, {0x01C9, 0x01C9, 2},
+    {0x01CA, 0x01CB, 1}, {0x01CC, 0x01DC, 4}, {0x01DD, 0x01EF, 4}, {0x01F0, 0x01F0, 2}, {0x01F1, 0x01F2, 1},
+    {0x01F3, 0x01F6, 4}, {0x01F7, 0x01F8, 1}, {0x01F9, 0x0233, 4}, {0x0234, 0x0239, 2}, {0x023A, 0x023B, 1},
+    {0x023C, 0x023C, 2}, {0x023D, 0x023E, 1}, {0x023F, 0x0240, 2}, {0x0241, 0x0243, 3}, {0x0244, 0x0246, 1},
+    {0x0247, 0x024F, 4}, {0x0250, 0x0293, 2}, {0x0296, 0x02AF, 2}, {0x0370, 0x0373, 3}, {0x0376, 0x0376, 1},
+    {0x0377, 0x0377, 2}, {0x037B, 0x037D, 2}, {0x037F, 0x037F, 1}, {0x0386, 0x0386, 1}, {0x0388, 0x038A, 1},
+    {0x038C, 0x038C, 1}, {0x038E, 0x038F, 1}, {0x0390, 0x0390, 2}, {0x0391, 0x03A1, 1}, {0x03A3, 0x03AB, 1},
+    {0x03AC, 0x03CE, 2}, {0x03CF, 0x03CF, 1}, {0x03D0, 0x03D1, 2}, {0x03D2, 0x03D4, 1}, {0x03D5, 0x03D7, 2},
+    {0x03D8, 0x03EF, 3}, {0x03F0, 0x03F3, 2}, {0x03F4, 0x03F4, 1}, {0x03F5, 0x03F5, 2}, {0x03F7, 0x03F9, 3},
+    {0x03FA, 0x03FA, 1}, {0x03FB, 0x03FC, 2}, {0x03FD, 0x042F, 1}, {0x0430, 0x045F, 2}, {0x0460, 0x0481, 3},
+    {0x048A, 0x04C0, 3}, {0x04C1, 0x04CE, 3}, {0x04CF, 0x052F, 4}, {0x0531, 0x0556, 1}, {0x0560, 0x0588, 2},
+    {0x10A0, 0x10C5, 1}, {0x10C7, 0x10C7, 1}, {0x10CD, 0x10CD, 1}, {0x10D0, 0x10FA, 2}, {0x10FD, 0x10FF, 2},
+    {0x13A0, 0x13F5, 1}, {0x13F8, 0x13FD, 2}, {0x1C80, 0x1C88, 2}, {0x1C89, 0x1C89, 1}, {0x1C8A, 0x1C8A, 2},
+    {0x1C90, 0x1CBA, 1}, {0x1CBD, 0x1CBF, 1}, {0x1D00, 0x1D2B, 2}, {0x1D6B, 0x1D77, 2}, {0x1D79, 0x1D9A, 2},
+    {0x1E00, 0x1E95, 3}, {0x1E96, 0x1E9D, 2}, {0x1E9E, 0x1EFF, 3}, {0x1F00, 0x1F07, 2}, {0x1F08, 0x1F0F, 1},
+    {0x1F10, 0x1F15, 2}, {0x1F18, 0x1F1D, 1}, {0x1F20, 0x1F27, 2}, {0x1F28, 0x1F2F, 1}, {0x1F30, 0x1F37, 2},
+    {0x1F38, 0x1F3F, 1}, {0x1F40, 0x1F45, 2}, {0x1F48, 0x1F4D, 1}, {0x1F50, 0x1F57, 2}, {0x1F59, 0x1F59, 1},
+    {0x1F5B, 0x1F5B, 1}, {0x1F5D, 0x1F5D, 1}, {0x1F5F, 0x1F5F, 1}, {0x1F60, 0x1F67, 2}, {0x1F68, 0x1F6F, 1},
+    {0x1F70, 0x1F7D, 2}, {0x1F80, 0x1F87, 2}, {0x1F88, 0x1F8F, 1}, {0x1F90, 0x1F97, 2}, {0x1F98, 0x1F9F, 1},
+    {0x1FA0, 0x1FA7, 2}, {0x1FA8, 0x1FAF, 1}, {0x1FB0, 0x1FB4, 2}, {0x1FB6, 0x1FB7, 2}, {0x1FB8, 0x1FBC, 1},
+    {0x1FBE, 0x1FBE, 2}, {0x1FC2, 0x1FC4, 2}, {0x1FC6, 0x1FC7, 2}, {0x1FC8, 0x1FCC, 1}, {0x1FD0, 0x1FD3, 2},
+    {0x1FD6, 0x1FD7, 2}, {0x1FD8, 0x1FDB, 1}, {0x1FE0, 0x1FE7, 2}, {0x1FE8, 0x1FEC, 1}, {0x1FF2, 0x1FF4, 2},
+    {0x1FF6, 0x1FF7, 2}, {0x1FF8, 0x1FFC, 1}, {0x2102, 0x2102, 1}, {0x2107, 0x2107, 1}, {0x210A, 0x210A, 2},
+    {0x210B, 0x210D, 1}, {0x210E, 0x210F, 2}, {0x2110, 0x2112, 1}, {0x2113, 0x2113, 2}, {0x2115, 0x2115, 1},
+    {0x2119, 0x211D, 1}, {0x2124, 0x2124, 1}, {0x2126, 0x2126, 1}, {0x2128, 0x2128, 1}, {0x212A, 0x212D, 1},
+    {0x212F, 0x212F, 2}, {0x2130, 0x2133, 1}, {0x2134, 0x2134, 2}, {0x2139, 0x2139, 2}, {0x213C, 0x213D, 2},
+    {0x213E, 0x213F, 1}, {0x2145, 0x2145, 1}, {0x2146, 0x2149, 2}, {0x214E, 0x214E, 2}, {0x2183, 0x2183, 1},
+    {0x2184, 0x2184, 2}, {0x2C00, 0x2C2F, 1}, {0x2C30, 0x2C5F, 2}, {0x2C60, 0x2C62, 3}, {0x2C63, 0x2C64, 1},
+    {0x2C65, 0x2C66, 2}, {0x2C67, 0x2C6D, 3}, {0x2C6E, 0x2C70, 1}, {0x2C71, 0x2C73, 4}, {0x2C74, 0x2C76, 4},
+    {0x2C77, 0x2C7B, 2}, {0x2C7E, 0x2C80, 1}, {0x2C81, 0x2CE3, 4}, {0x2CE4, 0x2CE4, 2}, {0x2CEB, 0x2CEE, 3},
+    {0x2CF2, 0x2CF2, 1}, {0x2CF3, 0x2CF3, 2}, {0x2D00, 0x2D25, 2}, {0x2D27, 0x2D27, 2}, {0x2D2D, 0x2D2D, 2},
+    {0xA640, 0xA66D, 3}, {0xA680, 0xA69B, 3}, {0xA722, 0xA72F, 3}, {0xA730, 0xA731, 2}, {0xA732, 0xA76F, 3},
+    {0xA771, 0xA778, 2}, {0xA779, 0xA77D, 3}, {0xA77E, 0xA787, 3}, {0xA78B, 0xA78E, 3}, {0xA790, 0xA793, 3},
+    {0xA794, 0xA795, 2}, {0xA796, 0xA7AA, 3}, {0xA7AB, 0xA7AE, 1}, {0xA7AF, 0xA7AF, 2}, {0xA7B0, 0xA7B4, 1},
+    {0xA7B5, 0xA7C4, 4}, {0xA7C5, 0xA7C7, 1}, {0xA7C8, 0xA7CB, 4}, {0xA7CC, 0xA7DC, 3}, {0xA7F5, 0xA7F5, 1},
+    {0xA7F6, 0xA7F6, 2}, {0xA7FA, 0xA7FA, 2}, {0xAB30, 0xAB5A, 2}, {0xAB60, 0xAB68, 2}, {0xAB70, 0xABBF, 2},
+    {0xFB00, 0xFB06, 2}, {0xFB13, 0xFB17, 2}, {0xFF21, 0xFF3A, 1}, {0xFF41, 0xFF5A, 2}, {0x10400, 0x10427, 1},
+    {0x10428, 0x1044F, 2}, {0x104B0, 0x104D3, 1}, {0x104D8, 0x104FB, 2}, {0x10570, 0x1057A, 1}, {0x1057C, 0x1058A, 1},
+    {0x1058C, 0x10592, 1}, {0x10594, 0x10595, 1}, {0x10597, 0x105A1, 2}, {0x105A3, 0x105B1, 2}, {0x105B3, 0x105B9, 2},
+    {0x105BB, 0x105BC, 2}, {0x10C80, 0x10CB2, 1}, {0x10CC0, 0x10CF2, 2}, {0x10D50, 0x10D65, 1}, {0x10D70, 0x10D85, 2},
+    {0x118A0, 0x118BF, 1}, {0x118C0, 0x118DF, 2}, {0x16E40, 0x16E5F, 1}, {0x16E60, 0x16E7F, 2}, {0x16EA0, 0x16EB8, 1},
+    {0x16EBB, 0x16ED3, 2}, {0x1D400, 0x1D419, 1}, {0x1D41A, 0x1D433, 2}, {0x1D434, 0x1D44D, 1}, {0x1D44E, 0x1D454, 2},
+    {0x1D456, 0x1D467, 2}, {0x1D468, 0x1D481, 1}, {0x1D482, 0x1D49B, 2}, {0x1D49C, 0x1D49C, 1}, {0x1D49E, 0x1D49F, 1},
+    {0x1D4A2, 0x1D4A2, 1}, {0x1D4A5, 0x1D4A6, 1}, {0x1D4A9, 0x1D4AC, 1}, {0x1D4AE, 0x1D4B5, 1}, {0x1D4B6, 0x1D4B9, 2},
+    {0x1D4BB, 0x1D4BB, 2}, {0x1D4BD, 0x1D4C3, 2}, {0x1D4C5, 0x1D4CF, 2}, {0x1D4D0, 0x1D4E9, 1}, {0x1D4EA, 0x1D503, 2},
+    {0x1D504, 0x1D505, 1}, {0x1D507, 0x1D50A, 1}, {0x1D50D, 0x1D514, 1}, {0x1D516, 0x1D51C, 1}, {0x1D51E, 0x1D537, 2},
+    {0x1D538, 0x1D539, 1}, {0x1D53B, 0x1D53E, 1}, {0x1D540, 0x1D544, 1}, {0x1D546, 0x1D546, 1}, {0x1D54A, 0x1D550, 1},
+    {0x1D552, 0x1D56B, 2}, {0x1D56C, 0x1D585, 1}, {0x1D586, 0x1D59F, 2}, {0x1D5A0, 0x1D5B9, 1}, {0x1D5BA, 0x1D5D3, 2},
+    {0x1D5D4, 0x1D5ED, 1}, {0x1D5EE, 0x1D607, 2}, {0x1D608, 0x1D621, 1}, {0x1D622, 0x1D63B, 2}, {0x1D63C, 0x1D655, 1},
+    {0x1D656, 0x1D66F, 2}, {0x1D670, 0x1D689, 1}, {0x1D68A, 0x1D6A5, 2}, {0x1D6A8, 0x1D6C0, 1}, {0x1D6C2, 0x1D6DA, 2},
+    {0x1D6DC, 0x1D6E1, 2}, {0x1D6E2, 0x1D6FA, 1}, {0x1D6FC, 0x1D714, 2}, {0x1D716, 0x1D71B, 2}, {0x1D71C, 0x1D734, 1},
+    {0x1D736, 0x1D74E, 2}, {0x1D750, 0x1D755, 2}, {0x1D756, 0x1D76E, 1}, {0x1D770, 0x1D788, 2}, {0x1D78A, 0x1D78F, 2},
+    {0x1D790, 0x1D7A8, 1}, {0x1D7AA, 0x1D7C2, 2}, {0x1D7C4, 0x1D7C9, 2}, {0x1D7CA, 0x1D7CA, 1}, {0x1D7CB, 0x1D7CB, 2},
+    {0x1DF00, 0x1DF09, 2}, {0x1DF0B, 0x1DF1E, 2}, {0x1DF25, 0x1DF2A, 2}, {0x1E900, 0x1E921, 1}, {0x1E922, 0x1E943, 2},
 };
 // NFC: code point, first, second (0: none), by code point: 2081 rows
 static const uint32_t unicode_decompositions[][3] = {
@@ -5817,8 +6229,81 @@ static size_t smollm_chunk_end(const char *text, size_t at, size_t end) {
     return gpt2_chunk_end(text, at, stretch_end);
 }
 
+// GPT-4o's (o200k) pre-tokenizer, the regex
+//   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?
+//   |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?
+//   |\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// as code, matched the way backtracking engines do (Hugging Face's, tiktoken's):
+// the first alternative that matches, each quantifier as long as the rest
+// still matches. The two word classes overlap: a letter of no case (\p{Lm},
+// \p{Lo}: CJK, Arabic...) and a mark (\p{M}) are in both, Lu and Lt only in
+// the first ("upper"), Ll only in the second ("lower").
+
+#define WORD_UPPER 1   // [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]
+#define WORD_LOWER 2   // [\p{Ll}\p{Lm}\p{Lo}\p{M}]
+
+// The word classes (WORD_*) of the character at text[at]; its length to *length.
+static int word_case_at(const char *text, size_t at, size_t end, int *length) {
+    uint32_t cp = decode_utf8((const unsigned char *)text + at, end - at, length);
+    int cls = char_class(cp);
+    if (cls == CHAR_OTHER) return in_ranges(cp, RANGES(unicode_marks)) ? WORD_UPPER | WORD_LOWER : 0;
+    if (cls != CHAR_LETTER) return 0;
+    if (cp < 0x80) return cp <= 'Z' ? WORD_UPPER : WORD_LOWER;
+    size_t low = 0, high = sizeof unicode_letter_cases / sizeof unicode_letter_cases[0];
+    while (low < high) {   // the row holding cp: its kind (1 upper, 2 lower, 3 and 4 alternating from upper or lower)
+        size_t mid = (low + high) / 2;
+        const uint32_t *row = unicode_letter_cases[mid];
+        if (cp < row[0]) high = mid;
+        else if (cp > row[1]) low = mid + 1;
+        else if (row[2] <= 2) return row[2] == 1 ? WORD_UPPER : WORD_LOWER;
+        else return ((cp - row[0]) % 2 == 0) == (row[2] == 3) ? WORD_UPPER : WORD_LOWER;
+    }
+    return WORD_UPPER | WORD_LOWER;   // no case: \p{Lm}, \p{Lo}
+}
+
+// Where a word starting at `from` ends, 0 if none does there: with
+// upper_first, [upper]+[lower]* (the second alternative); else
+// [upper]*[lower]+ (the first), whose [upper]* gives characters back until
+// [lower]+ matches: a run of upper ending in characters of both classes
+// ends after the last of them.
+static size_t o200k_word_end(const char *text, size_t from, size_t end, int upper_first) {
+    size_t at = from, after_last_lower = 0;
+    int length, word_case = 0;
+    for (; at < end && ((word_case = word_case_at(text, at, end, &length)) & WORD_UPPER); at += (size_t)length)
+        if (word_case & WORD_LOWER) after_last_lower = at + (size_t)length;
+    if (upper_first && at == from) return 0;
+    if (at < end && (word_case & WORD_LOWER)) {
+        while (at < end && (word_case_at(text, at, end, &length) & WORD_LOWER)) at += (size_t)length;
+        return at;
+    }
+    return upper_first ? at : after_last_lower;
+}
+
+static size_t o200k_chunk_end(const char *text, size_t at, size_t end) {
+    int length, next_length;
+    int cls = class_at(text, at, end, &length);
+    size_t next = at + (size_t)length;
+    // [^\r\n\p{L}\p{N}]? before a word: taken when the word matches after it, else left out
+    int may_lead = cls != CHAR_LETTER && cls != CHAR_NUMBER && !is_newline(text[at]);
+    for (int upper_first = 0; upper_first <= 1; upper_first++) {
+        size_t word = may_lead && next < end ? o200k_word_end(text, next, end, upper_first) : 0;
+        if (!word) word = o200k_word_end(text, at, end, upper_first);
+        if (word) return word < end ? word + contraction_length(text, word, end, 1) : word;
+    }
+    if (cls == CHAR_NUMBER) return skip_class(text, at, end, CHAR_NUMBER, 3);
+    // ' ?[^\s\p{L}\p{N}]+[\r\n/]*' : other characters, maybe after a space, then newlines and slashes
+    int next_cls = next < end ? class_at(text, next, end, &next_length) : -1;
+    if (cls == CHAR_OTHER || (text[at] == ' ' && next_cls == CHAR_OTHER)) {
+        size_t p = skip_class(text, cls == CHAR_OTHER ? at : next, end, CHAR_OTHER, INT_MAX);
+        while (p < end && (is_newline(text[p]) || text[p] == '/')) p++;
+        return p;
+    }
+    return whitespace_chunk_end(text, at, end, 1);
+}
+
 static size_t chunk_end(int split_rule, const char *text, size_t at, size_t end) {
     if (split_rule == SPLIT_GPT2) return gpt2_chunk_end(text, at, end);
+    if (split_rule == SPLIT_O200K) return o200k_chunk_end(text, at, end);
     if (split_rule == SPLIT_SMOLLM) return smollm_chunk_end(text, at, end);
     if (split_rule == SPLIT_QWEN) return llama3_chunk_end(text, at, end, 1);
     return llama3_chunk_end(text, at, end, 3);
@@ -6135,10 +6620,14 @@ static int encode(const Tokenizer *t, const char *text, int add_bos, int add_eos
 // checkpoint's header records the template's id.
 
 enum ChatTemplateId { CHAT_NOT_RECORDED, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_ZEPHYR, CHAT_QWEN3, CHAT_GEMMA,
-                      CHAT_PHI3, N_CHAT_TEMPLATES };
+                      CHAT_PHI3, CHAT_PHI4, CHAT_SMOLLM3, N_CHAT_TEMPLATES };
 
 #define TRIM_MESSAGES 1   // the template strips user and assistant messages of outer whitespace
 #define TRIM_SYSTEM 2     // and the system prompt
+#define TRIM_LEADING 4    // every message loses its leading whitespace: the token before it strips it (Phi-3's rstrip)
+#define SKIP_EMPTY_SYSTEM 8   // an empty system prompt is left out (Phi-3.5's "if message['content']")
+#define REPLY_THINK_TAGS 16   // <think> and </think> in a reply are the tokens (the template writes replies as they are)
+#define LSTRIP_REPLY_NEWLINES 32   // a reply loses its leading newlines (SmolLM3's content.lstrip("\n"))
 
 typedef struct {
     const char *name;
@@ -6150,14 +6639,38 @@ typedef struct {
     const char *generation;         // what starts the reply the model writes (add_generation_prompt)
     const char *closing;            // after the last message when no reply is asked for
     const char *end_of_turn;        // the token that ends a reply (EOS ends one too)
-    int trims;                      // TRIM_*
+    int trims;                      // what the template does to messages: TRIM_*, SKIP_EMPTY_SYSTEM, REPLY_THINK_TAGS, LSTRIP_REPLY_NEWLINES
     const char *think_open, *think_close;   // a reply's reasoning goes between these (Qwen3); NULL: none
+    // SmolLM3: a system turn opens every conversation. header: %s the date, the
+    // reasoning mode ("/think" or "/no_think"), then the system prompt without
+    // its switches, or instructions[thinking] when it is empty; header_override:
+    // the whole turn when the prompt says /system_override. With thinking off,
+    // replies and the generation prompt take the *_no_think formats. NULL: none.
+    const char *header, *header_override, *instructions[2];
+    const char *assistant_no_think, *generation_no_think;
 } ChatTemplate;
+
+#define SMOLLM3_THINKING_INSTRUCTIONS \
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves thoroughly " \
+    "exploring questions through a systematic thinking process before providing the final precise and accurate solutions. " \
+    "This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, " \
+    "backtracking, and iteration to develop well-considered thinking process. Please structure your response into two main " \
+    "sections: Thought and Solution using the specified format: <think> Thought section </think> Solution section. In the " \
+    "Thought section, detail your reasoning process in steps. Each step should include detailed considerations such as " \
+    "analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current " \
+    "steps, refining any errors, and revisiting previous steps. In the Solution section, based on various attempts, " \
+    "explorations, and reflections from the Thought section, systematically present the final solution that you deem " \
+    "correct. The Solution section should be logical, accurate, and concise and detail necessary steps needed to reach the " \
+    "conclusion.\n\n"
+
 
 // Each as its family's Jinja template renders it (test/data/chat.vectors and
 // test/test_chat_templates.sh hold them to it where the template ships in a
-// package). Phi-3's special tokens strip the whitespace after them when
-// Hugging Face tokenizes (rstrip), so its newlines are not written.
+// package or under test/data). Phi-3.5's special tokens strip the whitespace
+// after them when Hugging Face tokenizes (rstrip): its newlines are not
+// written, and a message loses its leading whitespace. Phi-4-mini's template
+// writes no newline, drops no empty system prompt, and its tokens strip
+// nothing.
 static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
     [CHAT_LLAMA2] = { .name = "llama2", .start = "", .user = "{bos}[INST] %s [/INST]",
                       .user_with_system = "{bos}[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", .assistant = " %s {eos}",
@@ -6184,7 +6697,21 @@ static const ChatTemplate chat_templates[N_CHAT_TEMPLATES] = {
                      .closing = "", .end_of_turn = "<end_of_turn>", .trims = TRIM_MESSAGES },
     [CHAT_PHI3] = { .name = "phi3", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
                     .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
+                    .end_of_turn = "<|end|>", .trims = TRIM_LEADING | SKIP_EMPTY_SYSTEM },
+    [CHAT_PHI4] = { .name = "phi4", .start = "", .system = "<|system|>%s<|end|>", .user = "<|user|>%s<|end|>",
+                    .assistant = "<|assistant|>%s<|end|>", .generation = "<|assistant|>", .closing = "{eos}",
                     .end_of_turn = "<|end|>", .trims = 0 },
+    // SmolLM3's template closes its system turn only when it lists tools: without, neither does this
+    [CHAT_SMOLLM3] = { .name = "smollm3", .start = "", .user = "<|im_start|>user\n%s<|im_end|>\n",
+                       .assistant = "<|im_start|>assistant\n%s<|im_end|>\n", .generation = "<|im_start|>assistant\n",
+                       .closing = "", .end_of_turn = "<|im_end|>", .trims = REPLY_THINK_TAGS | LSTRIP_REPLY_NEWLINES,
+                       .header = "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: %s\n"
+                                 "Reasoning Mode: %s\n\n## Custom Instructions\n\n",
+                       .header_override = "<|im_start|>system\n%s<|im_end|>\n",
+                       .instructions = { "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n",
+                                         SMOLLM3_THINKING_INSTRUCTIONS },
+                       .assistant_no_think = "<|im_start|>assistant\n<think>\n\n</think>\n%s<|im_end|>\n",
+                       .generation_no_think = "<|im_start|>assistant\n<think>\n\n</think>\n" },
 };
 
 #define TEMPLATE_NOTHING (-2)   // {bos} where the tokenizer starts no text with BOS
@@ -6277,7 +6804,13 @@ static char *stripped(const char *s, size_t length, const char *strip) {
 }
 
 #define WHITESPACE " \t\n\r\v\f"
-#define TRIMMED(s, trim) stripped((s), strlen(s), (trim) ? WHITESPACE : "")
+
+// A message as a template writes it: its outer whitespace stripped when trim,
+// its leading whitespace when leading; else as it is.
+static char *trimmed_message(const char *s, int trim, int leading) {
+    if (leading && !trim) s += strspn(s, WHITESPACE);
+    return stripped(s, strlen(s), trim ? WHITESPACE : "");
+}
 
 typedef struct {
     const char *role;        // "system", "user" or "assistant"
@@ -6301,7 +6834,7 @@ static void render_reply_with_reasoning(Rendering *r, const Tokenizer *t, const 
         reasoning = open, reasoning_length = (size_t)(first_close - open);
         content = close + 8;
     }
-    if (close || m->reasoning) content += strspn(content, "\n");
+    if (close || m->reasoning || keeps_reasoning) content += strspn(content, "\n");   // the template's lstrip('\n')
     char *reply = stripped(content, strlen(content), ""), *thought = stripped(reasoning, reasoning_length, "\n");
     if (keeps_reasoning) {
         const char *split = strstr(template->assistant, "%s");
@@ -6334,6 +6867,70 @@ static const char *check_chat_messages(const ChatMessage *messages, int n, int *
     return NULL;
 }
 
+// s without any of `what` (a new string).
+static char *without(const char *s, const char *what) {
+    char *out = xcalloc(strlen(s) + 1, 1, "chat message"), *o = out;
+    for (const char *at; (at = strstr(s, what)); s = at + strlen(what)) o += sprintf(o, "%.*s", (int)(at - s), s);
+    strcpy(o, s);
+    return out;
+}
+
+// s without its trailing whitespace, as Python's rstrip() (a new string).
+static char *rstripped(const char *s) {
+    size_t length = strlen(s);
+    while (length > 0 && strchr(WHITESPACE, s[length - 1])) length--;
+    return stripped(s, length, "");
+}
+
+// Whether a template with a header thinks: a system prompt's /no_think or
+// /think switches it, else the caller's choice does.
+static int chat_thinking(const ChatTemplate *template, const char *system, int thinking) {
+    if (!template->header || !system) return thinking;
+    return strstr(system, "/no_think") ? 0 : strstr(system, "/think") ? 1 : thinking;
+}
+
+// A header template's system turn (SmolLM3's), as its Jinja writes it.
+static void render_header(Rendering *r, const Tokenizer *t, const ChatTemplate *template, const char *system, int thinking) {
+    const char *none[] = { NULL };
+    char *no_switch = without(system ? system : "", "/no_think"), *instructions = without(no_switch, "/think");
+    char *custom = rstripped(instructions);
+    if (system && strstr(system, "/system_override")) {
+        char *no_override = without(custom, "/system_override"), *prompt = rstripped(no_override);
+        const char *fill[] = { prompt, NULL };
+        render_format(r, t, template->header_override, fill);
+        free(no_override), free(prompt);
+    } else {
+        char date[64];
+        time_t now = time(NULL);
+        struct tm local;   // localtime_r: the server renders on several threads
+        strftime(date, sizeof date, "%d %B %Y", localtime_r(&now, &local));   // strftime_now("%d %B %Y")
+        const char *fill[] = { date, thinking ? "/think" : "/no_think", NULL }, *text[] = { custom, NULL };
+        render_format(r, t, template->header, fill);
+        if (custom[0]) render_format(r, t, "%s\n\n", text);
+        else render_format(r, t, template->instructions[thinking ? 1 : 0], none);
+    }
+    free(no_switch), free(instructions), free(custom);
+}
+
+// A reply written as it is by a template that reads <think> and </think> in
+// it as the tokens (SmolLM3's): the format around it, the text between them.
+static void render_reply_tags(Rendering *r, const Tokenizer *t, const char *format, const char *reply) {
+    const char *none[] = { NULL }, *split = strstr(format, "%s");
+    char *before = stripped(format, (size_t)(split - format), "");
+    render_format(r, t, before, none);
+    while (*reply) {
+        const char *open = strstr(reply, "<think>"), *close = strstr(reply, "</think>");
+        const char *tag = !open ? close : !close || open < close ? open : close;
+        size_t length = tag ? (size_t)(tag - reply) : strlen(reply);
+        rendering_text(r, reply, length);
+        if (!tag) break;
+        render_format(r, t, tag == open ? "<think>" : "</think>", none);
+        reply = tag + (tag == open ? 7 : 8);
+    }
+    render_format(r, t, split + 2, none);
+    free(before);
+}
+
 // The messages rendered into r (a conversation's start included when start).
 static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate *template, const ChatMessage *messages,
                             int n, int start, int add_generation_prompt, int thinking) {
@@ -6341,8 +6938,14 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     int first, last_user;
     check_chat_messages(messages, n, &first, &last_user);
     if (start) render_format(r, t, template->start, none);
-    const char *system = first ? messages[0].content : NULL;
-    char *system_text = system ? TRIMMED(system, template->trims & TRIM_SYSTEM) : NULL;
+    const char *system = first && !(template->trims & SKIP_EMPTY_SYSTEM && !messages[0].content[0]) ? messages[0].content : NULL;
+    if (template->header) {   // the system prompt goes into the header (SmolLM3)
+        thinking = chat_thinking(template, system, thinking);
+        if (start) render_header(r, t, template, system, thinking);
+        system = NULL;
+    }
+    int leading = template->trims & TRIM_LEADING;
+    char *system_text = system ? trimmed_message(system, template->trims & TRIM_SYSTEM, leading) : NULL;
     if (system_text && template->system) {
         const char *fill[] = { system_text, NULL };
         render_format(r, t, template->system, fill);
@@ -6352,7 +6955,13 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
             render_reply_with_reasoning(r, t, template, &messages[i], i > last_user && i == n - 1);
             continue;
         }
-        char *text = TRIMMED(messages[i].content, template->trims & TRIM_MESSAGES);
+        if (strcmp(messages[i].role, "assistant") == 0 && template->trims & REPLY_THINK_TAGS) {
+            const char *reply = messages[i].content;
+            if (template->trims & LSTRIP_REPLY_NEWLINES) reply += strspn(reply, "\n");
+            render_reply_tags(r, t, !thinking && template->assistant_no_think ? template->assistant_no_think : template->assistant, reply);
+            continue;
+        }
+        char *text = trimmed_message(messages[i].content, template->trims & TRIM_MESSAGES, leading);
         int folds_system = i == first && system_text && !template->system;
         const char *fill[] = { folds_system ? system_text : text, text, NULL };
         if (folds_system) render_format(r, t, template->user_with_system, fill);
@@ -6361,7 +6970,7 @@ static void render_messages(Rendering *r, const Tokenizer *t, const ChatTemplate
     }
     free(system_text);
     if (add_generation_prompt) {
-        render_format(r, t, template->generation, none);
+        render_format(r, t, !thinking && template->generation_no_think ? template->generation_no_think : template->generation, none);
         if (template->think_open && !thinking) {   // an empty think block: the reply starts after it
             render_format(r, t, template->think_open, none);
             render_format(r, t, template->think_close, none);
@@ -6414,7 +7023,7 @@ static TokenList chat_turn(const Tokenizer *t, const ChatTemplate *template, int
     const char *none[] = { NULL };
     Rendering r = { .list = &list };
     render_format(&r, t, chat_after_reply(template), none);
-    render_messages(&r, t, template, messages + 1, 1, 0, 1, thinking);
+    render_messages(&r, t, template, messages + 1, 1, 0, 1, chat_thinking(template, system, thinking));
     rendering_flush(&r, t);
     free(r.text);
     return list;
@@ -6429,14 +7038,14 @@ static int chat_end_of_turn(const Tokenizer *t, const ChatTemplate *template) {
 
 // The template to chat with: the one named (--chat-template), else the one
 // the checkpoint records, else the one the vocabulary's special tokens
-// belong to (Llama 3's headers, ChatML's <|im_start|>, Gemma's turns, Phi-3's
-// <|user|>), else Llama 2's.
+// belong to (Llama 3's headers, ChatML's <|im_start|>, Gemma's turns, Phi's
+// <|user|>: Phi-4-mini's when byte-level), else Llama 2's.
 static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *name, uint32_t recorded, const char *path) {
     size_t length;
     int id = CHAT_LLAMA2;
     if (name) {
         for (id = 1; id < N_CHAT_TEMPLATES && strcmp(chat_templates[id].name, name) != 0; id++) {}
-        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3)", name);
+        if (id == N_CHAT_TEMPLATES) die("unknown chat template '%s' (llama2, llama3, chatml, zephyr, qwen3, gemma, phi3, phi4, smollm3)", name);
     } else if (recorded >= N_CHAT_TEMPLATES) {
         die("%s records chat template %u, which this program does not know: pass --chat-template NAME", path, recorded);
     } else if (recorded != CHAT_NOT_RECORDED) {
@@ -6448,7 +7057,7 @@ static const ChatTemplate *choose_chat_template(const Tokenizer *t, const char *
     } else if (special_token_at(t, "<start_of_turn>", &length) >= 0 && special_token_at(t, "<end_of_turn>", &length) >= 0) {
         id = CHAT_GEMMA;
     } else if (special_token_at(t, "<|user|>", &length) >= 0 && special_token_at(t, "<|end|>", &length) >= 0) {
-        id = CHAT_PHI3;
+        id = t->kind == TOKENIZER_BYTE_LEVEL ? CHAT_PHI4 : CHAT_PHI3;   // Phi-4-mini's o200k, Phi-3.5's Llama 2 pieces
     }
     if (chat_end_of_turn(t, &chat_templates[id]) < 0)
         die("chat template %s ends a reply with %s, which is no special token of %s's vocabulary", chat_templates[id].name,
@@ -6613,7 +7222,7 @@ static int read_line(const char *guide, char **line, size_t *capacity) {
 // one batch, then the reply is sampled and printed until the template's
 // end-of-turn token or EOS. That token goes in front of the next turn, so the
 // conversation stays in the KV cache, whole, until -n positions are used.
-// thinking: a template with a think block (Qwen3) lets the model think
+// thinking: a template with a think block (Qwen3, SmolLM3) lets the model think
 // (--think); off, each reply starts after an empty one.
 static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *cli_user_prompt,
                  const char *cli_system_prompt, int steps, const ChatTemplate *template, int thinking) {
@@ -7017,7 +7626,7 @@ static void usage(void) {
         "  -T <int>    threads, default: the big cores this process may use, less those busy\n"
         "  -k <string> KV cache: f16 (default) or q8 (int8, a scale per head: half the memory)\n"
         "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
-        "  --think     chat: let a model that thinks (Qwen3) think before it replies\n"
+        "  --think     chat: let a model that thinks (Qwen3, SmolLM3) think before it replies\n"
         "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
         "  --lookup <int>  speculative decoding, drafts of up to N tokens looked up in the text so far\n"
         "  --draft <file>  speculative decoding, drafts from a smaller checkpoint of the same vocabulary\n"

@@ -4,12 +4,13 @@ the text as tokens of the model's own tokenizer, a walk over it in fp32 one
 layer at a time, and what the walk serves: Block Influence, to rank the
 layers --drop-layers auto:N removes (ShortGPT), and calibrated rounding, each
 weight's error weighted by its input channel's activity, with AWQ's scaling
-(--awq) as a Source wrapper.
+(--awq) or SmoothQuant's (--smooth), and GPTQ and pruning (--gptq, --prune;
+convert/gptq.h does each matrix) layer by layer, as a Source wrapper.
 
 What it is not: the run-time forward pass (runq.c): this one is fp32, plain
 and only as fast as export needs.
 
-Include after: runq.c, json.h, convert/quantize.h, convert/source.h, convert/tokenizers.h, convert/sources.h, convert/write_checkpoint.h, convert/open_source.h.
+Include after: runq.c, json.h, convert/quantize.h, convert/source.h, convert/tokenizers.h, convert/sources.h, convert/write_checkpoint.h, convert/open_source.h, convert/gptq.h.
 */
 
 #ifndef EDGE_CONVERT_CALIBRATE_H
@@ -134,6 +135,7 @@ static int input_group(int kind) {
 typedef struct {             // what one layer's inputs looked like, per window
     int width[N_INPUT_GROUPS], offset[N_INPUT_GROUPS], row;   // a window's sums: row doubles, group g at offset[g]
     double *squares, *magnitudes;   // (windows, row) sums over the window's tokens of x_c^2 and |x_c|
+    float *maxima;           // (windows, row) the largest |x_c| of each window (SmoothQuant)
     int per_window;          // tokens of each window kept whole (0: none), for AWQ's search
     float *samples[N_INPUT_GROUPS];   // (windows * per_window, width)
 } InputRecord;
@@ -157,11 +159,13 @@ static void record_inputs(const LayerScratch *s, int group, const float *x, int 
     int width = r->width[group];
     double *squares = r->squares + s->window * r->row + r->offset[group];
     double *magnitudes = r->magnitudes + s->window * r->row + r->offset[group];
+    float *maxima = r->maxima + s->window * r->row + r->offset[group];
     for (int t = 0; t < T; t++)
         for (int c = 0; c < width; c++) {
             double v = x[(size_t)t * width + c];
             squares[c] += v * v;
             magnitudes[c] += fabs(v);
+            if (fabsf(x[(size_t)t * width + c]) > maxima[c]) maxima[c] = fabsf(x[(size_t)t * width + c]);
         }
     for (int j = 0; j < r->per_window; j++)   // spread over the window's positions
         memcpy(r->samples[group] + (s->window * r->per_window + j) * width, x + (size_t)(j * T / r->per_window) * width,
@@ -348,6 +352,7 @@ static Walk walk_start(Source *src, const TokenStream *tokens, int T, int max_wi
         for (int g = 0; g < N_INPUT_GROUPS; g++) { r->width[g] = widths[g]; r->offset[g] = r->row; r->row += widths[g]; }
         r->squares = xcalloc(w.n_windows * r->row, sizeof(double), "input statistics");
         r->magnitudes = xcalloc(w.n_windows * r->row, sizeof(double), "input statistics");
+        r->maxima = xcalloc(w.n_windows * r->row, sizeof(float), "input statistics");
         r->per_window = samples <= 0 ? 0 : (int)((samples + w.n_windows - 1) / w.n_windows);
         if (r->per_window > T) r->per_window = T;
         for (int g = 0; g < N_INPUT_GROUPS && r->per_window; g++)
@@ -401,6 +406,7 @@ static double walk_layer(Walk *walk, int l, float *const *w) {
         r->width[IN_FFN_DOWN] = walk->src->ffn_dim[l];
         memset(r->squares, 0, walk->n_windows * r->row * sizeof(double));
         memset(r->magnitudes, 0, walk->n_windows * r->row * sizeof(double));
+        memset(r->maxima, 0, walk->n_windows * r->row * sizeof(float));
     }
     LayerTask task = { walk, w, walk->src->ffn_dim[l] };
     pool_run(walk->pool, layer_task, &task);
@@ -415,6 +421,28 @@ static double walk_layer(Walk *walk, int l, float *const *w) {
     return influence;
 }
 
+// Layer l again, from the stream as it was before it (before: (windows, T,
+// dim)), with other weights (the layer as written: GPTQ's, pruned), nothing
+// recorded: the stream the next layer gets is the written model's.
+static void rewalk_layer(Walk *walk, int l, float *const *w, const float *before) {
+    memcpy(walk->stream, before, walk->n_windows * walk->T * walk->src->header.dim * sizeof(float));
+    int row = walk->record.row;
+    walk->record.row = 0;   // layer_task records nothing
+    LayerTask task = { walk, w, walk->src->ffn_dim[l] };
+    pool_run(walk->pool, layer_task, &task);
+    walk->record.row = row;
+}
+
+// The largest |x_c| of a recorded group over the walk's tokens, into out (width,).
+static void recorded_max(const Walk *walk, int group, float *out) {
+    const InputRecord *r = &walk->record;
+    for (int c = 0; c < r->width[group]; c++) {
+        out[c] = 0;
+        for (size_t window = 0; window < walk->n_windows; window++)
+            out[c] = fmaxf(out[c], r->maxima[window * r->row + r->offset[group] + c]);
+    }
+}
+
 // The mean over the walk's tokens of a recorded group's x_c^2 (squares) or
 // |x_c|, into out (width,).
 static void recorded_mean(const Walk *walk, int group, int squares, float *out) {
@@ -427,8 +455,10 @@ static void recorded_mean(const Walk *walk, int group, int squares, float *out) 
     }
 }
 
-// After the last layer: the mean x_c^2 of the final norm's output, the classifier's input, into out (dim,).
-static void walk_classifier_inputs(Walk *walk, float *out) {
+// After the last layer: the mean x_c^2 of the final norm's output, the
+// classifier's input, into out (dim,); and when all is not NULL, every
+// token's (n_tokens, dim) (GPTQ's classifier).
+static void walk_classifier_inputs(Walk *walk, float *out, float *all) {
     const FileHeader *h = &walk->src->header;
     int D = h->dim;
     const PlannedTensor *norm = NULL;
@@ -438,6 +468,7 @@ static void walk_classifier_inputs(Walk *walk, float *out) {
     for (long i = 0; i < walk->n_tokens; i++) {
         rmsnorm(xn, walk->stream + (size_t)i * D, weight, D, h->norm_eps);
         for (int c = 0; c < D; c++) sum[c] += (double)xn[c] * xn[c];
+        if (all) memcpy(all + (size_t)i * D, xn, (size_t)D * sizeof(float));
     }
     for (int c = 0; c < D; c++) out[c] = (float)(sum[c] / (double)walk->n_tokens);
     free(sum);
@@ -454,6 +485,7 @@ static void walk_end(Walk *walk) {
     free(walk->stream);
     free(walk->record.squares);
     free(walk->record.magnitudes);
+    free(walk->record.maxima);
     for (int g = 0; g < N_INPUT_GROUPS; g++) free(walk->record.samples[g]);
     free(walk->plan.tensors);
 }
@@ -701,89 +733,169 @@ static int wv_row_channel(const FileHeader *h, int r) {
     return r / h->head_dim * (h->n_heads / h->n_kv_heads) * h->head_dim + r % h->head_dim;
 }
 
-static void tie_query_heads(const FileHeader *h, float *activity) {
+// The channels of a KV head's query heads made to share one value: their
+// mean (AWQ's activity) or their largest (SmoothQuant's maxima).
+static void tie_query_heads(const FileHeader *h, float *values, int largest) {
     int hd = h->head_dim, group = h->n_heads / h->n_kv_heads;
     for (int kv = 0; kv < h->n_kv_heads; kv++)
         for (int d = 0; d < hd; d++) {
-            float sum = 0;
-            for (int k = 0; k < group; k++) sum += activity[(kv * group + k) * hd + d];
-            for (int k = 0; k < group; k++) activity[(kv * group + k) * hd + d] = sum / (float)group;
+            float sum = 0, most = 0;
+            for (int k = 0; k < group; k++) {
+                sum += values[(kv * group + k) * hd + d];
+                most = fmaxf(most, values[(kv * group + k) * hd + d]);
+            }
+            for (int k = 0; k < group; k++) values[(kv * group + k) * hd + d] = largest ? most : sum / (float)group;
         }
 }
 
-// Layer l's importance per input group, and with awq its scales, from the
-// walk's record of its inputs; w: its fp32 tensors; target: the types export
-// writes (an fp32 export searches for int4 of group 32). weighted: round with
-// the importance (else: AWQ alone, rounding as without --calib).
-static void calibrate_layer(Walk *walk, int l, float *const *w, const Plan *target, int awq, int weighted,
+// What export --calib does with the text (export.c's options).
+typedef struct {
+    int weighted;            // rounding errors weighted by each input channel's mean x^2 (else AWQ alone)
+    int awq;                 // AWQ's scales (--awq)
+    float smooth;            // SmoothQuant's alpha (--smooth; 0: none)
+    int gptq;                // GPTQ (--gptq)
+    Pruning prune;           // Wanda or SparseGPT (--prune, --sparsity): the decoder layers' matrices
+} CalibrationChoices;
+
+static const int group_kinds[N_INPUT_GROUPS][3] = { { K_WQ, K_WK, K_WV }, { K_WO }, { K_W1, K_W3 }, { K_W2 } };
+static const int group_counts[N_INPUT_GROUPS] = { 3, 1, 2, 1 };
+
+// AWQ's samples of input group g, n of them: AWQ_SAMPLES tokens spread over
+// the windows. They are the walk's own when it keeps that many; GPTQ's walk
+// keeps every token, and the same positions are picked out (a copy, *copy set).
+static float *awq_samples(const Walk *walk, int g, int *n, int *copy) {
+    const InputRecord *r = &walk->record;
+    int per_window = (int)((AWQ_SAMPLES + walk->n_windows - 1) / walk->n_windows), width = r->width[g];
+    if (per_window > walk->T) per_window = walk->T;
+    *n = (int)walk->n_windows * per_window;
+    *copy = r->per_window != per_window;
+    if (!*copy) return r->samples[g];
+    if (r->per_window != walk->T) die("internal error: the walk kept %d tokens a window", r->per_window);
+    float *x = xcalloc((size_t)*n * width, sizeof(float), "AWQ");
+    for (size_t window = 0; window < walk->n_windows; window++)
+        for (int j = 0; j < per_window; j++)
+            memcpy(x + (window * per_window + j) * width, r->samples[g] + (window * walk->T + (size_t)(j * walk->T / per_window)) * width,
+                   (size_t)width * sizeof(float));
+    return x;
+}
+
+// ---- SmoothQuant (Xiao et al. 2023; export --smooth ALPHA). int8
+// activations lose their precision to the few channels far larger than the
+// rest; s_c = max|x_c|^alpha / max|w_c|^(1 - alpha), max|w_c| the largest
+// weight of column c in the matrices that read the input, moves part of that
+// range into the weights: the columns are scaled up by s_c and the input down
+// by s_c where it is made, folded as AWQ's scales are (the function in fp32 is
+// unchanged). Like the paper, the inputs the norms make are smoothed (wq wk
+// wv, w1 w3); the other two (wo's, w2's) are not: see docs/QUANTIZATION.md.
+static int smoothed_group(int g) { return g == IN_ATTENTION || g == IN_FFN; }
+
+static void smooth_scales(const Walk *walk, int l, int g, float *const *w, float alpha, float *scale) {
+    int width = walk->record.width[g];
+    float *act = xcalloc((size_t)width, sizeof(float), "SmoothQuant"), *wmax = xcalloc((size_t)width, sizeof(float), "SmoothQuant");
+    recorded_max(walk, g, act);
+    for (int i = 0; i < group_counts[g]; i++) {
+        const float *m = w[group_kinds[g][i]];
+        int rows = (int)planned_tensor(&walk->plan, group_kinds[g][i], l)->entry.rows;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < width; c++) wmax[c] = fmaxf(wmax[c], fabsf(m[(size_t)r * width + c]));
+    }
+    for (int c = 0; c < width; c++)
+        scale[c] = act[c] > 0 && wmax[c] > 0 ? (float)(pow(act[c], alpha) / pow(wmax[c], 1 - alpha)) : 1.0f;
+    free(act);
+    free(wmax);
+}
+
+// Layer l's importance per input group, and its scales (AWQ's or
+// SmoothQuant's), from the walk's record of its inputs; w: its fp32 tensors;
+// target: the types export writes (an fp32 export searches for int4 of group 32).
+static void calibrate_layer(Walk *walk, int l, float *const *w, const Plan *target, const CalibrationChoices *choices,
                             LayerCalibration *out) {
-    static const int kinds[N_INPUT_GROUPS][3] = { { K_WQ, K_WK, K_WV }, { K_WO }, { K_W1, K_W3 }, { K_W2 } };
-    static const int counts[N_INPUT_GROUPS] = { 3, 1, 2, 1 };
     const InputRecord *r = &walk->record;
     for (int g = 0; g < N_INPUT_GROUPS; g++) {
         int width = r->width[g];
-        if (weighted) {
+        if (choices->weighted) {
             out->importance[g] = xcalloc((size_t)width, sizeof(float), "importance");
             recorded_mean(walk, g, 1, out->importance[g]);
         }
-        if (!awq) continue;
-        RoundedMatrix m[3];
-        for (int i = 0; i < counts[g]; i++) {
-            const TensorEntry *e = &planned_tensor(target, kinds[g][i], l)->entry;
-            int quantized = is_quantized(e->type);
-            m[i] = (RoundedMatrix){ w[kinds[g][i]], (int)e->rows, (int)e->cols, quantized ? (int)e->type : TYPE_Q4,
-                                    quantized ? (int)e->group_size : Q_BLOCK };
+        if (choices->smooth > 0 && smoothed_group(g)) {
+            out->scale[g] = xcalloc((size_t)width, sizeof(float), "SmoothQuant");
+            smooth_scales(walk, l, g, w, choices->smooth, out->scale[g]);
         }
-        float *activity = xcalloc((size_t)width, sizeof(float), "AWQ");
-        recorded_mean(walk, g, 0, activity);
-        if (g == IN_ATTENTION_OUT) tie_query_heads(&walk->src->header, activity);
-        out->scale[g] = xcalloc((size_t)width, sizeof(float), "AWQ");
-        out->alpha[g] = awq_search(walk, m, counts[g], activity, out->importance[g], r->samples[g],
-                                   (int)walk->n_windows * r->per_window, out->scale[g]);
-        for (int c = 0; weighted && c < width; c++) out->importance[g][c] /= out->scale[g][c] * out->scale[g][c];
-        free(activity);
+        if (choices->awq) {
+            RoundedMatrix m[3];
+            for (int i = 0; i < group_counts[g]; i++) {
+                const TensorEntry *e = &planned_tensor(target, group_kinds[g][i], l)->entry;
+                int quantized = is_quantized(e->type);
+                m[i] = (RoundedMatrix){ w[group_kinds[g][i]], (int)e->rows, (int)e->cols, quantized ? (int)e->type : TYPE_Q4,
+                                        quantized ? (int)e->group_size : Q_BLOCK };
+            }
+            float *activity = xcalloc((size_t)width, sizeof(float), "AWQ");
+            recorded_mean(walk, g, 0, activity);
+            if (g == IN_ATTENTION_OUT) tie_query_heads(&walk->src->header, activity, 0);
+            out->scale[g] = xcalloc((size_t)width, sizeof(float), "AWQ");
+            int n, copy;
+            float *x = awq_samples(walk, g, &n, &copy);
+            out->alpha[g] = awq_search(walk, m, group_counts[g], activity, out->importance[g], x, n, out->scale[g]);
+            if (copy) free(x);
+            free(activity);
+        }
+        for (int c = 0; choices->weighted && out->scale[g] && c < width; c++)
+            out->importance[g][c] /= out->scale[g][c] * out->scale[g][c];   // of x / s
     }
 }
 
-// ---- Source: the wrapped source's tensors with AWQ's scales folded in, and
-// each matrix's importance for quantize_row.
+// ---- Source: the wrapped source's tensors with the scales folded in (AWQ's
+// or SmoothQuant's), each matrix's importance for quantize_row, and the
+// matrices GPTQ or pruning did from the spill.
 
 typedef struct {
     Source base;
     LayerCalibration *layers;       // (n_layers,)
     float *classifier_importance;   // (dim,) mean x_c^2 of the final norm's output (NULL: unweighted)
-    int awq, quiet;
+    int scaled, quiet;       // scaled: AWQ's or SmoothQuant's scales folded in
     int copied;              // tensors whose codes were copied from the source: they are not re-rounded
+    int spilled;             // GPTQ or pruning wrote the spill
+    Spill spill;
     char description[300];
 } CalibratedSource;
 
-// Rows [begin, end) of t times AWQ's scales: a matrix's columns up by its
+// Rows [begin, end) of t times the scales: a matrix's columns up by its
 // input's s_c; what makes an input down by it (the norms' weights; wv's rows
-// for wo, w3's rows for w2).
+// for wo, w3's rows for w2). An input group without scales is left alone.
 static void fold_awq_scales(const CalibratedSource *cs, const PlannedTensor *t, int begin, int end, float *out) {
     const LayerCalibration *lc = &cs->layers[t->layer];
     const FileHeader *h = &cs->base.header;
     int cols = (int)t->entry.cols, g = input_group(t->kind);
+    const float *attention = lc->scale[IN_ATTENTION], *attention_out = lc->scale[IN_ATTENTION_OUT];
+    const float *ffn = lc->scale[IN_FFN], *ffn_down = lc->scale[IN_FFN_DOWN];
     for (int r = begin; r < end; r++) {
         float *row = out + (size_t)(r - begin) * cols;
-        if (g >= 0) for (int c = 0; c < cols; c++) row[c] *= lc->scale[g][c];
-        if (t->kind == K_ATTN_NORM) for (int c = 0; c < cols; c++) row[c] /= lc->scale[IN_ATTENTION][c];
-        if (t->kind == K_FFN_NORM) for (int c = 0; c < cols; c++) row[c] /= lc->scale[IN_FFN][c];
-        if (t->kind == K_WV) for (int c = 0; c < cols; c++) row[c] /= lc->scale[IN_ATTENTION_OUT][wv_row_channel(h, r)];
-        if (t->kind == K_W3) for (int c = 0; c < cols; c++) row[c] /= lc->scale[IN_FFN_DOWN][r];
+        if (g >= 0 && lc->scale[g]) for (int c = 0; c < cols; c++) row[c] *= lc->scale[g][c];
+        if (t->kind == K_ATTN_NORM && attention) for (int c = 0; c < cols; c++) row[c] /= attention[c];
+        if (t->kind == K_FFN_NORM && ffn) for (int c = 0; c < cols; c++) row[c] /= ffn[c];
+        if (t->kind == K_WV && attention_out) for (int c = 0; c < cols; c++) row[c] /= attention_out[wv_row_channel(h, r)];
+        if (t->kind == K_W3 && ffn_down) for (int c = 0; c < cols; c++) row[c] /= ffn_down[r];
     }
+}
+
+static const SpilledTensor *spilled_tensor(const CalibratedSource *cs, const PlannedTensor *t) {
+    return cs->spilled ? spill_find(&cs->spill, t->kind, t->layer) : NULL;
 }
 
 static void calibrated_read_rows(Source *src, const PlannedTensor *t, int begin, int end, float *out) {
     CalibratedSource *cs = src->impl;
+    const SpilledTensor *spilled = spilled_tensor(cs, t);
+    if (spilled) { spill_read_rows(&cs->spill, spilled, begin, end, out); return; }
     cs->base.read_rows(&cs->base, t, begin, end, out);
-    if (cs->awq && t->layer >= 0) fold_awq_scales(cs, t, begin, end, out);
+    if (cs->scaled && t->layer >= 0) fold_awq_scales(cs, t, begin, end, out);
 }
 
 static int calibrated_read_codes(Source *src, const PlannedTensor *t, int type, int group_size, int begin, int end,
                                  uint8_t *codes, uint16_t *scales) {
     CalibratedSource *cs = src->impl;
-    if ((cs->awq && t->layer >= 0) || !cs->base.read_codes) return 0;
+    const SpilledTensor *spilled = spilled_tensor(cs, t);
+    if (spilled) return spill_read_codes(&cs->spill, spilled, type, group_size, begin, end, codes, scales);
+    if ((cs->scaled && t->layer >= 0) || !cs->base.read_codes) return 0;
     int copied = cs->base.read_codes(&cs->base, t, type, group_size, begin, end, codes, scales);
     if (copied && begin == 0) __atomic_fetch_add(&cs->copied, 1, __ATOMIC_RELAXED);   // export's threads share the source
     return copied;
@@ -812,61 +924,171 @@ static void calibrated_close(Source *src) {
         for (int g = 0; g < N_INPUT_GROUPS; g++) { free(cs->layers[l].importance[g]); free(cs->layers[l].scale[g]); }
     free(cs->layers);
     free(cs->classifier_importance);
+    if (cs->spilled) spill_close(&cs->spill);
     free(cs);   // the shapes (ffn_dim) stay the wrapped source's, which free_source frees
+}
+
+// ---- GPTQ and pruning, layer by layer (export --gptq, --prune). Each matrix
+// of layer l is done by convert/gptq.h against the Hessian of the inputs the
+// walk recorded for it (every token of the text; divided by the layer's
+// scales when AWQ or SmoothQuant fold them in, a scaled matrix reading x / s),
+// and the results go to the spill. When pruning, the layer as written
+// (folded, pruned, rounded) is walked again, so that layer l + 1 is done on
+// the inputs the pruned model gives it (the papers' sequential order); GPTQ
+// alone takes the fp32 model's inputs. Each is what won by KL on both real
+// models (docs/QUANTIZATION.md). Embeddings and the classifier are not pruned.
+
+static int compresses(const CalibrationChoices *c) { return c->gptq || c->prune.method != PRUNE_NONE; }
+static int walks_written_layers(const CalibrationChoices *c) { return c->prune.method != PRUNE_NONE; }
+
+// How export writes matrix t: its type (f32 for an fp32 output: pruned only).
+static MatrixJob matrix_job(const PlannedTensor *t, const CalibrationChoices *choices, int prune) {
+    int quantized = is_quantized(t->entry.type);
+    if (t->entry.type == TYPE_Q4S && prune && choices->prune.method && !choices->prune.two_of_four)
+        die("%s is q4s, which keeps two of every four weights; --sparsity %g prunes a share: give --sparsity 2:4",
+            t->entry.name, choices->prune.fraction);
+    MatrixJob job = { quantized ? (int)t->entry.type : TYPE_F32, quantized ? (int)t->entry.group_size : Q_BLOCK,
+                      choices->gptq && quantized, prune ? choices->prune : (Pruning){ PRUNE_NONE, 0, 0 } };
+    return job;
+}
+
+// w: the layer's fp32 tensors, by kind; on return, the layer as written.
+static void compress_layer(Walk *walk, int l, float **w, const Plan *target, CalibratedSource *cs,
+                           const CalibrationChoices *choices) {
+    const LayerCalibration *lc = &cs->layers[l];
+    const InputRecord *r = &walk->record;
+    for (int i = 0; i < walk->plan.count; i++)   // the scales folded in, as export will read the tensors
+        if (walk->plan.tensors[i].layer == l && cs->scaled)
+            fold_awq_scales(cs, &walk->plan.tensors[i], 0, (int)walk->plan.tensors[i].entry.rows, w[walk->plan.tensors[i].kind]);
+    for (int g = 0; g < N_INPUT_GROUPS; g++) {
+        int width = r->width[g], n = (int)walk->n_windows * r->per_window;
+        const float *scale = lc->scale[g];
+        float *x = r->samples[g], *importance = xcalloc((size_t)width, sizeof(float), "importance");
+        recorded_mean(walk, g, 1, importance);
+        if (scale) {   // the inputs a scaled matrix reads: x / s
+            x = xcalloc((size_t)n * width, sizeof(float), "calibration samples");
+            for (size_t i = 0; i < (size_t)n * width; i++) x[i] = r->samples[g][i] / scale[i % width];
+            for (int c = 0; c < width; c++) importance[c] /= scale[c] * scale[c];
+        }
+        InverseHessian ih = { 0 };   // one for the group's matrices, when one of them needs it
+        for (int i = 0; i < group_counts[g] && !ih.u; i++) {
+            MatrixJob job = matrix_job(planned_tensor(target, group_kinds[g][i], l), choices, 1);
+            if (needs_inverse_hessian(&job))
+                ih = invert_hessian(walk->pool, input_hessian(walk->pool, x, n, width), width,
+                                    planned_tensor(target, group_kinds[g][i], l)->entry.name);
+        }
+        for (int i = 0; i < group_counts[g]; i++) {
+            const PlannedTensor *t = planned_tensor(target, group_kinds[g][i], l);
+            MatrixJob job = matrix_job(t, choices, 1);
+            int rows = (int)t->entry.rows, quantized = is_quantized((uint32_t)job.type);
+            size_t padded = round_up((size_t)width, (size_t)job.group_size);
+            uint8_t *codes = quantized ? xcalloc((size_t)rows * row_code_bytes(quant_layout((uint32_t)job.type), padded), 1, "codes") : NULL;
+            uint16_t *scales = quantized ? xcalloc((size_t)rows * (padded / job.group_size), sizeof(uint16_t), "scales") : NULL;
+            round_matrix(walk->pool, w[t->kind], rows, width, ih.u ? &ih : NULL, importance, &job, codes, scales);
+            spill_put(&cs->spill, t->kind, l, &job, rows, width, w[t->kind], codes, scales);
+            free(codes);
+            free(scales);
+        }
+        free_inverse_hessian(&ih);
+        free(importance);
+        if (x != r->samples[g]) free(x);
+    }
+}
+
+// GPTQ's classifier (the tied embeddings too): against the final norm's
+// outputs, all (n_tokens, dim) of them.
+static void compress_classifier(Walk *walk, const Plan *target, CalibratedSource *cs, const CalibrationChoices *choices,
+                                const float *all, const float *importance) {
+    int tied = (walk->src->header.flags & FLAG_TIED_CLASSIFIER) != 0, D = walk->src->header.dim;
+    const PlannedTensor *t = planned_tensor(target, tied ? K_EMBED : K_OUTPUT, -1);
+    MatrixJob job = matrix_job(t, choices, 0);
+    if (!job.gptq) return;
+    int rows = (int)t->entry.rows;
+    float *w = read_tensor_f32(walk->src, planned_tensor(&walk->plan, t->kind, -1));
+    size_t padded = round_up((size_t)D, (size_t)job.group_size);
+    uint8_t *codes = xcalloc((size_t)rows * row_code_bytes(quant_layout((uint32_t)job.type), padded), 1, "codes");
+    uint16_t *scales = xcalloc((size_t)rows * (padded / job.group_size), sizeof(uint16_t), "scales");
+    InverseHessian ih = invert_hessian(walk->pool, input_hessian(walk->pool, all, (int)walk->n_tokens, D), D, t->entry.name);
+    round_matrix(walk->pool, w, rows, D, &ih, importance, &job, codes, scales);
+    spill_put(&cs->spill, t->kind, -1, &job, rows, D, w, codes, scales);
+    free_inverse_hessian(&ih);
+    free(codes);
+    free(scales);
+    free(w);
+}
+
+static void print_choices(const CalibratedSource *cs, const Walk *walk, const char *what, const CalibrationChoices *c) {
+    int L = walk->src->header.n_layers;
+    fprintf(stderr, "export: rounding calibrated on %ld tokens of %s (%s)%s\n", walk->n_tokens, what,
+            c->weighted ? "errors weighted by each input channel's mean x^2" : "errors unweighted",
+            c->awq ? "; AWQ's a per layer (qkv, o, gate/up, down):" : "");
+    for (int l = 0; c->awq && l < L; l++)
+        fprintf(stderr, "  layer %3d  %.1f %.1f %.1f %.1f\n", l, cs->layers[l].alpha[IN_ATTENTION],
+                cs->layers[l].alpha[IN_ATTENTION_OUT], cs->layers[l].alpha[IN_FFN], cs->layers[l].alpha[IN_FFN_DOWN]);
+    if (c->smooth > 0) fprintf(stderr, "export: SmoothQuant's scales (alpha %.2f) folded into the norms\n", c->smooth);
+    if (compresses(c))
+        fprintf(stderr, "export: %s%s%s layer by layer, each on the inputs of the %s layers before it\n",
+                c->gptq ? "GPTQ" : "", c->gptq && c->prune.method ? " and " : "",
+                c->prune.method == PRUNE_WANDA ? "Wanda's pruning" : c->prune.method == PRUNE_SPARSEGPT ? "SparseGPT's pruning" : "",
+                walks_written_layers(c) ? "pruned" : "fp32");
 }
 
 // Wraps src so that its matrices are rounded for the text `tokens` (windows
 // of T, at most max_windows; what: the text's name) - target: the types they
-// will be written as; awq: its scales folded in too; weighted: rounding
-// errors weighted by the importance (else AWQ alone).
+// will be written as; choices: what is done with the text.
 static void calibrate_source(Source *src, const TokenStream *tokens, int T, int max_windows, const char *what,
-                             TypeRules *target_rules, int awq, int weighted, int quiet) {
-    Walk walk = walk_start(src, tokens, T, max_windows, 1, awq ? AWQ_SAMPLES : 0, quiet);
+                             TypeRules *target_rules, const CalibrationChoices *choices, int quiet) {
+    int compress = compresses(choices);
+    Walk walk = walk_start(src, tokens, T, max_windows, 1, compress ? INT_MAX / 2 : choices->awq ? AWQ_SAMPLES : 0, quiet);
     Plan target = make_plan_with(src, target_rules);
-    int L = src->header.n_layers;
+    int L = src->header.n_layers, D = src->header.dim;
     CalibratedSource *cs = xcalloc(1, sizeof *cs, "calibration");
     cs->base = *src;
-    cs->awq = awq;
+    cs->scaled = choices->awq || choices->smooth > 0;
     cs->quiet = quiet;
     cs->layers = xcalloc((size_t)L, sizeof(LayerCalibration), "calibration");
+    int rewalk = walks_written_layers(choices);
+    float *before = rewalk ? xcalloc(walk.n_windows * T * D, sizeof(float), "residual stream") : NULL;
+    if (compress) { spill_open(&cs->spill); cs->spilled = 1; }
     for (int l = 0; l < L; l++) {
         float *w[K_OUTPUT + 1];
         read_layer_f32(&walk, l, w);
+        if (rewalk) memcpy(before, walk.stream, walk.n_windows * T * D * sizeof(float));
         walk_layer(&walk, l, w);
-        calibrate_layer(&walk, l, w, &target, awq, weighted, &cs->layers[l]);
+        calibrate_layer(&walk, l, w, &target, choices, &cs->layers[l]);
+        if (compress) compress_layer(&walk, l, w, &target, cs, choices);
+        if (rewalk) rewalk_layer(&walk, l, w, before);
         free_layer_f32(w);
     }
-    if (weighted) {
-        cs->classifier_importance = xcalloc((size_t)src->header.dim, sizeof(float), "importance");
-        walk_classifier_inputs(&walk, cs->classifier_importance);
+    if (choices->weighted || choices->gptq) {
+        float *all = choices->gptq ? xcalloc((size_t)walk.n_tokens * D, sizeof(float), "the classifier's inputs") : NULL;
+        cs->classifier_importance = xcalloc((size_t)D, sizeof(float), "importance");
+        walk_classifier_inputs(&walk, cs->classifier_importance, all);
+        if (choices->gptq) compress_classifier(&walk, &target, cs, choices, all, cs->classifier_importance);
+        free(all);
     }
-    if (!quiet) {
-        fprintf(stderr, "export: rounding calibrated on %ld tokens of %s (%s)%s\n", walk.n_tokens, what,
-                weighted ? "errors weighted by each input channel's mean x^2" : "errors unweighted",
-                awq ? "; AWQ's a per layer (qkv, o, gate/up, down):" : "");
-        for (int l = 0; awq && l < L; l++)
-            fprintf(stderr, "  layer %3d  %.1f %.1f %.1f %.1f\n", l, cs->layers[l].alpha[IN_ATTENTION],
-                    cs->layers[l].alpha[IN_ATTENTION_OUT], cs->layers[l].alpha[IN_FFN], cs->layers[l].alpha[IN_FFN_DOWN]);
-    }
+    if (!quiet) print_choices(cs, &walk, what, choices);
     walk_end(&walk);
     free(target.tensors);
-    snprintf(cs->description, sizeof cs->description, "%s, rounding calibrated on %s%s", src->description, what,
-             awq ? " with AWQ" : "");
+    free(before);
+    const char *pruned = choices->prune.method == PRUNE_WANDA ? ", Wanda" : choices->prune.method == PRUNE_SPARSEGPT ? ", SparseGPT" : "";
+    snprintf(cs->description, sizeof cs->description, "%s, rounding calibrated on %s%s%s%s%s", src->description, what,
+             choices->awq ? " with AWQ" : "", choices->smooth > 0 ? " with SmoothQuant" : "", choices->gptq ? ", GPTQ" : "", pruned);
     src->impl = cs;
     src->read_rows = calibrated_read_rows;
     src->read_codes = calibrated_read_codes;
     src->check_tensor = calibrated_check_tensor;
-    src->importance = calibrated_importance;
+    src->importance = choices->weighted ? calibrated_importance : NULL;
     src->close = calibrated_close;
     src->description = cs->description;
 }
 
-// export --calib FILE [--awq]: calibrate_source on the text's tokens.
-static void open_calibrated(Source *src, const CalibrationText *calib, TypeRules *target_rules, int awq, int weighted,
-                            int quiet) {
+// export --calib FILE [--awq] [--smooth A] [--gptq] [--prune M]: calibrate_source on the text's tokens.
+static void open_calibrated(Source *src, const CalibrationText *calib, TypeRules *target_rules,
+                            const CalibrationChoices *choices, int quiet) {
     int T;
     TokenStream tokens = calibration_tokens(src, calib, &T, "calibrated rounding");
-    calibrate_source(src, &tokens, T, calib->windows, calib->path, target_rules, awq, weighted, quiet);
+    calibrate_source(src, &tokens, T, calib->windows, calib->path, target_rules, choices, quiet);
     free(tokens.tokens);
 }
 

@@ -465,7 +465,7 @@ static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const Ggu
     uint32_t split_rule = gguf_split_rule(k->pre);
     if (!split_rule)
         die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2'), "
-            "SmolLM's ('smollm') and Qwen's ('qwen2') are read", path, k->pre[0] ? k->pre : "(missing)");
+            "SmolLM's ('smollm'), Qwen's ('qwen2') and GPT-4o's ('gpt-4o') are read", path, k->pre[0] ? k->pre : "(missing)");
     if (!k->merges_at || k->n_merges > INT_MAX) die("%s: a byte-level tokenizer needs tokenizer.ggml.merges", path);
     GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, types = tokens, merges = tokens;
     types.at = k->types_at;

@@ -145,7 +145,7 @@ static int compare_ranks(const void *a, const void *b) { return *(const int *)a 
 // llama.cpp leaves out and runq does: the name stands for both.
 static const struct { const char *name; uint32_t rule; } gguf_split_rules[] = {
     { "llama-bpe", SPLIT_LLAMA3 }, { "llama3", SPLIT_LLAMA3 }, { "llama-v3", SPLIT_LLAMA3 },
-    { "gpt-2", SPLIT_GPT2 }, { "smollm", SPLIT_SMOLLM }, { "qwen2", SPLIT_QWEN | TOKENIZER_NFC },
+    { "gpt-2", SPLIT_GPT2 }, { "smollm", SPLIT_SMOLLM }, { "qwen2", SPLIT_QWEN | TOKENIZER_NFC }, { "gpt-4o", SPLIT_O200K },
 };
 
 static uint32_t gguf_split_rule(const char *name) {
@@ -162,7 +162,7 @@ static const char *gguf_split_rule_name(uint32_t rule) {
 }
 
 // tokenizer.ggml.* for a byte-level tokenizer: llama.cpp's "gpt2" model with
-// its pre-tokenizer ("llama-bpe", "gpt-2", "smollm", "qwen2"): the pieces spelled in GPT-2's
+// its pre-tokenizer ("llama-bpe", "gpt-2", "smollm", "qwen2", "gpt-4o"): the pieces spelled in GPT-2's
 // alphabet (special tokens as they are, typed control) and the merges the
 // ranks imply, listed as Hugging Face's converter of tiktoken's ranks lists
 // them: each piece in rank order, its splits into two pieces by their ranks.

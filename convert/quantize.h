@@ -16,7 +16,8 @@ Include after: runq.c.
 #pragma GCC diagnostic ignored "-Wunused-function"   // a program uses the parts it needs
 
 // The writer's half of the format (export.c uses it): x (n,) -> one row of a
-// quantized type: n_padded/32 blocks of codes and n_padded/group_size fp16 scales.
+// quantized type: n_padded/32 blocks of codes and n_padded/group_size fp16 scales
+// (Q4S: first two of every four weights kept, keep_2_of_4 below).
 //
 // Each group's scale starts as its signed extreme / lo, the lowest level (the
 // extreme lands on it and the levels cover [lo, hi] * scale, as in ggml's
@@ -70,8 +71,42 @@ static uint16_t search_scale(const QuantLayout *layout, const float *x, const fl
     return candidates[best];
 }
 
+// Q4S (2:4) keeps, of each four consecutive weights, the two with the largest
+// w_c^2 * importance_c: Wanda's score |w| * ||x_c|| squared when importance is
+// the mean x_c^2 (export --calib), magnitude without it; ties keep the lower
+// index. The others become zero, and the two kept are rounded as Q4's levels.
+// Weights already 2:4 sparse (SparseGPT's, GPTQ's) keep their non-zeros.
+static void keep_2_of_4(float *x, const float *importance, int n) {
+    for (int quad = 0; quad < n; quad += 4) {
+        float score[4];
+        int count = n - quad < 4 ? n - quad : 4;
+        for (int i = 0; i < count; i++) score[i] = x[quad + i] * x[quad + i] * (importance ? importance[quad + i] : 1.0f);
+        for (int dropped = 0; dropped < count - 2; dropped++) {   // drop the least, twice (the last one first on ties)
+            int least = -1;
+            for (int i = count - 1; i >= 0; i--)
+                if (score[i] >= 0 && (least < 0 || score[i] < score[least])) least = i;
+            x[quad + least] = 0.0f;
+            score[least] = -1.0f;
+        }
+    }
+}
+
+static void quantize_levels(uint32_t type, const float *x, const float *importance, int n, int n_padded, int group_size,
+                            uint8_t *codes, uint16_t *scales);
+
 static void quantize_row(uint32_t type, const float *x, const float *importance, int n, int n_padded, int group_size,
                          uint8_t *codes, uint16_t *scales) {
+    if (type != TYPE_Q4S) { quantize_levels(type, x, importance, n, n_padded, group_size, codes, scales); return; }
+    float *kept = xcalloc((size_t)n, sizeof(float), "a 2:4 row");
+    memcpy(kept, x, (size_t)n * sizeof(float));
+    keep_2_of_4(kept, importance, n);
+    quantize_levels(type, kept, importance, n, n_padded, group_size, codes, scales);
+    free(kept);
+}
+
+// Each group's scale searched, each weight's nearest level put in its block.
+static void quantize_levels(uint32_t type, const float *x, const float *importance, int n, int n_padded, int group_size,
+                            uint8_t *codes, uint16_t *scales) {
     const QuantLayout *layout = quant_layout(type);
     memset(codes, 0, row_code_bytes(layout, (uint64_t)n_padded));
     for (int group = 0; group < n_padded / group_size; group++) {
@@ -102,22 +137,27 @@ static void read_row_codes(const Tensor *w, int r, uint8_t *codes, uint16_t *sca
     for (int g = 0; g < n_groups; g++) scales[g] = w->scales[weight_scale_index(w, r, g)];
 }
 
-// Rows [begin, end) of Q4 data in the row-after-row order quantize_row_q4
-// writes -> the tiled order, into the tile-aligned buffers of rows
-// begin..round_up(end, 8) (begin a multiple of 8; rows past end stay zero).
-static void tile_q4_rows(const uint8_t *row_nibbles, const uint16_t *row_scales, int begin, int end, int cols_padded,
-                         int group_size, uint8_t *tile_nibbles, uint16_t *tile_scales) {
-    Tensor tiled = { .type = TYPE_Q4, .rows = end - begin, .cols_padded = cols_padded, .group_size = group_size, .q4_tiled = 1 };
-    int n_blocks = cols_padded / Q_BLOCK, n_groups = cols_padded / group_size;
+// Rows [begin, end) of a tiled type (Q4, Q4S) in the row-after-row order
+// quantize_row writes -> the tiled order, into the tile-aligned buffers of
+// rows begin..round_up(end, 8) (begin a multiple of 8; rows past end: weight 0).
+static void tile_rows(uint32_t type, const uint8_t *row_codes, const uint16_t *row_scales, int begin, int end,
+                      int cols_padded, int group_size, uint8_t *tile_codes, uint16_t *tile_scales) {
+    Tensor tiled = { .type = (int)type, .rows = end - begin, .cols_padded = cols_padded, .group_size = group_size, .q4_tiled = 1 };
+    int n_blocks = cols_padded / Q_BLOCK, n_groups = cols_padded / group_size, block_bytes = quant_layout(type)->block_bytes;
     size_t tiles = round_up((size_t)(end - begin), Q4_TILE_ROWS) / Q4_TILE_ROWS;
-    memset(tile_nibbles, 0x88, tiles * n_blocks * Q4_TILE_BLOCK_BYTES);   // nibble 8: weight 0
+    memset(tile_codes, type == TYPE_Q4 ? 0x88 : 0, tiles * n_blocks * Q4_TILE_ROWS * block_bytes);   // Q4's nibble 8: weight 0
     memset(tile_scales, 0, tiles * n_groups * Q4_TILE_ROWS * sizeof(uint16_t));
     for (int r = 0; r < end - begin; r++) {
         for (int b = 0; b < n_blocks; b++)
-            for (int p = 0; p < Q_BLOCK / 2; p++)
-                tile_nibbles[q4_byte_index(&tiled, r, b, p)] = row_nibbles[((size_t)r * n_blocks + b) * (Q_BLOCK / 2) + p];
+            for (int p = 0; p < block_bytes; p++)
+                tile_codes[code_byte_index(&tiled, r, b, p)] = row_codes[((size_t)r * n_blocks + b) * block_bytes + p];
         for (int g = 0; g < n_groups; g++) tile_scales[weight_scale_index(&tiled, r, g)] = row_scales[(size_t)r * n_groups + g];
     }
+}
+
+static void tile_q4_rows(const uint8_t *row_nibbles, const uint16_t *row_scales, int begin, int end, int cols_padded,
+                         int group_size, uint8_t *tile_nibbles, uint16_t *tile_scales) {
+    tile_rows(TYPE_Q4, row_nibbles, row_scales, begin, end, cols_padded, group_size, tile_nibbles, tile_scales);
 }
 
 #pragma GCC diagnostic pop

@@ -110,7 +110,7 @@ static size_t replace_sentencepiece_spaces(char *s, size_t length) {
 // ---- tokenizer.json (Hugging Face): SentencePiece-style BPE with byte
 // fallback (Llama 2, TinyLlama, Mistral, Phi-3.5, Gemma) or byte-level BPE
 // with one of the pre-tokenizers runq knows (Llama 3's, GPT-2's, SmolLM2's,
-// Qwen's). Other kinds are refused with a reason that names the field.
+// Qwen's, GPT-4o's). Other kinds are refused with a reason that names the field.
 
 // Llama 3's split rule as tokenizer.json spells it; runq.c's llama3_chunk_end is this regex in C
 #define LLAMA3_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|" \
@@ -118,6 +118,12 @@ static size_t replace_sentencepiece_spaces(char *s, size_t length) {
 // Qwen's (Qwen2, Qwen2.5, Qwen3): Llama 3's with one number character at a time
 #define QWEN_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" \
                          " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+// GPT-4o's (o200k; Phi-4-mini): words cut at case changes, contractions kept
+// with their word, "/" after punctuation's newlines; runq.c's o200k_chunk_end
+#define O200K_SPLIT_REGEX "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+" \
+                          "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+" \
+                          "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|" \
+                          "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 static int json_is(const Json *j, const char *string) { return j && j->type == JSON_STRING && strcmp(j->string, string) == 0; }
 static int json_false(const Json *j) { return !j || j->type == JSON_FALSE; }
@@ -130,14 +136,20 @@ static int is_byte_level_step(const Json *step, int use_regex) {
     return json_is(json_get(step, "type"), "ByteLevel") && uses_regex == use_regex && json_false(json_get(step, "add_prefix_space"));
 }
 
-// A Split step that keeps every match of this regex as a chunk.
+// A Split step that keeps every match of this regex as a chunk: Isolated, or
+// Removed with invert (what is not matched is dropped: nothing, for these
+// regexes, whose alternatives between them match at every character; GPT-4o's
+// tokenizer.json says it so).
 static int is_split_step(const Json *step, const char *regex) {
+    const Json *invert = json_get(step, "invert");
+    int isolated = json_is(json_get(step, "behavior"), "Isolated") && json_false(invert);
+    int removed_inverted = json_is(json_get(step, "behavior"), "Removed") && invert && invert->type == JSON_TRUE;
     return json_is(json_get(step, "type"), "Split") && json_is(json_get(json_get(step, "pattern"), "Regex"), regex)
-        && json_is(json_get(step, "behavior"), "Isolated") && json_false(json_get(step, "invert"));
+        && (isolated || removed_inverted);
 }
 
 // The SplitRule a pre_tokenizer amounts to, 0 if none:
-// - Llama 3, Qwen: a Sequence of its Split regex (matches kept as chunks)
+// - Llama 3, Qwen, GPT-4o: a Sequence of its Split regex (matches kept as chunks)
 //   and a ByteLevel step that only maps bytes (use_regex false);
 // - GPT-2: a ByteLevel step alone, with its regex;
 // - SmolLM2: a Sequence of Digits (individual_digits) and that ByteLevel step.
@@ -149,6 +161,7 @@ static int json_split_rule(const Json *pre_tokenizer) {
     const Json *first = &steps->items[0], *second = &steps->items[1];
     if (is_split_step(first, LLAMA3_SPLIT_REGEX) && is_byte_level_step(second, 0)) return SPLIT_LLAMA3;
     if (is_split_step(first, QWEN_SPLIT_REGEX) && is_byte_level_step(second, 0)) return SPLIT_QWEN;
+    if (is_split_step(first, O200K_SPLIT_REGEX) && is_byte_level_step(second, 0)) return SPLIT_O200K;
     const Json *individual = json_get(first, "individual_digits");
     if (json_is(json_get(first, "type"), "Digits") && individual && individual->type == JSON_TRUE && is_byte_level_step(second, 1))
         return SPLIT_SMOLLM;
@@ -201,7 +214,7 @@ static int json_tokenizer_kind(const Json *root, const char **refusal) {
     else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
         *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
     else if (!split_rule)
-        *refusal = "byte-level BPE whose pre_tokenizer is none of Llama 3's, Qwen's, GPT-2's and SmolLM2's: not supported";
+        *refusal = "byte-level BPE whose pre_tokenizer is none of Llama 3's, Qwen's, GPT-2's, SmolLM2's and GPT-4o's: not supported";
     else if (normalizer && normalizer->type != JSON_NULL && !json_is(json_get(normalizer, "type"), "NFC"))
         *refusal = "byte-level BPE with a normalizer other than NFC (Qwen's): not supported";
     else if (!json_false(json_get(model, "ignore_merges")) && split_rule != SPLIT_LLAMA3)
@@ -253,7 +266,8 @@ static int json_token_count(const Json *root, const char *path, int vocab_size) 
     return (int)highest + 1;
 }
 
-// "[PAD<id>]": what an embedding row beyond the tokenizer's ids is called.
+// "[PAD<id>]": what an embedding row beyond the tokenizer's ids, or an id it
+// skips, is called (llama.cpp's converter fills both so).
 static char *padding_piece(int id) {
     char *piece = xcalloc(32, 1, "piece");
     snprintf(piece, 32, "[PAD%d]", id);
@@ -500,7 +514,7 @@ static const char *byte_level_from_json(const Json *root, const char *path, int 
         return "model.vocab or model.merges is missing";
     uint32_t flags = json_is(json_get(json_get(root, "normalizer"), "type"), "NFC") ? TOKENIZER_NFC : 0;
     ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count, (uint32_t)json_split_rule(json_get(root, "pre_tokenizer")) | flags);
-    int n_tokens = json_token_count(root, path, vocab_size);
+    json_token_count(root, path, vocab_size);   // every id checked against the embedding's rows
     for (int i = 0; i < vocab->count; i++) {
         int id = (int)vocab->items[i].number;
         if (v.spelled[id]) die("%s: model.vocab entry '%s' shares id %d with another", path, vocab->keys[i], id);
@@ -516,7 +530,8 @@ static const char *byte_level_from_json(const Json *root, const char *path, int 
         v.spelled[(int)id->number] = strdup(content->string);
         v.special[(int)id->number] = 1;
     }
-    for (int id = n_tokens; id < vocab_size; id++) {
+    for (int id = 0; id < vocab_size; id++) {   // rows past the tokenizer, and ids it skips (GPT-4o's 199998, 200000-200017)
+        if (v.spelled[id]) continue;
         v.spelled[id] = padding_piece(id);
         v.special[id] = 1;
     }
@@ -549,9 +564,11 @@ static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t
 // CHAT_NOT_RECORDED if none (runq then goes by the special tokens).
 static uint32_t chat_template_of_jinja(const char *jinja) {
     if (strstr(jinja, "<|start_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>") && strstr(jinja, "/no_think") && strstr(jinja, "Reasoning Mode")) return CHAT_SMOLLM3;
     if (strstr(jinja, "<|im_start|>") && strstr(jinja, "enable_thinking")) return CHAT_QWEN3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
     if (strstr(jinja, "<start_of_turn>")) return CHAT_GEMMA;
+    if (strstr(jinja, "'<|' + message['role'] + '|>'") && strstr(jinja, "<|end|>")) return CHAT_PHI4;   // Phi-4-mini's
     if (strstr(jinja, "<|user|>") && strstr(jinja, "<|end|>")) return CHAT_PHI3;
     if (strstr(jinja, "<|user|>")) return CHAT_ZEPHYR;
     if (strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
@@ -586,7 +603,9 @@ static void tokenizer_add_flags(Source *src, uint32_t flags) {
 
 // tokenizer_config.json, when the directory has one: the chat template's
 // family, BOS and EOS where config.json does not give them, and whether a
-// text starts with BOS at all (add_bos_token false, or no bos_token: Qwen).
+// text starts with BOS at all: not when add_bos_token is false, there is no
+// bos_token (Qwen), or the class is GPT2Tokenizer and add_bos_token is left
+// out (that class's default is false: GPT-4o's and Phi-4-mini's files).
 static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int need_eos) {
     char *path = path_join(dir, "tokenizer_config.json");
     if (file_exists(path)) {
@@ -596,7 +615,9 @@ static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int 
             if (json_is(json_get(&jinja->items[i], "name"), "default")) jinja = json_get(&jinja->items[i], "template");
         if (jinja && jinja->type == JSON_STRING) src->header.chat_template = chat_template_of_jinja(jinja->string);
         const Json *add_bos = json_get(&config, "add_bos_token"), *bos_token = json_get(&config, "bos_token");
-        if ((add_bos && add_bos->type == JSON_FALSE) || (bos_token && bos_token->type == JSON_NULL))
+        const Json *tokenizer_class = json_get(&config, "tokenizer_class");
+        int gpt2_default = !add_bos && (json_is(tokenizer_class, "GPT2Tokenizer") || json_is(tokenizer_class, "GPT2TokenizerFast"));
+        if ((add_bos && add_bos->type == JSON_FALSE) || (bos_token && bos_token->type == JSON_NULL) || gpt2_default)
             tokenizer_add_flags(src, TOKENIZER_NO_BOS);
         Tokenizer t;
         if (!build_tokenizer_from_memory(&t, src->tokenizer, src->tokenizer_size, src->header.vocab_size)) {

@@ -94,6 +94,7 @@ typedef struct {
     const Recipe *recipe;    // NULL: none
     TypeOverride overrides[MAX_OVERRIDES];
     int n_overrides;
+    int sparse_int4;         // 2:4 pruning (export --sparsity 2:4): the decoder layers' int4 matrices become q4s
 } TypeRules;
 
 static int more_bits_layer(int layer, int n_layers) {   // llama.cpp's use_more_bits
@@ -135,6 +136,7 @@ static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, 
             *group_size = rules->overrides[i].group_size;
             rules->overrides[i].matched++;
         }
+    if (rules->sparse_int4 && t->layer >= 0 && *type == TYPE_Q4) *type = TYPE_Q4S;
 }
 
 static int is_matrix_kind(int kind) { return kind != K_TOKENIZER && !is_vector_kind(kind); }
@@ -170,14 +172,17 @@ static void place_tensors(Plan *plan, int n_layers) {
 }
 
 // The lowest version that describes the plan: a family beyond Llama needs 4
-// (its settings, layer kinds and tensors); any quantized matrix 3 (Q4 in
-// tiles; Q8, Q3, Q2); a reader of version 1 would run without rope_freqs'
-// scaling.
+// (its settings, layer kinds and tensors), so does Q4S; any other quantized
+// matrix 3 (Q4 in tiles; Q8, Q3, Q2); a reader of version 1 would run
+// without rope_freqs' scaling.
 static uint32_t plan_version(const Source *src, const Plan *plan) {
-    if (source_needs_settings(src)) return VERSION_SETTINGS;
-    for (int i = 0; i < plan->count; i++)
-        if (is_quantized(plan->tensors[i].entry.type)) return VERSION_Q4_TILES;
-    return src->rope_freqs ? VERSION_ROPE_FREQS : 1;
+    uint32_t version = source_needs_settings(src) ? VERSION_SETTINGS : src->rope_freqs ? VERSION_ROPE_FREQS : 1;
+    for (int i = 0; i < plan->count; i++) {
+        uint32_t type = plan->tensors[i].entry.type, needs = is_quantized(type) ? type_version(type) : 1;
+        if (is_quantized(type) && needs < VERSION_Q4_TILES) needs = VERSION_Q4_TILES;   // Q4 in tiles
+        if (needs > version) version = needs;
+    }
+    return version;
 }
 
 static Plan make_plan_with(const Source *src, TypeRules *rules) {
@@ -341,10 +346,10 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
     size_t padded = quantized ? round_up((size_t)cols, e->group_size) : (size_t)cols;
     size_t row_bytes = quantized ? row_code_bytes(quant_layout(e->type), padded) : 0;
     size_t row_scales = quantized ? padded / e->group_size : 0;
-    uint64_t tiled_rows = round_up((size_t)rows, Q4_TILE_ROWS);   // Q4 stores whole tiles
+    uint64_t tiled_rows = round_up((size_t)rows, Q4_TILE_ROWS);   // Q4 and Q4S store whole tiles
     uint8_t *codes = xcalloc((size_t)chunk * row_bytes, 1, "export buffer");
     uint16_t *scales = xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer");
-    int tiled = e->type == TYPE_Q4;   // Q4's chunks are reordered into tiles before they are written
+    int tiled = tiled_type(e->type, CHECKPOINT_VERSION);   // Q4's and Q4S's chunks are reordered into tiles before they are written
     uint8_t *tiled_codes = tiled ? xcalloc((size_t)chunk * row_bytes, 1, "export buffer") : NULL;
     uint16_t *tiled_scales = tiled ? xcalloc((size_t)chunk * row_scales + 1, sizeof(uint16_t), "export buffer") : NULL;
     for (int begin = 0; begin < rows; begin += chunk) {
@@ -355,7 +360,7 @@ static void write_tensor(int fd, const char *path, Source *src, const PlannedTen
             write_at(fd, values, (size_t)n * cols * sizeof(float), e->offset + (uint64_t)begin * cols * 4, path);
         } else if (tiled) {   // the last chunk's padding rows fill its last tile
             size_t n_stored = round_up((size_t)n, Q4_TILE_ROWS);
-            tile_q4_rows(codes, scales, begin, end, (int)padded, (int)e->group_size, tiled_codes, tiled_scales);
+            tile_rows(e->type, codes, scales, begin, end, (int)padded, (int)e->group_size, tiled_codes, tiled_scales);
             write_at(fd, tiled_codes, n_stored * row_bytes, e->offset + (uint64_t)begin * row_bytes, path);
             write_at(fd, tiled_scales, n_stored * row_scales * 2,
                      e->offset + tiled_rows * row_bytes + (uint64_t)begin * row_scales * 2, path);

@@ -2,11 +2,12 @@
 """render_chat.py — conversations rendered by a family's own Jinja chat
 template, as transformers' apply_chat_template renders them: jinja2's
 ImmutableSandboxedEnvironment with trim_blocks and lstrip_blocks, the helpers
-raise_exception and strftime_now, tojson, bos_token and eos_token from
-tokenizer_config.json. Not a tokenizer: test_tokenizer (--chat-cases)
+raise_exception and strftime_now, tojson, the {% generation %} block,
+bos_token and eos_token from tokenizer_config.json. Not a tokenizer: test_tokenizer (--chat-cases)
 tokenizes the text as Hugging Face does and compares runq's rendering.
 (No message spells a special token: Hugging Face would match it, runq keeps
-messages text by design; test_tokenizer checks that apart.)
+messages text by design; test_tokenizer checks that apart. Replies holding
+<think>...</think> are the exception: the templates that think read them.)
 
 Usage: render_chat.py TOKENIZER_CONFIG_JSON NAME [--thinking]
 Prints one line per case:
@@ -35,7 +36,25 @@ CONVERSATIONS = [
     [("system", "  Be brief.\n"), ("user", "  Padded message \n\n"), ("assistant", " padded reply\n"), ("user", "\tTabbed")],
     [("user", "Line one\nLine two\n\nCode:\n\tx = 1  # ok"), ("assistant", "Noted: café, 日本語, 🙂.")],
     [("system", ""), ("user", "An empty system prompt.")],
+    # SmolLM3's switches in the system prompt
+    [("system", "Be brief. /no_think"), ("user", "Hi there!"), ("assistant", "Hello."), ("user", "Bye.")],
+    [("system", "/think"), ("user", "Hi there!")],
+    [("system", "You are a pirate. /system_override  "), ("user", "Hi there!"), ("assistant", "\nArr.")],
 ]
+
+
+class Generation(jinja2.ext.Extension):
+    """transformers' {% generation %}...{% endgeneration %} (it marks the
+    assistant's part for training masks; SmolLM3 uses it): renders its body."""
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
 
 
 def token_text(config, key):
@@ -56,7 +75,7 @@ def main():
     def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, Generation])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)

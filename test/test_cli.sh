@@ -112,7 +112,7 @@ head -c $((size - 1)) "$Q" >"$T/t4.bin"; expect_error "one byte short" "truncate
 head -c 4096 /dev/urandom >"$T/noise.bin"; printf 'XXXX' | dd of="$T/noise.bin" conv=notrunc status=none
 expect_error "foreign file" "not an Edge LLM checkpoint" "$BIN"/runq "$T/noise.bin"
 patch() { cp "$Q" "$T/p.bin"; printf "$2" | dd of="$T/p.bin" bs=1 seek=$1 conv=notrunc status=none; }
-patch 4 '\x05\x00\x00\x00';  expect_error "future version" "version 5" "$BIN"/runq "$T/p.bin"
+patch 4 '\x05\x00\x00\x00';  expect_error "future version" "version 5, this runq reads versions 1 to 4" "$BIN"/runq "$T/p.bin"
 # version 2 kept int4 rows one after another: with every width a multiple of the 8-row tile
 # the sizes agree, so only the version says the order is old
 "$BIN"/export -q --random "dim=64,ffn=192,layers=1,heads=4,kv_heads=4,vocab=512,seq_len=32" "$T/v2.bin" || fail "export v2 shape"
@@ -170,7 +170,7 @@ expect_error "export --recipe unknown" "not a recipe; there are: q4-mixed" "$BIN
 expect_error "export --tensor-type: no such tensor" "names 'w9', which is no matrix" \
     "$BIN"/export -q --tensor-type w2=q8,w9=q8 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: no such layer" "names 'layers.7.wv'" "$BIN"/export -q --tensor-type layers.7.wv=8 --random "$SMALL" "$T/x.bin"
-expect_error "export --tensor-type: unknown type" "type must be q8, q4, q3 or q2" "$BIN"/export -q --tensor-type w2=q5 --random "$SMALL" "$T/x.bin"
+expect_error "export --tensor-type: unknown type" "type must be q8, q4, q3, q2 .or 8, 4, 3, 2. or q4s" "$BIN"/export -q --tensor-type w2=q5 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: bad group size" "group size must be" "$BIN"/export -q --tensor-type w2=q8/48 --random "$SMALL" "$T/x.bin"
 expect_error "export --tensor-type: no type" "is not NAME=TYPE" "$BIN"/export -q --tensor-type w2 --random "$SMALL" "$T/x.bin"
 expect_error "export --bits with GGUF" "not with --fp32" "$BIN"/export -q --bits 3 --gguf-q4_0 --random "$SMALL" "$T/x.bin"

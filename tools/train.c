@@ -55,6 +55,7 @@ logging -> saving and resuming -> the modes and the command line.
 #include "../convert/gguf_write.h"
 #include "../convert/gguf_read.h"
 #include "../convert/open_source.h"
+#include "../convert/gptq.h"
 #include "../convert/calibrate.h"
 
 // The arithmetic type. float for training; the gradient check builds this

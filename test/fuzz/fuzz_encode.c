@@ -1,8 +1,8 @@
 // fuzz_encode — the encoder on arbitrary bytes (invalid UTF-8 included), as a
 // prompt is: with Llama 2's SentencePiece tokenizer.bin (the repository's,
 // or $FUZZ_TOKENIZER) and with a small byte-level tokenizer built here
-// (Llama 3's kind, then GPT-2's and SmolLM2's split rules: the chunking, then
-// merges). Every id must be in the vocabulary and, byte-level, the decoded
+// (Llama 3's kind, then every other split rule: GPT-2's, SmolLM2's, Qwen's,
+// GPT-4o's; the chunking, then merges). Every id must be in the vocabulary and, byte-level, the decoded
 // pieces must spell the text.
 // Not a check of the ids against reference tokenizers (test_tokenizer.c is).
 #include "fuzz.h"

