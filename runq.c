@@ -7455,7 +7455,7 @@ static int speculative_pass(Transformer *t, Speculation *sp, Sampler *s, int *hi
     int n = sp->vocab_size, k = sp->pause > 0 ? 0 : sp->draft_length;
     int *drafted = history + pos + 1;
     if (k > steps - 1 - pos) k = steps - 1 - pos;
-    if (sp->draft && k > sp->draft_context - pos) k = sp->draft_context - pos;   // the draft's cache is full
+    if (sp->draft && k > sp->draft_context - pos) k = pos < sp->draft_context ? sp->draft_context - pos : 0;   // its cache is full
     if (k > 0 && sp->lookup) k = lookup_draft(history, pos + 1, k, drafted);
     else if (k > 0 && sp->draft) draft_model_tokens(sp, s, history, pos, k, drafted);
     forward_batch_all_logits(t, history + pos, k + 1, pos, sp->rows);

@@ -81,6 +81,20 @@ if grep -Eq '^speculative: [0-9.]+ tokens/pass, [0-9]+ % accepted' "$T/err" &&
    awk -v v="${per_pass:-0}" 'BEGIN { exit !(v >= 1.5) }'; then ok
 else fail "--lookup 8 on a repeating text: expected >= 1.5 tokens/pass in the stats line: $(grep -E '^(speculative|stats)' "$T/err")"; fi
 
+# a draft of a shorter context drafts only within it: a prompt past its
+# context leaves nothing drafted, the text still plain decoding's
+if [ -f "$M/tok512.bin" ]; then
+    "$BIN"/export -q --random dim=64,ffn=172,layers=2,heads=8,kv_heads=4,vocab=512,seq_len=64 -z "$M/tok512.bin" "$T/short.bin"
+    long_prompt="$story $story $story $story"
+    "$BIN"/runq $DEFAULT.q4.bin -t 0 -n 250 -i "$long_prompt" >"$T/plain" 2>/dev/null
+    "$BIN"/runq $DEFAULT.q4.bin -t 0 -n 250 -i "$long_prompt" --draft "$T/short.bin" >"$T/spec" 2>"$T/err"
+    same "a draft of 64 positions under a longer prompt" "$T/plain" "$T/spec"
+    grep -q "^speculative: .* 0 drafted" "$T/err" && ok || fail "a prompt past the draft's context: expected 0 drafted: $(grep '^speculative' "$T/err")"
+    "$BIN"/runq $DEFAULT.q4.bin -t 0 -n 200 >"$T/plain" 2>/dev/null
+    "$BIN"/runq $DEFAULT.q4.bin -t 0 -n 200 --draft "$T/short.bin" >"$T/spec" 2>/dev/null
+    same "a draft of 64 positions, -n 200" "$T/plain" "$T/spec"
+fi
+
 # ---- sampling keeps the model's distribution (and a wrong rule is caught)
 if [ -f "$T/s.q4.bin" ]; then target=$T/s.q4.bin draft=$T/s.drop.bin; else target=$DEFAULT.q4.bin draft=$T/d.drop.bin; fi
 trials=4000
