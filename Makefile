@@ -16,7 +16,7 @@ SHARED ?= ../shared
 # the fuzz targets (test/fuzz/fuzz_NAME.c); make test replays their regression inputs
 FUZZ_TARGETS = checkpoint tokenizer_blob tokenizer_json encode json safetensors gguf peft legacy http hf adapter export_checkpoint hf_sharded
 # the C test programs (test/NAME.c), each built into build/ and, for make test-asan, build/asan/
-C_TESTS = test_quant test_gptq test_pool test_bpe test_tokenizer test_model test_gguf test_lora test_train test_grammar logits
+C_TESTS = test_quant test_gptq test_pool test_bpe test_tokenizer test_model test_gguf test_lora test_train test_grammar logits speculative_stats
 # the tools the tests run (tools/NAME.c)
 TEST_TOOLS = ppl train tokens
 

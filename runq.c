@@ -4304,17 +4304,25 @@ static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
         for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
 }
 
-static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+// The batch through every layer, each token's residual stream left in x.
+// prefault: the batch's KV rows faulted in first (a prompt's chunk).
+static void forward_layers(Transformer *t, const int *tokens, int n, int pos0, int prefault) {
     const Config *c = &t->config;
     RunState *s = &t->state;
     embed_tokens(t, tokens, n);
     for (int table = 0; table < N_ROPE_TABLES; table++)
         if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
-    if (n > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
+    if (prefault) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
     for (int l = 0; l < c->n_layers; l++) {
         attention_block(t, l, n, pos0);
         ffn_block(t, l, n);
     }
+}
+
+static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    forward_layers(t, tokens, n, pos0, n > 1);
     if (!want_logits) return NULL;
     logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
     return s->logits;
@@ -4336,6 +4344,20 @@ static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0)
         logits = forward_batch_logits(t, tokens + start, n - start < MAX_BATCH ? n - start : MAX_BATCH, pos0 + start,
                                       start + MAX_BATCH >= n);
     return logits;
+}
+
+// Every row's logits of one batch, into out (n, vocab_size): n tokens (at
+// most MAX_BATCH) at positions pos0..pos0+n-1. Speculative decoding verifies
+// its drafted tokens with them. Row i is what decoding token i alone gives,
+// bit for bit (a token's arithmetic does not depend on its batch, and the
+// classifier's rows are the same kernels' rows). Plain decoding never comes
+// here: its classifier still runs for one row only. No prefault: a pass
+// writes a few KV rows, as decoding does, and two system calls a layer cost
+// more than their page faults (on the default model they made a pass of two
+// tokens cost 2.3 decode steps).
+static void forward_batch_all_logits(Transformer *t, const int *tokens, int n, int pos0, float *out) {
+    forward_layers(t, tokens, n, pos0, 0);
+    logits_of_rows(t, t->state.x, n, out);
 }
 
 // ----------------------------------------------------------------------------
@@ -7255,6 +7277,308 @@ static void chat(Transformer *t, Tokenizer *tok, Sampler *sampler, const char *c
 }
 
 // ----------------------------------------------------------------------------
+// Speculative decoding (runq only: run.c, the oracle, decodes a token at a
+// time). A cheap draft proposes up to k tokens; the model decodes the last
+// token and the k drafted ones as one batch (forward_batch_all_logits), which
+// reads every weight once, as one decode step does, and keeps the drafted
+// tokens it agrees with, then one token of its own. The drafts:
+//   --lookup N    the text so far: the tokens that followed the most recent
+//                 earlier occurrence of its last few tokens (prompt lookup;
+//                 pays where the answer repeats the prompt), no second model;
+//   --draft FILE  a smaller checkpoint of the same vocabulary (the model at
+//                 int2, or with layers dropped), with its own KV cache.
+// What comes out is what plain decoding gives:
+//   - at temperature 0, bit for bit: row i of the batch's logits is what
+//     decoding that token alone computes, and a drafted token is kept only
+//     where it is that row's argmax, which is then the token emitted;
+//   - with sampling, in distribution: the speculative-sampling rule accepts a
+//     drafted x, drawn from the draft's distribution q, with probability
+//     min(1, p(x)/q(x)), and on rejection draws from max(0, p - q)
+//     normalised, which makes every emitted token distributed as p. p and q
+//     are the sampler's processed distributions (temperature, top-p): p is
+//     exactly what sample() would draw from. A lookup draft is deterministic,
+//     q a point mass: x is kept with probability p(x), and on rejection the
+//     token is drawn from p without x.
+// The random numbers are drawn in another order than plain decoding's, so a
+// seed gives another text, drawn from the same distribution.
+// After a rejection the KV caches continue from the accepted position: the
+// positions past it hold rejected tokens, and the next pass writes them again
+// before anything reads them (attention reads positions up to its own).
+// Generate mode only; chat and the server decode without it.
+
+// Lookup drafts match the text's last LOOKUP_NGRAM_MAX tokens first, then
+// shorter suffixes, down to LOOKUP_NGRAM_MIN.
+#define LOOKUP_NGRAM_MAX 4
+#define LOOKUP_NGRAM_MIN 2
+#define DEFAULT_DRAFT_MAX 8   // --draft's longest draft without --draft-max
+
+typedef struct {
+    int max_draft;           // the longest draft (--lookup N, --draft-max N): 1..MAX_BATCH-1
+    int lookup;              // 1: n-gram drafts from the text so far (--lookup)
+    Transformer *draft;      // --draft: the draft model, else NULL
+    int draft_positions;     // the draft's KV cache holds the text's first draft_positions tokens
+    int draft_context;       // positions the draft's KV cache holds at most
+    int draft_length;        // the next pass's longest draft, adapted to the acceptance
+    int pause, pause_length; // passes left without a draft, and the length of the last such pause
+    int vocab_size;
+    float *rows;             // (max_draft + 1, vocab_size) the model's logits after each token of a pass
+    float *draft_probs;      // (max_draft, vocab_size) the draft model's distribution of each drafted token
+    float *probs;            // (vocab_size,) the model's distribution at one position
+    long passes, drafted, accepted, emitted;   // what the stats line reports
+    int wrong_rule;          // tests only, 0 in runq: a deliberately wrong rule (WRONG_*) the statistical test must catch
+} Speculation;
+
+// The wrong rules test/speculative_stats.c proves it can tell from the right one.
+enum { WRONG_RESIDUAL = 1,   // a rejected position's token drawn from p, not from max(0, p - q)
+       WRONG_UNPROCESSED };  // the acceptance ratio from the softmax before top-p: the sampler ignored
+
+static void build_speculation(Speculation *sp, const Transformer *t, Transformer *draft, int lookup, int max_draft) {
+    memset(sp, 0, sizeof *sp);
+    sp->max_draft = max_draft;
+    sp->lookup = lookup;
+    sp->draft = draft;
+    sp->draft_context = draft ? draft->state.cache_len : 0;
+    sp->draft_length = max_draft;
+    sp->vocab_size = t->config.vocab_size;
+    sp->rows = xcalloc((size_t)(max_draft + 1) * sp->vocab_size, sizeof(float), "speculative logits");
+    if (draft) sp->draft_probs = xcalloc((size_t)max_draft * sp->vocab_size, sizeof(float), "draft probabilities");
+    sp->probs = xcalloc((size_t)sp->vocab_size, sizeof(float), "speculative probabilities");
+}
+
+static void free_speculation(Speculation *sp) {
+    free(sp->rows);
+    free(sp->draft_probs);
+    free(sp->probs);
+}
+
+// A draft must mean by each token id what the model means: the same
+// vocabulary size and, where both files carry a tokenizer, the same one.
+static void check_draft_vocabulary(const Transformer *t, const Transformer *draft) {
+    const Weights *a = &t->weights, *b = &draft->weights;
+    if (draft->config.vocab_size != t->config.vocab_size)
+        die("--draft %s has a vocabulary of %d tokens but %s has %d: a draft must share the model's vocabulary",
+            draft->path, draft->config.vocab_size, t->path, t->config.vocab_size);
+    if (a->tokenizer_blob && b->tokenizer_blob &&
+        (a->tokenizer_size != b->tokenizer_size || memcmp(a->tokenizer_blob, b->tokenizer_blob, a->tokenizer_size) != 0))
+        die("--draft %s's tokenizer is not %s's: a draft must share the model's vocabulary", draft->path, t->path);
+}
+
+// The distribution sample() draws from at temperature > 0, over the whole
+// vocabulary: softmax of the logits over the temperature and, with
+// 0 < topp < 1, the nucleus sample_topp chooses (the same candidates in the
+// same sorted order, so the same set where probabilities tie), renormalised.
+// Scales logits in place, as sample() does.
+static void sampler_probabilities(Sampler *s, float *logits, float *probs) {
+    int n = s->vocab_size;
+    for (int i = 0; i < n; i++) logits[i] /= s->temperature;
+    softmax(logits, n);
+    if (s->topp <= 0 || s->topp >= 1) {
+        memcpy(probs, logits, (size_t)n * sizeof(float));
+        return;
+    }
+    int n0 = 0;
+    const float cutoff = (1.0f - s->topp) / (float)(n - 1);
+    for (int i = 0; i < n; i++)
+        if (logits[i] >= cutoff) s->probindex[n0++] = (ProbIndex){ logits[i], i };
+    qsort(s->probindex, (size_t)n0, sizeof(ProbIndex), compare_prob_desc);
+    float cumulative = 0.0f;
+    int last = n0 - 1;
+    for (int i = 0; i < n0; i++) {
+        cumulative += s->probindex[i].prob;
+        if (cumulative > s->topp) { last = i; break; }
+    }
+    memset(probs, 0, (size_t)n * sizeof(float));
+    for (int i = 0; i <= last; i++) probs[s->probindex[i].index] = s->probindex[i].prob / cumulative;
+}
+
+// A token drawn from n weights summing to total > 0 (not necessarily 1).
+// Where rounding leaves the coin past the last sum, the last token of
+// positive weight: never one the distribution excludes.
+static int sample_weights(const float *weights, int n, float total, float coin) {
+    float r = coin * total, cdf = 0.0f;
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (weights[i] <= 0.0f) continue;
+        cdf += weights[i];
+        last = i;
+        if (r < cdf) return i;
+    }
+    return last;
+}
+
+// A lookup draft: the tokens that followed the most recent earlier
+// occurrence of the text's last n tokens (n from LOOKUP_NGRAM_MAX down to
+// LOOKUP_NGRAM_MIN: a longer match predicts better), at most max of them.
+// history holds the n_history tokens so far. Returns how many (0: no match).
+static int lookup_draft(const int *history, int n_history, int max, int *out) {
+    for (int n = LOOKUP_NGRAM_MAX; n >= LOOKUP_NGRAM_MIN; n--) {
+        if (n_history <= n) continue;   // no room for an earlier occurrence
+        const int *suffix = history + n_history - n;
+        for (int start = n_history - n - 1; start >= 0; start--) {
+            if (memcmp(history + start, suffix, (size_t)n * sizeof(int)) != 0) continue;
+            int from = start + n, count = n_history - from < max ? n_history - from : max;
+            memmove(out, history + from, (size_t)count * sizeof(int));
+            return count;
+        }
+    }
+    return 0;
+}
+
+// A draft model's k tokens after history[0..pos] (history[pos] is the token
+// the model decodes next): first the tokens its cache lacks, as one batch,
+// then a decode step per drafted token. At temperature 0 each is the draft's
+// argmax; else drawn from the draft's processed distribution, kept in
+// draft_probs for the acceptance rule.
+static void draft_model_tokens(Speculation *sp, Sampler *s, const int *history, int pos, int k, int *out) {
+    Transformer *d = sp->draft;
+    float *logits = forward_tokens(d, history + sp->draft_positions, pos + 1 - sp->draft_positions, sp->draft_positions);
+    for (int i = 0; i < k; i++) {
+        if (i > 0) logits = forward(d, out[i - 1], pos + i);
+        if (s->temperature == 0.0f) {
+            out[i] = argmax(logits, sp->vocab_size);
+            continue;
+        }
+        float *q = sp->draft_probs + (size_t)i * sp->vocab_size;
+        sampler_probabilities(s, logits, q);
+        out[i] = sample_weights(q, sp->vocab_size, 1.0f, random_f32(&s->rng_state));
+    }
+    sp->draft_positions = pos + k;   // token, then drafts 1..k-1: the last drafted token is not decoded
+}
+
+// One pass of the model over history[pos] and the tokens drafted after it,
+// as one batch. The tokens it emits replace the draft in history[pos+1..]:
+// the accepted drafted tokens, then one of the model's own (the correction of
+// the first rejected one, or after a whole accepted draft the token that
+// follows it). Returns how many: 1 to k+1. pos < steps; no token is decoded
+// at a position past steps - 1, as in plain decoding.
+static int speculative_pass(Transformer *t, Speculation *sp, Sampler *s, int *history, int pos, int steps) {
+    int n = sp->vocab_size, k = sp->pause > 0 ? 0 : sp->draft_length;
+    int *drafted = history + pos + 1;
+    if (k > steps - 1 - pos) k = steps - 1 - pos;
+    if (sp->draft && k > sp->draft_context - pos) k = pos < sp->draft_context ? sp->draft_context - pos : 0;   // its cache is full
+    if (k > 0 && sp->lookup) k = lookup_draft(history, pos + 1, k, drafted);
+    else if (k > 0 && sp->draft) draft_model_tokens(sp, s, history, pos, k, drafted);
+    forward_batch_all_logits(t, history + pos, k + 1, pos, sp->rows);
+
+    int j = 0;   // drafted tokens accepted; drafted[j] becomes the model's own token
+    for (;; j++) {
+        float *row = sp->rows + (size_t)j * n;
+        if (s->temperature == 0.0f) {
+            int best = argmax(row, n);
+            if (j < k && drafted[j] == best) continue;
+            drafted[j] = best;
+            break;
+        }
+        float *p = sp->probs;
+        sampler_probabilities(s, row, p);
+        if (j == k) {   // the whole draft accepted: the next token, drawn from p
+            drafted[j] = sample_weights(p, n, 1.0f, random_f32(&s->rng_state));
+            break;
+        }
+        int x = drafted[j];
+        float *q = sp->draft ? sp->draft_probs + (size_t)j * n : NULL;   // NULL: a point mass at x
+        float px = sp->wrong_rule == WRONG_UNPROCESSED ? row[x] : p[x];   // row: the softmax sample() starts from
+        if (random_f32(&s->rng_state) * (q ? q[x] : 1.0f) < px) continue;   // probability min(1, p(x)/q(x))
+        if (sp->wrong_rule == WRONG_RESIDUAL) {
+            drafted[j] = sample_weights(p, n, 1.0f, random_f32(&s->rng_state));
+            break;
+        }
+        // rejected: drawn from max(0, p - q), normalised (into q, no longer needed)
+        float total = 0.0f;
+        float *residual = q ? q : p;
+        for (int i = 0; i < n; i++) {
+            float r = p[i] - (q ? q[i] : i == x ? 1.0f : 0.0f);
+            residual[i] = r > 0.0f ? r : 0.0f;
+            total += residual[i];
+        }
+        float coin = random_f32(&s->rng_state);
+        // total is positive whenever p(x) < q(x); only rounding could empty it, then p itself
+        drafted[j] = total > 0.0f ? sample_weights(residual, n, total, coin) : sample_weights(p, n, 1.0f, coin);
+        break;
+    }
+
+    // The draft length follows the acceptance: a whole draft accepted doubles
+    // it (up to the longest), a rejection cuts it to one past what was kept.
+    // A draft of one token rejected pauses drafting for a pass, then two,
+    // four, up to 16, until a drafted token is accepted again: where a pass
+    // costs a decode step a token (the tiny models) a rejected draft is a
+    // step lost, and text the draft cannot guess should cost no more than
+    // plain decoding. Deterministic, so a seed still gives one text.
+    if (sp->pause > 0) sp->pause--;
+    if (k > 0 && j == k && k == sp->draft_length) sp->draft_length = 2 * k < sp->max_draft ? 2 * k : sp->max_draft;
+    else if (j < k) sp->draft_length = j + 1;
+    if (j > 0) sp->pause_length = 0;
+    else if (k == 1) {
+        sp->pause_length = sp->pause_length ? (2 * sp->pause_length < 16 ? 2 * sp->pause_length : 16) : 1;
+        sp->pause = sp->pause_length;
+    }
+    if (sp->draft && k > 0) sp->draft_positions = pos + 1 + (j < k ? j : k - 1);   // the accepted ones only
+    sp->passes++;
+    sp->drafted += k;
+    sp->accepted += j;
+    sp->emitted += j + 1;
+    return j + 1;
+}
+
+// generate() with speculative decoding: the same text at temperature 0, and
+// the same stats line with the passes' figures added, after a line for people:
+//   speculative: 2.40 tokens/pass, 71 % accepted (120 passes, 340 drafted, 241 accepted)
+//   stats: ... decode_tok_s=.. passes=.. tokens_per_pass=.. drafted=.. accepted=.. accepted_pct=..
+static void generate_speculative(Transformer *t, Speculation *sp, Tokenizer *tok, Sampler *sampler, const char *prompt,
+                                 int steps, int ignore_eos, double load_ms) {
+    if (!prompt) prompt = "";
+    size_t capacity = encode_capacity(tok, prompt);
+    int *history = xcalloc(capacity + (size_t)steps + 1, sizeof(int), "tokens");   // the prompt, then every emitted token
+    int n_prompt = encode(tok, prompt, 1, 0, history);
+    if (n_prompt >= steps)
+        die("the prompt is %d tokens but -n %d leaves no room to generate (the context holds %d)",
+            n_prompt, steps, t->config.seq_len);
+    TextOut out = { .stream = stdout };
+    for (int i = 1; i < n_prompt; i++) text_out(&out, decode(tok, history[i - 1], history[i]));
+    fflush(stdout);
+
+    double start = now_ms();
+    float *logits = forward_tokens(t, history, n_prompt, 0);
+    if (sp->draft && n_prompt <= sp->draft_context) {
+        forward_tokens(sp->draft, history, n_prompt, 0);
+        sp->draft_positions = n_prompt;
+    }
+    double prompt_end = now_ms();
+    int pos = n_prompt, decoded = 0;   // history[pos]: the last token emitted, not yet decoded
+    history[pos] = sample(sampler, logits);
+    double first_token = now_ms();
+    int done = !ignore_eos && ends_generation(tok, history[pos]);
+    if (!done) text_out(&out, decode(tok, history[pos - 1], history[pos]));
+    fflush(stdout);
+    while (!done && pos < steps) {
+        int emitted = speculative_pass(t, sp, sampler, history, pos, steps);
+        for (int i = 1; i <= emitted && !done; i++) {
+            decoded++;
+            done = !ignore_eos && ends_generation(tok, history[pos + i]);
+            if (!done) text_out(&out, decode(tok, history[pos + i - 1], history[pos + i]));
+        }
+        fflush(stdout);
+        pos += emitted;
+    }
+    double end = now_ms();
+    text_out_end(&out);
+    printf("\n");
+    fflush(stdout);   // the text's last line before the stats lines on stderr
+    double prompt_ms = prompt_end - start, decode_ms = end - first_token;
+    double per_pass = sp->passes ? (double)sp->emitted / sp->passes : 0;
+    double accepted_pct = sp->drafted ? 100.0 * sp->accepted / sp->drafted : 0;
+    fprintf(stderr, "speculative: %.2f tokens/pass, %.0f %% accepted (%ld passes, %ld drafted, %ld accepted)\n", per_pass,
+            accepted_pct, sp->passes, sp->drafted, sp->accepted);
+    fprintf(stderr, "stats: load_ms=%.1f prompt_tokens=%d prompt_ms=%.1f prompt_tok_s=%.2f ttft_ms=%.1f "
+                    "decode_tokens=%d decode_ms=%.1f decode_tok_s=%.2f passes=%ld tokens_per_pass=%.2f drafted=%ld "
+                    "accepted=%ld accepted_pct=%.1f\n",
+            load_ms, n_prompt, prompt_ms, n_prompt / (prompt_ms > 0 ? prompt_ms : 1e-3) * 1000, first_token - start,
+            decoded, decode_ms, decoded / (decode_ms > 0 ? decode_ms : 1e-3) * 1000, sp->passes, per_pass, sp->drafted,
+            sp->accepted, accepted_pct);
+    free(history);
+}
+
+// ----------------------------------------------------------------------------
 // Command line
 
 // Numeric flags: whole and checked, or one clear message (tools use these too).
@@ -7304,13 +7628,17 @@ static void usage(void) {
         "  --chat-template <name>  llama2|llama3|chatml|zephyr|qwen3|gemma|phi3, default: the checkpoint's\n"
         "  --think     chat: let a model that thinks (Qwen3, SmolLM3) think before it replies\n"
         "  --lora <file>  a LoRA adapter to apply at run time (export --adapter writes one)\n"
+        "  --lookup <int>  speculative decoding, drafts of up to N tokens looked up in the text so far\n"
+        "  --draft <file>  speculative decoding, drafts from a smaller checkpoint of the same vocabulary\n"
+        "  --draft-max <int>  --draft's longest draft, default 8 (at most 63)\n"
         "  --ignore-eos  keep generating past BOS/EOS (benchmarks)\n");
     exit(EXIT_FAILURE);
 }
 
 int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate", *system_prompt = NULL;
-    const char *chat_template = NULL, *lora_path = NULL;
+    const char *chat_template = NULL, *lora_path = NULL, *draft_path = NULL;
+    int lookup = 0, draft_max = 0;   // speculative decoding (0: off; draft_max 0: DEFAULT_DRAFT_MAX)
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
     int steps = 256, steps_given = 0, ignore_eos = 0, thinking = 0, kv_type = KV_F16;
@@ -7321,7 +7649,9 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i += 2) {
         if (strcmp(argv[i], "--ignore-eos") == 0) { ignore_eos = 1; i--; continue; }
         if (strcmp(argv[i], "--think") == 0) { thinking = 1; i--; continue; }
-        int long_flag = strcmp(argv[i], "--chat-template") == 0 || strcmp(argv[i], "--lora") == 0;
+        int long_flag = strcmp(argv[i], "--chat-template") == 0 || strcmp(argv[i], "--lora") == 0 ||
+                        strcmp(argv[i], "--lookup") == 0 || strcmp(argv[i], "--draft") == 0 ||
+                        strcmp(argv[i], "--draft-max") == 0;
         if (!long_flag && (argv[i][0] != '-' || strlen(argv[i]) != 2)) {
             fprintf(stderr, "runq: unknown argument '%s'\n", argv[i]);
             usage();
@@ -7330,6 +7660,9 @@ int main(int argc, char **argv) {
         const char *value = argv[i + 1];
         if (long_flag) {
             if (strcmp(argv[i], "--lora") == 0) lora_path = value;
+            else if (strcmp(argv[i], "--lookup") == 0) lookup = (int)parse_long("--lookup", value, 1, MAX_BATCH - 1);
+            else if (strcmp(argv[i], "--draft") == 0) draft_path = value;
+            else if (strcmp(argv[i], "--draft-max") == 0) draft_max = (int)parse_long("--draft-max", value, 1, MAX_BATCH - 1);
             else chat_template = value;
             continue;
         }
@@ -7348,6 +7681,10 @@ int main(int argc, char **argv) {
         }
     }
     if (strcmp(mode, "generate") != 0 && strcmp(mode, "chat") != 0) die("unknown mode '%s' (generate|chat)", mode);
+    if (lookup && draft_path) die("--lookup and --draft are two kinds of draft: give one");
+    if (draft_max && !draft_path) die("--draft-max bounds --draft's drafts: give --draft FILE too (--lookup N has its own)");
+    if ((lookup || draft_path) && strcmp(mode, "generate") != 0)
+        die("speculative decoding (--lookup, --draft) runs in generate mode only, not in chat");
     if (seed == 0) seed = (unsigned long long)time(NULL);
     if (n_threads == 0) n_threads = default_run_threads();
 
@@ -7360,8 +7697,25 @@ int main(int argc, char **argv) {
     if (steps_given && steps > seq_len) die("-n %d is beyond the model's context of %d positions", steps, seq_len);
     if (!steps_given) steps = chatting ? chat_positions(&transformer) : steps < seq_len ? steps : seq_len;
     prepare_run(&transformer, steps, n_threads);
+    Transformer draft;
+    if (draft_path) {
+        open_checkpoint(&draft, draft_path);
+        check_draft_vocabulary(&transformer, &draft);
+        draft.kv_type = kv_type;
+        prepare_run(&draft, steps < draft.config.seq_len ? steps : draft.config.seq_len, n_threads);
+        // one pool for both models: they take turns, and a second pool's
+        // threads would spin for cores the first one's need
+        pool_free(draft.pool);
+        draft.pool = transformer.pool;
+    }
     double load_ms = now_ms() - load_start;
     print_memory_plan(&transformer);
+    if (draft_path) {
+        char weights[32], kv[32];
+        fprintf(stderr, "draft: %s, %d layers, weights %s (mapped), KV cache %s (%d positions)\n", draft_path,
+                draft.config.n_layers, format_bytes(weights, draft.file_size), format_bytes(kv, draft.state.kv_bytes),
+                draft.state.cache_len);
+    }
     fprintf(stderr, "kernels: %s, %d thread%s\n", transformer.kernels.name, n_threads, n_threads == 1 ? "" : "s");
 
     Tokenizer tokenizer;
@@ -7369,12 +7723,22 @@ int main(int argc, char **argv) {
     Sampler sampler;
     build_sampler(&sampler, transformer.config.vocab_size, temperature, topp, seed);
 
-    if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
+    if (lookup || draft_path) {
+        Speculation speculation;
+        build_speculation(&speculation, &transformer, draft_path ? &draft : NULL, lookup != 0,
+                          lookup ? lookup : draft_max ? draft_max : DEFAULT_DRAFT_MAX);
+        generate_speculative(&transformer, &speculation, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
+        free_speculation(&speculation);
+    } else if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
     else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps,
               choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint), thinking);
 
     free_sampler(&sampler);
     free_tokenizer(&tokenizer);
+    if (draft_path) {
+        draft.pool = NULL;   // the model's pool, freed with it
+        free_transformer(&draft);
+    }
     free_transformer(&transformer);
     return 0;
 }

@@ -3,7 +3,9 @@
 # share is written twice. This holds the two copies together:
 #   - the shared section (from the banner 'From here to "Command line"' to the
 #     "Command line" banner: tokenizer, sampler, generate and chat) is the same
-#     text in both files, line for line;
+#     text in both files, line for line; in runq.c it ends at its runq-only
+#     "Speculative decoding" banner, just before "Command line" (run.c, the
+#     oracle, decodes a token at a time and has no such section);
 #   - any other function defined in both files is the same text too, unless
 #     it is listed below with the reason it differs.
 # Ends with "test_shared_code: N passed, N failed".
@@ -31,7 +33,7 @@ BANNER='// ---------------------------------------------------------------------
 shared_section() {
     awk -v banner="$BANNER" '
         prev == banner && /^\/\/ From here to "Command line"/ { on = 1; print prev }
-        prev == banner && /^\/\/ Command line/ { on = 0 }
+        prev == banner && /^\/\/ (Command line|Speculative decoding)/ { on = 0 }
         on { print }
         { prev = $0 }' "$1"
 }
@@ -39,7 +41,7 @@ shared_section() {
 outside_section() {
     awk -v banner="$BANNER" '
         prev == banner && /^\/\/ From here to "Command line"/ { on = 1 }
-        prev == banner && /^\/\/ Command line/ { on = 0 }
+        prev == banner && /^\/\/ (Command line|Speculative decoding)/ { on = 0 }
         !on { print }
         { prev = $0 }' "$1"
 }
