@@ -2147,6 +2147,7 @@ static void next_choice(Server *server, Slot *slot) {
 
 static void end_choice(Server *server, Slot *slot) {
     Choice *c = &slot->g->choices[slot->choice];
+    slot->g->predicted_ms = now_ms() - slot->g->decode_started;   // so far: a stream's final event carries it
     finish_choice(server, &slot->job->spec, c);
     stream_pending(slot->job, server, slot->g, c, 1);
     pthread_mutex_lock(&server->lock);

@@ -2,7 +2,8 @@
 # test_slots.sh — ./server --parallel N on the default model, as concurrent
 # clients see it: each request's text (and its log-probabilities) is
 # bit-identical whether it runs alone or beside 1, 3 or 7 others (streams,
-# n: 2, a grammar, logprobs, chat among them); prompt caching across slots
+# n: 2, a grammar, logprobs, streamed structured output, a stream past the
+# context that shifts it, among them); prompt caching across slots
 # (a follow-up finds its slot, cache_prompt:false misses, a partial prefix
 # reuses its part, cached and uncached text equal); a client leaving
 # mid-prompt frees its slot while another stream goes on; the queue holds
@@ -80,11 +81,11 @@ requests=(
     '/completion {"prompt":"Once upon a time","n_predict":40,"seed":1,"temperature":0.8}'
     '/completion {"prompt":"The little dog","n_predict":40,"seed":2,"temperature":0.9,"stream":true}'
     '/completion {"prompt":"Lily and Tom went to the park","n_predict":40,"seed":3,"n_probs":3}'
-    '/v1/chat/completions {"messages":[{"role":"user","content":"A cat"}],"max_tokens":40,"seed":4,"stream":true}'
+    '/v1/chat/completions {"messages":[{"role":"user","content":"A cat"}],"max_tokens":120,"seed":4,"stream":true,"response_format":{"type":"json_schema","json_schema":{"name":"pet","schema":{"type":"object","properties":{"name":{"enum":["Kit","Tom"]},"age":{"type":"integer"}},"required":["name","age"]}}}}'
     '/completion {"prompt":"One day, a bird","n_predict":30,"seed":5,"n":2,"temperature":1.0}'
     '/completion {"prompt":"The sun","n_predict":40,"seed":6,"grammar":"root ::= [a-z ]+ \".\""}'
     '/v1/completions {"prompt":"Once there was a girl","max_tokens":40,"seed":7,"logprobs":2}'
-    '/completion {"prompt":"Ben had a red ball","n_predict":40,"seed":8,"temperature":0.8,"stream":true}'
+    '/completion {"prompt":"Ben had a red ball","n_predict":280,"n_keep":4,"ignore_eos":true,"seed":8,"temperature":0.8,"stream":true}'
 )
 for i in "${!requests[@]}"; do
     fire "$T/alone.$i" "${requests[$i]}"
@@ -106,6 +107,13 @@ done
 # the grammar held and logprobs came, so those requests were what they say
 jcheck "the grammar's request answers lowercase words and a period" "$T/together8.5" '/^[a-z ]+\.$/.test(j.content)'
 jcheck "the logprobs request has them" "$T/together8.6" 'j.choices[0].logprobs.tokens.length === 40'
+node -e 'const events = require("fs").readFileSync(process.argv[1], "utf8").split("\n").map(JSON.parse);
+    const text = events.map((e) => e.choices[0]?.delta?.content ?? "").join(""), j = JSON.parse(text);
+    process.exit(["Kit", "Tom"].includes(j.name) && Number.isInteger(j.age) ? 0 : 1)' "$T/together8.3" 2>/dev/null && ok \
+    || fail "the streamed structured output does not follow its schema: $(tail -c 300 "$T/together8.3")"
+if [ "$(grep -c '"tokens_predicted"' "$T/together8.7")" -gt 0 ] && tail -1 "$T/together8.7" | grep -q '"tokens_predicted":280' \
+   && [ "$(grep -c 'context shift' "$T/parallel.log")" -ge 2 ]; then ok
+else fail "the stream past the context did not shift (alone and beside 7 others): $(tail -c 200 "$T/together8.7")"; fi
 code=$(curl -s -o "$T/slots" -w '%{http_code}' "$URL/slots")
 jcheck "/slots: 8 idle slots, each holding its last sequence" "$T/slots" 'j.length === 8 && j.every((s, i) => s.id === i && !s.is_processing && s.n_past > 0)'
 curl -s -o "$T/metrics" "$URL/metrics"
