@@ -2275,20 +2275,24 @@ static void start_job(Slot *slot) {
 }
 
 // The idle slot for a job: the one whose cache shares the longest prefix
-// with its prompt, else the least recently used, which keeps the others'
-// caches for the conversations they hold. Under the lock. With cache_prompt
-// false too: its prefill writes that prefix again, so the conversation the
-// slot held keeps its cache.
+// with its prompt, when that prefix is more than a quarter of the prompt
+// (llama.cpp's similarity rule, at a quarter where it has half: a BOS and a
+// few words are not worth the conversation another slot's cache holds);
+// else the least recently used, which keeps the others' caches for the
+// conversations they hold. With cache_prompt false too: its prefill writes
+// that prefix again, so the conversation the slot held keeps its cache.
+// Under the lock.
 static Slot *choose_slot(Server *server, const Job *job) {
-    Slot *best = NULL;
-    int best_shared = -1;
+    Slot *best = NULL, *oldest = NULL;
+    int best_shared = 0, n = job->spec.prompt.count;
     for (int i = 0; i < server->n_slots; i++) {
         Slot *s = &server->slots[i];
         if (s->busy) continue;
-        int shared = common_prefix(&s->cached, job->spec.prompt.ids, job->spec.prompt.count);
-        if (shared > best_shared || (shared == best_shared && s->last_used < best->last_used)) { best = s; best_shared = shared; }
+        int shared = common_prefix(&s->cached, job->spec.prompt.ids, n);
+        if (4 * shared > n && shared > best_shared) { best = s; best_shared = shared; }
+        if (!oldest || s->last_used < oldest->last_used) oldest = s;
     }
-    return best;
+    return best ? best : oldest;
 }
 
 // One step: the batch (every decoding slot's next token, then prompts'

@@ -72,6 +72,10 @@ fire() { node "$T/fire.js" "$URL" "$@" 2>"$T/fire.err" || fail "requests failed:
 # most_slots N: the most slots any of the last N jobs shared a forward pass with (its own included)
 most_slots() { grep 'server: job' "$T/$LOG.log" | tail -"$1" | grep -o 'up to [0-9]* slots' | grep -o '[0-9]*' | sort -n | tail -1; }
 
+# ---- bad --parallel: one clear message, a non-zero exit
+expect_error "--parallel 0" "--parallel expects a whole number from 1 to 16, got '0'" "$BIN"/server "$MODEL" --parallel 0
+expect_error "--parallel 17" "--parallel expects a whole number from 1 to 16, got '17'" "$BIN"/server "$MODEL" --parallel 17
+
 # ---- the same text alone and beside 1, 3 and 7 others, 8 slots
 LOG=parallel
 start_server parallel --parallel 8 --ctx 256 --token-delay 15
