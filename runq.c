@@ -529,7 +529,10 @@ typedef struct {
     int stride;              // values per token: the widest input rounded up to MAX_GROUP_SIZE
 } QuantizedActivations;
 
-// The activations of a batch of tokens: row i belongs to the token at position pos0 + i.
+// The activations of a batch of tokens: row i belongs to sequence row_seq[i]
+// (whose KV cache it reads and writes) at position row_pos[i]. A prompt's
+// chunk is one sequence at consecutive positions; a server's step mixes one
+// token of every decoding sequence with a chunk of a prompt.
 typedef struct {
     float *x;                // (MAX_BATCH, dim) residual stream
     float *xb;               // (MAX_BATCH, max(dim, q_dim)) normalised input / attention output
@@ -540,16 +543,21 @@ typedef struct {
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
     float *att;              // (n_threads, cache_len) attention scores, a row per thread
     RopeTable rope[N_ROPE_TABLES];   // global layers' and (Gemma 3) local layers' RoPE
-    float *logits;           // (vocab_size,) of the batch's last token
+    float *logits;           // (n_seqs, vocab_size) of the rows a pass asks for (at most one per sequence)
+    int row_seq[MAX_BATCH];  // the batch's rows: each one's sequence (KV cache) ...
+    int row_pos[MAX_BATCH];  // ... and position in it
     QuantizedActivations xq; // quantized copy of the current matmul input
     int kv_type;             // KvType: which of the two caches below this run keeps
-    uint16_t *key_cache;     // KV_F16: (n_layers, cache_len, kv_dim) fp16, half of fp32's memory
-    uint16_t *value_cache;   // KV_F16: (n_layers, cache_len, kv_dim)
-    int8_t *key_cache_q8;    // KV_Q8: (n_layers, cache_len, kv_dim) int8, a quarter of fp32's
-    int8_t *value_cache_q8;  // KV_Q8: (n_layers, cache_len, kv_dim)
-    float *key_scales;       // KV_Q8: (n_layers, cache_len, n_kv_heads) a head's row is scale * int8
-    float *value_scales;     // KV_Q8: (n_layers, cache_len, n_kv_heads)
-    int cache_len;           // positions the KV cache holds: what this run needs, not seq_len
+    // One KV cache per sequence, one after the other: sequence q's layer l is
+    // "cache layer" q * n_layers + l, so every index below reads as for one.
+    uint16_t *key_cache;     // KV_F16: (n_seqs, n_layers, cache_len, kv_dim) fp16, half of fp32's memory
+    uint16_t *value_cache;   // KV_F16: (n_seqs, n_layers, cache_len, kv_dim)
+    int8_t *key_cache_q8;    // KV_Q8: (n_seqs, n_layers, cache_len, kv_dim) int8, a quarter of fp32's
+    int8_t *value_cache_q8;  // KV_Q8: (n_seqs, n_layers, cache_len, kv_dim)
+    float *key_scales;       // KV_Q8: (n_seqs, n_layers, cache_len, n_kv_heads) a head's row is scale * int8
+    float *value_scales;     // KV_Q8: (n_seqs, n_layers, cache_len, n_kv_heads)
+    int cache_len;           // positions each sequence's KV cache holds: what a run needs, not seq_len
+    int n_seqs;              // sequences with a KV cache each: 1 for runq, the server's slots
     size_t kv_bytes, activation_bytes;   // what the two above take (the memory plan)
 } RunState;
 
@@ -596,6 +604,7 @@ typedef struct {
     RunState state;
     Kernels kernels;
     int kv_type;                // KvType for prepare_run (open_checkpoint sets KV_F16)
+    int n_seqs;                 // KV caches prepare_run allocates (0 or 1: one; the server: its slots)
     ThreadPool *pool;
     const Backend *backend;     // where the int4 matmuls run; NULL: the CPU kernels (see "Matmul backends")
     void *backend_state;        // the backend's device, queue and buffers
@@ -1001,14 +1010,15 @@ static void *activation_alloc(size_t *tally, size_t count, size_t size, const ch
     return (void *)bytes;
 }
 
-static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type) {
+static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_threads, int kv_type, int n_seqs) {
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t dim = (size_t)c->dim, ffn = (size_t)c->max_ffn_dim, half_rotary = (size_t)c->rotary_dim / 2;
     size_t widest = dim > q_dim ? dim : q_dim;
     if (ffn > widest) widest = ffn;
-    size_t cache = (size_t)c->n_layers * (size_t)cache_len * kv_dim;
+    size_t cache = (size_t)n_seqs * c->n_layers * (size_t)cache_len * kv_dim;
     size_t *act = &s->activation_bytes, *kv = &s->kv_bytes;
     s->cache_len = cache_len;
+    s->n_seqs = n_seqs;
     s->x = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
     s->xb = activation_alloc(act, MAX_BATCH * (dim > q_dim ? dim : q_dim), sizeof(float), "activations");
     s->xb2 = activation_alloc(act, MAX_BATCH * dim, sizeof(float), "activations");
@@ -1024,14 +1034,14 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
         s->rope[table].cos = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
         s->rope[table].sin = activation_alloc(act, MAX_BATCH * half_rotary, sizeof(float), "RoPE table");
     }
-    s->logits = activation_alloc(act, (size_t)c->vocab_size, sizeof(float), "logits");
+    s->logits = activation_alloc(act, (size_t)n_seqs * c->vocab_size, sizeof(float), "logits");
     s->xq.stride = (int)round_up(widest, MAX_GROUP_SIZE);
     s->xq.values = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride, 1, "quantized activations");
     s->xq.scales = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(float), "quantized activations");
     s->xq.sums = activation_alloc(act, MAX_BATCH * (size_t)s->xq.stride / Q_BLOCK, sizeof(int32_t), "quantized activations");
     s->kv_type = kv_type;
     if (kv_type == KV_Q8) {
-        size_t rows = (size_t)c->n_layers * (size_t)cache_len * (size_t)c->n_kv_heads;
+        size_t rows = (size_t)n_seqs * c->n_layers * (size_t)cache_len * (size_t)c->n_kv_heads;
         s->key_cache_q8 = state_alloc(kv, cache, 1, "KV cache");
         s->value_cache_q8 = state_alloc(kv, cache, 1, "KV cache");
         s->key_scales = state_alloc(kv, rows, sizeof(float), "KV cache");
@@ -4071,14 +4081,15 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-// cos and sin of (position x frequency) for each token of the batch, times
-// rope_attention_factor (1 but for LongRoPE), computed once per forward pass
-// and shared by every layer and head that turns with this table.
-static void rope_tables(RopeTable *table, int rotary_dim, float attention_factor, int pos0, int n_tokens) {
+// cos and sin of (position x frequency) for each row of the batch (at its
+// own position), times rope_attention_factor (1 but for LongRoPE), computed
+// once per forward pass and shared by every layer and head that turns with
+// this table.
+static void rope_tables(RopeTable *table, int rotary_dim, float attention_factor, const int *positions, int n_tokens) {
     int half = rotary_dim / 2;
     for (int t = 0; t < n_tokens; t++)
         for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * table->freq[i];
+            float angle = (float)positions[t] * table->freq[i];
             table->cos[t * half + i] = cosf(angle) * attention_factor;
             table->sin[t * half + i] = sinf(angle) * attention_factor;
         }
@@ -4117,27 +4128,28 @@ static void quantize_kv_row(int8_t *out, float *scale, const float *x, int n) {
     for (int i = 0; i < n; i++) out[i] = (int8_t)lrintf(x[i] * inverse);
 }
 
-// The KV rows a batch of n tokens is about to write (positions pos0..pos0+n-1
-// of every layer), faulted in by one call per layer and cache instead of a
+// The KV rows n tokens of sequence seq are about to write (positions
+// pos0..pos0+n-1 of every layer), faulted in by one call per layer and cache instead of a
 // page fault every 4 KiB (Linux 5.14's MADV_POPULATE_WRITE; without it the
 // writes fault them in as before). The cache is sized for the whole run, so
 // only the rows a prompt needs are faulted, when it needs them.
-static void prefault_kv_rows(RunState *s, int n_layers, int kv_dim, int pos0, int n) {
+static void prefault_kv_rows(RunState *s, int n_layers, int kv_dim, int seq, int pos0, int n) {
 #ifdef MADV_POPULATE_WRITE
     size_t page = (size_t)sysconf(_SC_PAGESIZE), row = s->kv_type == KV_Q8 ? (size_t)kv_dim : (size_t)kv_dim * 2;
     uint8_t *caches[2] = { s->kv_type == KV_Q8 ? (uint8_t *)s->key_cache_q8 : (uint8_t *)s->key_cache,
                            s->kv_type == KV_Q8 ? (uint8_t *)s->value_cache_q8 : (uint8_t *)s->value_cache };
-    for (int l = 0; l < n_layers; l++)
+    for (int l = seq * n_layers; l < (seq + 1) * n_layers; l++)
         for (int c = 0; c < 2; c++) {
             uintptr_t begin = (uintptr_t)(caches[c] + ((size_t)l * s->cache_len + pos0) * row), end = begin + (size_t)n * row;
             begin -= begin % page;
             madvise((void *)begin, end - begin, MADV_POPULATE_WRITE);   // a failure leaves the faults to the writes
         }
 #else
-    (void)s; (void)n_layers; (void)kv_dim; (void)pos0; (void)n;
+    (void)s; (void)n_layers; (void)kv_dim; (void)seq; (void)pos0; (void)n;
 #endif
 }
 
+// layer: the cache layer (a sequence's layers follow the previous sequence's)
 static void store_kv(const Kernels *kernels, RunState *s, int layer, int pos, const float *k, const float *v, int kv_dim,
                      int head_dim) {
     size_t row = ((size_t)layer * s->cache_len + pos) * kv_dim;
@@ -4162,11 +4174,13 @@ static int first_attended(const Config *c, int layer, int pos) {
 
 typedef struct {
     Transformer *t;
-    int layer, pos0, n_tokens;
+    int layer, n_tokens;
 } AttentionTask;
 
-// Causal attention: batch token i (at position pos0 + i) over positions
-// first..pos0+i (first_attended: all of them but on a sliding layer). Each
+// Causal attention: batch row i (at position pos = row_pos[i] of sequence
+// row_seq[i]) over that sequence's positions first..pos (first_attended: all
+// of them but on a sliding layer); a row reads its own sequence's cache
+// alone, so its numbers are those of the sequence run by itself. Each
 // (token, head) pair is a piece of the task; a thread keeps its scores in its
 // own row; head h reads KV head h / (n_heads / n_kv_heads). Scores are
 // q.k / score_divisor, soft-capped when the model says so (Gemma 2).
@@ -4177,14 +4191,15 @@ static void attention_task(void *arg, int item, int thread_index) {
     RunState *s = &task->t->state;
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads;
-    size_t layer_offset = (size_t)task->layer * s->cache_len * kv_dim;
     float *att = s->att + (size_t)thread_index * s->cache_len;
-    int i = item / c->n_heads, h = item % c->n_heads, pos = task->pos0 + i;
+    int i = item / c->n_heads, h = item % c->n_heads, pos = s->row_pos[i];
+    int cache_layer = s->row_seq[i] * c->n_layers + task->layer;
+    size_t layer_offset = (size_t)cache_layer * s->cache_len * kv_dim;
     int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
     const float *q = s->q + (size_t)i * q_dim + h * head_dim;
     float *out = s->xb + (size_t)i * q_dim + h * head_dim;
     size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
-    size_t scales_at = ((size_t)task->layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
+    size_t scales_at = ((size_t)cache_layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
     if (s->kv_type == KV_Q8)
         k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
     else
@@ -4200,12 +4215,16 @@ static void attention_task(void *arg, int item, int thread_index) {
 }
 
 // ----------------------------------------------------------------------------
-// Forward: n tokens (at most MAX_BATCH) at positions pos0..pos0+n-1 through
-// every layer as one batch, each weight read once; their keys and values land
-// in the cache. Returns the logits after the last token (none, NULL, when
-// want_logits is 0: a prompt's chunks before its last). Decoding is the same
-// pass with n = 1; a prompt goes through in chunks. Each layer is an attention
-// block and an FFN block, each adding its branch to the residual stream x.
+// Forward: n tokens (at most MAX_BATCH), each of its own sequence at its own
+// position, through every layer as one batch, each weight read once; their
+// keys and values land in their sequences' caches. Returns the logits of the
+// rows asked for. runq's passes are one sequence: a prompt's chunk at
+// positions pos0..pos0+n-1, or a decoded token (n = 1); the server's step is
+// one token of each decoding slot beside a chunk of a new prompt. Every row's
+// arithmetic is the same whatever else is in the batch (the kernels treat
+// each token alone), so a sequence's logits do not depend on its company.
+// Each layer is an attention block and an FFN block, each adding its branch
+// to the residual stream x.
 
 // The batch's embedding rows into x, times embedding_scale (Gemma: sqrt(dim)).
 static void embed_tokens(Transformer *t, const int *tokens, int n) {
@@ -4259,7 +4278,7 @@ static void add_branch(Transformer *t, const Tensor *post_norm, int n) {
 
 // Attention: q, k, v from one quantized input; k and v go to the cache; the
 // attended values through wo.
-static void attention_block(Transformer *t, int layer, int n, int pos0) {
+static void attention_block(Transformer *t, int layer, int n) {
     const Config *c = &t->config;
     const LayerWeights *lw = &t->weights.layers[layer];
     RunState *s = &t->state;
@@ -4270,9 +4289,10 @@ static void attention_block(Transformer *t, int layer, int n, int pos0) {
     matmuls(t, 3, qkv_out, qkv_w, s->xb, dim, n);
     for (int i = 0; i < n; i++) {
         finish_qkv(t, layer, i);
-        store_kv(&t->kernels, s, layer, pos0 + i, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
+        store_kv(&t->kernels, s, s->row_seq[i] * c->n_layers + layer, s->row_pos[i], s->k + (size_t)i * kv_dim,
+                 s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
     }
-    AttentionTask attention = { t, layer, pos0, n };
+    AttentionTask attention = { t, layer, n };
     pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
     matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
     add_branch(t, &lw->post_attention_norm, n);
@@ -4304,28 +4324,59 @@ static void logits_of_rows(Transformer *t, const float *x, int n, float *out) {
         for (size_t v = 0; v < (size_t)n * c->vocab_size; v++) out[v] = softcap(out[v], c->final_softcap);
 }
 
-// The batch through every layer, each token's residual stream left in x.
-// prefault: the batch's KV rows faulted in first (a prompt's chunk).
-static void forward_layers(Transformer *t, const int *tokens, int n, int pos0, int prefault) {
+// The batch through every layer, each row's residual stream left in x:
+// tokens[i] of sequence seqs[i] at position positions[i], for i < n (at most
+// MAX_BATCH; a sequence's rows in position order, none twice, each position
+// after what its cache holds up to it). prefault: each sequence's run of KV
+// rows faulted in first (a prompt's chunk).
+static void forward_layers(Transformer *t, const int *tokens, const int *seqs, const int *positions, int n, int prefault) {
     const Config *c = &t->config;
     RunState *s = &t->state;
+    if (n < 1 || n > MAX_BATCH) die("internal error: forward_layers of %d rows", n);
+    for (int i = 0; i < n; i++) {
+        if (seqs[i] < 0 || seqs[i] >= s->n_seqs || positions[i] < 0 || positions[i] >= s->cache_len)
+            die("internal error: batch row %d is sequence %d position %d (%d sequences of %d)", i, seqs[i], positions[i],
+                s->n_seqs, s->cache_len);
+        s->row_seq[i] = seqs[i];
+        s->row_pos[i] = positions[i];
+    }
     embed_tokens(t, tokens, n);
     for (int table = 0; table < N_ROPE_TABLES; table++)
-        if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, pos0, n);
-    if (prefault) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, pos0, n);
+        if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, s->row_pos, n);
+    for (int i = 0, run; prefault && i < n; i += run) {   // each run of one sequence's consecutive positions, when longer than a token
+        for (run = 1; i + run < n && seqs[i + run] == seqs[i] && positions[i + run] == positions[i] + run; run++) {}
+        if (run > 1) prefault_kv_rows(s, c->n_layers, c->n_kv_heads * c->head_dim, seqs[i], positions[i], run);
+    }
     for (int l = 0; l < c->n_layers; l++) {
-        attention_block(t, l, n, pos0);
+        attention_block(t, l, n);
         ffn_block(t, l, n);
     }
 }
 
-static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+// The batch of forward_layers. Returns (n_logits, vocab_size): the logits of
+// rows logit_rows[0..n_logits) (at most n_seqs of them), or NULL when none
+// are asked (a prompt's chunks before its last).
+static float *forward_rows(Transformer *t, const int *tokens, const int *seqs, const int *positions, int n,
+                           const int *logit_rows, int n_logits) {
     const Config *c = &t->config;
     RunState *s = &t->state;
-    forward_layers(t, tokens, n, pos0, n > 1);
-    if (!want_logits) return NULL;
-    logits_of_rows(t, s->x + (size_t)(n - 1) * c->dim, 1, s->logits);
+    if (n_logits > s->n_seqs || n_logits > n) die("internal error: forward_rows of %d rows, %d logits", n, n_logits);
+    forward_layers(t, tokens, seqs, positions, n, 1);
+    if (n_logits == 0) return NULL;
+    // the rows asked for, gathered into xb2 (free after the last block; x stays
+    // whole for tools/ppl.c): the classifier reads its weights once for them all
+    for (int j = 0; j < n_logits; j++)
+        memcpy(s->xb2 + (size_t)j * c->dim, s->x + (size_t)logit_rows[j] * c->dim, (size_t)c->dim * sizeof(float));
+    logits_of_rows(t, s->xb2, n_logits, s->logits);
     return s->logits;
+}
+
+// n tokens of sequence 0 at positions pos0..pos0+n-1: runq's prompt chunks
+// and decoded tokens; the logits after the last, or none (want_logits 0).
+static float *forward_batch_logits(Transformer *t, const int *tokens, int n, int pos0, int want_logits) {
+    int seqs[MAX_BATCH], positions[MAX_BATCH], last = n - 1;
+    for (int i = 0; i < n && i < MAX_BATCH; i++) { seqs[i] = 0; positions[i] = pos0 + i; }
+    return forward_rows(t, tokens, seqs, positions, n, &last, want_logits ? 1 : 0);
 }
 
 static float *forward_batch(Transformer *t, const int *tokens, int n, int pos0) {
@@ -4356,7 +4407,9 @@ static float *forward_tokens(Transformer *t, const int *tokens, int n, int pos0)
 // more than their page faults (on the default model they made a pass of two
 // tokens cost 2.3 decode steps).
 static void forward_batch_all_logits(Transformer *t, const int *tokens, int n, int pos0, float *out) {
-    forward_layers(t, tokens, n, pos0, 0);
+    int seqs[MAX_BATCH], positions[MAX_BATCH];
+    for (int i = 0; i < n && i < MAX_BATCH; i++) { seqs[i] = 0; positions[i] = pos0 + i; }
+    forward_layers(t, tokens, seqs, positions, n, 0);
     logits_of_rows(t, t->state.x, n, out);
 }
 
@@ -4435,7 +4488,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
     touch_weights(t);
     if (cache_len <= 0 || cache_len > t->config.seq_len) cache_len = t->config.seq_len;
-    malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type);
+    malloc_run_state(&t->state, &t->config, cache_len, n_threads, t->kv_type, t->n_seqs > 1 ? t->n_seqs : 1);
     choose_rope_frequencies(&t->state, &t->config, &t->weights);
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
@@ -4494,9 +4547,11 @@ static int chat_positions(const Transformer *t) {
 static void print_memory_plan(const Transformer *t) {
     const RunState *s = &t->state;
     char weights[32], kv[32], activations[32], total[32];
-    fprintf(stderr, "memory: weights %s (mapped), KV cache %s (%s, %d positions), activations %s, total %s\n",
+    char sequences[32] = "";
+    if (s->n_seqs > 1) snprintf(sequences, sizeof sequences, "%d sequences of ", s->n_seqs);
+    fprintf(stderr, "memory: weights %s (mapped), KV cache %s (%s, %s%d positions), activations %s, total %s\n",
             format_bytes(weights, t->file_size), format_bytes(kv, s->kv_bytes), s->kv_type == KV_Q8 ? "int8" : "fp16",
-            s->cache_len, format_bytes(activations, s->activation_bytes),
+            sequences, s->cache_len, format_bytes(activations, s->activation_bytes),
             format_bytes(total, t->file_size + s->kv_bytes + s->activation_bytes));
 }
 

@@ -6,7 +6,7 @@ API (/completion, /props, /slots, /metrics, /apply-template, /embedding,
 /v1/models), plus a chat page at /.
 
     server model.q4.bin [--host 127.0.0.1] [--port 8080] [--api-key KEY]
-                        [-T threads] [-z tokenizer.bin] [--ctx N] [--queue N]
+                        [-T threads] [-z tokenizer.bin] [--ctx N] [--parallel N] [--queue N]
                         [--cors-origin ORIGIN] [--max-conn-per-address N]
 
 It is runq.c's runtime, json.h's parser, grammar.h and json_schema.h for
@@ -19,20 +19,25 @@ thread, which reads the request (the head within a short deadline), parses
 the fields it knows (the others are checked and skipped, never built),
 renders and tokenizes the prompt and compiles its grammar, then puts a job
 on a bounded FIFO queue and waits. One worker thread owns the model and its
-one slot: the KV cache and the tokens it holds. A job reuses the longest
-prefix of its prompt the cache holds, prefills the rest a chunk at a time,
-then decodes each of its choices, writing the answer (or its events) to the
-job's socket. A client that leaves is noticed between chunks and tokens; one
-that only half-closed its socket still gets its answer. Every response
-closes its connection (Connection: close).
+slots (--parallel N, each a KV cache of --ctx positions and the tokens it
+holds). A job takes the idle slot whose cache shares the longest prefix with
+its prompt, reuses that prefix, and waits for the steps: each step is one
+forward pass holding the next token of every decoding slot and, in what room
+is left of the batch, chunks of prompts (continuous batching: the weights
+are read once per step for every stream, and a new prompt stalls running
+streams by at most one chunk). After the pass each slot samples its token
+and writes its answer (or its events) to its job's socket. A client that
+leaves is noticed between chunks and tokens and frees its slot; one that
+only half-closed its socket still gets its answer. Every response closes
+its connection (Connection: close).
 
-The slot's state (its cached tokens) and each choice's state (its sampler,
-grammar, tokens and text) are apart from the worker loop that feeds the
-model, so an engine decoding several slots in one batch can drive the same
-per-sequence steps.
+Each choice's state (its sampler, grammar, tokens and text) is apart from
+the slot that feeds it, and every sequence's arithmetic is the same whatever
+shares its batch (runq.c's forward_rows), so a request's text does not
+depend on what else runs.
 
-What it is not: batched across requests (one generation at a time), TLS,
-HTTP/2, or keep-alive.
+What it is not: a scheduler across machines or priorities (first come,
+first served), TLS, HTTP/2, or keep-alive.
 */
 
 #ifndef FUZZING        // test/fuzz/fuzz_http.c has included runq.c already, and has its own main
@@ -63,6 +68,7 @@ HTTP/2, or keep-alive.
 #define MAX_STOP_WORDS 16
 #define MAX_STOP_WORD_BYTES 256
 #define MAX_CHOICES 8              // n
+#define MAX_SLOTS 16               // --parallel (a step's rows and logits hold one per slot: at most MAX_BATCH)
 #define MAX_TOP_LOGPROBS 20
 #define MAX_TOOLS 64
 #define MAX_TOOL_CALLS 8
@@ -171,7 +177,7 @@ static void text_json_value(Text *t, const Json *v) {
 }
 
 // ----------------------------------------------------------------------------
-// The server: settings, the model, the slot, the queue, the counters
+// The server: settings, the model, the slots, the queue, the counters
 
 typedef struct {
     const char *model_path;
@@ -189,6 +195,7 @@ typedef struct {
     int max_per_address;          // connections open at once from one client address
     const char *cors_origin;      // Access-Control-Allow-Origin; NULL: no CORS headers
     int token_delay_ms;           // tests only: a pause after each forward pass, as on a slow board
+    int parallel;                 // slots (--parallel); 0: as many as the memory plan fits, at most 4
 } Settings;
 
 // What a token's piece is when it is text: its bytes, and whether it is a
@@ -202,14 +209,8 @@ typedef struct {
 // How this model's family writes a tool call (its chat template's convention).
 enum ToolFormat { TOOLS_GENERIC, TOOLS_LLAMA3, TOOLS_HERMES, TOOLS_MISTRAL };
 
-// The one slot: the tokens whose keys and values the KV cache holds, position
-// by position (prompt caching reuses their longest common prefix).
-typedef struct {
-    TokenList cached;
-    int busy;
-    unsigned long job_id;         // the job running or last run
-    int n_prompt, n_decoded;      // of that job
-} Slot;
+// A slot: a KV cache and the job it runs (defined with the worker, below).
+typedef struct Slot Slot;
 
 // Counters for /metrics (under the server's lock).
 typedef struct {
@@ -242,7 +243,9 @@ typedef struct {
     struct { uint32_t address; int open; } per_address[MAX_CONNECTIONS];   // open connections by client address
     int shutting_down;
     unsigned long next_id;        // for response ids
-    Slot slot;
+    Slot *slots;                  // (n_slots,) the worker runs their jobs; busy and the counts are read under the lock
+    int n_slots;
+    unsigned long admissions;     // jobs given a slot so far (a slot's last_used)
     Metrics metrics;
 } Server;
 
@@ -1411,9 +1414,8 @@ static int parse_job(const Request *r, int api, const Server *server, JobSpec *j
 
 // ----------------------------------------------------------------------------
 // A choice: one sequence being generated, with its own sampler, grammar,
-// tokens and text. Its steps (sample a token from logits, take it) are all a
-// slot engine needs to drive it; the worker below feeds it one forward pass
-// per token.
+// tokens and text. Its steps (sample a token from logits, take it) are all
+// the worker's slots need to drive it, a token per batched forward pass.
 
 typedef struct {
     StepLogprobs *items;
@@ -1600,6 +1602,8 @@ typedef struct {
     int n_prompt;                 // tokens the model was given (after any turns were dropped)
     int n_cached;                 // of them, reused from the KV cache
     double prompt_ms, predicted_ms;
+    double started, decode_started;   // now_ms() when it took its slot, and when its prompt was in
+    int most_slots;               // the most slots (its own included) one forward pass of it ran for
     unsigned long id;
     long created;
     int client_gone;
@@ -1914,9 +1918,45 @@ static int client_gone(ClientWatch *w, Generation *g) {
 }
 
 // ----------------------------------------------------------------------------
-// The worker: one job at a time on the slot. Prefill reuses the cached
-// prefix, then goes a chunk at a time; each choice decodes from the prompt's
-// logits; a chat that fills the context drops its oldest turns and goes on.
+// The worker: slots and continuous batching. Each slot has its own KV cache
+// (a sequence of runq's forward_rows) and runs one job at a time. A step is
+// one forward pass: the next token of every decoding slot, then as much of
+// waiting prompts as fills the batch (MAX_BATCH rows), so the weights are
+// read once for them all and a running stream waits at most one chunk while
+// a new prompt goes in. After the pass each slot takes its rows: a decoding
+// slot samples its next token (and streams it); a prompt that ended starts
+// its choices. A slot's choices (n > 1) decode in turn, on that slot, from
+// the prompt's logits. A request waits in the queue while every slot is busy.
+
+enum SlotPhase { PHASE_IDLE, PHASE_PREFILL, PHASE_DECODE };
+
+// A slot: a KV cache (sequence `id` of the runtime), the tokens it holds
+// (prompt caching reuses their longest common prefix with a new prompt), and
+// the job it runs, as a state the steps advance: prefilling tokens, or
+// decoding a choice whose next token waits to be fed.
+struct Slot {
+    int id;
+    TokenList cached;             // the tokens whose keys and values its cache holds, position by position
+    int busy;                     // read under the server's lock (/slots, /metrics)
+    unsigned long job_id;         // the job running or last run
+    int n_prompt, n_decoded;      // of that job
+    unsigned long last_used;      // when a job last came: the least recently used idle slot goes first
+    // the worker's alone:
+    int phase;                    // SlotPhase
+    Job *job;
+    Generation *g;
+    ClientWatch watch;
+    const int *feed;              // PHASE_PREFILL: tokens[cached.count..feed_count) still to go in
+    int feed_count;
+    int after;                    // AfterPrefill
+    int choice;                   // the choice decoding (choices go in turn)
+    int pos, pending;             // PHASE_DECODE: the token fed next, at position pos
+    int limit;                    // tokens the choice may take
+    float *logits;                // (vocab_size,) the choice's next-token logits, which sampling changes
+    float *prompt_logits;         // (vocab_size,) after the prompt: every choice starts from them
+    double shift_started;         // a context shift's prefill: when it began, and the tokens it reused
+    int shift_reused;
+};
 
 struct Job {
     JobSpec spec;
@@ -1940,39 +1980,37 @@ static void pause_as_slow_board(const Server *server) {
     if (server->settings.token_delay_ms > 0) usleep((useconds_t)server->settings.token_delay_ms * 1000);
 }
 
-// Tokens the slot's cache and prompt share from the start.
+// Tokens a slot's cache and prompt share from the start.
 static int common_prefix(const TokenList *cached, const int *tokens, int n) {
     int k = 0;
     while (k < cached->count && k < n && cached->ids[k] == tokens[k]) k++;
     return k;
 }
 
-// Prefill tokens at positions from..n-1 of the slot (its cache holding the
-// rest), a chunk at a time; the logits after the last, or NULL when stopped
-// (client gone, shutdown). The slot's cached list follows every chunk.
-static float *prefill(Server *server, ClientWatch *watch, Generation *g, const int *tokens, int from, int n) {
-    Transformer *t = &server->transformer;
-    Slot *slot = &server->slot;
-    float *logits = NULL;
+// What a slot's prefill leads to when its last chunk is in.
+enum AfterPrefill { AFTER_PROMPT, AFTER_SHIFT, AFTER_NEXT_CHOICE, AFTER_EMBEDDING };
+
+// Feed tokens[from..n) into the slot (its cache holding tokens[0..from)); the
+// steps take it a chunk at a time.
+static void start_prefill(Slot *slot, const int *tokens, int from, int n, int after) {
     slot->cached.count = from;
-    for (int start = from; start < n; start += MAX_BATCH) {
-        if (client_gone(watch, g) || shutting_down(server)) return NULL;
-        int chunk = n - start < MAX_BATCH ? n - start : MAX_BATCH;
-        logits = forward_batch(t, tokens + start, chunk, start);
-        for (int i = 0; i < chunk; i++) push_token(&slot->cached, tokens[start + i]);
-        pause_as_slow_board(server);
-    }
-    return logits;
+    slot->feed = tokens;
+    slot->feed_count = n;
+    slot->after = after;
+    slot->phase = PHASE_PREFILL;
 }
 
-// The prompt into the slot: the longest common prefix reused (all but the
-// last token, whose logits are needed), the rest prefilled.
-static float *prefill_prompt(Server *server, ClientWatch *watch, Generation *g, const JobSpec *spec, int *reused) {
-    Slot *slot = &server->slot;
-    int n = spec->prompt.count, from = spec->cache_prompt ? common_prefix(&slot->cached, spec->prompt.ids, n) : 0;
-    if (from >= n) from = n - 1;
-    *reused = from;
-    return prefill(server, watch, g, spec->prompt.ids, from, n);
+// The choice now decoding starts from the prompt's logits.
+static void start_decoding(Server *server, Slot *slot) {
+    JobSpec *spec = &slot->job->spec;
+    Choice *c = &slot->g->choices[slot->choice];
+    start_choice(server, spec, c, slot->choice);
+    memcpy(slot->logits, slot->prompt_logits, (size_t)server->transformer.config.vocab_size * sizeof(float));
+    slot->pos = spec->prompt.count;
+    slot->cached.count = slot->pos;
+    // -1: until the context is full; a longer reply asked for goes on past it by shifting the context
+    slot->limit = spec->max_tokens >= 0 ? spec->max_tokens : server->transformer.state.cache_len - slot->pos;
+    slot->phase = PHASE_DECODE;
 }
 
 // A choice whose sequence filled the context goes on with less of it: a
@@ -1982,8 +2020,10 @@ static float *prefill_prompt(Server *server, ClientWatch *watch, Generation *g, 
 // (llama.cpp's context shift). The kept tokens are prefilled again, the
 // cache's common prefix reused (runq's cache holds rotated keys: moving them
 // would mean rotating them again; a re-prefill costs what docs/SERVER.md
-// measures). The new position, or -1 when nothing can go.
-static int shift_context(Server *server, ClientWatch *watch, Generation *g, JobSpec *spec, Choice *c, float **logits) {
+// measures). Returns 0 when nothing can go (the choice ends there).
+static int shift_context(Server *server, Slot *slot) {
+    JobSpec *spec = &slot->job->spec;
+    Choice *c = &slot->g->choices[slot->choice];
     int context = server->transformer.state.cache_len;
     int n_reply = c->tokens.count - spec->prompt.count, head, tail_from;
     if (spec->api == API_CHAT) {
@@ -1991,29 +2031,25 @@ static int shift_context(Server *server, ClientWatch *watch, Generation *g, JobS
         head = spec->prompt.count;
         tail_from = c->tokens.count - n_reply;
     } else {
-        if (!spec->has_n_keep) return -1;
+        if (!spec->has_n_keep) return 0;
         head = spec->n_keep < 0 || spec->n_keep > context / 2 ? context / 2 : spec->n_keep;
         tail_from = head;
     }
     int available = c->tokens.count - tail_from, room = context - head;
     int tail = head + available <= context - context / 4 ? available : room / 2;
-    if (room < 4 || tail <= 0) return -1;
+    if (room < 4 || tail <= 0) return 0;
     TokenList kept = { 0 };
     const int *front = spec->api == API_CHAT ? spec->prompt.ids : c->tokens.ids;
     for (int i = 0; i < head; i++) push_token(&kept, front[i]);
     for (int i = c->tokens.count - tail; i < c->tokens.count; i++) push_token(&kept, c->tokens.ids[i]);
     free(c->tokens.ids);
-    c->tokens = kept;
-    int from = common_prefix(&server->slot.cached, kept.ids, kept.count);
+    c->tokens = kept;   // the prefill reads it; decoding appends to it only after
+    int from = common_prefix(&slot->cached, kept.ids, kept.count);
     if (from >= kept.count) from = kept.count - 1;
-    double start = now_ms();
-    *logits = prefill(server, watch, g, kept.ids, from, kept.count);
-    fprintf(stderr, "server: context shift: kept %d of %d tokens, %d reused, %d prefilled again in %.1f ms\n", kept.count, context,
-            from, kept.count - from, now_ms() - start);
-    pthread_mutex_lock(&server->lock);
-    server->metrics.context_shifts++;
-    pthread_mutex_unlock(&server->lock);
-    return *logits ? kept.count : -1;
+    slot->shift_started = now_ms();
+    slot->shift_reused = from;
+    start_prefill(slot, kept.ids, from, kept.count, AFTER_SHIFT);
+    return 1;
 }
 
 // Stream what is safe to send of a choice (everything, at the end); a failed write means the client left.
@@ -2046,124 +2082,14 @@ static void stream_pending(Job *job, const Server *server, Generation *g, Choice
     text_free(&event);
 }
 
-// Decode one choice from the prompt's logits until it ends.
-static void decode_choice(Server *server, Job *job, Generation *g, ClientWatch *watch, Choice *c, const float *prompt_logits) {
-    Transformer *t = &server->transformer;
-    JobSpec *spec = &job->spec;
-    int vocab = t->config.vocab_size, context = t->state.cache_len;
-    float *logits = xcalloc((size_t)vocab, sizeof(float), "logits");
-    memcpy(logits, prompt_logits, (size_t)vocab * sizeof(float));
-    int pos = spec->prompt.count;
-    // -1: until the context is full; a longer reply asked for goes on past it by shifting the context
-    int limit = spec->max_tokens >= 0 ? spec->max_tokens : context - pos;
-    server->slot.cached.count = pos;
-    for (;;) {
-        if (limit >= 0 && c->n_predicted >= limit) { c->stop_type = "limit"; break; }
-        if (client_gone(watch, g) || shutting_down(server)) { c->stop_type = "abort"; break; }
-        if (pos >= context) {   // no room for the next token: shift, or end here
-            float *shifted = NULL;
-            pos = shift_context(server, watch, g, spec, c, &shifted);
-            if (pos < 0) { c->stop_type = g->client_gone || shutting_down(server) ? "abort" : "limit"; break; }
-            memcpy(logits, shifted, (size_t)vocab * sizeof(float));
-        }
-        int next = choice_sample(server, spec, c, logits);
-        if (next < 0) { c->stop_type = "eos"; break; }   // the grammar allows nothing more
-        if (choice_accept(server, spec, c, next)) break;
-        stream_pending(job, server, g, c, 0);
-        if (limit >= 0 && c->n_predicted >= limit) { c->stop_type = "limit"; break; }
-        float *out = forward(t, next, pos++);
-        push_token(&server->slot.cached, next);
-        memcpy(logits, out, (size_t)vocab * sizeof(float));
-        pause_as_slow_board(server);
-    }
-    free(logits);
-    finish_choice(server, spec, c);
-}
-
-static void run_generation(Server *server, Job *job, Generation *g, ClientWatch *watch) {
-    JobSpec *spec = &job->spec;
-    double start = now_ms();
-    int reused = 0;
-    float *logits = prefill_prompt(server, watch, g, spec, &reused);
-    g->n_prompt = spec->prompt.count;
-    g->n_cached = reused;
-    double decode_start = now_ms();
-    g->prompt_ms = decode_start - start;
-    int vocab = server->transformer.config.vocab_size;
-    float *prompt_logits = xcalloc((size_t)vocab, sizeof(float), "logits");
-    if (logits) memcpy(prompt_logits, logits, (size_t)vocab * sizeof(float));
-    pthread_mutex_lock(&server->lock);
-    server->slot.n_prompt = spec->prompt.count;
-    server->metrics.prompt_tokens += (unsigned long)(spec->prompt.count - reused);
-    server->metrics.prompt_tokens_cached += (unsigned long)reused;
-    server->metrics.prompt_ms += g->prompt_ms;
-    pthread_mutex_unlock(&server->lock);
-    g->n_choices = spec->n_choices;
-    for (int i = 0; i < spec->n_choices; i++) {
-        Choice *c = &g->choices[i];
-        if (i > 0 && logits) {   // the prompt again: the cache still holds it unless a context shift rewrote it
-            int have = common_prefix(&server->slot.cached, spec->prompt.ids, spec->prompt.count);
-            if (have < spec->prompt.count) {
-                logits = prefill(server, watch, g, spec->prompt.ids, have, spec->prompt.count);
-                if (logits) memcpy(prompt_logits, logits, (size_t)vocab * sizeof(float));
-            }
-        }
-        start_choice(server, spec, c, i);
-        if (!logits) { c->stop_type = "abort"; continue; }   // stopped during the prompt
-        decode_choice(server, job, g, watch, c, prompt_logits);
-        stream_pending(job, server, g, c, 1);
-        pthread_mutex_lock(&server->lock);
-        server->slot.n_decoded += c->n_predicted;
-        pthread_mutex_unlock(&server->lock);
-    }
-    free(prompt_logits);
-    g->predicted_ms = now_ms() - decode_start;
-}
-
-// The mean over the input's tokens of the last hidden state after the final
-// norm (what the classifier reads), unit length: an embedding.
-static int run_embedding(Server *server, Job *job, ClientWatch *watch, Generation *g) {
-    Transformer *t = &server->transformer;
-    const Config *c = &t->config;
-    int n = job->spec.prompt.count, dim = c->dim;
-    float *sum = job->embedding_out, *row = xcalloc((size_t)dim, sizeof(float), "embedding");
-    server->slot.cached.count = 0;
-    for (int start = 0; start < n; start += MAX_BATCH) {
-        if (client_gone(watch, g) || shutting_down(server)) { free(row); return 0; }
-        int chunk = n - start < MAX_BATCH ? n - start : MAX_BATCH;
-        forward_batch(t, job->spec.prompt.ids + start, chunk, start);
-        for (int i = 0; i < chunk; i++) {
-            rmsnorm(row, t->state.x + (size_t)i * dim, t->weights.norm.data, dim, c->norm_eps);
-            for (int k = 0; k < dim; k++) sum[k] += row[k];
-            push_token(&server->slot.cached, job->spec.prompt.ids[start + i]);
-        }
-    }
-    double norm = 0;
-    for (int k = 0; k < dim; k++) norm += (double)sum[k] * sum[k];
-    norm = sqrt(norm);
-    for (int k = 0; k < dim; k++) sum[k] = norm > 0 ? (float)(sum[k] / norm) : 0.0f;
-    free(row);
-    return 1;
-}
-
-static void run_job(Server *server, Job *job) {
-    Generation *g = xcalloc(1, sizeof *g, "generation");
-    g->created = (long)time(NULL);
-    pthread_mutex_lock(&server->lock);
-    g->id = ++server->next_id;
-    server->slot.busy = 1;
-    server->slot.job_id = g->id;
-    server->slot.n_prompt = server->slot.n_decoded = 0;
-    pthread_mutex_unlock(&server->lock);
-
-    ClientWatch watch = { job->fd, job->cors_origin, job->spec.stream, !job->embedding, 0 };
+// The job's answer (or the end of its stream), the counters, and its
+// connection thread woken; the slot is free again, its cache kept.
+static void finish_job(Server *server, Slot *slot) {
+    Job *job = slot->job;
+    Generation *g = slot->g;
     const Reply to = { job->fd, job->cors_origin, 0 };
-    if (job->embedding) {
-        if (!run_embedding(server, job, &watch, g)) job->embedding = -1;   // the connection thread sees it stopped
-    } else {
-        if (job->spec.stream && send_head(&to, 200, "text/event-stream", -1, NULL) != 0) g->client_gone = 1;
-        g->head_sent = job->spec.stream;
-        if (!g->client_gone) run_generation(server, job, g, &watch);
+    if (!job->embedding) {
+        g->predicted_ms = g->decode_started > 0 ? now_ms() - g->decode_started : 0;
         if (job->spec.stream) {
             if (job->spec.api != API_LLAMA && !g->client_gone && job->spec.include_usage) {   // a last chunk: usage alone
                 Text usage = text_new();
@@ -2185,40 +2111,303 @@ static void run_job(Server *server, Job *job) {
         }
     }
     int predicted = total_predicted(g);
-    pthread_mutex_lock(&server->lock);
-    server->metrics.predicted_tokens += (unsigned long)predicted;
-    server->metrics.predicted_ms += g->predicted_ms;
-    server->slot.busy = 0;
-    pthread_mutex_unlock(&server->lock);
-    fprintf(stderr, "server: job %lu: prompt %d tokens (%d cached, %d in the cache at the end), %d predicted, stop %s, %.1f tok/s%s\n",
-            g->id, job->spec.prompt.count, g->n_cached, server->slot.cached.count, predicted, g->n_choices ? g->choices[0].stop_type : "none",
-            predicted / (g->predicted_ms > 0 ? g->predicted_ms : 1e-3) * 1000,
+    double predicted_ms = g->predicted_ms;
+    fprintf(stderr, "server: job %lu on slot %d: prompt %d tokens (%d cached, %d in the cache at the end), %d predicted, stop %s, "
+            "%.1f tok/s, passes of up to %d slots%s\n", g->id, slot->id, job->spec.prompt.count, g->n_cached, slot->cached.count,
+            predicted, g->n_choices ? g->choices[0].stop_type : "none", predicted / (g->predicted_ms > 0 ? g->predicted_ms : 1e-3) * 1000,
+            g->most_slots,
             g->client_gone ? " (client gone: generation stopped)" : "");
     for (int i = 0; i < g->n_choices; i++) free_choice(&g->choices[i]);
     free(g);
+    pthread_mutex_lock(&server->lock);
+    server->metrics.predicted_tokens += (unsigned long)predicted;
+    server->metrics.predicted_ms += predicted_ms;
+    slot->busy = 0;
+    slot->job = NULL;
+    slot->g = NULL;
+    slot->phase = PHASE_IDLE;
+    job->finished = 1;
+    pthread_cond_broadcast(&server->changed);
+    pthread_mutex_unlock(&server->lock);
+}
+
+// After the choice now decoding ended: its calls and last events, then the
+// next choice (its prompt prefilled again if a context shift rewrote the
+// cache), or the job's end.
+static void advance(Server *server, Slot *slot);
+
+static void next_choice(Server *server, Slot *slot) {
+    JobSpec *spec = &slot->job->spec;
+    if (++slot->choice >= slot->g->n_choices) { finish_job(server, slot); return; }
+    int have = common_prefix(&slot->cached, spec->prompt.ids, spec->prompt.count);
+    if (have < spec->prompt.count) { start_prefill(slot, spec->prompt.ids, have, spec->prompt.count, AFTER_NEXT_CHOICE); return; }
+    start_decoding(server, slot);
+    advance(server, slot);
+}
+
+static void end_choice(Server *server, Slot *slot) {
+    Choice *c = &slot->g->choices[slot->choice];
+    slot->g->predicted_ms = now_ms() - slot->g->decode_started;   // so far: a stream's final event carries it
+    finish_choice(server, &slot->job->spec, c);
+    stream_pending(slot->job, server, slot->g, c, 1);
+    pthread_mutex_lock(&server->lock);
+    slot->n_decoded += c->n_predicted;
+    pthread_mutex_unlock(&server->lock);
+    next_choice(server, slot);
+}
+
+// A decoding choice with fresh logits: its next token sampled, taken and
+// streamed, to be fed by the next step; or the choice ends (length, end
+// token, stop word, client gone) or its context shifts.
+static void advance(Server *server, Slot *slot) {
+    Job *job = slot->job;
+    JobSpec *spec = &job->spec;
+    Generation *g = slot->g;
+    Choice *c = &g->choices[slot->choice];
+    if (slot->limit >= 0 && c->n_predicted >= slot->limit) { c->stop_type = "limit"; end_choice(server, slot); return; }
+    if (client_gone(&slot->watch, g) || shutting_down(server)) { c->stop_type = "abort"; end_choice(server, slot); return; }
+    if (slot->pos >= server->transformer.state.cache_len) {   // no room for the next token: shift, or end here
+        if (!shift_context(server, slot)) {
+            c->stop_type = g->client_gone || shutting_down(server) ? "abort" : "limit";
+            end_choice(server, slot);
+        }
+        return;
+    }
+    int next = choice_sample(server, spec, c, slot->logits);
+    if (next < 0) { c->stop_type = "eos"; end_choice(server, slot); return; }   // the grammar allows nothing more
+    if (choice_accept(server, spec, c, next)) { end_choice(server, slot); return; }
+    stream_pending(job, server, g, c, 0);
+    if (slot->limit >= 0 && c->n_predicted >= slot->limit) { c->stop_type = "limit"; end_choice(server, slot); return; }
+    slot->pending = next;
+}
+
+// A job stopped (its client left, or the server stops): the choice decoding
+// and those not begun end "abort", with what they have; an embedding is not
+// answered.
+static void stop_job(Server *server, Slot *slot) {
+    Generation *g = slot->g;
+    if (slot->job->embedding) { slot->job->embedding = -1; finish_job(server, slot); return; }
+    int decoding = slot->phase == PHASE_DECODE || (slot->phase == PHASE_PREFILL && slot->after == AFTER_SHIFT);
+    if (decoding && slot->choice < g->n_choices) {
+        Choice *c = &g->choices[slot->choice];
+        c->stop_type = "abort";
+        finish_choice(server, &slot->job->spec, c);
+        stream_pending(slot->job, server, g, c, 1);
+        pthread_mutex_lock(&server->lock);
+        slot->n_decoded += c->n_predicted;
+        pthread_mutex_unlock(&server->lock);
+        slot->choice++;
+    }
+    for (; slot->choice < g->n_choices; slot->choice++) {
+        start_choice(server, &slot->job->spec, &g->choices[slot->choice], slot->choice);
+        g->choices[slot->choice].stop_type = "abort";
+    }
+    finish_job(server, slot);
+}
+
+// A slot's prefill is in: what it was for goes on. logits: the last token's (none for an embedding).
+static void prefill_done(Server *server, Slot *slot, const float *logits) {
+    size_t vocab_bytes = (size_t)server->transformer.config.vocab_size * sizeof(float);
+    Generation *g = slot->g;
+    JobSpec *spec = &slot->job->spec;
+    switch (slot->after) {
+    case AFTER_EMBEDDING: {
+        float *sum = slot->job->embedding_out;
+        int dim = server->transformer.config.dim;
+        double norm = 0;
+        for (int k = 0; k < dim; k++) norm += (double)sum[k] * sum[k];
+        norm = sqrt(norm);
+        for (int k = 0; k < dim; k++) sum[k] = norm > 0 ? (float)(sum[k] / norm) : 0.0f;
+        finish_job(server, slot);
+        return;
+    }
+    case AFTER_PROMPT:
+        g->decode_started = now_ms();
+        g->prompt_ms = g->decode_started - g->started;
+        pthread_mutex_lock(&server->lock);
+        slot->n_prompt = spec->prompt.count;
+        server->metrics.prompt_tokens += (unsigned long)(spec->prompt.count - g->n_cached);
+        server->metrics.prompt_tokens_cached += (unsigned long)g->n_cached;
+        server->metrics.prompt_ms += g->prompt_ms;
+        pthread_mutex_unlock(&server->lock);
+        /* fall through */
+    case AFTER_NEXT_CHOICE:
+        memcpy(slot->prompt_logits, logits, vocab_bytes);
+        start_decoding(server, slot);
+        advance(server, slot);
+        return;
+    case AFTER_SHIFT:
+        memcpy(slot->logits, logits, vocab_bytes);
+        slot->pos = slot->feed_count;
+        slot->phase = PHASE_DECODE;
+        fprintf(stderr, "server: slot %d: context shift: kept %d of %d tokens, %d reused, %d prefilled again in %.1f ms\n",
+                slot->id, slot->feed_count, server->transformer.state.cache_len, slot->shift_reused,
+                slot->feed_count - slot->shift_reused, now_ms() - slot->shift_started);
+        pthread_mutex_lock(&server->lock);
+        server->metrics.context_shifts++;
+        pthread_mutex_unlock(&server->lock);
+        advance(server, slot);
+        return;
+    }
+}
+
+// A job into its slot: a generation's stream head sent, its prompt's cached
+// prefix reused (all but the last token, whose logits are needed) and the
+// rest queued for prefill; an embedding's whole input.
+static void start_job(Slot *slot) {
+    Job *job = slot->job;
+    JobSpec *spec = &job->spec;
+    Generation *g = slot->g;
+    int n = spec->prompt.count;
+    slot->watch = (ClientWatch){ job->fd, job->cors_origin, spec->stream, !job->embedding, 0 };
+    slot->choice = 0;
+    g->started = now_ms();
+    if (job->embedding) { start_prefill(slot, spec->prompt.ids, 0, n, AFTER_EMBEDDING); return; }
+    const Reply to = { job->fd, job->cors_origin, 0 };
+    if (spec->stream && send_head(&to, 200, "text/event-stream", -1, NULL) != 0) g->client_gone = 1;
+    g->head_sent = spec->stream;
+    g->n_choices = spec->n_choices;
+    int from = spec->cache_prompt ? common_prefix(&slot->cached, spec->prompt.ids, n) : 0;
+    if (from >= n) from = n - 1;
+    g->n_prompt = n;
+    g->n_cached = from;
+    start_prefill(slot, spec->prompt.ids, from, n, AFTER_PROMPT);
+}
+
+// The idle slot for a job: the one whose cache shares the longest prefix
+// with its prompt, when that prefix is more than a quarter of the prompt
+// (llama.cpp's similarity rule, at a quarter where it has half: a BOS and a
+// few words are not worth the conversation another slot's cache holds);
+// else the least recently used, which keeps the others' caches for the
+// conversations they hold. With cache_prompt false too: its prefill writes
+// that prefix again, so the conversation the slot held keeps its cache.
+// Under the lock.
+static Slot *choose_slot(Server *server, const Job *job) {
+    Slot *best = NULL, *oldest = NULL;
+    int best_shared = 0, n = job->spec.prompt.count;
+    for (int i = 0; i < server->n_slots; i++) {
+        Slot *s = &server->slots[i];
+        if (s->busy) continue;
+        int shared = common_prefix(&s->cached, job->spec.prompt.ids, n);
+        if (4 * shared > n && shared > best_shared) { best = s; best_shared = shared; }
+        if (!oldest || s->last_used < oldest->last_used) oldest = s;
+    }
+    return best ? best : oldest;
+}
+
+// One step: the batch (every decoding slot's next token, then prompts'
+// chunks, the oldest job first, as far as MAX_BATCH rows go), one forward
+// pass, each slot's rows taken. Returns 0 when no slot had work.
+static int run_step(Server *server) {
+    Transformer *t = &server->transformer;
+    int tokens[MAX_BATCH], seqs[MAX_BATCH], positions[MAX_BATCH], logit_rows[MAX_BATCH];
+    int first_row[MAX_BATCH], n_rows[MAX_BATCH], logit_of[MAX_BATCH];   // by slot (n_slots <= MAX_BATCH)
+    int n = 0, n_logits = 0;
+    for (int i = 0; i < server->n_slots; i++) {
+        Slot *s = &server->slots[i];
+        n_rows[i] = 0;
+        logit_of[i] = -1;
+        if (s->phase != PHASE_DECODE) continue;
+        first_row[i] = n;
+        n_rows[i] = 1;
+        tokens[n] = s->pending; seqs[n] = s->id; positions[n] = s->pos;
+        logit_of[i] = n_logits;
+        logit_rows[n_logits++] = n++;
+    }
+    for (;;) {   // prompts: the slot that took its job first goes first
+        Slot *next = NULL;
+        for (int i = 0; i < server->n_slots; i++) {
+            Slot *s = &server->slots[i];
+            if (s->phase == PHASE_PREFILL && n_rows[i] == 0 && (!next || s->last_used < next->last_used)) next = s;
+        }
+        if (!next || n >= MAX_BATCH) break;
+        if (client_gone(&next->watch, next->g) || shutting_down(server)) { stop_job(server, next); continue; }
+        int from = next->cached.count, chunk = next->feed_count - from;
+        if (chunk > MAX_BATCH - n) chunk = MAX_BATCH - n;
+        first_row[next->id] = n;
+        n_rows[next->id] = chunk;
+        for (int k = 0; k < chunk; k++) { tokens[n] = next->feed[from + k]; seqs[n] = next->id; positions[n++] = from + k; }
+        if (from + chunk == next->feed_count && next->after != AFTER_EMBEDDING) {
+            logit_of[next->id] = n_logits;
+            logit_rows[n_logits++] = n - 1;
+        }
+    }
+    if (n == 0) return 0;
+    int slots_in_pass = 0;
+    for (int i = 0; i < server->n_slots; i++) slots_in_pass += n_rows[i] > 0;
+    for (int i = 0; i < server->n_slots; i++)
+        if (n_rows[i] > 0 && server->slots[i].g->most_slots < slots_in_pass) server->slots[i].g->most_slots = slots_in_pass;
+    const float *logits = forward_rows(t, tokens, seqs, positions, n, logit_rows, n_logits);
+    pause_as_slow_board(server);
+    size_t vocab = (size_t)t->config.vocab_size;
+    int dim = t->config.dim;
+    for (int i = 0; i < server->n_slots; i++) {
+        Slot *s = &server->slots[i];
+        if (n_rows[i] == 0) continue;
+        const float *row_logits = logit_of[i] >= 0 ? logits + (size_t)logit_of[i] * vocab : NULL;
+        if (s->phase == PHASE_DECODE) {
+            push_token(&s->cached, s->pending);
+            s->pos++;
+            memcpy(s->logits, row_logits, vocab * sizeof(float));
+            advance(server, s);
+            continue;
+        }
+        for (int k = 0; k < n_rows[i]; k++) {
+            if (s->after == AFTER_EMBEDDING) {   // the mean of the last hidden state after the final norm
+                float *row = t->state.xb2;   // free until the next pass
+                rmsnorm(row, t->state.x + (size_t)(first_row[i] + k) * dim, t->weights.norm.data, dim, t->config.norm_eps);
+                for (int d = 0; d < dim; d++) s->job->embedding_out[d] += row[d];
+            }
+            push_token(&s->cached, tokens[first_row[i] + k]);
+        }
+        if (s->cached.count == s->feed_count) prefill_done(server, s, row_logits);
+    }
+    return 1;
+}
+
+// Jobs into idle slots (under the lock); refused when shutting down.
+static int admit_jobs(Server *server, Slot **admitted) {
+    int n = 0;
+    while (server->queue_head) {
+        Job *job = server->queue_head;
+        Slot *slot = server->shutting_down ? NULL : choose_slot(server, job);
+        if (!server->shutting_down && !slot) break;
+        server->queue_head = job->next;
+        if (!server->queue_head) server->queue_tail = NULL;
+        server->queued--;
+        if (!slot) { job->rejected = 1; job->finished = 1; pthread_cond_broadcast(&server->changed); continue; }
+        Generation *g = xcalloc(1, sizeof *g, "generation");
+        g->created = (long)time(NULL);
+        g->id = ++server->next_id;
+        slot->g = g;
+        slot->job = job;
+        slot->busy = 1;
+        slot->job_id = g->id;
+        slot->n_prompt = slot->n_decoded = 0;
+        slot->last_used = ++server->admissions;
+        admitted[n++] = slot;
+    }
+    return n;
 }
 
 static void *worker_loop(void *raw) {
     Server *server = raw;
-    pthread_mutex_lock(&server->lock);
+    Slot *admitted[MAX_BATCH];
     for (;;) {
-        while (!server->queue_head && !server->shutting_down) pthread_cond_wait(&server->changed, &server->lock);
-        Job *job = server->queue_head;
-        if (!job) break;   // shutting down, nothing left
-        server->queue_head = job->next;
-        if (!server->queue_head) server->queue_tail = NULL;
-        server->queued--;
-        if (server->shutting_down) {
-            job->rejected = 1;
-        } else {
-            pthread_mutex_unlock(&server->lock);
-            run_job(server, job);
-            pthread_mutex_lock(&server->lock);
+        pthread_mutex_lock(&server->lock);
+        int n_admitted, busy;
+        for (;;) {
+            n_admitted = admit_jobs(server, admitted);
+            busy = 0;
+            for (int i = 0; i < server->n_slots; i++) busy += server->slots[i].busy;
+            if (busy || (server->shutting_down && !server->queue_head)) break;
+            pthread_cond_wait(&server->changed, &server->lock);
         }
-        job->finished = 1;
-        pthread_cond_broadcast(&server->changed);
+        pthread_mutex_unlock(&server->lock);
+        if (!busy) break;   // shutting down, nothing left
+        for (int i = 0; i < n_admitted; i++) start_job(admitted[i]);
+        run_step(server);
     }
-    pthread_mutex_unlock(&server->lock);
     return NULL;
 }
 
@@ -2270,7 +2459,8 @@ static void handle_models(Server *server, const Reply *to) {
 static void handle_props(Server *server, const Reply *to) {
     Text body = text_new();
     text_printf(&body, "{\"default_generation_settings\":{\"n_ctx\":%d,\"params\":{\"temperature\":0.8,\"top_k\":40,\"top_p\":0.95,"
-                       "\"min_p\":0.05,\"n_predict\":-1}},\"total_slots\":1,\"model_path\":", server->transformer.state.cache_len);
+                       "\"min_p\":0.05,\"n_predict\":-1}},\"total_slots\":%d,\"model_path\":", server->transformer.state.cache_len,
+                server->n_slots);
     text_json_cstring(&body, server->settings.model_path);
     text_puts(&body, ",\"model_alias\":");
     text_json_cstring(&body, server->model_name);
@@ -2290,13 +2480,17 @@ static void handle_props(Server *server, const Reply *to) {
 }
 
 static void handle_slots(Server *server, const Reply *to) {
-    pthread_mutex_lock(&server->lock);
-    Slot s = server->slot;
-    pthread_mutex_unlock(&server->lock);
     Text body = text_new();
-    text_printf(&body, "[{\"id\":0,\"n_ctx\":%d,\"is_processing\":%s,\"id_task\":%lu,\"n_past\":%d,\"n_prompt_tokens\":%d,"
-                       "\"n_decoded\":%d}]", server->transformer.state.cache_len, s.busy ? "true" : "false", s.job_id,
-                s.cached.count, s.n_prompt, s.n_decoded);
+    text_puts(&body, "[");
+    pthread_mutex_lock(&server->lock);
+    for (int i = 0; i < server->n_slots; i++) {
+        const Slot *s = &server->slots[i];
+        text_printf(&body, "%s{\"id\":%d,\"n_ctx\":%d,\"is_processing\":%s,\"id_task\":%lu,\"n_past\":%d,\"n_prompt_tokens\":%d,"
+                           "\"n_decoded\":%d}", i ? "," : "", i, server->transformer.state.cache_len, s->busy ? "true" : "false",
+                    s->job_id, s->cached.count, s->n_prompt, s->n_decoded);
+    }
+    pthread_mutex_unlock(&server->lock);
+    text_puts(&body, "]");
     send_json(to, 200, &body);
     text_free(&body);
 }
@@ -2305,7 +2499,17 @@ static void handle_slots(Server *server, const Reply *to) {
 static void handle_metrics(Server *server, const Reply *to) {
     pthread_mutex_lock(&server->lock);
     Metrics m = server->metrics;
-    int queued = server->queued, busy = server->slot.busy, cached = server->slot.cached.count;
+    int queued = server->queued, busy = 0, cached = 0;
+    Text per_slot = text_new();   // each slot's own gauges, labelled by its id
+    text_puts(&per_slot, "# HELP edge_llm:slot_busy Whether the slot runs a request.\n# TYPE edge_llm:slot_busy gauge\n");
+    for (int i = 0; i < server->n_slots; i++) text_printf(&per_slot, "edge_llm:slot_busy{slot=\"%d\"} %d\n", i, server->slots[i].busy);
+    text_puts(&per_slot, "# HELP edge_llm:slot_kv_cache_tokens Tokens in the slot's KV cache.\n# TYPE edge_llm:slot_kv_cache_tokens gauge\n");
+    for (int i = 0; i < server->n_slots; i++)
+        text_printf(&per_slot, "edge_llm:slot_kv_cache_tokens{slot=\"%d\"} %d\n", i, server->slots[i].cached.count);
+    text_puts(&per_slot, "# HELP edge_llm:slot_tokens_decoded Tokens the slot's current or last request generated.\n"
+                         "# TYPE edge_llm:slot_tokens_decoded gauge\n");
+    for (int i = 0; i < server->n_slots; i++) text_printf(&per_slot, "edge_llm:slot_tokens_decoded{slot=\"%d\"} %d\n", i, server->slots[i].n_decoded);
+    for (int i = 0; i < server->n_slots; i++) { busy += server->slots[i].busy; cached += server->slots[i].cached.count; }
     pthread_mutex_unlock(&server->lock);
     Text body = text_new();
     struct { const char *name, *type, *help; double value; } rows[] = {
@@ -2317,17 +2521,19 @@ static void handle_metrics(Server *server, const Reply *to) {
         { "llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", m.predicted_ms > 0 ? m.predicted_tokens / (m.predicted_ms / 1000) : 0 },
         { "llamacpp:requests_processing", "gauge", "Requests being processed (slots busy).", (double)busy },
         { "llamacpp:requests_deferred", "gauge", "Requests waiting in the queue.", (double)queued },
-        { "llamacpp:kv_cache_tokens", "gauge", "Tokens in the KV cache.", (double)cached },
+        { "llamacpp:kv_cache_tokens", "gauge", "Tokens in the KV caches of all slots.", (double)cached },
         { "edge_llm:requests_total", "counter", "Generation and embedding requests received.", (double)m.requests },
         { "edge_llm:requests_rejected_total", "counter", "Requests refused with 503 (queue full, shutting down).", (double)m.requests_failed },
         { "edge_llm:prompt_tokens_cached_total", "counter", "Prompt tokens reused from the KV cache.", (double)m.prompt_tokens_cached },
         { "edge_llm:context_shifts_total", "counter", "Times a full context dropped old turns and went on.", (double)m.context_shifts },
         { "edge_llm:slots_busy", "gauge", "Slots generating now.", (double)busy },
-        { "edge_llm:slots_total", "gauge", "Slots.", 1 },
+        { "edge_llm:slots_total", "gauge", "Slots.", (double)server->n_slots },
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         text_printf(&body, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", rows[i].name, rows[i].help, rows[i].name, rows[i].type,
                     rows[i].name, rows[i].value);
+    text_append(&body, per_slot.data, per_slot.length);
+    text_free(&per_slot);
     send_response(to, 200, "text/plain; version=0.0.4; charset=utf-8", body.data, body.length, NULL);
     text_free(&body);
 }
@@ -2796,7 +3002,9 @@ static void usage(void) {
         "  -z <path>         tokenizer.bin overriding the checkpoint's\n"
         "  --chat-template <name> llama2, llama3, chatml or zephyr, default: the checkpoint's\n"
         "  --ctx <int>       positions of the KV cache (prompt and reply), default: the model's context, at most 4096\n"
-        "  --queue <int>     requests waiting behind the running one before 503, default 16\n"
+        "  --parallel <int>  slots: requests decoded together in one batch, each with its own --ctx cache,\n"
+        "                    default: as many as fit in half the free memory, at most 4 (at most 16)\n"
+        "  --queue <int>     requests waiting while every slot is busy before 503, default 16\n"
         "  --timeout <ms>    to read a request's body and for each write, default 10000\n"
         "  --head-timeout <ms> to read a request's line and headers, default 3000\n"
         "  --max-conn-per-address <int> connections open at once from one address, default 8\n"
@@ -2821,6 +3029,7 @@ static Settings parse_settings(int argc, char **argv) {
         else if (strcmp(flag, "--chat-template") == 0) s.chat_template = value;
         else if (strcmp(flag, "-k") == 0) s.kv_type = parse_kv_type(value);
         else if (strcmp(flag, "--ctx") == 0) s.context = (int)parse_long(flag, value, 2, INT_MAX);
+        else if (strcmp(flag, "--parallel") == 0) s.parallel = (int)parse_long(flag, value, 1, MAX_SLOTS);
         else if (strcmp(flag, "--queue") == 0) s.queue_capacity = (int)parse_long(flag, value, 0, 4096);
         else if (strcmp(flag, "--timeout") == 0) s.timeout_ms = (int)parse_long(flag, value, 100, 3600000);
         else if (strcmp(flag, "--head-timeout") == 0) s.head_timeout_ms = (int)parse_long(flag, value, 100, 3600000);
@@ -2862,14 +3071,41 @@ static void prepare_chat(Server *server, uint32_t recorded_template) {
     server->token_texts = build_token_texts(&server->tokenizer);
 }
 
+// Slots when --parallel is not given: as many KV caches of `positions` as
+// fit in half the memory free beside the weights (runq's chat sizes its one
+// cache the same way), at most 4 (beyond, a step's attention grows while
+// the weights' reads it shares do not), at least 1.
+static int default_slots(const Transformer *t, int positions, char *why, size_t why_size) {
+    size_t available = available_memory(), per_slot = kv_bytes_per_position(t) * (size_t)positions;
+    if (available == 0 || available <= t->file_size) {
+        snprintf(why, why_size, "free memory unknown");
+        return 1;
+    }
+    size_t fits = (available - t->file_size) / 2 / per_slot;
+    char cache[32], free_memory[32];
+    snprintf(why, why_size, "%s of KV cache each, %s free", format_bytes(cache, per_slot), format_bytes(free_memory, available));
+    return fits >= 4 ? 4 : fits < 1 ? 1 : (int)fits;
+}
+
 static void load_model(Server *server) {
     const Settings *s = &server->settings;
     open_checkpoint(&server->transformer, s->model_path);
     int seq_len = server->transformer.config.seq_len;
     if (s->context > seq_len) die("--ctx %d is beyond the model's context of %d positions", s->context, seq_len);
     server->transformer.kv_type = s->kv_type;
-    prepare_run(&server->transformer, s->context ? s->context : seq_len < 4096 ? seq_len : 4096, s->n_threads);
+    int positions = s->context ? s->context : seq_len < 4096 ? seq_len : 4096;
+    char why[128] = "--parallel";
+    server->n_slots = s->parallel ? s->parallel : default_slots(&server->transformer, positions, why, sizeof why);
+    server->transformer.n_seqs = server->n_slots;
+    prepare_run(&server->transformer, positions, s->n_threads);
     print_memory_plan(&server->transformer);
+    fprintf(stderr, "server: %d slot%s of %d positions (%s)\n", server->n_slots, server->n_slots > 1 ? "s" : "", positions, why);
+    server->slots = xcalloc((size_t)server->n_slots, sizeof(Slot), "slots");
+    for (int i = 0; i < server->n_slots; i++) {
+        server->slots[i].id = i;
+        server->slots[i].logits = xcalloc((size_t)server->transformer.config.vocab_size, sizeof(float), "logits");
+        server->slots[i].prompt_logits = xcalloc((size_t)server->transformer.config.vocab_size, sizeof(float), "logits");
+    }
     build_tokenizer(&server->tokenizer, &server->transformer, s->tokenizer_path);
     server->chat_template = choose_chat_template(&server->tokenizer, s->chat_template, server->transformer.config.chat_template,
                                                  s->model_path);
@@ -2911,7 +3147,12 @@ int main(int argc, char **argv) {
     accept_until_stopped(&server, listen_fd);
     fprintf(stderr, "server: stopping\n");
     if (shut_down(&server, listen_fd, worker) == 0) {   // a connection thread still running may use the model
-        free(server.slot.cached.ids);
+        for (int i = 0; i < server.n_slots; i++) {
+            free(server.slots[i].cached.ids);
+            free(server.slots[i].logits);
+            free(server.slots[i].prompt_logits);
+        }
+        free(server.slots);
         free(server.token_texts);
         free_tokenizer(&server.tokenizer);
         free_transformer(&server.transformer);

@@ -116,6 +116,72 @@ static void test_prefill_matches_decode(const char *q4_path, const int *tokens, 
     }
 }
 
+// Sequences sharing a batch (the server's slots): each has its own KV
+// cache; a pass mixes decoded tokens of some with prompt chunks of others, in
+// an order that changes every step. Each sequence's logits must be exactly
+// those of running it alone, token by token, for the fp16 and the int8 cache.
+static void test_sequences_match_alone(const char *q4_path, const int *tokens, int max_n) {
+    enum { SEQS = 4 };
+    int n = max_n < 40 ? max_n : 40;
+    for (int kv_type = KV_F16; kv_type <= KV_Q8; kv_type++) {
+        Transformer alone, shared;
+        open_checkpoint(&alone, q4_path);
+        alone.kv_type = kv_type;
+        prepare_run(&alone, n, 2);
+        int vocab = alone.config.vocab_size;
+        float *reference = malloc(sizeof(float) * SEQS * n * vocab);
+        int seq_tokens[SEQS][64];
+        for (int q = 0; q < SEQS; q++) {
+            for (int p = 0; p < n; p++) seq_tokens[q][p] = tokens[(p + 7 * q) % max_n];
+            for (int p = 0; p < n; p++)
+                memcpy(reference + ((size_t)q * n + p) * vocab, forward(&alone, seq_tokens[q][p], p), sizeof(float) * vocab);
+        }
+        free_transformer(&alone);
+        open_checkpoint(&shared, q4_path);
+        shared.kv_type = kv_type;
+        shared.n_seqs = SEQS;
+        prepare_run(&shared, n, 3);
+        int progress[SEQS] = { 0 }, mismatches = 0, passes = 0, mixed = 0;
+        uint64_t state = 42;
+        for (;;) {
+            int batch_tokens[MAX_BATCH], seqs[MAX_BATCH], positions[MAX_BATCH], logit_rows[SEQS], logit_seq[SEQS];
+            int rows = 0, n_logits = 0, first = (int)(splitmix64(&state) % SEQS);
+            for (int k = 0; k < SEQS; k++) {
+                int q = (first + k) % SEQS;
+                if (progress[q] >= n) continue;
+                // a prompt chunk (up to 9 tokens) or one decoded token, and at times none this pass
+                int r = (int)(splitmix64(&state) % 6), take = r == 0 ? 0 : r == 1 ? 1 + (int)(splitmix64(&state) % 9) : 1;
+                if (take > n - progress[q]) take = n - progress[q];
+                if (take > MAX_BATCH - rows) take = MAX_BATCH - rows;
+                for (int i = 0; i < take; i++) {
+                    batch_tokens[rows] = seq_tokens[q][progress[q]];
+                    seqs[rows] = q;
+                    positions[rows++] = progress[q]++;
+                }
+                if (take > 0) { logit_rows[n_logits] = rows - 1; logit_seq[n_logits++] = q; }
+            }
+            if (rows == 0) {
+                int left = 0;
+                for (int q = 0; q < SEQS; q++) left |= progress[q] < n;
+                if (!left) break;
+                continue;
+            }
+            const float *logits = forward_rows(&shared, batch_tokens, seqs, positions, rows, logit_rows, n_logits);
+            passes++;
+            mixed += n_logits > 1;
+            for (int j = 0; j < n_logits; j++) {
+                int q = logit_seq[j], p = positions[logit_rows[j]];
+                if (!same_floats(logits + (size_t)j * vocab, reference + ((size_t)q * n + p) * vocab, vocab)) mismatches++;
+            }
+        }
+        CHECK(mismatches == 0 && mixed > 0, "%s (%s cache): %d of the logit rows of %d sequences in %d mixed passes differ from "
+              "each sequence alone", q4_path, kv_type == KV_Q8 ? "int8" : "fp16", mismatches, SEQS, mixed);
+        free_transformer(&shared);
+        free(reference);
+        (void)passes;
+    }
+}
+
 static void test_stories260K(const char *shared) {
     char bin[4096], tok[4096], f32[4096], q4[4096], deq[4096];
     snprintf(bin, sizeof bin, "%s/models/stories260K.bin", shared);
@@ -182,6 +248,7 @@ static void test_stories260K(const char *shared) {
 
     test_threads_identical(q4, tokens, 64);
     test_prefill_matches_decode(q4, tokens, N);
+    test_sequences_match_alone(q4, tokens, N);
     oracle_close(legacy);
 }
 
@@ -227,6 +294,7 @@ static void test_random_shapes(void) {
                        shapes_under_test[i], q.mean_kl, q.relative_error, a.relative_error);
             if (group == 32) test_threads_identical(q4, tokens, 16);
             if (group == 32) test_prefill_matches_decode(q4, tokens, N);
+            if (group == 32) test_sequences_match_alone(q4, tokens, N);
         }
     }
 }
