@@ -1250,6 +1250,12 @@ static inline __attribute__((always_inline)) void matmul_lut_ref_with(const int 
     }
 }
 
+// A tile's rows, from the partial sums in slot order: reduce8's tree, then
+// each row to its place (rows at or past row_end, padding, not written).
+static inline void lut_store_tile(const float reduced[LUT_TILE_ROWS], float *out, int first_row, int row_end) {
+    for (int i = 0; i < LUT_TILE_ROWS && first_row + i < row_end; i++) out[first_row + i] = reduced[LUT_SLOT(i)];
+}
+
 static void matmul_lut_q2_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
                               const QuantizedActivations *x, int n_tokens) {
     matmul_lut_ref_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
@@ -1877,12 +1883,6 @@ TARGET_AVX2 static inline __m256 lut_add_term_avx2(__m256 partial, __m128i sums1
     __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w_scales)), x_scale);
     __m256i isum = _mm256_add_epi32(_mm256_cvtepi16_epi32(sums16), offset);
     return _mm256_add_ps(partial, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
-}
-
-// A tile's rows, from the partial sums in slot order: reduce8's tree, then
-// each row to its place (rows at or past row_end, padding, not written).
-static inline void lut_store_tile(const float reduced[LUT_TILE_ROWS], float *out, int first_row, int row_end) {
-    for (int i = 0; i < LUT_TILE_ROWS && first_row + i < row_end; i++) out[first_row + i] = reduced[LUT_SLOT(i)];
 }
 
 TARGET_AVX2 static inline __attribute__((always_inline)) void matmul_lut_avx2_with(const int PLANES, int lo, float *out,
@@ -3137,9 +3137,119 @@ static void to_f16_neon(uint16_t *out, const float *x, int n) {
     to_f16_ref(out + i, x + i, n - i);
 }
 
+// ---- Table lookup with tbl (see "Table lookup"): a 128-bit register holds
+// 16 rows' pattern bytes of two groups (an AND and a shift apart), tbl looks
+// them up in each group's low-byte and high-byte tables, and zipping the two
+// results interleaves them into int16 lanes: rows 0-7 (zip1) and 8-15 (zip2)
+// of the 16, slots 8h.. and 32 + 8h.. of quarter h of the tile. Armv8.0
+// has tbl, so every NEON set shares these kernels.
+static inline __attribute__((always_inline)) void lut_quarter_neon(const int PLANES, const uint8_t *codes,
+                                                                   const uint8_t *tables, int h, int16x8_t sums[2]) {
+    int16x8_t acc[3][2];
+    for (int k = 0; k < PLANES; k++) acc[k][0] = acc[k][1] = vdupq_n_s16(0);
+    for (int p = 0; p < 4; p++) {
+        const uint8_t *group = tables + (size_t)2 * p * LUT_GROUP_BYTES;
+        uint8x16_t low0 = vld1q_u8(group), high0 = vld1q_u8(group + 16);
+        uint8x16_t low1 = vld1q_u8(group + LUT_GROUP_BYTES), high1 = vld1q_u8(group + LUT_GROUP_BYTES + 16);
+        for (int k = 0; k < PLANES; k++) {
+            uint8x16_t patterns = vld1q_u8(codes + (k * 4 + p) * LUT_TILE_ROWS + 16 * h);
+            uint8x16_t first = vandq_u8(patterns, vdupq_n_u8(0x0F)), second = vshrq_n_u8(patterns, 4);
+            uint8x16_t l0 = vqtbl1q_u8(low0, first), h0 = vqtbl1q_u8(high0, first);
+            uint8x16_t l1 = vqtbl1q_u8(low1, second), h1 = vqtbl1q_u8(high1, second);
+            acc[k][0] = vaddq_s16(acc[k][0], vaddq_s16(vreinterpretq_s16_u8(vzip1q_u8(l0, h0)), vreinterpretq_s16_u8(vzip1q_u8(l1, h1))));
+            acc[k][1] = vaddq_s16(acc[k][1], vaddq_s16(vreinterpretq_s16_u8(vzip2q_u8(l0, h0)), vreinterpretq_s16_u8(vzip2q_u8(l1, h1))));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        sums[i] = acc[0][i];
+        if (PLANES > 1) sums[i] = vaddq_s16(sums[i], vshlq_n_s16(acc[1][i], 1));
+        if (PLANES > 2) sums[i] = vaddq_s16(sums[i], vshlq_n_s16(acc[2][i], 2));
+    }
+}
+
+// Four rows' terms: (weight scales * activation scale) * (float)(int32 + lo * sum(x)).
+static inline float32x4_t lut_add_term_neon(float32x4_t partial, int32x4_t isum, const uint16_t *w_scales, float32x4_t x_scale) {
+    float32x4_t scale = vmulq_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w_scales))), x_scale);
+    return vaddq_f32(partial, vmulq_f32(scale, vcvtq_f32_s32(isum)));
+}
+
+static inline __attribute__((always_inline)) void matmul_lut_neon_with(const int PLANES, int lo, float *out, int out_stride,
+        const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    int n_groups = w->cols_padded / w->group_size, x_blocks = x->stride / Q_BLOCK;
+    size_t block_bytes = (size_t)PLANES * 4 * LUT_TILE_ROWS;
+    for (int tile = row_begin / LUT_TILE_ROWS; tile * LUT_TILE_ROWS < row_end; tile++) {
+        const uint8_t *codes = w->lut_codes + tile * n_blocks * block_bytes;
+        const uint16_t *scales = w->lut_scales + (size_t)tile * n_groups * LUT_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
+            float32x4_t partial[8][16];   // [b % 8][slots 4j..4j+3]
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 16; j++) partial[i][j] = vdupq_n_f32(0.0f);
+            for (int b = 0; b < n_blocks; b++) {
+                int32x4_t offset = vdupq_n_s32(lo * x_sums[b]);
+                float32x4_t x_scale = vdupq_n_f32(x_scales[b]);
+                const uint16_t *w_scales = scales + (size_t)(b / blocks_per_group) * LUT_TILE_ROWS;
+                float32x4_t *acc = partial[b % 8];
+                for (int h = 0; h < 4; h++) {
+                    int16x8_t sums[2];
+                    lut_quarter_neon(PLANES, codes + b * block_bytes, tables + (size_t)b * LUT_GROUPS_PER_BLOCK * LUT_GROUP_BYTES,
+                                     h, sums);
+                    for (int i = 0; i < 2; i++) {
+                        int slot = 32 * i + 8 * h;
+                        acc[slot / 4] = lut_add_term_neon(acc[slot / 4], vaddq_s32(vmovl_s16(vget_low_s16(sums[i])), offset),
+                                                          w_scales + slot, x_scale);
+                        acc[slot / 4 + 1] = lut_add_term_neon(acc[slot / 4 + 1], vaddq_s32(vmovl_high_s16(sums[i]), offset),
+                                                              w_scales + slot + 4, x_scale);
+                    }
+                }
+            }
+            float reduced[LUT_TILE_ROWS];
+            for (int j = 0; j < 16; j++) {
+                float32x4_t (*p)[16] = partial;
+                vst1q_f32(reduced + 4 * j, vaddq_f32(vaddq_f32(vaddq_f32(p[0][j], p[4][j]), vaddq_f32(p[2][j], p[6][j])),
+                                                     vaddq_f32(vaddq_f32(p[1][j], p[5][j]), vaddq_f32(p[3][j], p[7][j]))));
+            }
+            lut_store_tile(reduced, out + (size_t)t * out_stride, tile * LUT_TILE_ROWS, row_end);
+        }
+    }
+}
+
+static void matmul_lut_q2_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                               const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_neon_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+static void matmul_lut_q3_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                               const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_neon_with(3, quant_layouts[TYPE_Q3].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// A group's 16 sums as int16: entries 0-7 are x0, x1, x2 masked by m's bits
+// and added; entries 8-15 add x3. Unzipping the two registers' bytes puts
+// every low byte before every high byte.
+static void build_tables_neon(QuantizedActivations *x, int n_padded, int n_tokens) {
+    const int16x8_t bit0 = { 0, -1, 0, -1, 0, -1, 0, -1 }, bit1 = { 0, 0, -1, -1, 0, 0, -1, -1 };
+    const int16x8_t bit2 = { 0, 0, 0, 0, -1, -1, -1, -1 };
+    for (int t = 0; t < n_tokens; t++) {
+        const int8_t *values = x->values + (size_t)t * x->stride;
+        uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+        for (int g = 0; g < n_padded / 4; g++) {
+            const int8_t *v = values + 4 * g;
+            int16x8_t first8 = vaddq_s16(vaddq_s16(vandq_s16(vdupq_n_s16(v[0]), bit0), vandq_s16(vdupq_n_s16(v[1]), bit1)),
+                                         vandq_s16(vdupq_n_s16(v[2]), bit2));
+            uint8x16_t a = vreinterpretq_u8_s16(first8), b = vreinterpretq_u8_s16(vaddq_s16(first8, vdupq_n_s16(v[3])));
+            vst1q_u8(tables + (size_t)g * LUT_GROUP_BYTES, vuzp1q_u8(a, b));
+            vst1q_u8(tables + (size_t)g * LUT_GROUP_BYTES + 16, vuzp2q_u8(a, b));
+        }
+    }
+}
+
 static const Kernels kernels_neon = {
     "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
 NEON_KERNEL(q8, neon_dotprod, dot_block_sdot, 32, TARGET_DOTPROD)
@@ -3154,7 +3264,8 @@ TARGET_DOTPROD static void matmul_q4_neon_dotprod(float *out, int out_stride, co
 static const Kernels kernels_neon_dotprod = {
     "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
 #if defined(__linux__)
@@ -3273,7 +3384,8 @@ TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Te
 static const Kernels kernels_neon_i8mm = {
     "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
                    [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // HWCAP2_I8MM in the auxiliary vector's second word.
 #if defined(__linux__)
