@@ -1273,7 +1273,7 @@ static void matmul_lut_q3_ref(float *out, int out_stride, const Tensor *w, int r
 // for the upper four) without carries: every partial product lands on a bit
 // of its own. Q3's low two bits are a Q2 plane; its third plane is the 1-bit
 // plane, weight j's bit being bit j of the 32-bit word: byte p of it.
-static uint8_t lut_pattern_byte(const uint8_t *block, int k, int p) {
+static inline uint8_t lut_pattern_byte(const uint8_t *block, int k, int p) {
     if (k == 2) {   // Q3's high plane
         uint32_t high;
         memcpy(&high, block + 8, sizeof high);
@@ -4653,38 +4653,58 @@ static size_t lut_scales_bytes(const Tensor *w) {
 }
 static int lut_repackable(const Tensor *w) { return w->type == TYPE_Q2 || w->type == TYPE_Q3; }
 
+// Zeroed memory for a repacked matrix, its pages made at once (MAP_POPULATE):
+// faulted in 4 KiB at a time as the repacking first wrote them, they took
+// more time than the repacking (tens of thousands of faults for TinyLlama's
+// int2 weights, each a trap into a virtual machine's host).
+#ifndef MAP_POPULATE
+#define MAP_POPULATE 0   // not Linux: the pages come one fault at a time
+#endif
+static uint8_t *lut_alloc(size_t bytes) {
+    void *memory = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (memory == MAP_FAILED) die("out of memory: %zu bytes for repacked weights", bytes);
+    return memory;
+}
+static void lut_free(const Tensor *w) {
+    if (w->lut_codes) munmap((void *)w->lut_codes, lut_codes_bytes(w) + lut_scales_bytes(w));
+}
+
 typedef struct {
     const Tensor *w;
     uint8_t *codes;          // lut_codes being written (zeroed: padding rows are code 0)
     uint16_t *scales;        // lut_scales being written (zeroed)
 } RepackTask;
 
-// One tile of 32 rows (a pool piece): each row's blocks' pattern bytes into
-// its lane, its scales beside them.
+// One tile of 64 rows (a pool piece): block by block, each row's pattern
+// bytes into its lane (so the writes of a block stay within a few cache
+// lines, and the 64 rows' reads move along their lines), then the scales.
 static void repack_tile(void *arg, int tile, int thread_index) {
     (void)thread_index;
     const RepackTask *task = arg;
     const Tensor *w = task->w;
     const QuantLayout *layout = quant_layout((uint32_t)w->type);
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size, planes = layout->bits;
-    for (int lane = 0; lane < LUT_TILE_ROWS && tile * LUT_TILE_ROWS + lane < w->rows; lane++) {
-        int r = tile * LUT_TILE_ROWS + lane;
-        for (int b = 0; b < n_blocks; b++) {
-            const uint8_t *block = w->codes + ((size_t)r * n_blocks + b) * layout->block_bytes;
+    int lanes = w->rows - tile * LUT_TILE_ROWS < LUT_TILE_ROWS ? w->rows - tile * LUT_TILE_ROWS : LUT_TILE_ROWS;
+    size_t row_bytes = (size_t)n_blocks * layout->block_bytes;
+    const uint8_t *tile_rows = w->codes + (size_t)tile * LUT_TILE_ROWS * row_bytes;
+    for (int lane = 0; lane < lanes; lane++) {
+        const uint8_t *block = tile_rows + lane * row_bytes;
+        uint8_t *patterns = task->codes + lut_code_offset(n_blocks, planes, tile, 0, 0, 0) + lane;
+        for (int b = 0; b < n_blocks; b++, block += layout->block_bytes, patterns += planes * 4 * LUT_TILE_ROWS)
             for (int k = 0; k < planes; k++)
-                for (int p = 0; p < 4; p++)
-                    task->codes[lut_code_offset(n_blocks, planes, tile, b, k, p) + lane] = lut_pattern_byte(block, k, p);
-        }
-        for (int g = 0; g < n_groups; g++)
-            task->scales[((size_t)tile * n_groups + g) * LUT_TILE_ROWS + LUT_SLOT(lane)] = w->scales[(size_t)r * n_groups + g];
+                for (int p = 0; p < 4; p++) patterns[(k * 4 + p) * LUT_TILE_ROWS] = lut_pattern_byte(block, k, p);
     }
+    for (int lane = 0; lane < lanes; lane++)
+        for (int g = 0; g < n_groups; g++)
+            task->scales[((size_t)tile * n_groups + g) * LUT_TILE_ROWS + LUT_SLOT(lane)] =
+                w->scales[(size_t)(tile * LUT_TILE_ROWS + lane) * n_groups + g];
 }
 
 // w's repacked copy (the pool shares the tiles); its file pages let go
 // unless keep_file (the tied embeddings, whose rows are still read).
 static void repack_for_tables(Transformer *t, Tensor *w, int keep_file) {
     size_t code_bytes = lut_codes_bytes(w);
-    uint8_t *memory = xcalloc(1, code_bytes + lut_scales_bytes(w), "repacked weights");
+    uint8_t *memory = lut_alloc(code_bytes + lut_scales_bytes(w));
     RepackTask task = { w, memory, (uint16_t *)(memory + code_bytes) };
     pool_run_chunks(t->pool, repack_tile, &task, (int)(round_up((size_t)w->rows, LUT_TILE_ROWS) / LUT_TILE_ROWS));
     if (!keep_file) {
@@ -4814,7 +4834,7 @@ static void free_transformer(Transformer *t) {
     if (t->weights.layers) {
         Tensor **matrices = xcalloc((size_t)t->config.n_layers * 7 + 1, sizeof *matrices, "matrix list");
         int n = run_matrices(t, matrices);
-        for (int i = 0; i < n; i++) free((void *)matrices[i]->lut_codes);
+        for (int i = 0; i < n; i++) lut_free(matrices[i]);
         free(matrices);
     }
     pool_free(t->pool);
