@@ -4644,7 +4644,7 @@ static void touch_weights(const Transformer *t) {
 // a later read would bring back), so the run's memory does not grow: the
 // same bytes in another order. Not written by export, so files stay what
 // they are (format version 3) and every reader runs them; the cost is time at
-// load, shared by the threads (about 0.2 s for TinyLlama's 1.1B int2
+// load, shared by the threads (under a second of CPU for TinyLlama's 1.1B int2
 // weights). Skipped, with the file's layout and the row kernels kept, when
 // RUNQ_LUT=0 (to compare) or when the copy would take more than half the
 // memory left (the file's pages go only after each matrix is copied).
