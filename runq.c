@@ -473,6 +473,10 @@ typedef struct {
     };
     const uint16_t *scales;  // quantized: (rows, cols_padded/group_size) fp16 (tiled Q4: see the format)
     const float *data;       // F32: (rows, cols)
+    // Q2 and Q3 repacked at load into bit-planes for the table-lookup kernels
+    // (see "Table lookup"), in memory this run allocated; NULL: not repacked
+    const uint8_t *lut_codes;     // (rows_padded/32, cols_padded/32, bits, 4, 32) pattern bytes
+    const uint16_t *lut_scales;   // (rows_padded/32, cols_padded/group_size, 32) fp16
     // a LoRA adapter applied at run time (runq --lora): W x + lora_b (lora_a x)
     int lora_rank;           // 0: none
     const float *lora_a;     // (lora_rank, cols)
@@ -527,6 +531,10 @@ typedef struct {
     float *scales;           // (MAX_BATCH, stride/Q_BLOCK)
     int32_t *sums;           // (MAX_BATCH, stride/Q_BLOCK) sum of each block's values (SIMD kernels use it)
     int stride;              // values per token: the widest input rounded up to MAX_GROUP_SIZE
+    // the table-lookup kernels' tables (see "Table lookup"): each group of 4
+    // values' 16 sums, (MAX_BATCH, stride/4, LUT_GROUP_BYTES); NULL when no
+    // matrix of the run is repacked for them
+    uint8_t *tables;
 } QuantizedActivations;
 
 // The activations of a batch of tokens: row i belongs to sequence row_seq[i]
@@ -593,6 +601,11 @@ typedef struct {
                       size_t scale_stride, int n_positions, int n);
     void (*mix_q8)(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
                    size_t scale_stride, int n_positions, int n);
+    // the table-lookup kernels of Q2 and Q3 (see "Table lookup"): tokens'
+    // tables from their int8 values (n_padded of them), then the product of
+    // a matrix repacked for them (rows in tiles of 32: row_begin a multiple of 32)
+    void (*build_tables)(QuantizedActivations *x, int n_padded, int n_tokens);
+    MatmulFn matmul_lut[N_MATRIX_TYPES];
 } Kernels;
 
 typedef struct ThreadPool ThreadPool;
@@ -613,6 +626,7 @@ typedef struct {
     const char *path;
     const uint8_t *adapter_data;   // a LoRA adapter file (runq --lora), mapped; NULL if none
     size_t adapter_size;
+    size_t repacked_bytes;      // the Q2/Q3 matrices repacked for the table-lookup kernels (their file pages let go)
 } Transformer;
 
 // A device the int4 matrix products can be offloaded to (an OpenCL GPU, an
@@ -1074,7 +1088,7 @@ static void free_run_state(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->k); free(s->v);
     for (int table = 0; table < N_ROPE_TABLES; table++) { free(s->rope[table].freq); free(s->rope[table].cos); free(s->rope[table].sin); }
     free(s->att); free(s->logits);
-    free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->key_cache); free(s->value_cache);
+    free(s->xq.values); free(s->xq.scales); free(s->xq.sums); free(s->xq.tables); free(s->key_cache); free(s->value_cache);
     free(s->key_cache_q8); free(s->value_cache_q8); free(s->key_scales); free(s->value_scales);
 }
 
@@ -1206,6 +1220,148 @@ REFERENCE_MATMUL(q4s)
 #undef REFERENCE_KERNELS
 #undef REFERENCE_MATMUL
 
+// ---- Table lookup (T-MAC's method) for Q2 and Q3: products without
+// multiplies. A weight's code c (level c + lo) is its bit-planes, c = sum of
+// 2^k * bit k. Take the activations four at a time (a "group"): of the 16
+// ways to pick some of x0..x3, the sum is a table T[m] = sum of x_i for the
+// bits i set in m, made once per token and shared by every row. Four weights'
+// plane k is a 4-bit pattern m, so their share of plane k's dot is T[m]: one
+// lookup replaces four multiply-adds, and
+//   block . x = sum over planes k, groups g of 2^k * T_g[pattern_kg] + lo * sum(x).
+// The sums are exact integers (|T| <= 4 * 127 fits int16; a block's plane
+// sums stay within int16 too: 7 * 8 * 508 = 28448 for Q3), so a block's dot is
+// the same int32 the reference computes and the canonical arithmetic follows
+// unchanged: every table-lookup kernel is bit-identical to the scalar
+// reference (test_quant holds them to it).
+//
+// SIMD tables hold 16 bytes: pshufb (x86) and tbl (NEON) look up 16 to 64
+// patterns at once, each 128-bit lane in its own 16-byte table. An int16
+// table is two byte tables, its low bytes and its high bytes, each looked up
+// with the same patterns and interleaved back into int16 lanes. The
+// register's byte lanes are rows: matrices are repacked at load into tiles of
+// LUT_TILE_ROWS = 64 rows (a 512-bit register's bytes, two 256-bit, four
+// NEON) whose patterns for one group lie side by side, a byte per row:
+//   lut_codes   tile, block b, plane k, pair p (groups 2p, 2p+1 of the
+//               block): 64 bytes, byte i = row 64*tile + i's plane-k pattern
+//               of group 2p in its low nibble, of group 2p+1 in its high one
+//               (bit i of a pattern: weight 4g + i); padding rows are code 0;
+//   lut_scales  tile, weight group: the 64 rows' fp16 scales (padding rows
+//               0), row lane i in slot LUT_SLOT(i): rows 0-7, 16-23, 32-39,
+//               48-55, then 8-15, 24-31, 40-47, 56-63, the order in which
+//               interleaving a lookup's low and high bytes leaves them.
+// The same bytes as the file's (2 or 3 bits a weight and the scales), in
+// another order: prepare_run repacks and lets the file's pages go
+// (prepare_tables), so a run's memory does not grow.
+// A token's tables: for each group g, LUT_GROUP_BYTES = 32 bytes, the low
+// bytes of T_g[0..15], then their high bytes (x86 broadcasts each 16 bytes
+// to every 128-bit lane as it loads them).
+#define LUT_TILE_ROWS 64
+#define LUT_GROUP_BYTES 32
+#define LUT_GROUPS_PER_BLOCK (Q_BLOCK / 4)
+#define LUT_SLOT(i) ((((i) >> 3) & 1) * 32 + ((i) >> 4) * 8 + ((i) & 7))
+#define LUT_PREFETCH_BLOCKS 8   // how far ahead the SIMD kernels ask for a tile's patterns
+
+// Bytes of a token's tables (a row of QuantizedActivations.tables).
+static size_t lut_table_bytes(int stride) { return (size_t)stride / 4 * LUT_GROUP_BYTES; }
+
+// Group g's 16 sums T[m] of four int8 activations, m's bits choosing them.
+static void group_sums(const int8_t *x, int16_t sums[16]) {
+    sums[0] = 0;
+    for (int i = 0; i < 4; i++)
+        for (int m = 0; m < 1 << i; m++) sums[m | 1 << i] = (int16_t)(sums[m] + x[i]);
+}
+
+static void build_tables_ref(QuantizedActivations *x, int n_padded, int n_tokens) {
+    for (int t = 0; t < n_tokens; t++) {
+        const int8_t *values = x->values + (size_t)t * x->stride;
+        uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+        for (int g = 0; g < n_padded / 4; g++) {
+            int16_t sums[16];
+            group_sums(values + 4 * g, sums);
+            for (int m = 0; m < 16; m++) {
+                tables[(size_t)g * LUT_GROUP_BYTES + m] = (uint8_t)sums[m];
+                tables[(size_t)g * LUT_GROUP_BYTES + 16 + m] = (uint8_t)((uint16_t)sums[m] >> 8);
+            }
+        }
+    }
+}
+
+// Byte offset of tile `tile`'s block b, plane k, pair p in lut_codes.
+static size_t lut_code_offset(int n_blocks, int planes, int tile, int b, int k, int p) {
+    return ((((size_t)tile * n_blocks + b) * planes + k) * 4 + p) * LUT_TILE_ROWS;
+}
+
+// T_g[m] of token tables `tables`, as the int16 it holds.
+static int lut_entry(const uint8_t *tables, int g, int m) {
+    const uint8_t *low = tables + (size_t)g * LUT_GROUP_BYTES;
+    return (int16_t)(uint16_t)(low[m] | low[16 + m] << 8);
+}
+
+// The scalar twin of the SIMD table-lookup kernels: the same lookups, a row
+// at a time. Each block's integer is the reference's block dot; the float
+// arithmetic after it is the canonical one.
+static inline __attribute__((always_inline)) void matmul_lut_ref_with(const int planes, int lo, float *out, int out_stride,
+        const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    int n_groups = w->cols_padded / w->group_size, x_blocks = x->stride / Q_BLOCK;
+    for (int r = row_begin; r < row_end; r++) {
+        int tile = r / LUT_TILE_ROWS, lane = r % LUT_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+            float partial[8] = { 0 };
+            for (int b = 0; b < n_blocks; b++) {
+                int32_t isum = 0;
+                for (int k = 0; k < planes; k++)
+                    for (int p = 0; p < 4; p++) {
+                        uint8_t patterns = w->lut_codes[lut_code_offset(n_blocks, planes, tile, b, k, p) + lane];
+                        int pair = lut_entry(tables, b * LUT_GROUPS_PER_BLOCK + 2 * p, patterns & 15)
+                                 + lut_entry(tables, b * LUT_GROUPS_PER_BLOCK + 2 * p + 1, patterns >> 4);
+                        isum += pair * (1 << k);
+                    }
+                isum += lo * x->sums[(size_t)t * x_blocks + b];
+                uint16_t w_scale = w->lut_scales[((size_t)tile * n_groups + b / blocks_per_group) * LUT_TILE_ROWS + LUT_SLOT(lane)];
+                float scale = fp16_to_fp32(w_scale) * x->scales[(size_t)t * x_blocks + b];
+                partial[b % 8] += scale * (float)isum;
+            }
+            out[(size_t)t * out_stride + r] = reduce8(partial);
+        }
+    }
+}
+
+// A tile's rows, from the partial sums in slot order: reduce8's tree, then
+// each row to its place (rows at or past row_end, padding, not written).
+static inline void lut_store_tile(const float reduced[LUT_TILE_ROWS], float *out, int first_row, int row_end) {
+    for (int i = 0; i < LUT_TILE_ROWS && first_row + i < row_end; i++) out[first_row + i] = reduced[LUT_SLOT(i)];
+}
+
+static void matmul_lut_q2_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                              const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_ref_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+static void matmul_lut_q3_ref(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                              const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_ref_with(3, quant_layouts[TYPE_Q3].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// A Q2 or Q3 block's pattern bytes, patterns[k * 4 + p] for plane k and
+// pair p (groups 2p, 2p+1). Q2's plane byte i holds weights i, i+8, i+16,
+// i+24 (2 bits each), so weight 4g + i' of group g = 2p + h is byte 4h + i''s
+// bit pair p: the pattern byte of (k, p) is bit 2p + k of the 8 bytes, byte
+// i's bit in bit i. That is the 8x8 bit matrix of the plane transposed (byte
+// j of the result gathers bit j of every byte): three exchanges of bit blocks
+// on one 64-bit word, 4x fewer instructions than gathering each byte. Q3's
+// low two bits are a Q2 plane; its third plane is its 1-bit plane, weight
+// j's bit in bit j of the 32-bit word: pair p's patterns are byte p of it.
+static inline void lut_block_patterns(const uint8_t *block, int planes, uint8_t patterns[3 * 4]) {
+    uint64_t x, t;
+    memcpy(&x, block, sizeof x);
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;  x ^= t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull; x ^= t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull; x ^= t ^ (t << 28);
+    for (int j = 0; j < 8; j++) patterns[(j & 1) * 4 + j / 2] = (uint8_t)(x >> 8 * j);   // bit 2p + k
+    if (planes == 3) memcpy(patterns + 8, block + 8, 4);
+}
+
 // How the SIMD kernels of Q8, Q3 and Q2 walk a product (Q4 walks its tiles): rows
 // [row_begin, row_end), tokens four at a time, ROW_TILE(o, codes, scales, t,
 // TILE) for each row and tile with a constant TILE of 1 to 4, so the tile's
@@ -1269,7 +1425,8 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 static const Kernels kernels_scalar = {
     "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref,
                                          [TYPE_Q4S] = matmul_q4s_ref },
-    scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref };
+    scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref,
+    build_tables_ref, { [TYPE_Q3] = matmul_lut_q3_ref, [TYPE_Q2] = matmul_lut_q2_ref } };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
 // binary runs on any x86-64.
@@ -1860,10 +2017,144 @@ TARGET_AVX2 static void to_f16_avx2(uint16_t *out, const float *x, int n) {
     to_f16_ref(out + i, x + i, n - i);
 }
 
+// ---- Table lookup (see "Table lookup") with pshufb. A 256-bit register of
+// a tile's pattern bytes is two groups' patterns for 32 rows (an AND and a
+// shift apart); pshufb looks each row's pattern up in the group's low-byte
+// and high-byte tables (broadcast to both 128-bit lanes as they load), and
+// unpacking the two results interleaves them into int16 lanes: rows 0-7 and
+// 16-23 (unpacklo), 8-15 and 24-31 (unpackhi) of the 32, the order
+// lut_scales keeps (lut_scale_slot). A block's plane sums stay in int16 (the
+// bound above), then widen to int32 for the canonical arithmetic, whose eight
+// partial sums of the tile's 64 rows wait in memory.
+
+// Group g's two 16-byte tables, in both 128-bit lanes.
+TARGET_AVX2 static inline void lut_tables_avx2(const uint8_t *tables, int g, __m256i *low, __m256i *high) {
+    *low = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables + (size_t)g * LUT_GROUP_BYTES)));
+    *high = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(tables + (size_t)g * LUT_GROUP_BYTES + 16)));
+}
+
+// Rows 32h..32h+31 of a tile's block: its planes' sums, sum of 2^k * plane k,
+// in int16 (sums[0]: rows 0-7 and 16-23 of the 32; sums[1]: 8-15, 24-31).
+TARGET_AVX2 static inline __attribute__((always_inline)) void lut_block_avx2(const int PLANES, const uint8_t *codes,
+                                                                            const uint8_t *tables, int h, __m256i sums[2]) {
+    __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256i acc[3][2];
+    for (int k = 0; k < PLANES; k++) acc[k][0] = acc[k][1] = _mm256_setzero_si256();
+    for (int p = 0; p < 4; p++) {
+        __m256i low0, high0, low1, high1;
+        lut_tables_avx2(tables, 2 * p, &low0, &high0);
+        lut_tables_avx2(tables, 2 * p + 1, &low1, &high1);
+        for (int k = 0; k < PLANES; k++) {
+            __m256i patterns = _mm256_loadu_si256((const __m256i *)(codes + (k * 4 + p) * LUT_TILE_ROWS + 32 * h));
+            __m256i first = _mm256_and_si256(patterns, nibble);
+            __m256i second = _mm256_and_si256(_mm256_srli_epi16(patterns, 4), nibble);
+            __m256i l0 = _mm256_shuffle_epi8(low0, first), h0 = _mm256_shuffle_epi8(high0, first);
+            __m256i l1 = _mm256_shuffle_epi8(low1, second), h1 = _mm256_shuffle_epi8(high1, second);
+            acc[k][0] = _mm256_add_epi16(acc[k][0], _mm256_add_epi16(_mm256_unpacklo_epi8(l0, h0), _mm256_unpacklo_epi8(l1, h1)));
+            acc[k][1] = _mm256_add_epi16(acc[k][1], _mm256_add_epi16(_mm256_unpackhi_epi8(l0, h0), _mm256_unpackhi_epi8(l1, h1)));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        sums[i] = acc[0][i];
+        for (int k = 1; k < PLANES; k++) sums[i] = _mm256_add_epi16(sums[i], _mm256_slli_epi16(acc[k][i], k));
+    }
+}
+
+// A block's terms into the partial sums of eight rows: (weight scales *
+// activation scale) * (float)(int32 of the int16 sums + lo * sum(x)).
+TARGET_AVX2 static inline __m256 lut_add_term_avx2(__m256 partial, __m128i sums16, __m256i offset, const uint16_t *w_scales,
+                                                   __m256 x_scale) {
+    __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w_scales)), x_scale);
+    __m256i isum = _mm256_add_epi32(_mm256_cvtepi16_epi32(sums16), offset);
+    return _mm256_add_ps(partial, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+}
+
+TARGET_AVX2 static inline __attribute__((always_inline)) void matmul_lut_avx2_with(const int PLANES, int lo, float *out,
+        int out_stride, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    int n_groups = w->cols_padded / w->group_size, x_blocks = x->stride / Q_BLOCK;
+    size_t block_bytes = (size_t)PLANES * 4 * LUT_TILE_ROWS;
+    for (int tile = row_begin / LUT_TILE_ROWS; tile * LUT_TILE_ROWS < row_end; tile++) {
+        const uint8_t *codes = w->lut_codes + tile * n_blocks * block_bytes;
+        const uint16_t *scales = w->lut_scales + (size_t)tile * n_groups * LUT_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
+            __m256 partial[8][8];   // [b % 8][slots 8j..8j+7]
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 8; j++) partial[i][j] = _mm256_setzero_ps();
+            for (int b = 0; b < n_blocks; b++) {
+                __m256i offset = _mm256_set1_epi32(lo * x_sums[b]);
+                __m256 x_scale = _mm256_set1_ps(x_scales[b]);
+                const uint16_t *w_scales = scales + (size_t)(b / blocks_per_group) * LUT_TILE_ROWS;
+                __m256 *acc = partial[b % 8];
+                for (size_t line = 0; line < block_bytes; line += 64)   // see matmul_lut_avx512_with
+                    _mm_prefetch((const char *)(codes + (b + LUT_PREFETCH_BLOCKS) * block_bytes + line), _MM_HINT_T0);
+                for (int h = 0; h < 2; h++) {
+                    __m256i sums[2];
+                    lut_block_avx2(PLANES, codes + b * block_bytes, tables + (size_t)b * LUT_GROUPS_PER_BLOCK * LUT_GROUP_BYTES,
+                                   h, sums);
+                    // slots 16h.. hold rows 32h+0-7, 32h+16-23; slots 32+16h.. rows 32h+8-15, 32h+24-31
+                    for (int i = 0; i < 2; i++) {
+                        int slot = 32 * i + 16 * h;
+                        acc[slot / 8] = lut_add_term_avx2(acc[slot / 8], _mm256_castsi256_si128(sums[i]), offset,
+                                                          w_scales + slot, x_scale);
+                        acc[slot / 8 + 1] = lut_add_term_avx2(acc[slot / 8 + 1], _mm256_extracti128_si256(sums[i], 1), offset,
+                                                              w_scales + slot + 8, x_scale);
+                    }
+                }
+            }
+            float reduced[LUT_TILE_ROWS];
+            for (int j = 0; j < 8; j++) {
+                __m256 (*p)[8] = partial;
+                _mm256_storeu_ps(reduced + 8 * j,
+                    _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(p[0][j], p[4][j]), _mm256_add_ps(p[2][j], p[6][j])),
+                                  _mm256_add_ps(_mm256_add_ps(p[1][j], p[5][j]), _mm256_add_ps(p[3][j], p[7][j]))));
+            }
+            lut_store_tile(reduced, out + (size_t)t * out_stride, tile * LUT_TILE_ROWS, row_end);
+        }
+    }
+}
+
+TARGET_AVX2 static void matmul_lut_q2_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                           const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_avx2_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+TARGET_AVX2 static void matmul_lut_q3_avx2(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                           const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_avx2_with(3, quant_layouts[TYPE_Q3].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// A token's tables eight int16 entries per 128-bit lane: entry m of group g
+// is maddubs of m's bits (0 or 1, bytes) with x0 x1, plus with x2 x3 (each
+// pair broadcast), exact (|x0 + x1| <= 254); one pshufb per lane puts the low
+// bytes before the high ones, a permute gathers lanes into [low 16 | high 16].
+TARGET_AVX2 static void build_tables_avx2(QuantizedActivations *x, int n_padded, int n_tokens) {
+    __m256i bits01 = _mm256_setr_epi8(0,0, 1,0, 0,1, 1,1, 0,0, 1,0, 0,1, 1,1, 0,0, 1,0, 0,1, 1,1, 0,0, 1,0, 0,1, 1,1);
+    __m256i bits23 = _mm256_setr_epi8(0,0, 0,0, 0,0, 0,0, 1,0, 1,0, 1,0, 1,0, 0,1, 0,1, 0,1, 0,1, 1,1, 1,1, 1,1, 1,1);
+    __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                     0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for (int t = 0; t < n_tokens; t++) {
+        const int8_t *values = x->values + (size_t)t * x->stride;
+        uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+        for (int g = 0; g < n_padded / 4; g++) {
+            int16_t x01, x23;
+            memcpy(&x01, values + 4 * g, 2);
+            memcpy(&x23, values + 4 * g + 2, 2);
+            __m256i sums = _mm256_add_epi16(_mm256_maddubs_epi16(bits01, _mm256_set1_epi16(x01)),
+                                            _mm256_maddubs_epi16(bits23, _mm256_set1_epi16(x23)));
+            __m256i bytes = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(sums, split), _MM_SHUFFLE(3, 1, 2, 0));
+            _mm256_storeu_si256((__m256i *)(tables + (size_t)g * LUT_GROUP_BYTES), bytes);
+        }
+    }
+}
+
 static const Kernels kernels_avx2 = {
     "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2,
                                              [TYPE_Q4S] = matmul_q4s_avx2 },
-    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2,
+    build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx2, [TYPE_Q2] = matmul_lut_q2_avx2 } };
 
 // ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
 // unsigned bytes by four signed bytes and adds the four products to an int32
@@ -2018,7 +2309,8 @@ VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
 static const Kernels kernels_avx_vnni = {
     "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni,
                               [TYPE_Q4S] = matmul_q4s_avx2 },   // its gathers are shuffles, not dot products: AVX2's kernel
-    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2 };
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2,
+    build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx2, [TYPE_Q2] = matmul_lut_q2_avx2 } };
 
 // ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
 // b of tile t in its low 256 bits and of tile t+1 in its high ones (an odd
@@ -2422,10 +2714,106 @@ TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, c
     mix_avx512(out, weights, NULL, values, scales, stride, scale_stride, n_positions, n);
 }
 
+// ---- avx512-vnni's table lookup: the AVX2 kernel's steps on a whole 64-row
+// tile per register (its four 128-bit lanes: rows 0-15, 16-31, 32-47,
+// 48-63), each group's tables broadcast to the four lanes as they load. The
+// unpacked int16 sums hold slots 0-31 (unpacklo) and 32-63 (unpackhi) in
+// slot order, so sixteen of them widen to int32 against sixteen scales
+// loaded as they lie.
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void lut_block_avx512(const int PLANES, const uint8_t *codes,
+                                                                                     const uint8_t *tables, __m512i sums[2]) {
+    __m512i nibble = _mm512_set1_epi8(0x0F);
+    __m512i acc[3][2];
+    for (int k = 0; k < PLANES; k++) acc[k][0] = acc[k][1] = _mm512_setzero_si512();
+    for (int p = 0; p < 4; p++) {
+        const uint8_t *group = tables + (size_t)2 * p * LUT_GROUP_BYTES;
+        __m512i low0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)group));
+        __m512i high0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(group + 16)));
+        __m512i low1 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(group + LUT_GROUP_BYTES)));
+        __m512i high1 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(group + LUT_GROUP_BYTES + 16)));
+        for (int k = 0; k < PLANES; k++) {
+            __m512i patterns = _mm512_loadu_si512(codes + (k * 4 + p) * LUT_TILE_ROWS);
+            __m512i first = _mm512_and_si512(patterns, nibble);
+            __m512i second = _mm512_and_si512(_mm512_srli_epi16(patterns, 4), nibble);
+            __m512i l0 = _mm512_shuffle_epi8(low0, first), h0 = _mm512_shuffle_epi8(high0, first);
+            __m512i l1 = _mm512_shuffle_epi8(low1, second), h1 = _mm512_shuffle_epi8(high1, second);
+            acc[k][0] = _mm512_add_epi16(acc[k][0], _mm512_add_epi16(_mm512_unpacklo_epi8(l0, h0), _mm512_unpacklo_epi8(l1, h1)));
+            acc[k][1] = _mm512_add_epi16(acc[k][1], _mm512_add_epi16(_mm512_unpackhi_epi8(l0, h0), _mm512_unpackhi_epi8(l1, h1)));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        sums[i] = acc[0][i];
+        for (int k = 1; k < PLANES; k++) sums[i] = _mm512_add_epi16(sums[i], _mm512_slli_epi16(acc[k][i], k));
+    }
+}
+
+// unpacklo leaves rows 0-7 | 16-23 | 32-39 | 48-55 in its four lanes, the
+// slots 0-31; so its low 256 bits are slots 0-15.
+TARGET_AVX512_VNNI static inline __m512 lut_add_term_avx512(__m512 partial, __m256i sums16, __m512i offset,
+                                                            const uint16_t *w_scales, __m512 x_scale) {
+    __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w_scales)), x_scale);
+    __m512i isum = _mm512_add_epi32(_mm512_cvtepi16_epi32(sums16), offset);
+    return _mm512_add_ps(partial, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void matmul_lut_avx512_with(const int PLANES, int lo,
+        float *out, int out_stride, const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    int n_groups = w->cols_padded / w->group_size, x_blocks = x->stride / Q_BLOCK;
+    size_t block_bytes = (size_t)PLANES * 4 * LUT_TILE_ROWS;
+    for (int tile = row_begin / LUT_TILE_ROWS; tile * LUT_TILE_ROWS < row_end; tile++) {
+        const uint8_t *codes = w->lut_codes + tile * n_blocks * block_bytes;
+        const uint16_t *scales = w->lut_scales + (size_t)tile * n_groups * LUT_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
+            __m512 partial[8][4];   // [b % 8][slots 16j..16j+15]
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 4; j++) partial[i][j] = _mm512_setzero_ps();
+            for (int b = 0; b < n_blocks; b++) {
+                __m512i offset = _mm512_set1_epi32(lo * x_sums[b]), sums[2];
+                __m512 x_scale = _mm512_set1_ps(x_scales[b]);
+                const uint16_t *w_scales = scales + (size_t)(b / blocks_per_group) * LUT_TILE_ROWS;
+                // a block's patterns are read in plane order within each pair, not front to back,
+                // and its work is long: the block LUT_PREFETCH_BLOCKS ahead is asked for now
+                // (without it the int3 kernel read memory at 2/3 of the row kernels' speed)
+                for (size_t line = 0; line < block_bytes; line += 64)
+                    _mm_prefetch((const char *)(codes + (b + LUT_PREFETCH_BLOCKS) * block_bytes + line), _MM_HINT_T0);
+                lut_block_avx512(PLANES, codes + b * block_bytes, tables + (size_t)b * LUT_GROUPS_PER_BLOCK * LUT_GROUP_BYTES, sums);
+                __m512 *acc = partial[b % 8];
+                for (int i = 0; i < 2; i++) {
+                    acc[2 * i] = lut_add_term_avx512(acc[2 * i], _mm512_castsi512_si256(sums[i]), offset, w_scales + 32 * i, x_scale);
+                    acc[2 * i + 1] = lut_add_term_avx512(acc[2 * i + 1], _mm512_extracti64x4_epi64(sums[i], 1), offset,
+                                                         w_scales + 32 * i + 16, x_scale);
+                }
+            }
+            float reduced[LUT_TILE_ROWS];
+            for (int j = 0; j < 4; j++) {
+                __m512 (*p)[4] = partial;
+                _mm512_storeu_ps(reduced + 16 * j,
+                    _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p[0][j], p[4][j]), _mm512_add_ps(p[2][j], p[6][j])),
+                                  _mm512_add_ps(_mm512_add_ps(p[1][j], p[5][j]), _mm512_add_ps(p[3][j], p[7][j]))));
+            }
+            lut_store_tile(reduced, out + (size_t)t * out_stride, tile * LUT_TILE_ROWS, row_end);
+        }
+    }
+}
+
+TARGET_AVX512_VNNI static void matmul_lut_q2_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                    const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_avx512_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+TARGET_AVX512_VNNI static void matmul_lut_q3_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                    const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_avx512_with(3, quant_layouts[TYPE_Q3].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
 static const Kernels kernels_avx512_vnni = {
     "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
                                  [TYPE_Q4S] = matmul_q4s_avx2 },
-    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512 };
+    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512,
+    build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx512, [TYPE_Q2] = matmul_lut_q2_avx512 } };
 #endif
 
 // ---- ARM (aarch64): NEON is part of the base architecture, so `neon` runs on
@@ -3048,10 +3436,122 @@ static void to_f16_neon(uint16_t *out, const float *x, int n) {
     to_f16_ref(out + i, x + i, n - i);
 }
 
+// ---- Table lookup with tbl (see "Table lookup"): a 128-bit register holds
+// 16 rows' pattern bytes of two groups (an AND and a shift apart), tbl looks
+// them up in each group's low-byte and high-byte tables, and zipping the two
+// results interleaves them into int16 lanes: rows 0-7 (zip1) and 8-15 (zip2)
+// of the 16, slots 8h.. and 32 + 8h.. of quarter h of the tile. Armv8.0
+// has tbl, so every NEON set shares these kernels.
+static inline __attribute__((always_inline)) void lut_quarter_neon(const int PLANES, const uint8_t *codes,
+                                                                   const uint8_t *tables, int h, int16x8_t sums[2]) {
+    int16x8_t acc[3][2];
+    for (int k = 0; k < PLANES; k++) acc[k][0] = acc[k][1] = vdupq_n_s16(0);
+    for (int p = 0; p < 4; p++) {
+        const uint8_t *group = tables + (size_t)2 * p * LUT_GROUP_BYTES;
+        uint8x16_t low0 = vld1q_u8(group), high0 = vld1q_u8(group + 16);
+        uint8x16_t low1 = vld1q_u8(group + LUT_GROUP_BYTES), high1 = vld1q_u8(group + LUT_GROUP_BYTES + 16);
+        for (int k = 0; k < PLANES; k++) {
+            uint8x16_t patterns = vld1q_u8(codes + (k * 4 + p) * LUT_TILE_ROWS + 16 * h);
+            uint8x16_t first = vandq_u8(patterns, vdupq_n_u8(0x0F)), second = vshrq_n_u8(patterns, 4);
+            uint8x16_t l0 = vqtbl1q_u8(low0, first), h0 = vqtbl1q_u8(high0, first);
+            uint8x16_t l1 = vqtbl1q_u8(low1, second), h1 = vqtbl1q_u8(high1, second);
+            acc[k][0] = vaddq_s16(acc[k][0], vaddq_s16(vreinterpretq_s16_u8(vzip1q_u8(l0, h0)), vreinterpretq_s16_u8(vzip1q_u8(l1, h1))));
+            acc[k][1] = vaddq_s16(acc[k][1], vaddq_s16(vreinterpretq_s16_u8(vzip2q_u8(l0, h0)), vreinterpretq_s16_u8(vzip2q_u8(l1, h1))));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        sums[i] = acc[0][i];
+        if (PLANES > 1) sums[i] = vaddq_s16(sums[i], vshlq_n_s16(acc[1][i], 1));
+        if (PLANES > 2) sums[i] = vaddq_s16(sums[i], vshlq_n_s16(acc[2][i], 2));
+    }
+}
+
+// Four rows' terms: (weight scales * activation scale) * (float)(int32 + lo * sum(x)).
+static inline float32x4_t lut_add_term_neon(float32x4_t partial, int32x4_t isum, const uint16_t *w_scales, float32x4_t x_scale) {
+    float32x4_t scale = vmulq_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w_scales))), x_scale);
+    return vaddq_f32(partial, vmulq_f32(scale, vcvtq_f32_s32(isum)));
+}
+
+static inline __attribute__((always_inline)) void matmul_lut_neon_with(const int PLANES, int lo, float *out, int out_stride,
+        const Tensor *w, int row_begin, int row_end, const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, blocks_per_group = w->group_size / Q_BLOCK;
+    int n_groups = w->cols_padded / w->group_size, x_blocks = x->stride / Q_BLOCK;
+    size_t block_bytes = (size_t)PLANES * 4 * LUT_TILE_ROWS;
+    for (int tile = row_begin / LUT_TILE_ROWS; tile * LUT_TILE_ROWS < row_end; tile++) {
+        const uint8_t *codes = w->lut_codes + tile * n_blocks * block_bytes;
+        const uint16_t *scales = w->lut_scales + (size_t)tile * n_groups * LUT_TILE_ROWS;
+        for (int t = 0; t < n_tokens; t++) {
+            const uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+            const float *x_scales = x->scales + (size_t)t * x_blocks;
+            const int32_t *x_sums = x->sums + (size_t)t * x_blocks;
+            float32x4_t partial[8][16];   // [b % 8][slots 4j..4j+3]
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 16; j++) partial[i][j] = vdupq_n_f32(0.0f);
+            for (int b = 0; b < n_blocks; b++) {
+                int32x4_t offset = vdupq_n_s32(lo * x_sums[b]);
+                float32x4_t x_scale = vdupq_n_f32(x_scales[b]);
+                const uint16_t *w_scales = scales + (size_t)(b / blocks_per_group) * LUT_TILE_ROWS;
+                float32x4_t *acc = partial[b % 8];
+                for (size_t line = 0; line < block_bytes; line += 64)   // see matmul_lut_avx512_with
+                    __builtin_prefetch(codes + (b + LUT_PREFETCH_BLOCKS) * block_bytes + line);
+                for (int h = 0; h < 4; h++) {
+                    int16x8_t sums[2];
+                    lut_quarter_neon(PLANES, codes + b * block_bytes, tables + (size_t)b * LUT_GROUPS_PER_BLOCK * LUT_GROUP_BYTES,
+                                     h, sums);
+                    for (int i = 0; i < 2; i++) {
+                        int slot = 32 * i + 8 * h;
+                        acc[slot / 4] = lut_add_term_neon(acc[slot / 4], vaddq_s32(vmovl_s16(vget_low_s16(sums[i])), offset),
+                                                          w_scales + slot, x_scale);
+                        acc[slot / 4 + 1] = lut_add_term_neon(acc[slot / 4 + 1], vaddq_s32(vmovl_high_s16(sums[i]), offset),
+                                                              w_scales + slot + 4, x_scale);
+                    }
+                }
+            }
+            float reduced[LUT_TILE_ROWS];
+            for (int j = 0; j < 16; j++) {
+                float32x4_t (*p)[16] = partial;
+                vst1q_f32(reduced + 4 * j, vaddq_f32(vaddq_f32(vaddq_f32(p[0][j], p[4][j]), vaddq_f32(p[2][j], p[6][j])),
+                                                     vaddq_f32(vaddq_f32(p[1][j], p[5][j]), vaddq_f32(p[3][j], p[7][j]))));
+            }
+            lut_store_tile(reduced, out + (size_t)t * out_stride, tile * LUT_TILE_ROWS, row_end);
+        }
+    }
+}
+
+static void matmul_lut_q2_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                               const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_neon_with(2, quant_layouts[TYPE_Q2].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+static void matmul_lut_q3_neon(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                               const QuantizedActivations *x, int n_tokens) {
+    matmul_lut_neon_with(3, quant_layouts[TYPE_Q3].lo, out, out_stride, w, row_begin, row_end, x, n_tokens);
+}
+
+// A group's 16 sums as int16: entries 0-7 are x0, x1, x2 masked by m's bits
+// and added; entries 8-15 add x3. Unzipping the two registers' bytes puts
+// every low byte before every high byte.
+static void build_tables_neon(QuantizedActivations *x, int n_padded, int n_tokens) {
+    const int16x8_t bit0 = { 0, -1, 0, -1, 0, -1, 0, -1 }, bit1 = { 0, 0, -1, -1, 0, 0, -1, -1 };
+    const int16x8_t bit2 = { 0, 0, 0, 0, -1, -1, -1, -1 };
+    for (int t = 0; t < n_tokens; t++) {
+        const int8_t *values = x->values + (size_t)t * x->stride;
+        uint8_t *tables = x->tables + (size_t)t * lut_table_bytes(x->stride);
+        for (int g = 0; g < n_padded / 4; g++) {
+            const int8_t *v = values + 4 * g;
+            int16x8_t first8 = vaddq_s16(vaddq_s16(vandq_s16(vdupq_n_s16(v[0]), bit0), vandq_s16(vdupq_n_s16(v[1]), bit1)),
+                                         vandq_s16(vdupq_n_s16(v[2]), bit2));
+            uint8x16_t a = vreinterpretq_u8_s16(first8), b = vreinterpretq_u8_s16(vaddq_s16(first8, vdupq_n_s16(v[3])));
+            vst1q_u8(tables + (size_t)g * LUT_GROUP_BYTES, vuzp1q_u8(a, b));
+            vst1q_u8(tables + (size_t)g * LUT_GROUP_BYTES + 16, vuzp2q_u8(a, b));
+        }
+    }
+}
+
 static const Kernels kernels_neon = {
     "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon,
                                              [TYPE_Q4S] = matmul_q4s_neon },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
 NEON_KERNEL(q8, neon_dotprod, dot_block_sdot, 32, TARGET_DOTPROD)
@@ -3070,7 +3570,8 @@ TARGET_DOTPROD static void matmul_q4s_neon_dotprod(float *out, int out_stride, c
 static const Kernels kernels_neon_dotprod = {
     "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
 #if defined(__linux__)
@@ -3189,7 +3690,8 @@ TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Te
 static const Kernels kernels_neon_i8mm = {
     "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
                    [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon };
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // HWCAP2_I8MM in the auxiliary vector's second word.
 #if defined(__linux__)
@@ -3601,18 +4103,23 @@ static void matmul_task(void *arg, int chunk, int thread_index) {
     const Tensor *w = task->w[m];
     int rows = task->tiles_per_chunk * Q4_TILE_ROWS, begin = (chunk - task->first_chunk[m]) * rows;
     int end = begin + rows < w->rows ? begin + rows : w->rows;
-    task->kernels->matmul[w->type](task->out[m], w->rows, w, begin, end, task->x, task->n_tokens);
+    MatmulFn matmul = w->lut_codes ? task->kernels->matmul_lut[w->type] : task->kernels->matmul[w->type];
+    matmul(task->out[m], w->rows, w, begin, end, task->x, task->n_tokens);
 }
 
 // The products cut into pieces of whole tiles, an even number of them (the
-// avx512-vnni kernels take tiles in pairs): about eight a thread, so the
+// avx512-vnni kernels take tiles in pairs; four, 32 rows, when a matrix is
+// repacked for the table-lookup kernels): about eight a thread, so the
 // share of a thread that is late is taken by the others in small steps (one
 // piece a matrix on one thread); then run on the pool.
 static void run_matmul_task(ThreadPool *pool, MatmulTask *task) {
-    int tiles[3], total = 0;
-    for (int m = 0; m < task->count; m++) total += tiles[m] = (task->w[m]->rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+    int tiles[3], total = 0, multiple = 2;
+    for (int m = 0; m < task->count; m++) {
+        total += tiles[m] = (task->w[m]->rows + Q4_TILE_ROWS - 1) / Q4_TILE_ROWS;
+        if (task->w[m]->lut_codes) multiple = LUT_TILE_ROWS / Q4_TILE_ROWS;
+    }
     int per_chunk = pool->n_threads == 1 ? total : total / (8 * pool->n_threads);
-    per_chunk = per_chunk < 2 ? 2 : (per_chunk + 1) / 2 * 2;
+    per_chunk = per_chunk < multiple ? multiple : (per_chunk + multiple - 1) / multiple * multiple;
     task->tiles_per_chunk = per_chunk;
     task->first_chunk[0] = 0;
     for (int m = 0; m < task->count; m++) task->first_chunk[m + 1] = task->first_chunk[m] + (tiles[m] + per_chunk - 1) / per_chunk;
@@ -3651,6 +4158,7 @@ static void add_lora(float *out, const Tensor *w, const float *x, int x_stride, 
 #define QUANTIZE_CHUNK 4
 typedef struct {
     QuantizeFn quantize_q8;
+    void (*build_tables)(QuantizedActivations *x, int n_padded, int n_tokens);   // NULL: no tables wanted
     QuantizedActivations *out;
     const float *x;
     int x_stride, n, n_padded, n_tokens;
@@ -3666,6 +4174,10 @@ static void quantize_task(void *arg, int chunk, int thread_index) {
     slice.scales += (size_t)begin * x_blocks;
     slice.sums += (size_t)begin * x_blocks;
     task->quantize_q8(&slice, task->x + (size_t)begin * task->x_stride, task->x_stride, task->n, task->n_padded, end - begin);
+    if (task->build_tables) {
+        slice.tables += (size_t)begin * lut_table_bytes(slice.stride);
+        task->build_tables(&slice, task->n_padded, end - begin);
+    }
 }
 
 // A backend multiplies the types it names (OpenCL: Q4); the CPU, every type.
@@ -3681,10 +4193,14 @@ static void matmuls(Transformer *t, int count, float **out, const Tensor **w, co
         t->backend->matmul(t->backend_state, t, count, out, w, x, x_stride, n_tokens);
     } else {
         QuantizedActivations *xq = &t->state.xq;
+        int lookups = 0;   // a matrix repacked for the table-lookup kernels wants the tokens' tables
+        for (int m = 0; m < count; m++) lookups |= w[m]->lut_codes != NULL;
         if (n_tokens == 1) {
             t->kernels.quantize_q8(xq, x, x_stride, w[0]->cols, w[0]->cols_padded, 1);
+            if (lookups) t->kernels.build_tables(xq, w[0]->cols_padded, 1);
         } else {
-            QuantizeTask quantize = { t->kernels.quantize_q8, xq, x, x_stride, w[0]->cols, w[0]->cols_padded, n_tokens };
+            QuantizeTask quantize = { t->kernels.quantize_q8, lookups ? t->kernels.build_tables : NULL, xq, x, x_stride,
+                                      w[0]->cols, w[0]->cols_padded, n_tokens };
             pool_run_chunks(t->pool, quantize_task, &quantize, (n_tokens + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK);
         }
         MatmulTask task = { .count = count, .x = xq, .n_tokens = n_tokens, .kernels = &t->kernels };
@@ -4484,6 +5000,135 @@ static void touch_weights(const Transformer *t) {
     (void)sink;
 }
 
+// ---- The table-lookup kernels' layout (see "Table lookup"), made at load:
+// every Q2 and Q3 matrix the layers and the classifier multiply is repacked
+// into tiles of bit-planes in memory this run allocates, and the file's pages
+// of it are let go (MADV_DONTNEED: they are clean copies of the file, which
+// a later read would bring back), so the run's memory does not grow: the
+// same bytes in another order. Not written by export, so files stay what
+// they are (format version 3) and every reader runs them; the cost is time at
+// load, shared by the threads (under a second of CPU for TinyLlama's 1.1B int2
+// weights). Skipped, with the file's layout and the row kernels kept, when
+// RUNQ_LUT=0 (to compare) or when the copy would take more than half the
+// memory left (the file's pages go only after each matrix is copied).
+
+static size_t available_memory(void);
+static const char *format_bytes(char *out, size_t bytes);
+
+static size_t lut_codes_bytes(const Tensor *w) {
+    size_t tiles = round_up((size_t)w->rows, LUT_TILE_ROWS) / LUT_TILE_ROWS;
+    return tiles * (size_t)(w->cols_padded / Q_BLOCK) * (size_t)quant_layout((uint32_t)w->type)->bits * 4 * LUT_TILE_ROWS;
+}
+static size_t lut_scales_bytes(const Tensor *w) {
+    return round_up((size_t)w->rows, LUT_TILE_ROWS) * (size_t)(w->cols_padded / w->group_size) * sizeof(uint16_t);
+}
+static int lut_repackable(const Tensor *w) { return w->type == TYPE_Q2 || w->type == TYPE_Q3; }
+
+// Zeroed memory for a repacked matrix, its pages made at once (MAP_POPULATE):
+// faulted in 4 KiB at a time as the repacking first wrote them, they took
+// more time than the repacking (tens of thousands of faults for TinyLlama's
+// int2 weights, each a trap into a virtual machine's host).
+#ifndef MAP_POPULATE
+#define MAP_POPULATE 0   // not Linux: the pages come one fault at a time
+#endif
+static uint8_t *lut_alloc(size_t bytes) {
+    void *memory = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (memory == MAP_FAILED) die("out of memory: %zu bytes for repacked weights", bytes);
+    return memory;
+}
+static void lut_free(const Tensor *w) {
+    if (w->lut_codes) munmap((void *)w->lut_codes, lut_codes_bytes(w) + lut_scales_bytes(w));
+}
+
+typedef struct {
+    const Tensor *w;
+    uint8_t *codes;          // lut_codes being written (zeroed: padding rows are code 0)
+    uint16_t *scales;        // lut_scales being written (zeroed)
+} RepackTask;
+
+// One tile of 64 rows (a pool piece): block by block, each row's pattern
+// bytes into its lane (so the writes of a block stay within a few cache
+// lines, and the 64 rows' reads move along their lines), then the scales.
+static void repack_tile(void *arg, int tile, int thread_index) {
+    (void)thread_index;
+    const RepackTask *task = arg;
+    const Tensor *w = task->w;
+    const QuantLayout *layout = quant_layout((uint32_t)w->type);
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size, planes = layout->bits;
+    int lanes = w->rows - tile * LUT_TILE_ROWS < LUT_TILE_ROWS ? w->rows - tile * LUT_TILE_ROWS : LUT_TILE_ROWS;
+    size_t row_bytes = (size_t)n_blocks * layout->block_bytes;
+    const uint8_t *tile_rows = w->codes + (size_t)tile * LUT_TILE_ROWS * row_bytes;
+    for (int lane = 0; lane < lanes; lane++) {
+        const uint8_t *block = tile_rows + lane * row_bytes;
+        uint8_t *patterns = task->codes + lut_code_offset(n_blocks, planes, tile, 0, 0, 0) + lane;
+        for (int b = 0; b < n_blocks; b++, block += layout->block_bytes, patterns += planes * 4 * LUT_TILE_ROWS) {
+            uint8_t bytes[3 * 4];
+            lut_block_patterns(block, planes, bytes);
+            for (int i = 0; i < planes * 4; i++) patterns[i * LUT_TILE_ROWS] = bytes[i];
+        }
+    }
+    for (int lane = 0; lane < lanes; lane++)
+        for (int g = 0; g < n_groups; g++)
+            task->scales[((size_t)tile * n_groups + g) * LUT_TILE_ROWS + LUT_SLOT(lane)] =
+                w->scales[(size_t)(tile * LUT_TILE_ROWS + lane) * n_groups + g];
+}
+
+// w's repacked copy (the pool shares the tiles); its file pages let go
+// unless keep_file (the tied embeddings, whose rows are still read).
+static void repack_for_tables(Transformer *t, Tensor *w, int keep_file) {
+    size_t code_bytes = lut_codes_bytes(w);
+    uint8_t *memory = lut_alloc(code_bytes + lut_scales_bytes(w));
+    RepackTask task = { w, memory, (uint16_t *)(memory + code_bytes) };
+    pool_run_chunks(t->pool, repack_tile, &task, (int)(round_up((size_t)w->rows, LUT_TILE_ROWS) / LUT_TILE_ROWS));
+    if (!keep_file) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t begin = round_up((size_t)(w->codes - t->file_data), page);
+        size_t end = (size_t)((const uint8_t *)(w->scales + (size_t)w->rows * (w->cols_padded / w->group_size)) - t->file_data)
+                   / page * page;
+        if (end > begin) madvise((void *)(t->file_data + begin), end - begin, MADV_DONTNEED);
+    }
+    w->lut_codes = memory;
+    w->lut_scales = task.scales;
+}
+
+// The matrices a token multiplies: each layer's seven and the classifier.
+static int run_matrices(Transformer *t, Tensor **out) {
+    int n = 0;
+    for (int l = 0; l < t->config.n_layers; l++) {
+        LayerWeights *lw = &t->weights.layers[l];
+        Tensor *m[] = { &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3 };
+        for (int i = 0; i < 7; i++) out[n++] = m[i];
+    }
+    out[n++] = &t->weights.output;
+    return n;
+}
+
+static void prepare_tables(Transformer *t) {
+    const char *lut = getenv("RUNQ_LUT");
+    if ((lut && strcmp(lut, "0") == 0) || !t->kernels.build_tables || t->backend) return;
+    Tensor **matrices = xcalloc((size_t)t->config.n_layers * 7 + 1, sizeof *matrices, "matrix list");
+    int n = run_matrices(t, matrices);
+    size_t need = 0;
+    for (int i = 0; i < n; i++)
+        if (lut_repackable(matrices[i])) need += lut_codes_bytes(matrices[i]) + lut_scales_bytes(matrices[i]);
+    size_t available = available_memory();
+    if (need > 0 && available > 0 && need > available / 2) {
+        char size[32], free_memory[32];
+        fprintf(stderr, PROGRAM_NAME ": the int2/int3 weights' table-lookup layout (%s) would take more than half the "
+                "free memory (%s): the file's layout is kept, with slower kernels\n", format_bytes(size, need),
+                format_bytes(free_memory, available));
+        need = 0;
+    }
+    if (need > 0) {
+        for (int i = 0; i < n; i++)
+            if (lut_repackable(matrices[i])) repack_for_tables(t, matrices[i], matrices[i]->codes == t->weights.tok_embeddings.codes);
+        QuantizedActivations *xq = &t->state.xq;
+        xq->tables = activation_alloc(&t->state.activation_bytes, MAX_BATCH, lut_table_bytes(xq->stride), "lookup tables");
+        t->repacked_bytes = need;
+    }
+    free(matrices);
+}
+
 static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     require_quantized(t);
     touch_weights(t);
@@ -4493,6 +5138,7 @@ static void prepare_run(Transformer *t, int cache_len, int n_threads) {
     t->kernels = select_kernels();
     t->pool = pool_create(n_threads);
     select_backend(t);
+    prepare_tables(t);
 }
 
 // bytes as KiB, MiB or GiB with one decimal; out holds 32 characters
@@ -4547,16 +5193,24 @@ static int chat_positions(const Transformer *t) {
 static void print_memory_plan(const Transformer *t) {
     const RunState *s = &t->state;
     char weights[32], kv[32], activations[32], total[32];
-    char sequences[32] = "";
+    char sequences[32] = "", repacked[64] = "";
     if (s->n_seqs > 1) snprintf(sequences, sizeof sequences, "%d sequences of ", s->n_seqs);
-    fprintf(stderr, "memory: weights %s (mapped), KV cache %s (%s, %s%d positions), activations %s, total %s\n",
-            format_bytes(weights, t->file_size), format_bytes(kv, s->kv_bytes), s->kv_type == KV_Q8 ? "int8" : "fp16",
+    if (t->repacked_bytes) snprintf(repacked, sizeof repacked, "; %s of it repacked for table lookups",
+                                    format_bytes(weights, t->repacked_bytes));
+    fprintf(stderr, "memory: weights %s (mapped%s), KV cache %s (%s, %s%d positions), activations %s, total %s\n",
+            format_bytes(weights, t->file_size), repacked, format_bytes(kv, s->kv_bytes), s->kv_type == KV_Q8 ? "int8" : "fp16",
             sequences, s->cache_len, format_bytes(activations, s->activation_bytes),
             format_bytes(total, t->file_size + s->kv_bytes + s->activation_bytes));
 }
 
 static void free_transformer(Transformer *t) {
     if (t->backend) t->backend->free(t->backend_state);
+    if (t->weights.layers) {
+        Tensor **matrices = xcalloc((size_t)t->config.n_layers * 7 + 1, sizeof *matrices, "matrix list");
+        int n = run_matrices(t, matrices);
+        for (int i = 0; i < n; i++) lut_free(matrices[i]);
+        free(matrices);
+    }
     pool_free(t->pool);
     free_run_state(&t->state);
     free(t->weights.layers);

@@ -95,6 +95,11 @@ generate "random model" "$T/r.q4.bin" -t 0 -n 40 -T 3 -i "Once upon a time there
     --tensor-type wq=q8,wk=q3/32,wv=q2,wo=q4s/32,w1=q3/128,w2=q8,w3=q2/32,layers.1.w1=q4s/128,tok_embeddings=q3 \
     -z tokenizer.bin "$T/r.mixed.bin" || fail "export --random --tensor-type"
 generate "random model, int8/int4/int3/int2/q4s" "$T/r.mixed.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+# int2 everywhere, the classifier too: every product on the NEON table lookups (repacked at load), x86's text
+./export -q --random "dim=128,ffn=424,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=48" --bits 2 -z tokenizer.bin "$T/r.q2.bin" \
+    || fail "export --random --bits 2"
+generate "random model, int2 (table lookups)" "$T/r.q2.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was a little"
+grep -q "repacked for table lookups" "$T/err" && ok || fail "aarch64 runq did not repack the int2 model for table lookups: $(head -2 "$T/err")"
 
 # ---- 32-bit ARM (make cross-armv7: scalar kernels) under qemu-arm: x86's text, byte for byte;
 # a checkpoint too big for a 32-bit off_t is refused with a message

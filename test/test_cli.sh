@@ -187,6 +187,17 @@ expect_error "int3 in a version 2 file" "is q3, which version 2 files cannot hol
 "$BIN"/export -q --bits 3 "$T/r.q3.bin" "$T/r.q3-again.bin" && same "int3 re-exported as int3 (codes copied)" "$T/r.q3.bin" "$T/r.q3-again.bin"
 "$BIN"/export -q --bits 2 "$T/r.q3.bin" "$T/r.q2.bin" && "$BIN"/runq "$T/r.q2.bin" -n 8 -i "Hello" >/dev/null 2>&1 \
     && ok || fail "int3 re-exported as int2 (dequantized, quantized again) does not run"
+# int2 and int3 run on the table-lookup kernels (repacked at load): the same text as the row kernels
+# (RUNQ_LUT=0), at any thread count (pieces of 64-row tiles), with 130 rows (a tile and a bit) and a prompt batch
+"$BIN"/export -q --bits 2 -z tokenizer.bin --random "dim=128,ffn=200,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=48" "$T/l.q2.bin"
+"$BIN"/export -q --recipe q3-mixed -z tokenizer.bin --random "dim=130,ffn=200,layers=3,heads=5,kv_heads=5,vocab=32000,seq_len=48" "$T/l.q3.bin"
+for model in l.q2 l.q3; do
+    RUNQ_LUT=0 "$BIN"/runq "$T/$model.bin" -t 0 -n 40 -T 1 -i "Once upon a time there was" >"$T/$model.rows" 2>/dev/null
+    "$BIN"/runq "$T/$model.bin" -t 0 -n 40 -T 1 -i "Once upon a time there was" >"$T/$model.lut1" 2>"$T/$model.err"
+    "$BIN"/runq "$T/$model.bin" -t 0 -n 40 -T 3 -i "Once upon a time there was" >"$T/$model.lut3" 2>/dev/null
+    grep -q "repacked for table lookups" "$T/$model.err" && ok || fail "$model: runq did not repack for the table lookups: $(head -2 "$T/$model.err")"
+    same "$model: table lookups vs row kernels" "$T/$model.rows" "$T/$model.lut1"; same "$model: table lookups -T1 vs -T3" "$T/$model.lut1" "$T/$model.lut3"
+done
 # GGUF input: truncated (in the metadata, in the tensor data), a future version, a foreign architecture
 "$BIN"/export -q --gguf-q4_0 --random "dim=64,ffn=96,layers=2,heads=4,kv_heads=2,vocab=32000,seq_len=32" -z tokenizer.bin "$T/g.gguf" || fail "export --gguf-q4_0"
 head -c 3000 "$T/g.gguf" >"$T/g-meta.gguf"; expect_error "GGUF truncated in its metadata" "GGUF truncated" "$BIN"/export -q "$T/g-meta.gguf" "$T/x.bin"

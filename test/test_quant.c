@@ -349,7 +349,8 @@ static void test_q4s_is_q4_with_zeros(const Kernels *sets, int n_sets) {
 
 static QuantizedActivations new_activations(int stride) {
     QuantizedActivations q = { calloc((size_t)MAX_BATCH * stride, 1), calloc((size_t)MAX_BATCH * stride / 32, sizeof(float)),
-                               calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride };
+                               calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride,
+                               calloc((size_t)MAX_BATCH, lut_table_bytes(stride)) };
     return q;
 }
 
@@ -531,6 +532,114 @@ static double test_matmul_against_reference(uint32_t type, const Kernels *k, con
     CHECK(worst == 0, "%s matmul %s is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
           k->name, quant_layout(type)->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
     return worst;
+}
+
+// ---- The table-lookup kernels (runq.c, "Table lookup"): a Q2 or Q3 matrix
+// repacked as prepare_tables does, each set's tables and its lookup product
+// against the row reference on the file's layout, bit for bit: random and
+// adversarial weights and inputs (every level of the type, both extremes),
+// row counts that end inside a 64-row tile and that span several, widths
+// that pad, 1..9 tokens, and a split of the rows at a tile boundary.
+
+static void repack_matrix(Tensor *w) {
+    size_t code_bytes = lut_codes_bytes(w);
+    uint8_t *memory = calloc(1, code_bytes + lut_scales_bytes(w));
+    RepackTask task = { w, memory, (uint16_t *)(memory + code_bytes) };
+    for (int tile = 0; tile * LUT_TILE_ROWS < w->rows; tile++) repack_tile(&task, tile, 0);
+    w->lut_codes = memory;
+    w->lut_scales = task.scales;
+}
+
+// The repacked patterns name every weight's code: weight j of row r's block b,
+// read back from lut_codes and lut_scales, is the level and scale the file holds.
+static void test_lut_layout(uint32_t type, int rows, int cols, int group) {
+    Matrix m = make_matrix(type, rows, cols, group, 0);
+    repack_matrix(&m.t);
+    const QuantLayout *layout = quant_layout(type);
+    int n_blocks = m.t.cols_padded / Q_BLOCK, n_groups = m.t.cols_padded / group, bad = 0;
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < n_blocks; b++) {
+            const uint8_t *block = m.t.codes + ((size_t)r * n_blocks + b) * layout->block_bytes;
+            for (int j = 0; j < Q_BLOCK; j++) {
+                int code = 0;
+                for (int k = 0; k < layout->bits; k++) {
+                    uint8_t byte = m.t.lut_codes[lut_code_offset(n_blocks, layout->bits, r / LUT_TILE_ROWS, b, k, j / 8)
+                                                 + r % LUT_TILE_ROWS];
+                    code |= ((byte >> (j % 8)) & 1) << k;   // group 2p's pattern low, 2p+1's high: bit j % 8
+                }
+                bad += code + layout->lo != layout->level(block, j);
+            }
+            bad += m.t.lut_scales[((size_t)(r / LUT_TILE_ROWS) * n_groups + b * Q_BLOCK / group) * LUT_TILE_ROWS
+                                  + LUT_SLOT(r % LUT_TILE_ROWS)] != m.t.scales[(size_t)r * n_groups + b * Q_BLOCK / group];
+        }
+    CHECK(bad == 0, "%s %dx%d g%d repacked for table lookups: %d codes or scales not where the layout says", layout->name,
+          rows, cols, group, bad);
+    free((void *)m.t.lut_codes);
+    free_matrix(&m);
+}
+
+// A set's tables against the reference builder's, byte for byte, and the
+// reference's entries against their definition (T_g[m] = sum of x_4g+i, bit i of m).
+static void test_tables_against_reference(const Kernels *k, const Kernels *ref) {
+    int cols = 1000, padded = 1024, n_tokens = 3, bad = 0;
+    QuantizedActivations a = new_activations(padded), b = new_activations(padded);
+    float *x = malloc(sizeof(float) * padded * n_tokens);
+    for (int fill = 0; fill <= 2; fill++) {
+        make_inputs(&a, x, n_tokens, cols, padded, fill);
+        quantize_q8(&b, x, cols, cols, padded, n_tokens);   // the same values
+        ref->build_tables(&a, padded, n_tokens);
+        k->build_tables(&b, padded, n_tokens);
+        bad += memcmp(a.tables, b.tables, lut_table_bytes(padded) * n_tokens) != 0;
+        for (int t = 0; t < n_tokens; t++)
+            for (int g = 0; g < padded / 4; g++)
+                for (int mask = 0; mask < 16; mask++) {
+                    int want = 0;
+                    for (int i = 0; i < 4; i++) if (mask >> i & 1) want += a.values[(size_t)t * padded + 4 * g + i];
+                    bad += lut_entry(a.tables + t * lut_table_bytes(padded), g, mask) != want;
+                }
+    }
+    CHECK(bad == 0, "%s build_tables: %d tables differ from the reference's or from their definition", k->name, bad);
+    free(x);
+    free(a.values); free(a.scales); free(a.sums); free(a.tables);
+    free(b.values); free(b.scales); free(b.sums); free(b.tables);
+}
+
+static void test_lut_against_reference(uint32_t type, const Kernels *k, const Kernels *ref) {
+    int shapes[][3] = { { 5, 32, 32 }, { 7, 172, 32 }, { 64, 288, 64 }, { 65, 1000, 128 }, { 130, 2048, 32 }, { 2, 64, 256 },
+                        { 191, 480, 32 }, { 64, 736, 32 }, { 24, 320, 32 } };
+    int worst_fill = -1, checked = 0;
+    double worst = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int wfill = 0; wfill <= 5; wfill++)
+            for (int xfill = 0; xfill <= 3; xfill++) {
+                int rows = shapes[s][0], cols = shapes[s][1], group = shapes[s][2], n_tokens = 1 + (int)(s + wfill + xfill) % 9;
+                Matrix m = make_matrix(type, rows, cols, group, wfill);
+                Tensor repacked = m.t;
+                repack_matrix(&repacked);
+                QuantizedActivations xq = new_activations((int)round_up((size_t)cols, MAX_GROUP_SIZE));
+                float *x = malloc(sizeof(float) * cols * n_tokens);
+                float *want = calloc((size_t)rows * n_tokens, sizeof(float)), *got = calloc((size_t)rows * n_tokens, sizeof(float));
+                make_inputs(&xq, x, n_tokens, cols, m.t.cols_padded, xfill);
+                k->build_tables(&xq, m.t.cols_padded, n_tokens);
+                ref->matmul[type](want, rows, &m.t, 0, rows, &xq, n_tokens);
+                int split = rows > LUT_TILE_ROWS ? LUT_TILE_ROWS : rows;   // a split (by whole tiles) must not matter
+                k->matmul_lut[type](got, rows, &repacked, split, rows, &xq, n_tokens);
+                k->matmul_lut[type](got, rows, &repacked, 0, split, &xq, n_tokens);
+                for (int i = 0; i < rows * n_tokens; i++) {
+                    double error = fabs(got[i] - want[i]);
+                    if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && error >= worst) {
+                        worst = fmax(error, 1e-30); worst_fill = wfill * 10 + xfill;
+                    }
+                }
+                checked += rows * n_tokens;
+                free((void *)repacked.lut_codes);
+                free_matrix(&m); free(x); free(want); free(got);
+                free(xq.values); free(xq.scales); free(xq.sums); free(xq.tables);
+            }
+    CHECK(worst == 0, "%s table-lookup %s is not bit-identical to %s's row reference: off by up to %g (weights fill %d, "
+          "inputs fill %d)", k->name, quant_layout(type)->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
+    printf("  table lookup %s %s vs %s rows: %d results %s\n", k->name, quant_layout(type)->name, ref->name, checked,
+           worst == 0 ? "bit-identical" : "NOT bit-identical");
 }
 
 // A kernel set's activation quantization against the reference's, bit for
@@ -735,9 +844,19 @@ int main(void) {
     }
     test_q4s_layout();
     test_keep_2_of_4();
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        test_lut_layout(TYPE_Q2, shapes[i][0], shapes[i][1], shapes[i][2]);
+        test_lut_layout(TYPE_Q3, shapes[i][0], shapes[i][1], shapes[i][2]);
+    }
     Kernels sets[MAX_KERNEL_SETS];
     int n_sets = runnable_kernels(sets);
     test_q4s_is_q4_with_zeros(sets, n_sets);
+    for (int i = 0; i < n_sets; i++) {   // the scalar twin of the table lookups too
+        if (!sets[i].build_tables) { SKIP("kernels %s: no table-lookup kernels", sets[i].name); continue; }
+        test_tables_against_reference(&sets[i], &sets[0]);
+        test_lut_against_reference(TYPE_Q2, &sets[i], &sets[0]);
+        test_lut_against_reference(TYPE_Q3, &sets[i], &sets[0]);
+    }
     for (int i = 1; i < n_sets; i++) {
         test_kernels_against_reference(&sets[i], &sets[0]);
         test_quantize_against_reference(&sets[i], &sets[0]);
