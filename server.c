@@ -545,7 +545,7 @@ static int parse_sampling(const Json *body, JobSpec *job, const Server *server, 
 }
 
 static void push_encoded(TokenList *list, const Tokenizer *tok, const char *text, int add_bos) {
-    int *ids = xcalloc(strlen(text) + 3, sizeof(int), "prompt tokens");
+    int *ids = xcalloc(encode_capacity(tok, text), sizeof(int), "prompt tokens");
     int n = encode(tok, text, add_bos, 0, ids);
     for (int i = 0; i < n; i++) push_token(list, ids[i]);
     free(ids);
@@ -610,7 +610,7 @@ static int parse_messages(const Json *body, JobSpec *job, const Server *server, 
             if (system.length > 0) text_puts(&system, "\n");
             text_append(&system, content.data, content.length);
         } else if (strcmp(role->string, "user") == 0) {
-            TokenList turn = chat_turn(&server->tokenizer, server->chat_template, turns++ == 0, system.data, content.data);
+            TokenList turn = chat_turn(&server->tokenizer, server->chat_template, turns++ == 0, system.data, content.data, 0);
             for (int k = 0; k < turn.count; k++) push_token(&job->prompt, turn.ids[k]);
             free(turn.ids);
             last_is_user = 1;

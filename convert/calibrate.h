@@ -66,7 +66,7 @@ static void encode_document(const Tokenizer *tok, const char *doc, size_t length
 
 static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_t length) {
     TokenStream out = { 0 };
-    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
+    int *buffer = xcalloc((tok->normalize_nfc ? 3 : 1) * length + 3, sizeof(int), "token buffer");   // encode_capacity of any segment
     char *segment = xcalloc(length + 1, 1, "segment");
     size_t at = 0;
     while (at < length) {

@@ -361,6 +361,7 @@ typedef struct {
     uint32_t types_element;
     char model[32];
     char pre[32];            // tokenizer.ggml.pre: a byte-level tokenizer's split rule
+    uint32_t flags;          // TOKENIZER_NO_BOS, TOKENIZER_NO_DUMMY_PREFIX from add_bos_token, add_space_prefix false
 } GgufTokenizerKeys;
 
 // Bytes of one row of cols weights (a whole number of blocks: open_gguf checks).
@@ -415,10 +416,10 @@ static int gguf_read_codes(Source *src, const PlannedTensor *t, int type, int gr
 // tokenizer.ggml.* of model "gpt2" with a pre-tokenizer runq knows: a
 // byte-level vocabulary (any token not typed normal is special) and its merges.
 static void gguf_byte_level_tokenizer(Source *src, const GgufModel *m, const GgufTokenizerKeys *k, const char *path) {
-    int split_rule = gguf_split_rule(k->pre);
+    uint32_t split_rule = gguf_split_rule(k->pre);
     if (!split_rule)
-        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2') "
-            "and SmolLM's ('smollm') are read", path, k->pre[0] ? k->pre : "(missing)");
+        die("%s: tokenizer.ggml.pre is '%s': of byte-level tokenizers only Llama 3's ('llama-bpe'), GPT-2's ('gpt-2'), "
+            "SmolLM's ('smollm') and Qwen's ('qwen2') are read", path, k->pre[0] ? k->pre : "(missing)");
     if (!k->merges_at || k->n_merges > INT_MAX) die("%s: a byte-level tokenizer needs tokenizer.ggml.merges", path);
     GgufCursor tokens = { m->data, m->size, k->tokens_at, path }, types = tokens, merges = tokens;
     types.at = k->types_at;
@@ -515,6 +516,9 @@ static void gguf_read_metadata(GgufCursor *c, uint64_t n_keys, Source *src, Gguf
             uint64_t length;
             const char *text = gguf_read_string(c, &length, key);
             snprintf(tok->pre, sizeof tok->pre, "%.*s", (int)(length < 31 ? length : 31), text);
+        } else if (type == GGUF_BOOL && (strcmp(key, "tokenizer.ggml.add_bos_token") == 0
+                                         || strcmp(key, "tokenizer.ggml.add_space_prefix") == 0)) {
+            if (gguf_read_uint(c, 1, key) == 0) tok->flags |= key[19] == 'b' ? TOKENIZER_NO_BOS : TOKENIZER_NO_DUMMY_PREFIX;
         } else if (type == GGUF_STRING && strcmp(key, "tokenizer.chat_template") == 0) {
             uint64_t length;
             const char *text = gguf_read_string(c, &length, key);
@@ -675,6 +679,8 @@ static void open_gguf(Source *src, const char *path) {
         for (int i = 0; i < m->count; i++)
             if (strcmp(m->tensors[i].name, "token_embd.weight") == 0) src->header.vocab_size = (int32_t)m->tensors[i].rows;
     gguf_tokenizer(src, m, &tok, path);
+    uint32_t kind_flags = strcmp(tok.model, "gpt2") == 0 ? TOKENIZER_NO_BOS : TOKENIZER_NO_BOS | TOKENIZER_NO_DUMMY_PREFIX;
+    if (src->tokenizer && (tok.flags & kind_flags)) tokenizer_add_flags(src, tok.flags & kind_flags);
     source_add_input(src, path);
 }
 

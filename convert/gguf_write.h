@@ -141,19 +141,20 @@ static size_t byte_level_spell(const char *bytes, int n, const int byte_of[BYTE_
 static int compare_ranks(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 // llama.cpp's names of the split rules (tokenizer.ggml.pre); the first of a
-// rule is the one written.
-static const struct { const char *name; int rule; } gguf_split_rules[] = {
+// rule is the one written. Qwen's tokenizer.json normalizes to NFC, which
+// llama.cpp leaves out and runq does: the name stands for both.
+static const struct { const char *name; uint32_t rule; } gguf_split_rules[] = {
     { "llama-bpe", SPLIT_LLAMA3 }, { "llama3", SPLIT_LLAMA3 }, { "llama-v3", SPLIT_LLAMA3 },
-    { "gpt-2", SPLIT_GPT2 }, { "smollm", SPLIT_SMOLLM },
+    { "gpt-2", SPLIT_GPT2 }, { "smollm", SPLIT_SMOLLM }, { "qwen2", SPLIT_QWEN | TOKENIZER_NFC },
 };
 
-static int gguf_split_rule(const char *name) {
+static uint32_t gguf_split_rule(const char *name) {
     for (size_t i = 0; i < sizeof gguf_split_rules / sizeof gguf_split_rules[0]; i++)
         if (strcmp(gguf_split_rules[i].name, name) == 0) return gguf_split_rules[i].rule;
     return 0;
 }
 
-static const char *gguf_split_rule_name(int rule) {
+static const char *gguf_split_rule_name(uint32_t rule) {
     for (size_t i = 0; i < sizeof gguf_split_rules / sizeof gguf_split_rules[0]; i++)
         if (gguf_split_rules[i].rule == rule) return gguf_split_rules[i].name;
     die("no GGUF name for byte-level split rule %d", rule);
@@ -161,7 +162,7 @@ static const char *gguf_split_rule_name(int rule) {
 }
 
 // tokenizer.ggml.* for a byte-level tokenizer: llama.cpp's "gpt2" model with
-// its pre-tokenizer ("llama-bpe", "gpt-2", "smollm"): the pieces spelled in GPT-2's
+// its pre-tokenizer ("llama-bpe", "gpt-2", "smollm", "qwen2"): the pieces spelled in GPT-2's
 // alphabet (special tokens as they are, typed control) and the merges the
 // ranks imply, listed as Hugging Face's converter of tiktoken's ranks lists
 // them: each piece in rank order, its splits into two pieces by their ranks.
@@ -171,7 +172,7 @@ static void gguf_put_byte_level_tokenizer(GgufMetadata *m, const Source *src, co
     byte_level_alphabet(byte_of);
     char *spelled = xcalloc(2 * (size_t)tok->max_token_length + 1, 1, "GGUF token");
     gguf_kv_string(m, "tokenizer.ggml.model", "gpt2");
-    gguf_kv_string(m, "tokenizer.ggml.pre", gguf_split_rule_name(tok->split_rule));
+    gguf_kv_string(m, "tokenizer.ggml.pre", gguf_split_rule_name((uint32_t)tok->split_rule | (tok->normalize_nfc ? TOKENIZER_NFC : 0)));
     gguf_kv_array(m, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)h->vocab_size);
     for (int id = 0; id < h->vocab_size; id++) {
         int special = tok->scores[id] == -INFINITY;
@@ -183,12 +184,20 @@ static void gguf_put_byte_level_tokenizer(GgufMetadata *m, const Source *src, co
         int32_t type = tok->scores[id] == -INFINITY ? GGUF_TOKEN_CONTROL : GGUF_TOKEN_NORMAL;
         buffer_put(&m->bytes, &type, 4);
     }
-    // the merges: a piece's rank is -score, which for Llama 3 is its id, so ids in order are ranks in order
+    // the merges: the blob's list (Qwen's) as it is, else the ranks': a piece's
+    // rank is -score, which for Llama 3 is its id, so ids in order are ranks in order
     Buffer merges = { 0 };
     uint64_t n_merges = 0;
     int *splits = xcalloc((size_t)tok->max_token_length, 2 * sizeof(int), "merges");
     char *merge = xcalloc(4 * (size_t)tok->max_token_length + 2, 1, "merge");
-    for (int id = 0; id < h->vocab_size; id++) {
+    for (int rank = 0; rank < tok->n_merges; rank++, n_merges++) {
+        int a = tok->merges[2 * rank], b = tok->merges[2 * rank + 1];
+        size_t length = byte_level_spell(tok->vocab[a], tok->lengths[a], byte_of, merge);
+        merge[length++] = ' ';
+        length += byte_level_spell(tok->vocab[b], tok->lengths[b], byte_of, merge + length);
+        gguf_put_string(&merges, merge, length);
+    }
+    for (int id = 0; id < h->vocab_size && !tok->n_merges; id++) {
         if (tok->scores[id] == -INFINITY) continue;
         if (tok->scores[id] != -(float)id) die("a byte-level tokenizer's pieces score minus their ids; piece %d does not", id);
         int n = 0;
@@ -214,7 +223,7 @@ static void gguf_put_byte_level_tokenizer(GgufMetadata *m, const Source *src, co
     buffer_put(&m->bytes, merges.data, merges.size);
     gguf_kv_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)h->bos_id);
     gguf_kv_u32(m, "tokenizer.ggml.eos_token_id", (uint32_t)h->eos_id);
-    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", 1);   // runq starts every prompt with BOS
+    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", tok->add_bos);   // as runq starts a prompt
     gguf_kv_bool(m, "tokenizer.ggml.add_eos_token", 0);
     free(merges.data);
     free(splits);
@@ -257,7 +266,8 @@ static void gguf_put_tokenizer(GgufMetadata *m, const Source *src, const char *o
     gguf_kv_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)h->bos_id);
     gguf_kv_u32(m, "tokenizer.ggml.eos_token_id", (uint32_t)h->eos_id);
     if (unk_id >= 0) gguf_kv_u32(m, "tokenizer.ggml.unknown_token_id", (uint32_t)unk_id);
-    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", 1);   // runq starts every prompt with BOS
+    gguf_kv_bool(m, "tokenizer.ggml.add_bos_token", tok.add_bos);   // as runq starts a prompt
+    gguf_kv_bool(m, "tokenizer.ggml.add_space_prefix", tok.dummy_prefix);
     gguf_kv_bool(m, "tokenizer.ggml.add_eos_token", 0);
     free_tokenizer(&tok);
 }

@@ -36,11 +36,12 @@ static void buffer_put(Buffer *b, const void *bytes, size_t n) {
 }
 
 // The kind's prefix (none for SentencePiece: split_rule 0) and room for max_token_length.
-static void tokenizer_start(Buffer *b, int kind, int split_rule) {
-    if (kind == TOKENIZER_BYTE_LEVEL) {
-        uint32_t rule = (uint32_t)split_rule;
-        buffer_put(b, BYTE_LEVEL_MAGIC, 4);
-        buffer_put(b, &rule, 4);
+// split_rule: a byte-level tokenizer's SplitRule and BYTE_LEVEL_* flags, a
+// SentencePiece one's SP_* flags (none: the plain llama2.c layout).
+static void tokenizer_start(Buffer *b, int kind, uint32_t split_rule) {
+    if (kind == TOKENIZER_BYTE_LEVEL || split_rule) {
+        buffer_put(b, kind == TOKENIZER_BYTE_LEVEL ? BYTE_LEVEL_MAGIC : SENTENCEPIECE_MAGIC, 4);
+        buffer_put(b, &split_rule, 4);
     }
     int32_t max_length = 0;
     buffer_put(b, &max_length, 4);
@@ -54,7 +55,7 @@ static void tokenizer_put_piece(Buffer *b, float score, const char *piece, size_
 }
 
 static void tokenizer_finish(Buffer *b, int32_t max_length) {
-    size_t at = b->size >= 4 && memcmp(b->data, BYTE_LEVEL_MAGIC, 4) == 0 ? 8 : 0;
+    size_t at = b->size >= 4 && (memcmp(b->data, BYTE_LEVEL_MAGIC, 4) == 0 || memcmp(b->data, SENTENCEPIECE_MAGIC, 4) == 0) ? 8 : 0;
     memcpy(b->data + at, &max_length, 4);
 }
 
@@ -107,12 +108,16 @@ static size_t replace_sentencepiece_spaces(char *s, size_t length) {
 }
 
 // ---- tokenizer.json (Hugging Face): SentencePiece-style BPE with byte
-// fallback (Llama 2, TinyLlama, Mistral) or byte-level BPE with Llama 3's
-// pre-tokenizer. Other kinds are refused with a reason.
+// fallback (Llama 2, TinyLlama, Mistral, Phi-3.5, Gemma) or byte-level BPE
+// with one of the pre-tokenizers runq knows (Llama 3's, GPT-2's, SmolLM2's,
+// Qwen's). Other kinds are refused with a reason that names the field.
 
 // Llama 3's split rule as tokenizer.json spells it; runq.c's llama3_chunk_end is this regex in C
 #define LLAMA3_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|" \
                            " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+// Qwen's (Qwen2, Qwen2.5, Qwen3): Llama 3's with one number character at a time
+#define QWEN_SPLIT_REGEX "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|" \
+                         " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 static int json_is(const Json *j, const char *string) { return j && j->type == JSON_STRING && strcmp(j->string, string) == 0; }
 static int json_false(const Json *j) { return !j || j->type == JSON_FALSE; }
@@ -125,9 +130,15 @@ static int is_byte_level_step(const Json *step, int use_regex) {
     return json_is(json_get(step, "type"), "ByteLevel") && uses_regex == use_regex && json_false(json_get(step, "add_prefix_space"));
 }
 
+// A Split step that keeps every match of this regex as a chunk.
+static int is_split_step(const Json *step, const char *regex) {
+    return json_is(json_get(step, "type"), "Split") && json_is(json_get(json_get(step, "pattern"), "Regex"), regex)
+        && json_is(json_get(step, "behavior"), "Isolated") && json_false(json_get(step, "invert"));
+}
+
 // The SplitRule a pre_tokenizer amounts to, 0 if none:
-// - Llama 3: a Sequence of its Split regex (matches kept as chunks) and a
-//   ByteLevel step that only maps bytes (use_regex false);
+// - Llama 3, Qwen: a Sequence of its Split regex (matches kept as chunks)
+//   and a ByteLevel step that only maps bytes (use_regex false);
 // - GPT-2: a ByteLevel step alone, with its regex;
 // - SmolLM2: a Sequence of Digits (individual_digits) and that ByteLevel step.
 static int json_split_rule(const Json *pre_tokenizer) {
@@ -136,14 +147,45 @@ static int json_split_rule(const Json *pre_tokenizer) {
     if (!json_is(json_get(pre_tokenizer, "type"), "Sequence") || !steps || steps->type != JSON_ARRAY || steps->count != 2)
         return 0;
     const Json *first = &steps->items[0], *second = &steps->items[1];
-    if (json_is(json_get(first, "type"), "Split") && json_is(json_get(json_get(first, "pattern"), "Regex"), LLAMA3_SPLIT_REGEX)
-        && json_is(json_get(first, "behavior"), "Isolated") && json_false(json_get(first, "invert"))
-        && is_byte_level_step(second, 0))
-        return SPLIT_LLAMA3;
+    if (is_split_step(first, LLAMA3_SPLIT_REGEX) && is_byte_level_step(second, 0)) return SPLIT_LLAMA3;
+    if (is_split_step(first, QWEN_SPLIT_REGEX) && is_byte_level_step(second, 0)) return SPLIT_QWEN;
     const Json *individual = json_get(first, "individual_digits");
     if (json_is(json_get(first, "type"), "Digits") && individual && individual->type == JSON_TRUE && is_byte_level_step(second, 1))
         return SPLIT_SMOLLM;
     return 0;
+}
+
+// A SentencePiece-style tokenizer.json's normalizer and pre_tokenizer as the
+// blob's flags: the text's spaces become "▁" (Replace; tokenizer.bin stores
+// " " for it, so that is no change), a "▁" goes before it (Prepend, or a
+// Metaspace pre-tokenizer that prepends: the dummy prefix), and Gemma's Split
+// on " " finds none left after the Replace. Anything else is refused, naming
+// the field.
+static int is_space_replace(const Json *step) {
+    return json_is(json_get(step, "type"), "Replace") && json_is(json_get(json_get(step, "pattern"), "String"), " ")
+        && json_is(json_get(step, "content"), "\xE2\x96\x81");
+}
+
+static uint32_t sentencepiece_flags(const Json *root, const char **refusal) {
+    const Json *normalizer = json_get(root, "normalizer"), *pre = json_get(root, "pre_tokenizer");
+    const Json *steps = json_is(json_get(normalizer, "type"), "Sequence") ? json_get(normalizer, "normalizers") : NULL;
+    int prepends = 0, n_steps = steps && steps->type == JSON_ARRAY ? steps->count : normalizer && normalizer->type == JSON_OBJECT;
+    for (int i = 0; i < n_steps; i++) {
+        const Json *step = steps ? &steps->items[i] : normalizer;
+        if (json_is(json_get(step, "type"), "Prepend") && json_is(json_get(step, "prepend"), "\xE2\x96\x81")) prepends = 1;
+        else if (!is_space_replace(step)) *refusal = "a SentencePiece-style normalizer step other than Prepend \"\xE2\x96\x81\" and Replace \" \": not supported";
+    }
+    if (pre && pre->type != JSON_NULL) {
+        if (json_is(json_get(pre, "type"), "Metaspace") && json_is(json_get(pre, "replacement"), "\xE2\x96\x81")
+            && json_get(pre, "split") && json_get(pre, "split")->type == JSON_FALSE) {
+            const Json *scheme = json_get(pre, "prepend_scheme"), *add = json_get(pre, "add_prefix_space");
+            prepends = scheme ? !json_is(scheme, "never") : !json_false(add);
+        } else if (!(json_is(json_get(pre, "type"), "Split") && json_is(json_get(json_get(pre, "pattern"), "String"), " ")
+                     && !prepends && n_steps == 1 && is_space_replace(normalizer))) {
+            *refusal = "a SentencePiece-style pre_tokenizer other than Metaspace (without split) or Gemma's Split on \" \": not supported";
+        }
+    }
+    return prepends ? 0 : TOKENIZER_NO_DUMMY_PREFIX;
 }
 
 // TOKENIZER_SENTENCEPIECE or TOKENIZER_BYTE_LEVEL, or -1 and why not.
@@ -155,13 +197,13 @@ static int json_tokenizer_kind(const Json *root, const char **refusal) {
     if (!json_is(json_get(model, "type"), "BPE"))
         *refusal = "model.type is not BPE: only BPE tokenizers are supported (SentencePiece-style, and Llama 3's byte-level)";
     else if (byte_fallback && byte_fallback->type == JSON_TRUE)
-        return TOKENIZER_SENTENCEPIECE;
+        return sentencepiece_flags(root, refusal), *refusal ? -1 : TOKENIZER_SENTENCEPIECE;
     else if (!json_is(json_get(json_get(root, "decoder"), "type"), "ByteLevel"))
         *refusal = "model.byte_fallback is not true and the decoder is not ByteLevel: neither SentencePiece-style nor byte-level BPE";
     else if (!split_rule)
-        *refusal = "byte-level BPE whose pre-tokenizer is none of Llama 3's, GPT-2's and SmolLM2's (Qwen's is not supported yet)";
-    else if (normalizer && normalizer->type != JSON_NULL)
-        *refusal = "byte-level BPE with a normalizer (Llama 3, GPT-2 and SmolLM2 have none): not supported";
+        *refusal = "byte-level BPE whose pre_tokenizer is none of Llama 3's, Qwen's, GPT-2's and SmolLM2's: not supported";
+    else if (normalizer && normalizer->type != JSON_NULL && !json_is(json_get(normalizer, "type"), "NFC"))
+        *refusal = "byte-level BPE with a normalizer other than NFC (Qwen's): not supported";
     else if (!json_false(json_get(model, "ignore_merges")) && split_rule != SPLIT_LLAMA3)
         *refusal = "byte-level BPE with model.ignore_merges but not Llama 3's pre-tokenizer (runq keeps a chunk whole under Llama 3's rule only)";
     else
@@ -186,6 +228,38 @@ static void json_merge(const Json *merges, int rank, const char *path, char *lef
     }
 }
 
+// How many ids tokenizer.json gives (model.vocab and added_tokens: the
+// highest plus one), checked against the model's vocab_size (config.json):
+// a tokenizer may have fewer, its embedding padded (Qwen's 151669 tokens in
+// 151936 rows; the rest become [PAD<id>] pieces, as llama.cpp names them),
+// never more in model.vocab. An added token past the embedding is left out:
+// the model cannot read or write it (Gemma 3 1B's <image_soft_token>).
+static int json_token_count(const Json *root, const char *path, int vocab_size) {
+    const Json *vocab = json_get(json_get(root, "model"), "vocab"), *added = json_get(root, "added_tokens");
+    double highest = -1;
+    for (int i = 0; vocab && vocab->type == JSON_OBJECT && i < vocab->count; i++) {
+        const Json *id = &vocab->items[i];
+        if (id->type != JSON_NUMBER || id->number < 0 || id->number != (int)id->number)
+            die("%s: model.vocab entry '%s' has no whole, non-negative id", path, vocab->keys[i]);
+        if (id->number > highest) highest = id->number;
+    }
+    if (highest >= vocab_size)
+        die("%s: model.vocab holds ids up to %.0f, but the model's vocab_size (config.json) is %d: "
+            "the embedding has no row for them", path, highest, vocab_size);
+    for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
+        const Json *id = json_get(&added->items[i], "id");
+        if (id && id->type == JSON_NUMBER && id->number > highest && id->number < vocab_size) highest = id->number;
+    }
+    return (int)highest + 1;
+}
+
+// "[PAD<id>]": what an embedding row beyond the tokenizer's ids is called.
+static char *padding_piece(int id) {
+    char *piece = xcalloc(32, 1, "piece");
+    snprintf(piece, 32, "[PAD%d]", id);
+    return piece;
+}
+
 // Enough of a Tokenizer for piece_lookup over pieces given as strings.
 static Tokenizer index_strings(char **pieces, int n) {
     Tokenizer t = { .vocab_size = n };
@@ -203,21 +277,18 @@ static Tokenizer index_strings(char **pieces, int n) {
 // made by merge rank r scores -r, so the best-scoring pair is the earliest
 // merge, which is what SentencePiece does. Special and byte pieces score
 // -inf: text never merges into them.
-static const char *sentencepiece_from_json(const Json *root, const char *path, int vocab_size, uint8_t **blob, size_t *size) {
+static const char *sentencepiece_from_json(const Json *root, const char *path, int vocab_size, uint32_t flags, uint8_t **blob,
+                                           size_t *size) {
     const Json *model = json_get(root, "model");
     const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
     if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
         return "model.vocab or model.merges is missing";
 
+    int n_tokens = json_token_count(root, path, vocab_size);
     char **pieces = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
     float *scores = xcalloc((size_t)vocab_size, sizeof(float), "tokenizer");
     for (int i = 0; i < vocab_size; i++) scores[i] = -INFINITY;
-    for (int i = 0; i < vocab->count; i++) {
-        const Json *id = &vocab->items[i];
-        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
-            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
-        pieces[(int)id->number] = vocab->keys[i];
-    }
+    for (int i = 0; i < vocab->count; i++) pieces[(int)vocab->items[i].number] = vocab->keys[i];
     Tokenizer lookup = index_strings(pieces, vocab_size);
     for (int rank = 0; rank < merges->count; rank++) {
         char left[1024], right[1024], joined[2048];
@@ -234,23 +305,24 @@ static const char *sentencepiece_from_json(const Json *root, const char *path, i
     for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
         const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
         if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
-        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
-        pieces[(int)id->number] = content->string;
+        if (id->number < 0) die("%s: added token '%s' has a negative id", path, content->string);
+        if (id->number < vocab_size) pieces[(int)id->number] = content->string;
     }
     Buffer b = { 0 };
     int32_t max_length = 1;
-    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, 0);
+    tokenizer_start(&b, TOKENIZER_SENTENCEPIECE, flags);
     for (int i = 0; i < vocab_size; i++) {
-        if (!pieces[i]) die("%s: no piece has id %d (the model's vocabulary has %d)", path, i, vocab_size);
-        size_t length = strlen(pieces[i]);
-        char *piece = xcalloc(length + 1, 1, "piece");
-        memcpy(piece, pieces[i], length);
+        if (!pieces[i] && i < n_tokens) die("%s: no piece has id %d (model.vocab and added_tokens leave it out)", path, i);
+        size_t length = pieces[i] ? strlen(pieces[i]) : 0;
+        char *piece = pieces[i] ? xcalloc(length + 1, 1, "piece") : padding_piece(i);
+        if (pieces[i]) memcpy(piece, pieces[i], length);
+        else length = strlen(piece);
         length = replace_sentencepiece_spaces(piece, length);
         int is_byte = length == 6 && strncmp(piece, "<0x", 3) == 0 && piece[5] == '>';
         int is_single_character = length > 0 && length <= 4 && (size_t)(1 + ((unsigned char)piece[0] >= 0xC0)
             + ((unsigned char)piece[0] >= 0xE0) + ((unsigned char)piece[0] >= 0xF0)) == length;
-        float score = scores[i];
-        if (score == -INFINITY && is_single_character && !is_byte) score = 0.0f;
+        float score = i < n_tokens ? scores[i] : -INFINITY;
+        if (score == -INFINITY && is_single_character && !is_byte && i < n_tokens) score = 0.0f;
         tokenizer_put_piece(&b, score, piece, length);
         if ((int32_t)length > max_length) max_length = (int32_t)length;
         free(piece);
@@ -309,15 +381,17 @@ static int byte_level_merge_half(const Tokenizer *t, const char *half, size_t le
 // joins into a piece may merge. Hugging Face and llama.cpp merge by a merges
 // list. The two agree exactly when the list holds every split of a piece
 // into two pieces, ordered by (piece, left part, right part) rank: as a list
-// converted from tiktoken's ranks is. Merges are "a b", spelled in the
-// alphabet (which has no space). Returns NULL, or why not.
-static const char *check_merges_follow_ranks(const Tokenizer *t, char **merges, int n_merges, const char *path) {
+// converted from tiktoken's ranks is (Llama 3's). Other lists (Qwen's names
+// one merge per piece) go into the blob, and runq merges by them.
+// Merges are "a b", spelled in the alphabet (which has no space); pairs
+// receives each merge's two piece ids. Returns whether the ranks say it all.
+static int merges_follow_ranks(const Tokenizer *t, char **merges, int n_merges, const char *path, int *pairs) {
     int byte_of[BYTE_LEVEL_ALPHABET];
     byte_level_alphabet(byte_of);
     int previous[3] = { -1, -1, -1 };   // (piece, left, right) ranks of the merge before
     char *joined = xcalloc(2 * (size_t)t->max_token_length, 1, "merge");
     int in_order = 1;
-    for (int rank = 0; rank < n_merges && in_order; rank++) {
+    for (int rank = 0; rank < n_merges; rank++) {
         const char *space = strchr(merges[rank], ' ');
         if (!space) die("%s: merge %d is not 'a b'", path, rank);
         int a = byte_level_merge_half(t, merges[rank], (size_t)(space - merges[rank]), byte_of, path, rank);
@@ -327,12 +401,13 @@ static const char *check_merges_follow_ranks(const Tokenizer *t, char **merges, 
         int merged = piece_lookup(t, joined, (size_t)(t->lengths[a] + t->lengths[b]));
         if (merged < 0 || t->scores[merged] == -INFINITY)
             die("%s: merge %d ('%s') makes no piece of the vocab", path, rank, merges[rank]);
+        pairs[2 * rank] = a, pairs[2 * rank + 1] = b;
         int key[3] = { (int)-t->scores[merged], (int)-t->scores[a], (int)-t->scores[b] };   // ranks are -scores
-        in_order = key[0] != previous[0] ? key[0] > previous[0] : key[1] != previous[1] ? key[1] > previous[1] : key[2] > previous[2];
+        in_order &= key[0] != previous[0] ? key[0] > previous[0] : key[1] != previous[1] ? key[1] > previous[1] : key[2] > previous[2];
         memcpy(previous, key, sizeof key);
     }
     free(joined);
-    if (!in_order) return "the merges are not in the order of their pieces' ids, the ranks runq merges by";
+    if (!in_order) return 0;
 
     int64_t splits = 0;
     for (int id = 0; id < t->vocab_size; id++) {
@@ -342,8 +417,7 @@ static const char *check_merges_follow_ranks(const Tokenizer *t, char **merges, 
             splits += a >= 0 && b >= 0 && t->scores[a] != -INFINITY && t->scores[b] != -INFINITY;
         }
     }
-    if (splits != n_merges) return "the merges list lacks some splits of a piece into two pieces, which runq would merge";
-    return NULL;
+    return splits == n_merges;
 }
 
 // A byte-level vocabulary as tokenizer.json or GGUF spells it.
@@ -353,10 +427,10 @@ typedef struct {
     int *special;            // (vocab_size,) 1 for added / control tokens (<|begin_of_text|>, <|eot_id|>, ...)
     char **merges;           // (n_merges,) "a b", spelled
     int n_merges;
-    int split_rule;          // SplitRule
+    uint32_t split_rule;     // SplitRule, and the BYTE_LEVEL_* flags
 } ByteLevelVocab;
 
-static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges, int split_rule) {
+static ByteLevelVocab new_byte_level_vocab(int vocab_size, int n_merges, uint32_t split_rule) {
     ByteLevelVocab v = { .vocab_size = vocab_size, .n_merges = n_merges, .split_rule = split_rule };
     v.spelled = xcalloc((size_t)vocab_size, sizeof(char *), "tokenizer");
     v.special = xcalloc((size_t)vocab_size, sizeof(int), "tokenizer");
@@ -397,7 +471,16 @@ static const char *byte_level_blob(const ByteLevelVocab *v, const char *path, ui
     tokenizer_finish(&b, max_length);
     Tokenizer check;
     const char *refusal = build_tokenizer_from_memory(&check, b.data, b.size, v->vocab_size);
-    if (!refusal) refusal = check_merges_follow_ranks(&check, v->merges, v->n_merges, path);
+    int *pairs = xcalloc(2 * (size_t)v->n_merges + 1, sizeof(int), "merges");
+    if (!refusal && !merges_follow_ranks(&check, v->merges, v->n_merges, path, pairs)) {   // the list goes in the blob
+        uint32_t word, count = (uint32_t)v->n_merges;
+        memcpy(&word, b.data + 4, 4);
+        word |= TOKENIZER_MERGES;
+        memcpy(b.data + 4, &word, 4);
+        buffer_put(&b, &count, 4);
+        buffer_put(&b, pairs, 8 * (size_t)count);
+    }
+    free(pairs);
     free_tokenizer(&check);
     if (refusal) {
         free(b.data);
@@ -415,22 +498,27 @@ static const char *byte_level_from_json(const Json *root, const char *path, int 
     const Json *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
     if (!vocab || vocab->type != JSON_OBJECT || !merges || merges->type != JSON_ARRAY)
         return "model.vocab or model.merges is missing";
-    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count, json_split_rule(json_get(root, "pre_tokenizer")));
+    uint32_t flags = json_is(json_get(json_get(root, "normalizer"), "type"), "NFC") ? TOKENIZER_NFC : 0;
+    ByteLevelVocab v = new_byte_level_vocab(vocab_size, merges->count, (uint32_t)json_split_rule(json_get(root, "pre_tokenizer")) | flags);
+    int n_tokens = json_token_count(root, path, vocab_size);
     for (int i = 0; i < vocab->count; i++) {
-        const Json *id = &vocab->items[i];
-        if (id->type != JSON_NUMBER || id->number < 0 || id->number >= vocab_size)
-            die("%s: vocab entry '%s' has id outside the model's %d-piece vocabulary", path, vocab->keys[i], vocab_size);
-        if (v.spelled[(int)id->number]) die("%s: vocab entry '%s' shares id %d with another", path, vocab->keys[i], (int)id->number);
-        v.spelled[(int)id->number] = strdup(vocab->keys[i]);
+        int id = (int)vocab->items[i].number;
+        if (v.spelled[id]) die("%s: model.vocab entry '%s' shares id %d with another", path, vocab->keys[i], id);
+        v.spelled[id] = strdup(vocab->keys[i]);
     }
     const Json *added = json_get(root, "added_tokens");
     for (int i = 0; added && added->type == JSON_ARRAY && i < added->count; i++) {
         const Json *id = json_get(&added->items[i], "id"), *content = json_get(&added->items[i], "content");
         if (!id || id->type != JSON_NUMBER || !content || content->type != JSON_STRING) continue;
-        if (id->number < 0 || id->number >= vocab_size) die("%s: added token '%s' is outside the vocabulary", path, content->string);
+        if (id->number < 0) die("%s: added token '%s' has a negative id", path, content->string);
+        if (id->number >= vocab_size) continue;
         free(v.spelled[(int)id->number]);
         v.spelled[(int)id->number] = strdup(content->string);
         v.special[(int)id->number] = 1;
+    }
+    for (int id = n_tokens; id < vocab_size; id++) {
+        v.spelled[id] = padding_piece(id);
+        v.special[id] = 1;
     }
     for (int rank = 0; rank < merges->count; rank++) {
         char left[1024], right[1024];
@@ -449,7 +537,8 @@ static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t
     Json root = json_read_file(path);
     const char *refusal;
     int kind = json_tokenizer_kind(&root, &refusal);
-    if (kind == TOKENIZER_SENTENCEPIECE) refusal = sentencepiece_from_json(&root, path, vocab_size, blob, size);
+    if (kind == TOKENIZER_SENTENCEPIECE)
+        refusal = sentencepiece_from_json(&root, path, vocab_size, sentencepiece_flags(&root, &refusal), blob, size);
     else if (kind == TOKENIZER_BYTE_LEVEL) refusal = byte_level_from_json(&root, path, vocab_size, blob, size);
     json_free(&root);
     return refusal;
@@ -460,7 +549,10 @@ static const char *tokenizer_from_json(const char *path, int vocab_size, uint8_t
 // CHAT_NOT_RECORDED if none (runq then goes by the special tokens).
 static uint32_t chat_template_of_jinja(const char *jinja) {
     if (strstr(jinja, "<|start_header_id|>")) return CHAT_LLAMA3;
+    if (strstr(jinja, "<|im_start|>") && strstr(jinja, "enable_thinking")) return CHAT_QWEN3;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;
+    if (strstr(jinja, "<start_of_turn>")) return CHAT_GEMMA;
+    if (strstr(jinja, "<|user|>") && strstr(jinja, "<|end|>")) return CHAT_PHI3;
     if (strstr(jinja, "<|user|>")) return CHAT_ZEPHYR;
     if (strstr(jinja, "<<SYS>>")) return CHAT_LLAMA2;
     return CHAT_NOT_RECORDED;
@@ -473,8 +565,28 @@ static int tokenizer_config_token(const Json *config, const char *key, const Tok
     return v && v->type == JSON_STRING ? str_lookup(v->string, t) : -1;
 }
 
+// The blob's TOKENIZER_* flags with these set (a plain llama2.c layout gains the "SPMF" header).
+static void tokenizer_add_flags(Source *src, uint32_t flags) {
+    uint8_t *blob = src->tokenizer;
+    int has_header = src->tokenizer_size >= 8
+                  && (memcmp(blob, BYTE_LEVEL_MAGIC, 4) == 0 || memcmp(blob, SENTENCEPIECE_MAGIC, 4) == 0);
+    if (!has_header) {
+        blob = xcalloc(src->tokenizer_size + 8, 1, "tokenizer");
+        memcpy(blob, SENTENCEPIECE_MAGIC, 4);
+        memcpy(blob + 8, src->tokenizer, src->tokenizer_size);
+        free(src->tokenizer);
+        src->tokenizer = blob;
+        src->tokenizer_size += 8;
+    }
+    uint32_t word;
+    memcpy(&word, blob + 4, 4);
+    word |= flags;
+    memcpy(blob + 4, &word, 4);
+}
+
 // tokenizer_config.json, when the directory has one: the chat template's
-// family, and BOS and EOS where config.json does not give them.
+// family, BOS and EOS where config.json does not give them, and whether a
+// text starts with BOS at all (add_bos_token false, or no bos_token: Qwen).
 static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int need_eos) {
     char *path = path_join(dir, "tokenizer_config.json");
     if (file_exists(path)) {
@@ -483,6 +595,9 @@ static void hf_tokenizer_config(Source *src, const char *dir, int need_bos, int 
         for (int i = 0; jinja && jinja->type == JSON_ARRAY && i < jinja->count; i++)   // [{name, template}, ...]
             if (json_is(json_get(&jinja->items[i], "name"), "default")) jinja = json_get(&jinja->items[i], "template");
         if (jinja && jinja->type == JSON_STRING) src->header.chat_template = chat_template_of_jinja(jinja->string);
+        const Json *add_bos = json_get(&config, "add_bos_token"), *bos_token = json_get(&config, "bos_token");
+        if ((add_bos && add_bos->type == JSON_FALSE) || (bos_token && bos_token->type == JSON_NULL))
+            tokenizer_add_flags(src, TOKENIZER_NO_BOS);
         Tokenizer t;
         if (!build_tokenizer_from_memory(&t, src->tokenizer, src->tokenizer_size, src->header.vocab_size)) {
             int bos = tokenizer_config_token(&config, "bos_token", &t), eos = tokenizer_config_token(&config, "eos_token", &t);

@@ -21,6 +21,7 @@ or reference_forward.py's .npy.
         rope_freqs[0] = VALUE, in place
     compare_logits.py seq-len CHECKPOINT
         the header's seq_len (the longest context runq allows)
+It is not a reference: it only compares logits others computed.
 """
 import json
 import os

@@ -10,6 +10,7 @@ forms, surrogates, above U+10FFFF, lone continuation bytes, truncations),
 then seeded random strings drawn from the bytes that matter.
 
     python3 test/gen_utf8_vectors.py > test/data/utf8.vectors
+It is not run by make test: its output is committed.
 """
 import random
 

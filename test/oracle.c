@@ -1,5 +1,6 @@
 // oracle.c — run.c (the fp32 reference) behind a small non-static interface,
 // so a test can link it beside runq.c: both keep all their names static.
+// It adds no arithmetic of its own.
 #define TESTING
 #include "../run.c"
 #include "oracle.h"

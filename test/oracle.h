@@ -1,4 +1,5 @@
 // oracle.h — the fp32 reference runtime (run.c), as tests and tools/ppl see it.
+// Not runq: the two keep their names static and meet only through this.
 #include <stddef.h>
 typedef struct Oracle Oracle;
 Oracle *oracle_open(const char *path);                          // dies on a bad checkpoint

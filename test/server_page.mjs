@@ -4,6 +4,7 @@
 // --experimental-websocket for its WebSocket. Prints
 //   {"text": final reply, "lengths": distinct reply lengths seen, "error": ...}
 //   node --experimental-websocket test/server_page.mjs URL CHROMIUM PROFILE_DIR
+// It is not a browser test framework: a few DevTools calls, nothing installed.
 import { spawn } from 'node:child_process';
 
 const [url, chromium, profile] = process.argv.slice(2);

@@ -1,6 +1,7 @@
 // test_bpe.c — the BPE tokenizer trainer (tools/bpe.c): the vocabulary's
 // layout, that runq's encoder replays the learned merges, round trips through
 // encode and decode, determinism, compression on English, refused requests.
+// Not a test of runq's encoder on real vocabularies (test_tokenizer.c is).
 #define TESTING
 #include "../runq.c"
 #include "../tools/bpe.c"

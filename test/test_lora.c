@@ -9,6 +9,7 @@
 //   - an int4 input: unmerged tensors copied bit-exact, merged ones quantized afresh;
 //   - bad adapters refused before a byte is written, each with its own message;
 //   - the export program: --lora in its summary line, a bad adapter's exit status.
+// Not a test of runq --lora at run time (test_train.sh is).
 #define TESTING
 #include "../export.c"
 #include "check.h"

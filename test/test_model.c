@@ -5,6 +5,7 @@
 //     activation rounding separates them, so agreement must be close;
 //   - identical logits for every thread count;
 //   - random models of odd shapes (GQA 1/2/4/8, widths off the group size).
+// Not a test of other families' math (test_families.sh is) nor of speed.
 #define TESTING
 #include "../export.c"
 #include "check.h"

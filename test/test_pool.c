@@ -2,6 +2,7 @@
 // send the workers (and the caller) to sleep, thread counts above the core
 // count. Every task must run on every thread exactly once, and nothing may
 // hang: a watchdog turns a lost wake-up into a failure.
+// Not a benchmark: timing is never a test here.
 #define TESTING
 #include "../runq.c"
 #include "check.h"

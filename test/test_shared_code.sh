@@ -7,6 +7,7 @@
 #   - any other function defined in both files is the same text too, unless
 #     it is listed below with the reason it differs.
 # Ends with "test_shared_code: N passed, N failed".
+# It does not compile or run either file: it compares their text.
 . "$(dirname "$0")/lib.sh" test_shared_code "$@"
 
 # The functions both files define on purpose differently, and why.

@@ -14,6 +14,7 @@
 //   - export's Block Influence (its own fp32 pass, a layer at a time) gives
 //     the figures train's forward does, and finds a layer that does nothing;
 //     export --drop-layers removes it without changing the logits.
+// Not a test of training speed or of the default model's quality.
 #define TRAIN_REAL double
 #define TESTING
 #include "../tools/train.c"

@@ -9,6 +9,7 @@ seeded random weights, plus a llama2.c tokenizer.bin for export's -z.
 The dimensions are small; what each family's real checkpoints vary in —
 grouped-query ratio, tied or untied classifier, dtype, rope_theta, head_dim
 given or implied, Llama 3.1's rope_scaling — is kept.
+It is not a converter: real Hugging Face checkpoints come from Hugging Face.
 """
 import json
 import os

@@ -33,6 +33,7 @@ reference carries one, every piece.
 
 This file includes runq.c (TESTING drops its main) and links run.c through
 test/oracle.c: both keep all their names static.
+It is not a benchmark of speed (tools/bench is).
 */
 #define TESTING
 #define PROGRAM_NAME "ppl"
@@ -214,7 +215,7 @@ static int starts_word(const char *text, size_t i) {
 static int *tokenize_text(const Tokenizer *tok, const char *text, int *count) {
     size_t length = strlen(text);
     if (length > INT_MAX / 2) die("the text is %zu bytes; ppl reads at most %d", length, INT_MAX / 2);
-    int *tokens = xcalloc(length + 4, sizeof(int), "token ids");   // a chunk of k bytes gives at most k + 1 ids
+    int *tokens = xcalloc(encode_capacity(tok, text) + 1, sizeof(int), "token ids");   // the chunks take no more than the whole
     char *chunk = xcalloc(length + 1, 1, "text chunk");
     int by_word = has_dummy_prefix(tok), n = 0;
     size_t start = 0;

@@ -5,6 +5,7 @@ evaluate the same tokens.
 
     cc -O2 -o build/tokens tools/tokens.c -lm -lpthread
     build/tokens model.q4.bin "Once upon a time"       ->  1 9038 2501 263 931
+It is not a tokenizer of its own: runq.c's encoder, printed.
 */
 #define TESTING          // runq.c without its main
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -19,7 +20,7 @@ int main(int argc, char **argv) {
     open_checkpoint(&transformer, argv[1]);
     Tokenizer tokenizer;
     build_tokenizer(&tokenizer, &transformer, NULL);
-    int *ids = xcalloc(strlen(argv[2]) + 3, sizeof(int), "token ids");
+    int *ids = xcalloc(encode_capacity(&tokenizer, argv[2]), sizeof(int), "token ids");
     int n = encode(&tokenizer, argv[2], 1, 0, ids);   // as generate() does: BOS, no EOS
     for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
     printf("\n");

@@ -17,6 +17,7 @@
 //         FUZZ_END;
 //         return 0;
 //     }
+// It is not a fuzz target: each test/fuzz/fuzz_NAME.c is one.
 
 #include <setjmp.h>
 #include <stdint.h>

@@ -4,6 +4,8 @@
 // opens it). The header is checked against the base's, every lora_a/lora_b
 // pair against the projection it adapts; an accepted adapter runs a short
 // prompt, which reads every value it holds.
+// Not a check of the adapter's arithmetic (test_train.sh holds runq --lora to
+// run.c).
 #include "fuzz.h"
 
 #define BASE_SHAPE "dim=32,ffn=48,layers=2,heads=4,kv_heads=2,vocab=64,seq_len=16"

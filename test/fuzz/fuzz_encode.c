@@ -4,6 +4,7 @@
 // (Llama 3's kind, then GPT-2's and SmolLM2's split rules: the chunking, then
 // merges). Every id must be in the vocabulary and, byte-level, the decoded
 // pieces must spell the text.
+// Not a check of the ids against reference tokenizers (test_tokenizer.c is).
 #include "fuzz.h"
 #include "tokenizers.h"
 

@@ -2,6 +2,7 @@
 // input (re-export: open_source on the file, then open_checkpoint_source),
 // past runq's own reader that fuzz_checkpoint covers: the plan of an export,
 // each tensor checked against it, every row read as floats (int4 dequantized).
+// Not a check of export's output values (test_model.c and test_quant.c are).
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -3,6 +3,7 @@
 // file is then planned as an int4 export would plan it, every planned tensor
 // checked against the file, its first and last rows read (as floats, and as
 // Q4_0 blocks when it holds them), and its tokenizer parsed.
+// Not a check of the values read (test_gguf.c and test_kquant.sh are).
 #include "fuzz.h"
 
 static void read_tensor_ends(Source *src, const PlannedTensor *t) {

@@ -5,6 +5,7 @@
 // BOS and EOS by name). The input is the lengths of the first three files
 // (2 bytes each, little-endian), then the four files. An accepted model is
 // planned, every tensor checked against the file and read whole.
+// Not a check of the logits (test_families.sh is).
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

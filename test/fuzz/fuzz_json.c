@@ -1,5 +1,6 @@
 // fuzz_json — export's JSON parser (config.json, tokenizer.json, safetensors
 // headers, adapter_config.json) on arbitrary bytes, then a lookup and a free.
+// Not a conformance suite: it looks for crashes, leaks and UB.
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,6 +1,7 @@
 // fuzz_legacy — a llama2.c .bin checkpoint (28-byte header, then fp32 arrays
 // whose sizes follow from it) through export's open_legacy; an accepted file
 // is planned as an int4 export and each tensor's first and last rows read.
+// Not a check of the logits (test_cli.sh's golden texts are).
 #include "fuzz.h"
 
 static void read_ends(Source *src) {

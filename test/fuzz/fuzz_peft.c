@@ -3,6 +3,7 @@
 // split by its first two bytes (the config's length, little-endian). An
 // accepted adapter is then merged: every tensor of the model planned,
 // checked, and read whole (the model is tiny).
+// Not a check of the merged values (test_lora.c is).
 #include "fuzz.h"
 
 // The model the adapters are for (the seed corpus's adapters fit it)

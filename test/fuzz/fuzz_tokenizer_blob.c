@@ -4,6 +4,7 @@
 // vocabulary size the model would ask for (little-endian, 0 read as 1), the
 // rest the blob. An accepted tokenizer then encodes and decodes a text that
 // mixes ASCII, UTF-8 and invalid bytes, so its lookup index is exercised too.
+// Not a check of the ids (test_tokenizer.c is).
 #include "fuzz.h"
 
 static const char sample_text[] = "Once upon a time, \xC3\xA9t\xC3\xA9 \xE2\x96\x81 <s> 123 \xF0\x9F\x98\x80 \xFF\xC0\x80 end\n\n";

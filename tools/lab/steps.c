@@ -12,6 +12,7 @@ weight j in its low nibble and weight j+16 in its high nibble; one fp16 scale
 per group of group_size weights) and x quantized by runq's quantize_q8 (int8
 in blocks of 32, one float scale per block). The inner sum of a block is an
 exact integer; only the float sum over blocks depends on the order.
+It is not runq's kernel: runq's AVX2 and NEON tiles are faster still.
 */
 
 // ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ WINDOW tokens; each window is fed after BOS, teacher-forced, and every token
 is scored once, by both models at the same positions. Prints one JSON object:
 tokens, perplexity of each, mean and max KL(reference || model) of the
 next-token distributions (log-softmax in double), top-1 agreement.
+It is not part of runq or a test: a benchmark's witness.
 */
 
 #include "llama.h"

@@ -20,6 +20,7 @@ tools/bench-vs-llamacpp builds bench-native.c:
                                                 seeded floats quantized by ggml_quantize_chunk
                                                 (tensor "q4_K" etc.) and what to_float makes of
                                                 them ("q4_K.expected", f32)
+It is not part of runq or export: a test's witness.
 */
 
 #include "llama.h"
