@@ -223,12 +223,12 @@ static void test_conversation_corpus(void) {
     size_t at = 0;
     n = encode(&tok, "the cat sat.", 1, 0, ids);
     int ok = expect_tokens(&got, &at, ids, n, ROLE_TEXT);
-    TokenList turn = chat_turn(&tok, llama2, 1, "Be brief.", "Hi there");
+    TokenList turn = chat_turn(&tok, llama2, 1, "Be brief.", "Hi there", 0);
     ok = ok && turn.ids[0] == tok.bos_id && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
     free(turn.ids);
     n = encode(&tok, "Hello.", 0, 0, ids);
     ok = ok && expect_tokens(&got, &at, ids, n, ROLE_REPLY) && expect_tokens(&got, &at, &eos, 1, ROLE_REPLY);
-    turn = chat_turn(&tok, llama2, 0, "", "A story?");
+    turn = chat_turn(&tok, llama2, 0, "", "A story?", 0);
     ok = ok && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
     free(turn.ids);
     n = encode(&tok, "Once upon a \"time\".\nThe end.", 0, 0, ids);

@@ -946,7 +946,7 @@ static void push_conversation(Tokens *out, const Tokenizer *tok, const ChatTempl
         if (strcmp(role->string, "system") == 0 && turns == 0 && !system[0]) {
             system = content;
         } else if (strcmp(role->string, "user") == 0 && !last_is_user) {
-            TokenList turn = chat_turn(tok, template, turns++ == 0, system, content);
+            TokenList turn = chat_turn(tok, template, turns++ == 0, system, content, 0);
             push_tokens(out, turn.ids, (size_t)turn.count, ROLE_CONTEXT);
             free(turn.ids);
             last_is_user = 1;
