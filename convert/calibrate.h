@@ -44,10 +44,12 @@ static void stream_push(TokenStream *s, const int *tokens, int n) {
 
 #define SEGMENT_CHARS 64
 
-static void encode_document(const Tokenizer *tok, const char *doc, size_t length, TokenStream *out, int *buffer,
-                            char *segment) {
+// A document's tokens, BOS first when add_bos (a chat reply has none); buffer
+// and segment hold length + 3 ints and length + 1 bytes.
+static void encode_document(const Tokenizer *tok, const char *doc, size_t length, int add_bos, TokenStream *out,
+                            int *buffer, char *segment) {
     size_t start = 0;
-    int first = 1;
+    int first = add_bos;
     while (start < length) {
         size_t end = start + SEGMENT_CHARS < length ? start + SEGMENT_CHARS : length;
         // extend to a single space between two non-spaces
@@ -75,7 +77,7 @@ static TokenStream tokenize_corpus(const Tokenizer *tok, const char *text, size_
         size_t doc_end = end;
         while (doc_end > at && (text[doc_end - 1] == '\n' || text[doc_end - 1] == '\r' || text[doc_end - 1] == ' '))
             doc_end--;
-        if (doc_end > at) encode_document(tok, text + at, doc_end - at, &out, buffer, segment);
+        if (doc_end > at) encode_document(tok, text + at, doc_end - at, 1, &out, buffer, segment);
         at = end;
     }
     free(buffer);

@@ -2,6 +2,10 @@
 //   - every backward pass against central finite differences: embeddings,
 //     norms, q/k/v/o with grouped-query attention and RoPE, SwiGLU, the
 //     classifier tied and untied, the distillation loss, LoRA adapters;
+//   - conversations: requests are read but not learned (their targets add
+//     nothing to the loss), a .jsonl corpus renders through the chat template
+//     as runq's chat does, and a plain teacher sees BOS for each request and
+//     ends a reply where it would end a document;
 //   - a few hundred steps on a repetitive text drive the loss far down;
 //   - train -> checkpoint -> run.c and runq: their logits match train's forward;
 //   - an interrupted and resumed run ends bit for bit where a straight one does;
@@ -57,12 +61,13 @@ typedef struct {
     int T;
     const real *teacher_logits;
     double temperature, alpha;
+    const uint8_t *roles;    // of the targets; NULL: all learned
 } LossSetup;
 
 static double loss_of(const LossSetup *l) {
     refresh_transposed((Model *)l->net.m);   // a parameter moved
     net_forward(&l->net, l->s, l->tokens, l->T);
-    return window_loss(l->s->logits, l->teacher_logits, l->tokens + 1, l->T, l->net.m->h.vocab_size,
+    return window_loss(l->s->logits, l->teacher_logits, l->tokens + 1, l->roles, l->T, l->net.m->h.vocab_size,
                        l->temperature, l->alpha, NULL, 0, l->s->probs);
 }
 
@@ -86,7 +91,8 @@ static double worst_error(const LossSetup *l, real *params, const real *grads, s
     return worst;
 }
 
-static void gradient_check(const char *what, const char *shape, int with_teacher, int lora_rank) {
+// masked: the first three targets are a request's (context, not learned)
+static void gradient_check(const char *what, const char *shape, int with_teacher, int lora_rank, int masked) {
     Model m;
     int vocab = 360, T = 7;
     test_model(&m, shape, vocab, 7, 0.4);
@@ -111,11 +117,12 @@ static void gradient_check(const char *what, const char *shape, int with_teacher
     Activations s;
     alloc_activations(&s, &m, lora_rank ? &lora : NULL, T);
     refresh_transposed(&m);
-    LossSetup l = { model_net(&m, lora_rank ? &lora : NULL, adapter), &s, tokens, T, teacher, 2.0, 0.3 };
+    const uint8_t roles[7] = { ROLE_CONTEXT, ROLE_CONTEXT, ROLE_CONTEXT, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY };
+    LossSetup l = { model_net(&m, lora_rank ? &lora : NULL, adapter), &s, tokens, T, teacher, 2.0, 0.3, masked ? roles : NULL };
     real *grad = xcalloc(m.n_params, sizeof(real), "gradients");
     real *adapter_grad = lora_rank ? xcalloc(lora.n_params, sizeof(real), "gradients") : NULL;
     net_forward(&l.net, &s, tokens, T);
-    window_loss(s.logits, teacher, tokens + 1, T, vocab, l.temperature, l.alpha, s.dlogits, 1.0, s.probs);
+    window_loss(s.logits, teacher, tokens + 1, l.roles, T, vocab, l.temperature, l.alpha, s.dlogits, 1.0, s.probs);
     Grads g = { grad, adapter_grad };
     net_backward(&l.net, &s, &g, tokens, T);
 
@@ -150,6 +157,108 @@ static void gradient_check(const char *what, const char *shape, int with_teacher
     free(adapter);
     free(teacher);
     free_model(&m);
+}
+
+// ----------------------------------------------------------------------------
+// Conversations
+
+// A window's loss is the sum of its learned targets' losses; a request's
+// targets (context) add nothing, whatever they are, and get no gradient.
+static void test_requests_not_learned(void) {
+    enum { T = 5, V = 11 };
+    real logits[T * V], teacher[T * V], dlogits[T * V], probs[2 * V];
+    uint64_t state = 3;
+    for (int i = 0; i < T * V; i++) { logits[i] = normal(&state); teacher[i] = 2 * normal(&state); }
+    int targets[T] = { 3, 7, 1, 9, 4 };
+    const uint8_t roles[T] = { ROLE_CONTEXT, ROLE_REPLY, ROLE_CONTEXT, ROLE_TEXT, ROLE_REPLY };
+    double loss = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, dlogits, 1.0, probs), learned_sum = 0;
+    for (int t = 0; t < T; t++)
+        if (roles[t] != ROLE_CONTEXT)
+            learned_sum += window_loss(logits + t * V, teacher + t * V, targets + t, NULL, 1, V, 1.0, 0.5, NULL, 0, probs);
+    CHECK(fabs(loss - learned_sum) < 1e-12, "a window's loss %.15g is not the sum of its learned targets' %.15g", loss, learned_sum);
+    targets[0] = 8;
+    targets[2] = 2;   // another request
+    double again = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, NULL, 0, probs);
+    CHECK(again == loss, "changing a request's tokens changed the loss: %.15g -> %.15g", loss, again);
+    for (int t = 0; t < T; t++) {
+        double size = 0;
+        for (int i = 0; i < V; i++) size += fabs(dlogits[t * V + i]);
+        CHECK((size == 0) == (roles[t] == ROLE_CONTEXT), "target %d (role %d): gradient size %g", t, roles[t], size);
+    }
+    CHECK(count_learned(roles, T) == 3, "count_learned says %d of the 5 targets, expected 3", count_learned(roles, T));
+}
+
+static Tokenizer char_tokenizer(void) {
+    Source src = { .header = { .vocab_size = 360 } };
+    synthetic_tokenizer(&src);
+    FileHeader h = { .vocab_size = 360, .bos_id = 1, .eos_id = 2 };
+    Tokenizer tok = embedded_tokenizer(src.tokenizer, src.tokenizer_size, &h, "the synthetic tokenizer");
+    free(src.tokenizer);
+    return tok;
+}
+
+// What the corpus reader made of a document, against the tokens expected
+static int expect_tokens(const Tokens *got, size_t *at, const int *ids, int n, int role) {
+    for (int i = 0; i < n; i++, (*at)++)
+        if (*at >= got->count || got->tokens[*at] != ids[i] || got->roles[*at] != role) return 0;
+    return 1;
+}
+
+// A .jsonl corpus: a plain document is BOS and its text, all learned; a
+// conversation is runq's chat turns (the system prompt in the first), read
+// not learned, each reply encoded as text and followed by the template's
+// end-of-turn token, learned.
+static void test_conversation_corpus(void) {
+    const char *path = work_path("chats.jsonl");
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"text\": \"the cat sat.\"}\n\n"
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi there\"},"
+               " {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"A story?\"},"
+               " {\"role\": \"assistant\", \"content\": \"Once upon a \\\"time\\\".\\nThe end.\"}]}\n");
+    fclose(f);
+    Tokenizer tok = char_tokenizer();
+    const ChatTemplate *llama2 = &chat_templates[CHAT_LLAMA2];
+    Tokens got = read_corpus(path, &tok, llama2);
+    int ids[64], n, eos = tok.eos_id;
+    size_t at = 0;
+    n = encode(&tok, "the cat sat.", 1, 0, ids);
+    int ok = expect_tokens(&got, &at, ids, n, ROLE_TEXT);
+    TokenList turn = chat_turn(&tok, llama2, 1, "Be brief.", "Hi there", 0);
+    ok = ok && turn.ids[0] == tok.bos_id && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
+    free(turn.ids);
+    n = encode(&tok, "Hello.", 0, 0, ids);
+    ok = ok && expect_tokens(&got, &at, ids, n, ROLE_REPLY) && expect_tokens(&got, &at, &eos, 1, ROLE_REPLY);
+    turn = chat_turn(&tok, llama2, 0, "", "A story?", 0);
+    ok = ok && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
+    free(turn.ids);
+    n = encode(&tok, "Once upon a \"time\".\nThe end.", 0, 0, ids);
+    ok = ok && expect_tokens(&got, &at, ids, n, ROLE_REPLY) && expect_tokens(&got, &at, &eos, 1, ROLE_REPLY);
+    CHECK(ok && at == got.count, "the .jsonl corpus is not its documents rendered as runq's chat renders them "
+          "(first difference at token %zu of %zu)", at, got.count);
+    free_tokens(&got);
+    free_tokenizer(&tok);
+}
+
+// A plain teacher reads BOS for every request token, and at a reply's
+// targets its end of a document (BOS or EOS) becomes the end of turn.
+static void test_plain_teacher(void) {
+    enum { V = 6, BOS = 1, EOS = 2 };
+    const int tokens[8] = { BOS, 4, 5, 3, 4, EOS, BOS, 5 };
+    const uint8_t roles[8] = { ROLE_CONTEXT, ROLE_CONTEXT, ROLE_CONTEXT, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY, ROLE_CONTEXT, ROLE_CONTEXT };
+    const int expected[8] = { BOS, BOS, BOS, 3, 4, EOS, BOS, BOS };
+    int view[8];
+    plain_teacher_view(view, tokens, roles, 8, BOS);
+    CHECK(memcmp(view, expected, sizeof view) == 0, "the plain teacher's view is not BOS in place of each request token");
+    real logits[3 * V], original[3 * V];
+    uint64_t state = 9;
+    for (int i = 0; i < 3 * V; i++) original[i] = logits[i] = normal(&state);
+    const uint8_t target_roles[3] = { ROLE_REPLY, ROLE_TEXT, ROLE_CONTEXT };
+    end_of_document_as_end_of_turn(logits, target_roles, 3, V, BOS, EOS, EOS);
+    double merged = log(exp(original[BOS]) + exp(original[EOS]));
+    CHECK(fabs(logits[EOS] - merged) < 1e-12 && logits[BOS] == -INFINITY && logits[0] == original[0],
+          "at a reply's target the end of turn should carry p(BOS) + p(EOS): logit %g, expected %g (BOS %g)",
+          logits[EOS], merged, logits[BOS]);
+    CHECK(memcmp(logits + V, original + V, 2 * V * sizeof(real)) == 0, "a plain document's or a request's target changed");
 }
 
 // ----------------------------------------------------------------------------
@@ -318,7 +427,7 @@ static void test_lora_merge(const char *model_path) {
     settings.mode = MODE_LORA;
     settings.lr = 1e-2f;
     Tokenizer tok = model_tokenizer(&base, model_path);
-    Corpus corpus = load_corpus(write_corpus(), &tok, settings.context);
+    Corpus corpus = load_corpus(write_corpus(), &tok, NULL, settings.context);
     free_tokenizer(&tok);
     Trainer tr;
     init_trainer(&tr, &base, NULL, &lora, adapter, &settings, 2);
@@ -365,8 +474,8 @@ static void test_lora_merge(const char *model_path) {
     free_activations(&adapted_run);
     free_activations(&merged_run);
     free_activations(&base_run);
-    free(corpus.train.tokens);
-    free(corpus.valid.tokens);
+    free_tokens(&corpus.train);
+    free_tokens(&corpus.valid);
     free(adapter);
     free_model(&base);
     free_model(&merged);
@@ -400,12 +509,12 @@ static void test_layer_drop(const char *model_path) {
     char *identity_path = work_path("identity-layer.bin"), *dropped_path = work_path("dropped.bin");
     save_model(&m, identity_path, TYPE_F32);
     Tokenizer tok = model_tokenizer(&m, model_path);
-    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    TokenStream text = read_text_tokens(&tok, write_corpus());
     free_tokenizer(&tok);
     double influence[2];
     Source identity = { 0 };
     open_source(&identity, identity_path);
-    block_influence(&identity, &corpus.valid, 32, 2, influence, 1);
+    block_influence(&identity, &text, 32, 2, influence, 1);
     free_source(&identity);
     CHECK(fabs(influence[0]) < 1e-12 && influence[1] > 1e-3, "Block Influence %.3g, %.3g: the identity layer 0 should be 0",
           influence[0], influence[1]);
@@ -417,10 +526,9 @@ static void test_layer_drop(const char *model_path) {
     Model dropped;
     load_model(&dropped, dropped_path, NULL);
     CHECK(dropped.h.n_layers == 1, "dropping 1 of 2 layers left %d", dropped.h.n_layers);
-    double worst = max_logit_difference(&m, &dropped, corpus.valid.tokens, 16);
+    double worst = max_logit_difference(&m, &dropped, text.tokens, 16);
     CHECK(worst < 1e-5, "dropping an identity layer changed the logits by %.2e", worst);
-    free(corpus.train.tokens);
-    free(corpus.valid.tokens);
+    free(text.tokens);
     free_model(&m);
     free_model(&dropped);
 }
@@ -433,7 +541,7 @@ static void test_influence_matches_train_forward(const char *model_path) {
     Model m;
     load_model(&m, model_path, NULL);
     Tokenizer tok = model_tokenizer(&m, model_path);
-    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    TokenStream text = read_text_tokens(&tok, write_corpus());
     free_tokenizer(&tok);
     enum { T = 32, WINDOWS = 3 };
     int L = m.h.n_layers, D = m.h.dim;
@@ -443,7 +551,7 @@ static void test_influence_matches_train_forward(const char *model_path) {
     refresh_transposed(&m);
     Net net = model_net(&m, NULL, NULL);
     for (int w = 0; w < WINDOWS; w++) {
-        net_forward(&net, &s, corpus.train.tokens + (size_t)w * T, T);
+        net_forward(&net, &s, text.tokens + (size_t)w * T, T);
         for (int l = 0; l < L; l++)
             for (int t = 0; t < T; t++) {
                 const real *in = s.x + ((size_t)l * T + t) * D, *out = s.x + ((size_t)(l + 1) * T + t) * D;
@@ -452,7 +560,7 @@ static void test_influence_matches_train_forward(const char *model_path) {
     }
     Source src = { 0 };
     open_source(&src, model_path);
-    long n = block_influence(&src, &corpus.train, T, WINDOWS, got, 1);
+    long n = block_influence(&src, &text, T, WINDOWS, got, 1);
     CHECK(n == WINDOWS * T, "Block Influence averaged over %ld tokens, expected %d", n, WINDOWS * T);
     for (int l = 0; l < L; l++)
         CHECK(fabs(got[l] - expected[l]) <= 1e-5 * expected[l], "layer %d: export's Block Influence %.8f, train's forward gives %.8f",
@@ -462,8 +570,7 @@ static void test_influence_matches_train_forward(const char *model_path) {
     free_activations(&s);
     free(expected);
     free(got);
-    free(corpus.train.tokens);
-    free(corpus.valid.tokens);
+    free(text.tokens);
     free_model(&m);
 }
 
@@ -483,20 +590,19 @@ static void test_ffn_pruning(const char *model_path) {
                 for (int r = 0; r < D; r++) w2[(size_t)r * f + j] = 0;
     }
     Tokenizer tok = model_tokenizer(&m, model_path);
-    Corpus corpus = load_corpus(write_corpus(), &tok, 32);
+    TokenStream text = read_text_tokens(&tok, write_corpus());
     free_tokenizer(&tok);
     int f0 = m.ffn_dim[0], zeroed0 = (f0 + 3) / 4;
     long n;
-    Model p = prune_ffn(&m, &corpus.train, 32, 4, (double)(f0 - zeroed0) / f0, &n);
+    Model p = prune_ffn(&m, &text, 32, 4, (double)(f0 - zeroed0) / f0, &n);
     CHECK(p.ffn_dim[0] == f0 - zeroed0, "layer 0 keeps %d of %d neurons, expected %d", p.ffn_dim[0], f0, f0 - zeroed0);
     char *path = work_path("ffn-pruned.bin");
     save_model(&p, path, TYPE_F32);
     Model back;
     load_model(&back, path, NULL);
-    double worst = max_logit_difference(&m, &back, corpus.valid.tokens, 16);
+    double worst = max_logit_difference(&m, &back, text.tokens, 16);
     CHECK(worst < 1e-5, "pruning the FFN neurons that add nothing changed the logits by %.2e", worst);
-    free(corpus.train.tokens);
-    free(corpus.valid.tokens);
+    free(text.tokens);
     free_model(&p);
     free_model(&back);
     free_model(&m);
@@ -586,10 +692,14 @@ static void test_smooth(void) {
 
 int main(void) {
     if (!mkdtemp(work_dir)) die("cannot create a temporary directory");
-    gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0);
-    gradient_check("tied embeddings, MHA", "dim=16,ffn=12,layers=1,heads=2,kv_heads=2,seq_len=16,tied=1", 0, 0);
-    gradient_check("distillation loss", "dim=16,ffn=20,layers=1,heads=4,kv_heads=1,seq_len=16,tied=1", 1, 0);
-    gradient_check("LoRA on every projection", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 3);
+    gradient_check("GQA, untied classifier", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 0, 0);
+    gradient_check("tied embeddings, MHA", "dim=16,ffn=12,layers=1,heads=2,kv_heads=2,seq_len=16,tied=1", 0, 0, 0);
+    gradient_check("distillation loss", "dim=16,ffn=20,layers=1,heads=4,kv_heads=1,seq_len=16,tied=1", 1, 0, 0);
+    gradient_check("distillation, a request masked", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=1", 1, 0, 1);
+    gradient_check("LoRA on every projection", "dim=16,ffn=20,layers=2,heads=4,kv_heads=2,seq_len=16,tied=0", 0, 3, 0);
+    test_requests_not_learned();
+    test_conversation_corpus();
+    test_plain_teacher();
     char *model = work_path("tiny.bin");
     test_loss_falls(model);
     test_round_trip(model);

@@ -71,6 +71,45 @@ expect_error "an adapter for another shape" "adapter for another shape" "$BIN"/r
 expect_error "export --adapter with --lora" "writes an adapter file alone" "$BIN"/export -q --adapter "$T/adapter" --lora "$T/adapter" "$T/m.q4.bin" "$T/x.bin"
 "$BIN"/runq "$T/merged.q4.bin" -t 0 -n 16 -i "Once" >/dev/null 2>&1 && ok || fail "runq on the merged model"
 
+# ---- conversations (a .jsonl corpus): the model learns to answer two requests, each with its own
+# reply, in the llama2 template it records (runq's chat renders the requests as train did), and
+# ends each reply with the end-of-turn token; requests are only read, so from BOS it never writes one
+for i in $(seq 1 150); do
+    echo '{"messages": [{"role": "user", "content": "Tell me about the cat."}, {"role": "assistant", "content": "The cat sat in the sun."}]}'
+    echo '{"messages": [{"role": "user", "content": "Tell me about the ball."}, {"role": "assistant", "content": "The ball rolled under a tree."}]}'
+done >"$T/chats.jsonl"
+if $TRAIN pretrain "$T/chats.jsonl" -z "$T/tok.bin" --chat-template llama2 --shape $SHAPE $FAST --steps 300 -o "$T/chat.bin"; then ok
+else fail "train pretrain on conversations"; fi
+[ "$(od -A n -t u4 -j 60 -N 4 "$T/chat.bin" | tr -d ' ')" = 1 ] && ok || fail "the trained model does not record the llama2 chat template"
+"$BIN"/export -q --int4 "$T/chat.bin" "$T/chat.q4.bin"
+for subject in "cat:The cat sat in the sun." "ball:The ball rolled under a tree."; do
+    reply=$("$BIN"/runq "$T/chat.q4.bin" -m chat -y "" -i "Tell me about the ${subject%%:*}." -t 0 </dev/null 2>/dev/null | head -1)
+    # a Llama 2 reply starts with a word's space, after [/INST]: "Assistant:  The"
+    [ "$reply" = "Assistant:  ${subject#*:}" ] && ok || fail "the chat model's reply to the ${subject%%:*} request: '$reply'"
+done
+from_bos=$("$BIN"/runq "$T/chat.q4.bin" -t 0 -n 12 2>/dev/null)
+case "$from_bos" in *"[INST]"*|*"Tell me"*) fail "a model that only read requests writes one: '$from_bos'" ;; *) ok ;; esac
+printf '%s\n' '{"messages": [{"role": "user", "content": "Hi"}]}' >"$T/no-reply.jsonl"
+printf '%s\n' '{"messages": [{"role": "assistant", "content": "Hi"}]}' >"$T/reply-first.jsonl"
+printf '%s\n' '{"text": "fine"}' '{"text": ' >"$T/broken.jsonl"
+printf '%s\n' '{"story": "Once"}' >"$T/no-text.jsonl"
+expect_error "conversations without a chat template" "give --chat-template NAME" \
+    $TRAIN pretrain "$T/chats.jsonl" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "a conversation ending on the user" "no-reply.jsonl:1: the conversation ends with the user's message" \
+    $TRAIN pretrain "$T/no-reply.jsonl" -z "$T/tok.bin" --chat-template llama2 --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "a reply before any request" "reply-first.jsonl:1: messages\[0\]: role 'assistant' out of turn" \
+    $TRAIN pretrain "$T/reply-first.jsonl" -z "$T/tok.bin" --chat-template llama2 --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "a line of broken JSON" "broken.jsonl:2: invalid JSON" \
+    $TRAIN pretrain "$T/broken.jsonl" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "a line that is neither text nor messages" "no-text.jsonl:1: a line must be an object with" \
+    $TRAIN pretrain "$T/no-text.jsonl" -z "$T/tok.bin" --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "an unknown chat template" "unknown chat template 'nope'" \
+    $TRAIN pretrain "$T/chats.jsonl" -z "$T/tok.bin" --chat-template nope --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "--plain-teacher without conversations" "--plain-teacher is for conversations" \
+    $TRAIN distill "$T/corpus.txt" --teacher "$T/m.bin" --plain-teacher --shape $SHAPE $BAD -o "$T/x.bin"
+expect_error "--plain-teacher in pretrain" "--plain-teacher is for distill" \
+    $TRAIN pretrain "$T/chats.jsonl" -z "$T/tok.bin" --chat-template llama2 --plain-teacher --shape $SHAPE $BAD -o "$T/x.bin"
+
 # ---- resume: a run stopped at step 20 and resumed ends where a straight run does
 $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/straight.bin"
 $TRAIN pretrain "$T/corpus.txt" -z "$T/tok.bin" --shape $SHAPE $FAST -o "$T/resumed.bin" --state "$T/run.state" --stop-at 20

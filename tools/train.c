@@ -15,6 +15,10 @@ checkpoint that run.c reads and `export --int4` turns into runq's int4; lora
 writes a PEFT adapter (adapter_config.json + adapter_model.safetensors) that
 `export --lora` merges.
 
+The corpus is text, or conversations (JSON lines) rendered through a chat
+template exactly as runq's chat mode feeds them: the model learns the replies,
+and reads the requests without being trained to write them.
+
 How a step runs: a batch of B windows of T+1 tokens is drawn from the corpus
 with a generator seeded by (seed, step). Each window's forward and backward
 pass runs whole on one thread and writes its own gradient buffer; the buffers
@@ -91,6 +95,7 @@ typedef struct {
     float lora_alpha;
     uint32_t lora_targets;   // bit (1 << kind) per adapted projection
     int32_t eval_every, eval_windows;
+    int32_t plain_teacher;   // distill: the teacher reads a reply as the plain document it was (no chat template)
 } Settings;
 
 static Settings default_settings(int mode) {
@@ -802,8 +807,17 @@ static void net_backward(const Net *net, Activations *s, const Grads *g, const i
 // Losses on one window. Hard: cross-entropy of the next token. Soft
 // (distillation, Hinton et al.): temperature^2 * KL(teacher || student) with
 // both distributions softened by the temperature; the temperature^2 keeps its
-// gradient's size independent of the temperature. dlogits gets d(loss)/d(logits)
-// times `scale` (1 / tokens in the batch).
+// gradient's size independent of the temperature. Only the targets the model
+// is to write count: a token's role says which (a conversation's requests are
+// context, read but not learned). dlogits gets d(loss)/d(logits) times `scale`
+// (1 / learned targets in the batch), and 0 where the target is context.
+
+// What the loss does where a token is the target
+enum Role {
+    ROLE_CONTEXT,            // read, not learned: a conversation's user turns and system prompt
+    ROLE_TEXT,               // learned: a plain document (and the BOS that starts the next one)
+    ROLE_REPLY,              // learned: an assistant's reply and the end-of-turn token after it
+};
 
 // p = softmax(z / temperature); returns the log of its normaliser (sums in double)
 static double softened(const real *z, int n, double temperature, real *p) {
@@ -817,14 +831,27 @@ static double softened(const real *z, int n, double temperature, real *p) {
     return (double)max / temperature + log(sum);
 }
 
-// probs: scratch for two distributions (2 * V)
-static double window_loss(const real *logits, const real *teacher_logits, const int *targets, int T, int V,
-                          double temperature, double alpha, real *dlogits, double scale, real *probs) {
+static int learned(const uint8_t *roles, int t) { return !roles || roles[t] != ROLE_CONTEXT; }
+
+// The targets of a window that are learned
+static int count_learned(const uint8_t *roles, int T) {
+    int n = 0;
+    for (int t = 0; t < T; t++) n += learned(roles, t);
+    return n;
+}
+
+// roles: (T,) of the targets, NULL when all are learned; probs: scratch for two distributions (2 * V)
+static double window_loss(const real *logits, const real *teacher_logits, const int *targets, const uint8_t *roles,
+                          int T, int V, double temperature, double alpha, real *dlogits, double scale, real *probs) {
     double total = 0, hard_weight = teacher_logits ? 1.0 - alpha : 1.0;
     real *ps = probs, *pt = probs + V;
     for (int t = 0; t < T; t++) {
         const real *z = logits + (size_t)t * V;
         real *dz = dlogits ? dlogits + (size_t)t * V : NULL;
+        if (!learned(roles, t)) {
+            if (dz) memset(dz, 0, (size_t)V * sizeof(real));
+            continue;
+        }
         double lse = softened(z, V, 1.0, ps);
         total += hard_weight * (lse - z[targets[t]]);
         if (dz) {
@@ -843,18 +870,166 @@ static double window_loss(const real *logits, const real *teacher_logits, const 
 }
 
 // ----------------------------------------------------------------------------
-// The corpus: text -> tokens (export's tokenize_corpus: documents separated by
-// blank lines, each starting with BOS).
+// The corpus: documents -> tokens, each with its role in the loss. A text
+// corpus is documents separated by blank lines, each starting with BOS
+// (export's tokenize_corpus), all of it learned. A conversation corpus is
+// JSON lines (a .jsonl file), one document a line, as fine-tuning sets are
+// written:
+//     {"text": "Once upon a time ..."}                                  a plain document
+//     {"messages": [{"role": "user", "content": "Tell me a story about a cat."},
+//                   {"role": "assistant", "content": "Once upon a time ..."}]}
+// A conversation goes through the model's chat template as runq's chat mode
+// and the server render it (runq.c's chat_turn): system prompts join the
+// first turn, each user message makes a turn (context), each assistant message
+// follows a user's as its text and the template's end-of-turn token (a reply,
+// learned).
 
 typedef struct {
-    TokenStream train, valid;
-    uint64_t hash;           // of all tokens: a resumed run must see the same corpus
+    int *tokens;
+    uint8_t *roles;          // (count,) Role of each token where it is the target
+    size_t count, capacity;
+} Tokens;
+
+static void push_tokens(Tokens *t, const int *ids, size_t n, int role) {
+    if (t->count + n > t->capacity) {
+        t->capacity = (t->count + n) * 2;
+        t->tokens = realloc(t->tokens, t->capacity * sizeof(int));
+        t->roles = realloc(t->roles, t->capacity);
+        if (!t->tokens || !t->roles) die("out of memory holding the corpus' tokens");
+    }
+    memcpy(t->tokens + t->count, ids, n * sizeof(int));
+    memset(t->roles + t->count, role, n);
+    t->count += n;
+}
+
+static Tokens tokens_slice(const Tokens *all, size_t begin, size_t n) {
+    Tokens part = { xcalloc(n, sizeof(int), "corpus"), xcalloc(n, 1, "corpus"), n, n };
+    memcpy(part.tokens, all->tokens + begin, n * sizeof(int));
+    memcpy(part.roles, all->roles + begin, n);
+    return part;
+}
+
+static void free_tokens(Tokens *t) {
+    free(t->tokens);
+    free(t->roles);
+}
+
+// A message's text, with its place in the corpus for messages
+static const char *message_content(const Json *message, const char *where, int index) {
+    const Json *content = json_get(message, "content");
+    if (!content || content->type != JSON_STRING || content->length == 0)
+        die("%s: messages[%d] needs a non-empty string 'content'", where, index);
+    if (strlen(content->string) != content->length) die("%s: messages[%d].content holds a NUL character", where, index);
+    return content->string;
+}
+
+// A text to learn as a plain document (BOS first) or as a reply (no BOS: it
+// follows the template's assistant header), encoded as export encodes a text.
+static void push_learned_text(Tokens *out, const Tokenizer *tok, const char *text, int add_bos, int role) {
+    size_t length = strlen(text);
+    int *buffer = xcalloc(length + 3, sizeof(int), "token buffer");
+    char *segment = xcalloc(length + 1, 1, "segment");
+    TokenStream ids = { 0 };
+    encode_document(tok, text, length, add_bos, &ids, buffer, segment);
+    push_tokens(out, ids.tokens, ids.count, role);
+    free(ids.tokens);
+    free(buffer);
+    free(segment);
+}
+
+static void push_conversation(Tokens *out, const Tokenizer *tok, const ChatTemplate *template, const Json *messages,
+                              const char *where) {
+    if (!template) die("%s: a conversation, but the model records no chat template to render it: give --chat-template NAME", where);
+    if (messages->type != JSON_ARRAY || messages->count == 0) die("%s: 'messages' must be a non-empty array", where);
+    int end_of_turn = chat_end_of_turn(tok, template), turns = 0, last_is_user = 0;
+    const char *system = "";
+    for (int i = 0; i < messages->count; i++) {
+        const Json *role = json_get(&messages->items[i], "role");
+        const char *content = message_content(&messages->items[i], where, i);
+        if (!role || role->type != JSON_STRING) die("%s: messages[%d] needs a string 'role'", where, i);
+        if (strcmp(role->string, "system") == 0 && turns == 0 && !system[0]) {
+            system = content;
+        } else if (strcmp(role->string, "user") == 0 && !last_is_user) {
+            TokenList turn = chat_turn(tok, template, turns++ == 0, system, content, 0);
+            push_tokens(out, turn.ids, (size_t)turn.count, ROLE_CONTEXT);
+            free(turn.ids);
+            last_is_user = 1;
+        } else if (strcmp(role->string, "assistant") == 0 && last_is_user) {
+            push_learned_text(out, tok, content, 0, ROLE_REPLY);
+            push_tokens(out, &end_of_turn, 1, ROLE_REPLY);
+            last_is_user = 0;
+        } else {
+            die("%s: messages[%d]: role '%.40s' out of turn (a system prompt first, then user and assistant in turn)",
+                where, i, role->string);
+        }
+    }
+    if (last_is_user) die("%s: the conversation ends with the user's message: nothing to learn after it", where);
+}
+
+// One line of a .jsonl corpus
+static void push_json_document(Tokens *out, const Tokenizer *tok, const ChatTemplate *template, char *line,
+                               size_t length, const char *where) {
+    char saved = line[length];
+    line[length] = '\0';   // json_parse reads up to a NUL
+    Json doc = json_parse(line, length, where);
+    line[length] = saved;
+    const Json *text = json_get(&doc, "text"), *messages = json_get(&doc, "messages");
+    if (text && text->type == JSON_STRING && text->length > 0 && !messages) {
+        if (strlen(text->string) != text->length) die("%s: 'text' holds a NUL character", where);
+        push_learned_text(out, tok, text->string, 1, ROLE_TEXT);
+    } else if (messages && !text) {
+        push_conversation(out, tok, template, messages, where);
+    } else {
+        die("%s: a line must be an object with a non-empty string 'text' or an array 'messages'", where);
+    }
+    json_free(&doc);
+}
+
+static int is_jsonl(const char *path) {
+    size_t n = strlen(path);
+    return n >= 6 && strcmp(path + n - 6, ".jsonl") == 0;
+}
+
+// The corpus at path as tokens and roles; template renders conversations (NULL: none).
+static Tokens read_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template) {
+    Tokens all = { 0 };
+    if (!is_jsonl(path)) {
+        TokenStream text = read_text_tokens(tok, path);
+        push_tokens(&all, text.tokens, text.count, ROLE_TEXT);
+        free(text.tokens);
+        return all;
+    }
+    size_t size;
+    char *text = (char *)read_whole_file(path, &size);
+    if (memchr(text, '\0', size)) die("%s holds NUL bytes: it is not text", path);
+    char where[512];
+    long line_number = 0;
+    for (size_t at = 0; at < size;) {
+        const char *newline = memchr(text + at, '\n', size - at);
+        size_t end = newline ? (size_t)(newline - text) : size;
+        line_number++;
+        size_t first = at;
+        while (first < end && isspace((unsigned char)text[first])) first++;
+        if (first < end) {   // blank lines are allowed
+            snprintf(where, sizeof where, "%s:%ld", path, line_number);
+            push_json_document(&all, tok, template, text + first, end - first, where);
+        }
+        at = end + 1;
+    }
+    free(text);
+    if (all.count == 0) die("%s is empty", path);
+    return all;
+}
+
+typedef struct {
+    Tokens train, valid;
+    uint64_t hash;           // of all tokens and roles: a resumed run must see the same corpus
 } Corpus;
 
 // The last tenth of the tokens is held out for validation; both parts must
 // hold at least one window (context + 1 tokens).
-static Corpus load_corpus(const char *path, const Tokenizer *tok, int context) {
-    TokenStream all = read_text_tokens(tok, path);
+static Corpus load_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template, int context) {
+    Tokens all = read_corpus(path, tok, template);
     size_t valid = all.count / 10, need = (size_t)context + 1;
     if (valid < need || all.count - valid < need)
         die("corpus %s is too small: %zu tokens, but training on windows of %d tokens needs at least %zu "
@@ -862,10 +1037,32 @@ static Corpus load_corpus(const char *path, const Tokenizer *tok, int context) {
             path, all.count, context, need * 10);
     Corpus c = { 0 };
     c.hash = fnv1a(0xCBF29CE484222325ull, all.tokens, all.count * sizeof(int));
-    stream_push(&c.train, all.tokens, (int)(all.count - valid));
-    stream_push(&c.valid, all.tokens + all.count - valid, (int)valid);
-    free(all.tokens);
+    c.hash = fnv1a(c.hash, all.roles, all.count);
+    c.train = tokens_slice(&all, 0, all.count - valid);
+    c.valid = tokens_slice(&all, all.count - valid, valid);
+    free_tokens(&all);
     return c;
+}
+
+// The teacher of a conversation corpus that knows no chat template (a story
+// teacher, --plain-teacher) is shown each reply as the plain document it once
+// was: BOS wherever the student reads a request, so the teacher predicts the
+// reply as it would after a document's BOS, and, at a reply's targets, its
+// end of a document (BOS or EOS: where the next document would start) is the
+// reply's end of turn.
+static void plain_teacher_view(int *view, const int *tokens, const uint8_t *roles, int n, int bos) {
+    for (int i = 0; i < n; i++) view[i] = roles[i] == ROLE_CONTEXT ? bos : tokens[i];
+}
+
+static void end_of_document_as_end_of_turn(real *logits, const uint8_t *target_roles, int T, int V, int bos, int eos,
+                                           int end_of_turn) {
+    for (int t = 0; t < T; t++) {
+        if (target_roles[t] != ROLE_REPLY) continue;
+        real *z = logits + (size_t)t * V, high = z[bos] > z[eos] ? z[bos] : z[eos];
+        real merged = high + (real)log(real_exp(z[bos] - high) + real_exp(z[eos] - high));   // p(BOS) + p(EOS)
+        z[bos] = z[eos] = -INFINITY;
+        z[end_of_turn] = merged;
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -885,6 +1082,10 @@ typedef struct {
     real *window_grads;      // (batch, n_trainable)
     double *window_losses;   // (batch,)
     int *windows;            // (batch, context + 1) tokens
+    uint8_t *window_roles;   // (batch, context + 1) their roles
+    int *teacher_windows;    // (batch, context + 1) what a plain teacher reads
+    double scale;            // 1 / the batch's learned targets
+    int end_of_turn;         // the chat template's end-of-turn token; -1: no template
     Activations *work, *teacher_work;   // per thread
     ThreadPool *pool;
     int n_threads;
@@ -900,23 +1101,37 @@ static size_t window_start(uint64_t seed, long step, int w, size_t n_starts) {
     return (size_t)(splitmix64(&state) % n_starts);
 }
 
+// The teacher's logits for a window: on the student's tokens, or on a plain
+// teacher's view of them.
+static const real *teacher_logits_of(Trainer *tr, int w, int thread) {
+    int T = tr->s.context, V = tr->model->h.vocab_size;
+    const int *tokens = tr->windows + (size_t)w * (T + 1);
+    const uint8_t *roles = tr->window_roles + (size_t)w * (T + 1);
+    Activations *s = &tr->teacher_work[thread];
+    Net teacher = model_net(tr->teacher, NULL, NULL);
+    if (!tr->s.plain_teacher || tr->end_of_turn < 0) {
+        net_forward(&teacher, s, tokens, T);
+        return s->logits;
+    }
+    int *view = tr->teacher_windows + (size_t)w * (T + 1), bos = tr->teacher->h.bos_id, eos = tr->teacher->h.eos_id;
+    plain_teacher_view(view, tokens, roles, T, bos);
+    net_forward(&teacher, s, view, T);
+    end_of_document_as_end_of_turn(s->logits, roles + 1, T, V, bos, eos, tr->end_of_turn);
+    return s->logits;
+}
+
 static void train_window(Trainer *tr, int w, int thread) {
     int T = tr->s.context, V = tr->model->h.vocab_size;
     const int *tokens = tr->windows + (size_t)w * (T + 1);
+    const uint8_t *roles = tr->window_roles + (size_t)w * (T + 1);
     Activations *s = &tr->work[thread];
     real *grad = tr->window_grads + (size_t)w * tr->n_trainable;
     memset(grad, 0, tr->n_trainable * sizeof(real));
     Net net = student_net(tr);
     net_forward(&net, s, tokens, T);
-    const real *teacher_logits = NULL;
-    if (tr->teacher) {
-        Net teacher = model_net(tr->teacher, NULL, NULL);
-        net_forward(&teacher, &tr->teacher_work[thread], tokens, T);
-        teacher_logits = tr->teacher_work[thread].logits;
-    }
-    double scale = 1.0 / ((double)tr->s.batch * T);
-    tr->window_losses[w] = window_loss(s->logits, teacher_logits, tokens + 1, T, V, tr->s.temperature,
-                                       tr->s.alpha, s->dlogits, scale, s->probs);
+    const real *teacher_logits = tr->teacher ? teacher_logits_of(tr, w, thread) : NULL;
+    tr->window_losses[w] = window_loss(s->logits, teacher_logits, tokens + 1, roles + 1, T, V, tr->s.temperature,
+                                       tr->s.alpha, s->dlogits, tr->scale, s->probs);
     Grads g = { tr->lora ? NULL : grad, tr->lora ? grad : NULL };
     net_backward(&net, s, &g, tokens, T);
 }
@@ -973,17 +1188,21 @@ typedef struct {
     float lr;
 } StepResult;
 
-static StepResult train_step(Trainer *tr, const TokenStream *train) {
+static StepResult train_step(Trainer *tr, const Tokens *train) {
     int T = tr->s.context;
+    long n_learned = 0;
     for (int w = 0; w < tr->s.batch; w++) {
         size_t start = window_start(tr->s.seed, tr->step, w, train->count - (size_t)T);
         memcpy(tr->windows + (size_t)w * (T + 1), train->tokens + start, (size_t)(T + 1) * sizeof(int));
+        memcpy(tr->window_roles + (size_t)w * (T + 1), train->roles + start, (size_t)(T + 1));
+        n_learned += count_learned(train->roles + start + 1, T);
     }
+    tr->scale = 1.0 / (double)(n_learned > 0 ? n_learned : 1);   // a batch of requests alone learns nothing
     pool_run(tr->pool, train_windows_task, tr);
     pool_run(tr->pool, sum_gradients_task, tr);
     StepResult r = { 0 };
     for (int w = 0; w < tr->s.batch; w++) r.loss += tr->window_losses[w];
-    r.loss /= (double)tr->s.batch * T;
+    r.loss *= tr->scale;
     double norm2 = 0;
     for (size_t i = 0; i < tr->n_trainable; i++) norm2 += (double)tr->window_grads[i] * tr->window_grads[i];
     r.grad_norm = sqrt(norm2);
@@ -999,12 +1218,12 @@ static StepResult train_step(Trainer *tr, const TokenStream *train) {
 }
 
 // ----------------------------------------------------------------------------
-// Evaluation: mean next-token cross-entropy over the first windows of the
-// validation tokens (the same windows every time).
+// Evaluation: mean next-token cross-entropy over the learned targets of the
+// first windows of the validation tokens (the same windows every time).
 
 typedef struct {
     Trainer *tr;
-    const TokenStream *tokens;
+    const Tokens *tokens;
     int n_windows;
     double *losses;
 } EvalTask;
@@ -1016,21 +1235,27 @@ static void eval_task(void *arg, int thread, int n_threads) {
     Net net = student_net(tr);
     for (int w = thread; w < e->n_windows; w += n_threads) {
         const int *tokens = e->tokens->tokens + (size_t)w * T;
+        const uint8_t *roles = e->tokens->roles + (size_t)w * T;
         net_forward(&net, &tr->work[thread], tokens, T);
-        e->losses[w] = window_loss(tr->work[thread].logits, NULL, tokens + 1, T, V, 1, 0, NULL, 0, tr->work[thread].probs);
+        e->losses[w] = window_loss(tr->work[thread].logits, NULL, tokens + 1, roles + 1, T, V, 1, 0, NULL, 0,
+                                   tr->work[thread].probs);
     }
 }
 
-static double evaluate(Trainer *tr, const TokenStream *tokens) {
+static double evaluate(Trainer *tr, const Tokens *tokens) {
     int T = tr->s.context;
     int n = (int)((tokens->count - 1) / (size_t)T);
     if (n > tr->s.eval_windows) n = tr->s.eval_windows;
     EvalTask e = { tr, tokens, n, xcalloc((size_t)n, sizeof(double), "evaluation") };
     pool_run(tr->pool, eval_task, &e);
     double sum = 0;
-    for (int w = 0; w < n; w++) sum += e.losses[w];
+    long n_learned = 0;
+    for (int w = 0; w < n; w++) {
+        sum += e.losses[w];
+        n_learned += count_learned(tokens->roles + (size_t)w * T + 1, T);
+    }
     free(e.losses);
-    return sum / ((double)n * T);
+    return n_learned ? sum / (double)n_learned : NAN;
 }
 
 // ----------------------------------------------------------------------------
@@ -1159,7 +1384,7 @@ static void print_progress(const Trainer *tr, const StepResult *r, double tokens
 // renamed, so an interrupted save leaves the previous state intact.
 
 #define STATE_MAGIC 0x54474445u   // "EDGT"
-#define STATE_VERSION 1
+#define STATE_VERSION 2   // 2: Settings gained plain_teacher
 
 typedef struct {
     uint32_t magic, version;
@@ -1259,7 +1484,7 @@ static void restore_trainer(Trainer *tr, StateReader *r, const Corpus *corpus) {
 
 typedef struct {
     const char *mode_name, *corpus, *output, *tokenizer_path, *shape, *init, *teacher, *base, *state_path,
-        *resume, *log_path, *plot_path;
+        *resume, *log_path, *plot_path, *chat_template;
     int save_every, stop_at, threads, quiet, vocab, drop;
     double keep;   // prune-ffn: the fraction of each FFN kept
     Settings s;
@@ -1285,8 +1510,11 @@ static void usage(void) {
         "  prune-ffn   structured FFN pruning of --init MODEL: each layer keeps the --keep X\n"
         "              fraction of its neurons that move the residual stream most on CORPUS\n"
         "              (mean |silu(w1 x) * w3 x| times |w2 column|); OUTPUT is an fp32 checkpoint\n"
-        "CORPUS is UTF-8 text; blank lines separate documents. The last tenth of its\n"
-        "tokens is held out for the validation loss.\n"
+        "CORPUS is UTF-8 text, blank lines between documents; or, named *.jsonl, one JSON\n"
+        "object a line: {\"text\": ...} a document, {\"messages\": [{\"role\": \"user\", \"content\": ...},\n"
+        "{\"role\": \"assistant\", ...}]} a conversation, rendered in the chat template; its replies\n"
+        "are learned, its requests only read. The last tenth of the tokens is held out for\n"
+        "the validation loss.\n"
         "Options:\n"
         "  -z FILE              tokenizer.bin (new models; models without one)\n"
         "  --shape SPEC         dim=,ffn=,layers=,heads=,kv_heads=,head_dim=,tied= (export's --random shapes)\n"
@@ -1294,6 +1522,10 @@ static void usage(void) {
         "  --teacher MODEL      distill: the teacher (any model export reads)\n"
         "  --temperature X      distill: softening (default 2)\n"
         "  --alpha X            distill: weight of the soft loss; 1 - X on the hard labels (default 0.5)\n"
+        "  --plain-teacher      distill: the teacher knows no chat template: it reads BOS in place of each\n"
+        "                       request, and its end of a document stands for the reply's end of turn\n"
+        "  --chat-template NAME llama2|llama3|chatml|zephyr: renders the conversations, recorded in OUTPUT\n"
+        "                       (default: the one the model records)\n"
         "  --base MODEL         lora: the frozen base\n"
         "  --rank R             lora: adapter rank (default 8)\n"
         "  --lora-alpha X       lora: scale is alpha / rank (default 16)\n"
@@ -1435,6 +1667,9 @@ static void init_trainer(Trainer *tr, Model *model, Model *teacher, Lora *lora, 
     tr->window_grads = xcalloc((size_t)s->batch * tr->n_trainable, sizeof(real), "gradients");
     tr->window_losses = xcalloc((size_t)s->batch, sizeof(double), "losses");
     tr->windows = xcalloc((size_t)s->batch * (size_t)(s->context + 1), sizeof(int), "batch");
+    tr->window_roles = xcalloc((size_t)s->batch * (size_t)(s->context + 1), 1, "batch");
+    tr->teacher_windows = xcalloc((size_t)s->batch * (size_t)(s->context + 1), sizeof(int), "batch");
+    tr->end_of_turn = -1;
     tr->n_threads = n_threads;
     tr->pool = pool_create(n_threads);
     refresh_transposed(model);
@@ -1461,6 +1696,8 @@ static void free_trainer(Trainer *tr) {
     free(tr->window_grads);
     free(tr->window_losses);
     free(tr->windows);
+    free(tr->window_roles);
+    free(tr->teacher_windows);
 }
 
 static void run_training(Trainer *tr, const Corpus *corpus, const Options *o) {
@@ -1589,12 +1826,20 @@ static void train_model(Options *o) {
         lora_layout(&lora, &model, s.lora_rank, s.lora_alpha, s.lora_targets);
         adapter = lora_init(&lora, &model, s.seed);
     }
-    Tokenizer tok = model_tokenizer(&model, o->init ? o->init : o->base ? o->base : "the model");
-    Corpus corpus = load_corpus(o->corpus, &tok, s.context);
-    free_tokenizer(&tok);
+    const char *model_name = o->init ? o->init : o->base ? o->base : "the model";
+    Tokenizer tok = model_tokenizer(&model, model_name);
+    const ChatTemplate *template = NULL;
+    if (o->chat_template || model.h.chat_template != CHAT_NOT_RECORDED) {
+        template = choose_chat_template(&tok, o->chat_template, model.h.chat_template, model_name);
+        model.h.chat_template = (uint32_t)(template - chat_templates);   // the output records it
+    }
+    if (s.plain_teacher && !template) die("--plain-teacher is for conversations: give --chat-template NAME");
+    Corpus corpus = load_corpus(o->corpus, &tok, template, s.context);
 
     Trainer tr;
     init_trainer(&tr, &model, teacher, s.mode == MODE_LORA ? &lora : NULL, adapter, &s, o->threads);
+    if (template) tr.end_of_turn = chat_end_of_turn(&tok, template);
+    free_tokenizer(&tok);
     if (o->resume) restore_trainer(&tr, &state, &corpus);
     run_training(&tr, &corpus, o);
     if (tr.step < s.steps) {
@@ -1603,8 +1848,8 @@ static void train_model(Options *o) {
     else save_model(&model, o->output, TYPE_F32);
     if (!o->quiet && tr.step == s.steps) fprintf(stderr, "train: wrote %s\n", o->output);
     free_trainer(&tr);
-    free(corpus.train.tokens);
-    free(corpus.valid.tokens);
+    free_tokens(&corpus.train);
+    free_tokens(&corpus.valid);
     free(adapter);
     free_model(&model);
     if (teacher) free_model(teacher);
@@ -1824,6 +2069,8 @@ int main(int argc, char **argv) {
         else if (OPTION("--vocab")) o.vocab = (int)parse_long(a, v, 3, 65535);
         else if (OPTION("--drop")) o.drop = (int)parse_long(a, v, 1, 1024);
         else if (OPTION("--keep")) o.keep = parse_float(a, v, 0, 1);
+        else if (OPTION("--chat-template")) o.chat_template = v;
+        else if (strcmp(a, "--plain-teacher") == 0) o.s.plain_teacher = 1;
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
         else if (!o.corpus) o.corpus = a;
@@ -1842,6 +2089,7 @@ int main(int argc, char **argv) {
     if (o.s.mode == MODE_LORA && (o.init || o.shape || o.teacher)) die("lora trains adapters on --base; --init, --shape and --teacher do not apply");
     if (o.s.mode != MODE_LORA && o.base) die("--base is for lora; use --init to start %s from a model", o.mode_name);
     if (o.s.mode != MODE_DISTILL && o.teacher) die("--teacher is for distill");
+    if (o.s.mode != MODE_DISTILL && o.s.plain_teacher) die("--plain-teacher is for distill");
     if (o.init && o.shape) die("give --init or --shape, not both");
     if (o.stop_at && !o.state_path) die("--stop-at needs --state FILE to keep the run");
     train_model(&o);
