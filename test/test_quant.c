@@ -313,6 +313,7 @@ static void test_keep_2_of_4(void) {
 }
 
 static QuantizedActivations new_activations(int stride);
+static void free_activations(QuantizedActivations *q);
 static void make_inputs(QuantizedActivations *q, float *x, int n_tokens, int cols, int padded, int fill);
 
 // q4s is int4 with zeros, to the bit: the same levels and scales written as
@@ -344,7 +345,7 @@ static void test_q4s_is_q4_with_zeros(const Kernels *sets, int n_sets) {
         sets[k].matmul[TYPE_Q4](out_d, ROWS, &dense, 0, ROWS, &xq, 3);
         CHECK(memcmp(out_s, out_d, sizeof out_s) == 0, "%s: q4s's product is not q4's with zeros, bit for bit", sets[k].name);
     }
-    free(xq.values); free(xq.scales); free(xq.sums);
+    free_activations(&xq);
 }
 
 static QuantizedActivations new_activations(int stride) {
@@ -352,6 +353,10 @@ static QuantizedActivations new_activations(int stride) {
                                calloc((size_t)MAX_BATCH * stride / 32, sizeof(int32_t)), stride,
                                calloc((size_t)MAX_BATCH, lut_table_bytes(stride)) };
     return q;
+}
+
+static void free_activations(QuantizedActivations *q) {
+    free(q->values); free(q->scales); free(q->sums); free(q->tables);
 }
 
 static void test_q8_activations(void) {
@@ -368,7 +373,7 @@ static void test_q8_activations(void) {
             if (i < n ? fabsf(v * step - x[t * n + i]) > step * 0.5001f : v != 0) bad++;
         }
     CHECK(bad == 0, "int8 activations: %d values beyond half a step (or non-zero padding)", bad);
-    free(q.values); free(q.scales); free(q.sums);
+    free_activations(&q);
 }
 
 typedef struct {
@@ -486,7 +491,7 @@ static void test_matmul_reference(uint32_t type, int rows, int cols, int group) 
           group, worst_dequant, bound_dequant);
     CHECK(worst_original <= bound_original, "%s matmul %dx%d g%d vs original fp32: error %.5f > %.5f", name, rows, cols,
           group, worst_original, bound_original);
-    free_matrix(&m); free(x); free(row); free(out); free(xq.values); free(xq.scales); free(xq.sums);
+    free_matrix(&m); free(x); free(row); free(out); free_activations(&xq);
 }
 
 // Each SIMD kernel set against the scalar one, which it must equal bit for
@@ -527,7 +532,7 @@ static double test_matmul_against_reference(uint32_t type, const Kernels *k, con
                 CHECK(memcmp(alone, got + (size_t)(n_tokens - 1) * rows, sizeof(float) * rows) == 0,
                       "%s %s: token %d's result changes when computed alone (shape %dx%d, fill %d/%d)", k->name,
                       quant_layout(type)->name, n_tokens - 1, rows, cols, wfill, xfill);
-                free_matrix(&m); free(x); free(want); free(got); free(alone); free(xq.values); free(xq.scales); free(xq.sums);
+                free_matrix(&m); free(x); free(want); free(got); free(alone); free_activations(&xq);
             }
     CHECK(worst == 0, "%s matmul %s is not bit-identical to %s: off by up to %g (weights fill %d, inputs fill %d)",
           k->name, quant_layout(type)->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
@@ -600,8 +605,8 @@ static void test_tables_against_reference(const Kernels *k, const Kernels *ref) 
     }
     CHECK(bad == 0, "%s build_tables: %d tables differ from the reference's or from their definition", k->name, bad);
     free(x);
-    free(a.values); free(a.scales); free(a.sums); free(a.tables);
-    free(b.values); free(b.scales); free(b.sums); free(b.tables);
+    free_activations(&a);
+    free_activations(&b);
 }
 
 static void test_lut_against_reference(uint32_t type, const Kernels *k, const Kernels *ref) {
@@ -634,7 +639,7 @@ static void test_lut_against_reference(uint32_t type, const Kernels *k, const Ke
                 checked += rows * n_tokens;
                 free((void *)repacked.lut_codes);
                 free_matrix(&m); free(x); free(want); free(got);
-                free(xq.values); free(xq.scales); free(xq.sums); free(xq.tables);
+                free_activations(&xq);
             }
     CHECK(worst == 0, "%s table-lookup %s is not bit-identical to %s's row reference: off by up to %g (weights fill %d, "
           "inputs fill %d)", k->name, quant_layout(type)->name, ref->name, worst, worst_fill / 10, worst_fill % 10);
@@ -671,7 +676,7 @@ static void test_quantize_against_reference(const Kernels *k, const Kernels *ref
                     || memcmp(a.scales + s_at, b.scales + s_at, sizeof(float) * (size_t)(padded / 32)) != 0
                     || memcmp(a.sums + s_at, b.sums + s_at, sizeof(int32_t) * (size_t)(padded / 32)) != 0) mismatches++;
             }
-            free(x); free(a.values); free(a.scales); free(a.sums); free(b.values); free(b.scales); free(b.sums);
+            free(x); free_activations(&a); free_activations(&b);
         }
     CHECK(mismatches == 0, "%s quantize_q8: %d token rows differ from %s's", k->name, mismatches, ref->name);
 }
