@@ -1543,6 +1543,18 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
 // after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
 // whatever the order: exact), so the block's eight unpacked runs, the sum and
 // a broadcast fit AVX2's sixteen registers.
+// The prefill kernels spend long on each block for a big batch, little for
+// two to eight tokens (a speculative pass, a few slots decoding together),
+// where the hardware prefetcher alone left them waiting on the weights: the
+// block PREFETCH_BLOCKS ahead is asked for early. (The decode kernels stream
+// one tile and run slower with it: measured, build/verify_cost.)
+#define PREFETCH_BLOCKS 8
+static inline void prefetch_q4_block(const uint8_t *nibbles, int b) {
+    const char *block = (const char *)(nibbles + (size_t)(b + PREFETCH_BLOCKS) * Q4_TILE_BLOCK_BYTES);
+    __builtin_prefetch(block);
+    __builtin_prefetch(block + 64);
+}
+
 TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
                                              const QuantizedActivations *x, int n_tokens) {
@@ -1552,6 +1564,7 @@ TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_r
         for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         __m256i q[8];
+        prefetch_q4_block(nibbles, b);
         unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
         __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
@@ -2240,6 +2253,7 @@ TARGET_AVX_VNNI static void q4_tile_prefill_vnni(float *out, int out_stride, int
         for (int i = 0; i < 8; i++) acc[t][i] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         __m256i q[8];
+        prefetch_q4_block(nibbles, b);
         unpack_q4_tile_block_avx2(q, nibbles + (size_t)b * Q4_TILE_BLOCK_BYTES);
         __m256 w_scale = q4_tile_scales_avx2(scales, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
@@ -2400,6 +2414,8 @@ TARGET_AVX512_VNNI static void q4_tile_pair_prefill_avx512(float *out, int out_s
         for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         __m512i q[8];
+        prefetch_q4_block(nibbles0, b);
+        prefetch_q4_block(nibbles1, b);
         unpack_q4_tile_pair_block_avx512(q, nibbles0 + (size_t)b * Q4_TILE_BLOCK_BYTES, nibbles1 + (size_t)b * Q4_TILE_BLOCK_BYTES);
         __m512 w_scale = q4_tile_pair_scales_avx512(scales0, scales1, b, blocks_per_group);
         for (int t = 0; t < n_tokens; t++) {
