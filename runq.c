@@ -8455,8 +8455,14 @@ int main(int argc, char **argv) {
         generate_speculative(&transformer, &speculation, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
         free_speculation(&speculation);
     } else if (strcmp(mode, "generate") == 0) generate(&transformer, &tokenizer, &sampler, prompt, steps, ignore_eos, load_ms);
-    else chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps,
-              choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint), thinking);
+    else {
+        const ChatTemplate *template = choose_chat_template(&tokenizer, chat_template, transformer.config.chat_template, checkpoint);
+        if (!chat_template && transformer.config.chat_template == CHAT_NOT_RECORDED && template == &chat_templates[CHAT_LLAMA2])
+            fprintf(stderr, "runq: %s records no chat template and its vocabulary names none: chatting in llama2's, a guess "
+                            "(--chat-template NAME to choose; a model never trained to chat, such as a story model, "
+                            "answers with noise: -m generate)\n", checkpoint);
+        chat(&transformer, &tokenizer, &sampler, prompt, system_prompt, steps, template, thinking);
+    }
 
     free_sampler(&sampler);
     free_tokenizer(&tokenizer);

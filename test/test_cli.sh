@@ -55,6 +55,11 @@ grep -q "KV cache 4.0 KiB (fp16, 16 positions)" "$T/kv16.err" && grep -q "KV cac
 # chat takes the model's whole context when -n is not given (generate: 256 positions at most)
 printf 'Hi\n' | "$BIN"/runq "$T/r.q4.bin" -m chat -y "" -t 0 >/dev/null 2>"$T/chat.err"
 grep -q "KV cache .* (fp16, 32 positions)" "$T/chat.err" && ok || fail "runq -m chat takes the whole context: $(cat "$T/chat.err")"
+# a model that records no template and whose vocabulary names none chats in llama2's, and says it guessed;
+# a template named on the command line is no guess
+grep -q "records no chat template .* a guess" "$T/chat.err" && ok || fail "runq -m chat does not say its template is a guess"
+printf 'Hi\n' | "$BIN"/runq "$T/r.q4.bin" -m chat -y "" -t 0 --chat-template llama2 >/dev/null 2>"$T/named.err"
+! grep -q "a guess" "$T/named.err" && ok || fail "runq -m chat --chat-template llama2 calls its template a guess"
 # ... but no more KV cache than half the free memory: 1024 layers of 4 194 304 positions want 512 GiB
 "$BIN"/export -q --random dim=32,ffn=32,layers=1024,heads=1,kv_heads=1,vocab=512,seq_len=4194304 "$T/long.q4.bin" 2>/dev/null
 printf 'Hi\n' | "$BIN"/runq "$T/long.q4.bin" -m chat -y "" -t 0 -n 64 >/dev/null 2>"$T/long.err" \
