@@ -1537,12 +1537,6 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
     return reduce8_lanes_avx2(acc);
 }
 
-// The prompt, n_tokens at once: each block of the tile is unpacked once and
-// held in registers while every token of the batch passes, each token's
-// eight partials waiting in acc. The eight maddubs of a token are added one
-// after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
-// whatever the order: exact), so the block's eight unpacked runs, the sum and
-// a broadcast fit AVX2's sixteen registers.
 // The prefill kernels spend long on each block for a big batch, little for
 // two to eight tokens (a speculative pass, a few slots decoding together),
 // where the hardware prefetcher alone left them waiting on the weights: the
@@ -1555,6 +1549,12 @@ static inline void prefetch_q4_block(const uint8_t *nibbles, int b) {
     __builtin_prefetch(block + 64);
 }
 
+// The prompt, n_tokens at once: each block of the tile is unpacked once and
+// held in registers while every token of the batch passes, each token's
+// eight partials waiting in acc. The eight maddubs of a token are added one
+// after another into one int16 register (|sum| <= 8 * 2 * 15 * 127 = 30480
+// whatever the order: exact), so the block's eight unpacked runs, the sum and
+// a broadcast fit AVX2's sixteen registers.
 TARGET_AVX2 static void q4_tile_prefill_avx2(float *out, int out_stride, int n_rows, const uint8_t *nibbles,
                                              const uint16_t *scales, int n_blocks, int blocks_per_group,
                                              const QuantizedActivations *x, int n_tokens) {
