@@ -344,6 +344,7 @@ typedef struct {
     char *name;
     uint32_t type;           // ggml type
     int64_t rows, cols;      // ne[1], ne[0]
+    uint64_t offset;         // into the data section, as the tensor table gives it
     const uint8_t *data;
 } GgufSourceTensor;
 
@@ -808,7 +809,6 @@ static void open_gguf(Source *src, const char *path) {
     if (alignment == 0 || alignment > 1u << 16 || (alignment & (alignment - 1))) die("%s: general.alignment %llu", path,
                                                                                     (unsigned long long)alignment);
     m->tensors = xcalloc((size_t)n_tensors + 1, sizeof(GgufSourceTensor), "tensor table");
-    uint64_t *offsets = xcalloc((size_t)n_tensors + 1, sizeof(uint64_t), "tensor table");
     for (uint64_t i = 0; i < n_tensors; i++) {
         GgufSourceTensor *g = &m->tensors[m->count++];
         uint64_t length;
@@ -824,7 +824,7 @@ static void open_gguf(Source *src, const char *path) {
         if (g->cols <= 0 || g->rows <= 0 || g->cols > INT32_MAX || g->rows > INT32_MAX)
             die("%s: tensor %s has shape (%lld, %lld)", path, g->name, (long long)g->rows, (long long)g->cols);
         g->type = (uint32_t)gguf_read_uint(&c, 4, "a tensor type");
-        offsets[i] = gguf_read_uint(&c, 8, "a tensor offset");
+        g->offset = gguf_read_uint(&c, 8, "a tensor offset");
     }
     size_t data_start = (size_t)round_up(c.at, (size_t)alignment);
     if (data_start > m->size) die("%s: GGUF truncated before its tensor data", path);
@@ -835,11 +835,10 @@ static void open_gguf(Source *src, const char *path) {
             die("%s: tensor %s is %s, whose blocks hold %d weights along a row, but its rows have %lld weights", path,
                 g->name, format->name, format->block_weights, (long long)g->cols);
         size_t row_bytes = format ? ggml_row_bytes(format, g->cols) : 0;
-        if (offsets[i] > m->size - data_start || row_bytes > (m->size - data_start - offsets[i]) / (size_t)g->rows)
+        if (g->offset > m->size - data_start || row_bytes > (m->size - data_start - g->offset) / (size_t)g->rows)
             die("%s: tensor %s lies past the end of the file (truncated?)", path, g->name);
-        g->data = m->data + data_start + offsets[i];
+        g->data = m->data + data_start + g->offset;
     }
-    free(offsets);
     gguf_architecture_settings(src, m, &arch, path);
     free(arch.sliding_layers);
     src->impl = m;
