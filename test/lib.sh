@@ -43,3 +43,27 @@ python_with() {
     fi
     echo "$py"
 }
+# start_server NAME [flags]: ./server on $MODEL at a free port with $SERVER_THREADS threads (default 1),
+# its stderr in $T/NAME.log; sets PID and URL
+start_server() {
+    local name=$1; shift
+    "$BIN"/server "$MODEL" --port 0 -T "${SERVER_THREADS:-1}" "$@" 2>"$T/$name.log" &
+    PID=$!
+    local port=""
+    for _ in $(seq 200); do
+        port=$(grep -o '127\.0\.0\.1:[0-9]*' "$T/$name.log" 2>/dev/null | head -1 | cut -d: -f2)
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || { fail "$name: server did not start: $(cat "$T/$name.log")"; summary; }
+    URL=http://127.0.0.1:$port
+}
+# stop_server NAME: SIGTERM, and it must exit 0 within 5 s
+stop_server() {
+    kill -TERM "$PID"
+    local status
+    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$PID" 2>/dev/null; then fail "$1: still running 5 s after SIGTERM"; kill -KILL "$PID"; fi
+    wait "$PID"; status=$?
+    if [ $status -eq 0 ]; then ok; else fail "$1: exit status $status after SIGTERM: $(tail -3 "$T/$1.log")"; fi
+}

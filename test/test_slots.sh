@@ -21,26 +21,7 @@ if ! command -v curl >/dev/null || ! command -v node >/dev/null; then
     summary
 fi
 
-# start_server NAME [flags]: the server on a free port, its stderr in $T/NAME.log; sets PID, URL
-start_server() {
-    local name=$1; shift
-    "$BIN"/server "$MODEL" --port 0 -T 2 "$@" 2>"$T/$name.log" &
-    PID=$!
-    local port=""
-    for _ in $(seq 200); do
-        port=$(grep -o '127\.0\.0\.1:[0-9]*' "$T/$name.log" 2>/dev/null | head -1 | cut -d: -f2)
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    [ -n "$port" ] || { fail "$name: server did not start: $(cat "$T/$name.log")"; summary; }
-    URL=http://127.0.0.1:$port
-}
-stop_server() {
-    kill -TERM "$PID"
-    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
-    if kill -0 "$PID" 2>/dev/null; then fail "$1: still running 5 s after SIGTERM"; kill -KILL "$PID"; fi
-    wait "$PID" && ok || fail "$1: non-zero exit after SIGTERM: $(tail -3 "$T/$1.log")"
-}
+SERVER_THREADS=2   # start_server's (test/lib.sh): the slots run side by side on two threads
 post() { curl -s -o "$T/body" -w '%{http_code}' --data-binary "$2" "$URL$1"; }
 jcheck() {
     if node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); process.exit(eval(process.argv[2]) ? 0 : 1)' "$2" "$3" 2>/dev/null
