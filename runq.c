@@ -549,7 +549,7 @@ typedef struct {
     float *hb2;              // (MAX_BATCH, max_ffn_dim) up
     float *q;                // (MAX_BATCH, q_dim)
     float *k, *v;            // (MAX_BATCH, kv_dim) before they go into the cache as fp16
-    float *att;              // (n_threads, cache_len) attention scores, a row per thread
+    float *att;              // (n_threads, n_heads / n_kv_heads, cache_len) attention scores: a thread's rows, one per query head of a KV head
     RopeTable rope[N_ROPE_TABLES];   // global layers' and (Gemma 3) local layers' RoPE
     float *logits;           // (n_seqs, vocab_size) of the rows a pass asks for (at most one per sequence)
     int row_seq[MAX_BATCH];  // the batch's rows: each one's sequence (KV cache) ...
@@ -591,16 +591,22 @@ typedef struct {
     // by weight type (TensorType): each quantized type's matrix product; a
     // new type is a layout in quant_layouts and a kernel in each set's table
     MatmulFn matmul[N_MATRIX_TYPES];
-    // attention over n_positions fp16 rows of the KV cache, rows stride apart, each n wide:
+    // attention over n_positions fp16 rows of the KV cache, rows stride apart, each n wide,
+    // for n_heads query heads at once (head h: q + h * n, scores + h * scores_stride):
     // scores[p] = q . keys[p]
-    void (*scores_f16)(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n);
-    // out = sum of weights[p] * values[p], from zero, in position order
-    void (*mix_f16)(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n);
-    // the same over int8 rows, row p standing for scales[p * scale_stride] * (its int8s)
+    void (*scores_f16)(float *scores, size_t scores_stride, const float *q, int n_heads, const uint16_t *keys,
+                       size_t stride, int n_positions, int n);
+    // out = sum of weights[p] * values[p], from zero, in position order (head h: out + h * n,
+    // weights + h * weights_stride)
+    void (*mix_f16)(float *out, const float *weights, size_t weights_stride, int n_heads, const uint16_t *values,
+                    size_t stride, int n_positions, int n);
+    // one head over int8 rows, row p standing for scales[p * scale_stride] * (its int8s)
     void (*scores_q8)(float *scores, const float *q, const int8_t *keys, const float *scales, size_t stride,
                       size_t scale_stride, int n_positions, int n);
     void (*mix_q8)(float *out, const float *weights, const int8_t *values, const float *scales, size_t stride,
                    size_t scale_stride, int n_positions, int n);
+    // x (n) -> softmax(x / divisor), the canonical way (softmax_ref)
+    void (*softmax)(float *x, int n, float divisor);
     // the table-lookup kernels of Q2 and Q3 (see "Table lookup"): tokens'
     // tables from their int8 values (n_padded of them), then the product of
     // a matrix repacked for them (rows in tiles of 32: row_begin a multiple of 32)
@@ -1041,7 +1047,8 @@ static void malloc_run_state(RunState *s, const Config *c, int cache_len, int n_
     s->q = activation_alloc(act, MAX_BATCH * q_dim, sizeof(float), "activations");
     s->k = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
     s->v = activation_alloc(act, MAX_BATCH * kv_dim, sizeof(float), "activations");
-    s->att = activation_alloc(act, (size_t)n_threads * cache_len, sizeof(float), "attention scores");
+    s->att = activation_alloc(act, (size_t)n_threads * (c->n_heads / c->n_kv_heads) * cache_len, sizeof(float),
+                              "attention scores");
     for (int table = 0; table < N_ROPE_TABLES; table++) {
         if (table == ROPE_LOCAL && !(c->rope_theta_local > 0)) continue;   // only Gemma 3 turns local layers apart
         s->rope[table].freq = activation_alloc(act, half_rotary, sizeof(float), "RoPE table");
@@ -1103,11 +1110,46 @@ static void free_run_state(RunState *s) {
 //   - the eight partials are added in one fixed tree (reduce8).
 // Products are never fused into FMAs here (build with -ffp-contract=off).
 // Attention's dot products follow the same pattern by element index mod 8;
-// its weighted sums add positions in order.
+// its softmax takes e^x from exp_canonical (not libm's expf, which SIMD cannot
+// reproduce) and sums by index mod 8 too; its weighted sums add positions in
+// order.
 
 // The fixed tree: the order AVX2's halving and NEON's pairwise adds produce.
 static float reduce8(const float p[8]) {
     return ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+}
+
+// e^x for the softmax's x <= 0 in basic operations alone, so that every SIMD
+// set computes the same bits: x = n ln 2 + r with n = round(x log2 e), r
+// taken off in two parts (Cody and Waite: n * 0.693359375 is exact), e^r from
+// Cephes' expf polynomial (|r| <= ln 2 / 2, within about an ulp of e^r), then
+// times 2^n built in the exponent bits. x below -87 is taken as -87: e^-87 is
+// 1.6e-38, nothing beside the largest score's e^0 = 1 in the sum.
+#define EXP_LOWEST -87.0f
+#define EXP_ROUNDER 12582912.0f   // 1.5 * 2^23: adding it leaves no fraction bits (round to nearest)
+#define EXP_LOG2E 1.44269504f
+#define EXP_LN2_HIGH 0.693359375f
+#define EXP_LN2_LOW -2.12194440e-4f
+static const float exp_polynomial[6] = { 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                         4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f };
+
+// d = 2^k (a normal float whose inverse is normal too): x / d == x * (1 / d)
+// exactly, so the SIMD softmaxes multiply (sqrt(64) = 8 is the usual divisor).
+__attribute__((unused)) static int is_power_of_two(float d) {
+    union { float value; uint32_t bits; } u = { d };
+    uint32_t exponent = u.bits >> 23 & 0xFF;
+    return (u.bits & 0x807FFFFF) == 0 && exponent > 1 && exponent < 253;
+}
+
+static float exp_canonical(float x) {
+    x = EXP_LOWEST > x ? EXP_LOWEST : x;   // SIMD's max(lowest, x): a NaN stays NaN
+    float n = (x * EXP_LOG2E + EXP_ROUNDER) - EXP_ROUNDER;
+    float r = (x - n * EXP_LN2_HIGH) - n * EXP_LN2_LOW;
+    float poly = exp_polynomial[0];
+    for (int i = 1; i < 6; i++) poly = poly * r + exp_polynomial[i];
+    float e_r = (poly * (r * r) + r) + 1.0f;
+    union { uint32_t bits; float value; } two_to_n = { (uint32_t)((int32_t)n + 127) << 23 };
+    return e_r * two_to_n.value;
 }
 
 // Token t's row of x, (n_tokens, x_stride), -> int8 blocks of Q_BLOCK with
@@ -1386,19 +1428,43 @@ static inline void lut_block_patterns(const uint8_t *block, int planes, uint8_t 
         } \
     } while (0)
 
-static void scores_f16_ref(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
-    for (int p = 0; p < n_positions; p++) {
-        const uint16_t *k = keys + (size_t)p * stride;
-        float partial[8] = { 0 };
-        for (int i = 0; i < n; i++) partial[i % 8] += q[i] * fp16_to_fp32(k[i]);
-        scores[p] = reduce8(partial);
+// Attention over the fp16 cache takes a KV head's query heads together (head
+// h's q at q + h * n, its scores or weights a row of scores_stride apart, its
+// output at out + h * n), so that SIMD converts each key and value once.
+static void scores_f16_ref(float *scores, size_t scores_stride, const float *q, int n_heads, const uint16_t *keys,
+                           size_t stride, int n_positions, int n) {
+    for (int h = 0; h < n_heads; h++)
+        for (int p = 0; p < n_positions; p++) {
+            const uint16_t *k = keys + (size_t)p * stride;
+            float partial[8] = { 0 };
+            for (int i = 0; i < n; i++) partial[i % 8] += q[(size_t)h * n + i] * fp16_to_fp32(k[i]);
+            scores[h * scores_stride + p] = reduce8(partial);
+        }
+}
+
+static void mix_f16_ref(float *out, const float *weights, size_t weights_stride, int n_heads, const uint16_t *values,
+                        size_t stride, int n_positions, int n) {
+    for (int h = 0; h < n_heads; h++) {
+        float *o = out + (size_t)h * n;
+        memset(o, 0, sizeof(float) * (size_t)n);
+        for (int p = 0; p < n_positions; p++)
+            for (int i = 0; i < n; i++) o[i] += weights[h * weights_stride + p] * fp16_to_fp32(values[(size_t)p * stride + i]);
     }
 }
 
-static void mix_f16_ref(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n) {
-    memset(out, 0, sizeof(float) * (size_t)n);
-    for (int p = 0; p < n_positions; p++)
-        for (int i = 0; i < n; i++) out[i] += weights[p] * fp16_to_fp32(values[(size_t)p * stride + i]);
+// Attention's softmax of x / divisor (the scores' scale): e^(x - largest) by
+// exp_canonical, the sum in eight partials by index mod 8, each divided by it.
+static void softmax_ref(float *x, int n, float divisor) {
+    for (int i = 0; i < n; i++) x[i] /= divisor;
+    float max = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    float partial[8] = { 0 };
+    for (int i = 0; i < n; i++) {
+        x[i] = exp_canonical(x[i] - max);
+        partial[i % 8] += x[i];
+    }
+    float sum = reduce8(partial);
+    for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
 // int8 rows: the row's dot in eight partials as above, then times its scale;
@@ -1425,7 +1491,7 @@ static void mix_q8_ref(float *out, const float *weights, const int8_t *values, c
 static const Kernels kernels_scalar = {
     "scalar", quantize_q8, to_f16_ref, { [TYPE_Q8] = matmul_q8_ref, [TYPE_Q4] = matmul_q4_ref, [TYPE_Q3] = matmul_q3_ref, [TYPE_Q2] = matmul_q2_ref,
                                          [TYPE_Q4S] = matmul_q4s_ref },
-    scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref,
+    scores_f16_ref, mix_f16_ref, scores_q8_ref, mix_q8_ref, softmax_ref,
     build_tables_ref, { [TYPE_Q3] = matmul_lut_q3_ref, [TYPE_Q2] = matmul_lut_q2_ref } };
 
 // ---- x86: AVX2 + F16C (Haswell and later, Zen), chosen at run time so one
@@ -1708,8 +1774,9 @@ TARGET_AVX2 static void matmul_q4s_avx2(float *out, int out_stride, const Tensor
     }
 }
 
-TARGET_AVX2 static void scores_f16_avx2(float *scores, const float *q, const uint16_t *keys, size_t stride,
-                                        int n_positions, int n) {
+// One head's scores, a position at a time (the positions the blocks below leave).
+TARGET_AVX2 static void scores_f16_head_avx2(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                             int n_positions, int n) {
     for (int p = 0; p < n_positions; p++) {
         const uint16_t *k = keys + (size_t)p * stride;
         __m256 acc = _mm256_setzero_ps();
@@ -1724,25 +1791,151 @@ TARGET_AVX2 static void scores_f16_avx2(float *scores, const float *q, const uin
     }
 }
 
-// 32 outputs at a time stay in four registers across all positions.
-TARGET_AVX2 static void mix_f16_avx2(float *out, const float *weights, const uint16_t *values, size_t stride,
-                                     int n_positions, int n) {
+// Eight positions' partials (acc[m]: position m's eight) -> their eight
+// scores in position order, reduce8's tree done across the registers: the
+// 128-bit halves added (p_j + p_j+4), then elements two apart, then
+// neighbours, then one permute back into position order.
+TARGET_AVX2 static inline __m256 reduce8_eight_avx2(const __m256 acc[8]) {
+    __m256 halves[4];   // halves[j]: position 2j's four sums in the low half, 2j+1's in the high
+    for (int j = 0; j < 4; j++)
+        halves[j] = _mm256_add_ps(_mm256_permute2f128_ps(acc[2 * j], acc[2 * j + 1], 0x20),
+                                  _mm256_permute2f128_ps(acc[2 * j], acc[2 * j + 1], 0x31));
+    __m256 pairs[2];    // pairs[j], half l: positions 4j + l and 4j + 2 + l, two sums each
+    for (int j = 0; j < 2; j++)
+        pairs[j] = _mm256_add_ps(_mm256_shuffle_ps(halves[2 * j], halves[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(halves[2 * j], halves[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 sums = _mm256_add_ps(_mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm256_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm256_permutevar8x32_ps(sums, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));   // element 4l + e is position l + 2e
+}
+
+// Keys converted once per block of positions and reused by every head: a head
+// dim of at most MAX_KEY_STEPS steps of eight fits the block's buffer.
+#define MAX_KEY_STEPS 32
+
+// Eight positions at a time: their keys converted into a buffer (a register
+// per position and step of eight elements), then for each head eight
+// accumulators, one per position, fed by one q register each step.
+TARGET_AVX2 static void scores_f16_avx2(float *scores, size_t scores_stride, const float *q, int n_heads,
+                                        const uint16_t *keys, size_t stride, int n_positions, int n) {
+    int steps = n / 8, p = 0;
+    if (n % 8 == 0 && steps <= MAX_KEY_STEPS)
+        for (; p + 8 <= n_positions; p += 8) {
+            __m256 converted[8 * MAX_KEY_STEPS];
+            for (int m = 0; m < 8; m++)
+                for (int step = 0; step < steps; step++)
+                    converted[m * steps + step] =
+                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(keys + (size_t)(p + m) * stride + 8 * step)));
+            for (int h = 0; h < n_heads; h++) {
+                __m256 acc[8];
+                for (int m = 0; m < 8; m++) acc[m] = _mm256_setzero_ps();
+                for (int step = 0; step < steps; step++) {
+                    __m256 q_step = _mm256_loadu_ps(q + (size_t)h * n + 8 * step);
+                    for (int m = 0; m < 8; m++) acc[m] = _mm256_add_ps(acc[m], _mm256_mul_ps(q_step, converted[m * steps + step]));
+                }
+                _mm256_storeu_ps(scores + h * scores_stride + p, reduce8_eight_avx2(acc));
+            }
+        }
+    for (int h = 0; h < n_heads; h++)
+        scores_f16_head_avx2(scores + h * scores_stride + p, q + (size_t)h * n, keys + (size_t)p * stride, stride,
+                             n_positions - p, n);
+}
+
+// 32 outputs of HEADS heads at a time stay in registers across all positions;
+// each value row's 32 are converted once for all of them.
+TARGET_AVX2 static inline __attribute__((always_inline)) void mix_f16_heads_avx2(
+        float *out, const float *weights, size_t weights_stride, const uint16_t *values, size_t stride, int n_positions,
+        int n, const int HEADS) {
     int i = 0;
     for (; i + 32 <= n; i += 32) {
-        __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+        __m256 acc[2][4];
+        for (int h = 0; h < HEADS; h++)
+            for (int j = 0; j < 4; j++) acc[h][j] = _mm256_setzero_ps();
         for (int p = 0; p < n_positions; p++) {
-            __m256 weight = _mm256_set1_ps(weights[p]);
             const uint16_t *v = values + (size_t)p * stride + i;
-            for (int j = 0; j < 4; j++)
-                acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(weight, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * j)))));
+            __m256 value[4];
+            for (int j = 0; j < 4; j++) value[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 8 * j)));
+            for (int h = 0; h < HEADS; h++) {
+                __m256 weight = _mm256_set1_ps(weights[h * weights_stride + p]);
+                for (int j = 0; j < 4; j++) acc[h][j] = _mm256_add_ps(acc[h][j], _mm256_mul_ps(weight, value[j]));
+            }
         }
-        for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + i + 8 * j, acc[j]);
+        for (int h = 0; h < HEADS; h++)
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + (size_t)h * n + i + 8 * j, acc[h][j]);
     }
-    for (; i < n; i++) {   // the last n % 32 outputs
-        float sum = 0.0f;
-        for (int p = 0; p < n_positions; p++) sum += weights[p] * _cvtsh_ss(values[(size_t)p * stride + i]);
-        out[i] = sum;
+    for (; i < n; i++)   // the last n % 32 outputs
+        for (int h = 0; h < HEADS; h++) {
+            float sum = 0.0f;
+            for (int p = 0; p < n_positions; p++) sum += weights[h * weights_stride + p] * _cvtsh_ss(values[(size_t)p * stride + i]);
+            out[(size_t)h * n + i] = sum;
+        }
+}
+
+TARGET_AVX2 static void mix_f16_avx2(float *out, const float *weights, size_t weights_stride, int n_heads,
+                                     const uint16_t *values, size_t stride, int n_positions, int n) {
+    int h = 0;
+    for (; h + 2 <= n_heads; h += 2)
+        mix_f16_heads_avx2(out + (size_t)h * n, weights + h * weights_stride, weights_stride, values, stride, n_positions, n, 2);
+    if (h < n_heads)
+        mix_f16_heads_avx2(out + (size_t)h * n, weights + h * weights_stride, weights_stride, values, stride, n_positions, n, 1);
+}
+
+// exp_canonical on eight lanes, the same operations in the same order.
+TARGET_AVX2 static inline __m256 exp_canonical_avx2(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(EXP_LOWEST), x);
+    __m256 rounder = _mm256_set1_ps(EXP_ROUNDER);
+    __m256 n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), rounder), rounder);
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(EXP_LN2_HIGH))),
+                             _mm256_mul_ps(n, _mm256_set1_ps(EXP_LN2_LOW)));
+    __m256 poly = _mm256_set1_ps(exp_polynomial[0]);
+    for (int i = 1; i < 6; i++) poly = _mm256_add_ps(_mm256_mul_ps(poly, r), _mm256_set1_ps(exp_polynomial[i]));
+    __m256 e_r = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(poly, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0f));
+    __m256i two_to_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(e_r, _mm256_castsi256_ps(two_to_n));
+}
+
+// x /= divisor (times 1 / divisor when that is exact), and the largest x.
+TARGET_AVX2 static float divide_max_avx2(float *x, int n, float divisor) {
+    float max = x[0] / divisor;
+    __m256 max8 = _mm256_set1_ps(max), by = _mm256_set1_ps(divisor), inverse = _mm256_set1_ps(1.0f / divisor);
+    int exact_inverse = is_power_of_two(divisor), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i), scaled = exact_inverse ? _mm256_mul_ps(v, inverse) : _mm256_div_ps(v, by);
+        _mm256_storeu_ps(x + i, scaled);
+        max8 = _mm256_max_ps(scaled, max8);
     }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, max8);
+    for (int l = 0; l < 8; l++) if (lanes[l] > max) max = lanes[l];
+    for (; i < n; i++) {
+        x[i] /= divisor;
+        if (x[i] > max) max = x[i];
+    }
+    return max;
+}
+
+TARGET_AVX2 static void divide_avx2(float *x, int n, float divisor) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(divisor)));
+    for (; i < n; i++) x[i] /= divisor;
+}
+
+TARGET_AVX2 static void softmax_avx2(float *x, int n, float divisor) {
+    float max = divide_max_avx2(x, n, divisor);
+    __m256 sum8 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_canonical_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    float partial[8];
+    _mm256_storeu_ps(partial, sum8);
+    for (; i < n; i++) {
+        x[i] = exp_canonical(x[i] - max);
+        partial[i % 8] += x[i];
+    }
+    divide_avx2(x, n, reduce8(partial));
 }
 
 // Eight int8s as floats (exact).
@@ -2166,7 +2359,7 @@ TARGET_AVX2 static void build_tables_avx2(QuantizedActivations *x, int n_padded,
 static const Kernels kernels_avx2 = {
     "avx2", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_avx2, [TYPE_Q4] = matmul_q4_avx2, [TYPE_Q3] = matmul_q3_avx2, [TYPE_Q2] = matmul_q2_avx2,
                                              [TYPE_Q4S] = matmul_q4s_avx2 },
-    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2,
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2, softmax_avx2,
     build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx2, [TYPE_Q2] = matmul_lut_q2_avx2 } };
 
 // ---- x86: int8 dot products (vpdpbusd). One instruction multiplies four
@@ -2323,7 +2516,7 @@ VNNI_KERNEL(q2, unpack_8_q2_avx2, 8)
 static const Kernels kernels_avx_vnni = {
     "avx-vnni", quantize_q8_avx2, to_f16_avx2, { [TYPE_Q8] = matmul_q8_vnni, [TYPE_Q4] = matmul_q4_vnni, [TYPE_Q3] = matmul_q3_vnni, [TYPE_Q2] = matmul_q2_vnni,
                               [TYPE_Q4S] = matmul_q4s_avx2 },   // its gathers are shuffles, not dot products: AVX2's kernel
-    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2,
+    scores_f16_avx2, mix_f16_avx2, scores_q8_avx2, mix_q8_avx2, softmax_avx2,
     build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx2, [TYPE_Q2] = matmul_lut_q2_avx2 } };
 
 // ---- avx512-vnni: Q4 tiles in pairs for the prompt. A register holds block
@@ -2614,8 +2807,9 @@ TARGET_AVX512_VNNI static inline __m512 q_both_halves_avx512(const float *q) {
     return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q))));
 }
 
-TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, const float *q, const uint16_t *keys, size_t stride,
-                                                 int n_positions, int n) {
+// One head's scores, two positions a register (the positions the blocks below leave).
+TARGET_AVX512_VNNI static void scores_f16_head_avx512(float *scores, const float *q, const uint16_t *keys, size_t stride,
+                                                      int n_positions, int n) {
     int p = 0;
     for (; p + 2 <= n_positions; p += 2) {
         const uint16_t *k0 = keys + (size_t)p * stride, *k1 = k0 + stride;
@@ -2640,7 +2834,103 @@ TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, const float *q, 
         scores[p] = reduce8(partial[0]);
         scores[p + 1] = reduce8(partial[1]);
     }
-    if (p < n_positions) scores_f16_avx2(scores + p, q, keys + (size_t)p * stride, stride, 1, n);
+    if (p < n_positions) scores_f16_head_avx2(scores + p, q, keys + (size_t)p * stride, stride, 1, n);
+}
+
+// Sixteen positions' partials, two positions a register (acc[m]: positions 2m
+// and 2m+1) -> their sixteen scores in position order, reduce8's tree across
+// the registers as reduce8_eight_avx2 does it.
+TARGET_AVX512_VNNI static inline __m512 reduce8_sixteen_avx512(const __m512 acc[8]) {
+    __m512 halves[4];   // halves[j], 128-bit lane l: position 4j + l's four sums (p_j + p_j+4)
+    for (int j = 0; j < 4; j++)
+        halves[j] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * j], acc[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(acc[2 * j], acc[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 pairs[2];    // pairs[j], lane l: positions 8j + l and 8j + 4 + l, two sums each
+    for (int j = 0; j < 2; j++)
+        pairs[j] = _mm512_add_ps(_mm512_shuffle_ps(halves[2 * j], halves[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(halves[2 * j], halves[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);   // element 4l + e is position l + 4e
+    return _mm512_permutexvar_ps(order, sums);
+}
+
+// A tile of 2 * PAIRS positions' scores for up to HEADS heads (heads of them
+// real; PAIRS * HEADS a multiple of 8): each step converts the keys' eight
+// elements into PAIRS registers (two positions each) and feeds them to every
+// head's accumulators, so a key is converted once for all the heads (the
+// conversion, not the multiplies, bounds this kernel) and nothing else goes
+// through memory but q, whose steps wait in both halves of a register in
+// q_both (head h's step s at h * steps + s). reduce8_sixteen_avx512 then
+// takes eight accumulators at a time (acc[h][m]: positions 2m and 2m+1 of
+// head h), which leaves 8 / PAIRS heads' 2 * PAIRS scores each in order.
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void scores_tile_avx512(
+        float *scores, size_t scores_stride, const __m512 *q_both, int heads, const uint16_t *keys, size_t stride,
+        int steps, const int PAIRS, const int HEADS) {
+    __m512 acc[8][8];
+    for (int h = 0; h < HEADS; h++)
+        for (int m = 0; m < PAIRS; m++) acc[h][m] = _mm512_setzero_ps();
+    for (int step = 0; step < steps; step++) {
+        __m512 key[8];
+        for (int m = 0; m < PAIRS; m++) {
+            const uint16_t *k0 = keys + (size_t)(2 * m) * stride + 8 * step, *k1 = k0 + stride;
+            key[m] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)k0)),
+                                                             _mm_loadu_si128((const __m128i *)k1), 1));
+        }
+        for (int h = 0; h < HEADS; h++) {   // a head past the real ones adds zeros (its q_both are zero), unstored
+            __m512 q_step = q_both[h * steps + step];
+            __asm__("" : "+v"(q_step));   // one load for all the keys (gcc would fold it into each multiply)
+            for (int m = 0; m < PAIRS; m++) acc[h][m] = _mm512_add_ps(acc[h][m], _mm512_mul_ps(q_step, key[m]));
+        }
+    }
+    const int HEADS_PER_SUM = 8 / PAIRS;
+    for (int g = 0; g < HEADS; g += HEADS_PER_SUM) {
+        __m512 eight[8], sums;
+        for (int a = 0; a < 8; a++) eight[a] = acc[g + a / PAIRS][a % PAIRS];
+        sums = reduce8_sixteen_avx512(eight);
+        float *row = scores + g * scores_stride;
+        if (PAIRS == 8) {
+            if (g < heads) _mm512_storeu_ps(row, sums);
+        } else if (PAIRS == 4) {
+            if (g < heads) _mm256_storeu_ps(row, _mm512_castps512_ps256(sums));
+            if (g + 1 < heads) _mm256_storeu_ps(row + scores_stride, high_half_avx512(sums));
+        } else {
+            if (g < heads) _mm_storeu_ps(row, _mm512_extractf32x4_ps(sums, 0));
+            if (g + 1 < heads) _mm_storeu_ps(row + scores_stride, _mm512_extractf32x4_ps(sums, 1));
+            if (g + 2 < heads) _mm_storeu_ps(row + 2 * scores_stride, _mm512_extractf32x4_ps(sums, 2));
+            if (g + 3 < heads) _mm_storeu_ps(row + 3 * scores_stride, _mm512_extractf32x4_ps(sums, 3));
+        }
+    }
+}
+
+// A head dim of at most MAX_Q_STEPS steps of eight (256) fits q_both.
+#define MAX_Q_STEPS 32
+
+// Heads up to eight at a time, in the tile that wastes least: 4 positions by
+// 8 or 4 heads, 8 by 2, 16 by 1 (a model without grouped KV heads).
+TARGET_AVX512_VNNI static void scores_f16_avx512(float *scores, size_t scores_stride, const float *q, int n_heads,
+                                                 const uint16_t *keys, size_t stride, int n_positions, int n) {
+    int steps = n / 8;
+    for (int h = 0; h < n_heads; h += 8) {
+        int heads = n_heads - h < 8 ? n_heads - h : 8, positions = heads > 2 ? 4 : heads == 2 ? 8 : 16, p = 0;
+        if (n % 8 == 0 && steps <= MAX_Q_STEPS) {
+            __m512 q_both[8 * MAX_Q_STEPS];
+            for (int j = 0; j < 8; j++)
+                for (int step = 0; step < steps; step++)
+                    q_both[j * steps + step] = j < heads ? q_both_halves_avx512(q + (size_t)(h + j) * n + 8 * step) : _mm512_setzero_ps();
+            for (; p + positions <= n_positions; p += positions) {
+                float *out = scores + h * scores_stride + p;
+                const uint16_t *k = keys + (size_t)p * stride;
+                if (heads > 4) scores_tile_avx512(out, scores_stride, q_both, heads, k, stride, steps, 2, 8);
+                else if (heads > 2) scores_tile_avx512(out, scores_stride, q_both, heads, k, stride, steps, 2, 4);
+                else if (heads == 2) scores_tile_avx512(out, scores_stride, q_both, heads, k, stride, steps, 4, 2);
+                else scores_tile_avx512(out, scores_stride, q_both, heads, k, stride, steps, 8, 1);
+            }
+        }
+        for (int j = h; j < h + heads; j++)   // the positions left (or a head the tiles do not take)
+            scores_f16_head_avx512(scores + j * scores_stride + p, q + (size_t)j * n, keys + (size_t)p * stride, stride,
+                                   n_positions - p, n);
+    }
 }
 
 // The same over int8 rows, each row's dot then times its scale.
@@ -2676,11 +2966,63 @@ TARGET_AVX512_VNNI static inline __mmask16 first_lanes(int count) {
     return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
 }
 
-// One pass: outputs [0, width) of out, REGS = ceil(width / 16) registers;
-// value row p is (values + p * stride) as fp16, or as int8 times scales[p * scale_stride].
-TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_pass_avx512(
-        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
-        size_t stride, size_t scale_stride, int n_positions, int width, const int REGS) {
+// One pass over fp16 rows for HEADS heads: outputs [0, width) of each head's
+// out (n apart), REGS = ceil(width / 16) registers a head; each value row's
+// registers converted once for all the heads.
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_f16_pass_avx512(
+        float *out, const float *weights, size_t weights_stride, const uint16_t *values, size_t stride, int n_positions,
+        int n, int width, const int REGS, const int HEADS) {
+    __m512 acc[4][4];
+    __mmask16 lanes[4];
+    for (int r = 0; r < REGS; r++) {
+        lanes[r] = first_lanes(width - 16 * r);
+        for (int h = 0; h < HEADS; h++) acc[h][r] = _mm512_setzero_ps();
+    }
+    for (int p = 0; p < n_positions; p++) {
+        const uint16_t *v = values + (size_t)p * stride;
+        __m512 value[4];
+        for (int r = 0; r < REGS; r++) value[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes[r], v + 16 * r));
+        for (int h = 0; h < HEADS; h++) {
+            __m512 weight = _mm512_set1_ps(weights[h * weights_stride + p]);
+            for (int r = 0; r < REGS; r++) acc[h][r] = _mm512_add_ps(acc[h][r], _mm512_mul_ps(weight, value[r]));
+        }
+    }
+    for (int h = 0; h < HEADS; h++)
+        for (int r = 0; r < REGS; r++) _mm512_mask_storeu_ps(out + (size_t)h * n + 16 * r, lanes[r], acc[h][r]);
+}
+
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_f16_heads_avx512(
+        float *out, const float *weights, size_t weights_stride, const uint16_t *values, size_t stride, int n_positions,
+        int n, const int HEADS) {
+    for (int i = 0; i < n; i += 64) {
+        int width = n - i < 64 ? n - i : 64;
+        switch ((width + 15) / 16) {
+        case 1: mix_f16_pass_avx512(out + i, weights, weights_stride, values + i, stride, n_positions, n, width, 1, HEADS); break;
+        case 2: mix_f16_pass_avx512(out + i, weights, weights_stride, values + i, stride, n_positions, n, width, 2, HEADS); break;
+        case 3: mix_f16_pass_avx512(out + i, weights, weights_stride, values + i, stride, n_positions, n, width, 3, HEADS); break;
+        default: mix_f16_pass_avx512(out + i, weights, weights_stride, values + i, stride, n_positions, n, width, 4, HEADS);
+        }
+    }
+}
+
+// Heads four at a time (sixteen registers of sums), then two, then one.
+TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, size_t weights_stride, int n_heads,
+                                              const uint16_t *values, size_t stride, int n_positions, int n) {
+    int h = 0;
+    for (; h + 4 <= n_heads; h += 4)
+        mix_f16_heads_avx512(out + (size_t)h * n, weights + h * weights_stride, weights_stride, values, stride, n_positions, n, 4);
+    if (h + 2 <= n_heads) {
+        mix_f16_heads_avx512(out + (size_t)h * n, weights + h * weights_stride, weights_stride, values, stride, n_positions, n, 2);
+        h += 2;
+    }
+    if (h < n_heads)
+        mix_f16_heads_avx512(out + (size_t)h * n, weights + h * weights_stride, weights_stride, values, stride, n_positions, n, 1);
+}
+
+// The same over int8 rows, one head: value row p is values + p * stride, times scales[p * scale_stride].
+TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_q8_pass_avx512(
+        float *out, const float *weights, const int8_t *values, const float *scales, size_t stride, size_t scale_stride,
+        int n_positions, int width, const int REGS) {
     __m512 acc[4];
     __mmask16 lanes[4];
     for (int r = 0; r < REGS; r++) {
@@ -2688,46 +3030,92 @@ TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_pass_av
         lanes[r] = first_lanes(width - 16 * r);
     }
     for (int p = 0; p < n_positions; p++) {
-        if (values_f16) {
-            __m512 weight = _mm512_set1_ps(weights[p]);
-            const uint16_t *v = values_f16 + (size_t)p * stride;
-            for (int r = 0; r < REGS; r++)
-                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes[r], v + 16 * r))));
-        } else {
-            __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
-            const int8_t *v = values_q8 + (size_t)p * stride;
-            for (int r = 0; r < REGS; r++)
-                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                                                                        _mm_maskz_loadu_epi8(lanes[r], v + 16 * r)))));
-        }
+        __m512 weight = _mm512_set1_ps(weights[p] * scales[(size_t)p * scale_stride]);
+        const int8_t *v = values + (size_t)p * stride;
+        for (int r = 0; r < REGS; r++)
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(weight, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                                    _mm_maskz_loadu_epi8(lanes[r], v + 16 * r)))));
     }
     for (int r = 0; r < REGS; r++) _mm512_mask_storeu_ps(out + 16 * r, lanes[r], acc[r]);
 }
 
-TARGET_AVX512_VNNI static inline __attribute__((always_inline)) void mix_avx512(
-        float *out, const float *weights, const uint16_t *values_f16, const int8_t *values_q8, const float *scales,
-        size_t stride, size_t scale_stride, int n_positions, int n) {
+TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
+                                             size_t stride, size_t scale_stride, int n_positions, int n) {
     for (int i = 0; i < n; i += 64) {
         int width = n - i < 64 ? n - i : 64;
-        const uint16_t *f16 = values_f16 ? values_f16 + i : NULL;
-        const int8_t *q8 = values_q8 ? values_q8 + i : NULL;
         switch ((width + 15) / 16) {
-        case 1: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 1); break;
-        case 2: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 2); break;
-        case 3: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 3); break;
-        default: mix_pass_avx512(out + i, weights, f16, q8, scales, stride, scale_stride, n_positions, width, 4);
+        case 1: mix_q8_pass_avx512(out + i, weights, values + i, scales, stride, scale_stride, n_positions, width, 1); break;
+        case 2: mix_q8_pass_avx512(out + i, weights, values + i, scales, stride, scale_stride, n_positions, width, 2); break;
+        case 3: mix_q8_pass_avx512(out + i, weights, values + i, scales, stride, scale_stride, n_positions, width, 3); break;
+        default: mix_q8_pass_avx512(out + i, weights, values + i, scales, stride, scale_stride, n_positions, width, 4);
         }
     }
 }
 
-TARGET_AVX512_VNNI static void mix_f16_avx512(float *out, const float *weights, const uint16_t *values, size_t stride,
-                                              int n_positions, int n) {
-    mix_avx512(out, weights, values, NULL, NULL, stride, 0, n_positions, n);
+// exp_canonical on sixteen lanes, the same operations in the same order.
+TARGET_AVX512_VNNI static inline __m512 exp_canonical_avx512(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(EXP_LOWEST), x);
+    __m512 rounder = _mm512_set1_ps(EXP_ROUNDER);
+    __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), rounder), rounder);
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(EXP_LN2_HIGH))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(EXP_LN2_LOW)));
+    __m512 poly = _mm512_set1_ps(exp_polynomial[0]);
+    for (int i = 1; i < 6; i++) poly = _mm512_add_ps(_mm512_mul_ps(poly, r), _mm512_set1_ps(exp_polynomial[i]));
+    __m512 e_r = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(poly, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+    __m512i two_to_n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(e_r, _mm512_castsi512_ps(two_to_n));
 }
 
-TARGET_AVX512_VNNI static void mix_q8_avx512(float *out, const float *weights, const int8_t *values, const float *scales,
-                                             size_t stride, size_t scale_stride, int n_positions, int n) {
-    mix_avx512(out, weights, NULL, values, scales, stride, scale_stride, n_positions, n);
+// x /= divisor, sixteen at a time (times 1 / divisor when that is exact), and
+// the largest x.
+TARGET_AVX512_VNNI static float divide_max_avx512(float *x, int n, float divisor) {
+    float max = x[0] / divisor;
+    __m512 max16 = _mm512_set1_ps(max), by = _mm512_set1_ps(divisor), inverse = _mm512_set1_ps(1.0f / divisor);
+    int exact_inverse = is_power_of_two(divisor), i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i), scaled = exact_inverse ? _mm512_mul_ps(v, inverse) : _mm512_div_ps(v, by);
+        _mm512_storeu_ps(x + i, scaled);
+        max16 = _mm512_max_ps(scaled, max16);
+    }
+    float lanes[16];
+    _mm512_storeu_ps(lanes, max16);
+    for (int l = 0; l < 16; l++) if (lanes[l] > max) max = lanes[l];
+    for (; i < n; i++) {
+        x[i] /= divisor;
+        if (x[i] > max) max = x[i];
+    }
+    return max;
+}
+
+TARGET_AVX512_VNNI static void divide_avx512(float *x, int n, float divisor) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(divisor)));
+    for (; i < n; i++) x[i] /= divisor;
+}
+
+// Sixteen at a time; their sum enters the eight partials as two halves, in
+// index order, as the reference adds them.
+TARGET_AVX512_VNNI static void softmax_avx512(float *x, int n, float divisor) {
+    float max = divide_max_avx512(x, n, divisor);
+    __m256 sum8 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp_canonical_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
+        _mm512_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(_mm256_add_ps(sum8, _mm512_castps512_ps256(e)), high_half_avx512(e));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_canonical_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    float partial[8];
+    _mm256_storeu_ps(partial, sum8);
+    for (; i < n; i++) {
+        x[i] = exp_canonical(x[i] - max);
+        partial[i % 8] += x[i];
+    }
+    divide_avx512(x, n, reduce8(partial));
 }
 
 // ---- avx512-vnni's table lookup: the AVX2 kernel's steps on a whole 64-row
@@ -2828,7 +3216,7 @@ TARGET_AVX512_VNNI static void matmul_lut_q3_avx512(float *out, int out_stride, 
 static const Kernels kernels_avx512_vnni = {
     "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
                                  [TYPE_Q4S] = matmul_q4s_avx2 },
-    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512,
+    scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512, softmax_avx512,
     build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx512, [TYPE_Q2] = matmul_lut_q2_avx512 } };
 #endif
 
@@ -3355,13 +3743,70 @@ static inline void axpy_f16_neon(float *out, float a, const uint16_t *v, int n) 
     for (; i < n; i++) out[i] += a * fp16_to_fp32(v[i]);
 }
 
-static void scores_f16_neon(float *scores, const float *q, const uint16_t *keys, size_t stride, int n_positions, int n) {
-    for (int p = 0; p < n_positions; p++) scores[p] = dot_f16_neon(q, keys + (size_t)p * stride, n);
+// A head at a time: NEON converts fp16 in the same instruction that loads it
+// (no conversion to share between heads).
+static void scores_f16_neon(float *scores, size_t scores_stride, const float *q, int n_heads, const uint16_t *keys,
+                            size_t stride, int n_positions, int n) {
+    for (int h = 0; h < n_heads; h++)
+        for (int p = 0; p < n_positions; p++)
+            scores[h * scores_stride + p] = dot_f16_neon(q + (size_t)h * n, keys + (size_t)p * stride, n);
 }
 
-static void mix_f16_neon(float *out, const float *weights, const uint16_t *values, size_t stride, int n_positions, int n) {
-    memset(out, 0, sizeof(float) * (size_t)n);
-    for (int p = 0; p < n_positions; p++) axpy_f16_neon(out, weights[p], values + (size_t)p * stride, n);
+static void mix_f16_neon(float *out, const float *weights, size_t weights_stride, int n_heads, const uint16_t *values,
+                         size_t stride, int n_positions, int n) {
+    for (int h = 0; h < n_heads; h++) {
+        float *o = out + (size_t)h * n;
+        memset(o, 0, sizeof(float) * (size_t)n);
+        for (int p = 0; p < n_positions; p++) axpy_f16_neon(o, weights[h * weights_stride + p], values + (size_t)p * stride, n);
+    }
+}
+
+// exp_canonical on four lanes, the same operations in the same order.
+static inline float32x4_t exp_canonical_neon(float32x4_t x) {
+    x = vmaxq_f32(vdupq_n_f32(EXP_LOWEST), x);
+    float32x4_t rounder = vdupq_n_f32(EXP_ROUNDER);
+    float32x4_t n = vsubq_f32(vaddq_f32(vmulq_f32(x, vdupq_n_f32(EXP_LOG2E)), rounder), rounder);
+    float32x4_t r = vsubq_f32(vsubq_f32(x, vmulq_f32(n, vdupq_n_f32(EXP_LN2_HIGH))), vmulq_f32(n, vdupq_n_f32(EXP_LN2_LOW)));
+    float32x4_t poly = vdupq_n_f32(exp_polynomial[0]);
+    for (int i = 1; i < 6; i++) poly = vaddq_f32(vmulq_f32(poly, r), vdupq_n_f32(exp_polynomial[i]));
+    float32x4_t e_r = vaddq_f32(vaddq_f32(vmulq_f32(poly, vmulq_f32(r, r)), r), vdupq_n_f32(1.0f));
+    int32x4_t two_to_n = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(e_r, vreinterpretq_f32_s32(two_to_n));
+}
+
+// Eight at a time, partials 0-3 and 4-7 in two registers.
+static void softmax_neon(float *x, int n, float divisor) {
+    float32x4_t max4 = vdupq_n_f32(x[0] / divisor), by = vdupq_n_f32(divisor), inverse = vdupq_n_f32(1.0f / divisor);
+    int exact_inverse = is_power_of_two(divisor), i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i), scaled = exact_inverse ? vmulq_f32(v, inverse) : vdivq_f32(v, by);
+        vst1q_f32(x + i, scaled);
+        max4 = vmaxq_f32(scaled, max4);
+    }
+    float max = vmaxvq_f32(max4);
+    for (; i < n; i++) {
+        x[i] /= divisor;
+        if (x[i] > max) max = x[i];
+    }
+    float32x4_t sum_0123 = vdupq_n_f32(0.0f), sum_4567 = vdupq_n_f32(0.0f), largest = vdupq_n_f32(max);
+    for (i = 0; i + 8 <= n; i += 8) {
+        float32x4_t e0 = exp_canonical_neon(vsubq_f32(vld1q_f32(x + i), largest));
+        float32x4_t e1 = exp_canonical_neon(vsubq_f32(vld1q_f32(x + i + 4), largest));
+        vst1q_f32(x + i, e0);
+        vst1q_f32(x + i + 4, e1);
+        sum_0123 = vaddq_f32(sum_0123, e0);
+        sum_4567 = vaddq_f32(sum_4567, e1);
+    }
+    float partial[8];
+    vst1q_f32(partial, sum_0123);
+    vst1q_f32(partial + 4, sum_4567);
+    for (; i < n; i++) {
+        x[i] = exp_canonical(x[i] - max);
+        partial[i % 8] += x[i];
+    }
+    float sum = reduce8(partial);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vdupq_n_f32(sum)));
+    for (; i < n; i++) x[i] /= sum;
 }
 
 // Four int8s as floats (exact); 8 are widened at a time.
@@ -3566,7 +4011,7 @@ static void build_tables_neon(QuantizedActivations *x, int n_padded, int n_token
 static const Kernels kernels_neon = {
     "neon", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon, [TYPE_Q4] = matmul_q4_neon, [TYPE_Q3] = matmul_q3_neon, [TYPE_Q2] = matmul_q2_neon,
                                              [TYPE_Q4S] = matmul_q4s_neon },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon, softmax_neon,
     build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 #ifdef HAVE_NEON_DOTPROD_KERNELS
@@ -3586,7 +4031,7 @@ TARGET_DOTPROD static void matmul_q4s_neon_dotprod(float *out, int out_stride, c
 static const Kernels kernels_neon_dotprod = {
     "neon-dotprod", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_dotprod,
                       [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon, softmax_neon,
     build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // Linux reports the extension in the auxiliary vector (HWCAP_ASIMDDP).
@@ -3706,7 +4151,7 @@ TARGET_I8MM static void matmul_q4_neon_i8mm(float *out, int out_stride, const Te
 static const Kernels kernels_neon_i8mm = {
     "neon-i8mm", quantize_q8_neon, to_f16_neon, { [TYPE_Q8] = matmul_q8_neon_dotprod, [TYPE_Q4] = matmul_q4_neon_i8mm,
                    [TYPE_Q3] = matmul_q3_neon_dotprod, [TYPE_Q2] = matmul_q2_neon_dotprod, [TYPE_Q4S] = matmul_q4s_neon_dotprod },
-    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon,
+    scores_f16_neon, mix_f16_neon, scores_q8_neon, mix_q8_neon, softmax_neon,
     build_tables_neon, { [TYPE_Q3] = matmul_lut_q3_neon, [TYPE_Q2] = matmul_lut_q2_neon } };
 
 // HWCAP2_I8MM in the auxiliary vector's second word.
@@ -4707,24 +5152,37 @@ static int first_attended(const Config *c, int layer, int pos) {
 typedef struct {
     Transformer *t;
     int layer, n_tokens;
+    int heads_per_piece;   // query heads of one KV head taken together (a divisor of n_heads / n_kv_heads)
 } AttentionTask;
+
+// Query heads that share a KV head go together, so that the fp16 kernels
+// convert each key and value once for all of them; but never fewer than four
+// pieces a thread, so that a decoded token's few KV heads still spread over
+// the threads.
+static int attention_heads_per_piece(const Config *c, int n_tokens, int n_threads) {
+    int heads = c->n_heads / c->n_kv_heads;
+    while (heads % 2 == 0 && n_tokens * (c->n_heads / heads) < 4 * n_threads) heads /= 2;
+    return heads;
+}
 
 // Causal attention: batch row i (at position pos = row_pos[i] of sequence
 // row_seq[i]) over that sequence's positions first..pos (first_attended: all
 // of them but on a sliding layer); a row reads its own sequence's cache
 // alone, so its numbers are those of the sequence run by itself. Each
-// (token, head) pair is a piece of the task; a thread keeps its scores in its
-// own row; head h reads KV head h / (n_heads / n_kv_heads). Scores are
-// q.k / score_divisor, soft-capped when the model says so (Gemma 2).
+// (token, heads_per_piece query heads of one KV head) is a piece of the task;
+// a thread keeps its scores in its own rows; head h reads KV head h / (n_heads
+// / n_kv_heads). Scores are q.k / score_divisor, soft-capped when the model
+// says so (Gemma 2).
 static void attention_task(void *arg, int item, int thread_index) {
     AttentionTask *task = arg;
     const Config *c = &task->t->config;
     const Kernels *k = &task->t->kernels;
     RunState *s = &task->t->state;
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
-    int group = c->n_heads / c->n_kv_heads;
-    float *att = s->att + (size_t)thread_index * s->cache_len;
-    int i = item / c->n_heads, h = item % c->n_heads, pos = s->row_pos[i];
+    int group = c->n_heads / c->n_kv_heads, n_heads = task->heads_per_piece, pieces = c->n_heads / n_heads;
+    size_t row = s->cache_len;
+    float *att = s->att + (size_t)thread_index * group * row;
+    int i = item / pieces, h = item % pieces * n_heads, pos = s->row_pos[i];
     int cache_layer = s->row_seq[i] * c->n_layers + task->layer;
     size_t layer_offset = (size_t)cache_layer * s->cache_len * kv_dim;
     int first = first_attended(c, task->layer, pos), seen = pos + 1 - first;
@@ -4733,17 +5191,26 @@ static void attention_task(void *arg, int item, int thread_index) {
     size_t at = layer_offset + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
     size_t scales_at = ((size_t)cache_layer * s->cache_len + (size_t)first) * c->n_kv_heads + (size_t)(h / group);
     if (s->kv_type == KV_Q8)
-        k->scores_q8(att, q, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+        for (int j = 0; j < n_heads; j++)
+            k->scores_q8(att + j * row, q + j * head_dim, s->key_cache_q8 + at, s->key_scales + scales_at, kv_dim,
+                         c->n_kv_heads, seen, head_dim);
     else
-        k->scores_f16(att, q, s->key_cache + at, kv_dim, seen, head_dim);
-    for (int p = 0; p < seen; p++) att[p] /= c->score_divisor;
-    if (c->attention_softcap > 0)
-        for (int p = 0; p < seen; p++) att[p] = softcap(att[p], c->attention_softcap);
-    softmax(att, seen);
+        k->scores_f16(att, row, q, n_heads, s->key_cache + at, kv_dim, seen, head_dim);
+    for (int j = 0; j < n_heads; j++) {
+        float *scores = att + j * row;
+        if (c->attention_softcap > 0) {   // Gemma 2: capped after the divisor, before the softmax
+            for (int p = 0; p < seen; p++) scores[p] = softcap(scores[p] / c->score_divisor, c->attention_softcap);
+            k->softmax(scores, seen, 1.0f);
+        } else {
+            k->softmax(scores, seen, c->score_divisor);
+        }
+    }
     if (s->kv_type == KV_Q8)
-        k->mix_q8(out, att, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim, c->n_kv_heads, seen, head_dim);
+        for (int j = 0; j < n_heads; j++)
+            k->mix_q8(out + j * head_dim, att + j * row, s->value_cache_q8 + at, s->value_scales + scales_at, kv_dim,
+                      c->n_kv_heads, seen, head_dim);
     else
-        k->mix_f16(out, att, s->value_cache + at, kv_dim, seen, head_dim);
+        k->mix_f16(out, att, row, n_heads, s->value_cache + at, kv_dim, seen, head_dim);
 }
 
 // ----------------------------------------------------------------------------
@@ -4824,8 +5291,8 @@ static void attention_block(Transformer *t, int layer, int n) {
         store_kv(&t->kernels, s, s->row_seq[i] * c->n_layers + layer, s->row_pos[i], s->k + (size_t)i * kv_dim,
                  s->v + (size_t)i * kv_dim, kv_dim, c->head_dim);
     }
-    AttentionTask attention = { t, layer, n };
-    pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads);
+    AttentionTask attention = { t, layer, n, attention_heads_per_piece(c, n, t->pool->n_threads) };
+    pool_run_chunks(t->pool, attention_task, &attention, n * c->n_heads / attention.heads_per_piece);
     matmul1(t, s->xb2, &lw->wo, s->xb, q_dim, n);
     add_branch(t, &lw->post_attention_norm, n);
 }

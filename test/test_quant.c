@@ -707,30 +707,54 @@ static void test_to_f16_against_reference(const Kernels *k, const Kernels *ref) 
     CHECK(mismatches == 0, "%s to_f16: %d lengths differ from %s's", k->name, mismatches, ref->name);
 }
 
+// The softmax's exp_canonical against exp in double over its whole range
+// (2 million points of [-87, 0]): within 2.5 ulp (libm's expf is within 1;
+// ours measured 1.35), e^0 exactly 1, and inputs below -87 taken as -87.
+static void test_exp_canonical(void) {
+    double worst = 0;
+    for (int i = 0; i <= 2000000; i++) {
+        float x = -87.0f * (float)i / 2000000.0f;
+        double want = exp((double)x);
+        worst = fmax(worst, fabs(exp_canonical(x) - want) / want);
+    }
+    CHECK(worst <= 2.5 * 0x1p-24, "exp_canonical: worst relative error %.3g over [-87, 0], past 2.5 ulp", worst);
+    CHECK(exp_canonical(0.0f) == 1.0f, "exp_canonical(0) = %.9g, not 1", exp_canonical(0.0f));
+    CHECK(exp_canonical(-1000.0f) == exp_canonical(-87.0f), "exp_canonical(-1000) is not exp_canonical(-87)");
+    printf("  exp_canonical: worst relative error %.3g (%.2f ulp) over [-87, 0]\n", worst, worst / 0x1p-24);
+}
+
 static void test_kernels_against_reference(const Kernels *k, const Kernels *ref) {
     double worst = 0;
     for (int ti = 0; ti < N_KERNEL_TYPES; ti++) worst = fmax(worst, test_matmul_against_reference(kernel_types[ti], k, ref));
 
-    // attention: scores and mixes over 1..70 positions of odd and usual head widths
-    int widths[] = { 1, 7, 8, 9, 33, 48, 64, 100, 128 };
+    // attention: scores and mixes over 1..70 positions of odd and usual head widths, for 1 to 8
+    // query heads of one KV head (the fp16 kernels take them together)
+    int widths[] = { 1, 7, 8, 9, 33, 48, 64, 100, 128, 256 };
+    enum { MAX_HEADS = 8, MAX_WIDTH = 256, MAX_POSITIONS = 70, SCORES_STRIDE = 73 };
+    static float q[MAX_HEADS * MAX_WIDTH], weights[MAX_HEADS * SCORES_STRIDE], scores_ref[MAX_HEADS * SCORES_STRIDE],
+        scores_k[MAX_HEADS * SCORES_STRIDE], mix_ref[MAX_HEADS * MAX_WIDTH], mix_k[MAX_HEADS * MAX_WIDTH];
+    static uint16_t cache[MAX_POSITIONS * (MAX_WIDTH + 5)];
+    static int8_t cache_q8[MAX_POSITIONS * (MAX_WIDTH + 5)];
     for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
-        int n = widths[wi], positions = 1 + (int)(wi * 9) % 70, stride = n + 5;
-        float q[128], weights[70], scores_ref[70], scores_k[70], mix_ref[128], mix_k[128];
-        uint16_t cache[70 * 133];
-        for (int i = 0; i < n; i++) q[i] = uniform(-1, 1);
+        int n = widths[wi], positions = 1 + (int)(wi * 9) % MAX_POSITIONS, stride = n + 5, heads = 1 + (int)(wi * 3) % MAX_HEADS;
+        if (wi == 6) positions = MAX_POSITIONS;   // four blocks of sixteen and a tail
+        for (int i = 0; i < heads * n; i++) q[i] = uniform(-1, 1);
         for (int i = 0; i < positions * stride; i++) cache[i] = fp32_to_fp16(uniform(-4, 4));
-        for (int p = 0; p < positions; p++) weights[p] = uniform(0, 1);
-        ref->scores_f16(scores_ref, q, cache, stride, positions, n);
-        k->scores_f16(scores_k, q, cache, stride, positions, n);
-        CHECK(memcmp(scores_ref, scores_k, sizeof(float) * positions) == 0,
-              "%s scores_f16 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
-        ref->mix_f16(mix_ref, weights, cache, stride, positions, n);
-        k->mix_f16(mix_k, weights, cache, stride, positions, n);
-        CHECK(memcmp(mix_ref, mix_k, sizeof(float) * n) == 0,
-              "%s mix_f16 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
-        // the int8 cache (-k q8): the same cases, the full int8 range, a scale per row (3 apart, as heads are)
-        int8_t cache_q8[70 * 133];
-        float scales[70 * 3];
+        for (int i = 0; i < heads * SCORES_STRIDE; i++) weights[i] = uniform(0, 1);
+        memset(scores_ref, 0, sizeof scores_ref);
+        memset(scores_k, 0, sizeof scores_k);
+        ref->scores_f16(scores_ref, SCORES_STRIDE, q, heads, cache, stride, positions, n);
+        k->scores_f16(scores_k, SCORES_STRIDE, q, heads, cache, stride, positions, n);
+        CHECK(memcmp(scores_ref, scores_k, sizeof scores_ref) == 0,
+              "%s scores_f16 (width %d, %d heads, %d positions) is not bit-identical to the reference", k->name, n, heads,
+              positions);
+        ref->mix_f16(mix_ref, weights, SCORES_STRIDE, heads, cache, stride, positions, n);
+        k->mix_f16(mix_k, weights, SCORES_STRIDE, heads, cache, stride, positions, n);
+        CHECK(memcmp(mix_ref, mix_k, sizeof(float) * heads * n) == 0,
+              "%s mix_f16 (width %d, %d heads, %d positions) is not bit-identical to the reference", k->name, n, heads,
+              positions);
+        // the int8 cache (-k q8): one head, the full int8 range, a scale per row (3 apart, as heads are)
+        float scales[MAX_POSITIONS * 3];
         for (int i = 0; i < positions * stride; i++) cache_q8[i] = (int8_t)lrintf(uniform(-127, 127));
         for (int p = 0; p < positions * 3; p++) scales[p] = uniform(0, 0.05f);
         ref->scores_q8(scores_ref, q, cache_q8, scales, stride, 3, positions, n);
@@ -742,6 +766,19 @@ static void test_kernels_against_reference(const Kernels *k, const Kernels *ref)
         CHECK(memcmp(mix_ref, mix_k, sizeof(float) * n) == 0,
               "%s mix_q8 (width %d, %d positions) is not bit-identical to the reference", k->name, n, positions);
     }
+    // the softmax over 1..300 scores (every tail), of spreads from flat to past exp's lowest input
+    float spreads[] = { 0.01f, 3, 30, 300 };
+    static float softmax_ref_row[300], softmax_k_row[300];
+    int softmax_mismatches = 0;
+    for (int n = 1; n <= 300; n++) {
+        float spread = spreads[n % 4];
+        for (int i = 0; i < n; i++) softmax_ref_row[i] = softmax_k_row[i] = uniform(-spread, spread);
+        ref->softmax(softmax_ref_row, n, 8.0f / (float)n);
+        k->softmax(softmax_k_row, n, 8.0f / (float)n);
+        softmax_mismatches += memcmp(softmax_ref_row, softmax_k_row, sizeof(float) * (size_t)n) != 0;
+    }
+    CHECK(softmax_mismatches == 0, "%s softmax: %d of 300 lengths are not bit-identical to the reference", k->name,
+          softmax_mismatches);
     printf("  kernels %s vs %s: bit-identical on %s\n", k->name, ref->name, worst == 0 ? "every case" : "NOT every case");
 }
 
@@ -837,6 +874,7 @@ int main(void) {
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_importance(weight_types[ti]);
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) test_search_scale_twin(weight_types[ti]);
     test_q8_activations();
+    test_exp_canonical();
     test_type_rules();
     int shapes[][3] = { { 1, 32, 32 }, { 3, 33, 32 }, { 7, 172, 32 }, { 64, 172, 64 }, { 17, 288, 32 },
                         { 5, 1000, 128 }, { 9, 2048, 32 }, { 2, 5, 32 } };
