@@ -2641,6 +2641,137 @@ TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, cons
     }
 }
 
+// ---- avx512-vnni for Q4S: two tiles (16 rows) a register, tile t in the
+// low 256 bits and t+1 in the high ones (an odd last tile pairs with itself),
+// the AVX2 kernel's steps with vpdpbusd in place of maddubs: the gathered
+// activations enter with their sign bit flipped (x + 128, unsigned) against
+// the signed levels, and 128 x the row's sum of levels comes off once a block
+// (a row's levels over the four steps add up as bytes: |sum| <= 32). The
+// int32 is the reference's exact one, so the terms and sums are too.
+
+typedef struct {
+    __m512i level[4];     // step s: each row's four slots' signed levels (a row a 32-bit lane)
+    __m512i control[4];   // which of the half's 16 activations each slot reads
+    __m512i offset;       // 128 x each row's sum of levels: what the flipped sign bits add
+} Q4sTilePairBlockAvx512;
+
+// Run d (32 bytes) of the pair's blocks: tile t's in the low half, t+1's in the high.
+TARGET_AVX512_VNNI static inline __m512i load_q4s_tile_pair_run_avx512(const uint8_t *block0, const uint8_t *block1, int d) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(block0 + 32 * d))),
+                              _mm256_loadu_si256((const __m256i *)(block1 + 32 * d)), 1);
+}
+
+TARGET_AVX512_VNNI static inline void unpack_q4s_tile_pair_block_avx512(Q4sTilePairBlockAvx512 *out, const uint8_t *block0,
+                                                                        const uint8_t *block1) {
+    __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), three = _mm512_set1_epi8(3);
+    for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
+        __m512i run = _mm512_xor_si512(load_q4s_tile_pair_run_avx512(block0, block1, half), _mm512_set1_epi8((char)0x88));
+        out->level[2 * half] = _mm512_sub_epi8(_mm512_and_si512(run, low), eight);
+        out->level[2 * half + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(run, 4), low), eight);
+    }
+    __m512i positions = load_q4s_tile_pair_run_avx512(block0, block1, 2);
+    for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
+        __m512i base = _mm512_set1_epi32(0x04040000 + (s % 2) * 0x08080808);
+        out->control[s] = _mm512_add_epi8(_mm512_and_si512(_mm512_srli_epi32(positions, 2 * s), three), base);
+    }
+    __m512i level_sum = _mm512_add_epi8(_mm512_add_epi8(out->level[0], out->level[1]), _mm512_add_epi8(out->level[2], out->level[3]));
+    out->offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), level_sum);
+}
+
+// A block's 32 activations, sign bits flipped, as the two halves the steps
+// gather from: half h's 16 in every 128-bit lane (x1 = x0), or x0's in the
+// low 256 bits and x1's in the high ones.
+TARGET_AVX512_VNNI static inline void q4s_halves_avx512(__m512i halves[2], const int8_t *x0, const int8_t *x1) {
+    __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int h = 0; h < 2; h++) {
+        __m128i low = _mm_loadu_si128((const __m128i *)(x0 + 16 * h)), high = _mm_loadu_si128((const __m128i *)(x1 + 16 * h));
+        __m512i both = x0 == x1 ? _mm512_broadcast_i32x4(low)
+                                : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(low)),
+                                                     _mm256_broadcastsi128_si256(high), 1);
+        halves[h] = _mm512_xor_si512(both, flip);
+    }
+}
+
+// The unpacked block . its activations' halves: each row's exact int32 in its lane.
+TARGET_AVX512_VNNI static inline __m512i dot_q4s_tile_pair_block_avx512(const Q4sTilePairBlockAvx512 *w, const __m512i halves[2]) {
+    __m512i sum = _mm512_setzero_si512();
+    for (int s = 0; s < 4; s++) sum = _mm512_dpbusd_epi32(sum, _mm512_shuffle_epi8(halves[s / 2], w->control[s]), w->level[s]);
+    return _mm512_sub_epi32(sum, w->offset);
+}
+
+// Decoding, one tile, so that the weights are one stream (as AVX2 reads
+// them): a register holds its blocks b (low 256 bits) and b+1 (high), and
+// acc[k] the partials 2k (low) and 2k+1 (high), so each half's term goes to
+// its own block's partial and reduce8's tree ends with the halves.
+TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, const uint16_t *scales, int n_blocks,
+                                                        int blocks_per_group, const QuantizedActivations *x) {
+    __m512 acc[4];
+    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b += 2) {
+        int next = b + 1 < n_blocks ? b + 1 : b;   // an odd last block: its high half computed, not added
+        Q4sTilePairBlockAvx512 w;
+        __m512i halves[2];
+        unpack_q4s_tile_pair_block_avx512(&w, codes + (size_t)b * 3 * 32, codes + (size_t)next * 3 * 32);
+        q4s_halves_avx512(halves, x->values + b * Q_BLOCK, x->values + next * Q_BLOCK);
+        __m512 w_scale = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales + (size_t)(b / blocks_per_group) * Q4_TILE_ROWS))),
+            _mm_loadu_si128((const __m128i *)(scales + (size_t)(next / blocks_per_group) * Q4_TILE_ROWS)), 1));
+        __m512 x_scale = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(x->scales[b])),
+                                                             _mm256_castps_pd(_mm256_set1_ps(x->scales[next])), 1));
+        __m512 term = _mm512_mul_ps(_mm512_mul_ps(w_scale, x_scale), _mm512_cvtepi32_ps(dot_q4s_tile_pair_block_avx512(&w, halves)));
+        int k = b % 8 / 2;
+        acc[k] = _mm512_mask_add_ps(acc[k], next > b ? (__mmask16)0xFFFF : (__mmask16)0x00FF, acc[k], term);
+    }
+    __m512 sums = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    return _mm256_add_ps(_mm512_castps512_ps256(sums), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sums), 1)));
+}
+
+// The prompt: each block unpacked once, the tokens' eight partials waiting in acc.
+TARGET_AVX512_VNNI static void q4s_tile_pair_prefill_avx512(float *out, int out_stride, int n_rows, const uint8_t *codes0,
+                                                    const uint8_t *codes1, const uint16_t *scales0, const uint16_t *scales1,
+                                                    int n_blocks, int blocks_per_group, const QuantizedActivations *x,
+                                                    int n_tokens) {
+    int x_blocks = x->stride / Q_BLOCK;
+    __m512 acc[MAX_BATCH][8];
+    for (int t = 0; t < n_tokens; t++)
+        for (int i = 0; i < 8; i++) acc[t][i] = _mm512_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        Q4sTilePairBlockAvx512 w;
+        unpack_q4s_tile_pair_block_avx512(&w, codes0 + (size_t)b * 3 * 32, codes1 + (size_t)b * 3 * 32);
+        __m512 w_scale = q4_tile_pair_scales_avx512(scales0, scales1, b, blocks_per_group);
+        for (int t = 0; t < n_tokens; t++) {
+            size_t at = (size_t)t * x_blocks + b;
+            const int8_t *values = x->values + (size_t)t * x->stride + b * Q_BLOCK;
+            __m512i halves[2];
+            q4s_halves_avx512(halves, values, values);
+            __m512i isum = dot_q4s_tile_pair_block_avx512(&w, halves);
+            acc[t][b % 8] = add_term_avx512(acc[t][b % 8], w_scale, x->scales[at], isum);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++)
+        store_tile_pair_rows_avx512(out + (size_t)t * out_stride, reduce8_lanes_avx512(acc[t]), n_rows);
+}
+
+TARGET_AVX512_VNNI static void matmul_q4s_avx512(float *out, int out_stride, const Tensor *w, int row_begin, int row_end,
+                                                 const QuantizedActivations *x, int n_tokens) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    int blocks_per_group = w->group_size / Q_BLOCK;
+    size_t tile_bytes = (size_t)n_blocks * 3 * 32, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
+    int step = n_tokens == 1 ? Q4_TILE_ROWS : 2 * Q4_TILE_ROWS;
+    for (int row = row_begin; row < row_end; row += step) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < step ? row_end - row : step;
+        const uint8_t *codes = w->codes + tile * tile_bytes;
+        const uint16_t *scales = w->scales + tile * tile_scales;
+        if (n_tokens == 1) {
+            store_tile_rows_avx2(out + row, q4s_tile_decode_avx512(codes, scales, n_blocks, blocks_per_group, x), n_rows);
+            continue;
+        }
+        int next = n_rows > Q4_TILE_ROWS ? 1 : 0;   // an odd last tile pairs with itself
+        q4s_tile_pair_prefill_avx512(out + row, out_stride, n_rows, codes, codes + next * tile_bytes, scales,
+                                     scales + next * tile_scales, n_blocks, blocks_per_group, x, n_tokens);
+    }
+}
+
 // ---- avx512-vnni for Q8, Q3 and Q2: one row against up to four tokens,
 // eight blocks a step as four registers of two blocks (block 2k in the low
 // 256 bits of codes[k], block 2k+1 in the high ones).
@@ -3215,7 +3346,7 @@ TARGET_AVX512_VNNI static void matmul_lut_q3_avx512(float *out, int out_stride, 
 
 static const Kernels kernels_avx512_vnni = {
     "avx512-vnni", quantize_q8_avx512, to_f16_avx512, { [TYPE_Q8] = matmul_q8_avx512, [TYPE_Q4] = matmul_q4_avx512, [TYPE_Q3] = matmul_q3_avx512, [TYPE_Q2] = matmul_q2_avx512,
-                                 [TYPE_Q4S] = matmul_q4s_avx2 },
+                                 [TYPE_Q4S] = matmul_q4s_avx512 },
     scores_f16_avx512, mix_f16_avx512, scores_q8_avx512, mix_q8_avx512, softmax_avx512,
     build_tables_avx2, { [TYPE_Q3] = matmul_lut_q3_avx512, [TYPE_Q2] = matmul_lut_q2_avx512 } };
 #endif
