@@ -69,6 +69,11 @@ if [ -f "$M/stories260K.bin" ] && [ -f "$M/tok512.bin" ]; then
     # each step lowers int4's mean KL to fp32 on the golden texts (measured 0.0987 plain, 0.0941 with errors
     # weighted by activations, 0.0826 with AWQ too); the AWQ-scaled fp32 model computes what fp32 does
     tools/teacher-text "$M/stories260K.bin" "$M/tok512.bin" 24 "$T/calib.txt" 7000 2>/dev/null
+    # paths relative to where the caller stands, not to the project the script moves into
+    (root=$PWD models=$(realpath "$M") && cd "$T" \
+        && "$root/tools/teacher-text" "$models/stories260K.bin" "$models/tok512.bin" 2 relative.txt 7000 2>/dev/null) \
+        && cmp -s <(head -c 200 "$T/relative.txt") <(head -c 200 "$T/calib.txt") && ok \
+        || fail "teacher-text OUT relative to the caller's directory: not written there, or not the same stories"
     "$BIN"/export -q --calib "$T/calib.txt" "$T/s.f32.bin" "$T/s.weighted.bin"
     "$BIN"/export -q --awq --calib "$T/calib.txt" "$T/s.f32.bin" "$T/s.awq.bin"
     "$BIN"/export -q --fp32 --awq --calib "$T/calib.txt" "$T/s.f32.bin" "$T/s.awq.f32.bin"
