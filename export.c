@@ -122,7 +122,7 @@ static void parse_overrides(TypeRules *rules, const char *list) {
         o->type = parse_weight_type(type_text);
         if (o->type < 0) die("--tensor-type %s=%s: the type must be q8, q4, q3, q2 (or 8, 4, 3, 2) or q4s (2:4 sparse int4)", item,
                              type_text);
-        o->group_size = slash ? parse_group_size("--tensor-type", slash + 1) : Q_BLOCK;
+        o->group_size = slash ? parse_group_size("--tensor-type", slash + 1) : o->type == TYPE_Q4S ? Q4S_DEFAULT_GROUP : Q_BLOCK;
     }
     free(copy);
 }
@@ -197,7 +197,8 @@ static void usage(void) {
         "                    wv and w2, as llama.cpp's Q4_K_M does; q2-mixed keeps embeddings at int4)\n"
         "  --tensor-type L   per-tensor types over the above, e.g. 'w2=q8,layers.0.wv=q4/64,output=8':\n"
         "                    NAME=TYPE[/GROUP], NAME a tensor or a layer field (wq wk wv wo w1 w2 w3);\n"
-        "                    TYPE q8 q4 q3 q2, or q4s: 2:4 sparse int4 (two of every four weights kept)\n"
+        "                    TYPE q8 q4 q3 q2, or q4s: 2:4 sparse int4 (two of every four weights kept;\n"
+        "                    its group 64 unless named: 32 kept weights a scale)\n"
         "  --fp32            fp32 checkpoint for run\n"
         "  --gguf-q4_0       GGUF for llama.cpp, matrices Q4_0: runq's int4 weights (group 32) re-packed\n"
         "  --gguf-q8_0       GGUF for llama.cpp, matrices Q8_0\n"
@@ -221,7 +222,7 @@ static void usage(void) {
         "  --gptq            with --calib: GPTQ, columns rounded in order with each error spread\n"
         "                    through the inverse Hessian of the text's inputs (with --awq too)\n"
         "  --prune M         with --calib: prune the decoder layers' matrices, M wanda or sparsegpt\n"
-        "  --sparsity S      with --prune: the share pruned (0.5), or 2:4 (int4 matrices become q4s)\n"
+        "  --sparsity S      with --prune: the share pruned (0.5), or 2:4 (int4 matrices become q4s/64)\n"
         "  --smooth A        with --calib: SmoothQuant, s_c = max|x_c|^A / max|w_c|^(1-A) folded\n"
         "                    into the norms (A in 0..1; not with --awq)\n"
         "  --calib-context T tokens per calibration window (default 256, at most the model's context)\n"

@@ -88,6 +88,12 @@ typedef struct {
     int matched;             // tensors it applied to (none: an error)
 } TypeOverride;
 
+// q4s's group when none is named: 64 weights, of which it keeps 32, as many
+// as int4's group of 32 holds. The same KL as group 32 (SparseGPT 2:4 on the
+// default model: 1.0826 against 1.0845; stories260K 2.2132 against 2.2269)
+// in 3.25 bits a weight instead of 3.5, and decoding reads 7 % fewer bytes.
+#define Q4S_DEFAULT_GROUP 64
+
 #define MAX_OVERRIDES 64
 typedef struct {
     int type, group_size;    // every matrix's (TYPE_F32: an fp32 checkpoint)
@@ -136,7 +142,10 @@ static void choose_type(TypeRules *rules, const PlannedTensor *t, int n_layers, 
             *group_size = rules->overrides[i].group_size;
             rules->overrides[i].matched++;
         }
-    if (rules->sparse_int4 && t->layer >= 0 && *type == TYPE_Q4) *type = TYPE_Q4S;
+    if (rules->sparse_int4 && t->layer >= 0 && *type == TYPE_Q4) {
+        *type = TYPE_Q4S;
+        if (*group_size == Q_BLOCK) *group_size = Q4S_DEFAULT_GROUP;
+    }
 }
 
 static int is_matrix_kind(int kind) { return kind != K_TOKENIZER && !is_vector_kind(kind); }

@@ -450,6 +450,9 @@ static void test_export_masks(void) {
     open_checkpoint(&t, pruned_path);
     CHECK(t.weights.layers[1].w2.type == TYPE_Q4S && t.weights.layers[0].wq.type == TYPE_Q4S && t.weights.tok_embeddings.type == TYPE_Q4,
           "--sparsity 2:4 with int4: layers %d, embeddings %d", t.weights.layers[1].w2.type, t.weights.tok_embeddings.type);
+    CHECK(t.weights.layers[1].w2.group_size == Q4S_DEFAULT_GROUP && t.weights.tok_embeddings.group_size == 32,
+          "--sparsity 2:4 with int4's group of 32: q4s's group %d (want %d), the embeddings' %d", t.weights.layers[1].w2.group_size,
+          Q4S_DEFAULT_GROUP, t.weights.tok_embeddings.group_size);
     free_transformer(&t);
     free_transformer(&plain);
     unlink(plain_path);
