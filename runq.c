@@ -3230,6 +3230,14 @@ TARGET_AVX512_VNNI static void softmax_avx512(float *x, int n, float divisor) {
     float max = divide_max_avx512(x, n, divisor);
     __m256 sum8 = _mm256_setzero_ps();
     int i = 0;
+    for (; i + 64 <= n; i += 64) {   // four exponentials side by side: each is a long chain of dependent steps
+        __m512 e[4];
+        for (int j = 0; j < 4; j++) e[j] = exp_canonical_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16 * j), _mm512_set1_ps(max)));
+        for (int j = 0; j < 4; j++) {
+            _mm512_storeu_ps(x + i + 16 * j, e[j]);
+            sum8 = _mm256_add_ps(_mm256_add_ps(sum8, _mm512_castps512_ps256(e[j])), high_half_avx512(e[j]));
+        }
+    }
     for (; i + 16 <= n; i += 16) {
         __m512 e = exp_canonical_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
         _mm512_storeu_ps(x + i, e);
