@@ -2641,21 +2641,22 @@ TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, cons
     }
 }
 
-// ---- avx512-vnni for Q4S: two tiles (16 rows) a register, tile t in the
-// low 256 bits and t+1 in the high ones (an odd last tile pairs with itself),
-// the AVX2 kernel's steps with vpdpbusd in place of maddubs: the gathered
-// activations enter with their sign bit flipped (x + 128, unsigned) against
-// the signed levels, and 128 x the row's sum of levels comes off once a block
-// (a row's levels over the four steps add up as bytes: |sum| <= 32). The
-// int32 is the reference's exact one, so the terms and sums are too.
+// ---- avx512-vnni for Q4S: the AVX2 kernel's steps with vpdpbusd in place of
+// maddubs, on two blocks of eight rows a register (their 256-bit halves): the
+// prompt's two tiles' block b (an odd last tile pairs with itself), or, when
+// decoding, one tile's blocks b and b+1. The gathered activations enter with
+// their sign bit flipped (x + 128, unsigned) against the signed levels, and
+// 128 x the row's sum of levels comes off once a block (a row's levels over
+// the four steps add up as bytes: |sum| <= 32). The int32 is the reference's
+// exact one, so the terms and sums are too.
 
-typedef struct {
+typedef struct {   // two blocks, unpacked: the low half's eight rows, then the high half's
     __m512i level[4];     // step s: each row's four slots' signed levels (a row a 32-bit lane)
     __m512i control[4];   // which of the half's 16 activations each slot reads
     __m512i offset;       // 128 x each row's sum of levels: what the flipped sign bits add
 } Q4sTilePairBlockAvx512;
 
-// Run d (32 bytes) of the pair's blocks: tile t's in the low half, t+1's in the high.
+// Run d (32 bytes) of two blocks: block0's in the low half, block1's in the high.
 TARGET_AVX512_VNNI static inline __m512i load_q4s_tile_pair_run_avx512(const uint8_t *block0, const uint8_t *block1, int d) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(block0 + 32 * d))),
                               _mm256_loadu_si256((const __m256i *)(block1 + 32 * d)), 1);
