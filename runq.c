@@ -2554,6 +2554,11 @@ TARGET_AVX512_VNNI static inline __m512 add_term_avx512(__m512 acc, __m512 w_sca
     return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(w_scale, _mm512_set1_ps(x_scale)), _mm512_cvtepi32_ps(isum)));
 }
 
+// The high 256 bits of a register (AVX-512F alone has no float extract of eight).
+TARGET_AVX512_VNNI static inline __m256 high_half_avx512(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
 TARGET_AVX512_VNNI static inline __m512 reduce8_lanes_avx512(const __m512 p[8]) {
     return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(p[0], p[4]), _mm512_add_ps(p[2], p[6])),
                          _mm512_add_ps(_mm512_add_ps(p[1], p[5]), _mm512_add_ps(p[3], p[7])));
@@ -2724,7 +2729,7 @@ TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, co
         acc[k] = _mm512_mask_add_ps(acc[k], next > b ? (__mmask16)0xFFFF : (__mmask16)0x00FF, acc[k], term);
     }
     __m512 sums = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
-    return _mm256_add_ps(_mm512_castps512_ps256(sums), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sums), 1)));
+    return _mm256_add_ps(_mm512_castps512_ps256(sums), high_half_avx512(sums));
 }
 
 // The prompt: each block unpacked once, the tokens' eight partials waiting in acc.
@@ -2931,9 +2936,6 @@ TARGET_AVX512_VNNI static void to_f16_avx512(uint16_t *out, const float *x, int 
 
 // Attention's scores two positions at a time: position p in the low 256 bits,
 // p+1 in the high ones, each half exactly the AVX2 twin's eight partials.
-TARGET_AVX512_VNNI static inline __m256 high_half_avx512(__m512 v) {
-    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-}
 
 TARGET_AVX512_VNNI static inline __m512 q_both_halves_avx512(const float *q) {
     return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q))));
