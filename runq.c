@@ -2542,12 +2542,17 @@ TARGET_AVX512_VNNI static inline __m512i dot_q4_tile_pair_block_avx512(const __m
     return isum;
 }
 
+// Two tiles' eight fp16 scales as sixteen floats: row0's in the low half, row1's in the high.
+TARGET_AVX512_VNNI static inline __m512 two_scale_rows_avx512(const uint16_t *row0, const uint16_t *row1) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row0)),
+                                                   _mm_loadu_si128((const __m128i *)row1), 1));
+}
+
 // The pair's sixteen weight scales of block b as floats.
 TARGET_AVX512_VNNI static inline __m512 q4_tile_pair_scales_avx512(const uint16_t *scales0, const uint16_t *scales1, int b,
                                                                    int blocks_per_group) {
     size_t at = (size_t)(b / blocks_per_group) * Q4_TILE_ROWS;
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales0 + at))),
-                                                   _mm_loadu_si128((const __m128i *)(scales1 + at)), 1));
+    return two_scale_rows_avx512(scales0 + at, scales1 + at);
 }
 
 TARGET_AVX512_VNNI static inline __m512 add_term_avx512(__m512 acc, __m512 w_scale, float x_scale, __m512i isum) {
@@ -2719,9 +2724,8 @@ TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, co
         __m512i halves[2];
         unpack_q4s_tile_pair_block_avx512(&w, codes + (size_t)b * 3 * 32, codes + (size_t)next * 3 * 32);
         q4s_halves_avx512(halves, x->values + b * Q_BLOCK, x->values + next * Q_BLOCK);
-        __m512 w_scale = _mm512_cvtph_ps(_mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(scales + (size_t)(b / blocks_per_group) * Q4_TILE_ROWS))),
-            _mm_loadu_si128((const __m128i *)(scales + (size_t)(next / blocks_per_group) * Q4_TILE_ROWS)), 1));
+        __m512 w_scale = two_scale_rows_avx512(scales + (size_t)(b / blocks_per_group) * Q4_TILE_ROWS,
+                                               scales + (size_t)(next / blocks_per_group) * Q4_TILE_ROWS);
         __m512 x_scale = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(x->scales[b])),
                                                              _mm256_castps_pd(_mm256_set1_ps(x->scales[next])), 1));
         __m512 term = _mm512_mul_ps(_mm512_mul_ps(w_scale, x_scale), _mm512_cvtepi32_ps(dot_q4s_tile_pair_block_avx512(&w, halves)));
