@@ -60,7 +60,7 @@ typedef struct {
     const int *tokens;
     int T;
     const real *teacher_logits;
-    double temperature, alpha;
+    double temperature, alpha, opening_weight;
     const uint8_t *roles;    // of the targets; NULL: all learned
 } LossSetup;
 
@@ -68,7 +68,7 @@ static double loss_of(const LossSetup *l) {
     refresh_transposed((Model *)l->net.m);   // a parameter moved
     net_forward(&l->net, l->s, l->tokens, l->T);
     return window_loss(l->s->logits, l->teacher_logits, l->tokens + 1, l->roles, l->T, l->net.m->h.vocab_size,
-                       l->temperature, l->alpha, NULL, 0, l->s->probs);
+                       l->temperature, l->alpha, l->opening_weight, NULL, 0, l->s->probs);
 }
 
 // Compares up to `samples` entries of each array region against (L(p+h) - L(p-h)) / 2h.
@@ -91,7 +91,8 @@ static double worst_error(const LossSetup *l, real *params, const real *grads, s
     return worst;
 }
 
-// masked: the first three targets are a request's (context, not learned)
+// masked: the first three targets are a request's (context, not learned), the
+// fourth a reply's opening (weighted 3: the hard loss alone)
 static void gradient_check(const char *what, const char *shape, int with_teacher, int lora_rank, int masked) {
     Model m;
     int vocab = 360, T = 7;
@@ -117,12 +118,13 @@ static void gradient_check(const char *what, const char *shape, int with_teacher
     Activations s;
     alloc_activations(&s, &m, lora_rank ? &lora : NULL, T);
     refresh_transposed(&m);
-    const uint8_t roles[7] = { ROLE_CONTEXT, ROLE_CONTEXT, ROLE_CONTEXT, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY };
-    LossSetup l = { model_net(&m, lora_rank ? &lora : NULL, adapter), &s, tokens, T, teacher, 2.0, 0.3, masked ? roles : NULL };
+    const uint8_t roles[7] = { ROLE_CONTEXT, ROLE_CONTEXT, ROLE_CONTEXT, ROLE_OPENING, ROLE_REPLY, ROLE_REPLY, ROLE_REPLY };
+    LossSetup l = { model_net(&m, lora_rank ? &lora : NULL, adapter), &s, tokens, T, teacher, 2.0, 0.3, 3.0,
+                    masked ? roles : NULL };
     real *grad = xcalloc(m.n_params, sizeof(real), "gradients");
     real *adapter_grad = lora_rank ? xcalloc(lora.n_params, sizeof(real), "gradients") : NULL;
     net_forward(&l.net, &s, tokens, T);
-    window_loss(s.logits, teacher, tokens + 1, l.roles, T, vocab, l.temperature, l.alpha, s.dlogits, 1.0, s.probs);
+    window_loss(s.logits, teacher, tokens + 1, l.roles, T, vocab, l.temperature, l.alpha, l.opening_weight, s.dlogits, 1.0, s.probs);
     Grads g = { grad, adapter_grad };
     net_backward(&l.net, &s, &g, tokens, T);
 
@@ -171,14 +173,14 @@ static void test_requests_not_learned(void) {
     for (int i = 0; i < T * V; i++) { logits[i] = normal(&state); teacher[i] = 2 * normal(&state); }
     int targets[T] = { 3, 7, 1, 9, 4 };
     const uint8_t roles[T] = { ROLE_CONTEXT, ROLE_REPLY, ROLE_CONTEXT, ROLE_TEXT, ROLE_REPLY };
-    double loss = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, dlogits, 1.0, probs), learned_sum = 0;
+    double loss = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, 1, dlogits, 1.0, probs), learned_sum = 0;
     for (int t = 0; t < T; t++)
         if (roles[t] != ROLE_CONTEXT)
-            learned_sum += window_loss(logits + t * V, teacher + t * V, targets + t, NULL, 1, V, 1.0, 0.5, NULL, 0, probs);
+            learned_sum += window_loss(logits + t * V, teacher + t * V, targets + t, NULL, 1, V, 1.0, 0.5, 1, NULL, 0, probs);
     CHECK(fabs(loss - learned_sum) < 1e-12, "a window's loss %.15g is not the sum of its learned targets' %.15g", loss, learned_sum);
     targets[0] = 8;
     targets[2] = 2;   // another request
-    double again = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, NULL, 0, probs);
+    double again = window_loss(logits, teacher, targets, roles, T, V, 1.0, 0.5, 1, NULL, 0, probs);
     CHECK(again == loss, "changing a request's tokens changed the loss: %.15g -> %.15g", loss, again);
     for (int t = 0; t < T; t++) {
         double size = 0;
@@ -186,6 +188,13 @@ static void test_requests_not_learned(void) {
         CHECK((size == 0) == (roles[t] == ROLE_CONTEXT), "target %d (role %d): gradient size %g", t, roles[t], size);
     }
     CHECK(count_learned(roles, T) == 3, "count_learned says %d of the 5 targets, expected 3", count_learned(roles, T));
+
+    // a reply's opening: its weight times the hard loss alone (the teacher never read the request)
+    const uint8_t opening[1] = { ROLE_OPENING };
+    double hard = window_loss(logits + V, NULL, targets + 1, NULL, 1, V, 1.0, 0.5, 1, NULL, 0, probs);
+    double weighted = window_loss(logits + V, teacher + V, targets + 1, opening, 1, V, 1.0, 0.5, 4, NULL, 0, probs);
+    CHECK(fabs(weighted - 4 * hard) < 1e-12, "an opening target weighted 4 has loss %.15g, expected 4 x %.15g", weighted, hard);
+    CHECK(count_learned(opening, 1) == 1, "an opening target is not counted as learned");
 }
 
 static Tokenizer char_tokenizer(void) {
@@ -204,10 +213,20 @@ static int expect_tokens(const Tokens *got, size_t *at, const int *ids, int n, i
     return 1;
 }
 
+// A reply's tokens: its opening up to the first piece with a sentence's end
+// (. ! ?), then the rest, then the end of turn
+static int expect_reply(const Tokens *got, size_t *at, const Tokenizer *tok, const int *ids, int n) {
+    int opening = 0;
+    while (opening < n && !strpbrk(tok->vocab[ids[opening]], ".!?")) opening++;
+    if (opening < n) opening++;   // the piece that ends the sentence is the opening's too
+    return opening > 0 && expect_tokens(got, at, ids, opening, ROLE_OPENING)
+        && expect_tokens(got, at, ids + opening, n - opening, ROLE_REPLY) && expect_tokens(got, at, &tok->eos_id, 1, ROLE_REPLY);
+}
+
 // A .jsonl corpus: a plain document is BOS and its text, all learned; a
 // conversation is runq's chat turns (the system prompt in the first), read
-// not learned, each reply encoded as text and followed by the template's
-// end-of-turn token, learned.
+// not learned, each reply encoded as text (its first sentence the opening)
+// and followed by the template's end-of-turn token, learned.
 static void test_conversation_corpus(void) {
     const char *path = work_path("chats.jsonl");
     FILE *f = fopen(path, "w");
@@ -218,8 +237,8 @@ static void test_conversation_corpus(void) {
     fclose(f);
     Tokenizer tok = char_tokenizer();
     const ChatTemplate *llama2 = &chat_templates[CHAT_LLAMA2];
-    Tokens got = read_corpus(path, &tok, llama2);
-    int ids[64], n, eos = tok.eos_id;
+    Tokens got = read_corpus(path, &tok, llama2, 1);
+    int ids[64], n;
     size_t at = 0;
     n = encode(&tok, "the cat sat.", 1, 0, ids);
     int ok = expect_tokens(&got, &at, ids, n, ROLE_TEXT);
@@ -227,14 +246,20 @@ static void test_conversation_corpus(void) {
     ok = ok && turn.ids[0] == tok.bos_id && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
     free(turn.ids);
     n = encode(&tok, "Hello.", 0, 0, ids);
-    ok = ok && expect_tokens(&got, &at, ids, n, ROLE_REPLY) && expect_tokens(&got, &at, &eos, 1, ROLE_REPLY);
+    ok = ok && expect_reply(&got, &at, &tok, ids, n);
     turn = chat_turn(&tok, llama2, 0, "", "A story?", 0);
     ok = ok && expect_tokens(&got, &at, turn.ids, turn.count, ROLE_CONTEXT);
     free(turn.ids);
     n = encode(&tok, "Once upon a \"time\".\nThe end.", 0, 0, ids);
-    ok = ok && expect_tokens(&got, &at, ids, n, ROLE_REPLY) && expect_tokens(&got, &at, &eos, 1, ROLE_REPLY);
+    ok = ok && expect_reply(&got, &at, &tok, ids, n) && got.roles[at - 2] == ROLE_REPLY;   // "The end." is no opening
     CHECK(ok && at == got.count, "the .jsonl corpus is not its documents rendered as runq's chat renders them "
           "(first difference at token %zu of %zu)", at, got.count);
+    free_tokens(&got);
+    // an opening of two sentences: the last reply's "The end." is the opening's too
+    got = read_corpus(path, &tok, llama2, 2);
+    CHECK(got.roles[got.count - 2] == ROLE_OPENING && got.roles[got.count - 1] == ROLE_REPLY,
+          "--opening-sentences 2: the second sentence of a reply is not its opening's (roles %d %d)",
+          got.roles[got.count - 2], got.roles[got.count - 1]);
     free_tokens(&got);
     free_tokenizer(&tok);
 }
@@ -427,7 +452,7 @@ static void test_lora_merge(const char *model_path) {
     settings.mode = MODE_LORA;
     settings.lr = 1e-2f;
     Tokenizer tok = model_tokenizer(&base, model_path);
-    Corpus corpus = load_corpus(write_corpus(), &tok, NULL, settings.context);
+    Corpus corpus = load_corpus(write_corpus(), &tok, NULL, 1, settings.context);
     free_tokenizer(&tok);
     Trainer tr;
     init_trainer(&tr, &base, NULL, &lora, adapter, &settings, 2);

@@ -96,13 +96,16 @@ typedef struct {
     uint32_t lora_targets;   // bit (1 << kind) per adapted projection
     int32_t eval_every, eval_windows;
     int32_t plain_teacher;   // distill: the teacher reads a reply as the plain document it was (no chat template)
+    float opening_weight;    // the loss on a reply's opening (ROLE_OPENING) counts this many times
+    int32_t opening_sentences;   // a reply's opening: its first this many sentences
 } Settings;
 
 static Settings default_settings(int mode) {
     Settings s = { .mode = mode, .steps = 1000, .batch = 16, .context = 256, .lr = 1e-3f, .min_lr = 1e-4f,
                    .warmup = 100, .weight_decay = 0.1f, .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                    .seed = 42, .temperature = 2.0f, .alpha = 0.5f, .lora_rank = 8, .lora_alpha = 16.0f,
-                   .lora_targets = 1u << K_WQ | 1u << K_WV, .eval_every = 100, .eval_windows = 16 };
+                   .lora_targets = 1u << K_WQ | 1u << K_WV, .eval_every = 100, .eval_windows = 16,
+                   .opening_weight = 1.0f, .opening_sentences = 1 };
     if (mode == MODE_LORA) { s.lr = 2e-3f; s.min_lr = 2e-4f; s.weight_decay = 0.0f; s.warmup = 20; }
     return s;
 }
@@ -817,6 +820,8 @@ enum Role {
     ROLE_CONTEXT,            // read, not learned: a conversation's user turns and system prompt
     ROLE_TEXT,               // learned: a plain document (and the BOS that starts the next one)
     ROLE_REPLY,              // learned: an assistant's reply and the end-of-turn token after it
+    ROLE_OPENING,            // learned: a reply's first sentences, where it names what the request asked for:
+                             // the hard loss alone (a plain teacher never read the request), --opening-weight times
 };
 
 // p = softmax(z / temperature); returns the log of its normaliser (sums in double)
@@ -840,10 +845,12 @@ static int count_learned(const uint8_t *roles, int T) {
     return n;
 }
 
-// roles: (T,) of the targets, NULL when all are learned; probs: scratch for two distributions (2 * V)
+// roles: (T,) of the targets, NULL when all are learned; opening_weight: of
+// the targets whose role is ROLE_OPENING; probs: scratch for two distributions (2 * V)
 static double window_loss(const real *logits, const real *teacher_logits, const int *targets, const uint8_t *roles,
-                          int T, int V, double temperature, double alpha, real *dlogits, double scale, real *probs) {
-    double total = 0, hard_weight = teacher_logits ? 1.0 - alpha : 1.0;
+                          int T, int V, double temperature, double alpha, double opening_weight, real *dlogits,
+                          double scale, real *probs) {
+    double total = 0;
     real *ps = probs, *pt = probs + V;
     for (int t = 0; t < T; t++) {
         const real *z = logits + (size_t)t * V;
@@ -852,13 +859,15 @@ static double window_loss(const real *logits, const real *teacher_logits, const 
             if (dz) memset(dz, 0, (size_t)V * sizeof(real));
             continue;
         }
+        int opening = roles && roles[t] == ROLE_OPENING;
+        double hard_weight = opening ? opening_weight : teacher_logits ? 1.0 - alpha : 1.0;
         double lse = softened(z, V, 1.0, ps);
         total += hard_weight * (lse - z[targets[t]]);
         if (dz) {
             for (int i = 0; i < V; i++) dz[i] = (real)(scale * hard_weight) * ps[i];
             dz[targets[t]] -= (real)(scale * hard_weight);
         }
-        if (!teacher_logits || alpha == 0) continue;
+        if (!teacher_logits || alpha == 0 || opening) continue;
         const real *zt = teacher_logits + (size_t)t * V;
         double lse_s = softened(z, V, temperature, ps), lse_t = softened(zt, V, temperature, pt), kl = 0;
         for (int i = 0; i < V; i++)
@@ -937,8 +946,22 @@ static void push_learned_text(Tokens *out, const Tokenizer *tok, const char *tex
     free(segment);
 }
 
+static int ends_sentence(const Tokenizer *tok, int id) {
+    size_t n = (size_t)tok->lengths[id];
+    return memchr(tok->vocab[id], '.', n) || memchr(tok->vocab[id], '!', n) || memchr(tok->vocab[id], '?', n);
+}
+
+// A reply's opening, where it names what the request asked for: its tokens
+// from begin on up to the sentences-th whose piece ends a sentence (. ! ?).
+static void mark_opening(Tokens *t, size_t begin, const Tokenizer *tok, int sentences) {
+    for (size_t i = begin; i < t->count && sentences > 0; i++) {
+        t->roles[i] = ROLE_OPENING;
+        sentences -= ends_sentence(tok, t->tokens[i]);
+    }
+}
+
 static void push_conversation(Tokens *out, const Tokenizer *tok, const ChatTemplate *template, const Json *messages,
-                              const char *where) {
+                              int opening_sentences, const char *where) {
     if (!template) die("%s: a conversation, but the model records no chat template to render it: give --chat-template NAME", where);
     if (messages->type != JSON_ARRAY || messages->count == 0) die("%s: 'messages' must be a non-empty array", where);
     int end_of_turn = chat_end_of_turn(tok, template), turns = 0, last_is_user = 0;
@@ -955,7 +978,9 @@ static void push_conversation(Tokens *out, const Tokenizer *tok, const ChatTempl
             free(turn.ids);
             last_is_user = 1;
         } else if (strcmp(role->string, "assistant") == 0 && last_is_user) {
+            size_t reply_start = out->count;
             push_learned_text(out, tok, content, 0, ROLE_REPLY);
+            mark_opening(out, reply_start, tok, opening_sentences);
             push_tokens(out, &end_of_turn, 1, ROLE_REPLY);
             last_is_user = 0;
         } else {
@@ -967,8 +992,8 @@ static void push_conversation(Tokens *out, const Tokenizer *tok, const ChatTempl
 }
 
 // One line of a .jsonl corpus
-static void push_json_document(Tokens *out, const Tokenizer *tok, const ChatTemplate *template, char *line,
-                               size_t length, const char *where) {
+static void push_json_document(Tokens *out, const Tokenizer *tok, const ChatTemplate *template, int opening_sentences,
+                               char *line, size_t length, const char *where) {
     char saved = line[length];
     line[length] = '\0';   // json_parse reads up to a NUL
     Json doc = json_parse(line, length, where);
@@ -978,7 +1003,7 @@ static void push_json_document(Tokens *out, const Tokenizer *tok, const ChatTemp
         if (strlen(text->string) != text->length) die("%s: 'text' holds a NUL character", where);
         push_learned_text(out, tok, text->string, 1, ROLE_TEXT);
     } else if (messages && !text) {
-        push_conversation(out, tok, template, messages, where);
+        push_conversation(out, tok, template, messages, opening_sentences, where);
     } else {
         die("%s: a line must be an object with a non-empty string 'text' or an array 'messages'", where);
     }
@@ -991,7 +1016,7 @@ static int is_jsonl(const char *path) {
 }
 
 // The corpus at path as tokens and roles; template renders conversations (NULL: none).
-static Tokens read_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template) {
+static Tokens read_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template, int opening_sentences) {
     Tokens all = { 0 };
     if (!is_jsonl(path)) {
         TokenStream text = read_text_tokens(tok, path);
@@ -1012,7 +1037,7 @@ static Tokens read_corpus(const char *path, const Tokenizer *tok, const ChatTemp
         while (first < end && isspace((unsigned char)text[first])) first++;
         if (first < end) {   // blank lines are allowed
             snprintf(where, sizeof where, "%s:%ld", path, line_number);
-            push_json_document(&all, tok, template, text + first, end - first, where);
+            push_json_document(&all, tok, template, opening_sentences, text + first, end - first, where);
         }
         at = end + 1;
     }
@@ -1028,8 +1053,9 @@ typedef struct {
 
 // The last tenth of the tokens is held out for validation; both parts must
 // hold at least one window (context + 1 tokens).
-static Corpus load_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template, int context) {
-    Tokens all = read_corpus(path, tok, template);
+static Corpus load_corpus(const char *path, const Tokenizer *tok, const ChatTemplate *template, int opening_sentences,
+                          int context) {
+    Tokens all = read_corpus(path, tok, template, opening_sentences);
     size_t valid = all.count / 10, need = (size_t)context + 1;
     if (valid < need || all.count - valid < need)
         die("corpus %s is too small: %zu tokens, but training on windows of %d tokens needs at least %zu "
@@ -1131,7 +1157,7 @@ static void train_window(Trainer *tr, int w, int thread) {
     net_forward(&net, s, tokens, T);
     const real *teacher_logits = tr->teacher ? teacher_logits_of(tr, w, thread) : NULL;
     tr->window_losses[w] = window_loss(s->logits, teacher_logits, tokens + 1, roles + 1, T, V, tr->s.temperature,
-                                       tr->s.alpha, s->dlogits, tr->scale, s->probs);
+                                       tr->s.alpha, tr->s.opening_weight, s->dlogits, tr->scale, s->probs);
     Grads g = { tr->lora ? NULL : grad, tr->lora ? grad : NULL };
     net_backward(&net, s, &g, tokens, T);
 }
@@ -1237,7 +1263,7 @@ static void eval_task(void *arg, int thread, int n_threads) {
         const int *tokens = e->tokens->tokens + (size_t)w * T;
         const uint8_t *roles = e->tokens->roles + (size_t)w * T;
         net_forward(&net, &tr->work[thread], tokens, T);
-        e->losses[w] = window_loss(tr->work[thread].logits, NULL, tokens + 1, roles + 1, T, V, 1, 0, NULL, 0,
+        e->losses[w] = window_loss(tr->work[thread].logits, NULL, tokens + 1, roles + 1, T, V, 1, 0, 1, NULL, 0,
                                    tr->work[thread].probs);
     }
 }
@@ -1384,7 +1410,7 @@ static void print_progress(const Trainer *tr, const StepResult *r, double tokens
 // renamed, so an interrupted save leaves the previous state intact.
 
 #define STATE_MAGIC 0x54474445u   // "EDGT"
-#define STATE_VERSION 2   // 2: Settings gained plain_teacher
+#define STATE_VERSION 3   // 2: Settings gained plain_teacher; 3: opening_weight
 
 typedef struct {
     uint32_t magic, version;
@@ -1524,6 +1550,9 @@ static void usage(void) {
         "  --alpha X            distill: weight of the soft loss; 1 - X on the hard labels (default 0.5)\n"
         "  --plain-teacher      distill: the teacher knows no chat template: it reads BOS in place of each\n"
         "                       request, and its end of a document stands for the reply's end of turn\n"
+        "  --opening-weight X   conversations: the loss on a reply's opening (where it names what was asked\n"
+        "                       for) counts X times, the hard labels alone (default 1)\n"
+        "  --opening-sentences N  conversations: a reply's opening is its first N sentences (default 1)\n"
         "  --chat-template NAME llama2|llama3|chatml|zephyr: renders the conversations, recorded in OUTPUT\n"
         "                       (default: the one the model records)\n"
         "  --base MODEL         lora: the frozen base\n"
@@ -1834,7 +1863,7 @@ static void train_model(Options *o) {
         model.h.chat_template = (uint32_t)(template - chat_templates);   // the output records it
     }
     if (s.plain_teacher && !template) die("--plain-teacher is for conversations: give --chat-template NAME");
-    Corpus corpus = load_corpus(o->corpus, &tok, template, s.context);
+    Corpus corpus = load_corpus(o->corpus, &tok, template, s.opening_sentences, s.context);
 
     Trainer tr;
     init_trainer(&tr, &model, teacher, s.mode == MODE_LORA ? &lora : NULL, adapter, &s, o->threads);
@@ -2071,6 +2100,8 @@ int main(int argc, char **argv) {
         else if (OPTION("--keep")) o.keep = parse_float(a, v, 0, 1);
         else if (OPTION("--chat-template")) o.chat_template = v;
         else if (strcmp(a, "--plain-teacher") == 0) o.s.plain_teacher = 1;
+        else if (OPTION("--opening-weight")) o.s.opening_weight = parse_float(a, v, 0, 1000);
+        else if (OPTION("--opening-sentences")) o.s.opening_sentences = (int)parse_long(a, v, 1, 100);
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
         else if (!o.corpus) o.corpus = a;
