@@ -66,7 +66,8 @@ debug: | build
 	$(CC) -O0 -g -fsanitize=address,undefined -Wall -Wextra $(EXACT) -o build/export-debug export.c $(LIBS)
 
 # the demo: the project's default model, models/tinystories-edge (distilled
-# from stories260K with tools/train.c; docs/TRAINING.md), telling a story
+# from stories260K with tools/train.c; docs/TRAINING.md), telling a story.
+# It answers in its chat template too: ./runq $(DEFAULT_MODEL) -m chat
 DEFAULT_MODEL = models/tinystories-edge.q4.bin
 run: all
 	./runq $(DEFAULT_MODEL) -i "Once upon a time" -n 256 -t 0.8 -s 42

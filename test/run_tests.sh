@@ -25,7 +25,7 @@ BUILD=${BUILD:-build}
 suites=("$BUILD/test_quant" "$BUILD/test_gptq" "$BUILD/test_pool" "$BUILD/test_bpe" "$BUILD/test_tokenizer ." "test/test_chat_templates.sh $SHARED"
         "$BUILD/test_model $SHARED"
         "$BUILD/test_gguf $SHARED" "$BUILD/test_lora" "$BUILD/test_train" "$BUILD/test_grammar" "test/test_shared_code.sh $SHARED"
-        "test/test_train.sh $SHARED" "test/test_cli.sh $SHARED" "test/test_speculative.sh $SHARED" "test/test_ppl.sh $SHARED" "test/test_server.sh $SHARED"
+        "test/test_train.sh $SHARED" "test/test_default_model.sh $SHARED" "test/test_cli.sh $SHARED" "test/test_speculative.sh $SHARED" "test/test_ppl.sh $SHARED" "test/test_server.sh $SHARED"
         "test/test_slots.sh $SHARED" "test/test_families.sh $SHARED" "test/test_kquant.sh $SHARED" "test/test_get_model.sh $SHARED" "test/test_compress.sh $SHARED"
         "test/test_fuzz_regressions.sh $SHARED")
 [ "$BUILD" = build ] && suites+=("test/test_opencl.sh $SHARED")   # builds its own binaries: not again under test-asan

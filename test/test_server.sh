@@ -78,7 +78,7 @@ raw() {
 }
 
 # ---- every route, on a plain server
-start_server main --timeout 1500
+start_server main --timeout 1500 --ctx 256   # the checks below count in a context of 256 (the model's is 512)
 code=$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health"); expect_status "GET /health" 200 "$code"
 jcheck "/health says ok" "$T/body" 'j.status === "ok"'
 code=$(curl -s -o "$T/body" -w '%{http_code} %{content_type}' "$URL/"); expect_status "GET / (the chat page)" "200 text/html; charset=utf-8" "$code"
@@ -141,7 +141,6 @@ reply=$(jget "$T/body" 'j.choices[0].message.content')
 curl -sN -o "$T/stream" --data-binary "{$chat,\"stream\":true}" "$URL/v1/chat/completions"
 sse "/v1/chat/completions stream framing" "$T/stream" chat
 if [ "$(cat "$T/streamed")" = "$reply" ]; then ok; else fail "streamed chat differs from the same request unstreamed"; fi
-
 # ---- every refusal: the right status, an error JSON, and the server still serves
 for case in '400|{"prompt":"x","temperature":"hot"}|temperature' '400|{"prompt":"x","n_predict":1.5}|n_predict' \
             '400|{"prompt":"x","stream":"yes"}|stream' '400|{"prompt":"x","stop":[1]}|stop' '400|{"prompt":[1,99999]}|prompt' \
@@ -347,7 +346,7 @@ jcheck "/completion without n_keep ends at a full context" "$T/body" 'j.tokens_p
 code=$(curl -s -o "$T/body" -w '%{http_code}' "$URL/props"); expect_status "GET /props" 200 "$code"
 # the slots the server said it made at start (the memory plan's default: at most 4)
 n_slots=$(grep -o 'server: [0-9]* slots\? of 256 positions' "$T/main.log" | grep -o '^server: [0-9]*' | grep -o '[0-9]*$')
-jcheck "/props: context, model, template, the slots logged at start" "$T/body" "j.default_generation_settings.n_ctx === 256 && j.model_alias === \"tinystories-edge.q4.bin\" && j.chat_template === \"\" && j.total_slots === ${n_slots:-0} && j.total_slots >= 1 && j.total_slots <= 4"
+jcheck "/props: context, model, template, the slots logged at start" "$T/body" "j.default_generation_settings.n_ctx === 256 && j.model_alias === \"tinystories-edge.q4.bin\" && j.chat_template === \"llama2\" && j.total_slots === ${n_slots:-0} && j.total_slots >= 1 && j.total_slots <= 4"
 code=$(curl -s -o "$T/body" -w '%{http_code}' "$URL/slots"); expect_status "GET /slots" 200 "$code"
 jcheck "/slots: every slot idle, their caches holding the last prompts" "$T/body" "j.length === ${n_slots:-0} && j.every(s => s.is_processing === false && s.id === j.indexOf(s)) && j.some(s => s.n_past > 0)"
 code=$(curl -s -o "$T/metrics" -w '%{http_code} %{content_type}' "$URL/metrics"); expect_status "GET /metrics" "200 text/plain; version=0.0.4; charset=utf-8" "$code"
@@ -366,7 +365,20 @@ else fail "HEAD /health: a body, or no length: $(cat "$T/head")"; fi
 if ! grep -qi '^access-control' "$T/head"; then ok; else fail "CORS headers without --cors-origin"; fi
 
 stop_server main
+
 if grep -q "server: stopped" "$T/main.log"; then ok; else fail "no clean stop in the log: $(tail -3 "$T/main.log")"; fi
+
+# ---- the default model answers a request in its chat template, in its whole context (512): the API's
+# greedy reply is runq -m chat's, and ends its turn (test_default_model.sh checks what the replies say)
+start_server chat
+request='Tell me a story about a little girl named Lily.'
+code=$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"$request\"}],\"temperature\":0}")
+expect_status "a story request" 200 "$code"
+"$BIN"/runq "$MODEL" -m chat -y "" -i "$request" -t 0 </dev/null 2>/dev/null | sed '1s/^Assistant: //; /^User: $/,$d' >"$T/runq-chat.txt"
+printf '%s\n' "$(jget "$T/body" 'j.choices[0].message.content')" >"$T/api-chat.txt"
+same "the API's greedy chat reply and runq -m chat's" "$T/runq-chat.txt" "$T/api-chat.txt"
+jcheck "the greedy reply ends its turn" "$T/body" 'j.choices[0].finish_reason === "stop" && j.choices[0].message.content.length > 200'
+stop_server chat
 
 # ---- --api-key: API routes need the key; the page and /health do not (this server keeps an int8 KV cache)
 start_server keyed --api-key s3cret -k q8
@@ -449,7 +461,11 @@ if command -v chromium >/dev/null; then
     else fail "the chat page in Chromium: $(grep -v '^ok' "$T/page.out" | head -c 600)"; fi
     grep -c '^ok:' "$T/page.out" | grep -qx 17 && ok || fail "the chat page: $(grep -c '^ok:' "$T/page.out") checks passed, expected 17"
     stop_server page
+    # a random model with Llama 2's tokenizer records no chat template, and its vocabulary names none
+    "$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=32000,seq_len=1024 -z tokenizer.bin "$T/random.q4.bin"
+    MODEL_SAVED=$MODEL MODEL=$T/random.q4.bin
     start_server completion-page
+    MODEL=$MODEL_SAVED
     if node --experimental-websocket test/server_page.mjs completion "$URL/" "$(command -v chromium)" "$T/chromium2" build/page >"$T/page.out" 2>&1; then ok
     else fail "the completion page in Chromium: $(grep -v '^ok' "$T/page.out" | head -c 600)"; fi
     stop_server completion-page
@@ -473,7 +489,7 @@ stop_server abuse
 
 # ---- a random-weight model (1024 positions, Llama 2's 32000 pieces): the grammar alone keeps structured
 # output and tool calls valid; abandoned long prompts stop at the next chunk
-"$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=32000,seq_len=1024 -z tokenizer.bin "$T/random.q4.bin"
+[ -f "$T/random.q4.bin" ] || "$BIN"/export -q --random dim=64,ffn=128,layers=2,heads=4,kv_heads=4,vocab=32000,seq_len=1024 -z tokenizer.bin "$T/random.q4.bin"
 MODEL_SAVED=$MODEL MODEL=$T/random.q4.bin
 start_server random
 if [ -d tools/js/node_modules/openai ] && [ -d tools/js/node_modules/ajv ]; then
