@@ -255,6 +255,12 @@ static void test_conversation_corpus(void) {
     CHECK(ok && at == got.count, "the .jsonl corpus is not its documents rendered as runq's chat renders them "
           "(first difference at token %zu of %zu)", at, got.count);
     free_tokens(&got);
+    // no opening (train's default): every token of a reply is the reply's, as before openings were
+    got = read_corpus(path, &tok, llama2, 0);
+    int openings = 0;
+    for (size_t i = 0; i < got.count; i++) openings += got.roles[i] == ROLE_OPENING;
+    CHECK(openings == 0, "no opening asked, yet %d tokens are marked as one", openings);
+    free_tokens(&got);
     // an opening of two sentences: the last reply's "The end." is the opening's too
     got = read_corpus(path, &tok, llama2, 2);
     CHECK(got.roles[got.count - 2] == ROLE_OPENING && got.roles[got.count - 1] == ROLE_REPLY,

@@ -97,7 +97,7 @@ typedef struct {
     int32_t eval_every, eval_windows;
     int32_t plain_teacher;   // distill: the teacher reads a reply as the plain document it was (no chat template)
     float opening_weight;    // the loss on a reply's opening (ROLE_OPENING) counts this many times
-    int32_t opening_sentences;   // a reply's opening: its first this many sentences
+    int32_t opening_sentences;   // a reply's opening: its first this many sentences (0: no opening, a reply all alike)
 } Settings;
 
 static Settings default_settings(int mode) {
@@ -105,7 +105,7 @@ static Settings default_settings(int mode) {
                    .warmup = 100, .weight_decay = 0.1f, .clip = 1.0f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                    .seed = 42, .temperature = 2.0f, .alpha = 0.5f, .lora_rank = 8, .lora_alpha = 16.0f,
                    .lora_targets = 1u << K_WQ | 1u << K_WV, .eval_every = 100, .eval_windows = 16,
-                   .opening_weight = 1.0f, .opening_sentences = 1 };
+                   .opening_weight = 1.0f, .opening_sentences = 0 };
     if (mode == MODE_LORA) { s.lr = 2e-3f; s.min_lr = 2e-4f; s.weight_decay = 0.0f; s.warmup = 20; }
     return s;
 }
@@ -1410,7 +1410,7 @@ static void print_progress(const Trainer *tr, const StepResult *r, double tokens
 // renamed, so an interrupted save leaves the previous state intact.
 
 #define STATE_MAGIC 0x54474445u   // "EDGT"
-#define STATE_VERSION 3   // 2: Settings gained plain_teacher; 3: opening_weight
+#define STATE_VERSION 3   // 2: Settings gained plain_teacher; 3: opening_weight and opening_sentences
 
 typedef struct {
     uint32_t magic, version;
@@ -1551,8 +1551,10 @@ static void usage(void) {
         "  --plain-teacher      distill: the teacher knows no chat template: it reads BOS in place of each\n"
         "                       request, and its end of a document stands for the reply's end of turn\n"
         "  --opening-weight X   conversations: the loss on a reply's opening (where it names what was asked\n"
-        "                       for) counts X times, the hard labels alone (default 1)\n"
-        "  --opening-sentences N  conversations: a reply's opening is its first N sentences (default 1)\n"
+        "                       for) counts X times, the hard labels alone (default: no opening, every\n"
+        "                       token of a reply alike)\n"
+        "  --opening-sentences N  conversations: a reply's opening is its first N sentences (default 1 with\n"
+        "                       --opening-weight)\n"
         "  --chat-template NAME llama2|llama3|chatml|zephyr: renders the conversations, recorded in OUTPUT\n"
         "                       (default: the one the model records)\n"
         "  --base MODEL         lora: the frozen base\n"
@@ -2100,7 +2102,10 @@ int main(int argc, char **argv) {
         else if (OPTION("--keep")) o.keep = parse_float(a, v, 0, 1);
         else if (OPTION("--chat-template")) o.chat_template = v;
         else if (strcmp(a, "--plain-teacher") == 0) o.s.plain_teacher = 1;
-        else if (OPTION("--opening-weight")) o.s.opening_weight = parse_float(a, v, 0, 1000);
+        else if (OPTION("--opening-weight")) {
+            o.s.opening_weight = parse_float(a, v, 0, 1000);
+            if (!o.s.opening_sentences) o.s.opening_sentences = 1;   // a weight given: an opening of one sentence unless said
+        }
         else if (OPTION("--opening-sentences")) o.s.opening_sentences = (int)parse_long(a, v, 1, 100);
         else if (strcmp(a, "-q") == 0) o.quiet = 1;
         else if (a[0] == '-' && a[1] != '\0') { fprintf(stderr, "train: unknown option or missing value: %s\n", a); usage(); }
