@@ -1607,13 +1607,22 @@ TARGET_AVX2 static __m256 q4_tile_decode_avx2(const uint8_t *nibbles, const uint
 // two to eight tokens (a speculative pass, a few slots decoding together),
 // where the hardware prefetcher alone left them waiting on the weights: the
 // block PREFETCH_BLOCKS ahead is asked for early. (The decode kernels stream
-// one tile and run slower with it: measured, build/verify_cost.)
+// one tile and ran slower with it, measured by build/verify_cost; the
+// AVX-512 ones ask further ahead, below.)
 #define PREFETCH_BLOCKS 8
 static inline void prefetch_q4_block(const uint8_t *nibbles, int b) {
     const char *block = (const char *)(nibbles + (size_t)(b + PREFETCH_BLOCKS) * Q4_TILE_BLOCK_BYTES);
     __builtin_prefetch(block);
     __builtin_prefetch(block + 64);
 }
+
+// Decoding reads a tile's weights once, in order. On a Zen 5 core the
+// hardware prefetcher alone kept one decoding thread at about 21 GB/s;
+// asking DECODE_PREFETCH_BYTES ahead (4 KB: 1 and 2 KB gained less, 8 KB as
+// much) gave the AVX-512 kernels, at -T 2 on the TinyLlama shape, 10-15 %
+// more decode for 2:4 sparse int4 and 3-4 % for int4.
+#define DECODE_PREFETCH_BYTES 4096
+static inline void prefetch_ahead(const uint8_t *weights) { __builtin_prefetch(weights + DECODE_PREFETCH_BYTES); }
 
 // The prompt, n_tokens at once: each block of the tile is unpacked once and
 // held in registers while every token of the batch passes, each token's
@@ -2608,6 +2617,7 @@ TARGET_AVX512_VNNI static __m256 q4_tile_decode_avx512(const uint8_t *nibbles, c
     for (int b = 0; b < n_blocks; b += 8)   // acc[i] a register
         for (int i = 0; i < 8 && b + i < n_blocks; i++) {
             __m512i q[4];
+            for (int line = 0; line < Q4_TILE_BLOCK_BYTES / 64; line++) prefetch_ahead(nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES + 64 * line);
             unpack_q4_tile_block_avx512(q, nibbles + (size_t)(b + i) * Q4_TILE_BLOCK_BYTES);
             __m256i rows = q4_tile_block_rows_avx512(q, x->values + (b + i) * Q_BLOCK, x->sums[b + i]);
             acc[i] = add_term_avx2(acc[i], q4_tile_scales_avx2(scales, b + i, blocks_per_group), x->scales[b + i], rows);
@@ -2701,6 +2711,26 @@ TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, cons
 // the four steps add up as bytes: |sum| <= 32). The int32 is the reference's
 // exact one, so the terms and sums are too.
 
+// Block b's group of scales, b / blocks_per_group, without a division in the
+// inner loop for the group sizes export writes (powers of two: a shift).
+typedef struct {
+    int blocks_per_group;
+    int shift;               // log2(blocks_per_group), or -1 when it is no power of two
+} BlockGroups;
+
+static inline BlockGroups block_groups(int blocks_per_group) {
+    BlockGroups g = { blocks_per_group, -1 };
+    if ((blocks_per_group & (blocks_per_group - 1)) == 0)
+        for (g.shift = 0; (1 << g.shift) < blocks_per_group; g.shift++) {}
+    return g;
+}
+
+static inline int group_of_block(const BlockGroups *g, int b) { return g->shift >= 0 ? b >> g->shift : b / g->blocks_per_group; }
+
+// _mm512_ternarylogic_epi32's truth tables (a = 0xF0, b = 0xCC, c = 0xAA).
+#define XOR_THEN_AND 0x28    // (a ^ b) & c
+#define AND_THEN_OR 0xEA     // (a & b) | c
+
 typedef struct {   // two blocks, unpacked: the low half's eight rows, then the high half's
     __m512i level[4];     // step s: each row's four slots' signed levels (a row a 32-bit lane)
     __m512i control[4];   // which of the half's 16 activations each slot reads
@@ -2715,16 +2745,18 @@ TARGET_AVX512_VNNI static inline __m512i load_q4s_tile_pair_run_avx512(const uin
 
 TARGET_AVX512_VNNI static inline void unpack_q4s_tile_pair_block_avx512(Q4sTilePairBlockAvx512 *out, const uint8_t *block0,
                                                                         const uint8_t *block1) {
-    __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), three = _mm512_set1_epi8(3);
+    // A nibble n (two's complement) is level ((n ^ 8) & 15) - 8: one ternary
+    // logic op and a subtraction; a control is (position & 3) | base, one op.
+    __m512i sign = _mm512_set1_epi8((char)0x88), low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
     for (int half = 0; half < 2; half++) {   // run 0: steps 0 (low nibbles) and 1 (high); run 1: steps 2 and 3
-        __m512i run = _mm512_xor_si512(load_q4s_tile_pair_run_avx512(block0, block1, half), _mm512_set1_epi8((char)0x88));
-        out->level[2 * half] = _mm512_sub_epi8(_mm512_and_si512(run, low), eight);
-        out->level[2 * half + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(run, 4), low), eight);
+        __m512i run = load_q4s_tile_pair_run_avx512(block0, block1, half);
+        out->level[2 * half] = _mm512_sub_epi8(_mm512_ternarylogic_epi32(run, sign, low, XOR_THEN_AND), eight);
+        out->level[2 * half + 1] = _mm512_sub_epi8(_mm512_ternarylogic_epi32(_mm512_srli_epi16(run, 4), sign, low, XOR_THEN_AND), eight);
     }
-    __m512i positions = load_q4s_tile_pair_run_avx512(block0, block1, 2);
+    __m512i positions = load_q4s_tile_pair_run_avx512(block0, block1, 2), three = _mm512_set1_epi8(3);
     for (int s = 0; s < 4; s++) {            // base: 8 for the half's second eight, 4 for a step's second quad
         __m512i base = _mm512_set1_epi32(0x04040000 + (s % 2) * 0x08080808);
-        out->control[s] = _mm512_add_epi8(_mm512_and_si512(_mm512_srli_epi32(positions, 2 * s), three), base);
+        out->control[s] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(positions, 2 * s), three, base, AND_THEN_OR);
     }
     __m512i level_sum = _mm512_add_epi8(_mm512_add_epi8(out->level[0], out->level[1]), _mm512_add_epi8(out->level[2], out->level[3]));
     out->offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), level_sum);
@@ -2751,30 +2783,75 @@ TARGET_AVX512_VNNI static inline __m512i dot_q4s_tile_pair_block_avx512(const Q4
     return _mm512_sub_epi32(sum, w->offset);
 }
 
+// A decoded token's activations as the tiles' blocks b and next = b+1 (the
+// last block when there is no b+1) meet them, made once for all tiles: the
+// two halves q4s_halves_avx512 gathers from and the two blocks' scales.
+typedef struct {
+    __m512i halves[2];
+    __m512 scales;
+} Q4sPairActivations;
+
+TARGET_AVX512_VNNI static inline void q4s_pair_activations_avx512(Q4sPairActivations *out, const QuantizedActivations *x,
+                                                                 int n_blocks) {
+    for (int b = 0; b < n_blocks; b += 2) {
+        int next = b + 1 < n_blocks ? b + 1 : b;
+        Q4sPairActivations *pair = &out[b / 2];
+        q4s_halves_avx512(pair->halves, x->values + b * Q_BLOCK, x->values + next * Q_BLOCK);
+        pair->scales = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(x->scales[b])),
+                                                           _mm256_castps_pd(_mm256_set1_ps(x->scales[next])), 1));
+    }
+}
+
+// Blocks b (low 256 bits) and next (high) of a tile against their
+// activations: each row's two terms, w_scale * x_scale * int32.
+TARGET_AVX512_VNNI static inline __m512 q4s_tile_block_pair_terms_avx512(const uint8_t *codes, const uint16_t *scales,
+                                                                          const BlockGroups *groups,
+                                                                          const Q4sPairActivations *pair, int b, int next) {
+    Q4sTilePairBlockAvx512 w;
+    for (int line = 0; line < 3; line++) prefetch_ahead(codes + (size_t)b * 3 * 32 + 64 * line);
+    unpack_q4s_tile_pair_block_avx512(&w, codes + (size_t)b * 3 * 32, codes + (size_t)next * 3 * 32);
+    __m512 w_scale = two_scale_rows_avx512(scales + (size_t)group_of_block(groups, b) * Q4_TILE_ROWS,
+                                           scales + (size_t)group_of_block(groups, next) * Q4_TILE_ROWS);
+    return _mm512_mul_ps(_mm512_mul_ps(w_scale, pair->scales), _mm512_cvtepi32_ps(dot_q4s_tile_pair_block_avx512(&w, pair->halves)));
+}
+
 // Decoding, one tile, so that the weights are one stream (as AVX2 reads
 // them): a register holds its blocks b (low 256 bits) and b+1 (high), and
 // acc[k] the partials 2k (low) and 2k+1 (high), so each half's term goes to
-// its own block's partial and reduce8's tree ends with the halves.
+// its own block's partial and reduce8's tree ends with the halves. Eight
+// blocks a step, k a constant, so that acc[k] stays a register; past the
+// last block a half is computed (on the last block) and not added.
 TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, const uint16_t *scales, int n_blocks,
-                                                        int blocks_per_group, const QuantizedActivations *x) {
+                                                        const BlockGroups *groups, const Q4sPairActivations *pairs) {
     __m512 acc[4];
     for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
-    for (int b = 0; b < n_blocks; b += 2) {
-        int next = b + 1 < n_blocks ? b + 1 : b;   // an odd last block: its high half computed, not added
-        Q4sTilePairBlockAvx512 w;
-        __m512i halves[2];
-        unpack_q4s_tile_pair_block_avx512(&w, codes + (size_t)b * 3 * 32, codes + (size_t)next * 3 * 32);
-        q4s_halves_avx512(halves, x->values + b * Q_BLOCK, x->values + next * Q_BLOCK);
-        __m512 w_scale = two_scale_rows_avx512(scales + (size_t)(b / blocks_per_group) * Q4_TILE_ROWS,
-                                               scales + (size_t)(next / blocks_per_group) * Q4_TILE_ROWS);
-        __m512 x_scale = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(x->scales[b])),
-                                                             _mm256_castps_pd(_mm256_set1_ps(x->scales[next])), 1));
-        __m512 term = _mm512_mul_ps(_mm512_mul_ps(w_scale, x_scale), _mm512_cvtepi32_ps(dot_q4s_tile_pair_block_avx512(&w, halves)));
-        int k = b % 8 / 2;
-        acc[k] = _mm512_mask_add_ps(acc[k], next > b ? (__mmask16)0xFFFF : (__mmask16)0x00FF, acc[k], term);
-    }
+    for (int b = 0; b < n_blocks; b += 8)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            int low = b + 2 * k < n_blocks ? b + 2 * k : n_blocks - 1, high = low + 1 < n_blocks ? low + 1 : low;
+            __mmask16 added = (__mmask16)((b + 2 * k < n_blocks ? 0x00FF : 0) | (b + 2 * k + 1 < n_blocks ? 0xFF00 : 0));
+            __m512 terms = q4s_tile_block_pair_terms_avx512(codes, scales, groups, &pairs[low / 2], low, high);
+            acc[k] = _mm512_mask_add_ps(acc[k], added, acc[k], terms);
+        }
     __m512 sums = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
     return _mm256_add_ps(_mm512_castps512_ps256(sums), high_half_avx512(sums));
+}
+
+// One token, tile after tile. pairs is a variable-length array: a pair of
+// blocks takes 192 bytes, so the widest input of a 70B (28672) takes 86 KB of
+// the thread's stack.
+TARGET_AVX512_VNNI static void q4s_decode_avx512(float *out, const Tensor *w, int row_begin, int row_end,
+                                                 const QuantizedActivations *x) {
+    int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
+    size_t tile_bytes = (size_t)n_blocks * 3 * 32, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
+    BlockGroups groups = block_groups(w->group_size / Q_BLOCK);
+    Q4sPairActivations pairs[(n_blocks + 1) / 2];
+    q4s_pair_activations_avx512(pairs, x, n_blocks);
+    for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
+        __m256 rows = q4s_tile_decode_avx512(w->codes + tile * tile_bytes, w->scales + tile * tile_scales, n_blocks, &groups, pairs);
+        store_tile_rows_avx2(out + row, rows, n_rows);
+    }
 }
 
 // The prompt: each block unpacked once, the tokens' eight partials waiting in acc.
@@ -2808,15 +2885,14 @@ TARGET_AVX512_VNNI static void matmul_q4s_avx512(float *out, int out_stride, con
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
     int blocks_per_group = w->group_size / Q_BLOCK;
     size_t tile_bytes = (size_t)n_blocks * 3 * 32, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
-    int step = n_tokens == 1 ? Q4_TILE_ROWS : 2 * Q4_TILE_ROWS;
-    for (int row = row_begin; row < row_end; row += step) {
-        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < step ? row_end - row : step;
+    if (n_tokens == 1) {
+        q4s_decode_avx512(out, w, row_begin, row_end, x);
+        return;
+    }
+    for (int row = row_begin; row < row_end; row += 2 * Q4_TILE_ROWS) {
+        int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < 2 * Q4_TILE_ROWS ? row_end - row : 2 * Q4_TILE_ROWS;
         const uint8_t *codes = w->codes + tile * tile_bytes;
         const uint16_t *scales = w->scales + tile * tile_scales;
-        if (n_tokens == 1) {
-            store_tile_rows_avx2(out + row, q4s_tile_decode_avx512(codes, scales, n_blocks, blocks_per_group, x), n_rows);
-            continue;
-        }
         int next = n_rows > Q4_TILE_ROWS ? 1 : 0;   // an odd last tile pairs with itself
         q4s_tile_pair_prefill_avx512(out + row, out_stride, n_rows, codes, codes + next * tile_bytes, scales,
                                      scales + next * tile_scales, n_blocks, blocks_per_group, x, n_tokens);
