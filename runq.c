@@ -4518,8 +4518,126 @@ typedef struct {
 // from its own share does not disturb the others.
 typedef struct { _Alignas(64) _Atomic uint64_t next_end; } ClaimCounter;
 
+// Threads on a busy machine. A decoding step of a small model is some
+// fifty tasks of a few microseconds. With another program busy on a core,
+// the OS shares the cores among more threads than there are: a pool thread
+// descheduled in the middle of a piece holds the step up for a time slice,
+// and waking one that went to sleep costs a system call a task. -T 2 ran
+// stories15M's decode at 0.64x -T 1's so: most steps as fast as ever, one
+// now and then many times slower. Signs of it: the pool's contention (a
+// spin that was descheduled, a piece that outlasted the caller's spin) and
+// a step over twice the median of the few before it. On those, single-token
+// steps try half the threads for TUNE_PROBE_STEPS steps (at the first sign,
+// then after 16 more, 32, ... while such probes lose). The current count
+// keeps a running mean of its steps (over its last 32 or so, the rare slow
+// ones included: they are the cost; a median or the fastest would favour
+// the count that scatters most, the worse one), and the probe's count is
+// kept when the probe's mean beats it by 5 %; a probe whose first two steps
+// average half as slow again loses at once. With fewer threads than -T it
+// tries twice as many after 64 steps, then 128, ... 512 while that loses,
+// so a machine that quietens gets its threads back. A quiet machine never
+// probes. The thread count never changes a result.
+#define TUNE_PROBE_STEPS 8
+#define TUNE_EARLY_STEPS 2
+#define TUNE_MEAN_STEPS 32       // a count's running mean weighs its last 32 steps or so
+#define TUNE_DOWN_INTERVAL 16    // contended steps before a probe of fewer threads (after the first: that one at once)
+#define TUNE_UP_INTERVAL 64      // steps with fewer threads than -T before a probe of more
+#define TUNE_MAX_INTERVAL 512    // the intervals double while probes lose, up to this
+#define TUNE_WIN 0.95            // a probe wins at this fraction of the current count's mean or less
+#define TUNE_LOSE 1.5            // and loses after TUNE_EARLY_STEPS at this fraction or more
+#define TUNE_LEVELS 8            // the counts tried: -T, -T/2, -T/4, ... down to 1
+
+typedef struct {
+    int max_threads;         // -T
+    int level;               // single-token steps run on max_threads >> level threads (at least one)
+    int probe_level;         // the count being tried; -1: none
+    int probe_steps;         // steps of the probe so far
+    double probe_sum;        // their seconds
+    double mean;             // the current count's running mean step (seconds), the probe that chose it included
+    long mean_steps;         // the steps in it
+    double recent[TUNE_PROBE_STEPS];   // the last steps at the current count, the newest at [settled % TUNE_PROBE_STEPS]
+    long settled;            // steps at the current count since it was chosen (a winning probe's among them)
+    int until_down, down_interval;   // contended steps until a probe of fewer threads, and what it starts from
+    int until_up, up_interval;       // steps until a probe of more threads (fewer than -T now), and what it starts from
+} ThreadTuner;
+
+static ThreadTuner thread_tuner(int max_threads) {
+    return (ThreadTuner){ .max_threads = max_threads, .probe_level = -1, .until_down = 1, .down_interval = TUNE_DOWN_INTERVAL,
+                          .until_up = TUNE_UP_INTERVAL, .up_interval = TUNE_UP_INTERVAL };
+}
+
+static int threads_at_level(const ThreadTuner *tuner, int level) {
+    return tuner->max_threads >> level > 0 ? tuner->max_threads >> level : 1;
+}
+
+// The thread count the next single-token step runs with.
+static int tuner_threads(const ThreadTuner *tuner) {
+    return threads_at_level(tuner, tuner->probe_level >= 0 ? tuner->probe_level : tuner->level);
+}
+
+
+// A step over twice the median of the last few at the current count.
+static int step_stands_out(const ThreadTuner *tuner, double seconds) {
+    int n = tuner->settled < TUNE_PROBE_STEPS ? (int)tuner->settled : TUNE_PROBE_STEPS;
+    if (n < TUNE_EARLY_STEPS) return 0;
+    double sorted[TUNE_PROBE_STEPS];
+    memcpy(sorted, tuner->recent, sizeof(double) * (size_t)n);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && sorted[j] < sorted[j - 1]; j--) {
+            double swap = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = swap;
+        }
+    return seconds > 2 * sorted[n / 2];
+}
+
+static void end_probe(ThreadTuner *tuner, int won) {
+    int *interval = tuner->probe_level > tuner->level ? &tuner->down_interval : &tuner->up_interval;
+    if (won) {   // the probe's steps become the new count's first
+        tuner->level = tuner->probe_level;
+        tuner->mean = tuner->probe_sum / tuner->probe_steps;
+        tuner->mean_steps = tuner->probe_steps;
+        tuner->settled = 0;
+        tuner->down_interval = TUNE_DOWN_INTERVAL;
+        tuner->up_interval = TUNE_UP_INTERVAL;
+    } else if (*interval < TUNE_MAX_INTERVAL) {
+        *interval *= 2;
+    }
+    tuner->probe_level = -1;
+    tuner->until_down = tuner->down_interval;
+    tuner->until_up = tuner->up_interval;
+}
+
+// The single-token step just run at tuner_threads() took seconds; contended:
+// the pool saw contention during it.
+static void tuner_step(ThreadTuner *tuner, double seconds, int contended) {
+    if (tuner->max_threads < 2) return;
+    if (tuner->probe_level >= 0) {
+        tuner->probe_sum += seconds;
+        if (++tuner->probe_steps >= TUNE_EARLY_STEPS && tuner->probe_sum > TUNE_LOSE * tuner->mean * tuner->probe_steps)
+            end_probe(tuner, 0);
+        else if (tuner->probe_steps == TUNE_PROBE_STEPS)
+            end_probe(tuner, tuner->probe_sum <= TUNE_WIN * tuner->mean * TUNE_PROBE_STEPS);
+        return;
+    }
+    contended |= step_stands_out(tuner, seconds);
+    long n = ++tuner->mean_steps;
+    tuner->mean += (seconds - tuner->mean) / (double)(n < TUNE_MEAN_STEPS ? n : TUNE_MEAN_STEPS);
+    tuner->recent[tuner->settled++ % TUNE_PROBE_STEPS] = seconds;
+    int can_fewer = threads_at_level(tuner, tuner->level) > 1 && tuner->level + 1 < TUNE_LEVELS;
+    int down = contended && can_fewer && --tuner->until_down <= 0;   // a quiet machine never gets here
+    int up = tuner->level > 0 && --tuner->until_up <= 0;
+    if (tuner->settled < TUNE_EARLY_STEPS || !(down || up)) return;
+    tuner->probe_level = up ? tuner->level - 1 : tuner->level + 1;
+    tuner->probe_steps = 0;
+    tuner->probe_sum = 0;
+}
+
 struct ThreadPool {
     int n_threads;               // including the calling thread
+    atomic_int active_threads;   // 1..n_threads: the threads the next tasks run on
+    ThreadTuner tuner;           // what active_threads is for single-token steps
+    atomic_int contention;       // times a thread was found descheduled, or the caller slept on a piece
     pthread_t *workers;          // (n_threads - 1,)
     pthread_mutex_t lock;
     pthread_cond_t wake;         // idle workers sleep here
@@ -4557,8 +4675,9 @@ static int64_t monotonic_ns(void) {
 // a spin during which the thread made fewer than half the pauses per
 // nanosecond it makes when it has the core was partly descheduled: the
 // machine is busy, and spinning takes a core that a thread we wait for may
-// need, so the budget halves. A wait that ends within the spin doubles it back.
-static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_equal) {
+// need, so the budget halves (and contention, when given, counts it). A
+// wait that ends within the spin doubles it back.
+static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_equal, atomic_int *contention) {
     int64_t start = monotonic_ns(), elapsed = 0;
     long pauses = 0;
     int reached = 0;
@@ -4571,6 +4690,7 @@ static int spin_until(Spinner *s, atomic_uint *word, unsigned value, int want_eq
         if (rate > s->best_rate) s->best_rate = rate;
         if (rate < s->best_rate / 2) {
             s->budget_ns = s->budget_ns / 2 > SPIN_MIN_NS ? s->budget_ns / 2 : SPIN_MIN_NS;
+            if (contention) atomic_fetch_add_explicit(contention, 1, memory_order_relaxed);
             return reached;
         }
     }
@@ -4614,7 +4734,7 @@ static void *worker_main(void *raw) {
     Spinner spin = { SPIN_MAX_NS, 0.0 };
     unsigned seen = 0;
     for (;;) {
-        if (!spin_until(&spin, &pool->generation, seen, 0)) {
+        if (!spin_until(&spin, &pool->generation, seen, 0, &pool->contention)) {
             pthread_mutex_lock(&pool->lock);
             atomic_fetch_add(&pool->sleeping_workers, 1);
             while (atomic_load(&pool->generation) == seen) pthread_cond_wait(&pool->wake, &pool->lock);
@@ -4623,13 +4743,15 @@ static void *worker_main(void *raw) {
         }
         seen = atomic_load(&pool->generation);
         if (atomic_load(&pool->stop)) return NULL;
-        run_chunks(pool, start.index);
+        if (start.index < atomic_load(&pool->active_threads)) run_chunks(pool, start.index);
     }
 }
 
 static ThreadPool *pool_create(int n_threads) {
     ThreadPool *pool = xcalloc(1, sizeof *pool, "thread pool");
     pool->n_threads = n_threads;
+    atomic_init(&pool->active_threads, n_threads);
+    pool->tuner = thread_tuner(n_threads);
     pool->caller_spin = (Spinner){ SPIN_MAX_NS, 0.0 };
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
@@ -4652,7 +4774,8 @@ static ThreadPool *pool_create(int n_threads) {
 // whichever threads claim them; returns when all are done. The caller works
 // too, and waits only for pieces other threads have claimed and not finished.
 static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunks) {
-    if (pool->n_threads == 1 || n_chunks <= 1) {
+    int active = atomic_load(&pool->active_threads);
+    if (active == 1 || n_chunks <= 1) {
         for (int chunk = 0; chunk < n_chunks; chunk++) fn(arg, chunk, 0);
         return;
     }
@@ -4660,8 +4783,8 @@ static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunk
     pool->arg = arg;
     pool->n_chunks = (unsigned)n_chunks;
     atomic_store(&pool->chunks_done, 0);
-    for (int i = 0; i < pool->n_threads; i++) {   // thread i's share: pieces [begin, end)
-        uint64_t begin = (uint64_t)n_chunks * i / pool->n_threads, end = (uint64_t)n_chunks * (i + 1) / pool->n_threads;
+    for (int i = 0; i < pool->n_threads; i++) {   // thread i's share: pieces [begin, end); none for the inactive
+        uint64_t begin = i < active ? (uint64_t)n_chunks * i / active : 0, end = i < active ? (uint64_t)n_chunks * (i + 1) / active : 0;
         atomic_store(&pool->shares[i].next_end, end << 32 | begin);
     }
     atomic_fetch_add(&pool->generation, 1);
@@ -4671,7 +4794,8 @@ static void pool_run_chunks(ThreadPool *pool, ChunkFn fn, void *arg, int n_chunk
         pthread_mutex_unlock(&pool->lock);
     }
     run_chunks(pool, 0);
-    if (spin_until(&pool->caller_spin, &pool->chunks_done, (unsigned)n_chunks, 1)) return;
+    if (spin_until(&pool->caller_spin, &pool->chunks_done, (unsigned)n_chunks, 1, &pool->contention)) return;
+    atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);   // a piece outlasted the spin
     pthread_mutex_lock(&pool->lock);
     // an exchange, not a store: a read-modify-write is a full fence on every CPU
     // (and under qemu), so the load of chunks_done below cannot overtake it
@@ -5602,6 +5726,8 @@ static void forward_layers(Transformer *t, const int *tokens, const int *seqs, c
         s->row_seq[i] = seqs[i];
         s->row_pos[i] = positions[i];
     }
+    // a batch on every thread; a single token on the threads the tuner says (a busy machine: maybe fewer)
+    atomic_store(&t->pool->active_threads, n == 1 ? tuner_threads(&t->pool->tuner) : t->pool->n_threads);
     embed_tokens(t, tokens, n);
     for (int table = 0; table < N_ROPE_TABLES; table++)
         if (s->rope[table].freq) rope_tables(&s->rope[table], c->rotary_dim, c->rope_attention_factor, s->row_pos, n);
@@ -5615,22 +5741,36 @@ static void forward_layers(Transformer *t, const int *tokens, const int *seqs, c
     }
 }
 
-// The batch of forward_layers. Returns (n_logits, vocab_size): the logits of
-// rows logit_rows[0..n_logits) (at most n_seqs of them), or NULL when none
-// are asked (a prompt's chunks before its last).
-static float *forward_rows(Transformer *t, const int *tokens, const int *seqs, const int *positions, int n,
-                           const int *logit_rows, int n_logits) {
+// The logits of rows logit_rows[0..n_logits) of the batch just run.
+static float *logits_of_rows_asked(Transformer *t, const int *logit_rows, int n_logits) {
     const Config *c = &t->config;
     RunState *s = &t->state;
-    if (n_logits > s->n_seqs || n_logits > n) die("internal error: forward_rows of %d rows, %d logits", n, n_logits);
-    forward_layers(t, tokens, seqs, positions, n, 1);
-    if (n_logits == 0) return NULL;
     // the rows asked for, gathered into xb2 (free after the last block; x stays
     // whole for tools/ppl.c): the classifier reads its weights once for them all
     for (int j = 0; j < n_logits; j++)
         memcpy(s->xb2 + (size_t)j * c->dim, s->x + (size_t)logit_rows[j] * c->dim, (size_t)c->dim * sizeof(float));
     logits_of_rows(t, s->xb2, n_logits, s->logits);
     return s->logits;
+}
+
+// The batch of forward_layers. Returns (n_logits, vocab_size): the logits of
+// rows logit_rows[0..n_logits) (at most n_seqs of them), or NULL when none
+// are asked (a prompt's chunks before its last).
+static float *forward_rows(Transformer *t, const int *tokens, const int *seqs, const int *positions, int n,
+                           const int *logit_rows, int n_logits) {
+    if (n_logits > t->state.n_seqs || n_logits > n) die("internal error: forward_rows of %d rows, %d logits", n, n_logits);
+    if (n != 1) {
+        forward_layers(t, tokens, seqs, positions, n, 1);
+        if (n_logits == 0) return NULL;
+        return logits_of_rows_asked(t, logit_rows, n_logits);
+    }
+    // a single token: timed for the tuner (forward_layers runs it on the threads the tuner says)
+    atomic_store_explicit(&t->pool->contention, 0, memory_order_relaxed);
+    int64_t start = monotonic_ns();
+    forward_layers(t, tokens, seqs, positions, n, 1);
+    float *logits = n_logits ? logits_of_rows_asked(t, logit_rows, n_logits) : NULL;
+    tuner_step(&t->pool->tuner, (double)(monotonic_ns() - start) * 1e-9, atomic_load_explicit(&t->pool->contention, memory_order_relaxed) > 0);
+    return logits;
 }
 
 // n tokens of sequence 0 at positions pos0..pos0+n-1: runq's prompt chunks

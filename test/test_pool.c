@@ -66,6 +66,51 @@ static void on_alarm(int sig) {
 }
 
 
+// The tuner on made-up step times: seconds[k] is a step's time at k
+// threads (within 4 % from step to step), contended whether the pool saw
+// contention. Returns the steps run at one thread out of n.
+static int steps_at_one(ThreadTuner *tuner, int n, const double *seconds, int contended) {
+    int at_one = 0;
+    for (int i = 0; i < n; i++) {
+        int threads = tuner_threads(tuner);
+        at_one += threads == 1;
+        tuner_step(tuner, seconds[threads] * (1 + 0.02 * (i % 3)), contended);
+    }
+    return at_one;
+}
+
+static void test_tuner(void) {
+    const double quiet[] = { 0, 2.0, 1.0 }, busy_core[] = { 0, 1.0, 2.0 }, two_faster[] = { 0, 1.0, 0.6 };
+    ThreadTuner tuner = thread_tuner(2);
+    CHECK(steps_at_one(&tuner, 2000, quiet, 0) == 0, "a quiet machine: the tuner tried one thread");
+    int busy = steps_at_one(&tuner, 1000, busy_core, 1);   // the quiet steps before weigh in its mean for a while
+    CHECK(busy >= 900, "a busy core, one thread twice as fast: %d of 1000 steps at one thread", busy);
+    steps_at_one(&tuner, 2000, two_faster, 1);   // the machine quietened: back to two
+    int later = steps_at_one(&tuner, 1000, two_faster, 1);
+    CHECK(later <= 20, "two threads faster again: still %d of the next 1000 steps at one", later);
+    tuner = thread_tuner(2);
+    int contended_but_two_win = steps_at_one(&tuner, 4000, two_faster, 1);
+    CHECK(contended_but_two_win <= 100, "contention, two threads still faster: %d of 4000 steps at one", contended_but_two_win);
+    // a busy core as it looks: two threads' steps mostly fast, one in four
+    // many times slower (their mean the worse), and the pool seeing nothing
+    tuner = thread_tuner(2);
+    int tail_at_one = 0;
+    for (int i = 0; i < 1000; i++) {
+        int threads = tuner_threads(&tuner);
+        tail_at_one += threads == 1;
+        tuner_step(&tuner, threads == 1 ? 1.0 : i % 4 == 3 ? 4.0 : 0.6, 0);
+    }
+    CHECK(tail_at_one >= 900, "two threads fast but for one step in four: %d of 1000 steps at one thread", tail_at_one);
+    tuner = thread_tuner(1);
+    CHECK(steps_at_one(&tuner, 100, busy_core, 1) == 100, "-T 1: one thread throughout");
+    const double two_of_four[] = { 0, 1.5, 1.0, 1.2, 3.0 };   // -T 4 on a board with two cores busy
+    tuner = thread_tuner(4);
+    steps_at_one(&tuner, 200, two_of_four, 1);
+    CHECK(tuner_threads(&tuner) == 2, "-T 4, two threads fastest: settled at %d after 200 steps", tuner_threads(&tuner));
+    printf("  tuner: a busy core, %d of 1000 steps at one thread; contended but two faster, %d of 4000\n", busy,
+           contended_but_two_win);
+}
+
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 20000;
     signal(SIGALRM, on_alarm);
@@ -139,6 +184,25 @@ int main(int argc, char **argv) {
         CHECK(others_did_rest == tried, "%d threads: the others did not take the sleeping worker's share (%d of %d tasks)",
               threads, tried - others_did_rest, tried);
     }
+    // fewer active threads than the pool has: every piece once, on those threads alone
+    for (int threads = 2; threads <= 4; threads++) {
+        ThreadPool *pool = pool_create(threads);
+        int wrong = 0, outside = 0;
+        for (int k = 0; k < rounds / 10; k++) {
+            atomic_store(&pool->active_threads, 1 + k % threads);
+            memset(&arg, 0, sizeof arg);
+            arg.n_threads = threads;
+            pool_run_chunks(pool, chunk_task, &arg, 64);
+            for (int c = 0; c < 64; c++) wrong += atomic_load(&arg.runs[c]) != 1;
+            for (int i = atomic_load(&pool->active_threads); i < threads; i++) outside += atomic_load(&arg.by_thread[i]);
+            if (k % 300 == 0) usleep(300);
+        }
+        pool_free(pool);
+        CHECK(wrong == 0, "%d threads, fewer active: %d pieces ran other than once", threads, wrong);
+        CHECK(outside == 0, "%d threads, fewer active: an inactive thread ran %d pieces", threads, outside);
+    }
+    test_tuner();
+
     // the default -T: the affinity list parsed, a count of at least one
     int cpus[8], n = parse_cpu_list("0-3,6\n", cpus, 8);
     CHECK(n == 5 && cpus[0] == 0 && cpus[3] == 3 && cpus[4] == 6, "Cpus_allowed_list 0-3,6: got %d CPUs", n);
