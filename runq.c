@@ -283,7 +283,7 @@ typedef struct {
 typedef struct {
     char name[TENSOR_NAME_LEN]; // NUL-padded, e.g. "layers.3.wq"
     uint32_t type;              // TensorType
-    uint32_t group_size;        // quantized types: weights per scale (a multiple of 32); else 0
+    uint32_t group_size;        // quantized types: weights per scale (32, 64, 128 or 256); else 0
     uint32_t rows;
     uint32_t cols;
     uint64_t offset;            // from the start of the file, multiple of 64
@@ -796,9 +796,9 @@ static void check_tensor_table(const Transformer *t, const FileHeader *h, size_t
                 quant_layout(e->type)->name, h->version, type_version(e->type));
         if (e->rows == 0 || e->cols == 0 || e->rows > INT32_MAX || e->cols > INT32_MAX)
             die("%s: tensor '%s' has shape (%u, %u)", t->path, e->name, e->rows, e->cols);
-        if (is_quantized(e->type) && (e->group_size == 0 || e->group_size % Q_BLOCK != 0 || e->group_size > MAX_GROUP_SIZE))
-            die("%s: tensor '%s' has group size %u, expected a multiple of %d up to %d", t->path, e->name, e->group_size,
-                Q_BLOCK, MAX_GROUP_SIZE);
+        // a power of two: the NEON kernels find a block's group with a shift
+        if (is_quantized(e->type) && (e->group_size < Q_BLOCK || e->group_size > MAX_GROUP_SIZE || (e->group_size & (e->group_size - 1))))
+            die("%s: tensor '%s' has group size %u, expected 32, 64, 128 or 256", t->path, e->name, e->group_size);
         size_t expected = tensor_nbytes(e->type, e->rows, e->cols, e->group_size, h->version);
         if (e->nbytes != expected)
             die("%s: tensor '%s' claims %llu bytes but its shape needs %zu", t->path, e->name,
@@ -2711,22 +2711,6 @@ TARGET_AVX512_VNNI static void matmul_q4_avx512(float *out, int out_stride, cons
 // the four steps add up as bytes: |sum| <= 32). The int32 is the reference's
 // exact one, so the terms and sums are too.
 
-// Block b's group of scales, b / blocks_per_group, without a division in the
-// inner loop for the group sizes export writes (powers of two: a shift).
-typedef struct {
-    int blocks_per_group;
-    int shift;               // log2(blocks_per_group), or -1 when it is no power of two
-} BlockGroups;
-
-static inline BlockGroups block_groups(int blocks_per_group) {
-    BlockGroups g = { blocks_per_group, -1 };
-    if ((blocks_per_group & (blocks_per_group - 1)) == 0)
-        for (g.shift = 0; (1 << g.shift) < blocks_per_group; g.shift++) {}
-    return g;
-}
-
-static inline int group_of_block(const BlockGroups *g, int b) { return g->shift >= 0 ? b >> g->shift : b / g->blocks_per_group; }
-
 // _mm512_ternarylogic_epi32's truth tables (a = 0xF0, b = 0xCC, c = 0xAA).
 #define XOR_THEN_AND 0x28    // (a ^ b) & c
 #define AND_THEN_OR 0xEA     // (a & b) | c
@@ -2805,13 +2789,13 @@ TARGET_AVX512_VNNI static inline void q4s_pair_activations_avx512(Q4sPairActivat
 // Blocks b (low 256 bits) and next (high) of a tile against their
 // activations: each row's two terms, w_scale * x_scale * int32.
 TARGET_AVX512_VNNI static inline __m512 q4s_tile_block_pair_terms_avx512(const uint8_t *codes, const uint16_t *scales,
-                                                                          const BlockGroups *groups,
-                                                                          const Q4sPairActivations *pair, int b, int next) {
+                                                                          int group_shift, const Q4sPairActivations *pair,
+                                                                          int b, int next) {
     Q4sTilePairBlockAvx512 w;
     for (int line = 0; line < 3; line++) prefetch_ahead(codes + (size_t)b * 3 * 32 + 64 * line);
     unpack_q4s_tile_pair_block_avx512(&w, codes + (size_t)b * 3 * 32, codes + (size_t)next * 3 * 32);
-    __m512 w_scale = two_scale_rows_avx512(scales + (size_t)group_of_block(groups, b) * Q4_TILE_ROWS,
-                                           scales + (size_t)group_of_block(groups, next) * Q4_TILE_ROWS);
+    __m512 w_scale = two_scale_rows_avx512(scales + (size_t)(b >> group_shift) * Q4_TILE_ROWS,
+                                           scales + (size_t)(next >> group_shift) * Q4_TILE_ROWS);
     return _mm512_mul_ps(_mm512_mul_ps(w_scale, pair->scales), _mm512_cvtepi32_ps(dot_q4s_tile_pair_block_avx512(&w, pair->halves)));
 }
 
@@ -2822,7 +2806,7 @@ TARGET_AVX512_VNNI static inline __m512 q4s_tile_block_pair_terms_avx512(const u
 // blocks a step, k a constant, so that acc[k] stays a register; past the
 // last block a half is computed (on the last block) and not added.
 TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, const uint16_t *scales, int n_blocks,
-                                                        const BlockGroups *groups, const Q4sPairActivations *pairs) {
+                                                        int group_shift, const Q4sPairActivations *pairs) {
     __m512 acc[4];
     for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
     for (int b = 0; b < n_blocks; b += 8)
@@ -2830,7 +2814,7 @@ TARGET_AVX512_VNNI static __m256 q4s_tile_decode_avx512(const uint8_t *codes, co
         for (int k = 0; k < 4; k++) {
             int low = b + 2 * k < n_blocks ? b + 2 * k : n_blocks - 1, high = low + 1 < n_blocks ? low + 1 : low;
             __mmask16 added = (__mmask16)((b + 2 * k < n_blocks ? 0x00FF : 0) | (b + 2 * k + 1 < n_blocks ? 0xFF00 : 0));
-            __m512 terms = q4s_tile_block_pair_terms_avx512(codes, scales, groups, &pairs[low / 2], low, high);
+            __m512 terms = q4s_tile_block_pair_terms_avx512(codes, scales, group_shift, &pairs[low / 2], low, high);
             acc[k] = _mm512_mask_add_ps(acc[k], added, acc[k], terms);
         }
     __m512 sums = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
@@ -2844,12 +2828,12 @@ TARGET_AVX512_VNNI static void q4s_decode_avx512(float *out, const Tensor *w, in
                                                  const QuantizedActivations *x) {
     int n_blocks = w->cols_padded / Q_BLOCK, n_groups = w->cols_padded / w->group_size;
     size_t tile_bytes = (size_t)n_blocks * 3 * 32, tile_scales = (size_t)n_groups * Q4_TILE_ROWS;
-    BlockGroups groups = block_groups(w->group_size / Q_BLOCK);
+    int group_shift = __builtin_ctz((unsigned)(w->group_size / Q_BLOCK));   // groups of 1, 2, 4 or 8 blocks
     Q4sPairActivations pairs[(n_blocks + 1) / 2];
     q4s_pair_activations_avx512(pairs, x, n_blocks);
     for (int row = row_begin; row < row_end; row += Q4_TILE_ROWS) {
         int tile = row / Q4_TILE_ROWS, n_rows = row_end - row < Q4_TILE_ROWS ? row_end - row : Q4_TILE_ROWS;
-        __m256 rows = q4s_tile_decode_avx512(w->codes + tile * tile_bytes, w->scales + tile * tile_scales, n_blocks, &groups, pairs);
+        __m256 rows = q4s_tile_decode_avx512(w->codes + tile * tile_bytes, w->scales + tile * tile_scales, n_blocks, group_shift, pairs);
         store_tile_rows_avx2(out + row, rows, n_rows);
     }
 }
@@ -4535,8 +4519,8 @@ typedef struct { _Alignas(64) _Atomic uint64_t next_end; } ClaimCounter;
 // kept when the probe's mean beats it by 5 %; a probe whose first two steps
 // average half as slow again loses at once. With fewer threads than -T it
 // tries twice as many after 64 steps, then 128, ... 512 while that loses,
-// so a machine that quietens gets its threads back. A quiet machine never
-// probes. The thread count never changes a result.
+// so a machine that quietens gets its threads back. A machine without those
+// signs never probes. The thread count never changes a result.
 #define TUNE_PROBE_STEPS 8
 #define TUNE_EARLY_STEPS 2
 #define TUNE_MEAN_STEPS 32       // a count's running mean weighs its last 32 steps or so
@@ -4574,7 +4558,6 @@ static int threads_at_level(const ThreadTuner *tuner, int level) {
 static int tuner_threads(const ThreadTuner *tuner) {
     return threads_at_level(tuner, tuner->probe_level >= 0 ? tuner->probe_level : tuner->level);
 }
-
 
 // A step over twice the median of the last few at the current count.
 static int step_stands_out(const ThreadTuner *tuner, double seconds) {

@@ -235,6 +235,7 @@ group=$(u32 "$Q" 196) rows=$(u32 "$Q" 200) cols=$(u32 "$Q" 204)
 scales=$(( $(u64 "$Q" 208) + rows * ((cols + group - 1) / group * group) / 2 ))
 patch $scales '\xff\x7f'; expect_error "NaN weight scale" "tok_embeddings.*NaN or infinite scale" "$BIN"/runq "$T/p.bin"
 patch $((scales + 2 * 7)) '\x00\x7c'; expect_error "infinite weight scale" "NaN or infinite scale" "$BIN"/runq "$T/p.bin"
+patch 196 '\x60\x00\x00\x00'; expect_error "group size 96 (a multiple of 32, no power of two)" "group size 96, expected 32, 64, 128 or 256" "$BIN"/runq "$T/p.bin"
 patch $(u64 "$Q" 304) '\x00\x00\xc0\x7f'; expect_error "NaN norm weight" "attention_norm.*NaN or infinite weight" "$BIN"/runq "$T/p.bin"
 expect_error "export of a NaN-scaled checkpoint" "NaN or infinite" "$BIN"/export -q --fp32 "$T/p.bin" "$T/x.bin"
 # prompts that are no error: each generates, exit 0 (no crash, no hang)
