@@ -5724,35 +5724,30 @@ static void forward_layers(Transformer *t, const int *tokens, const int *seqs, c
     }
 }
 
-// The logits of rows logit_rows[0..n_logits) of the batch just run.
-static float *logits_of_rows_asked(Transformer *t, const int *logit_rows, int n_logits) {
-    const Config *c = &t->config;
-    RunState *s = &t->state;
-    // the rows asked for, gathered into xb2 (free after the last block; x stays
-    // whole for tools/ppl.c): the classifier reads its weights once for them all
-    for (int j = 0; j < n_logits; j++)
-        memcpy(s->xb2 + (size_t)j * c->dim, s->x + (size_t)logit_rows[j] * c->dim, (size_t)c->dim * sizeof(float));
-    logits_of_rows(t, s->xb2, n_logits, s->logits);
-    return s->logits;
-}
-
 // The batch of forward_layers. Returns (n_logits, vocab_size): the logits of
 // rows logit_rows[0..n_logits) (at most n_seqs of them), or NULL when none
-// are asked (a prompt's chunks before its last).
+// are asked (a prompt's chunks before its last). A single token's step is
+// timed for the tuner (forward_layers runs it on the threads the tuner says).
 static float *forward_rows(Transformer *t, const int *tokens, const int *seqs, const int *positions, int n,
                            const int *logit_rows, int n_logits) {
-    if (n_logits > t->state.n_seqs || n_logits > n) die("internal error: forward_rows of %d rows, %d logits", n, n_logits);
-    if (n != 1) {
-        forward_layers(t, tokens, seqs, positions, n, 1);
-        if (n_logits == 0) return NULL;
-        return logits_of_rows_asked(t, logit_rows, n_logits);
-    }
-    // a single token: timed for the tuner (forward_layers runs it on the threads the tuner says)
+    const Config *c = &t->config;
+    RunState *s = &t->state;
+    if (n_logits > s->n_seqs || n_logits > n) die("internal error: forward_rows of %d rows, %d logits", n, n_logits);
     atomic_store_explicit(&t->pool->contention, 0, memory_order_relaxed);
     int64_t start = monotonic_ns();
     forward_layers(t, tokens, seqs, positions, n, 1);
-    float *logits = n_logits ? logits_of_rows_asked(t, logit_rows, n_logits) : NULL;
-    tuner_step(&t->pool->tuner, (double)(monotonic_ns() - start) * 1e-9, atomic_load_explicit(&t->pool->contention, memory_order_relaxed) > 0);
+    float *logits = NULL;
+    if (n_logits > 0) {
+        // the rows asked for, gathered into xb2 (free after the last block; x stays
+        // whole for tools/ppl.c): the classifier reads its weights once for them all
+        for (int j = 0; j < n_logits; j++)
+            memcpy(s->xb2 + (size_t)j * c->dim, s->x + (size_t)logit_rows[j] * c->dim, (size_t)c->dim * sizeof(float));
+        logits_of_rows(t, s->xb2, n_logits, s->logits);
+        logits = s->logits;
+    }
+    if (n == 1)
+        tuner_step(&t->pool->tuner, (double)(monotonic_ns() - start) * 1e-9,
+                   atomic_load_explicit(&t->pool->contention, memory_order_relaxed) > 0);
     return logits;
 }
 
